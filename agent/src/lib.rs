@@ -1,0 +1,1 @@
+//! vireo-agent: see README.md of this crate.

@@ -1,0 +1,1 @@
+//! vireo-api: see README.md of this crate.

@@ -1,0 +1,1 @@
+//! vireo-disk: see README.md of this crate.

@@ -1,0 +1,1 @@
+//! End-to-end tests: real guests on /dev/kvm. Helpers shared by the tests in tests/tests/.

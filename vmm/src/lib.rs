@@ -1,0 +1,1 @@
+//! vireo-vmm: see README.md of this crate.
