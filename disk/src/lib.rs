@@ -1,1 +1,7 @@
-//! vireo-disk: see README.md of this crate.
+//! vireo-disk: virtual disks for Vireo — the block-device trait, raw and qcow2 images,
+//! redo-log chains, snapshot trees and changed-block tracking. Knows nothing of KVM or SOAP.
+
+pub mod block;
+pub mod raw;
+
+pub use block::{open_disk, BlockDevice, BlockError, OpenError};
