@@ -1,0 +1,476 @@
+//! Reads a SOAP request envelope into a [`Request`]: the method, `_this` and the arguments as
+//! value trees typed by the schema (`xsi:type` honoured, namespace-aware). Unknown elements are
+//! skipped so newer clients still work; malformed input is an error, never a panic.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::{Namespace, ResolveResult};
+use quick_xml::NsReader;
+
+use super::datetime;
+use crate::fault::Fault;
+use crate::schema::{MethodId, Primitive, Schema, TypeId, TypeKind};
+use crate::value::{DataObject, MoRef, Value};
+
+const XSI_NAMESPACE: &[u8] = b"http://www.w3.org/2001/XMLSchema-instance";
+/// Deepest element nesting accepted in a request.
+const MAX_DEPTH: usize = 64;
+
+/// A decoded method call.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method called.
+    pub method: MethodId,
+    /// The object it is called on.
+    pub this: MoRef,
+    /// Arguments by parameter position; arrays are `Value::Array`.
+    pub args: Vec<Option<Value>>,
+}
+
+impl Request {
+    /// An argument by parameter name.
+    pub fn arg(&self, schema: &Schema, name: &str) -> Option<&Value> {
+        let params = &schema.method(self.method).params;
+        params
+            .iter()
+            .position(|p| &*p.name == name)
+            .and_then(|i| self.args[i].as_ref())
+    }
+}
+
+/// Why a request could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeRequestError {
+    /// Not well-formed XML or not a SOAP envelope with a body.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The method name is unknown to the schema.
+    #[error("unknown method {method}")]
+    UnknownMethod { receiver: MoRef, method: String },
+    /// An argument has the wrong type or an unparsable value, or a required one is missing.
+    #[error("invalid argument {name}: {problem}")]
+    InvalidArgument { name: String, problem: String },
+}
+
+impl DecodeRequestError {
+    /// The vim25 fault for this error.
+    pub fn to_fault(&self, schema: &Schema) -> Fault {
+        match self {
+            DecodeRequestError::Malformed(why) => Fault::invalid_request(schema, why.clone()),
+            DecodeRequestError::UnknownMethod { receiver, method } => {
+                Fault::method_not_found(schema, receiver, method)
+            }
+            DecodeRequestError::InvalidArgument { name, problem } => Fault::invalid_argument(
+                schema,
+                name,
+                format!("A specified parameter was not correct: {name} ({problem})"),
+            ),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, DecodeRequestError>;
+
+fn malformed(why: impl std::fmt::Display) -> DecodeRequestError {
+    DecodeRequestError::Malformed(why.to_string())
+}
+
+/// Decodes one SOAP request body.
+pub fn decode_request(schema: &Schema, body: &[u8]) -> Result<Request> {
+    let text = std::str::from_utf8(body).map_err(|_| malformed("request is not UTF-8"))?;
+    let mut reader = NsReader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut decoder = Decoder { schema, reader };
+    decoder.envelope()
+}
+
+struct Decoder<'s, 'i> {
+    schema: &'s Schema,
+    reader: NsReader<&'i [u8]>,
+}
+
+impl<'i> Decoder<'_, 'i> {
+    fn next(&mut self) -> Result<Event<'i>> {
+        self.reader.read_event().map_err(malformed)
+    }
+
+    /// The next child element start of the current element, or `None` at its end.
+    fn next_child(&mut self) -> Result<Option<(BytesStart<'i>, bool)>> {
+        loop {
+            match self.next()? {
+                Event::Start(e) => return Ok(Some((e, false))),
+                Event::Empty(e) => return Ok(Some((e, true))),
+                Event::End(_) => return Ok(None),
+                Event::Eof => return Err(malformed("unexpected end of document")),
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+                Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                    return Err(malformed("unexpected text between elements"))
+                }
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) | Event::DocType(_) => {}
+            }
+        }
+    }
+
+    fn skip(&mut self, start: &BytesStart<'i>, empty: bool) -> Result<()> {
+        if !empty {
+            self.reader.read_to_end(start.name()).map_err(malformed)?;
+        }
+        Ok(())
+    }
+
+    fn envelope(&mut self) -> Result<Request> {
+        let (envelope, empty) = self.next_child_top()?;
+        if envelope.local_name().as_ref() != b"Envelope" || empty {
+            return Err(malformed("expected a SOAP Envelope"));
+        }
+        let mut request = None;
+        while let Some((child, empty)) = self.next_child()? {
+            if child.local_name().as_ref() == b"Body" && !empty && request.is_none() {
+                request = Some(self.body()?);
+            } else {
+                self.skip(&child, empty)?;
+            }
+        }
+        let request = request.ok_or_else(|| malformed("SOAP Envelope has no Body"))?;
+        loop {
+            match self.next()? {
+                Event::Eof => return Ok(request),
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+                Event::Comment(_) | Event::PI(_) => {}
+                _ => return Err(malformed("content after the SOAP Envelope")),
+            }
+        }
+    }
+
+    /// The document's root element, skipping the prolog.
+    fn next_child_top(&mut self) -> Result<(BytesStart<'i>, bool)> {
+        loop {
+            match self.next()? {
+                Event::Start(e) => return Ok((e, false)),
+                Event::Empty(e) => return Ok((e, true)),
+                Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+                _ => return Err(malformed("expected a SOAP Envelope")),
+            }
+        }
+    }
+
+    fn body(&mut self) -> Result<Request> {
+        let (call, empty) = self
+            .next_child()?
+            .ok_or_else(|| malformed("SOAP Body is empty"))?;
+        let method_name = std::str::from_utf8(call.local_name().into_inner())
+            .map_err(malformed)?
+            .to_string();
+        let method = self.schema.method_id(&method_name);
+        let param_count = method.map_or(0, |m| self.schema.method(m).params.len());
+        let mut this = None;
+        let mut args: Vec<Option<Value>> = vec![None; param_count];
+        if !empty {
+            while let Some((child, empty)) = self.next_child()? {
+                if child.local_name().as_ref() == b"_this" {
+                    let moref = self.moref(&child, empty, None)?;
+                    this = Some(moref);
+                    continue;
+                }
+                let Some(method) = method else {
+                    self.skip(&child, empty)?;
+                    continue;
+                };
+                let params = &self.schema.method(method).params;
+                let local = child.local_name();
+                let Some(i) = params
+                    .iter()
+                    .position(|p| p.name.as_bytes() == local.as_ref())
+                else {
+                    self.skip(&child, empty)?;
+                    continue;
+                };
+                let ty = params[i].ty;
+                let value = self
+                    .value(&child, empty, ty.ty, 1)
+                    .map_err(|e| name_argument(e, &params[i].name))?;
+                push_argument(&mut args[i], ty.array, ty.ty, value);
+            }
+        }
+        // Skip to the end of the Body.
+        while let Some((child, empty)) = self.next_child()? {
+            self.skip(&child, empty)?;
+        }
+        let this = this.ok_or_else(|| DecodeRequestError::InvalidArgument {
+            name: "_this".into(),
+            problem: "missing".into(),
+        })?;
+        let Some(method) = method else {
+            return Err(DecodeRequestError::UnknownMethod {
+                receiver: this,
+                method: method_name,
+            });
+        };
+        for (param, arg) in self.schema.method(method).params.iter().zip(&args) {
+            if arg.is_none() && !param.optional && !param.ty.array {
+                return Err(DecodeRequestError::InvalidArgument {
+                    name: param.name.to_string(),
+                    problem: "missing".into(),
+                });
+            }
+        }
+        Ok(Request { method, this, args })
+    }
+
+    /// The `xsi:type` attribute's local type name, if present.
+    fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
+        for attr in start.attributes() {
+            let attr = attr.map_err(malformed)?;
+            let (ns, local) = self.reader.resolve_attribute(attr.key);
+            if local.as_ref() == b"type"
+                && matches!(ns, ResolveResult::Bound(Namespace(XSI_NAMESPACE)))
+            {
+                let value = attr.unescape_value().map_err(malformed)?;
+                let local = value.rsplit(':').next().unwrap_or_default();
+                return Ok(Some(local.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The unprefixed `type` attribute of a MoRef element.
+    fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
+        for attr in start.attributes() {
+            let attr = attr.map_err(malformed)?;
+            if attr.key.as_ref() == b"type" {
+                return Ok(Some(attr.unescape_value().map_err(malformed)?.into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn moref(
+        &mut self,
+        start: &BytesStart<'i>,
+        empty: bool,
+        declared: Option<&str>,
+    ) -> Result<MoRef> {
+        let ty = self
+            .moref_type_attr(start)?
+            .or_else(|| declared.map(str::to_string));
+        let ty = ty.ok_or_else(|| bad_value("managed object reference without a type"))?;
+        let id = self.text(empty)?;
+        Ok(MoRef::new(ty, id))
+    }
+
+    /// Text content up to the element's end.
+    fn text(&mut self, empty: bool) -> Result<String> {
+        let mut out = String::new();
+        if empty {
+            return Ok(out);
+        }
+        loop {
+            match self.next()? {
+                Event::Text(t) => out.push_str(&t.decode().map_err(malformed)?),
+                Event::CData(t) => out.push_str(&t.decode().map_err(malformed)?),
+                Event::GeneralRef(r) => out.push(resolve_reference(&r)?),
+                Event::End(_) => return Ok(out),
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::Start(_) | Event::Empty(_) => {
+                    return Err(bad_value("element inside a simple value"))
+                }
+                Event::Eof => return Err(malformed("unexpected end of document")),
+                Event::Decl(_) | Event::DocType(_) => {
+                    return Err(malformed("declaration inside the body"))
+                }
+            }
+        }
+    }
+
+    /// The type an element actually carries: its `xsi:type` (checked against `declared`) or
+    /// the declared one. The bool is true for `ArrayOfX`.
+    fn actual_type(&self, start: &BytesStart<'i>, declared: TypeId) -> Result<(TypeId, bool)> {
+        let Some(name) = self.xsi_type(start)? else {
+            return Ok((declared, false));
+        };
+        let schema = self.schema;
+        let (ty, array) = match schema.type_id(&name) {
+            Some(ty) => (ty, false),
+            None => {
+                let item = name
+                    .strip_prefix("ArrayOf")
+                    .ok_or_else(|| bad_value(format!("unknown type {name}")))?;
+                let ty = schema
+                    .type_id(item)
+                    .or_else(|| schema.type_id(&lower_first(item)));
+                (
+                    ty.ok_or_else(|| bad_value(format!("unknown type {name}")))?,
+                    true,
+                )
+            }
+        };
+        let any = schema.well_known().any;
+        let fits = declared == any
+            || schema.is_a(ty, declared)
+            || (ty == schema.well_known().moref && schema.is_managed(declared));
+        if !fits && !array {
+            return Err(bad_value(format!(
+                "{name} is not a {}",
+                schema.ty(declared).name
+            )));
+        }
+        if array && declared != any {
+            return Err(bad_value(format!(
+                "{name} where a {} is expected",
+                schema.ty(declared).name
+            )));
+        }
+        Ok((ty, array))
+    }
+
+    fn value(
+        &mut self,
+        start: &BytesStart<'i>,
+        empty: bool,
+        declared: TypeId,
+        depth: usize,
+    ) -> Result<Value> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("request nests too deeply"));
+        }
+        let (ty, array) = self.actual_type(start, declared)?;
+        if array {
+            let mut items = Vec::new();
+            if !empty {
+                while let Some((child, empty)) = self.next_child()? {
+                    items.push(self.value(&child, empty, ty, depth + 1)?);
+                }
+            }
+            return Ok(Value::Array(ty, items));
+        }
+        let schema = self.schema;
+        match &schema.ty(ty).kind {
+            TypeKind::Primitive(p) => parse_primitive(*p, &self.text(empty)?),
+            TypeKind::MoRef => Ok(Value::MoRef(self.moref(start, empty, None)?)),
+            TypeKind::Managed { .. } => Ok(Value::MoRef(self.moref(
+                start,
+                empty,
+                Some(&schema.ty(ty).name),
+            )?)),
+            TypeKind::Enum { values } => {
+                let text = self.text(empty)?;
+                if !values.iter().any(|v| **v == *text) {
+                    return Err(bad_value(format!("{text} is not a {}", schema.ty(ty).name)));
+                }
+                Ok(Value::Enum(ty, text.into()))
+            }
+            TypeKind::Data { fields } => {
+                let mut object = DataObject {
+                    ty,
+                    fields: vec![None; fields.len()],
+                };
+                if !empty {
+                    while let Some((child, empty)) = self.next_child()? {
+                        let local = child.local_name();
+                        let Some(i) = fields
+                            .iter()
+                            .position(|f| f.name.as_bytes() == local.as_ref())
+                        else {
+                            self.skip(&child, empty)?;
+                            continue;
+                        };
+                        let field_ty = fields[i].ty;
+                        let value = self.value(&child, empty, field_ty.ty, depth + 1)?;
+                        push_argument(&mut object.fields[i], field_ty.array, field_ty.ty, value);
+                    }
+                }
+                Ok(Value::Data(Box::new(object)))
+            }
+        }
+    }
+}
+
+/// Stores a decoded element into its slot, appending when the slot is an array.
+fn push_argument(slot: &mut Option<Value>, array: bool, item_ty: TypeId, value: Value) {
+    if !array {
+        *slot = Some(value);
+        return;
+    }
+    match slot {
+        Some(Value::Array(_, items)) => items.push(value),
+        _ => *slot = Some(Value::Array(item_ty, vec![value])),
+    }
+}
+
+fn bad_value(problem: impl Into<String>) -> DecodeRequestError {
+    DecodeRequestError::InvalidArgument {
+        name: String::new(),
+        problem: problem.into(),
+    }
+}
+
+/// Fills in the parameter name of an InvalidArgument raised deeper down.
+fn name_argument(error: DecodeRequestError, name: &str) -> DecodeRequestError {
+    match error {
+        DecodeRequestError::InvalidArgument { name: n, problem } if n.is_empty() => {
+            DecodeRequestError::InvalidArgument {
+                name: name.to_string(),
+                problem,
+            }
+        }
+        other => other,
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+fn resolve_reference(r: &quick_xml::events::BytesRef<'_>) -> Result<char> {
+    if let Some(c) = r.resolve_char_ref().map_err(malformed)? {
+        return Ok(c);
+    }
+    match r.as_ref() {
+        b"amp" => Ok('&'),
+        b"lt" => Ok('<'),
+        b"gt" => Ok('>'),
+        b"quot" => Ok('"'),
+        b"apos" => Ok('\''),
+        _ => Err(malformed("unknown entity reference")),
+    }
+}
+
+/// Parses the text of a primitive value.
+pub(crate) fn parse_primitive(p: Primitive, text: &str) -> Result<Value> {
+    let t = text.trim();
+    let bad = || bad_value(format!("{t:?} is not a valid {p:?}"));
+    Ok(match p {
+        Primitive::String
+        | Primitive::TypeName
+        | Primitive::MethodName
+        | Primitive::PropertyPath
+        | Primitive::AnyUri => Value::String(Arc::from(text)),
+        Primitive::AnyType => Value::String(Arc::from(text)),
+        Primitive::Boolean => match t {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        Primitive::Byte => Value::Byte(t.parse().map_err(|_| bad())?),
+        Primitive::Short => Value::Short(t.parse().map_err(|_| bad())?),
+        Primitive::Int => Value::Int(t.parse().map_err(|_| bad())?),
+        Primitive::Long => Value::Long(t.parse().map_err(|_| bad())?),
+        Primitive::Float => Value::Float(t.parse().map_err(|_| bad())?),
+        Primitive::Double => Value::Double(t.parse().map_err(|_| bad())?),
+        Primitive::DateTime => Value::DateTime(datetime::parse(t).ok_or_else(bad)?),
+        Primitive::Binary => {
+            let compact: String = t.split_ascii_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .map_err(|_| bad())?;
+            Value::Binary(bytes.into())
+        }
+    })
+}

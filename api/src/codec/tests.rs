@@ -1,0 +1,226 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::fault::Fault;
+use crate::schema::{vim25, TypeRef};
+use crate::value::{DataObject, MoRef, Value};
+
+fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/vim25-trace-vcsim-esx65")
+}
+
+fn envelope(body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+fn response_text(method: &str, value: &Value, version: &str) -> String {
+    let s = vim25();
+    let mut out = Vec::new();
+    let v = s.versions().by_wire_id(version).unwrap();
+    encode_response(s, v, s.method_id(method).unwrap(), Some(value), &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn every_recorded_request_decodes() {
+    let s = vim25();
+    let mut count = 0;
+    for entry in
+        std::fs::read_dir(reference_dir()).expect("shared/reference is beside the checkout")
+    {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = name.strip_suffix(".req.xml") else {
+            continue;
+        };
+        let method = stem.split_once('-').unwrap().1;
+        let request = decode_request(s, &std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&*s.method(request.method).name, method, "{name}");
+        count += 1;
+    }
+    assert!(count > 100, "only {count} requests found");
+}
+
+#[test]
+fn retrieve_properties_ex_request_has_typed_selection_specs() {
+    let s = vim25();
+    let body = std::fs::read(reference_dir().join("105-RetrievePropertiesEx.req.xml")).unwrap();
+    let request = decode_request(s, &body).unwrap();
+    assert_eq!(
+        request.this,
+        MoRef::new("PropertyCollector", "ha-property-collector")
+    );
+    let spec_set = request.arg(s, "specSet").unwrap();
+    let spec = spec_set.items()[0].as_data().unwrap();
+    let object_spec = spec.get(s, "objectSet").unwrap().items()[0]
+        .as_data()
+        .unwrap();
+    assert_eq!(object_spec.get(s, "skip"), Some(&Value::Bool(true)));
+    let selection = object_spec.get(s, "selectSet").unwrap().items()[0]
+        .as_data()
+        .unwrap();
+    assert_eq!(
+        selection.ty,
+        s.known_type("TraversalSpec"),
+        "xsi:type picks the subclass"
+    );
+    assert_eq!(
+        selection.get(s, "path").and_then(Value::as_str),
+        Some("view")
+    );
+    let options = request.arg(s, "options").unwrap().as_data().unwrap();
+    assert_eq!(options.get(s, "maxObjects"), Some(&Value::Int(100)));
+}
+
+#[test]
+fn bad_requests_are_typed_errors() {
+    let s = vim25();
+    let cases: [(&str, fn(&DecodeRequestError) -> bool); 7] = [
+        ("garbage", |e| matches!(e, DecodeRequestError::Malformed(_))),
+        ("<soapenv:Envelope", |e| matches!(e, DecodeRequestError::Malformed(_))),
+        ("<a><b></a>", |e| matches!(e, DecodeRequestError::Malformed(_))),
+        (
+            &*Box::leak(envelope(r#"<NoSuchMethod xmlns="urn:vim25"><_this type="Folder">f</_this></NoSuchMethod>"#).into_boxed_str()),
+            |e| matches!(e, DecodeRequestError::UnknownMethod { method, .. } if method == "NoSuchMethod"),
+        ),
+        (
+            &*Box::leak(envelope(r#"<CreateContainerView xmlns="urn:vim25"><_this type="ViewManager">ViewManager</_this><container type="Folder">x</container><recursive>maybe</recursive></CreateContainerView>"#).into_boxed_str()),
+            |e| matches!(e, DecodeRequestError::InvalidArgument { name, .. } if name == "recursive"),
+        ),
+        (
+            &*Box::leak(envelope(r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet xsi:type="AboutInfo"/><options/></RetrievePropertiesEx>"#).into_boxed_str()),
+            |e| matches!(e, DecodeRequestError::InvalidArgument { name, .. } if name == "specSet"),
+        ),
+        (
+            &*Box::leak(envelope(r#"<Login xmlns="urn:vim25"><_this type="SessionManager">ha-sessionmgr</_this><userName>root</userName></Login>"#).into_boxed_str()),
+            |e| matches!(e, DecodeRequestError::InvalidArgument { name, .. } if name == "password"),
+        ),
+    ];
+    for (body, check) in cases {
+        let error = decode_request(s, body.as_bytes()).expect_err(body);
+        assert!(check(&error), "{body}: {error:?}");
+    }
+    let truncated =
+        std::fs::read(reference_dir().join("105-RetrievePropertiesEx.req.xml")).unwrap();
+    for cut in (0..truncated.len() - 1).step_by(37) {
+        assert!(
+            decode_request(s, &truncated[..cut]).is_err(),
+            "truncated at {cut}"
+        );
+    }
+}
+
+#[test]
+fn entities_and_any_arrays_decode() {
+    let s = vim25();
+    let body = envelope(
+        r#"<Login xmlns="urn:vim25"><_this type="SessionManager">ha-sessionmgr</_this><userName>a&amp;b&#33;</userName><password><![CDATA[<p>]]></password></Login>"#,
+    );
+    let request = decode_request(s, body.as_bytes()).unwrap();
+    assert_eq!(
+        request.arg(s, "userName").and_then(Value::as_str),
+        Some("a&b!")
+    );
+    assert_eq!(
+        request.arg(s, "password").and_then(Value::as_str),
+        Some("<p>")
+    );
+}
+
+#[test]
+fn fetch_response_carries_xsi_type_and_version_filtered_fields() {
+    let s = vim25();
+    let runtime = DataObject::of(s, "VirtualMachineRuntimeInfo")
+        .with(s, "host", MoRef::new("HostSystem", "ha-host"))
+        .with(
+            s,
+            "connectionState",
+            Value::Enum(
+                s.known_type("VirtualMachineConnectionState"),
+                "connected".into(),
+            ),
+        )
+        .with(
+            s,
+            "powerState",
+            Value::Enum(s.known_type("VirtualMachinePowerState"), "poweredOn".into()),
+        )
+        .with(s, "toolsInstallerMounted", false)
+        .with(s, "numMksConnections", 0);
+    let text = response_text("Fetch", &runtime.into(), "6.5");
+    assert!(text.contains(
+        r#"<FetchResponse xmlns="urn:vim25"><returnval xsi:type="VirtualMachineRuntimeInfo"><host type="HostSystem">ha-host</host><connectionState>connected</connectionState><powerState>poweredOn</powerState><toolsInstallerMounted>false</toolsInstallerMounted><numMksConnections>0</numMksConnections></returnval></FetchResponse>"#
+    ), "{text}");
+
+    let view = Value::Array(
+        s.well_known().moref,
+        vec![
+            MoRef::new("VirtualMachine", "1").into(),
+            MoRef::new("VirtualMachine", "2").into(),
+        ],
+    );
+    let text = response_text("Fetch", &view, "8.0.3.0");
+    assert!(text.contains(r#"<returnval xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="VirtualMachine">1</ManagedObjectReference><ManagedObjectReference type="VirtualMachine">2</ManagedObjectReference></returnval>"#), "{text}");
+
+    let names = Value::Array(s.well_known().string, vec!["a".into()]);
+    assert!(response_text("Fetch", &names, "8.0.3.0")
+        .contains(r#"<returnval xsi:type="ArrayOfString"><string>a</string></returnval>"#));
+
+    let about = DataObject::of(s, "AboutInfo")
+        .with(s, "name", "Vireo")
+        .with(s, "patchLevel", "0");
+    let text = response_text("Fetch", &about.clone().into(), "6.5");
+    assert!(
+        !text.contains("patchLevel"),
+        "patchLevel is newer than 6.5: {text}"
+    );
+    assert!(response_text("Fetch", &about.into(), "8.0.3.0").contains("<patchLevel>0</patchLevel>"));
+}
+
+#[test]
+fn subclass_in_typed_field_gets_xsi_type() {
+    let s = vim25();
+    let device = DataObject::of(s, "VirtualDisk").with(s, "key", 2000);
+    let hardware = DataObject::of(s, "VirtualHardware")
+        .with(s, "numCPU", 1)
+        .with(
+            s,
+            "device",
+            Value::Array(s.known_type("VirtualDevice"), vec![device.into()]),
+        );
+    let mut out = Vec::new();
+    let field = TypeRef {
+        ty: s.known_type("VirtualHardware"),
+        array: false,
+    };
+    encode_element(
+        s,
+        s.versions().newest(),
+        "hardware",
+        field,
+        &hardware.into(),
+        &mut out,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        text,
+        r#"<hardware><numCPU>1</numCPU><device xsi:type="VirtualDisk"><key>2000</key></device></hardware>"#
+    );
+}
+
+#[test]
+fn fault_has_detail_element_and_xsi_type() {
+    let s = vim25();
+    let fault = Fault::method_not_found(
+        s,
+        &MoRef::new("VirtualMachine", "vm-9"),
+        "CreateScreenshot_Task",
+    );
+    let mut out = Vec::new();
+    encode_fault(s, s.versions().newest(), &fault, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(r#"<faultstring>VirtualMachine:vm-9 does not implement: CreateScreenshot_Task</faultstring><detail><MethodNotFoundFault xmlns="urn:vim25" xsi:type="MethodNotFound"><receiver type="VirtualMachine">vm-9</receiver><method>CreateScreenshot_Task</method></MethodNotFoundFault></detail>"#), "{text}");
+}

@@ -1,0 +1,210 @@
+//! The generic value tree the codec reads requests into and writes responses from: primitives,
+//! enums, managed object references, data objects (fields in schema order) and arrays.
+
+use std::sync::Arc;
+
+use crate::schema::{Schema, TypeId};
+
+/// A reference to a managed object: its type name and id (`<x type="HostSystem">ha-host</x>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MoRef {
+    /// WSDL name of the managed type.
+    pub ty: Arc<str>,
+    /// The object's id.
+    pub id: Arc<str>,
+}
+
+impl MoRef {
+    /// A reference from its parts.
+    pub fn new(ty: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> MoRef {
+        MoRef {
+            ty: ty.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for MoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.ty, self.id)
+    }
+}
+
+/// One vim25 value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// xsd:boolean.
+    Bool(bool),
+    /// xsd:byte.
+    Byte(i8),
+    /// xsd:short.
+    Short(i16),
+    /// xsd:int.
+    Int(i32),
+    /// xsd:long.
+    Long(i64),
+    /// xsd:float.
+    Float(f32),
+    /// xsd:double.
+    Double(f64),
+    /// xsd:string (also TypeName, MethodName, PropertyPath, anyURI).
+    String(Arc<str>),
+    /// xsd:dateTime as microseconds since the Unix epoch, UTC.
+    DateTime(i64),
+    /// xsd:base64Binary.
+    Binary(Arc<[u8]>),
+    /// A value of an enum type.
+    Enum(TypeId, Arc<str>),
+    /// A managed object reference.
+    MoRef(MoRef),
+    /// A data object.
+    Data(Box<DataObject>),
+    /// An array whose elements are of `TypeId` (or its subtypes).
+    Array(TypeId, Vec<Value>),
+}
+
+impl Value {
+    /// The string inside a string value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) | Value::Enum(_, s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The boolean inside a boolean value.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// Any integer value widened to i64.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Byte(v) => Some(*v as i64),
+            Value::Short(v) => Some(*v as i64),
+            Value::Int(v) => Some(*v as i64),
+            Value::Long(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The reference inside a MoRef value.
+    pub fn as_moref(&self) -> Option<&MoRef> {
+        match self {
+            Value::MoRef(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The data object inside a data value.
+    pub fn as_data(&self) -> Option<&DataObject> {
+        match self {
+            Value::Data(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array value; a single value reads as a one-element slice.
+    pub fn items(&self) -> &[Value] {
+        match self {
+            Value::Array(_, items) => items,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    /// A string value.
+    pub fn string(s: impl Into<Arc<str>>) -> Value {
+        Value::String(s.into())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::String(s.into())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::String(s.into())
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+
+impl From<i32> for Value {
+    fn from(v: i32) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Long(v)
+    }
+}
+
+impl From<MoRef> for Value {
+    fn from(m: MoRef) -> Value {
+        Value::MoRef(m)
+    }
+}
+
+impl From<DataObject> for Value {
+    fn from(d: DataObject) -> Value {
+        Value::Data(Box::new(d))
+    }
+}
+
+/// An instance of a data object type: one slot per schema field (inherited first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataObject {
+    /// Its (most derived) type.
+    pub ty: TypeId,
+    /// Field values by schema position; `None` is unset.
+    pub fields: Vec<Option<Value>>,
+}
+
+impl DataObject {
+    /// An object of `ty` with every field unset.
+    pub fn new(schema: &Schema, ty: TypeId) -> DataObject {
+        DataObject {
+            ty,
+            fields: vec![None; schema.fields(ty).len()],
+        }
+    }
+
+    /// An object of the type named `ty`; panics if our own code names a type the schema lacks.
+    pub fn of(schema: &Schema, ty: &str) -> DataObject {
+        DataObject::new(schema, schema.known_type(ty))
+    }
+
+    /// Sets a field by name; panics if our own code names a field the type lacks.
+    pub fn set(&mut self, schema: &Schema, field: &str, value: impl Into<Value>) -> &mut Self {
+        let i = schema
+            .field_index(self.ty, field)
+            .unwrap_or_else(|| panic!("{} has no field {field}", schema.ty(self.ty).name));
+        self.fields[i] = Some(value.into());
+        self
+    }
+
+    /// Builder form of [`DataObject::set`].
+    pub fn with(mut self, schema: &Schema, field: &str, value: impl Into<Value>) -> Self {
+        self.set(schema, field, value);
+        self
+    }
+
+    /// A field's value by name, if set.
+    pub fn get(&self, schema: &Schema, field: &str) -> Option<&Value> {
+        schema
+            .field_index(self.ty, field)
+            .and_then(|i| self.fields[i].as_ref())
+    }
+}
