@@ -3,6 +3,7 @@
 //! Knows nothing of KVM, disks or sockets.
 
 pub mod codec;
+pub mod collector;
 pub mod fault;
 pub mod schema;
 pub mod value;
