@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::qcow2::{Qcow2Image, Qcow2OpenError, Qcow2Options};
 use crate::raw::RawDisk;
 
 /// A virtual disk as the VMM's block device sees it (byte-addressed, sector-aligned by callers).
@@ -71,14 +72,9 @@ pub enum OpenError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The image's format is recognised but not yet supported
-    #[error("{path}: {format:?} images are not supported yet")]
-    Unsupported {
-        /// The image file.
-        path: PathBuf,
-        /// Its detected format.
-        format: ImageFormat,
-    },
+    /// The qcow2 image was refused
+    #[error(transparent)]
+    Qcow2(#[from] Qcow2OpenError),
 }
 
 /// Checks that `[offset, offset + len)` lies within a disk of `capacity` bytes.
@@ -117,7 +113,7 @@ pub fn probe_format(path: &Path) -> Result<ImageFormat, OpenError> {
             n => got += n,
         }
     }
-    if got == 4 && magic == *b"QFI\xfb" {
+    if got == 4 && magic == crate::qcow2::header::MAGIC {
         Ok(ImageFormat::Qcow2)
     } else {
         Ok(ImageFormat::Raw)
@@ -128,10 +124,13 @@ pub fn probe_format(path: &Path) -> Result<ImageFormat, OpenError> {
 pub fn open_disk(path: &Path, read_only: bool) -> Result<Box<dyn BlockDevice>, OpenError> {
     match probe_format(path)? {
         ImageFormat::Raw => Ok(Box::new(RawDisk::open(path, read_only)?)),
-        format => Err(OpenError::Unsupported {
-            path: path.to_path_buf(),
-            format,
-        }),
+        ImageFormat::Qcow2 => {
+            let options = Qcow2Options {
+                read_only,
+                ..Qcow2Options::default()
+            };
+            Ok(Box::new(Qcow2Image::open(path, &options)?))
+        }
     }
 }
 

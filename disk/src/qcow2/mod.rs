@@ -1,0 +1,13 @@
+//! The qcow2 format (v3 read/write, v2 read): header, tables, refcounts, the image engine
+//! and image creation. See QEMU's docs/interop/qcow2.rst for the on-disk specification.
+
+mod cache;
+pub mod create;
+pub mod header;
+mod image;
+mod io;
+pub mod l2;
+pub mod refcount;
+
+pub use create::{create, BackingSpec, CreateError, CreateOptions};
+pub use image::{resolve_backing, Qcow2Image, Qcow2OpenError, Qcow2Options};
