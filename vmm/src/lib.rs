@@ -1,1 +1,20 @@
-//! vireo-vmm: see README.md of this crate.
+//! vireo-vmm: one process per running VM (ESXi's "vmx").
+//!
+//! `builder` is the boot recipe, read top to bottom; `arch` holds the x86_64 boot facts (layout,
+//! registers, CPUID, MSRs, ACPI, zero page, PVH start info); `vstate` wraps KVM (memory, VM,
+//! vCPUs); `devices` are the emulated devices; `control` is the Unix-socket control protocol
+//! vireod speaks; `machine` runs a built VM until the guest is gone.
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod control;
+pub mod devices;
+pub mod machine;
+pub mod run_state;
+pub mod vstate;
+
+pub use builder::{build_vm, BuildError};
+pub use config::VmConfig;
+pub use machine::Machine;
+pub use run_state::VmExit;

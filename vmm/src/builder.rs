@@ -1,0 +1,387 @@
+//! The boot recipe, top to bottom: memory, VM, kernel and initrd, boot tables, devices, vCPUs.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use linux_loader::loader::bzimage::BzImage;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::KernelLoader;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::regs::{self, EntryMode};
+use crate::arch::zero_page::{self, InitrdRegion};
+use crate::arch::{acpi, layout, memory_map, pvh};
+use crate::config::{ConfigError, VmConfig};
+use crate::devices::bus::{BusError, PioBus};
+use crate::devices::irq::{InterruptLine, KvmIrqLine};
+use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
+use crate::devices::legacy::i8042::{self, I8042};
+use crate::devices::legacy::pm::{PowerManagement, PM1A_EVT_PORT, PM_PORT_COUNT};
+use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
+use crate::devices::legacy::serial::{
+    ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+};
+use crate::machine::Machine;
+use crate::run_state::RunState;
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::{BootEntry, Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
+
+const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
+const BZIMAGE_HDRS_OFFSET: u64 = 0x202;
+const BZIMAGE_HDRS_MAGIC: [u8; 4] = *b"HdrS";
+const PAGE_SIZE: u64 = 4096;
+
+/// Errors building a VM from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A file could not be opened or read.
+    #[error("cannot read {what} {path}: {source}")]
+    File {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The kernel is neither a PVH ELF nor a bzImage.
+    #[error(
+        "{0} is not a bootable kernel: expected an ELF with a PVH entry note or a Linux bzImage"
+    )]
+    NotAKernel(PathBuf),
+    /// An ELF kernel without the PVH entry note.
+    #[error("{0} is an ELF without a PVH entry (XEN_ELFNOTE_PHYS32_ENTRY); build the kernel with CONFIG_PVH")]
+    NoPvhEntry(PathBuf),
+    /// A bzImage older than boot protocol 2.12.
+    #[error("{path}: boot protocol {version:#06x} is older than the 2.12 this VMM needs")]
+    OldBootProtocol {
+        /// The kernel.
+        path: PathBuf,
+        /// Its protocol version.
+        version: u16,
+    },
+    /// The loader rejected the kernel.
+    #[error("cannot load kernel {path}: {source}")]
+    KernelLoad {
+        /// The kernel.
+        path: PathBuf,
+        /// The loader error.
+        source: linux_loader::loader::Error,
+    },
+    /// The initrd does not fit in guest memory.
+    #[error("initrd of {size} bytes does not fit below {limit:#x} in guest memory")]
+    InitrdTooLarge {
+        /// Its size.
+        size: u64,
+        /// The highest address it may end at.
+        limit: u64,
+    },
+    /// Guest memory could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Writing into guest memory failed.
+    #[error("cannot write boot data into guest memory: {0}")]
+    GuestMemory(#[from] vm_memory::GuestMemoryError),
+    /// KVM setup failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// vCPU setup failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Boot register structures failed.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// The CPUID KVM supports could not be read.
+    #[error("cannot read the CPUID KVM supports: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
+    /// Two devices claimed the same ports.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The serial log could not be opened.
+    #[error("cannot open serial log {path}: {source}")]
+    SerialLog {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What kind of kernel image a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelFormat {
+    Elf,
+    BzImage,
+}
+
+fn open(what: &'static str, path: &Path) -> Result<File, BuildError> {
+    File::open(path).map_err(|source| BuildError::File {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn detect_format(file: &mut File, path: &Path) -> Result<KernelFormat, BuildError> {
+    let io = |source| BuildError::File {
+        what: "kernel",
+        path: path.to_owned(),
+        source,
+    };
+    let mut magic = [0u8; 4];
+    if file.read_exact(&mut magic).is_ok() && magic == ELF_MAGIC {
+        return Ok(KernelFormat::Elf);
+    }
+    file.seek(SeekFrom::Start(BZIMAGE_HDRS_OFFSET))
+        .map_err(io)?;
+    if file.read_exact(&mut magic).is_ok() && magic == BZIMAGE_HDRS_MAGIC {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(BuildError::NotAKernel(path.to_owned()))
+}
+
+/// A kernel placed in guest memory.
+struct LoadedKernel {
+    entry: BootEntry,
+    /// bzImage setup header, for the zero page.
+    setup_header: Option<linux_loader::bootparam::setup_header>,
+}
+
+fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BuildError> {
+    let mut file = open("kernel", path)?;
+    let format = detect_format(&mut file, path)?;
+    let load_error = |source| BuildError::KernelLoad {
+        path: path.to_owned(),
+        source,
+    };
+    let start = Some(GuestAddress(layout::HIGH_MEMORY_START));
+    match format {
+        KernelFormat::Elf => {
+            let result = Elf::load(mem, None, &mut file, start).map_err(load_error)?;
+            match result.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(entry) => Ok(LoadedKernel {
+                    entry: BootEntry {
+                        mode: EntryMode::Pvh,
+                        address: entry.0,
+                    },
+                    setup_header: None,
+                }),
+                _ => Err(BuildError::NoPvhEntry(path.to_owned())),
+            }
+        }
+        KernelFormat::BzImage => {
+            let result = BzImage::load(mem, None, &mut file, start).map_err(load_error)?;
+            let header = result
+                .setup_header
+                .ok_or_else(|| BuildError::NotAKernel(path.to_owned()))?;
+            let version = header.version;
+            if version < zero_page::MIN_BOOT_PROTOCOL {
+                return Err(BuildError::OldBootProtocol {
+                    path: path.to_owned(),
+                    version,
+                });
+            }
+            // The 64-bit entry point is 0x200 past the protected-mode kernel's load address.
+            let address = result.kernel_load.0 + 0x200;
+            Ok(LoadedKernel {
+                entry: BootEntry {
+                    mode: EntryMode::Linux64,
+                    address,
+                },
+                setup_header: Some(header),
+            })
+        }
+    }
+}
+
+/// Loads the initrd at the highest page-aligned address below `limit`.
+fn load_initrd(mem: &GuestMemoryMmap, path: &Path, limit: u64) -> Result<InitrdRegion, BuildError> {
+    let io = |source| BuildError::File {
+        what: "initrd",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = open("initrd", path)?;
+    let size = file.metadata().map_err(io)?.len();
+    let too_large = BuildError::InitrdTooLarge { size, limit };
+    let addr = limit.checked_sub(size).ok_or(too_large)? & !(PAGE_SIZE - 1);
+    if addr < layout::HIGH_MEMORY_START {
+        return Err(BuildError::InitrdTooLarge { size, limit });
+    }
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)?;
+    Ok(InitrdRegion { addr, size })
+}
+
+fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, BuildError> {
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    mem.write_slice(&bytes, GuestAddress(layout::CMDLINE_START))?;
+    Ok(bytes.len())
+}
+
+fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
+    let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
+    if config.serial_stdio {
+        sinks.push(Box::new(std::io::stdout()));
+    }
+    if let Some(path) = &config.serial_log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| BuildError::SerialLog {
+                path: path.clone(),
+                source,
+            })?;
+        sinks.push(Box::new(file));
+    }
+    Ok(ConsoleSinks(sinks))
+}
+
+/// Builds a ready-to-run VM from `config`.
+pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
+    config.validate()?;
+    // Check the files before committing guest memory.
+    open("kernel", &config.kernel)?;
+    if let Some(initrd) = &config.initrd {
+        open("initrd", initrd)?;
+    }
+
+    let memory = create_guest_memory(config.memory_bytes())?;
+    let vm = Vm::new(&memory)?;
+
+    let kernel = load_kernel(&memory, &config.kernel)?;
+    let cmdline_size = write_cmdline(&memory, &config.cmdline)?;
+    let ram = layout::ram_regions(config.memory_bytes());
+    let low_ram_end = ram[0].1;
+    let initrd = match &config.initrd {
+        Some(path) => {
+            let max = kernel
+                .setup_header
+                .map_or(u64::MAX, |h| u64::from(h.initrd_addr_max) + 1);
+            Some(load_initrd(&memory, path, low_ram_end.min(max))?)
+        }
+        None => None,
+    };
+    let map = memory_map(&ram);
+    let tables = acpi::build_tables(config.vcpus, &[]);
+    for (addr, bytes) in &tables.blobs {
+        memory.write_slice(bytes, GuestAddress(*addr))?;
+    }
+    regs::write_boot_gdt(&memory)?;
+    match kernel.setup_header {
+        Some(header) => {
+            regs::write_identity_page_tables(&memory)?;
+            zero_page::write(
+                &memory,
+                zero_page::build(header, cmdline_size, initrd, &map, tables.rsdp_addr),
+            )?;
+        }
+        None => pvh::write_start_info(&memory, &map, tables.rsdp_addr, initrd)?,
+    }
+
+    let run_state = Arc::new(RunState::default());
+    let irq =
+        |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
+    let serial = Arc::new(Mutex::new(SerialPort::new(
+        irq(COM1_IRQ),
+        console_sinks(config)?,
+    )));
+    let pm = Arc::new(Mutex::new(PowerManagement::new(
+        irq(acpi::SCI_IRQ),
+        run_state.clone(),
+    )));
+    let mut bus = PioBus::default();
+    bus.insert(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
+    bus.insert(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
+    bus.insert(
+        i8042::DATA_PORT,
+        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
+        Arc::new(Mutex::new(I8042::new(run_state.clone()))),
+    )?;
+    bus.insert(
+        RTC_PORT,
+        RTC_PORT_COUNT,
+        Arc::new(Mutex::new(Cmos::default())),
+    )?;
+    bus.insert(
+        BOOT_MARKER_PORT,
+        1,
+        Arc::new(Mutex::new(BootMarker::new(run_state.clone()))),
+    )?;
+
+    let supported_cpuid = vm
+        .kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::SupportedCpuid)?;
+    let vcpus = (0..config.vcpus)
+        .map(|i| {
+            Vcpu::new(
+                &vm.fd,
+                &supported_cpuid,
+                i,
+                config.vcpus,
+                (i == 0).then_some(kernel.entry),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Machine::new(
+        memory,
+        vm,
+        vcpus,
+        bus,
+        run_state,
+        serial,
+        pm,
+        config.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("vireo-builder-{}-{name}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn kernel_format_is_detected_by_magic() {
+        let elf = temp_file("elf", b"\x7fELF\x02\x01\x01");
+        assert_eq!(
+            detect_format(&mut File::open(&elf).unwrap(), &elf).unwrap(),
+            KernelFormat::Elf
+        );
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let bz_path = temp_file("bz", &bz);
+        assert_eq!(
+            detect_format(&mut File::open(&bz_path).unwrap(), &bz_path).unwrap(),
+            KernelFormat::BzImage
+        );
+        let text = temp_file("text", b"#!/bin/sh\necho not a kernel\n");
+        let err = detect_format(&mut File::open(&text).unwrap(), &text).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a bootable kernel"),
+            "{err}"
+        );
+        for p in [elf, bz_path, text] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}

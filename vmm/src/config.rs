@@ -1,0 +1,133 @@
+//! What one VM is made of, as given on the `vireo-vmm` command line, and its validation.
+
+use std::path::PathBuf;
+
+use crate::arch::layout;
+
+/// Largest vCPU count (APIC ids are one byte and the IOAPIC takes the id after the last CPU).
+pub const MAX_VCPUS: u8 = 254;
+/// Smallest guest memory we boot (the boot structures and a kernel must fit).
+pub const MIN_MEMORY_MIB: u64 = 8;
+
+/// The VM to build.
+#[derive(Clone, Debug, Default)]
+pub struct VmConfig {
+    /// Kernel image: a PVH ELF (our test guest, Linux vmlinux) or a Linux bzImage.
+    pub kernel: PathBuf,
+    /// Optional initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// File receiving the serial console (appended).
+    pub serial_log: Option<PathBuf>,
+    /// Whether the serial console also goes to stdout and stdin feeds it.
+    pub serial_stdio: bool,
+    /// Unix socket on which to serve the control protocol.
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Why a configuration cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// vCPU count out of range.
+    #[error("--vcpus must be between 1 and {MAX_VCPUS}, got {0}")]
+    VcpuCount(u8),
+    /// Guest memory too small.
+    #[error("--memory-mib must be at least {MIN_MEMORY_MIB}, got {0}")]
+    MemoryTooSmall(u64),
+    /// Guest memory too large to address.
+    #[error("--memory-mib {0} is larger than this VMM can map")]
+    MemoryTooLarge(u64),
+    /// Command line too long.
+    #[error("kernel command line is {0} bytes; the limit is {limit}", limit = layout::CMDLINE_MAX_SIZE - 1)]
+    CmdlineTooLong(usize),
+    /// The command line contains a NUL byte.
+    #[error("kernel command line contains a NUL byte")]
+    CmdlineNul,
+}
+
+impl VmConfig {
+    /// Checks every limit that does not need the files.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.memory_mib));
+        }
+        if self.memory_mib > (1 << 30) {
+            return Err(ConfigError::MemoryTooLarge(self.memory_mib));
+        }
+        if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
+            return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
+        }
+        if self.cmdline.contains('\0') {
+            return Err(ConfigError::CmdlineNul);
+        }
+        Ok(())
+    }
+
+    /// Guest memory in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> VmConfig {
+        VmConfig {
+            vcpus: 1,
+            memory_mib: 64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_with_clear_errors() {
+        assert_eq!(config().validate(), Ok(()));
+        assert_eq!(
+            VmConfig {
+                memory_mib: 0,
+                ..config()
+            }
+            .validate(),
+            Err(ConfigError::MemoryTooSmall(0))
+        );
+        assert_eq!(
+            VmConfig {
+                vcpus: 0,
+                ..config()
+            }
+            .validate(),
+            Err(ConfigError::VcpuCount(0))
+        );
+        assert_eq!(
+            VmConfig {
+                vcpus: 255,
+                ..config()
+            }
+            .validate(),
+            Err(ConfigError::VcpuCount(255))
+        );
+        let long = "x".repeat(layout::CMDLINE_MAX_SIZE);
+        assert_eq!(
+            VmConfig {
+                cmdline: long,
+                ..config()
+            }
+            .validate(),
+            Err(ConfigError::CmdlineTooLong(4096))
+        );
+        assert_eq!(
+            ConfigError::MemoryTooSmall(0).to_string(),
+            "--memory-mib must be at least 8, got 0"
+        );
+    }
+}

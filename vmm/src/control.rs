@@ -1,0 +1,213 @@
+//! The control protocol on a Unix socket: one JSON object per line each way. Requests are
+//! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}`; replies are
+//! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::bus::{lock, PioBus};
+use crate::devices::legacy::pm::PowerManagement;
+use crate::machine::VcpuKicker;
+use crate::run_state::{Phase, RunState, VmExit};
+
+/// Longest request line accepted.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// A control request.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Report the VM's state.
+    Status,
+    /// Park every vCPU.
+    Pause,
+    /// Let the vCPUs run again.
+    Resume,
+    /// Press the ACPI power button (the guest decides what to do).
+    PowerButton,
+    /// Hard power-off: the VMM exits.
+    PowerOff,
+    /// Hard reset: the VMM exits with the reset status; the caller restarts it.
+    Reset,
+}
+
+/// The VM's state as `status` reports it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VmStatus {
+    /// "running", "paused" or "exiting".
+    pub state: &'static str,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Milliseconds since the VMM started.
+    pub uptime_ms: f64,
+    /// Milliseconds from VMM start to the guest's boot marker, once seen.
+    pub boot_marker_ms: Option<f64>,
+    /// Port accesses that hit no device.
+    pub unclaimed_io: u64,
+    /// Whether the guest listens for the power button.
+    pub power_button_enabled: bool,
+}
+
+/// What the control server can act on.
+pub struct VmHandle {
+    /// The VM's run state.
+    pub run_state: Arc<RunState>,
+    /// The PM1 registers (power button).
+    pub pm: Arc<Mutex<PowerManagement>>,
+    /// Kicks vCPUs out of KVM_RUN (pause).
+    pub kicker: Arc<VcpuKicker>,
+    /// The port bus (statistics).
+    pub bus: Arc<PioBus>,
+}
+
+/// Errors starting the control server.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket could not be bound.
+    #[error("cannot listen on control socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds `path` (replacing a stale socket) and serves requests on a background thread.
+pub fn serve(path: &Path, handle: VmHandle) -> Result<(), ControlError> {
+    let bind_error = |source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        std::fs::remove_file(path).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    let handle = Arc::new(handle);
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let handle = handle.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || serve_connection(stream, &handle));
+            }
+        })
+        .map_err(bind_error)?;
+    Ok(())
+}
+
+fn serve_connection(stream: UnixStream, handle: &VmHandle) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
+                let _ = writeln!(writer, "{}", error_reply("request line too long"));
+                return;
+            }
+            Ok(_) => {}
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (reply, after) = match serde_json::from_str::<ControlRequest>(line.trim()) {
+            Ok(request) => execute(request, handle),
+            Err(e) => (error_reply(&format!("bad request: {e}")), None),
+        };
+        if writeln!(writer, "{reply}")
+            .and_then(|_| writer.flush())
+            .is_err()
+        {
+            return;
+        }
+        // Actions that end the VM happen after the reply is on its way.
+        if let Some(exit) = after {
+            handle.run_state.request_exit(exit);
+        }
+    }
+}
+
+fn error_reply(message: &str) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": message })
+}
+
+fn ok_reply() -> serde_json::Value {
+    serde_json::json!({ "ok": true })
+}
+
+/// Carries out `request`; returns the reply and an exit to request once it is sent.
+fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Option<VmExit>) {
+    match request {
+        ControlRequest::Status => {
+            let mut reply = serde_json::to_value(status(handle)).unwrap_or_default();
+            reply["ok"] = true.into();
+            (reply, None)
+        }
+        ControlRequest::Pause if handle.kicker.pause(&handle.run_state) => (ok_reply(), None),
+        ControlRequest::Pause => {
+            // Do not leave the VM half-paused.
+            handle.run_state.resume();
+            (
+                error_reply("the vCPUs did not all stop (the VM may be ending)"),
+                None,
+            )
+        }
+        ControlRequest::Resume if handle.run_state.resume() => (ok_reply(), None),
+        ControlRequest::Resume => (error_reply("the VM is ending"), None),
+        ControlRequest::PowerButton => {
+            lock(&handle.pm).press_power_button();
+            (ok_reply(), None)
+        }
+        ControlRequest::PowerOff => (ok_reply(), Some(VmExit::HostPowerOff)),
+        ControlRequest::Reset => (ok_reply(), Some(VmExit::HostReset)),
+    }
+}
+
+fn status(handle: &VmHandle) -> VmStatus {
+    let state = match handle.run_state.phase() {
+        Phase::Running => "running",
+        Phase::Paused => "paused",
+        Phase::Exiting(_) => "exiting",
+    };
+    VmStatus {
+        state,
+        vcpus: handle.kicker.count(),
+        uptime_ms: handle.run_state.uptime().as_secs_f64() * 1e3,
+        boot_marker_ms: handle
+            .run_state
+            .boot_marker()
+            .map(|d| d.as_secs_f64() * 1e3),
+        unclaimed_io: handle.bus.unclaimed_accesses(),
+        power_button_enabled: lock(&handle.pm).power_button_enabled(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_garbage_is_rejected() {
+        let parse = |s: &str| serde_json::from_str::<ControlRequest>(s);
+        assert_eq!(
+            parse(r#"{"cmd":"status"}"#).unwrap(),
+            ControlRequest::Status
+        );
+        assert_eq!(
+            parse(r#"{"cmd":"power-button"}"#).unwrap(),
+            ControlRequest::PowerButton
+        );
+        assert!(parse(r#"{"cmd":"format-disk"}"#).is_err());
+        assert!(parse("not json").is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! Emulated devices and how the vCPUs reach them (the port I/O bus) and how they interrupt
+//! the guest (interrupt lines into KVM's in-kernel IOAPIC).
+
+pub mod bus;
+pub mod irq;
+pub mod legacy;

@@ -1,0 +1,196 @@
+//! A built VM and its run: one thread per vCPU, the console input and control socket threads,
+//! and the main thread waiting for the guest to end, then making sure every vCPU has left.
+
+use std::io::Read;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::VmConfig;
+use crate::control::{self, VmHandle};
+use crate::devices::bus::{lock, PioBus};
+use crate::devices::legacy::pm::PowerManagement;
+use crate::devices::legacy::serial::SerialPort;
+use crate::run_state::{RunState, VmExit};
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::Vm;
+
+/// How long a pause waits for every vCPU to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Interval between kicks of vCPUs that have not yet left KVM_RUN.
+const KICK_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A VM ready to run.
+pub struct Machine {
+    // Field order is drop order: vCPUs and the VM go before the memory they map.
+    vcpus: Vec<Vcpu>,
+    _vm: Vm,
+    _memory: GuestMemoryMmap,
+    bus: Arc<PioBus>,
+    run_state: Arc<RunState>,
+    serial: Arc<Mutex<SerialPort>>,
+    pm: Arc<Mutex<PowerManagement>>,
+    config: VmConfig,
+}
+
+/// Signal used to kick vCPU threads out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Interrupts vCPU threads so that they return from KVM_RUN and look at the run state.
+pub struct VcpuKicker {
+    threads: Vec<libc::pthread_t>,
+}
+
+impl VcpuKicker {
+    /// Sends the kick signal to every vCPU thread.
+    pub fn kick(&self) {
+        for thread in &self.threads {
+            // SAFETY: the threads are joined only after the last kick (see `Machine::run`).
+            unsafe { libc::pthread_kill(*thread, kick_signal()) };
+        }
+    }
+
+    /// Number of vCPU threads.
+    pub fn count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Parks every vCPU: true once all are outside KVM_RUN, false on timeout or if the VM ends.
+    pub fn pause(&self, run_state: &RunState) -> bool {
+        if !run_state.request_pause() {
+            return false;
+        }
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while run_state.parked_vcpus() < self.count() {
+            if Instant::now() > deadline || run_state.phase() != crate::run_state::Phase::Paused {
+                return false;
+            }
+            self.kick();
+            run_state.wait_change(KICK_INTERVAL);
+        }
+        true
+    }
+}
+
+impl Machine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        memory: GuestMemoryMmap,
+        vm: Vm,
+        vcpus: Vec<Vcpu>,
+        bus: PioBus,
+        run_state: Arc<RunState>,
+        serial: Arc<Mutex<SerialPort>>,
+        pm: Arc<Mutex<PowerManagement>>,
+        config: VmConfig,
+    ) -> Self {
+        Machine {
+            vcpus,
+            _vm: vm,
+            _memory: memory,
+            bus: Arc::new(bus),
+            run_state,
+            serial,
+            pm,
+            config,
+        }
+    }
+
+    /// The run state (for embedding callers and tests).
+    pub fn run_state(&self) -> Arc<RunState> {
+        self.run_state.clone()
+    }
+
+    /// Runs the VM until the guest is gone; returns how it ended.
+    pub fn run(mut self) -> VmExit {
+        if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick) {
+            return VmExit::Crashed {
+                detail: format!("cannot install the vCPU kick handler: {e}"),
+            };
+        }
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut self.vcpus)
+            .into_iter()
+            .enumerate()
+            .map(|(i, vcpu)| {
+                let bus = self.bus.clone();
+                let run_state = self.run_state.clone();
+                std::thread::Builder::new()
+                    .name(format!("vcpu{i}"))
+                    .spawn(move || vcpu.run(&bus, &run_state))
+            })
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| {
+                self.run_state.request_exit(VmExit::Crashed {
+                    detail: format!("cannot start vCPU thread: {e}"),
+                });
+                Vec::new()
+            });
+        let kicker = Arc::new(VcpuKicker {
+            threads: handles.iter().map(|h| h.as_pthread_t()).collect(),
+        });
+
+        if self.config.serial_stdio {
+            self.forward_stdin();
+        }
+        let control_server = self.config.control_socket.as_ref().map(|path| {
+            let handle = VmHandle {
+                run_state: self.run_state.clone(),
+                pm: self.pm.clone(),
+                kicker: kicker.clone(),
+                bus: self.bus.clone(),
+            };
+            control::serve(path, handle)
+        });
+        if let Some(Err(e)) = &control_server {
+            self.run_state.request_exit(VmExit::Crashed {
+                detail: e.to_string(),
+            });
+        }
+
+        let exit = self.run_state.wait_for_exit();
+        // Every vCPU must leave KVM_RUN: some may be halted or waiting for a SIPI in the kernel.
+        while handles.iter().any(|h| !h.is_finished()) {
+            kicker.kick();
+            std::thread::sleep(KICK_INTERVAL);
+        }
+        for handle in handles {
+            let _ = handle.join();
+        }
+        if let Some(path) = &self.config.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        exit
+    }
+
+    /// Feeds stdin to COM1, waiting while the guest's receive FIFO is full.
+    fn forward_stdin(&self) {
+        let serial = self.serial.clone();
+        let run_state = self.run_state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = stdin.read(&mut buf) {
+                    let mut pending = &buf[..n];
+                    while !pending.is_empty() {
+                        let taken = lock(&serial).enqueue_input(pending);
+                        pending = &pending[taken..];
+                        if taken == 0 {
+                            run_state.wait_change(KICK_INTERVAL);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("vireo-vmm: console input disabled: {e}");
+        }
+    }
+}

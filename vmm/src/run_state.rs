@@ -1,0 +1,211 @@
+//! Whether the VM runs, is paused, or is ending (and why). Shared by the vCPU threads, the
+//! devices that end a VM (ACPI S5, reset), the control socket and the main thread.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How a VM ended. Exit codes of `vireo-vmm` follow [`VmExit::exit_code`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum VmExit {
+    /// The guest entered S5 through ACPI.
+    GuestPowerOff,
+    /// The host asked for a hard power-off (control socket).
+    HostPowerOff,
+    /// The guest asked for a reset (i8042, reset register, triple fault).
+    GuestReset {
+        /// What triggered it.
+        cause: String,
+    },
+    /// The host asked for a hard reset (control socket).
+    HostReset,
+    /// The guest did something the hypervisor cannot continue from.
+    Crashed {
+        /// What happened, with the vCPU and instruction bytes where known.
+        detail: String,
+    },
+    /// The VMM process was told to stop by a signal.
+    Killed {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+impl VmExit {
+    /// The process exit code: 0 powered off, 3 reset, 4 crashed, 5 killed (1 is a start-up error).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VmExit::GuestPowerOff | VmExit::HostPowerOff => 0,
+            VmExit::GuestReset { .. } | VmExit::HostReset => 3,
+            VmExit::Crashed { .. } => 4,
+            VmExit::Killed { .. } => 5,
+        }
+    }
+}
+
+/// What the VM is doing now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// vCPUs run.
+    Running,
+    /// vCPUs are held outside KVM_RUN.
+    Paused,
+    /// The VM is ending; vCPUs leave.
+    Exiting(VmExit),
+}
+
+struct Inner {
+    phase: Phase,
+    /// vCPU threads currently parked (paused or gone).
+    parked: usize,
+    boot_marker: Option<Duration>,
+}
+
+/// The shared run state of one VM.
+pub struct RunState {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    started: Instant,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            inner: Mutex::new(Inner {
+                phase: Phase::Running,
+                parked: 0,
+                boot_marker: None,
+            }),
+            changed: Condvar::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl RunState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.lock().phase.clone()
+    }
+
+    /// Ends the VM for `exit`; the first reason recorded wins.
+    pub fn request_exit(&self, exit: VmExit) {
+        let mut inner = self.lock();
+        if !matches!(inner.phase, Phase::Exiting(_)) {
+            inner.phase = Phase::Exiting(exit);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Asks the vCPUs to park. Returns false if the VM is ending.
+    pub fn request_pause(&self) -> bool {
+        let mut inner = self.lock();
+        match inner.phase {
+            Phase::Exiting(_) => false,
+            _ => {
+                inner.phase = Phase::Paused;
+                true
+            }
+        }
+    }
+
+    /// Lets parked vCPUs run again. Returns false if the VM is ending.
+    pub fn resume(&self) -> bool {
+        let mut inner = self.lock();
+        match inner.phase {
+            Phase::Exiting(_) => false,
+            _ => {
+                inner.phase = Phase::Running;
+                self.changed.notify_all();
+                true
+            }
+        }
+    }
+
+    /// Called by a vCPU thread between runs: blocks while paused; returns the exit when ending.
+    pub fn vcpu_checkpoint(&self) -> Option<VmExit> {
+        let mut inner = self.lock();
+        loop {
+            match &inner.phase {
+                Phase::Running => return None,
+                Phase::Exiting(exit) => return Some(exit.clone()),
+                Phase::Paused => {
+                    inner.parked += 1;
+                    self.changed.notify_all();
+                    inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+                    inner.parked -= 1;
+                }
+            }
+        }
+    }
+
+    /// Number of vCPU threads parked right now.
+    pub fn parked_vcpus(&self) -> usize {
+        self.lock().parked
+    }
+
+    /// Blocks the caller until the VM ends.
+    pub fn wait_for_exit(&self) -> VmExit {
+        let mut inner = self.lock();
+        loop {
+            if let Phase::Exiting(exit) = &inner.phase {
+                return exit.clone();
+            }
+            inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits up to `timeout` for the phase to change; used while kicking vCPUs.
+    pub fn wait_change(&self, timeout: Duration) {
+        let inner = self.lock();
+        let _ = self.changed.wait_timeout(inner, timeout);
+    }
+
+    /// Records the guest's "booted" marker (first write wins).
+    pub fn mark_booted(&self) {
+        let mut inner = self.lock();
+        if inner.boot_marker.is_none() {
+            inner.boot_marker = Some(self.started.elapsed());
+        }
+    }
+
+    /// Time from VMM start to the guest's boot marker.
+    pub fn boot_marker(&self) -> Option<Duration> {
+        self.lock().boot_marker
+    }
+
+    /// Time since the VMM started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn first_exit_reason_wins_and_ends_pause() {
+        let state = Arc::new(RunState::default());
+        assert!(state.request_pause());
+        let vcpu = {
+            let state = state.clone();
+            std::thread::spawn(move || state.vcpu_checkpoint())
+        };
+        while state.parked_vcpus() == 0 {
+            state.wait_change(Duration::from_millis(1));
+        }
+        state.request_exit(VmExit::GuestPowerOff);
+        state.request_exit(VmExit::HostReset);
+        assert_eq!(vcpu.join().unwrap(), Some(VmExit::GuestPowerOff));
+        assert_eq!(state.wait_for_exit().exit_code(), 0);
+        assert!(!state.resume());
+    }
+}

@@ -1,0 +1,40 @@
+//! Guest RAM: anonymous private mappings advised as huge pages (first touch from ring 3 is
+//! ten times cheaper with THP on these machines).
+
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::arch::layout;
+
+/// Errors creating guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The host refused the mapping (usually not enough memory or address space).
+    #[error("cannot map {mib} MiB of guest memory: {source}")]
+    Map {
+        /// Requested size.
+        mib: u64,
+        /// The mapping error.
+        source: vm_memory::mmap::FromRangesError,
+    },
+}
+
+/// Maps `size` bytes of guest RAM laid out by `layout::ram_regions`.
+pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(size)
+        .into_iter()
+        .map(|(addr, len)| (GuestAddress(addr), len as usize))
+        .collect();
+    let memory = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map {
+        mib: size >> 20,
+        source,
+    })?;
+    for region in memory.iter() {
+        let host = region.as_ptr();
+        // SAFETY: the range is exactly the mapping vm-memory just created; madvise only changes
+        // how the kernel backs it. Failure (no THP) is harmless, so the result is ignored.
+        unsafe {
+            libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE);
+        }
+    }
+    Ok(memory)
+}

@@ -1,0 +1,234 @@
+//! One vCPU: its boot configuration (CPUID, MSRs, LAPIC LINT pins, registers) and the loop
+//! that runs it on its own thread, dispatching every exit.
+
+use kvm_bindings::{
+    kvm_run, CpuId, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use crate::arch::regs::{self, EntryMode};
+use crate::arch::{cpuid, msr};
+use crate::devices::bus::PioBus;
+use crate::run_state::{RunState, VmExit};
+
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_EXTINT: u32 = 0x7;
+const APIC_MODE_NMI: u32 = 0x4;
+
+/// Errors configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// A KVM vCPU ioctl failed.
+    #[error("vCPU {index}: KVM refused {what}: {source}")]
+    Kvm {
+        /// The vCPU.
+        index: u8,
+        /// The step.
+        what: &'static str,
+        /// The ioctl error.
+        source: kvm_ioctls::Error,
+    },
+    /// KVM accepted fewer boot MSRs than given.
+    #[error("vCPU {index}: KVM set only {set} of {wanted} boot MSRs")]
+    Msrs {
+        /// The vCPU.
+        index: u8,
+        /// How many were set.
+        set: usize,
+        /// How many were given.
+        wanted: usize,
+    },
+    /// Writing boot structures failed.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+}
+
+/// The kernel entry point the boot vCPU starts at.
+#[derive(Clone, Copy, Debug)]
+pub struct BootEntry {
+    /// How the kernel is entered.
+    pub mode: EntryMode,
+    /// Guest address of the entry.
+    pub address: u64,
+}
+
+/// A configured vCPU, ready to run.
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+}
+
+fn lvt_mode(reg: u32, mode: u32) -> u32 {
+    (reg & !0x700) | (mode << 8)
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` of `count` and configures it; `entry` is given to the boot vCPU only
+    /// (the others wait for INIT/SIPI from the guest).
+    pub fn new(
+        vm: &VmFd,
+        supported_cpuid: &CpuId,
+        index: u8,
+        count: u8,
+        entry: Option<BootEntry>,
+    ) -> Result<Vcpu, VcpuError> {
+        let kvm = |what: &'static str| {
+            move |source| VcpuError::Kvm {
+                index,
+                what,
+                source,
+            }
+        };
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm("KVM_CREATE_VCPU"))?;
+        let mut cpuid = supported_cpuid.clone();
+        cpuid::normalize(&mut cpuid, index, count);
+        fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+        let msrs = msr::boot_msrs();
+        let set = fd.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;
+        if set != msrs.as_slice().len() {
+            return Err(VcpuError::Msrs {
+                index,
+                set,
+                wanted: msrs.as_slice().len(),
+            });
+        }
+        let mut lapic = fd.get_lapic().map_err(kvm("KVM_GET_LAPIC"))?;
+        for (offset, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
+            let bytes: Vec<u8> = lapic.regs[offset..offset + 4]
+                .iter()
+                .map(|b| *b as u8)
+                .collect();
+            let value = lvt_mode(u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4])), mode);
+            for (dst, src) in lapic.regs[offset..offset + 4]
+                .iter_mut()
+                .zip(value.to_le_bytes())
+            {
+                *dst = src as _;
+            }
+        }
+        fd.set_lapic(&lapic).map_err(kvm("KVM_SET_LAPIC"))?;
+        if let Some(entry) = entry {
+            let sregs = fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+            fd.set_sregs(&regs::boot_sregs(sregs, entry.mode))
+                .map_err(kvm("KVM_SET_SREGS"))?;
+            fd.set_regs(&regs::boot_regs(entry.mode, entry.address))
+                .map_err(kvm("KVM_SET_REGS"))?;
+            fd.set_fpu(&regs::boot_fpu()).map_err(kvm("KVM_SET_FPU"))?;
+        }
+        Ok(Vcpu { index, fd })
+    }
+
+    /// Runs the vCPU until the VM ends, parking while it is paused.
+    pub fn run(mut self, bus: &PioBus, run_state: &RunState) {
+        while run_state.vcpu_checkpoint().is_none() {
+            if let Some(exit) = self.run_once(bus) {
+                run_state.request_exit(exit);
+            }
+        }
+    }
+
+    /// One KVM_RUN and the handling of its exit; returns a reason to end the VM, if any.
+    fn run_once(&mut self, bus: &PioBus) -> Option<VmExit> {
+        let index = self.index;
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => bus.read(port, data),
+            Ok(VcpuExit::IoOut(port, data)) => bus.write(port, data),
+            // No MMIO devices yet: reads float high, writes are dropped.
+            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
+            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::Shutdown) => {
+                return Some(VmExit::GuestReset {
+                    cause: format!("triple fault on vCPU {index}"),
+                });
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => return system_event(kind, index),
+            Ok(VcpuExit::InternalError) => {
+                return Some(VmExit::Crashed {
+                    detail: internal_error(self.fd.get_kvm_run(), index),
+                });
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                let detail = format!(
+                    "vCPU {index}: KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
+                );
+                return Some(VmExit::Crashed { detail });
+            }
+            Ok(VcpuExit::Hlt) => {}
+            Ok(other) => {
+                let detail = format!("vCPU {index}: unexpected KVM exit {other:?}");
+                return Some(VmExit::Crashed { detail });
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => {
+                return Some(VmExit::Crashed {
+                    detail: format!("vCPU {index}: KVM_RUN failed: {e}"),
+                })
+            }
+        }
+        None
+    }
+}
+
+fn system_event(kind: u32, index: u8) -> Option<VmExit> {
+    match kind {
+        KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmExit::GuestPowerOff),
+        KVM_SYSTEM_EVENT_RESET => Some(VmExit::GuestReset {
+            cause: format!("system reset from vCPU {index}"),
+        }),
+        KVM_SYSTEM_EVENT_CRASH => Some(VmExit::Crashed {
+            detail: format!("vCPU {index}: guest reported a crash"),
+        }),
+        _ => None,
+    }
+}
+
+/// Describes KVM_EXIT_INTERNAL_ERROR, with the instruction bytes of an emulation failure.
+fn internal_error(run: &kvm_run, index: u8) -> String {
+    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal`/`emulation_failure` is the
+    // live union member; both start with suberror and ndata.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
+        // SAFETY: as above; the emulation_failure layout applies to this suberror.
+        let failure = unsafe { run.__bindgen_anon_1.emulation_failure };
+        if failure.flags & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 {
+            // SAFETY: the flag says the instruction bytes are present.
+            let insn = unsafe { failure.__bindgen_anon_1.__bindgen_anon_1 };
+            let len = usize::from(insn.insn_size).min(insn.insn_bytes.len());
+            let bytes: Vec<String> = insn.insn_bytes[..len]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            return format!(
+                "vCPU {index}: instruction emulation failed; instruction bytes: {}",
+                bytes.join(" ")
+            );
+        }
+        return format!("vCPU {index}: instruction emulation failed");
+    }
+    let ndata = (internal.ndata as usize).min(internal.data.len());
+    let data: Vec<String> = internal.data[..ndata]
+        .iter()
+        .map(|d| format!("{d:#x}"))
+        .collect();
+    format!(
+        "vCPU {index}: KVM internal error, suberror {} data [{}]",
+        internal.suberror,
+        data.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_pins_get_extint_and_nmi_modes() {
+        assert_eq!(lvt_mode(0x0001_0000, APIC_MODE_EXTINT), 0x0001_0700);
+        assert_eq!(lvt_mode(0x0001_0700, APIC_MODE_NMI), 0x0001_0400);
+    }
+}

@@ -1,0 +1,70 @@
+//! The KVM VM: created with the TSS pages, an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT,
+//! and guest memory registered as slots.
+
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::arch::layout;
+
+/// Errors creating the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm: {0} (is KVM available and accessible?)")]
+    OpenKvm(kvm_ioctls::Error),
+    /// A KVM ioctl failed while setting up the VM.
+    #[error("KVM refused {what}: {source}")]
+    Setup {
+        /// The step that failed.
+        what: &'static str,
+        /// The ioctl error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Setup { what, source }
+}
+
+/// An open KVM VM with its memory registered.
+pub struct Vm {
+    /// The /dev/kvm handle (for supported CPUID and MSR lists).
+    pub kvm: Kvm,
+    /// The VM; shared with interrupt lines.
+    pub fd: Arc<VmFd>,
+}
+
+impl Vm {
+    /// Creates the VM, its irqchip and PIT, and registers `memory`.
+    pub fn new(memory: &GuestMemoryMmap) -> Result<Vm, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let fd = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
+        fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+            .map_err(setup("KVM_SET_TSS_ADDR"))?;
+        fd.create_irq_chip().map_err(setup("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(setup("KVM_CREATE_PIT2"))?;
+        for (slot, region) in memory.iter().enumerate() {
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region stays mapped for the VM's lifetime: `Machine` owns both.
+            unsafe { fd.set_user_memory_region(mem_region) }
+                .map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+        })
+    }
+}
