@@ -1,0 +1,144 @@
+//! The `shell` scenario: a line-oriented command interpreter on the console that tests drive.
+//! Input is interrupt-driven (sleep on the COM1 vector, then drain the UART); typed characters
+//! are echoed; `\r`, `\n` or `\r\n` end a line.
+
+use core::sync::atomic::Ordering;
+
+use crate::arch::{self, abi::COM1_VECTOR};
+use crate::console;
+use crate::io::Io;
+use crate::ticks;
+use crate::{say, Machine};
+
+const PROMPT: &str = "vireo> ";
+const LINE_CAPACITY: usize = 256;
+const BACKSPACE: u8 = 0x08;
+const DELETE: u8 = 0x7f;
+
+const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, poweroff, reboot, \
+triple-fault, bad-insn";
+
+/// Runs the interpreter forever.
+pub fn run(io: &mut Io, machine: &Machine) -> ! {
+    let mut input = LineReader::new();
+    loop {
+        print(io, PROMPT);
+        let line = input.read_line(io);
+        execute(io, machine, line.trim());
+    }
+}
+
+fn execute(io: &mut Io, machine: &Machine, line: &str) {
+    let (command, argument) = line.split_once(' ').unwrap_or((line, ""));
+    match command {
+        "" => {}
+        "help" => println(io, format_args!("{HELP}")),
+        "echo" => println(io, format_args!("{argument}")),
+        "cpus" => println(io, format_args!("cpus={}", machine.cpus_online)),
+        "ticks" => println(io, format_args!("ticks={}", ticks::now())),
+        "mem" => println(io, format_args!("mem={}MiB", machine.ram_mib)),
+        "poweroff" => crate::power_off(io, machine),
+        "reboot" => crate::reboot(io, machine),
+        "triple-fault" => {
+            say!(io, "triple-faulting");
+            io.flush();
+            arch::triple_fault();
+        }
+        "bad-insn" => {
+            say!(io, "executing pxor in ring 0");
+            io.flush();
+            arch::execute_bad_instruction();
+            say!(io, "pxor ran in ring 0: this is hardware virtualisation");
+        }
+        unknown => println(io, format_args!("error: unknown command {unknown}")),
+    }
+}
+
+fn print(io: &mut Io, text: &str) {
+    use core::fmt::Write as _;
+    let _ = console::out(io).write_str(text);
+}
+
+fn println(io: &mut Io, args: core::fmt::Arguments) {
+    use core::fmt::Write as _;
+    let _ = writeln!(console::out(io), "{args}");
+}
+
+/// Collects one input line, echoing as it goes.
+struct LineReader {
+    line: [u8; LINE_CAPACITY],
+    line_len: usize,
+    pending: [u8; 64],
+    pending_len: usize,
+    pending_pos: usize,
+    last_was_cr: bool,
+}
+
+impl LineReader {
+    fn new() -> LineReader {
+        LineReader {
+            line: [0; LINE_CAPACITY],
+            line_len: 0,
+            pending: [0; 64],
+            pending_len: 0,
+            pending_pos: 0,
+            last_was_cr: false,
+        }
+    }
+
+    /// Returns the next line (without its terminator); non-UTF-8 lines read as empty.
+    fn read_line(&mut self, io: &mut Io) -> &str {
+        self.line_len = 0;
+        loop {
+            while self.pending_pos < self.pending_len {
+                let byte = self.pending[self.pending_pos];
+                self.pending_pos += 1;
+                if self.accept(io, byte) {
+                    return core::str::from_utf8(&self.line[..self.line_len]).unwrap_or("");
+                }
+            }
+            self.refill(io);
+        }
+    }
+
+    /// Takes one input byte; true when it ends the line.
+    fn accept(&mut self, io: &mut Io, byte: u8) -> bool {
+        let after_cr = core::mem::replace(&mut self.last_was_cr, byte == b'\r');
+        match byte {
+            b'\n' if after_cr => false,
+            b'\r' | b'\n' => {
+                print(io, "\n");
+                true
+            }
+            BACKSPACE | DELETE => {
+                if self.line_len > 0 {
+                    self.line_len -= 1;
+                    print(io, "\x08 \x08");
+                }
+                false
+            }
+            b' '..=b'~' if self.line_len < LINE_CAPACITY => {
+                self.line[self.line_len] = byte;
+                self.line_len += 1;
+                io.write_bytes(0x3f8, &[byte]);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Flushes output, then reads what the UART holds, sleeping until COM1 interrupts if empty.
+    fn refill(&mut self, io: &mut Io) {
+        let interrupts = arch::irq_count(COM1_VECTOR);
+        loop {
+            let seen = interrupts.load(Ordering::SeqCst);
+            let count = console::read_available(io, &mut self.pending);
+            if count > 0 {
+                self.pending_len = count;
+                self.pending_pos = 0;
+                return;
+            }
+            arch::wait_until_changed(interrupts, seen);
+        }
+    }
+}
