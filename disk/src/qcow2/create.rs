@@ -105,10 +105,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<(), CreateError> {
         backing_file: None,
     };
     if let Some(backing) = &options.backing {
-        let format = match backing.format {
-            ImageFormat::Raw => "raw",
-            ImageFormat::Qcow2 => "qcow2",
-        };
+        let format = super::image::format_name(backing.format);
         header.extensions.push(Extension {
             kind: header::EXT_BACKING_FORMAT,
             data: format.as_bytes().to_vec(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use flate2::{Decompress, FlushDecompress};
 
 use super::cache::MetadataCache;
+use super::create::BackingSpec;
 use super::header::{self, Header, HeaderError};
 use super::io::ImageFile;
 use super::l2::{ClusterMapping, COPIED, OFFSET_MASK, ZERO};
@@ -82,6 +83,36 @@ pub enum Qcow2OpenError {
         /// The format named in the header.
         format: String,
     },
+}
+
+/// What a guest range maps to in one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Stored in this layer.
+    Data,
+    /// Reads as zeros because of this layer.
+    Zero,
+    /// Not present here: read from the backing file.
+    Unallocated,
+}
+
+/// A guest byte range with one kind of mapping in one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerExtent {
+    /// Start in bytes.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// What it maps to.
+    pub kind: ExtentKind,
+}
+
+/// The name of `format` as stored in the backing-format extension.
+pub fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Raw => "raw",
+        ImageFormat::Qcow2 => "qcow2",
+    }
 }
 
 /// An open qcow2 image.
@@ -477,6 +508,38 @@ impl Qcow2Image {
         self.set_l2_entry(cluster, host | COPIED, mapping)
     }
 
+    /// How many leading whole-cluster pieces need fresh clusters (at most 512).
+    fn allocating_run(&mut self, pieces: &[(u64, u64, usize, usize)]) -> Result<usize, BlockError> {
+        let cs = self.cluster_size() as usize;
+        let mut run = 0;
+        for &(cluster, _, _, n) in pieces.iter().take(512) {
+            if n != cs
+                || matches!(
+                    self.mapping(cluster)?,
+                    ClusterMapping::Data { copied: true, .. }
+                )
+            {
+                break;
+            }
+            run += 1;
+        }
+        Ok(run)
+    }
+
+    /// Writes whole clusters starting at guest cluster `first` into one fresh contiguous run.
+    fn write_new_clusters(&mut self, first: u64, data: &[u8]) -> Result<(), BlockError> {
+        let cs = self.cluster_size();
+        let count = data.len() as u64 / cs;
+        let host = self.allocate(count)?;
+        self.file.write_all(data, host)?;
+        self.file_len = self.file_len.max(host + count * cs);
+        for i in 0..count {
+            let old = self.mapping(first + i)?;
+            self.set_l2_entry(first + i, (host + i * cs) | COPIED, old)?;
+        }
+        Ok(())
+    }
+
     /// True when guest cluster `cluster` already reads as zeros without touching the backing.
     fn reads_as_zero(&mut self, cluster: u64) -> Result<bool, BlockError> {
         Ok(match self.mapping(cluster)? {
@@ -545,6 +608,84 @@ impl Qcow2Image {
         Ok(())
     }
 
+    /// This layer's own allocation as extents: what each guest range maps to here.
+    pub fn layer_extents(&mut self) -> Result<Vec<LayerExtent>, BlockError> {
+        let cs = self.cluster_size();
+        let clusters = self.header.size.div_ceil(cs);
+        let per_table = self.l2_entries();
+        let mut extents: Vec<LayerExtent> = Vec::new();
+        let mut cluster = 0;
+        while cluster < clusters {
+            let (kind, step) = if self.l2_table_for(cluster)?.is_none() {
+                (ExtentKind::Unallocated, per_table - cluster % per_table)
+            } else {
+                let kind = match self.mapping(cluster)? {
+                    ClusterMapping::Unallocated => ExtentKind::Unallocated,
+                    ClusterMapping::Zero { .. } => ExtentKind::Zero,
+                    ClusterMapping::Data { .. } | ClusterMapping::Compressed { .. } => {
+                        ExtentKind::Data
+                    }
+                };
+                (kind, 1)
+            };
+            let start = cluster * cs;
+            let len = (step.min(clusters - cluster) * cs).min(self.header.size - start);
+            match extents.last_mut() {
+                Some(last) if last.kind == kind && last.offset + last.len == start => {
+                    last.len += len
+                }
+                _ => extents.push(LayerExtent {
+                    offset: start,
+                    len,
+                    kind,
+                }),
+            }
+            cluster += step;
+        }
+        Ok(extents)
+    }
+
+    /// Points the image at a new backing file (or none), rewriting the header; the caller
+    /// is responsible for the guest-visible content staying what it should be.
+    pub fn set_backing(&mut self, backing: Option<&BackingSpec>) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        self.flush()?;
+        let format = backing.map(|b| format_name(b.format).as_bytes().to_vec());
+        self.header
+            .set_extension(header::EXT_BACKING_FORMAT, format);
+        self.header.backing_file = backing.map(|b| b.name.clone());
+        self.write_header()
+    }
+
+    /// Drops every cluster of this layer so that it reads through to its backing file.
+    pub fn make_empty(&mut self) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let per_table = self.l2_entries();
+        for index in 0..self.l1.len() {
+            let Some(table) = self.l2_table_for(index as u64 * per_table)? else {
+                continue;
+            };
+            for i in 0..per_table {
+                let cluster = index as u64 * per_table + i;
+                if let Some((first, count)) =
+                    self.mapping(cluster)?.host_clusters(self.cluster_bits)
+                {
+                    self.pending_frees.extend(first..first + count);
+                }
+            }
+            self.l2_cache.remove(table);
+            self.pending_frees.push(table >> self.cluster_bits);
+            self.l1[index] = 0;
+            self.l1_dirty = true;
+        }
+        self.decompressed = None;
+        self.flush()
+    }
+
     /// Flushes and then writes the refcounts freed by that flush, so a clean close leaks nothing.
     pub fn close(mut self) -> Result<(), BlockError> {
         self.flush()?;
@@ -575,8 +716,20 @@ impl BlockDevice for Qcow2Image {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         self.check_writable(offset, buf.len() as u64)?;
         let pieces: Vec<_> = self.pieces(offset, buf.len() as u64).collect();
-        for (cluster, within, start, n) in pieces {
+        let cs = self.cluster_size() as usize;
+        let mut i = 0;
+        while i < pieces.len() {
+            let (cluster, within, start, n) = pieces[i];
+            if n == cs {
+                let run = self.allocating_run(&pieces[i..])?;
+                if run > 1 {
+                    self.write_new_clusters(cluster, &buf[start..start + run * cs])?;
+                    i += run;
+                    continue;
+                }
+            }
             self.write_in_cluster(cluster, within, &buf[start..start + n])?;
+            i += 1;
         }
         Ok(())
     }

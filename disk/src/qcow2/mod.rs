@@ -10,4 +10,6 @@ pub mod l2;
 pub mod refcount;
 
 pub use create::{create, BackingSpec, CreateError, CreateOptions};
-pub use image::{resolve_backing, Qcow2Image, Qcow2OpenError, Qcow2Options};
+pub use image::{
+    format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
+};
