@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Rng, Scratch};
-use vireo_disk::qcow2::{create, CreateOptions};
 use vireo_disk::open_disk;
+use vireo_disk::qcow2::{create, CreateOptions};
 
 const SIZE: u64 = 16 << 20;
 const SECTOR: u64 = 512;
@@ -25,7 +25,11 @@ fn op(seed: u64, n: u64) -> (u64, u64, u8) {
     let mut rng = Rng::new(seed ^ (n.wrapping_mul(0x2545_f491_4f6c_dd1d)));
     let offset = rng.below(SIZE / SECTOR) * SECTOR;
     let len = ((rng.below(256) + 1) * SECTOR).min(SIZE - offset);
-    let byte = if rng.below(6) == 0 { 0 } else { (n % 255 + 1) as u8 };
+    let byte = if rng.below(6) == 0 {
+        0
+    } else {
+        (n % 255 + 1) as u8
+    };
     (offset, len, byte)
 }
 
@@ -77,7 +81,10 @@ fn verify(image: &Path, seed: u64, flushed: u64) {
     for s in 0..sectors {
         disk.read_at(&mut buf, s as u64 * SECTOR).unwrap();
         let got = buf[0];
-        assert!(buf.iter().all(|&b| b == got), "sector {s} is torn within itself");
+        assert!(
+            buf.iter().all(|&b| b == got),
+            "sector {s} is torn within itself"
+        );
         assert!(
             got == durable[s] || later[s].contains(&got),
             "sector {s}: found {got:#x}, flushed value {:#x} (seed {seed}, {flushed} flushed ops)",
@@ -109,7 +116,12 @@ fn killed_writer_leaves_a_consistent_image_with_every_flushed_write() {
         let log_path = format!("{}.log", image.display());
         std::fs::write(&log_path, "").unwrap();
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &image)
             .env("VIREO_CRASH_SEED", seed.to_string())
             .stdout(Stdio::null())
