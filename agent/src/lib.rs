@@ -1,1 +1,16 @@
-//! vireo-agent: see README.md of this crate.
+//! vireo-agent: `vireod`, the host agent that vSphere clients drive like an ESXi host. This crate
+//! holds the HTTPS/SOAP server, sessions and accounts, the inventory, tasks and events, and the
+//! managed object methods; the wire model itself lives in vireo-api.
+
+pub mod config;
+pub mod events;
+pub mod host;
+pub mod inventory;
+pub mod methods;
+pub mod server;
+pub mod sessions;
+pub mod soap;
+pub mod startup;
+pub mod tasks;
+pub mod tls;
+pub mod users;

@@ -119,6 +119,30 @@ impl Value {
     pub fn string(s: impl Into<Arc<str>>) -> Value {
         Value::String(s.into())
     }
+
+    /// A value of the enum type named `ty`; panics if our own code names an unknown type.
+    pub fn enumeration(schema: &Schema, ty: &str, value: &str) -> Value {
+        Value::Enum(schema.known_type(ty), value.into())
+    }
+
+    /// An array of strings.
+    pub fn strings<S: AsRef<str>>(schema: &Schema, items: impl IntoIterator<Item = S>) -> Value {
+        Value::Array(
+            schema.well_known().string,
+            items
+                .into_iter()
+                .map(|s| Value::string(s.as_ref()))
+                .collect(),
+        )
+    }
+
+    /// An array of references.
+    pub fn refs<'a>(schema: &Schema, items: impl IntoIterator<Item = &'a MoRef>) -> Value {
+        Value::Array(
+            schema.well_known().moref,
+            items.into_iter().cloned().map(Value::MoRef).collect(),
+        )
+    }
 }
 
 impl From<&str> for Value {

@@ -223,6 +223,19 @@ impl Schema {
         self.method_by_name.get(name).copied()
     }
 
+    /// Every method.
+    pub fn methods(&self) -> impl Iterator<Item = &MethodDef> {
+        self.methods.iter()
+    }
+
+    /// Every type with its id.
+    pub fn types(&self) -> impl Iterator<Item = (TypeId, &TypeDef)> {
+        self.types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TypeId(i as u32), t))
+    }
+
     /// The version table.
     pub fn versions(&self) -> &Versions {
         &self.versions

@@ -1,0 +1,110 @@
+//! vireod's configuration: the embedded default TOML, an optional file over it, and command
+//! line overrides on top.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// The effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Data directory (certificate, users, datastores).
+    pub data_dir: PathBuf,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    /// Idle time after which a session ends.
+    pub session_idle_timeout_secs: u64,
+    /// Datastores, one per directory.
+    #[serde(rename = "datastore")]
+    pub datastores: Vec<DatastoreConfig>,
+}
+
+/// One datastore: its name and directory (relative to the data dir unless absolute).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreConfig {
+    /// Datastore name, as in `[datastore1] vm/vm.vmx`.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid config {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Defaults, overlaid with `file` if given.
+    pub fn load(file: Option<&Path>) -> Result<Config, LoadConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(DEFAULT_CONFIG).map_err(|source| LoadConfigError::Parse {
+                origin: "(built-in defaults)".into(),
+                source,
+            })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| LoadConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let overlay: toml::Table =
+                toml::from_str(&text).map_err(|source| LoadConfigError::Parse {
+                    origin: path.display().to_string(),
+                    source,
+                })?;
+            table.extend(overlay);
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|source| LoadConfigError::Parse {
+                origin: "(merged)".into(),
+                source,
+            })
+    }
+
+    /// A datastore's directory, resolved against the data dir.
+    pub fn datastore_dir(&self, datastore: &DatastoreConfig) -> PathBuf {
+        self.data_dir.join(&datastore.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_files_override() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.listen.port(), 8443);
+        assert_eq!(config.datastores[0].name, "datastore1");
+        let dir = std::env::temp_dir().join(format!("vireo-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vireod.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:443\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().listen.port(), 443);
+        std::fs::write(&file, "lissten = 1\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&file)),
+            Err(LoadConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

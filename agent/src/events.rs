@@ -1,0 +1,132 @@
+//! The host's event log: events posted with key, chain id, time, user and entity arguments;
+//! `EventManager.latestEvent` follows the newest. Queried by QueryEvents and history collectors.
+
+use std::collections::VecDeque;
+
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, MoRef, Value};
+
+use crate::host::{lock, Host};
+use crate::inventory::esxi::refs;
+use crate::inventory::now_micros;
+
+/// How many events are kept.
+const EVENT_LOG_LEN: usize = 1000;
+
+/// Recorded events, oldest first.
+#[derive(Default)]
+pub struct EventLog {
+    events: VecDeque<DataObject>,
+    next_key: i32,
+}
+
+impl EventLog {
+    /// Every recorded event, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &DataObject> {
+        self.events.iter()
+    }
+}
+
+/// Records an event (any Event subtype with its own fields set) about `entity` by `user`.
+pub fn post_event(host: &Host, mut event: DataObject, entity: Option<&MoRef>, user: &str) {
+    let schema = host.schema;
+    {
+        let inv = host.inventory();
+        for argument in entity_arguments(schema, &inv, entity) {
+            event.set(schema, argument.0, argument.1);
+        }
+    }
+    let event = {
+        let mut log = lock(&host.events);
+        log.next_key += 1;
+        let key = log.next_key;
+        event.set(schema, "key", key);
+        if event.get(schema, "chainId").is_none() {
+            event.set(schema, "chainId", key);
+        }
+        event.set(schema, "createdTime", Value::DateTime(now_micros()));
+        event.set(schema, "userName", user);
+        log.events.push_back(event.clone());
+        while log.events.len() > EVENT_LOG_LEN {
+            log.events.pop_front();
+        }
+        event
+    };
+    host.mutate(|inv| inv.set(schema, &refs::event_manager(), "latestEvent", event));
+}
+
+/// The `datacenter`/`computeResource`/`host`/`vm`/`ds`/`net` arguments for an event about `entity`.
+fn entity_arguments(
+    schema: &Schema,
+    inv: &crate::inventory::Inventory,
+    entity: Option<&MoRef>,
+) -> Vec<(&'static str, DataObject)> {
+    let argument = |ty: &str, obj: &MoRef| {
+        let name = inv
+            .stored(schema, obj, "name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        DataObject::of(schema, ty).with(schema, "name", name).with(
+            schema,
+            ty_field(ty),
+            obj.clone(),
+        )
+    };
+    let mut out = vec![(
+        "datacenter",
+        argument("DatacenterEventArgument", &refs::datacenter()),
+    )];
+    let Some(entity) = entity else { return out };
+    match &*entity.ty {
+        "VirtualMachine" => {
+            out.push((
+                "computeResource",
+                argument("ComputeResourceEventArgument", &refs::compute_resource()),
+            ));
+            out.push(("host", argument("HostEventArgument", &refs::host())));
+            out.push(("vm", argument("VmEventArgument", entity)));
+        }
+        "HostSystem" => out.push(("host", argument("HostEventArgument", entity))),
+        "ComputeResource" => out.push((
+            "computeResource",
+            argument("ComputeResourceEventArgument", entity),
+        )),
+        "Datastore" => out.push(("ds", argument("DatastoreEventArgument", entity))),
+        "Network" => out.push(("net", argument("NetworkEventArgument", entity))),
+        _ => {}
+    }
+    out
+}
+
+/// The reference field of each EntityEventArgument subtype.
+fn ty_field(ty: &str) -> &'static str {
+    match ty {
+        "DatacenterEventArgument" => "datacenter",
+        "ComputeResourceEventArgument" => "computeResource",
+        "HostEventArgument" => "host",
+        "VmEventArgument" => "vm",
+        "DatastoreEventArgument" => "datastore",
+        _ => "network",
+    }
+}
+
+/// The entity references an event names (vm, host, compute resource, datastore, network, datacenter).
+pub fn event_entities(schema: &Schema, event: &DataObject) -> Vec<MoRef> {
+    ["vm", "host", "computeResource", "ds", "net", "datacenter"]
+        .iter()
+        .filter_map(|arg| event.get(schema, arg).and_then(Value::as_data))
+        .filter_map(|a| {
+            [
+                "vm",
+                "host",
+                "computeResource",
+                "datastore",
+                "network",
+                "datacenter",
+            ]
+            .iter()
+            .find_map(|f| a.get(schema, f).and_then(Value::as_moref).cloned())
+        })
+        .collect()
+}

@@ -1,0 +1,104 @@
+//! The shared state of one running vireod: the inventory (behind a lock never held across
+//! I/O), sessions, accounts, tasks, events, history collectors, and the change counter that
+//! wakes WaitForUpdates callers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use vireo_api::schema::Schema;
+use vireo_api::MoRef;
+
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::inventory::esxi::DatastoreDir;
+use crate::inventory::Inventory;
+use crate::methods::history::HistoryCollector;
+use crate::sessions::Sessions;
+use crate::tasks::TaskLog;
+use crate::users::Accounts;
+
+/// Everything a request handler may touch.
+pub struct Host {
+    /// The vim25 schema.
+    pub schema: &'static Schema,
+    /// Effective configuration.
+    pub config: Config,
+    /// Configured datastores.
+    pub datastores: Vec<DatastoreDir>,
+    inventory: RwLock<Inventory>,
+    /// Logged-in sessions.
+    pub sessions: Sessions,
+    /// Local accounts.
+    pub accounts: Mutex<Accounts>,
+    /// Tasks: which entity is busy, and the finished-task history.
+    pub tasks: Mutex<TaskLog>,
+    /// Recorded events.
+    pub events: Mutex<EventLog>,
+    /// Event and task history collectors by reference.
+    pub history_collectors: Mutex<HashMap<MoRef, HistoryCollector>>,
+    changes: tokio::sync::watch::Sender<u64>,
+    next_id: AtomicU64,
+}
+
+impl Host {
+    /// A host around a built inventory.
+    pub fn new(
+        schema: &'static Schema,
+        config: Config,
+        datastores: Vec<DatastoreDir>,
+        inventory: Inventory,
+        accounts: Accounts,
+    ) -> Host {
+        Host {
+            schema,
+            config,
+            datastores,
+            inventory: RwLock::new(inventory),
+            sessions: Sessions::default(),
+            accounts: Mutex::new(accounts),
+            tasks: Mutex::new(TaskLog::default()),
+            events: Mutex::new(EventLog::default()),
+            history_collectors: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::channel(0).0,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Reads the inventory. Never hold the guard across an await.
+    pub fn inventory(&self) -> RwLockReadGuard<'_, Inventory> {
+        self.inventory
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the inventory and wakes every update waiter.
+    pub fn mutate<R>(&self, change: impl FnOnce(&mut Inventory) -> R) -> R {
+        let result = {
+            let mut inventory = self
+                .inventory
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            change(&mut inventory)
+        };
+        self.changes.send_modify(|generation| *generation += 1);
+        result
+    }
+
+    /// A receiver that sees every inventory change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A fresh number for object ids.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (state stays usable after a panicked handler).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,166 @@
+//! The object store behind every managed object vireod serves: each object's type, its stored
+//! property values and, for session-scoped objects (views, filters, collectors), the owning
+//! session. [`esxi`] builds the host's fixed tree; [`vmx`] reads VMs from datastore folders.
+
+pub mod esxi;
+pub mod host_facts;
+pub mod vmx;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use vireo_api::schema::{Schema, TypeId};
+use vireo_api::{MoRef, Value};
+
+/// One managed object: type, property slots (schema order) and owner session if scoped.
+#[derive(Debug, Clone)]
+pub struct ManagedObject {
+    /// Its managed type.
+    pub ty: TypeId,
+    /// Property values by schema position; `None` is unset.
+    pub props: Vec<Option<Value>>,
+    /// The session that created it, for objects that die with their session.
+    pub owner: Option<Arc<str>>,
+}
+
+/// Every managed object by reference.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    objects: HashMap<MoRef, ManagedObject>,
+}
+
+impl Inventory {
+    /// Adds (or replaces) an object with every property unset.
+    pub fn insert(
+        &mut self,
+        schema: &Schema,
+        obj: MoRef,
+        owner: Option<Arc<str>>,
+    ) -> &mut ManagedObject {
+        let ty = schema.known_type(&obj.ty);
+        let object = ManagedObject {
+            ty,
+            props: vec![None; schema.fields(ty).len()],
+            owner,
+        };
+        self.objects.insert(obj.clone(), object);
+        self.objects.get_mut(&obj).expect("just inserted")
+    }
+
+    /// An object by reference.
+    pub fn get(&self, obj: &MoRef) -> Option<&ManagedObject> {
+        self.objects.get(obj)
+    }
+
+    /// Removes an object.
+    pub fn remove(&mut self, obj: &MoRef) -> Option<ManagedObject> {
+        self.objects.remove(obj)
+    }
+
+    /// Removes every object owned by a session.
+    pub fn remove_owned_by(&mut self, session: &str) {
+        self.objects
+            .retain(|_, o| o.owner.as_deref() != Some(session));
+    }
+
+    /// Sets a stored property; panics if our code names a property the type lacks.
+    pub fn set(&mut self, schema: &Schema, obj: &MoRef, name: &str, value: impl Into<Value>) {
+        let Some(object) = self.objects.get_mut(obj) else {
+            return;
+        };
+        let i = schema
+            .field_index(object.ty, name)
+            .unwrap_or_else(|| panic!("{} has no property {name}", schema.ty(object.ty).name));
+        object.props[i] = Some(value.into());
+    }
+
+    /// Unsets a stored property.
+    pub fn unset(&mut self, schema: &Schema, obj: &MoRef, name: &str) {
+        if let Some(object) = self.objects.get_mut(obj) {
+            if let Some(i) = schema.field_index(object.ty, name) {
+                object.props[i] = None;
+            }
+        }
+    }
+
+    /// A stored property value.
+    pub fn stored(&self, schema: &Schema, obj: &MoRef, name: &str) -> Option<&Value> {
+        let object = self.objects.get(obj)?;
+        schema
+            .field_index(object.ty, name)
+            .and_then(|i| object.props[i].as_ref())
+    }
+
+    /// Appends a reference to an array property (no duplicates).
+    pub fn push_ref(&mut self, schema: &Schema, obj: &MoRef, name: &str, item: &MoRef) {
+        let mut items: Vec<Value> = self
+            .stored(schema, obj, name)
+            .map(|v| v.items().to_vec())
+            .unwrap_or_default();
+        if !items.iter().any(|v| v.as_moref() == Some(item)) {
+            items.push(item.clone().into());
+        }
+        self.set(
+            schema,
+            obj,
+            name,
+            Value::Array(schema.well_known().moref, items),
+        );
+    }
+
+    /// References to every object whose type is `ty` or derives from it.
+    pub fn all_of_type(&self, schema: &Schema, ty: TypeId) -> Vec<MoRef> {
+        let mut refs: Vec<MoRef> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| schema.is_a(o.ty, ty))
+            .map(|(r, _)| r.clone())
+            .collect();
+        refs.sort();
+        refs
+    }
+
+    /// The references held by a property (single or array), in order.
+    pub fn refs(&self, schema: &Schema, obj: &MoRef, name: &str) -> Vec<MoRef> {
+        self.stored(schema, obj, name)
+            .map(|v| {
+                v.items()
+                    .iter()
+                    .filter_map(Value::as_moref)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The inventory children of a container entity (folder children, a datacenter's folders,
+    /// a compute resource's hosts and pool, a pool's VMs and child pools).
+    pub fn children(&self, schema: &Schema, obj: &MoRef) -> Vec<MoRef> {
+        match &*obj.ty {
+            "Folder" => self.refs(schema, obj, "childEntity"),
+            "Datacenter" => ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"]
+                .iter()
+                .flat_map(|p| self.refs(schema, obj, p))
+                .collect(),
+            "ComputeResource" | "ClusterComputeResource" => {
+                let mut refs = self.refs(schema, obj, "host");
+                refs.extend(self.refs(schema, obj, "resourcePool"));
+                refs
+            }
+            "ResourcePool" | "VirtualApp" => {
+                let mut refs = self.refs(schema, obj, "resourcePool");
+                refs.extend(self.refs(schema, obj, "vm"));
+                refs
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Now, in microseconds since the epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,107 @@
+//! `vireod [--config FILE] [--listen ADDR:PORT] [--data-dir DIR] [--root-password-file FILE]`:
+//! starts the vSphere-compatible host agent over HTTPS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use vireo_agent::config::Config;
+use vireo_agent::users::RootPassword;
+use vireo_agent::{server, startup};
+
+/// Command line of vireod.
+#[derive(Parser)]
+#[command(
+    name = "vireod",
+    version,
+    about = "vSphere API host agent for Linux/KVM"
+)]
+struct Args {
+    /// TOML configuration file layered over the built-in defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTPS listen address (default 127.0.0.1:8443).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory (default ./vireo-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// File holding the root password (else $VIREO_ROOT_PASSWORD, else kept or generated).
+    #[arg(long)]
+    root_password_file: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    let root = match (
+        &args.root_password_file,
+        std::env::var("VIREO_ROOT_PASSWORD"),
+    ) {
+        (Some(file), _) => RootPassword::Given(
+            std::fs::read_to_string(file)?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        (None, Ok(password)) if !password.is_empty() => RootPassword::Given(password),
+        _ => RootPassword::KeepOrGenerate,
+    };
+    let listen = config.listen;
+    let started = startup::start(config, root)?;
+    if let Some(password) = &started.generated_root_password {
+        println!("vireod: generated root password (shown once): {password}");
+    }
+    tracing::info!(
+        sha1 = started.identity.sha1,
+        sha256 = started.identity.sha256,
+        "certificate thumbprints"
+    );
+    let tls = started.identity.server_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!("vireod listening on https://{}/sdk", listener.local_addr()?);
+        let host = started.host;
+        tokio::spawn(startup::upkeep(host.clone()));
+        tokio::select! {
+            _ = server::serve(host, listener, tls) => {}
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

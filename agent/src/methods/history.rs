@@ -1,0 +1,285 @@
+//! Event and task history collectors: a filter over the event log or task history, a latest
+//! page, and a scroll position moved by ReadNext/ReadPrevious, Rewind and Reset.
+
+use std::collections::HashSet;
+
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, Fault, MoRef, Value};
+
+use super::{Call, MethodResult};
+use crate::events::event_entities;
+use crate::host::{lock, Host};
+use crate::inventory::Inventory;
+
+/// Default latest-page size.
+const DEFAULT_PAGE_SIZE: usize = 10;
+
+/// What a collector reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryKind {
+    /// Events (EventFilterSpec).
+    Events,
+    /// Task infos (TaskFilterSpec).
+    Tasks,
+}
+
+/// One collector's state.
+pub struct HistoryCollector {
+    kind: HistoryKind,
+    filter: Option<DataObject>,
+    page_size: usize,
+    /// Index into the matching items (oldest first) where the scroll view stands.
+    position: usize,
+}
+
+impl HistoryCollector {
+    /// The newest `page_size` matching items, newest first.
+    pub fn latest_page(&self, host: &Host, inv: &Inventory) -> Value {
+        let mut items = matching_items(host, inv, self.kind, self.filter.as_ref());
+        let start = items.len().saturating_sub(self.page_size);
+        let mut page: Vec<Value> = items.drain(start..).map(Value::from).collect();
+        page.reverse();
+        Value::Array(item_type(host.schema, self.kind), page)
+    }
+}
+
+fn item_type(schema: &Schema, kind: HistoryKind) -> vireo_api::schema::TypeId {
+    schema.known_type(match kind {
+        HistoryKind::Events => "Event",
+        HistoryKind::Tasks => "TaskInfo",
+    })
+}
+
+/// CreateCollectorForEvents / CreateCollectorForTasks.
+pub fn create_collector(call: &Call<'_>, kind: HistoryKind, ty: &str) -> MethodResult {
+    let session = call.session()?;
+    let filter = call.arg("filter").and_then(Value::as_data).cloned();
+    let obj = session.scoped_ref(ty, call.host.next_id());
+    let total = matching_items(call.host, &call.host.inventory(), kind, filter.as_ref()).len();
+    let collector = HistoryCollector {
+        kind,
+        filter: filter.clone(),
+        page_size: DEFAULT_PAGE_SIZE,
+        position: total.saturating_sub(DEFAULT_PAGE_SIZE),
+    };
+    lock(&call.host.history_collectors).insert(obj.clone(), collector);
+    call.host.mutate(|inv| {
+        inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
+        if let Some(filter) = filter {
+            inv.set(call.schema, &obj, "filter", filter);
+        }
+    });
+    Ok(Some(obj.into()))
+}
+
+/// Serves HistoryCollector methods.
+pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+    let schema = call.schema;
+    let this = call.this().clone();
+    if method == "DestroyCollector" {
+        lock(&call.host.history_collectors).remove(&this);
+        call.host.mutate(|inv| inv.remove(&this));
+        return Ok(None);
+    }
+    let mut collectors = lock(&call.host.history_collectors);
+    let collector = collectors
+        .get_mut(&this)
+        .ok_or_else(|| Fault::managed_object_not_found(schema, &this))?;
+    let items = matching_items(
+        call.host,
+        &call.host.inventory(),
+        collector.kind,
+        collector.filter.as_ref(),
+    );
+    let max_count = || {
+        call.arg("maxCount")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(0) as usize
+    };
+    let page: Vec<DataObject> = match method {
+        "ReadNextEvents" | "ReadNextTasks" => {
+            let start = collector.position.min(items.len());
+            let end = (start + max_count()).min(items.len());
+            collector.position = end;
+            items[start..end].to_vec()
+        }
+        "ReadPreviousEvents" | "ReadPreviousTasks" => {
+            let end = collector.position.min(items.len());
+            let start = end.saturating_sub(max_count());
+            collector.position = start;
+            items[start..end].iter().rev().cloned().collect()
+        }
+        "RewindCollector" => {
+            collector.position = 0;
+            return Ok(None);
+        }
+        "ResetCollector" => {
+            collector.position = items.len().saturating_sub(collector.page_size);
+            return Ok(None);
+        }
+        "SetCollectorPageSize" => {
+            collector.page_size = max_count();
+            collector.position = items.len().saturating_sub(collector.page_size);
+            drop(collectors);
+            call.host.mutate(|_| ());
+            return Ok(None);
+        }
+        _ => return Err(Fault::not_supported(schema, method.to_string())),
+    };
+    if page.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Value::Array(
+        item_type(schema, collector.kind),
+        page.into_iter().map(Value::from).collect(),
+    )))
+}
+
+/// Events or task infos matching a filter spec, oldest first.
+pub fn matching_items(
+    host: &Host,
+    inv: &Inventory,
+    kind: HistoryKind,
+    filter: Option<&DataObject>,
+) -> Vec<DataObject> {
+    let schema = host.schema;
+    let scope = filter.and_then(|f| entity_scope(schema, inv, f));
+    let text_set = |name: &str| -> Option<HashSet<String>> {
+        let value = filter?.get(schema, name)?;
+        Some(
+            value
+                .items()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        )
+    };
+    let users = filter
+        .and_then(|f| f.get(schema, "userName"))
+        .and_then(Value::as_data)
+        .and_then(|u| u.get(schema, "userList"))
+        .map(|l| {
+            l.items()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect::<HashSet<_>>()
+        });
+    let chain = filter
+        .and_then(|f| f.get(schema, "eventChainId"))
+        .and_then(Value::as_i64);
+    let (begin, end) = time_range(schema, filter);
+    match kind {
+        HistoryKind::Events => {
+            let types = text_set("eventTypeId").or_else(|| text_set("type"));
+            let log = lock(&host.events);
+            log.all()
+                .filter(|e| {
+                    types
+                        .as_ref()
+                        .is_none_or(|t| t.contains(&*schema.ty(e.ty).name))
+                })
+                .filter(|e| {
+                    users.as_ref().is_none_or(|u| {
+                        e.get(schema, "userName")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| u.contains(n))
+                    })
+                })
+                .filter(|e| {
+                    chain
+                        .is_none_or(|c| e.get(schema, "chainId").and_then(Value::as_i64) == Some(c))
+                })
+                .filter(|e| in_range(e.get(schema, "createdTime"), begin, end))
+                .filter(|e| {
+                    scope
+                        .as_ref()
+                        .is_none_or(|s| event_entities(schema, e).iter().any(|r| s.contains(r)))
+                })
+                .cloned()
+                .collect()
+        }
+        HistoryKind::Tasks => {
+            let states = text_set("state");
+            let log = lock(&host.tasks);
+            log.history()
+                .filter(|t| {
+                    states.as_ref().is_none_or(|s| {
+                        t.get(schema, "state")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| s.contains(v))
+                    })
+                })
+                .filter(|t| {
+                    chain.is_none_or(|c| {
+                        t.get(schema, "eventChainId").and_then(Value::as_i64) == Some(c)
+                    })
+                })
+                .filter(|t| in_range(t.get(schema, "queueTime"), begin, end))
+                .filter(|t| {
+                    let user = t
+                        .get(schema, "reason")
+                        .and_then(Value::as_data)
+                        .and_then(|r| r.get(schema, "userName"))
+                        .and_then(Value::as_str);
+                    users
+                        .as_ref()
+                        .is_none_or(|u| user.is_some_and(|n| u.contains(n)))
+                })
+                .filter(|t| {
+                    scope.as_ref().is_none_or(|s| {
+                        t.get(schema, "entity")
+                            .and_then(Value::as_moref)
+                            .is_some_and(|e| s.contains(e))
+                    })
+                })
+                .cloned()
+                .collect()
+        }
+    }
+}
+
+/// The entities an `entity` filter (EventFilterSpecByEntity / TaskFilterSpecByEntity) covers.
+fn entity_scope(schema: &Schema, inv: &Inventory, filter: &DataObject) -> Option<HashSet<MoRef>> {
+    let by_entity = filter.get(schema, "entity")?.as_data()?;
+    let root = by_entity.get(schema, "entity")?.as_moref()?.clone();
+    let recursion = by_entity
+        .get(schema, "recursion")
+        .and_then(Value::as_str)
+        .unwrap_or("self")
+        .to_string();
+    let mut scope = HashSet::new();
+    if recursion == "self" || recursion == "all" {
+        scope.insert(root.clone());
+    }
+    let mut queue = vec![(root, 0)];
+    while let Some((obj, depth)) = queue.pop() {
+        if recursion == "self" || (recursion == "children" && depth >= 1) {
+            continue;
+        }
+        for child in inv.children(schema, &obj) {
+            if scope.insert(child.clone()) && recursion == "all" {
+                queue.push((child, depth + 1));
+            }
+        }
+    }
+    Some(scope)
+}
+
+fn time_range(schema: &Schema, filter: Option<&DataObject>) -> (Option<i64>, Option<i64>) {
+    let time = filter
+        .and_then(|f| f.get(schema, "time"))
+        .and_then(Value::as_data);
+    let at = |name: &str| match time.and_then(|t| t.get(schema, name)) {
+        Some(Value::DateTime(t)) => Some(*t),
+        _ => None,
+    };
+    (at("beginTime"), at("endTime"))
+}
+
+fn in_range(value: Option<&Value>, begin: Option<i64>, end: Option<i64>) -> bool {
+    let Some(Value::DateTime(t)) = value else {
+        return begin.is_none() && end.is_none();
+    };
+    begin.is_none_or(|b| *t >= b) && end.is_none_or(|e| *t <= e)
+}

@@ -1,0 +1,109 @@
+//! The inventory as one session sees it: objects scoped to other sessions are invisible, and
+//! properties that depend on the caller or on other objects (a view's contents, the current
+//! session, a collector's latest page) are computed at read time. Also serves `Fetch`.
+
+use vireo_api::collector::retrieve::{check_path, read_path};
+use vireo_api::collector::ObjectSource;
+use vireo_api::schema::TypeId;
+use vireo_api::{Fault, MoRef, Value};
+
+use super::{Call, MethodResult};
+use crate::host::{lock, Host};
+use crate::inventory::{now_micros, Inventory};
+use crate::sessions::Session;
+
+/// The inventory through one caller's eyes.
+pub struct ObjectView<'a> {
+    /// The host.
+    pub host: &'a Host,
+    /// The locked inventory.
+    pub inventory: &'a Inventory,
+    /// The caller's session.
+    pub session: Option<&'a Session>,
+}
+
+impl ObjectView<'_> {
+    /// The object's type if it exists and the caller may see it.
+    pub fn visible_type(&self, obj: &MoRef) -> Option<TypeId> {
+        let object = self.inventory.get(obj)?;
+        match (&object.owner, self.session) {
+            (None, _) => Some(object.ty),
+            (Some(owner), Some(session)) if *owner == session.key => Some(object.ty),
+            _ => None,
+        }
+    }
+
+    fn computed(&self, obj: &MoRef, name: &str) -> Option<Option<Value>> {
+        let schema = self.host.schema;
+        let session = self.session;
+        Some(match (&*obj.ty, name) {
+            ("ServiceInstance", "serverClock") => Some(Value::DateTime(now_micros())),
+            ("SessionManager", "currentSession") => session.map(|s| s.to_value(schema).into()),
+            ("SessionManager", "sessionList") => {
+                let all = self
+                    .host
+                    .sessions
+                    .all()
+                    .iter()
+                    .map(|s| s.to_value(schema).into())
+                    .collect();
+                Some(Value::Array(schema.known_type("UserSession"), all))
+            }
+            ("ContainerView", "view") => Some(Value::refs(
+                schema,
+                &super::view_manager::container_view_contents(schema, self.inventory, obj),
+            )),
+            ("ViewManager", "viewList") => Some(Value::refs(schema, &self.owned_of_type("View"))),
+            ("PropertyCollector", "filter") => {
+                let filters = session
+                    .map(|s| s.with_collector(obj, |c| c.filter_refs()))
+                    .unwrap_or_default();
+                Some(Value::refs(schema, &filters))
+            }
+            ("EventHistoryCollector" | "TaskHistoryCollector", "latestPage") => {
+                let collectors = lock(&self.host.history_collectors);
+                collectors
+                    .get(obj)
+                    .map(|c| c.latest_page(self.host, self.inventory))
+            }
+            _ => return None,
+        })
+    }
+
+    fn owned_of_type(&self, ty: &str) -> Vec<MoRef> {
+        let schema = self.host.schema;
+        let Some(session) = self.session else {
+            return Vec::new();
+        };
+        self.inventory
+            .all_of_type(schema, schema.known_type(ty))
+            .into_iter()
+            .filter(|r| {
+                self.inventory.get(r).and_then(|o| o.owner.as_deref()) == Some(&*session.key)
+            })
+            .collect()
+    }
+}
+
+impl ObjectSource for ObjectView<'_> {
+    fn type_of(&self, obj: &MoRef) -> Option<TypeId> {
+        self.visible_type(obj)
+    }
+
+    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Value>, Fault> {
+        if let Some(value) = self.computed(obj, name) {
+            return Ok(value);
+        }
+        Ok(self.inventory.stored(self.host.schema, obj, name).cloned())
+    }
+}
+
+/// `Fetch(prop)`: one property (dotted paths allowed) of `_this`, unset → empty response.
+pub fn fetch(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let prop = call.str_arg("prop")?;
+    let ty = schema.known_type(&call.this().ty);
+    check_path(schema, ty, prop)?;
+    let inv = call.host.inventory();
+    read_path(schema, &call.objects(&inv), call.this(), prop)
+}

@@ -1,0 +1,132 @@
+//! SessionManager: Login (argon2-checked, sets the session cookie, posts a login event),
+//! Logout (ends the session and everything it created), SessionIsActive, TerminateSession.
+
+use vireo_api::{DataObject, Fault, Value};
+
+use super::{Call, MethodResult};
+use crate::events::post_event;
+use crate::host::{lock, Host};
+
+/// Login(userName, password, locale).
+pub async fn login(call: &mut Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let user = call.str_arg("userName")?.to_string();
+    let password = call.str_arg("password")?.to_string();
+    let host = call.host.clone();
+    let check_user = user.clone();
+    let valid =
+        tokio::task::spawn_blocking(move || lock(&host.accounts).verify(&check_user, &password))
+            .await
+            .map_err(|e| Fault::system_error(schema, format!("password check failed: {e}")))?;
+    if !valid {
+        tracing::info!(user, ip = call.peer.ip, "login refused");
+        let event = DataObject::of(schema, "BadUsernameSessionEvent")
+            .with(schema, "ipAddress", call.peer.ip.as_str())
+            .with(
+                schema,
+                "fullFormattedMessage",
+                format!("Cannot login {user}@{}", call.peer.ip),
+            );
+        post_event(call.host, event, None, &user);
+        return Err(Fault::invalid_login(schema));
+    }
+    let session = call
+        .host
+        .sessions
+        .create(&user, &call.peer.ip, &call.peer.user_agent)
+        .map_err(|e| {
+            Fault::system_error(schema, format!("no randomness for a session key: {e}"))
+        })?;
+    session.touch();
+    tracing::info!(user, ip = call.peer.ip, "login");
+    let event = DataObject::of(schema, "UserLoginSessionEvent")
+        .with(schema, "ipAddress", call.peer.ip.as_str())
+        .with(schema, "userAgent", call.peer.user_agent.as_str())
+        .with(schema, "locale", "en")
+        .with(schema, "sessionId", &*session.key)
+        .with(
+            schema,
+            "fullFormattedMessage",
+            format!(
+                "User {user}@{} logged in as {}",
+                call.peer.ip, call.peer.user_agent
+            ),
+        );
+    post_event(call.host, event, None, &user);
+    let value = session.to_value(schema);
+    call.session = Some(session.clone());
+    call.new_session = Some(session);
+    Ok(Some(value.into()))
+}
+
+/// Serves the other SessionManager methods.
+pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+    let schema = call.schema;
+    match method {
+        "Logout" => {
+            let key = call.session()?.key.clone();
+            end_session(call.host, &key);
+            Ok(None)
+        }
+        "SessionIsActive" => {
+            let key = call.str_arg("sessionID")?;
+            let user = call.str_arg("userName")?;
+            let session = call
+                .host
+                .sessions
+                .get(key)
+                .ok_or_else(|| Fault::not_found(schema, "no such session"))?;
+            Ok(Some(Value::Bool(session.user == user)))
+        }
+        "TerminateSession" => {
+            let current = call.session()?.key.clone();
+            let keys: Vec<String> = call
+                .arg("sessionId")
+                .map(Value::items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if keys.iter().any(|k| **k == *current) {
+                return Err(Fault::invalid_argument(
+                    schema,
+                    "sessionId",
+                    "the current session cannot be terminated; use Logout",
+                ));
+            }
+            if let Some(missing) = keys.iter().find(|k| call.host.sessions.get(k).is_none()) {
+                return Err(Fault::not_found(schema, format!("no session {missing}")));
+            }
+            for key in keys {
+                end_session(call.host, &key);
+            }
+            Ok(None)
+        }
+        _ => Err(Fault::not_supported(
+            schema,
+            format!("{method} is not supported on this host"),
+        )),
+    }
+}
+
+/// Ends a session: forgets it and removes every object it created.
+pub fn end_session(host: &Host, key: &str) {
+    let Some(session) = host.sessions.remove(key) else {
+        return;
+    };
+    let schema = host.schema;
+    lock(&host.history_collectors).retain(|obj, _| !obj.id.starts_with(&format!("session[{key}]")));
+    host.mutate(|inv| inv.remove_owned_by(key));
+    let event = DataObject::of(schema, "UserLogoutSessionEvent")
+        .with(schema, "ipAddress", session.ip.as_str())
+        .with(schema, "userAgent", session.user_agent.as_str())
+        .with(schema, "sessionId", key)
+        .with(schema, "loginTime", Value::DateTime(session.login_time))
+        .with(
+            schema,
+            "fullFormattedMessage",
+            format!("User {}@{} logged out", session.user, session.ip),
+        );
+    post_event(host, event, None, &session.user);
+    tracing::info!(user = session.user, "logout");
+}

@@ -1,0 +1,198 @@
+//! ViewManager and views: ContainerView (contents computed from the inventory at read time,
+//! filtered by type, optionally recursive) and ListView (an explicit list), all session-scoped.
+
+use std::collections::HashSet;
+
+use vireo_api::schema::Schema;
+use vireo_api::{Fault, MoRef, Value};
+
+use super::{Call, MethodResult};
+use crate::inventory::Inventory;
+
+/// Serves ViewManager and View methods.
+pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+    let schema = call.schema;
+    match method {
+        "CreateContainerView" => {
+            let container = call.moref_arg("container")?.clone();
+            let container_ty = call
+                .objects(&call.host.inventory())
+                .visible_type(&container);
+            let container_ty =
+                container_ty.ok_or_else(|| Fault::managed_object_not_found(schema, &container))?;
+            if !schema.is_a(container_ty, schema.known_type("ManagedEntity")) {
+                return Err(Fault::invalid_argument(
+                    schema,
+                    "container",
+                    "the container must be a managed entity",
+                ));
+            }
+            let types = call
+                .arg("type")
+                .cloned()
+                .unwrap_or_else(|| Value::strings(schema, Vec::<String>::new()));
+            for ty in types.items() {
+                let name = ty.as_str().unwrap_or_default();
+                if !schema.type_id(name).is_some_and(|t| schema.is_managed(t)) {
+                    return Err(Fault::invalid_argument(
+                        schema,
+                        "type",
+                        format!("{name} is not a managed object type"),
+                    ));
+                }
+            }
+            let recursive = call
+                .arg("recursive")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            create_view(call, "ContainerView", |inv, obj| {
+                inv.set(schema, obj, "container", container);
+                inv.set(schema, obj, "type", types);
+                inv.set(schema, obj, "recursive", recursive);
+            })
+        }
+        "CreateListView" => {
+            let objects = call
+                .arg("obj")
+                .cloned()
+                .unwrap_or_else(|| Value::refs(schema, []));
+            create_view(call, "ListView", |inv, obj| {
+                inv.set(schema, obj, "view", objects)
+            })
+        }
+        "CreateListViewFromView" => {
+            let source = call.moref_arg("view")?.clone();
+            let contents = view_contents(call, &source)?;
+            create_view(call, "ListView", |inv, obj| {
+                inv.set(schema, obj, "view", Value::refs(schema, &contents))
+            })
+        }
+        "DestroyView" => {
+            call.host.mutate(|inv| inv.remove(call.this()));
+            Ok(None)
+        }
+        "ModifyListView" | "ResetListView" | "ResetListViewFromView" => {
+            modify_list_view(call, method)
+        }
+        _ => Err(Fault::not_supported(schema, method.to_string())),
+    }
+}
+
+fn create_view(
+    call: &Call<'_>,
+    ty: &str,
+    fill: impl FnOnce(&mut Inventory, &MoRef),
+) -> MethodResult {
+    let session = call.session()?;
+    let obj = session.scoped_ref(ty, call.host.next_id());
+    call.host.mutate(|inv| {
+        inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
+        fill(inv, &obj);
+    });
+    Ok(Some(obj.into()))
+}
+
+fn view_contents(call: &Call<'_>, view: &MoRef) -> Result<Vec<MoRef>, Fault> {
+    let schema = call.schema;
+    let inv = call.host.inventory();
+    let objects = call.objects(&inv);
+    if objects.visible_type(view).is_none() {
+        return Err(Fault::managed_object_not_found(schema, view));
+    }
+    Ok(match &*view.ty {
+        "ContainerView" => container_view_contents(schema, &inv, view),
+        _ => inv.refs(schema, view, "view"),
+    })
+}
+
+fn modify_list_view(call: &Call<'_>, method: &str) -> MethodResult {
+    let schema = call.schema;
+    let this = call.this().clone();
+    let mut current = call.host.inventory().refs(schema, &this, "view");
+    let refs = |name: &str| -> Vec<MoRef> {
+        call.arg(name)
+            .map(Value::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_moref)
+            .cloned()
+            .collect()
+    };
+    match method {
+        "ModifyListView" => {
+            current.extend(refs("add"));
+            let remove: HashSet<MoRef> = refs("remove").into_iter().collect();
+            current.retain(|r| !remove.contains(r));
+        }
+        "ResetListView" => current = refs("obj"),
+        _ => current = view_contents(call, call.moref_arg("view")?)?,
+    }
+    let mut seen = HashSet::new();
+    current.retain(|r| seen.insert(r.clone()));
+    let (kept, unresolved): (Vec<MoRef>, Vec<MoRef>) = {
+        let inv = call.host.inventory();
+        let objects = call.objects(&inv);
+        current
+            .into_iter()
+            .partition(|r| objects.visible_type(r).is_some())
+    };
+    call.host
+        .mutate(|inv| inv.set(schema, &this, "view", Value::refs(schema, &kept)));
+    Ok(
+        (!unresolved.is_empty() && method != "ResetListViewFromView")
+            .then(|| Value::refs(schema, &unresolved)),
+    )
+}
+
+/// A ContainerView's current contents: the container's children (all descendants when
+/// recursive) whose type matches one of the view's types (any type when none are given).
+pub fn container_view_contents(schema: &Schema, inv: &Inventory, view: &MoRef) -> Vec<MoRef> {
+    let Some(container) = inv
+        .stored(schema, view, "container")
+        .and_then(Value::as_moref)
+        .cloned()
+    else {
+        return Vec::new();
+    };
+    let recursive = inv
+        .stored(schema, view, "recursive")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let types: Vec<_> = inv
+        .stored(schema, view, "type")
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t.as_str().and_then(|n| schema.type_id(n)))
+        .collect();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = vec![container];
+    while let Some(parent) = queue.pop() {
+        let children = inv.children(schema, &parent);
+        for child in children.into_iter().rev() {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            let Some(ty) = inv.get(&child).map(|o| o.ty) else {
+                continue;
+            };
+            if types.is_empty() || types.iter().any(|t| schema.is_a(ty, *t)) {
+                out.push(child.clone());
+            }
+            if recursive {
+                queue.push(child);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.ty.cmp(&b.ty).then_with(|| natural_order(&a.id, &b.id)));
+    out
+}
+
+/// Orders numeric ids numerically ("2" before "10"), others lexically.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, request size limits, gzip
+//! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::host::Host;
+use crate::methods::Peer;
+use crate::sessions::session_key_from_cookie;
+use crate::soap;
+
+/// Responses at least this large are gzipped for clients that accept gzip.
+const GZIP_THRESHOLD: usize = 2048;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(host: Arc<Host>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+            };
+            let service =
+                hyper::service::service_fn(move |request| route(host.clone(), addr, request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(
+    host: Arc<Host>,
+    addr: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (request.method(), request.uri().path()) {
+        (&Method::POST, "/sdk") => sdk(host, addr, request).await,
+        (&Method::GET, "/sdk/vimServiceVersions.xml") => {
+            xml(StatusCode::OK, service_versions(&host).into_bytes())
+        }
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found\n")))
+            .expect("static response"),
+    };
+    Ok(response)
+}
+
+async fn sdk(
+    host: Arc<Host>,
+    addr: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let headers = request.headers();
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let session_key = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| session_key_from_cookie(c).map(str::to_string));
+    let soap_action = header("soapaction");
+    let gzip = header(ACCEPT_ENCODING.as_str()).is_some_and(|e| e.contains("gzip"));
+    let peer = Peer {
+        ip: addr.ip().to_string(),
+        user_agent: header(USER_AGENT.as_str()).unwrap_or_default(),
+    };
+    let limit = host.config.max_request_bytes;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let version = host
+                .schema
+                .versions()
+                .from_soap_action(soap_action.as_deref());
+            let why = if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                format!("request body exceeds {limit} bytes")
+            } else {
+                format!("cannot read the request body: {error}")
+            };
+            let fault = vireo_api::Fault::invalid_request(host.schema, why);
+            let mut response =
+                soap_http_response(soap::fault_response(&host, version, &fault), false);
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    let outcome = soap::handle(
+        &host,
+        session_key.as_deref(),
+        soap_action.as_deref(),
+        &body,
+        &peer,
+    )
+    .await;
+    soap_http_response(outcome, gzip)
+}
+
+fn soap_http_response(outcome: soap::SoapResponse, gzip: bool) -> Response<Full<Bytes>> {
+    let status = if outcome.status == 200 {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let mut body = outcome.body;
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/xml; charset=utf-8");
+    if let Some(key) = outcome.new_session {
+        builder = builder.header(
+            SET_COOKIE,
+            format!("vmware_soap_session=\"{key}\"; Path=/; HttpOnly; Secure;"),
+        );
+    }
+    if gzip && body.len() >= GZIP_THRESHOLD {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        if encoder.write_all(&body).is_ok() {
+            if let Ok(compressed) = encoder.finish() {
+                body = compressed;
+                builder = builder.header(CONTENT_ENCODING, "gzip");
+            }
+        }
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response parts")
+}
+
+fn xml(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response parts")
+}
+
+/// vimServiceVersions.xml: urn:vim25 at 8.0.3.0 with every prior version a client may pick.
+pub fn service_versions(host: &Host) -> String {
+    let mut ids = host.schema.versions().wire_ids();
+    let newest = ids.next().unwrap_or("8.0.3.0");
+    let prior: String = ids
+        .map(|id| format!("   <version>{id}</version>\n"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<namespaces version=\"1.0\">\n <namespace>\n  <name>urn:vim25</name>\n  <version>{newest}</version>\n  <priorVersions>\n{prior}  </priorVersions>\n </namespace>\n</namespaces>\n"
+    )
+}

@@ -1,0 +1,110 @@
+//! Bringing vireod up: data directory, TLS identity, accounts, the inventory (host tree plus
+//! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::host::Host;
+use crate::inventory::esxi::{self, DatastoreDir};
+use crate::inventory::host_facts::HostFacts;
+use crate::inventory::{vmx, Inventory};
+use crate::methods::session_manager::end_session;
+use crate::tls::{TlsIdentity, TlsSetupError};
+use crate::users::{Accounts, AccountsError, RootPassword};
+
+/// How often datastore capacity/free space is re-read and idle sessions are reaped.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Why vireod could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TLS identity failed.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The account file failed.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+}
+
+/// A ready host and its TLS configuration.
+pub struct Started {
+    /// The shared host state.
+    pub host: Arc<Host>,
+    /// The TLS identity (for logging thumbprints).
+    pub identity: TlsIdentity,
+    /// The root password, if it was generated on this start.
+    pub generated_root_password: Option<String>,
+}
+
+/// Prepares everything short of listening.
+pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError> {
+    let create = |path: &PathBuf| {
+        std::fs::create_dir_all(path).map_err(|source| StartupError::CreateDir {
+            path: path.clone(),
+            source,
+        })
+    };
+    create(&config.data_dir)?;
+    let datastores: Vec<DatastoreDir> = config
+        .datastores
+        .iter()
+        .map(|d| DatastoreDir {
+            name: d.name.clone(),
+            dir: config.datastore_dir(d),
+        })
+        .collect();
+    for ds in &datastores {
+        create(&ds.dir)?;
+    }
+    let identity = TlsIdentity::load_or_create(&config.data_dir)?;
+    let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
+    let schema = vireo_api::vim25();
+    let mut inventory = Inventory::default();
+    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    for (i, vm) in vmx::scan(&datastores).iter().enumerate() {
+        vmx::register(schema, &mut inventory, i as u32 + 1, vm);
+    }
+    let host = Arc::new(Host::new(schema, config, datastores, inventory, accounts));
+    Ok(Started {
+        host,
+        identity,
+        generated_root_password,
+    })
+}
+
+/// Re-reads datastore space and logs out idle sessions, forever.
+pub async fn upkeep(host: Arc<Host>) {
+    let idle_micros = host.config.session_idle_timeout_secs as i64 * 1_000_000;
+    let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for ds in &host.datastores {
+            let changed = {
+                let before = host
+                    .inventory()
+                    .stored(host.schema, &ds.moref(), "summary")
+                    .cloned();
+                let mut probe = Inventory::default();
+                probe.insert(host.schema, ds.moref(), None);
+                esxi::refresh_datastore(host.schema, &mut probe, ds);
+                before != probe.stored(host.schema, &ds.moref(), "summary").cloned()
+            };
+            if changed {
+                host.mutate(|inv| esxi::refresh_datastore(host.schema, inv, ds));
+            }
+        }
+        for session in host.sessions.idle(idle_micros) {
+            tracing::info!(user = session.user, "session idle; logging out");
+            end_session(&host, &session.key);
+        }
+    }
+}
