@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{Rng, Scratch};
 use vireo_disk::open_disk;
+use vireo_disk::qcow2::check::check;
 use vireo_disk::qcow2::{create, CreateOptions};
 
 const SIZE: u64 = 16 << 20;
@@ -140,6 +141,17 @@ fn killed_writer_leaves_a_consistent_image_with_every_flushed_write() {
         eprintln!("round {round}: seed {seed}, killed after {flushed} flushed ops");
         common::assert_check_clean(&image, true);
         verify(&image, seed, flushed);
+        let ours = check(&image, false).unwrap();
+        assert!(ours.corruptions.is_empty(), "{:?}", ours.corruptions);
+        let (_, qemu) = common::run("qemu-img", &["check", image.to_str().unwrap()]);
+        let leaks = if ours.leaked_clusters > 0 {
+            format!("{} leaked clusters were found", ours.leaked_clusters)
+        } else {
+            "No errors were found".to_string()
+        };
+        assert!(qemu.contains(&leaks), "ours: {leaks}; qemu-img:\n{qemu}");
+        check(&image, true).unwrap();
+        common::assert_check_clean(&image, false);
         std::fs::remove_file(&image).unwrap();
     }
 }

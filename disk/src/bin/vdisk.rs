@@ -1,5 +1,6 @@
 //! `vdisk`: a small operator CLI over vireo-disk (create, info, map, read/write patterns,
-//! snapshot, commit, rebase, bench). Exit codes: 0 ok, 1 error, 2 usage, 3 verify mismatch.
+//! snapshot, commit, rebase, check, bench). Exit codes: 0 ok, 1 error, 2 usage, 3 verify
+//! mismatch, 4 check found corruption, 5 check found leaks only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,14 @@ enum Command {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        /// The image
+        file: PathBuf,
+    },
+    /// Check refcounts against the metadata (exit 4: corruption, 5: leaks only)
+    Check {
+        /// Rewrite wrong refcounts and clear the dirty bit
+        #[arg(long)]
+        repair: bool,
         /// The image
         file: PathBuf,
     },
@@ -148,6 +157,8 @@ enum Command {
 enum Failure {
     Error(String),
     Mismatch(String),
+    Corrupt(String),
+    Leaks(String),
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -167,6 +178,14 @@ fn main() -> ExitCode {
         Err(Failure::Mismatch(msg)) => {
             eprintln!("vdisk: {msg}");
             ExitCode::from(3)
+        }
+        Err(Failure::Corrupt(msg)) => {
+            eprintln!("vdisk: {msg}");
+            ExitCode::from(4)
+        }
+        Err(Failure::Leaks(msg)) => {
+            eprintln!("vdisk: {msg}");
+            ExitCode::from(5)
         }
     }
 }
@@ -206,6 +225,7 @@ fn run(command: Command) -> Result<(), Failure> {
         } => cmd_create(&file, backing, &cluster_size, size.as_deref()),
         Command::Info { json, file } => cmd_info(&file, json),
         Command::Map { json, file } => cmd_map(&file, json),
+        Command::Check { repair, file } => cmd_check(&file, repair),
         Command::Write {
             file,
             offset,
@@ -407,6 +427,30 @@ fn cmd_info(file: &Path, as_json: bool) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn cmd_check(file: &Path, repair: bool) -> Result<(), Failure> {
+    let report = vireo_disk::qcow2::check::check(file, repair)?;
+    for corruption in &report.corruptions {
+        println!("ERROR {corruption}");
+    }
+    println!(
+        "{} clusters referenced, {} leaked, {} corruptions, {} refcounts repaired",
+        report.referenced_clusters,
+        report.leaked_clusters,
+        report.corruptions.len(),
+        report.repaired
+    );
+    if !report.corruptions.is_empty() {
+        Err(Failure::Corrupt(format!("{} is corrupt", file.display())))
+    } else if report.leaked_clusters > 0 {
+        Err(Failure::Leaks(format!(
+            "{} has leaked clusters",
+            file.display()
+        )))
+    } else {
+        Ok(())
+    }
 }
 
 fn cmd_map(file: &Path, as_json: bool) -> Result<(), Failure> {

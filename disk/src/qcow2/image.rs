@@ -767,7 +767,7 @@ fn io_open_err(path: &Path, source: std::io::Error) -> Qcow2OpenError {
     })
 }
 
-fn read_header(file: &ImageFile) -> Result<Header, Qcow2OpenError> {
+pub(super) fn read_header(file: &ImageFile) -> Result<Header, Qcow2OpenError> {
     let mut buf = vec![0u8; (1 << 21).min(file.len()? as usize)];
     file.read_exact(&mut buf, 0, "header")?;
     let cluster_bits = buf

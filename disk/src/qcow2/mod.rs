@@ -2,6 +2,7 @@
 //! and image creation. See QEMU's docs/interop/qcow2.rst for the on-disk specification.
 
 mod cache;
+pub mod check;
 pub mod create;
 pub mod header;
 mod image;

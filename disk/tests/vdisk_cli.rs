@@ -1,0 +1,146 @@
+//! The `vdisk` command line as a script sees it: outputs, exit codes, one-line errors.
+
+mod common;
+
+use common::{run, Scratch};
+
+fn vdisk(args: &[&str]) -> (i32, String) {
+    run(env!("CARGO_BIN_EXE_vdisk"), args)
+}
+
+#[test]
+fn create_write_read_snapshot_commit_check() {
+    let dir = Scratch::new("cli");
+    let base = dir.path("base.qcow2");
+    let top = dir.path("top.qcow2");
+    let (b, t) = (base.to_str().unwrap(), top.to_str().unwrap());
+    assert_eq!(vdisk(&["create", "--cluster-size", "4K", b, "8M"]).0, 0);
+    assert_eq!(
+        vdisk(&[
+            "write",
+            b,
+            "--offset",
+            "1M",
+            "--length",
+            "64K",
+            "--pattern",
+            "0x5a"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(vdisk(&["snapshot", b, t]).0, 0);
+    assert_eq!(
+        vdisk(&[
+            "write",
+            t,
+            "--offset",
+            "1M",
+            "--length",
+            "4K",
+            "--pattern",
+            "7"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(
+        vdisk(&[
+            "read",
+            t,
+            "--offset",
+            "1M",
+            "--length",
+            "4K",
+            "--pattern",
+            "7"
+        ])
+        .0,
+        0
+    );
+    let (code, text) = vdisk(&[
+        "read",
+        t,
+        "--offset",
+        "1M",
+        "--length",
+        "8K",
+        "--pattern",
+        "7",
+    ]);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("verification failed at offset 1052672"),
+        "{text}"
+    );
+    let (code, text) = vdisk(&["info", "--json", t]);
+    assert_eq!(code, 0);
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["backing-filename"], "base.qcow2");
+    assert_eq!(info["virtual-size"], 8 << 20);
+    assert_eq!(vdisk(&["commit", t]).0, 0);
+    assert_eq!(
+        vdisk(&[
+            "read",
+            b,
+            "--offset",
+            "1M",
+            "--length",
+            "4K",
+            "--pattern",
+            "7"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(
+        vdisk(&[
+            "read",
+            b,
+            "--offset",
+            "1028K",
+            "--length",
+            "60K",
+            "--pattern",
+            "0x5a"
+        ])
+        .0,
+        0
+    );
+    let (code, text) = vdisk(&["check", b]);
+    assert_eq!(code, 0, "{text}");
+    common::assert_check_clean(&base, false);
+    let (code, text) = vdisk(&["map", "--json", t]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("\"backing\"") && !text.contains("\"data\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_files_give_one_line_and_exit_1() {
+    let dir = Scratch::new("cli-bad");
+    let junk = dir.path("junk.qcow2");
+    std::fs::write(&junk, b"QFI\xfb\x00\x00\x00\x09garbage").unwrap();
+    for args in [
+        vec!["info", junk.to_str().unwrap()],
+        vec!["map", junk.to_str().unwrap()],
+        vec!["check", junk.to_str().unwrap()],
+        vec![
+            "read",
+            "/nonexistent/x",
+            "--offset",
+            "0",
+            "--length",
+            "1",
+            "--pattern",
+            "0",
+        ],
+    ] {
+        let (code, text) = vdisk(&args);
+        assert_eq!(code, 1, "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(text.starts_with("vdisk: "), "{text}");
+    }
+}
