@@ -1,0 +1,114 @@
+"""Starts a fresh vireod for the end-to-end tests and hands out connected pyVmomi clients.
+
+vireod runs from $VIREO_BIN_DIR (default target/debug) on a free loopback port with a temporary
+data dir holding one VM folder, and root's password set through VIREO_ROOT_PASSWORD.
+"""
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+from pyVim.connect import Disconnect, SmartConnect
+
+ROOT_PASSWORD = "e2e-Secret!"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_VMX = """displayName = "e2e vm"
+memsize = "512"
+numvcpus = "2"
+guestOS = "debian12-64"
+uuid.bios = "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"
+ethernet0.present = "TRUE"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Vireod:
+    """A running vireod: address, data dir and the process."""
+
+    def __init__(self, port, data_dir, process):
+        self.host = "127.0.0.1"
+        self.port = port
+        self.data_dir = data_dir
+        self.process = process
+
+    @property
+    def datastore_dir(self):
+        return os.path.join(self.data_dir, "datastore1")
+
+    def connect(self, user="root", pwd=ROOT_PASSWORD):
+        return SmartConnect(host=self.host, port=self.port, user=user, pwd=pwd,
+                            disableSslCertValidation=True)
+
+    def post(self, body, headers=None, timeout=30):
+        """Raw POST /sdk; returns (status, body text)."""
+        context = ssl._create_unverified_context()
+        request = urllib.request.Request(f"https://{self.host}:{self.port}/sdk", data=body, method="POST",
+                                         headers={"Content-Type": "text/xml", "SOAPAction": '"urn:vim25/8.0.3.0"',
+                                                  **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+
+def wait_ready(port, process, timeout=60):
+    context = ssl._create_unverified_context()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vireod exited with {process.returncode}")
+        try:
+            url = f"https://127.0.0.1:{port}/sdk/vimServiceVersions.xml"
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("vireod did not become ready")
+
+
+@pytest.fixture(scope="session")
+def vireod():
+    binary = os.path.join(os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug")), "vireod")
+    data_dir = tempfile.mkdtemp(prefix="vireo-e2e-")
+    vm_dir = os.path.join(data_dir, "datastore1", "e2e-vm")
+    os.makedirs(vm_dir)
+    with open(os.path.join(vm_dir, "e2e-vm.vmx"), "w") as f:
+        f.write(TEST_VMX)
+    port = free_port()
+    log = open(os.path.join(data_dir, "vireod.log"), "w")
+    env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info")
+    process = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(port, process)
+        yield Vireod(port, data_dir, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def si(vireod):
+    connection = vireod.connect()
+    yield connection
+    try:
+        Disconnect(connection)
+    except Exception:
+        pass

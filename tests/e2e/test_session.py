@@ -1,0 +1,52 @@
+"""A user connects with pyVmomi, reads what the host is, logs in and out; wrong passwords and
+calls without a session are refused with the faults vSphere uses."""
+import pytest
+from pyVim.connect import Disconnect
+from pyVmomi import SoapStubAdapter, vim, vmodl
+
+
+def test_smartconnect_reads_esxi_style_about(si):
+    about = si.content.about
+    assert about.apiType == "HostAgent"
+    assert about.apiVersion == "8.0.3.0"
+    assert about.name == "Vireo"
+    assert si.CurrentTime() is not None
+
+
+def test_wrong_password_is_invalid_login(vireod):
+    with pytest.raises(vim.fault.InvalidLogin):
+        vireod.connect(pwd="not-the-password")
+    with pytest.raises(vim.fault.InvalidLogin):
+        vireod.connect(user="nobody")
+
+
+def test_call_without_session_is_not_authenticated(vireod):
+    stub = SoapStubAdapter(host=vireod.host, port=vireod.port, version="vim.version.v8_0_3_0",
+                           sslContext=__import__("ssl")._create_unverified_context())
+    si = vim.ServiceInstance("ServiceInstance", stub)
+    content = si.RetrieveContent()  # anonymous
+    with pytest.raises(vim.fault.NotAuthenticated):
+        _ = content.rootFolder.name
+    with pytest.raises(vim.fault.NotAuthenticated):
+        content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+
+
+def test_current_session_and_logout_end_access(vireod):
+    si = vireod.connect()
+    session = si.content.sessionManager.currentSession
+    assert session.userName == "root"
+    assert si.content.sessionManager.SessionIsActive(session.key, "root")
+    stub = si._stub
+    Disconnect(si)
+    with pytest.raises(vim.fault.NotAuthenticated):
+        _ = vim.Folder("ha-folder-root", stub).name
+
+
+def test_session_objects_die_with_the_session(vireod):
+    first = vireod.connect()
+    view = first.content.viewManager.CreateContainerView(first.content.rootFolder, [vim.VirtualMachine], True)
+    other = vireod.connect()
+    with pytest.raises(vmodl.fault.ManagedObjectNotFound):
+        _ = vim.ContainerView(view._moId, other._stub).view
+    Disconnect(first)
+    Disconnect(other)

@@ -1,0 +1,70 @@
+"""A user waits for changes: WaitForUpdatesEx with versions, timeouts and a change made by
+another client; the legacy CreateFilter + WaitForUpdates path pyVim's WaitForTask uses."""
+import threading
+
+from pyVim.connect import Disconnect
+from pyVmomi import vim, vmodl
+
+PC = vmodl.query.PropertyCollector
+
+
+def latest_event_filter(si, collector):
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=si.content.eventManager)],
+                         propSet=[PC.PropertySpec(type=vim.EventManager, pathSet=["latestEvent"])])
+    return collector.CreateFilter(spec, partialUpdates=False)
+
+
+def test_wait_for_updates_ex_sees_another_clients_login(si, vireod):
+    collector = si.content.propertyCollector.CreatePropertyCollector()
+    latest_event_filter(si, collector)
+    first = collector.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=0))
+    assert first.filterSet[0].objectSet[0].kind == "enter"
+    assert collector.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=1)) is None
+
+    other = []
+    waiter = threading.Timer(0.5, lambda: other.append(vireod.connect()))
+    waiter.start()
+    update = collector.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=60))
+    waiter.join()
+    assert update is not None and int(update.version) > int(first.version)
+    change = update.filterSet[0].objectSet[0]
+    assert change.kind == "modify"
+    event = change.changeSet[0].val
+    assert isinstance(event, vim.event.UserLoginSessionEvent)
+    assert event.userName == "root"
+    Disconnect(other[0])
+    collector.Destroy()
+
+
+def test_legacy_wait_for_updates_and_check_for_updates(si):
+    pc = si.content.propertyCollector
+    property_filter = latest_event_filter(si, pc)
+    update = pc.WaitForUpdates()
+    assert update.filterSet[0].filter == property_filter
+    assert pc.CheckForUpdates(update.version) is None
+    assert property_filter in pc.filter
+    property_filter.Destroy()
+    assert property_filter not in pc.filter
+
+
+def test_cancel_wait_for_updates(si):
+    collector = si.content.propertyCollector.CreatePropertyCollector()
+    latest_event_filter(si, collector)
+    version = collector.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=0)).version
+    failure = []
+
+    def wait():
+        try:
+            collector.WaitForUpdatesEx(version, PC.WaitOptions())
+        except vmodl.fault.RequestCanceled as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    for _ in range(200):
+        vim.PropertyCollector(collector._moId, si._stub).CancelWaitForUpdates()
+        thread.join(timeout=0.1)
+        if not thread.is_alive():
+            break
+    assert failure, "the wait ended with RequestCanceled"
+    collector.Destroy()
