@@ -102,3 +102,44 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A host with the ESXi tree and one VM, for unit tests.
+#[cfg(test)]
+pub fn test_host() -> std::sync::Arc<Host> {
+    use crate::inventory::{esxi, host_facts::HostFacts, vmx};
+    let schema = vireo_api::vim25();
+    let dir = std::env::temp_dir().join(format!(
+        "vireo-host-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let datastores = vec![DatastoreDir {
+        name: "datastore1".into(),
+        dir: dir.join("datastore1"),
+    }];
+    std::fs::create_dir_all(dir.join("datastore1/vm1")).expect("temp dir");
+    std::fs::write(
+        dir.join("datastore1/vm1/vm1.vmx"),
+        "displayName = \"vm1\"\n",
+    )
+    .expect("vmx");
+    let mut inventory = Inventory::default();
+    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    for (i, vm) in vmx::scan(&datastores).iter().enumerate() {
+        vmx::register(schema, &mut inventory, i as u32 + 1, vm);
+    }
+    let config = Config::load(None).expect("default config");
+    std::sync::Arc::new(Host::new(
+        schema,
+        config,
+        datastores,
+        inventory,
+        Accounts::empty(&dir),
+    ))
+}
+
+#[cfg(test)]
+fn rand_suffix() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}

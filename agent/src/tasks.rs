@@ -21,7 +21,8 @@ const RECENT_LEN: usize = 50;
 pub struct TaskLog {
     busy: HashMap<MoRef, MoRef>,
     history: VecDeque<DataObject>,
-    recent: VecDeque<MoRef>,
+    /// (task, entity) of the most recent tasks, oldest first.
+    recent: VecDeque<(MoRef, MoRef)>,
 }
 
 impl TaskLog {
@@ -81,10 +82,6 @@ pub fn create_task(host: &Arc<Host>, spec: TaskSpec<'_>) -> Result<TaskHandle, F
             }
             log.busy.insert(spec.entity.clone(), task.clone());
         }
-        log.recent.push_back(task.clone());
-        while log.recent.len() > RECENT_LEN {
-            log.recent.pop_front();
-        }
     }
     let entity_name = host
         .inventory()
@@ -98,12 +95,7 @@ pub fn create_task(host: &Arc<Host>, spec: TaskSpec<'_>) -> Result<TaskHandle, F
         .with(
             schema,
             "name",
-            spec.description_id
-                .replace('.', "_")
-                .split('_')
-                .last()
-                .unwrap_or_default()
-                .to_string(),
+            task_method_name(spec.entity, spec.description_id),
         )
         .with(schema, "descriptionId", spec.description_id)
         .with(schema, "entity", spec.entity.clone())
@@ -121,39 +113,47 @@ pub fn create_task(host: &Arc<Host>, spec: TaskSpec<'_>) -> Result<TaskHandle, F
         )
         .with(schema, "queueTime", Value::DateTime(now))
         .with(schema, "eventChainId", chain_id);
-    info.set(
-        schema,
-        "name",
-        format!(
-            "vim.{}.{}",
-            spec.entity.ty,
-            spec.description_id.rsplit('.').next().unwrap_or_default()
-        ),
-    );
     if let Some(name) = &entity_name {
         info.set(schema, "entityName", name.as_str());
     }
-    let recent: Vec<MoRef> = lock(&host.tasks).recent.iter().cloned().collect();
+    let (recent, evicted) = {
+        let log = &mut *lock(&host.tasks);
+        log.recent.push_back((task.clone(), spec.entity.clone()));
+        let excess = log.recent.len().saturating_sub(RECENT_LEN);
+        let evicted: Vec<(MoRef, MoRef)> = log.recent.drain(..excess).collect();
+        (log.recent.clone(), evicted)
+    };
     host.mutate(|inv| {
         inv.insert(schema, task.clone(), None);
         inv.set(schema, &task, "info", info.clone());
+        // Tasks that fell out of the recent list are forgotten (their infos stay in the history).
+        for (old_task, _) in &evicted {
+            inv.remove(old_task);
+        }
+        let all: Vec<MoRef> = recent.iter().map(|(t, _)| t.clone()).collect();
         inv.set(
             schema,
             &refs::task_manager(),
             "recentTask",
-            Value::refs(schema, &recent),
+            Value::refs(schema, &all),
         );
-        if inv.get(spec.entity).is_some()
-            && schema
-                .field_index(
-                    inv.get(spec.entity)
-                        .map(|o| o.ty)
-                        .unwrap_or(schema.well_known().any),
-                    "recentTask",
-                )
-                .is_some()
-        {
-            inv.push_ref(schema, spec.entity, "recentTask", &task);
+        let touched: std::collections::HashSet<&MoRef> = evicted
+            .iter()
+            .map(|(_, e)| e)
+            .chain([spec.entity])
+            .collect();
+        for entity in touched {
+            let has_recent = inv
+                .get(entity)
+                .is_some_and(|o| schema.field_index(o.ty, "recentTask").is_some());
+            if has_recent {
+                let mine: Vec<MoRef> = recent
+                    .iter()
+                    .filter(|(_, e)| e == entity)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                inv.set(schema, entity, "recentTask", Value::refs(schema, &mine));
+            }
         }
     });
     record_history(host, &info);
@@ -277,6 +277,12 @@ impl Drop for TaskHandle {
     }
 }
 
+/// The vmodl method name of a task: `vim.VirtualMachine.powerOn` for `VirtualMachine.powerOn`.
+fn task_method_name(entity: &MoRef, description_id: &str) -> String {
+    let method = description_id.rsplit('.').next().unwrap_or(description_id);
+    format!("vim.{}.{method}", entity.ty)
+}
+
 /// Stores or replaces a TaskInfo in the history (by key).
 fn record_history(host: &Host, info: &DataObject) {
     let schema = host.schema;
@@ -306,12 +312,6 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
         .and_then(Value::as_data)
         .cloned();
     let info = info.ok_or_else(|| Fault::managed_object_not_found(schema, task))?;
-    if info.get(schema, "cancelable").and_then(Value::as_bool) != Some(true) {
-        return Err(Fault::not_supported(
-            schema,
-            "The task cannot be cancelled.",
-        ));
-    }
     let state = info
         .get(schema, "state")
         .and_then(Value::as_str)
@@ -322,6 +322,12 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
             schema,
             "InvalidState",
             "The task has already completed.",
+        ));
+    }
+    if info.get(schema, "cancelable").and_then(Value::as_bool) != Some(true) {
+        return Err(Fault::not_supported(
+            schema,
+            "The task cannot be cancelled.",
         ));
     }
     let mut info = info;
@@ -343,4 +349,178 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
     host.mutate(|inv| inv.set(schema, task, "info", info.clone()));
     record_history(host, &info);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::test_host;
+
+    fn info(host: &Host, task: &MoRef) -> DataObject {
+        host.inventory()
+            .stored(host.schema, task, "info")
+            .and_then(Value::as_data)
+            .cloned()
+            .expect("task has info")
+    }
+
+    fn state(host: &Host, task: &MoRef) -> String {
+        info(host, task)
+            .get(host.schema, "state")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn spec(entity: &MoRef) -> TaskSpec<'_> {
+        TaskSpec {
+            entity,
+            description_id: "VirtualMachine.powerOn",
+            user: "root",
+            cancelable: true,
+            mutating: true,
+        }
+    }
+
+    #[test]
+    fn lifecycle_and_one_mutating_task_per_entity() {
+        let host = test_host();
+        let schema = host.schema;
+        let vm = MoRef::new("VirtualMachine", "1");
+        let task = create_task(&host, spec(&vm)).unwrap();
+        let task_ref = task.task.clone();
+        assert_eq!(state(&host, &task_ref), "queued");
+        assert_eq!(
+            info(&host, &task_ref)
+                .get(schema, "name")
+                .and_then(Value::as_str),
+            Some("vim.VirtualMachine.powerOn")
+        );
+        assert_eq!(
+            info(&host, &task_ref)
+                .get(schema, "entityName")
+                .and_then(Value::as_str),
+            Some("vm1")
+        );
+        let busy = create_task(&host, spec(&vm)).err().expect("entity is busy");
+        assert_eq!(busy.type_name(schema), "TaskInProgress");
+        assert_eq!(
+            busy.data.get(schema, "task"),
+            Some(&Value::MoRef(task_ref.clone()))
+        );
+        task.start();
+        task.progress(40);
+        assert_eq!(state(&host, &task_ref), "running");
+        assert_eq!(
+            info(&host, &task_ref).get(schema, "progress"),
+            Some(&Value::Int(40))
+        );
+        task.succeed(Some(Value::string("done")));
+        assert_eq!(state(&host, &task_ref), "success");
+        assert_eq!(
+            info(&host, &task_ref)
+                .get(schema, "result")
+                .and_then(Value::as_str),
+            Some("done")
+        );
+        let recent = host.inventory().refs(schema, &vm, "recentTask");
+        assert_eq!(recent, vec![task_ref.clone()]);
+        let events: Vec<String> = lock(&host.events)
+            .all()
+            .map(|e| schema.ty(e.ty).name.to_string())
+            .collect();
+        assert!(events.contains(&"TaskEvent".to_string()));
+
+        let failing = create_task(&host, spec(&vm)).expect("entity is free again");
+        let failing_ref = failing.task.clone();
+        failing.fail(Fault::new(
+            schema,
+            "InvalidPowerState",
+            "The attempted operation cannot be performed in the current state.",
+        ));
+        let error = info(&host, &failing_ref)
+            .get(schema, "error")
+            .and_then(Value::as_data)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            schema
+                .ty(error
+                    .get(schema, "fault")
+                    .and_then(Value::as_data)
+                    .unwrap()
+                    .ty)
+                .name
+                .as_ref(),
+            "InvalidPowerState"
+        );
+
+        let abandoned = create_task(&host, spec(&vm)).unwrap();
+        let abandoned_ref = abandoned.task.clone();
+        drop(abandoned);
+        assert_eq!(
+            state(&host, &abandoned_ref),
+            "error",
+            "an abandoned task fails rather than running forever"
+        );
+        assert_eq!(lock(&host.tasks).history().count(), 3);
+    }
+
+    #[test]
+    fn cancel_queued_running_and_uncancelable_tasks() {
+        let host = test_host();
+        let schema = host.schema;
+        let vm = MoRef::new("VirtualMachine", "1");
+        let queued = create_task(&host, spec(&vm)).unwrap();
+        cancel_task(&host, &queued.task).unwrap();
+        assert_eq!(state(&host, &queued.task), "error");
+        let error = info(&host, &queued.task)
+            .get(schema, "error")
+            .and_then(Value::as_data)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            error
+                .get(schema, "fault")
+                .and_then(Value::as_data)
+                .map(|f| schema.ty(f.ty).name.to_string()),
+            Some("RequestCanceled".into())
+        );
+        queued.fail(Fault::new(schema, "RequestCanceled", "canceled"));
+
+        let running = create_task(&host, spec(&vm)).unwrap();
+        running.start();
+        assert!(!running.cancel_requested());
+        cancel_task(&host, &running.task).unwrap();
+        assert!(
+            running.cancel_requested(),
+            "running tasks see the request and stop themselves"
+        );
+        running.succeed(None);
+
+        let host_entity = MoRef::new("HostSystem", "ha-host");
+        let fixed = create_task(
+            &host,
+            TaskSpec {
+                cancelable: false,
+                mutating: false,
+                ..spec(&host_entity)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cancel_task(&host, &fixed.task)
+                .unwrap_err()
+                .type_name(schema),
+            "NotSupported"
+        );
+        let fixed_ref = fixed.task.clone();
+        fixed.succeed(None);
+        assert_eq!(
+            cancel_task(&host, &fixed_ref)
+                .unwrap_err()
+                .type_name(schema),
+            "InvalidState"
+        );
+    }
 }

@@ -73,6 +73,15 @@ impl Accounts {
         Ok((accounts, generated))
     }
 
+    /// No accounts, stored at `data_dir/users` once one is set (for tests).
+    #[cfg(test)]
+    pub fn empty(data_dir: &Path) -> Accounts {
+        Accounts {
+            path: data_dir.join("users"),
+            hashes: HashMap::new(),
+        }
+    }
+
     /// Whether `password` is `user`'s password.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else {

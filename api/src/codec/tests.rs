@@ -75,10 +75,13 @@ fn retrieve_properties_ex_request_has_typed_selection_specs() {
     assert_eq!(options.get(s, "maxObjects"), Some(&Value::Int(100)));
 }
 
+/// Recognises the expected decode error.
+type ErrorCheck = fn(&DecodeRequestError) -> bool;
+
 #[test]
 fn bad_requests_are_typed_errors() {
     let s = vim25();
-    let cases: [(&str, fn(&DecodeRequestError) -> bool); 7] = [
+    let cases: [(&str, ErrorCheck); 7] = [
         ("garbage", |e| matches!(e, DecodeRequestError::Malformed(_))),
         ("<soapenv:Envelope", |e| matches!(e, DecodeRequestError::Malformed(_))),
         ("<a><b></a>", |e| matches!(e, DecodeRequestError::Malformed(_))),

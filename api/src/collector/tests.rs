@@ -33,7 +33,7 @@ impl FakeInventory {
                 s.known_type("Folder"),
                 HashMap::from([
                     ("name", "Datacenters".into()),
-                    ("childEntity", refs(&[dc.clone()])),
+                    ("childEntity", refs(std::slice::from_ref(&dc))),
                 ]),
             ),
         );
