@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# SOAP throughput of vireod: RetrievePropertiesEx of ha-host's summary.runtime.powerState under
+# wrk (Debian's package; a Lua script adds body, SOAPAction and session cookie) over keep-alive
+# TLS with 1 and 8 connections, then the same call through pyVmomi. Prints requests/s, p50/p99
+# and vireod's RSS (idle and after load). Uses a release build.
+#   scripts/bench/soap.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+duration=${1:-10}
+target=${CARGO_TARGET_DIR:-$root/target}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+[ -x "$root/.cache/venv/bin/python" ] || scripts/setup/20-python-venv.sh
+cargo build --release -q -p vireo-agent --bin vireod
+
+work=$(mktemp -d /tmp/vireo-bench.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+password=bench-password
+VIREO_ROOT_PASSWORD=$password VIREO_LOG=warn "$target/release/vireod" --listen "127.0.0.1:$port" --data-dir "$work/data" \
+    >"$work/vireod.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+    curl -skf "https://127.0.0.1:$port/sdk/vimServiceVersions.xml" >/dev/null && break
+    sleep 0.1
+done
+
+envelope() {
+    printf '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>%s</soapenv:Body></soapenv:Envelope>' "$1"
+}
+login=$(envelope "<Login xmlns=\"urn:vim25\"><_this type=\"SessionManager\">ha-sessionmgr</_this><userName>root</userName><password>$password</password></Login>")
+cookie=$(curl -sk -D - -o /dev/null -H 'SOAPAction: "urn:vim25/8.0.3.0"' -H 'Content-Type: text/xml' \
+    --data-binary "$login" "https://127.0.0.1:$port/sdk" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+[ -n "$cookie" ] || { echo "login failed"; exit 1; }
+body=$(envelope '<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">ha-property-collector</_this><specSet><propSet><type>HostSystem</type><pathSet>summary.runtime.powerState</pathSet></propSet><objectSet><obj type="HostSystem">ha-host</obj></objectSet></specSet><options/></RetrievePropertiesEx>')
+check=$(curl -sk -H 'SOAPAction: "urn:vim25/8.0.3.0"' -H "Cookie: $cookie" --data-binary "$body" "https://127.0.0.1:$port/sdk")
+grep -q '>poweredOn</val>' <<<"$check" || { echo "unexpected response: $check"; exit 1; }
+
+cat >"$work/rpex.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "text/xml; charset=utf-8"
+wrk.headers["SOAPAction"] = '"urn:vim25/8.0.3.0"'
+wrk.headers["Cookie"] = '$cookie'
+done = function(summary, latency, requests)
+    io.write(string.format("  => %.0f req/s, p50 %.3f ms, p99 %.3f ms, errors %d\n",
+        summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+        latency:percentile(99) / 1000, summary.errors.status + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
+echo "vireod idle RSS: $(rss)"
+echo "== wrk, 1 connection, ${duration}s"
+wrk -t1 -c1 -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" | grep -E '=>|Non-2xx'
+echo "== wrk, 8 connections, ${duration}s"
+wrk -t2 -c8 -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" | grep -E '=>|Non-2xx'
+echo "vireod RSS after load: $(rss)"
+echo "== pyVmomi, 1 client, ${duration}s"
+"$root/.cache/venv/bin/python" - "$port" "$password" "$duration" <<'PY'
+import sys, time
+from pyVim.connect import SmartConnect, Disconnect
+from pyVmomi import vim, vmodl
+port, password, duration = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+si = SmartConnect(host="127.0.0.1", port=port, user="root", pwd=password, disableSslCertValidation=True)
+PC = vmodl.query.PropertyCollector
+spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vim.HostSystem("ha-host"))],
+                     propSet=[PC.PropertySpec(type=vim.HostSystem, pathSet=["summary.runtime.powerState"])])
+pc, options, samples = si.content.propertyCollector, PC.RetrieveOptions(), []
+end = time.monotonic() + duration
+while time.monotonic() < end:
+    start = time.perf_counter()
+    pc.RetrievePropertiesEx([spec], options)
+    samples.append(time.perf_counter() - start)
+samples.sort()
+print(f"  => {len(samples) / duration:.0f} req/s, p50 {samples[len(samples) // 2] * 1e3:.3f} ms, "
+      f"p99 {samples[int(len(samples) * 0.99)] * 1e3:.3f} ms")
+Disconnect(si)
+PY
+echo "vireod RSS at end: $(rss)"
