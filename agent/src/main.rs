@@ -32,6 +32,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_large_allocations_out_of_the_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
@@ -94,6 +95,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     })
+}
+
+/// Argon2 hashes use a 19 MiB block. glibc would raise its mmap threshold after freeing one
+/// and keep later blocks on the heap for good; a fixed threshold returns them to the system.
+fn keep_large_allocations_out_of_the_heap() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
 
 async fn shutdown_signal() {

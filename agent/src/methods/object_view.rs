@@ -2,6 +2,8 @@
 //! properties that depend on the caller or on other objects (a view's contents, the current
 //! session, a collector's latest page) are computed at read time. Also serves `Fetch`.
 
+use std::borrow::Cow;
+
 use vireo_api::collector::retrieve::{check_path, read_path};
 use vireo_api::collector::ObjectSource;
 use vireo_api::schema::TypeId;
@@ -90,11 +92,11 @@ impl ObjectSource for ObjectView<'_> {
         self.visible_type(obj)
     }
 
-    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Value>, Fault> {
+    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Cow<'_, Value>>, Fault> {
         if let Some(value) = self.computed(obj, name) {
-            return Ok(value);
+            return Ok(value.map(Cow::Owned));
         }
-        Ok(self.inventory.stored(self.host.schema, obj, name).cloned())
+        Ok(self.inventory.stored(self.host.schema, obj, name).map(Cow::Borrowed))
     }
 }
 

@@ -2,6 +2,7 @@
 //! then reads each selected object's requested properties by dotted path (unset ones omitted,
 //! per-property faults reported as missing).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use crate::value::{DataObject, MoRef, Value};
 pub trait ObjectSource {
     /// The managed type of an existing object, `None` if there is no such object.
     fn type_of(&self, obj: &MoRef) -> Option<TypeId>;
-    /// A top-level property: `Ok(None)` when unset, `Err` for a per-property fault.
-    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Value>, Fault>;
+    /// A top-level property: `Ok(None)` when unset, `Err` for a per-property fault. Stored
+    /// values are lent, not copied, so reading one field of a large property stays cheap.
+    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Cow<'_, Value>>, Fault>;
 }
 
 /// One property read: its path and value.
@@ -264,11 +266,13 @@ pub fn read_path(
         Some((first, rest)) => (first, Some(rest)),
         None => (path, None),
     };
-    let value = source.property(obj, first)?;
-    let (Some(value), Some(rest)) = (value.as_ref(), rest) else {
-        return Ok(value);
+    let Some(value) = source.property(obj, first)? else {
+        return Ok(None);
     };
-    Ok(descend(schema, value, rest).cloned())
+    match rest {
+        None => Ok(Some(value.into_owned())),
+        Some(rest) => Ok(descend(schema, &value, rest).cloned()),
+    }
 }
 
 /// Follows `path` through nested data objects.

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::*;
@@ -83,7 +84,7 @@ impl ObjectSource for FakeInventory {
         self.objects.get(obj).map(|(ty, _)| *ty)
     }
 
-    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Value>, Fault> {
+    fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Cow<'_, Value>>, Fault> {
         if name == "config" {
             return Err(Fault::no_permission(
                 vim25(),
@@ -94,7 +95,7 @@ impl ObjectSource for FakeInventory {
         Ok(self
             .objects
             .get(obj)
-            .and_then(|(_, props)| props.get(name).cloned()))
+            .and_then(|(_, props)| props.get(name).map(Cow::Borrowed)))
     }
 }
 
