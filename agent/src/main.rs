@@ -81,7 +81,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "certificate thumbprints"
     );
     let tls = started.identity.server_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let workers = start_workers()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -90,11 +91,28 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let host = started.host;
         tokio::spawn(startup::upkeep(host.clone()));
         tokio::select! {
-            _ = server::serve(host, listener, tls) => {}
+            _ = server::serve(host, listener, tls, workers) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())
     })
+}
+
+/// One single-threaded runtime per CPU, each on its own thread, serving connections.
+fn start_workers() -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..count)
+        .map(|i| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("vireod-worker-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            Ok(handle)
+        })
+        .collect()
 }
 
 /// Argon2 hashes use a 19 MiB block. glibc would raise its mmap threshold after freeing one

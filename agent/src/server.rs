@@ -15,6 +15,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::host::Host;
@@ -27,9 +28,17 @@ const GZIP_THRESHOLD: usize = 2048;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Accepts connections until the task is dropped.
-pub async fn serve(host: Arc<Host>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+/// Accepts connections until the task is dropped, handing them round-robin to `workers`
+/// (single-threaded runtimes, one per core): a connection lives on one thread, so requests on
+/// it never wait for a cross-thread wake-up.
+pub async fn serve(
+    host: Arc<Host>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    workers: Vec<Handle>,
+) {
     let acceptor = TlsAcceptor::from(tls);
+    let mut next = 0usize;
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -40,23 +49,41 @@ pub async fn serve(host: Arc<Host>, listener: TcpListener, tls: Arc<rustls::Serv
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let host = host.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
-            };
-            let service =
-                hyper::service::service_fn(move |request| route(host.clone(), addr, request));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%addr, %error, "connection ended with an error");
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::warn!(%error, "cannot move a connection to a worker");
+                continue;
             }
-        });
+        };
+        next = next.wrapping_add(1);
+        let worker = &workers[next % workers.len()];
+        worker.spawn(connection(host.clone(), acceptor.clone(), tcp, addr));
+    }
+}
+
+/// Serves one connection on the current (worker) runtime.
+async fn connection(
+    host: Arc<Host>,
+    acceptor: TlsAcceptor,
+    tcp: std::net::TcpStream,
+    addr: SocketAddr,
+) {
+    let tcp = match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(error) => return tracing::warn!(%addr, %error, "cannot register a connection"),
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+    };
+    let service = hyper::service::service_fn(move |request| route(host.clone(), addr, request));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%addr, %error, "connection ended with an error");
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
@@ -81,7 +82,7 @@ impl Session {
 /// All sessions by key.
 #[derive(Default)]
 pub struct Sessions {
-    by_key: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    by_key: RwLock<FastMap<Arc<str>, Arc<Session>>>,
 }
 
 impl Sessions {

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod collector;
+pub mod fast_hash;
 pub mod fault;
 pub mod schema;
 pub mod value;

@@ -6,9 +6,9 @@ pub mod esxi;
 pub mod host_facts;
 pub mod vmx;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::{Schema, TypeId};
 use vireo_api::{MoRef, Value};
 
@@ -26,7 +26,7 @@ pub struct ManagedObject {
 /// Every managed object by reference.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    objects: HashMap<MoRef, ManagedObject>,
+    objects: FastMap<MoRef, ManagedObject>,
 }
 
 impl Inventory {

@@ -96,7 +96,10 @@ impl ObjectSource for ObjectView<'_> {
         if let Some(value) = self.computed(obj, name) {
             return Ok(value.map(Cow::Owned));
         }
-        Ok(self.inventory.stored(self.host.schema, obj, name).map(Cow::Borrowed))
+        Ok(self
+            .inventory
+            .stored(self.host.schema, obj, name)
+            .map(Cow::Borrowed))
     }
 }
 

@@ -3,10 +3,10 @@
 //! per-property faults reported as missing).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::spec::{FilterSpec, Selection, TraversalSpec};
+use crate::fast_hash::FastSet;
 use crate::fault::Fault;
 use crate::schema::{ClientVersion, Schema, TypeId, TypeKind, TypeRef};
 use crate::value::{DataObject, MoRef, Value};
@@ -132,8 +132,8 @@ fn select_objects(
         source,
         spec,
         selected: Vec::new(),
-        seen: HashSet::new(),
-        followed: HashSet::new(),
+        seen: FastSet::default(),
+        followed: FastSet::default(),
     };
     for object_spec in &spec.object_set {
         let Some(ty) = source.type_of(&object_spec.obj) else {
@@ -158,9 +158,9 @@ struct Walk<'a> {
     source: &'a dyn ObjectSource,
     spec: &'a FilterSpec,
     selected: Vec<(MoRef, TypeId)>,
-    seen: HashSet<MoRef>,
+    seen: FastSet<MoRef>,
     /// (object, traversal) pairs already followed, so recursive specs terminate.
-    followed: HashSet<(MoRef, *const TraversalSpec)>,
+    followed: FastSet<(MoRef, *const TraversalSpec)>,
 }
 
 impl Walk<'_> {

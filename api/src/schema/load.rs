@@ -1,7 +1,7 @@
 //! Reads the generator's tab-separated schema file into a [`Schema`] with resolved type ids,
 //! flattened inherited fields and name lookups.
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 
 use super::version::{VersionDef, VersionIdx, Versions};
 use super::{
@@ -55,7 +55,7 @@ struct RawMethod<'a> {
 
 pub(super) fn parse(text: &str) -> Result<Schema, LoadSchemaError> {
     let (versions, raw) = read_lines(text)?;
-    let mut type_by_name: HashMap<Box<str>, TypeId> = HashMap::new();
+    let mut type_by_name: FastMap<Box<str>, TypeId> = FastMap::default();
     let mut types: Vec<TypeDef> = Vec::new();
     for (primitive, name) in Primitive::ALL {
         type_by_name.insert(name.into(), TypeId(types.len() as u32));
@@ -98,7 +98,7 @@ pub(super) fn parse(text: &str) -> Result<Schema, LoadSchemaError> {
     };
 
     let mut methods: Vec<MethodDef> = Vec::new();
-    let mut method_by_name = HashMap::new();
+    let mut method_by_name = FastMap::default();
     for (i, r) in raw.iter().enumerate() {
         let id = TypeId((first_declared + i) as u32);
         let parent = r.parent.map(|p| resolve(p).map(|t| t.ty)).transpose()?;

@@ -5,7 +5,7 @@
 mod load;
 mod version;
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 use std::sync::OnceLock;
 
 pub use load::LoadSchemaError;
@@ -158,8 +158,8 @@ pub struct MethodDef {
 pub struct Schema {
     types: Vec<TypeDef>,
     methods: Vec<MethodDef>,
-    type_by_name: HashMap<Box<str>, TypeId>,
-    method_by_name: HashMap<Box<str>, MethodId>,
+    type_by_name: FastMap<Box<str>, TypeId>,
+    method_by_name: FastMap<Box<str>, MethodId>,
     versions: Versions,
     well_known: WellKnown,
 }
