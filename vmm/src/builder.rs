@@ -6,16 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::IoEventAddress;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
+use vireo_disk::block::{open_disk, BlockDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::acpi::MmioDeviceInfo;
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::zero_page::{self, InitrdRegion};
 use crate::arch::{acpi, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
-use crate::devices::bus::{BusError, PioBus};
+use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::irq::{InterruptLine, KvmIrqLine};
 use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
 use crate::devices::legacy::i8042::{self, I8042};
@@ -24,6 +28,9 @@ use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
 use crate::devices::legacy::serial::{
     ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::{DeviceSignals, VirtioDevice};
 use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -104,6 +111,25 @@ pub enum BuildError {
     /// Two devices claimed the same ports.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A disk image could not be opened.
+    #[error("cannot open disk {path}: {source}")]
+    Disk {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: vireo_disk::block::OpenError,
+    },
+    /// A virtio device could not be wired to KVM.
+    #[error("cannot wire a virtio device to KVM ({what}): {source}")]
+    VirtioWiring {
+        /// The step.
+        what: &'static str,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+    /// A virtio transport could not be created.
+    #[error(transparent)]
+    Transport(#[from] crate::devices::virtio::mmio::TransportError),
     /// The serial log could not be opened.
     #[error("cannot open serial log {path}: {source}")]
     SerialLog {
@@ -253,69 +279,17 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     if let Some(initrd) = &config.initrd {
         open("initrd", initrd)?;
     }
+    let disks = open_disks(config)?;
+    let virtio_slots = virtio_layout(disks.len());
+    let cmdline = cmdline_with_devices(&config.cmdline, &virtio_slots)?;
 
     let memory = create_guest_memory(config.memory_bytes())?;
     let vm = Vm::new(&memory)?;
-
-    let kernel = load_kernel(&memory, &config.kernel)?;
-    let cmdline_size = write_cmdline(&memory, &config.cmdline)?;
-    let ram = layout::ram_regions(config.memory_bytes());
-    let low_ram_end = ram[0].1;
-    let initrd = match &config.initrd {
-        Some(path) => {
-            let max = kernel
-                .setup_header
-                .map_or(u64::MAX, |h| u64::from(h.initrd_addr_max) + 1);
-            Some(load_initrd(&memory, path, low_ram_end.min(max))?)
-        }
-        None => None,
-    };
-    let map = memory_map(&ram);
-    let tables = acpi::build_tables(config.vcpus, &[]);
-    for (addr, bytes) in &tables.blobs {
-        memory.write_slice(bytes, GuestAddress(*addr))?;
-    }
-    regs::write_boot_gdt(&memory)?;
-    match kernel.setup_header {
-        Some(header) => {
-            regs::write_identity_page_tables(&memory)?;
-            zero_page::write(
-                &memory,
-                zero_page::build(header, cmdline_size, initrd, &map, tables.rsdp_addr),
-            )?;
-        }
-        None => pvh::write_start_info(&memory, &map, tables.rsdp_addr, initrd)?,
-    }
+    let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots)?;
 
     let run_state = Arc::new(RunState::default());
-    let irq =
-        |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
-    let serial = Arc::new(Mutex::new(SerialPort::new(
-        irq(COM1_IRQ),
-        console_sinks(config)?,
-    )));
-    let pm = Arc::new(Mutex::new(PowerManagement::new(
-        irq(acpi::SCI_IRQ),
-        run_state.clone(),
-    )));
-    let mut bus = PioBus::default();
-    bus.insert(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
-    bus.insert(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
-    bus.insert(
-        i8042::DATA_PORT,
-        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
-        Arc::new(Mutex::new(I8042::new(run_state.clone()))),
-    )?;
-    bus.insert(
-        RTC_PORT,
-        RTC_PORT_COUNT,
-        Arc::new(Mutex::new(Cmos::default())),
-    )?;
-    bus.insert(
-        BOOT_MARKER_PORT,
-        1,
-        Arc::new(Mutex::new(BootMarker::new(run_state.clone()))),
-    )?;
+    let legacy = attach_legacy_devices(&vm, config, &run_state)?;
+    let mmio_bus = attach_virtio_devices(&vm, &memory, disks, &virtio_slots)?;
 
     let supported_cpuid = vm
         .kvm
@@ -328,21 +302,202 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
                 &supported_cpuid,
                 i,
                 config.vcpus,
-                (i == 0).then_some(kernel.entry),
+                (i == 0).then_some(entry),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-
     Ok(Machine::new(
         memory,
         vm,
         vcpus,
-        bus,
+        legacy,
+        mmio_bus,
         run_state,
-        serial,
-        pm,
         config.clone(),
     ))
+}
+
+/// Loads the kernel, initrd and command line and writes the tables the kernel reads at entry.
+fn write_boot_data(
+    memory: &GuestMemoryMmap,
+    config: &VmConfig,
+    cmdline: &str,
+    virtio_slots: &[MmioDeviceInfo],
+) -> Result<BootEntry, BuildError> {
+    let kernel = load_kernel(memory, &config.kernel)?;
+    let cmdline_size = write_cmdline(memory, cmdline)?;
+    let ram = layout::ram_regions(config.memory_bytes());
+    let initrd = match &config.initrd {
+        Some(path) => {
+            let max = kernel
+                .setup_header
+                .map_or(u64::MAX, |h| u64::from(h.initrd_addr_max) + 1);
+            Some(load_initrd(memory, path, ram[0].1.min(max))?)
+        }
+        None => None,
+    };
+    let map = memory_map(&ram);
+    let tables = acpi::build_tables(config.vcpus, virtio_slots);
+    for (addr, bytes) in &tables.blobs {
+        memory.write_slice(bytes, GuestAddress(*addr))?;
+    }
+    regs::write_boot_gdt(memory)?;
+    match kernel.setup_header {
+        Some(header) => {
+            regs::write_identity_page_tables(memory)?;
+            zero_page::write(
+                memory,
+                zero_page::build(header, cmdline_size, initrd, &map, tables.rsdp_addr),
+            )?;
+        }
+        None => pvh::write_start_info(memory, &map, tables.rsdp_addr, initrd)?,
+    }
+    Ok(kernel.entry)
+}
+
+/// The legacy devices and the port bus they sit on.
+pub(crate) struct LegacyDevices {
+    pub bus: Bus,
+    pub serial: Arc<Mutex<SerialPort>>,
+    pub pm: Arc<Mutex<PowerManagement>>,
+}
+
+fn attach_legacy_devices(
+    vm: &Vm,
+    config: &VmConfig,
+    run_state: &Arc<RunState>,
+) -> Result<LegacyDevices, BuildError> {
+    let irq =
+        |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
+    let serial = Arc::new(Mutex::new(SerialPort::new(
+        irq(COM1_IRQ),
+        console_sinks(config)?,
+    )));
+    let pm = Arc::new(Mutex::new(PowerManagement::new(
+        irq(acpi::SCI_IRQ),
+        run_state.clone(),
+    )));
+    let i8042 = Arc::new(Mutex::new(I8042::new(run_state.clone())));
+    let marker = Arc::new(Mutex::new(BootMarker::new(run_state.clone())));
+    let mut bus = Bus::default();
+    let mut add = |base: u16, count: u16, device: Arc<Mutex<dyn BusDevice>>| {
+        bus.insert(base.into(), count.into(), device)
+    };
+    add(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
+    add(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
+    add(
+        i8042::DATA_PORT,
+        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
+        i8042,
+    )?;
+    add(
+        RTC_PORT,
+        RTC_PORT_COUNT,
+        Arc::new(Mutex::new(Cmos::default())),
+    )?;
+    add(BOOT_MARKER_PORT, 1, marker)?;
+    Ok(LegacyDevices { bus, serial, pm })
+}
+
+/// An opened disk image and the serial number the guest will read.
+type OpenedDisk = (Box<dyn BlockDevice>, String);
+
+fn open_disks(config: &VmConfig) -> Result<Vec<OpenedDisk>, BuildError> {
+    config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, disk)| {
+            let device =
+                open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
+                    path: disk.path.clone(),
+                    source,
+                })?;
+            Ok((
+                device,
+                disk.serial
+                    .clone()
+                    .unwrap_or_else(|| format!("vireo-disk-{i}")),
+            ))
+        })
+        .collect()
+}
+
+/// Register windows and GSIs of `count` virtio-mmio devices.
+fn virtio_layout(count: usize) -> Vec<MmioDeviceInfo> {
+    (0..count)
+        .map(|i| MmioDeviceInfo {
+            addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW_SIZE,
+            len: MMIO_WINDOW_SIZE,
+            irq: layout::VIRTIO_GSIS[i],
+        })
+        .collect()
+}
+
+/// The command line with a `virtio_mmio.device=` entry per device (the DSDT lists them too).
+fn cmdline_with_devices(cmdline: &str, slots: &[MmioDeviceInfo]) -> Result<String, BuildError> {
+    let mut full = cmdline.to_owned();
+    for slot in slots {
+        full.push_str(&format!(
+            " virtio_mmio.device=4K@{:#x}:{}",
+            slot.addr, slot.irq
+        ));
+    }
+    if full.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(ConfigError::CmdlineTooLong(full.len()).into());
+    }
+    Ok(full.trim_start().to_owned())
+}
+
+fn attach_virtio_devices(
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+    disks: Vec<OpenedDisk>,
+    slots: &[MmioDeviceInfo],
+) -> Result<Bus, BuildError> {
+    let mut bus = Bus::default();
+    for (i, ((disk, serial), slot)) in disks.into_iter().zip(slots).enumerate() {
+        let device = Box::new(Block::new(disk, &serial, format!("virtio-blk{i}")));
+        let transport = virtio_transport(vm, memory, device, slot)?;
+        bus.insert(slot.addr, slot.len, Arc::new(Mutex::new(transport)))?;
+    }
+    Ok(bus)
+}
+
+/// Wires `device` to KVM: an irqfd on its GSI and an ioeventfd per queue on QueueNotify.
+fn virtio_transport(
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+    device: Box<dyn VirtioDevice>,
+    slot: &MmioDeviceInfo,
+) -> Result<MmioTransport, BuildError> {
+    let kvm = |what: &'static str| move |source| BuildError::VirtioWiring { what, source };
+    let eventfd = || {
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::VirtioWiring {
+            what: "eventfd",
+            source: e.into(),
+        })
+    };
+    let irq = eventfd()?;
+    vm.fd
+        .register_irqfd(&irq, slot.irq)
+        .map_err(kvm("KVM_IRQFD"))?;
+    let notify = IoEventAddress::Mmio(slot.addr + QUEUE_NOTIFY_OFFSET);
+    let mut queue_events = Vec::new();
+    for index in 0..device.queue_max_sizes().len() as u32 {
+        let event = eventfd()?;
+        vm.fd
+            .register_ioevent(&event, &notify, index)
+            .map_err(kvm("KVM_IOEVENTFD"))?;
+        queue_events.push(event);
+    }
+    let signals = Arc::new(DeviceSignals::new(irq));
+    Ok(MmioTransport::new(
+        device,
+        memory.clone(),
+        signals,
+        queue_events,
+    )?)
 }
 
 #[cfg(test)]

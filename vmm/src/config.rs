@@ -9,6 +9,43 @@ pub const MAX_VCPUS: u8 = 254;
 /// Smallest guest memory we boot (the boot structures and a kernel must fit).
 pub const MIN_MEMORY_MIB: u64 = 8;
 
+/// One virtio-blk disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Image file (raw or qcow2).
+    pub path: PathBuf,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
+    /// Serial number the guest reads with GET_ID.
+    pub serial: Option<String>,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// Parses `path=FILE[,readonly=on|off][,serial=TEXT]`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut disk = DiskConfig::default();
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("path", path)) if !path.is_empty() => disk.path = PathBuf::from(path),
+                Some(("readonly", "on")) => disk.read_only = true,
+                Some(("readonly", "off")) => disk.read_only = false,
+                Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
+                _ => {
+                    return Err(format!(
+                    "unknown disk option {part:?} (expected path=FILE,readonly=on|off,serial=TEXT)"
+                ))
+                }
+            }
+        }
+        if disk.path.as_os_str().is_empty() {
+            return Err("a disk needs path=FILE".into());
+        }
+        Ok(disk)
+    }
+}
+
 /// The VM to build.
 #[derive(Clone, Debug, Default)]
 pub struct VmConfig {
@@ -28,6 +65,8 @@ pub struct VmConfig {
     pub serial_stdio: bool,
     /// Unix socket on which to serve the control protocol.
     pub control_socket: Option<PathBuf>,
+    /// virtio-blk disks, in the order the guest sees them.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Why a configuration cannot be built.
@@ -45,6 +84,9 @@ pub enum ConfigError {
     /// Command line too long.
     #[error("kernel command line is {0} bytes; the limit is {limit}", limit = layout::CMDLINE_MAX_SIZE - 1)]
     CmdlineTooLong(usize),
+    /// More virtio devices than interrupt lines for them.
+    #[error("{0} virtio devices requested; at most {max} fit", max = layout::VIRTIO_GSIS.len())]
+    TooManyDevices(usize),
     /// The command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
@@ -64,6 +106,9 @@ impl VmConfig {
         }
         if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
             return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
+        }
+        if self.disks.len() > layout::VIRTIO_GSIS.len() {
+            return Err(ConfigError::TooManyDevices(self.disks.len()));
         }
         if self.cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::bus::{lock, PioBus};
+use crate::devices::bus::lock;
 use crate::devices::legacy::pm::PowerManagement;
-use crate::machine::VcpuKicker;
+use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
 
 /// Longest request line accepted.
@@ -46,7 +46,7 @@ pub struct VmStatus {
     pub uptime_ms: f64,
     /// Milliseconds from VMM start to the guest's boot marker, once seen.
     pub boot_marker_ms: Option<f64>,
-    /// Port accesses that hit no device.
+    /// Port and MMIO accesses that hit no device.
     pub unclaimed_io: u64,
     /// Whether the guest listens for the power button.
     pub power_button_enabled: bool,
@@ -60,8 +60,8 @@ pub struct VmHandle {
     pub pm: Arc<Mutex<PowerManagement>>,
     /// Kicks vCPUs out of KVM_RUN (pause).
     pub kicker: Arc<VcpuKicker>,
-    /// The port bus (statistics).
-    pub bus: Arc<PioBus>,
+    /// The buses (statistics).
+    pub buses: Arc<Buses>,
 }
 
 /// Errors starting the control server.
@@ -187,7 +187,8 @@ fn status(handle: &VmHandle) -> VmStatus {
             .run_state
             .boot_marker()
             .map(|d| d.as_secs_f64() * 1e3),
-        unclaimed_io: handle.bus.unclaimed_accesses(),
+        unclaimed_io: handle.buses.pio.unclaimed_accesses()
+            + handle.buses.mmio.unclaimed_accesses(),
         power_button_enabled: lock(&handle.pm).power_button_enabled(),
     }
 }

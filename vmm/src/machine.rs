@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
 
+use crate::builder::LegacyDevices;
 use crate::config::VmConfig;
 use crate::control::{self, VmHandle};
-use crate::devices::bus::{lock, PioBus};
+use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::serial::SerialPort;
 use crate::run_state::{RunState, VmExit};
@@ -29,11 +30,19 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     _vm: Vm,
     _memory: GuestMemoryMmap,
-    bus: Arc<PioBus>,
+    buses: Arc<Buses>,
     run_state: Arc<RunState>,
     serial: Arc<Mutex<SerialPort>>,
     pm: Arc<Mutex<PowerManagement>>,
     config: VmConfig,
+}
+
+/// The two buses vCPUs dispatch exits to.
+pub struct Buses {
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices (virtio transports).
+    pub mmio: Bus,
 }
 
 /// Signal used to kick vCPU threads out of KVM_RUN.
@@ -80,25 +89,26 @@ impl VcpuKicker {
 }
 
 impl Machine {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         memory: GuestMemoryMmap,
         vm: Vm,
         vcpus: Vec<Vcpu>,
-        bus: PioBus,
+        legacy: LegacyDevices,
+        mmio: Bus,
         run_state: Arc<RunState>,
-        serial: Arc<Mutex<SerialPort>>,
-        pm: Arc<Mutex<PowerManagement>>,
         config: VmConfig,
     ) -> Self {
         Machine {
             vcpus,
             _vm: vm,
             _memory: memory,
-            bus: Arc::new(bus),
+            buses: Arc::new(Buses {
+                pio: legacy.bus,
+                mmio,
+            }),
             run_state,
-            serial,
-            pm,
+            serial: legacy.serial,
+            pm: legacy.pm,
             config,
         }
     }
@@ -119,11 +129,11 @@ impl Machine {
             .into_iter()
             .enumerate()
             .map(|(i, vcpu)| {
-                let bus = self.bus.clone();
+                let buses = self.buses.clone();
                 let run_state = self.run_state.clone();
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
-                    .spawn(move || vcpu.run(&bus, &run_state))
+                    .spawn(move || vcpu.run(&buses, &run_state))
             })
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| {
@@ -144,7 +154,7 @@ impl Machine {
                 run_state: self.run_state.clone(),
                 pm: self.pm.clone(),
                 kicker: kicker.clone(),
-                bus: self.bus.clone(),
+                buses: self.buses.clone(),
             };
             control::serve(path, handle)
         });

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vireo_vmm::config::DiskConfig;
 use vireo_vmm::{build_vm, VmConfig, VmExit};
 
 /// Boot a guest kernel on KVM.
@@ -35,6 +36,9 @@ struct Args {
     /// Serve the JSON-lines control protocol on this Unix socket.
     #[arg(long)]
     control: Option<PathBuf>,
+    /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
+    #[arg(long = "disk")]
+    disks: Vec<DiskConfig>,
 }
 
 fn block_termination_signals() -> libc::sigset_t {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         memory_mib: args.memory_mib,
         serial_log: args.serial_log,
         control_socket: args.control,
+        disks: args.disks,
     };
     let signals = block_termination_signals();
     let machine = match build_vm(&config) {

@@ -1,74 +1,74 @@
-//! The port I/O bus: maps port ranges to devices; accesses to unclaimed ports read as 0xff,
-//! are otherwise ignored, and are counted.
+//! Buses from guest addresses to devices: one for port I/O, one for MMIO. Accesses to
+//! unclaimed addresses read as all ones, are otherwise ignored, and are counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A device reached through port I/O. `offset` is relative to the device's first port; `data`
+/// A device on a bus. `offset` is relative to the device's first address; for port I/O `data`
 /// holds one access, or several consecutive byte accesses for string I/O (`rep insb/outsb`).
-pub trait PioDevice: Send {
+pub trait BusDevice: Send {
     /// Guest reads `data.len()` bytes.
-    fn read(&mut self, offset: u16, data: &mut [u8]);
+    fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Guest writes `data`.
-    fn write(&mut self, offset: u16, data: &[u8]);
+    fn write(&mut self, offset: u64, data: &[u8]);
 }
 
-struct PioRange {
-    base: u16,
-    len: u16,
-    device: Arc<Mutex<dyn PioDevice>>,
+struct BusRange {
+    base: u64,
+    len: u64,
+    device: Arc<Mutex<dyn BusDevice>>,
 }
 
 /// Errors inserting a device on the bus.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BusError {
     /// Two devices claimed overlapping ports.
-    #[error("port range {base:#x}+{len} overlaps a device already on the bus")]
+    #[error("address range {base:#x}+{len:#x} overlaps a device already on the bus")]
     Overlap {
-        /// First port of the rejected range.
-        base: u16,
+        /// First address of the rejected range.
+        base: u64,
         /// Its length.
-        len: u16,
+        len: u64,
     },
 }
 
-/// The port I/O bus shared by all vCPUs.
+/// A bus shared by all vCPUs (port I/O or MMIO).
 #[derive(Default)]
-pub struct PioBus {
-    ranges: Vec<PioRange>,
+pub struct Bus {
+    ranges: Vec<BusRange>,
     unclaimed: AtomicU64,
 }
 
-impl PioBus {
-    /// Claims `len` ports from `base` for `device`.
+impl Bus {
+    /// Claims `len` addresses from `base` for `device`.
     pub fn insert(
         &mut self,
-        base: u16,
-        len: u16,
-        device: Arc<Mutex<dyn PioDevice>>,
+        base: u64,
+        len: u64,
+        device: Arc<Mutex<dyn BusDevice>>,
     ) -> Result<(), BusError> {
-        let end = u32::from(base) + u32::from(len);
-        let overlaps = self.ranges.iter().any(|r| {
-            let r_end = u32::from(r.base) + u32::from(r.len);
-            u32::from(base) < r_end && u32::from(r.base) < end
-        });
+        let end = base.saturating_add(len);
+        let overlaps = self
+            .ranges
+            .iter()
+            .any(|r| base < r.base.saturating_add(r.len) && r.base < end);
         if overlaps || len == 0 {
             return Err(BusError::Overlap { base, len });
         }
-        self.ranges.push(PioRange { base, len, device });
+        self.ranges.push(BusRange { base, len, device });
         Ok(())
     }
 
-    fn find(&self, port: u16) -> Option<(&PioRange, u16)> {
+    fn find(&self, addr: u64) -> Option<(&BusRange, u64)> {
         self.ranges
             .iter()
-            .find(|r| port >= r.base && u32::from(port) < u32::from(r.base) + u32::from(r.len))
-            .map(|r| (r, port - r.base))
+            .find(|r| addr >= r.base && addr - r.base < r.len)
+            .map(|r| (r, addr - r.base))
     }
 
-    /// Dispatches a guest read of `port`.
-    pub fn read(&self, port: u16, data: &mut [u8]) {
-        match self.find(port) {
+    /// Dispatches a guest read of `addr`.
+    pub fn read(&self, addr: u64, data: &mut [u8]) {
+        match self.find(addr) {
             Some((range, offset)) => lock(&range.device).read(offset, data),
             None => {
                 data.fill(0xff);
@@ -77,9 +77,9 @@ impl PioBus {
         }
     }
 
-    /// Dispatches a guest write to `port`.
-    pub fn write(&self, port: u16, data: &[u8]) {
-        match self.find(port) {
+    /// Dispatches a guest write to `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) {
+        match self.find(addr) {
             Some((range, offset)) => lock(&range.device).write(offset, data),
             None => {
                 self.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -105,13 +105,13 @@ mod tests {
     use super::*;
 
     #[derive(Default)]
-    struct Register(Vec<(u16, Vec<u8>)>);
+    struct Register(Vec<(u64, Vec<u8>)>);
 
-    impl PioDevice for Register {
-        fn read(&mut self, offset: u16, data: &mut [u8]) {
+    impl BusDevice for Register {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8);
         }
-        fn write(&mut self, offset: u16, data: &[u8]) {
+        fn write(&mut self, offset: u64, data: &[u8]) {
             self.0.push((offset, data.to_vec()));
         }
     }
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn accesses_reach_the_owner_and_strays_are_counted() {
         let device = Arc::new(Mutex::new(Register::default()));
-        let mut bus = PioBus::default();
+        let mut bus = Bus::default();
         bus.insert(0x3f8, 8, device.clone()).unwrap();
         assert_eq!(
             bus.insert(0x3ff, 2, device.clone()),

@@ -10,7 +10,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::{cpuid, msr};
-use crate::devices::bus::PioBus;
+use crate::machine::Buses;
 use crate::run_state::{RunState, VmExit};
 
 const APIC_LVT0: usize = 0x350;
@@ -124,23 +124,22 @@ impl Vcpu {
     }
 
     /// Runs the vCPU until the VM ends, parking while it is paused.
-    pub fn run(mut self, bus: &PioBus, run_state: &RunState) {
+    pub fn run(mut self, buses: &Buses, run_state: &RunState) {
         while run_state.vcpu_checkpoint().is_none() {
-            if let Some(exit) = self.run_once(bus) {
+            if let Some(exit) = self.run_once(buses) {
                 run_state.request_exit(exit);
             }
         }
     }
 
     /// One KVM_RUN and the handling of its exit; returns a reason to end the VM, if any.
-    fn run_once(&mut self, bus: &PioBus) -> Option<VmExit> {
+    fn run_once(&mut self, buses: &Buses) -> Option<VmExit> {
         let index = self.index;
         match self.fd.run() {
-            Ok(VcpuExit::IoIn(port, data)) => bus.read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => bus.write(port, data),
-            // No MMIO devices yet: reads float high, writes are dropped.
-            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::IoIn(port, data)) => buses.pio.read(port.into(), data),
+            Ok(VcpuExit::IoOut(port, data)) => buses.pio.write(port.into(), data),
+            Ok(VcpuExit::MmioRead(addr, data)) => buses.mmio.read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => buses.mmio.write(addr, data),
             Ok(VcpuExit::Shutdown) => {
                 return Some(VmExit::GuestReset {
                     cause: format!("triple fault on vCPU {index}"),
@@ -148,8 +147,9 @@ impl Vcpu {
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => return system_event(kind, index),
             Ok(VcpuExit::InternalError) => {
+                let detail = internal_error(self.fd.get_kvm_run(), index);
                 return Some(VmExit::Crashed {
-                    detail: internal_error(self.fd.get_kvm_run(), index),
+                    detail: format!("{detail}{}", self.location()),
                 });
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
@@ -171,6 +171,19 @@ impl Vcpu {
             }
         }
         None
+    }
+}
+
+impl Vcpu {
+    /// " at rip=... (cs=..., cr0=...)" for crash reports, or nothing if the registers are unreadable.
+    fn location(&self) -> String {
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(regs), Ok(sregs)) => format!(
+                " at rip={:#x} rsp={:#x} (cs={:#x} cpl={} cr0={:#x} efer={:#x})",
+                regs.rip, regs.rsp, sregs.cs.selector, sregs.cs.dpl, sregs.cr0, sregs.efer
+            ),
+            _ => String::new(),
+        }
     }
 }
 

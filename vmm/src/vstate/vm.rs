@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -29,6 +32,23 @@ fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Setup { what, source }
 }
 
+/// Masks every line of both 8259s, as firmware leaves them: a kernel that wants the PIC
+/// programs it; one that uses the IOAPIC never sees stray ExtINT interrupts through LINT0.
+fn mask_legacy_pic(fd: &VmFd) -> Result<(), VmError> {
+    for chip_id in [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE] {
+        let mut chip = kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        };
+        fd.get_irqchip(&mut chip)
+            .map_err(setup("KVM_GET_IRQCHIP"))?;
+        // chip_id selects the PIC member of the union.
+        chip.chip.pic.imr = 0xff;
+        fd.set_irqchip(&chip).map_err(setup("KVM_SET_IRQCHIP"))?;
+    }
+    Ok(())
+}
+
 /// An open KVM VM with its memory registered.
 pub struct Vm {
     /// The /dev/kvm handle (for supported CPUID and MSR lists).
@@ -45,6 +65,7 @@ impl Vm {
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(setup("KVM_SET_TSS_ADDR"))?;
         fd.create_irq_chip().map_err(setup("KVM_CREATE_IRQCHIP"))?;
+        mask_legacy_pic(&fd)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()

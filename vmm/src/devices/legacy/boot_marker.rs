@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 use crate::run_state::RunState;
 
 /// The marker's I/O port.
@@ -23,12 +23,12 @@ impl BootMarker {
     }
 }
 
-impl PioDevice for BootMarker {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for BootMarker {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&mut self, _offset: u16, data: &[u8]) {
+    fn write(&mut self, _offset: u64, data: &[u8]) {
         if data.first() == Some(&BOOTED) {
             self.run_state.mark_booted();
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 use crate::run_state::{RunState, VmExit};
 
 /// Data port.
@@ -26,14 +26,14 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         // Status: output buffer empty, input buffer empty; data: nothing pending.
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
-        if offset == COMMAND_PORT - DATA_PORT && data.first() == Some(&CMD_RESET_CPU) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset == u64::from(COMMAND_PORT - DATA_PORT) && data.first() == Some(&CMD_RESET_CPU) {
             self.run_state.request_exit(VmExit::GuestReset {
                 cause: "i8042 reset line".into(),
             });

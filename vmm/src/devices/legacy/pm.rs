@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::arch::acpi::SLP_TYP_S5;
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 use crate::devices::irq::InterruptLine;
 use crate::run_state::{RunState, VmExit};
 
@@ -26,9 +26,9 @@ const SLP_TYP_SHIFT: u16 = 10;
 const SLP_TYP_MASK: u16 = 0x7 << SLP_TYP_SHIFT;
 const SLP_EN: u16 = 1 << 13;
 
-const STS_OFFSET: u16 = 0;
-const EN_OFFSET: u16 = 2;
-const CNT_OFFSET: u16 = 4;
+const STS_OFFSET: u64 = 0;
+const EN_OFFSET: u64 = 2;
+const CNT_OFFSET: u64 = 4;
 
 /// The PM1a registers of one VM.
 pub struct PowerManagement {
@@ -66,7 +66,7 @@ impl PowerManagement {
         self.sci.set_level(self.status & self.enable & PWRBTN != 0);
     }
 
-    fn register(&mut self, offset: u16) -> (u16, u16) {
+    fn register(&mut self, offset: u64) -> (u16, u64) {
         match offset & !1 {
             STS_OFFSET => (self.status, STS_OFFSET),
             EN_OFFSET => (self.enable, EN_OFFSET),
@@ -74,7 +74,7 @@ impl PowerManagement {
         }
     }
 
-    fn write_register(&mut self, base: u16, value: u16, mask: u16) {
+    fn write_register(&mut self, base: u64, value: u16, mask: u16) {
         match base {
             // Status bits are write-one-to-clear.
             STS_OFFSET => self.status &= !(value & mask),
@@ -101,20 +101,20 @@ impl PowerManagement {
     }
 }
 
-impl PioDevice for PowerManagement {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for PowerManagement {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         for (i, byte) in data.iter_mut().enumerate() {
-            let at = offset + i as u16;
+            let at = offset + i as u64;
             let (value, _) = self.register(at);
-            *byte = value.to_le_bytes()[usize::from(at & 1)];
+            *byte = value.to_le_bytes()[(at & 1) as usize];
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         // Gather the bytes written to each 16-bit register, then apply each register once.
-        let mut pending: Vec<(u16, u16, u16)> = Vec::new();
+        let mut pending: Vec<(u64, u16, u16)> = Vec::new();
         for (i, byte) in data.iter().enumerate() {
-            let at = offset + i as u16;
+            let at = offset + i as u64;
             let (_, base) = self.register(at);
             let shift = 8 * (at & 1);
             match pending.iter_mut().find(|(b, _, _)| *b == base) {

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 
 /// Index port (0x71 is data).
 pub const RTC_PORT: u16 = 0x70;
@@ -127,8 +127,8 @@ impl Cmos {
     }
 }
 
-impl PioDevice for Cmos {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for Cmos {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = if offset == 0 {
             self.index
         } else {
@@ -137,7 +137,7 @@ impl PioDevice for Cmos {
         data.fill(value);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&value) = data.last() else { return };
         if offset == 0 {
             // Bit 7 is the NMI mask, not part of the index.

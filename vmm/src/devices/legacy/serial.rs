@@ -7,7 +7,7 @@ use std::sync::Arc;
 use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 use crate::devices::irq::{InterruptLine, SerialTrigger};
 
 /// First port of COM1.
@@ -56,15 +56,15 @@ impl SerialPort {
     }
 }
 
-impl PioDevice for SerialPort {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for SerialPort {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         // Every UART register is one byte wide: longer accesses are string I/O.
         for byte in data {
             *byte = self.uart.read(offset as u8);
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         for byte in data {
             // Output errors are the sink's problem, not the guest's.
             let _ = self.uart.write(offset as u8, *byte);

@@ -1,0 +1,258 @@
+//! virtio-blk requests: parsing a descriptor chain into a request (pure, checked against the
+//! device's limits) and carrying it out against a `BlockDevice`.
+
+use vireo_disk::block::{BlockDevice, BlockError};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::devices::virtio::queue::{Chain, Descriptor};
+
+/// Bytes per virtio-blk sector.
+pub const SECTOR_SIZE: u64 = 512;
+/// Largest single data descriptor we accept (advertised as size_max).
+pub const SIZE_MAX: u32 = 1 << 20;
+/// Length of a GET_ID answer.
+pub const ID_BYTES: usize = 20;
+/// Bytes of one discard / write-zeroes segment.
+const SEGMENT_BYTES: u32 = 16;
+const HEADER_BYTES: u32 = 16;
+
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+const VIRTIO_BLK_T_GET_ID: u32 = 8;
+const VIRTIO_BLK_T_DISCARD: u32 = 11;
+const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+
+/// Request completion status written to the status byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Done.
+    Ok = 0,
+    /// The request failed.
+    IoErr = 1,
+    /// The request type is not supported.
+    Unsupported = 2,
+}
+
+/// What the driver asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Read sectors into the data buffers.
+    In,
+    /// Write the data buffers to sectors.
+    Out,
+    /// Make completed writes durable.
+    Flush,
+    /// Return the device id string.
+    GetId,
+    /// Discard the listed ranges.
+    Discard,
+    /// Zero the listed ranges.
+    WriteZeroes,
+    /// A type we do not implement.
+    Other(u32),
+}
+
+/// A parsed request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Request type.
+    pub kind: RequestKind,
+    /// First sector.
+    pub sector: u64,
+    /// Data buffers between header and status.
+    pub data: Vec<Descriptor>,
+    /// Address of the status byte.
+    pub status: GuestAddress,
+}
+
+/// Why a chain is not a valid request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    /// No device-writable status byte at the end of the chain; nothing can be reported.
+    #[error("the chain has no writable status byte")]
+    NoStatus,
+    /// The header is missing, short or device-writable.
+    #[error("bad request header")]
+    BadHeader,
+    /// The header could not be read from guest memory.
+    #[error("cannot read the request header")]
+    HeaderRead,
+    /// A data buffer goes the wrong way for the request type.
+    #[error("data buffer direction does not match the request type")]
+    Direction,
+    /// Data length not a whole number of sectors, or a buffer larger than size_max.
+    #[error("data length is not sector-aligned or exceeds size_max")]
+    Length,
+    /// More data buffers than seg_max.
+    #[error("more than {0} data segments")]
+    TooManySegments(u32),
+}
+
+/// Parses `chain` for a device that accepts at most `seg_max` data segments.
+pub fn parse(chain: &Chain, mem: &GuestMemoryMmap, seg_max: u32) -> Result<Request, RequestError> {
+    let (status, rest) = chain
+        .descriptors
+        .split_last()
+        .ok_or(RequestError::NoStatus)?;
+    if !status.writable || status.len < 1 {
+        return Err(RequestError::NoStatus);
+    }
+    let (header, data) = rest.split_first().ok_or(RequestError::BadHeader)?;
+    if header.writable || header.len < HEADER_BYTES {
+        return Err(RequestError::BadHeader);
+    }
+    let kind_raw: u32 = mem
+        .read_obj(header.addr)
+        .map_err(|_| RequestError::HeaderRead)?;
+    let sector: u64 = mem
+        .read_obj(header.addr.unchecked_add(8))
+        .map_err(|_| RequestError::HeaderRead)?;
+    let kind = match kind_raw {
+        VIRTIO_BLK_T_IN => RequestKind::In,
+        VIRTIO_BLK_T_OUT => RequestKind::Out,
+        VIRTIO_BLK_T_FLUSH => RequestKind::Flush,
+        VIRTIO_BLK_T_GET_ID => RequestKind::GetId,
+        VIRTIO_BLK_T_DISCARD => RequestKind::Discard,
+        VIRTIO_BLK_T_WRITE_ZEROES => RequestKind::WriteZeroes,
+        other => RequestKind::Other(other),
+    };
+    if data.len() as u32 > seg_max {
+        return Err(RequestError::TooManySegments(seg_max));
+    }
+    let device_writes = matches!(kind, RequestKind::In | RequestKind::GetId);
+    if matches!(
+        kind,
+        RequestKind::In
+            | RequestKind::Out
+            | RequestKind::GetId
+            | RequestKind::Discard
+            | RequestKind::WriteZeroes
+    ) && data.iter().any(|d| d.writable != device_writes)
+    {
+        return Err(RequestError::Direction);
+    }
+    let sector_aligned = |d: &Descriptor| u64::from(d.len) % SECTOR_SIZE == 0 && d.len <= SIZE_MAX;
+    let segment_aligned = |d: &Descriptor| d.len.is_multiple_of(SEGMENT_BYTES) && d.len <= SIZE_MAX;
+    let lengths_ok = match kind {
+        RequestKind::In | RequestKind::Out => data.iter().all(sector_aligned),
+        RequestKind::Discard | RequestKind::WriteZeroes => data.iter().all(segment_aligned),
+        _ => true,
+    };
+    if !lengths_ok {
+        return Err(RequestError::Length);
+    }
+    Ok(Request {
+        kind,
+        sector,
+        data: data.to_vec(),
+        status: status.addr,
+    })
+}
+
+/// Carries out `request`; returns its status and the bytes written into guest buffers
+/// (the status byte included).
+pub fn execute(
+    request: &Request,
+    disk: &mut dyn BlockDevice,
+    mem: &GuestMemoryMmap,
+    id: &[u8; ID_BYTES],
+) -> (Status, u32) {
+    let result = match request.kind {
+        RequestKind::In => read_sectors(request, disk, mem),
+        RequestKind::Out => write_sectors(request, disk, mem).map(|_| 0),
+        RequestKind::Flush => disk.flush().map(|_| 0).map_err(Failure::from),
+        RequestKind::GetId => get_id(request, mem, id),
+        RequestKind::Discard | RequestKind::WriteZeroes => ranges(request, disk, mem).map(|_| 0),
+        RequestKind::Other(_) => Err(Failure::Unsupported),
+    };
+    match result {
+        Ok(written) => (Status::Ok, written + 1),
+        Err(Failure::Unsupported) => (Status::Unsupported, 1),
+        Err(Failure::Io) => (Status::IoErr, 1),
+    }
+}
+
+/// Why a request failed: the disk or guest memory refused (IOERR), or an unknown type.
+enum Failure {
+    Io,
+    Unsupported,
+}
+
+impl From<BlockError> for Failure {
+    fn from(_: BlockError) -> Self {
+        Failure::Io
+    }
+}
+
+fn sector_offset(sector: u64) -> Result<u64, Failure> {
+    sector.checked_mul(SECTOR_SIZE).ok_or(Failure::Io)
+}
+
+fn read_sectors(
+    request: &Request,
+    disk: &mut dyn BlockDevice,
+    mem: &GuestMemoryMmap,
+) -> Result<u32, Failure> {
+    let mut offset = sector_offset(request.sector)?;
+    let mut bounce = Vec::new();
+    let mut written = 0u32;
+    for desc in &request.data {
+        bounce.resize(desc.len as usize, 0);
+        disk.read_at(&mut bounce, offset).map_err(Failure::from)?;
+        mem.write_slice(&bounce, desc.addr)
+            .map_err(|_| Failure::Io)?;
+        offset += u64::from(desc.len);
+        written += desc.len;
+    }
+    Ok(written)
+}
+
+fn write_sectors(
+    request: &Request,
+    disk: &mut dyn BlockDevice,
+    mem: &GuestMemoryMmap,
+) -> Result<(), Failure> {
+    let mut offset = sector_offset(request.sector)?;
+    let mut bounce = Vec::new();
+    for desc in &request.data {
+        bounce.resize(desc.len as usize, 0);
+        mem.read_slice(&mut bounce, desc.addr)
+            .map_err(|_| Failure::Io)?;
+        disk.write_at(&bounce, offset).map_err(Failure::from)?;
+        offset += u64::from(desc.len);
+    }
+    Ok(())
+}
+
+fn get_id(request: &Request, mem: &GuestMemoryMmap, id: &[u8; ID_BYTES]) -> Result<u32, Failure> {
+    let desc = request.data.first().ok_or(Failure::Io)?;
+    let len = (desc.len as usize).min(ID_BYTES);
+    mem.write_slice(&id[..len], desc.addr)
+        .map_err(|_| Failure::Io)?;
+    Ok(len as u32)
+}
+
+/// Discard or write-zeroes: each data buffer holds segments {sector u64, num_sectors u32, flags u32}.
+fn ranges(
+    request: &Request,
+    disk: &mut dyn BlockDevice,
+    mem: &GuestMemoryMmap,
+) -> Result<(), Failure> {
+    for desc in &request.data {
+        for i in 0..desc.len / SEGMENT_BYTES {
+            let at = desc.addr.unchecked_add(u64::from(i * SEGMENT_BYTES));
+            let sector: u64 = mem.read_obj(at).map_err(|_| Failure::Io)?;
+            let count: u32 = mem.read_obj(at.unchecked_add(8)).map_err(|_| Failure::Io)?;
+            let offset = sector_offset(sector)?;
+            let len = u64::from(count) * SECTOR_SIZE;
+            match request.kind {
+                RequestKind::Discard => disk.discard(offset, len),
+                _ => disk.write_zeroes(offset, len),
+            }
+            .map_err(Failure::from)?;
+        }
+    }
+    Ok(())
+}
