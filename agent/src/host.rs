@@ -85,6 +85,20 @@ impl Host {
         result
     }
 
+    /// Changes the inventory; wakes update waiters only if `change` reports it changed something.
+    pub fn mutate_if(&self, change: impl FnOnce(&mut Inventory) -> bool) {
+        let changed = {
+            let mut inventory = self
+                .inventory
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            change(&mut inventory)
+        };
+        if changed {
+            self.changes.send_modify(|generation| *generation += 1);
+        }
+    }
+
     /// A receiver that sees every inventory change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()

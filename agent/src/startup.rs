@@ -88,19 +88,7 @@ pub async fn upkeep(host: Arc<Host>) {
     loop {
         ticker.tick().await;
         for ds in &host.datastores {
-            let changed = {
-                let before = host
-                    .inventory()
-                    .stored(host.schema, &ds.moref(), "summary")
-                    .cloned();
-                let mut probe = Inventory::default();
-                probe.insert(host.schema, ds.moref(), None);
-                esxi::refresh_datastore(host.schema, &mut probe, ds);
-                before != probe.stored(host.schema, &ds.moref(), "summary").cloned()
-            };
-            if changed {
-                host.mutate(|inv| esxi::refresh_datastore(host.schema, inv, ds));
-            }
+            host.mutate_if(|inv| esxi::refresh_datastore(host.schema, inv, ds));
         }
         for session in host.sessions.idle(idle_micros) {
             tracing::info!(user = session.user, "session idle; logging out");

@@ -471,8 +471,9 @@ fn datastore_mount(schema: &Schema, dir: &Path) -> DataObject {
         .with(schema, "mountInfo", mount)
 }
 
-/// Re-reads a datastore's capacity and free space into its `summary` and `info`.
-pub fn refresh_datastore(schema: &Schema, inv: &mut Inventory, ds: &DatastoreDir) {
+/// Re-reads a datastore's capacity and free space into its `summary` and `info`; returns
+/// whether they changed.
+pub fn refresh_datastore(schema: &Schema, inv: &mut Inventory, ds: &DatastoreDir) -> bool {
     let (capacity, free, accessible) = match filesystem_space(&ds.dir) {
         Ok((capacity, free)) => (capacity, free, true),
         Err(_) => (0, 0, false),
@@ -497,16 +498,18 @@ pub fn refresh_datastore(schema: &Schema, inv: &mut Inventory, ds: &DatastoreDir
         .with(schema, "timestamp", Value::DateTime(super::now_micros()));
     let status = if accessible { "green" } else { "red" };
     let stored_summary = inv.stored(schema, &obj, "summary").cloned();
-    if stored_summary.as_ref().and_then(Value::as_data) != Some(&summary) {
-        inv.set(schema, &obj, "summary", summary);
-        inv.set(schema, &obj, "info", info);
-        inv.set(
-            schema,
-            &obj,
-            "overallStatus",
-            Value::enumeration(schema, "ManagedEntityStatus", status),
-        );
+    if stored_summary.as_ref().and_then(Value::as_data) == Some(&summary) {
+        return false;
     }
+    inv.set(schema, &obj, "summary", summary);
+    inv.set(schema, &obj, "info", info);
+    inv.set(
+        schema,
+        &obj,
+        "overallStatus",
+        Value::enumeration(schema, "ManagedEntityStatus", status),
+    );
+    true
 }
 
 /// A stable host UUID derived from /etc/machine-id (or the host name).

@@ -17,7 +17,8 @@ use crate::sessions::Session;
 pub struct CollectorState {
     filters: Vec<FilterState>,
     version: u64,
-    pages: HashMap<String, VecDeque<ObjectContent>>,
+    /// Objects still to be returned per token, with the page size asked for.
+    pages: HashMap<String, (VecDeque<ObjectContent>, usize)>,
     next_token: u64,
     cancel: Arc<tokio::sync::Notify>,
 }
@@ -190,10 +191,9 @@ fn retrieve_ex(call: &Call<'_>) -> MethodResult {
     if objects.is_empty() {
         return Ok(None);
     }
+    let page_size = max.unwrap_or(usize::MAX);
     let mut pending: VecDeque<ObjectContent> = objects.into();
-    let page: Vec<ObjectContent> = pending
-        .drain(..max.unwrap_or(usize::MAX).min(pending.len()))
-        .collect();
+    let page: Vec<ObjectContent> = pending.drain(..page_size.min(pending.len())).collect();
     let token = if pending.is_empty() {
         None
     } else {
@@ -201,7 +201,7 @@ fn retrieve_ex(call: &Call<'_>) -> MethodResult {
         Some(session.with_collector(call.this(), |c| {
             c.next_token += 1;
             let token = c.next_token.to_string();
-            c.pages.insert(token.clone(), pending);
+            c.pages.insert(token.clone(), (pending, page_size));
             token
         }))
     };
@@ -213,10 +213,10 @@ fn continue_retrieve(call: &Call<'_>) -> MethodResult {
     let token = call.str_arg("token")?.to_string();
     let session = call.session()?;
     let page = session.with_collector(call.this(), |c| {
-        let mut pending = c.pages.remove(&token)?;
-        let page: Vec<ObjectContent> = pending.drain(..pending.len().min(100)).collect();
+        let (mut pending, page_size) = c.pages.remove(&token)?;
+        let page: Vec<ObjectContent> = pending.drain(..pending.len().min(page_size)).collect();
         if !pending.is_empty() {
-            c.pages.insert(token.clone(), pending);
+            c.pages.insert(token.clone(), (pending, page_size));
             return Some((page, Some(token.clone())));
         }
         Some((page, None))
