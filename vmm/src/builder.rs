@@ -10,7 +10,7 @@ use kvm_ioctls::IoEventAddress;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
-use vireo_disk::block::{open_disk, BlockDevice};
+use vireo_disk::block::open_disk;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -30,6 +30,8 @@ use crate::devices::legacy::serial::{
 };
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::net::tap::Tap;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::{DeviceSignals, VirtioDevice};
 use crate::machine::Machine;
 use crate::run_state::RunState;
@@ -119,6 +121,9 @@ pub enum BuildError {
         /// Why.
         source: vireo_disk::block::OpenError,
     },
+    /// A TAP could not be opened.
+    #[error(transparent)]
+    Tap(#[from] crate::devices::virtio::net::tap::TapError),
     /// A virtio device could not be wired to KVM.
     #[error("cannot wire a virtio device to KVM ({what}): {source}")]
     VirtioWiring {
@@ -279,8 +284,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     if let Some(initrd) = &config.initrd {
         open("initrd", initrd)?;
     }
-    let disks = open_disks(config)?;
-    let virtio_slots = virtio_layout(disks.len());
+    let devices = open_virtio_devices(config)?;
+    let virtio_slots = virtio_layout(devices.len());
     let cmdline = cmdline_with_devices(&config.cmdline, &virtio_slots)?;
 
     let memory = create_guest_memory(config.memory_bytes())?;
@@ -289,7 +294,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, config, &run_state)?;
-    let mmio_bus = attach_virtio_devices(&vm, &memory, disks, &virtio_slots)?;
+    let mmio_bus = attach_virtio_devices(&vm, &memory, devices, &virtio_slots)?;
 
     let supported_cpuid = vm
         .kvm
@@ -399,28 +404,33 @@ fn attach_legacy_devices(
     Ok(LegacyDevices { bus, serial, pm })
 }
 
-/// An opened disk image and the serial number the guest will read.
-type OpenedDisk = (Box<dyn BlockDevice>, String);
-
-fn open_disks(config: &VmConfig) -> Result<Vec<OpenedDisk>, BuildError> {
-    config
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, disk)| {
-            let device =
-                open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
-                    path: disk.path.clone(),
-                    source,
-                })?;
-            Ok((
-                device,
-                disk.serial
-                    .clone()
-                    .unwrap_or_else(|| format!("vireo-disk-{i}")),
-            ))
-        })
-        .collect()
+/// Opens every disk and TAP of `config` as virtio devices: disks first, then NICs.
+fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (i, disk) in config.disks.iter().enumerate() {
+        let image = open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        let serial = disk
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("vireo-disk-{i}"));
+        devices.push(Box::new(Block::new(
+            image,
+            &serial,
+            format!("virtio-blk{i}"),
+        )));
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        let tap = Tap::open(&net.tap)?;
+        devices.push(Box::new(Net::new(
+            tap,
+            net.mac_address(),
+            format!("virtio-net{i}"),
+        )));
+    }
+    Ok(devices)
 }
 
 /// Register windows and GSIs of `count` virtio-mmio devices.
@@ -452,12 +462,11 @@ fn cmdline_with_devices(cmdline: &str, slots: &[MmioDeviceInfo]) -> Result<Strin
 fn attach_virtio_devices(
     vm: &Vm,
     memory: &GuestMemoryMmap,
-    disks: Vec<OpenedDisk>,
+    devices: Vec<Box<dyn VirtioDevice>>,
     slots: &[MmioDeviceInfo],
 ) -> Result<Bus, BuildError> {
     let mut bus = Bus::default();
-    for (i, ((disk, serial), slot)) in disks.into_iter().zip(slots).enumerate() {
-        let device = Box::new(Block::new(disk, &serial, format!("virtio-blk{i}")));
+    for (device, slot) in devices.into_iter().zip(slots) {
         let transport = virtio_transport(vm, memory, device, slot)?;
         bus.insert(slot.addr, slot.len, Arc::new(Mutex::new(transport)))?;
     }

@@ -46,6 +46,64 @@ impl std::str::FromStr for DiskConfig {
     }
 }
 
+/// One virtio-net card on an existing TAP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// TAP interface name (the VMM opens it; it creates nothing).
+    pub tap: String,
+    /// MAC address; derived from the TAP name when absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NetConfig {
+    /// The MAC the guest sees: the given one, or a locally administered one from the TAP name.
+    pub fn mac_address(&self) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| {
+            let hash = self.tap.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            let [a, b, c, _] = hash.to_le_bytes();
+            [0x52, 0x54, 0x00, a, b, c]
+        })
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+
+    /// Parses `tap=NAME[,mac=52:54:00:12:34:56]`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut net = NetConfig::default();
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("tap", name)) if !name.is_empty() => net.tap = name.to_owned(),
+                Some(("mac", mac)) => {
+                    net.mac =
+                        Some(parse_mac(mac).ok_or_else(|| format!("bad MAC address {mac:?}"))?)
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown net option {part:?} (expected tap=NAME,mac=XX:XX:XX:XX:XX:XX)"
+                    ))
+                }
+            }
+        }
+        if net.tap.is_empty() {
+            return Err("a NIC needs tap=NAME".into());
+        }
+        Ok(net)
+    }
+}
+
 /// The VM to build.
 #[derive(Clone, Debug, Default)]
 pub struct VmConfig {
@@ -67,6 +125,8 @@ pub struct VmConfig {
     pub control_socket: Option<PathBuf>,
     /// virtio-blk disks, in the order the guest sees them.
     pub disks: Vec<DiskConfig>,
+    /// virtio-net cards, after the disks.
+    pub nets: Vec<NetConfig>,
 }
 
 /// Why a configuration cannot be built.
@@ -107,8 +167,9 @@ impl VmConfig {
         if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
             return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
         }
-        if self.disks.len() > layout::VIRTIO_GSIS.len() {
-            return Err(ConfigError::TooManyDevices(self.disks.len()));
+        let devices = self.disks.len() + self.nets.len();
+        if devices > layout::VIRTIO_GSIS.len() {
+            return Err(ConfigError::TooManyDevices(devices));
         }
         if self.cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);

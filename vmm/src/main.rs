@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vireo_vmm::config::DiskConfig;
+use vireo_vmm::config::{DiskConfig, NetConfig};
 use vireo_vmm::{build_vm, VmConfig, VmExit};
 
 /// Boot a guest kernel on KVM.
@@ -39,6 +39,9 @@ struct Args {
     /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
     #[arg(long = "disk")]
     disks: Vec<DiskConfig>,
+    /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
+    #[arg(long = "net")]
+    nets: Vec<NetConfig>,
 }
 
 fn block_termination_signals() -> libc::sigset_t {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         serial_log: args.serial_log,
         control_socket: args.control,
         disks: args.disks,
+        nets: args.nets,
     };
     let signals = block_termination_signals();
     let machine = match build_vm(&config) {

@@ -1,6 +1,8 @@
-//! The device worker: a thread that waits on the queue notification eventfds (and a stop
-//! eventfd) with epoll and hands each notified queue to the device's handler.
+//! The device worker: a thread that waits on the queue notification eventfds, any extra file
+//! descriptors the device needs (a TAP), and a stop eventfd, with epoll, and hands each ready
+//! source to the device's handler. Extra descriptors are watched edge-triggered.
 
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -14,9 +16,18 @@ pub struct Worker {
 
 impl Worker {
     /// Starts a thread named `name` calling `handle(queue_index)` whenever a queue is notified.
-    pub fn spawn<F>(
+    pub fn spawn<F>(name: String, queue_events: Vec<EventFd>, handle: F) -> std::io::Result<Worker>
+    where
+        F: FnMut(usize) + Send + 'static,
+    {
+        Self::spawn_with_fds(name, queue_events, &[], handle)
+    }
+
+    /// Like `spawn`, also calling `handle(queue_count + i)` when `extra_fds[i]` becomes readable.
+    pub fn spawn_with_fds<F>(
         name: String,
         queue_events: Vec<EventFd>,
+        extra_fds: &[RawFd],
         mut handle: F,
     ) -> std::io::Result<Worker>
     where
@@ -25,7 +36,7 @@ impl Worker {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let stop_for_thread = stop.try_clone()?;
         let epoll = Epoll::new()?;
-        let stop_token = queue_events.len() as u64;
+        let stop_token = (queue_events.len() + extra_fds.len()) as u64;
         for (index, event) in queue_events.iter().enumerate() {
             epoll.ctl(
                 ControlOperation::Add,
@@ -39,11 +50,12 @@ impl Worker {
             EpollEvent::new(EventSet::IN, stop_token),
         )?;
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            // Drivers may notify before the worker started: look at every queue once.
-            for index in 0..queue_events.len() {
+            // Drivers may notify (and data may arrive) before the worker started: look at every
+            // source once.
+            for index in 0..stop_token as usize {
                 handle(index);
             }
-            let mut ready = vec![EpollEvent::default(); queue_events.len() + 1];
+            let mut ready = vec![EpollEvent::default(); stop_token as usize + 1];
             loop {
                 let count = match epoll.wait(-1, &mut ready) {
                     Ok(count) => count,
@@ -58,8 +70,8 @@ impl Worker {
                     if let Some(queue_event) = queue_events.get(token as usize) {
                         // Drain the counter; several notifications are served by one pass.
                         let _ = queue_event.read();
-                        handle(token as usize);
                     }
+                    handle(token as usize);
                 }
             }
         })?;
@@ -78,7 +90,6 @@ impl Worker {
     }
 }
 
-fn event_fd(event: &EventFd) -> i32 {
-    use std::os::unix::io::AsRawFd;
+fn event_fd(event: &EventFd) -> RawFd {
     event.as_raw_fd()
 }
