@@ -227,3 +227,30 @@ fn fault_has_detail_element_and_xsi_type() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains(r#"<faultstring>VirtualMachine:vm-9 does not implement: CreateScreenshot_Task</faultstring><detail><MethodNotFoundFault xmlns="urn:vim25" xsi:type="MethodNotFound"><receiver type="VirtualMachine">vm-9</receiver><method>CreateScreenshot_Task</method></MethodNotFoundFault></detail>"#), "{text}");
 }
+
+#[test]
+fn corrupted_recorded_requests_never_panic() {
+    let s = vim25();
+    let mut decoded = 0;
+    for entry in std::fs::read_dir(reference_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".req.xml") {
+            continue;
+        }
+        let original = std::fs::read(&path).unwrap();
+        // Deterministic corruptions: each byte position in turn gets one of a few hostile bytes.
+        for (i, hostile) in [b'<', b'>', b'&', b'"', 0xff, b'/', b' ']
+            .iter()
+            .cycle()
+            .enumerate()
+            .take(original.len())
+        {
+            let mut corrupted = original.clone();
+            corrupted[i] = *hostile;
+            if decode_request(s, &corrupted).is_ok() {
+                decoded += 1;
+            }
+        }
+    }
+    assert!(decoded > 0, "some corruptions (inside text) still decode");
+}
