@@ -20,6 +20,7 @@ use crate::arch::zero_page::{self, InitrdRegion};
 use crate::arch::{acpi, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::irq::{InterruptLine, KvmIrqLine};
 use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
 use crate::devices::legacy::i8042::{self, I8042};
@@ -286,11 +287,15 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     }
     let devices = open_virtio_devices(config)?;
     let virtio_slots = virtio_layout(devices.len());
-    let cmdline = cmdline_with_devices(&config.cmdline, &virtio_slots)?;
+    let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
+    let cmdline = cmdline_with_devices(&config.cmdline, &virtio_slots, &framebuffer)?;
 
-    let memory = create_guest_memory(config.memory_bytes())?;
+    let memory = create_guest_memory(
+        config.memory_bytes(),
+        &[(framebuffer.addr, framebuffer.size())],
+    )?;
     let vm = Vm::new(&memory)?;
-    let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots)?;
+    let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots, &framebuffer)?;
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, config, &run_state)?;
@@ -311,12 +316,16 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let devices = MachineDevices {
+        legacy,
+        mmio: mmio_bus,
+        framebuffer,
+    };
     Ok(Machine::new(
         memory,
         vm,
         vcpus,
-        legacy,
-        mmio_bus,
+        devices,
         run_state,
         config.clone(),
     ))
@@ -328,6 +337,7 @@ fn write_boot_data(
     config: &VmConfig,
     cmdline: &str,
     virtio_slots: &[MmioDeviceInfo],
+    framebuffer: &FramebufferInfo,
 ) -> Result<BootEntry, BuildError> {
     let kernel = load_kernel(memory, &config.kernel)?;
     let cmdline_size = write_cmdline(memory, cmdline)?;
@@ -352,12 +362,26 @@ fn write_boot_data(
             regs::write_identity_page_tables(memory)?;
             zero_page::write(
                 memory,
-                zero_page::build(header, cmdline_size, initrd, &map, tables.rsdp_addr),
+                zero_page::build(
+                    header,
+                    cmdline_size,
+                    initrd,
+                    &map,
+                    tables.rsdp_addr,
+                    framebuffer.screen_info(),
+                ),
             )?;
         }
         None => pvh::write_start_info(memory, &map, tables.rsdp_addr, initrd)?,
     }
     Ok(kernel.entry)
+}
+
+/// Everything a running machine needs from its devices.
+pub(crate) struct MachineDevices {
+    pub legacy: LegacyDevices,
+    pub mmio: Bus,
+    pub framebuffer: FramebufferInfo,
 }
 
 /// The legacy devices and the port bus they sit on.
@@ -444,9 +468,14 @@ fn virtio_layout(count: usize) -> Vec<MmioDeviceInfo> {
         .collect()
 }
 
-/// The command line with a `virtio_mmio.device=` entry per device (the DSDT lists them too).
-fn cmdline_with_devices(cmdline: &str, slots: &[MmioDeviceInfo]) -> Result<String, BuildError> {
-    let mut full = cmdline.to_owned();
+/// The command line with a `virtio_mmio.device=` entry per device (the DSDT lists them too)
+/// and the framebuffer's `vireo.fb=` entry.
+fn cmdline_with_devices(
+    cmdline: &str,
+    slots: &[MmioDeviceInfo],
+    framebuffer: &FramebufferInfo,
+) -> Result<String, BuildError> {
+    let mut full = format!("{cmdline} {}", framebuffer.cmdline_entry());
     for slot in slots {
         full.push_str(&format!(
             " virtio_mmio.device=4K@{:#x}:{}",

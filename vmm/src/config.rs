@@ -105,7 +105,7 @@ impl std::str::FromStr for NetConfig {
 }
 
 /// The VM to build.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct VmConfig {
     /// Kernel image: a PVH ELF (our test guest, Linux vmlinux) or a Linux bzImage.
     pub kernel: PathBuf,
@@ -127,6 +127,26 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// virtio-net cards, after the disks.
     pub nets: Vec<NetConfig>,
+    /// Framebuffer width and height in pixels.
+    pub framebuffer: (u32, u32),
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            kernel: PathBuf::new(),
+            initrd: None,
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: 128,
+            serial_log: None,
+            serial_stdio: false,
+            control_socket: None,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            framebuffer: (1024, 768),
+        }
+    }
 }
 
 /// Why a configuration cannot be built.
@@ -147,6 +167,9 @@ pub enum ConfigError {
     /// More virtio devices than interrupt lines for them.
     #[error("{0} virtio devices requested; at most {max} fit", max = layout::VIRTIO_GSIS.len())]
     TooManyDevices(usize),
+    /// Framebuffer size out of range.
+    #[error("framebuffer {0}x{1} is outside 64x64..4096x4096")]
+    FramebufferSize(u32, u32),
     /// The command line contains a NUL byte.
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
@@ -166,6 +189,10 @@ impl VmConfig {
         }
         if self.cmdline.len() >= layout::CMDLINE_MAX_SIZE {
             return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
+        }
+        let (width, height) = self.framebuffer;
+        if !(64..=4096).contains(&width) || !(64..=4096).contains(&height) {
+            return Err(ConfigError::FramebufferSize(width, height));
         }
         let devices = self.disks.len() + self.nets.len();
         if devices > layout::VIRTIO_GSIS.len() {

@@ -1,5 +1,6 @@
 //! The control protocol on a Unix socket: one JSON object per line each way. Requests are
-//! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}`; replies are
+//! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}` and
+//! `{"cmd": "screenshot", "path": "/x.png"}`; replies are
 //! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,7 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use vm_memory::GuestMemoryMmap;
+
 use crate::devices::bus::lock;
+use crate::devices::framebuffer::{screenshot_png, FramebufferInfo, ScreenshotError};
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
@@ -33,6 +37,11 @@ pub enum ControlRequest {
     PowerOff,
     /// Hard reset: the VMM exits with the reset status; the caller restarts it.
     Reset,
+    /// Write a PNG of the framebuffer to `path`.
+    Screenshot {
+        /// Target file (replaced atomically).
+        path: PathBuf,
+    },
 }
 
 /// The VM's state as `status` reports it.
@@ -62,6 +71,10 @@ pub struct VmHandle {
     pub kicker: Arc<VcpuKicker>,
     /// The buses (statistics).
     pub buses: Arc<Buses>,
+    /// Guest memory (the framebuffer lives in it).
+    pub memory: GuestMemoryMmap,
+    /// Where the framebuffer is.
+    pub framebuffer: FramebufferInfo,
 }
 
 /// Errors starting the control server.
@@ -170,7 +183,27 @@ fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Op
         }
         ControlRequest::PowerOff => (ok_reply(), Some(VmExit::HostPowerOff)),
         ControlRequest::Reset => (ok_reply(), Some(VmExit::HostReset)),
+        ControlRequest::Screenshot { path } => match write_screenshot(handle, &path) {
+            Ok(bytes) => (
+                serde_json::json!({ "ok": true, "path": path, "bytes": bytes }),
+                None,
+            ),
+            Err(e) => (error_reply(&e.to_string()), None),
+        },
     }
+}
+
+/// Writes the PNG next to `path` and renames it into place; returns its size.
+fn write_screenshot(handle: &VmHandle, path: &Path) -> Result<usize, ScreenshotError> {
+    let png = screenshot_png(&handle.memory, &handle.framebuffer)?;
+    let partial = path.with_extension("png.partial");
+    std::fs::write(&partial, &png)
+        .and_then(|_| std::fs::rename(&partial, path))
+        .map_err(|source| ScreenshotError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(png.len())
 }
 
 fn status(handle: &VmHandle) -> VmStatus {

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
 
-use crate::builder::LegacyDevices;
+use crate::builder::MachineDevices;
 use crate::config::VmConfig;
 use crate::control::{self, VmHandle};
 use crate::devices::bus::{lock, Bus};
+use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::serial::SerialPort;
 use crate::run_state::{RunState, VmExit};
@@ -29,11 +30,12 @@ pub struct Machine {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<Vcpu>,
     _vm: Vm,
-    _memory: GuestMemoryMmap,
+    memory: GuestMemoryMmap,
     buses: Arc<Buses>,
     run_state: Arc<RunState>,
     serial: Arc<Mutex<SerialPort>>,
     pm: Arc<Mutex<PowerManagement>>,
+    framebuffer: FramebufferInfo,
     config: VmConfig,
 }
 
@@ -93,15 +95,19 @@ impl Machine {
         memory: GuestMemoryMmap,
         vm: Vm,
         vcpus: Vec<Vcpu>,
-        legacy: LegacyDevices,
-        mmio: Bus,
+        devices: MachineDevices,
         run_state: Arc<RunState>,
         config: VmConfig,
     ) -> Self {
+        let MachineDevices {
+            legacy,
+            mmio,
+            framebuffer,
+        } = devices;
         Machine {
             vcpus,
             _vm: vm,
-            _memory: memory,
+            memory,
             buses: Arc::new(Buses {
                 pio: legacy.bus,
                 mmio,
@@ -109,6 +115,7 @@ impl Machine {
             run_state,
             serial: legacy.serial,
             pm: legacy.pm,
+            framebuffer,
             config,
         }
     }
@@ -155,6 +162,8 @@ impl Machine {
                 pm: self.pm.clone(),
                 kicker: kicker.clone(),
                 buses: self.buses.clone(),
+                memory: self.memory.clone(),
+                framebuffer: self.framebuffer,
             };
             control::serve(path, handle)
         });

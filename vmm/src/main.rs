@@ -42,6 +42,17 @@ struct Args {
     /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
     #[arg(long = "net")]
     nets: Vec<NetConfig>,
+    /// Framebuffer size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
+    framebuffer: (u32, u32),
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
+    Ok((
+        w.parse().map_err(|_| "bad width")?,
+        h.parse().map_err(|_| "bad height")?,
+    ))
 }
 
 fn block_termination_signals() -> libc::sigset_t {
@@ -71,6 +82,7 @@ fn main() -> ExitCode {
         control_socket: args.control,
         disks: args.disks,
         nets: args.nets,
+        framebuffer: args.framebuffer,
     };
     let signals = block_termination_signals();
     let machine = match build_vm(&config) {

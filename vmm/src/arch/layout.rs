@@ -36,6 +36,8 @@ pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// First byte above 4 GiB.
 pub const FIRST_ADDR_PAST_32BITS: u64 = 1 << 32;
+/// Linear framebuffer (its own memory slot, in the MMIO hole).
+pub const FRAMEBUFFER_START: u64 = 0xe000_0000;
 /// First virtio-mmio register window; devices follow every `MMIO_WINDOW_SIZE` bytes.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// GSIs handed to virtio-mmio devices in order (skipping COM1 4, RTC 8, SCI 9, PS/2 mouse 12).

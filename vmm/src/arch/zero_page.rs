@@ -1,7 +1,7 @@
 //! The Linux zero page (`boot_params`) for a bzImage booted through its 64-bit entry:
 //! setup header from the image, loader identity, command line, initrd, e820 map and RSDP.
 
-use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::bootparam::{boot_e820_entry, boot_params, screen_info, setup_header};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use super::{layout, MemoryMapEntry};
@@ -35,9 +35,11 @@ pub fn build(
     initrd: Option<InitrdRegion>,
     memory_map: &[MemoryMapEntry],
     rsdp_addr: u64,
+    screen: screen_info,
 ) -> boot_params {
     let mut params = boot_params {
         hdr: header,
+        screen_info: screen,
         ..Default::default()
     };
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
@@ -85,13 +87,23 @@ mod tests {
             addr: 0x0f00_0000,
             size: 0x1234,
         };
-        let params = build(header, 42, Some(initrd), &map, 0xe0000);
+        let screen = screen_info {
+            lfb_base: 0xe000_0000,
+            orig_video_isVGA: 0x70,
+            ..Default::default()
+        };
+        let params = build(header, 42, Some(initrd), &map, 0xe0000, screen);
         let bytes = ZeroPage(params).as_slice().to_vec();
         let u16_at = |o: usize| u16::from_le_bytes(bytes[o..o + 2].try_into().unwrap());
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
         assert_eq!(bytes.len(), 4096);
         assert_eq!(u64_at(0x070), 0xe0000, "acpi_rsdp_addr");
+        assert_eq!(
+            bytes[0x0f], 0x70,
+            "screen_info.orig_video_isVGA: EFI framebuffer"
+        );
+        assert_eq!(u32_at(0x18), 0xe000_0000, "screen_info.lfb_base");
         assert_eq!(bytes[0x1e8], 3, "e820_entries");
         assert_eq!(u16_at(0x1fe), 0xaa55, "boot_flag");
         assert_eq!(u32_at(0x202), 0x5372_6448, "header magic");

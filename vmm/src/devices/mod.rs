@@ -2,6 +2,7 @@
 //! the guest (interrupt lines into KVM's in-kernel IOAPIC).
 
 pub mod bus;
+pub mod framebuffer;
 pub mod irq;
 pub mod legacy;
 pub mod virtio;

@@ -1,5 +1,5 @@
-//! Guest RAM: anonymous private mappings advised as huge pages (first touch from ring 3 is
-//! ten times cheaper with THP on these machines).
+//! Guest memory: anonymous private mappings advised as huge pages (first touch from ring 3 is
+//! ten times cheaper with THP on these machines) — RAM, plus regions such as the framebuffer.
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -11,21 +11,26 @@ pub enum MemoryError {
     /// The host refused the mapping (usually not enough memory or address space).
     #[error("cannot map {mib} MiB of guest memory: {source}")]
     Map {
-        /// Requested size.
+        /// Requested RAM size.
         mib: u64,
         /// The mapping error.
         source: vm_memory::mmap::FromRangesError,
     },
 }
 
-/// Maps `size` bytes of guest RAM laid out by `layout::ram_regions`.
-pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(size)
+/// Maps `ram_size` bytes of RAM laid out by `layout::ram_regions`, plus the `extra`
+/// (start, size) regions.
+pub fn create_guest_memory(
+    ram_size: u64,
+    extra: &[(u64, u64)],
+) -> Result<GuestMemoryMmap, MemoryError> {
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(ram_size)
         .into_iter()
+        .chain(extra.iter().copied())
         .map(|(addr, len)| (GuestAddress(addr), len as usize))
         .collect();
     let memory = GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map {
-        mib: size >> 20,
+        mib: ram_size >> 20,
         source,
     })?;
     for region in memory.iter() {
