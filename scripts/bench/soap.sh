@@ -50,11 +50,24 @@ done = function(summary, latency, requests)
 end
 LUA
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# wrk with N connections; also prints CPU time per request of vireod and of wrk itself, which
+# on a shared 2-core machine says more than the rate.
+run_wrk() {
+    local connections=$1 threads=$(( $1 > 1 ? 2 : 1 )) before after requests
+    echo "== wrk, $connections connection(s), ${duration}s"
+    before=$(cpu_ticks)
+    /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
+        wrk -t"$threads" -c"$connections" -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" >"$work/wrk.out"
+    after=$(cpu_ticks)
+    grep -E '=>|Non-2xx' "$work/wrk.out"
+    requests=$(grep -oE '[0-9]+ requests in' "$work/wrk.out" | grep -oE '^[0-9]+')
+    awk -v v="$(( (after - before) * 10000 ))" -v n="$requests" -v w="$(cat "$work/wrk.time")" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { split(w, t, " "); printf "     CPU per request: vireod %.1f us, wrk %.1f us (load %s)\n", v * 100 / hz / n, (t[1] + t[2]) * 1e6 / n, "'"$(cut -d' ' -f1 /proc/loadavg)"'" }'
+}
 echo "vireod idle RSS: $(rss)"
-echo "== wrk, 1 connection, ${duration}s"
-wrk -t1 -c1 -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" | grep -E '=>|Non-2xx'
-echo "== wrk, 8 connections, ${duration}s"
-wrk -t2 -c8 -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" | grep -E '=>|Non-2xx'
+run_wrk 1
+run_wrk 8
 echo "vireod RSS after load: $(rss)"
 echo "== pyVmomi, 1 client, ${duration}s"
 "$root/.cache/venv/bin/python" - "$port" "$password" "$duration" <<'PY'
