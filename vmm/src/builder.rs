@@ -30,6 +30,7 @@ use crate::devices::legacy::serial::{
     ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
@@ -122,6 +123,9 @@ pub enum BuildError {
         /// Why.
         source: vireo_disk::block::OpenError,
     },
+    /// The tools channel could not be created.
+    #[error(transparent)]
+    Console(#[from] crate::devices::virtio::console::ConsoleError),
     /// A TAP could not be opened.
     #[error(transparent)]
     Tap(#[from] crate::devices::virtio::net::tap::TapError),
@@ -428,7 +432,8 @@ fn attach_legacy_devices(
     Ok(LegacyDevices { bus, serial, pm })
 }
 
-/// Opens every disk and TAP of `config` as virtio devices: disks first, then NICs.
+/// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
+/// order.
 fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
@@ -445,6 +450,9 @@ fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, 
             &serial,
             format!("virtio-blk{i}"),
         )));
+    }
+    if let Some(socket) = &config.tools_socket {
+        devices.push(Box::new(Console::listen(socket, "virtio-console0".into())?));
     }
     for (i, net) in config.nets.iter().enumerate() {
         let tap = Tap::open(&net.tap)?;

@@ -129,6 +129,8 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     /// Framebuffer width and height in pixels.
     pub framebuffer: (u32, u32),
+    /// Unix socket for the host end of the tools channel (a virtio-console port).
+    pub tools_socket: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -145,6 +147,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             framebuffer: (1024, 768),
+            tools_socket: None,
         }
     }
 }
@@ -194,7 +197,7 @@ impl VmConfig {
         if !(64..=4096).contains(&width) || !(64..=4096).contains(&height) {
             return Err(ConfigError::FramebufferSize(width, height));
         }
-        let devices = self.disks.len() + self.nets.len();
+        let devices = self.disks.len() + self.nets.len() + usize::from(self.tools_socket.is_some());
         if devices > layout::VIRTIO_GSIS.len() {
             return Err(ConfigError::TooManyDevices(devices));
         }

@@ -42,6 +42,9 @@ struct Args {
     /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
     #[arg(long = "net")]
     nets: Vec<NetConfig>,
+    /// Unix socket for the host end of the tools channel (virtio-console).
+    #[arg(long = "tools-socket")]
+    tools_socket: Option<PathBuf>,
     /// Framebuffer size, WIDTHxHEIGHT.
     #[arg(long, default_value = "1024x768", value_parser = parse_size)]
     framebuffer: (u32, u32),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         disks: args.disks,
         nets: args.nets,
         framebuffer: args.framebuffer,
+        tools_socket: args.tools_socket,
     };
     let signals = block_termination_signals();
     let machine = match build_vm(&config) {

@@ -4,6 +4,7 @@
 //! (`worker`), and the devices themselves (`block`).
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod queue;

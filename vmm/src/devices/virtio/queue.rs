@@ -152,33 +152,81 @@ pub mod testing {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
     }
 
-    /// A ready queue of `size` entries at the fixed addresses.
+    /// Where one test queue's descriptor table and rings live.
+    #[derive(Clone, Copy)]
+    pub struct Rings {
+        /// Descriptor table.
+        pub desc: u64,
+        /// Avail ring.
+        pub avail: u64,
+        /// Used ring.
+        pub used: u64,
+    }
+
+    /// The rings of the first test queue.
+    pub const FIRST: Rings = Rings {
+        desc: DESC_TABLE,
+        avail: AVAIL_RING,
+        used: USED_RING,
+    };
+    /// The rings of a second test queue (TX of a two-queue device).
+    pub const SECOND: Rings = Rings {
+        desc: 0x4000,
+        avail: 0x5000,
+        used: 0x6000,
+    };
+
+    /// A ready queue of `size` entries at the first queue's rings.
     pub fn queue(size: u16) -> Queue {
+        queue_at(size, FIRST)
+    }
+
+    /// A ready queue of `size` entries at `rings`.
+    pub fn queue_at(size: u16, rings: Rings) -> Queue {
         let mut q = Queue::new(size).unwrap();
         q.set_size(size);
-        q.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL_RING as u32), Some(0));
-        q.set_used_ring_address(Some(USED_RING as u32), Some(0));
+        q.set_desc_table_address(Some(rings.desc as u32), Some(0));
+        q.set_avail_ring_address(Some(rings.avail as u32), Some(0));
+        q.set_used_ring_address(Some(rings.used as u32), Some(0));
         q.set_ready(true);
         q
     }
 
-    /// Writes descriptor `index`.
+    /// Writes descriptor `index` of the first queue.
     pub fn set_desc(mem: &GuestMemoryMmap, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = DESC_TABLE + u64::from(index) * 16;
+        set_desc_in(mem, FIRST, index, addr, len, flags, next);
+    }
+
+    /// Writes descriptor `index` of the queue at `rings`.
+    pub fn set_desc_in(
+        mem: &GuestMemoryMmap,
+        rings: Rings,
+        index: u16,
+        addr: u64,
+        len: u32,
+        flags: u16,
+        next: u16,
+    ) {
+        let at = rings.desc + u64::from(index) * 16;
         mem.write_obj(addr, GuestAddress(at)).unwrap();
         mem.write_obj(len, GuestAddress(at + 8)).unwrap();
         mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
         mem.write_obj(next, GuestAddress(at + 14)).unwrap();
     }
 
-    /// Publishes `heads` in the avail ring and sets the avail index to `heads.len()`.
+    /// Publishes `heads` in the first queue's avail ring and sets its index to `heads.len()`.
     pub fn publish(mem: &GuestMemoryMmap, heads: &[u16]) {
+        publish_in(mem, FIRST, heads);
+    }
+
+    /// Publishes `heads` in the avail ring at `rings`.
+    pub fn publish_in(mem: &GuestMemoryMmap, rings: Rings, heads: &[u16]) {
         for (slot, head) in heads.iter().enumerate() {
-            mem.write_obj(*head, GuestAddress(AVAIL_RING + 4 + 2 * slot as u64))
+            mem.write_obj(*head, GuestAddress(rings.avail + 4 + 2 * slot as u64))
                 .unwrap();
         }
-        set_avail_idx(mem, heads.len() as u16);
+        mem.write_obj(heads.len() as u16, GuestAddress(rings.avail + 2))
+            .unwrap();
     }
 
     /// Sets the avail index directly (to build hostile queues).
@@ -186,9 +234,14 @@ pub mod testing {
         mem.write_obj(idx, GuestAddress(AVAIL_RING + 2)).unwrap();
     }
 
-    /// The used index the device published.
+    /// The used index the device published in the first queue.
     pub fn used_idx(mem: &GuestMemoryMmap) -> u16 {
-        mem.read_obj(GuestAddress(USED_RING + 2)).unwrap()
+        used_idx_in(mem, FIRST)
+    }
+
+    /// The used index the device published in the queue at `rings`.
+    pub fn used_idx_in(mem: &GuestMemoryMmap, rings: Rings) -> u16 {
+        mem.read_obj(GuestAddress(rings.used + 2)).unwrap()
     }
 
     /// Used ring entry `slot`: (id, len).

@@ -353,12 +353,7 @@ mod tests {
     fn net(wire: FakeWire) -> (NetQueues<FakeWire>, GuestMemoryMmap) {
         let mem = memory();
         let rx = queue(8);
-        let mut tx = Queue::new(8).unwrap();
-        tx.set_size(8);
-        tx.set_desc_table_address(Some(0x4000), Some(0));
-        tx.set_avail_ring_address(Some(0x5000), Some(0));
-        tx.set_used_ring_address(Some(0x6000), Some(0));
-        tx.set_ready(true);
+        let tx = queue_at(8, SECOND);
         (NetQueues::new(rx, tx, mem.clone(), wire, true), mem)
     }
 
@@ -416,22 +411,14 @@ mod tests {
         mem.write_slice(&head, GuestAddress(BUFFERS)).unwrap();
         mem.write_slice(&[7u8; 60], GuestAddress(BUFFERS + 0x100))
             .unwrap();
-        let desc = |i: u64, addr: u64, len: u32, flags: u16, next: u16| {
-            let at = 0x4000 + i * 16;
-            mem.write_obj(addr, GuestAddress(at)).unwrap();
-            mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-            mem.write_obj(next, GuestAddress(at + 14)).unwrap();
-        };
-        desc(0, BUFFERS, VNET_HDR_LEN as u32, NEXT, 1);
-        desc(1, BUFFERS + 0x100, 60, 0, 0);
-        mem.write_obj(0u16, GuestAddress(0x5004)).unwrap();
-        mem.write_obj(1u16, GuestAddress(0x5002)).unwrap();
+        set_desc_in(&mem, SECOND, 0, BUFFERS, VNET_HDR_LEN as u32, NEXT, 1);
+        set_desc_in(&mem, SECOND, 1, BUFFERS + 0x100, 60, 0, 0);
+        publish_in(&mem, SECOND, &[0]);
         let s = signals();
         net.serve(TX_QUEUE, &s);
         assert_eq!(net.io.outbound.len(), 1);
         assert_eq!(net.io.outbound[0].len(), VNET_HDR_LEN + 60);
-        assert_eq!(mem.read_obj::<u16>(GuestAddress(0x6002)).unwrap(), 1);
+        assert_eq!(used_idx_in(&mem, SECOND), 1);
     }
 
     #[test]
