@@ -34,15 +34,19 @@ pub enum MergeError {
     Cancelled,
 }
 
-/// Opens a qcow2 layer for writing, with default caches.
-fn open_layer(path: &Path) -> Result<Qcow2Image, MergeError> {
-    Ok(Qcow2Image::open(path, &Qcow2Options::default()).map_err(OpenError::from)?)
+/// Opens a qcow2 layer with default caches.
+fn open_layer(path: &Path, read_only: bool) -> Result<Qcow2Image, MergeError> {
+    let options = Qcow2Options {
+        read_only,
+        ..Qcow2Options::default()
+    };
+    Ok(Qcow2Image::open(path, &options).map_err(OpenError::from)?)
 }
 
 /// Copies every cluster `top` holds into its backing file, then (if `empty_top`) empties
-/// `top`. Returns the number of bytes copied.
+/// `top` (otherwise `top` is only read). Returns the number of bytes copied.
 pub fn commit(top: &Path, empty_top: bool, progress: Progress) -> Result<u64, MergeError> {
-    let mut layer = open_layer(top)?;
+    let mut layer = open_layer(top, !empty_top)?;
     let base_path = layer
         .backing_path()
         .ok_or_else(|| MergeError::NoBacking(top.to_path_buf()))?
@@ -94,7 +98,7 @@ pub fn rebase(
     new_backing: Option<&BackingSpec>,
     progress: Progress,
 ) -> Result<u64, MergeError> {
-    let mut layer = open_layer(image)?;
+    let mut layer = open_layer(image, false)?;
     let new_path = new_backing.map(|b| crate::qcow2::resolve_backing(image, &b.name));
     let mut new_view: Option<Box<dyn BlockDevice>> = match &new_path {
         Some(p) => Some(open_disk(p, true)?),

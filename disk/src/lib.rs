@@ -5,5 +5,6 @@ pub mod block;
 pub mod chain;
 pub mod qcow2;
 pub mod raw;
+pub mod tree;
 
 pub use block::{open_disk, BlockDevice, BlockError, OpenError};

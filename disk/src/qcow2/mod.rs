@@ -12,5 +12,6 @@ pub mod refcount;
 
 pub use create::{create, BackingSpec, CreateError, CreateOptions};
 pub use image::{
-    format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
+    format_name, resolve_backing, AllocationMap, ClusterState, ExtentKind, LayerExtent, Qcow2Image,
+    Qcow2OpenError, Qcow2Options, TableState,
 };

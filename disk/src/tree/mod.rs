@@ -1,0 +1,402 @@
+//! The snapshot tree of one virtual disk: layer files chained by backing files, snapshots
+//! that hold frozen layers, one writable active leaf, and merges that keep every remaining
+//! snapshot reading as before. The tree is described by a sidecar (`sidecar.rs`); merges are
+//! journalled there so that a killed process leaves a tree that reads as before.
+//!
+//! Callers must keep the layer files closed (no VMM writing the active layer) while they
+//! call mutating methods; the VMM reopens `active_path()` afterwards.
+
+mod estimate;
+mod plan;
+pub mod sidecar;
+
+use std::path::{Path, PathBuf};
+
+use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
+use crate::chain::{self, MergeError, Progress};
+use crate::qcow2::{create, BackingSpec, CreateError, CreateOptions, Qcow2Image, Qcow2Options};
+
+pub use estimate::{ConsolidationEstimate, MergeEstimate};
+pub use plan::Step;
+use sidecar::SidecarError;
+pub use sidecar::{LayerId, LayerRecord, MergePhase, PendingMerge, SnapshotRecord, TreeState};
+
+/// File name suffix of tree sidecars (`disk.qcow2` → `disk.qcow2.vtree`).
+pub const SIDECAR_SUFFIX: &str = ".vtree";
+
+/// Why a tree operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// The sidecar could not be read, parsed or written
+    #[error(transparent)]
+    Sidecar(#[from] SidecarError),
+    /// A layer image could not be opened
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A new layer could not be created
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// A merge failed (or was cancelled; the tree then reads as before)
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// Reading or writing a layer failed
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A snapshot with this name already exists
+    #[error("snapshot {0:?} already exists")]
+    SnapshotExists(String),
+    /// No snapshot has this name
+    #[error("no snapshot named {0:?}")]
+    NoSnapshot(String),
+    /// A layer's backing file is not the layer the sidecar says
+    #[error("{layer} ({file}) is backed by {found:?}, not by its parent in the tree")]
+    Mismatch {
+        /// The layer.
+        layer: LayerId,
+        /// Its file.
+        file: PathBuf,
+        /// The backing file its header names.
+        found: Option<PathBuf>,
+    },
+    /// A layer file could not be removed
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        /// The layer file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A disk's snapshot tree, opened from its sidecar.
+pub struct DiskTree {
+    sidecar: PathBuf,
+    folder: PathBuf,
+    state: TreeState,
+}
+
+impl DiskTree {
+    /// Opens the tree of the disk whose root layer is `path` (or the sidecar `path` itself),
+    /// creating a one-layer tree when the disk has none yet, and finishes or undoes a merge
+    /// that an earlier process left half done.
+    pub fn open(path: &Path) -> Result<Self, TreeError> {
+        let is_sidecar = path.to_str().is_some_and(|p| p.ends_with(SIDECAR_SUFFIX));
+        let sidecar = if is_sidecar {
+            path.to_path_buf()
+        } else {
+            let mut name = path.as_os_str().to_owned();
+            name.push(SIDECAR_SUFFIX);
+            PathBuf::from(name)
+        };
+        let folder = sidecar
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let state = if is_sidecar || sidecar.exists() {
+            TreeState::load(&sidecar)?
+        } else {
+            probe_format(path)?;
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            let state = TreeState::single(&file);
+            state.validate().map_err(|reason| SidecarError::Invalid {
+                path: sidecar.clone(),
+                reason,
+            })?;
+            state.save(&sidecar)?;
+            state
+        };
+        let mut tree = Self {
+            sidecar,
+            folder,
+            state,
+        };
+        tree.recover()?;
+        Ok(tree)
+    }
+
+    /// The sidecar file describing the tree.
+    pub fn sidecar_path(&self) -> &Path {
+        &self.sidecar
+    }
+
+    /// The tree as recorded (layers, snapshots, active layer).
+    pub fn state(&self) -> &TreeState {
+        &self.state
+    }
+
+    /// The writable leaf the virtual machine should open.
+    pub fn active_path(&self) -> PathBuf {
+        self.layer_path(self.state.active)
+    }
+
+    /// The file of layer `id`.
+    pub fn layer_path(&self, id: LayerId) -> PathBuf {
+        let file = self.state.layer(id).map_or("", |l| l.file.as_str());
+        self.folder.join(file)
+    }
+
+    /// The layer held by snapshot `name`.
+    pub fn snapshot_layer(&self, name: &str) -> Result<LayerId, TreeError> {
+        self.state
+            .snapshots
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.layer)
+            .ok_or_else(|| TreeError::NoSnapshot(name.to_string()))
+    }
+
+    /// The files whose chain is snapshot `name`'s view of the disk, top first.
+    pub fn chain_of(&self, name: &str) -> Result<Vec<PathBuf>, TreeError> {
+        let layer = self.snapshot_layer(name)?;
+        Ok(self.paths(&self.state.chain(layer)))
+    }
+
+    /// The files of the active chain, top first.
+    pub fn active_chain(&self) -> Vec<PathBuf> {
+        self.paths(&self.state.chain(self.state.active))
+    }
+
+    fn paths(&self, ids: &[LayerId]) -> Vec<PathBuf> {
+        ids.iter().map(|&id| self.layer_path(id)).collect()
+    }
+
+    fn save(&self) -> Result<(), TreeError> {
+        Ok(self.state.save(&self.sidecar)?)
+    }
+
+    /// Freezes the active layer under snapshot `name` and starts a new active child of it.
+    /// Returns the frozen layer.
+    pub fn create_snapshot(&mut self, name: &str) -> Result<LayerId, TreeError> {
+        if self.state.snapshots.iter().any(|s| s.name == name) {
+            return Err(TreeError::SnapshotExists(name.to_string()));
+        }
+        let frozen = self.state.active;
+        let child = self.new_child(frozen)?;
+        self.state.active = child;
+        self.state.snapshots.push(SnapshotRecord {
+            name: name.to_string(),
+            layer: frozen,
+            change_id: None,
+        });
+        self.save()?;
+        Ok(frozen)
+    }
+
+    /// Makes the disk read as snapshot `name` again: a new active child of its layer. The
+    /// old active layer is dropped (no snapshot can hold it). Returns the new active layer.
+    pub fn revert(&mut self, name: &str) -> Result<LayerId, TreeError> {
+        let target = self.snapshot_layer(name)?;
+        let old = self.state.active;
+        let child = self.new_child(target)?;
+        let old_path = self.layer_path(old);
+        self.state.layers.retain(|l| l.id != old);
+        self.state.active = child;
+        self.save()?;
+        remove_file(&old_path)?;
+        Ok(child)
+    }
+
+    /// Deletes snapshot `name` and merges the layers nobody needs any more, so that every
+    /// remaining snapshot and the active layer read exactly as before.
+    pub fn delete(&mut self, name: &str, progress: Progress) -> Result<(), TreeError> {
+        self.snapshot_layer(name)?;
+        self.state.snapshots.retain(|s| s.name != name);
+        self.save()?;
+        self.consolidate(progress)
+    }
+
+    /// Deletes every snapshot and merges the active chain down into the root layer.
+    pub fn delete_all(&mut self, progress: Progress) -> Result<(), TreeError> {
+        self.state.snapshots.clear();
+        self.save()?;
+        self.consolidate(progress)
+    }
+
+    /// Removes dead layers and merges every layer that no snapshot holds and that has a
+    /// single child. Progress is reported in bytes copied over the whole consolidation.
+    pub fn consolidate(&mut self, progress: Progress) -> Result<(), TreeError> {
+        let total = self.estimate_consolidation_space()?.bytes_to_copy;
+        let mut before = 0;
+        while let Some(step) = self.state.next_step() {
+            match step {
+                Step::RemoveLeaf(id) => {
+                    let path = self.layer_path(id);
+                    self.state.apply(step);
+                    self.save()?;
+                    remove_file(&path)?;
+                }
+                Step::Merge { child, parent } => {
+                    let mut within =
+                        |done: u64, _| progress(before + done, total.max(before + done));
+                    before += self.merge(child, parent, &mut within)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Space a consolidation would need and free, from the layers' L2 tables.
+    pub fn estimate_consolidation_space(&self) -> Result<ConsolidationEstimate, TreeError> {
+        estimate::estimate(&self.state, &self.folder)
+    }
+
+    /// Creates a new qcow2 layer backed by `parent` (same cluster size when it is qcow2) and
+    /// records it (unsaved). Returns its id.
+    fn new_child(&mut self, parent: LayerId) -> Result<LayerId, TreeError> {
+        let parent_path = self.layer_path(parent);
+        let format = probe_format(&parent_path)?;
+        let disk = crate::open_disk(&parent_path, true)?;
+        let mut options = CreateOptions::new(disk.capacity());
+        if format == ImageFormat::Qcow2 {
+            options.cluster_bits = open_read_only(&parent_path)?.header().cluster_bits;
+        }
+        let parent_file = self
+            .state
+            .layer(parent)
+            .expect("parent exists")
+            .file
+            .clone();
+        options.backing = Some(BackingSpec {
+            name: parent_file.clone(),
+            format,
+        });
+        let id = LayerId(self.state.next_layer);
+        let root = self.state.layers.iter().find(|l| l.parent.is_none());
+        let file = layer_file_name(&root.map_or(parent_file, |l| l.file.clone()), id);
+        let path = self.folder.join(&file);
+        let _ = std::fs::remove_file(&path); // a leftover of a process killed before saving
+        create(&path, &options)?;
+        self.state.next_layer += 1;
+        self.state.layers.push(LayerRecord {
+            id,
+            file,
+            parent: Some(parent),
+        });
+        Ok(id)
+    }
+
+    /// Merges `child` into `parent`, journalled: returns the bytes copied.
+    fn merge(
+        &mut self,
+        child: LayerId,
+        parent: LayerId,
+        progress: Progress,
+    ) -> Result<u64, TreeError> {
+        let child_path = self.layer_path(child);
+        self.expect_backing(child, parent)?;
+        self.state.pending = Some(PendingMerge {
+            child,
+            parent,
+            phase: MergePhase::Copying,
+        });
+        self.save()?;
+        let copied = match chain::commit(&child_path, false, progress) {
+            Ok(copied) => copied,
+            Err(e) => {
+                // the parent's own view was not needed: the tree still reads as before
+                self.state.pending = None;
+                self.save()?;
+                return Err(e.into());
+            }
+        };
+        self.state.pending = Some(PendingMerge {
+            child,
+            parent,
+            phase: MergePhase::Copied,
+        });
+        self.save()?;
+        self.finish_merge(child, parent)?;
+        Ok(copied)
+    }
+
+    /// Second half of a merge (also run by recovery): points the child's children at the
+    /// parent, records the new shape, removes the child's file.
+    fn finish_merge(&mut self, child: LayerId, parent: LayerId) -> Result<(), TreeError> {
+        let parent_file = self
+            .state
+            .layer(parent)
+            .expect("parent exists")
+            .file
+            .clone();
+        let spec = BackingSpec {
+            format: probe_format(&self.layer_path(parent))?,
+            name: parent_file,
+        };
+        for grandchild in self.state.children(child) {
+            let path = self.layer_path(grandchild);
+            let mut image =
+                Qcow2Image::open(&path, &Qcow2Options::default()).map_err(OpenError::from)?;
+            image.set_backing(Some(&spec))?;
+            image.close()?;
+        }
+        let child_path = self.layer_path(child);
+        self.state.apply(Step::Merge { child, parent });
+        self.state.pending = None;
+        self.save()?;
+        remove_file(&child_path)
+    }
+
+    /// Finishes a merge that reached the copied phase; forgets one that did not (the tree
+    /// then reads as before and the merge can simply be run again).
+    fn recover(&mut self) -> Result<(), TreeError> {
+        match self.state.pending {
+            None => Ok(()),
+            Some(PendingMerge {
+                child,
+                parent,
+                phase: MergePhase::Copied,
+            }) => self.finish_merge(child, parent),
+            Some(PendingMerge {
+                phase: MergePhase::Copying,
+                ..
+            }) => {
+                self.state.pending = None;
+                self.save()
+            }
+        }
+    }
+
+    /// Checks that layer `id`'s header names `parent`'s file as its backing file.
+    fn expect_backing(&self, id: LayerId, parent: LayerId) -> Result<(), TreeError> {
+        let path = self.layer_path(id);
+        let image = open_read_only(&path)?;
+        let found = image.backing_path().map(Path::to_path_buf);
+        let same = |p: &Path| std::fs::canonicalize(p).ok();
+        if found.as_deref().and_then(same) != same(&self.layer_path(parent)) {
+            return Err(TreeError::Mismatch {
+                layer: id,
+                file: path,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `disk.qcow2` → `disk-000007.qcow2` for layer 7.
+fn layer_file_name(root_file: &str, id: LayerId) -> String {
+    let stem = Path::new(root_file)
+        .file_stem()
+        .map_or("disk".into(), |s| s.to_string_lossy().into_owned());
+    format!("{stem}-{:06}.qcow2", id.0)
+}
+
+fn open_read_only(path: &Path) -> Result<Qcow2Image, TreeError> {
+    let options = Qcow2Options {
+        read_only: true,
+        ..Qcow2Options::default()
+    };
+    Ok(Qcow2Image::open(path, &options).map_err(OpenError::from)?)
+}
+
+/// Removes a layer file; one already gone (an interrupted earlier attempt) is fine.
+fn remove_file(path: &Path) -> Result<(), TreeError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TreeError::Remove {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
