@@ -74,15 +74,6 @@ impl Inventory {
         object.props[i] = Some(value.into());
     }
 
-    /// Unsets a stored property.
-    pub fn unset(&mut self, schema: &Schema, obj: &MoRef, name: &str) {
-        if let Some(object) = self.objects.get_mut(obj) {
-            if let Some(i) = schema.field_index(object.ty, name) {
-                object.props[i] = None;
-            }
-        }
-    }
-
     /// A stored property value.
     pub fn stored(&self, schema: &Schema, obj: &MoRef, name: &str) -> Option<&Value> {
         let object = self.objects.get(obj)?;
