@@ -3,38 +3,26 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::IoEventAddress;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
-use vireo_disk::block::open_disk;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::acpi::MmioDeviceInfo;
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::zero_page::{self, InitrdRegion};
 use crate::arch::{acpi, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
-use crate::devices::bus::{Bus, BusDevice, BusError};
-use crate::devices::framebuffer::FramebufferInfo;
-use crate::devices::irq::{InterruptLine, KvmIrqLine};
-use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
-use crate::devices::legacy::i8042::{self, I8042};
-use crate::devices::legacy::pm::{PowerManagement, PM1A_EVT_PORT, PM_PORT_COUNT};
-use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
-use crate::devices::legacy::serial::{
-    ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+use crate::device_manager::{
+    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
+    MachineDevices,
 };
-use crate::devices::virtio::block::Block;
-use crate::devices::virtio::console::Console;
-use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
-use crate::devices::virtio::net::tap::Tap;
-use crate::devices::virtio::net::Net;
-use crate::devices::virtio::{DeviceSignals, VirtioDevice};
+use crate::devices::bus::BusError;
+use crate::devices::framebuffer::FramebufferInfo;
+use crate::devices::virtio::mmio::TransportError;
 use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -112,6 +100,21 @@ pub enum BuildError {
     /// The CPUID KVM supports could not be read.
     #[error("cannot read the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
+    /// The MSR index list could not be read.
+    #[error("cannot read KVM's MSR index list: {0}")]
+    MsrList(kvm_ioctls::Error),
+    /// Saved device state does not fit this machine.
+    #[error("saved device state does not fit: {0}")]
+    DeviceState(String),
+    /// The state file could not be read.
+    #[error(transparent)]
+    StateFile(#[from] crate::persist::StateFileError),
+    /// The memory file could not be mapped.
+    #[error(transparent)]
+    MemoryFile(#[from] crate::persist::memory::MemoryFileError),
+    /// VM-wide KVM state could not be restored.
+    #[error(transparent)]
+    KvmState(#[from] crate::persist::vm::KvmStateError),
     /// Two devices claimed the same ports.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -139,7 +142,7 @@ pub enum BuildError {
     },
     /// A virtio transport could not be created.
     #[error(transparent)]
-    Transport(#[from] crate::devices::virtio::mmio::TransportError),
+    Transport(#[from] TransportError),
     /// The serial log could not be opened.
     #[error("cannot open serial log {path}: {source}")]
     SerialLog {
@@ -262,25 +265,6 @@ fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, BuildErr
     Ok(bytes.len())
 }
 
-fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
-    let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
-    if config.serial_stdio {
-        sinks.push(Box::new(std::io::stdout()));
-    }
-    if let Some(path) = &config.serial_log {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| BuildError::SerialLog {
-                path: path.clone(),
-                source,
-            })?;
-        sinks.push(Box::new(file));
-    }
-    Ok(ConsoleSinks(sinks))
-}
-
 /// Builds a ready-to-run VM from `config`.
 pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     config.validate()?;
@@ -302,27 +286,31 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots, &framebuffer)?;
 
     let run_state = Arc::new(RunState::default());
-    let legacy = attach_legacy_devices(&vm, config, &run_state)?;
-    let mmio_bus = attach_virtio_devices(&vm, &memory, devices, &virtio_slots)?;
+    let legacy = attach_legacy_devices(&vm, config, &run_state, None)?;
+    let (mmio, transports) = attach_virtio_devices(&vm, &memory, devices, &virtio_slots, None)?;
 
     let supported_cpuid = vm
         .kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(BuildError::SupportedCpuid)?;
+    let msr_indices = msr_index_list(&vm)?;
     let vcpus = (0..config.vcpus)
         .map(|i| {
+            let entry = (i == 0).then_some(entry);
             Vcpu::new(
                 &vm.fd,
                 &supported_cpuid,
                 i,
                 config.vcpus,
-                (i == 0).then_some(entry),
+                entry,
+                msr_indices.clone(),
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
     let devices = MachineDevices {
         legacy,
-        mmio: mmio_bus,
+        mmio,
+        transports,
         framebuffer,
     };
     Ok(Machine::new(
@@ -333,6 +321,12 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         run_state,
         config.clone(),
     ))
+}
+
+/// The MSRs KVM can save and restore for this VM's vCPUs.
+pub(crate) fn msr_index_list(vm: &Vm) -> Result<Arc<Vec<u32>>, BuildError> {
+    let list = vm.kvm.get_msr_index_list().map_err(BuildError::MsrList)?;
+    Ok(Arc::new(list.as_slice().to_vec()))
 }
 
 /// Loads the kernel, initrd and command line and writes the tables the kernel reads at entry.
@@ -381,104 +375,9 @@ fn write_boot_data(
     Ok(kernel.entry)
 }
 
-/// Everything a running machine needs from its devices.
-pub(crate) struct MachineDevices {
-    pub legacy: LegacyDevices,
-    pub mmio: Bus,
-    pub framebuffer: FramebufferInfo,
-}
-
-/// The legacy devices and the port bus they sit on.
-pub(crate) struct LegacyDevices {
-    pub bus: Bus,
-    pub serial: Arc<Mutex<SerialPort>>,
-    pub pm: Arc<Mutex<PowerManagement>>,
-}
-
-fn attach_legacy_devices(
-    vm: &Vm,
-    config: &VmConfig,
-    run_state: &Arc<RunState>,
-) -> Result<LegacyDevices, BuildError> {
-    let irq =
-        |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
-    let serial = Arc::new(Mutex::new(SerialPort::new(
-        irq(COM1_IRQ),
-        console_sinks(config)?,
-    )));
-    let pm = Arc::new(Mutex::new(PowerManagement::new(
-        irq(acpi::SCI_IRQ),
-        run_state.clone(),
-    )));
-    let i8042 = Arc::new(Mutex::new(I8042::new(run_state.clone())));
-    let marker = Arc::new(Mutex::new(BootMarker::new(run_state.clone())));
-    let mut bus = Bus::default();
-    let mut add = |base: u16, count: u16, device: Arc<Mutex<dyn BusDevice>>| {
-        bus.insert(base.into(), count.into(), device)
-    };
-    add(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
-    add(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
-    add(
-        i8042::DATA_PORT,
-        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
-        i8042,
-    )?;
-    add(
-        RTC_PORT,
-        RTC_PORT_COUNT,
-        Arc::new(Mutex::new(Cmos::default())),
-    )?;
-    add(BOOT_MARKER_PORT, 1, marker)?;
-    Ok(LegacyDevices { bus, serial, pm })
-}
-
-/// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
-/// order.
-fn open_virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
-    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    for (i, disk) in config.disks.iter().enumerate() {
-        let image = open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
-            path: disk.path.clone(),
-            source,
-        })?;
-        let serial = disk
-            .serial
-            .clone()
-            .unwrap_or_else(|| format!("vireo-disk-{i}"));
-        devices.push(Box::new(Block::new(
-            image,
-            &serial,
-            format!("virtio-blk{i}"),
-        )));
-    }
-    if let Some(socket) = &config.tools_socket {
-        devices.push(Box::new(Console::listen(socket, "virtio-console0".into())?));
-    }
-    for (i, net) in config.nets.iter().enumerate() {
-        let tap = Tap::open(&net.tap)?;
-        devices.push(Box::new(Net::new(
-            tap,
-            net.mac_address(),
-            format!("virtio-net{i}"),
-        )));
-    }
-    Ok(devices)
-}
-
-/// Register windows and GSIs of `count` virtio-mmio devices.
-fn virtio_layout(count: usize) -> Vec<MmioDeviceInfo> {
-    (0..count)
-        .map(|i| MmioDeviceInfo {
-            addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW_SIZE,
-            len: MMIO_WINDOW_SIZE,
-            irq: layout::VIRTIO_GSIS[i],
-        })
-        .collect()
-}
-
 /// The command line with a `virtio_mmio.device=` entry per device (the DSDT lists them too)
 /// and the framebuffer's `vireo.fb=` entry.
-fn cmdline_with_devices(
+pub(crate) fn cmdline_with_devices(
     cmdline: &str,
     slots: &[MmioDeviceInfo],
     framebuffer: &FramebufferInfo,
@@ -494,56 +393,6 @@ fn cmdline_with_devices(
         return Err(ConfigError::CmdlineTooLong(full.len()).into());
     }
     Ok(full.trim_start().to_owned())
-}
-
-fn attach_virtio_devices(
-    vm: &Vm,
-    memory: &GuestMemoryMmap,
-    devices: Vec<Box<dyn VirtioDevice>>,
-    slots: &[MmioDeviceInfo],
-) -> Result<Bus, BuildError> {
-    let mut bus = Bus::default();
-    for (device, slot) in devices.into_iter().zip(slots) {
-        let transport = virtio_transport(vm, memory, device, slot)?;
-        bus.insert(slot.addr, slot.len, Arc::new(Mutex::new(transport)))?;
-    }
-    Ok(bus)
-}
-
-/// Wires `device` to KVM: an irqfd on its GSI and an ioeventfd per queue on QueueNotify.
-fn virtio_transport(
-    vm: &Vm,
-    memory: &GuestMemoryMmap,
-    device: Box<dyn VirtioDevice>,
-    slot: &MmioDeviceInfo,
-) -> Result<MmioTransport, BuildError> {
-    let kvm = |what: &'static str| move |source| BuildError::VirtioWiring { what, source };
-    let eventfd = || {
-        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::VirtioWiring {
-            what: "eventfd",
-            source: e.into(),
-        })
-    };
-    let irq = eventfd()?;
-    vm.fd
-        .register_irqfd(&irq, slot.irq)
-        .map_err(kvm("KVM_IRQFD"))?;
-    let notify = IoEventAddress::Mmio(slot.addr + QUEUE_NOTIFY_OFFSET);
-    let mut queue_events = Vec::new();
-    for index in 0..device.queue_max_sizes().len() as u32 {
-        let event = eventfd()?;
-        vm.fd
-            .register_ioevent(&event, &notify, index)
-            .map_err(kvm("KVM_IOEVENTFD"))?;
-        queue_events.push(event);
-    }
-    let signals = Arc::new(DeviceSignals::new(irq));
-    Ok(MmioTransport::new(
-        device,
-        memory.clone(),
-        signals,
-        queue_events,
-    )?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub const MAX_VCPUS: u8 = 254;
 pub const MIN_MEMORY_MIB: u64 = 8;
 
 /// One virtio-blk disk.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskConfig {
     /// Image file (raw or qcow2).
     pub path: PathBuf,
@@ -47,7 +47,7 @@ impl std::str::FromStr for DiskConfig {
 }
 
 /// One virtio-net card on an existing TAP.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     /// TAP interface name (the VMM opens it; it creates nothing).
     pub tap: String,
@@ -105,7 +105,7 @@ impl std::str::FromStr for NetConfig {
 }
 
 /// The VM to build.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     /// Kernel image: a PVH ELF (our test guest, Linux vmlinux) or a Linux bzImage.
     pub kernel: PathBuf,

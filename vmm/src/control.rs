@@ -1,6 +1,6 @@
 //! The control protocol on a Unix socket: one JSON object per line each way. Requests are
 //! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}` and
-//! `{"cmd": "screenshot", "path": "/x.png"}`; replies are
+//! `{"cmd": "screenshot", "path": "/x.png"}`, `{"cmd": "save", "dir": "/d"}`; replies are
 //! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,7 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
+
+use crate::config::VmConfig;
+use crate::devices::legacy::rtc::Cmos;
+use crate::devices::legacy::serial::SerialPort;
+use crate::devices::virtio::mmio::MmioTransport;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::{screenshot_png, FramebufferInfo, ScreenshotError};
@@ -37,6 +43,12 @@ pub enum ControlRequest {
     PowerOff,
     /// Hard reset: the VMM exits with the reset status; the caller restarts it.
     Reset,
+    /// Pause (if running) and save the whole VM into directory `dir` (vm.state + vm.mem);
+    /// the VM stays paused: resume it (memory snapshot) or power it off (suspend).
+    Save {
+        /// Target directory (created if missing).
+        dir: PathBuf,
+    },
     /// Write a PNG of the framebuffer to `path`.
     Screenshot {
         /// Target file (replaced atomically).
@@ -61,20 +73,30 @@ pub struct VmStatus {
     pub power_button_enabled: bool,
 }
 
-/// What the control server can act on.
+/// What the control server can act on: the running machine's shared parts.
 pub struct VmHandle {
     /// The VM's run state.
     pub run_state: Arc<RunState>,
     /// The PM1 registers (power button).
     pub pm: Arc<Mutex<PowerManagement>>,
+    /// COM1 (saved with the VM).
+    pub serial: Arc<Mutex<SerialPort>>,
+    /// The CMOS (saved with the VM).
+    pub cmos: Arc<Mutex<Cmos>>,
     /// Kicks vCPUs out of KVM_RUN (pause).
     pub kicker: Arc<VcpuKicker>,
     /// The buses (statistics).
     pub buses: Arc<Buses>,
+    /// The virtio transports (quiesced and saved with the VM).
+    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
     /// Guest memory (the framebuffer lives in it).
     pub memory: GuestMemoryMmap,
     /// Where the framebuffer is.
     pub framebuffer: FramebufferInfo,
+    /// The KVM VM.
+    pub vm_fd: Arc<VmFd>,
+    /// What the VM was built from.
+    pub config: VmConfig,
 }
 
 /// Errors starting the control server.
@@ -183,6 +205,14 @@ fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Op
         }
         ControlRequest::PowerOff => (ok_reply(), Some(VmExit::HostPowerOff)),
         ControlRequest::Reset => (ok_reply(), Some(VmExit::HostReset)),
+        ControlRequest::Save { dir } => match crate::persist::save::save_vm(handle, &dir) {
+            Ok(report) => {
+                let mut reply = serde_json::to_value(report).unwrap_or_default();
+                reply["ok"] = true.into();
+                (reply, None)
+            }
+            Err(e) => (error_reply(&e.to_string()), None),
+        },
         ControlRequest::Screenshot { path } => match write_screenshot(handle, &path) {
             Ok(bytes) => (
                 serde_json::json!({ "ok": true, "path": path, "bytes": bytes }),

@@ -9,8 +9,10 @@ pub mod arch;
 pub mod builder;
 pub mod config;
 pub mod control;
+pub mod device_manager;
 pub mod devices;
 pub mod machine;
+pub mod persist;
 pub mod run_state;
 pub mod vstate;
 

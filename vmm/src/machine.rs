@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
 
-use crate::builder::MachineDevices;
 use crate::config::VmConfig;
 use crate::control::{self, VmHandle};
+use crate::device_manager::MachineDevices;
 use crate::devices::bus::{lock, Bus};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::legacy::pm::PowerManagement;
+use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
+use crate::devices::virtio::mmio::MmioTransport;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
@@ -29,12 +31,14 @@ const KICK_INTERVAL: Duration = Duration::from_millis(1);
 pub struct Machine {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<Vcpu>,
-    _vm: Vm,
+    vm: Vm,
     memory: GuestMemoryMmap,
     buses: Arc<Buses>,
     run_state: Arc<RunState>,
     serial: Arc<Mutex<SerialPort>>,
     pm: Arc<Mutex<PowerManagement>>,
+    cmos: Arc<Mutex<Cmos>>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
     framebuffer: FramebufferInfo,
     config: VmConfig,
 }
@@ -102,11 +106,12 @@ impl Machine {
         let MachineDevices {
             legacy,
             mmio,
+            transports,
             framebuffer,
         } = devices;
         Machine {
             vcpus,
-            _vm: vm,
+            vm,
             memory,
             buses: Arc::new(Buses {
                 pio: legacy.bus,
@@ -115,6 +120,8 @@ impl Machine {
             run_state,
             serial: legacy.serial,
             pm: legacy.pm,
+            cmos: legacy.cmos,
+            transports,
             framebuffer,
             config,
         }
@@ -160,10 +167,15 @@ impl Machine {
             let handle = VmHandle {
                 run_state: self.run_state.clone(),
                 pm: self.pm.clone(),
+                serial: self.serial.clone(),
+                cmos: self.cmos.clone(),
                 kicker: kicker.clone(),
                 buses: self.buses.clone(),
+                transports: self.transports.clone(),
                 memory: self.memory.clone(),
                 framebuffer: self.framebuffer,
+                vm_fd: self.vm.fd.clone(),
+                config: self.config.clone(),
             };
             control::serve(path, handle)
         });

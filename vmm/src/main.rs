@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vireo_vmm::config::{DiskConfig, NetConfig};
+use vireo_vmm::persist::restore::{restore_vm, RestoreOptions};
 use vireo_vmm::{build_vm, VmConfig, VmExit};
 
 /// Boot a guest kernel on KVM.
@@ -13,8 +14,12 @@ use vireo_vmm::{build_vm, VmConfig, VmExit};
 #[command(name = "vireo-vmm", version, about)]
 struct Args {
     /// Kernel: a PVH ELF (the test guest, Linux vmlinux) or a Linux bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Resume the VM saved in this directory (vm.state + vm.mem) instead of booting a kernel;
+    /// only the serial, control and tools options apply.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "disks", "nets"])]
+    restore: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -74,22 +79,34 @@ fn block_termination_signals() -> libc::sigset_t {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = VmConfig {
-        serial_stdio: args.serial_stdio || args.serial_log.is_none(),
-        kernel: args.kernel,
-        initrd: args.initrd,
-        cmdline: args.cmdline,
-        vcpus: args.vcpus,
-        memory_mib: args.memory_mib,
-        serial_log: args.serial_log,
-        control_socket: args.control,
-        disks: args.disks,
-        nets: args.nets,
-        framebuffer: args.framebuffer,
-        tools_socket: args.tools_socket,
-    };
+    let serial_stdio = args.serial_stdio || args.serial_log.is_none();
     let signals = block_termination_signals();
-    let machine = match build_vm(&config) {
+    let built = match &args.restore {
+        Some(dir) => {
+            let options = RestoreOptions {
+                serial_log: args.serial_log.clone(),
+                serial_stdio,
+                control_socket: args.control.clone(),
+                tools_socket: args.tools_socket.clone(),
+            };
+            restore_vm(dir, &options)
+        }
+        None => build_vm(&VmConfig {
+            serial_stdio,
+            kernel: args.kernel.unwrap_or_default(),
+            initrd: args.initrd,
+            cmdline: args.cmdline,
+            vcpus: args.vcpus,
+            memory_mib: args.memory_mib,
+            serial_log: args.serial_log,
+            control_socket: args.control,
+            disks: args.disks,
+            nets: args.nets,
+            framebuffer: args.framebuffer,
+            tools_socket: args.tools_socket,
+        }),
+    };
+    let machine = match built {
         Ok(machine) => machine,
         Err(e) => {
             eprintln!("vireo-vmm: {e}");

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::persist::vcpu::VcpuState;
+
 /// How a VM ended. Exit codes of `vireo-vmm` follow [`VmExit::exit_code`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
@@ -61,6 +63,10 @@ struct Inner {
     /// vCPU threads currently parked (paused or gone).
     parked: usize,
     boot_marker: Option<Duration>,
+    /// Bumped to ask parked vCPUs to save their state.
+    save_generation: u64,
+    /// What each vCPU saved for the current generation.
+    saved: Vec<Option<Result<VcpuState, String>>>,
 }
 
 /// The shared run state of one VM.
@@ -77,6 +83,8 @@ impl Default for RunState {
                 phase: Phase::Running,
                 parked: 0,
                 boot_marker: None,
+                save_generation: 0,
+                saved: Vec::new(),
             }),
             changed: Condvar::new(),
             started: Instant::now(),
@@ -128,8 +136,13 @@ impl RunState {
         }
     }
 
-    /// Called by a vCPU thread between runs: blocks while paused; returns the exit when ending.
-    pub fn vcpu_checkpoint(&self) -> Option<VmExit> {
+    /// Called by vCPU thread `index` between runs: blocks while paused, running `save` when
+    /// asked to (see `collect_vcpu_states`); returns the exit when the VM is ending.
+    pub fn vcpu_checkpoint(
+        &self,
+        index: usize,
+        save: &mut dyn FnMut() -> Result<VcpuState, String>,
+    ) -> Option<VmExit> {
         let mut inner = self.lock();
         loop {
             match &inner.phase {
@@ -137,12 +150,58 @@ impl RunState {
                 Phase::Exiting(exit) => return Some(exit.clone()),
                 Phase::Paused => {
                     inner.parked += 1;
+                    let mut seen = inner.save_generation;
                     self.changed.notify_all();
-                    inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+                    while inner.phase == Phase::Paused {
+                        if inner.save_generation != seen {
+                            seen = inner.save_generation;
+                            drop(inner);
+                            let state = save();
+                            inner = self.lock();
+                            if let Some(slot) = inner.saved.get_mut(index) {
+                                *slot = Some(state);
+                            }
+                            self.changed.notify_all();
+                            continue;
+                        }
+                        inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
+                    }
                     inner.parked -= 1;
                 }
             }
         }
+    }
+
+    /// Asks every parked vCPU (the VM must be paused) to save its state and waits for all
+    /// `count` of them, up to `timeout`.
+    pub fn collect_vcpu_states(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<VcpuState>, String> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        if inner.phase != Phase::Paused || inner.parked < count {
+            return Err("the VM must be paused to save vCPU state".into());
+        }
+        inner.saved = (0..count).map(|_| None).collect();
+        inner.save_generation += 1;
+        self.changed.notify_all();
+        while inner.saved.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("vCPUs did not save their state in time".into());
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        std::mem::take(&mut inner.saved)
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| Err("missing".into())))
+            .collect()
     }
 
     /// Number of vCPU threads parked right now.
@@ -197,7 +256,9 @@ mod tests {
         assert!(state.request_pause());
         let vcpu = {
             let state = state.clone();
-            std::thread::spawn(move || state.vcpu_checkpoint())
+            std::thread::spawn(move || {
+                state.vcpu_checkpoint(0, &mut || Err("not in this test".into()))
+            })
         };
         while state.parked_vcpus() == 0 {
             state.wait_change(Duration::from_millis(1));

@@ -10,7 +10,10 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::{cpuid, msr};
+use std::sync::Arc;
+
 use crate::machine::Buses;
+use crate::persist::{self, vcpu::VcpuState};
 use crate::run_state::{RunState, VmExit};
 
 const APIC_LVT0: usize = 0x350;
@@ -41,6 +44,14 @@ pub enum VcpuError {
         /// How many were given.
         wanted: usize,
     },
+    /// Restoring saved state failed.
+    #[error("vCPU {index}: cannot restore saved state: {source}")]
+    Restore {
+        /// The vCPU.
+        index: u8,
+        /// Why.
+        source: persist::vcpu::VcpuStateError,
+    },
     /// Writing boot structures failed.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
@@ -59,6 +70,8 @@ pub struct BootEntry {
 pub struct Vcpu {
     index: u8,
     fd: VcpuFd,
+    /// MSRs to save (KVM's index list).
+    msr_indices: Arc<Vec<u32>>,
 }
 
 fn lvt_mode(reg: u32, mode: u32) -> u32 {
@@ -74,6 +87,7 @@ impl Vcpu {
         index: u8,
         count: u8,
         entry: Option<BootEntry>,
+        msr_indices: Arc<Vec<u32>>,
     ) -> Result<Vcpu, VcpuError> {
         let kvm = |what: &'static str| {
             move |source| VcpuError::Kvm {
@@ -120,16 +134,51 @@ impl Vcpu {
                 .map_err(kvm("KVM_SET_REGS"))?;
             fd.set_fpu(&regs::boot_fpu()).map_err(kvm("KVM_SET_FPU"))?;
         }
-        Ok(Vcpu { index, fd })
+        Ok(Vcpu {
+            index,
+            fd,
+            msr_indices,
+        })
     }
 
     /// Runs the vCPU until the VM ends, parking while it is paused.
     pub fn run(mut self, buses: &Buses, run_state: &RunState) {
-        while run_state.vcpu_checkpoint().is_none() {
+        loop {
+            let (fd, msr_indices) = (&self.fd, &self.msr_indices);
+            let mut save = || persist::vcpu::save(fd, msr_indices).map_err(|e| e.to_string());
+            if run_state
+                .vcpu_checkpoint(self.index.into(), &mut save)
+                .is_some()
+            {
+                return;
+            }
             if let Some(exit) = self.run_once(buses) {
                 run_state.request_exit(exit);
             }
         }
+    }
+
+    /// Creates vCPU `index` and restores its saved state (instead of boot configuration).
+    pub fn restore(
+        vm: &VmFd,
+        index: u8,
+        state: &VcpuState,
+        msr_indices: Arc<Vec<u32>>,
+    ) -> Result<Vcpu, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VcpuError::Kvm {
+                index,
+                what: "KVM_CREATE_VCPU",
+                source,
+            })?;
+        persist::vcpu::restore(&fd, state)
+            .map_err(|source| VcpuError::Restore { index, source })?;
+        Ok(Vcpu {
+            index,
+            fd,
+            msr_indices,
+        })
     }
 
     /// One KVM_RUN and the handling of its exit; returns a reason to end the VM, if any.

@@ -30,6 +30,17 @@ const STS_OFFSET: u64 = 0;
 const EN_OFFSET: u64 = 2;
 const CNT_OFFSET: u64 = 4;
 
+/// Saved PM1a registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PmState {
+    /// PM1a_STS.
+    pub status: u16,
+    /// PM1a_EN.
+    pub enable: u16,
+    /// PM1a_CNT.
+    pub control: u16,
+}
+
 /// The PM1a registers of one VM.
 pub struct PowerManagement {
     status: u16,
@@ -49,6 +60,23 @@ impl PowerManagement {
             sci,
             run_state,
         }
+    }
+
+    /// The registers' values.
+    pub fn state(&self) -> PmState {
+        PmState {
+            status: self.status,
+            enable: self.enable,
+            control: self.control,
+        }
+    }
+
+    /// Loads saved register values and re-drives the SCI accordingly.
+    pub fn restore(&mut self, state: &PmState) {
+        self.status = state.status;
+        self.enable = state.enable;
+        self.control = state.control;
+        self.update_sci();
     }
 
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if the guest enabled it.

@@ -78,6 +78,15 @@ fn bcd(value: u8) -> u8 {
     ((value / 10) << 4) | (value % 10)
 }
 
+/// Saved CMOS index and NVRAM (the clock always reads the host's time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CmosState {
+    /// Selected register.
+    pub index: u8,
+    /// The 128 NVRAM bytes.
+    pub nvram: Vec<u8>,
+}
+
 /// The CMOS chip.
 pub struct Cmos {
     index: u8,
@@ -106,6 +115,21 @@ impl Cmos {
             nvram: [0; 128],
             clock,
         }
+    }
+
+    /// The chip's state.
+    pub fn state(&self) -> CmosState {
+        CmosState {
+            index: self.index,
+            nvram: self.nvram.to_vec(),
+        }
+    }
+
+    /// Loads a saved state (a short NVRAM leaves the rest zero).
+    pub fn restore(&mut self, state: &CmosState) {
+        self.index = state.index & 0x7f;
+        let len = state.nvram.len().min(self.nvram.len());
+        self.nvram[..len].copy_from_slice(&state.nvram[..len]);
     }
 
     fn register(&self, index: u8) -> u8 {

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use crate::devices::bus::BusDevice;
@@ -37,6 +37,15 @@ impl Write for ConsoleSinks {
     }
 }
 
+/// Saved UART registers and receive FIFO.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialPortState {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR.
+    pub registers: [u8; 9],
+    /// Bytes received and not yet read by the guest.
+    pub in_buffer: Vec<u8>,
+}
+
 /// COM1 as a port I/O device.
 pub struct SerialPort {
     uart: Serial<SerialTrigger, NoEvents, ConsoleSinks>,
@@ -48,6 +57,49 @@ impl SerialPort {
         SerialPort {
             uart: Serial::new(SerialTrigger(irq), sinks),
         }
+    }
+
+    /// The UART's state.
+    pub fn state(&self) -> SerialPortState {
+        let s = self.uart.state();
+        SerialPortState {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// A UART restored to `state`, raising `irq` and writing to `sinks`; a receive buffer
+    /// longer than the FIFO is refused.
+    pub fn from_state(
+        irq: Arc<dyn InterruptLine>,
+        sinks: ConsoleSinks,
+        state: &SerialPortState,
+    ) -> Option<Self> {
+        let [dll, dlm, ier, iir, lcr, lsr, mcr, msr, scr] = state.registers;
+        let saved = SerialState {
+            baud_divisor_low: dll,
+            baud_divisor_high: dlm,
+            interrupt_enable: ier,
+            interrupt_identification: iir,
+            line_control: lcr,
+            line_status: lsr,
+            modem_control: mcr,
+            modem_status: msr,
+            scratch: scr,
+            in_buffer: state.in_buffer.clone(),
+        };
+        let uart = Serial::from_state(&saved, SerialTrigger(irq), NoEvents, sinks).ok()?;
+        Some(SerialPort { uart })
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the receive FIFO.

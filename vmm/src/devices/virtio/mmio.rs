@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -47,6 +49,57 @@ mod reg {
     pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
     pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
     pub const CONFIG_GENERATION: u64 = 0xfc;
+}
+
+/// Saved configuration of one queue. Positions are not saved: every device completes each
+/// chain it pops before its worker goes idle, so after a quiesce both the next avail and the
+/// next used index equal the used ring's index in guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// Negotiated size.
+    pub size: u16,
+    /// Whether the driver enabled it.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Avail ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+}
+
+/// Saved transport registers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportState {
+    /// virtio device type, checked on restore.
+    pub device_type: u32,
+    /// Device status.
+    pub status: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// Pending interrupt bits.
+    pub interrupt_status: u32,
+    /// Whether the device had been marked broken.
+    pub broken: bool,
+    /// Each queue's configuration.
+    pub queues: Vec<QueueConfig>,
+}
+
+/// Errors restoring a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportRestoreError {
+    /// The saved state is for another kind of device or queue count.
+    #[error("saved virtio state is for device type {saved} with {saved_queues} queues, not {actual} with {actual_queues}")]
+    Mismatch {
+        /// Saved device type.
+        saved: u32,
+        /// Saved queue count.
+        saved_queues: usize,
+        /// This device's type.
+        actual: u32,
+        /// This device's queue count.
+        actual_queues: usize,
+    },
 }
 
 /// One virtio device behind its MMIO register window.
@@ -258,6 +311,87 @@ impl MmioTransport {
             Ok(()) => self.active = true,
             Err(_) => self.signals.mark_broken(),
         }
+    }
+
+    /// Stops the device's worker so that its queues are idle (before a save).
+    pub fn quiesce(&mut self) {
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+    }
+
+    /// Restarts a quiesced device where its queues stand in guest memory.
+    pub fn reactivate(&mut self) {
+        if self.status & status::DRIVER_OK != 0 && !self.active && !self.signals.is_broken() {
+            for queue in &mut self.queues {
+                if queue.ready() {
+                    let used = queue
+                        .used_idx(&self.memory, std::sync::atomic::Ordering::Acquire)
+                        .map(|w| w.0)
+                        .unwrap_or(0);
+                    queue.set_next_avail(used);
+                    queue.set_next_used(used);
+                }
+            }
+            self.activate();
+        }
+    }
+
+    /// The registers to save (call `quiesce` first).
+    pub fn state(&self) -> TransportState {
+        TransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            driver_features: self.driver_features,
+            interrupt_status: self.signals.interrupt_status(),
+            broken: self.signals.is_broken(),
+            queues: self
+                .queues
+                .iter()
+                .map(|q| QueueConfig {
+                    size: q.size(),
+                    ready: q.ready(),
+                    desc_table: q.desc_table(),
+                    avail_ring: q.avail_ring(),
+                    used_ring: q.used_ring(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads saved registers into a fresh transport and restarts the device if it was running.
+    pub fn restore(&mut self, state: &TransportState) -> Result<(), TransportRestoreError> {
+        if state.device_type != self.device.device_type() || state.queues.len() != self.queues.len()
+        {
+            return Err(TransportRestoreError::Mismatch {
+                saved: state.device_type,
+                saved_queues: state.queues.len(),
+                actual: self.device.device_type(),
+                actual_queues: self.queues.len(),
+            });
+        }
+        for (queue, saved) in self.queues.iter_mut().zip(&state.queues) {
+            queue.set_size(saved.size);
+            queue.set_desc_table_address(
+                Some(saved.desc_table as u32),
+                Some((saved.desc_table >> 32) as u32),
+            );
+            queue.set_avail_ring_address(
+                Some(saved.avail_ring as u32),
+                Some((saved.avail_ring >> 32) as u32),
+            );
+            queue.set_used_ring_address(
+                Some(saved.used_ring as u32),
+                Some((saved.used_ring >> 32) as u32),
+            );
+            queue.set_ready(saved.ready);
+        }
+        self.status = state.status;
+        self.driver_features = state.driver_features;
+        self.signals.restore(state.interrupt_status, state.broken);
+        self.reactivate();
+        Ok(())
     }
 
     fn reset(&mut self) {

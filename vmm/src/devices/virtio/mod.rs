@@ -88,6 +88,13 @@ impl DeviceSignals {
         self.interrupt_status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Loads saved interrupt bits and broken flag.
+    pub fn restore(&self, interrupt_status: u32, broken: bool) {
+        self.interrupt_status
+            .store(interrupt_status, Ordering::SeqCst);
+        self.needs_reset.store(broken, Ordering::SeqCst);
+    }
+
     /// Forgets everything (device reset).
     pub fn reset(&self) {
         self.interrupt_status.store(0, Ordering::SeqCst);

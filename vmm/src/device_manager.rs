@@ -1,0 +1,235 @@
+//! The devices of a machine: the legacy devices on the port bus, the virtio devices opened
+//! from the configuration, and their wiring to KVM (irqfds, ioeventfds) and the MMIO bus.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::IoEventAddress;
+use vireo_disk::block::open_disk;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::acpi::{self, MmioDeviceInfo};
+use crate::arch::layout;
+use crate::builder::BuildError;
+use crate::config::VmConfig;
+use crate::devices::bus::{Bus, BusDevice};
+use crate::devices::framebuffer::FramebufferInfo;
+use crate::devices::irq::{InterruptLine, KvmIrqLine};
+use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
+use crate::devices::legacy::i8042::{self, I8042};
+use crate::devices::legacy::pm::{PowerManagement, PM1A_EVT_PORT, PM_PORT_COUNT};
+use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
+use crate::devices::legacy::serial::{
+    ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::Console;
+use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::net::tap::Tap;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::{DeviceSignals, VirtioDevice};
+use crate::persist::VmSnapshot;
+use crate::run_state::RunState;
+use crate::vstate::vm::Vm;
+
+/// A virtio transport shared by the MMIO bus and the save path.
+pub(crate) type SharedTransport = Arc<Mutex<MmioTransport>>;
+
+/// Everything a running machine needs from its devices.
+pub(crate) struct MachineDevices {
+    pub legacy: LegacyDevices,
+    pub mmio: Bus,
+    pub transports: Vec<SharedTransport>,
+    pub framebuffer: FramebufferInfo,
+}
+
+/// The legacy devices and the port bus they sit on.
+pub(crate) struct LegacyDevices {
+    pub bus: Bus,
+    pub serial: Arc<Mutex<SerialPort>>,
+    pub pm: Arc<Mutex<PowerManagement>>,
+    pub cmos: Arc<Mutex<Cmos>>,
+}
+
+/// Creates the legacy devices (restoring their state from `saved`) and puts them on a port bus.
+pub(crate) fn attach_legacy_devices(
+    vm: &Vm,
+    config: &VmConfig,
+    run_state: &Arc<RunState>,
+    saved: Option<&VmSnapshot>,
+) -> Result<LegacyDevices, BuildError> {
+    let irq =
+        |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
+    let sinks = console_sinks(config)?;
+    let serial = match saved {
+        Some(snapshot) => SerialPort::from_state(irq(COM1_IRQ), sinks, &snapshot.serial)
+            .ok_or_else(|| {
+                BuildError::DeviceState("serial receive buffer larger than its FIFO".into())
+            })?,
+        None => SerialPort::new(irq(COM1_IRQ), sinks),
+    };
+    let serial = Arc::new(Mutex::new(serial));
+    let mut pm = PowerManagement::new(irq(acpi::SCI_IRQ), run_state.clone());
+    let mut cmos = Cmos::default();
+    if let Some(snapshot) = saved {
+        pm.restore(&snapshot.pm);
+        cmos.restore(&snapshot.cmos);
+    }
+    let pm = Arc::new(Mutex::new(pm));
+    let cmos = Arc::new(Mutex::new(cmos));
+    let i8042 = Arc::new(Mutex::new(I8042::new(run_state.clone())));
+    let marker = Arc::new(Mutex::new(BootMarker::new(run_state.clone())));
+    let mut bus = Bus::default();
+    let mut add = |base: u16, count: u16, device: Arc<Mutex<dyn BusDevice>>| {
+        bus.insert(base.into(), count.into(), device)
+    };
+    add(COM1_PORT, COM1_PORT_COUNT, serial.clone())?;
+    add(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
+    add(
+        i8042::DATA_PORT,
+        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
+        i8042,
+    )?;
+    add(RTC_PORT, RTC_PORT_COUNT, cmos.clone())?;
+    add(BOOT_MARKER_PORT, 1, marker)?;
+    Ok(LegacyDevices {
+        bus,
+        serial,
+        pm,
+        cmos,
+    })
+}
+
+fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
+    let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
+    if config.serial_stdio {
+        sinks.push(Box::new(std::io::stdout()));
+    }
+    if let Some(path) = &config.serial_log {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| BuildError::SerialLog {
+                path: path.clone(),
+                source,
+            })?;
+        sinks.push(Box::new(file));
+    }
+    Ok(ConsoleSinks(sinks))
+}
+
+/// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
+/// order.
+pub(crate) fn open_virtio_devices(
+    config: &VmConfig,
+) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (i, disk) in config.disks.iter().enumerate() {
+        let image = open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        let serial = disk
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("vireo-disk-{i}"));
+        devices.push(Box::new(Block::new(
+            image,
+            &serial,
+            format!("virtio-blk{i}"),
+        )));
+    }
+    if let Some(socket) = &config.tools_socket {
+        devices.push(Box::new(Console::listen(socket, "virtio-console0".into())?));
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        let tap = Tap::open(&net.tap)?;
+        devices.push(Box::new(Net::new(
+            tap,
+            net.mac_address(),
+            format!("virtio-net{i}"),
+        )));
+    }
+    Ok(devices)
+}
+
+/// Register windows and GSIs of `count` virtio-mmio devices.
+pub(crate) fn virtio_layout(count: usize) -> Vec<MmioDeviceInfo> {
+    (0..count)
+        .map(|i| MmioDeviceInfo {
+            addr: layout::VIRTIO_MMIO_START + i as u64 * MMIO_WINDOW_SIZE,
+            len: MMIO_WINDOW_SIZE,
+            irq: layout::VIRTIO_GSIS[i],
+        })
+        .collect()
+}
+
+/// Puts each device behind a transport on the MMIO bus (restoring transports from `saved`).
+pub(crate) fn attach_virtio_devices(
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+    slots: &[MmioDeviceInfo],
+    saved: Option<&VmSnapshot>,
+) -> Result<(Bus, Vec<SharedTransport>), BuildError> {
+    if let Some(snapshot) = saved {
+        if snapshot.virtio.len() != devices.len() {
+            return Err(BuildError::DeviceState(format!(
+                "the state has {} virtio devices, the configuration {}",
+                snapshot.virtio.len(),
+                devices.len()
+            )));
+        }
+    }
+    let mut bus = Bus::default();
+    let mut transports = Vec::new();
+    for (i, (device, slot)) in devices.into_iter().zip(slots).enumerate() {
+        let mut transport = virtio_transport(vm, memory, device, slot)?;
+        if let Some(state) = saved.map(|s| &s.virtio[i]) {
+            transport
+                .restore(state)
+                .map_err(|e| BuildError::DeviceState(e.to_string()))?;
+        }
+        let transport = Arc::new(Mutex::new(transport));
+        bus.insert(slot.addr, slot.len, transport.clone())?;
+        transports.push(transport);
+    }
+    Ok((bus, transports))
+}
+
+/// Wires `device` to KVM: an irqfd on its GSI and an ioeventfd per queue on QueueNotify.
+pub(crate) fn virtio_transport(
+    vm: &Vm,
+    memory: &GuestMemoryMmap,
+    device: Box<dyn VirtioDevice>,
+    slot: &MmioDeviceInfo,
+) -> Result<MmioTransport, BuildError> {
+    let kvm = |what: &'static str| move |source| BuildError::VirtioWiring { what, source };
+    let eventfd = || {
+        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::VirtioWiring {
+            what: "eventfd",
+            source: e.into(),
+        })
+    };
+    let irq = eventfd()?;
+    vm.fd
+        .register_irqfd(&irq, slot.irq)
+        .map_err(kvm("KVM_IRQFD"))?;
+    let notify = IoEventAddress::Mmio(slot.addr + QUEUE_NOTIFY_OFFSET);
+    let mut queue_events = Vec::new();
+    for index in 0..device.queue_max_sizes().len() as u32 {
+        let event = eventfd()?;
+        vm.fd
+            .register_ioevent(&event, &notify, index)
+            .map_err(kvm("KVM_IOEVENTFD"))?;
+        queue_events.push(event);
+    }
+    let signals = Arc::new(DeviceSignals::new(irq));
+    Ok(MmioTransport::new(
+        device,
+        memory.clone(),
+        signals,
+        queue_events,
+    )?)
+}

@@ -1,0 +1,84 @@
+//! The restore recipe: a machine rebuilt from a save directory — memory mapped privately from
+//! the memory file, KVM and device state loaded, vCPUs restored — that resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{memory, read_state_file, vm, MEMORY_FILE, STATE_FILE};
+use crate::builder::{msr_index_list, BuildError};
+use crate::device_manager::{
+    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
+    MachineDevices,
+};
+use crate::devices::framebuffer::FramebufferInfo;
+use crate::machine::Machine;
+use crate::run_state::RunState;
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::Vm;
+
+/// Host-side settings of the restored process (everything else comes from the state file).
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Serial log file.
+    pub serial_log: Option<PathBuf>,
+    /// Serial console on stdio.
+    pub serial_stdio: bool,
+    /// Control socket.
+    pub control_socket: Option<PathBuf>,
+    /// Tools channel socket.
+    pub tools_socket: Option<PathBuf>,
+}
+
+/// Rebuilds the VM saved in `dir`.
+pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, BuildError> {
+    let snapshot = read_state_file(&dir.join(STATE_FILE))?;
+    let mut config = snapshot.config.clone();
+    config.serial_log = options.serial_log.clone();
+    config.serial_stdio = options.serial_stdio;
+    config.control_socket = options.control_socket.clone();
+    // The channel's device must exist iff it did when saved; only its host path may change.
+    if config.tools_socket.is_some() {
+        config.tools_socket = options.tools_socket.clone().or(config.tools_socket);
+    }
+    if snapshot.vcpus.len() != usize::from(config.vcpus) {
+        return Err(BuildError::DeviceState(format!(
+            "the state holds {} vCPUs for a {}-vCPU configuration",
+            snapshot.vcpus.len(),
+            config.vcpus
+        )));
+    }
+
+    let guest_memory = memory::restore(&dir.join(MEMORY_FILE), &snapshot.memory)?;
+    let vm = Vm::new(&guest_memory)?;
+    vm::restore(&vm.fd, &snapshot.kvm)?;
+
+    let run_state = Arc::new(RunState::default());
+    let legacy = attach_legacy_devices(&vm, &config, &run_state, Some(&snapshot))?;
+    let devices = open_virtio_devices(&config)?;
+    let slots = virtio_layout(devices.len());
+    let (mmio, transports) =
+        attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
+    let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
+
+    let msr_indices = msr_index_list(&vm)?;
+    let vcpus = snapshot
+        .vcpus
+        .iter()
+        .enumerate()
+        .map(|(i, state)| Vcpu::restore(&vm.fd, i as u8, state, msr_indices.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = MachineDevices {
+        legacy,
+        mmio,
+        transports,
+        framebuffer,
+    };
+    Ok(Machine::new(
+        guest_memory,
+        vm,
+        vcpus,
+        devices,
+        run_state,
+        config,
+    ))
+}
