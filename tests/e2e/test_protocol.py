@@ -49,3 +49,22 @@ def test_old_client_versions_get_old_shapes(vireod):
     assert status == 200 and "<patchLevel>" not in text
     status, text = vireod.post(CONTENT.encode(), headers={"SOAPAction": '"urn:vim25/9.9.9.9"'})
     assert status == 200 and "<patchLevel>0</patchLevel>" in text
+
+
+def test_large_responses_are_gzipped_for_clients_that_accept_it(vireod):
+    import gzip
+    import ssl
+    import urllib.request
+    si = vireod.connect()
+    cookie = si._stub.cookie
+    body = ENVELOPE.format('<Fetch xmlns="urn:vim25"><_this type="AuthorizationManager">ha-authmgr</_this>'
+                           '<prop>privilegeList</prop></Fetch>').encode()
+    request = urllib.request.Request(f"https://{vireod.host}:{vireod.port}/sdk", data=body, method="POST",
+                                     headers={"SOAPAction": '"urn:vim25/8.0.3.0"', "Cookie": cookie,
+                                              "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=30) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(response.read()).decode()
+    assert 'xsi:type="ArrayOfAuthorizationPrivilege"' in text
+    from pyVim.connect import Disconnect
+    Disconnect(si)

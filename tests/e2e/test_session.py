@@ -50,3 +50,29 @@ def test_session_objects_die_with_the_session(vireod):
         _ = vim.ContainerView(view._moId, other._stub).view
     Disconnect(first)
     Disconnect(other)
+
+
+def test_terminate_another_session(vireod):
+    admin = vireod.connect()
+    victim = vireod.connect()
+    manager = admin.content.sessionManager
+    victim_key = victim.content.sessionManager.currentSession.key
+    assert victim_key in [s.key for s in manager.sessionList]
+    manager.TerminateSession([victim_key])
+    assert victim_key not in [s.key for s in manager.sessionList]
+    with pytest.raises(vim.fault.NotAuthenticated):
+        _ = victim.content.rootFolder.name
+    with pytest.raises(vim.fault.NotFound):
+        manager.SessionIsActive(victim_key, "root")
+    Disconnect(admin)
+
+
+def test_list_view_add_remove_and_unresolved(si):
+    content = si.content
+    vm = content.searchIndex.FindByInventoryPath("ha-datacenter/vm/e2e vm")
+    view = content.viewManager.CreateListView([vm])
+    assert view.view == [vm]
+    unresolved = view.ModifyListView(add=[vim.HostSystem("ha-host"), vim.VirtualMachine("404")], remove=[vm])
+    assert [u._moId for u in unresolved] == ["404"]
+    assert [v._moId for v in view.view] == ["ha-host"]
+    view.DestroyView()
