@@ -1,0 +1,89 @@
+//! A running test guest saved through the control socket and resumed by a new `vireo-vmm
+//! --restore`: the guest carries on where it stopped (its shell answers, its tick counter
+//! continues from the saved value); a damaged state file is refused with a clear error.
+
+use std::time::Duration;
+
+use serde_json::json;
+use vireo_tests::{binary, kvm_available, scratch_dir, test_guest, Vmm};
+
+const BOOT: Duration = Duration::from_secs(60);
+
+fn ticks(vmm: &mut Vmm) -> u64 {
+    let out = vmm.shell("ticks");
+    out.strip_prefix("ticks=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("bad ticks output {out:?}"))
+}
+
+#[test]
+fn a_saved_guest_resumes_where_it_stopped() {
+    if !kvm_available("a_saved_guest_resumes_where_it_stopped") {
+        return;
+    }
+    let dir = scratch_dir("save-restore");
+    let save_dir = dir.join("saved");
+    let guest = test_guest().display().to_string();
+    let args = [
+        "--kernel",
+        &guest,
+        "--vcpus",
+        "2",
+        "--memory-mib",
+        "64",
+        "--cmdline",
+        "scenario=shell",
+    ];
+    let mut vmm = Vmm::start_with(&args, Some(&dir.join("a.sock")));
+    vmm.expect("vireo> ", BOOT);
+    vmm.wait_for_control(BOOT);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = ticks(&mut vmm);
+    let reply = vmm.control(json!({"cmd": "save", "dir": save_dir}));
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    assert_eq!(
+        vmm.control(json!({"cmd": "status"}))["state"],
+        json!("paused")
+    );
+    assert_eq!(vmm.control(json!({"cmd": "power-off"}))["ok"], json!(true));
+    assert_eq!(vmm.wait(BOOT).status.code(), Some(0));
+
+    let restore = save_dir.display().to_string();
+    let mut resumed = Vmm::start_with(&["--restore", &restore], Some(&dir.join("b.sock")));
+    let after = ticks(&mut resumed);
+    assert!(
+        after >= before,
+        "the tick counter continues from {before}, got {after}"
+    );
+    assert_eq!(resumed.shell("cpus"), "cpus=2");
+    assert_eq!(resumed.shell("echo still here"), "still here");
+    resumed.send("poweroff\n");
+    let exit = resumed.wait(BOOT);
+    assert_eq!(
+        (exit.status.code(), exit.reason()),
+        (Some(0), "guest-power-off"),
+        "{exit:?}"
+    );
+
+    // The same save restores again (the memory file is mapped privately, never written).
+    let mut again = Vmm::start(&["--restore", &restore]);
+    assert_eq!(again.shell("echo twice"), "twice");
+    again.send("poweroff\n");
+    assert_eq!(again.wait(BOOT).status.code(), Some(0));
+
+    // A damaged state file is refused.
+    let state = save_dir.join("vm.state");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&state, &bytes).unwrap();
+    let out = std::process::Command::new(binary("vireo-vmm"))
+        .args(["--restore", &restore])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
+        "{out:?}"
+    );
+}
