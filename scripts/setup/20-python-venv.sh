@@ -6,9 +6,16 @@ cd "$(dirname "$0")/../.."
 venv=$PWD/.cache/venv
 pins=(pyvmomi==9.1.1.0 pytest==9.2.0)
 
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -m pip freeze 2>/dev/null \
-    | grep -qx 'pyvmomi==9.1.1.0' && "$venv/bin/python" -m pip freeze | grep -qx 'pytest==9.2.0'; then
-    exit 0
-fi
+installed() {
+    [ -x "$venv/bin/python" ] || return 1
+    local frozen
+    frozen=$("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null) || return 1
+    for pin in "${pins[@]}"; do
+        grep -qix "$pin" <<<"$frozen" || return 1
+    done
+}
+
+installed && exit 0
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
+installed
