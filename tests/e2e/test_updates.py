@@ -68,3 +68,27 @@ def test_cancel_wait_for_updates(si):
             break
     assert failure, "the wait ended with RequestCanceled"
     collector.Destroy()
+
+
+def test_max_object_updates_truncates_and_delivers_the_rest(si):
+    content = si.content
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.ManagedEntity], True)
+    collector = content.propertyCollector.CreatePropertyCollector()
+    traverse = PC.TraversalSpec(name="view", type=vim.ContainerView, path="view", skip=False)
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+                         propSet=[PC.PropertySpec(type=vim.ManagedEntity, pathSet=["name"])])
+    collector.CreateFilter(spec, partialUpdates=False)
+    seen, version, rounds = [], "", 0
+    while True:
+        update = collector.WaitForUpdatesEx(version, PC.WaitOptions(maxWaitSeconds=0, maxObjectUpdates=3))
+        if update is None:
+            break
+        version, rounds = update.version, rounds + 1
+        objects = [o for f in update.filterSet or [] for o in f.objectSet]
+        assert len(objects) <= 3
+        seen.extend(o.obj for o in objects)
+        if not update.truncated:
+            break
+    assert rounds >= 3 and len(seen) == len(set(seen)) == len(view.view)
+    collector.Destroy()
+    view.Destroy()

@@ -102,7 +102,7 @@ pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
                 .arg("version")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            collect_updates(call, &session, version).map(|u| u.map(Value::from))
+            collect_updates(call, &session, version, None).map(|u| u.map(Value::from))
         }
         "CancelWaitForUpdates" => {
             let session = call.session()?;
@@ -122,13 +122,19 @@ pub async fn wait(call: &Call<'_>, method: &str) -> MethodResult {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let max_wait = match method {
-        "WaitForUpdatesEx" => call
-            .arg("options")
-            .and_then(Value::as_data)
-            .and_then(|o| o.get(schema, "maxWaitSeconds"))
-            .and_then(Value::as_i64),
-        _ => None,
+    let option = |name: &str| -> Option<i64> {
+        let options = call.arg("options").and_then(Value::as_data)?;
+        options.get(schema, name).and_then(Value::as_i64)
+    };
+    // Legacy WaitForUpdates has no options: it waits as long as it takes.
+    let (max_wait, max_updates) = match method {
+        "WaitForUpdatesEx" => (
+            option("maxWaitSeconds"),
+            option("maxObjectUpdates")
+                .filter(|m| *m > 0)
+                .map(|m| m as usize),
+        ),
+        _ => (None, None),
     };
     let deadline =
         max_wait.map(|s| tokio::time::Instant::now() + Duration::from_secs(s.max(0) as u64));
@@ -137,7 +143,7 @@ pub async fn wait(call: &Call<'_>, method: &str) -> MethodResult {
     loop {
         changes.borrow_and_update();
         let cancelled = cancel.notified();
-        if let Some(updates) = collect_updates(call, &session, &version)? {
+        if let Some(updates) = collect_updates(call, &session, &version, max_updates)? {
             return Ok(Some(updates.into()));
         }
         if max_wait == Some(0) {
@@ -293,6 +299,7 @@ fn collect_updates(
     call: &Call<'_>,
     session: &Arc<Session>,
     version: &str,
+    max_updates: Option<usize>,
 ) -> Result<Option<DataObject>, Fault> {
     let schema = call.schema;
     // Work on the filters outside the session lock: reading properties may need it (the
@@ -314,6 +321,8 @@ fn collect_updates(
     }
     let mut filter_updates = Vec::new();
     let mut failure = None;
+    let mut budget = max_updates;
+    let mut truncated = false;
     {
         let inv = call.host.inventory();
         let view = call.objects(&inv);
@@ -325,7 +334,16 @@ fn collect_updates(
                     break;
                 }
             };
-            let (updates, snapshot) = diff(&filter.snapshot, current);
+            let (mut updates, mut snapshot) = diff(&filter.snapshot, current);
+            if let Some(left) = budget.as_mut() {
+                if updates.len() > *left {
+                    for deferred in updates.drain(*left..) {
+                        snapshot.defer(&filter.snapshot, &deferred.obj);
+                    }
+                    truncated = true;
+                }
+                *left -= updates.len();
+            }
             filter.snapshot = snapshot;
             if updates.is_empty() {
                 continue;
@@ -367,6 +385,9 @@ fn collect_updates(
                 "filterSet",
                 Value::Array(schema.known_type("PropertyFilterUpdate"), filter_updates),
             );
+        }
+        if truncated {
+            set.set(schema, "truncated", true);
         }
         Ok(Some(set))
     })

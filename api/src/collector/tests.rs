@@ -209,3 +209,28 @@ fn all_properties_and_update_diffs() {
     let (updates, _) = diff(&snapshot, retrieve(s, &inventory, &spec, version).unwrap());
     assert_eq!(updates[0].kind, UpdateKind::Leave);
 }
+
+#[test]
+fn deferred_updates_are_reported_again() {
+    let s = vim25();
+    let inventory = FakeInventory::new(s);
+    let spec = spec_from(&format!(
+        "<propSet><type>ManagedEntity</type><pathSet>name</pathSet></propSet>{RECURSIVE_WALK}"
+    ));
+    let version = s.versions().newest();
+    let empty = FilterSnapshot::default();
+    let (updates, mut snapshot) = diff(&empty, retrieve(s, &inventory, &spec, version).unwrap());
+    assert_eq!(updates.len(), 4);
+    for deferred in &updates[1..] {
+        snapshot.defer(&empty, &deferred.obj);
+    }
+    let (rest, _) = diff(&snapshot, retrieve(s, &inventory, &spec, version).unwrap());
+    assert_eq!(
+        rest.iter().map(|u| u.obj.clone()).collect::<Vec<_>>(),
+        updates[1..]
+            .iter()
+            .map(|u| u.obj.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(rest.iter().all(|u| u.kind == UpdateKind::Enter));
+}

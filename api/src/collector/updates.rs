@@ -14,6 +14,21 @@ pub struct FilterSnapshot {
     objects: HashMap<MoRef, ObjectContent>,
 }
 
+impl FilterSnapshot {
+    /// Undoes the part of a diff about `obj`, so that its update is reported again next time
+    /// (WaitForUpdatesEx truncated by maxObjectUpdates).
+    pub fn defer(&mut self, previous: &FilterSnapshot, obj: &MoRef) {
+        match previous.objects.get(obj) {
+            Some(before) => {
+                self.objects.insert(obj.clone(), before.clone());
+            }
+            None => {
+                self.objects.remove(obj);
+            }
+        }
+    }
+}
+
 /// How an object changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateKind {
