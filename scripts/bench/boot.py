@@ -69,7 +69,7 @@ def main():
     args = parser.parse_args()
 
     vmm = [args.vmm, "--kernel", args.guest, "--vcpus", str(args.vcpus), "--memory-mib", str(args.memory_mib)]
-    qemu = [args.qemu, "-M", "microvm", "-enable-kvm", "-cpu", "host", "-smp", str(args.vcpus),
+    qemu = [args.qemu, "-M", "microvm", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-smp", str(args.vcpus),
             "-m", str(args.memory_mib), "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
             "-kernel", args.guest]
     results = {}
