@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::Path;
 
+use super::bitmap_store::load_directory;
 use super::header::{self, Header};
 use super::image::read_header;
 use super::io::ImageFile;
@@ -60,16 +61,6 @@ pub fn check(path: &Path, repair: bool) -> Result<CheckReport, CheckError> {
         return Err(CheckError::Unsupported(
             path.to_path_buf(),
             "internal snapshots",
-        ));
-    }
-    if header
-        .extensions
-        .iter()
-        .any(|e| e.kind == header::EXT_BITMAPS)
-    {
-        return Err(CheckError::Unsupported(
-            path.to_path_buf(),
-            "persistent bitmaps",
         ));
     }
     let mut walk = Walk {
@@ -141,6 +132,7 @@ impl Walk<'_> {
                 self.reference(block, self.cs, "refcount block");
             }
         }
+        self.bitmap_references(header)?;
         let l1_len = header.l1_size as u64 * 8;
         if !self.reference(header.l1_table_offset, l1_len, "L1 table") {
             return Ok(reftable);
@@ -174,6 +166,34 @@ impl Walk<'_> {
             }
         }
         Ok(reftable)
+    }
+
+    /// Counts the bitmap directory, bitmap tables and bitmap data clusters (when the
+    /// autoclear bit says the bitmaps extension is valid).
+    fn bitmap_references(&mut self, header: &Header) -> Result<(), BlockError> {
+        let bitmaps = match load_directory(self.file, header) {
+            Ok(Some(bitmaps)) => bitmaps,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.report.corruptions.push(e.to_string());
+                return Ok(());
+            }
+        };
+        let (offset, len) = bitmaps.directory;
+        self.reference(offset, len, "bitmap directory");
+        for entry in &bitmaps.entries {
+            let len = entry.table_size as u64 * 8;
+            if entry.table_offset == 0 || !self.reference(entry.table_offset, len, "bitmap table") {
+                continue;
+            }
+            for e in self.read_table(entry.table_offset, len)? {
+                let host = e & OFFSET_MASK;
+                if host != 0 {
+                    self.reference(host, self.cs, "bitmap data");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Compares stored refcounts with the references, optionally rewriting them.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::{Decompress, FlushDecompress};
 
+use super::bitmap_store::{load_directory, ImageBitmaps};
 use super::cache::MetadataCache;
 use super::create::BackingSpec;
 use super::header::{self, Header, HeaderError};
@@ -156,19 +157,20 @@ pub fn format_name(format: ImageFormat) -> &'static str {
 
 /// An open qcow2 image.
 pub struct Qcow2Image {
-    file: ImageFile,
-    header: Header,
-    cluster_bits: u32,
+    pub(super) file: ImageFile,
+    pub(super) header: Header,
+    pub(super) cluster_bits: u32,
     l1: Vec<u64>,
     l1_dirty: bool,
     l2_cache: MetadataCache,
     refcounts: Option<Refcounts>,
     backing: Option<Box<dyn BlockDevice>>,
     backing_path: Option<PathBuf>,
-    read_only: bool,
+    pub(super) read_only: bool,
     pending_frees: Vec<u64>,
-    file_len: u64,
+    pub(super) file_len: u64,
     decompressed: Option<(u64, Vec<u8>)>,
+    pub(super) bitmaps: Option<ImageBitmaps>,
 }
 
 impl Qcow2Image {
@@ -210,6 +212,7 @@ impl Qcow2Image {
         };
         let (backing, backing_path) = open_backing(path, &header, seen)?;
         let file_len = file.len()?;
+        let bitmaps = load_directory(&file, &header)?;
         let mut image = Self {
             file,
             header,
@@ -224,9 +227,11 @@ impl Qcow2Image {
             pending_frees: Vec::new(),
             file_len,
             decompressed: None,
+            bitmaps,
         };
         if !options.read_only {
             image.clear_unknown_autoclear()?;
+            image.start_maintaining_bitmaps()?;
         }
         Ok(image)
     }
@@ -253,15 +258,20 @@ impl Qcow2Image {
 
     /// Clears autoclear bits this engine does not maintain, before anything else is written.
     fn clear_unknown_autoclear(&mut self) -> Result<(), BlockError> {
-        if self.header.autoclear == 0 {
+        let known = if self.bitmaps.is_some() {
+            header::AUTOCLEAR_BITMAPS
+        } else {
+            0
+        };
+        if self.header.autoclear & !known == 0 {
             return Ok(());
         }
-        self.header.autoclear = 0;
+        self.header.autoclear &= known;
         self.write_header()
     }
 
     /// Rewrites the header (with the current refcount table location) and syncs.
-    fn write_header(&mut self) -> Result<(), BlockError> {
+    pub(super) fn write_header(&mut self) -> Result<(), BlockError> {
         if let Some(refcounts) = &self.refcounts {
             let (offset, clusters) = refcounts.table_location();
             self.header.refcount_table_offset = offset;
@@ -281,7 +291,7 @@ impl Qcow2Image {
 
     /// Checks that `host` may hold guest data or an L2 table: aligned, not the header, not
     /// inside the L1 or refcount table.
-    fn check_cluster(&self, host: u64, what: &str) -> Result<(), BlockError> {
+    pub(super) fn check_cluster(&self, host: u64, what: &str) -> Result<(), BlockError> {
         let cs = self.cluster_size();
         let l1_end = self.header.l1_table_offset + self.l1.len() as u64 * 8;
         let rt_start = self.header.refcount_table_offset;
@@ -327,7 +337,7 @@ impl Qcow2Image {
     }
 
     /// Writes back refcount metadata and syncs, so that L2 tables may reference it.
-    fn persist_refcounts(&mut self) -> Result<(), BlockError> {
+    pub(super) fn persist_refcounts(&mut self) -> Result<(), BlockError> {
         if let Some(refcounts) = &mut self.refcounts {
             if refcounts.write_back(&self.file)? {
                 self.file.sync()?;
@@ -463,8 +473,17 @@ impl Qcow2Image {
         check_range(offset, len, self.header.size)
     }
 
+    /// Drops one reference to host cluster `cluster` (written back by the next write-back).
+    pub(super) fn free_cluster(&mut self, cluster: u64) -> Result<(), BlockError> {
+        let file = &self.file;
+        self.refcounts
+            .as_mut()
+            .ok_or(BlockError::ReadOnly)?
+            .decrement(file, cluster)
+    }
+
     /// Allocates `count` contiguous host clusters.
-    fn allocate(&mut self, count: u64) -> Result<u64, BlockError> {
+    pub(super) fn allocate(&mut self, count: u64) -> Result<u64, BlockError> {
         let refcounts = self.refcounts.as_mut().ok_or(BlockError::ReadOnly)?;
         let host = refcounts.allocate(&self.file, count)?;
         self.check_cluster(host, "new cluster")?;
@@ -592,6 +611,7 @@ impl Qcow2Image {
     /// backing file shows through, unallocated) and their storage is freed.
     fn zero_range(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), BlockError> {
         self.check_writable(offset, len)?;
+        self.mark_bitmaps(offset, len);
         let cs = self.cluster_size();
         let pieces: Vec<_> = self.pieces(offset, len).collect();
         for (cluster, within, _, n) in pieces {
@@ -763,6 +783,9 @@ impl Qcow2Image {
     /// Flushes and then writes the refcounts freed by that flush, so a clean close leaks nothing.
     pub fn close(mut self) -> Result<(), BlockError> {
         self.flush()?;
+        if !self.read_only {
+            self.store_bitmaps_at_close()?;
+        }
         self.persist_refcounts()?;
         self.read_only = true;
         Ok(())
@@ -789,6 +812,7 @@ impl BlockDevice for Qcow2Image {
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         self.check_writable(offset, buf.len() as u64)?;
+        self.mark_bitmaps(offset, buf.len() as u64);
         let pieces: Vec<_> = self.pieces(offset, buf.len() as u64).collect();
         let cs = self.cluster_size() as usize;
         let mut i = 0;
@@ -829,6 +853,7 @@ impl Drop for Qcow2Image {
     fn drop(&mut self) {
         if !self.read_only {
             let _ = self.flush();
+            let _ = self.store_bitmaps_at_close();
             let _ = self.persist_refcounts();
         }
     }

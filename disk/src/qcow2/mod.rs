@@ -1,6 +1,8 @@
 //! The qcow2 format (v3 read/write, v2 read): header, tables, refcounts, the image engine
 //! and image creation. See QEMU's docs/interop/qcow2.rst for the on-disk specification.
 
+pub mod bitmap_store;
+pub mod bitmaps;
 mod cache;
 pub mod check;
 pub mod create;
