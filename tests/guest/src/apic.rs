@@ -5,6 +5,7 @@
 use crate::acpi::madt::Madt;
 use crate::io::{Io, Width};
 
+const LAPIC_ID: u64 = 0x20;
 const LAPIC_TPR: u64 = 0x80;
 const LAPIC_EOI: u64 = 0xb0;
 const LAPIC_SVR: u64 = 0xf0;
@@ -40,6 +41,12 @@ impl Lapic {
     /// The LAPIC at `base`.
     pub fn new(base: u64) -> Lapic {
         Lapic { base }
+    }
+
+    /// This CPU's APIC id, from the LAPIC ID register (flushes the queue). CPUID's initial
+    /// APIC id is not trusted: kvm-pvm passes the host's leaf-1 EBX through.
+    pub fn id(&self, io: &mut Io) -> u32 {
+        (io.mmio_read(self.base + LAPIC_ID, Width::Dword) >> 24) as u32
     }
 
     /// Queues: software-enable with the spurious vector, accept every priority.
@@ -92,11 +99,6 @@ pub fn apic_bus_hz() -> u64 {
     DEFAULT_APIC_BUS_HZ
 }
 
-/// The APIC id of the CPU running this code (CPUID.1:EBX[31:24]).
-pub fn current_apic_id() -> u32 {
-    core::arch::x86_64::__cpuid(1).ebx >> 24
-}
-
 /// Trigger mode of an interrupt line.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Trigger {
@@ -135,7 +137,12 @@ pub enum RouteError {
 impl IrqRoute {
     /// The route of ISA IRQ `irq`: its override (GSI, polarity, trigger) if the MADT has one,
     /// else GSI = IRQ with the given defaults.
-    pub fn for_isa_irq(madt: &Madt, irq: u8, trigger: Trigger, polarity: Polarity) -> Result<IrqRoute, RouteError> {
+    pub fn for_isa_irq(
+        madt: &Madt,
+        irq: u8,
+        trigger: Trigger,
+        polarity: Polarity,
+    ) -> Result<IrqRoute, RouteError> {
         let (gsi, flags) = match madt.source_override(irq) {
             Some(o) => (o.gsi, o.flags),
             None => (u32::from(irq), 0),
@@ -151,7 +158,12 @@ impl IrqRoute {
             _ => trigger,
         };
         let (ioapic, pin) = madt.ioapic_for(gsi).ok_or(RouteError::NoIoApic(gsi))?;
-        Ok(IrqRoute { ioapic_base: ioapic.address, pin, trigger, polarity })
+        Ok(IrqRoute {
+            ioapic_base: ioapic.address,
+            pin,
+            trigger,
+            polarity,
+        })
     }
 
     /// Whether the line is level-triggered (its EOI must wait until the source is quiet).
@@ -174,7 +186,15 @@ impl IrqRoute {
     }
 
     fn write(&self, io: &mut Io, index: u32, value: u32) {
-        io.mmio_write(self.ioapic_base + IOAPIC_REGSEL, Width::Dword, u64::from(index));
-        io.mmio_write(self.ioapic_base + IOAPIC_WINDOW, Width::Dword, u64::from(value));
+        io.mmio_write(
+            self.ioapic_base + IOAPIC_REGSEL,
+            Width::Dword,
+            u64::from(index),
+        );
+        io.mmio_write(
+            self.ioapic_base + IOAPIC_WINDOW,
+            Width::Dword,
+            u64::from(value),
+        );
     }
 }

@@ -25,9 +25,14 @@ impl Scenario {
     }
 
     fn from_name(name: &str) -> Option<Scenario> {
-        [Scenario::PowerOff, Scenario::Reboot, Scenario::Wait, Scenario::Shell]
-            .into_iter()
-            .find(|scenario| scenario.name() == name)
+        [
+            Scenario::PowerOff,
+            Scenario::Reboot,
+            Scenario::Wait,
+            Scenario::Shell,
+        ]
+        .into_iter()
+        .find(|scenario| scenario.name() == name)
     }
 }
 
@@ -35,10 +40,10 @@ impl Scenario {
 pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline
         .split_ascii_whitespace()
+        .rev()
         .filter_map(|word| word.split_once('='))
-        .filter(|(k, _)| *k == key)
+        .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
-        .last()
 }
 
 /// The scenario the command line asks for: `Ok(Shell)` when absent, `Err(name)` when unknown.

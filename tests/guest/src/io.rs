@@ -75,9 +75,21 @@ pub struct Io {
 impl Io {
     /// An empty queue.
     pub const fn new() -> Self {
-        const EMPTY: IoOp =
-            IoOp { kind: 0, reserved: 0, status_port: 0, ready_mask: 0, addr: 0, value: 0, len: 0 };
-        Io { ops: [EMPTY; MAX_OPS], queued: 0, text: [0; TEXT_CAPACITY], text_len: 0 }
+        const EMPTY: IoOp = IoOp {
+            kind: 0,
+            reserved: 0,
+            status_port: 0,
+            ready_mask: 0,
+            addr: 0,
+            value: 0,
+            len: 0,
+        };
+        Io {
+            ops: [EMPTY; MAX_OPS],
+            queued: 0,
+            text: [0; TEXT_CAPACITY],
+            text_len: 0,
+        }
     }
 
     /// Queues a port write.
@@ -145,7 +157,13 @@ impl Io {
 
     /// Reads bytes from `data_port` while `status_port & ready_mask` says one is ready, up to
     /// `buf.len()` (flushes the queue first). Returns how many were read.
-    pub fn drain(&mut self, data_port: u16, status_port: u16, ready_mask: u8, buf: &mut [u8]) -> usize {
+    pub fn drain(
+        &mut self,
+        data_port: u16,
+        status_port: u16,
+        ready_mask: u8,
+        buf: &mut [u8],
+    ) -> usize {
         self.flush();
         self.ops[0] = IoOp {
             kind: IoKind::Drain8 as u8,
@@ -180,8 +198,15 @@ impl Io {
         if self.queued == MAX_OPS {
             self.flush();
         }
-        self.ops[self.queued] =
-            IoOp { kind: kind as u8, reserved: 0, status_port: 0, ready_mask: 0, addr, value, len: 0 };
+        self.ops[self.queued] = IoOp {
+            kind: kind as u8,
+            reserved: 0,
+            status_port: 0,
+            ready_mask: 0,
+            addr,
+            value,
+            len: 0,
+        };
         self.queued += 1;
     }
 

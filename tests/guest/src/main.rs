@@ -64,27 +64,44 @@ extern "C" fn rust_main(start_info: u64) -> ! {
     });
     let mut acpi = acpi::discover(boot.rsdp).unwrap_or_else(|error| {
         say!(&mut io, "no ACPI ({error}): one CPU, no power control");
-        Acpi { madt: None, fadt: None, s5_sleep_type: None }
+        Acpi {
+            madt: None,
+            fadt: None,
+            s5_sleep_type: None,
+        }
     });
     let madt = acpi.madt.take();
-    let lapic_address = madt.as_ref().map_or(DEFAULT_LAPIC_ADDRESS, |madt| madt.lapic_address);
+    let lapic_address = madt
+        .as_ref()
+        .map_or(DEFAULT_LAPIC_ADDRESS, |madt| madt.lapic_address);
     arch::set_lapic_base(lapic_address);
     let lapic = Lapic::new(lapic_address);
-    let bsp_apic_id = apic::current_apic_id();
 
     console::init(&mut io);
     lapic.enable(&mut io, SPURIOUS_VECTOR);
     lapic.start_periodic_timer(&mut io, TIMER_VECTOR, ticks::HZ);
+    let bsp_apic_id = lapic.id(&mut io);
     route_console_interrupt(&mut io, madt.as_ref(), bsp_apic_id);
     let cpus_online = start_cpus(&mut io, &lapic, madt.as_ref(), bsp_apic_id, &boot);
 
     io.out(BOOT_MARKER_PORT, Width::Byte, BOOT_MARKER_VALUE);
     let ram_mib = boot.ram_mib();
-    say!(&mut io, "booted cpus={cpus_online} mem={ram_mib}MiB scenario={}", scenario.name());
+    say!(
+        &mut io,
+        "booted cpus={cpus_online} mem={ram_mib}MiB scenario={}",
+        scenario.name()
+    );
     io.flush();
 
     let power = PowerControl::new(&mut acpi);
-    let machine = Machine { lapic, bsp_apic_id, cpus_online, ram_mib, madt, power };
+    let machine = Machine {
+        lapic,
+        bsp_apic_id,
+        cpus_online,
+        ram_mib,
+        madt,
+        power,
+    };
     match scenario {
         Scenario::PowerOff => power_off(&mut io, &machine),
         Scenario::Reboot => reboot(&mut io, &machine),
@@ -103,9 +120,22 @@ fn route_console_interrupt(io: &mut Io, madt: Option<&Madt>, apic_id: u32) {
 }
 
 /// Starts the APs and prints one line per AP that reported. Returns the CPUs online.
-fn start_cpus(io: &mut Io, lapic: &Lapic, madt: Option<&Madt>, bsp_apic_id: u32, boot: &BootInfo) -> usize {
+fn start_cpus(
+    io: &mut Io,
+    lapic: &Lapic,
+    madt: Option<&Madt>,
+    bsp_apic_id: u32,
+    boot: &BootInfo,
+) -> usize {
     let Some(madt) = madt else { return 1 };
-    if let Err(error) = smp::start_aps(io, lapic, madt.cpus(), bsp_apic_id, boot.ram_ranges(), AP_TIMEOUT_TICKS) {
+    if let Err(error) = smp::start_aps(
+        io,
+        lapic,
+        madt.cpus(),
+        bsp_apic_id,
+        boot.ram_ranges(),
+        AP_TIMEOUT_TICKS,
+    ) {
         say!(io, "secondary CPUs not started: {error}");
     }
     let aps = madt.cpus().iter().copied().filter(|&id| id != bsp_apic_id);
@@ -139,7 +169,9 @@ pub fn reboot(io: &mut Io, machine: &Machine) -> ! {
 
 /// The `wait` scenario: power off when the ACPI power button is pressed.
 fn wait_for_power_button(io: &mut Io, machine: &Machine) -> ! {
-    let armed = machine.power.arm_power_button(io, machine.madt.as_ref(), machine.bsp_apic_id);
+    let armed = machine
+        .power
+        .arm_power_button(io, machine.madt.as_ref(), machine.bsp_apic_id);
     if let Err(error) = armed.and_then(|()| {
         say!(io, "waiting for the power button");
         io.flush();
@@ -162,7 +194,13 @@ fn fatal(io: &mut Io, error: impl Display) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut io = Io::new();
     match info.location() {
-        Some(at) => say!(&mut io, "panic: {} at {}:{}", info.message(), at.file(), at.line()),
+        Some(at) => say!(
+            &mut io,
+            "panic: {} at {}:{}",
+            info.message(),
+            at.file(),
+            at.line()
+        ),
         None => say!(&mut io, "panic: {}", info.message()),
     }
     io.flush();

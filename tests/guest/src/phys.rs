@@ -44,12 +44,18 @@ impl LeBytes for [u8] {
         self.get(offset).copied()
     }
     fn u16_at(&self, offset: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(self.get(offset..offset + 2)?.try_into().ok()?))
+        Some(u16::from_le_bytes(
+            self.get(offset..offset + 2)?.try_into().ok()?,
+        ))
     }
     fn u32_at(&self, offset: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.get(offset..offset + 4)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            self.get(offset..offset + 4)?.try_into().ok()?,
+        ))
     }
     fn u64_at(&self, offset: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(self.get(offset..offset + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            self.get(offset..offset + 8)?.try_into().ok()?,
+        ))
     }
 }

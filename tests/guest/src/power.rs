@@ -75,7 +75,10 @@ pub struct PowerControl {
 impl PowerControl {
     /// Takes the FADT and `_S5_` found at boot.
     pub fn new(acpi: &mut Acpi) -> PowerControl {
-        PowerControl { fadt: acpi.fadt.take(), s5_sleep_type: acpi.s5_sleep_type }
+        PowerControl {
+            fadt: acpi.fadt.take(),
+            s5_sleep_type: acpi.s5_sleep_type,
+        }
     }
 
     /// Enters S5. Returns only if that failed.
@@ -94,7 +97,10 @@ impl PowerControl {
                 pm1a_control.write(io, sleep_type << SLP_TYP_SHIFT | SLP_EN)?;
             }
             (_, _, Some(sleep_control)) => {
-                sleep_control.write(io, sleep_type << SLEEP_CONTROL_SLP_TYP_SHIFT | SLEEP_CONTROL_SLP_EN)?;
+                sleep_control.write(
+                    io,
+                    sleep_type << SLEEP_CONTROL_SLP_TYP_SHIFT | SLEEP_CONTROL_SLP_EN,
+                )?;
             }
             _ => return Err(PowerOffError::NoSleepRegister),
         }
@@ -117,7 +123,12 @@ impl PowerControl {
 
     /// Switches to ACPI mode if needed, enables the power-button event and routes the SCI
     /// (level, active high unless the MADT overrides it) to this CPU.
-    pub fn arm_power_button(&self, io: &mut Io, madt: Option<&Madt>, lapic_id: u32) -> Result<(), PowerButtonError> {
+    pub fn arm_power_button(
+        &self,
+        io: &mut Io,
+        madt: Option<&Madt>,
+        lapic_id: u32,
+    ) -> Result<(), PowerButtonError> {
         let fadt = self.fadt.as_ref().ok_or(PowerButtonError::NoEventBlock)?;
         let (status, enable) = pm1a_status_enable(fadt).ok_or(PowerButtonError::NoEventBlock)?;
         let madt = madt.ok_or(PowerButtonError::NoMadt)?;
@@ -136,7 +147,11 @@ impl PowerControl {
 
     /// Sleeps until an SCI reports the power button (clearing its status). Non-button SCIs
     /// are acknowledged and ignored.
-    pub fn wait_for_power_button(&self, io: &mut Io, lapic: &Lapic) -> Result<(), PowerButtonError> {
+    pub fn wait_for_power_button(
+        &self,
+        io: &mut Io,
+        lapic: &Lapic,
+    ) -> Result<(), PowerButtonError> {
         let fadt = self.fadt.as_ref().ok_or(PowerButtonError::NoEventBlock)?;
         let (status, _) = pm1a_status_enable(fadt).ok_or(PowerButtonError::NoEventBlock)?;
         let scis = arch::irq_count(SCI_VECTOR);

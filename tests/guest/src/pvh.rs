@@ -97,9 +97,12 @@ impl BootInfo {
     }
 
     fn copy_memmap(&mut self, addr: u64, entries: u32) {
-        let Some(map) = phys::bytes(addr, entries as usize * MEMMAP_ENTRY_SIZE) else { return };
+        let Some(map) = phys::bytes(addr, entries as usize * MEMMAP_ENTRY_SIZE) else {
+            return;
+        };
         for entry in map.chunks_exact(MEMMAP_ENTRY_SIZE) {
-            let (Some(start), Some(len), Some(kind)) = (entry.u64_at(0), entry.u64_at(8), entry.u32_at(16))
+            let (Some(start), Some(len), Some(kind)) =
+                (entry.u64_at(0), entry.u64_at(8), entry.u32_at(16))
             else {
                 continue;
             };

@@ -6,8 +6,8 @@ use core::sync::atomic::Ordering;
 
 use crate::apic::Lapic;
 use crate::arch;
-use crate::pvh::RamRange;
 use crate::io::Io;
+use crate::pvh::RamRange;
 use crate::ticks;
 
 /// Where the trampoline goes (real-mode CS 0x0800).
@@ -47,7 +47,7 @@ pub fn start_aps(
         lapic.send_init_startup(io, apic_id, TRAMPOLINE_PAGE);
     }
     io.flush();
-    wait_for_reports(expected as u64, timeout_ticks);
+    wait_for_reports(cpus, bsp_apic_id, timeout_ticks);
     Ok(expected)
 }
 
@@ -62,7 +62,8 @@ fn install_trampoline(ram: &[RamRange]) -> Result<(), StartApsError> {
         return Err(StartApsError::TrampolineTooBig(code.len()));
     }
     let in_ram = ram.iter().any(|r| {
-        r.start <= TRAMPOLINE_ADDRESS && TRAMPOLINE_ADDRESS + PAGE_SIZE <= r.start.saturating_add(r.len)
+        r.start <= TRAMPOLINE_ADDRESS
+            && TRAMPOLINE_ADDRESS + PAGE_SIZE <= r.start.saturating_add(r.len)
     });
     if !in_ram {
         return Err(StartApsError::TrampolineNotRam(TRAMPOLINE_ADDRESS));
@@ -74,12 +75,13 @@ fn install_trampoline(ram: &[RamRange]) -> Result<(), StartApsError> {
     Ok(())
 }
 
-fn wait_for_reports(expected: u64, timeout_ticks: u64) {
-    let online = arch::ap_online_counter();
+/// Sleeps until every CPU has reported (APs wake us with an IPI) or the timeout has passed.
+fn wait_for_reports(cpus: &[u32], bsp_apic_id: u32, timeout_ticks: u64) {
     let deadline = ticks::now() + timeout_ticks;
     loop {
         let seen = arch::irq_total_count().load(Ordering::SeqCst);
-        if online.load(Ordering::SeqCst) >= expected || ticks::now() >= deadline {
+        let all_online = cpus.iter().all(|&id| is_online(id, bsp_apic_id));
+        if all_online || ticks::now() >= deadline {
             return;
         }
         arch::wait_until_changed(arch::irq_total_count(), seen);

@@ -6,7 +6,9 @@ const BYTE_PREFIX: u8 = 0x0a;
 
 /// SLP_TYPa of `\_S5_` (the first package element), if the DSDT has one.
 pub fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
-    let at = aml.windows(NAME_S5.len()).position(|window| window == NAME_S5)?;
+    let at = aml
+        .windows(NAME_S5.len())
+        .position(|window| window == NAME_S5)?;
     let package = &aml[at + NAME_S5.len()..];
     // PkgLength: bits 7-6 of the lead byte count the bytes that follow it.
     let pkg_length_bytes = 1 + usize::from(package.first()? >> 6);
@@ -17,4 +19,3 @@ pub fn s5_sleep_type(aml: &[u8]) -> Option<u8> {
         constant => Some(constant),
     }
 }
-

@@ -40,7 +40,10 @@ impl Fadt {
         let t = table.bytes();
         let flags = t.u32_at(112).unwrap_or(0);
         let x_gas = |offset| Gas::parse(t, offset, Width::Word);
-        let dsdt = t.u64_at(140).filter(|&x| x != 0).unwrap_or(u64::from(t.u32_at(40).unwrap_or(0)));
+        let dsdt = t
+            .u64_at(140)
+            .filter(|&x| x != 0)
+            .unwrap_or(u64::from(t.u32_at(40).unwrap_or(0)));
         let reset = if flags & FLAG_RESET_REG_SUP != 0 {
             Gas::parse(t, 116, Width::Byte).zip(t.u8_at(128))
         } else {

@@ -38,7 +38,11 @@ pub enum GasError {
 impl Gas {
     /// A legacy FADT I/O block (a 32-bit port field) as a register of `width`; None if zero.
     pub fn io_port(port: u32, width: Width) -> Option<Gas> {
-        (port != 0).then_some(Gas { space: AddressSpace::Io, address: u64::from(port), width })
+        (port != 0).then_some(Gas {
+            space: AddressSpace::Io,
+            address: u64::from(port),
+            width,
+        })
     }
 
     /// The GAS at `offset` of `table`; None if absent, zero, or in an unsupported space.
@@ -62,12 +66,20 @@ impl Gas {
             (4, _) | (0, 64) => Width::Qword,
             _ => default_width,
         };
-        Some(Gas { space, address, width })
+        Some(Gas {
+            space,
+            address,
+            width,
+        })
     }
 
     /// The register `offset` bytes further on, with another width (PM1a_EN after PM1a_STS).
     pub fn offset_by(&self, offset: u64, width: Width) -> Gas {
-        Gas { space: self.space, address: self.address + offset, width }
+        Gas {
+            space: self.space,
+            address: self.address + offset,
+            width,
+        }
     }
 
     /// Queues a write.

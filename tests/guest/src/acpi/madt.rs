@@ -63,7 +63,10 @@ impl Madt {
         };
         let mut offset = ENTRIES_OFFSET;
         while let (Some(kind), Some(length)) = (t.u8_at(offset), t.u8_at(offset + 1)) {
-            let Some(entry) = t.get(offset..offset + usize::from(length)).filter(|_| length >= 2) else {
+            let Some(entry) = t
+                .get(offset..offset + usize::from(length))
+                .filter(|_| length >= 2)
+            else {
                 break;
             };
             madt.add_entry(kind, entry);
@@ -86,14 +89,23 @@ impl Madt {
             }
             TYPE_IOAPIC => {
                 if let (Some(address), Some(gsi_base)) = (entry.u32_at(4), entry.u32_at(8)) {
-                    let ioapic = IoApicEntry { address: u64::from(address), gsi_base };
+                    let ioapic = IoApicEntry {
+                        address: u64::from(address),
+                        gsi_base,
+                    };
                     push(&mut self.ioapics, &mut self.ioapic_count, ioapic);
                 }
             }
             TYPE_SOURCE_OVERRIDE => {
-                if let (Some(source), Some(gsi), Some(flags)) = (entry.u8_at(3), entry.u32_at(4), entry.u16_at(8)) {
+                if let (Some(source), Some(gsi), Some(flags)) =
+                    (entry.u8_at(3), entry.u32_at(4), entry.u16_at(8))
+                {
                     let source_override = SourceOverride { source, gsi, flags };
-                    push(&mut self.overrides, &mut self.override_count, source_override);
+                    push(
+                        &mut self.overrides,
+                        &mut self.override_count,
+                        source_override,
+                    );
                 }
             }
             TYPE_LAPIC_ADDRESS => {
@@ -129,7 +141,10 @@ impl Madt {
 
     /// The override for ISA IRQ `irq`, if any.
     pub fn source_override(&self, irq: u8) -> Option<SourceOverride> {
-        self.overrides[..self.override_count].iter().find(|o| o.source == irq).copied()
+        self.overrides[..self.override_count]
+            .iter()
+            .find(|o| o.source == irq)
+            .copied()
     }
 }
 

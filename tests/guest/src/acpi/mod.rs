@@ -36,7 +36,9 @@ pub struct Acpi {
 /// Finds and parses the tables, starting from the loader's RSDP address (0 = scan).
 pub fn discover(rsdp_hint: u64) -> Result<Acpi, AcpiError> {
     let rsdp = rsdp::find(rsdp_hint).ok_or(AcpiError::NoRsdp(rsdp_hint))?;
-    let root = rsdp.root_table().ok_or(AcpiError::NoRootTable(rsdp.address))?;
+    let root = rsdp
+        .root_table()
+        .ok_or(AcpiError::NoRootTable(rsdp.address))?;
     let madt = root.find(*b"APIC").map(|table| Madt::parse(&table));
     let fadt = root.find(*b"FACP").map(|table| Fadt::parse(&table));
     let s5_sleep_type = fadt
@@ -44,5 +46,9 @@ pub fn discover(rsdp_hint: u64) -> Result<Acpi, AcpiError> {
         .and_then(|fadt| sdt::Sdt::load(fadt.dsdt))
         .filter(|dsdt| dsdt.signature == *b"DSDT")
         .and_then(|dsdt| aml::s5_sleep_type(dsdt.body()));
-    Ok(Acpi { madt, fadt, s5_sleep_type })
+    Ok(Acpi {
+        madt,
+        fadt,
+        s5_sleep_type,
+    })
 }

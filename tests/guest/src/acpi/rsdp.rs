@@ -37,11 +37,19 @@ fn parse(address: u64) -> Option<Rsdp> {
         let v2 = phys::bytes(address, V2_LENGTH)?;
         let length = v2.u32_at(20)? as usize;
         let extended = phys::bytes(address, length.clamp(V2_LENGTH, 4096))?;
-        if checksum_ok(extended) { v2.u64_at(24)? } else { 0 }
+        if checksum_ok(extended) {
+            v2.u64_at(24)?
+        } else {
+            0
+        }
     } else {
         0
     };
-    Some(Rsdp { address, rsdt, xsdt })
+    Some(Rsdp {
+        address,
+        rsdt,
+        xsdt,
+    })
 }
 
 impl Rsdp {
@@ -51,7 +59,9 @@ impl Rsdp {
         if let Some(table) = xsdt {
             return Some(RootTable::Xsdt(table));
         }
-        Sdt::load(u64::from(self.rsdt)).filter(|t| t.signature == *b"RSDT").map(RootTable::Rsdt)
+        Sdt::load(u64::from(self.rsdt))
+            .filter(|t| t.signature == *b"RSDT")
+            .map(RootTable::Rsdt)
     }
 }
 

@@ -26,7 +26,10 @@ impl Sdt {
         if !checksum_ok(bytes) {
             return None;
         }
-        Some(Sdt { signature: header[..4].try_into().ok()?, bytes })
+        Some(Sdt {
+            signature: header[..4].try_into().ok()?,
+            bytes,
+        })
     }
 
     /// The whole table, header included (field offsets in the spec count from its start).

@@ -41,7 +41,6 @@ ap_long_mode_entry:
     movl 0x20(%rdx), %eax           /* LAPIC id register */
     shrl $24, %eax
     movb $1, ap_online_by_apic(%rax)
-    lock incq ap_online_count(%rip)
     movl bsp_apic_id(%rip), %eax
     shll $24, %eax
     movl %eax, 0x310(%rdx)          /* ICR high: destination */

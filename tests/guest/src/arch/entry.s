@@ -42,7 +42,9 @@ long_mode_entry:
     movl %eax, %gs
     movl $boot_stack_top, %esp
     lidt idt_ptr(%rip)
-    /* Patch the TSS base into its descriptor (the image lies below 4 GiB). */
+    /* Patch the TSS base into its descriptor (the image lies below 4 GiB) and mark it
+     * available: an INIT (warm reset) re-enters here with the busy bit of the last ltr. */
+    movb $0x89, gdt_tss+5(%rip)
     movl $tss, %eax
     movw %ax, gdt_tss+2(%rip)
     shrl $16, %eax

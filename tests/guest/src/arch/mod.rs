@@ -39,7 +39,6 @@ extern "C" {
     static irq_defer_eoi: [AtomicU64; 4];
     static lapic_base: AtomicU64;
     static bsp_apic_id: AtomicU64;
-    static ap_online_count: AtomicU64;
     static ap_online_by_apic: [AtomicU8; 256];
     static ap_trampoline_start: u8;
     static ap_trampoline_end: u8;
@@ -129,17 +128,17 @@ pub fn set_bsp_apic_id(apic_id: u32) {
     unsafe { bsp_apic_id.store(u64::from(apic_id), Ordering::SeqCst) }
 }
 
-/// How many APs have reported in.
-pub fn ap_online_counter() -> &'static AtomicU64 {
-    // SAFETY: a static defined in tables.s, only ever accessed atomically.
-    unsafe { &ap_online_count }
-}
-
 /// Whether the AP with this LAPIC id has reported in.
 pub fn ap_is_online(apic_id: u32) -> bool {
-    let Ok(index) = usize::try_from(apic_id) else { return false };
+    let Ok(index) = usize::try_from(apic_id) else {
+        return false;
+    };
     // SAFETY: a static array defined in tables.s, only ever accessed atomically.
-    unsafe { ap_online_by_apic.get(index).is_some_and(|flag| flag.load(Ordering::SeqCst) != 0) }
+    unsafe {
+        ap_online_by_apic
+            .get(index)
+            .is_some_and(|flag| flag.load(Ordering::SeqCst) != 0)
+    }
 }
 
 /// The real-mode AP start-up code, to be copied to a page below 1 MiB.

@@ -71,24 +71,27 @@ tss:
 tss_end:
 
 /* IDT: vector n's stub is at VECTOR_STUBS + 16 n (see vectors.s and the asserts in link.ld). */
+    .macro idt_gate vector, ist, type
+    .word ({VECTOR_STUBS} + \vector * 16) & 0xffff
+    .word {KERNEL_CS}
+    .byte \ist, \type
+    .word ({VECTOR_STUBS} + \vector * 16) >> 16
+    .long 0, 0
+    .endm
+
     .p2align 4
 idt:
     .set vec, 0
     .rept 256
-    .word ({VECTOR_STUBS} + vec * 16) & 0xffff
-    .word {KERNEL_CS}
     .if vec == 3
-    .byte 1, 0xee                   /* service trap: DPL 3, IST1 */
+    idt_gate vec, 1, 0xee           /* service trap: DPL 3, IST1 */
     .elseif vec >= 32
-    .byte 2, 0x8e                   /* interrupt: IST2 */
+    idt_gate vec, 2, 0x8e           /* interrupt: IST2 */
     .elseif vec == 2 || vec == 8 || vec == 18
-    .byte 4, 0x8e                   /* NMI, #DF, #MC: IST4 */
+    idt_gate vec, 4, 0x8e           /* NMI, #DF, #MC: IST4 */
     .else
-    .byte 3, 0x8e                   /* other exceptions: IST3 */
+    idt_gate vec, 3, 0x8e           /* other exceptions: IST3 */
     .endif
-    .word ({VECTOR_STUBS} + vec * 16) >> 16
-    .long 0
-    .long 0
     .set vec, vec + 1
     .endr
 idt_end:
@@ -116,9 +119,6 @@ irq_counts:
     .fill 256, 8, 0
     .globl irq_total
 irq_total:
-    .quad 0
-    .globl ap_online_count
-ap_online_count:
     .quad 0
     .globl bsp_apic_id
 bsp_apic_id:
