@@ -2,6 +2,7 @@
 //! redo-log chains, snapshot trees and changed-block tracking. Knows nothing of KVM or SOAP.
 
 pub mod block;
+pub mod cbt;
 pub mod chain;
 pub mod qcow2;
 pub mod raw;

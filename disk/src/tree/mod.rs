@@ -13,6 +13,7 @@ pub mod sidecar;
 use std::path::{Path, PathBuf};
 
 use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
+use crate::cbt;
 use crate::chain::{self, MergeError, Progress};
 use crate::qcow2::{create, BackingSpec, CreateError, CreateOptions, Qcow2Image, Qcow2Options};
 
@@ -165,6 +166,16 @@ impl DiskTree {
         Ok(self.state.save(&self.sidecar)?)
     }
 
+    /// The recorded state, for the change-tracking hooks (saved by `save_state`).
+    pub(crate) fn state_mut(&mut self) -> &mut TreeState {
+        &mut self.state
+    }
+
+    /// Writes the sidecar.
+    pub(crate) fn save_state(&self) -> Result<(), TreeError> {
+        self.save()
+    }
+
     /// Freezes the active layer under snapshot `name` and starts a new active child of it.
     /// Returns the frozen layer.
     pub fn create_snapshot(&mut self, name: &str) -> Result<LayerId, TreeError> {
@@ -172,12 +183,14 @@ impl DiskTree {
             return Err(TreeError::SnapshotExists(name.to_string()));
         }
         let frozen = self.state.active;
+        let live = cbt::take_live(self, frozen)?;
         let child = self.new_child(frozen)?;
+        let change_id = cbt::record_snapshot(self, live, child)?;
         self.state.active = child;
         self.state.snapshots.push(SnapshotRecord {
             name: name.to_string(),
             layer: frozen,
-            change_id: None,
+            change_id,
         });
         self.save()?;
         Ok(frozen)
@@ -189,6 +202,9 @@ impl DiskTree {
         let target = self.snapshot_layer(name)?;
         let old = self.state.active;
         let child = self.new_child(target)?;
+        let record = self.state.snapshots.iter().find(|s| s.name == name);
+        let change_id = record.and_then(|s| s.change_id.clone());
+        cbt::record_revert(self, change_id.as_deref(), child)?;
         let old_path = self.layer_path(old);
         self.state.layers.retain(|l| l.id != old);
         self.state.active = child;
@@ -300,6 +316,9 @@ impl DiskTree {
                 return Err(e.into());
             }
         };
+        if child == self.state.active {
+            cbt::move_live(self, child, parent)?;
+        }
         self.state.pending = Some(PendingMerge {
             child,
             parent,
