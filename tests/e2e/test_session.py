@@ -29,6 +29,15 @@ def test_call_without_session_is_not_authenticated(vireod):
         _ = content.rootFolder.name
     with pytest.raises(vim.fault.NotAuthenticated):
         content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    # RetrievePropertiesEx itself is anonymous, but what it reads is not.
+    PC = vmodl.query.PropertyCollector
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=content.rootFolder)],
+                         propSet=[PC.PropertySpec(type=vim.Folder, pathSet=["name", "childEntity"])])
+    result = content.propertyCollector.RetrievePropertiesEx([spec], PC.RetrieveOptions())
+    contents = result.objects[0]
+    assert not contents.propSet
+    assert {m.path for m in contents.missingSet} == {"name", "childEntity"}
+    assert all(isinstance(m.fault, vim.fault.NotAuthenticated) for m in contents.missingSet)
 
 
 def test_current_session_and_logout_end_access(vireod):

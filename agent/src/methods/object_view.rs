@@ -72,6 +72,22 @@ impl ObjectView<'_> {
         })
     }
 
+    /// Without a session only properties whose privilege is System.Anonymous may be read.
+    fn check_anonymous_read(&self, obj: &MoRef, name: &str) -> Result<(), Fault> {
+        let schema = self.host.schema;
+        let ty = self
+            .visible_type(obj)
+            .unwrap_or(schema.well_known().managed_object);
+        let privilege = schema
+            .field_index(ty, name)
+            .and_then(|i| schema.fields(ty)[i].privilege.as_deref())
+            .unwrap_or("System.View");
+        if privilege == "System.Anonymous" {
+            return Ok(());
+        }
+        Err(Fault::not_authenticated(schema, obj, privilege))
+    }
+
     fn owned_of_type(&self, ty: &str) -> Vec<MoRef> {
         let schema = self.host.schema;
         let Some(session) = self.session else {
@@ -93,6 +109,9 @@ impl ObjectSource for ObjectView<'_> {
     }
 
     fn property(&self, obj: &MoRef, name: &str) -> Result<Option<Cow<'_, Value>>, Fault> {
+        if self.session.is_none() {
+            self.check_anonymous_read(obj, name)?;
+        }
         if let Some(value) = self.computed(obj, name) {
             return Ok(value.map(Cow::Owned));
         }

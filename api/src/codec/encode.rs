@@ -39,7 +39,7 @@ pub fn encode_response(
             version,
             out: &mut *out,
         }
-        .field("returnval", declared, value);
+        .field("returnval", declared, value, FaultForm::Localized);
     }
     out.extend_from_slice(b"</");
     out.extend_from_slice(def.name.as_bytes());
@@ -85,7 +85,16 @@ pub fn encode_element(
         version,
         out,
     }
-    .field(name, declared, value);
+    .field(name, declared, value, FaultForm::Localized);
+}
+
+/// How a MethodFault value is written: wrapped in a LocalizedMethodFault (everywhere a client
+/// reads a fault-typed field; pyVmomi insists), or bare (inside that wrapper and in SOAP fault
+/// details).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FaultForm {
+    Localized,
+    Bare,
 }
 
 struct Encoder<'a> {
@@ -96,17 +105,17 @@ struct Encoder<'a> {
 
 impl Encoder<'_> {
     /// A field: one element, or one element per item when declared as an array.
-    fn field(&mut self, name: &str, declared: TypeRef, value: &Value) {
+    fn field(&mut self, name: &str, declared: TypeRef, value: &Value, form: FaultForm) {
         if declared.array {
             for item in value.items() {
-                self.element(name, declared.ty, item);
+                self.element(name, declared.ty, item, form);
             }
         } else {
-            self.element(name, declared.ty, value);
+            self.element(name, declared.ty, value, form);
         }
     }
 
-    fn element(&mut self, name: &str, declared: TypeId, value: &Value) {
+    fn element(&mut self, name: &str, declared: TypeId, value: &Value, form: FaultForm) {
         let schema = self.schema;
         let in_any = declared == schema.well_known().any;
         match value {
@@ -127,7 +136,7 @@ impl Encoder<'_> {
                     item_name
                 };
                 for item in items {
-                    self.element(item_element, item_ty, item);
+                    self.element(item_element, item_ty, item, form);
                 }
                 self.close(name);
             }
@@ -142,6 +151,9 @@ impl Encoder<'_> {
                 self.out.extend_from_slice(b"\">");
                 escape(self.out, &m.id);
                 self.close(name);
+            }
+            Value::Data(object) if form == FaultForm::Localized && self.is_bare_fault(object) => {
+                self.localized_fault(name, object);
             }
             Value::Data(object) => {
                 let ty = schema.known_ancestor(object.ty, self.version);
@@ -191,8 +203,37 @@ impl Encoder<'_> {
             if !schema.versions().knows(self.version, def.version) {
                 continue;
             }
-            self.field(&def.name, def.ty, value);
+            // The one place a fault goes on the wire bare: inside its LocalizedMethodFault.
+            let form =
+                if as_type == schema.well_known().localized_method_fault && &*def.name == "fault" {
+                    FaultForm::Bare
+                } else {
+                    FaultForm::Localized
+                };
+            self.field(&def.name, def.ty, value, form);
         }
+    }
+
+    /// A MethodFault value that is not already a LocalizedMethodFault.
+    fn is_bare_fault(&self, object: &DataObject) -> bool {
+        let known = self.schema.well_known();
+        object.ty != known.localized_method_fault && self.schema.is_a(object.ty, known.method_fault)
+    }
+
+    /// Writes a fault value inside a LocalizedMethodFault wrapper (its `msg` as the message).
+    fn localized_fault(&mut self, name: &str, fault: &DataObject) {
+        let schema = self.schema;
+        let mut wrapper = DataObject::new(schema, schema.well_known().localized_method_fault);
+        wrapper.set(schema, "fault", fault.clone());
+        if let Some(message) = fault.get(schema, "msg") {
+            wrapper.set(schema, "localizedMessage", message.clone());
+        }
+        self.element(
+            name,
+            schema.well_known().method_fault,
+            &Value::Data(Box::new(wrapper)),
+            FaultForm::Bare,
+        );
     }
 
     fn primitive_text(&mut self, value: &Value) {

@@ -254,3 +254,38 @@ fn corrupted_recorded_requests_never_panic() {
     }
     assert!(decoded > 0, "some corruptions (inside text) still decode");
 }
+
+#[test]
+fn fault_valued_fields_travel_as_localized_method_faults() {
+    let s = vim25();
+    let object = MoRef::new("Folder", "ha-folder-root");
+    let fault = Fault::not_authenticated(s, &object, "System.View");
+    let missing = |value: DataObject| {
+        DataObject::of(s, "MissingProperty")
+            .with(s, "path", "name")
+            .with(s, "fault", value)
+    };
+    let expected = r#"<fault xsi:type="LocalizedMethodFault"><fault xsi:type="NotAuthenticated"><object type="Folder">ha-folder-root</object><privilegeId>System.View</privilegeId></fault>"#;
+    for value in [fault.data.clone(), fault.localized(s)] {
+        let mut out = Vec::new();
+        let field = TypeRef {
+            ty: s.known_type("MissingProperty"),
+            array: false,
+        };
+        encode_element(
+            s,
+            s.versions().newest(),
+            "m",
+            field,
+            &missing(value).into(),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(expected), "{text}");
+        assert_eq!(
+            text.matches("LocalizedMethodFault").count(),
+            1,
+            "wrapped once: {text}"
+        );
+    }
+}

@@ -84,7 +84,7 @@ pub(crate) fn missing_properties(schema: &Schema, missing: &[(Arc<str>, Fault)])
         .map(|(path, fault)| {
             DataObject::of(schema, "MissingProperty")
                 .with(schema, "path", &**path)
-                .with(schema, "fault", fault.data.clone())
+                .with(schema, "fault", fault.localized(schema))
                 .into()
         })
         .collect();

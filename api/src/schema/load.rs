@@ -158,6 +158,7 @@ pub(super) fn parse(text: &str) -> Result<Schema, LoadSchemaError> {
         string: well_known("string")?,
         moref: well_known("ManagedObjectReference")?,
         method_fault: well_known("MethodFault")?,
+        localized_method_fault: well_known("LocalizedMethodFault")?,
         data_object: well_known("DataObject")?,
         managed_object: well_known("ManagedObject")?,
     };

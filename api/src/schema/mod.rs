@@ -175,6 +175,8 @@ pub struct WellKnown {
     pub moref: TypeId,
     /// `MethodFault`.
     pub method_fault: TypeId,
+    /// `LocalizedMethodFault`.
+    pub localized_method_fault: TypeId,
     /// `DataObject`.
     pub data_object: TypeId,
     /// `ManagedObject`.
