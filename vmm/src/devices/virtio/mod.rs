@@ -5,6 +5,8 @@
 
 pub mod block;
 pub mod console;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod mmio;
 pub mod net;
 pub mod queue;
