@@ -110,7 +110,7 @@ mod tests {
             }
             for desc in 0..16 {
                 let at = desc * 16;
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     let addr = 0x10000 + (rng.next() % 0x1000);
                     data[at..at + 8].copy_from_slice(&addr.to_le_bytes());
                     let len = (rng.next() % 1024) as u32;
@@ -121,7 +121,7 @@ mod tests {
                 }
             }
             // avail idx small most of the time
-            if rng.next() % 4 != 0 {
+            if !rng.next().is_multiple_of(4) {
                 data[256 + 2] = (rng.next() % 4) as u8;
                 data[256 + 3] = 0;
             }
