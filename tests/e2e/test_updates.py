@@ -92,3 +92,24 @@ def test_max_object_updates_truncates_and_delivers_the_rest(si):
     assert rounds >= 3 and len(seen) == len(set(seen)) == len(view.view)
     collector.Destroy()
     view.Destroy()
+
+
+def test_objects_leaving_a_filter(si):
+    content = si.content
+    pc = content.propertyCollector
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view)],
+                         propSet=[PC.PropertySpec(type=vim.ContainerView, pathSet=["view"])])
+    property_filter = pc.CreateFilter(spec, partialUpdates=False)
+    first = pc.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=0))
+    assert first.filterSet[0].objectSet[0].kind == "enter"
+    view.DestroyView()
+    update = pc.WaitForUpdatesEx(first.version, PC.WaitOptions(maxWaitSeconds=30))
+    assert update.filterSet[0].objectSet[0].kind == "leave"
+    property_filter.Destroy()
+    gone = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view)], propSet=spec.propSet)
+    try:
+        pc.CreateFilter(gone, partialUpdates=False)
+        raise AssertionError("a filter on a destroyed object was accepted")
+    except vmodl.fault.ManagedObjectNotFound:
+        pass

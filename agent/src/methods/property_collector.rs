@@ -253,16 +253,25 @@ fn create_filter(call: &Call<'_>) -> MethodResult {
     let spec_value = call
         .arg("spec")
         .ok_or_else(|| Fault::invalid_argument(schema, "spec", "spec is required"))?;
-    let spec = FilterSpec::parse(schema, spec_value).map_err(|e| e.to_fault(schema))?;
+    let mut spec = FilterSpec::parse(schema, spec_value).map_err(|e| e.to_fault(schema))?;
+    for prop_spec in &spec.prop_set {
+        for path in &prop_spec.paths {
+            vireo_api::collector::retrieve::check_path(schema, prop_spec.ty, path)?;
+        }
+    }
     {
         let inv = call.host.inventory();
-        for prop_spec in &spec.prop_set {
-            for path in &prop_spec.paths {
-                vireo_api::collector::retrieve::check_path(schema, prop_spec.ty, path)?;
-            }
+        let objects = call.objects(&inv);
+        if let Some(missing) = spec
+            .object_set
+            .iter()
+            .find(|o| objects.visible_type(&o.obj).is_none())
+        {
+            return Err(Fault::managed_object_not_found(schema, &missing.obj));
         }
-        drop(inv);
     }
+    // Objects that disappear later leave the filter (kind `leave`) instead of failing it.
+    spec.report_missing_objects = true;
     let obj = session.scoped_ref("PropertyFilter", call.host.next_id());
     let partial = call
         .arg("partialUpdates")
