@@ -144,3 +144,42 @@ fn bad_files_give_one_line_and_exit_1() {
         assert!(text.starts_with("vdisk: "), "{text}");
     }
 }
+
+#[test]
+fn cbt_enable_changed_disable() {
+    let dir = Scratch::new("cli-cbt");
+    let disk = dir.path("disk.qcow2");
+    let d = disk.to_str().unwrap();
+    assert_eq!(vdisk(&["create", d, "64M"]).0, 0);
+    let (code, since) = vdisk(&["cbt", "enable", d]);
+    assert_eq!(code, 0, "{since}");
+    let since = since.trim().to_string();
+    assert_eq!(vdisk(&["cbt", "current", d]).1.trim(), since);
+    for offset in ["1M", "40M"] {
+        let args = [
+            "write",
+            d,
+            "--offset",
+            offset,
+            "--length",
+            "4K",
+            "--pattern",
+            "1",
+        ];
+        assert_eq!(vdisk(&args).0, 0);
+    }
+    let (code, out) = vdisk(&["cbt", "changed", "--since", &since, "--json", d]);
+    assert_eq!(code, 0, "{out}");
+    let extents: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        extents,
+        serde_json::json!([{"start": 1 << 20, "length": 65536}, {"start": 40 << 20, "length": 65536}])
+    );
+    assert_eq!(vdisk(&["cbt", "disable", d]).0, 0);
+    let (code, out) = vdisk(&["cbt", "changed", "--since", &since, d]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("vdisk: changeId") && out.contains("before change tracking"),
+        "{out}"
+    );
+}

@@ -1,5 +1,5 @@
 //! `vdisk`: a small operator CLI over vireo-disk (create, info, map, read/write patterns,
-//! snapshot, commit, rebase, check, bench). Exit codes: 0 ok, 1 error, 2 usage, 3 verify
+//! snapshot, commit, rebase, check, cbt, bench). Exit codes: 0 ok, 1 error, 2 usage, 3 verify
 //! mismatch, 4 check found corruption, 5 check found leaks only.
 
 use std::io::Write;
@@ -14,6 +14,7 @@ use vireo_disk::chain::{commit, rebase};
 use vireo_disk::qcow2::{
     create, format_name, BackingSpec, CreateOptions, ExtentKind, Qcow2Image, Qcow2Options,
 };
+use vireo_disk::tree::DiskTree;
 use vireo_disk::{open_disk, BlockDevice};
 
 #[derive(Parser)]
@@ -122,6 +123,11 @@ enum Command {
         /// The layer to rebase
         file: PathBuf,
     },
+    /// Changed-block tracking of a disk (FILE: its root layer or its .vtree sidecar)
+    Cbt {
+        #[command(subcommand)]
+        action: CbtAction,
+    },
     /// Measure I/O like `qemu-img bench`
     Bench {
         /// Write instead of read
@@ -149,6 +155,45 @@ enum Command {
         #[arg(long, default_value = "0")]
         pattern: String,
         /// The image
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CbtAction {
+    /// Start tracking; prints the changeId of now
+    Enable {
+        /// The disk
+        file: PathBuf,
+    },
+    /// Stop tracking; every changeId issued becomes unusable
+    Disable {
+        /// The disk
+        file: PathBuf,
+    },
+    /// Print the changeId the active layer's changes count from
+    Current {
+        /// The disk
+        file: PathBuf,
+    },
+    /// Print the areas changed since a changeId ("*" = allocated areas)
+    Changed {
+        /// The changeId to compare with
+        #[arg(long)]
+        since: String,
+        /// Compare with this snapshot instead of the current disk
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Start of the range to report
+        #[arg(long, default_value = "0")]
+        start: String,
+        /// Length of the range to report (default: to the end of the disk)
+        #[arg(long)]
+        length: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// The disk
         file: PathBuf,
     },
 }
@@ -290,6 +335,7 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("copied {done} bytes");
             Ok(())
         }
+        Command::Cbt { action } => cmd_cbt(action),
         Command::Bench {
             write,
             size,
@@ -315,6 +361,45 @@ fn run(command: Command) -> Result<(), Failure> {
             cmd_bench(&file, &plan)
         }
     }
+}
+
+fn cmd_cbt(action: CbtAction) -> Result<(), Failure> {
+    match action {
+        CbtAction::Enable { file } => println!("{}", DiskTree::open(&file)?.enable_tracking()?),
+        CbtAction::Disable { file } => DiskTree::open(&file)?.disable_tracking()?,
+        CbtAction::Current { file } => println!("{}", DiskTree::open(&file)?.current_change_id()?),
+        CbtAction::Changed {
+            since,
+            snapshot,
+            start,
+            length,
+            json: as_json,
+            file,
+        } => {
+            let mut tree = DiskTree::open(&file)?;
+            let start = parse_size(&start)?;
+            let length = length
+                .as_deref()
+                .map(parse_size)
+                .transpose()?
+                .unwrap_or(u64::MAX - start);
+            let extents = tree.changed_areas(&since, snapshot.as_deref(), start, length)?;
+            if as_json {
+                let list: Vec<_> = extents
+                    .iter()
+                    .map(|&(o, l)| json!({"start": o, "length": l}))
+                    .collect();
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for (o, l) in extents {
+                    writeln!(out, "{o} {l}")?;
+                }
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The name under which `new` should refer to `backing`: relative when they share a folder.
