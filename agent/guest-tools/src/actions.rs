@@ -1,0 +1,160 @@
+//! Carrying out the host's requests in the guest: power operations run configurable commands
+//! (`poweroff`, `reboot`, and writing `mem` to /sys/power/state); freeze/thaw use the FIFREEZE
+//! and FITHAW ioctls on every writable local filesystem in /proc/mounts.
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// What the daemon can ask the guest to do; tests substitute their own.
+pub trait GuestActions: Send {
+    /// Starts an orderly power-off.
+    fn shutdown(&mut self) -> Result<(), String>;
+    /// Starts an orderly reboot.
+    fn reboot(&mut self) -> Result<(), String>;
+    /// Suspends to RAM.
+    fn standby(&mut self) -> Result<(), String>;
+    /// Freezes filesystems for a quiesced snapshot.
+    fn freeze(&mut self) -> Result<(), String>;
+    /// Thaws what `freeze` froze.
+    fn thaw(&mut self) -> Result<(), String>;
+}
+
+/// The real guest: shell commands for power, ioctls for freeze.
+pub struct SystemActions {
+    /// Command line for shutdown (run with `sh -c`).
+    pub shutdown_command: String,
+    /// Command line for reboot.
+    pub reboot_command: String,
+    /// Command line for standby.
+    pub standby_command: String,
+    frozen: Vec<String>,
+}
+
+impl SystemActions {
+    /// Actions with the given commands.
+    pub fn new(shutdown: &str, reboot: &str, standby: &str) -> SystemActions {
+        SystemActions {
+            shutdown_command: shutdown.into(),
+            reboot_command: reboot.into(),
+            standby_command: standby.into(),
+            frozen: Vec::new(),
+        }
+    }
+}
+
+/// Starts `command` with `sh -c` without waiting (a power-off never returns).
+fn spawn_shell(command: &str) -> Result<(), String> {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("cannot run {command:?}: {e}"))
+}
+
+/// Mount points of writable, disk-backed filesystems, deepest first.
+fn freezable_mounts(mounts: &str) -> Vec<String> {
+    const VIRTUAL: &[&str] = &[
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "tmpfs",
+        "cgroup",
+        "cgroup2",
+        "securityfs",
+        "debugfs",
+        "tracefs",
+        "pstore",
+        "bpf",
+        "mqueue",
+        "hugetlbfs",
+        "configfs",
+        "fusectl",
+        "autofs",
+        "rootfs",
+        "ramfs",
+        "overlay",
+        "nsfs",
+        "efivarfs",
+        "binfmt_misc",
+    ];
+    let mut points: Vec<String> = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (point, fs, options) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            let writable = options.split(',').any(|o| o == "rw");
+            (writable && !VIRTUAL.contains(fs)).then(|| point.replace("\\040", " "))
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    points
+}
+
+/// FIFREEZE / FITHAW from linux/fs.h.
+const FIFREEZE: libc::c_ulong = 0xc004_5877;
+const FITHAW: libc::c_ulong = 0xc004_5878;
+
+fn fs_ioctl(point: &str, request: libc::c_ulong) -> Result<(), String> {
+    let dir = std::fs::File::open(point).map_err(|e| format!("{point}: {e}"))?;
+    let mut unused: libc::c_int = 0;
+    // SAFETY: FIFREEZE/FITHAW take an int argument the kernel ignores; `dir` is open.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), request, &mut unused) } != 0 {
+        return Err(format!("{point}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+impl GuestActions for SystemActions {
+    fn shutdown(&mut self) -> Result<(), String> {
+        spawn_shell(&self.shutdown_command)
+    }
+
+    fn reboot(&mut self) -> Result<(), String> {
+        spawn_shell(&self.reboot_command)
+    }
+
+    fn standby(&mut self) -> Result<(), String> {
+        spawn_shell(&self.standby_command)
+    }
+
+    fn freeze(&mut self) -> Result<(), String> {
+        if !self.frozen.is_empty() {
+            return Err("filesystems are already frozen".into());
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
+        for point in freezable_mounts(&mounts) {
+            if let Err(error) = fs_ioctl(&point, FIFREEZE) {
+                self.thaw()?;
+                return Err(error);
+            }
+            self.frozen.push(point);
+        }
+        Ok(())
+    }
+
+    fn thaw(&mut self) -> Result<(), String> {
+        let mut first_error = None;
+        while let Some(point) = self.frozen.pop() {
+            if let Err(error) = fs_ioctl(&point, FITHAW) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_writable_disk_filesystems_are_frozen_deepest_first() {
+        let mounts = "/dev/vda1 / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n\
+                      /dev/vdb1 /srv/data xfs rw 0 0\n/dev/vdc /mnt/ro ext4 ro 0 0\n\
+                      tmpfs /run tmpfs rw 0 0\n";
+        assert_eq!(freezable_mounts(mounts), vec!["/srv/data", "/"]);
+    }
+}

@@ -1,0 +1,154 @@
+//! The guest side of the tools channel over any byte stream: says hello, reports the guest's
+//! facts (again whenever they change or the host says hello), beats every interval, and
+//! answers the host's requests through [`GuestActions`].
+
+use std::io::{BufReader, Read, Write};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::actions::GuestActions;
+use crate::protocol::{
+    read_message, write_message, GuestInfo, GuestMessage, HostMessage, Operation, ReadMessageError,
+    PROTOCOL_VERSION,
+};
+
+/// Reads the guest's facts (the real one is [`crate::facts::read_guest_info`]).
+pub type FactsSource = Box<dyn FnMut() -> GuestInfo + Send>;
+
+/// How the daemon behaves.
+pub struct DaemonOptions {
+    /// Time between heartbeats (facts are re-read at each beat).
+    pub heartbeat: Duration,
+    /// Where facts come from.
+    pub facts: FactsSource,
+    /// What requests do.
+    pub actions: Box<dyn GuestActions>,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Reading from the host failed.
+    #[error(transparent)]
+    Read(#[from] ReadMessageError),
+    /// Writing to the host failed.
+    #[error("tools channel write failed: {0}")]
+    Write(std::io::Error),
+}
+
+/// The writing half, shared by the heartbeat thread and the request loop.
+type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+
+fn send(writer: &SharedWriter, message: &GuestMessage) -> Result<(), DaemonError> {
+    let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+    write_message(&mut *writer, message).map_err(DaemonError::Write)
+}
+
+fn hello() -> GuestMessage {
+    GuestMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        tools_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// Serves the channel until the host end closes it (Ok) or it fails.
+pub fn serve(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    options: DaemonOptions,
+) -> Result<(), DaemonError> {
+    let DaemonOptions {
+        heartbeat,
+        facts,
+        mut actions,
+    } = options;
+    let writer: SharedWriter = Arc::new(Mutex::new(writer));
+    let facts = Arc::new(Mutex::new(facts));
+    let read_facts = {
+        let facts = facts.clone();
+        move || (facts.lock().unwrap_or_else(|p| p.into_inner()))()
+    };
+    send(&writer, &hello())?;
+    let mut last_info = read_facts();
+    send(&writer, &GuestMessage::GuestInfo(last_info.clone()))?;
+
+    let (stop, stopped) = mpsc::channel::<()>();
+    let beat_writer = writer.clone();
+    let beat_facts = read_facts.clone();
+    let beater = std::thread::spawn(move || {
+        let mut seq = 0u64;
+        loop {
+            match stopped.recv_timeout(heartbeat) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return Ok(()),
+            }
+            seq += 1;
+            let info = beat_facts();
+            if info != last_info {
+                send(&beat_writer, &GuestMessage::GuestInfo(info.clone()))?;
+                last_info = info;
+            }
+            send(&beat_writer, &GuestMessage::Heartbeat { seq })?;
+        }
+    });
+
+    let mut reader = BufReader::new(reader);
+    let outcome = loop {
+        let message = match read_message::<HostMessage>(&mut reader) {
+            Ok(Some(message)) => message,
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error.into()),
+        };
+        let sent = match message {
+            HostMessage::Hello { .. } => send(&writer, &hello())
+                .and_then(|_| send(&writer, &GuestMessage::GuestInfo(read_facts()))),
+            HostMessage::Request { id, op } => answer(&writer, id, op, &mut *actions, &read_facts),
+        };
+        if let Err(error) = sent {
+            break Err(error);
+        }
+    };
+    drop(stop);
+    let beat_outcome = beater.join().unwrap_or(Ok(()));
+    outcome.and(beat_outcome.or_else(|e| match e {
+        // The host closing the channel also ends the beats; that is not a failure.
+        DaemonError::Write(_) => Ok(()),
+        other => Err(other),
+    }))
+}
+
+/// Carries out one request and replies; power operations are replied to before they start.
+fn answer(
+    writer: &SharedWriter,
+    id: u64,
+    op: Operation,
+    actions: &mut dyn GuestActions,
+    read_facts: &impl Fn() -> GuestInfo,
+) -> Result<(), DaemonError> {
+    let reply = |result: Result<(), String>| GuestMessage::Reply {
+        id,
+        ok: result.is_ok(),
+        error: result.err(),
+    };
+    match op {
+        Operation::Shutdown | Operation::Reboot | Operation::Standby => {
+            send(writer, &reply(Ok(())))?;
+            let started = match op {
+                Operation::Shutdown => actions.shutdown(),
+                Operation::Reboot => actions.reboot(),
+                _ => actions.standby(),
+            };
+            if let Err(error) = started {
+                eprintln!("vireo-tools: {op:?} failed: {error}");
+            }
+            Ok(())
+        }
+        Operation::Freeze => send(writer, &reply(actions.freeze())),
+        Operation::Thaw => send(writer, &reply(actions.thaw())),
+        Operation::RefreshInfo => {
+            send(writer, &GuestMessage::GuestInfo(read_facts()))?;
+            send(writer, &reply(Ok(())))
+        }
+    }
+}
