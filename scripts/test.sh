@@ -23,6 +23,9 @@ else
     cargo test --workspace --no-fail-fast
 fi
 
+echo "== fuzz: virtio-blk queues (brief; scripts/fuzz.sh SECONDS for longer)"
+scripts/fuzz.sh 20
+
 if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then
     echo "== end-to-end tests (pytest)"
     "$root/.cache/venv/bin/python" -m pytest -v tests/e2e
