@@ -157,6 +157,16 @@ impl IrqRoute {
             0b11 => Trigger::Level,
             _ => trigger,
         };
+        Self::for_gsi(madt, gsi, trigger, polarity)
+    }
+
+    /// The route of `gsi` with the given trigger and polarity (no ISA override applies).
+    pub fn for_gsi(
+        madt: &Madt,
+        gsi: u32,
+        trigger: Trigger,
+        polarity: Polarity,
+    ) -> Result<IrqRoute, RouteError> {
         let (ioapic, pin) = madt.ioapic_for(gsi).ok_or(RouteError::NoIoApic(gsi))?;
         Ok(IrqRoute {
             ioapic_base: ioapic.address,

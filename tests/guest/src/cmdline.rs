@@ -37,12 +37,16 @@ impl Scenario {
 }
 
 /// The value of the last `key=value` word for `key`.
-pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+pub fn value<'a>(cmdline: &'a str, key: &'a str) -> Option<&'a str> {
+    values(cmdline, key).last()
+}
+
+/// The values of every `key=value` word for `key`, in order.
+pub fn values<'a>(cmdline: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     cmdline
         .split_ascii_whitespace()
-        .rev()
         .filter_map(|word| word.split_once('='))
-        .find(|(k, _)| *k == key)
+        .filter(move |(k, _)| *k == key)
         .map(|(_, v)| v)
 }
 

@@ -40,6 +40,17 @@ pub fn out(io: &mut Io) -> ConsoleWriter<'_> {
     ConsoleWriter(io)
 }
 
+/// Prints one line (`args` and a newline).
+pub fn line(io: &mut Io, args: fmt::Arguments) {
+    use fmt::Write as _;
+    let _ = writeln!(out(io), "{args}");
+}
+
+/// Queues raw bytes (typed-character echo, erase sequences).
+pub fn write_bytes(io: &mut Io, bytes: &[u8]) {
+    io.write_bytes(COM1, bytes);
+}
+
 /// Reads whatever input the UART holds (flushes queued output first). Returns the count.
 pub fn read_available(io: &mut Io, buf: &mut [u8]) -> usize {
     io.drain(RBR_THR, LSR, LSR_DATA_READY, buf)

@@ -8,8 +8,12 @@
 mod acpi;
 mod apic;
 mod arch;
+mod blk;
+mod cell;
 mod cmdline;
 mod console;
+mod devices;
+mod dma;
 mod io;
 mod mem;
 mod phys;
@@ -18,6 +22,7 @@ mod pvh;
 mod shell;
 mod smp;
 mod ticks;
+mod virtio;
 
 use core::fmt::Display;
 
@@ -26,6 +31,7 @@ use acpi::Acpi;
 use apic::{IrqRoute, Lapic, Polarity, Trigger};
 use arch::abi::{COM1_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
 use cmdline::Scenario;
+use devices::Devices;
 use io::{Io, Width};
 use power::PowerControl;
 use pvh::BootInfo;
@@ -58,6 +64,7 @@ pub struct Machine {
 extern "C" fn rust_main(start_info: u64) -> ! {
     let mut io = Io::new();
     let boot = BootInfo::read(start_info).unwrap_or_else(|error| fatal(&mut io, error));
+    dma::init(boot.ram_ranges());
     let scenario = cmdline::scenario(boot.cmdline()).unwrap_or_else(|unknown| {
         say!(&mut io, "unknown scenario {unknown}, running the shell");
         Scenario::Shell
@@ -106,7 +113,10 @@ extern "C" fn rust_main(start_info: u64) -> ! {
         Scenario::PowerOff => power_off(&mut io, &machine),
         Scenario::Reboot => reboot(&mut io, &machine),
         Scenario::Wait => wait_for_power_button(&mut io, &machine),
-        Scenario::Shell => shell::run(&mut io, &machine),
+        Scenario::Shell => {
+            let mut devices = Devices::start(&mut io, boot.cmdline(), &machine);
+            shell::run(&mut io, &machine, &mut devices)
+        }
     }
 }
 

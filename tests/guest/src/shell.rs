@@ -6,6 +6,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{self, abi::COM1_VECTOR};
 use crate::console;
+use crate::devices::Devices;
 use crate::io::Io;
 use crate::ticks;
 use crate::{say, Machine};
@@ -16,19 +17,19 @@ const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
 const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, poweroff, reboot, \
-triple-fault, bad-insn";
+triple-fault, bad-insn, blk ...";
 
 /// Runs the interpreter forever.
-pub fn run(io: &mut Io, machine: &Machine) -> ! {
+pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
     let mut input = LineReader::new();
     loop {
         print(io, PROMPT);
         let line = input.read_line(io);
-        execute(io, machine, line.trim());
+        execute(io, machine, devices, line.trim());
     }
 }
 
-fn execute(io: &mut Io, machine: &Machine, line: &str) {
+fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
     let (command, argument) = line.split_once(' ').unwrap_or((line, ""));
     match command {
         "" => {}
@@ -37,6 +38,7 @@ fn execute(io: &mut Io, machine: &Machine, line: &str) {
         "cpus" => println(io, format_args!("cpus={}", machine.cpus_online)),
         "ticks" => println(io, format_args!("ticks={}", ticks::now())),
         "mem" => println(io, format_args!("mem={}MiB", machine.ram_mib)),
+        "blk" => devices.disks.command(io, argument),
         "poweroff" => crate::power_off(io, machine),
         "reboot" => crate::reboot(io, machine),
         "triple-fault" => {
@@ -60,8 +62,7 @@ fn print(io: &mut Io, text: &str) {
 }
 
 fn println(io: &mut Io, args: core::fmt::Arguments) {
-    use core::fmt::Write as _;
-    let _ = writeln!(console::out(io), "{args}");
+    console::line(io, args);
 }
 
 /// Collects one input line, echoing as it goes.
@@ -113,14 +114,14 @@ impl LineReader {
             BACKSPACE | DELETE => {
                 if self.line_len > 0 {
                     self.line_len -= 1;
-                    print(io, "\x08 \x08");
+                    console::write_bytes(io, b"\x08 \x08");
                 }
                 false
             }
             b' '..=b'~' if self.line_len < LINE_CAPACITY => {
                 self.line[self.line_len] = byte;
                 self.line_len += 1;
-                io.write_bytes(0x3f8, &[byte]);
+                console::write_bytes(io, &[byte]);
                 false
             }
             _ => false,

@@ -44,6 +44,9 @@ pub const IO_KIND_COUNT: u32 = 17;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// Vector of the IPI an AP sends the BSP once it is up.
 pub const AP_WAKE_VECTOR: u8 = 0x21;
+/// Interrupts of GSI n arrive on vector `GSI_VECTOR_BASE + n` (COM1 on GSI 4 and the SCI on
+/// GSI 9 follow the same rule; virtio devices use it for their GSIs).
+pub const GSI_VECTOR_BASE: u8 = 0x20;
 /// Vector of COM1's interrupt.
 pub const COM1_VECTOR: u8 = 0x24;
 /// Vector of the ACPI SCI.
