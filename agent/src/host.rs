@@ -37,6 +37,8 @@ pub struct Host {
     pub events: Mutex<EventLog>,
     /// Event and task history collectors by reference.
     pub history_collectors: Mutex<HashMap<MoRef, HistoryCollector>>,
+    /// Registered virtual machines.
+    pub vms: crate::vm::Vms,
     changes: tokio::sync::watch::Sender<u64>,
     next_id: AtomicU64,
 }
@@ -52,6 +54,7 @@ impl Host {
     ) -> Host {
         Host {
             schema,
+            vms: crate::vm::Vms::new(&config.data_dir),
             config,
             datastores,
             inventory: RwLock::new(inventory),
@@ -117,43 +120,37 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A host with the ESXi tree and one VM, for unit tests.
+/// A host with the ESXi tree and one VM (registered from an in-memory `.vmx`), for unit
+/// tests; it touches no files.
 #[cfg(test)]
 pub fn test_host() -> std::sync::Arc<Host> {
-    use crate::inventory::{esxi, host_facts::HostFacts, vmx};
+    use crate::inventory::vmx::{self, VmFolder, VmxConfig};
+    use crate::inventory::{esxi, host_facts::HostFacts};
     let schema = vireo_api::vim25();
-    let dir = std::env::temp_dir().join(format!(
-        "vireo-host-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let datastores = vec![DatastoreDir {
+    let dir = std::path::PathBuf::from("/nonexistent/vireo-test");
+    let datastore = DatastoreDir {
         name: "datastore1".into(),
         dir: dir.join("datastore1"),
-    }];
-    std::fs::create_dir_all(dir.join("datastore1/vm1")).expect("temp dir");
-    std::fs::write(
-        dir.join("datastore1/vm1/vm1.vmx"),
-        "displayName = \"vm1\"\n",
-    )
-    .expect("vmx");
+    };
     let mut inventory = Inventory::default();
-    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
-    for (i, vm) in vmx::scan(&datastores).iter().enumerate() {
-        vmx::register(schema, &mut inventory, i as u32 + 1, vm);
-    }
+    esxi::build(
+        schema,
+        &mut inventory,
+        &HostFacts::read(),
+        std::slice::from_ref(&datastore),
+    );
+    let vm = VmFolder {
+        vmx_path: datastore.dir.join("vm1/vm1.vmx"),
+        datastore: datastore.clone(),
+        config: VmxConfig::parse("displayName = \"vm1\"\n"),
+    };
+    vmx::register(schema, &mut inventory, 1, &vm);
     let config = Config::load(None).expect("default config");
     std::sync::Arc::new(Host::new(
         schema,
         config,
-        datastores,
+        vec![datastore],
         inventory,
         Accounts::empty(&dir),
     ))
-}
-
-#[cfg(test)]
-fn rand_suffix() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    COUNTER.fetch_add(1, Ordering::Relaxed)
 }
