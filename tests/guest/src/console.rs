@@ -1,9 +1,11 @@
-//! The console on COM1 (an 8250 at 0x3f8, ISA IRQ 4): line output through the I/O queue, and
-//! interrupt-driven input (IER.RDA; the caller sleeps on the COM1 vector, never polls).
+//! The console on COM1 (an 8250 at 0x3f8, ISA IRQ 4): line output through the I/O queue (and
+//! mirrored on the framebuffer screen), and interrupt-driven input (IER.RDA; the caller sleeps
+//! on the COM1 vector, never polls).
 
 use core::fmt;
 
 use crate::io::{Io, Width};
+use crate::screen;
 
 const COM1: u16 = 0x3f8;
 const RBR_THR: u16 = COM1;
@@ -30,7 +32,7 @@ pub struct ConsoleWriter<'a>(&'a mut Io);
 
 impl fmt::Write for ConsoleWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write_bytes(COM1, s.as_bytes());
+        write_bytes(self.0, s.as_bytes());
         Ok(())
     }
 }
@@ -49,6 +51,7 @@ pub fn line(io: &mut Io, args: fmt::Arguments) {
 /// Queues raw bytes (typed-character echo, erase sequences).
 pub fn write_bytes(io: &mut Io, bytes: &[u8]) {
     io.write_bytes(COM1, bytes);
+    screen::write(bytes);
 }
 
 /// Reads whatever input the UART holds (flushes queued output first). Returns the count.

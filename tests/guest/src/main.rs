@@ -19,6 +19,7 @@ mod mem;
 mod phys;
 mod power;
 mod pvh;
+mod screen;
 mod shell;
 mod smp;
 mod ticks;
@@ -65,6 +66,7 @@ extern "C" fn rust_main(start_info: u64) -> ! {
     let mut io = Io::new();
     let boot = BootInfo::read(start_info).unwrap_or_else(|error| fatal(&mut io, error));
     dma::init(boot.ram_ranges());
+    screen::init(boot.cmdline());
     let scenario = cmdline::scenario(boot.cmdline()).unwrap_or_else(|unknown| {
         say!(&mut io, "unknown scenario {unknown}, running the shell");
         Scenario::Shell

@@ -8,6 +8,7 @@ use crate::arch::{self, abi::COM1_VECTOR};
 use crate::console;
 use crate::devices::Devices;
 use crate::io::Io;
+use crate::screen;
 use crate::ticks;
 use crate::{say, Machine};
 
@@ -131,6 +132,7 @@ impl LineReader {
     /// Flushes output, then reads what the UART holds, sleeping until COM1 interrupts if empty.
     fn refill(&mut self, io: &mut Io) {
         let interrupts = arch::irq_count(COM1_VECTOR);
+        screen::present();
         loop {
             let seen = interrupts.load(Ordering::SeqCst);
             let count = console::read_available(io, &mut self.pending);
