@@ -18,7 +18,7 @@ use crate::arch::{acpi, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
-    MachineDevices,
+    MachineDevices, VirtioDevices,
 };
 use crate::devices::bus::BusError;
 use crate::devices::framebuffer::FramebufferInfo;
@@ -273,7 +273,10 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     if let Some(initrd) = &config.initrd {
         open("initrd", initrd)?;
     }
-    let devices = open_virtio_devices(config)?;
+    let VirtioDevices {
+        devices,
+        disk_slots,
+    } = open_virtio_devices(config)?;
     let virtio_slots = virtio_layout(devices.len());
     let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
     let cmdline = cmdline_with_devices(&config.cmdline, &virtio_slots, &framebuffer)?;
@@ -311,6 +314,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         legacy,
         mmio,
         transports,
+        disk_slots,
         framebuffer,
     };
     Ok(Machine::new(

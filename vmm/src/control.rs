@@ -1,6 +1,7 @@
 //! The control protocol on a Unix socket: one JSON object per line each way. Requests are
 //! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}` and
-//! `{"cmd": "screenshot", "path": "/x.png"}`, `{"cmd": "save", "dir": "/d"}`; replies are
+//! `{"cmd": "screenshot", "path": "/x.png"}`, `{"cmd": "save", "dir": "/d"}`,
+//! `{"cmd": "detach-disks"}`, `{"cmd": "attach-disks", "paths": [..]}`; replies are
 //! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::VmConfig;
 use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
+use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
 
 use crate::devices::bus::lock;
@@ -48,6 +50,14 @@ pub enum ControlRequest {
     Save {
         /// Target directory (created if missing).
         dir: PathBuf,
+    },
+    /// Close every disk image (VM paused: the block devices are quiesced, the images flushed
+    /// and closed) so that the host may snapshot or merge them.
+    DetachDisks,
+    /// Open these images as the disks, in order, and restart the block devices.
+    AttachDisks {
+        /// One path per disk.
+        paths: Vec<PathBuf>,
     },
     /// Write a PNG of the framebuffer to `path`.
     Screenshot {
@@ -95,8 +105,10 @@ pub struct VmHandle {
     pub framebuffer: FramebufferInfo,
     /// The KVM VM.
     pub vm_fd: Arc<VmFd>,
-    /// What the VM was built from.
-    pub config: VmConfig,
+    /// Image slots of the disks (disk `i` is behind `transports[i]`).
+    pub disk_slots: Vec<DiskSlot>,
+    /// What the VM runs with now (disk paths change when disks are re-attached).
+    pub config: Arc<Mutex<VmConfig>>,
 }
 
 /// Errors starting the control server.
@@ -213,6 +225,16 @@ fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Op
             }
             Err(e) => (error_reply(&e.to_string()), None),
         },
+        ControlRequest::DetachDisks => match crate::disk_swap::detach_disks(handle) {
+            Ok(()) => (ok_reply(), None),
+            Err(e) => (error_reply(&e.to_string()), None),
+        },
+        ControlRequest::AttachDisks { paths } => {
+            match crate::disk_swap::attach_disks(handle, &paths) {
+                Ok(()) => (ok_reply(), None),
+                Err(e) => (error_reply(&e.to_string()), None),
+            }
+        }
         ControlRequest::Screenshot { path } => match write_screenshot(handle, &path) {
             Ok(bytes) => (
                 serde_json::json!({ "ok": true, "path": path, "bytes": bytes }),

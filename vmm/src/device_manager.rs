@@ -22,7 +22,7 @@ use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
 use crate::devices::legacy::serial::{
     ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
-use crate::devices::virtio::block::Block;
+use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::tap::Tap;
@@ -40,6 +40,8 @@ pub(crate) struct MachineDevices {
     pub legacy: LegacyDevices,
     pub mmio: Bus,
     pub transports: Vec<SharedTransport>,
+    /// Image slots of the disks; disk `i` is behind `transports[i]`.
+    pub disk_slots: Vec<DiskSlot>,
     pub framebuffer: FramebufferInfo,
 }
 
@@ -119,12 +121,17 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
     Ok(ConsoleSinks(sinks))
 }
 
+/// The virtio devices of a configuration, and the image slots of its disks.
+pub(crate) struct VirtioDevices {
+    pub devices: Vec<Box<dyn VirtioDevice>>,
+    pub disk_slots: Vec<DiskSlot>,
+}
+
 /// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
 /// order.
-pub(crate) fn open_virtio_devices(
-    config: &VmConfig,
-) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut disk_slots = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let image = open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
             path: disk.path.clone(),
@@ -134,11 +141,9 @@ pub(crate) fn open_virtio_devices(
             .serial
             .clone()
             .unwrap_or_else(|| format!("vireo-disk-{i}"));
-        devices.push(Box::new(Block::new(
-            image,
-            &serial,
-            format!("virtio-blk{i}"),
-        )));
+        let block = Block::new(image, &serial, format!("virtio-blk{i}"));
+        disk_slots.push(block.slot());
+        devices.push(Box::new(block));
     }
     if let Some(socket) = &config.tools_socket {
         devices.push(Box::new(Console::listen(socket, "virtio-console0".into())?));
@@ -151,7 +156,10 @@ pub(crate) fn open_virtio_devices(
             format!("virtio-net{i}"),
         )));
     }
-    Ok(devices)
+    Ok(VirtioDevices {
+        devices,
+        disk_slots,
+    })
 }
 
 /// Register windows and GSIs of `count` virtio-mmio devices.

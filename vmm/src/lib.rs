@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod device_manager;
 pub mod devices;
+pub mod disk_swap;
 pub mod machine;
 pub mod persist;
 pub mod run_state;

@@ -17,6 +17,7 @@ use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
+use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::Vcpu;
@@ -39,6 +40,7 @@ pub struct Machine {
     pm: Arc<Mutex<PowerManagement>>,
     cmos: Arc<Mutex<Cmos>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
+    disk_slots: Vec<DiskSlot>,
     framebuffer: FramebufferInfo,
     config: VmConfig,
 }
@@ -107,6 +109,7 @@ impl Machine {
             legacy,
             mmio,
             transports,
+            disk_slots,
             framebuffer,
         } = devices;
         Machine {
@@ -122,6 +125,7 @@ impl Machine {
             pm: legacy.pm,
             cmos: legacy.cmos,
             transports,
+            disk_slots,
             framebuffer,
             config,
         }
@@ -172,10 +176,11 @@ impl Machine {
                 kicker: kicker.clone(),
                 buses: self.buses.clone(),
                 transports: self.transports.clone(),
+                disk_slots: self.disk_slots.clone(),
                 memory: self.memory.clone(),
                 framebuffer: self.framebuffer,
                 vm_fd: self.vm.fd.clone(),
-                config: self.config.clone(),
+                config: Arc::new(Mutex::new(self.config.clone())),
             };
             control::serve(path, handle)
         });

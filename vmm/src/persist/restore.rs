@@ -8,7 +8,7 @@ use super::{memory, read_state_file, vm, MEMORY_FILE, STATE_FILE};
 use crate::builder::{msr_index_list, BuildError};
 use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
-    MachineDevices,
+    MachineDevices, VirtioDevices,
 };
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
@@ -54,7 +54,10 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, &config, &run_state, Some(&snapshot))?;
-    let devices = open_virtio_devices(&config)?;
+    let VirtioDevices {
+        devices,
+        disk_slots,
+    } = open_virtio_devices(&config)?;
     let slots = virtio_layout(devices.len());
     let (mmio, transports) =
         attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
@@ -71,6 +74,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         legacy,
         mmio,
         transports,
+        disk_slots,
         framebuffer,
     };
     Ok(Machine::new(

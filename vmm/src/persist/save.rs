@@ -89,7 +89,7 @@ fn write_snapshot(handle: &VmHandle, dir: &Path) -> Result<(u64, PathBuf, PathBu
     let memory_file = dir.join(MEMORY_FILE);
     let regions = memory::save(&handle.memory, &memory_file)?;
     let snapshot = VmSnapshot {
-        config: handle.config.clone(),
+        config: lock(&handle.config).clone(),
         vcpus,
         kvm,
         serial: lock(&handle.serial).state(),

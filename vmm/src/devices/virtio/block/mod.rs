@@ -36,9 +36,21 @@ const VIRTIO_BLK_F_WRITE_ZEROES: u32 = 14;
 /// Sectors one discard / write-zeroes segment may cover.
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 
+/// Where a block device's image lives: shared with the machine so the image can be closed and
+/// another of the same size opened while the device is quiesced (live snapshots swap layers).
+pub struct DiskImage {
+    /// The size the guest was told; a replacement image must have it.
+    pub capacity: u64,
+    /// The open image (`None` while detached).
+    pub image: Mutex<Option<Box<dyn BlockDevice>>>,
+}
+
+/// A block device's image slot.
+pub type DiskSlot = Arc<DiskImage>;
+
 /// A virtio block device.
 pub struct Block {
-    disk: Arc<Mutex<Box<dyn BlockDevice>>>,
+    disk: DiskSlot,
     id: [u8; ID_BYTES],
     config: Vec<u8>,
     features: u64,
@@ -70,7 +82,10 @@ impl Block {
         }
         let config = config_space(disk.capacity());
         Block {
-            disk: Arc::new(Mutex::new(disk)),
+            disk: Arc::new(DiskImage {
+                capacity: disk.capacity(),
+                image: Mutex::new(Some(disk)),
+            }),
             id,
             config,
             features,
@@ -97,6 +112,13 @@ fn config_space(capacity_bytes: u64) -> Vec<u8> {
     put(52, &1u32.to_le_bytes()); // max_write_zeroes_seg
     put(56, &[1]); // write_zeroes_may_unmap
     config
+}
+
+impl Block {
+    /// The slot holding the image.
+    pub fn slot(&self) -> DiskSlot {
+        self.disk.clone()
+    }
 }
 
 impl VirtioDevice for Block {
@@ -128,7 +150,10 @@ impl VirtioDevice for Block {
         let disk = self.disk.clone();
         let id = self.id;
         let worker = Worker::spawn(self.name.clone(), queue_events, move |_| {
-            serve_queue(&mut queue, &memory, &mut **lock(&disk), &signals, &id);
+            // The slot is only emptied while the device is quiesced (no worker running).
+            if let Some(image) = lock(&disk.image).as_mut() {
+                serve_queue(&mut queue, &memory, &mut **image, &signals, &id);
+            }
         })?;
         self.worker = Some(worker);
         Ok(())
