@@ -17,8 +17,9 @@ struct Args {
     #[arg(long, required_unless_present = "restore")]
     kernel: Option<PathBuf>,
     /// Resume the VM saved in this directory (vm.state + vm.mem) instead of booting a kernel;
-    /// only the serial, control and tools options apply.
-    #[arg(long, conflicts_with_all = ["kernel", "initrd", "disks", "nets"])]
+    /// only the serial, control and tools options apply, and --disk path=... replaces the
+    /// saved disk images in order (same sizes).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "nets"])]
     restore: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
                 serial_stdio,
                 control_socket: args.control.clone(),
                 tools_socket: args.tools_socket.clone(),
+                disk_paths: args.disks.iter().map(|d| d.path.clone()).collect(),
             };
             restore_vm(dir, &options)
         }

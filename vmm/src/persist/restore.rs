@@ -27,6 +27,9 @@ pub struct RestoreOptions {
     pub control_socket: Option<PathBuf>,
     /// Tools channel socket.
     pub tools_socket: Option<PathBuf>,
+    /// Replacement images for the disks, in order (revert to a memory snapshot resumes on new
+    /// child layers); empty keeps the saved paths.
+    pub disk_paths: Vec<PathBuf>,
 }
 
 /// Rebuilds the VM saved in `dir`.
@@ -39,6 +42,18 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     // The channel's device must exist iff it did when saved; only its host path may change.
     if config.tools_socket.is_some() {
         config.tools_socket = options.tools_socket.clone().or(config.tools_socket);
+    }
+    if !options.disk_paths.is_empty() {
+        if options.disk_paths.len() != config.disks.len() {
+            return Err(BuildError::DeviceState(format!(
+                "{} disk paths given for {} saved disks",
+                options.disk_paths.len(),
+                config.disks.len()
+            )));
+        }
+        for (disk, path) in config.disks.iter_mut().zip(&options.disk_paths) {
+            disk.path = path.clone();
+        }
     }
     if snapshot.vcpus.len() != usize::from(config.vcpus) {
         return Err(BuildError::DeviceState(format!(
