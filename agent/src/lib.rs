@@ -14,3 +14,4 @@ pub mod startup;
 pub mod tasks;
 pub mod tls;
 pub mod users;
+pub mod vm;

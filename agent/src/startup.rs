@@ -9,10 +9,11 @@ use crate::config::Config;
 use crate::host::Host;
 use crate::inventory::esxi::{self, DatastoreDir};
 use crate::inventory::host_facts::HostFacts;
-use crate::inventory::{vmx, Inventory};
+use crate::inventory::Inventory;
 use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
+use crate::vm::{lifecycle, Vms};
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(20);
@@ -69,10 +70,9 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let schema = vireo_api::vim25();
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
-    for (i, vm) in vmx::scan(&datastores).iter().enumerate() {
-        vmx::register(schema, &mut inventory, i as u32 + 1, vm);
-    }
     let host = Arc::new(Host::new(schema, config, datastores, inventory, accounts));
+    Vms::load(&host);
+    lifecycle::watch_heartbeats(host.clone());
     Ok(Started {
         host,
         identity,

@@ -38,6 +38,9 @@ pub struct TaskSpec<'a> {
     pub entity: &'a MoRef,
     /// vmodl description id, e.g. `VirtualMachine.powerOn`.
     pub description_id: &'a str,
+    /// The WSDL name of the method that started it (`TaskInfo.name`), e.g. `PowerOnVM_Task`;
+    /// clients look it up in their method tables (pyVim's WaitForTask does).
+    pub method: &'a str,
     /// The user who asked.
     pub user: &'a str,
     /// Whether CancelTask may stop it.
@@ -92,11 +95,7 @@ pub fn create_task(host: &Arc<Host>, spec: TaskSpec<'_>) -> Result<TaskHandle, F
     let mut info = DataObject::of(schema, "TaskInfo")
         .with(schema, "key", &*task.id)
         .with(schema, "task", task.clone())
-        .with(
-            schema,
-            "name",
-            task_method_name(spec.entity, spec.description_id),
-        )
+        .with(schema, "name", spec.method)
         .with(schema, "descriptionId", spec.description_id)
         .with(schema, "entity", spec.entity.clone())
         .with(
@@ -277,12 +276,6 @@ impl Drop for TaskHandle {
     }
 }
 
-/// The vmodl method name of a task: `vim.VirtualMachine.powerOn` for `VirtualMachine.powerOn`.
-fn task_method_name(entity: &MoRef, description_id: &str) -> String {
-    let method = description_id.rsplit('.').next().unwrap_or(description_id);
-    format!("vim.{}.{method}", entity.ty)
-}
-
 /// Stores or replaces a TaskInfo in the history (by key).
 fn record_history(host: &Host, info: &DataObject) {
     let schema = host.schema;
@@ -376,6 +369,7 @@ mod tests {
         TaskSpec {
             entity,
             description_id: "VirtualMachine.powerOn",
+            method: "PowerOnVM_Task",
             user: "root",
             cancelable: true,
             mutating: true,
@@ -394,7 +388,7 @@ mod tests {
             info(&host, &task_ref)
                 .get(schema, "name")
                 .and_then(Value::as_str),
-            Some("vim.VirtualMachine.powerOn")
+            Some("PowerOnVM_Task")
         );
         assert_eq!(
             info(&host, &task_ref)

@@ -11,6 +11,7 @@ pub mod service_instance;
 pub mod session_manager;
 pub mod tasks;
 pub mod view_manager;
+pub mod virtual_machine;
 
 use std::sync::Arc;
 
@@ -218,6 +219,25 @@ async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
         | "RetrieveAllPermissions"
         | "RetrieveEntityPermissions"
         | "RetrieveRolePermissions" => authorization::handle(call, method),
+        "PowerOnVM_Task"
+        | "PowerOffVM_Task"
+        | "ResetVM_Task"
+        | "SuspendVM_Task"
+        | "TerminateVM"
+        | "ShutdownGuest"
+        | "RebootGuest"
+        | "StandbyGuest"
+        | "ResetGuestInformation"
+        | "RefreshStorageInfo"
+        | "UnregisterVM"
+        | "MarkAsTemplate"
+        | "MarkAsVirtualMachine"
+        | "Reload"
+        | "reloadVirtualMachineFromPath_Task" => virtual_machine::handle(call, method),
+        "Destroy_Task" if &*call.this().ty == "VirtualMachine" => {
+            virtual_machine::handle(call, method)
+        }
+        "CreateVM_Task" | "RegisterVM_Task" => virtual_machine::handle_folder(call, method),
         other => Err(Fault::not_supported(
             call.schema,
             format!("{other} is not implemented by this host."),

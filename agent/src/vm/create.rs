@@ -1,0 +1,410 @@
+//! Folder.CreateVM: turns a VirtualMachineConfigSpec into a VM folder on a datastore — new
+//! qcow2 disks (fileOperation create) or existing disk files, NICs on "VM Network", the
+//! `.vmx` — and registers it. Anything half-made is removed again on failure.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vireo_api::{DataObject, Fault, MoRef, Value};
+use vireo_disk::qcow2::{create as create_qcow2, CreateOptions};
+
+use super::datastore_path::DatastorePath;
+use super::spec::{random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::{lifecycle, Vm};
+use crate::host::Host;
+
+/// Creates and registers the VM `config` describes.
+pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault> {
+    let schema = host.schema;
+    let get = |name: &str| config.get(schema, name);
+    let name = get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| Fault::invalid_argument(schema, "name", "The VM needs a name."))?
+        .to_string();
+    if name.contains('/') || name.len() > 80 {
+        return Err(Fault::invalid_argument(
+            schema,
+            "name",
+            format!("'{name}' is not a usable VM name."),
+        ));
+    }
+    if let Some(existing) = host
+        .vms
+        .all()
+        .into_iter()
+        .find(|vm| vm.state().spec.name == name)
+    {
+        return Err(Fault::new(
+            schema,
+            "DuplicateName",
+            format!("The name '{name}' already exists."),
+        )
+        .with(schema, "name", name.as_str())
+        .with(schema, "object", existing.moref.clone()));
+    }
+    let vmx_path = vmx_path(host, config, &name)?;
+    let vmx_file = vmx_path
+        .resolve(&host.datastores)
+        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
+    if vmx_file.exists() {
+        return Err(file_exists(host, &vmx_path.to_string()));
+    }
+    let num_cpus = get("numCPUs").and_then(Value::as_i64).unwrap_or(1);
+    if !(1..=64).contains(&num_cpus) {
+        return Err(Fault::invalid_argument(
+            schema,
+            "numCPUs",
+            format!("{num_cpus} vCPUs is out of range (1..64)."),
+        ));
+    }
+    let memory_mb = get("memoryMB").and_then(Value::as_i64).unwrap_or(256);
+    if !(8..=1024 * 1024).contains(&memory_mb) {
+        return Err(Fault::invalid_argument(
+            schema,
+            "memoryMB",
+            format!("{memory_mb} MB is out of range."),
+        ));
+    }
+    let dir = vmx_file.parent().map(PathBuf::from).unwrap_or_default();
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| file_fault(host, &vmx_path.parent().to_string(), e))?;
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        let mut spec = VmSpec {
+            name: name.clone(),
+            guest_id: get("guestId")
+                .and_then(Value::as_str)
+                .unwrap_or("otherLinux64Guest")
+                .to_string(),
+            num_cpus: num_cpus as i32,
+            memory_mb,
+            uuid: get("uuid")
+                .and_then(Value::as_str)
+                .map_or_else(random_uuid, str::to_string),
+            instance_uuid: get("instanceUuid")
+                .and_then(Value::as_str)
+                .map_or_else(random_uuid, str::to_string),
+            annotation: get("annotation")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            template: false,
+            hw_version: get("version")
+                .and_then(Value::as_str)
+                .and_then(|v| v.strip_prefix("vmx-")?.parse().ok())
+                .unwrap_or(21),
+            disks: Vec::new(),
+            nics: Vec::new(),
+            extra_config: Vec::new(),
+        };
+        for option in get("extraConfig").map(Value::items).unwrap_or_default() {
+            let option = option.as_data().ok_or_else(|| {
+                Fault::invalid_argument(schema, "extraConfig", "not an OptionValue")
+            })?;
+            let key = option
+                .get(schema, "key")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let value = option
+                .get(schema, "value")
+                .map(value_text)
+                .unwrap_or_default();
+            if key.is_empty() || key.contains(['=', '"', '\n']) {
+                return Err(Fault::invalid_argument(
+                    schema,
+                    "extraConfig",
+                    format!("bad key '{key}'"),
+                ));
+            }
+            spec.set_extra(key, &value);
+        }
+        for change in get("deviceChange").map(Value::items).unwrap_or_default() {
+            let change = change.as_data().ok_or_else(|| {
+                Fault::invalid_argument(schema, "deviceChange", "not a VirtualDeviceConfigSpec")
+            })?;
+            add_device(host, &vmx_path, &name, &mut spec, change, &mut created)?;
+        }
+        spec.to_vmx()
+            .write(&vmx_file)
+            .map_err(|e| file_fault(host, &vmx_path.to_string(), e))?;
+        created.push(vmx_file.clone());
+        host.vms
+            .register(host, &vmx_path, None)
+            .map_err(|e| Fault::system_error(schema, e.to_string()))
+    })();
+    match result {
+        Ok(vm) => {
+            host.vms
+                .record()
+                .map_err(|e| Fault::system_error(schema, e.to_string()))?;
+            let state = vm.state();
+            lifecycle::post_vm_event(
+                host,
+                &vm,
+                &state,
+                "VmCreatedEvent",
+                format!("Created virtual machine {name} on ha-host"),
+                "",
+            );
+            drop(state);
+            Ok(vm)
+        }
+        Err(fault) => {
+            for file in created.iter().rev() {
+                let _ = std::fs::remove_file(file);
+            }
+            if made_dir {
+                let _ = std::fs::remove_dir(&dir);
+            }
+            Err(fault)
+        }
+    }
+}
+
+/// The `.vmx` path: files.vmPathName (a datastore, a folder, or a full path) or
+/// `[first datastore] <name>/<name>.vmx`.
+fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePath, Fault> {
+    let schema = host.schema;
+    let given = config
+        .get(schema, "files")
+        .and_then(Value::as_data)
+        .and_then(|f| f.get(schema, "vmPathName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let path = if given.is_empty() {
+        let ds = host
+            .datastores
+            .first()
+            .ok_or_else(|| invalid_datastore(host, "", "no datastore".into()))?;
+        DatastorePath {
+            datastore: ds.name.clone(),
+            path: String::new(),
+        }
+    } else {
+        DatastorePath::parse(given).map_err(|e| invalid_datastore(host, "", e.to_string()))?
+    };
+    path.datastore(&host.datastores)
+        .map_err(|e| invalid_datastore(host, &path.datastore, e.to_string()))?;
+    Ok(if path.path.ends_with(".vmx") {
+        path
+    } else if path.path.is_empty() {
+        path.join(name).join(&format!("{name}.vmx"))
+    } else {
+        let folder = DatastorePath {
+            datastore: path.datastore.clone(),
+            path: path.path.trim_end_matches('/').to_string(),
+        };
+        folder.join(&format!("{name}.vmx"))
+    })
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.as_i64().map(|n| n.to_string()).unwrap_or_default(),
+    }
+}
+
+fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
+    let schema = host.schema;
+    let mut fault = Fault::new(schema, "InvalidDatastore", why);
+    if !name.is_empty() {
+        fault = fault.with(schema, "name", name).with(
+            schema,
+            "datastore",
+            MoRef::new("Datastore", name),
+        );
+    }
+    fault
+}
+
+fn file_exists(host: &Host, file: &str) -> Fault {
+    Fault::new(
+        host.schema,
+        "FileAlreadyExists",
+        format!("The file {file} already exists"),
+    )
+    .with(host.schema, "file", file)
+}
+
+fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
+    Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
+}
+
+/// Applies one `add` device change to the new VM.
+fn add_device(
+    host: &Host,
+    vmx_path: &DatastorePath,
+    vm_name: &str,
+    spec: &mut VmSpec,
+    change: &DataObject,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let operation = change
+        .get(schema, "operation")
+        .and_then(Value::as_str)
+        .unwrap_or("add");
+    if operation != "add" {
+        return Err(Fault::invalid_argument(
+            schema,
+            "deviceChange",
+            format!("a new VM can only add devices, not {operation}"),
+        ));
+    }
+    let device = change
+        .get(schema, "device")
+        .and_then(Value::as_data)
+        .ok_or_else(|| {
+            Fault::invalid_argument(schema, "deviceChange", "a device change needs a device")
+        })?;
+    let ty = schema.ty(device.ty).name.to_string();
+    if schema.is_a(device.ty, schema.known_type("VirtualDisk")) {
+        if spec.disks.len() >= MAX_DISKS {
+            return Err(Fault::invalid_argument(
+                schema,
+                "deviceChange",
+                format!("at most {MAX_DISKS} disks"),
+            ));
+        }
+        let creating =
+            change.get(schema, "fileOperation").and_then(Value::as_str) == Some("create");
+        let file_name = device
+            .get(schema, "backing")
+            .and_then(Value::as_data)
+            .and_then(|b| b.get(schema, "fileName"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let folder = vmx_path.parent();
+        let target = if file_name.is_empty()
+            || DatastorePath::parse(file_name).is_ok_and(|p| p.path.is_empty())
+        {
+            let suffix = if spec.disks.is_empty() {
+                String::new()
+            } else {
+                format!("_{}", spec.disks.len())
+            };
+            folder.join(&format!("{vm_name}{suffix}.qcow2"))
+        } else {
+            DatastorePath::parse(file_name).map_err(|e| {
+                Fault::invalid_argument(
+                    schema,
+                    "deviceChange.device.backing.fileName",
+                    e.to_string(),
+                )
+            })?
+        };
+        let path = target
+            .resolve(&host.datastores)
+            .map_err(|e| invalid_datastore(host, &target.datastore, e.to_string()))?;
+        if creating {
+            if path.exists() {
+                return Err(file_exists(host, &target.to_string()));
+            }
+            let bytes = device
+                .get(schema, "capacityInBytes")
+                .and_then(Value::as_i64)
+                .filter(|b| *b > 0)
+                .or_else(|| {
+                    device
+                        .get(schema, "capacityInKB")
+                        .and_then(Value::as_i64)
+                        .map(|kb| kb * 1024)
+                })
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    Fault::invalid_argument(
+                        schema,
+                        "deviceChange.device.capacityInKB",
+                        "a new disk needs a size",
+                    )
+                })?;
+            create_qcow2(&path, &CreateOptions::new(bytes as u64)).map_err(|e| {
+                Fault::new(schema, "FileFault", format!("cannot create {target}: {e}")).with(
+                    schema,
+                    "file",
+                    target.to_string(),
+                )
+            })?;
+            created.push(path);
+        } else if !path.is_file() {
+            return Err(
+                Fault::new(schema, "FileNotFound", format!("{target} does not exist")).with(
+                    schema,
+                    "file",
+                    target.to_string(),
+                ),
+            );
+        }
+        let file_name = if target.parent() == folder {
+            target
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&target.path)
+                .to_string()
+        } else {
+            target.to_string()
+        };
+        spec.disks.push(DiskSpec { file_name });
+        return Ok(());
+    }
+    if schema.is_a(device.ty, schema.known_type("VirtualEthernetCard")) {
+        if spec.nics.len() >= MAX_NICS {
+            return Err(Fault::invalid_argument(
+                schema,
+                "deviceChange",
+                format!("at most {MAX_NICS} NICs"),
+            ));
+        }
+        let backing = device.get(schema, "backing").and_then(Value::as_data);
+        let network = backing
+            .and_then(|b| b.get(schema, "deviceName"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                backing
+                    .and_then(|b| b.get(schema, "network"))
+                    .and_then(Value::as_moref)
+                    .and_then(|n| {
+                        host.inventory()
+                            .stored(schema, n, "name")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+            })
+            .unwrap_or_else(|| "VM Network".into());
+        if network != "VM Network" {
+            return Err(Fault::invalid_argument(
+                schema,
+                "deviceChange.device.backing",
+                format!("network '{network}' does not exist"),
+            ));
+        }
+        let mac = device
+            .get(schema, "macAddress")
+            .and_then(Value::as_str)
+            .filter(|m| m.len() == 17)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(random_mac);
+        let virtual_dev = ty.trim_start_matches("Virtual").to_ascii_lowercase();
+        spec.nics.push(NicSpec {
+            network,
+            mac,
+            virtual_dev,
+        });
+        return Ok(());
+    }
+    if schema.is_a(device.ty, schema.known_type("VirtualController")) {
+        // Disks always sit on the VM's one paravirtual controller; a client's controller is
+        // accepted and that one presented.
+        return Ok(());
+    }
+    Err(Fault::not_supported(
+        schema,
+        format!("{ty} devices are not supported on this host"),
+    ))
+}

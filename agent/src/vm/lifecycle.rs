@@ -1,0 +1,573 @@
+//! Power operations on a VM and the watch over its VMM: power on (boot, or resume from
+//! `suspend/`), power off, reset, suspend, terminate; a VMM that exits 3 (reset) is started
+//! again; one that ends unasked leaves the VM powered off with an event saying why.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vireo_api::{DataObject, Fault, Value};
+
+use super::process::{VmmExit, VmmProcess};
+use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
+use super::{control, network, properties, tools_host, Power, Stopping, Vm, VmState};
+use crate::events::post_event;
+use crate::host::Host;
+use crate::inventory::now_micros;
+
+/// How long a new VMM may take to answer on its control socket.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a VMM may take to end after power-off before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long saving a VM may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
+pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
+    let mut state = vm.state();
+    state.disk_capacities = disk_capacities(host, vm, &state);
+    let log = vm.file("vireo-vmm.log");
+    if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
+        tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
+        state.taps = (0..state.spec.nics.len())
+            .map(|i| network::tap_name(vm.id, i))
+            .collect();
+        state.boot_time = std::fs::metadata(vm.run_dir.join("vmm.pid"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_micros() as i64);
+        started(host, vm, &mut state, process);
+    } else if vm.suspend_dir().join("vm.state").exists() {
+        state.power = Power::Suspended;
+    }
+    properties::publish(host, vm, &state);
+}
+
+/// Reads each disk's guest-visible size from its image.
+pub fn disk_capacities(host: &Host, vm: &Vm, state: &VmState) -> Vec<u64> {
+    state
+        .spec
+        .disks
+        .iter()
+        .map(|d| {
+            vm.disk_path(&d.file_name, &host.datastores)
+                .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
+                .map(|disk| disk.capacity())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
+pub fn invalid_power_state(host: &Host, requested: Option<Power>, existing: Power) -> Fault {
+    let schema = host.schema;
+    let mut fault = Fault::new(
+        schema,
+        "InvalidPowerState",
+        "The attempted operation cannot be performed in the current state",
+    )
+    .with(
+        schema,
+        "existingState",
+        Value::enumeration(schema, "VirtualMachinePowerState", existing.as_str()),
+    );
+    if let Some(requested) = requested {
+        fault = fault.with(
+            schema,
+            "requestedState",
+            Value::enumeration(schema, "VirtualMachinePowerState", requested.as_str()),
+        );
+    }
+    fault
+}
+
+/// Posts a VM event of type `ty` with a message.
+pub fn post_vm_event(host: &Host, vm: &Vm, state: &VmState, ty: &str, message: String, user: &str) {
+    let schema = host.schema;
+    let mut event = DataObject::of(schema, ty)
+        .with(schema, "template", state.spec.template)
+        .with(schema, "fullFormattedMessage", message.as_str());
+    if ty == "VmMessageErrorEvent" {
+        event.set(schema, "message", message.as_str());
+    }
+    post_event(host, event, Some(&vm.moref), user);
+}
+
+/// PowerOnVM: boots the VM, or resumes it when suspended.
+pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault> {
+    let schema = host.schema;
+    let mut state = vm.state();
+    if state.spec.template {
+        return Err(Fault::not_supported(
+            schema,
+            "A template cannot be powered on; mark it as a virtual machine first.",
+        ));
+    }
+    if state.power == Power::On {
+        return Err(invalid_power_state(host, Some(Power::On), Power::On));
+    }
+    check_memory(host, state.spec.memory_mb)?;
+    let resuming = state.power == Power::Suspended;
+    let process = launch(host, vm, &mut state, resuming)?;
+    if resuming {
+        let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        state.suspend_time = None;
+    }
+    state.boot_time = Some(now_micros());
+    started(host, vm, &mut state, process);
+    let name = state.spec.name.clone();
+    let (ty, what) = if resuming {
+        ("VmResumingEvent", "resumed")
+    } else {
+        ("VmPoweredOnEvent", "powered on")
+    };
+    post_vm_event(
+        host,
+        vm,
+        &state,
+        ty,
+        format!("{name} on {} is {what}", "ha-host"),
+        user,
+    );
+    properties::publish(host, vm, &state);
+    Ok(())
+}
+
+/// InsufficientMemoryResourcesFault when the host has less available memory than asked for.
+fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
+    let available_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+        })
+        .map(|kib| kib / 1024);
+    match available_mb {
+        Some(available) if available < memory_mb => {
+            let schema = host.schema;
+            Err(Fault::new(
+                schema,
+                "InsufficientMemoryResourcesFault",
+                format!("The host has {available} MB available; the VM needs {memory_mb} MB."),
+            )
+            .with(schema, "unreserved", available * 1024 * 1024)
+            .with(schema, "requested", memory_mb * 1024 * 1024))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records a started VMM and starts watching it and its tools channel.
+fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProcess) {
+    let process = Arc::new(process);
+    state.power = Power::On;
+    state.process = Some(process.clone());
+    state.generation += 1;
+    state.stopping = None;
+    let generation = state.generation;
+    let (watch_host, watch_vm) = (host.clone(), vm.clone());
+    let _ = std::thread::Builder::new()
+        .name(format!("vmm-vm{}", vm.id))
+        .spawn(move || {
+            let exit = process.wait();
+            ended(&watch_host, &watch_vm, &process, exit);
+        });
+    tools_host::spawn(
+        host.clone(),
+        vm.clone(),
+        vm.run_dir.join("tools.sock"),
+        generation,
+    );
+    vm.notify();
+}
+
+/// The `vireo-vmm` binary: `$VIREO_VMM`, else next to vireod.
+fn vmm_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("VIREO_VMM") {
+        return path.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("vireo-vmm")))
+        .unwrap_or_else(|| "vireo-vmm".into())
+}
+
+fn resolve_boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
+    let schema = host.schema;
+    let path = super::datastore_path::DatastorePath::parse(value)
+        .and_then(|p| p.resolve(&host.datastores))
+        .map_err(|e| {
+            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
+                .with(schema, "property", key)
+        })?;
+    if !path.is_file() {
+        return Err(Fault::new(
+            schema,
+            "FileNotFound",
+            format!("{value} ({key} of {}) does not exist", vm.vmx_path),
+        )
+        .with(schema, "file", value));
+    }
+    Ok(path)
+}
+
+/// The command line of a fresh boot.
+fn boot_args(host: &Host, vm: &Vm, state: &VmState) -> Result<Vec<OsString>, Fault> {
+    let schema = host.schema;
+    let spec = &state.spec;
+    let kernel = spec.extra(BOOT_KERNEL).ok_or_else(|| {
+        Fault::new(
+            schema,
+            "InvalidVmConfig",
+            format!(
+                "{} has no boot source: set extraConfig {BOOT_KERNEL} to a datastore path",
+                spec.name
+            ),
+        )
+        .with(schema, "property", BOOT_KERNEL)
+    })?;
+    let mut args: Vec<OsString> = vec![
+        "--kernel".into(),
+        resolve_boot_file(host, vm, BOOT_KERNEL, kernel)?.into(),
+    ];
+    if let Some(initrd) = spec.extra(BOOT_INITRD) {
+        args.push("--initrd".into());
+        args.push(resolve_boot_file(host, vm, BOOT_INITRD, initrd)?.into());
+    }
+    args.push("--cmdline".into());
+    args.push(spec.extra(BOOT_CMDLINE).unwrap_or_default().into());
+    args.push("--vcpus".into());
+    args.push(spec.num_cpus.to_string().into());
+    args.push("--memory-mib".into());
+    args.push(spec.memory_mb.to_string().into());
+    for (n, disk) in spec.disks.iter().enumerate() {
+        let path = vm
+            .disk_path(&disk.file_name, &host.datastores)
+            .ok_or_else(|| {
+                Fault::new(
+                    schema,
+                    "FileNotFound",
+                    format!("disk {} is not on a datastore", disk.file_name),
+                )
+                .with(schema, "file", disk.file_name.as_str())
+            })?;
+        let mut option = OsString::from("path=");
+        option.push(path);
+        option.push(format!(",serial=vireo-disk{n}"));
+        args.push("--disk".into());
+        args.push(option);
+    }
+    for (n, nic) in spec.nics.iter().enumerate() {
+        args.push("--net".into());
+        args.push(format!("tap={},mac={}", network::tap_name(vm.id, n), nic.mac).into());
+    }
+    Ok(args)
+}
+
+/// Creates the TAPs, starts the VMM (booting, or restoring `suspend/`) and waits until it
+/// answers on its control socket.
+fn launch(host: &Host, vm: &Vm, state: &mut VmState, restore: bool) -> Result<VmmProcess, Fault> {
+    let schema = host.schema;
+    let system_error = |e: String| Fault::system_error(schema, e);
+    let mut args = if restore {
+        vec!["--restore".into(), vm.suspend_dir().into()]
+    } else {
+        boot_args(host, vm, state)?
+    };
+    std::fs::create_dir_all(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
+    let control_socket = vm.run_dir.join("control.sock");
+    let tools_socket = vm.run_dir.join("tools.sock");
+    if control_socket.as_os_str().len() >= 108 {
+        return Err(system_error(format!(
+            "the data directory path is too long for a Unix socket: {}",
+            control_socket.display()
+        )));
+    }
+    args.extend([
+        "--control".into(),
+        control_socket.clone().into(),
+        "--tools-socket".into(),
+        tools_socket.into(),
+        "--serial-log".into(),
+        vm.file("serial.log").into(),
+    ]);
+    let taps: Vec<String> = (0..state.spec.nics.len())
+        .map(|i| network::tap_name(vm.id, i))
+        .collect();
+    for tap in &taps {
+        if let Err(error) = network::create_tap(tap) {
+            delete_taps(&taps);
+            return Err(system_error(error.to_string()));
+        }
+    }
+    let _ = std::fs::remove_file(&control_socket);
+    let process = VmmProcess::spawn(&vmm_binary(), &args, &vm.run_dir, &vm.file("vireo-vmm.log"))
+        .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if control::command(&control_socket, "status", Duration::from_secs(5)).is_ok() {
+            state.taps = taps;
+            return Ok(process);
+        }
+        if process.has_exited() || Instant::now() > deadline {
+            process.killer().signal(libc::SIGKILL);
+            let why = match process.wait() {
+                VmmExit::Failed(why) => why,
+                other => format!("the VMM ended at once ({other:?})"),
+            };
+            delete_taps(&taps);
+            return Err(
+                Fault::new(schema, "GenericVmConfigFault", why.clone()).with(schema, "reason", why)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn delete_taps(taps: &[String]) {
+    for tap in taps {
+        if let Err(error) = network::delete_tap(tap) {
+            tracing::warn!("{error}");
+        }
+    }
+}
+
+/// Called on the watch thread when a VMM ends.
+fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExit) {
+    let mut state = vm.state();
+    if !state
+        .process
+        .as_ref()
+        .is_some_and(|p| Arc::ptr_eq(p, process))
+    {
+        return;
+    }
+    state.process = None;
+    state.generation += 1;
+    state.tools.disconnect();
+    let taps = std::mem::take(&mut state.taps);
+    delete_taps(&taps);
+    let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));
+    let stopping = state.stopping.take();
+    let name = state.spec.name.clone();
+    tracing::info!(vm = vm.id, ?exit, ?stopping, "VMM ended");
+    match (exit, stopping) {
+        (_, Some(Stopping::Suspend)) if vm.suspend_dir().join("vm.state").exists() => {
+            state.power = Power::Suspended;
+            state.suspend_time = Some(now_micros());
+            post_vm_event(
+                host,
+                vm,
+                &state,
+                "VmSuspendedEvent",
+                format!("{name} is suspended"),
+                "",
+            );
+        }
+        (VmmExit::Reset { by_guest }, None) => {
+            let (ty, what) = if by_guest {
+                ("VmGuestRebootEvent", "restarted by its guest")
+            } else {
+                ("VmResettingEvent", "reset")
+            };
+            post_vm_event(host, vm, &state, ty, format!("{name} is {what}"), "");
+            match launch(host, vm, &mut state, false) {
+                Ok(process) => {
+                    state.boot_time = Some(now_micros());
+                    started(host, vm, &mut state, process);
+                }
+                Err(fault) => {
+                    state.power = Power::Off;
+                    post_vm_event(
+                        host,
+                        vm,
+                        &state,
+                        "VmMessageErrorEvent",
+                        format!("{name} could not restart after a reset: {}", fault.message),
+                        "",
+                    );
+                    post_vm_event(
+                        host,
+                        vm,
+                        &state,
+                        "VmPoweredOffEvent",
+                        format!("{name} is powered off"),
+                        "",
+                    );
+                }
+            }
+        }
+        (VmmExit::Failed(why), None) => {
+            state.power = Power::Off;
+            tracing::warn!(vm = vm.id, "VM process failed: {why}");
+            post_vm_event(
+                host,
+                vm,
+                &state,
+                "VmMessageErrorEvent",
+                format!("{name}: {why}"),
+                "",
+            );
+            post_vm_event(
+                host,
+                vm,
+                &state,
+                "VmPoweredOffEvent",
+                format!("{name} is powered off"),
+                "",
+            );
+        }
+        _ => {
+            state.power = Power::Off;
+            post_vm_event(
+                host,
+                vm,
+                &state,
+                "VmPoweredOffEvent",
+                format!("{name} is powered off"),
+                "",
+            );
+        }
+    }
+    if state.power != Power::On {
+        state.boot_time = None;
+    }
+    properties::publish(host, vm, &state);
+    vm.notify();
+}
+
+/// Asks the running VMM to end for `why`, then waits for it (killing it if it lingers).
+fn stop(
+    host: &Host,
+    vm: &Vm,
+    why: Stopping,
+    ask: impl FnOnce(&VmState) -> Result<(), Fault>,
+) -> Result<(), Fault> {
+    let mut state = vm.state();
+    if state.power != Power::On {
+        let requested = match why {
+            Stopping::PowerOff => Power::Off,
+            Stopping::Suspend => Power::Suspended,
+        };
+        return Err(invalid_power_state(host, Some(requested), state.power));
+    }
+    let generation = state.generation;
+    state.stopping = Some(why);
+    if let Err(fault) = ask(&state) {
+        state.stopping = None;
+        return Err(fault);
+    }
+    let (state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
+    if !done {
+        if let Some(process) = &state.process {
+            process.killer().signal(libc::SIGKILL);
+        }
+        let (_state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
+        if !done {
+            return Err(Fault::system_error(
+                host.schema,
+                "the VM's process does not end",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// PowerOffVM: hard power-off.
+pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    stop(host, vm, Stopping::PowerOff, |state| {
+        let socket = vm.run_dir.join("control.sock");
+        if control::command(&socket, "power-off", Duration::from_secs(10)).is_err() {
+            kill(state);
+        }
+        Ok(())
+    })
+}
+
+/// TerminateVM: SIGKILL of the VM's process.
+pub fn terminate(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    stop(host, vm, Stopping::PowerOff, |state| {
+        kill(state);
+        Ok(())
+    })
+}
+
+fn kill(state: &VmState) {
+    if let Some(process) = &state.process {
+        process.killer().signal(libc::SIGKILL);
+    }
+}
+
+/// SuspendVM: saves state and memory into `suspend/`, then the process ends.
+pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    let schema = host.schema;
+    stop(host, vm, Stopping::Suspend, |_| {
+        let socket = vm.run_dir.join("control.sock");
+        let dir = vm.suspend_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        let saved = control::request(
+            &socket,
+            &serde_json::json!({ "cmd": "save", "dir": dir }),
+            SAVE_TIMEOUT,
+        );
+        if let Err(error) = saved {
+            let _ = control::command(&socket, "resume", Duration::from_secs(10));
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(
+                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
+                    schema,
+                    "file",
+                    dir.display().to_string(),
+                ),
+            );
+        }
+        control::command(&socket, "power-off", Duration::from_secs(10))
+            .map(drop)
+            .map_err(|e| Fault::system_error(schema, e.to_string()))
+    })
+}
+
+/// ResetVM: hard reset; the VMM exits and vireod boots it again.
+pub fn reset(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    let state = vm.state();
+    if state.power != Power::On {
+        return Err(invalid_power_state(host, Some(Power::On), state.power));
+    }
+    let generation = state.generation;
+    let socket = vm.run_dir.join("control.sock");
+    control::command(&socket, "reset", Duration::from_secs(10))
+        .map_err(|e| Fault::system_error(host.schema, e.to_string()))?;
+    let (state, done) = vm.wait_until(state, START_TIMEOUT + STOP_TIMEOUT, |s| {
+        s.generation >= generation + 2 || s.power != Power::On
+    });
+    if !done || state.power != Power::On {
+        return Err(Fault::system_error(
+            host.schema,
+            "the VM did not come back after the reset",
+        ));
+    }
+    Ok(())
+}
+
+/// Re-evaluates every VM's heartbeat colour once a second, publishing changes, forever.
+pub fn watch_heartbeats(host: Arc<Host>) {
+    let _ = std::thread::Builder::new()
+        .name("heartbeats".into())
+        .spawn(move || {
+            let mut colors = std::collections::HashMap::new();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                for vm in host.vms.all() {
+                    let mut state = vm.state();
+                    let expired = state.tools.expire();
+                    let color = state.tools.heartbeat_color();
+                    if colors.insert(vm.id, color) != Some(color) || expired {
+                        properties::publish(&host, &vm, &state);
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,310 @@
+//! One `vireo-vmm` process: started in its own session (so it outlives vireod, as a VM on ESXi
+//! outlives hostd) with stderr appended to the VM folder's `vireo-vmm.log`, recorded in a pid
+//! file, re-adopted after a vireod restart, and waited for through a pidfd. How it ended comes
+//! from its exit record (`vireo-vmm: exit {...}`, its last log line) or, failing that, its status.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// How a VMM process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmExit {
+    /// Powered off; `by_guest` when the guest did it (S5), else the host asked.
+    PoweredOff {
+        /// Whether the guest powered itself off.
+        by_guest: bool,
+    },
+    /// Reset (the caller restarts the VM); `by_guest` for a guest reboot or triple fault.
+    Reset {
+        /// Whether the guest caused it.
+        by_guest: bool,
+    },
+    /// Anything else: crashed, killed, failed to start. The text says what happened.
+    Failed(String),
+}
+
+/// A running (or just ended) VMM.
+pub struct VmmProcess {
+    /// Its process id.
+    pub pid: i32,
+    pidfd: Arc<OwnedFd>,
+    child: Mutex<Option<Child>>,
+    log: PathBuf,
+    log_offset: u64,
+}
+
+/// The pid file: pid and the process's start time (so a reused pid is not mistaken for it).
+fn pid_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("vmm.pid")
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn log_len(log: &Path) -> u64 {
+    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+}
+
+impl VmmProcess {
+    /// Starts `binary args...` detached from vireod, logging to `log`; records it in `run_dir`.
+    pub fn spawn(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        run_dir: &Path,
+        log: &Path,
+    ) -> std::io::Result<VmmProcess> {
+        let log_offset = log_len(log);
+        let stderr = OpenOptions::new().create(true).append(true).open(log)?;
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // SAFETY: setsid is async-signal-safe; it puts the VMM in its own session so that
+        // signals aimed at vireod's process group (Ctrl-C, service stop) do not reach it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        let pid = child.id() as i32;
+        let pidfd = pidfd_open(pid)?;
+        let started = start_time(pid).unwrap_or(0);
+        super::vmx_file::write_atomically(
+            &pid_file(run_dir),
+            format!("{pid} {started}\n").as_bytes(),
+        )?;
+        Ok(VmmProcess {
+            pid,
+            pidfd: Arc::new(pidfd),
+            child: Mutex::new(Some(child)),
+            log: log.to_owned(),
+            log_offset,
+        })
+    }
+
+    /// The VMM recorded in `run_dir`, if that very process is still running.
+    pub fn adopt(run_dir: &Path, log: &Path) -> Option<VmmProcess> {
+        let text = std::fs::read_to_string(pid_file(run_dir)).ok()?;
+        let mut fields = text.split_whitespace();
+        let pid: i32 = fields.next()?.parse().ok()?;
+        let started: u64 = fields.next()?.parse().ok()?;
+        let pidfd = pidfd_open(pid).ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline).contains(&*run_dir.to_string_lossy());
+        if start_time(pid) != Some(started) || !ours {
+            return None;
+        }
+        Some(VmmProcess {
+            pid,
+            pidfd: Arc::new(pidfd),
+            child: Mutex::new(None),
+            log: log.to_owned(),
+            log_offset: log_len(log),
+        })
+    }
+
+    /// A handle that can kill the process while another thread waits for it.
+    pub fn killer(&self) -> VmmKiller {
+        VmmKiller {
+            pidfd: self.pidfd.clone(),
+        }
+    }
+
+    /// Whether the process has ended (without reaping it).
+    pub fn has_exited(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+    }
+
+    /// Blocks until the process ends and says how.
+    pub fn wait(&self) -> VmmExit {
+        let mut poll = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; -1 waits for the process to exit.
+        while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
+        let status = self
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .and_then(|child| child.wait().ok());
+        let record = self.exit_record();
+        classify(record.as_ref(), status, &self.log_tail())
+    }
+
+    fn new_log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            if file.seek(SeekFrom::Start(self.log_offset)).is_ok() {
+                let _ = file.take(1 << 20).read_to_string(&mut text);
+            }
+        }
+        text
+    }
+
+    /// The exit record this run wrote, if any.
+    fn exit_record(&self) -> Option<serde_json::Value> {
+        self.new_log_text()
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("vireo-vmm: exit "))
+            .and_then(|json| serde_json::from_str(json).ok())
+    }
+
+    /// The last non-record line this run logged (why it could not start, usually).
+    fn log_tail(&self) -> String {
+        self.new_log_text()
+            .lines()
+            .rev()
+            .find(|l| !l.starts_with("vireo-vmm: exit ") && !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Kills a VMM by its pidfd (no pid-reuse race).
+#[derive(Clone)]
+pub struct VmmKiller {
+    pidfd: Arc<OwnedFd>,
+}
+
+impl VmmKiller {
+    /// Sends `signal` (SIGKILL for TerminateVM).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+/// Reads the exit record (preferred) or the process status into a [`VmmExit`].
+fn classify(
+    record: Option<&serde_json::Value>,
+    status: Option<std::process::ExitStatus>,
+    log_tail: &str,
+) -> VmmExit {
+    if let Some(record) = record {
+        return match record["reason"].as_str().unwrap_or_default() {
+            "guest-power-off" => VmmExit::PoweredOff { by_guest: true },
+            "host-power-off" => VmmExit::PoweredOff { by_guest: false },
+            "guest-reset" => VmmExit::Reset { by_guest: true },
+            "host-reset" => VmmExit::Reset { by_guest: false },
+            "killed" => VmmExit::Failed(format!(
+                "the VM's process was stopped by signal {}",
+                record["signal"].as_i64().unwrap_or(0)
+            )),
+            _ => VmmExit::Failed(format!("the virtual machine crashed: {record}")),
+        };
+    }
+    match status {
+        Some(s) if s.code() == Some(1) => {
+            VmmExit::Failed(format!("the VMM could not start: {log_tail}"))
+        }
+        Some(s) if s.signal().is_some() => VmmExit::Failed(format!(
+            "the VM's process was killed by signal {}",
+            s.signal().unwrap_or(0)
+        )),
+        Some(s) => VmmExit::Failed(format!(
+            "the VM's process exited with status {} without an exit record",
+            s.code().unwrap_or(-1)
+        )),
+        None => VmmExit::Failed(
+            "the VM's process ended without an exit record (killed or crashed)".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_records_and_statuses_classify() {
+        let record = |r: &str| serde_json::json!({ "reason": r });
+        assert_eq!(
+            classify(Some(&record("guest-power-off")), None, ""),
+            VmmExit::PoweredOff { by_guest: true }
+        );
+        assert_eq!(
+            classify(Some(&record("host-reset")), None, ""),
+            VmmExit::Reset { by_guest: false }
+        );
+        assert!(matches!(
+            classify(Some(&record("crashed")), None, ""),
+            VmmExit::Failed(m) if m.contains("crashed")
+        ));
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert!(matches!(
+            classify(None, Some(killed), ""),
+            VmmExit::Failed(m) if m.contains("signal 9")
+        ));
+        let no_start = std::process::ExitStatus::from_raw(1 << 8);
+        assert!(matches!(
+            classify(None, Some(no_start), "vireo-vmm: no such kernel"),
+            VmmExit::Failed(m) if m.contains("no such kernel")
+        ));
+    }
+
+    #[test]
+    fn a_spawned_process_is_adopted_and_its_end_seen() {
+        let dir = std::env::temp_dir().join(format!("vireo-vmm-process-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        // The run dir on the command line (as `$0`) marks the process as ours.
+        let shell = |script: &str| -> Vec<std::ffi::OsString> {
+            vec!["-c".into(), script.into(), dir.clone().into()]
+        };
+        let sh = Path::new("/bin/sh");
+        let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &dir, &log).unwrap();
+        let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
+        assert_eq!(adopted.pid, process.pid);
+        assert!(!adopted.has_exited());
+        adopted.killer().signal(libc::SIGKILL);
+        assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("signal 9")));
+        assert!(adopted.has_exited());
+        assert!(VmmProcess::adopt(&dir, &log).is_none());
+
+        let failing = shell("echo cannot start >&2; exit 1");
+        let process = VmmProcess::spawn(sh, &failing, &dir, &log).unwrap();
+        assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("cannot start")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

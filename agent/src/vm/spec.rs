@@ -1,0 +1,287 @@
+//! What a VM is made of, as its `.vmx` records it: name, guest OS, CPUs, memory, identities,
+//! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
+//! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
+
+use super::vmx_file::VmxFile;
+
+/// extraConfig key naming the kernel (a datastore path) the VM boots.
+pub const BOOT_KERNEL: &str = "vireo.boot.kernel";
+/// extraConfig key naming the initial ramdisk (a datastore path).
+pub const BOOT_INITRD: &str = "vireo.boot.initrd";
+/// extraConfig key holding the kernel command line.
+pub const BOOT_CMDLINE: &str = "vireo.boot.cmdline";
+
+/// Most disks and NICs a VM may have (the VMM's virtio slots are shared with the tools port).
+pub const MAX_DISKS: usize = 8;
+/// Most NICs a VM may have.
+pub const MAX_NICS: usize = 4;
+
+/// One virtual disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// File name as stored: relative to the VM folder, or a datastore path.
+    pub file_name: String,
+}
+
+/// One virtual NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    /// Name of the network it is on ("VM Network").
+    pub network: String,
+    /// MAC address, `00:50:56:xx:xx:xx` style, lower case.
+    pub mac: String,
+    /// Device model the client chose (`vmxnet3`, `e1000`, ...); the guest sees virtio-net.
+    pub virtual_dev: String,
+}
+
+/// A VM's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Display name.
+    pub name: String,
+    /// vSphere guest id (`otherLinux64Guest`).
+    pub guest_id: String,
+    /// vCPUs.
+    pub num_cpus: i32,
+    /// Memory in MiB.
+    pub memory_mb: i64,
+    /// BIOS UUID (config.uuid).
+    pub uuid: String,
+    /// Instance UUID (config.instanceUuid).
+    pub instance_uuid: String,
+    /// Free text.
+    pub annotation: String,
+    /// Whether this is a template (cannot power on).
+    pub template: bool,
+    /// Virtual hardware version number (`vmx-21`).
+    pub hw_version: i32,
+    /// Disks in device order.
+    pub disks: Vec<DiskSpec>,
+    /// NICs in device order.
+    pub nics: Vec<NicSpec>,
+    /// Every other setting, in file order.
+    pub extra_config: Vec<(String, String)>,
+}
+
+/// Keys the model owns (compared case-insensitively); `diskN.*` and `ethernetN.*` too.
+const OWN_KEYS: &[&str] = &[
+    ".encoding",
+    "config.version",
+    "displayName",
+    "guestOS",
+    "numvcpus",
+    "memsize",
+    "uuid.bios",
+    "vc.uuid",
+    "annotation",
+    "templateVM",
+    "virtualHW.version",
+];
+
+fn is_device_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    ["disk", "ethernet"].iter().any(|prefix| {
+        lower
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+impl VmSpec {
+    /// Reads a VM from its `.vmx` settings; `default_name` names it when displayName is absent.
+    pub fn from_vmx(vmx: &VmxFile, default_name: &str) -> VmSpec {
+        let number = |key: &str, default: i64| {
+            vmx.get(key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let present = |prefix: String| {
+            vmx.get(&format!("{prefix}.present"))
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        };
+        let disks = (0..MAX_DISKS)
+            .filter(|n| present(format!("disk{n}")))
+            .filter_map(|n| vmx.get(&format!("disk{n}.fileName")))
+            .map(|f| DiskSpec {
+                file_name: f.to_string(),
+            })
+            .collect();
+        let nics = (0..MAX_NICS)
+            .filter(|n| present(format!("ethernet{n}")))
+            .map(|n| {
+                let get = |k: &str| vmx.get(&format!("ethernet{n}.{k}")).map(str::to_string);
+                NicSpec {
+                    network: get("networkName").unwrap_or_else(|| "VM Network".into()),
+                    mac: get("address")
+                        .or_else(|| get("generatedAddress"))
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                    virtual_dev: get("virtualDev").unwrap_or_else(|| "vmxnet3".into()),
+                }
+            })
+            .collect();
+        let guest_os = vmx.get("guestOS").unwrap_or("otherLinux64");
+        VmSpec {
+            name: vmx.get("displayName").unwrap_or(default_name).to_string(),
+            guest_id: format!(
+                "{}Guest",
+                guest_os.strip_suffix("Guest").unwrap_or(guest_os)
+            ),
+            num_cpus: number("numvcpus", 1) as i32,
+            memory_mb: number("memsize", 256),
+            uuid: vmx.get("uuid.bios").map(api_uuid).unwrap_or_default(),
+            instance_uuid: vmx.get("vc.uuid").map(api_uuid).unwrap_or_default(),
+            annotation: vmx.get("annotation").unwrap_or_default().to_string(),
+            template: vmx
+                .get("templateVM")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            hw_version: number("virtualHW.version", 21) as i32,
+            disks,
+            nics,
+            extra_config: vmx
+                .entries()
+                .filter(|(k, _)| {
+                    !is_device_key(k) && !OWN_KEYS.iter().any(|o| o.eq_ignore_ascii_case(k))
+                })
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The `.vmx` settings for this VM.
+    pub fn to_vmx(&self) -> VmxFile {
+        let mut vmx = VmxFile::default();
+        vmx.set("config.version", "8");
+        vmx.set("virtualHW.version", &self.hw_version.to_string());
+        vmx.set("displayName", &self.name);
+        vmx.set(
+            "guestOS",
+            self.guest_id
+                .strip_suffix("Guest")
+                .unwrap_or(&self.guest_id),
+        );
+        vmx.set("numvcpus", &self.num_cpus.to_string());
+        vmx.set("memsize", &self.memory_mb.to_string());
+        vmx.set("uuid.bios", &vmx_uuid(&self.uuid));
+        vmx.set("vc.uuid", &vmx_uuid(&self.instance_uuid));
+        if !self.annotation.is_empty() {
+            vmx.set("annotation", &self.annotation);
+        }
+        if self.template {
+            vmx.set("templateVM", "TRUE");
+        }
+        for (n, disk) in self.disks.iter().enumerate() {
+            vmx.set(&format!("disk{n}.present"), "TRUE");
+            vmx.set(&format!("disk{n}.fileName"), &disk.file_name);
+        }
+        for (n, nic) in self.nics.iter().enumerate() {
+            vmx.set(&format!("ethernet{n}.present"), "TRUE");
+            vmx.set(&format!("ethernet{n}.networkName"), &nic.network);
+            vmx.set(&format!("ethernet{n}.virtualDev"), &nic.virtual_dev);
+            vmx.set(&format!("ethernet{n}.addressType"), "static");
+            vmx.set(&format!("ethernet{n}.address"), &nic.mac);
+        }
+        for (key, value) in &self.extra_config {
+            vmx.set(key, value);
+        }
+        vmx
+    }
+
+    /// An extraConfig value.
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extra_config
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (or, with an empty value, removes) an extraConfig value, as ReconfigVM does.
+    pub fn set_extra(&mut self, key: &str, value: &str) {
+        self.extra_config
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        if !value.is_empty() {
+            self.extra_config.push((key.to_string(), value.to_string()));
+        }
+    }
+}
+
+/// `564d1234-5678-9abc-def0-123456789abc` from the .vmx form `56 4d 12 34 ... 9a bc-de f0 ...`.
+pub fn api_uuid(text: &str) -> String {
+    let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return text.to_string();
+    }
+    let hex = hex.to_ascii_lowercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The .vmx form of an API UUID: sixteen hex bytes, a dash after the eighth.
+fn vmx_uuid(uuid: &str) -> String {
+    let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return uuid.to_string();
+    }
+    let bytes: Vec<&str> = (0..16).map(|i| &hex[i * 2..i * 2 + 2]).collect();
+    format!("{}-{}", bytes[..8].join(" "), bytes[8..].join(" "))
+}
+
+/// A random version-4 UUID in API form.
+pub fn random_uuid() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the kernel's random source");
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    api_uuid(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A random MAC in VMware's manually-assigned range `00:50:56:00:00:00..00:50:56:3f:ff:ff`.
+pub fn random_mac() -> String {
+    let mut bytes = [0u8; 3];
+    getrandom::fill(&mut bytes).expect("the kernel's random source");
+    format!(
+        "00:50:56:{:02x}:{:02x}:{:02x}",
+        bytes[0] & 0x3f,
+        bytes[1],
+        bytes[2]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmx_round_trip_keeps_devices_and_extra_config() {
+        let text = "displayName = \"web\"\nguestOS = \"debian12-64\"\nnumvcpus = \"2\"\n\
+                    memsize = \"512\"\nuuid.bios = \"56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc\"\n\
+                    disk0.present = \"TRUE\"\ndisk0.fileName = \"web.qcow2\"\n\
+                    disk1.present = \"FALSE\"\ndisk1.fileName = \"gone.qcow2\"\n\
+                    ethernet0.present = \"TRUE\"\nethernet0.address = \"00:50:56:01:02:03\"\n\
+                    vireo.boot.kernel = \"[datastore1] k.elf\"\n";
+        let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
+        assert_eq!(spec.guest_id, "debian12-64Guest");
+        assert_eq!(spec.uuid, "564d1234-5678-9abc-def0-123456789abc");
+        assert_eq!(spec.disks.len(), 1);
+        assert_eq!(spec.nics[0].network, "VM Network");
+        assert_eq!(spec.extra(BOOT_KERNEL), Some("[datastore1] k.elf"));
+        assert_eq!(spec.extra_config.len(), 1);
+        let back = VmSpec::from_vmx(&spec.to_vmx(), "x");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn identities_have_the_right_shape() {
+        let uuid = random_uuid();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(api_uuid(&vmx_uuid(&uuid)), uuid);
+        assert!(random_mac().starts_with("00:50:56:"));
+    }
+}
