@@ -312,11 +312,19 @@ fn launch(host: &Host, vm: &Vm, state: &mut VmState, restore: bool) -> Result<Vm
             state.taps = taps;
             return Ok(process);
         }
-        if process.has_exited() || Instant::now() > deadline {
-            process.killer().signal(libc::SIGKILL);
+        let exited = process.has_exited();
+        if exited || Instant::now() > deadline {
+            if !exited {
+                process.killer().signal(libc::SIGKILL);
+            }
             let why = match process.wait() {
                 VmmExit::Failed(why) => why,
-                other => format!("the VMM ended at once ({other:?})"),
+                // A guest quick enough to power off (or reboot) before the first status
+                // request still ran: the watch thread reports how it ended.
+                _ => {
+                    state.taps = taps;
+                    return Ok(process);
+                }
             };
             delete_taps(&taps);
             return Err(
