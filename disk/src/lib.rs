@@ -6,6 +6,8 @@ pub mod cbt;
 pub mod chain;
 pub mod qcow2;
 pub mod raw;
+pub mod shared;
 pub mod tree;
 
 pub use block::{open_disk, BlockDevice, BlockError, OpenError};
+pub use shared::SharedDisk;

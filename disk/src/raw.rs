@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::block::{check_range, BlockDevice, BlockError, OpenError};
+use crate::shared::{HostExtent, RoutableDevice, Segment};
 
 /// A raw image file behind the `BlockDevice` trait.
 pub struct RawDisk {
@@ -125,6 +126,36 @@ impl BlockDevice for RawDisk {
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
         self.check_writable(offset, len)?;
         self.zero_range(offset, len)
+    }
+}
+
+impl RoutableDevice for RawDisk {
+    fn data_file(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    fn data_path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_route(&mut self, offset: u64, len: u64) -> Result<Option<Vec<Segment>>, BlockError> {
+        check_range(offset, len, self.capacity)?;
+        Ok(Some(vec![Segment::File(HostExtent {
+            host: offset,
+            len: len as usize,
+        })]))
+    }
+
+    fn write_route(
+        &mut self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<HostExtent>>, BlockError> {
+        self.check_writable(offset, len)?;
+        Ok(Some(vec![HostExtent {
+            host: offset,
+            len: len as usize,
+        }]))
     }
 }
 

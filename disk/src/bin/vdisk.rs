@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -15,7 +16,7 @@ use vireo_disk::qcow2::{
     create, format_name, BackingSpec, CreateOptions, ExtentKind, Qcow2Image, Qcow2Options,
 };
 use vireo_disk::tree::DiskTree;
-use vireo_disk::{open_disk, BlockDevice};
+use vireo_disk::{open_disk, BlockError, SharedDisk};
 
 #[derive(Parser)]
 #[command(
@@ -139,6 +140,9 @@ enum Command {
         /// Number of requests
         #[arg(short = 'c', default_value_t = 75000)]
         count: u64,
+        /// Requests in flight at once (one worker thread each)
+        #[arg(short = 'd', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        depth: u16,
         /// Offset of the first request
         #[arg(short = 'o', default_value = "0")]
         offset: String,
@@ -340,6 +344,7 @@ fn run(command: Command) -> Result<(), Failure> {
             write,
             size,
             count,
+            depth,
             offset,
             step,
             random,
@@ -352,6 +357,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 write,
                 size,
                 count,
+                depth,
                 offset: parse_size(&offset)?,
                 step: step.as_deref().map(parse_size).transpose()?.unwrap_or(size),
                 random,
@@ -620,6 +626,7 @@ struct BenchPlan {
     write: bool,
     size: u64,
     count: u64,
+    depth: u16,
     offset: u64,
     step: u64,
     random: bool,
@@ -627,46 +634,78 @@ struct BenchPlan {
     pattern: u8,
 }
 
+impl BenchPlan {
+    /// The offset of request `i`: steps wrap modulo the disk size like `qemu-img bench`
+    /// (restarting at 0 where a request would cross the end); random offsets are aligned.
+    fn offset_of(&self, i: u64, capacity: u64) -> u64 {
+        let offset = if self.random {
+            (splitmix64(i) % (capacity / self.size)) * self.size
+        } else {
+            ((self.offset as u128 + i as u128 * self.step as u128) % capacity as u128) as u64
+        };
+        if offset + self.size > capacity {
+            0
+        } else {
+            offset
+        }
+    }
+}
+
+/// A well-mixed hash of `i` (SplitMix64), for reproducible random offsets.
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn cmd_bench(file: &Path, plan: &BenchPlan) -> Result<(), Failure> {
-    let mut disk: Box<dyn BlockDevice> = open_disk(file, !plan.write)?;
+    let disk = SharedDisk::open(file, !plan.write)?;
     let capacity = disk.capacity();
     if plan.size == 0 || plan.size > capacity {
         return Err(Failure::Error(
             "request size must be between 1 and the disk size".into(),
         ));
     }
-    let slots = capacity / plan.size;
-    let mut buf = vec![plan.pattern; plan.size as usize];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut offset = plan.offset % capacity;
+    let next = AtomicU64::new(0);
     let start = Instant::now();
-    for _ in 0..plan.count {
-        if plan.random {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            offset = (rng % slots) * plan.size;
-        } else if offset + plan.size > capacity {
-            offset = 0;
-        }
-        if plan.write {
-            disk.write_at(&buf, offset)?;
-        } else {
-            disk.read_at(&mut buf, offset)?;
-        }
-        offset = (offset + plan.step) % capacity;
-    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..plan.depth)
+            .map(|_| scope.spawn(|| bench_worker(&disk, plan, &next)))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("bench worker panicked"))
+    })?;
     if plan.flush {
         disk.flush()?;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{} {} requests of {} bytes in {secs:.3} s: {:.0} IOPS, {:.1} MiB/s",
+        "{} {} requests of {} bytes, {} in flight, in {secs:.3} s: {:.0} IOPS, {:.1} MiB/s",
         if plan.write { "wrote" } else { "read" },
         plan.count,
         plan.size,
+        plan.depth,
         plan.count as f64 / secs,
         (plan.count * plan.size) as f64 / secs / (1 << 20) as f64
     );
     Ok(())
+}
+
+/// Issues requests until `next` passes the plan's count: one request in flight per worker.
+fn bench_worker(disk: &SharedDisk, plan: &BenchPlan, next: &AtomicU64) -> Result<(), BlockError> {
+    let mut buf = vec![plan.pattern; plan.size as usize];
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.count {
+            return Ok(());
+        }
+        let offset = plan.offset_of(i, disk.capacity());
+        if plan.write {
+            disk.write_at(&buf, offset)?;
+        } else {
+            disk.read_at(&mut buf, offset)?;
+        }
+    }
 }

@@ -251,6 +251,11 @@ impl Qcow2Image {
         self.file.path()
     }
 
+    /// True when reads of unallocated clusters go to a backing file.
+    pub(super) fn has_backing(&self) -> bool {
+        self.backing.is_some()
+    }
+
     /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
@@ -449,7 +454,11 @@ impl Qcow2Image {
     }
 
     /// Splits `[offset, offset + len)` into per-cluster pieces: (cluster, within, start, n).
-    fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, usize, usize)> {
+    pub(super) fn pieces(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Iterator<Item = (u64, u64, usize, usize)> {
         let cs = self.cluster_size();
         let bits = self.cluster_bits;
         let mut done = 0u64;
@@ -466,7 +475,7 @@ impl Qcow2Image {
         })
     }
 
-    fn check_writable(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+    pub(super) fn check_writable(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }

@@ -11,6 +11,7 @@ mod image;
 mod io;
 pub mod l2;
 pub mod refcount;
+mod routes;
 
 pub use create::{create, BackingSpec, CreateError, CreateOptions};
 pub use image::{

@@ -1,0 +1,240 @@
+//! Many requests in flight on one disk: `SharedDisk` lets several threads issue requests at
+//! once. Requests the format can serve with plain positional I/O on its data file (a route)
+//! run outside the disk's lock and in parallel; everything else (allocation, copy-on-write,
+//! backing-file reads, zeroing, discard, flush) runs alone, after in-flight requests drain.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use crate::block::{probe_format, BlockDevice, BlockError, ImageFormat, OpenError};
+use crate::qcow2::{Qcow2Image, Qcow2Options};
+use crate::raw::RawDisk;
+
+/// Bytes of the data file: `len` bytes at byte `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostExtent {
+    /// Offset in the data file.
+    pub host: u64,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// One stretch of a routed read, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// Read from the data file (past its end: zeros).
+    File(HostExtent),
+    /// Reads as zeros.
+    Zeros(usize),
+}
+
+/// A block device that can tell where simple requests live in its data file.
+pub trait RoutableDevice: BlockDevice {
+    /// A second handle to the file holding the device's data.
+    fn data_file(&self) -> std::io::Result<File>;
+    /// The data file's path, for messages.
+    fn data_path(&self) -> &Path;
+    /// Where `[offset, offset + len)` can be read with plain file I/O; `None` when the read
+    /// needs the device itself (backing files, compressed data).
+    fn read_route(&mut self, offset: u64, len: u64) -> Result<Option<Vec<Segment>>, BlockError>;
+    /// Where `[offset, offset + len)` can be overwritten in place without changing metadata;
+    /// `None` when the write needs the device (allocation, copy-on-write). A route records
+    /// the write (e.g. in dirty bitmaps) as if it had been performed.
+    fn write_route(&mut self, offset: u64, len: u64)
+        -> Result<Option<Vec<HostExtent>>, BlockError>;
+}
+
+/// A disk that several threads may use at once.
+///
+/// Routed requests hold the gate shared while their file I/O runs; every other request holds
+/// it exclusively. Host storage is only freed or reused by exclusive requests, so a routed
+/// request can never touch storage that stopped belonging to its guest range meanwhile.
+pub struct SharedDisk {
+    device: Mutex<Box<dyn RoutableDevice>>,
+    gate: RwLock<()>,
+    data: File,
+    path: PathBuf,
+    capacity: u64,
+}
+
+impl SharedDisk {
+    /// Wraps an open device.
+    pub fn new(device: Box<dyn RoutableDevice>) -> Result<Self, OpenError> {
+        let data = device.data_file().map_err(|source| OpenError::Io {
+            path: device.data_path().to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            data,
+            path: device.data_path().to_path_buf(),
+            capacity: device.capacity(),
+            gate: RwLock::new(()),
+            device: Mutex::new(device),
+        })
+    }
+
+    /// Opens a raw or qcow2 image (chosen by magic) with default options.
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenError> {
+        let device: Box<dyn RoutableDevice> = match probe_format(path)? {
+            ImageFormat::Raw => Box::new(RawDisk::open(path, read_only)?),
+            ImageFormat::Qcow2 => {
+                let options = Qcow2Options {
+                    read_only,
+                    ..Qcow2Options::default()
+                };
+                Box::new(Qcow2Image::open(path, &options)?)
+            }
+        };
+        Self::new(device)
+    }
+
+    /// Size of the disk in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Fills `buf` with the disk's contents at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
+        {
+            let _shared = self.gate.read().expect("disk gate poisoned");
+            if let Some(route) = self.device().read_route(offset, buf.len() as u64)? {
+                return self.read_route(&route, buf);
+            }
+        }
+        self.exclusive(|device| device.read_at(buf, offset))
+    }
+
+    /// Writes `buf` at `offset`; durable after `flush`.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
+        {
+            let _shared = self.gate.read().expect("disk gate poisoned");
+            if let Some(route) = self.device().write_route(offset, buf.len() as u64)? {
+                return self.write_route(&route, buf);
+            }
+        }
+        self.exclusive(|device| device.write_at(buf, offset))
+    }
+
+    /// Makes every completed write durable.
+    pub fn flush(&self) -> Result<(), BlockError> {
+        self.exclusive(|device| device.flush())
+    }
+
+    /// Discards the range (it then reads as zeros).
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.exclusive(|device| device.discard(offset, len))
+    }
+
+    /// Makes the range read as zeros.
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.exclusive(|device| device.write_zeroes(offset, len))
+    }
+
+    /// The wrapped device, e.g. to close it.
+    pub fn into_inner(self) -> Box<dyn RoutableDevice> {
+        self.device.into_inner().expect("disk lock poisoned")
+    }
+
+    fn device(&self) -> MutexGuard<'_, Box<dyn RoutableDevice>> {
+        self.device.lock().expect("disk lock poisoned")
+    }
+
+    /// Runs `op` on the device once no routed request is in flight.
+    fn exclusive<T>(
+        &self,
+        op: impl FnOnce(&mut dyn RoutableDevice) -> Result<T, BlockError>,
+    ) -> Result<T, BlockError> {
+        let _exclusive = self.gate.write().expect("disk gate poisoned");
+        op(self.device().as_mut())
+    }
+
+    fn read_route(&self, route: &[Segment], buf: &mut [u8]) -> Result<(), BlockError> {
+        let mut at = 0;
+        for segment in route {
+            match *segment {
+                Segment::File(extent) => {
+                    self.read_zero_filled(&mut buf[at..at + extent.len], extent.host)?;
+                    at += extent.len;
+                }
+                Segment::Zeros(len) => {
+                    buf[at..at + len].fill(0);
+                    at += len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_route(&self, route: &[HostExtent], buf: &[u8]) -> Result<(), BlockError> {
+        let mut at = 0;
+        for extent in route {
+            self.data
+                .write_all_at(&buf[at..at + extent.len], extent.host)
+                .map_err(|e| self.io_err(e))?;
+            at += extent.len;
+        }
+        Ok(())
+    }
+
+    fn read_zero_filled(&self, buf: &mut [u8], host: u64) -> Result<(), BlockError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.data.read_at(&mut buf[done..], host + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn io_err(&self, source: std::io::Error) -> BlockError {
+        BlockError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Appends `segment` to `route`, merging it with the last one when they are contiguous.
+pub fn push_segment(route: &mut Vec<Segment>, segment: Segment) {
+    match (route.last_mut(), segment) {
+        (Some(Segment::File(last)), Segment::File(next))
+            if last.host + last.len as u64 == next.host =>
+        {
+            last.len += next.len
+        }
+        (Some(Segment::Zeros(len)), Segment::Zeros(n)) => *len += n,
+        _ => route.push(segment),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_segments_merge() {
+        let file = |host, len| Segment::File(HostExtent { host, len });
+        let mut route = Vec::new();
+        for segment in [
+            file(0, 512),
+            file(512, 512),
+            file(4096, 512),
+            Segment::Zeros(5),
+            Segment::Zeros(7),
+        ] {
+            push_segment(&mut route, segment);
+        }
+        assert_eq!(
+            route,
+            vec![file(0, 1024), file(4096, 512), Segment::Zeros(12)]
+        );
+    }
+}
