@@ -26,6 +26,8 @@ const IOAPIC_WINDOW: u64 = 0x10;
 const IOAPIC_REDIRECTION_BASE: u32 = 0x10;
 const REDIRECTION_ACTIVE_LOW: u32 = 1 << 13;
 const REDIRECTION_LEVEL: u32 = 1 << 15;
+const DEFAULT_IOAPIC_ADDRESS: u64 = 0xfec0_0000;
+const DEFAULT_IOAPIC_PINS: u8 = 24;
 
 /// KVM's emulated APIC bus runs at 1 GHz unless the hypervisor says otherwise.
 const DEFAULT_APIC_BUS_HZ: u64 = 1_000_000_000;
@@ -171,6 +173,19 @@ impl IrqRoute {
         Ok(IrqRoute {
             ioapic_base: ioapic.address,
             pin,
+            trigger,
+            polarity,
+        })
+    }
+
+    /// The route of `gsi` on the conventional IOAPIC (0xfec00000, GSI base 0), for machines
+    /// without a MADT (QEMU microvm with acpi=off describes it in an MP table instead).
+    pub fn on_default_ioapic(gsi: u32, trigger: Trigger, polarity: Polarity) -> Option<IrqRoute> {
+        Some(IrqRoute {
+            ioapic_base: DEFAULT_IOAPIC_ADDRESS,
+            pin: u8::try_from(gsi)
+                .ok()
+                .filter(|&pin| pin < DEFAULT_IOAPIC_PINS)?,
             trigger,
             polarity,
         })

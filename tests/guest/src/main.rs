@@ -16,6 +16,7 @@ mod devices;
 mod dma;
 mod io;
 mod mem;
+mod net;
 mod phys;
 mod power;
 mod pvh;
@@ -23,6 +24,7 @@ mod screen;
 mod shell;
 mod smp;
 mod ticks;
+mod tools;
 mod virtio;
 
 use core::fmt::Display;
@@ -58,6 +60,8 @@ pub struct Machine {
     pub madt: Option<Madt>,
     /// ACPI power-off, reset, power button.
     pub power: PowerControl,
+    /// What the loader told us (command line, memory map).
+    pub boot: BootInfo,
 }
 
 /// Entered from arch/entry.s in ring 3 with the physical address of hvm_start_info.
@@ -110,13 +114,14 @@ extern "C" fn rust_main(start_info: u64) -> ! {
         ram_mib,
         madt,
         power,
+        boot,
     };
     match scenario {
         Scenario::PowerOff => power_off(&mut io, &machine),
         Scenario::Reboot => reboot(&mut io, &machine),
         Scenario::Wait => wait_for_power_button(&mut io, &machine),
         Scenario::Shell => {
-            let mut devices = Devices::start(&mut io, boot.cmdline(), &machine);
+            let mut devices = Devices::start(&mut io, machine.boot.cmdline(), &machine);
             shell::run(&mut io, &machine, &mut devices)
         }
     }

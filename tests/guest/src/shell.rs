@@ -10,6 +10,7 @@ use crate::devices::Devices;
 use crate::io::Io;
 use crate::screen;
 use crate::ticks;
+use crate::tools;
 use crate::{say, Machine};
 
 const PROMPT: &str = "vireo> ";
@@ -18,14 +19,14 @@ const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
 const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, poweroff, reboot, \
-triple-fault, bad-insn, blk ...";
+triple-fault, bad-insn, cmdline, blk ..., tools ..., net ...";
 
 /// Runs the interpreter forever.
 pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
     let mut input = LineReader::new();
     loop {
         print(io, PROMPT);
-        let line = input.read_line(io);
+        let line = input.read_line(io, devices);
         execute(io, machine, devices, line.trim());
     }
 }
@@ -39,7 +40,13 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
         "cpus" => println(io, format_args!("cpus={}", machine.cpus_online)),
         "ticks" => println(io, format_args!("ticks={}", ticks::now())),
         "mem" => println(io, format_args!("mem={}MiB", machine.ram_mib)),
+        "cmdline" => println(io, format_args!("{}", machine.boot.cmdline())),
         "blk" => devices.disks.command(io, argument),
+        "tools" => tools::command(devices.tools.as_mut(), io, argument),
+        "net" => match devices.net.as_mut() {
+            Some(net) => net.command(io, argument),
+            None => println(io, format_args!("error: no network card")),
+        },
         "poweroff" => crate::power_off(io, machine),
         "reboot" => crate::reboot(io, machine),
         "triple-fault" => {
@@ -89,7 +96,7 @@ impl LineReader {
     }
 
     /// Returns the next line (without its terminator); non-UTF-8 lines read as empty.
-    fn read_line(&mut self, io: &mut Io) -> &str {
+    fn read_line(&mut self, io: &mut Io, devices: &mut Devices) -> &str {
         self.line_len = 0;
         loop {
             while self.pending_pos < self.pending_len {
@@ -99,7 +106,7 @@ impl LineReader {
                     return core::str::from_utf8(&self.line[..self.line_len]).unwrap_or("");
                 }
             }
-            self.refill(io);
+            self.refill(io, devices);
         }
     }
 
@@ -129,19 +136,33 @@ impl LineReader {
         }
     }
 
-    /// Flushes output, then reads what the UART holds, sleeping until COM1 interrupts if empty.
-    fn refill(&mut self, io: &mut Io) {
-        let interrupts = arch::irq_count(COM1_VECTOR);
+    /// Flushes output, then reads what the UART holds; while it holds nothing, serves the
+    /// devices and sleeps until any interrupt (COM1, a device, the timer tick).
+    fn refill(&mut self, io: &mut Io, devices: &mut Devices) {
+        let com1 = arch::irq_count(COM1_VECTOR);
+        let any = arch::irq_total_count();
         screen::present();
+        let mut com1_drained = None;
         loop {
-            let seen = interrupts.load(Ordering::SeqCst);
-            let count = console::read_available(io, &mut self.pending);
-            if count > 0 {
-                self.pending_len = count;
-                self.pending_pos = 0;
-                return;
+            let seen = any.load(Ordering::SeqCst);
+            let com1_now = com1.load(Ordering::SeqCst);
+            if com1_drained != Some(com1_now) {
+                com1_drained = Some(com1_now);
+                let count = console::read_available(io, &mut self.pending);
+                if count > 0 {
+                    self.pending_len = count;
+                    self.pending_pos = 0;
+                    return;
+                }
             }
-            arch::wait_until_changed(interrupts, seen);
+            if devices.service(io) {
+                continue;
+            }
+            let idle = devices.prepare_sleep(io);
+            io.flush();
+            if idle {
+                arch::wait_until_changed(any, seen);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod pipeline;
 
 use core::ptr::{read_volatile, write_volatile};
 
-use crate::acpi::madt::Madt;
+use crate::apic::IrqRoute;
 use crate::dma::{self, DmaRegion};
 use crate::io::Io;
 use crate::virtio::mmio::{StartError, Transport};
@@ -150,7 +150,7 @@ impl Disk {
     pub fn start(
         io: &mut Io,
         mut transport: Transport,
-        madt: &Madt,
+        route: &IrqRoute,
         apic_id: u32,
     ) -> Result<Disk, StartError> {
         let wanted = [
@@ -184,7 +184,7 @@ impl Disk {
             0
         };
         let capacity = transport.config_u64(io, config::CAPACITY);
-        transport.activate(io, madt, apic_id)?;
+        transport.activate(io, route, apic_id);
         let depth = MAX_DEPTH.min(usize::from(queue.size()) / 3);
         Ok(Disk {
             transport,

@@ -7,8 +7,7 @@ use core::sync::atomic::Ordering;
 
 use super::queue::Virtqueue;
 use super::{DeviceSlot, F_EVENT_IDX, F_VERSION_1};
-use crate::acpi::madt::Madt;
-use crate::apic::{IrqRoute, Polarity, RouteError, Trigger};
+use crate::apic::IrqRoute;
 use crate::arch;
 use crate::dma::DmaError;
 use crate::io::{Io, Width};
@@ -98,9 +97,6 @@ pub enum StartError {
     /// No memory for a queue.
     #[error("queue memory: {0}")]
     Memory(#[from] DmaError),
-    /// The interrupt could not be routed.
-    #[error("interrupt: {0}")]
-    Route(#[from] RouteError),
 }
 
 /// One device's register window.
@@ -209,14 +205,13 @@ impl Transport {
         Ok(queue)
     }
 
-    /// Routes the device's interrupt (edge, active high) to this CPU and sets DRIVER_OK.
-    pub fn activate(&mut self, io: &mut Io, madt: &Madt, apic_id: u32) -> Result<(), StartError> {
-        let route = IrqRoute::for_gsi(madt, self.slot.gsi, Trigger::Edge, Polarity::High)?;
+    /// Routes the device's interrupt (`route`, the device's GSI) to `apic_id` and sets
+    /// DRIVER_OK.
+    pub fn activate(&mut self, io: &mut Io, route: &IrqRoute, apic_id: u32) {
         route.program(io, self.vector, apic_id);
         let running = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
         self.write(io, reg::STATUS, running | status::DRIVER_OK);
         io.flush();
-        Ok(())
     }
 
     /// Reads a 32-bit field of the device configuration space.
@@ -258,7 +253,8 @@ impl Transport {
     }
 
     /// Returns once `queue` has a used entry: polls natively for a few ticks (no exits), then
-    /// sleeps on the device's interrupt.
+    /// sleeps until an interrupt — the device's, or the next timer tick, so that a lost
+    /// interrupt costs a tick rather than a hang.
     pub fn wait_for_used(&mut self, io: &mut Io, queue: &mut Virtqueue) {
         let spin_until = ticks::now() + SPIN_TICKS;
         while !queue.has_used() {
@@ -269,9 +265,10 @@ impl Transport {
             if self.acknowledge_interrupts(io) {
                 io.flush();
             }
-            let seen = self.interrupt_count();
+            let any = arch::irq_total_count();
+            let seen = any.load(Ordering::SeqCst);
             if queue.request_interrupt() {
-                arch::wait_until_changed(arch::irq_count(self.vector), seen);
+                arch::wait_until_changed(any, seen);
             }
         }
     }

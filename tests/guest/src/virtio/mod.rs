@@ -2,6 +2,7 @@
 //! (`virtio_mmio.device=` words of the command line), the register window (`mmio`), split
 //! virtqueues (`queue`) and buffer pools for byte/frame devices (`buffers`).
 
+pub mod buffers;
 pub mod mmio;
 pub mod queue;
 

@@ -1,0 +1,158 @@
+//! The tools channel: a virtio-console port (no multiport; queue 0 receives, queue 1
+//! transmits) whose host end is vireo-vmm's `--tools-socket`. A byte pipe for whatever tools
+//! protocol comes later; for now the shell can turn on echo (every byte received is sent back).
+
+use crate::apic::IrqRoute;
+use crate::console;
+use crate::io::Io;
+use crate::virtio::buffers::{RxPool, TxSlots};
+use crate::virtio::mmio::{StartError, Transport};
+
+const RX_QUEUE: u16 = 0;
+const TX_QUEUE: u16 = 1;
+const QUEUE_SIZE: u16 = 64;
+const BUFFERS: u16 = 16;
+const BUFFER_BYTES: usize = 4096;
+/// Most bytes `tools read` prints.
+const READ_LIMIT: usize = 200;
+
+/// A started tools channel.
+pub struct ToolsChannel {
+    transport: Transport,
+    rx: RxPool,
+    tx: TxSlots,
+    /// Bytes received since start.
+    pub received: u64,
+    /// Bytes sent since start.
+    pub sent: u64,
+    /// Whether received bytes are sent back.
+    pub echo: bool,
+}
+
+impl ToolsChannel {
+    /// Starts the console device behind `transport` (no optional features).
+    pub fn start(
+        io: &mut Io,
+        mut transport: Transport,
+        route: &IrqRoute,
+        apic_id: u32,
+    ) -> Result<ToolsChannel, StartError> {
+        transport.negotiate(io, 0)?;
+        let rx_queue = transport.setup_queue(io, RX_QUEUE, QUEUE_SIZE)?;
+        let tx_queue = transport.setup_queue(io, TX_QUEUE, QUEUE_SIZE)?;
+        transport.activate(io, route, apic_id);
+        let rx = RxPool::new(rx_queue, BUFFERS, BUFFER_BYTES)?;
+        let tx = TxSlots::new(tx_queue, BUFFERS, BUFFER_BYTES)?;
+        Ok(ToolsChannel {
+            transport,
+            rx,
+            tx,
+            received: 0,
+            sent: 0,
+            echo: false,
+        })
+    }
+
+    /// Sends `bytes` (in buffer-sized pieces).
+    pub fn write(&mut self, io: &mut Io, bytes: &[u8]) {
+        let Self {
+            transport,
+            tx,
+            sent,
+            ..
+        } = self;
+        write_to(io, transport, tx, bytes);
+        *sent += bytes.len() as u64;
+    }
+
+    /// Hands what arrived to `handle`, piece by piece. Returns whether anything did.
+    pub fn read(&mut self, mut handle: impl FnMut(&[u8])) -> bool {
+        let received = &mut self.received;
+        self.rx.receive(|bytes| {
+            *received += bytes.len() as u64;
+            handle(bytes);
+        }) > 0
+    }
+
+    /// Serves the channel while the shell is idle: echoes what arrived if echo is on (else
+    /// leaves it for `read`). Returns whether anything was done.
+    pub fn service(&mut self, io: &mut Io) -> bool {
+        if !self.echo {
+            return false;
+        }
+        let Self {
+            transport,
+            rx,
+            tx,
+            received,
+            sent,
+            ..
+        } = self;
+        rx.receive(|bytes| {
+            *received += bytes.len() as u64;
+            write_to(io, transport, tx, bytes);
+            *sent += bytes.len() as u64;
+        }) > 0
+    }
+
+    /// Before the shell sleeps: acknowledges interrupts (queued) and asks for one on the
+    /// next arrival. False if something already arrived.
+    pub fn prepare_sleep(&mut self, io: &mut Io) -> bool {
+        self.transport.acknowledge_interrupts(io);
+        !self.echo || self.rx.request_interrupt()
+    }
+}
+
+fn write_to(io: &mut Io, transport: &mut Transport, tx: &mut TxSlots, bytes: &[u8]) {
+    for piece in bytes.chunks(tx.buffer_size()) {
+        tx.send(io, transport, |buffer| {
+            buffer[..piece.len()].copy_from_slice(piece);
+            piece.len()
+        });
+    }
+}
+
+/// The shell's `tools` command: `echo` (turn echo on), `send <text>` (text and a newline),
+/// `read` (print what arrived), `info` (byte counters).
+pub fn command(channel: Option<&mut ToolsChannel>, io: &mut Io, args: &str) {
+    let Some(channel) = channel else {
+        console::line(io, format_args!("error: no tools channel"));
+        return;
+    };
+    let (verb, rest) = args.split_once(' ').unwrap_or((args, ""));
+    match verb {
+        "echo" => {
+            channel.echo = true;
+            console::line(io, format_args!("tools echo on"));
+        }
+        "send" => {
+            channel.write(io, rest.as_bytes());
+            channel.write(io, b"\n");
+            console::line(io, format_args!("tools sent {}", rest.len() + 1));
+        }
+        "read" => {
+            let mut text = [0u8; READ_LIMIT];
+            let mut len = 0;
+            channel.read(|bytes| {
+                let take = bytes.len().min(READ_LIMIT - len);
+                text[len..len + take].copy_from_slice(&bytes[..take]);
+                len += take;
+            });
+            let shown = core::str::from_utf8(&text[..len]).unwrap_or("(not UTF-8)");
+            console::line(io, format_args!("tools read {len}: {}", shown.trim_end()));
+        }
+        "info" => console::line(
+            io,
+            format_args!(
+                "tools rx={} tx={} echo={}",
+                channel.received,
+                channel.sent,
+                if channel.echo { "on" } else { "off" }
+            ),
+        ),
+        _ => console::line(
+            io,
+            format_args!("error: usage: tools echo|send <text>|read|info"),
+        ),
+    }
+}
