@@ -127,10 +127,16 @@ extern "C" fn rust_main(start_info: u64) -> ! {
     }
 }
 
-/// Routes COM1's IRQ to the COM1 vector on this CPU (queued).
+/// Routes COM1's IRQ to the COM1 vector on this CPU (queued); without a MADT, through the
+/// conventional IOAPIC.
 fn route_console_interrupt(io: &mut Io, madt: Option<&Madt>, apic_id: u32) {
-    let Some(madt) = madt else { return };
-    match IrqRoute::for_isa_irq(madt, console::COM1_ISA_IRQ, Trigger::Edge, Polarity::High) {
+    let irq = console::COM1_ISA_IRQ;
+    let route = match madt {
+        Some(madt) => IrqRoute::for_isa_irq(madt, irq, Trigger::Edge, Polarity::High),
+        None => IrqRoute::on_default_ioapic(u32::from(irq), Trigger::Edge, Polarity::High)
+            .ok_or(apic::RouteError::NoIoApic(u32::from(irq))),
+    };
+    match route {
         Ok(route) => route.program(io, COM1_VECTOR, apic_id),
         Err(error) => say!(io, "console input disabled: {error}"),
     }
