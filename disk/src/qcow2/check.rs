@@ -95,13 +95,13 @@ impl Walk<'_> {
     /// Counts one reference to every cluster of `[offset, offset + len)`.
     fn reference(&mut self, offset: u64, len: u64, what: &str) -> bool {
         let first = offset / self.cs;
-        let last = (offset + len.max(1) - 1) / self.cs;
-        if last >= self.clusters {
+        let last = offset.checked_add(len.max(1) - 1).map(|end| end / self.cs);
+        let Some(last) = last.filter(|&last| last < self.clusters) else {
             self.report.corruptions.push(format!(
                 "{what} at {offset:#x} lies beyond the end of the file"
             ));
             return false;
-        }
+        };
         for c in first..=last {
             *self.expected.entry(c).or_insert(0) += 1;
         }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fuzzes the qcow2 parser and engine (disk/fuzz, target qcow2_image) with cargo-fuzz: arbitrary
+# bytes are opened as an image, read, mapped, checked, written and closed; nothing may panic,
+# hang or allocate absurdly. The corpus starts from small images qemu-img makes (cluster sizes,
+# refcount widths, compressed clusters, zero clusters, bitmaps, backing files) and is kept in
+# .cache/fuzz/qcow2_image between runs; crashes land in disk/fuzz/artifacts/.
+# Usage: scripts/fuzz-disk.sh [SECONDS]   (default 60; the test suite may run it briefly)
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-60}
+corpus=$root/.cache/fuzz/qcow2_image
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+# One seed: 8 selector bytes (request offsets), then the image file.
+add_seed() { # name image
+    { printf '\x00\x10\x40\x7f\x80\xc0\xf0\xff'; cat "$2"; } >"$corpus/seed-$1"
+}
+
+make_seeds() {
+    local work
+    work=$(mktemp -d)
+    (
+        cd "$work"
+        qemu-img create -q -f qcow2 -o cluster_size=512 c512.qcow2 256K
+        qemu-io -c "write -P 0x11 0 20K" -c "write -z 64K 8K" c512.qcow2 >/dev/null
+        qemu-img create -q -f qcow2 -o cluster_size=4k,refcount_bits=1 r1.qcow2 1M
+        qemu-io -c "write -P 0x22 4k 12k" -c "discard 4k 4k" r1.qcow2 >/dev/null
+        qemu-img create -q -f qcow2 -o cluster_size=4k,refcount_bits=64 r64.qcow2 1M
+        qemu-io -c "write -P 0x33 0 8k" r64.qcow2 >/dev/null
+        qemu-img create -q -f qcow2 -o cluster_size=4k,compat=0.10 v2.qcow2 1M
+        qemu-io -c "write -P 0x44 0 8k" v2.qcow2 >/dev/null
+        head -c 65536 /dev/urandom >data.raw
+        qemu-img convert -c -f raw -O qcow2 -o cluster_size=4k data.raw comp.qcow2
+        qemu-img create -q -f qcow2 -o cluster_size=4k bm.qcow2 1M
+        qemu-io -c "write -P 0x55 0 4k" bm.qcow2 >/dev/null
+        qemu-img bitmap --add -g 64k bm.qcow2 b0
+        qemu-img bitmap --add bm.qcow2 b1
+        qemu-io -c "write -P 0x66 128k 4k" bm.qcow2 >/dev/null
+        qemu-img create -q -u -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 ovl.qcow2 1M
+        qemu-img create -q -u -f qcow2 -o cluster_size=4k -b base.raw -F raw ovl-raw.qcow2 1M
+        qemu-img create -q -f qcow2 big.qcow2 64K
+        qemu-io -c "write -P 0x88 0 64k" big.qcow2 >/dev/null
+    )
+    for image in "$work"/*.qcow2; do
+        add_seed "$(basename "$image" .qcow2)" "$image"
+    done
+    rm -rf "$work"
+}
+
+mkdir -p "$corpus"
+if ! compgen -G "$corpus/seed-*" >/dev/null; then
+    make_seeds
+fi
+cd "$root/disk/fuzz"
+# Long lines are cut: on a crash cargo-fuzz prints the whole input as a byte list.
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$root/target/fuzz cargo fuzz run qcow2_image "$corpus" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -max_len=524288 2>&1 | cut -c1-400
