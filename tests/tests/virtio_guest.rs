@@ -236,8 +236,6 @@ fn two_disks_are_listed_and_written_separately() {
 }
 
 #[test]
-#[ignore = "needs the VMM worker to watch extra fds (worker.rs never adds them to epoll) and \
-console/net queues to publish avail_event under EVENT_IDX"]
 fn the_tools_channel_echoes_what_the_host_sends() {
     if !kvm_available("the_tools_channel_echoes_what_the_host_sends") {
         return;
@@ -359,8 +357,6 @@ print(answered)
 }
 
 #[test]
-#[ignore = "needs the VMM worker to watch extra fds (worker.rs never adds the TAP to epoll) and \
-net queues to publish avail_event under EVENT_IDX"]
 fn the_guest_answers_ping_inside_a_network_namespace() {
     if !kvm_available("the_guest_answers_ping_inside_a_network_namespace") {
         return;

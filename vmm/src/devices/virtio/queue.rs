@@ -67,12 +67,21 @@ pub enum QueueError {
 
 /// Takes the next available chain, if any, checking the avail index and every descriptor.
 pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chain>, QueueError> {
-    let avail = queue
+    let mut avail = queue
         .avail_idx(mem, Ordering::Acquire)
         .map_err(|_| QueueError::AvailRing)?;
     let next = Wrapping(queue.next_avail());
     if avail == next {
-        return Ok(None);
+        // Drained: publish avail_event (EVENT_IDX) so the driver notifies again, then re-check.
+        if !queue
+            .enable_notification(mem)
+            .map_err(|_| QueueError::AvailRing)?
+        {
+            return Ok(None);
+        }
+        avail = queue
+            .avail_idx(mem, Ordering::Acquire)
+            .map_err(|_| QueueError::AvailRing)?;
     }
     if (avail - next).0 > queue.size() {
         return Err(QueueError::AvailIndexJump {

@@ -44,6 +44,16 @@ impl Worker {
                 EpollEvent::new(EventSet::IN, index as u64),
             )?;
         }
+        for (offset, &fd) in extra_fds.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(
+                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                    (queue_events.len() + offset) as u64,
+                ),
+            )?;
+        }
         epoll.ctl(
             ControlOperation::Add,
             event_fd(&stop_for_thread),

@@ -7,7 +7,7 @@ pub mod request;
 use std::sync::{Arc, Mutex};
 
 use vireo_disk::block::BlockDevice;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use super::queue::{add_used, needs_notification, pop_chain, QueueError};
@@ -195,37 +195,27 @@ fn process_available(
     id: &[u8; ID_BYTES],
 ) -> Result<usize, QueueError> {
     let mut used = 0;
-    loop {
-        // Suppress notifications while draining; re-enable and re-check to close the race.
-        queue
-            .disable_notification(mem)
-            .map_err(|_| QueueError::UsedRing)?;
-        while let Some(chain) = pop_chain(queue, mem)? {
-            let len = match parse(&chain, mem, SEG_MAX) {
-                Ok(request) => {
-                    let (status, len) = execute(&request, disk, mem, id);
-                    mem_write_status(mem, request.status, status);
-                    len
+    // pop_chain re-arms notifications (EVENT_IDX) when the queue runs dry and re-checks it.
+    while let Some(chain) = pop_chain(queue, mem)? {
+        let len = match parse(&chain, mem, SEG_MAX) {
+            Ok(request) => {
+                let (status, len) = execute(&request, disk, mem, id);
+                mem_write_status(mem, request.status, status);
+                len
+            }
+            Err(request::RequestError::NoStatus) => 0,
+            Err(_) => {
+                // A request we cannot parse still gets an answer when it has a status byte.
+                if let Some(status) = chain.descriptors.last() {
+                    mem_write_status(mem, status.addr, Status::IoErr);
                 }
-                Err(request::RequestError::NoStatus) => 0,
-                Err(_) => {
-                    // A request we cannot parse still gets an answer when it has a status byte.
-                    if let Some(status) = chain.descriptors.last() {
-                        mem_write_status(mem, status.addr, Status::IoErr);
-                    }
-                    1
-                }
-            };
-            add_used(queue, mem, chain.head, len)?;
-            used += 1;
-        }
-        if !queue
-            .enable_notification(mem)
-            .map_err(|_| QueueError::UsedRing)?
-        {
-            return Ok(used);
-        }
+                1
+            }
+        };
+        add_used(queue, mem, chain.head, len)?;
+        used += 1;
     }
+    Ok(used)
 }
 
 fn mem_write_status(mem: &GuestMemoryMmap, addr: vm_memory::GuestAddress, status: Status) {
