@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# virtio-blk benchmark: the test guest's I/O workload on one raw file under vireo-vmm and QEMU
+# microvm (cache=none, aio=native), plus fio on the host on that file; ratios printed.
+# Usage: scripts/bench/blk.sh [RUNS] [SECONDS]   (installs qemu-system-x86 and fio if missing)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v fio >/dev/null || missing+=(fio)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+scripts/setup/10-test-guest.sh >/dev/null
+cargo build --release -q -p vireo-vmm
+file=$(mktemp /var/tmp/vireo-blk-bench.XXXXXX.raw)
+trap 'rm -f "$file"' EXIT
+# A fully allocated 1 GiB file, so reads hit real blocks.
+dd if=/dev/urandom of="$file" bs=1M count=1024 status=none
+python3 scripts/bench/blk.py --vmm target/release/vireo-vmm --guest .cache/test-guest/vireo-test-guest.elf \
+    --file "$file" --runs "${1:-3}" --seconds "${2:-3}"
