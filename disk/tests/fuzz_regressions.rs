@@ -7,7 +7,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use common::{qemu_img, Scratch};
+use vireo_disk::block::BlockError;
 use vireo_disk::qcow2::check::check;
+use vireo_disk::qcow2::{Qcow2Image, Qcow2OpenError, Qcow2Options};
 
 #[test]
 fn refcount_block_offset_near_the_end_of_the_address_space() {
@@ -34,4 +36,56 @@ fn refcount_block_offset_near_the_end_of_the_address_space() {
         "{:?}",
         report.corruptions
     );
+}
+
+/// Reads a big-endian u64 at `offset` of `file`.
+fn be64(file: &std::fs::File, offset: u64) -> u64 {
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, offset).unwrap();
+    u64::from_be_bytes(b)
+}
+
+/// The host offset of the bitmap directory named by the header's bitmaps extension.
+fn bitmap_directory(file: &std::fs::File) -> u64 {
+    let mut at = 112; // header extensions follow the 112-byte v3 header
+    loop {
+        let kind_len = be64(file, at);
+        let (kind, len) = ((kind_len >> 32) as u32, kind_len & 0xffff_ffff);
+        assert_ne!(kind, 0, "no bitmaps extension");
+        if kind == 0x2385_2875 {
+            return be64(file, at + 8 + 16);
+        }
+        at += 8 + len.next_multiple_of(8);
+    }
+}
+
+#[test]
+fn bitmap_whose_bit_array_would_not_fit_in_memory() {
+    let dir = Scratch::new("fuzz-huge-bitmap");
+    let image = dir.path("d.qcow2");
+    let path = image.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", path, "28T"]);
+    qemu_img(&["bitmap", "--add", path, "b0"]);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let entry = bitmap_directory(&file);
+    // granularity 512 bytes: 28 TiB / 512 / 8 = 7 GiB of bits (table of 114688 clusters)
+    file.write_all_at(&0u64.to_be_bytes(), entry).unwrap();
+    file.write_all_at(&114_688u32.to_be_bytes(), entry + 8)
+        .unwrap();
+    file.write_all_at(&[9], entry + 17).unwrap();
+    let options = Qcow2Options {
+        read_only: true,
+        ..Qcow2Options::default()
+    };
+    match Qcow2Image::open(&image, &options) {
+        Err(Qcow2OpenError::Metadata(BlockError::Corrupt { reason, .. })) => {
+            assert!(reason.contains("larger than"), "{reason}")
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("an image with a 7 GiB bitmap was opened"),
+    }
 }

@@ -14,6 +14,8 @@ pub const TYPE_DIRTY_TRACKING: u8 = 1;
 const MAX_BITMAPS: u32 = 65535;
 /// Largest directory accepted, in bytes (as QEMU).
 const MAX_DIRECTORY_BYTES: u64 = 64 << 20;
+/// Largest bitmap accepted, in bytes of bits (as QEMU): its bit array lives in memory.
+const MAX_BITMAP_BYTES: u64 = 512 << 20;
 const MAX_NAME: usize = 1023;
 const ENTRY_FIXED: usize = 24;
 
@@ -184,6 +186,11 @@ impl BitmapEntry {
             return Err(invalid(format!(
                 "bitmap {name:?}: table size {}",
                 self.table_size
+            )));
+        }
+        if self.table_size as u64 * (1 << cluster_bits) > MAX_BITMAP_BYTES {
+            return Err(invalid(format!(
+                "bitmap {name:?}: larger than {MAX_BITMAP_BYTES} bytes"
             )));
         }
         if !self.table_offset.is_multiple_of(1 << cluster_bits) || self.table_offset >= 1 << 56 {
