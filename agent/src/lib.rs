@@ -5,6 +5,7 @@
 pub mod config;
 pub mod events;
 pub mod host;
+pub mod http_files;
 pub mod inventory;
 pub mod methods;
 pub mod server;

@@ -1,5 +1,6 @@
 //! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, request size limits, gzip
-//! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`.
+//! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
+//! (plus `GET /folder/...` and `GET /screen`, served by `http_files`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -19,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::host::Host;
+use crate::http_files;
 use crate::methods::Peer;
 use crate::sessions::session_key_from_cookie;
 use crate::soap;
@@ -96,6 +98,10 @@ async fn route(
         (&Method::POST, "/sdk") => sdk(host, addr, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())
+        }
+        (&Method::GET, "/screen") => http_files::screen(host, request).await,
+        (&Method::GET, path) if path.starts_with("/folder/") => {
+            http_files::folder(host, request).await
         }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)

@@ -74,6 +74,16 @@ impl Inventory {
         object.props[i] = Some(value.into());
     }
 
+    /// Unsets a stored property (an optional property that no longer has a value).
+    pub fn unset(&mut self, schema: &Schema, obj: &MoRef, name: &str) {
+        let Some(object) = self.objects.get_mut(obj) else {
+            return;
+        };
+        if let Some(i) = schema.field_index(object.ty, name) {
+            object.props[i] = None;
+        }
+    }
+
     /// A stored property value.
     pub fn stored(&self, schema: &Schema, obj: &MoRef, name: &str) -> Option<&Value> {
         let object = self.objects.get(obj)?;

@@ -9,6 +9,7 @@ pub mod property_collector;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
+pub mod snapshot;
 pub mod tasks;
 pub mod view_manager;
 pub mod virtual_machine;
@@ -238,6 +239,18 @@ async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
             virtual_machine::handle(call, method)
         }
         "CreateVM_Task" | "RegisterVM_Task" => virtual_machine::handle_folder(call, method),
+        "CreateSnapshot_Task"
+        | "CreateSnapshotEx_Task"
+        | "RevertToCurrentSnapshot_Task"
+        | "RemoveAllSnapshots_Task"
+        | "ConsolidateVMDisks_Task"
+        | "EstimateStorageForConsolidateSnapshots_Task"
+        | "QueryChangedDiskAreas"
+        | "ReconfigVM_Task"
+        | "CreateScreenshot_Task" => snapshot::handle_vm(call, method),
+        "RevertToSnapshot_Task" | "RemoveSnapshot_Task" | "RenameSnapshot" => {
+            snapshot::handle_snapshot(call, method)
+        }
         other => Err(Fault::not_supported(
             call.schema,
             format!("{other} is not implemented by this host."),

@@ -72,7 +72,7 @@ pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
 }
 
 /// Runs `work` as a task on the VM (one mutating task per VM; TaskInProgress otherwise).
-fn task(
+pub(crate) fn task(
     call: &Call<'_>,
     vm: &Arc<Vm>,
     description_id: &str,

@@ -3,7 +3,7 @@
 //! again; one that ends unasked leaves the VM powered off with an event saying why.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use vireo_api::{DataObject, Fault, Value};
 
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
-use super::{control, network, properties, tools_host, Power, Stopping, Vm, VmState};
+use super::{control, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState};
 use crate::events::post_event;
 use crate::host::Host;
 use crate::inventory::now_micros;
@@ -26,6 +26,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
+    snapshots::load(host, vm, &mut state);
     state.disk_capacities = disk_capacities(host, vm, &state);
     let log = vm.file("vireo-vmm.log");
     if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
@@ -110,7 +111,8 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
     }
     check_memory(host, state.spec.memory_mb)?;
     let resuming = state.power == Power::Suspended;
-    let process = launch(host, vm, &mut state, resuming)?;
+    let suspend_dir = vm.suspend_dir();
+    let process = launch(host, vm, &mut state, resuming.then_some(&*suspend_dir))?;
     if resuming {
         let _ = std::fs::remove_dir_all(vm.suspend_dir());
         state.suspend_time = None;
@@ -132,6 +134,30 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         user,
     );
     properties::publish(host, vm, &state);
+    Ok(())
+}
+
+/// Starts the VM from a machine state saved in `dir` (a memory snapshot being reverted to).
+pub fn resume_from(
+    host: &Arc<Host>,
+    vm: &Arc<Vm>,
+    state: &mut VmState,
+    dir: &Path,
+    user: &str,
+) -> Result<(), Fault> {
+    check_memory(host, state.spec.memory_mb)?;
+    let process = launch(host, vm, state, Some(dir))?;
+    state.boot_time = Some(now_micros());
+    started(host, vm, state, process);
+    let name = state.spec.name.clone();
+    post_vm_event(
+        host,
+        vm,
+        state,
+        "VmResumingEvent",
+        format!("{name} on ha-host is resumed from a snapshot"),
+        user,
+    );
     Ok(())
 }
 
@@ -214,8 +240,13 @@ fn resolve_boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<Pat
     Ok(path)
 }
 
-/// The command line of a fresh boot.
-fn boot_args(host: &Host, vm: &Vm, state: &VmState) -> Result<Vec<OsString>, Fault> {
+/// The command line of a fresh boot on these disk images.
+fn boot_args(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    disk_paths: &[PathBuf],
+) -> Result<Vec<OsString>, Fault> {
     let schema = host.schema;
     let spec = &state.spec;
     let kernel = spec.extra(BOOT_KERNEL).ok_or_else(|| {
@@ -243,17 +274,7 @@ fn boot_args(host: &Host, vm: &Vm, state: &VmState) -> Result<Vec<OsString>, Fau
     args.push(spec.num_cpus.to_string().into());
     args.push("--memory-mib".into());
     args.push(spec.memory_mb.to_string().into());
-    for (n, disk) in spec.disks.iter().enumerate() {
-        let path = vm
-            .disk_path(&disk.file_name, &host.datastores)
-            .ok_or_else(|| {
-                Fault::new(
-                    schema,
-                    "FileNotFound",
-                    format!("disk {} is not on a datastore", disk.file_name),
-                )
-                .with(schema, "file", disk.file_name.as_str())
-            })?;
+    for (n, path) in disk_paths.iter().enumerate() {
         let mut option = OsString::from("path=");
         option.push(path);
         option.push(format!(",serial=vireo-disk{n}"));
@@ -267,15 +288,30 @@ fn boot_args(host: &Host, vm: &Vm, state: &VmState) -> Result<Vec<OsString>, Fau
     Ok(args)
 }
 
-/// Creates the TAPs, starts the VMM (booting, or restoring `suspend/`) and waits until it
-/// answers on its control socket.
-fn launch(host: &Host, vm: &Vm, state: &mut VmState, restore: bool) -> Result<VmmProcess, Fault> {
+/// Creates the TAPs, starts the VMM (booting, or restoring the machine state saved in
+/// `restore`, on the disks' current writable layers) and waits until it answers on its
+/// control socket.
+fn launch(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    restore: Option<&Path>,
+) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
-    let mut args = if restore {
-        vec!["--restore".into(), vm.suspend_dir().into()]
-    } else {
-        boot_args(host, vm, state)?
+    let disk_paths = snapshots::prepare_launch(host, vm, state)?;
+    let mut args = match restore {
+        Some(dir) => {
+            let mut args: Vec<OsString> = vec!["--restore".into(), dir.into()];
+            for path in &disk_paths {
+                let mut option = OsString::from("path=");
+                option.push(path);
+                args.push("--disk".into());
+                args.push(option);
+            }
+            args
+        }
+        None => boot_args(host, vm, state, &disk_paths)?,
     };
     std::fs::create_dir_all(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
@@ -382,7 +418,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
                 ("VmResettingEvent", "reset")
             };
             post_vm_event(host, vm, &state, ty, format!("{name} is {what}"), "");
-            match launch(host, vm, &mut state, false) {
+            match launch(host, vm, &mut state, None) {
                 Ok(process) => {
                     state.boot_time = Some(now_micros());
                     started(host, vm, &mut state, process);

@@ -3,6 +3,7 @@
 //! while powered on. This module holds the registry; [`lifecycle`] the power operations,
 //! [`properties`] what clients read, [`tools_host`] the host end of the tools channel.
 
+pub mod change_tracking;
 pub mod control;
 pub mod create;
 pub mod datastore_path;
@@ -10,6 +11,8 @@ pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod screenshot;
+pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
 pub mod vmx_file;
@@ -79,6 +82,10 @@ pub struct VmState {
     pub tools: ToolsState,
     /// Guest-visible size of each disk, in bytes (read from the images).
     pub disk_capacities: Vec<u64>,
+    /// Its snapshots (the `.vmsd`).
+    pub snapshots: snapshots::vmsd::SnapshotList,
+    /// What it shows of each disk: layer chains, changeIds (from the disk trees).
+    pub disk_views: Vec<snapshots::disks::DiskView>,
     /// TAP devices created for the running VMM.
     pub taps: Vec<String>,
     /// Set once the VM is unregistered or destroyed.
@@ -306,6 +313,8 @@ impl Vms {
                     stopping: None,
                     tools: ToolsState::default(),
                     disk_capacities: Vec::new(),
+                    snapshots: Default::default(),
+                    disk_views: Vec::new(),
                     taps: Vec::new(),
                     removed: false,
                 }),

@@ -3,9 +3,14 @@
 //! spec and runtime state, and its links into the host tree (folder, pool, host, datastore,
 //! network). [`publish`] rewrites them after every change, which wakes WaitForUpdates callers.
 
+use std::path::{Path, PathBuf};
+
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
+use super::datastore_path::DatastorePath;
+use super::snapshots::disks::DiskState;
+use super::snapshots::{self, properties as snapshot_properties};
 use super::{Power, Vm, VmState};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
@@ -41,6 +46,20 @@ pub fn publish(host: &Host, vm: &Vm, state: &VmState) {
         for (name, value) in built.properties {
             inv.set(schema, obj, name, value);
         }
+        for (name, value) in built.optional {
+            match value {
+                Some(value) => inv.set(schema, obj, name, value),
+                None => inv.unset(schema, obj, name),
+            }
+        }
+        snapshot_properties::publish_objects(schema, inv, vm, state, |meta| {
+            let disks: Vec<DiskState> = state
+                .disk_views
+                .iter()
+                .map(|v| v.snapshots.get(&meta.uid).cloned().unwrap_or_default())
+                .collect();
+            config_info(host, vm, state, &disks)
+        });
     });
 }
 
@@ -70,6 +89,7 @@ pub fn withdraw(host: &Host, vm: &Vm) {
         unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
         unlink_ref(schema, inv, &datastore(vm), "vm", obj);
         unlink_ref(schema, inv, &refs::vm_network(), "vm", obj);
+        snapshot_properties::withdraw_objects(schema, inv, vm, |_| false);
         inv.remove(obj);
     });
 }
@@ -97,13 +117,16 @@ fn enum_value(schema: &Schema, ty: &str, value: &str) -> Value {
 /// The properties of one VM, computed outside the inventory lock.
 struct Built {
     properties: Vec<(&'static str, Value)>,
+    /// Optional properties: unset when `None`.
+    optional: Vec<(&'static str, Option<Value>)>,
 }
 
 impl Built {
     fn new(host: &Host, vm: &Vm, state: &VmState) -> Built {
         let schema = host.schema;
-        let files = files(host, vm, state);
-        let config = config_info(host, vm, state);
+        let files = files(vm, state);
+        let active: Vec<DiskState> = state.disk_views.iter().map(|v| v.active.clone()).collect();
+        let config = config_info(host, vm, state, &active);
         let runtime = runtime_info(schema, state);
         let guest = guest_info(schema, state);
         let storage = storage_info(schema, vm, &files);
@@ -143,7 +166,7 @@ impl Built {
             ("guest", guest.into()),
             ("summary", summary.into()),
             ("storage", storage.into()),
-            ("layoutEx", layout_ex(schema, &files).into()),
+            ("layoutEx", layout_ex(schema, vm, state, &files).into()),
             ("capability", capability(schema).into()),
             (
                 "guestHeartbeatStatus",
@@ -161,7 +184,20 @@ impl Built {
         if !state.spec.template {
             properties.push(("resourcePool", refs::root_pool().into()));
         }
-        Built { properties }
+        let optional = vec![
+            (
+                "snapshot",
+                snapshot_properties::snapshot_info(schema, vm, state).map(Value::from),
+            ),
+            (
+                "rootSnapshot",
+                snapshot_properties::root_snapshots(schema, vm, state),
+            ),
+        ];
+        Built {
+            properties,
+            optional,
+        }
     }
 }
 
@@ -172,20 +208,66 @@ struct VmFile {
     size: i64,
 }
 
-fn files(host: &Host, vm: &Vm, state: &VmState) -> Vec<VmFile> {
+/// The datastore path of a layer file of disk `disk_file_name` (layers sit beside the base).
+fn layer_name(vm: &Vm, disk_file_name: &str, layer: &Path) -> String {
+    let file = layer
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match DatastorePath::parse(&vm.datastore_path_of(disk_file_name)) {
+        Ok(base) => base.parent().join(&file).to_string(),
+        Err(_) => vm.datastore_path_of(&file),
+    }
+}
+
+/// Every layer file of every disk (the active chains and the snapshots' chains), once each.
+fn disk_layers(vm: &Vm, state: &VmState) -> Vec<(String, PathBuf)> {
+    let mut layers: Vec<(String, PathBuf)> = Vec::new();
+    for (disk, view) in state.spec.disks.iter().zip(&state.disk_views) {
+        let chains = std::iter::once(&view.active).chain(view.snapshots.values());
+        for path in chains.flat_map(|d| d.chain.iter().rev()) {
+            if !layers.iter().any(|(_, p)| p == path) {
+                layers.push((layer_name(vm, &disk.file_name, path), path.clone()));
+            }
+        }
+    }
+    layers
+}
+
+fn files(vm: &Vm, state: &VmState) -> Vec<VmFile> {
     let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len() as i64).ok();
     let mut out = vec![VmFile {
         name: vm.vmx_path.to_string(),
         kind: "config",
         size: size(&vm.vmx_file).unwrap_or(0),
     }];
-    for disk in &state.spec.disks {
-        let path = vm.disk_path(&disk.file_name, &host.datastores);
+    for (name, path) in disk_layers(vm, state) {
         out.push(VmFile {
-            name: vm.datastore_path_of(&disk.file_name),
+            name,
             kind: "diskExtent",
-            size: path.as_deref().and_then(size).unwrap_or(0),
+            size: size(&path).unwrap_or(0),
         });
+    }
+    let vmsd = snapshots::vmsd_path(vm);
+    if let Some(bytes) = size(&vmsd) {
+        let name = vmsd.file_name().unwrap_or_default().to_string_lossy();
+        out.push(VmFile {
+            name: vm.datastore_path_of(&name),
+            kind: "snapshotList",
+            size: bytes,
+        });
+    }
+    for meta in &state.snapshots.snapshots {
+        for (file, kind) in [("vm.state", "snapshotData"), ("vm.mem", "snapshotMemory")] {
+            let name = format!("snapshot-{}/{file}", meta.uid);
+            if let Some(bytes) = size(&vm.file(&name)) {
+                out.push(VmFile {
+                    name: vm.datastore_path_of(&name),
+                    kind,
+                    size: bytes,
+                });
+            }
+        }
     }
     for (name, kind) in [("vireo-vmm.log", "log"), ("serial.log", "log")] {
         if let Some(bytes) = size(&vm.file(name)) {
@@ -211,7 +293,57 @@ fn files(host: &Host, vm: &Vm, state: &VmState) -> Vec<VmFile> {
     out
 }
 
-fn layout_ex(schema: &Schema, files: &[VmFile]) -> DataObject {
+/// layoutEx.disk entries for one view of every disk: each chain base first, as file keys.
+fn disk_layouts(
+    schema: &Schema,
+    vm: &Vm,
+    state: &VmState,
+    files: &[VmFile],
+    disks: &[&DiskState],
+) -> Value {
+    let key_of = |name: &str| files.iter().position(|f| f.name == name).map(|k| k as i32);
+    let layouts: Vec<Value> = state
+        .spec
+        .disks
+        .iter()
+        .zip(disks)
+        .enumerate()
+        .map(|(n, (disk, view))| {
+            let units: Vec<Value> = view
+                .chain
+                .iter()
+                .rev()
+                .filter_map(|path| key_of(&layer_name(vm, &disk.file_name, path)))
+                .map(|key| {
+                    DataObject::of(schema, "VirtualMachineFileLayoutExDiskUnit")
+                        .with(
+                            schema,
+                            "fileKey",
+                            Value::Array(schema.known_type("int"), vec![Value::Int(key)]),
+                        )
+                        .into()
+                })
+                .collect();
+            DataObject::of(schema, "VirtualMachineFileLayoutExDiskLayout")
+                .with(schema, "key", DISK_KEY + n as i32)
+                .with(
+                    schema,
+                    "chain",
+                    Value::Array(
+                        schema.known_type("VirtualMachineFileLayoutExDiskUnit"),
+                        units,
+                    ),
+                )
+                .into()
+        })
+        .collect();
+    Value::Array(
+        schema.known_type("VirtualMachineFileLayoutExDiskLayout"),
+        layouts,
+    )
+}
+
+fn layout_ex(schema: &Schema, vm: &Vm, state: &VmState, files: &[VmFile]) -> DataObject {
     let infos: Vec<Value> = files
         .iter()
         .enumerate()
@@ -226,31 +358,42 @@ fn layout_ex(schema: &Schema, files: &[VmFile]) -> DataObject {
                 .into()
         })
         .collect();
-    let disks: Vec<Value> = files
+    let key_of = |name: &str| files.iter().position(|f| f.name == name).map(|k| k as i32);
+    let active: Vec<&DiskState> = state.disk_views.iter().map(|v| &v.active).collect();
+    let snapshots: Vec<Value> = state
+        .snapshots
+        .snapshots
         .iter()
-        .enumerate()
-        .filter(|(_, f)| f.kind == "diskExtent")
-        .enumerate()
-        .map(|(n, (key, _))| {
-            let unit = DataObject::of(schema, "VirtualMachineFileLayoutExDiskUnit").with(
-                schema,
-                "fileKey",
-                Value::Array(schema.known_type("int"), vec![Value::Int(key as i32)]),
+        .map(|meta| {
+            let data = |file: &str| {
+                key_of(&vm.datastore_path_of(&format!("snapshot-{}/{file}", meta.uid)))
+            };
+            let vmsd = snapshots::vmsd_path(vm);
+            let vmsd_key = key_of(
+                &vm.datastore_path_of(&vmsd.file_name().unwrap_or_default().to_string_lossy()),
             );
-            DataObject::of(schema, "VirtualMachineFileLayoutExDiskLayout")
-                .with(schema, "key", DISK_KEY + n as i32)
+            let disks: Vec<&DiskState> = state
+                .disk_views
+                .iter()
+                .map(|v| v.snapshots.get(&meta.uid).unwrap_or(&v.active))
+                .collect();
+            DataObject::of(schema, "VirtualMachineFileLayoutExSnapshotLayout")
+                .with(schema, "key", snapshots::snapshot_moref(vm, meta.uid))
                 .with(
                     schema,
-                    "chain",
-                    Value::Array(
-                        schema.known_type("VirtualMachineFileLayoutExDiskUnit"),
-                        vec![unit.into()],
-                    ),
+                    "dataKey",
+                    data("vm.state").or(vmsd_key).unwrap_or(-1),
+                )
+                .with(schema, "memoryKey", data("vm.mem").unwrap_or(-1))
+                .with(
+                    schema,
+                    "disk",
+                    disk_layouts(schema, vm, state, files, &disks),
                 )
                 .into()
         })
         .collect();
-    DataObject::of(schema, "VirtualMachineFileLayoutEx")
+    let mut layout = DataObject::of(schema, "VirtualMachineFileLayoutEx")
         .with(
             schema,
             "file",
@@ -262,12 +405,20 @@ fn layout_ex(schema: &Schema, files: &[VmFile]) -> DataObject {
         .with(
             schema,
             "disk",
-            Value::Array(
-                schema.known_type("VirtualMachineFileLayoutExDiskLayout"),
-                disks,
-            ),
+            disk_layouts(schema, vm, state, files, &active),
         )
-        .with(schema, "timestamp", Value::DateTime(now_micros()))
+        .with(schema, "timestamp", Value::DateTime(now_micros()));
+    if !snapshots.is_empty() {
+        layout.set(
+            schema,
+            "snapshot",
+            Value::Array(
+                schema.known_type("VirtualMachineFileLayoutExSnapshotLayout"),
+                snapshots,
+            ),
+        );
+    }
+    layout
 }
 
 fn storage_info(schema: &Schema, vm: &Vm, files: &[VmFile]) -> DataObject {
@@ -289,14 +440,24 @@ fn storage_info(schema: &Schema, vm: &Vm, files: &[VmFile]) -> DataObject {
         .with(schema, "timestamp", Value::DateTime(now_micros()))
 }
 
+/// Capability flags this host honours; every other required flag is false.
+const CAPABILITIES: &[&str] = &[
+    "snapshotOperationsSupported",
+    "multipleSnapshotsSupported",
+    "snapshotConfigSupported",
+    "poweredOffSnapshotsSupported",
+    "memorySnapshotsSupported",
+    "revertToSnapshotSupported",
+    "quiescedSnapshotsSupported",
+    "changeTrackingSupported",
+];
+
 fn capability(schema: &Schema) -> DataObject {
-    // Snapshots, quiescing and the rest arrive with their own features; until then every
-    // required capability flag is false.
     let mut cap = DataObject::of(schema, "VirtualMachineCapability");
     let boolean = schema.known_type("boolean");
     for (i, field) in schema.fields(cap.ty).iter().enumerate() {
         if field.ty.ty == boolean && !field.ty.array && !field.optional {
-            cap.fields[i] = Some(Value::Bool(false));
+            cap.fields[i] = Some(Value::Bool(CAPABILITIES.contains(&&*field.name)));
         }
     }
     cap
@@ -308,7 +469,53 @@ fn description(schema: &Schema, label: &str, summary: &str) -> DataObject {
         .with(schema, "summary", summary)
 }
 
-fn devices(host: &Host, vm: &Vm, state: &VmState) -> Vec<Value> {
+/// A disk's backing: its top layer, the layers below as `parent`s, the top's changeId.
+fn disk_backing(
+    schema: &Schema,
+    vm: &Vm,
+    state: &VmState,
+    index: usize,
+    disk: &DiskState,
+) -> DataObject {
+    let file_name = &state.spec.disks[index].file_name;
+    let mut backing: Option<DataObject> = None;
+    let base = vec![PathBuf::from(file_name)];
+    let chain = if disk.chain.is_empty() {
+        &base
+    } else {
+        &disk.chain
+    };
+    for (depth, layer) in chain.iter().enumerate().rev() {
+        let name = if disk.chain.is_empty() {
+            vm.datastore_path_of(file_name)
+        } else {
+            layer_name(vm, file_name, layer)
+        };
+        let mut info = DataObject::of(schema, "VirtualDiskFlatVer2BackingInfo")
+            .with(schema, "fileName", name)
+            .with(schema, "datastore", datastore(vm))
+            .with(schema, "diskMode", "persistent")
+            .with(schema, "thinProvisioned", true)
+            .with(schema, "split", false)
+            .with(schema, "writeThrough", false)
+            .with(schema, "uuid", disk_uuid(&state.spec.uuid, index));
+        if depth > 0 || chain.len() > 1 {
+            info.set(schema, "deltaDiskFormat", "redoLogFormat");
+        }
+        if depth == 0 {
+            if let Some(change_id) = &disk.change_id {
+                info.set(schema, "changeId", change_id.as_str());
+            }
+        }
+        if let Some(parent) = backing.take() {
+            info.set(schema, "parent", parent);
+        }
+        backing = Some(info);
+    }
+    backing.expect("a chain has a top")
+}
+
+fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Value> {
     let schema = host.schema;
     let disk_keys: Vec<i32> = (0..state.spec.disks.len() as i32)
         .map(|n| DISK_KEY + n)
@@ -364,16 +571,10 @@ fn devices(host: &Host, vm: &Vm, state: &VmState) -> Vec<Value> {
             .with(schema, "scsiCtlrUnitNumber", 7)
             .into(),
     ];
-    for (n, disk) in state.spec.disks.iter().enumerate() {
+    for n in 0..state.spec.disks.len() {
         let capacity = state.disk_capacities.get(n).copied().unwrap_or(0) as i64;
-        let backing = DataObject::of(schema, "VirtualDiskFlatVer2BackingInfo")
-            .with(schema, "fileName", vm.datastore_path_of(&disk.file_name))
-            .with(schema, "datastore", datastore(vm))
-            .with(schema, "diskMode", "persistent")
-            .with(schema, "thinProvisioned", true)
-            .with(schema, "split", false)
-            .with(schema, "writeThrough", false)
-            .with(schema, "uuid", disk_uuid(&state.spec.uuid, n));
+        let shown = disks.get(n).cloned().unwrap_or_default();
+        let backing = disk_backing(schema, vm, state, n, &shown);
         let label = format!("Hard disk {}", n + 1);
         devices.push(
             DataObject::of(schema, "VirtualDisk")
@@ -444,7 +645,8 @@ fn disk_uuid(vm_uuid: &str, index: usize) -> String {
     uuid
 }
 
-fn config_info(host: &Host, vm: &Vm, state: &VmState) -> DataObject {
+/// config as it is with `disks` as the disks' views (the VM's now, or a snapshot's).
+fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> DataObject {
     let schema = host.schema;
     let spec = &state.spec;
     let modified = std::fs::metadata(&vm.vmx_file)
@@ -466,7 +668,10 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState) -> DataObject {
         .with(
             schema,
             "device",
-            Value::Array(schema.known_type("VirtualDevice"), devices(host, vm, state)),
+            Value::Array(
+                schema.known_type("VirtualDevice"),
+                devices(host, vm, state, disks),
+            ),
         );
     let extra: Vec<Value> = spec
         .extra_config
@@ -498,7 +703,11 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState) -> DataObject {
             "extraConfig",
             Value::Array(schema.known_type("OptionValue"), extra),
         )
-        .with(schema, "changeTrackingEnabled", false)
+        .with(
+            schema,
+            "changeTrackingEnabled",
+            snapshots::tracking_configured(state),
+        )
 }
 
 fn guest_full_name(state: &VmState) -> String {
@@ -538,7 +747,11 @@ fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {
             enum_value(schema, "VirtualMachineRecordReplayState", "inactive"),
         )
         .with(schema, "onlineStandby", false)
-        .with(schema, "consolidationNeeded", false)
+        .with(
+            schema,
+            "consolidationNeeded",
+            state.disk_views.iter().any(|v| v.consolidation_needed),
+        )
         .with(schema, "paused", false);
     if let Some(boot) = state.boot_time {
         runtime.set(schema, "bootTime", Value::DateTime(boot));

@@ -1,0 +1,299 @@
+//! HTTP beside SOAP: `GET /folder/<path>?dsName=<datastore>[&dcPath=ha-datacenter]` serves
+//! datastore files (whole, or one byte range with `Range: bytes=a-b`, as backup clients read
+//! the frozen layers of a snapshot) and `GET /screen?id=<vm moid>` a PNG of a running VM's
+//! console. Both need a session cookie (`vmware_soap_session`) or Basic credentials.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
+    WWW_AUTHENTICATE,
+};
+use hyper::{Request, Response, StatusCode};
+use vireo_api::MoRef;
+
+use crate::host::Host;
+use crate::sessions::session_key_from_cookie;
+use crate::vm::screenshot;
+
+/// Most bytes one response carries; larger files are read with Range requests.
+const MAX_RESPONSE_BYTES: u64 = 512 << 20;
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse {
+    let mut text = text.into();
+    text.push('\n');
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("valid response parts")
+}
+
+/// Whether the request carries a live session cookie or valid Basic credentials.
+async fn authorized(host: &Arc<Host>, request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    let from_cookie = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(session_key_from_cookie)
+        .any(|key| host.sessions.get(key).is_some());
+    if from_cookie {
+        return true;
+    }
+    let Some((user, password)) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials)
+    else {
+        return false;
+    };
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || {
+        host.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .verify(&user, &password)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// `Basic base64(user:password)` → (user, password).
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let encoded = header.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn unauthorized() -> HttpResponse {
+    let mut response = plain(
+        StatusCode::UNAUTHORIZED,
+        "log in first (session cookie or Basic)",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"VMware HTTP server\""),
+    );
+    response
+}
+
+/// `%xx` decoding of a URL path or query value (`+` is a space in query values).
+fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A query parameter's decoded value.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value, true)).flatten()
+    })
+}
+
+/// The host file a `/folder` URL names, or why not.
+fn resolve(host: &Host, path: &str, query: Option<&str>) -> Result<PathBuf, (StatusCode, String)> {
+    let relative = path
+        .strip_prefix("/folder/")
+        .and_then(|p| percent_decode(p, false))
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "bad path".to_string()))?;
+    let relative = Path::new(&relative);
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the path must stay inside the datastore".to_string(),
+        ));
+    }
+    let ds_name = query_param(query, "dsName")
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "dsName is required".to_string()))?;
+    if let Some(dc) = query_param(query, "dcPath").filter(|dc| dc != "ha-datacenter") {
+        return Err((StatusCode::NOT_FOUND, format!("no datacenter {dc}")));
+    }
+    let datastore = host
+        .datastores
+        .iter()
+        .find(|d| d.name == ds_name)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no datastore {ds_name}")))?;
+    Ok(datastore.dir.join(relative))
+}
+
+/// A `Range: bytes=...` header against a file of `size` bytes: the inclusive byte span.
+fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (size.checked_sub(n.min(size))?, size.checked_sub(1)?)
+        }
+        (first, "") => (first.parse().ok()?, size.checked_sub(1)?),
+        (first, last) => (
+            first.parse().ok()?,
+            last.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+        ),
+    };
+    (first <= last && last < size).then_some((first, last))
+}
+
+fn read_span(path: &Path, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(first))?;
+    let mut buffer = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut buffer)?;
+    Ok(buffer)
+}
+
+/// `GET /folder/...`: a datastore file, whole or one range.
+pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+    if !authorized(&host, &request).await {
+        return unauthorized();
+    }
+    let file = match resolve(&host, request.uri().path(), request.uri().query()) {
+        Ok(file) => file,
+        Err((status, why)) => return plain(status, why),
+    };
+    let size = match std::fs::metadata(&file) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return plain(StatusCode::NOT_FOUND, "no such file"),
+    };
+    let range = request
+        .headers()
+        .get(hyper::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (status, first, last) = match range {
+        Some(header) => match parse_range(&header, size) {
+            Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last),
+            None => {
+                let mut response = plain(StatusCode::RANGE_NOT_SATISFIABLE, "unsatisfiable range");
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(CONTENT_RANGE, value);
+                }
+                return response;
+            }
+        },
+        None if size == 0 => (StatusCode::OK, 0, 0),
+        None => (StatusCode::OK, 0, size - 1),
+    };
+    let len = if size == 0 { 0 } else { last - first + 1 };
+    if len > MAX_RESPONSE_BYTES {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {MAX_RESPONSE_BYTES} bytes per request: use Range"),
+        );
+    }
+    let read = tokio::task::spawn_blocking(move || read_span(&file, first, len)).await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(CONTENT_RANGE, format!("bytes {first}-{last}/{size}"));
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response parts")
+}
+
+/// `GET /screen?id=<moid>`: a PNG of the VM's console (409 when it is not running).
+pub async fn screen(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+    if !authorized(&host, &request).await {
+        return unauthorized();
+    }
+    let Some(id) = query_param(request.uri().query(), "id") else {
+        return plain(StatusCode::BAD_REQUEST, "id is required");
+    };
+    let Some(vm) = host.vms.get(&MoRef::new("VirtualMachine", id.as_str())) else {
+        return plain(StatusCode::NOT_FOUND, format!("no virtual machine {id}"));
+    };
+    let shot = tokio::task::spawn_blocking(move || screenshot::capture(&host, &vm)).await;
+    match shot {
+        Ok(Ok(png)) => Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "image/png")
+            .body(Full::new(Bytes::from(png)))
+            .expect("valid response parts"),
+        Ok(Err(fault)) => plain(StatusCode::CONFLICT, fault.message),
+        Err(error) => plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-1", 1000), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(parse_range("items=0-1", 1000), None);
+    }
+
+    #[test]
+    fn urls_decode_and_credentials_split() {
+        assert_eq!(
+            percent_decode("a%20b/c%2Bd", false).as_deref(),
+            Some("a b/c+d")
+        );
+        assert_eq!(
+            query_param(Some("dcPath=ha-datacenter&dsName=data+store"), "dsName").as_deref(),
+            Some("data store")
+        );
+        assert_eq!(percent_decode("%zz", false), None);
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("root:pa:ss")
+        );
+        assert_eq!(
+            basic_credentials(&header),
+            Some(("root".into(), "pa:ss".into()))
+        );
+    }
+}

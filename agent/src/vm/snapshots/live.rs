@@ -1,0 +1,89 @@
+//! A running VM's disks handed to the host and back (ESXi's "stun"): pause the guest,
+//! optionally save its machine state, detach the disks, let the caller change the disk trees,
+//! attach the (possibly new) writable layers and resume. A VM that is not running needs none
+//! of this: its layer files are closed already.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vireo_api::Fault;
+
+use super::super::{control, Power, Vm, VmState};
+use super::disks;
+use crate::host::Host;
+
+/// How long a pause, detach, attach or resume may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long saving the machine state may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs `change` while the VM's disk images are closed, saving the machine state into
+/// `save_to` first when given (the VM must then be running).
+pub fn with_disks_closed<T>(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    save_to: Option<&Path>,
+    change: impl FnOnce() -> Result<T, Fault>,
+) -> Result<T, Fault> {
+    if state.power != Power::On {
+        return change();
+    }
+    let schema = host.schema;
+    let socket = vm.run_dir.join("control.sock");
+    let refused = |what: &str, e: control::ControlError| {
+        Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
+    };
+    control::command(&socket, "pause", CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
+    let resume = || {
+        if let Err(error) = control::command(&socket, "resume", CONTROL_TIMEOUT) {
+            tracing::error!(
+                vm = vm.id,
+                "cannot resume after a snapshot operation: {error}"
+            );
+        }
+    };
+    if let Some(dir) = save_to {
+        let saved = control::request(
+            &socket,
+            &serde_json::json!({ "cmd": "save", "dir": dir }),
+            SAVE_TIMEOUT,
+        );
+        if let Err(error) = saved {
+            resume();
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(
+                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
+                    schema,
+                    "file",
+                    dir.display().to_string(),
+                ),
+            );
+        }
+    }
+    if let Err(error) = control::command(&socket, "detach-disks", CONTROL_TIMEOUT) {
+        resume();
+        return Err(refused("detach the disks of", error));
+    }
+    let result = change();
+    let paths: Vec<_> = disks::views(vm, &state.spec, &host.datastores)
+        .into_iter()
+        .filter_map(|v| v.active.chain.first().cloned())
+        .collect();
+    let attached = control::request(
+        &socket,
+        &serde_json::json!({ "cmd": "attach-disks", "paths": paths }),
+        CONTROL_TIMEOUT,
+    );
+    if let Err(error) = attached {
+        // A guest without its disks cannot go on: power it off rather than leave it hanging.
+        tracing::error!(
+            vm = vm.id,
+            "cannot reattach the disks, powering off: {error}"
+        );
+        let _ = control::command(&socket, "power-off", CONTROL_TIMEOUT);
+        return Err(refused("reattach the disks of", error));
+    }
+    resume();
+    result
+}

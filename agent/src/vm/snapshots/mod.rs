@@ -1,0 +1,486 @@
+//! VM snapshots: a tree of named points in a VM's life, each freezing every disk (a layer of
+//! that disk's `DiskTree`) and, when taken from a running or suspended VM with memory, its
+//! machine state (`snapshot-<uid>/vm.state` + `vm.mem`). The list lives in `<name>.vmsd`
+//! ([`vmsd`]); [`disks`] maps it onto the disk trees, [`live`] stuns a running VM around
+//! disk-tree changes, [`properties`] publishes what clients read.
+
+pub mod disks;
+pub mod live;
+pub mod properties;
+pub mod vmsd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vireo_api::{DataObject, Fault, MoRef, Value};
+use vireo_disk::tree::{DiskTree, TreeError};
+use vireo_tools::protocol::Operation;
+
+use super::{lifecycle, tools_host, Power, Vm, VmState};
+use crate::host::Host;
+use crate::inventory::now_micros;
+use disks::{each, open_all, tree_snapshot_name, DiskTreeError};
+use vmsd::{CapturedPower, SnapshotList, SnapshotMeta};
+
+/// extraConfig key holding whether changed-block tracking is configured (as on ESXi).
+pub const CTK_ENABLED: &str = "ctkEnabled";
+
+/// A snapshot to take (CreateSnapshot_Task's arguments).
+pub struct NewSnapshot {
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Include the running machine's memory.
+    pub memory: bool,
+    /// Freeze the guest's filesystems (through the tools) around the disk snapshot.
+    pub quiesce: bool,
+}
+
+/// The VM's `.vmsd`.
+pub fn vmsd_path(vm: &Vm) -> PathBuf {
+    vm.vmx_file.with_extension("vmsd")
+}
+
+/// Where snapshot `uid` keeps its machine state.
+pub fn memory_dir(vm: &Vm, uid: u32) -> PathBuf {
+    vm.file(&format!("snapshot-{uid}"))
+}
+
+/// `VirtualMachineSnapshot:<vm>-snapshot-<uid>`.
+pub fn snapshot_moref(vm: &Vm, uid: u32) -> MoRef {
+    MoRef::new(
+        "VirtualMachineSnapshot",
+        format!("{}-snapshot-{uid}", vm.id),
+    )
+}
+
+/// The VM and snapshot uid a VirtualMachineSnapshot reference names.
+pub fn resolve(host: &Host, snapshot: &MoRef) -> Option<(Arc<Vm>, u32)> {
+    if &*snapshot.ty != "VirtualMachineSnapshot" {
+        return None;
+    }
+    let (vm_id, uid) = snapshot.id.split_once("-snapshot-")?;
+    let vm = host.vms.get(&MoRef::new("VirtualMachine", vm_id))?;
+    let uid: u32 = uid.parse().ok()?;
+    vm.state().snapshots.get(uid)?;
+    Some((vm, uid))
+}
+
+/// Whether the VM is configured for changed-block tracking.
+pub fn tracking_configured(state: &VmState) -> bool {
+    state
+        .spec
+        .extra(CTK_ENABLED)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Reads the snapshot list and the disks' views into a just-registered VM's state.
+pub fn load(host: &Host, vm: &Vm, state: &mut VmState) {
+    match SnapshotList::load(&vmsd_path(vm)) {
+        Ok(list) => state.snapshots = list,
+        Err(error) => tracing::warn!(vm = vm.id, "cannot read the snapshot list: {error}"),
+    }
+    refresh(host, vm, state);
+}
+
+/// Re-reads what the VM shows of its disks (after any change to their trees).
+pub fn refresh(host: &Host, vm: &Vm, state: &mut VmState) {
+    state.disk_views = disks::views(vm, &state.spec, &host.datastores);
+}
+
+/// Before a VMM starts (boot, resume, revert): applies the configured change tracking and
+/// returns the file each disk must be opened from (its writable layer).
+pub fn prepare_launch(host: &Host, vm: &Vm, state: &mut VmState) -> Result<Vec<PathBuf>, Fault> {
+    disks::base_paths(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let tracking = tracking_configured(state);
+    let has_trees = state
+        .disk_views
+        .iter()
+        .any(|v| v.active.chain.len() > 1 || v.active.change_id.is_some());
+    if tracking || has_trees {
+        let mut trees =
+            open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        apply_tracking(host, &mut trees, tracking)?;
+    }
+    refresh(host, vm, state);
+    Ok(state
+        .disk_views
+        .iter()
+        .filter_map(|v| v.active.chain.first().cloned())
+        .collect())
+}
+
+/// Turns change tracking on or off in every tree (only the VMM's next open sees it).
+fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Result<(), Fault> {
+    for tree in trees {
+        let result = if enabled {
+            tree.enable_tracking().map(drop)
+        } else if tree.current_change_id().is_ok() {
+            tree.disable_tracking()
+        } else {
+            Ok(())
+        };
+        result.map_err(|e| {
+            file_fault(
+                host,
+                &tree.sidecar_path().display().to_string(),
+                format!("cannot set up change tracking: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn file_fault(host: &Host, file: &str, message: String) -> Fault {
+    Fault::new(host.schema, "FileFault", message).with(host.schema, "file", file)
+}
+
+/// A disk-tree failure as the API reports it.
+pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
+    let file = match &error {
+        DiskTreeError::NotOnDatastore(name) => name.clone(),
+        DiskTreeError::Tree { path, .. } => path.display().to_string(),
+    };
+    file_fault(host, &file, error.to_string())
+}
+
+fn not_found(host: &Host, uid: u32) -> Fault {
+    Fault::not_found(host.schema, format!("snapshot {uid} does not exist"))
+}
+
+fn save_list(host: &Host, vm: &Vm, list: &SnapshotList) -> Result<(), Fault> {
+    list.save(&vmsd_path(vm)).map_err(|e| {
+        file_fault(
+            host,
+            &vm.datastore_path_of(&file_name(&vmsd_path(vm))),
+            format!("cannot write the snapshot list: {e}"),
+        )
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Makes `to` hold the machine state files of `from` (hard links; copies across filesystems).
+fn link_machine_state(from: &Path, to: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to)?;
+    for name in ["vm.state", "vm.mem"] {
+        let (source, target) = (from.join(name), to.join(name));
+        if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// CreateSnapshot(Ex): freezes every disk (and the machine state when asked, or when the VM
+/// is suspended) under a new snapshot, child of the current one. Returns its reference.
+pub fn create(host: &Arc<Host>, vm: &Arc<Vm>, new: NewSnapshot) -> Result<MoRef, Fault> {
+    let schema = host.schema;
+    if new.name.is_empty() || new.name.len() > 80 {
+        return Err(Fault::new(
+            schema,
+            "InvalidName",
+            format!("'{}' is not a valid snapshot name", new.name),
+        )
+        .with(schema, "name", new.name.as_str()));
+    }
+    let quiesce = new.quiesce && vm.state().power == Power::On;
+    if quiesce {
+        tools_request(host, vm, Operation::Freeze)?;
+    }
+    let result = create_locked(host, vm, &new, quiesce);
+    if quiesce {
+        if let Err(fault) = tools_request(host, vm, Operation::Thaw) {
+            tracing::warn!(
+                vm = vm.id,
+                "thaw after a quiesced snapshot failed: {}",
+                fault.message
+            );
+        }
+    }
+    result
+}
+
+fn tools_request(host: &Host, vm: &Vm, op: Operation) -> Result<(), Fault> {
+    let schema = host.schema;
+    tools_host::request(vm, op).map_err(|error| match error {
+        tools_host::ToolsRequestError::Unavailable => Fault::new(
+            schema,
+            "ToolsUnavailable",
+            "Cannot quiesce the guest: VMware Tools is not running in this virtual machine.",
+        ),
+        other => Fault::new(
+            schema,
+            "SnapshotFault",
+            format!("the guest could not quiesce its filesystems: {other}"),
+        ),
+    })
+}
+
+fn create_locked(host: &Host, vm: &Vm, new: &NewSnapshot, quiesced: bool) -> Result<MoRef, Fault> {
+    let schema = host.schema;
+    let mut state = vm.state();
+    if state.spec.template {
+        return Err(Fault::not_supported(schema, "A template has no snapshots."));
+    }
+    let uid = state.snapshots.last_uid + 1;
+    let captured = match state.power {
+        Power::On if new.memory => CapturedPower::On,
+        Power::On | Power::Off => CapturedPower::Off,
+        Power::Suspended => CapturedPower::Suspended,
+    };
+    let dir = memory_dir(vm, uid);
+    if captured == CapturedPower::Suspended {
+        link_machine_state(&vm.suspend_dir(), &dir).map_err(|e| {
+            file_fault(
+                host,
+                &dir.display().to_string(),
+                format!("cannot keep the suspended state: {e}"),
+            )
+        })?;
+    }
+    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let tracking = tracking_configured(&state);
+    let save_to = (captured == CapturedPower::On).then_some(dir.as_path());
+    let name = tree_snapshot_name(uid);
+    let taken = live::with_disks_closed(host, vm, &state, save_to, || {
+        apply_tracking(host, &mut trees, tracking)?;
+        snapshot_all(&mut trees, &name).map_err(|e| disk_fault(host, e))
+    });
+    if let Err(fault) = taken {
+        let _ = std::fs::remove_dir_all(&dir);
+        refresh(host, vm, &mut state);
+        return Err(fault);
+    }
+    let added = state.snapshots.add(SnapshotMeta {
+        uid,
+        parent: None,
+        name: new.name.clone(),
+        description: new.description.clone(),
+        create_time: now_micros(),
+        power: captured,
+        quiesced,
+    });
+    debug_assert_eq!(added, uid);
+    save_list(host, vm, &state.snapshots)?;
+    refresh(host, vm, &mut state);
+    let message = format!("Created snapshot '{}' of {}", new.name, state.spec.name);
+    lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, "");
+    super::properties::publish(host, vm, &state);
+    Ok(snapshot_moref(vm, uid))
+}
+
+/// Takes tree snapshot `name` on every disk; undoes the ones taken when one fails.
+fn snapshot_all(trees: &mut [DiskTree], name: &str) -> Result<(), DiskTreeError> {
+    let mut done = 0;
+    let result = each(trees, |tree| {
+        tree.create_snapshot(name)?;
+        done += 1;
+        Ok(())
+    });
+    if result.is_err() {
+        for tree in trees.iter_mut().take(done) {
+            if let Err(error) = tree.delete(name, &mut |_, _| true) {
+                tracing::error!("cannot undo a partial snapshot: {error}");
+            }
+        }
+    }
+    result
+}
+
+/// RevertToSnapshot / RevertToCurrentSnapshot (`uid` None: the current one; nothing to do
+/// without snapshots). The disks read as at the snapshot; the VM ends as it was then
+/// (running from the saved memory, suspended, or off), or suspended with `suppress_power_on`.
+pub fn revert(
+    host: &Arc<Host>,
+    vm: &Arc<Vm>,
+    uid: Option<u32>,
+    suppress_power_on: bool,
+    user: &str,
+) -> Result<(), Fault> {
+    let Some(uid) = uid.or(vm.state().snapshots.current) else {
+        return Ok(());
+    };
+    if vm.state().power == Power::On {
+        lifecycle::power_off(host, vm)?;
+    }
+    let mut state = vm.state();
+    let meta = state
+        .snapshots
+        .get(uid)
+        .cloned()
+        .ok_or_else(|| not_found(host, uid))?;
+    if state.power == Power::On {
+        return Err(lifecycle::invalid_power_state(
+            host,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
+    if state.power == Power::Suspended {
+        let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        state.power = Power::Off;
+        state.suspend_time = None;
+    }
+    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let name = tree_snapshot_name(uid);
+    each(&mut trees, |tree| tree.revert(&name).map(drop)).map_err(|e| disk_fault(host, e))?;
+    state.snapshots.current = Some(uid);
+    save_list(host, vm, &state.snapshots)?;
+    refresh(host, vm, &mut state);
+    let dir = memory_dir(vm, uid);
+    match meta.power {
+        CapturedPower::Off => {}
+        CapturedPower::On if !suppress_power_on => {
+            lifecycle::resume_from(host, vm, &mut state, &dir, user)?;
+        }
+        CapturedPower::On | CapturedPower::Suspended => {
+            link_machine_state(&dir, &vm.suspend_dir()).map_err(|e| {
+                file_fault(
+                    host,
+                    &dir.display().to_string(),
+                    format!("cannot restore the saved state: {e}"),
+                )
+            })?;
+            state.power = Power::Suspended;
+            state.suspend_time = Some(now_micros());
+        }
+    }
+    let message = format!("Reverted {} to snapshot '{}'", state.spec.name, meta.name);
+    lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, user);
+    super::properties::publish(host, vm, &state);
+    Ok(())
+}
+
+/// RemoveSnapshot: deletes snapshot `uid` (and its descendants with `remove_children`); the
+/// disk layers nobody needs any more are merged, every other snapshot reading as before.
+pub fn remove(host: &Host, vm: &Vm, uid: u32, remove_children: bool) -> Result<(), Fault> {
+    let mut state = vm.state();
+    if state.snapshots.get(uid).is_none() {
+        return Err(not_found(host, uid));
+    }
+    let mut uids = if remove_children {
+        state.snapshots.subtree(uid)
+    } else {
+        vec![uid]
+    };
+    uids.reverse();
+    delete_snapshots(host, vm, &mut state, &uids)
+}
+
+/// RemoveAllSnapshots: deletes every snapshot and merges each disk into its base file.
+pub fn remove_all(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    let mut state = vm.state();
+    let mut uids: Vec<u32> = state.snapshots.snapshots.iter().map(|s| s.uid).collect();
+    uids.reverse();
+    delete_snapshots(host, vm, &mut state, &uids)
+}
+
+fn delete_snapshots(host: &Host, vm: &Vm, state: &mut VmState, uids: &[u32]) -> Result<(), Fault> {
+    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let everything = uids.len() == state.snapshots.snapshots.len();
+    let merged = live::with_disks_closed(host, vm, state, None, || {
+        each(&mut trees, |tree| {
+            if everything {
+                return tree.delete_all(&mut |_, _| true);
+            }
+            for &uid in uids {
+                match tree.delete(&tree_snapshot_name(uid), &mut |_, _| true) {
+                    Err(TreeError::NoSnapshot(_)) | Ok(()) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| disk_fault(host, e))
+    });
+    for &uid in uids {
+        state.snapshots.remove(uid);
+        let _ = std::fs::remove_dir_all(memory_dir(vm, uid));
+    }
+    save_list(host, vm, &state.snapshots)?;
+    refresh(host, vm, state);
+    super::properties::publish(host, vm, state);
+    merged
+}
+
+/// ConsolidateVMDisks: merges whatever layers no snapshot needs (after a failed removal).
+pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    let mut state = vm.state();
+    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let merged = live::with_disks_closed(host, vm, &state, None, || {
+        each(&mut trees, |tree| tree.consolidate(&mut |_, _| true)).map_err(|e| disk_fault(host, e))
+    });
+    refresh(host, vm, &mut state);
+    super::properties::publish(host, vm, &state);
+    merged
+}
+
+/// EstimateStorageForConsolidateSnapshots: per datastore, the space removing every snapshot
+/// would need while merging (StorageRequirement[]).
+pub fn estimate_consolidation(host: &Host, vm: &Vm) -> Result<Value, Fault> {
+    let schema = host.schema;
+    let state = vm.state();
+    let trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut per_datastore: Vec<(String, u64)> = Vec::new();
+    for (tree, disk) in trees.iter().zip(&state.spec.disks) {
+        let estimate = disks::estimate_without_snapshots(tree).map_err(|e| disk_fault(host, e))?;
+        let datastore =
+            super::datastore_path::DatastorePath::parse(&vm.datastore_path_of(&disk.file_name))
+                .map(|p| p.datastore)
+                .unwrap_or_else(|_| vm.vmx_path.datastore.clone());
+        match per_datastore.iter_mut().find(|(d, _)| *d == datastore) {
+            Some((_, bytes)) => *bytes += estimate.space_needed,
+            None => per_datastore.push((datastore, estimate.space_needed)),
+        }
+    }
+    let items = per_datastore
+        .into_iter()
+        .map(|(datastore, bytes)| {
+            DataObject::of(schema, "StorageRequirement")
+                .with(schema, "datastore", MoRef::new("Datastore", datastore))
+                .with(schema, "freeSpaceRequiredInKb", bytes.div_ceil(1024) as i64)
+                .into()
+        })
+        .collect();
+    Ok(Value::Array(schema.known_type("StorageRequirement"), items))
+}
+
+/// RenameSnapshot: new name and/or description.
+pub fn rename(
+    host: &Host,
+    vm: &Vm,
+    uid: u32,
+    name: Option<String>,
+    description: Option<String>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let mut state = vm.state();
+    if let Some(name) = name.as_deref().filter(|n| n.is_empty() || n.len() > 80) {
+        return Err(Fault::new(
+            schema,
+            "InvalidName",
+            format!("'{name}' is not a valid snapshot name"),
+        )
+        .with(schema, "name", name));
+    }
+    let meta = state
+        .snapshots
+        .get_mut(uid)
+        .ok_or_else(|| not_found(host, uid))?;
+    if let Some(name) = name {
+        meta.name = name;
+    }
+    if let Some(description) = description {
+        meta.description = description;
+    }
+    save_list(host, vm, &state.snapshots)?;
+    super::properties::publish(host, vm, &state);
+    Ok(())
+}
