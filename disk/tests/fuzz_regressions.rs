@@ -1,5 +1,7 @@
-//! Images the fuzzer (disk/fuzz, `scripts/fuzz-disk.sh`) found mishandled, rebuilt by patching
-//! images qemu-img made: each must give an error or a report, never a panic.
+//! Hostile inputs found while fuzzing (disk/fuzz, `scripts/fuzz-disk.sh`): by the fuzzer itself
+//! (a refcount block offset near 2^64) or by reviewing what its inputs can reach (bitmaps and
+//! allocation maps sized by the header, not the file). Each is rebuilt by patching an image
+//! qemu-img made and must give an error, a report or a small answer, never a panic or OOM.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use common::{qemu_img, Scratch};
 use vireo_disk::block::BlockError;
 use vireo_disk::qcow2::check::check;
-use vireo_disk::qcow2::{Qcow2Image, Qcow2OpenError, Qcow2Options};
+use vireo_disk::qcow2::{ClusterState, Qcow2Image, Qcow2OpenError, Qcow2Options};
 
 #[test]
 fn refcount_block_offset_near_the_end_of_the_address_space() {
@@ -88,4 +90,23 @@ fn bitmap_whose_bit_array_would_not_fit_in_memory() {
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("an image with a 7 GiB bitmap was opened"),
     }
+}
+
+#[test]
+fn allocation_map_of_a_huge_sparse_disk_is_small() {
+    // 1 PiB of 64 KiB clusters: a dense per-cluster map would need 16 GiB
+    let dir = Scratch::new("fuzz-huge-map");
+    let image = dir.path("d.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "1P"]);
+    common::qemu_io(&image, "qcow2", &["write -P 1 512T 4k"]);
+    let options = Qcow2Options {
+        read_only: true,
+        ..Qcow2Options::default()
+    };
+    let map = Qcow2Image::open(&image, &options)
+        .unwrap()
+        .allocation_map()
+        .unwrap();
+    let allocated: Vec<_> = map.allocated().collect();
+    assert_eq!(allocated, vec![((512u64 << 40) >> 16, ClusterState::Owned)]);
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::{Decompress, FlushDecompress};
 
+use super::allocation::{AllocationMap, ClusterState, TableState};
 use super::bitmap_store::{load_directory, ImageBitmaps};
 use super::cache::MetadataCache;
 use super::create::BackingSpec;
@@ -106,45 +107,6 @@ pub struct LayerExtent {
     pub len: u64,
     /// What it maps to.
     pub kind: ExtentKind,
-}
-
-/// What one guest cluster of a layer holds, as far as writing to it is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterState {
-    /// Nothing here: reads from the backing file.
-    Unallocated,
-    /// A zero flag without storage.
-    Zero,
-    /// Storage this layer owns alone: written in place.
-    Owned,
-    /// Storage that a write replaces with a new cluster (compressed, shared, preallocated zero).
-    Shared,
-}
-
-/// Whether an L1 entry points at an L2 table that can be updated in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableState {
-    /// No L2 table: one must be allocated before setting an entry.
-    Absent,
-    /// A table with refcount one.
-    Owned,
-    /// A shared table: setting an entry copies it.
-    Shared,
-}
-
-/// The allocation of one layer, cluster by cluster.
-#[derive(Debug, Clone)]
-pub struct AllocationMap {
-    /// log2 of the cluster size.
-    pub cluster_bits: u32,
-    /// Guest size in bytes.
-    pub size: u64,
-    /// Per guest cluster.
-    pub clusters: Vec<ClusterState>,
-    /// Per L1 entry.
-    pub tables: Vec<TableState>,
-    /// True for a raw file (no metadata; `clusters` and `tables` are empty).
-    pub raw: bool,
 }
 
 /// The name of `format` as stored in the backing-format extension.
@@ -715,34 +677,30 @@ impl Qcow2Image {
 
     /// What each guest cluster and each L2 table of this layer is, for space estimates.
     pub fn allocation_map(&mut self) -> Result<AllocationMap, BlockError> {
-        let clusters = self.header.size.div_ceil(self.cluster_size());
+        let tables = self
+            .l1
+            .iter()
+            .map(|&e| match (e & OFFSET_MASK, e & COPIED) {
+                (0, _) => TableState::Absent,
+                (_, 0) => TableState::Shared,
+                _ => TableState::Owned,
+            })
+            .collect();
+        let mut map = AllocationMap::new(self.cluster_bits, self.header.size, tables);
+        let clusters = map.cluster_count();
         let per_table = self.l2_entries();
-        let mut map = AllocationMap {
-            cluster_bits: self.cluster_bits,
-            size: self.header.size,
-            clusters: vec![ClusterState::Unallocated; clusters as usize],
-            tables: self
-                .l1
-                .iter()
-                .map(|&e| match (e & OFFSET_MASK, e & COPIED) {
-                    (0, _) => TableState::Absent,
-                    (_, 0) => TableState::Shared,
-                    _ => TableState::Owned,
-                })
-                .collect(),
-            raw: false,
-        };
-        for index in 0..map.tables.len() as u64 {
-            if map.tables[index as usize] == TableState::Absent {
+        for index in 0..self.l1.len() as u64 {
+            if map.table(index) == TableState::Absent {
                 continue;
             }
             for cluster in index * per_table..((index + 1) * per_table).min(clusters) {
-                map.clusters[cluster as usize] = match self.mapping(cluster)? {
-                    ClusterMapping::Unallocated => ClusterState::Unallocated,
+                let state = match self.mapping(cluster)? {
+                    ClusterMapping::Unallocated => continue,
                     ClusterMapping::Zero { host: None } => ClusterState::Zero,
                     ClusterMapping::Data { copied: true, .. } => ClusterState::Owned,
                     _ => ClusterState::Shared,
                 };
+                map.set_state(cluster, state);
             }
         }
         Ok(map)

@@ -1,6 +1,7 @@
 //! The qcow2 format (v3 read/write, v2 read): header, tables, refcounts, the image engine
 //! and image creation. See QEMU's docs/interop/qcow2.rst for the on-disk specification.
 
+mod allocation;
 pub mod bitmap_store;
 pub mod bitmaps;
 mod cache;
@@ -13,8 +14,8 @@ pub mod l2;
 pub mod refcount;
 mod routes;
 
+pub use allocation::{AllocationMap, ClusterState, TableState};
 pub use create::{create, BackingSpec, CreateError, CreateOptions};
 pub use image::{
-    format_name, resolve_backing, AllocationMap, ClusterState, ExtentKind, LayerExtent, Qcow2Image,
-    Qcow2OpenError, Qcow2Options, TableState,
+    format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
 };

@@ -95,13 +95,7 @@ pub fn estimate(state: &TreeState, folder: &Path) -> Result<ConsolidationEstimat
 fn load_map(path: &Path) -> Result<AllocationMap, TreeError> {
     if probe_format(path)? == ImageFormat::Raw {
         let size = crate::open_disk(path, true)?.capacity();
-        return Ok(AllocationMap {
-            cluster_bits: 9,
-            size,
-            clusters: Vec::new(),
-            tables: Vec::new(),
-            raw: true,
-        });
+        return Ok(AllocationMap::raw(size));
     }
     Ok(open_read_only(path)?.allocation_map()?)
 }
@@ -126,17 +120,14 @@ fn simulate_merge(
         exact: !parent.raw,
     };
     let ccs = 1u64 << child.cluster_bits;
-    for (index, &state) in child.clusters.iter().enumerate() {
-        if state == ClusterState::Unallocated {
-            continue;
-        }
-        let start = index as u64 * ccs;
+    for (index, state) in child.allocated() {
+        let start = index * ccs;
         let end = (start + ccs).min(child.size);
         merge.bytes_to_copy += end - start;
         if parent.raw {
             continue;
         }
-        let last = ((end - 1) / pcs).min(parent.clusters.len() as u64 - 1);
+        let last = ((end - 1) / pcs).min(parent.cluster_count().saturating_sub(1));
         for pc in start / pcs..=last {
             let (pstart, pend) = (pc * pcs, ((pc + 1) * pcs).min(parent.size));
             let whole = start <= pstart && end >= pend;
@@ -166,7 +157,7 @@ fn write_cluster(
     has_backing: bool,
     merge: &mut MergeEstimate,
 ) {
-    let current = parent.clusters[pc as usize];
+    let current = parent.state(pc);
     if zero && whole {
         if current == ClusterState::Zero {
             return;
@@ -175,7 +166,7 @@ fn write_cluster(
             merge.freed_clusters += 1;
         }
         own_table(parent, pc, merge);
-        parent.clusters[pc as usize] = ClusterState::Zero;
+        parent.set_state(pc, ClusterState::Zero);
         return;
     }
     let reads_as_zero =
@@ -188,13 +179,13 @@ fn write_cluster(
         merge.freed_clusters += 1;
     }
     own_table(parent, pc, merge);
-    parent.clusters[pc as usize] = ClusterState::Owned;
+    parent.set_state(pc, ClusterState::Owned);
 }
 
 /// Makes the L2 table covering guest cluster `pc` writable, counting what that allocates.
 fn own_table(parent: &mut AllocationMap, pc: u64, merge: &mut MergeEstimate) {
-    let index = (pc / ((1u64 << parent.cluster_bits) / 8)) as usize;
-    match parent.tables[index] {
+    let index = pc / ((1u64 << parent.cluster_bits) / 8);
+    match parent.table(index) {
         TableState::Owned => {}
         TableState::Absent => merge.new_clusters += 1,
         TableState::Shared => {
@@ -202,5 +193,5 @@ fn own_table(parent: &mut AllocationMap, pc: u64, merge: &mut MergeEstimate) {
             merge.freed_clusters += 1;
         }
     }
-    parent.tables[index] = TableState::Owned;
+    parent.set_table(index, TableState::Owned);
 }
