@@ -1,6 +1,7 @@
 //! The virtio devices of the command line (`virtio_mmio.device=` words, in order), started
 //! for the shell: block devices become blk0, blk1, ... Devices that fail to start are
-//! reported on the console and left alone.
+//! reported on the console and left alone. `vireo.tools=on` runs the tools protocol on the
+//! tools channel.
 
 use crate::acpi::madt::Madt;
 use crate::apic::{IrqRoute, Polarity, Trigger};
@@ -11,7 +12,8 @@ use crate::io::Io;
 use crate::net::card::NetCard;
 use crate::net::stack::Address;
 use crate::net::Net;
-use crate::tools::ToolsChannel;
+use crate::tools::agent::Nic;
+use crate::tools::{Activity, ToolsChannel};
 use crate::virtio::mmio::Transport;
 use crate::virtio::{self, DEVICE_BLOCK, DEVICE_CONSOLE, DEVICE_NET};
 use crate::{say, Machine};
@@ -89,16 +91,39 @@ impl Devices {
                 ),
             }
         }
+        if cmdline::value(cmdline, "vireo.tools") == Some("on") {
+            devices.start_tools_protocol(io);
+        }
         io.flush();
         devices
     }
 
-    /// Serves what the devices need while the shell is idle (echo, network replies).
-    /// Returns whether anything was done.
-    pub fn service(&mut self, io: &mut Io) -> bool {
-        let tools = self.tools.as_mut().is_some_and(|tools| tools.service(io));
+    fn start_tools_protocol(&mut self, io: &mut Io) {
+        let nic = self.net.as_ref().map(|net| Nic {
+            mac: net.mac(),
+            address: net.address(),
+        });
+        match self.tools.as_mut() {
+            Some(tools) => tools.start_protocol(io, &mut self.disks, nic),
+            None => say!(io, "tools: no tools channel for vireo.tools=on"),
+        }
+    }
+
+    /// Serves what the devices need while the shell is idle (tools protocol or echo, network
+    /// replies). A power request from the tools host ends the service at once.
+    pub fn service(&mut self, io: &mut Io) -> Activity {
+        let tools = match self.tools.as_mut() {
+            Some(tools) => tools.service(io, &mut self.disks),
+            None => Activity::Idle,
+        };
+        if let Activity::Power(_) = tools {
+            return tools;
+        }
         let net = self.net.as_mut().is_some_and(|net| net.service(io));
-        tools || net
+        match tools {
+            Activity::Idle if !net => Activity::Idle,
+            _ => Activity::Worked,
+        }
     }
 
     /// Before the shell sleeps: acknowledges device interrupts (queued) and asks for the next

@@ -11,6 +11,8 @@ use crate::io::Io;
 use crate::screen;
 use crate::ticks;
 use crate::tools;
+use crate::tools::agent::PowerRequest;
+use crate::tools::Activity;
 use crate::{say, Machine};
 
 const PROMPT: &str = "vireo> ";
@@ -26,7 +28,7 @@ pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
     let mut input = LineReader::new();
     loop {
         print(io, PROMPT);
-        let line = input.read_line(io, devices);
+        let line = input.read_line(io, machine, devices);
         execute(io, machine, devices, line.trim());
     }
 }
@@ -96,7 +98,7 @@ impl LineReader {
     }
 
     /// Returns the next line (without its terminator); non-UTF-8 lines read as empty.
-    fn read_line(&mut self, io: &mut Io, devices: &mut Devices) -> &str {
+    fn read_line(&mut self, io: &mut Io, machine: &Machine, devices: &mut Devices) -> &str {
         self.line_len = 0;
         loop {
             while self.pending_pos < self.pending_len {
@@ -106,7 +108,7 @@ impl LineReader {
                     return core::str::from_utf8(&self.line[..self.line_len]).unwrap_or("");
                 }
             }
-            self.refill(io, devices);
+            self.refill(io, machine, devices);
         }
     }
 
@@ -137,8 +139,9 @@ impl LineReader {
     }
 
     /// Flushes output, then reads what the UART holds; while it holds nothing, serves the
-    /// devices and sleeps until any interrupt (COM1, a device, the timer tick).
-    fn refill(&mut self, io: &mut Io, devices: &mut Devices) {
+    /// devices and sleeps until any interrupt (COM1, a device, the timer tick). Carries out
+    /// a power request from the tools host.
+    fn refill(&mut self, io: &mut Io, machine: &Machine, devices: &mut Devices) {
         let com1 = arch::irq_count(COM1_VECTOR);
         let any = arch::irq_total_count();
         screen::present();
@@ -155,8 +158,11 @@ impl LineReader {
                     return;
                 }
             }
-            if devices.service(io) {
-                continue;
+            match devices.service(io) {
+                Activity::Idle => {}
+                Activity::Worked => continue,
+                Activity::Power(PowerRequest::Off) => crate::power_off(io, machine),
+                Activity::Power(PowerRequest::Reboot) => crate::reboot(io, machine),
             }
             let idle = devices.prepare_sleep(io);
             io.flush();

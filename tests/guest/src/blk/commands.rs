@@ -105,6 +105,20 @@ impl Disks {
         self.count
     }
 
+    /// Flushes the write cache of every disk that has one (VIRTIO_BLK_F_FLUSH; without it
+    /// the device writes through).
+    pub fn flush_all(&mut self, io: &mut Io) -> Result<(), BlkCommandError> {
+        for (index, disk) in self.disks.iter_mut().enumerate() {
+            match disk {
+                Some(disk) if disk.max_sectors(Op::Flush) > 0 => {
+                    ranged(disk, index, io, Op::Flush, 0, 1)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `blk <args>` and prints its result line(s).
     pub fn command(&mut self, io: &mut Io, args: &str) {
         if let Err(error) = self.execute(io, args) {

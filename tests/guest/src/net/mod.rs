@@ -27,6 +27,16 @@ impl Net {
         }
     }
 
+    /// The card's MAC address.
+    pub fn mac(&self) -> packet::Mac {
+        self.card.mac
+    }
+
+    /// The interface's address (`vireo.ip=`), if any.
+    pub fn address(&self) -> Option<Address> {
+        self.interface.address
+    }
+
     /// Answers whatever arrived. Returns whether anything did.
     pub fn service(&mut self, io: &mut Io) -> bool {
         let Net { card, interface } = self;

@@ -114,6 +114,15 @@ impl TxSlots {
         self.next = (index + 1) % self.count;
     }
 
+    /// Returns once the device has finished with every buffer sent.
+    pub fn wait_until_sent(&mut self, io: &mut Io, transport: &mut Transport) {
+        self.reclaim();
+        while self.busy != 0 {
+            transport.wait_for_used(io, &mut self.queue);
+            self.reclaim();
+        }
+    }
+
     fn reclaim(&mut self) {
         while let Some(used) = self.queue.pop_used() {
             self.busy &= !(1 << used.id);

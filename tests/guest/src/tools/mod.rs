@@ -1,10 +1,17 @@
 //! The tools channel: a virtio-console port (no multiport; queue 0 receives, queue 1
-//! transmits) whose host end is vireo-vmm's `--tools-socket`. A byte pipe for whatever tools
-//! protocol comes later; for now the shell can turn on echo (every byte received is sent back).
+//! transmits) whose host end is vireo-vmm's `--tools-socket`. With `vireo.tools=on` it speaks
+//! the tools protocol (`agent`); otherwise it is a byte pipe the shell drives (echo, send, read).
+
+pub mod agent;
+mod json;
+
+use agent::{Agent, Link, Nic, PowerRequest};
 
 use crate::apic::IrqRoute;
+use crate::blk::commands::Disks;
 use crate::console;
 use crate::io::Io;
+use crate::say;
 use crate::virtio::buffers::{RxPool, TxSlots};
 use crate::virtio::mmio::{StartError, Transport};
 
@@ -27,6 +34,18 @@ pub struct ToolsChannel {
     pub sent: u64,
     /// Whether received bytes are sent back.
     pub echo: bool,
+    /// The tools protocol, when it owns the channel.
+    agent: Option<Agent>,
+}
+
+/// What serving the channel did.
+pub enum Activity {
+    /// Nothing arrived or was due.
+    Idle,
+    /// Bytes were handled or sent.
+    Worked,
+    /// The host asked for a power operation (already replied to and sent).
+    Power(PowerRequest),
 }
 
 impl ToolsChannel {
@@ -50,19 +69,32 @@ impl ToolsChannel {
             received: 0,
             sent: 0,
             echo: false,
+            agent: None,
         })
+    }
+
+    /// Hands the channel to the tools protocol (reporting `nic`) and says hello.
+    pub fn start_protocol(&mut self, io: &mut Io, disks: &mut Disks, nic: Option<Nic>) {
+        let mut agent = Agent::new(nic);
+        agent.start(&mut self.link(io, disks));
+        self.agent = Some(agent);
+        say!(io, "tools: protocol on");
+    }
+
+    fn link<'a>(&'a mut self, io: &'a mut Io, disks: &'a mut Disks) -> ChannelLink<'a> {
+        ChannelLink {
+            io,
+            transport: &mut self.transport,
+            tx: &mut self.tx,
+            sent: &mut self.sent,
+            disks,
+        }
     }
 
     /// Sends `bytes` (in buffer-sized pieces).
     pub fn write(&mut self, io: &mut Io, bytes: &[u8]) {
-        let Self {
-            transport,
-            tx,
-            sent,
-            ..
-        } = self;
-        write_to(io, transport, tx, bytes);
-        *sent += bytes.len() as u64;
+        write_to(io, &mut self.transport, &mut self.tx, bytes);
+        self.sent += bytes.len() as u64;
     }
 
     /// Hands what arrived to `handle`, piece by piece. Returns whether anything did.
@@ -74,32 +106,77 @@ impl ToolsChannel {
         }) > 0
     }
 
-    /// Serves the channel while the shell is idle: echoes what arrived if echo is on (else
-    /// leaves it for `read`). Returns whether anything was done.
-    pub fn service(&mut self, io: &mut Io) -> bool {
-        if !self.echo {
-            return false;
-        }
+    /// Serves the channel while the shell is idle: runs the protocol (flushing `disks` for a
+    /// freeze), or echoes what arrived if echo is on (else leaves it for `read`).
+    pub fn service(&mut self, io: &mut Io, disks: &mut Disks) -> Activity {
         let Self {
             transport,
             rx,
             tx,
             received,
             sent,
-            ..
+            echo,
+            agent,
         } = self;
-        rx.receive(|bytes| {
+        if agent.is_none() && !*echo {
+            return Activity::Idle;
+        }
+        let mut link = ChannelLink {
+            io,
+            transport,
+            tx,
+            sent,
+            disks,
+        };
+        let mut power = None;
+        let arrived = rx.receive(|bytes| {
             *received += bytes.len() as u64;
-            write_to(io, transport, tx, bytes);
-            *sent += bytes.len() as u64;
-        }) > 0
+            match agent {
+                Some(agent) if power.is_none() => power = agent.receive(bytes, &mut link),
+                Some(_) => {}
+                None => link.send(bytes),
+            }
+        }) > 0;
+        let beat = match agent {
+            Some(agent) if power.is_none() => agent.beat(&mut link),
+            _ => false,
+        };
+        match power {
+            Some(request) => {
+                link.tx.wait_until_sent(link.io, link.transport);
+                Activity::Power(request)
+            }
+            None if arrived || beat => Activity::Worked,
+            None => Activity::Idle,
+        }
     }
 
     /// Before the shell sleeps: acknowledges interrupts (queued) and asks for one on the
     /// next arrival. False if something already arrived.
     pub fn prepare_sleep(&mut self, io: &mut Io) -> bool {
         self.transport.acknowledge_interrupts(io);
-        !self.echo || self.rx.request_interrupt()
+        let listening = self.echo || self.agent.is_some();
+        !listening || self.rx.request_interrupt()
+    }
+}
+
+/// The agent's view of the channel: its transmit side and the disks a freeze flushes.
+struct ChannelLink<'a> {
+    io: &'a mut Io,
+    transport: &'a mut Transport,
+    tx: &'a mut TxSlots,
+    sent: &'a mut u64,
+    disks: &'a mut Disks,
+}
+
+impl Link for ChannelLink<'_> {
+    fn send(&mut self, bytes: &[u8]) {
+        write_to(self.io, self.transport, self.tx, bytes);
+        *self.sent += bytes.len() as u64;
+    }
+
+    fn flush_disks(&mut self) -> bool {
+        self.disks.flush_all(self.io).is_ok()
     }
 }
 
@@ -120,6 +197,16 @@ pub fn command(channel: Option<&mut ToolsChannel>, io: &mut Io, args: &str) {
         return;
     };
     let (verb, rest) = args.split_once(' ').unwrap_or((args, ""));
+    if let (Some(agent), "echo" | "read") = (&channel.agent, verb) {
+        console::line(
+            io,
+            format_args!(
+                "error: the tools protocol owns the channel (beats={})",
+                agent.beats
+            ),
+        );
+        return;
+    }
     match verb {
         "echo" => {
             channel.echo = true;
@@ -141,15 +228,20 @@ pub fn command(channel: Option<&mut ToolsChannel>, io: &mut Io, args: &str) {
             let shown = core::str::from_utf8(&text[..len]).unwrap_or("(not UTF-8)");
             console::line(io, format_args!("tools read {len}: {}", shown.trim_end()));
         }
-        "info" => console::line(
-            io,
-            format_args!(
-                "tools rx={} tx={} echo={}",
-                channel.received,
-                channel.sent,
-                if channel.echo { "on" } else { "off" }
-            ),
-        ),
+        "info" => {
+            console::line(
+                io,
+                format_args!(
+                    "tools rx={} tx={} echo={}",
+                    channel.received,
+                    channel.sent,
+                    if channel.echo { "on" } else { "off" }
+                ),
+            );
+            if let Some(agent) = &channel.agent {
+                console::line(io, format_args!("tools protocol on beats={}", agent.beats));
+            }
+        }
         _ => console::line(
             io,
             format_args!("error: usage: tools echo|send <text>|read|info"),
