@@ -1,0 +1,121 @@
+"""Guest tools through the VirtualMachine API: test-guest VMs booted with `vireo.tools=on` speak
+the tools protocol on their tools channel; pyVmomi sees tools running, a green heartbeat and the
+guest's identity and address, and ShutdownGuest / RebootGuest / StandbyGuest reach the guest."""
+import os
+
+import pytest
+from pyVim.connect import Disconnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim, vmodl
+
+from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, wait_for
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                                reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
+
+GUEST_IP = "10.77.0.5"
+TOOLS_CMDLINE = f"scenario=shell vireo.tools=on vireo.ip={GUEST_IP}/24"
+
+
+@pytest.fixture(scope="module")
+def agent():
+    a = Agent()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def si(agent):
+    connection = agent.vireod.connect()
+    yield connection
+    try:
+        Disconnect(connection)
+    except Exception:
+        pass
+
+
+def create_tools_vm(si, name, cmdline=TOOLS_CMDLINE):
+    """A test-guest VM (one disk, one NIC) whose guest runs the shell with `cmdline`."""
+    spec = config_spec(name, scenario="shell")
+    for option in spec.extraConfig:
+        if option.key == "vireo.boot.cmdline":
+            option.value = cmdline
+    folder = si.content.rootFolder.childEntity[0].vmFolder
+    task = folder.CreateVM_Task(config=spec, pool=root_pool(si))
+    WaitForTask(task)
+    return task.info.result
+
+
+def wait_tools_running(agent, vm):
+    wait_for(lambda: vm.guest.toolsRunningStatus == "guestToolsRunning"
+             and vm.guestHeartbeatStatus == "green"
+             or vm.runtime.powerState != "poweredOn", "the guest's tools to run", timeout=60)
+    assert vm.runtime.powerState == "poweredOn", console(agent, vm)
+
+
+def test_tools_report_heartbeat_identity_and_address(si, agent):
+    vm = create_tools_vm(si, "tools-facts")
+    assert vm.guest.toolsStatus == "toolsNotInstalled"
+    assert vm.guestHeartbeatStatus == "gray"
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    assert "vireo-test-guest: tools: protocol on" in console(agent, vm)
+    assert vm.guest.toolsStatus == "toolsOk"
+    wait_for(lambda: vm.guest.hostName == "vireo-test-guest", "guest.hostName")
+    assert vm.guest.guestFullName == "Vireo test guest 0.1.0"
+    assert vm.guest.ipAddress == GUEST_IP
+    card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
+    [nic] = vm.guest.net
+    assert nic.macAddress == card.macAddress
+    assert nic.deviceConfigId == card.key
+    assert list(nic.ipAddress) == [GUEST_IP]
+
+    with pytest.raises(vmodl.fault.SystemError) as raised:
+        vm.StandbyGuest()
+    assert "standby is not supported by this guest" in raised.value.reason
+    assert vm.runtime.powerState == "poweredOn"
+
+    WaitForTask(vm.PowerOffVM_Task())
+    wait_for(lambda: vm.guestHeartbeatStatus == "gray", "the heartbeat to turn gray")
+    assert vm.guest.toolsRunningStatus == "guestToolsNotRunning"
+    assert vm.guest.toolsStatus == "toolsNotRunning"
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_shutdown_guest_powers_the_vm_off(si, agent):
+    vm = create_tools_vm(si, "tools-shutdown")
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    vm.ShutdownGuest()
+    wait_for(lambda: vm.runtime.powerState == "poweredOff", "the guest to power off")
+    assert "vireo-test-guest: powering off" in console(agent, vm)
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_reboot_guest_boots_it_again(si, agent):
+    vm = create_tools_vm(si, "tools-reboot")
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    vm.RebootGuest()
+    wait_for(lambda: console(agent, vm).count("vireo-test-guest: booted") == 2
+             or vm.runtime.powerState != "poweredOn", "the guest to boot again")
+    log = console(agent, vm)
+    assert "vireo-test-guest: rebooting" in log
+    assert log.count("vireo-test-guest: booted") == 2, log
+    assert vm.runtime.powerState == "poweredOn"
+    wait_tools_running(agent, vm)
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_guest_requests_without_the_protocol_find_no_tools(si, agent):
+    vm = create_tools_vm(si, "tools-off", cmdline="scenario=shell")
+    power_on_booted(agent, vm)
+    for request in (vm.ShutdownGuest, vm.RebootGuest, vm.StandbyGuest):
+        with pytest.raises(vim.fault.ToolsUnavailable):
+            request()
+    assert vm.guest.toolsRunningStatus == "guestToolsNotRunning"
+    assert vm.guest.toolsStatus == "toolsNotInstalled"
+    assert vm.guestHeartbeatStatus == "gray"
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
