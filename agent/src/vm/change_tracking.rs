@@ -53,6 +53,13 @@ pub struct ChangeQuery {
 /// QueryChangedDiskAreas: a DiskChangeInfo page of the areas that changed since `change_id`.
 pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault> {
     let schema = host.schema;
+    let snapshot_uid = match &q.snapshot {
+        Some(snapshot) => match snapshots::resolve(host, snapshot) {
+            Some((owner, uid)) if owner.id == vm.id => Some(uid),
+            _ => return Err(Fault::managed_object_not_found(schema, snapshot)),
+        },
+        None => None,
+    };
     let (base, capacity, snapshot_name) = {
         let state = vm.state();
         let index = usize::try_from(q.device_key - FIRST_DISK_KEY)
@@ -65,11 +72,8 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
                     format!("{} is not a virtual disk of this VM", q.device_key),
                 )
             })?;
-        let snapshot_name = match &q.snapshot {
-            Some(snapshot) => match snapshots::resolve(host, snapshot) {
-                Some((owner, uid)) if owner.id == vm.id => Some(disks::tree_snapshot_name(uid)),
-                _ => return Err(Fault::managed_object_not_found(schema, snapshot)),
-            },
+        let snapshot_name = match snapshot_uid {
+            Some(uid) => Some(disks::tree_snapshot_name(uid)),
             None if state.power != Power::Off => {
                 return Err(Fault::new(
                     schema,

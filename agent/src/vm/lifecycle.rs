@@ -520,10 +520,28 @@ fn stop(
     Ok(())
 }
 
+/// Pauses the VM (unless `paused` already) and closes its disk images, so that they are
+/// flushed and their change-tracking bitmaps stored before the VMM exits (it does not close
+/// them on exit).
+fn close_disks(socket: &Path, paused: bool) {
+    let commands: &[&str] = if paused {
+        &["detach-disks"]
+    } else {
+        &["pause", "detach-disks"]
+    };
+    for command in commands {
+        if let Err(error) = control::command(socket, command, Duration::from_secs(10)) {
+            tracing::warn!("cannot close the disks before stopping: {error}");
+            return;
+        }
+    }
+}
+
 /// PowerOffVM: hard power-off.
 pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
     stop(host, vm, Stopping::PowerOff, |state| {
         let socket = vm.run_dir.join("control.sock");
+        close_disks(&socket, false);
         if control::command(&socket, "power-off", Duration::from_secs(10)).is_err() {
             kill(state);
         }
@@ -568,6 +586,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
                 ),
             );
         }
+        close_disks(&socket, true);
         control::command(&socket, "power-off", Duration::from_secs(10))
             .map(drop)
             .map_err(|e| Fault::system_error(schema, e.to_string()))
