@@ -1,6 +1,7 @@
 """Guest tools through the VirtualMachine API: test-guest VMs booted with `vireo.tools=on` speak
 the tools protocol on their tools channel; pyVmomi sees tools running, a green heartbeat and the
-guest's identity and address, and ShutdownGuest / RebootGuest / StandbyGuest reach the guest."""
+guest's identity and address, ShutdownGuest / RebootGuest / StandbyGuest reach the guest, and
+quiesced snapshots freeze (flush the guest's disks) and thaw it."""
 import os
 
 import pytest
@@ -104,6 +105,20 @@ def test_reboot_guest_boots_it_again(si, agent):
     assert log.count("vireo-test-guest: booted") == 2, log
     assert vm.runtime.powerState == "poweredOn"
     wait_tools_running(agent, vm)
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_quiesced_snapshots_freeze_and_thaw_the_guest(si, agent):
+    vm = create_tools_vm(si, "tools-quiesce")
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    # The second freeze would fail had the first snapshot not thawed the guest.
+    for name in ("quiet-1", "quiet-2"):
+        WaitForTask(vm.CreateSnapshot_Task(name=name, description=name, memory=False, quiesce=True))
+    assert console(agent, vm).count("vireo-test-guest: tools: freeze: 1 disk(s) flushed") == 2
+    first = vm.snapshot.rootSnapshotList[0]
+    assert first.quiesced and first.childSnapshotList[0].quiesced
     WaitForTask(vm.PowerOffVM_Task())
     WaitForTask(vm.Destroy_Task())
 

@@ -106,17 +106,19 @@ impl Disks {
     }
 
     /// Flushes the write cache of every disk that has one (VIRTIO_BLK_F_FLUSH; without it
-    /// the device writes through).
-    pub fn flush_all(&mut self, io: &mut Io) -> Result<(), BlkCommandError> {
+    /// the device writes through). Returns how many were flushed.
+    pub fn flush_all(&mut self, io: &mut Io) -> Result<usize, BlkCommandError> {
+        let mut flushed = 0;
         for (index, disk) in self.disks.iter_mut().enumerate() {
             match disk {
                 Some(disk) if disk.max_sectors(Op::Flush) > 0 => {
-                    ranged(disk, index, io, Op::Flush, 0, 1)?
+                    ranged(disk, index, io, Op::Flush, 0, 1)?;
+                    flushed += 1;
                 }
                 _ => {}
             }
         }
-        Ok(())
+        Ok(flushed)
     }
 
     /// Runs `blk <args>` and prints its result line(s).

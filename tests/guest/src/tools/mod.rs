@@ -176,7 +176,14 @@ impl Link for ChannelLink<'_> {
     }
 
     fn flush_disks(&mut self) -> bool {
-        self.disks.flush_all(self.io).is_ok()
+        match self.disks.flush_all(self.io) {
+            Ok(flushed) => say!(self.io, "tools: freeze: {flushed} disk(s) flushed"),
+            Err(error) => {
+                say!(self.io, "tools: freeze failed: {error}");
+                return false;
+            }
+        }
+        true
     }
 }
 
