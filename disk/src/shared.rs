@@ -1,7 +1,8 @@
 //! Many requests in flight on one disk: `SharedDisk` lets several threads issue requests at
-//! once. Requests the format can serve with plain positional I/O on its data file (a route)
-//! run outside the disk's lock and in parallel; everything else (allocation, copy-on-write,
-//! backing-file reads, zeroing, discard, flush) runs alone, after in-flight requests drain.
+//! once. Requests the format can serve with plain positional I/O on its data file (a route),
+//! and writes into freshly allocated storage (prepared, then committed), do their data I/O
+//! outside the disk's lock; everything else (zeroing, discard, flush, copy-on-write that spans
+//! clusters or races another) runs alone, after in-flight requests drain.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -30,6 +31,19 @@ pub enum Segment {
     Zeros(usize),
 }
 
+/// A write into storage nothing references yet, prepared under the device lock: `data` (the
+/// request merged into the content it replaces) is written at `host` outside the lock, then
+/// `RoutableDevice::commit_write` maps it. Until then the range reads as before.
+#[derive(Debug)]
+pub struct PreparedWrite {
+    /// Where `data` goes in the data file.
+    pub host: u64,
+    /// The bytes to write there.
+    pub data: Vec<u8>,
+    /// What the device needs to map it (for qcow2: the guest cluster).
+    pub key: u64,
+}
+
 /// A block device that can tell where simple requests live in its data file.
 pub trait RoutableDevice: BlockDevice {
     /// A second handle to the file holding the device's data.
@@ -44,16 +58,37 @@ pub trait RoutableDevice: BlockDevice {
     /// the write (e.g. in dirty bitmaps) as if it had been performed.
     fn write_route(&mut self, offset: u64, len: u64)
         -> Result<Option<Vec<HostExtent>>, BlockError>;
+    /// Prepares a write that needs fresh storage (e.g. copy-on-write of one cluster) so that
+    /// its data can be written outside the device lock; `None` when the write needs the
+    /// device itself. Devices without allocation never prepare.
+    fn prepare_write(
+        &mut self,
+        _offset: u64,
+        _buf: &[u8],
+    ) -> Result<Option<PreparedWrite>, BlockError> {
+        Ok(None)
+    }
+    /// Maps a prepared write once `written` says how writing its data went; on failure its
+    /// storage is released and the error returned.
+    fn commit_write(
+        &mut self,
+        _write: PreparedWrite,
+        written: Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
+        written
+    }
 }
 
 /// A disk that several threads may use at once.
 ///
-/// Routed requests hold the gate shared while their file I/O runs; every other request holds
-/// it exclusively. Host storage is only freed or reused by exclusive requests, so a routed
-/// request can never touch storage that stopped belonging to its guest range meanwhile.
+/// Routed and prepared requests hold the gate shared while their file I/O runs; every other
+/// request holds it exclusively. Host storage a guest range maps to is only replaced by
+/// exclusive requests, so a routed request never touches storage that stopped belonging to
+/// its range; a prepared write's storage is referenced by nothing until it is committed.
 pub struct SharedDisk {
     device: Mutex<Box<dyn RoutableDevice>>,
     gate: RwLock<()>,
+    writer: Mutex<()>,
     data: File,
     path: PathBuf,
     capacity: u64,
@@ -71,6 +106,7 @@ impl SharedDisk {
             path: device.data_path().to_path_buf(),
             capacity: device.capacity(),
             gate: RwLock::new(()),
+            writer: Mutex::new(()),
             device: Mutex::new(device),
         })
     }
@@ -99,7 +135,9 @@ impl SharedDisk {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
         {
             let _shared = self.gate.read().expect("disk gate poisoned");
-            if let Some(route) = self.device().read_route(offset, buf.len() as u64)? {
+            // the device lock is released before the I/O: only the shared gate stays held
+            let route = self.device().read_route(offset, buf.len() as u64)?;
+            if let Some(route) = route {
                 return self.read_route(&route, buf);
             }
         }
@@ -110,8 +148,18 @@ impl SharedDisk {
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         {
             let _shared = self.gate.read().expect("disk gate poisoned");
-            if let Some(route) = self.device().write_route(offset, buf.len() as u64)? {
+            let route = self.device().write_route(offset, buf.len() as u64)?;
+            if let Some(route) = route {
                 return self.write_route(&route, buf);
+            }
+            let prepared = self.device().prepare_write(offset, buf)?;
+            if let Some(prepared) = prepared {
+                let extent = HostExtent {
+                    host: prepared.host,
+                    len: prepared.data.len(),
+                };
+                let written = self.write_route(&[extent], &prepared.data);
+                return self.device().commit_write(prepared, written);
             }
         }
         self.exclusive(|device| device.write_at(buf, offset))
@@ -168,6 +216,9 @@ impl SharedDisk {
     }
 
     fn write_route(&self, route: &[HostExtent], buf: &[u8]) -> Result<(), BlockError> {
+        // Buffered writes to one file serialize on its inode lock in the kernel anyway; taking
+        // them one at a time here spares the threads the kernel's lock spinning.
+        let _writer = self.writer.lock().expect("disk writer lock poisoned");
         let mut at = 0;
         for extent in route {
             self.data

@@ -132,6 +132,8 @@ pub struct Qcow2Image {
     pending_frees: Vec<u64>,
     pub(super) file_len: u64,
     decompressed: Option<(u64, Vec<u8>)>,
+    /// Guest clusters whose prepared write (`RoutableDevice::prepare_write`) is in flight.
+    pub(super) preparing: HashSet<u64>,
     pub(super) bitmaps: Option<ImageBitmaps>,
 }
 
@@ -189,6 +191,7 @@ impl Qcow2Image {
             pending_frees: Vec::new(),
             file_len,
             decompressed: None,
+            preparing: HashSet::new(),
             bitmaps,
         };
         if !options.read_only {
@@ -392,7 +395,7 @@ impl Qcow2Image {
     }
 
     /// Reads part of one guest cluster: `buf` at byte `within` of guest cluster `cluster`.
-    fn read_in_cluster(
+    pub(super) fn read_in_cluster(
         &mut self,
         cluster: u64,
         within: u64,
@@ -486,7 +489,7 @@ impl Qcow2Image {
     }
 
     /// Sets the L2 entry of guest cluster `cluster` and defers freeing what it replaced.
-    fn set_l2_entry(
+    pub(super) fn set_l2_entry(
         &mut self,
         cluster: u64,
         entry: u64,

@@ -1,13 +1,14 @@
 //! Routes for concurrent requests (see `crate::shared`): which guest ranges of a qcow2 image
-//! plain positional I/O on the image file can serve without touching metadata.
+//! plain positional I/O on the image file can serve without touching metadata, and writes
+//! into one fresh cluster prepared so that their data is written outside the lock.
 
 use std::fs::File;
 use std::path::Path;
 
 use super::image::Qcow2Image;
-use super::l2::ClusterMapping;
+use super::l2::{ClusterMapping, COPIED};
 use crate::block::{check_range, BlockError};
-use crate::shared::{push_segment, HostExtent, RoutableDevice, Segment};
+use crate::shared::{push_segment, HostExtent, PreparedWrite, RoutableDevice, Segment};
 
 impl RoutableDevice for Qcow2Image {
     fn data_file(&self) -> std::io::Result<File> {
@@ -61,5 +62,56 @@ impl RoutableDevice for Qcow2Image {
         let end = route.iter().map(|e| e.host + e.len as u64).max();
         self.file_len = self.file_len.max(end.unwrap_or(0));
         Ok(Some(route))
+    }
+
+    /// Writes within one cluster that holds no storage (unallocated or zero) get a fresh
+    /// cluster holding the request merged into what the cluster read as before.
+    fn prepare_write(
+        &mut self,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<Option<PreparedWrite>, BlockError> {
+        let len = buf.len() as u64;
+        self.check_writable(offset, len)?;
+        let cs = self.cluster_size();
+        let (cluster, within) = (offset >> self.cluster_bits, offset & (cs - 1));
+        if len == 0 || within + len > cs || self.preparing.contains(&cluster) {
+            return Ok(None);
+        }
+        let mapping = self.mapping(cluster)?;
+        if !matches!(
+            mapping,
+            ClusterMapping::Unallocated | ClusterMapping::Zero { host: None }
+        ) {
+            return Ok(None);
+        }
+        let mut data = vec![0u8; cs as usize];
+        if len < cs {
+            self.read_in_cluster(cluster, 0, &mut data)?;
+        }
+        data[within as usize..(within + len) as usize].copy_from_slice(buf);
+        let host = self.allocate(1)?;
+        self.mark_bitmaps(offset, len);
+        self.preparing.insert(cluster);
+        Ok(Some(PreparedWrite {
+            host,
+            data,
+            key: cluster,
+        }))
+    }
+
+    fn commit_write(
+        &mut self,
+        write: PreparedWrite,
+        written: Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
+        self.preparing.remove(&write.key);
+        if let Err(e) = written {
+            self.free_cluster(write.host >> self.cluster_bits)?;
+            return Err(e);
+        }
+        self.file_len = self.file_len.max(write.host + self.cluster_size());
+        let old = self.mapping(write.key)?;
+        self.set_l2_entry(write.key, write.host | COPIED, old)
     }
 }
