@@ -92,3 +92,60 @@ fn disks_are_swapped_for_a_child_layer_under_a_paused_guest() {
     assert_eq!(vmm.wait(BOOT).status.code(), Some(0));
     qemu_img(&["check", "-q", child.to_str().unwrap()]);
 }
+
+#[test]
+fn disks_are_closed_cleanly_when_the_guest_powers_itself_off() {
+    if !kvm_available("disks_are_closed_cleanly_when_the_guest_powers_itself_off") {
+        return;
+    }
+    let dir = scratch_dir("clean-close");
+    let image = dir.join("tracked.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        image.to_str().unwrap(),
+        "64M",
+    ]);
+    qemu_img(&["bitmap", "--add", image.to_str().unwrap(), "changes"]);
+    let disk = format!("path={}", image.display());
+    let guest = test_guest().display().to_string();
+    let args = [
+        "--kernel",
+        &guest,
+        "--memory-mib",
+        "64",
+        "--cmdline",
+        "scenario=shell",
+        "--disk",
+        &disk,
+    ];
+    let mut vmm = Vmm::start_with(&args, Some(&dir.join("c.sock")));
+    vmm.expect("vireo> ", BOOT);
+    vmm.wait_for_control(BOOT);
+    // Typed through the control socket rather than stdin.
+    assert_eq!(
+        vmm.control(json!({"cmd": "serial-input", "text": "blk write 0 0 8 7\n"}))["ok"],
+        json!(true)
+    );
+    vmm.expect("write ok", BOOT);
+    assert_eq!(
+        vmm.control(json!({"cmd": "serial-input", "text": "poweroff\n"}))["ok"],
+        json!(true)
+    );
+    assert_eq!(vmm.wait(BOOT).status.code(), Some(0));
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let bitmaps = &info["format-specific"]["data"]["bitmaps"];
+    assert_eq!(bitmaps[0]["name"], json!("changes"), "{info}");
+    let flags = bitmaps[0]["flags"].as_array().unwrap();
+    assert!(
+        !flags.contains(&json!("in-use")),
+        "bitmap left in use after a clean guest power-off: {flags:?}"
+    );
+    qemu_img(&["check", "-q", image.to_str().unwrap()]);
+}

@@ -1,7 +1,8 @@
 //! The control protocol on a Unix socket: one JSON object per line each way. Requests are
 //! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}` and
 //! `{"cmd": "screenshot", "path": "/x.png"}`, `{"cmd": "save", "dir": "/d"}`,
-//! `{"cmd": "detach-disks"}`, `{"cmd": "attach-disks", "paths": [..]}`; replies are
+//! `{"cmd": "detach-disks"}`, `{"cmd": "attach-disks", "paths": [..]}`,
+//! `{"cmd": "serial-input", "text": "..."}`; replies are
 //! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -58,6 +59,11 @@ pub enum ControlRequest {
     AttachDisks {
         /// One path per disk.
         paths: Vec<PathBuf>,
+    },
+    /// Type `text` on the guest's serial console (COM1), as a user at the console would.
+    SerialInput {
+        /// Bytes to send.
+        text: String,
     },
     /// Write a PNG of the framebuffer to `path`.
     Screenshot {
@@ -235,6 +241,10 @@ fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Op
                 Err(e) => (error_reply(&e.to_string()), None),
             }
         }
+        ControlRequest::SerialInput { text } => match type_on_serial(handle, text.as_bytes()) {
+            Ok(()) => (ok_reply(), None),
+            Err(e) => (error_reply(&e), None),
+        },
         ControlRequest::Screenshot { path } => match write_screenshot(handle, &path) {
             Ok(bytes) => (
                 serde_json::json!({ "ok": true, "path": path, "bytes": bytes }),
@@ -243,6 +253,28 @@ fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Op
             Err(e) => (error_reply(&e.to_string()), None),
         },
     }
+}
+
+/// How long typing may wait for the guest to drain its receive FIFO.
+const SERIAL_INPUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Feeds `bytes` into COM1's receive FIFO as the guest drains it.
+fn type_on_serial(handle: &VmHandle, mut bytes: &[u8]) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + SERIAL_INPUT_TIMEOUT;
+    while !bytes.is_empty() {
+        let taken = lock(&handle.serial).enqueue_input(bytes);
+        bytes = &bytes[taken..];
+        if taken == 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the guest did not read its console; {} bytes not typed",
+                    bytes.len()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the PNG next to `path` and renames it into place; returns its size.

@@ -199,10 +199,26 @@ impl Machine {
         for handle in handles {
             let _ = handle.join();
         }
+        self.close_disks();
         if let Some(path) = &self.config.control_socket {
             let _ = std::fs::remove_file(path);
         }
         exit
+    }
+
+    /// Stops the device workers and closes every disk image cleanly (qcow2: metadata and
+    /// change-tracking bitmaps written back, in-use flags cleared), whatever ended the VM.
+    fn close_disks(&self) {
+        for transport in &self.transports {
+            lock(transport).quiesce();
+        }
+        for (index, slot) in self.disk_slots.iter().enumerate() {
+            if let Some(mut image) = lock(&slot.image).take() {
+                if let Err(e) = image.flush() {
+                    eprintln!("vireo-vmm: disk {index}: flush at exit failed: {e}");
+                }
+            }
+        }
     }
 
     /// Feeds stdin to COM1, waiting while the guest's receive FIFO is full.
