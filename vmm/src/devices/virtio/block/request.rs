@@ -2,7 +2,7 @@
 //! device's limits) and carrying it out against a `BlockDevice`.
 
 use vireo_disk::block::{BlockDevice, BlockError};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::devices::virtio::queue::{Chain, Descriptor};
 
@@ -190,19 +190,41 @@ fn sector_offset(sector: u64) -> Result<u64, Failure> {
     sector.checked_mul(SECTOR_SIZE).ok_or(Failure::Io)
 }
 
+/// Runs `io` on the guest buffer of `desc` in place when it lies within one memory region (no
+/// copy needed); `None` when it does not, and the caller goes through a bounce buffer.
+fn in_guest_buffer<T>(
+    mem: &GuestMemoryMmap,
+    desc: &Descriptor,
+    io: impl FnOnce(&mut [u8]) -> T,
+) -> Option<T> {
+    let len = desc.len as usize;
+    let slice = mem.get_slice(desc.addr, len).ok()?;
+    let guard = slice.ptr_guard_mut();
+    // SAFETY: `slice` lies inside one mapped region of guest memory, mapped for as long as `mem`
+    // lives, and the borrow ends with `io`. The guest may change these bytes meanwhile, as with
+    // DMA on real hardware; the disk code treats them as plain bytes and never relies on them
+    // staying put, so the worst outcome is the data the guest asked for.
+    let buf = unsafe { std::slice::from_raw_parts_mut(guard.as_ptr(), len) };
+    Some(io(buf))
+}
+
 fn read_sectors(
     request: &Request,
     disk: &mut dyn BlockDevice,
     mem: &GuestMemoryMmap,
 ) -> Result<u32, Failure> {
     let mut offset = sector_offset(request.sector)?;
-    let mut bounce = Vec::new();
     let mut written = 0u32;
     for desc in &request.data {
-        bounce.resize(desc.len as usize, 0);
-        disk.read_at(&mut bounce, offset).map_err(Failure::from)?;
-        mem.write_slice(&bounce, desc.addr)
-            .map_err(|_| Failure::Io)?;
+        match in_guest_buffer(mem, desc, |buf| disk.read_at(buf, offset)) {
+            Some(result) => result?,
+            None => {
+                let mut bounce = vec![0; desc.len as usize];
+                disk.read_at(&mut bounce, offset)?;
+                mem.write_slice(&bounce, desc.addr)
+                    .map_err(|_| Failure::Io)?;
+            }
+        }
         offset += u64::from(desc.len);
         written += desc.len;
     }
@@ -215,12 +237,16 @@ fn write_sectors(
     mem: &GuestMemoryMmap,
 ) -> Result<(), Failure> {
     let mut offset = sector_offset(request.sector)?;
-    let mut bounce = Vec::new();
     for desc in &request.data {
-        bounce.resize(desc.len as usize, 0);
-        mem.read_slice(&mut bounce, desc.addr)
-            .map_err(|_| Failure::Io)?;
-        disk.write_at(&bounce, offset).map_err(Failure::from)?;
+        match in_guest_buffer(mem, desc, |buf| disk.write_at(buf, offset)) {
+            Some(result) => result?,
+            None => {
+                let mut bounce = vec![0; desc.len as usize];
+                mem.read_slice(&mut bounce, desc.addr)
+                    .map_err(|_| Failure::Io)?;
+                disk.write_at(&bounce, offset)?;
+            }
+        }
         offset += u64::from(desc.len);
     }
     Ok(())
