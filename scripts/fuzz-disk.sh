@@ -54,6 +54,10 @@ mkdir -p "$corpus"
 if ! compgen -G "$corpus/seed-*" >/dev/null; then
     make_seeds
 fi
+# Scratch images live in memory when /dev/shm exists; removed when the run ends.
+VIREO_DISK_FUZZ_DIR=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)/vireo-disk-fuzz.XXXXXX")
+export VIREO_DISK_FUZZ_DIR
+trap 'rm -rf "$VIREO_DISK_FUZZ_DIR"' EXIT
 cd "$root/disk/fuzz"
 # Long lines are cut: on a crash cargo-fuzz prints the whole input as a byte list.
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$root/target/fuzz cargo fuzz run qcow2_image "$corpus" -- \

@@ -15,16 +15,13 @@ use vireo_disk::BlockDevice;
 /// Backing files an input may name; any other name is not opened (it could be any host file).
 const BACKING_NAMES: [&str; 3] = ["base.qcow2", "base.raw", "image.qcow2"];
 
-/// A private folder holding the backing files, made once per fuzzing process.
+/// A private folder holding the backing files, made once per fuzzing process inside
+/// `$VIREO_DISK_FUZZ_DIR` (which scripts/fuzz-disk.sh makes and removes) or the temp folder.
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let root = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+        let root =
+            std::env::var_os("VIREO_DISK_FUZZ_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
         let dir = root.join(format!("vireo-disk-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let base = dir.join("base.qcow2");
