@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a qcow2 image file (header, extensions, L1/L2 tables, refcount table and
 //! blocks, bitmap directory and tables): opening it, reading, mapping and checking it, then
 //! writing, zeroing, discarding and closing a writable copy must never panic, hang or
-//! allocate absurdly. Input: 8 bytes choosing request offsets, then the image file.
+//! allocate absurdly; the same holds for requests through `SharedDisk`. Input: 8 bytes choosing
+//! request offsets, then the image file.
 #![no_main]
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use vireo_disk::qcow2::header::Header;
 use vireo_disk::qcow2::{check::check, create, CreateOptions, Qcow2Image, Qcow2Options};
-use vireo_disk::BlockDevice;
+use vireo_disk::{BlockDevice, SharedDisk};
 
 /// Backing files an input may name; any other name is not opened (it could be any host file).
 const BACKING_NAMES: [&str; 3] = ["base.qcow2", "base.raw", "image.qcow2"];
@@ -107,6 +108,24 @@ fn first_cluster(image: &[u8]) -> &[u8] {
     &image[..image.len().min(len)]
 }
 
+/// Reads and writes through `SharedDisk` (routes, prepared copy-on-write), then drops it.
+fn share(path: &Path, selector: &[u8; 8]) {
+    let Ok(disk) = SharedDisk::open(path, false) else {
+        return;
+    };
+    let size = disk.capacity();
+    let mut buf = vec![0x3cu8; 4096];
+    for (i, offset) in offsets(selector, size).into_iter().enumerate() {
+        let len = (size - offset).min(4096) as usize;
+        let _ = if i % 2 == 0 {
+            disk.write_at(&buf[..len], offset)
+        } else {
+            disk.read_at(&mut buf[..len], offset)
+        };
+    }
+    let _ = disk.flush();
+}
+
 fuzz_target!(|input: &[u8]| {
     let Some((selector, image)) = input.split_first_chunk::<8>() else {
         return;
@@ -122,4 +141,6 @@ fuzz_target!(|input: &[u8]| {
     std::fs::write(&path, image).unwrap();
     inspect(&path, selector);
     modify(&path, selector);
+    std::fs::write(&path, image).unwrap();
+    share(&path, selector);
 });
