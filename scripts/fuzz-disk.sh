@@ -61,4 +61,4 @@ trap 'rm -rf "$VIREO_DISK_FUZZ_DIR"' EXIT
 cd "$root/disk/fuzz"
 # Long lines are cut: on a crash cargo-fuzz prints the whole input as a byte list.
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$root/target/fuzz cargo fuzz run qcow2_image "$corpus" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -max_len=524288 2>&1 | cut -c1-400
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=524288 2>&1 | cut -c1-400

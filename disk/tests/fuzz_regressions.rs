@@ -79,17 +79,48 @@ fn bitmap_whose_bit_array_would_not_fit_in_memory() {
     file.write_all_at(&114_688u32.to_be_bytes(), entry + 8)
         .unwrap();
     file.write_all_at(&[9], entry + 17).unwrap();
+    refused_as_corrupt(&image, "larger than");
+}
+
+/// Opens `image` read-only and expects a corruption error whose reason contains `why`.
+fn refused_as_corrupt(image: &std::path::Path, why: &str) {
     let options = Qcow2Options {
         read_only: true,
         ..Qcow2Options::default()
     };
-    match Qcow2Image::open(&image, &options) {
+    match Qcow2Image::open(image, &options) {
         Err(Qcow2OpenError::Metadata(BlockError::Corrupt { reason, .. })) => {
-            assert!(reason.contains("larger than"), "{reason}")
+            assert!(reason.contains(why), "{reason}")
         }
         Err(e) => panic!("unexpected error: {e}"),
-        Ok(_) => panic!("an image with a 7 GiB bitmap was opened"),
+        Ok(_) => panic!("{} was opened", image.display()),
     }
+}
+
+#[test]
+fn bitmaps_whose_bit_arrays_add_up_to_too_much_memory() {
+    let dir = Scratch::new("fuzz-many-bitmaps");
+    let image = dir.path("d.qcow2");
+    let path = image.to_str().unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", path, "28T"]);
+    for name in ["b0", "b1", "b2"] {
+        qemu_img(&["bitmap", "--add", path, name]);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let directory = bitmap_directory(&file);
+    // granularity 8 KiB: 448 MiB of bits each (7168 table clusters), 1344 MiB for three
+    for i in 0..3 {
+        let entry = directory + i * 32; // 24 fixed bytes + a 2-byte name, padded to 8
+        file.write_all_at(&0u64.to_be_bytes(), entry).unwrap();
+        file.write_all_at(&7168u32.to_be_bytes(), entry + 8)
+            .unwrap();
+        file.write_all_at(&[13], entry + 17).unwrap();
+    }
+    refused_as_corrupt(&image, "in total");
 }
 
 #[test]

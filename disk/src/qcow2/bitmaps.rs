@@ -16,6 +16,8 @@ const MAX_BITMAPS: u32 = 65535;
 const MAX_DIRECTORY_BYTES: u64 = 64 << 20;
 /// Largest bitmap accepted, in bytes of bits (as QEMU): its bit array lives in memory.
 const MAX_BITMAP_BYTES: u64 = 512 << 20;
+/// Largest total of all bitmaps of one image, in bytes of bits (all enabled ones are loaded).
+const MAX_TOTAL_BITMAP_BYTES: u64 = 1 << 30;
 const MAX_NAME: usize = 1023;
 const ENTRY_FIXED: usize = 24;
 
@@ -125,6 +127,7 @@ pub fn parse_directory(
 ) -> Result<Vec<BitmapEntry>, BitmapsError> {
     let mut entries = Vec::with_capacity(count.min(1024) as usize);
     let mut at = 0usize;
+    let mut total_bytes = 0u64;
     for _ in 0..count {
         if at + ENTRY_FIXED > buf.len() {
             return Err(invalid("directory truncated"));
@@ -146,6 +149,12 @@ pub fn parse_directory(
                 .map_err(|_| invalid("bitmap name is not UTF-8"))?,
         };
         entry.validate(size, cluster_bits)?;
+        total_bytes += (entry.table_size as u64) << cluster_bits;
+        if total_bytes > MAX_TOTAL_BITMAP_BYTES {
+            return Err(invalid(format!(
+                "bitmaps larger than {MAX_TOTAL_BITMAP_BYTES} bytes in total"
+            )));
+        }
         if entries.iter().any(|e: &BitmapEntry| e.name == entry.name) {
             return Err(invalid(format!("duplicate bitmap {:?}", entry.name)));
         }
