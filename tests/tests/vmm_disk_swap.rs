@@ -2,6 +2,7 @@
 //! and closed), the host starts a child layer with `qemu-img`, the child is attached, and the
 //! guest runs on. Wrong sizes and running guests are refused.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +17,26 @@ fn qemu_img(args: &[&str]) {
         .status()
         .expect("run qemu-img");
     assert!(status.success(), "qemu-img {args:?} failed");
+}
+
+/// Boots the test guest's shell with `image` as its disk and a control socket in `dir`.
+fn boot_shell_with_disk(dir: &Path, image: &Path) -> Vmm {
+    let disk = format!("path={}", image.display());
+    let guest = test_guest().display().to_string();
+    let args = [
+        "--kernel",
+        &guest,
+        "--memory-mib",
+        "64",
+        "--cmdline",
+        "scenario=shell",
+        "--disk",
+        &disk,
+    ];
+    let mut vmm = Vmm::start_with(&args, Some(&dir.join("c.sock")));
+    vmm.expect("vireo> ", BOOT);
+    vmm.wait_for_control(BOOT);
+    vmm
 }
 
 #[test]
@@ -36,21 +57,7 @@ fn disks_are_swapped_for_a_child_layer_under_a_paused_guest() {
         small.to_str().unwrap(),
         "32M",
     ]);
-    let disk = format!("path={}", base.display());
-    let guest = test_guest().display().to_string();
-    let args = [
-        "--kernel",
-        &guest,
-        "--memory-mib",
-        "64",
-        "--cmdline",
-        "scenario=shell",
-        "--disk",
-        &disk,
-    ];
-    let mut vmm = Vmm::start_with(&args, Some(&dir.join("c.sock")));
-    vmm.expect("vireo> ", BOOT);
-    vmm.wait_for_control(BOOT);
+    let mut vmm = boot_shell_with_disk(&dir, &base);
 
     let refused = vmm.control(json!({"cmd": "detach-disks"}));
     assert_eq!(
@@ -109,21 +116,7 @@ fn disks_are_closed_cleanly_when_the_guest_powers_itself_off() {
         "64M",
     ]);
     qemu_img(&["bitmap", "--add", image.to_str().unwrap(), "changes"]);
-    let disk = format!("path={}", image.display());
-    let guest = test_guest().display().to_string();
-    let args = [
-        "--kernel",
-        &guest,
-        "--memory-mib",
-        "64",
-        "--cmdline",
-        "scenario=shell",
-        "--disk",
-        &disk,
-    ];
-    let mut vmm = Vmm::start_with(&args, Some(&dir.join("c.sock")));
-    vmm.expect("vireo> ", BOOT);
-    vmm.wait_for_control(BOOT);
+    let mut vmm = boot_shell_with_disk(&dir, &image);
     // Typed through the control socket rather than stdin.
     assert_eq!(
         vmm.control(json!({"cmd": "serial-input", "text": "blk write 0 0 8 7\n"}))["ok"],
