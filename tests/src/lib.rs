@@ -188,6 +188,14 @@ impl Vmm {
             .to_owned()
     }
 
+    /// The test guest's tick counter (its shell's `ticks` command).
+    pub fn ticks(&mut self) -> u64 {
+        let out = self.shell("ticks");
+        out.strip_prefix("ticks=")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("bad ticks output {out:?}"))
+    }
+
     /// Sends one control request and returns the reply.
     pub fn control(&self, request: serde_json::Value) -> serde_json::Value {
         let path = self

@@ -107,13 +107,6 @@ fn power_button_on_the_control_socket_powers_the_guest_off() {
     assert!(!socket.exists(), "control socket removed at exit");
 }
 
-fn ticks(vmm: &mut Vmm) -> u64 {
-    let out = vmm.shell("ticks");
-    out.strip_prefix("ticks=")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("bad ticks output {out:?}"))
-}
-
 #[test]
 fn pause_stops_the_guest_clock_and_resume_continues_it() {
     if !kvm_available("pause_stops_the_guest_clock_and_resume_continues_it") {
@@ -130,7 +123,7 @@ fn pause_stops_the_guest_clock_and_resume_continues_it() {
     vmm.wait_for_control(BOOT);
     let interval = Duration::from_millis(1500);
 
-    let before_pause = ticks(&mut vmm);
+    let before_pause = vmm.ticks();
     assert_eq!(vmm.control(json!({"cmd": "pause"})), json!({"ok": true}));
     assert_eq!(
         vmm.control(json!({"cmd": "status"}))["state"],
@@ -138,9 +131,9 @@ fn pause_stops_the_guest_clock_and_resume_continues_it() {
     );
     std::thread::sleep(interval);
     assert_eq!(vmm.control(json!({"cmd": "resume"})), json!({"ok": true}));
-    let after_pause = ticks(&mut vmm);
+    let after_pause = vmm.ticks();
     std::thread::sleep(interval);
-    let after_run = ticks(&mut vmm);
+    let after_run = vmm.ticks();
 
     let paused_delta = after_pause - before_pause;
     let running_delta = after_run - after_pause;

@@ -9,13 +9,6 @@ use vireo_tests::{binary, kvm_available, scratch_dir, test_guest, Vmm};
 
 const BOOT: Duration = Duration::from_secs(60);
 
-fn ticks(vmm: &mut Vmm) -> u64 {
-    let out = vmm.shell("ticks");
-    out.strip_prefix("ticks=")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("bad ticks output {out:?}"))
-}
-
 #[test]
 fn a_saved_guest_resumes_where_it_stopped() {
     if !kvm_available("a_saved_guest_resumes_where_it_stopped") {
@@ -38,7 +31,7 @@ fn a_saved_guest_resumes_where_it_stopped() {
     vmm.expect("vireo> ", BOOT);
     vmm.wait_for_control(BOOT);
     std::thread::sleep(Duration::from_millis(300));
-    let before = ticks(&mut vmm);
+    let before = vmm.ticks();
     let reply = vmm.control(json!({"cmd": "save", "dir": save_dir}));
     assert_eq!(reply["ok"], json!(true), "{reply}");
     assert_eq!(
@@ -50,7 +43,7 @@ fn a_saved_guest_resumes_where_it_stopped() {
 
     let restore = save_dir.display().to_string();
     let mut resumed = Vmm::start_with(&["--restore", &restore], Some(&dir.join("b.sock")));
-    let after = ticks(&mut resumed);
+    let after = resumed.ticks();
     assert!(
         after >= before,
         "the tick counter continues from {before}, got {after}"
