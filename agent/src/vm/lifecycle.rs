@@ -424,63 +424,39 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
                     started(host, vm, &mut state, process);
                 }
                 Err(fault) => {
-                    state.power = Power::Off;
-                    post_vm_event(
+                    powered_off(
                         host,
                         vm,
-                        &state,
-                        "VmMessageErrorEvent",
-                        format!("{name} could not restart after a reset: {}", fault.message),
-                        "",
-                    );
-                    post_vm_event(
-                        host,
-                        vm,
-                        &state,
-                        "VmPoweredOffEvent",
-                        format!("{name} is powered off"),
-                        "",
+                        &mut state,
+                        Some(format!(
+                            "{name} could not restart after a reset: {}",
+                            fault.message
+                        )),
                     );
                 }
             }
         }
         (VmmExit::Failed(why), None) => {
-            state.power = Power::Off;
             tracing::warn!(vm = vm.id, "VM process failed: {why}");
-            post_vm_event(
-                host,
-                vm,
-                &state,
-                "VmMessageErrorEvent",
-                format!("{name}: {why}"),
-                "",
-            );
-            post_vm_event(
-                host,
-                vm,
-                &state,
-                "VmPoweredOffEvent",
-                format!("{name} is powered off"),
-                "",
-            );
+            powered_off(host, vm, &mut state, Some(format!("{name}: {why}")));
         }
-        _ => {
-            state.power = Power::Off;
-            post_vm_event(
-                host,
-                vm,
-                &state,
-                "VmPoweredOffEvent",
-                format!("{name} is powered off"),
-                "",
-            );
-        }
+        _ => powered_off(host, vm, &mut state, None),
     }
     if state.power != Power::On {
         state.boot_time = None;
     }
     properties::publish(host, vm, &state);
     vm.notify();
+}
+
+/// Marks the VM powered off and records it: an error event first when `error` says why.
+fn powered_off(host: &Host, vm: &Vm, state: &mut VmState, error: Option<String>) {
+    state.power = Power::Off;
+    if let Some(message) = error {
+        post_vm_event(host, vm, state, "VmMessageErrorEvent", message, "");
+    }
+    let message = format!("{} is powered off", state.spec.name);
+    post_vm_event(host, vm, state, "VmPoweredOffEvent", message, "");
 }
 
 /// Asks the running VMM to end for `why`, then waits for it (killing it if it lingers).
