@@ -21,7 +21,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from conftest import ROOT_PASSWORD
-from test_vm_lifecycle import Agent, console, create_vm, wait_for
+from test_vm_lifecycle import agent, console, create_vm, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import WAITING, disk, host_path, snapshot, vdisk
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 
 DISK_BYTES = 64 << 20
 CHUNK = 4 << 20
-
-
-@pytest.fixture(scope="module")
-def agent():
-    a = Agent()
-    yield a
-    a.close()
 
 
 @pytest.fixture

@@ -14,20 +14,13 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from test_vm_lifecycle import Agent, console, create_vm, wait_for
+from test_vm_lifecycle import agent, console, create_vm, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 TEXT = (0xd8, 0xd8, 0xd8)
 BACKGROUND = (0x10, 0x18, 0x30)
-
-
-@pytest.fixture(scope="module")
-def agent():
-    a = Agent()
-    yield a
-    a.close()
 
 
 def get(agent, path, cookie):

@@ -15,20 +15,13 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from test_vm_lifecycle import BIN_DIR, Agent, console, create_vm, wait_for
+from test_vm_lifecycle import agent, BIN_DIR, console, create_vm, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 WAITING = "vireo-test-guest: waiting for the power button"
 BOOTED = "vireo-test-guest: booted"
-
-
-@pytest.fixture(scope="module")
-def agent():
-    a = Agent()
-    yield a
-    a.close()
 
 
 @pytest.fixture

@@ -5,34 +5,16 @@ quiesced snapshots freeze (flush the guest's disks) and thaw it."""
 import os
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, wait_for
+from test_vm_lifecycle import agent, config_spec, console, power_on_booted, root_pool, si, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 GUEST_IP = "10.77.0.5"
 TOOLS_CMDLINE = f"scenario=shell vireo.tools=on vireo.ip={GUEST_IP}/24"
-
-
-@pytest.fixture(scope="module")
-def agent():
-    a = Agent()
-    yield a
-    a.close()
-
-
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
-    try:
-        Disconnect(connection)
-    except Exception:
-        pass
 
 
 def create_tools_vm(si, name, cmdline=TOOLS_CMDLINE):
