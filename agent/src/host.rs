@@ -10,6 +10,7 @@ use vireo_api::schema::Schema;
 use vireo_api::MoRef;
 
 use crate::config::Config;
+use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
@@ -39,6 +40,10 @@ pub struct Host {
     pub history_collectors: Mutex<HashMap<MoRef, HistoryCollector>>,
     /// Registered virtual machines.
     pub vms: crate::vm::Vms,
+    /// Console tickets issued and not yet used.
+    pub console_tickets: TicketStore,
+    /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
+    pub certificate_sha1: String,
     changes: tokio::sync::watch::Sender<u64>,
     next_id: AtomicU64,
 }
@@ -51,6 +56,7 @@ impl Host {
         datastores: Vec<DatastoreDir>,
         inventory: Inventory,
         accounts: Accounts,
+        certificate_sha1: String,
     ) -> Host {
         Host {
             schema,
@@ -63,6 +69,8 @@ impl Host {
             tasks: Mutex::new(TaskLog::default()),
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
+            console_tickets: TicketStore::default(),
+            certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,
             next_id: AtomicU64::new(1),
         }
@@ -152,5 +160,6 @@ pub fn test_host() -> std::sync::Arc<Host> {
         vec![datastore],
         inventory,
         Accounts::empty(&dir),
+        String::new(),
     ))
 }

@@ -26,7 +26,8 @@ const MAX_RESPONSE_BYTES: u64 = 512 << 20;
 
 type HttpResponse = Response<Full<Bytes>>;
 
-fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse {
+/// A plain-text response (a line of explanation).
+pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse {
     let mut text = text.into();
     text.push('\n');
     Response::builder()

@@ -3,6 +3,7 @@
 //! managed object methods; the wire model itself lives in vireo-api.
 
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod host;
 pub mod http_files;

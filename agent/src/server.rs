@@ -1,6 +1,7 @@
 //! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, request size limits, gzip
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
-//! (plus `GET /folder/...` and `GET /screen`, served by `http_files`).
+//! (plus `GET /folder/...` and `GET /screen`, served by `http_files`, and the console's
+//! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::console;
 use crate::host::Host;
 use crate::http_files;
 use crate::methods::Peer;
@@ -75,15 +77,18 @@ async fn connection(
         Ok(tcp) => tcp,
         Err(error) => return tracing::warn!(%addr, %error, "cannot register a connection"),
     };
+    let server = tcp.local_addr().ok();
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
         Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
     };
-    let service = hyper::service::service_fn(move |request| route(host.clone(), addr, request));
+    let service =
+        hyper::service::service_fn(move |request| route(host.clone(), addr, server, request));
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
     if let Err(error) = connection.await {
         tracing::debug!(%addr, %error, "connection ended with an error");
     }
@@ -92,16 +97,20 @@ async fn connection(
 async fn route(
     host: Arc<Host>,
     addr: SocketAddr,
+    server: Option<SocketAddr>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/sdk") => sdk(host, addr, request).await,
+        (&Method::POST, "/sdk") => sdk(host, addr, server, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())
         }
         (&Method::GET, "/screen") => http_files::screen(host, request).await,
         (&Method::GET, path) if path.starts_with("/folder/") => {
             http_files::folder(host, request).await
+        }
+        (&Method::GET, path) if path.starts_with("/ticket/") => {
+            console::session::endpoint(host, request).await
         }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
@@ -114,6 +123,7 @@ async fn route(
 async fn sdk(
     host: Arc<Host>,
     addr: SocketAddr,
+    server: Option<SocketAddr>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let headers = request.headers();
@@ -133,6 +143,7 @@ async fn sdk(
     let peer = Peer {
         ip: addr.ip().to_string(),
         user_agent: header(USER_AGENT.as_str()).unwrap_or_default(),
+        server,
     };
     let limit = host.config.max_request_bytes;
     let body = match Limited::new(request.into_body(), limit).collect().await {

@@ -70,7 +70,14 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let schema = vireo_api::vim25();
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
-    let host = Arc::new(Host::new(schema, config, datastores, inventory, accounts));
+    let host = Arc::new(Host::new(
+        schema,
+        config,
+        datastores,
+        inventory,
+        accounts,
+        identity.sha1.clone(),
+    ));
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {

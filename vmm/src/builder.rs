@@ -21,6 +21,7 @@ use crate::device_manager::{
     MachineDevices, VirtioDevices,
 };
 use crate::devices::bus::BusError;
+use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::virtio::mmio::TransportError;
 use crate::machine::Machine;
@@ -85,6 +86,9 @@ pub enum BuildError {
     /// Guest memory could not be created.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The framebuffer could not be backed by its file.
+    #[error(transparent)]
+    FramebufferFile(#[from] FramebufferFileError),
     /// Writing into guest memory failed.
     #[error("cannot write boot data into guest memory: {0}")]
     GuestMemory(#[from] vm_memory::GuestMemoryError),
@@ -285,6 +289,10 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         config.memory_bytes(),
         &[(framebuffer.addr, framebuffer.size())],
     )?;
+    let memory = match &config.framebuffer_file {
+        Some(path) => share_through_file(&memory, &framebuffer, path)?,
+        None => memory,
+    };
     let vm = Vm::new(&memory)?;
     let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots, &framebuffer)?;
 

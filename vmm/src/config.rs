@@ -129,6 +129,9 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     /// Framebuffer width and height in pixels.
     pub framebuffer: (u32, u32),
+    /// File whose shared mapping backs the framebuffer (readers see the pixels live).
+    #[serde(default)]
+    pub framebuffer_file: Option<PathBuf>,
     /// Unix socket for the host end of the tools channel (a virtio-console port).
     pub tools_socket: Option<PathBuf>,
 }
@@ -147,6 +150,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             framebuffer: (1024, 768),
+            framebuffer_file: None,
             tools_socket: None,
         }
     }

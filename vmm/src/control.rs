@@ -87,6 +87,21 @@ pub struct VmStatus {
     pub unclaimed_io: u64,
     /// Whether the guest listens for the power button.
     pub power_button_enabled: bool,
+    /// The framebuffer's geometry and backing file.
+    pub framebuffer: FramebufferStatus,
+}
+
+/// The framebuffer as `status` reports it: what a reader of the backing file needs.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct FramebufferStatus {
+    /// Pixels per row.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Bytes per row (pixels are 32-bit XRGB, little-endian).
+    pub stride: u32,
+    /// The shared file behind it (`--framebuffer-file`), if any.
+    pub file: Option<PathBuf>,
 }
 
 /// What the control server can act on: the running machine's shared parts.
@@ -307,6 +322,12 @@ fn status(handle: &VmHandle) -> VmStatus {
         unclaimed_io: handle.buses.pio.unclaimed_accesses()
             + handle.buses.mmio.unclaimed_accesses(),
         power_button_enabled: lock(&handle.pm).power_button_enabled(),
+        framebuffer: FramebufferStatus {
+            width: handle.framebuffer.width,
+            height: handle.framebuffer.height,
+            stride: handle.framebuffer.stride,
+            file: lock(&handle.config).framebuffer_file.clone(),
+        },
     }
 }
 

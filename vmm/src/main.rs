@@ -54,6 +54,10 @@ struct Args {
     /// Framebuffer size, WIDTHxHEIGHT.
     #[arg(long, default_value = "1024x768", value_parser = parse_size)]
     framebuffer: (u32, u32),
+    /// Back the framebuffer with a shared mapping of this file (created or replaced), so that a
+    /// console server can map it read-only and see the screen live.
+    #[arg(long = "framebuffer-file")]
+    framebuffer_file: Option<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
                 serial_stdio,
                 control_socket: args.control.clone(),
                 tools_socket: args.tools_socket.clone(),
+                framebuffer_file: args.framebuffer_file.clone(),
                 disk_paths: args.disks.iter().map(|d| d.path.clone()).collect(),
             };
             restore_vm(dir, &options)
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
             disks: args.disks,
             nets: args.nets,
             framebuffer: args.framebuffer,
+            framebuffer_file: args.framebuffer_file,
             tools_socket: args.tools_socket,
         }),
     };

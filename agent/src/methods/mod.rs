@@ -2,6 +2,7 @@
 //! when the method's privilege needs one, then routes to the module of the managed type.
 
 pub mod authorization;
+pub mod console;
 pub mod events;
 pub mod history;
 pub mod object_view;
@@ -30,6 +31,8 @@ pub struct Peer {
     pub ip: String,
     /// Client User-Agent.
     pub user_agent: String,
+    /// The address the client reached this server at (tickets point clients back to it).
+    pub server: Option<std::net::SocketAddr>,
 }
 
 /// One method call being served.
@@ -248,6 +251,9 @@ async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
         | "QueryChangedDiskAreas"
         | "ReconfigVM_Task"
         | "CreateScreenshot_Task" => snapshot::handle_vm(call, method),
+        "AcquireTicket" | "AcquireMksTicket" | "SetScreenResolution" => {
+            console::handle(call, method)
+        }
         "RevertToSnapshot_Task" | "RemoveSnapshot_Task" | "RenameSnapshot" => {
             snapshot::handle_snapshot(call, method)
         }

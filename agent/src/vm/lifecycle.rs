@@ -329,6 +329,8 @@ fn launch(
         tools_socket.into(),
         "--serial-log".into(),
         vm.file("serial.log").into(),
+        "--framebuffer-file".into(),
+        crate::console::framebuffer::file_of(vm).into(),
     ]);
     let taps: Vec<String> = (0..state.spec.nics.len())
         .map(|i| network::tap_name(vm.id, i))

@@ -10,6 +10,7 @@ use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
     MachineDevices, VirtioDevices,
 };
+use crate::devices::framebuffer::shared_file::share_through_file;
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
@@ -27,6 +28,8 @@ pub struct RestoreOptions {
     pub control_socket: Option<PathBuf>,
     /// Tools channel socket.
     pub tools_socket: Option<PathBuf>,
+    /// File to back the framebuffer with (its saved pixels are copied in).
+    pub framebuffer_file: Option<PathBuf>,
     /// Replacement images for the disks, in order (revert to a memory snapshot resumes on new
     /// child layers); empty keeps the saved paths.
     pub disk_paths: Vec<PathBuf>,
@@ -39,6 +42,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     config.serial_log = options.serial_log.clone();
     config.serial_stdio = options.serial_stdio;
     config.control_socket = options.control_socket.clone();
+    config.framebuffer_file = options.framebuffer_file.clone();
     // The channel's device must exist iff it did when saved; only its host path may change.
     if config.tools_socket.is_some() {
         config.tools_socket = options.tools_socket.clone().or(config.tools_socket);
@@ -63,7 +67,12 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         )));
     }
 
+    let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
     let guest_memory = memory::restore(&dir.join(MEMORY_FILE), &snapshot.memory)?;
+    let guest_memory = match &config.framebuffer_file {
+        Some(path) => share_through_file(&guest_memory, &framebuffer, path)?,
+        None => guest_memory,
+    };
     let vm = Vm::new(&guest_memory)?;
     vm::restore(&vm.fd, &snapshot.kvm)?;
 
@@ -76,7 +85,6 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     let slots = virtio_layout(devices.len());
     let (mmio, transports) =
         attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
-    let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
 
     let msr_indices = msr_index_list(&vm)?;
     let vcpus = snapshot

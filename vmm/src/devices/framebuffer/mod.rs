@@ -1,8 +1,10 @@
 //! A linear framebuffer (32 bits per pixel, XRGB) in its own KVM memory slot inside the MMIO
 //! hole. Linux's efifb finds it through boot_params.screen_info, the test guest through the
 //! command line (`vireo.fb=ADDR,WIDTH,HEIGHT,STRIDE`); screenshots are PNGs of what is there.
+//! With `--framebuffer-file` the slot is a shared mapping of that file (see [`shared_file`]).
 
 pub mod png;
+pub mod shared_file;
 
 use linux_loader::bootparam::screen_info;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};

@@ -1,0 +1,123 @@
+//! The framebuffer's guest memory as a shared mapping of a file (`--framebuffer-file`), so that
+//! a console server (vireod) can map the same file read-only and read the pixels the guest draws
+//! without a copy through this process. Only the framebuffer slot moves; RAM stays anonymous.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+use super::FramebufferInfo;
+
+/// Why the framebuffer could not be moved onto its file.
+#[derive(Debug, thiserror::Error)]
+pub enum FramebufferFileError {
+    /// The file could not be created, sized or filled.
+    #[error("cannot create framebuffer file {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The current pixels could not be read out of guest memory.
+    #[error("cannot read the framebuffer region: {0}")]
+    Read(#[from] vm_memory::GuestMemoryError),
+    /// Mapping the file or swapping the region failed.
+    #[error("cannot map framebuffer file {path}: {reason}")]
+    Map {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Returns `memory` with the framebuffer region replaced by a shared mapping of a new file at
+/// `path` holding the same pixels. The file is built beside `path` and renamed into place, so
+/// a reader never maps a half-written one and a previous VMM's file is replaced, not reused.
+pub fn share_through_file(
+    memory: &GuestMemoryMmap,
+    info: &FramebufferInfo,
+    path: &Path,
+) -> Result<GuestMemoryMmap, FramebufferFileError> {
+    let create = |source| FramebufferFileError::Create {
+        path: path.to_owned(),
+        source,
+    };
+    let map = |reason: String| FramebufferFileError::Map {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut pixels = vec![0u8; info.size() as usize];
+    memory.read_slice(&mut pixels, GuestAddress(info.addr))?;
+
+    let partial = path.with_extension("partial");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(create)?;
+    file.write_all(&pixels).map_err(create)?;
+    std::fs::rename(&partial, path).map_err(create)?;
+
+    let mapping = MmapRegion::<()>::build(
+        Some(FileOffset::new(file, 0)),
+        pixels.len(),
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+    )
+    .map_err(|e| map(e.to_string()))?;
+    let region = GuestRegionMmap::new(mapping, GuestAddress(info.addr))
+        .ok_or_else(|| map("region wraps the address space".into()))?;
+    let (without, _anonymous) = memory
+        .remove_region(GuestAddress(info.addr), info.size())
+        .map_err(|e| map(format!("no framebuffer region to replace: {e}")))?;
+    without
+        .insert_region(Arc::new(region))
+        .map_err(|e| map(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_move_to_the_file_and_guest_writes_reach_it() {
+        let info = FramebufferInfo {
+            addr: 0x10_0000,
+            width: 16,
+            height: 4,
+            stride: 64,
+        };
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(info.addr), info.size() as usize),
+        ])
+        .unwrap();
+        memory
+            .write_slice(&[1, 2, 3, 4], GuestAddress(info.addr))
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("vireo-fb-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("framebuffer");
+
+        let shared = share_through_file(&memory, &info, &path).unwrap();
+        shared
+            .write_slice(&[9, 9], GuestAddress(info.addr + 64))
+            .unwrap();
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len() as u64, info.size());
+        assert_eq!(&file[..4], &[1, 2, 3, 4]);
+        assert_eq!(&file[64..66], &[9, 9]);
+        assert!(!path.with_extension("partial").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
