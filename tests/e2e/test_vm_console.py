@@ -213,6 +213,16 @@ def test_a_webmks_ticket_opens_the_console_once(agent):
             changed += viewer.read_update()
             viewer.request(incremental=True)
         assert changed and sum(w * h for _, _, w, h in changed) < 1024 * 768, "only what changed is sent"
+
+        # A reset restarts the VMM; the open console follows it to the new framebuffer and
+        # shows the rebooted guest (the typed lines are gone).
+        typed = viewer.colours()[TEXT]
+        boots = console(agent, vm).count("vireo-test-guest: booted")
+        WaitForTask(vm.ResetVM_Task())
+        wait_for(lambda: console(agent, vm).count("vireo-test-guest: booted") > boots, "the guest to reboot")
+        while viewer.colours()[TEXT] >= typed:
+            viewer.read_update()
+            viewer.request(incremental=True)
     finally:
         viewer.close()
 
@@ -230,17 +240,32 @@ def test_a_webmks_ticket_opens_the_console_once(agent):
     with pytest.raises(vmodl.fault.NotSupported):
         vm.SetScreenResolution(width=800, height=600)
 
-    # An open console ends (normal closure) when the VM powers off.
+    # Suspending ends open consoles; after the resume the saved screen is back on the console.
+    wait_for(lambda: console(agent, vm).rstrip().endswith("vireo>"), "the shell prompt after the reset")
+    ends_with_the_vm(vm, vm.SuspendVM_Task)
+    WaitForTask(vm.PowerOnVM_Task())
+    viewer = RfbClient(vm.AcquireTicket("webmks").url)
+    viewer.request(incremental=False)
+    viewer.read_update()
+    resumed = viewer.colours()
+    viewer.close()
+    assert resumed[BACKGROUND] > 1024 * 768 // 2 and resumed[TEXT] > 100, "the resumed console"
+
+    ends_with_the_vm(vm, vm.PowerOffVM_Task)
+    with pytest.raises(vim.fault.InvalidPowerState):
+        vm.AcquireTicket("webmks")
+
+
+def ends_with_the_vm(vm, stop):
+    """Opens a console, runs the task `stop` and checks the console closes normally (1000)."""
     viewer = RfbClient(vm.AcquireTicket("webmks").url)
     viewer.request(incremental=False)
     viewer.read_update()
     viewer.request(incremental=True)
-    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(stop())
     with pytest.raises(EOFError):
         while True:
             viewer.read_update()
             viewer.request(incremental=True)
     assert viewer.ws.close_code == 1000
     viewer.close()
-    with pytest.raises(vim.fault.InvalidPowerState):
-        vm.AcquireTicket("webmks")

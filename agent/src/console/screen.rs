@@ -22,13 +22,11 @@ impl PixelSource for FramebufferView {
     }
 }
 
-/// The frame a client holds, and the pixel format it wants.
+/// The frame a client holds.
 pub struct Screen {
     width: usize,
     height: usize,
     shadow: Vec<u8>,
-    /// The client's pixel format.
-    pub format: PixelFormat,
 }
 
 impl Screen {
@@ -38,18 +36,19 @@ impl Screen {
             width,
             height,
             shadow: vec![0; width * height * BYTES_PER_PIXEL],
-            format: PixelFormat::XRGB8888,
         }
     }
 
     /// Reads the live pixels of `area` (clipped to the screen) into the shadow and returns the
     /// FramebufferUpdate to send: every tile of the area when not `incremental`, otherwise only
-    /// the tiles that changed; `None` when an incremental update has nothing to send.
+    /// the tiles that changed; `None` when an incremental update has nothing to send. Pixels
+    /// are sent in the client's `format`.
     pub fn update(
         &mut self,
         source: &impl PixelSource,
         area: Rect,
         incremental: bool,
+        format: PixelFormat,
     ) -> Option<Vec<u8>> {
         let area = self.clip(area)?;
         let mut changed = Vec::new();
@@ -86,7 +85,7 @@ impl Screen {
         if changed.is_empty() && incremental {
             return None;
         }
-        let mut update = UpdateWriter::new(self.format);
+        let mut update = UpdateWriter::new(format);
         for rect in changed {
             update.add_raw(rect, self.rows(rect));
         }
@@ -178,6 +177,8 @@ mod tests {
             .collect()
     }
 
+    const XRGB: PixelFormat = PixelFormat::XRGB8888;
+
     const WHOLE: Rect = Rect {
         x: 0,
         y: 0,
@@ -189,7 +190,7 @@ mod tests {
     fn a_full_update_sends_everything_then_increments_only_changes() {
         let live = Pixels::new(200, 40);
         let mut screen = Screen::new(200, 40);
-        let full = screen.update(&live, WHOLE, false).unwrap();
+        let full = screen.update(&live, WHOLE, false, XRGB).unwrap();
         let sent = rects(&full);
         let area: usize = sent
             .iter()
@@ -197,12 +198,16 @@ mod tests {
             .sum();
         assert_eq!(area, 200 * 40);
         assert!(full.len() > 200 * 40 * 4);
-        assert_eq!(screen.update(&live, WHOLE, true), None, "nothing changed");
+        assert_eq!(
+            screen.update(&live, WHOLE, true, XRGB),
+            None,
+            "nothing changed"
+        );
 
         live.paint(70, 17, 0xaa);
         live.paint(130, 17, 0xbb);
         live.paint(5, 39, 0xcc);
-        let update = screen.update(&live, WHOLE, true).unwrap();
+        let update = screen.update(&live, WHOLE, true, XRGB).unwrap();
         assert_eq!(
             rects(&update),
             [
@@ -221,7 +226,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(screen.update(&live, WHOLE, true), None);
+        assert_eq!(screen.update(&live, WHOLE, true, XRGB), None);
     }
 
     #[test]
@@ -234,7 +239,7 @@ mod tests {
             width: 100,
             height: 100,
         };
-        let update = screen.update(&live, corner, false).unwrap();
+        let update = screen.update(&live, corner, false, XRGB).unwrap();
         assert_eq!(
             rects(&update),
             [Rect {
@@ -245,14 +250,14 @@ mod tests {
             }]
         );
         // pixels outside the area were not read, so they still differ from the shadow
-        assert!(screen.update(&live, WHOLE, true).is_some());
+        assert!(screen.update(&live, WHOLE, true, XRGB).is_some());
         let outside = Rect {
             x: 500,
             y: 0,
             width: 10,
             height: 10,
         };
-        assert_eq!(screen.update(&live, outside, false), None);
+        assert_eq!(screen.update(&live, outside, false, XRGB), None);
     }
 
     #[test]

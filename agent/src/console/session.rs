@@ -2,6 +2,7 @@
 //! unlocked by a one-time ticket, then an RFB 3.8 session (security None: the ticket was the
 //! authentication) that shows the VM's framebuffer and types key presses on its serial console.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::framebuffer::{FramebufferView, OpenFramebufferError};
 use super::keyboard::SerialKeyboard;
-use super::rfb::{self, ClientMessage, Rect};
+use super::rfb::{self, ClientMessage, PixelFormat, Rect};
 use super::screen::Screen;
 use super::websocket::{self, Event, WebSocket, WebSocketError};
 use crate::host::{lock, Host};
@@ -95,6 +96,8 @@ enum ScreenGone {
 /// The running VMM's framebuffer and what this client has seen of it.
 struct LiveScreen {
     vm: Arc<Vm>,
+    /// The VM's name when the console opened (the RFB desktop name).
+    name: String,
     /// The VMM run whose framebuffer is mapped (`VmState::generation`).
     generation: u64,
     view: FramebufferView,
@@ -104,11 +107,13 @@ struct LiveScreen {
 impl LiveScreen {
     fn open(vm: Arc<Vm>) -> Result<LiveScreen, ScreenGone> {
         let generation = running_generation(&vm)?;
+        let name = vm.state().spec.name.clone();
         let view = FramebufferView::open(&vm)?;
         let geometry = view.geometry();
         let screen = Screen::new(geometry.width as usize, geometry.height as usize);
         Ok(LiveScreen {
             vm,
+            name,
             generation,
             view,
             screen,
@@ -131,9 +136,14 @@ impl LiveScreen {
         Ok(())
     }
 
-    fn update(&mut self, area: Rect, incremental: bool) -> Result<Option<Vec<u8>>, ScreenGone> {
+    fn update(
+        &mut self,
+        area: Rect,
+        incremental: bool,
+        format: PixelFormat,
+    ) -> Result<Option<Vec<u8>>, ScreenGone> {
         self.follow_vmm()?;
-        Ok(self.screen.update(&self.view, area, incremental))
+        Ok(self.screen.update(&self.view, area, incremental, format))
     }
 }
 
@@ -183,11 +193,15 @@ impl SessionError {
 /// Serves RFB on an upgraded connection until either side ends it.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, live: LiveScreen) {
     let vm_id = live.vm.id;
+    let geometry = live.view.geometry();
     let mut session = RfbSession {
         ws: WebSocket::new(stream),
         inbound: Vec::new(),
-        live: Arc::new(Mutex::new(live)),
+        server_init: rfb::server_init(geometry.width as u16, geometry.height as u16, &live.name),
+        control_socket: live.vm.run_dir.join("control.sock"),
+        format: PixelFormat::XRGB8888,
         keyboard: SerialKeyboard::default(),
+        live: Arc::new(Mutex::new(live)),
     };
     tracing::info!(vm = vm_id, "console client connected");
     let result = session.run().await;
@@ -199,13 +213,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, live: LiveScreen) {
     tracing::info!(vm = vm_id, outcome = ?result.err().map(|e| e.to_string()), "console client gone");
 }
 
-/// One client's RFB session.
+/// One client's RFB session. The async side never locks `live` (an update may wait on the VM's
+/// state while a VMM restarts); it is only touched on blocking threads.
 struct RfbSession<S> {
     ws: WebSocket<S>,
     /// RFB bytes received and not yet parsed.
     inbound: Vec<u8>,
-    live: Arc<Mutex<LiveScreen>>,
+    /// The ServerInit message.
+    server_init: Vec<u8>,
+    /// The VMM's control socket (for typing).
+    control_socket: PathBuf,
+    /// The client's pixel format.
+    format: PixelFormat,
     keyboard: SerialKeyboard,
+    live: Arc<Mutex<LiveScreen>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
@@ -231,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
                 self.inbound.drain(..used);
                 match message {
                     ClientMessage::SetPixelFormat(format) if format.is_supported() => {
-                        lock(&self.live).screen.format = format;
+                        self.format = format;
                     }
                     ClientMessage::SetPixelFormat(format) => {
                         return Err(SessionError::PixelFormat(format))
@@ -298,13 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
         if self.take(1).await?.is_none() {
             return Ok(false);
         }
-        let init = {
-            let live = lock(&self.live);
-            let geometry = live.view.geometry();
-            let name = live.vm.state().spec.name.clone();
-            rfb::server_init(geometry.width as u16, geometry.height as u16, &name)
-        };
-        self.ws.send_binary(&init).await?;
+        self.ws.send_binary(&self.server_init).await?;
         Ok(true)
     }
 
@@ -323,9 +338,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
 
     /// Sends the update for `area` if there is one; returns whether it sent one.
     async fn send_update(&mut self, area: Rect, incremental: bool) -> Result<bool, SessionError> {
-        let live = self.live.clone();
+        let (live, format) = (self.live.clone(), self.format);
         let update =
-            tokio::task::spawn_blocking(move || lock(&live).update(area, incremental)).await??;
+            tokio::task::spawn_blocking(move || lock(&live).update(area, incremental, format))
+                .await??;
         match update {
             Some(bytes) => {
                 self.ws.send_binary(&bytes).await?;
@@ -337,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
 
     /// Types `bytes` on the VM's serial console through its VMM.
     async fn type_on_serial(&mut self, bytes: Vec<u8>) {
-        let socket = lock(&self.live).vm.run_dir.join("control.sock");
+        let socket = self.control_socket.clone();
         let text: String = bytes.into_iter().map(char::from).collect();
         let request = serde_json::json!({ "cmd": "serial-input", "text": text });
         let sent = tokio::task::spawn_blocking(move || {
