@@ -158,22 +158,31 @@ fn running_generation(vm: &Vm) -> Result<u64, ScreenGone> {
 /// Why an RFB session ended early.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
+    /// The WebSocket layer failed or was misused (it already sent its close frame).
     #[error(transparent)]
     WebSocket(#[from] WebSocketError),
+    /// Writing to the client failed.
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    /// An unreadable RFB message.
     #[error(transparent)]
     Message(#[from] rfb::ClientMessageError),
+    /// Not an RFB 3.x client.
     #[error(transparent)]
     Version(#[from] rfb::BadVersion),
+    /// The handshake stalled.
     #[error("the client did not finish the RFB handshake in time")]
     HandshakeTimeout,
+    /// The client wants a security type we do not offer.
     #[error("the client chose security type {0}; only None (1) is offered")]
     Security(u8),
+    /// The client asked for a pixel format we cannot produce.
     #[error("pixel format {0:?} is not supported (true colour, 8/16/32 bits only)")]
     PixelFormat(rfb::PixelFormat),
+    /// The VM stopped or its framebuffer went away.
     #[error("{0}")]
     Screen(#[from] ScreenGone),
+    /// A blocking worker panicked.
     #[error("the console worker failed: {0}")]
     Worker(#[from] tokio::task::JoinError),
 }

@@ -397,6 +397,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     let taps = std::mem::take(&mut state.taps);
     delete_taps(&taps);
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));
+    let _ = std::fs::remove_file(crate::console::framebuffer::file_of(vm));
     let stopping = state.stopping.take();
     let name = state.spec.name.clone();
     tracing::info!(vm = vm.id, ?exit, ?stopping, "VMM ended");
