@@ -5,7 +5,7 @@
 //! the call's number in its exit record. Host-driven threads (main, control socket) are not
 //! filtered: they open disk images, snapshot files and screenshots on vireod's behalf.
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
@@ -121,9 +121,23 @@ fn program() -> Result<&'static BpfProgram, SeccompError> {
 pub fn filter_this_thread() -> Result<(), SeccompError> {
     let program = program()?;
     install_reporter()?;
+    limit_malloc_arenas();
     seccompiler::apply_filter(program)?;
     Ok(())
 }
+
+/// glibc's malloc reads /sys/devices/system/cpu/online when a thread first needs an arena of its
+/// own, unless the arena limit is set; setting it keeps filtered threads from opening that file.
+fn limit_malloc_arenas() {
+    static LIMITED: Once = Once::new();
+    // SAFETY: mallopt only adjusts malloc's tunables.
+    LIMITED.call_once(|| unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    });
+}
+
+/// Malloc arenas for the whole process (glibc's default is 8 per core).
+const MALLOC_ARENAS: libc::c_int = 8;
 
 /// Installs, once, the SIGSYS handler that reports a forbidden call and ends the process.
 fn install_reporter() -> Result<(), SeccompError> {
@@ -137,7 +151,7 @@ fn install_reporter() -> Result<(), SeccompError> {
 }
 
 /// SIGSYS handler: writes the exit record vireod reads and exits as crashed (code 4). Only
-/// async-signal-safe work: no allocation, one write, _exit.
+/// async-signal-safe work: no allocation, prctl for the thread's name, one write, _exit.
 extern "C" fn report_forbidden_call(
     _signal: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -146,8 +160,12 @@ extern "C" fn report_forbidden_call(
     // SAFETY: the kernel hands a valid siginfo_t; for SIGSYS its union holds
     // {void *call_addr; int syscall; unsigned arch} from byte 16 on x86_64, so the call is at 24.
     let call = unsafe { *(info.cast::<u8>().add(24).cast::<i32>()) };
-    let mut line = [0u8; 128];
-    let len = exit_record(call, &mut line);
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL-terminated, into `name`.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let name_len = name.iter().position(|b| *b == 0).unwrap_or(0);
+    let mut line = [0u8; RECORD_BYTES];
+    let len = exit_record(call, &name[..name_len], &mut line);
     // SAFETY: writes our own stack buffer to stderr, then ends the process without unwinding.
     unsafe {
         libc::write(2, line.as_ptr().cast(), len);
@@ -155,17 +173,20 @@ extern "C" fn report_forbidden_call(
     }
 }
 
-/// Formats `vireo-vmm: exit {"reason":"crashed",...}` for system call `call` into `out`.
-fn exit_record(call: i32, out: &mut [u8; 128]) -> usize {
-    const HEAD: &[u8] =
-        b"vireo-vmm: exit {\"reason\":\"crashed\",\"detail\":\"forbidden system call ";
-    const TAIL: &[u8] = b" (seccomp)\"}\n";
+/// Room for the exit record: fixed text, a call number, a 15-byte thread name.
+const RECORD_BYTES: usize = 160;
+
+/// Formats `vireo-vmm: exit {"reason":"crashed",...}` for system call `call` made by thread
+/// `thread` (a kernel task name: no quotes or backslashes are expected, others are dropped).
+fn exit_record(call: i32, thread: &[u8], out: &mut [u8; RECORD_BYTES]) -> usize {
     let mut len = 0;
     let mut push = |bytes: &[u8]| {
-        out[len..len + bytes.len()].copy_from_slice(bytes);
-        len += bytes.len();
+        for &byte in bytes {
+            out[len] = byte;
+            len += 1;
+        }
     };
-    push(HEAD);
+    push(b"vireo-vmm: exit {\"reason\":\"crashed\",\"detail\":\"forbidden system call ");
     let mut digits = [0u8; 10];
     let mut value = call.unsigned_abs();
     let mut count = 0;
@@ -178,7 +199,13 @@ fn exit_record(call: i32, out: &mut [u8; 128]) -> usize {
         }
     }
     push(&digits[digits.len() - count..]);
-    push(TAIL);
+    push(b" on thread ");
+    for &byte in thread.iter().take(15) {
+        if byte.is_ascii_graphic() && byte != b'"' && byte != b'\\' {
+            push(&[byte]);
+        }
+    }
+    push(b" (seccomp)\"}\n");
     len
 }
 
@@ -188,14 +215,14 @@ mod tests {
 
     #[test]
     fn the_exit_record_is_the_json_vireod_reads() {
-        let mut line = [0u8; 128];
-        let len = exit_record(257, &mut line);
+        let mut line = [0u8; RECORD_BYTES];
+        let len = exit_record(257, b"vcpu\"0", &mut line);
         let text = std::str::from_utf8(&line[..len]).unwrap();
         let json = text.strip_prefix("vireo-vmm: exit ").unwrap();
         let record: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(record["reason"], "crashed");
         assert_eq!(
-            record["detail"], "forbidden system call 257 (seccomp)",
+            record["detail"], "forbidden system call 257 on thread vcpu0 (seccomp)",
             "{text}"
         );
     }
