@@ -66,6 +66,20 @@ impl DatastorePath {
         Ok(self.datastore(datastores)?.dir.join(&self.path))
     }
 
+    /// The datastore path of a host file inside one of `datastores` (`..` and symlinks
+    /// resolved first); `None` when it lies outside every datastore.
+    pub fn of_host_file(file: &Path, datastores: &[DatastoreDir]) -> Option<DatastorePath> {
+        let file = std::fs::canonicalize(file).ok()?;
+        datastores.iter().find_map(|d| {
+            let dir = std::fs::canonicalize(&d.dir).ok()?;
+            let path = file.strip_prefix(dir).ok()?.to_str()?.to_string();
+            Some(DatastorePath {
+                datastore: d.name.clone(),
+                path,
+            })
+        })
+    }
+
     /// The parent folder's datastore path.
     pub fn parent(&self) -> DatastorePath {
         DatastorePath {
