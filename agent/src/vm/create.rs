@@ -486,3 +486,20 @@ fn add_device(
         format!("{ty} devices are not supported on this host"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_disks_name_their_parent_relative_to_their_folder() {
+        let child = Path::new("/nonexistent/ds1/clone/clone.qcow2");
+        let name = |parent: &str| relative_name(child, Path::new(parent));
+        assert_eq!(
+            name("/nonexistent/ds1/golden/golden.qcow2"),
+            "../golden/golden.qcow2"
+        );
+        assert_eq!(name("/nonexistent/ds1/clone/base.qcow2"), "base.qcow2");
+        assert_eq!(name("/nonexistent/ds2/b.qcow2"), "../../ds2/b.qcow2");
+    }
+}
