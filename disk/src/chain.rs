@@ -43,6 +43,26 @@ fn open_layer(path: &Path, read_only: bool) -> Result<Qcow2Image, MergeError> {
     Ok(Qcow2Image::open(path, &options).map_err(OpenError::from)?)
 }
 
+/// The backing files below `image` (its backing file, that one's, ...), nearest first; empty
+/// for a raw image or a qcow2 without backing file.
+pub fn backing_files(image: &Path) -> Result<Vec<PathBuf>, OpenError> {
+    let mut files = Vec::new();
+    let mut next = image.to_path_buf();
+    while probe_format(&next)? == ImageFormat::Qcow2 {
+        let options = Qcow2Options {
+            read_only: true,
+            ..Qcow2Options::default()
+        };
+        let layer = Qcow2Image::open(&next, &options)?;
+        let Some(below) = layer.backing_path() else {
+            break;
+        };
+        next = below.to_path_buf();
+        files.push(next.clone());
+    }
+    Ok(files)
+}
+
 /// Copies every cluster `top` holds into its backing file, then (if `empty_top`) empties
 /// `top` (otherwise `top` is only read). Returns the number of bytes copied.
 pub fn commit(top: &Path, empty_top: bool, progress: Progress) -> Result<u64, MergeError> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{assert_check_clean, assert_same_content, qemu_img, Rng, Scratch};
+use common::{assert_check_clean, assert_same_content, qemu_img, qemu_io, Rng, Scratch};
 use vireo_disk::chain::MergeError;
 use vireo_disk::open_disk;
 use vireo_disk::qcow2::check::check;
@@ -218,6 +218,85 @@ fn revert_keeps_branches_that_snapshots_hold() {
     // deleting snap-2 leaves a dead branch: removed; then the shared layer merges
     story.delete("snap-2");
     story.verify();
+}
+
+#[test]
+fn forgetting_snapshots_keeps_their_layers_until_consolidation() {
+    let mut story = Story::new("forget", 13, &["-f", "qcow2"]);
+    for _ in 0..3 {
+        story.snapshot();
+        story.scribble(8);
+    }
+    let layers = story.tree.state().layers.len();
+    assert!(!story.tree.needs_consolidation());
+    story.tree.forget("snap-2").unwrap();
+    story.snapshots.remove("snap-2");
+    story.verify();
+    assert_eq!(story.tree.state().layers.len(), layers);
+    assert!(story.tree.needs_consolidation());
+    // reopened from the sidecar: the same shape
+    story.tree = DiskTree::open(&story.dir.path("disk.qcow2")).unwrap();
+    assert_eq!(story.tree.state().layers.len(), layers);
+    story.tree.forget_all().unwrap();
+    story.snapshots.clear();
+    story.verify();
+    assert_eq!(story.tree.active_chain().len(), layers);
+    story.tree.consolidate(&mut |_, _| true).unwrap();
+    assert!(!story.tree.needs_consolidation());
+    story.verify();
+    assert_eq!(
+        story.tree.active_chain(),
+        vec![story.dir.path("disk.qcow2")]
+    );
+}
+
+#[test]
+fn unlinking_the_root_copies_its_shared_parent_and_keeps_every_view() {
+    let dir = Scratch::new("unlink");
+    let (shared, root) = (dir.path("shared.qcow2"), dir.path("clone.qcow2"));
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        shared.to_str().unwrap(),
+        "8M",
+    ]);
+    qemu_io(
+        &shared,
+        "qcow2",
+        &["write -P 0x5a 0 1M", "write -P 0x6b 3M 512k"],
+    );
+    let backing = ["-b", "shared.qcow2", "-F", "qcow2"];
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend(backing);
+    args.extend([root.to_str().unwrap(), "8M"]);
+    qemu_img(&args);
+    qemu_io(&root, "qcow2", &["write -P 0x11 512k 1M"]);
+    let mut tree = DiskTree::open(&root).unwrap();
+    assert_eq!(
+        vireo_disk::chain::backing_files(&root).unwrap(),
+        vec![shared.clone()]
+    );
+    tree.create_snapshot("s1").unwrap();
+    qemu_io(&tree.active_path(), "qcow2", &["write -P 0x22 3M 64k"]);
+    let (at_s1, now) = (dir.path("s1.raw"), dir.path("now.raw"));
+    for (image, raw) in [(&root, &at_s1), (&tree.active_path(), &now)] {
+        let (image, raw) = (image.to_str().unwrap(), raw.to_str().unwrap());
+        qemu_img(&["convert", "-O", "raw", image, raw]);
+    }
+    let shared_before = std::fs::read(&shared).unwrap();
+
+    assert!(tree.unlink_root(&mut |_, _| true).unwrap() > 0);
+    assert!(vireo_disk::chain::backing_files(&root).unwrap().is_empty());
+    assert_eq!(std::fs::read(&shared).unwrap(), shared_before);
+    assert_check_clean(&root, false);
+    assert_same_content(&tree.chain_of("s1").unwrap()[0], &at_s1);
+    assert_same_content(&tree.active_path(), &now);
+    assert_eq!(tree.unlink_root(&mut |_, _| true).unwrap(), 0);
+    tree.delete_all(&mut |_, _| true).unwrap();
+    assert_eq!(tree.active_chain(), vec![root.clone()]);
+    assert_same_content(&root, &now);
 }
 
 /// Referenced clusters of a layer, by our checker.

@@ -2,7 +2,9 @@
 # SOAP throughput of vireod: RetrievePropertiesEx of ha-host's summary.runtime.powerState under
 # wrk (Debian's package; a Lua script adds body, SOAPAction and session cookie) over keep-alive
 # TLS with 1 and 8 connections, then the same call through pyVmomi. Prints requests/s, p50/p99
-# and vireod's RSS (idle and after load). Uses a release build.
+# and vireod's RSS (idle and after load). Uses a release build. As the floor of what any TLS HTTP
+# server reaches here, nginx (Debian's package) answers the same request with a fixed copy of
+# vireod's response, with the same certificate and as many worker processes as vireod has threads.
 #   scripts/bench/soap.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,7 +12,12 @@ root=$PWD
 duration=${1:-10}
 target=${CARGO_TARGET_DIR:-$root/target}
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 [ -x "$root/.cache/venv/bin/python" ] || scripts/setup/20-python-venv.sh
 cargo build --release -q -p vireo-agent --bin vireod
 
@@ -20,7 +27,8 @@ password=bench-password
 VIREO_ROOT_PASSWORD=$password VIREO_LOG=warn "$target/release/vireod" --listen "127.0.0.1:$port" --data-dir "$work/data" \
     >"$work/vireod.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")"; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
     curl -skf "https://127.0.0.1:$port/sdk/vimServiceVersions.xml" >/dev/null && break
     sleep 0.1
@@ -37,6 +45,27 @@ body=$(envelope '<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCo
 check=$(curl -sk -H 'SOAPAction: "urn:vim25/8.0.3.0"' -H "Cookie: $cookie" --data-binary "$body" "https://127.0.0.1:$port/sdk")
 grep -q '>poweredOn</val>' <<<"$check" || { echo "unexpected response: $check"; exit 1; }
 
+grep -q "'" <<<"$check" && { echo "response holds a quote; cannot embed it in nginx.conf"; exit 1; }
+cat >"$work/nginx.conf" <<NGINX
+worker_processes $(nproc);
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $work;
+    server {
+        listen 127.0.0.1:$nginx_port ssl;
+        ssl_certificate $work/data/ssl/rui.crt;
+        ssl_certificate_key $work/data/ssl/rui.key;
+        keepalive_requests 100000000;
+        default_type "text/xml; charset=utf-8";
+        location = /sdk { return 200 '$check'; }
+    }
+}
+NGINX
+/usr/sbin/nginx -c "$work/nginx.conf"
+
 cat >"$work/rpex.lua" <<LUA
 wrk.method = "POST"
 wrk.body = [[$body]]
@@ -51,23 +80,36 @@ end
 LUA
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-# wrk with N connections; also prints CPU time per request of vireod and of wrk itself, which
-# on a shared 2-core machine says more than the rate.
+# wrk with N connections against vireod; also prints CPU time per request of vireod and of wrk
+# itself, which on a shared 2-core machine says more than the rate.
 run_wrk() {
-    local connections=$1 threads=$(( $1 > 1 ? 2 : 1 )) before after requests
+    local connections=$1 before after requests
     echo "== wrk, $connections connection(s), ${duration}s"
     before=$(cpu_ticks)
-    /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
-        wrk -t"$threads" -c"$connections" -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$port/sdk" >"$work/wrk.out"
+    wrk_to "$port" "$connections"
     after=$(cpu_ticks)
     grep -E '=>|Non-2xx' "$work/wrk.out"
     requests=$(grep -oE '[0-9]+ requests in' "$work/wrk.out" | grep -oE '^[0-9]+')
     awk -v v="$(( (after - before) * 10000 ))" -v n="$requests" -v w="$(cat "$work/wrk.time")" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { split(w, t, " "); printf "     CPU per request: vireod %.1f us, wrk %.1f us (load %s)\n", v * 100 / hz / n, (t[1] + t[2]) * 1e6 / n, "'"$(cut -d' ' -f1 /proc/loadavg)"'" }'
 }
+# wrk against PORT with N connections; output in $work/wrk.out, its CPU time in $work/wrk.time.
+wrk_to() {
+    local threads=$(( $2 > 1 ? 2 : 1 ))
+    /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
+        wrk -t"$threads" -c"$2" -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$1/sdk" >"$work/wrk.out"
+}
+# The same load against nginx's fixed response.
+run_nginx() {
+    echo "== wrk, $1 connection(s), ${duration}s, nginx floor (fixed response)"
+    wrk_to "$nginx_port" "$1"
+    grep -E '=>|Non-2xx' "$work/wrk.out"
+}
 echo "vireod idle RSS: $(rss)"
-run_wrk 1
-run_wrk 8
+for connections in 1 8; do
+    run_wrk "$connections"
+    run_nginx "$connections"
+done
 echo "vireod RSS after load: $(rss)"
 echo "== pyVmomi, 1 client, ${duration}s"
 "$root/.cache/venv/bin/python" - "$port" "$password" "$duration" <<'PY'

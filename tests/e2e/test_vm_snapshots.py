@@ -3,8 +3,9 @@
 snapshots that revert to powered off with the disk as it was, a depth-3 tree with a branch,
 removing a middle snapshot, RemoveAll into one flat disk, the tree surviving a vireod restart,
 and every disk file passing `qemu-img check`. Disk contents are written and verified from the
-host with `vdisk` while the VM is off (the test guest's shell cannot be typed into through
-vireod)."""
+host with `vdisk` while the VM is off; the guest's in-memory state is read through its shell,
+typed into over the VMM's serial input. Also removals without consolidation (the redo logs stay,
+runtime.consolidationNeeded, ConsolidateVMDisks merges them later)."""
 import json
 import os
 import re
@@ -15,12 +16,13 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from test_vm_lifecycle import agent, BIN_DIR, console, create_vm, wait_for  # noqa: F401 (fixtures)
+from test_vm_lifecycle import agent, BIN_DIR, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 WAITING = "vireo-test-guest: waiting for the power button"
+PROMPT = "vireo> "
 BOOTED = "vireo-test-guest: booted"
 
 
@@ -62,11 +64,37 @@ def holds(agent, vm, offset, pattern):
     return done.returncode == 0
 
 
-def press_power_button(agent, vm):
+def control(agent, vm, request):
+    """One request on the VM's VMM control socket (the protocol vireod drives it with)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(os.path.join(agent.data_dir, "run", f"vm-{vm._moId}", "control.sock"))
-        s.sendall(b'{"cmd":"power-button"}\n')
-        assert json.loads(s.makefile().readline())["ok"]
+        s.sendall(json.dumps(request).encode() + b"\n")
+        reply = json.loads(s.makefile().readline())
+        assert reply["ok"], reply
+
+
+def press_power_button(agent, vm):
+    control(agent, vm, {"cmd": "power-button"})
+
+
+def type_command(agent, vm, command, answer):
+    """Types `command` into the test guest's shell (the VMM's serial input) and returns the first
+    whole console line after it that starts with `answer`."""
+    before = len(console(agent, vm))
+    control(agent, vm, {"cmd": "serial-input", "text": command + "\n"})
+    pattern = re.compile(rf"^({re.escape(answer)}.*)\n", re.M)
+    found = []
+
+    def answered():
+        match = pattern.search(console(agent, vm)[before:])
+        return bool(match and not found.append(match.group(1)))
+
+    wait_for(answered, f"the guest's answer to {command!r}")
+    return found[0]
+
+
+def ticks(agent, vm):
+    return int(type_command(agent, vm, "ticks", "ticks=").split("=", 1)[1])
 
 
 def snapshot(vm, name, memory=False, quiesce=False):
@@ -77,7 +105,7 @@ def snapshot(vm, name, memory=False, quiesce=False):
 
 def qemu_img_check_all(agent, vm):
     folder = os.path.dirname(host_path(agent, vm.config.files.vmPathName))
-    images = [f for f in os.listdir(folder) if f.endswith(".qcow2")]
+    images = sorted(f for f in os.listdir(folder) if f.endswith(".qcow2"))
     for image in images:
         done = subprocess.run(["qemu-img", "check", os.path.join(folder, image)], capture_output=True, text=True)
         assert done.returncode == 0, (image, done.stdout, done.stderr)
@@ -226,3 +254,90 @@ def test_snapshot_of_a_suspended_vm_reverts_to_suspended(si, agent):
     WaitForTask(s1.RemoveSnapshot_Task(removeChildren=True))
     assert vm.snapshot is None
     qemu_img_check_all(agent, vm)
+
+
+def test_memory_snapshot_revert_restores_guest_ram_and_ticks(si, agent):
+    vm = create_vm(si, "snap-ram", scenario="shell", nic=False)
+    power_on_booted(agent, vm)
+    wait_for(lambda: console(agent, vm).endswith(PROMPT), "the guest's shell prompt")
+    assert type_command(agent, vm, "mark get", "mark=") == "mark="
+    type_command(agent, vm, "mark set before the snapshot", "mark set")
+    t1 = ticks(agent, vm)
+
+    s1 = snapshot(vm, "ram", memory=True)
+    assert vm.runtime.powerState == "poweredOn"
+    type_command(agent, vm, "mark set after the snapshot", "mark set")
+    assert type_command(agent, vm, "mark get", "mark=") == "mark=after the snapshot"
+    after_snapshot = ticks(agent, vm)
+    # let the guest's clock run well past the snapshot (100 ticks a second)
+    wait_for(lambda: ticks(agent, vm) > after_snapshot + 300, "the guest's ticks to advance")
+    before_revert = ticks(agent, vm)
+    boots = console(agent, vm).count(BOOTED)
+
+    WaitForTask(s1.RevertToSnapshot_Task())
+    assert vm.runtime.powerState == "poweredOn"
+    # the same guest resumed at the snapshot: its RAM marker and its tick counter went back
+    assert type_command(agent, vm, "mark get", "mark=") == "mark=before the snapshot"
+    t2 = ticks(agent, vm)
+    assert t1 <= t2 < before_revert, (t1, t2, before_revert)
+    assert console(agent, vm).count(BOOTED) == boots
+
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.RemoveAllSnapshots_Task())
+    assert qemu_img_check_all(agent, vm) == ["snap-ram.qcow2"]
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_removal_without_consolidation_keeps_redo_logs_until_consolidated(si, agent):
+    vm = create_vm(si, "snap-keep", scenario="wait", nic=False)
+    base = disk(vm).backing.fileName
+    write(agent, vm, 0, "0x11")
+    s1 = snapshot(vm, "s1")
+    write(agent, vm, 65536, "0x22")
+    s2 = snapshot(vm, "s2")
+    write(agent, vm, 131072, "0x33")
+    s3 = snapshot(vm, "s3")
+    write(agent, vm, 196608, "0x44")
+    layers = chain(disk(vm).backing)
+    assert len(layers) == 4 and not vm.runtime.consolidationNeeded
+    files = qemu_img_check_all(agent, vm)
+
+    # s2 leaves the tree, its redo log stays in the chain
+    WaitForTask(s2.RemoveSnapshot_Task(removeChildren=False, consolidate=False))
+    assert [n.name for n in vm.snapshot.rootSnapshotList] == ["s1"]
+    assert [n.name for n in vm.snapshot.rootSnapshotList[0].childSnapshotList] == ["s3"]
+    assert vm.runtime.consolidationNeeded
+    assert chain(disk(vm).backing) == layers
+    assert qemu_img_check_all(agent, vm) == files
+    assert chain(disk(s3).backing) == layers[1:]
+
+    # what needs consolidating survives a vireod restart (.vmsd and disk-tree sidecars)
+    agent.stop()
+    agent.start()
+    si = agent.vireod.connect()
+    vm = si.content.searchIndex.FindByDatastorePath(si.content.rootFolder.childEntity[0],
+                                                    "[datastore1] snap-keep/snap-keep.vmx")
+    assert vm.runtime.consolidationNeeded
+    assert chain(disk(vm).backing) == layers
+    assert [n.name for n in vm.snapshot.rootSnapshotList] == ["s1"]
+
+    WaitForTask(vm.RemoveAllSnapshots_Task(consolidate=False))
+    assert vm.snapshot is None and vm.rootSnapshot == []
+    assert vm.runtime.consolidationNeeded
+    assert chain(disk(vm).backing) == layers
+    assert qemu_img_check_all(agent, vm) == files
+    assert all(holds(agent, vm, off, p) for off, p in [(0, "0x11"), (65536, "0x22"), (131072, "0x33"),
+                                                       (196608, "0x44")])
+
+    # consolidated while the guest runs: the VM is stunned around the merge
+    WaitForTask(vm.PowerOnVM_Task())
+    wait_for(lambda: WAITING in console(agent, vm), "the guest to wait for its power button")
+    WaitForTask(vm.ConsolidateVMDisks_Task())
+    assert not vm.runtime.consolidationNeeded
+    assert chain(disk(vm).backing) == [base]
+    press_power_button(agent, vm)
+    wait_for(lambda: vm.runtime.powerState == "poweredOff", "the guest to power off")
+    assert qemu_img_check_all(agent, vm) == ["snap-keep.qcow2"]
+    assert all(holds(agent, vm, off, p) for off, p in [(0, "0x11"), (65536, "0x22"), (131072, "0x33"),
+                                                       (196608, "0x44")])
+    WaitForTask(vm.Destroy_Task())

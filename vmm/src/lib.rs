@@ -15,6 +15,7 @@ pub mod disk_swap;
 pub mod machine;
 pub mod persist;
 pub mod run_state;
+pub mod seccomp;
 pub mod vstate;
 
 pub use builder::{build_vm, BuildError};

@@ -151,7 +151,12 @@ impl Machine {
                 let run_state = self.run_state.clone();
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
-                    .spawn(move || vcpu.run(&buses, &run_state))
+                    .spawn(move || match crate::seccomp::filter_this_thread() {
+                        Ok(()) => vcpu.run(&buses, &run_state),
+                        Err(e) => run_state.request_exit(VmExit::Crashed {
+                            detail: format!("vCPU {i}: {e}"),
+                        }),
+                    })
             })
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| {

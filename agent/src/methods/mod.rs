@@ -247,6 +247,7 @@ async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
         | "RevertToCurrentSnapshot_Task"
         | "RemoveAllSnapshots_Task"
         | "ConsolidateVMDisks_Task"
+        | "PromoteDisks_Task"
         | "EstimateStorageForConsolidateSnapshots_Task"
         | "QueryChangedDiskAreas"
         | "ReconfigVM_Task"

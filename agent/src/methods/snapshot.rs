@@ -1,5 +1,5 @@
 //! Snapshot, change-tracking and console methods: VirtualMachine's CreateSnapshot(Ex)_Task,
-//! RevertToCurrentSnapshot_Task, RemoveAllSnapshots_Task, ConsolidateVMDisks_Task,
+//! RevertToCurrentSnapshot_Task, RemoveAllSnapshots_Task, ConsolidateVMDisks_Task, PromoteDisks_Task,
 //! EstimateStorageForConsolidateSnapshots_Task, QueryChangedDiskAreas, ReconfigVM_Task
 //! (changeTrackingEnabled), CreateScreenshot_Task; and the VirtualMachineSnapshot methods.
 
@@ -9,7 +9,7 @@ use super::virtual_machine::task;
 use super::{Call, MethodResult};
 use crate::vm::change_tracking::{self, ChangeQuery};
 use crate::vm::screenshot;
-use crate::vm::snapshots::{self, NewSnapshot};
+use crate::vm::snapshots::{self, promote, NewSnapshot};
 
 /// Serves the snapshot, change-tracking and console methods of a VirtualMachine.
 pub fn handle_vm(call: &Call<'_>, method: &str) -> MethodResult {
@@ -47,13 +47,31 @@ pub fn handle_vm(call: &Call<'_>, method: &str) -> MethodResult {
             )
         }
         "RemoveAllSnapshots_Task" => {
-            task(call, &vm, "VirtualMachine.removeAllSnapshots", |h, vm| {
-                snapshots::remove_all(h, vm).map(|_| None)
-            })
+            let consolidate = flag("consolidate").unwrap_or(true);
+            task(
+                call,
+                &vm,
+                "VirtualMachine.removeAllSnapshots",
+                move |h, vm| snapshots::remove_all(h, vm, consolidate).map(|_| None),
+            )
         }
         "ConsolidateVMDisks_Task" => task(call, &vm, "VirtualMachine.consolidateDisks", |h, vm| {
             snapshots::consolidate(h, vm).map(|_| None)
         }),
+        "PromoteDisks_Task" => {
+            let unlink = flag("unlink").unwrap_or(false);
+            let keys: Vec<i32> = call
+                .arg("disks")
+                .map(Value::items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d.as_data()?.get(schema, "key")?.as_i64())
+                .map(|key| key as i32)
+                .collect();
+            task(call, &vm, "VirtualMachine.promoteDisks", move |h, vm| {
+                promote::promote(h, vm, unlink, &keys).map(|_| None)
+            })
+        }
         "EstimateStorageForConsolidateSnapshots_Task" => task(
             call,
             &vm,
@@ -142,12 +160,11 @@ pub fn handle_snapshot(call: &Call<'_>, method: &str) -> MethodResult {
             })
         }
         "RemoveSnapshot_Task" => {
-            let children = call
-                .arg("removeChildren")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let flag = |name: &str| call.arg(name).and_then(Value::as_bool);
+            let children = flag("removeChildren").unwrap_or(false);
+            let consolidate = flag("consolidate").unwrap_or(true);
             task(call, &vm, "vm.Snapshot.remove", move |h, vm| {
-                snapshots::remove(h, vm, uid, children).map(|_| None)
+                snapshots::remove(h, vm, uid, children, consolidate).map(|_| None)
             })
         }
         "RenameSnapshot" => {

@@ -10,8 +10,6 @@ use super::snapshots::{self, disks, CTK_ENABLED};
 use super::{properties, Power, Vm};
 use crate::host::Host;
 
-/// Device key of the first disk (as `properties` numbers them).
-const FIRST_DISK_KEY: i32 = 2000;
 /// Most extents one DiskChangeInfo carries; the rest come on the next page.
 const MAX_EXTENTS_PER_PAGE: usize = 2048;
 
@@ -62,7 +60,7 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
     };
     let (base, capacity, snapshot_name) = {
         let state = vm.state();
-        let index = usize::try_from(q.device_key - FIRST_DISK_KEY)
+        let index = usize::try_from(q.device_key - properties::DISK_KEY)
             .ok()
             .filter(|&i| i < state.spec.disks.len())
             .ok_or_else(|| {

@@ -1,12 +1,15 @@
 //! Folder.CreateVM: turns a VirtualMachineConfigSpec into a VM folder on a datastore — new
-//! qcow2 disks (fileOperation create) or existing disk files, NICs on "VM Network", the
-//! `.vmx` — and registers it. Anything half-made is removed again on failure.
+//! qcow2 disks (fileOperation create; a child disk of another when backing.parent is set, as
+//! linked clones are made) or existing disk files, NICs on "VM Network", the `.vmx` — and
+//! registers it. Anything half-made is removed again on failure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::qcow2::{create as create_qcow2, CreateOptions};
+use vireo_disk::block::probe_format;
+use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
+use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
 use super::spec::{random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
@@ -230,6 +233,76 @@ fn file_exists(host: &Host, file: &str) -> Fault {
     .with(host.schema, "file", file)
 }
 
+fn file_not_found(host: &Host, file: &str) -> Fault {
+    Fault::new(
+        host.schema,
+        "FileNotFound",
+        format!("{file} does not exist"),
+    )
+    .with(host.schema, "file", file)
+}
+
+/// How a child disk (a linked clone's delta, backing.parent set) of the disk file `parent` is
+/// made at `target`: the parent's size unless more is asked for, backed by the parent under a
+/// name relative to the child's folder.
+fn child_disk_options(
+    host: &Host,
+    target: &Path,
+    parent: &str,
+    asked: Option<u64>,
+) -> Result<CreateOptions, Fault> {
+    let schema = host.schema;
+    let field = "deviceChange.device.backing.parent.fileName";
+    let parent_path = DatastorePath::parse(parent)
+        .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
+    let file = parent_path
+        .resolve(&host.datastores)
+        .map_err(|e| invalid_datastore(host, &parent_path.datastore, e.to_string()))?;
+    if !file.is_file() {
+        return Err(file_not_found(host, parent));
+    }
+    let unreadable = |e: OpenError| {
+        Fault::new(schema, "FileFault", format!("cannot read {parent}: {e}"))
+            .with(schema, "file", parent)
+    };
+    let format = probe_format(&file).map_err(unreadable)?;
+    let capacity = open_disk(&file, true).map_err(unreadable)?.capacity();
+    let size = asked.unwrap_or(capacity);
+    if size < capacity {
+        return Err(Fault::invalid_argument(
+            schema,
+            "deviceChange.device.capacityInKB",
+            format!("a child disk cannot be smaller than its parent {parent}"),
+        ));
+    }
+    let mut options = CreateOptions::new(size);
+    options.backing = Some(BackingSpec {
+        name: relative_name(target, &file),
+        format,
+    });
+    Ok(options)
+}
+
+/// How `file` is named from the folder of `image` (relative, so that datastores can move).
+fn relative_name(image: &Path, file: &Path) -> String {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let from = canonical(image.parent().unwrap_or(Path::new("/")));
+    let to = canonical(file);
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut name = PathBuf::new();
+    for _ in from.components().skip(common) {
+        name.push("..");
+    }
+    for part in to.components().skip(common) {
+        name.push(part);
+    }
+    name.to_string_lossy().into_owned()
+}
+
 fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
     Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
 }
@@ -304,7 +377,7 @@ fn add_device(
             if path.exists() {
                 return Err(file_exists(host, &target.to_string()));
             }
-            let bytes = device
+            let asked = device
                 .get(schema, "capacityInBytes")
                 .and_then(Value::as_i64)
                 .filter(|b| *b > 0)
@@ -315,14 +388,25 @@ fn add_device(
                         .map(|kb| kb * 1024)
                 })
                 .filter(|b| *b > 0)
-                .ok_or_else(|| {
+                .map(|b| b as u64);
+            let parent = device
+                .get(schema, "backing")
+                .and_then(Value::as_data)
+                .and_then(|b| b.get(schema, "parent"))
+                .and_then(Value::as_data)
+                .and_then(|p| p.get(schema, "fileName"))
+                .and_then(Value::as_str);
+            let options = match parent {
+                Some(parent) => child_disk_options(host, &path, parent, asked)?,
+                None => CreateOptions::new(asked.ok_or_else(|| {
                     Fault::invalid_argument(
                         schema,
                         "deviceChange.device.capacityInKB",
                         "a new disk needs a size",
                     )
-                })?;
-            create_qcow2(&path, &CreateOptions::new(bytes as u64)).map_err(|e| {
+                })?),
+            };
+            create_qcow2(&path, &options).map_err(|e| {
                 Fault::new(schema, "FileFault", format!("cannot create {target}: {e}")).with(
                     schema,
                     "file",
@@ -331,13 +415,7 @@ fn add_device(
             })?;
             created.push(path);
         } else if !path.is_file() {
-            return Err(
-                Fault::new(schema, "FileNotFound", format!("{target} does not exist")).with(
-                    schema,
-                    "file",
-                    target.to_string(),
-                ),
-            );
+            return Err(file_not_found(host, &target.to_string()));
         }
         let file_name = if target.parent() == folder {
             target
@@ -407,4 +485,21 @@ fn add_device(
         schema,
         format!("{ty} devices are not supported on this host"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_disks_name_their_parent_relative_to_their_folder() {
+        let child = Path::new("/nonexistent/ds1/clone/clone.qcow2");
+        let name = |parent: &str| relative_name(child, Path::new(parent));
+        assert_eq!(
+            name("/nonexistent/ds1/golden/golden.qcow2"),
+            "../golden/golden.qcow2"
+        );
+        assert_eq!(name("/nonexistent/ds1/clone/base.qcow2"), "base.qcow2");
+        assert_eq!(name("/nonexistent/ds2/b.qcow2"), "../../ds2/b.qcow2");
+    }
 }

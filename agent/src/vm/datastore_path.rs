@@ -66,6 +66,20 @@ impl DatastorePath {
         Ok(self.datastore(datastores)?.dir.join(&self.path))
     }
 
+    /// The datastore path of a host file inside one of `datastores` (`..` and symlinks
+    /// resolved first); `None` when it lies outside every datastore.
+    pub fn of_host_file(file: &Path, datastores: &[DatastoreDir]) -> Option<DatastorePath> {
+        let file = std::fs::canonicalize(file).ok()?;
+        datastores.iter().find_map(|d| {
+            let dir = std::fs::canonicalize(&d.dir).ok()?;
+            let path = file.strip_prefix(dir).ok()?.to_str()?.to_string();
+            Some(DatastorePath {
+                datastore: d.name.clone(),
+                path,
+            })
+        })
+    }
+
     /// The parent folder's datastore path.
     pub fn parent(&self) -> DatastorePath {
         DatastorePath {
@@ -128,5 +142,27 @@ mod tests {
             DatastorePath::parse("[nope] x").unwrap().resolve(&ds),
             Err(DatastorePathError::NoDatastore(_))
         ));
+    }
+
+    #[test]
+    fn names_host_files_inside_a_datastore() {
+        let root = std::env::temp_dir().join(format!("vireo-dspath-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("ds1/base")).unwrap();
+        std::fs::write(root.join("ds1/base/base.qcow2"), b"").unwrap();
+        std::fs::write(root.join("outside.qcow2"), b"").unwrap();
+        let ds = [DatastoreDir {
+            name: "datastore1".into(),
+            dir: root.join("ds1"),
+        }];
+        let name = |p: &Path| DatastorePath::of_host_file(p, &ds).map(|p| p.to_string());
+        let via_dots = root.join("ds1/vm/../base/base.qcow2");
+        std::fs::create_dir_all(root.join("ds1/vm")).unwrap();
+        assert_eq!(
+            name(&via_dots).as_deref(),
+            Some("[datastore1] base/base.qcow2")
+        );
+        assert_eq!(name(&root.join("outside.qcow2")), None);
+        assert_eq!(name(&root.join("ds1/missing.qcow2")), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

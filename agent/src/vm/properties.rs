@@ -13,14 +13,15 @@ use super::snapshots::disks::DiskState;
 use super::snapshots::{self, properties as snapshot_properties};
 use super::{Power, Vm, VmState};
 use crate::host::Host;
-use crate::inventory::esxi::refs;
+use crate::inventory::esxi::{refs, DatastoreDir};
 use crate::inventory::{now_micros, Inventory};
 
 /// Device keys, as ESXi numbers them.
 const PCI_KEY: i32 = 100;
 const VIDEO_KEY: i32 = 500;
 const SCSI_KEY: i32 = 1000;
-const DISK_KEY: i32 = 2000;
+/// Key of the first virtual disk (the others follow in device order).
+pub const DISK_KEY: i32 = 2000;
 const NIC_KEY: i32 = 4000;
 
 /// Writes every property of `vm` into the inventory (inserting and linking it if new).
@@ -124,7 +125,7 @@ struct Built {
 impl Built {
     fn new(host: &Host, vm: &Vm, state: &VmState) -> Built {
         let schema = host.schema;
-        let files = files(vm, state);
+        let files = files(vm, &host.datastores, state);
         let active: Vec<DiskState> = state.disk_views.iter().map(|v| v.active.clone()).collect();
         let config = config_info(host, vm, state, &active);
         let runtime = runtime_info(schema, state);
@@ -166,7 +167,10 @@ impl Built {
             ("guest", guest.into()),
             ("summary", summary.into()),
             ("storage", storage.into()),
-            ("layoutEx", layout_ex(schema, vm, state, &files).into()),
+            (
+                "layoutEx",
+                layout_ex(schema, vm, &host.datastores, state, &files).into(),
+            ),
             ("capability", capability(schema).into()),
             (
                 "guestHeartbeatStatus",
@@ -208,8 +212,12 @@ struct VmFile {
     size: i64,
 }
 
-/// The datastore path of a layer file of disk `disk_file_name` (layers sit beside the base).
-fn layer_name(vm: &Vm, disk_file_name: &str, layer: &Path) -> String {
+/// The datastore path of a layer file of disk `disk_file_name`: where it lies in a datastore
+/// (a linked clone's parents may sit in another folder), else beside the base.
+fn layer_name(vm: &Vm, datastores: &[DatastoreDir], disk_file_name: &str, layer: &Path) -> String {
+    if let Some(path) = DatastorePath::of_host_file(layer, datastores) {
+        return path.to_string();
+    }
     let file = layer
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -221,27 +229,30 @@ fn layer_name(vm: &Vm, disk_file_name: &str, layer: &Path) -> String {
 }
 
 /// Every layer file of every disk (the active chains and the snapshots' chains), once each.
-fn disk_layers(vm: &Vm, state: &VmState) -> Vec<(String, PathBuf)> {
+fn disk_layers(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Vec<(String, PathBuf)> {
     let mut layers: Vec<(String, PathBuf)> = Vec::new();
     for (disk, view) in state.spec.disks.iter().zip(&state.disk_views) {
         let chains = std::iter::once(&view.active).chain(view.snapshots.values());
         for path in chains.flat_map(|d| d.chain.iter().rev()) {
             if !layers.iter().any(|(_, p)| p == path) {
-                layers.push((layer_name(vm, &disk.file_name, path), path.clone()));
+                layers.push((
+                    layer_name(vm, datastores, &disk.file_name, path),
+                    path.clone(),
+                ));
             }
         }
     }
     layers
 }
 
-fn files(vm: &Vm, state: &VmState) -> Vec<VmFile> {
+fn files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Vec<VmFile> {
     let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len() as i64).ok();
     let mut out = vec![VmFile {
         name: vm.vmx_path.to_string(),
         kind: "config",
         size: size(&vm.vmx_file).unwrap_or(0),
     }];
-    for (name, path) in disk_layers(vm, state) {
+    for (name, path) in disk_layers(vm, datastores, state) {
         out.push(VmFile {
             name,
             kind: "diskExtent",
@@ -297,6 +308,7 @@ fn files(vm: &Vm, state: &VmState) -> Vec<VmFile> {
 fn disk_layouts(
     schema: &Schema,
     vm: &Vm,
+    datastores: &[DatastoreDir],
     state: &VmState,
     files: &[VmFile],
     disks: &[&DiskState],
@@ -313,7 +325,7 @@ fn disk_layouts(
                 .chain
                 .iter()
                 .rev()
-                .filter_map(|path| key_of(&layer_name(vm, &disk.file_name, path)))
+                .filter_map(|path| key_of(&layer_name(vm, datastores, &disk.file_name, path)))
                 .map(|key| {
                     DataObject::of(schema, "VirtualMachineFileLayoutExDiskUnit")
                         .with(
@@ -343,7 +355,13 @@ fn disk_layouts(
     )
 }
 
-fn layout_ex(schema: &Schema, vm: &Vm, state: &VmState, files: &[VmFile]) -> DataObject {
+fn layout_ex(
+    schema: &Schema,
+    vm: &Vm,
+    datastores: &[DatastoreDir],
+    state: &VmState,
+    files: &[VmFile],
+) -> DataObject {
     let infos: Vec<Value> = files
         .iter()
         .enumerate()
@@ -388,7 +406,7 @@ fn layout_ex(schema: &Schema, vm: &Vm, state: &VmState, files: &[VmFile]) -> Dat
                 .with(
                     schema,
                     "disk",
-                    disk_layouts(schema, vm, state, files, &disks),
+                    disk_layouts(schema, vm, datastores, state, files, &disks),
                 )
                 .into()
         })
@@ -405,7 +423,7 @@ fn layout_ex(schema: &Schema, vm: &Vm, state: &VmState, files: &[VmFile]) -> Dat
         .with(
             schema,
             "disk",
-            disk_layouts(schema, vm, state, files, &active),
+            disk_layouts(schema, vm, datastores, state, files, &active),
         )
         .with(schema, "timestamp", Value::DateTime(now_micros()));
     if !snapshots.is_empty() {
@@ -473,6 +491,7 @@ fn description(schema: &Schema, label: &str, summary: &str) -> DataObject {
 fn disk_backing(
     schema: &Schema,
     vm: &Vm,
+    datastores: &[DatastoreDir],
     state: &VmState,
     index: usize,
     disk: &DiskState,
@@ -489,7 +508,7 @@ fn disk_backing(
         let name = if disk.chain.is_empty() {
             vm.datastore_path_of(file_name)
         } else {
-            layer_name(vm, file_name, layer)
+            layer_name(vm, datastores, file_name, layer)
         };
         let mut info = DataObject::of(schema, "VirtualDiskFlatVer2BackingInfo")
             .with(schema, "fileName", name)
@@ -574,7 +593,7 @@ fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Va
     for n in 0..state.spec.disks.len() {
         let capacity = state.disk_capacities.get(n).copied().unwrap_or(0) as i64;
         let shown = disks.get(n).cloned().unwrap_or_default();
-        let backing = disk_backing(schema, vm, state, n, &shown);
+        let backing = disk_backing(schema, vm, &host.datastores, state, n, &shown);
         let label = format!("Hard disk {}", n + 1);
         devices.push(
             DataObject::of(schema, "VirtualDisk")

@@ -216,17 +216,34 @@ impl DiskTree {
     /// Deletes snapshot `name` and merges the layers nobody needs any more, so that every
     /// remaining snapshot and the active layer read exactly as before.
     pub fn delete(&mut self, name: &str, progress: Progress) -> Result<(), TreeError> {
-        self.snapshot_layer(name)?;
-        self.state.snapshots.retain(|s| s.name != name);
-        self.save()?;
+        self.forget(name)?;
         self.consolidate(progress)
     }
 
     /// Deletes every snapshot and merges the active chain down into the root layer.
     pub fn delete_all(&mut self, progress: Progress) -> Result<(), TreeError> {
-        self.state.snapshots.clear();
-        self.save()?;
+        self.forget_all()?;
         self.consolidate(progress)
+    }
+
+    /// Deletes snapshot `name` but leaves its layers in place (a removal without
+    /// consolidation): every view reads as before, `needs_consolidation` tells whether
+    /// `consolidate` has work to do. Touches only the sidecar, never a layer file.
+    pub fn forget(&mut self, name: &str) -> Result<(), TreeError> {
+        self.snapshot_layer(name)?;
+        self.state.snapshots.retain(|s| s.name != name);
+        self.save()
+    }
+
+    /// Deletes every snapshot, leaving the layers in place (see `forget`).
+    pub fn forget_all(&mut self) -> Result<(), TreeError> {
+        self.state.snapshots.clear();
+        self.save()
+    }
+
+    /// Whether `consolidate` would remove or merge a layer (or finish a merge).
+    pub fn needs_consolidation(&self) -> bool {
+        self.state.next_step().is_some() || self.state.pending.is_some()
     }
 
     /// Removes dead layers and merges every layer that no snapshot holds and that has a
@@ -250,6 +267,24 @@ impl DiskTree {
             }
         }
         Ok(())
+    }
+
+    /// Makes the root layer independent of the files below it (a linked clone's shared
+    /// parent disks): copies into it what they provide, then drops its backing file. Every
+    /// view reads as before at every moment; the parents are only read. Returns the bytes
+    /// copied (0 when the root has no backing file).
+    pub fn unlink_root(&mut self, progress: Progress) -> Result<u64, TreeError> {
+        let root = self
+            .state
+            .layers
+            .iter()
+            .find(|l| l.parent.is_none())
+            .map(|l| self.layer_path(l.id))
+            .expect("a tree has a root layer");
+        if chain::backing_files(&root)?.is_empty() {
+            return Ok(0);
+        }
+        Ok(chain::rebase(&root, None, progress)?)
     }
 
     /// Space a consolidation would need and free, from the layers' L2 tables.

@@ -15,6 +15,7 @@ mod console;
 mod devices;
 mod dma;
 mod io;
+mod mark;
 mod mem;
 mod net;
 mod phys;

@@ -8,6 +8,7 @@ use crate::arch::{self, abi::COM1_VECTOR};
 use crate::console;
 use crate::devices::Devices;
 use crate::io::Io;
+use crate::mark;
 use crate::screen;
 use crate::ticks;
 use crate::tools;
@@ -20,8 +21,8 @@ const LINE_CAPACITY: usize = 256;
 const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
-const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, poweroff, reboot, \
-triple-fault, bad-insn, cmdline, blk ..., tools ..., net ...";
+const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, mark set <text>, mark get, \
+poweroff, reboot, triple-fault, bad-insn, cmdline, blk ..., tools ..., net ...";
 
 /// Runs the interpreter forever.
 pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
@@ -43,6 +44,7 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
         "ticks" => println(io, format_args!("ticks={}", ticks::now())),
         "mem" => println(io, format_args!("mem={}MiB", machine.ram_mib)),
         "cmdline" => println(io, format_args!("{}", machine.boot.cmdline())),
+        "mark" => mark_command(io, argument),
         "blk" => devices.disks.command(io, argument),
         "tools" => tools::command(devices.tools.as_mut(), io, argument),
         "net" => match devices.net.as_mut() {
@@ -63,6 +65,17 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
             say!(io, "pxor ran in ring 0: this is hardware virtualisation");
         }
         unknown => println(io, format_args!("error: unknown command {unknown}")),
+    }
+}
+
+fn mark_command(io: &mut Io, argument: &str) {
+    match argument.split_once(' ').unwrap_or((argument, "")) {
+        ("set", text) => {
+            mark::set(text);
+            println(io, format_args!("mark set"));
+        }
+        ("get", _) => mark::with(|text| println(io, format_args!("mark={text}"))),
+        _ => println(io, format_args!("error: usage: mark set <text> | mark get")),
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use vireo_disk::chain::backing_files;
 use vireo_disk::tree::{ConsolidationEstimate, DiskTree, TreeError, SIDECAR_SUFFIX};
 
 use super::super::spec::VmSpec;
@@ -15,7 +16,7 @@ use crate::inventory::esxi::DatastoreDir;
 /// One view of a disk: the VM's now, or a snapshot's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiskState {
-    /// The files read, the top layer first, down to the base.
+    /// The files read, the top layer first, down to the base and the base's own parents.
     pub chain: Vec<PathBuf>,
     /// backing.changeId: the changeId of this state (change tracking on).
     pub change_id: Option<String>,
@@ -105,7 +106,8 @@ fn sidecar_of(base: &Path) -> PathBuf {
 }
 
 /// What the VM shows of each disk; a disk without a tree (never snapshotted) is its base
-/// file alone, one whose tree cannot be read too (logged).
+/// file alone, one whose tree cannot be read too (logged). Every chain ends with the files
+/// below the base (a linked clone's parent disks).
 pub fn views(vm: &Vm, spec: &VmSpec, datastores: &[DatastoreDir]) -> Vec<DiskView> {
     let Ok(bases) = base_paths(vm, spec, datastores) else {
         return Vec::new();
@@ -113,16 +115,25 @@ pub fn views(vm: &Vm, spec: &VmSpec, datastores: &[DatastoreDir]) -> Vec<DiskVie
     bases
         .into_iter()
         .map(|base| {
-            if !sidecar_of(&base).exists() {
-                return base_only(base);
-            }
-            match DiskTree::open(&base) {
-                Ok(tree) => view_of(&tree),
-                Err(error) => {
-                    tracing::warn!(vm = vm.id, disk = %base.display(), "cannot read the disk tree: {error}");
-                    base_only(base)
+            let parents = backing_files(&base).unwrap_or_else(|error| {
+                tracing::warn!(vm = vm.id, disk = %base.display(), "cannot read the disk's parents: {error}");
+                Vec::new()
+            });
+            let mut view = if !sidecar_of(&base).exists() {
+                base_only(base)
+            } else {
+                match DiskTree::open(&base) {
+                    Ok(tree) => view_of(&tree),
+                    Err(error) => {
+                        tracing::warn!(vm = vm.id, disk = %base.display(), "cannot read the disk tree: {error}");
+                        base_only(base)
+                    }
                 }
+            };
+            for state in std::iter::once(&mut view.active).chain(view.snapshots.values_mut()) {
+                state.chain.extend(parents.iter().cloned());
             }
+            view
         })
         .collect()
 }
@@ -158,7 +169,7 @@ pub fn view_of(tree: &DiskTree) -> DiskView {
             change_id: tree.current_change_id().ok().map(|id| id.to_string()),
         },
         snapshots,
-        consolidation_needed: state.next_step().is_some() || state.pending.is_some(),
+        consolidation_needed: tree.needs_consolidation(),
     }
 }
 

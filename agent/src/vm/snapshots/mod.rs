@@ -2,10 +2,12 @@
 //! that disk's `DiskTree`) and, when taken from a running or suspended VM with memory, its
 //! machine state (`snapshot-<uid>/vm.state` + `vm.mem`). The list lives in `<name>.vmsd`
 //! ([`vmsd`]); [`disks`] maps it onto the disk trees, [`live`] stuns a running VM around
-//! disk-tree changes, [`properties`] publishes what clients read.
+//! disk-tree changes, [`properties`] publishes what clients read, [`promote`] unlinks and
+//! consolidates a linked clone's disks.
 
 pub mod disks;
 pub mod live;
+pub mod promote;
 pub mod properties;
 pub mod vmsd;
 
@@ -358,9 +360,17 @@ pub fn revert(
     Ok(())
 }
 
-/// RemoveSnapshot: deletes snapshot `uid` (and its descendants with `remove_children`); the
-/// disk layers nobody needs any more are merged, every other snapshot reading as before.
-pub fn remove(host: &Host, vm: &Vm, uid: u32, remove_children: bool) -> Result<(), Fault> {
+/// RemoveSnapshot: deletes snapshot `uid` (and its descendants with `remove_children`). With
+/// `consolidate` the disk layers nobody needs any more are merged, every other snapshot
+/// reading as before; without it they stay in the chain (runtime.consolidationNeeded) until
+/// ConsolidateVMDisks.
+pub fn remove(
+    host: &Host,
+    vm: &Vm,
+    uid: u32,
+    remove_children: bool,
+    consolidate: bool,
+) -> Result<(), Fault> {
     let mut state = vm.state();
     if state.snapshots.get(uid).is_none() {
         return Err(not_found(host, uid));
@@ -371,35 +381,51 @@ pub fn remove(host: &Host, vm: &Vm, uid: u32, remove_children: bool) -> Result<(
         vec![uid]
     };
     uids.reverse();
-    delete_snapshots(host, vm, &mut state, &uids)
+    delete_snapshots(host, vm, &mut state, &uids, consolidate)
 }
 
-/// RemoveAllSnapshots: deletes every snapshot and merges each disk into its base file.
-pub fn remove_all(host: &Host, vm: &Vm) -> Result<(), Fault> {
+/// RemoveAllSnapshots: deletes every snapshot; with `consolidate` each disk is merged into
+/// its base file, without it the layers stay until ConsolidateVMDisks.
+pub fn remove_all(host: &Host, vm: &Vm, consolidate: bool) -> Result<(), Fault> {
     let mut state = vm.state();
     let mut uids: Vec<u32> = state.snapshots.snapshots.iter().map(|s| s.uid).collect();
     uids.reverse();
-    delete_snapshots(host, vm, &mut state, &uids)
+    delete_snapshots(host, vm, &mut state, &uids, consolidate)
 }
 
-fn delete_snapshots(host: &Host, vm: &Vm, state: &mut VmState, uids: &[u32]) -> Result<(), Fault> {
+fn delete_snapshots(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    uids: &[u32],
+    consolidate: bool,
+) -> Result<(), Fault> {
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let everything = uids.len() == state.snapshots.snapshots.len();
-    let merged = live::with_disks_closed(host, vm, state, None, || {
-        each(&mut trees, |tree| {
-            if everything {
-                return tree.delete_all(&mut |_, _| true);
+    let forget = |tree: &mut DiskTree| {
+        if everything {
+            return tree.forget_all();
+        }
+        for &uid in uids {
+            match tree.forget(&tree_snapshot_name(uid)) {
+                Err(TreeError::NoSnapshot(_)) | Ok(()) => {}
+                Err(error) => return Err(error),
             }
-            for &uid in uids {
-                match tree.delete(&tree_snapshot_name(uid), &mut |_, _| true) {
-                    Err(TreeError::NoSnapshot(_)) | Ok(()) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            Ok(())
+        }
+        Ok(())
+    };
+    let result = if consolidate {
+        live::with_disks_closed(host, vm, state, None, || {
+            each(&mut trees, |tree| {
+                forget(tree)?;
+                tree.consolidate(&mut |_, _| true)
+            })
+            .map_err(|e| disk_fault(host, e))
         })
-        .map_err(|e| disk_fault(host, e))
-    });
+    } else {
+        // Only the sidecars change: the running VM keeps its open layers.
+        each(&mut trees, forget).map_err(|e| disk_fault(host, e))
+    };
     for &uid in uids {
         state.snapshots.remove(uid);
         let _ = std::fs::remove_dir_all(memory_dir(vm, uid));
@@ -407,7 +433,7 @@ fn delete_snapshots(host: &Host, vm: &Vm, state: &mut VmState, uids: &[u32]) -> 
     save_list(host, vm, &state.snapshots)?;
     refresh(host, vm, state);
     super::properties::publish(host, vm, state);
-    merged
+    result
 }
 
 /// ConsolidateVMDisks: merges whatever layers no snapshot needs (after a failed removal).

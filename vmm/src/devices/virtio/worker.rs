@@ -1,6 +1,7 @@
 //! The device worker: a thread that waits on the queue notification eventfds, any extra file
 //! descriptors the device needs (a TAP), and a stop eventfd, with epoll, and hands each ready
 //! source to the device's handler. Extra descriptors are watched edge-triggered.
+//! Worker threads run under the guest-facing system-call filter (`seccomp`).
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
@@ -59,32 +60,37 @@ impl Worker {
             event_fd(&stop_for_thread),
             EpollEvent::new(EventSet::IN, stop_token),
         )?;
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            // Drivers may notify (and data may arrive) before the worker started: look at every
-            // source once.
-            for index in 0..stop_token as usize {
-                handle(index);
-            }
-            let mut ready = vec![EpollEvent::default(); stop_token as usize + 1];
-            loop {
-                let count = match epoll.wait(-1, &mut ready) {
-                    Ok(count) => count,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => return,
-                };
-                for event in &ready[..count] {
-                    let token = event.data();
-                    if token == stop_token {
-                        return;
-                    }
-                    if let Some(queue_event) = queue_events.get(token as usize) {
-                        // Drain the counter; several notifications are served by one pass.
-                        let _ = queue_event.read();
-                    }
-                    handle(token as usize);
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Err(e) = crate::seccomp::filter_this_thread() {
+                    return eprintln!("vireo-vmm: {name} not started: {e}");
                 }
-            }
-        })?;
+                // Drivers may notify (and data may arrive) before the worker started: look at every
+                // source once.
+                for index in 0..stop_token as usize {
+                    handle(index);
+                }
+                let mut ready = vec![EpollEvent::default(); stop_token as usize + 1];
+                loop {
+                    let count = match epoll.wait(-1, &mut ready) {
+                        Ok(count) => count,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => return,
+                    };
+                    for event in &ready[..count] {
+                        let token = event.data();
+                        if token == stop_token {
+                            return;
+                        }
+                        if let Some(queue_event) = queue_events.get(token as usize) {
+                            // Drain the counter; several notifications are served by one pass.
+                            let _ = queue_event.read();
+                        }
+                        handle(token as usize);
+                    }
+                }
+            })?;
         Ok(Worker {
             stop,
             thread: Some(thread),

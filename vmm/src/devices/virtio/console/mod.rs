@@ -110,7 +110,10 @@ impl Console {
         let accepting = host.clone();
         std::thread::Builder::new()
             .name(format!("{name}-host"))
-            .spawn(move || accept_clients(listener, &accepting))
+            .spawn(move || match crate::seccomp::filter_this_thread() {
+                Ok(()) => accept_clients(listener, &accepting),
+                Err(e) => eprintln!("vireo-vmm: tools socket not served: {e}"),
+            })
             .map_err(error)?;
         Ok(Console {
             host,

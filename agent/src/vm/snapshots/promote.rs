@@ -1,0 +1,64 @@
+//! PromoteDisks: gives a VM's disks their own data. With `unlink`, whatever a linked clone's
+//! parent disks (the files below a disk's base file, shared with other VMs or images) provide
+//! is copied into the base file and the link dropped; then, in every case, the layers no
+//! snapshot needs are merged as ConsolidateVMDisks does. Parent disks are only ever read.
+
+use vireo_api::Fault;
+use vireo_disk::tree::DiskTree;
+
+use super::super::properties::{self, DISK_KEY};
+use super::super::{lifecycle, Power, Vm};
+use super::disks::{each, open_all};
+use super::{disk_fault, live, refresh};
+use crate::host::Host;
+
+/// PromoteDisks_Task: promotes the disks whose device keys are `keys` (every disk when empty).
+pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), Fault> {
+    let mut state = vm.state();
+    // The API reference: to promote the disks of a powered-on VM, it cannot have snapshots.
+    if state.power == Power::On && !state.snapshots.snapshots.is_empty() {
+        return Err(lifecycle::invalid_power_state(
+            host,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
+    let chosen = chosen_disks(host, state.spec.disks.len(), keys)?;
+    let trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut trees: Vec<DiskTree> = trees
+        .into_iter()
+        .zip(chosen)
+        .filter_map(|(tree, chosen)| chosen.then_some(tree))
+        .collect();
+    let result = live::with_disks_closed(host, vm, &state, None, || {
+        each(&mut trees, |tree| {
+            if unlink {
+                tree.unlink_root(&mut |_, _| true)?;
+            }
+            tree.consolidate(&mut |_, _| true)
+        })
+        .map_err(|e| disk_fault(host, e))
+    });
+    refresh(host, vm, &mut state);
+    properties::publish(host, vm, &state);
+    result
+}
+
+/// Which of the VM's `count` disks the keys name (all of them for no keys).
+fn chosen_disks(host: &Host, count: usize, keys: &[i32]) -> Result<Vec<bool>, Fault> {
+    let mut chosen = vec![keys.is_empty(); count];
+    for &key in keys {
+        let index = usize::try_from(key - DISK_KEY)
+            .ok()
+            .filter(|&i| i < count)
+            .ok_or_else(|| {
+                Fault::invalid_argument(
+                    host.schema,
+                    "disks",
+                    format!("the VM has no disk with key {key}"),
+                )
+            })?;
+        chosen[index] = true;
+    }
+    Ok(chosen)
+}

@@ -1,0 +1,259 @@
+//! Per-thread system-call filters for the threads a guest can drive: vCPUs (port and MMIO
+//! emulation, device activation) and device workers (queues, disk and TAP I/O, the tools
+//! socket). They may use open descriptors, memory and threads, but never open a path, create a
+//! socket, connect, execute or trace anything. A forbidden call ends the VMM as "crashed" with
+//! the call's number in its exit record. Host-driven threads (main, control socket) are not
+//! filtered: they open disk images, snapshot files and screenshots on vireod's behalf.
+
+use std::sync::{Once, OnceLock};
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+/// Why a thread could not be filtered.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// The filter could not be compiled.
+    #[error("cannot build the system-call filter: {0}")]
+    Build(String),
+    /// The kernel refused the filter.
+    #[error("cannot apply the system-call filter: {0}")]
+    Apply(#[from] seccompiler::Error),
+    /// The SIGSYS reporter could not be installed.
+    #[error("cannot install the SIGSYS handler: {0}")]
+    Handler(#[from] vmm_sys_util::errno::Error),
+}
+
+/// What guest-facing threads may call.
+const ALLOWED: &[libc::c_long] = &[
+    // Descriptors handed to us: KVM, eventfds, disk images, the TAP, the serial log.
+    libc::SYS_ioctl,
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_preadv,
+    libc::SYS_preadv2,
+    libc::SYS_pwrite64,
+    libc::SYS_pwritev,
+    libc::SYS_pwritev2,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fallocate,
+    libc::SYS_ftruncate,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_close,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    // Device workers and their wake-ups.
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    // The tools socket's accepted client (the listener was bound by the main thread).
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    // Memory and locks.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    // Threads: device workers start when the guest activates a device, on a vCPU thread.
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sigaltstack,
+    libc::SYS_prctl,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_yield,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // A worker started by a filtered vCPU adds the filter again (filters only ever narrow).
+    libc::SYS_seccomp,
+    // Signals: vCPU kicks, and the kicks' handler returning.
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_tgkill,
+    // Time (vDSO fallbacks).
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+];
+
+/// The compiled filter, built once.
+fn program() -> Result<&'static BpfProgram, SeccompError> {
+    static PROGRAM: OnceLock<Result<BpfProgram, String>> = OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let rules = ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
+            SeccompFilter::new(
+                rules,
+                SeccompAction::Trap,
+                SeccompAction::Allow,
+                TargetArch::x86_64,
+            )
+            .and_then(BpfProgram::try_from)
+            .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| SeccompError::Build(e.clone()))
+}
+
+/// Restricts the calling thread (and threads it starts later) to the guest-facing set.
+pub fn filter_this_thread() -> Result<(), SeccompError> {
+    let program = program()?;
+    install_reporter()?;
+    limit_malloc_arenas();
+    seccompiler::apply_filter(program)?;
+    Ok(())
+}
+
+/// glibc's malloc reads /sys/devices/system/cpu/online when a thread first needs an arena of its
+/// own, unless the arena limit is set; setting it keeps filtered threads from opening that file.
+fn limit_malloc_arenas() {
+    static LIMITED: Once = Once::new();
+    // SAFETY: mallopt only adjusts malloc's tunables.
+    LIMITED.call_once(|| unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    });
+}
+
+/// Malloc arenas for the whole process (glibc's default is 8 per core).
+const MALLOC_ARENAS: libc::c_int = 8;
+
+/// Installs, once, the SIGSYS handler that reports a forbidden call and ends the process.
+fn install_reporter() -> Result<(), SeccompError> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, report_forbidden_call)
+                .map_err(|e| e.errno())
+        })
+        .map_err(|errno| SeccompError::Handler(vmm_sys_util::errno::Error::new(errno)))
+}
+
+/// SIGSYS handler: writes the exit record vireod reads and exits as crashed (code 4). Only
+/// async-signal-safe work: no allocation, prctl for the thread's name, one write, _exit.
+extern "C" fn report_forbidden_call(
+    _signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel hands a valid siginfo_t; for SIGSYS its union holds
+    // {void *call_addr; int syscall; unsigned arch} from byte 16 on x86_64, so the call is at 24.
+    let call = unsafe { *(info.cast::<u8>().add(24).cast::<i32>()) };
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL-terminated, into `name`.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    let name_len = name.iter().position(|b| *b == 0).unwrap_or(0);
+    let mut line = [0u8; RECORD_BYTES];
+    let len = exit_record(call, &name[..name_len], &mut line);
+    // SAFETY: writes our own stack buffer to stderr, then ends the process without unwinding.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), len);
+        libc::_exit(4);
+    }
+}
+
+/// Room for the exit record: fixed text, a call number, a 15-byte thread name.
+const RECORD_BYTES: usize = 160;
+
+/// Formats `vireo-vmm: exit {"reason":"crashed",...}` for system call `call` made by thread
+/// `thread` (a kernel task name: no quotes or backslashes are expected, others are dropped).
+fn exit_record(call: i32, thread: &[u8], out: &mut [u8; RECORD_BYTES]) -> usize {
+    let mut len = 0;
+    let mut push = |bytes: &[u8]| {
+        for &byte in bytes {
+            out[len] = byte;
+            len += 1;
+        }
+    };
+    push(b"vireo-vmm: exit {\"reason\":\"crashed\",\"detail\":\"forbidden system call ");
+    let mut digits = [0u8; 10];
+    let mut value = call.unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[digits.len() - 1 - count] = b'0' + (value % 10) as u8;
+        count += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    push(&digits[digits.len() - count..]);
+    push(b" on thread ");
+    for &byte in thread.iter().take(15) {
+        if byte.is_ascii_graphic() && byte != b'"' && byte != b'\\' {
+            push(&[byte]);
+        }
+    }
+    push(b" (seccomp)\"}\n");
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_record_is_the_json_vireod_reads() {
+        let mut line = [0u8; RECORD_BYTES];
+        let len = exit_record(257, b"vcpu\"0", &mut line);
+        let text = std::str::from_utf8(&line[..len]).unwrap();
+        let json = text.strip_prefix("vireo-vmm: exit ").unwrap();
+        let record: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(record["reason"], "crashed");
+        assert_eq!(
+            record["detail"], "forbidden system call 257 on thread vcpu0 (seccomp)",
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_filtered_thread_that_opens_a_file_ends_the_process_as_crashed() {
+        // In a child process: the filter ends whoever trips it.
+        program().unwrap();
+        // SAFETY: the child only applies the prebuilt filter and makes raw system calls.
+        match unsafe { libc::fork() } {
+            0 => {
+                if filter_this_thread().is_err() {
+                    unsafe { libc::_exit(90) };
+                }
+                // Allowed calls still work...
+                let pid = unsafe { libc::getpid() };
+                if pid <= 0 {
+                    unsafe { libc::_exit(91) };
+                }
+                // ...and opening a path does not.
+                unsafe {
+                    libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY);
+                    libc::_exit(92);
+                }
+            }
+            child => {
+                let mut status = 0;
+                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+                assert!(libc::WIFEXITED(status), "status {status:#x}");
+                assert_eq!(libc::WEXITSTATUS(status), 4);
+            }
+        }
+    }
+}
