@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
@@ -144,6 +145,32 @@ impl SharedDisk {
         self.exclusive(|device| device.read_at(buf, offset))
     }
 
+    /// Like `read_at`, but only from the host's page cache: `Ok(false)` (and `buf` partly
+    /// filled) when the read would wait for storage or needs the disk to itself, so the caller
+    /// can hand it to a thread that may block.
+    pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError> {
+        let _shared = self.gate.read().expect("disk gate poisoned");
+        let Some(route) = self.device().read_route(offset, buf.len() as u64)? else {
+            return Ok(false);
+        };
+        let mut at = 0;
+        for segment in &route {
+            match *segment {
+                Segment::File(extent) => {
+                    if !self.read_cached_extent(&mut buf[at..at + extent.len], extent.host)? {
+                        return Ok(false);
+                    }
+                    at += extent.len;
+                }
+                Segment::Zeros(len) => {
+                    buf[at..at + len].fill(0);
+                    at += len;
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Writes `buf` at `offset`; durable after `flush`.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         {
@@ -245,6 +272,38 @@ impl SharedDisk {
         Ok(())
     }
 
+    /// `read_zero_filled` with RWF_NOWAIT: false as soon as a piece is not in the page cache.
+    fn read_cached_extent(&self, buf: &mut [u8], host: u64) -> Result<bool, BlockError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            let at = i64::try_from(host + done as u64)
+                .map_err(|_| self.io_err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+            // SAFETY: one iovec covering `rest`, which we own mutably for the call.
+            let n = unsafe { libc::preadv2(self.data.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+            match n {
+                0 => {
+                    rest.fill(0);
+                    break;
+                }
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let error = std::io::Error::last_os_error();
+                    match error.raw_os_error() {
+                        Some(libc::EINTR) => {}
+                        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => return Ok(false),
+                        _ => return Err(self.io_err(error)),
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     fn io_err(&self, source: std::io::Error) -> BlockError {
         BlockError::Io {
             path: self.path.clone(),
@@ -269,6 +328,34 @@ pub fn push_segment(route: &mut Vec<Segment>, segment: Segment) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_reads_match_plain_reads_and_decline_rather_than_wait() {
+        use std::os::unix::io::AsRawFd;
+        let path = std::env::temp_dir().join(format!("vireo-cached-{}.raw", std::process::id()));
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let disk = SharedDisk::open(&path, true).unwrap();
+        let mut cached = vec![0u8; 64 << 10];
+        assert!(
+            disk.read_cached(&mut cached, 128 << 10).unwrap(),
+            "just written: cached"
+        );
+        assert_eq!(cached, &data[128 << 10..192 << 10]);
+        // Evicted (where the file system lets us): declined, or still the right bytes.
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: advice on our own descriptor.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let mut again = vec![0u8; 64 << 10];
+        if disk.read_cached(&mut again, 512 << 10).unwrap() {
+            assert_eq!(again, &data[512 << 10..576 << 10]);
+        }
+        let mut plain = vec![0u8; 64 << 10];
+        disk.read_at(&mut plain, 512 << 10).unwrap();
+        assert_eq!(plain, &data[512 << 10..576 << 10]);
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn contiguous_segments_merge() {

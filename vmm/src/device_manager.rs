@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::devices::virtio::block::disk::open_image;
 use kvm_ioctls::IoEventAddress;
-use vireo_disk::block::open_disk;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -133,7 +133,7 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut disk_slots = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        let image = open_disk(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
+        let image = open_image(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
             path: disk.path.clone(),
             source,
         })?;
@@ -141,7 +141,7 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
             .serial
             .clone()
             .unwrap_or_else(|| format!("vireo-disk-{i}"));
-        let block = Block::new(image, &serial, format!("virtio-blk{i}"));
+        let block = Block::new(image, disk.read_only, &serial, format!("virtio-blk{i}"));
         disk_slots.push(block.slot());
         devices.push(Box::new(block));
     }

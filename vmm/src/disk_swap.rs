@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use vireo_disk::block::open_disk;
+use crate::devices::virtio::block::disk::open_image;
 
 use crate::control::VmHandle;
 use crate::devices::bus::lock;
@@ -69,7 +69,7 @@ pub fn detach_disks(handle: &VmHandle) -> Result<(), DiskSwapError> {
     for (index, slot) in handle.disk_slots.iter().enumerate() {
         lock(&handle.transports[index]).quiesce();
         let mut image = lock(&slot.image);
-        if let Some(disk) = image.as_mut() {
+        if let Some(disk) = image.as_ref() {
             disk.flush()
                 .map_err(|source| DiskSwapError::Flush { index, source })?;
         }
@@ -94,7 +94,7 @@ pub fn attach_disks(handle: &VmHandle, paths: &[PathBuf]) -> Result<(), DiskSwap
     let mut opened = Vec::with_capacity(disks);
     for (index, path) in paths.iter().enumerate() {
         let read_only = config.disks[index].read_only;
-        let image = open_disk(path, read_only).map_err(|source| DiskSwapError::Open {
+        let image = open_image(path, read_only).map_err(|source| DiskSwapError::Open {
             index,
             path: path.clone(),
             source,

@@ -218,7 +218,7 @@ impl Machine {
             lock(transport).quiesce();
         }
         for (index, slot) in self.disk_slots.iter().enumerate() {
-            if let Some(mut image) = lock(&slot.image).take() {
+            if let Some(image) = lock(&slot.image).take() {
                 if let Err(e) = image.flush() {
                     eprintln!("vireo-vmm: disk {index}: flush at exit failed: {e}");
                 }

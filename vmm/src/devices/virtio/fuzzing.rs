@@ -77,8 +77,14 @@ pub fn serve_block_queue_from_bytes(data: &[u8]) -> bool {
         return false;
     };
     let signals = DeviceSignals::new(irq);
-    let mut disk = MemoryDisk(vec![0; 64 * 1024]);
-    serve_queue(&mut queue, &mem, &mut disk, &signals, &[0; 20]);
+    let disk: Box<dyn vireo_disk::block::BlockDevice> = Box::new(MemoryDisk(vec![0; 64 * 1024]));
+    serve_queue(
+        &mut queue,
+        &mem,
+        &std::sync::Mutex::new(disk),
+        &signals,
+        &[0; 20],
+    );
     signals.is_broken()
 }
 

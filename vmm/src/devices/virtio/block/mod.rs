@@ -1,23 +1,31 @@
-//! virtio-blk: one request queue served by a worker thread against a `BlockDevice` from the
-//! disk crate (raw or qcow2). A chain that breaks the queue rules marks the device broken; a
-//! bad request gets an error status and the device carries on.
+//! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
+//! wakes the worker thread, which takes every available request off the queue and carries
+//! them out itself, except reads that would wait for storage (not in the host's page cache):
+//! those run on the device's I/O threads, in parallel. A chain that breaks the queue rules
+//! marks the device broken; a bad request gets an error status and the device carries on.
 
+pub mod disk;
+pub mod io_pool;
 pub mod request;
 
 use std::sync::{Arc, Mutex};
 
-use vireo_disk::block::BlockDevice;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::queue::{add_used, needs_notification, pop_chain, QueueError};
+use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
 use super::worker::Worker;
 use super::{
     read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::devices::bus::lock;
-use request::{execute, parse, Status, ID_BYTES, SECTOR_SIZE, SIZE_MAX};
+use disk::{ConcurrentDisk, SharedImage};
+use io_pool::{IoPool, IO_THREADS};
+use request::{
+    execute, execute_without_waiting, parse, Request, RequestError, Status, ID_BYTES, SECTOR_SIZE,
+    SIZE_MAX,
+};
 
 /// virtio device type of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -42,7 +50,7 @@ pub struct DiskImage {
     /// The size the guest was told; a replacement image must have it.
     pub capacity: u64,
     /// The open image (`None` while detached).
-    pub image: Mutex<Option<Box<dyn BlockDevice>>>,
+    pub image: Mutex<Option<SharedImage>>,
 }
 
 /// A block device's image slot.
@@ -59,12 +67,11 @@ pub struct Block {
 }
 
 impl Block {
-    /// A device serving `disk`, answering GET_ID with `serial` (truncated to 20 bytes).
-    pub fn new(disk: Box<dyn BlockDevice>, serial: &str, name: String) -> Block {
+    /// A device serving `image`, answering GET_ID with `serial` (truncated to 20 bytes).
+    pub fn new(image: SharedImage, read_only: bool, serial: &str, name: String) -> Block {
         let mut id = [0u8; ID_BYTES];
         let len = serial.len().min(ID_BYTES);
         id[..len].copy_from_slice(&serial.as_bytes()[..len]);
-        let read_only = disk.is_read_only();
         let mut features = [
             VIRTIO_F_VERSION_1,
             VIRTIO_RING_F_EVENT_IDX,
@@ -80,18 +87,23 @@ impl Block {
         } else {
             features |= (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES);
         }
-        let config = config_space(disk.capacity());
+        let capacity = image.capacity();
         Block {
             disk: Arc::new(DiskImage {
-                capacity: disk.capacity(),
-                image: Mutex::new(Some(disk)),
+                capacity,
+                image: Mutex::new(Some(image)),
             }),
             id,
-            config,
+            config: config_space(capacity),
             features,
             worker: None,
             name,
         }
+    }
+
+    /// The slot holding the image.
+    pub fn slot(&self) -> DiskSlot {
+        self.disk.clone()
     }
 }
 
@@ -112,13 +124,6 @@ fn config_space(capacity_bytes: u64) -> Vec<u8> {
     put(52, &1u32.to_le_bytes()); // max_write_zeroes_seg
     put(56, &[1]); // write_zeroes_may_unmap
     config
-}
-
-impl Block {
-    /// The slot holding the image.
-    pub fn slot(&self) -> DiskSlot {
-        self.disk.clone()
-    }
 }
 
 impl VirtioDevice for Block {
@@ -146,13 +151,21 @@ impl VirtioDevice for Block {
             signals,
             ..
         } = activation;
-        let mut queue = queues.pop().ok_or(ActivateError::InvalidQueue(0))?;
+        let queue = queues.pop().ok_or(ActivateError::InvalidQueue(0))?;
+        let requests = Arc::new(RequestQueue {
+            queue: Mutex::new(queue),
+            memory,
+            signals,
+            id: self.id,
+        });
+        // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
+        let pool = IoPool::start(&self.name, IO_THREADS)?;
         let disk = self.disk.clone();
-        let id = self.id;
         let worker = Worker::spawn(self.name.clone(), queue_events, move |_| {
             // The slot is only emptied while the device is quiesced (no worker running).
-            if let Some(image) = lock(&disk.image).as_mut() {
-                serve_queue(&mut queue, &memory, &mut **image, &signals, &id);
+            let image = lock(&disk.image).clone();
+            if let Some(image) = image {
+                requests.serve(&image, &pool);
             }
         })?;
         self.worker = Some(worker);
@@ -166,18 +179,151 @@ impl VirtioDevice for Block {
     }
 }
 
-/// Serves every available request; interrupts once per batch if the driver wants it.
+/// The request queue and what answering it needs, shared by the worker and the I/O threads.
+struct RequestQueue {
+    queue: Mutex<Queue>,
+    memory: GuestMemoryMmap,
+    signals: Arc<DeviceSignals>,
+    id: [u8; ID_BYTES],
+}
+
+impl RequestQueue {
+    /// Answers a kick: every available request is carried out here, on the worker, except
+    /// reads whose data is not in the host's page cache; those go to the I/O threads, which
+    /// may wait for storage while the worker carries on. The requests answered here are
+    /// published together, with one interrupt if the driver wants it.
+    fn serve(self: &Arc<Self>, image: &SharedImage, pool: &IoPool) {
+        let taken = match self.take_available() {
+            Ok(taken) => taken,
+            Err(_) => return self.signals.mark_broken(),
+        };
+        let mut answered = Vec::with_capacity(taken.len());
+        for (head, work) in taken {
+            match work.perform_without_waiting(&**image, &self.memory, &self.id) {
+                Some(len) => answered.push((head, len)),
+                None => {
+                    let (requests, image) = (self.clone(), image.clone());
+                    pool.submit(Box::new(move || {
+                        let len = work.perform(&*image, &requests.memory, &requests.id);
+                        requests.publish(&[(head, len)]);
+                    }));
+                }
+            }
+        }
+        if !answered.is_empty() {
+            self.publish(&answered);
+        }
+    }
+
+    /// Every request the driver made available (none once the device is broken). pop_chain
+    /// re-arms kicks (EVENT_IDX) when the queue runs dry.
+    fn take_available(&self) -> Result<Vec<(u16, Work)>, QueueError> {
+        let mut taken = Vec::new();
+        if self.signals.is_broken() {
+            return Ok(taken);
+        }
+        let mut queue = lock(&self.queue);
+        while let Some(chain) = pop_chain(&mut queue, &self.memory)? {
+            taken.push((chain.head, Work::of(&chain, &self.memory)));
+        }
+        Ok(taken)
+    }
+
+    /// Returns answered chains (head, bytes written) to the driver; interrupts if it wants.
+    fn publish(&self, answered: &[(u16, u32)]) {
+        let mut queue = lock(&self.queue);
+        for &(head, len) in answered {
+            if add_used(&mut queue, &self.memory, head, len).is_err() {
+                return self.signals.mark_broken();
+            }
+        }
+        // The driver says through used_event (EVENT_IDX) whether it wants these.
+        if needs_notification(&mut queue, &self.memory) {
+            self.signals.notify(INTERRUPT_USED_RING);
+        }
+    }
+}
+
+/// What a chain taken off the queue asks for.
+enum Work {
+    /// A valid request.
+    Run(Request),
+    /// An invalid one: answered IOERR through its last descriptor, or not at all when the chain
+    /// has no status byte.
+    Refuse(Option<GuestAddress>),
+}
+
+impl Work {
+    fn of(chain: &Chain, mem: &GuestMemoryMmap) -> Work {
+        match parse(chain, mem, SEG_MAX) {
+            Ok(request) => Work::Run(request),
+            Err(RequestError::NoStatus) => Work::Refuse(None),
+            Err(_) => Work::Refuse(chain.descriptors.last().map(|status| status.addr)),
+        }
+    }
+
+    /// Like `perform`, unless the request is a read that would wait for storage: `None`, and
+    /// nothing is reported yet.
+    fn perform_without_waiting(
+        &self,
+        disk: &dyn ConcurrentDisk,
+        mem: &GuestMemoryMmap,
+        id: &[u8; ID_BYTES],
+    ) -> Option<u32> {
+        match self {
+            Work::Run(request) => {
+                let (status, len) = execute_without_waiting(request, disk, mem, id)?;
+                write_status(mem, request.status, status);
+                Some(len)
+            }
+            Work::Refuse(_) => Some(self.perform(disk, mem, id)),
+        }
+    }
+
+    /// Runs the request and writes its status; returns the bytes written into guest buffers.
+    fn perform(
+        &self,
+        disk: &dyn ConcurrentDisk,
+        mem: &GuestMemoryMmap,
+        id: &[u8; ID_BYTES],
+    ) -> u32 {
+        match self {
+            Work::Run(request) => {
+                let (status, len) = execute(request, disk, mem, id);
+                write_status(mem, request.status, status);
+                len
+            }
+            Work::Refuse(None) => 0,
+            Work::Refuse(Some(status)) => {
+                write_status(mem, *status, Status::IoErr);
+                1
+            }
+        }
+    }
+}
+
+/// Serves every available request on the calling thread, one after another; interrupts once
+/// if the driver wants it (tests and the fuzz target).
 pub fn serve_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
-    disk: &mut dyn BlockDevice,
+    disk: &dyn ConcurrentDisk,
     signals: &DeviceSignals,
     id: &[u8; ID_BYTES],
 ) {
     if signals.is_broken() {
         return;
     }
-    match process_available(queue, mem, disk, id) {
+    let mut answer_all = || -> Result<usize, QueueError> {
+        let mut used = 0;
+        while let Some(chain) = pop_chain(queue, mem)? {
+            let len = Work::of(&chain, mem).perform(disk, mem, id);
+            add_used(queue, mem, chain.head, len)?;
+            used += 1;
+        }
+        Ok(used)
+    };
+    match answer_all() {
         Ok(0) => {}
         Ok(_) => {
             if needs_notification(queue, mem) {
@@ -188,37 +334,7 @@ pub fn serve_queue(
     }
 }
 
-fn process_available(
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    disk: &mut dyn BlockDevice,
-    id: &[u8; ID_BYTES],
-) -> Result<usize, QueueError> {
-    let mut used = 0;
-    // pop_chain re-arms notifications (EVENT_IDX) when the queue runs dry and re-checks it.
-    while let Some(chain) = pop_chain(queue, mem)? {
-        let len = match parse(&chain, mem, SEG_MAX) {
-            Ok(request) => {
-                let (status, len) = execute(&request, disk, mem, id);
-                mem_write_status(mem, request.status, status);
-                len
-            }
-            Err(request::RequestError::NoStatus) => 0,
-            Err(_) => {
-                // A request we cannot parse still gets an answer when it has a status byte.
-                if let Some(status) = chain.descriptors.last() {
-                    mem_write_status(mem, status.addr, Status::IoErr);
-                }
-                1
-            }
-        };
-        add_used(queue, mem, chain.head, len)?;
-        used += 1;
-    }
-    Ok(used)
-}
-
-fn mem_write_status(mem: &GuestMemoryMmap, addr: vm_memory::GuestAddress, status: Status) {
+fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, status: Status) {
     use vm_memory::Bytes;
     // The address was validated when the chain was popped.
     let _ = mem.write_obj(status as u8, addr);
@@ -229,6 +345,7 @@ mod tests {
     use super::*;
     use crate::devices::virtio::queue::testing::*;
     use std::path::PathBuf;
+    use vireo_disk::block::BlockDevice;
     use vm_memory::{Bytes, GuestAddress};
     use vmm_sys_util::eventfd::EventFd;
 
@@ -239,7 +356,7 @@ mod tests {
     struct Fixture {
         mem: GuestMemoryMmap,
         queue: Queue,
-        disk: Box<dyn BlockDevice>,
+        disk: Mutex<Box<dyn BlockDevice>>,
         signals: DeviceSignals,
         path: PathBuf,
     }
@@ -254,7 +371,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("vireo-blk-{}-{name}.raw", std::process::id()));
         std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
-        let disk = vireo_disk::block::open_disk(&path, read_only).unwrap();
+        let disk = Mutex::new(vireo_disk::block::open_disk(&path, read_only).unwrap());
         let signals =
             DeviceSignals::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
         Fixture {
@@ -292,7 +409,7 @@ mod tests {
             serve_queue(
                 &mut self.queue,
                 &self.mem,
-                &mut *self.disk,
+                &self.disk,
                 &self.signals,
                 b"vireo-test-serial\0\0\0",
             );
@@ -398,6 +515,64 @@ mod tests {
         }
         let file = std::fs::read(&f.path).unwrap();
         assert!(file[..4096].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn requests_queued_together_all_complete_through_the_io_threads() {
+        let f = fixture("parallel", false);
+        // Five writes of 512 bytes to sectors 0..5, each its own chain (header, data, status).
+        let requests = 5u16;
+        for i in 0..requests {
+            let base = BUFFERS + 0x1000 * u64::from(i);
+            f.mem.write_obj(1u32, GuestAddress(base)).unwrap();
+            f.mem
+                .write_obj(u64::from(i), GuestAddress(base + 8))
+                .unwrap();
+            f.mem
+                .write_slice(&[0x40 + i as u8; 512], GuestAddress(base + 0x100))
+                .unwrap();
+            f.mem.write_obj(0xffu8, GuestAddress(base + 0x800)).unwrap();
+            set_desc(&f.mem, 3 * i, base, 16, NEXT, 3 * i + 1);
+            set_desc(&f.mem, 3 * i + 1, base + 0x100, 512, NEXT, 3 * i + 2);
+            set_desc(&f.mem, 3 * i + 2, base + 0x800, 1, WRITE, 0);
+        }
+        let heads: Vec<u16> = (0..requests).map(|i| 3 * i).collect();
+        publish(&f.mem, &heads);
+        let requests_queue = Arc::new(RequestQueue {
+            queue: Mutex::new(queue(16)),
+            memory: f.mem.clone(),
+            signals: Arc::new(DeviceSignals::new(
+                EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+            )),
+            id: [0; ID_BYTES],
+        });
+        // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
+        let image = disk::open_image(&f.path, false).unwrap();
+        let pool = IoPool::start("test-blk", 3).unwrap();
+        requests_queue.serve(&image, &pool);
+        drop(pool);
+        assert_eq!(used_idx(&f.mem), requests);
+        let mut answered: Vec<u32> = (0..requests)
+            .map(|slot| used_entry(&f.mem, slot).0)
+            .collect();
+        answered.sort();
+        assert_eq!(
+            answered,
+            heads.iter().map(|h| u32::from(*h)).collect::<Vec<_>>()
+        );
+        assert!(!requests_queue.signals.is_broken());
+        drop(image);
+        let file = std::fs::read(&f.path).unwrap();
+        for i in 0..requests as usize {
+            let status: u8 = f
+                .mem
+                .read_obj(GuestAddress(BUFFERS + 0x1000 * i as u64 + 0x800))
+                .unwrap();
+            assert_eq!(status, Status::Ok as u8, "request {i}");
+            assert!(file[i * 512..(i + 1) * 512]
+                .iter()
+                .all(|b| *b == 0x40 + i as u8));
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! virtio-blk requests: parsing a descriptor chain into a request (pure, checked against the
-//! device's limits) and carrying it out against a `BlockDevice`.
+//! device's limits) and carrying it out against the image.
 
-use vireo_disk::block::{BlockDevice, BlockError};
+use vireo_disk::block::BlockError;
+
+use super::disk::ConcurrentDisk;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::devices::virtio::queue::{Chain, Descriptor};
@@ -155,12 +157,15 @@ pub fn parse(chain: &Chain, mem: &GuestMemoryMmap, seg_max: u32) -> Result<Reque
 /// (the status byte included).
 pub fn execute(
     request: &Request,
-    disk: &mut dyn BlockDevice,
+    disk: &dyn ConcurrentDisk,
     mem: &GuestMemoryMmap,
     id: &[u8; ID_BYTES],
 ) -> (Status, u32) {
     let result = match request.kind {
-        RequestKind::In => read_sectors(request, disk, mem),
+        RequestKind::In => read_sectors(request, mem, |buf, offset| {
+            disk.read_at(buf, offset).map(|()| true)
+        })
+        .map(|written| written.unwrap_or(0)),
         RequestKind::Out => write_sectors(request, disk, mem).map(|_| 0),
         RequestKind::Flush => disk.flush().map(|_| 0).map_err(Failure::from),
         RequestKind::GetId => get_id(request, mem, id),
@@ -171,6 +176,26 @@ pub fn execute(
         Ok(written) => (Status::Ok, written + 1),
         Err(Failure::Unsupported) => (Status::Unsupported, 1),
         Err(Failure::Io) => (Status::IoErr, 1),
+    }
+}
+
+/// Like `execute`, but a read whose data would have to come from storage rather than the host's
+/// page cache is not carried out: `None` (the guest buffers may be partly filled; nothing else
+/// changed).
+pub fn execute_without_waiting(
+    request: &Request,
+    disk: &dyn ConcurrentDisk,
+    mem: &GuestMemoryMmap,
+    id: &[u8; ID_BYTES],
+) -> Option<(Status, u32)> {
+    if request.kind != RequestKind::In {
+        return Some(execute(request, disk, mem, id));
+    }
+    match read_sectors(request, mem, |buf, offset| disk.read_cached(buf, offset)) {
+        Ok(Some(written)) => Some((Status::Ok, written + 1)),
+        Ok(None) => None,
+        Err(Failure::Unsupported) => Some((Status::Unsupported, 1)),
+        Err(Failure::Io) => Some((Status::IoErr, 1)),
     }
 }
 
@@ -208,32 +233,40 @@ fn in_guest_buffer<T>(
     Some(io(buf))
 }
 
+/// Reads the request's sectors into its buffers with `read`, which may decline (false): then
+/// `None`. Returns the bytes read.
 fn read_sectors(
     request: &Request,
-    disk: &mut dyn BlockDevice,
     mem: &GuestMemoryMmap,
-) -> Result<u32, Failure> {
+    mut read: impl FnMut(&mut [u8], u64) -> Result<bool, BlockError>,
+) -> Result<Option<u32>, Failure> {
     let mut offset = sector_offset(request.sector)?;
     let mut written = 0u32;
     for desc in &request.data {
-        match in_guest_buffer(mem, desc, |buf| disk.read_at(buf, offset)) {
+        let done = match in_guest_buffer(mem, desc, |buf| read(buf, offset)) {
             Some(result) => result?,
             None => {
                 let mut bounce = vec![0; desc.len as usize];
-                disk.read_at(&mut bounce, offset)?;
-                mem.write_slice(&bounce, desc.addr)
-                    .map_err(|_| Failure::Io)?;
+                let done = read(&mut bounce, offset)?;
+                if done {
+                    mem.write_slice(&bounce, desc.addr)
+                        .map_err(|_| Failure::Io)?;
+                }
+                done
             }
+        };
+        if !done {
+            return Ok(None);
         }
         offset += u64::from(desc.len);
         written += desc.len;
     }
-    Ok(written)
+    Ok(Some(written))
 }
 
 fn write_sectors(
     request: &Request,
-    disk: &mut dyn BlockDevice,
+    disk: &dyn ConcurrentDisk,
     mem: &GuestMemoryMmap,
 ) -> Result<(), Failure> {
     let mut offset = sector_offset(request.sector)?;
@@ -263,7 +296,7 @@ fn get_id(request: &Request, mem: &GuestMemoryMmap, id: &[u8; ID_BYTES]) -> Resu
 /// Discard or write-zeroes: each data buffer holds segments {sector u64, num_sectors u32, flags u32}.
 fn ranges(
     request: &Request,
-    disk: &mut dyn BlockDevice,
+    disk: &dyn ConcurrentDisk,
     mem: &GuestMemoryMmap,
 ) -> Result<(), Failure> {
     for desc in &request.data {

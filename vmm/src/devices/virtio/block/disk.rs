@@ -1,0 +1,88 @@
+//! What a virtio-blk device needs of its image: requests from several I/O threads at once.
+//! Images are opened as `vireo_disk::SharedDisk` (raw or qcow2: plain data I/O runs in parallel,
+//! metadata changes one at a time); any `BlockDevice` behind a mutex serves too, one request at
+//! a time (tests, fuzzing). Reads are tried from the host's page cache first (`read_cached`),
+//! so that only reads that must wait for storage are handed to another thread.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use vireo_disk::block::{BlockDevice, BlockError, OpenError};
+use vireo_disk::SharedDisk;
+
+use crate::devices::bus::lock;
+
+/// A disk several threads may send requests to at once.
+pub trait ConcurrentDisk: Send + Sync {
+    /// Size of the disk in bytes.
+    fn capacity(&self) -> u64;
+    /// Fills `buf` with the disk's contents at byte `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError>;
+    /// Like `read_at`, but `Ok(false)` (with `buf` partly filled) instead of waiting for
+    /// storage, or when the disk cannot tell cheaply.
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError>;
+    /// Writes `buf` at byte `offset`; durable after `flush`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), BlockError>;
+    /// Discards the range (it then reads as zeros).
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError>;
+    /// Makes the range read as zeros.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError>;
+}
+
+/// An open image as the block device holds it.
+pub type SharedImage = Arc<dyn ConcurrentDisk>;
+
+/// Opens a raw or qcow2 image (chosen by magic) for the block device.
+pub fn open_image(path: &Path, read_only: bool) -> Result<SharedImage, OpenError> {
+    Ok(Arc::new(SharedDisk::open(path, read_only)?))
+}
+
+impl ConcurrentDisk for SharedDisk {
+    fn capacity(&self) -> u64 {
+        SharedDisk::capacity(self)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
+        SharedDisk::read_at(self, buf, offset)
+    }
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError> {
+        SharedDisk::read_cached(self, buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
+        SharedDisk::write_at(self, buf, offset)
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        SharedDisk::flush(self)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        SharedDisk::discard(self, offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        SharedDisk::write_zeroes(self, offset, len)
+    }
+}
+
+impl ConcurrentDisk for Mutex<Box<dyn BlockDevice>> {
+    fn capacity(&self) -> u64 {
+        lock(self).capacity()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
+        lock(self).read_at(buf, offset)
+    }
+    fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> Result<bool, BlockError> {
+        Ok(false)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
+        lock(self).write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        lock(self).flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        lock(self).discard(offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        lock(self).write_zeroes(offset, len)
+    }
+}
