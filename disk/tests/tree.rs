@@ -251,6 +251,35 @@ fn forgetting_snapshots_keeps_their_layers_until_consolidation() {
 }
 
 #[test]
+fn a_held_layer_outlives_its_snapshot_until_the_hold_is_forgotten() {
+    let mut story = Story::new("hold", 17, &["-f", "qcow2"]);
+    story.snapshot();
+    story.scribble(8);
+    let held = story.tree.hold("linked-clone-x", "snap-1").unwrap();
+    assert_eq!(held, story.tree.snapshot_layer("snap-1").unwrap());
+    assert!(matches!(
+        story.tree.hold("linked-clone-x", "snap-1"),
+        Err(TreeError::SnapshotExists(_))
+    ));
+    let frozen = story.tree.layer_path(held);
+    let before = std::fs::read(&frozen).unwrap();
+    let model = story.snapshots.remove("snap-1").unwrap();
+    story.tree.delete("snap-1", &mut |_, _| true).unwrap();
+    story.verify();
+    // the held layer is neither merged into nor removed: a clone built on it reads as before
+    assert_eq!(std::fs::read(&frozen).unwrap(), before);
+    assert_same_content(&story.tree.chain_of("linked-clone-x").unwrap()[0], &model);
+    assert_eq!(story.tree.active_chain().len(), 2);
+    story.tree.forget("linked-clone-x").unwrap();
+    story.tree.consolidate(&mut |_, _| true).unwrap();
+    story.verify();
+    assert_eq!(
+        story.tree.active_chain(),
+        vec![story.dir.path("disk.qcow2")]
+    );
+}
+
+#[test]
 fn unlinking_the_root_copies_its_shared_parent_and_keeps_every_view() {
     let dir = Scratch::new("unlink");
     let (shared, root) = (dir.path("shared.qcow2"), dir.path("clone.qcow2"));

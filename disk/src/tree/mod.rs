@@ -235,6 +235,23 @@ impl DiskTree {
         self.save()
     }
 
+    /// Holds the layer of snapshot `snapshot` under a second name `name` (a record without
+    /// a changeId), e.g. for a linked clone whose disk is a child of that layer: merges and
+    /// removals leave it untouched until `forget(name)`. Touches only the sidecar.
+    pub fn hold(&mut self, name: &str, snapshot: &str) -> Result<LayerId, TreeError> {
+        if self.state.snapshots.iter().any(|s| s.name == name) {
+            return Err(TreeError::SnapshotExists(name.to_string()));
+        }
+        let layer = self.snapshot_layer(snapshot)?;
+        self.state.snapshots.push(SnapshotRecord {
+            name: name.to_string(),
+            layer,
+            change_id: None,
+        });
+        self.save()?;
+        Ok(layer)
+    }
+
     /// Deletes every snapshot, leaving the layers in place (see `forget`).
     pub fn forget_all(&mut self) -> Result<(), TreeError> {
         self.state.snapshots.clear();
