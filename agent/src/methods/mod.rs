@@ -236,6 +236,7 @@ async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
         | "UnregisterVM"
         | "MarkAsTemplate"
         | "MarkAsVirtualMachine"
+        | "CloneVM_Task"
         | "Reload"
         | "reloadVirtualMachineFromPath_Task" => virtual_machine::handle(call, method),
         "Destroy_Task" if &*call.this().ty == "VirtualMachine" => {

@@ -1,6 +1,6 @@
 //! VirtualMachine methods: power (as tasks), TerminateVM, guest power through the tools,
-//! Destroy/Unregister, templates, reload and storage refresh; and the Folder methods that make
-//! VMs (CreateVM_Task, RegisterVM_Task).
+//! Destroy/Unregister, templates, CloneVM_Task, reload and storage refresh; and the Folder
+//! methods that make VMs (CreateVM_Task, RegisterVM_Task).
 
 use std::sync::Arc;
 
@@ -11,8 +11,9 @@ use super::{Call, MethodResult};
 use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
+use crate::vm::snapshots::clone_holds;
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{create, lifecycle, properties, Power, Vm};
+use crate::vm::{clone, create, lifecycle, properties, Power, Vm};
 
 /// Serves VirtualMachine methods.
 pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
@@ -61,6 +62,28 @@ pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
             Ok(None)
         }
         "UnregisterVM" => unregister(host, &vm, &user, false).map(|_| None),
+        "CloneVM_Task" => {
+            let folder = call
+                .arg("folder")
+                .and_then(Value::as_moref)
+                .ok_or_else(|| Fault::invalid_argument(schema, "folder", "folder is required"))?;
+            if folder.id.as_ref() != "ha-folder-vm" {
+                return Err(Fault::not_supported(
+                    schema,
+                    "VMs live in the datacenter's VM folder (ha-folder-vm).",
+                ));
+            }
+            let name = call.str_arg("name")?.to_string();
+            let spec = call
+                .arg("spec")
+                .and_then(Value::as_data)
+                .cloned()
+                .ok_or_else(|| Fault::invalid_argument(schema, "spec", "spec is required"))?;
+            task(call, &vm, "VirtualMachine.clone", move |h, vm| {
+                let clone = clone::clone_vm(h, vm, &name, &spec, &user)?;
+                Ok(Some(Value::MoRef(clone.moref.clone())))
+            })
+        }
         "MarkAsTemplate" | "MarkAsVirtualMachine" => {
             mark_as_template(host, &vm, method == "MarkAsTemplate").map(|_| None)
         }
@@ -125,7 +148,7 @@ fn guest_request(host: &Host, vm: &Vm, op: Operation) -> MethodResult {
 /// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
 fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
     let schema = host.schema;
-    let disks: Vec<_> = {
+    let (disks, instance_uuid): (Vec<_>, String) = {
         let state = vm.state();
         if state.power == Power::On {
             return Err(lifecycle::invalid_power_state(
@@ -134,14 +157,23 @@ fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
                 state.power,
             ));
         }
-        state
+        let holders = clone_holds::holders(host, vm, &state);
+        if !holders.is_empty() {
+            let name = state.spec.name.clone();
+            drop(state);
+            return Err(linked_clones_depend(host, vm, &name, &holders));
+        }
+        let disks = state
             .spec
             .disks
             .iter()
             .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
-            .collect()
+            .collect();
+        (disks, state.spec.instance_uuid.clone())
     };
+    let parents = clone_holds::parents_of(&disks);
     unregister(host, vm, "", true)?;
+    clone_holds::release(host, &parents, &instance_uuid);
     for disk in disks {
         if let Err(error) = std::fs::remove_file(&disk) {
             tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
@@ -157,6 +189,39 @@ fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
     })?;
     let _ = std::fs::remove_dir_all(&vm.run_dir);
     Ok(None)
+}
+
+/// ResourceInUse: linked clones (`holders`, their instanceUuids) are built on layers of this
+/// VM's disks, so deleting them would break the clones; they must be destroyed or promoted.
+fn linked_clones_depend(host: &Host, vm: &Vm, name: &str, holders: &[String]) -> Fault {
+    let schema = host.schema;
+    let clones: Vec<String> = host
+        .vms
+        .all()
+        .into_iter()
+        .filter(|other| other.id != vm.id)
+        .filter_map(|other| {
+            let state = other.state();
+            holders
+                .contains(&state.spec.instance_uuid)
+                .then(|| state.spec.name.clone())
+        })
+        .collect();
+    let clones = if clones.is_empty() {
+        holders.join(", ")
+    } else {
+        clones.join(", ")
+    };
+    Fault::new(
+        schema,
+        "ResourceInUse",
+        format!(
+            "{name} cannot be deleted: the linked clones {clones} are built on its disks; \
+             destroy them or promote their disks first."
+        ),
+    )
+    .with(schema, "type", "VirtualMachine")
+    .with(schema, "name", clones.as_str())
 }
 
 /// UnregisterVM (and the end of Destroy): the VM leaves the inventory; its files stay.

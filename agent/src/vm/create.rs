@@ -25,27 +25,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| Fault::invalid_argument(schema, "name", "The VM needs a name."))?
         .to_string();
-    if name.contains('/') || name.len() > 80 {
-        return Err(Fault::invalid_argument(
-            schema,
-            "name",
-            format!("'{name}' is not a usable VM name."),
-        ));
-    }
-    if let Some(existing) = host
-        .vms
-        .all()
-        .into_iter()
-        .find(|vm| vm.state().spec.name == name)
-    {
-        return Err(Fault::new(
-            schema,
-            "DuplicateName",
-            format!("The name '{name}' already exists."),
-        )
-        .with(schema, "name", name.as_str())
-        .with(schema, "object", existing.moref.clone()));
-    }
+    check_new_name(host, &name)?;
     let vmx_path = vmx_path(host, config, &name)?;
     let vmx_file = vmx_path
         .resolve(&host.datastores)
@@ -53,22 +33,9 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
     if vmx_file.exists() {
         return Err(file_exists(host, &vmx_path.to_string()));
     }
-    let num_cpus = get("numCPUs").and_then(Value::as_i64).unwrap_or(1);
-    if !(1..=64).contains(&num_cpus) {
-        return Err(Fault::invalid_argument(
-            schema,
-            "numCPUs",
-            format!("{num_cpus} vCPUs is out of range (1..64)."),
-        ));
-    }
-    let memory_mb = get("memoryMB").and_then(Value::as_i64).unwrap_or(256);
-    if !(8..=1024 * 1024).contains(&memory_mb) {
-        return Err(Fault::invalid_argument(
-            schema,
-            "memoryMB",
-            format!("{memory_mb} MB is out of range."),
-        ));
-    }
+    let num_cpus = checked_num_cpus(host, get("numCPUs").and_then(Value::as_i64).unwrap_or(1))?;
+    let memory_mb =
+        checked_memory_mb(host, get("memoryMB").and_then(Value::as_i64).unwrap_or(256))?;
     let dir = vmx_file.parent().map(PathBuf::from).unwrap_or_default();
     let made_dir = !dir.exists();
     std::fs::create_dir_all(&dir)
@@ -81,7 +48,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
                 .and_then(Value::as_str)
                 .unwrap_or("otherLinux64Guest")
                 .to_string(),
-            num_cpus: num_cpus as i32,
+            num_cpus,
             memory_mb,
             uuid: get("uuid")
                 .and_then(Value::as_str)
@@ -102,27 +69,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
             nics: Vec::new(),
             extra_config: Vec::new(),
         };
-        for option in get("extraConfig").map(Value::items).unwrap_or_default() {
-            let option = option.as_data().ok_or_else(|| {
-                Fault::invalid_argument(schema, "extraConfig", "not an OptionValue")
-            })?;
-            let key = option
-                .get(schema, "key")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let value = option
-                .get(schema, "value")
-                .map(value_text)
-                .unwrap_or_default();
-            if key.is_empty() || key.contains(['=', '"', '\n']) {
-                return Err(Fault::invalid_argument(
-                    schema,
-                    "extraConfig",
-                    format!("bad key '{key}'"),
-                ));
-            }
-            spec.set_extra(key, &value);
-        }
+        apply_extra_config(host, &mut spec, config)?;
         for change in get("deviceChange").map(Value::items).unwrap_or_default() {
             let change = change.as_data().ok_or_else(|| {
                 Fault::invalid_argument(schema, "deviceChange", "not a VirtualDeviceConfigSpec")
@@ -164,6 +111,92 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
             Err(fault)
         }
     }
+}
+
+/// Refuses a VM name that cannot be a folder name or that another VM has (DuplicateName).
+pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
+    let schema = host.schema;
+    if name.contains('/') || name.len() > 80 {
+        return Err(Fault::invalid_argument(
+            schema,
+            "name",
+            format!("'{name}' is not a usable VM name."),
+        ));
+    }
+    if let Some(existing) = host
+        .vms
+        .all()
+        .into_iter()
+        .find(|vm| vm.state().spec.name == name)
+    {
+        return Err(Fault::new(
+            schema,
+            "DuplicateName",
+            format!("The name '{name}' already exists."),
+        )
+        .with(schema, "name", name)
+        .with(schema, "object", existing.moref.clone()));
+    }
+    Ok(())
+}
+
+/// A config's numCPUs, checked (1..=64).
+pub(super) fn checked_num_cpus(host: &Host, num_cpus: i64) -> Result<i32, Fault> {
+    if !(1..=64).contains(&num_cpus) {
+        return Err(Fault::invalid_argument(
+            host.schema,
+            "numCPUs",
+            format!("{num_cpus} vCPUs is out of range (1..64)."),
+        ));
+    }
+    Ok(num_cpus as i32)
+}
+
+/// A config's memoryMB, checked (8 MB..1 TB).
+pub(super) fn checked_memory_mb(host: &Host, memory_mb: i64) -> Result<i64, Fault> {
+    if !(8..=1024 * 1024).contains(&memory_mb) {
+        return Err(Fault::invalid_argument(
+            host.schema,
+            "memoryMB",
+            format!("{memory_mb} MB is out of range."),
+        ));
+    }
+    Ok(memory_mb)
+}
+
+/// Sets (or, with an empty value, removes) each of a config's extraConfig options.
+pub(super) fn apply_extra_config(
+    host: &Host,
+    spec: &mut VmSpec,
+    config: &DataObject,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    for option in config
+        .get(schema, "extraConfig")
+        .map(Value::items)
+        .unwrap_or_default()
+    {
+        let option = option
+            .as_data()
+            .ok_or_else(|| Fault::invalid_argument(schema, "extraConfig", "not an OptionValue"))?;
+        let key = option
+            .get(schema, "key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let value = option
+            .get(schema, "value")
+            .map(value_text)
+            .unwrap_or_default();
+        if key.is_empty() || key.contains(['=', '"', '\n']) {
+            return Err(Fault::invalid_argument(
+                schema,
+                "extraConfig",
+                format!("bad key '{key}'"),
+            ));
+        }
+        spec.set_extra(key, &value);
+    }
+    Ok(())
 }
 
 /// The `.vmx` path: files.vmPathName (a datastore, a folder, or a full path) or
@@ -211,7 +244,7 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
+pub(super) fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
     let schema = host.schema;
     let mut fault = Fault::new(schema, "InvalidDatastore", why);
     if !name.is_empty() {
@@ -224,7 +257,7 @@ fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
     fault
 }
 
-fn file_exists(host: &Host, file: &str) -> Fault {
+pub(super) fn file_exists(host: &Host, file: &str) -> Fault {
     Fault::new(
         host.schema,
         "FileAlreadyExists",
@@ -265,19 +298,26 @@ fn child_disk_options(
         Fault::new(schema, "FileFault", format!("cannot read {parent}: {e}"))
             .with(schema, "file", parent)
     };
-    let format = probe_format(&file).map_err(unreadable)?;
-    let capacity = open_disk(&file, true).map_err(unreadable)?.capacity();
-    let size = asked.unwrap_or(capacity);
-    if size < capacity {
-        return Err(Fault::invalid_argument(
+    let options = child_of(target, &file).map_err(unreadable)?;
+    match asked {
+        Some(size) if size < options.size => Err(Fault::invalid_argument(
             schema,
             "deviceChange.device.capacityInKB",
             format!("a child disk cannot be smaller than its parent {parent}"),
-        ));
+        )),
+        Some(size) => Ok(CreateOptions { size, ..options }),
+        None => Ok(options),
     }
-    let mut options = CreateOptions::new(size);
+}
+
+/// How a child disk of the image `parent` is made at `target`: the parent's size, backed by
+/// the parent under a name relative to the child's folder.
+pub(super) fn child_of(target: &Path, parent: &Path) -> Result<CreateOptions, OpenError> {
+    let format = probe_format(parent)?;
+    let capacity = open_disk(parent, true)?.capacity();
+    let mut options = CreateOptions::new(capacity);
     options.backing = Some(BackingSpec {
-        name: relative_name(target, &file),
+        name: relative_name(target, parent),
         format,
     });
     Ok(options)
@@ -303,7 +343,7 @@ fn relative_name(image: &Path, file: &Path) -> String {
     name.to_string_lossy().into_owned()
 }
 
-fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
+pub(super) fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
     Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
 }
 

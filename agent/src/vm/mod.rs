@@ -4,6 +4,7 @@
 //! [`properties`] what clients read, [`tools_host`] the host end of the tools channel.
 
 pub mod change_tracking;
+pub mod clone;
 pub mod control;
 pub mod create;
 pub mod datastore_path;

@@ -186,7 +186,7 @@ pub fn estimate_without_snapshots(tree: &DiskTree) -> Result<ConsolidationEstima
         // A merge is half done: the estimate is that of the tree as it stands.
         return tree.estimate_consolidation_space().map_err(failed);
     }
-    state.snapshots.clear();
+    state.snapshots.retain(|s| uid_of(&s.name).is_none());
     let mut scratch = sidecar.as_os_str().to_owned();
     scratch.push(format!(".estimate-{}{SIDECAR_SUFFIX}", std::process::id()));
     let scratch = PathBuf::from(scratch);

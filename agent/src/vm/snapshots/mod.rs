@@ -3,8 +3,9 @@
 //! machine state (`snapshot-<uid>/vm.state` + `vm.mem`). The list lives in `<name>.vmsd`
 //! ([`vmsd`]); [`disks`] maps it onto the disk trees, [`live`] stuns a running VM around
 //! disk-tree changes, [`properties`] publishes what clients read, [`promote`] unlinks and
-//! consolidates a linked clone's disks.
+//! consolidates a linked clone's disks, [`clone_holds`] keeps layers linked clones are built on.
 
+pub mod clone_holds;
 pub mod disks;
 pub mod live;
 pub mod promote;
@@ -401,11 +402,8 @@ fn delete_snapshots(
     consolidate: bool,
 ) -> Result<(), Fault> {
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
-    let everything = uids.len() == state.snapshots.snapshots.len();
+    // Only the VM's own snapshots go: a linked clone's hold on a layer stays (see `clone_holds`).
     let forget = |tree: &mut DiskTree| {
-        if everything {
-            return tree.forget_all();
-        }
         for &uid in uids {
             match tree.forget(&tree_snapshot_name(uid)) {
                 Err(TreeError::NoSnapshot(_)) | Ok(()) => {}

@@ -1,15 +1,18 @@
 //! PromoteDisks: gives a VM's disks their own data. With `unlink`, whatever a linked clone's
 //! parent disks (the files below a disk's base file, shared with other VMs or images) provide
 //! is copied into the base file and the link dropped; then, in every case, the layers no
-//! snapshot needs are merged as ConsolidateVMDisks does. Parent disks are only ever read.
+//! snapshot needs are merged as ConsolidateVMDisks does. Parent disks are only ever read; once
+//! unlinked, the holds a linked clone kept on them are released (`clone_holds`).
+
+use std::path::PathBuf;
 
 use vireo_api::Fault;
-use vireo_disk::tree::DiskTree;
+use vireo_disk::tree::{DiskTree, LayerId};
 
 use super::super::properties::{self, DISK_KEY};
 use super::super::{lifecycle, Power, Vm};
 use super::disks::{each, open_all};
-use super::{disk_fault, live, refresh};
+use super::{clone_holds, disk_fault, live, refresh};
 use crate::host::Host;
 
 /// PromoteDisks_Task: promotes the disks whose device keys are `keys` (every disk when empty).
@@ -30,6 +33,12 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
         .zip(chosen)
         .filter_map(|(tree, chosen)| chosen.then_some(tree))
         .collect();
+    let bases: Vec<PathBuf> = trees.iter().map(|t| t.layer_path(root(t))).collect();
+    let parents = if unlink {
+        clone_holds::parents_of(&bases)
+    } else {
+        Vec::new()
+    };
     let result = live::with_disks_closed(host, vm, &state, None, || {
         each(&mut trees, |tree| {
             if unlink {
@@ -41,7 +50,23 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
     });
     refresh(host, vm, &mut state);
     properties::publish(host, vm, &state);
+    let clone_uuid = state.spec.instance_uuid.clone();
+    drop(state);
+    if result.is_ok() {
+        // The unlinked disks no longer need the layers they were children of.
+        clone_holds::release(host, &parents, &clone_uuid);
+    }
     result
+}
+
+/// A tree's root layer (the disk's base file).
+fn root(tree: &DiskTree) -> LayerId {
+    let state = tree.state();
+    state
+        .layers
+        .iter()
+        .find(|l| l.parent.is_none())
+        .map_or(state.active, |l| l.id)
 }
 
 /// Which of the VM's `count` disks the keys name (all of them for no keys).
