@@ -68,7 +68,8 @@ pub fn clone_vm(
     }
     post_being_cloned(host, source, &wanted.name, user);
     // A running VM without a chosen snapshot is copied from a temporary one (frozen layers).
-    let temporary = match (wanted.snapshot, source.state().power) {
+    let power = source.state().power;
+    let temporary = match (wanted.snapshot, power) {
         (None, Power::On) => Some(temporary_snapshot(host, source, &wanted.name)?),
         _ => None,
     };
