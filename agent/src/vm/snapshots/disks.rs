@@ -174,7 +174,8 @@ pub fn view_of(tree: &DiskTree) -> DiskView {
 }
 
 /// Space removing every snapshot of this disk would need: the estimate of the tree with its
-/// VM snapshots dropped (linked clones' holds stay), computed from a scratch sidecar beside it (the layers are only read).
+/// VM snapshots dropped (linked clones' holds stay), computed from a scratch sidecar beside it
+/// (the layers are only read).
 pub fn estimate_without_snapshots(tree: &DiskTree) -> Result<ConsolidationEstimate, DiskTreeError> {
     let sidecar = tree.sidecar_path();
     let failed = |source| DiskTreeError::Tree {
