@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,34 +90,8 @@ impl Backup {
     }
 
     fn scribble(&mut self, ops: u32) {
-        let mut disk = open_disk(&self.tree.active_path(), false).unwrap();
-        let model = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.active)
-            .unwrap();
-        for _ in 0..ops {
-            let offset = self.rng.below(SIZE / 512) * 512;
-            let len = ((self.rng.below(64) + 1) * 512).min(SIZE - offset);
-            let byte = match self.rng.below(5) {
-                0 => {
-                    disk.write_zeroes(offset, len).unwrap();
-                    0
-                }
-                1 => {
-                    disk.discard(offset, len).unwrap();
-                    0
-                }
-                _ => {
-                    let byte = self.rng.below(255) as u8 + 1;
-                    disk.write_at(&vec![byte; len as usize], offset).unwrap();
-                    byte
-                }
-            };
-            model
-                .write_all_at(&vec![byte; len as usize], offset)
-                .unwrap();
-        }
-        disk.flush().unwrap();
+        let image = self.tree.active_path();
+        common::scribble(&mut self.rng, &image, &self.active, SIZE, ops, 64, 5);
     }
 
     fn query(&mut self) {

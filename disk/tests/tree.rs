@@ -6,12 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use common::{assert_check_clean, assert_same_content, qemu_img, qemu_io, Rng, Scratch};
 use vireo_disk::chain::MergeError;
-use vireo_disk::open_disk;
 use vireo_disk::qcow2::check::check;
 use vireo_disk::tree::{DiskTree, TreeError};
 
@@ -57,34 +55,8 @@ impl Story {
 
     /// Random writes, zero-writes and discards on the active layer and the model.
     fn scribble(&mut self, ops: u32) {
-        let mut disk = open_disk(&self.tree.active_path(), false).unwrap();
-        let model = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.active)
-            .unwrap();
-        for _ in 0..ops {
-            let offset = self.rng.below(SIZE / 512) * 512;
-            let len = ((self.rng.below(512) + 1) * 512).min(SIZE - offset);
-            let byte = match self.rng.below(6) {
-                0 => {
-                    disk.write_zeroes(offset, len).unwrap();
-                    0
-                }
-                1 => {
-                    disk.discard(offset, len).unwrap();
-                    0
-                }
-                _ => {
-                    let byte = self.rng.below(255) as u8 + 1;
-                    disk.write_at(&vec![byte; len as usize], offset).unwrap();
-                    byte
-                }
-            };
-            model
-                .write_all_at(&vec![byte; len as usize], offset)
-                .unwrap();
-        }
-        disk.flush().unwrap();
+        let image = self.tree.active_path();
+        common::scribble(&mut self.rng, &image, &self.active, SIZE, ops, 512, 6);
     }
 
     fn snapshot(&mut self) {

@@ -135,3 +135,43 @@ pub fn seeds(fixed: &[u64]) -> Vec<u64> {
     }
     seeds
 }
+
+/// Random writes, zero-writes and discards on the image at `image`, mirrored on the raw `model`
+/// file: `ops` requests of 1..=`max_sectors` sectors; one in `plain_odds` is a zero-write, one a
+/// discard, the rest data. Flushed at the end.
+pub fn scribble(
+    rng: &mut Rng,
+    image: &Path,
+    model: &Path,
+    size: u64,
+    ops: u32,
+    max_sectors: u64,
+    plain_odds: u64,
+) {
+    use std::os::unix::fs::FileExt;
+    let mut disk = vireo_disk::open_disk(image, false).unwrap();
+    let model = std::fs::OpenOptions::new().write(true).open(model).unwrap();
+    for _ in 0..ops {
+        let offset = rng.below(size / 512) * 512;
+        let len = ((rng.below(max_sectors) + 1) * 512).min(size - offset);
+        let byte = match rng.below(plain_odds) {
+            0 => {
+                disk.write_zeroes(offset, len).unwrap();
+                0
+            }
+            1 => {
+                disk.discard(offset, len).unwrap();
+                0
+            }
+            _ => {
+                let byte = rng.below(255) as u8 + 1;
+                disk.write_at(&vec![byte; len as usize], offset).unwrap();
+                byte
+            }
+        };
+        model
+            .write_all_at(&vec![byte; len as usize], offset)
+            .unwrap();
+    }
+    disk.flush().unwrap();
+}
