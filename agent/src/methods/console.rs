@@ -11,12 +11,8 @@ use crate::vm::{lifecycle, Power, Vm};
 
 /// Serves the console methods of a VirtualMachine.
 pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
-    let host = call.host;
     let schema = call.schema;
-    let vm = host
-        .vms
-        .get(call.this())
-        .ok_or_else(|| Fault::managed_object_not_found(schema, call.this()))?;
+    let vm = call.this_vm()?;
     match method {
         "AcquireTicket" => {
             let kind = call.str_arg("ticketType")?;

@@ -88,6 +88,14 @@ impl Call<'_> {
             .ok_or_else(|| Fault::not_authenticated(self.schema, self.this(), "System.View"))
     }
 
+    /// The VirtualMachine `_this` names, or ManagedObjectNotFound.
+    pub fn this_vm(&self) -> Result<Arc<crate::vm::Vm>, Fault> {
+        self.host
+            .vms
+            .get(self.this())
+            .ok_or_else(|| Fault::managed_object_not_found(self.schema, self.this()))
+    }
+
     /// The calling user's name ("" without a session).
     pub fn user(&self) -> &str {
         self.session

@@ -15,10 +15,7 @@ use crate::vm::snapshots::{self, promote, NewSnapshot};
 pub fn handle_vm(call: &Call<'_>, method: &str) -> MethodResult {
     let host = call.host;
     let schema = call.schema;
-    let vm = host
-        .vms
-        .get(call.this())
-        .ok_or_else(|| Fault::managed_object_not_found(schema, call.this()))?;
+    let vm = call.this_vm()?;
     let user = call.user().to_string();
     let flag = |name: &str| call.arg(name).and_then(Value::as_bool);
     match method {

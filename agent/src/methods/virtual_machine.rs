@@ -19,10 +19,7 @@ use crate::vm::{clone, create, lifecycle, properties, Power, Vm};
 pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
     let host = call.host;
     let schema = call.schema;
-    let vm = host
-        .vms
-        .get(call.this())
-        .ok_or_else(|| Fault::managed_object_not_found(schema, call.this()))?;
+    let vm = call.this_vm()?;
     let user = call.user().to_string();
     match method {
         "PowerOnVM_Task" => task(call, &vm, "VirtualMachine.powerOn", move |h, vm| {
