@@ -139,7 +139,8 @@ impl SharedDisk {
             // the device lock is released before the I/O: only the shared gate stays held
             let route = self.device().read_route(offset, buf.len() as u64)?;
             if let Some(route) = route {
-                return self.read_route(&route, buf);
+                self.read_route(&route, buf, FileExt::read_at)?;
+                return Ok(());
             }
         }
         self.exclusive(|device| device.read_at(buf, offset))
@@ -150,25 +151,10 @@ impl SharedDisk {
     /// can hand it to a thread that may block.
     pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError> {
         let _shared = self.gate.read().expect("disk gate poisoned");
-        let Some(route) = self.device().read_route(offset, buf.len() as u64)? else {
-            return Ok(false);
-        };
-        let mut at = 0;
-        for segment in &route {
-            match *segment {
-                Segment::File(extent) => {
-                    if !self.read_cached_extent(&mut buf[at..at + extent.len], extent.host)? {
-                        return Ok(false);
-                    }
-                    at += extent.len;
-                }
-                Segment::Zeros(len) => {
-                    buf[at..at + len].fill(0);
-                    at += len;
-                }
-            }
+        match self.device().read_route(offset, buf.len() as u64)? {
+            Some(route) => self.read_route(&route, buf, read_cached_at),
+            None => Ok(false),
         }
-        Ok(true)
     }
 
     /// Writes `buf` at `offset`; durable after `flush`.
@@ -225,12 +211,22 @@ impl SharedDisk {
         op(self.device().as_mut())
     }
 
-    fn read_route(&self, route: &[Segment], buf: &mut [u8]) -> Result<(), BlockError> {
+    /// Reads `route` into `buf`, each file piece with `read_once` (one positional read);
+    /// false as soon as a read would block (only a non-blocking `read_once` says so).
+    fn read_route(
+        &self,
+        route: &[Segment],
+        buf: &mut [u8],
+        read_once: impl Fn(&File, &mut [u8], u64) -> std::io::Result<usize>,
+    ) -> Result<bool, BlockError> {
         let mut at = 0;
         for segment in route {
             match *segment {
                 Segment::File(extent) => {
-                    self.read_zero_filled(&mut buf[at..at + extent.len], extent.host)?;
+                    let piece = &mut buf[at..at + extent.len];
+                    if !self.read_zero_filled(piece, extent.host, &read_once)? {
+                        return Ok(false);
+                    }
                     at += extent.len;
                 }
                 Segment::Zeros(len) => {
@@ -239,7 +235,7 @@ impl SharedDisk {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn write_route(&self, route: &[HostExtent], buf: &[u8]) -> Result<(), BlockError> {
@@ -256,49 +252,25 @@ impl SharedDisk {
         Ok(())
     }
 
-    fn read_zero_filled(&self, buf: &mut [u8], host: u64) -> Result<(), BlockError> {
+    /// Fills `buf` from the data file at `host` with `read_once`, zeros past its end; false if
+    /// a read would block.
+    fn read_zero_filled(
+        &self,
+        buf: &mut [u8],
+        host: u64,
+        read_once: impl Fn(&File, &mut [u8], u64) -> std::io::Result<usize>,
+    ) -> Result<bool, BlockError> {
         let mut done = 0;
         while done < buf.len() {
-            match self.data.read_at(&mut buf[done..], host + done as u64) {
+            match read_once(&self.data, &mut buf[done..], host + done as u64) {
                 Ok(0) => {
                     buf[done..].fill(0);
                     break;
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(self.io_err(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// `read_zero_filled` with RWF_NOWAIT: false as soon as a piece is not in the page cache.
-    fn read_cached_extent(&self, buf: &mut [u8], host: u64) -> Result<bool, BlockError> {
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
-            let iov = libc::iovec {
-                iov_base: rest.as_mut_ptr().cast(),
-                iov_len: rest.len(),
-            };
-            let at = i64::try_from(host + done as u64)
-                .map_err(|_| self.io_err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-            // SAFETY: one iovec covering `rest`, which we own mutably for the call.
-            let n = unsafe { libc::preadv2(self.data.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
-            match n {
-                0 => {
-                    rest.fill(0);
-                    break;
-                }
-                n if n > 0 => done += n as usize,
-                _ => {
-                    let error = std::io::Error::last_os_error();
-                    match error.raw_os_error() {
-                        Some(libc::EINTR) => {}
-                        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => return Ok(false),
-                        _ => return Err(self.io_err(error)),
-                    }
-                }
             }
         }
         Ok(true)
@@ -309,6 +281,27 @@ impl SharedDisk {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+/// One positional read that takes only what is in the page cache (preadv2 with RWF_NOWAIT);
+/// WouldBlock when the data would have to come from storage or the file system cannot tell.
+fn read_cached_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    let at =
+        i64::try_from(at).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec covering `buf`, which we own mutably for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        _ => Err(error),
     }
 }
 

@@ -172,11 +172,7 @@ pub fn execute(
         RequestKind::Discard | RequestKind::WriteZeroes => ranges(request, disk, mem).map(|_| 0),
         RequestKind::Other(_) => Err(Failure::Unsupported),
     };
-    match result {
-        Ok(written) => (Status::Ok, written + 1),
-        Err(Failure::Unsupported) => (Status::Unsupported, 1),
-        Err(Failure::Io) => (Status::IoErr, 1),
-    }
+    reply(result)
 }
 
 /// Like `execute`, but a read whose data would have to come from storage rather than the host's
@@ -191,11 +187,17 @@ pub fn execute_without_waiting(
     if request.kind != RequestKind::In {
         return Some(execute(request, disk, mem, id));
     }
-    match read_sectors(request, mem, |buf, offset| disk.read_cached(buf, offset)) {
-        Ok(Some(written)) => Some((Status::Ok, written + 1)),
-        Ok(None) => None,
-        Err(Failure::Unsupported) => Some((Status::Unsupported, 1)),
-        Err(Failure::Io) => Some((Status::IoErr, 1)),
+    let result = read_sectors(request, mem, |buf, offset| disk.read_cached(buf, offset));
+    result.transpose().map(reply)
+}
+
+/// The status of a request that ended with `result`, and the bytes written into guest buffers
+/// (the status byte included).
+fn reply(result: Result<u32, Failure>) -> (Status, u32) {
+    match result {
+        Ok(written) => (Status::Ok, written + 1),
+        Err(Failure::Unsupported) => (Status::Unsupported, 1),
+        Err(Failure::Io) => (Status::IoErr, 1),
     }
 }
 
