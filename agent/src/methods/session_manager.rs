@@ -1,6 +1,7 @@
 //! SessionManager: Login (argon2-checked, sets the session cookie, posts a login event),
 //! Logout (ends the session and everything it created), SessionIsActive, TerminateSession.
 
+use vireo_api::limits::clip;
 use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, MethodResult};
@@ -11,15 +12,16 @@ use crate::host::{lock, Host};
 pub async fn login(call: &mut Call<'_>) -> MethodResult {
     let schema = call.schema;
     let user = call.str_arg("userName")?.to_string();
-    let password = call.str_arg("password")?.to_string();
-    let host = call.host.clone();
-    let check_user = user.clone();
-    let valid =
-        tokio::task::spawn_blocking(move || lock(&host.accounts).verify(&check_user, &password))
-            .await
-            .map_err(|e| Fault::system_error(schema, format!("password check failed: {e}")))?;
+    let password = call.str_arg("password")?;
+    let valid = call
+        .host
+        .logins
+        .check(&call.host.accounts, &user, password)
+        .await
+        .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     if !valid {
-        tracing::info!(user, ip = call.peer.ip, "login refused");
+        let user = clip(&user);
+        tracing::info!(user = &*user, ip = call.peer.ip, "login refused");
         let event = DataObject::of(schema, "BadUsernameSessionEvent")
             .with(schema, "ipAddress", call.peer.ip.as_str())
             .with(
