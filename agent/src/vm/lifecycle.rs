@@ -12,7 +12,9 @@ use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
-use super::{control, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState};
+use super::{
+    control, disks, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState,
+};
 use crate::events::post_event;
 use crate::host::Host;
 use crate::inventory::now_micros;
@@ -28,7 +30,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
     snapshots::load(host, vm, &mut state);
-    state.disk_capacities = disk_capacities(host, vm, &state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     let log = vm.file("vireo-vmm.log");
     if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
@@ -45,21 +47,6 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         state.power = Power::Suspended;
     }
     properties::publish(host, vm, &state);
-}
-
-/// Reads each disk's guest-visible size from its image.
-pub fn disk_capacities(host: &Host, vm: &Vm, state: &VmState) -> Vec<u64> {
-    state
-        .spec
-        .disks
-        .iter()
-        .map(|d| {
-            vm.disk_path(&d.file_name, &host.datastores)
-                .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
-                .map(|disk| disk.capacity())
-                .unwrap_or(0)
-        })
-        .collect()
 }
 
 /// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
@@ -222,25 +209,6 @@ fn vmm_binary() -> PathBuf {
         .unwrap_or_else(|| "vireo-vmm".into())
 }
 
-fn resolve_boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
-    let schema = host.schema;
-    let path = super::datastore_path::DatastorePath::parse(value)
-        .and_then(|p| p.resolve(&host.datastores))
-        .map_err(|e| {
-            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
-                .with(schema, "property", key)
-        })?;
-    if !path.is_file() {
-        return Err(Fault::new(
-            schema,
-            "FileNotFound",
-            format!("{value} ({key} of {}) does not exist", vm.vmx_path),
-        )
-        .with(schema, "file", value));
-    }
-    Ok(path)
-}
-
 /// The command line of a fresh boot on these disk images.
 fn boot_args(
     host: &Host,
@@ -263,7 +231,7 @@ fn boot_args(
     })?;
     let initrd = spec
         .extra(BOOT_INITRD)
-        .map(|initrd| resolve_boot_file(host, vm, BOOT_INITRD, initrd))
+        .map(|initrd| disks::boot_file(host, vm, BOOT_INITRD, initrd))
         .transpose()?;
     let nets = spec
         .nics
@@ -276,7 +244,7 @@ fn boot_args(
         })
         .collect::<Result<_, _>>()?;
     Ok(VmmArgs {
-        kernel: Some(resolve_boot_file(host, vm, BOOT_KERNEL, kernel)?),
+        kernel: Some(disks::boot_file(host, vm, BOOT_KERNEL, kernel)?),
         initrd,
         cmdline: spec.extra(BOOT_CMDLINE).unwrap_or_default().into(),
         vcpus: out_of_range(schema, spec.num_cpus.try_into(), "numCPUs", spec.num_cpus)?,
@@ -333,7 +301,7 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
-    let disk_paths = snapshots::prepare_launch(host, vm, state)?;
+    let disk_paths = disks::prepare_launch(host, vm, state)?;
     let mut args = match restore {
         Some(dir) => VmmArgs {
             restore: Some(dir.to_owned()),

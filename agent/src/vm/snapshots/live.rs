@@ -9,8 +9,8 @@ use std::time::Duration;
 use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Request, SaveReport};
 
+use super::super::disks::trees as disks;
 use super::super::{control, Power, Vm, VmState};
-use super::disks;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
