@@ -89,6 +89,9 @@ pub struct VmStatus {
     pub power_button_enabled: bool,
     /// The framebuffer's geometry and backing file.
     pub framebuffer: FramebufferStatus,
+    /// Ring-0 instructions kvm-pvm refused and the VMM completed, per kind (see
+    /// `arch::emulate`); empty on hardware KVM.
+    pub completed_instructions: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The framebuffer as `status` reports it: what a reader of the backing file needs.
@@ -130,6 +133,8 @@ pub struct VmHandle {
     pub disk_slots: Vec<DiskSlot>,
     /// What the VM runs with now (disk paths change when disks are re-attached).
     pub config: Arc<Mutex<VmConfig>>,
+    /// Instructions completed for kvm-pvm, per kind.
+    pub completed: Arc<crate::arch::emulate::Counts>,
 }
 
 /// Errors starting the control server.
@@ -328,6 +333,7 @@ fn status(handle: &VmHandle) -> VmStatus {
             stride: handle.framebuffer.stride,
             file: lock(&handle.config).framebuffer_file.clone(),
         },
+        completed_instructions: handle.completed.snapshot(),
     }
 }
 
