@@ -170,12 +170,12 @@ impl Counts {
     }
 
     /// The counts by kind name (kinds never seen are left out), plus `"faulted"` when nonzero.
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        let mut map: BTreeMap<&'static str, u64> = Kind::ALL
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let mut map: BTreeMap<String, u64> = Kind::ALL
             .iter()
             .map(|k| {
                 (
-                    k.name(),
+                    k.name().to_owned(),
                     self.completed[*k as usize].load(Ordering::Relaxed),
                 )
             })
@@ -183,7 +183,7 @@ impl Counts {
             .collect();
         let faulted = self.faulted.load(Ordering::Relaxed);
         if faulted > 0 {
-            map.insert("faulted", faulted);
+            map.insert("faulted".to_owned(), faulted);
         }
         map
     }
