@@ -11,7 +11,9 @@ use vireo_api::{DataObject, Fault, Value};
 
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
-use super::{control, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState};
+use super::{
+    control, disks, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState,
+};
 use crate::events::post_event;
 use crate::host::Host;
 use crate::inventory::now_micros;
@@ -27,7 +29,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
     snapshots::load(host, vm, &mut state);
-    state.disk_capacities = disk_capacities(host, vm, &state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     let log = vm.file("vireo-vmm.log");
     if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
@@ -44,21 +46,6 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         state.power = Power::Suspended;
     }
     properties::publish(host, vm, &state);
-}
-
-/// Reads each disk's guest-visible size from its image.
-pub fn disk_capacities(host: &Host, vm: &Vm, state: &VmState) -> Vec<u64> {
-    state
-        .spec
-        .disks
-        .iter()
-        .map(|d| {
-            vm.disk_path(&d.file_name, &host.datastores)
-                .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
-                .map(|disk| disk.capacity())
-                .unwrap_or(0)
-        })
-        .collect()
 }
 
 /// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
@@ -221,25 +208,6 @@ fn vmm_binary() -> PathBuf {
         .unwrap_or_else(|| "vireo-vmm".into())
 }
 
-fn resolve_boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
-    let schema = host.schema;
-    let path = super::datastore_path::DatastorePath::parse(value)
-        .and_then(|p| p.resolve(&host.datastores))
-        .map_err(|e| {
-            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
-                .with(schema, "property", key)
-        })?;
-    if !path.is_file() {
-        return Err(Fault::new(
-            schema,
-            "FileNotFound",
-            format!("{value} ({key} of {}) does not exist", vm.vmx_path),
-        )
-        .with(schema, "file", value));
-    }
-    Ok(path)
-}
-
 /// The command line of a fresh boot on these disk images.
 fn boot_args(
     host: &Host,
@@ -262,11 +230,11 @@ fn boot_args(
     })?;
     let mut args: Vec<OsString> = vec![
         "--kernel".into(),
-        resolve_boot_file(host, vm, BOOT_KERNEL, kernel)?.into(),
+        disks::boot_file(host, vm, BOOT_KERNEL, kernel)?.into(),
     ];
     if let Some(initrd) = spec.extra(BOOT_INITRD) {
         args.push("--initrd".into());
-        args.push(resolve_boot_file(host, vm, BOOT_INITRD, initrd)?.into());
+        args.push(disks::boot_file(host, vm, BOOT_INITRD, initrd)?.into());
     }
     args.push("--cmdline".into());
     args.push(spec.extra(BOOT_CMDLINE).unwrap_or_default().into());
@@ -299,7 +267,7 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
-    let disk_paths = snapshots::prepare_launch(host, vm, state)?;
+    let disk_paths = disks::prepare_launch(host, vm, state)?;
     let mut args = match restore {
         Some(dir) => {
             let mut args: Vec<OsString> = vec!["--restore".into(), dir.into()];

@@ -7,7 +7,7 @@ use super::task;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::{lifecycle, properties, Power, Vm};
+use crate::vm::{disks, lifecycle, properties, Power, Vm};
 
 pub(super) fn reload(call: &Call<'_>) -> MethodResult {
     reload_vmx(call.host, &*call.this_vm()?, None).map(|_| None)
@@ -24,7 +24,7 @@ pub(super) fn reload_from_path(call: &Call<'_>) -> MethodResult {
 pub(super) fn refresh_storage_info(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
     let mut state = vm.state();
-    state.disk_capacities = lifecycle::disk_capacities(call.host, &vm, &state);
+    state.disk_capacities = disks::capacities(call.host, &vm, &state.spec);
     properties::publish(call.host, &vm, &state);
     Ok(None)
 }
@@ -69,7 +69,7 @@ fn reload_vmx(host: &Host, vm: &Vm, path: Option<&str>) -> Result<(), Fault> {
         spec.instance_uuid
     };
     state.spec = spec;
-    state.disk_capacities = lifecycle::disk_capacities(host, vm, &state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     properties::publish(host, vm, &state);
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use vireo_api::Fault;
 
+use super::super::disks::trees as disks;
 use super::super::{control, Power, Vm, VmState};
-use super::disks;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
