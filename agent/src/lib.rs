@@ -5,6 +5,7 @@
 pub mod config;
 pub mod console;
 pub mod events;
+pub mod faults;
 pub mod host;
 pub mod http_files;
 pub mod inventory;
