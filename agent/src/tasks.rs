@@ -227,15 +227,17 @@ impl TaskHandle {
         });
     }
 
+    /// Frees the entity before publishing the outcome, so a client that sees the task end can
+    /// start the next one at once.
     fn finish(&mut self, outcome: impl FnOnce(&vireo_api::Schema, &mut DataObject)) {
         self.finished = true;
+        if self.mutating {
+            lock(&self.host.tasks).busy.remove(&self.entity);
+        }
         self.update(|schema, info| {
             outcome(schema, info);
             info.set(schema, "completeTime", Value::DateTime(now_micros()));
         });
-        if self.mutating {
-            lock(&self.host.tasks).busy.remove(&self.entity);
-        }
     }
 
     fn update(&self, change: impl FnOnce(&vireo_api::Schema, &mut DataObject)) {
