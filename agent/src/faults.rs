@@ -145,6 +145,15 @@ pub fn insufficient_memory(schema: &Schema, available_mb: i64, requested_mb: i64
     .with(schema, "requested", requested_mb * 1024 * 1024)
 }
 
+/// `LimitExceeded`: the caller already holds `limit` of something.
+pub fn limit_exceeded(schema: &Schema, limit: usize, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "LimitExceeded", why).with(
+        schema,
+        "limit",
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
 /// `InvalidVmConfig`: the configuration's `property` is unusable.
 pub fn invalid_vm_config(schema: &Schema, property: &str, why: impl Into<String>) -> Fault {
     Fault::new(schema, "InvalidVmConfig", why).with(schema, "property", property)
@@ -202,6 +211,7 @@ mod tests {
                 insufficient_memory(schema, 1, 2),
                 "InsufficientMemoryResourcesFault",
             ),
+            (limit_exceeded(schema, 5, "x"), "LimitExceeded"),
             (invalid_vm_config(schema, "memSize", "x"), "InvalidVmConfig"),
             (generic_vm_config_fault(schema, "x"), "GenericVmConfigFault"),
         ];
