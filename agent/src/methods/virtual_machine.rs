@@ -13,7 +13,7 @@ use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
 use crate::vm::snapshots::clone_holds;
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{clone, create, disks, lifecycle, properties, Power, Vm};
+use crate::vm::{clone, create, destroy, disks, lifecycle, properties, Power, Vm};
 
 /// Serves VirtualMachine methods.
 pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
@@ -142,10 +142,10 @@ fn guest_request(host: &Host, vm: &Vm, op: Operation) -> MethodResult {
     }
 }
 
-/// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
+/// Destroy: deletes the files the VM owns, then its folder if empty (a folder holding other
+/// files stays), and forgets it. Only when not running.
 fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
-    let schema = host.schema;
-    let (disks, instance_uuid): (Vec<_>, String) = {
+    let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {
             return Err(lifecycle::invalid_power_state(
@@ -160,31 +160,22 @@ fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
             drop(state);
             return Err(linked_clones_depend(host, vm, &name, &holders));
         }
-        let disks = state
+        let bases: Vec<_> = state
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
             .collect();
-        (disks, state.spec.instance_uuid.clone())
+        let owned = destroy::owned_files(vm, &state, &bases);
+        (bases, owned, state.spec.instance_uuid.clone())
     };
-    let parents = clone_holds::parents_of(&disks);
+    let parents = clone_holds::parents_of(&bases);
     unregister(host, vm, "", true)?;
     clone_holds::release(host, &parents, &instance_uuid);
-    for disk in disks {
-        if let Err(error) = std::fs::remove_file(&disk) {
-            tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
-        }
-    }
-    std::fs::remove_dir_all(&vm.dir).map_err(|e| {
-        Fault::new(
-            schema,
-            "FileFault",
-            format!("cannot delete {}: {e}", vm.vmx_path.parent()),
-        )
-        .with(schema, "file", vm.vmx_path.parent().to_string())
-    })?;
     let _ = std::fs::remove_dir_all(&vm.run_dir);
+    for kept in owned.remove() {
+        tracing::warn!(folder = %kept.display(), "left in place: it holds files the VM does not own");
+    }
     Ok(None)
 }
 
@@ -399,6 +390,13 @@ fn register(
     let schema = host.schema;
     let parsed = DatastorePath::parse(path)
         .map_err(|e| Fault::invalid_argument(schema, "path", e.to_string()))?;
+    if parsed.is_at_root() {
+        return Err(Fault::invalid_argument(
+            schema,
+            "path",
+            format!("{path}: a VM's .vmx must be in a folder of the datastore, not at its root"),
+        ));
+    }
     let file = parsed.resolve(&host.datastores).map_err(|e| {
         Fault::new(schema, "InvalidDatastore", e.to_string()).with(
             schema,
