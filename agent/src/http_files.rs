@@ -146,7 +146,8 @@ fn open_file(
         DatastorePathError::Unreachable { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
-        e => (StatusCode::FORBIDDEN, e.to_string()),
+        DatastorePathError::Symlink(_) => (StatusCode::FORBIDDEN, e.to_string()),
+        e => (StatusCode::BAD_REQUEST, e.to_string()),
     };
     if relative.starts_with('/') {
         return Err(refused(DatastorePathError::Escapes(relative)));

@@ -323,9 +323,10 @@ fn child_disk_options(
     let field = "deviceChange.device.backing.parent.fileName";
     let parent_path = DatastorePath::parse(parent)
         .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
-    let file = parent_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &parent_path.datastore, e.to_string()))?;
+    let file = parent_path.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => file_not_found(host, parent),
+        e => invalid_datastore(host, &parent_path.datastore, e.to_string()),
+    })?;
     if !file.is_file() {
         return Err(file_not_found(host, parent));
     }

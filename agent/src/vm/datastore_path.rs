@@ -105,8 +105,7 @@ impl DatastorePath {
     pub fn resolve_new(&self, datastores: &[DatastoreDir]) -> Result<PathBuf, DatastorePathError> {
         let name = Path::new(&self.path)
             .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .last()
+            .rfind(|c| matches!(c, Component::Normal(_)))
             .ok_or_else(|| DatastorePathError::Escapes(self.to_string()))?;
         Ok(self.parent().resolve(datastores)?.join(name))
     }
