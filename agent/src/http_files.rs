@@ -57,15 +57,10 @@ async fn authorized(host: &Arc<Host>, request: &Request<Incoming>) -> bool {
     else {
         return false;
     };
-    let host = host.clone();
-    tokio::task::spawn_blocking(move || {
-        host.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verify(&user, &password)
-    })
-    .await
-    .unwrap_or(false)
+    host.logins
+        .check(&host.accounts, &user, &password)
+        .await
+        .unwrap_or(false)
 }
 
 /// `Basic base64(user:password)` → (user, password).
