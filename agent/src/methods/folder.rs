@@ -100,11 +100,20 @@ fn register(
     let schema = host.schema;
     let parsed = DatastorePath::parse(path)
         .map_err(|e| Fault::invalid_argument(schema, "path", e.to_string()))?;
-    let file = parsed
-        .resolve(&host.datastores)
-        .map_err(|e| faults::invalid_datastore(schema, &parsed.datastore, e))?;
+    if parsed.is_at_root() {
+        return Err(Fault::invalid_argument(
+            schema,
+            "path",
+            format!("{path}: a VM's .vmx must be in a folder of the datastore, not at its root"),
+        ));
+    }
+    let not_found = || Fault::not_found(schema, format!("{path} does not exist"));
+    let file = parsed.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => not_found(),
+        e => faults::invalid_datastore(schema, &parsed.datastore, e),
+    })?;
     if !file.is_file() {
-        return Err(Fault::not_found(schema, format!("{path} does not exist")));
+        return Err(not_found());
     }
     if host.vms.by_path(&parsed).is_some() {
         return Err(faults::already_exists(

@@ -10,7 +10,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::snapshots::clone_holds;
-use crate::vm::{lifecycle, properties, Power, Vm};
+use crate::vm::{destroy, lifecycle, properties, Power, Vm};
 
 pub(super) fn destroy(call: &Call<'_>) -> MethodResult {
     task(call, &call.this_vm()?, "VirtualMachine.destroy", destroy_vm)
@@ -28,14 +28,14 @@ pub(super) fn mark_as_virtual_machine(call: &Call<'_>) -> MethodResult {
     set_template(call.host, &*call.this_vm()?, false).map(|_| None)
 }
 
-/// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
+/// Destroy: deletes the files the VM owns, then its folder if empty (a folder holding other
+/// files stays), and forgets it. Only when not running.
 fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
-    let schema = host.schema;
-    let (disks, instance_uuid): (Vec<_>, String) = {
+    let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {
             return Err(faults::invalid_power_state(
-                schema,
+                host.schema,
                 Some(Power::Off),
                 state.power,
             ));
@@ -46,31 +46,22 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
             drop(state);
             return Err(linked_clones_depend(host, vm, &name, &holders));
         }
-        let disks = state
+        let bases: Vec<_> = state
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
             .collect();
-        (disks, state.spec.instance_uuid.clone())
+        let owned = destroy::owned_files(vm, &state, &bases);
+        (bases, owned, state.spec.instance_uuid.clone())
     };
-    let parents = clone_holds::parents_of(&disks);
+    let parents = clone_holds::parents_of(&bases);
     unregister_vm(host, vm, "", true)?;
     clone_holds::release(host, &parents, &instance_uuid);
-    for disk in disks {
-        if let Err(error) = std::fs::remove_file(&disk) {
-            tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
-        }
-    }
-    std::fs::remove_dir_all(&vm.dir).map_err(|e| {
-        let folder = vm.vmx_path.parent();
-        faults::file_fault(
-            schema,
-            &folder.to_string(),
-            format!("cannot delete {folder}: {e}"),
-        )
-    })?;
     let _ = std::fs::remove_dir_all(&vm.run_dir);
+    for kept in owned.remove() {
+        tracing::warn!(folder = %kept.display(), "left in place: it holds files the VM does not own");
+    }
     Ok(None)
 }
 

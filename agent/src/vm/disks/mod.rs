@@ -37,6 +37,7 @@ pub fn capacities(host: &Host, vm: &Vm, spec: &VmSpec) -> Vec<u64> {
         .iter()
         .map(|d| {
             vm.disk_path(&d.file_name, &host.datastores)
+                .ok()
                 .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
                 .map(|disk| disk.capacity())
                 .unwrap_or(0)
@@ -90,7 +91,7 @@ pub fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Res
 /// A disk-tree failure as the API reports it.
 pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
     let file = match &error {
-        DiskTreeError::NotOnDatastore(name) => name.clone(),
+        DiskTreeError::Location { file, .. } => file.clone(),
         DiskTreeError::Tree { path, .. } => path.display().to_string(),
     };
     faults::file_fault(host.schema, &file, error)
