@@ -114,6 +114,14 @@ impl Accounts {
         users
     }
 
+    /// Removes (and saves) a user; false if there was none.
+    pub fn remove(&mut self, user: &str) -> Result<bool, AccountsError> {
+        if self.hashes.remove(user).is_none() {
+            return Ok(false);
+        }
+        self.write().map(|()| true)
+    }
+
     /// Whether the user exists.
     pub fn exists(&self, user: &str) -> bool {
         self.hashes.contains_key(user)
@@ -139,34 +147,38 @@ impl Accounts {
     }
 
     fn write(&self) -> Result<(), AccountsError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let mut names: Vec<_> = self.hashes.keys().collect();
         names.sort();
         let text: String = names
             .iter()
             .map(|n| format!("{n}:{}\n", self.hashes[*n]))
             .collect();
-        let io = |source| AccountsError::Io {
+        replace_private(&self.path, text.as_bytes()).map_err(|source| AccountsError::Io {
             path: self.path.clone(),
             source,
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        })
     }
+}
+
+/// Replaces `path` with `bytes` (mode 0600, written to a temporary file, synced, then renamed
+/// over it) so that a crash leaves the old or the new content and no one else can read it.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// 16 random characters from an unambiguous alphabet.
