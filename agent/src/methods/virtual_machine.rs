@@ -13,7 +13,7 @@ use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
 use crate::vm::snapshots::clone_holds;
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{clone, create, lifecycle, properties, Power, Vm};
+use crate::vm::{clone, create, disks, lifecycle, properties, Power, Vm};
 
 /// Serves VirtualMachine methods.
 pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
@@ -54,7 +54,7 @@ pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
         }
         "RefreshStorageInfo" => {
             let mut state = vm.state();
-            state.disk_capacities = lifecycle::disk_capacities(host, &vm, &state);
+            state.disk_capacities = disks::capacities(host, &vm, &state.spec);
             properties::publish(host, &vm, &state);
             Ok(None)
         }
@@ -328,7 +328,7 @@ fn reload(host: &Host, vm: &Vm, path: Option<&str>) -> Result<(), Fault> {
         spec.instance_uuid
     };
     state.spec = spec;
-    state.disk_capacities = lifecycle::disk_capacities(host, vm, &state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     properties::publish(host, vm, &state);
     Ok(())
 }
