@@ -161,6 +161,11 @@ def test_custom_role_powers_on_one_vm_and_not_another(si, agent):
     op = agent.vireod.connect("operator", "Operator-pass-1")
     assert visible(op) == ({"role-on"}, 1)
     mine = as_user(op, allowed)
+    # References to what the user cannot see are left out; searches do not find it.
+    assert mine.datastore == [] and allowed.datastore[0].name == "datastore1"
+    search = op.content.searchIndex
+    assert search.FindByInventoryPath("ha-datacenter/vm/role-on") == mine
+    assert search.FindByInventoryPath("ha-datacenter/vm/role-off") is None
     power_on_booted(agent, mine)
     refused(lambda: mine.PowerOffVM_Task(), "VirtualMachine.Interact.PowerOff")
     refused(lambda: as_user(op, other).PowerOnVM_Task(), "VirtualMachine.Interact.PowerOn")

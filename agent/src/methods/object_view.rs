@@ -120,6 +120,24 @@ impl ObjectView<'_> {
         Err(Fault::not_authenticated(schema, obj, privilege))
     }
 
+    /// A list of references without those to objects the caller may not see (a datastore's
+    /// `vm`, an entity's `recentTask`...); other values as they are.
+    fn without_hidden_refs<'v>(&self, value: &'v Value) -> Cow<'v, Value> {
+        let hidden = |item: &Value| {
+            item.as_moref()
+                .is_some_and(|r| self.scoped_type(r).is_some() && self.visible_type(r).is_none())
+        };
+        match value {
+            Value::Array(ty, items) if self.session.is_some() && items.iter().any(hidden) => {
+                Cow::Owned(Value::Array(
+                    *ty,
+                    items.iter().filter(|i| !hidden(i)).cloned().collect(),
+                ))
+            }
+            _ => Cow::Borrowed(value),
+        }
+    }
+
     fn owned_of_type(&self, ty: &str) -> Vec<MoRef> {
         let schema = self.host.schema;
         let Some(session) = self.session else {
@@ -150,7 +168,7 @@ impl ObjectSource for ObjectView<'_> {
         Ok(self
             .inventory
             .stored(self.host.schema, obj, name)
-            .map(Cow::Borrowed))
+            .map(|value| self.without_hidden_refs(value)))
     }
 }
 

@@ -1,5 +1,5 @@
 //! SearchIndex: finds entities by inventory path, by name under a parent, by BIOS/instance UUID,
-//! by datastore path and by DNS name.
+//! by datastore path and by DNS name — among the objects the caller may see.
 
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, MoRef, Value};
@@ -76,6 +76,12 @@ pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
         }
         _ => return Err(Fault::not_supported(schema, method.to_string())),
     };
+    // Objects the caller may not see are not found.
+    let objects = call.objects(&inv);
+    let found: Vec<MoRef> = found
+        .into_iter()
+        .filter(|o| objects.visible_type(o).is_some())
+        .collect();
     if method.starts_with("FindAll") {
         return Ok(Some(Value::refs(schema, &found)));
     }
