@@ -11,7 +11,7 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::access;
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable};
 use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
 use crate::host::{lock, Host};
 use crate::inventory::esxi::refs;
@@ -222,21 +222,64 @@ fn permissions_arg(call: &Call<'_>, entity: &MoRef) -> Result<Vec<Permission>, F
         .collect()
 }
 
-/// Serves AuthorizationManager methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
-    match method {
-        "AddAuthorizationRole" | "UpdateAuthorizationRole" | "RemoveAuthorizationRole" => {
-            change_role(call, method)
-        }
-        "SetEntityPermissions" | "ResetEntityPermissions" | "RemoveEntityPermission" => {
-            change_permissions(call, method)
-        }
-        "RetrieveAllPermissions" | "RetrieveEntityPermissions" | "RetrieveRolePermissions" => {
-            retrieve_permissions(call, method)
-        }
-        _ => privilege_query(call, method),
-    }
-}
+/// AuthorizationManager's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "AuthorizationManager",
+    methods: &[
+        (
+            "AddAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "AddAuthorizationRole")),
+        ),
+        (
+            "UpdateAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "UpdateAuthorizationRole")),
+        ),
+        (
+            "RemoveAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "RemoveAuthorizationRole")),
+        ),
+        (
+            "SetEntityPermissions",
+            Handler::Sync(|c| change_permissions(c, "SetEntityPermissions")),
+        ),
+        (
+            "ResetEntityPermissions",
+            Handler::Sync(|c| change_permissions(c, "ResetEntityPermissions")),
+        ),
+        (
+            "RemoveEntityPermission",
+            Handler::Sync(|c| change_permissions(c, "RemoveEntityPermission")),
+        ),
+        (
+            "RetrieveAllPermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveAllPermissions")),
+        ),
+        (
+            "RetrieveEntityPermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveEntityPermissions")),
+        ),
+        (
+            "RetrieveRolePermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveRolePermissions")),
+        ),
+        (
+            "HasPrivilegeOnEntity",
+            Handler::Sync(|c| privilege_query(c, "HasPrivilegeOnEntity")),
+        ),
+        (
+            "HasPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "HasPrivilegeOnEntities")),
+        ),
+        (
+            "HasUserPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "HasUserPrivilegeOnEntities")),
+        ),
+        (
+            "FetchUserPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "FetchUserPrivilegeOnEntities")),
+        ),
+    ],
+};
 
 fn change_role(call: &Call<'_>, method: &str) -> MethodResult {
     let (host, schema) = (call.host, call.schema);
@@ -404,7 +447,7 @@ fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
             schema.known_type("EntityPrivilege"),
             entities.iter().map(availability).collect(),
         ),
-        "FetchUserPrivilegeOnEntities" => Value::Array(
+        _ => Value::Array(
             schema.known_type("UserPrivilegeResult"),
             entities
                 .iter()
@@ -423,12 +466,6 @@ fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
                 })
                 .collect(),
         ),
-        _ => {
-            return Err(Fault::not_supported(
-                schema,
-                format!("{method} is not implemented by this host."),
-            ))
-        }
     };
     Ok(Some(result))
 }
