@@ -15,6 +15,7 @@ use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
+use crate::logins::Logins;
 use crate::methods::history::HistoryCollector;
 use crate::sessions::Sessions;
 use crate::tasks::TaskLog;
@@ -35,6 +36,8 @@ pub struct Host {
     pub accounts: Mutex<Accounts>,
     /// Roles and permissions. Readers may hold the inventory lock; a writer must not take it.
     pub authz: RwLock<Authz>,
+    /// Password checks and the failed-login lockout.
+    pub logins: Logins,
     /// Tasks: which entity is busy, and the finished-task history.
     pub tasks: Mutex<TaskLog>,
     /// Recorded events.
@@ -65,6 +68,7 @@ impl Host {
         Host {
             schema,
             vms: crate::vm::Vms::new(&config.data_dir),
+            logins: Logins::new(&config),
             config,
             datastores,
             inventory: RwLock::new(inventory),

@@ -54,18 +54,8 @@ async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Op
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(basic_credentials)?;
-    let host = host.clone();
-    tokio::task::spawn_blocking(move || {
-        let valid = host
-            .accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verify(&user, &password);
-        valid.then_some(user)
-    })
-    .await
-    .ok()
-    .flatten()
+    let valid = host.logins.check(&host.accounts, &user, &password).await;
+    valid.unwrap_or(false).then_some(user)
 }
 
 /// 401 without credentials; 403 unless the user holds one of `privileges` on `obj` (an object

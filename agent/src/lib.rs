@@ -4,11 +4,13 @@
 
 pub mod authz;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod events;
 pub mod host;
 pub mod http_files;
 pub mod inventory;
+pub mod logins;
 pub mod methods;
 pub mod server;
 pub mod sessions;

@@ -82,28 +82,27 @@ impl Accounts {
         }
     }
 
-    /// Whether `password` is `user`'s password.
+    /// Whether `password` is `user`'s password. Runs argon2: callers serving clients check
+    /// passwords through `Logins` instead, outside the accounts lock.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.hashes.get(user) else {
-            return false;
-        };
-        let Ok(parsed) = PasswordHash::new(hash) else {
-            return false;
-        };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+        self.hashes
+            .get(user)
+            .is_some_and(|hash| verify_hash(hash, password))
+    }
+
+    /// A user's password hash (PHC string), if the user exists.
+    pub fn password_hash(&self, user: &str) -> Option<String> {
+        self.hashes.get(user).cloned()
     }
 
     /// Sets (and saves) a user's password.
     pub fn set_password(&mut self, user: &str, password: &str) -> Result<(), AccountsError> {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| AccountsError::Random(e.to_string()))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| AccountsError::Hash(e.to_string()))?;
-        self.hashes.insert(user.to_string(), hash.to_string());
+        self.set_hash(user, hash_password(password)?)
+    }
+
+    /// Sets (and saves) a user's password hash, made by [`hash_password`].
+    pub fn set_hash(&mut self, user: &str, hash: String) -> Result<(), AccountsError> {
+        self.hashes.insert(user.to_string(), hash);
         self.write()
     }
 
@@ -179,6 +178,33 @@ pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Whether `password` matches a PHC-string hash (argon2; tens of milliseconds).
+pub fn verify_hash(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A hash of a random password, with the parameters real accounts get: checking a password
+/// against it costs what checking a real account does.
+pub fn decoy_hash() -> Result<String, AccountsError> {
+    hash_password(&random_password()?)
+}
+
+/// An argon2 hash (PHC string) of `password` with a fresh salt (tens of milliseconds: callers
+/// serving clients run it on a blocking thread, outside the accounts lock).
+pub fn hash_password(password: &str) -> Result<String, AccountsError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| AccountsError::Random(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AccountsError::Hash(e.to_string()))
 }
 
 /// 16 random characters from an unambiguous alphabet.
