@@ -151,18 +151,13 @@ impl Call<'_> {
         if self.host.inventory().owned_by(&session.key) < limit {
             return Ok(());
         }
-        Err(Fault::new(
+        Err(crate::faults::limit_exceeded(
             self.schema,
-            "LimitExceeded",
+            limit,
             format!(
                 "the session holds {limit} property filters, collectors and views, its limit; \
                  destroy some first"
             ),
-        )
-        .with(
-            self.schema,
-            "limit",
-            i32::try_from(limit).unwrap_or(i32::MAX),
         ))
     }
 
