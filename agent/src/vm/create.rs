@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::block::probe_format;
+use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
@@ -383,6 +383,21 @@ pub(super) fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Faul
     Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
 }
 
+/// The format of an existing disk a client attaches (probed once, then pinned in the
+/// `.vmx`), after checking that it opens with its whole backing chain inside the datastore.
+fn existing_disk_format(host: &Host, path: &Path, name: &str) -> Result<ImageFormat, Fault> {
+    let unusable = |e: OpenError| {
+        Fault::new(host.schema, "FileFault", format!("cannot use {name}: {e}")).with(
+            host.schema,
+            "file",
+            name,
+        )
+    };
+    let format = probe_format(path).map_err(unusable)?;
+    open_disk_as(path, format, true).map_err(unusable)?;
+    Ok(format)
+}
+
 /// Applies one `add` device change to the new VM.
 fn add_device(
     host: &Host,
@@ -495,10 +510,15 @@ fn add_device(
                     target.to_string(),
                 )
             })?;
-            created.push(path);
+            created.push(path.clone());
         } else if !path.is_file() {
             return Err(file_not_found(host, &target.to_string()));
         }
+        let format = if creating {
+            ImageFormat::Qcow2
+        } else {
+            existing_disk_format(host, &path, &target.to_string())?
+        };
         let file_name = if target.parent() == folder {
             target
                 .path
@@ -509,7 +529,10 @@ fn add_device(
         } else {
             target.to_string()
         };
-        spec.disks.push(DiskSpec { file_name });
+        spec.disks.push(DiskSpec {
+            file_name,
+            format: Some(format),
+        });
         return Ok(());
     }
     if schema.is_a(device.ty, schema.known_type("VirtualEthernetCard")) {
