@@ -20,6 +20,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Idle time after which a session ends.
     pub session_idle_timeout_secs: u64,
+    /// The user each jailed `vireo-vmm` runs as.
+    pub vmm_uid: u32,
+    /// The group each jailed `vireo-vmm` runs as.
+    pub vmm_gid: u32,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,

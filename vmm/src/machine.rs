@@ -136,8 +136,8 @@ impl Machine {
         self.run_state.clone()
     }
 
-    /// Runs the VM until the guest is gone; returns how it ended.
-    pub fn run(mut self) -> VmExit {
+    /// Runs the VM until the guest is gone, serving `control` if given; returns how it ended.
+    pub fn run(mut self, control: Option<control::ControlListener>) -> VmExit {
         if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick) {
             return VmExit::Crashed {
                 detail: format!("cannot install the vCPU kick handler: {e}"),
@@ -172,7 +172,7 @@ impl Machine {
         if self.config.serial_stdio {
             self.forward_stdin();
         }
-        let control_server = self.config.control_socket.as_ref().map(|path| {
+        let control_server = control.map(|listener| {
             let handle = VmHandle {
                 run_state: self.run_state.clone(),
                 pm: self.pm.clone(),
@@ -187,7 +187,7 @@ impl Machine {
                 vm_fd: self.vm.fd.clone(),
                 config: Arc::new(Mutex::new(self.config.clone())),
             };
-            control::serve(path, handle)
+            control::serve(listener, handle)
         });
         if let Some(Err(e)) = &control_server {
             self.run_state.request_exit(VmExit::Crashed {

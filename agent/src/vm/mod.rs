@@ -9,6 +9,7 @@ pub mod control;
 pub mod create;
 pub mod datastore_path;
 pub mod disks;
+pub mod jail;
 pub mod lifecycle;
 pub mod network;
 pub mod process;
