@@ -1,7 +1,7 @@
 //! Bringing vireod up: data directory, TLS identity, accounts, the inventory (host tree plus
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,17 @@ pub struct Started {
     pub generated_root_password: Option<String>,
 }
 
+/// Gives the data dir mode 0700 (an older one may have been made 0755).
+fn make_private(dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        StartupError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Prepares everything short of listening.
 pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError> {
     let create = |path: &PathBuf| {
@@ -53,7 +64,12 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
             source,
         })
     };
+    // Every file vireod and its VMMs create is private to root (VM folders, disks, logs,
+    // memory files), whatever umask vireod was started with.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     create(&config.data_dir)?;
+    make_private(&config.data_dir)?;
     let datastores: Vec<DatastoreDir> = config
         .datastores
         .iter()
