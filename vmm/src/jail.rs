@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, pivot_root, setgroups, setresgid, setresuid, Gid, Uid};
 
 /// Where the new root's tmpfs is mounted while it is being filled (any existing directory
@@ -86,6 +86,8 @@ pub fn enter_view(dirs: &[PathBuf], devices: &[&Path]) -> Result<(), JailError> 
         .chain(devices.iter().copied())
         .map(open_exposed)
         .collect::<Result<Vec<_>, _>>()?;
+    // The mount points must be searchable by the jail's user whatever umask we inherited.
+    umask(Mode::from_bits_truncate(0o022));
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("tmpfs"),

@@ -6,7 +6,7 @@
 //! users or make namespaces: its VMMs then run as its own user, unjailed.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, geteuid, Gid, Uid};
@@ -73,17 +73,14 @@ impl VmmJail {
 
     /// Makes `dir` (mode 0700) for the jailed VMM to write in.
     pub fn make_dir(&self, dir: &Path) -> std::io::Result<()> {
-        make_private_dir(dir)?;
+        ensure_private_dir(dir)?;
         self.grant(dir)
     }
 }
 
-/// Makes `dir` (and missing parents) with mode 0700 whatever the umask.
-pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+/// Makes sure `dir` (and its parents) exists, with mode 0700 whatever the umask.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
@@ -91,7 +88,7 @@ pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
 pub fn make_save_dir(jail: Option<VmmJail>, dir: &Path) -> std::io::Result<()> {
     match jail {
         Some(jail) => jail.make_dir(dir),
-        None => make_private_dir(dir),
+        None => ensure_private_dir(dir),
     }
 }
 

@@ -324,7 +324,7 @@ fn launch(
         },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
-    jail::make_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
+    jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
     let tools_socket = vm.run_dir.join("tools.sock");
     if control_socket.as_os_str().len() >= 108 {

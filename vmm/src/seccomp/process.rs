@@ -4,7 +4,7 @@
 //! terminal requests the VMM makes, no executable memory (`mmap`/`mprotect` with PROT_EXEC),
 //! `clone` only with the flags of a new thread (`clone3`, whose flags the filter cannot read,
 //! answers ENOSYS so glibc falls back to `clone`), `prctl` only for thread names and
-//! no-new-privileges, and sockets only in AF_UNIX. Guest-facing threads add a narrower filter
+//! no-new-privileges, sockets only in AF_UNIX, and signals only to the VMM's own threads. Guest-facing threads add a narrower filter
 //! on top (see the parent module).
 
 use std::collections::BTreeMap;
@@ -101,12 +101,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_geteuid,
     libc::SYS_getgid,
     libc::SYS_getegid,
-    // Signals: termination signals, vCPU kicks, SIGSYS reports, glibc's set*id broadcast.
+    // Signals: termination signals, vCPU kicks, SIGSYS reports (tgkill is limited below).
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_rt_sigtimedwait,
-    libc::SYS_tgkill,
     // Time.
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
@@ -207,7 +206,7 @@ fn condition(
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
 }
 
-/// Rules with argument conditions: ioctl, mmap, mprotect, clone, prctl, socket.
+/// Rules with argument conditions: ioctl, mmap, mprotect, clone, prctl, socket, tgkill.
 fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
     let no_exec = || condition(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0);
     let ioctls = IOCTLS
@@ -235,6 +234,10 @@ fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
     rules.insert(libc::SYS_prctl, prctls);
     let unix = condition(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
     rules.insert(libc::SYS_socket, vec![rule(vec![unix])?]);
+    // Signals to our own threads only (vCPU kicks, glibc's set*id broadcast), never to
+    // another process, not even one of the same user.
+    let ours = condition(0, SeccompCmpOp::Eq, u64::from(std::process::id()))?;
+    rules.insert(libc::SYS_tgkill, vec![rule(vec![ours])?]);
     Ok(rules)
 }
 
