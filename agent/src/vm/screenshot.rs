@@ -7,7 +7,8 @@ use std::time::Duration;
 use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Request, Screenshot};
 
-use super::{control, lifecycle, Power, Vm};
+use super::{control, Power, Vm};
+use crate::faults;
 use crate::host::Host;
 
 /// How long the VMM may take to write a screenshot.
@@ -17,7 +18,11 @@ const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 fn take(host: &Host, vm: &Vm) -> Result<Vec<u8>, Fault> {
     let power = vm.state().power;
     if power != Power::On {
-        return Err(lifecycle::invalid_power_state(host, Some(Power::On), power));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(Power::On),
+            power,
+        ));
     }
     control::call::<Screenshot>(
         &vm.run_dir.join("control.sock"),
@@ -43,12 +48,11 @@ pub fn create(host: &Host, vm: &Vm) -> Result<String, Fault> {
     let png = take(host, vm)?;
     let path = vm.file(&name);
     super::vmx_file::write_atomically(&path, &png).map_err(|e| {
-        Fault::new(
+        faults::file_fault(
             schema,
-            "FileFault",
+            &path.display().to_string(),
             format!("cannot write the screenshot: {e}"),
         )
-        .with(schema, "file", path.display().to_string())
     })?;
     Ok(vm.datastore_path_of(&name))
 }

@@ -12,6 +12,7 @@ use vireo_vmm_protocol::control::{Request, SaveReport};
 use super::super::disks::trees as disks;
 use super::super::jail::{self, VmmJail};
 use super::super::{control, Power, Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
@@ -96,10 +97,10 @@ pub fn save(host: &Host, socket: &Path, dir: &Path) -> Result<(), Fault> {
         });
     saved.map(drop).map_err(|error| {
         let _ = std::fs::remove_dir_all(dir);
-        Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
+        faults::file_fault(
             schema,
-            "file",
-            dir.display().to_string(),
+            &dir.display().to_string(),
+            format!("cannot save the VM: {error}"),
         )
     })
 }
