@@ -117,7 +117,7 @@ fn build(args: &VmmArgs) -> Result<Machine, BuildError> {
                 control_socket: args.control.clone(),
                 tools_socket: args.tools_socket.clone(),
                 framebuffer_file: args.framebuffer_file.clone(),
-                disk_paths: args.disks.iter().map(|d| d.path.clone()).collect(),
+                disks: args.disks.clone(),
             };
             restore_vm(dir, &options)
         }

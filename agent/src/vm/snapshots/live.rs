@@ -58,15 +58,18 @@ pub fn with_disks_closed<T>(
     }
     let result = change();
     let views = disks::views(vm, &state.spec, &host.datastores);
-    let paths: Vec<_> = views
-        .iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect();
+    let layers =
+        super::super::disks::writable_layers(host, vm, &state.spec, &views).unwrap_or_default();
+    let (paths, formats) = layers
+        .into_iter()
+        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
+        .unzip();
     let chains = views.iter().flat_map(|v| &v.active.chain);
     let attached = jail::grant_chains(VmmJail::of(&host.config), chains)
         .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))
         .and_then(|()| {
-            control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT)
+            let request = Request::AttachDisks { paths, formats };
+            control::command(&socket, request, CONTROL_TIMEOUT)
                 .map_err(|e| refused("reattach the disks of", e))
         });
     if let Err(error) = attached {
