@@ -273,9 +273,7 @@ async fn serve_file(
     };
     let datastore = query_param(request.uri().query(), "dsName").unwrap_or_default();
     let datastore = MoRef::new("Datastore", datastore.as_str());
-    if let Err(refused) = authorize(&host, &request, &[privilege], &datastore).await {
-        return Err(refused);
-    }
+    authorize(&host, &request, &[privilege], &datastore).await?;
     let file = match open_file(&host, request.uri().path(), request.uri().query()) {
         Ok(file) => file,
         Err((status, why)) => return Err(plain(status, why)),
