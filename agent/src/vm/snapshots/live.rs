@@ -68,11 +68,18 @@ pub fn with_disks_closed<T>(
         return Err(refused("detach the disks of", error));
     }
     let result = change();
-    let paths: Vec<_> = disks::views(vm, &state.spec, &host.datastores)
+    let views = disks::views(vm, &state.spec, &host.datastores);
+    let layers =
+        super::super::disks::writable_layers(host, vm, &state.spec, &views).unwrap_or_default();
+    let (paths, formats) = layers
         .into_iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect();
-    let attached = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT);
+        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
+        .unzip();
+    let attached = control::command(
+        &socket,
+        Request::AttachDisks { paths, formats },
+        CONTROL_TIMEOUT,
+    );
     if let Err(error) = attached {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
