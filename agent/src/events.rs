@@ -130,7 +130,7 @@ fn ty_field(ty: &str) -> &'static str {
 pub fn event_entities(schema: &Schema, event: &DataObject) -> Vec<MoRef> {
     ["vm", "host", "computeResource", "ds", "net", "datacenter"]
         .iter()
-        .filter_map(|arg| event.get(schema, arg).and_then(Value::as_data))
+        .filter_map(|arg| event.lookup(schema, arg).and_then(Value::as_data))
         .filter_map(|a| {
             [
                 "vm",
@@ -141,7 +141,7 @@ pub fn event_entities(schema: &Schema, event: &DataObject) -> Vec<MoRef> {
                 "datacenter",
             ]
             .iter()
-            .find_map(|f| a.get(schema, f).and_then(Value::as_moref).cloned())
+            .find_map(|f| a.lookup(schema, f).and_then(Value::as_moref).cloned())
         })
         .collect()
 }
