@@ -132,38 +132,32 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A host with the ESXi tree and one VM (registered from an in-memory `.vmx`), for unit
-/// tests; it touches no files.
+/// A host for unit tests over a fresh data directory named `name` (one datastore, no accounts),
+/// with one VM, "vm1", made by CreateVM's own code; the `.vmx` is written to the datastore.
 #[cfg(test)]
-pub fn test_host() -> std::sync::Arc<Host> {
-    use crate::inventory::vmx::{self, VmFolder, VmxConfig};
+pub fn test_host(name: &str) -> std::sync::Arc<Host> {
     use crate::inventory::{esxi, host_facts::HostFacts};
     let schema = vireo_api::vim25();
-    let dir = std::path::PathBuf::from("/nonexistent/vireo-test");
-    let datastore = DatastoreDir {
-        name: "datastore1".into(),
-        dir: dir.join("datastore1"),
-    };
+    let dir = std::env::temp_dir().join(format!("vireo-test-host-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::load(None).expect("default config");
+    config.data_dir = dir.clone();
+    let datastores = crate::startup::datastore_dirs(&config);
+    for datastore in &datastores {
+        std::fs::create_dir_all(&datastore.dir).expect("a scratch datastore");
+    }
     let mut inventory = Inventory::default();
-    esxi::build(
-        schema,
-        &mut inventory,
-        &HostFacts::read(),
-        std::slice::from_ref(&datastore),
-    );
-    let vm = VmFolder {
-        vmx_path: datastore.dir.join("vm1/vm1.vmx"),
-        datastore: datastore.clone(),
-        config: VmxConfig::parse("displayName = \"vm1\"\n"),
-    };
-    vmx::register(schema, &mut inventory, 1, &vm);
-    let config = Config::load(None).expect("default config");
-    std::sync::Arc::new(Host::new(
+    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    let host = std::sync::Arc::new(Host::new(
         schema,
         config,
-        vec![datastore],
+        datastores,
         inventory,
         Accounts::empty(&dir),
         String::new(),
-    ))
+    ));
+    let spec =
+        vireo_api::DataObject::of(schema, "VirtualMachineConfigSpec").with(schema, "name", "vm1");
+    crate::vm::create::create_vm(&host, &spec).expect("CreateVM of a VM without devices");
+    host
 }

@@ -372,9 +372,9 @@ mod tests {
 
     #[test]
     fn lifecycle_and_one_mutating_task_per_entity() {
-        let host = test_host();
+        let host = test_host("task-lifecycle");
         let schema = host.schema;
-        let vm = MoRef::new("VirtualMachine", "1");
+        let vm = host.vms.all()[0].moref.clone();
         let task = create_task(&host, spec(&vm)).unwrap();
         let task_ref = task.task.clone();
         assert_eq!(state(&host, &task_ref), "queued");
@@ -448,13 +448,14 @@ mod tests {
             "an abandoned task fails rather than running forever"
         );
         assert_eq!(lock(&host.tasks).history().count(), 3);
+        std::fs::remove_dir_all(&host.config.data_dir).unwrap();
     }
 
     #[test]
     fn cancel_queued_running_and_uncancelable_tasks() {
-        let host = test_host();
+        let host = test_host("task-cancel");
         let schema = host.schema;
-        let vm = MoRef::new("VirtualMachine", "1");
+        let vm = host.vms.all()[0].moref.clone();
         let queued = create_task(&host, spec(&vm)).unwrap();
         cancel_task(&host, &queued.task).unwrap();
         assert_eq!(state(&host, &queued.task), "error");
@@ -506,5 +507,6 @@ mod tests {
                 .type_name(schema),
             "InvalidState"
         );
+        std::fs::remove_dir_all(&host.config.data_dir).unwrap();
     }
 }
