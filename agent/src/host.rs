@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use vireo_api::schema::Schema;
 use vireo_api::MoRef;
 
+use crate::authz::Authz;
 use crate::config::Config;
 use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
@@ -33,6 +34,8 @@ pub struct Host {
     pub sessions: Sessions,
     /// Local accounts.
     pub accounts: Mutex<Accounts>,
+    /// Roles and permissions. Readers may hold the inventory lock; a writer must not take it.
+    pub authz: RwLock<Authz>,
     /// Password checks and the failed-login lockout.
     pub logins: Logins,
     /// Tasks: which entity is busy, and the finished-task history.
@@ -59,6 +62,7 @@ impl Host {
         datastores: Vec<DatastoreDir>,
         inventory: Inventory,
         accounts: Accounts,
+        authz: Authz,
         certificate_sha1: String,
     ) -> Host {
         Host {
@@ -70,6 +74,7 @@ impl Host {
             inventory: RwLock::new(inventory),
             sessions: Sessions::default(),
             accounts: Mutex::new(accounts),
+            authz: RwLock::new(authz),
             tasks: Mutex::new(TaskLog::default()),
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
@@ -114,6 +119,26 @@ impl Host {
         }
     }
 
+    /// Reads the roles and permissions.
+    pub fn authz(&self) -> RwLockReadGuard<'_, Authz> {
+        self.authz
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the roles and permissions (never while holding the inventory lock), then
+    /// republishes the role list and wakes update waiters: what sessions may see has changed.
+    pub fn change_authz<R>(&self, change: impl FnOnce(&mut Authz) -> R) -> R {
+        let result = change(
+            &mut self
+                .authz
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        crate::methods::authorization::publish(self);
+        result
+    }
+
     /// A receiver that sees every inventory change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
@@ -132,13 +157,38 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A host for unit tests over a fresh data directory named `name` (one datastore, no accounts),
-/// with one VM, "vm1", made by CreateVM's own code; the `.vmx` is written to the datastore.
+/// A host for unit tests; its scratch data directory goes when it is dropped.
 #[cfg(test)]
-pub fn test_host(name: &str) -> std::sync::Arc<Host> {
+pub struct TestHost(std::sync::Arc<Host>);
+
+#[cfg(test)]
+impl std::ops::Deref for TestHost {
+    type Target = std::sync::Arc<Host>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0.config.data_dir);
+    }
+}
+
+/// A host for unit tests over a fresh scratch data directory (one datastore, no accounts), with
+/// one VM, "vm1", made by CreateVM's own code; the `.vmx` is written to the datastore.
+#[cfg(test)]
+pub fn test_host() -> TestHost {
     use crate::inventory::{esxi, host_facts::HostFacts};
+    static HOSTS: AtomicU64 = AtomicU64::new(0);
     let schema = vireo_api::vim25();
-    let dir = std::env::temp_dir().join(format!("vireo-test-host-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "vireo-test-host-{}-{}",
+        std::process::id(),
+        HOSTS.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::load(None).expect("default config");
     config.data_dir = dir.clone();
@@ -154,10 +204,12 @@ pub fn test_host(name: &str) -> std::sync::Arc<Host> {
         datastores,
         inventory,
         Accounts::empty(&dir),
+        Authz::ephemeral(schema),
         String::new(),
     ));
+    crate::methods::authorization::publish(&host);
     let spec =
         vireo_api::DataObject::of(schema, "VirtualMachineConfigSpec").with(schema, "name", "vm1");
     crate::vm::create::create_vm(&host, &spec).expect("CreateVM of a VM without devices");
-    host
+    TestHost(host)
 }

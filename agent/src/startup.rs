@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::{Authz, StoreError};
 use crate::config::Config;
 use crate::host::Host;
 use crate::inventory::esxi::{self, DatastoreDir};
@@ -33,6 +34,9 @@ pub enum StartupError {
     /// The account file failed.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// The roles and permissions file failed.
+    #[error(transparent)]
+    Authz(#[from] StoreError),
 }
 
 /// A ready host and its TLS configuration.
@@ -77,6 +81,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let identity = TlsIdentity::load_or_create(&config.data_dir)?;
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();
+    let authz = Authz::open(&config.data_dir, schema)?;
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
     let host = Arc::new(Host::new(
@@ -85,8 +90,10 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         datastores,
         inventory,
         accounts,
+        authz,
         identity.sha1.clone(),
     ));
+    crate::methods::authorization::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {

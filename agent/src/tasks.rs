@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn lifecycle_and_one_mutating_task_per_entity() {
-        let host = test_host("task-lifecycle");
+        let host = test_host();
         let schema = host.schema;
         let vm = host.vms.all()[0].moref.clone();
         let task = create_task(&host, spec(&vm)).unwrap();
@@ -448,12 +448,11 @@ mod tests {
             "an abandoned task fails rather than running forever"
         );
         assert_eq!(lock(&host.tasks).history().count(), 3);
-        std::fs::remove_dir_all(&host.config.data_dir).unwrap();
     }
 
     #[test]
     fn cancel_queued_running_and_uncancelable_tasks() {
-        let host = test_host("task-cancel");
+        let host = test_host();
         let schema = host.schema;
         let vm = host.vms.all()[0].moref.clone();
         let queued = create_task(&host, spec(&vm)).unwrap();
@@ -507,6 +506,5 @@ mod tests {
                 .type_name(schema),
             "InvalidState"
         );
-        std::fs::remove_dir_all(&host.config.data_dir).unwrap();
     }
 }

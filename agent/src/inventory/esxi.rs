@@ -87,6 +87,10 @@ pub mod refs {
     pub fn authorization_manager() -> MoRef {
         MoRef::new("AuthorizationManager", "ha-authmgr")
     }
+    /// The HostLocalAccountManager.
+    pub fn account_manager() -> MoRef {
+        MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
+    }
 }
 
 /// A configured datastore as the inventory sees it.
@@ -270,6 +274,7 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
             "authorizationManager",
             refs::authorization_manager(),
         )
+        .with(schema, "accountManager", refs::account_manager())
         .with(schema, "eventManager", refs::event_manager())
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index());
@@ -307,6 +312,8 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::property_collector(),
         refs::view_manager(),
         refs::search_index(),
+        refs::account_manager(),
+        refs::authorization_manager(),
     ] {
         inv.insert(schema, obj, None);
     }
@@ -332,9 +339,6 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
     let em = refs::event_manager();
     inv.insert(schema, em.clone(), None);
     inv.set(schema, &em, "maxCollector", 32);
-    let am = refs::authorization_manager();
-    inv.insert(schema, am.clone(), None);
-    crate::methods::authorization::fill_manager(schema, inv, &am);
 }
 
 fn host_runtime(schema: &Schema, facts: &HostFacts) -> DataObject {
