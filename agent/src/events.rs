@@ -7,9 +7,10 @@ use vireo_api::limits::clip;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
+use crate::locks::lock;
 
 /// How many events are kept.
 const EVENT_LOG_LEN: usize = 1000;

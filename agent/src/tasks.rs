@@ -9,9 +9,10 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use crate::events::post_event;
 use crate::faults;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
+use crate::locks::lock;
 
 /// How many TaskInfos the history keeps, and how many tasks `recentTask` lists.
 const HISTORY_LEN: usize = 1000;

@@ -13,8 +13,9 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
+use crate::locks::lock;
 
 /// Writes roleList, privilegeList and description into the AuthorizationManager.
 pub fn publish(host: &Host) {
