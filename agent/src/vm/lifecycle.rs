@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault};
-use vireo_vmm_protocol::control::{Request, SaveReport};
+use vireo_disk::block::ImageFormat;
+use vireo_vmm_protocol::control::Request;
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
+use super::jail::{self, VmmJail};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
@@ -24,12 +26,11 @@ use crate::inventory::now_micros;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a VMM may take to end after power-off before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long saving a VM may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
+    disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
     state.disk_capacities = disks::capacities(host, vm, &state.spec);
     let log = vm.file("vireo-vmm.log");
@@ -191,7 +192,7 @@ fn boot_args(
     host: &Host,
     vm: &Vm,
     state: &VmState,
-    disk_paths: &[PathBuf],
+    disk_paths: &[(PathBuf, ImageFormat)],
 ) -> Result<VmmArgs, Fault> {
     let schema = host.schema;
     let spec = &state.spec;
@@ -253,15 +254,31 @@ fn out_of_range<T, E>(
 }
 
 /// The disks on these images, in order; `serial` gives each the serial number the guest reads.
-fn disk_configs(disk_paths: &[PathBuf], serial: bool) -> Vec<DiskConfig> {
-    disk_paths
+fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConfig> {
+    layers
         .iter()
         .enumerate()
-        .map(|(n, path)| DiskConfig {
+        .map(|(n, (path, format))| DiskConfig {
             path: path.clone(),
+            format: Some(disks::vmm_format(*format)),
             read_only: false,
             serial: serial.then(|| format!("vireo-disk{n}")),
         })
+        .collect()
+}
+
+/// What a jailed VMM sees: the VM folder, its run directory, the folders of its boot files,
+/// saved state and every layer of its disks' chains.
+fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs) -> Vec<PathBuf> {
+    let files = [&args.kernel, &args.initrd]
+        .into_iter()
+        .flatten()
+        .chain(state.disk_views.iter().flat_map(|v| &v.active.chain));
+    let folders = files.filter_map(|file| file.parent().map(Path::to_owned));
+    [vm.dir.clone(), vm.run_dir.clone()]
+        .into_iter()
+        .chain(args.restore.clone())
+        .chain(folders)
         .collect()
 }
 
@@ -285,7 +302,7 @@ fn launch(
         },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
-    std::fs::create_dir_all(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
+    jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
     let tools_socket = vm.run_dir.join("tools.sock");
     if control_socket.as_os_str().len() >= 108 {
@@ -298,6 +315,11 @@ fn launch(
     args.tools_socket = Some(tools_socket);
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
+    if let Some(jail) = VmmJail::of(&host.config) {
+        let dirs = jail_dirs(vm, state, &args);
+        jail.confine(&mut args, dirs)
+            .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
+    }
     let taps: Vec<String> = (0..state.spec.nics.len())
         .map(|i| network::tap_name(vm.id, i))
         .collect();
@@ -522,21 +544,9 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = control::call::<SaveReport>(
-            &socket,
-            &Request::Save {
-                dir: dir.to_owned(),
-            },
-            SAVE_TIMEOUT,
-        );
-        if let Err(error) = saved {
+        if let Err(fault) = snapshots::live::save(host, &socket, &dir) {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(faults::file_fault(
-                schema,
-                &dir.display().to_string(),
-                format!("cannot save the VM: {error}"),
-            ));
+            return Err(fault);
         }
         close_disks(&socket, true);
         control::command(&socket, Request::PowerOff, Duration::from_secs(10))

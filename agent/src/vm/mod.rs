@@ -11,6 +11,7 @@ pub mod create;
 pub mod datastore_path;
 pub mod destroy;
 pub mod disks;
+pub mod jail;
 pub mod lifecycle;
 pub mod network;
 pub mod process;

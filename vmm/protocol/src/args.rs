@@ -6,11 +6,34 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// One virtio-blk disk (`--disk path=FILE[,readonly=on|off][,serial=TEXT]`).
+/// A disk image's format, as vireod pinned it in the `.vmx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The guest's bytes, never probed (a guest may write any header into it).
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// `raw` or `qcow2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// One virtio-blk disk (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskConfig {
     /// Image file (raw or qcow2).
     pub path: PathBuf,
+    /// Its format; probed by magic when absent (only for images the operator trusts).
+    #[serde(default)]
+    pub format: Option<DiskFormat>,
     /// Whether the guest may only read it.
     pub read_only: bool,
     /// Serial number the guest reads with GET_ID.
@@ -22,6 +45,9 @@ impl DiskConfig {
     pub fn to_arg(&self) -> OsString {
         let mut arg = OsString::from("path=");
         arg.push(&self.path);
+        if let Some(format) = self.format {
+            arg.push(format!(",format={}", format.name()));
+        }
         if self.read_only {
             arg.push(",readonly=on");
         }
@@ -41,12 +67,14 @@ impl std::str::FromStr for DiskConfig {
         for part in spec.split(',') {
             match part.split_once('=') {
                 Some(("path", path)) if !path.is_empty() => disk.path = PathBuf::from(path),
+                Some(("format", "raw")) => disk.format = Some(DiskFormat::Raw),
+                Some(("format", "qcow2")) => disk.format = Some(DiskFormat::Qcow2),
                 Some(("readonly", "on")) => disk.read_only = true,
                 Some(("readonly", "off")) => disk.read_only = false,
                 Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
                 _ => {
                     return Err(format!(
-                    "unknown disk option {part:?} (expected path=FILE,readonly=on|off,serial=TEXT)"
+                    "unknown disk option {part:?} (expected path=FILE,format=raw|qcow2,readonly=on|off,serial=TEXT)"
                 ))
                 }
             }
@@ -159,7 +187,8 @@ pub struct VmmArgs {
     /// Serve the JSON-lines control protocol on this Unix socket.
     #[arg(long)]
     pub control: Option<PathBuf>,
-    /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
+    /// A virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]
+    /// (repeatable).
     #[arg(long = "disk")]
     pub disks: Vec<DiskConfig>,
     /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
@@ -175,6 +204,17 @@ pub struct VmmArgs {
     /// console server can map it read-only and see the screen live.
     #[arg(long = "framebuffer-file")]
     pub framebuffer_file: Option<PathBuf>,
+    /// Run jailed as this user: own mount namespace showing only the --jail-dir directories
+    /// (and /dev/kvm, /dev/net/tun), no capabilities, no new privileges.
+    #[arg(long = "jail-uid", requires = "jail_gid")]
+    pub jail_uid: Option<u32>,
+    /// The jailed VMM's group.
+    #[arg(long = "jail-gid", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// A directory the jailed VMM sees, at the same path (repeatable): every file it opens
+    /// must lie in one.
+    #[arg(long = "jail-dir", requires = "jail_uid")]
+    pub jail_dirs: Vec<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -203,6 +243,9 @@ impl Default for VmmArgs {
             tools_socket: None,
             framebuffer: (1024, 768),
             framebuffer_file: None,
+            jail_uid: None,
+            jail_gid: None,
+            jail_dirs: Vec::new(),
         }
     }
 }
@@ -248,6 +291,13 @@ impl VmmArgs {
                 option(name, path.into());
             }
         }
+        if let (Some(uid), Some(gid)) = (self.jail_uid, self.jail_gid) {
+            option("--jail-uid", uid.to_string().into());
+            option("--jail-gid", gid.to_string().into());
+            for dir in &self.jail_dirs {
+                option("--jail-dir", dir.into());
+            }
+        }
         if self.serial_stdio {
             argv.push("--serial-stdio".into());
         }
@@ -276,13 +326,19 @@ mod tests {
             serial_log: Some("/ds/vm/serial.log".into()),
             control: Some("/run/vm/control.sock".into()),
             disks: vec![
-                "path=/ds/vm/a.qcow2,serial=vireo-disk0".parse().unwrap(),
+                "path=/ds/vm/a.qcow2,format=qcow2,serial=vireo-disk0"
+                    .parse()
+                    .unwrap(),
+                "path=/ds/vm/b.img,format=raw".parse().unwrap(),
                 "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
             ],
             nets: vec!["tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap()],
             tools_socket: Some("/run/vm/tools.sock".into()),
             framebuffer: (800, 600),
             framebuffer_file: Some("/run/vm/fb".into()),
+            jail_uid: Some(65534),
+            jail_gid: Some(65534),
+            jail_dirs: vec!["/ds/vm".into(), "/run/vm".into()],
             ..VmmArgs::default()
         };
         assert_eq!(parse(args.to_argv()), args);
