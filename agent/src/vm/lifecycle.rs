@@ -36,9 +36,14 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let log = vm.file("vireo-vmm.log");
     if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
-        state.taps = (0..state.spec.nics.len())
-            .map(|i| network::tap_name(vm.id, i))
-            .collect();
+        match network::Network::of(&host.config.data_dir) {
+            Ok(net) => {
+                state.taps = (0..state.spec.nics.len())
+                    .map(|i| net.tap_name(vm.id, i))
+                    .collect()
+            }
+            Err(error) => tracing::warn!(vm = vm.id, "{error}"),
+        }
         state.boot_time = std::fs::metadata(vm.run_dir.join("vmm.pid"))
             .and_then(|m| m.modified())
             .ok()
@@ -210,12 +215,14 @@ fn boot_args(
         .extra(BOOT_INITRD)
         .map(|initrd| disks::boot_file(host, vm, BOOT_INITRD, initrd))
         .transpose()?;
+    let net = network::Network::of(&host.config.data_dir)
+        .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     let nets = spec
         .nics
         .iter()
         .enumerate()
         .map(|(n, nic)| {
-            format!("tap={},mac={}", network::tap_name(vm.id, n), nic.mac)
+            format!("tap={},mac={}", net.tap_name(vm.id, n), nic.mac)
                 .parse::<NetConfig>()
                 .map_err(|e| Fault::system_error(schema, e))
         })
@@ -320,11 +327,13 @@ fn launch(
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
     }
+    let net =
+        network::Network::of(&host.config.data_dir).map_err(|e| system_error(e.to_string()))?;
     let taps: Vec<String> = (0..state.spec.nics.len())
-        .map(|i| network::tap_name(vm.id, i))
+        .map(|i| net.tap_name(vm.id, i))
         .collect();
     for tap in &taps {
-        if let Err(error) = network::create_tap(tap) {
+        if let Err(error) = net.create_tap(tap) {
             delete_taps(&taps);
             return Err(system_error(error.to_string()));
         }
