@@ -10,7 +10,7 @@ use super::authorization::permission_fault;
 use super::session_manager::end_session;
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::faults::{already_exists, user_not_found};
-use crate::host::lock;
+use crate::locks::lock;
 use crate::users::{hash_password, Accounts, AccountsError};
 
 /// Longest user name accepted (ESXi's limit for local accounts).

@@ -10,9 +10,10 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::events::event_entities;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
+use crate::locks::lock;
 
 /// Default latest-page size.
 const DEFAULT_PAGE_SIZE: usize = 10;
