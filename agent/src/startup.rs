@@ -96,7 +96,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         authz,
         identity.sha1.clone(),
     ));
-    crate::methods::authorization::publish(&host);
+    crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {
