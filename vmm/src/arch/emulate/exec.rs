@@ -13,6 +13,7 @@ const ZF: u64 = 1 << 6;
 const SF: u64 = 1 << 7;
 const TF: u64 = 1 << 8;
 const OF: u64 = 1 << 11;
+const AC: u64 = 1 << 18;
 const STATUS_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
@@ -61,6 +62,18 @@ pub fn exec(
             Kind::Rdtscp
         }
         Mnemonic::Xgetbv => xgetbv(state, platform)?,
+        Mnemonic::Stac | Mnemonic::Clac => {
+            // Privileged: #UD outside ring 0 (SMAP itself is in the guest's CPUID).
+            if state.cpl != 0 {
+                return Err(Stop::Fault(Exception::InvalidOpcode));
+            }
+            if insn.mnemonic() == Mnemonic::Stac {
+                state.rflags |= AC;
+            } else {
+                state.rflags &= !AC;
+            }
+            Kind::Smap
+        }
         other => return Err(Stop::NotCovered(format!("{other:?} is not covered"))),
     };
     state.rip = insn.next_ip();
@@ -400,6 +413,52 @@ mod tests {
         assert_eq!(read_gpr(&s, Register::DH), 0x12);
         write_gpr(&mut s, Register::R9L, 0);
         assert_eq!(s.gpr[9], 0xffff_ffff_ffff_ff00);
+    }
+
+    #[test]
+    fn stac_and_clac_set_and_clear_ac_in_ring_0_only() {
+        // Privileged, so the CPU cannot run them in this ring-3 test: checked against the SDM.
+        struct NoPlatform;
+        impl Platform for NoPlatform {
+            fn tsc_and_aux(&mut self) -> Result<(u64, u32), Stop> {
+                unreachable!()
+            }
+            fn xcr(&mut self, _: u32) -> Result<Option<u64>, Stop> {
+                unreachable!()
+            }
+        }
+        struct NoMemory;
+        impl Memory for NoMemory {
+            fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), Stop> {
+                unreachable!()
+            }
+            fn write(&mut self, _: u64, _: &[u8]) -> Result<(), Stop> {
+                unreachable!()
+            }
+            fn compare_exchange_16(&mut self, _: u64, _: u128, _: u128) -> Result<u128, Stop> {
+                unreachable!()
+            }
+        }
+        let run = |bytes: &[u8], state: &mut CpuState| {
+            let insn = iced_x86::Decoder::with_ip(64, bytes, state.rip, 0).decode();
+            exec(&insn, state, &mut NoMemory, &mut NoPlatform)
+        };
+        let mut s = CpuState {
+            rip: 0x100,
+            rflags: 0x246,
+            ..Default::default()
+        };
+        run(&[0x0f, 0x01, 0xcb], &mut s).unwrap();
+        assert_eq!((s.rflags, s.rip), (0x246 | AC, 0x103));
+        run(&[0x0f, 0x01, 0xca], &mut s).unwrap();
+        assert_eq!((s.rflags, s.rip), (0x246, 0x106));
+        s.cpl = 3;
+        let before = s.clone();
+        assert_eq!(
+            run(&[0x0f, 0x01, 0xcb], &mut s),
+            Err(Stop::Fault(Exception::InvalidOpcode))
+        );
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn state_from(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
         fs_base: sregs.fs.base,
         gs_base: sregs.gs.base,
         cr4: sregs.cr4,
+        cpl: sregs.cs.dpl,
     }
 }
 

@@ -38,11 +38,13 @@ pub enum Kind {
     Rdtscp,
     /// `xgetbv`.
     Xgetbv,
+    /// `stac` / `clac` (SMAP's RFLAGS.AC, around every user-memory access).
+    Smap,
 }
 
 impl Kind {
     /// Every kind, in the order of the counters.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Int3,
         Kind::Cmpxchg16b,
         Kind::Popcnt,
@@ -50,6 +52,7 @@ impl Kind {
         Kind::Crc32,
         Kind::Rdtscp,
         Kind::Xgetbv,
+        Kind::Smap,
     ];
 
     /// The name `status` reports the kind under.
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Crc32 => "crc32",
             Kind::Rdtscp => "rdtscp",
             Kind::Xgetbv => "xgetbv",
+            Kind::Smap => "stac_clac",
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct CpuState {
     pub gs_base: u64,
     /// CR4 (OSXSAVE decides whether `xgetbv` exists).
     pub cr4: u64,
+    /// Current privilege level.
+    pub cpl: u8,
 }
 
 /// What an instruction may read besides registers and memory.
