@@ -12,13 +12,13 @@ use kvm_bindings::CpuId;
 
 pub use lz4::Lz4Error;
 
-/// Options appended to a Linux guest's command line on kvm-pvm. `noxsave`: the XSAVE family is
-/// refused in ring 0 and not completed by `arch::emulate`, so the kernel must use FXSAVE.
-/// `clearcpuid=534,298` (feature bits X86_FEATURE_RDPID and X86_FEATURE_INVPCID, by number so
-/// that 6.1 kernels parse them): kvm-pvm raises a wrong #UD for ring-0 RDPID instead of an exit
-/// we could complete, and INVPCID flushes a TLB user space cannot reach; without them the
-/// kernel reads the CPU number with LSL and flushes global pages through CR4.PGE.
-pub const LINUX_CMDLINE: &str = "noxsave clearcpuid=534,298";
+/// Options appended to a Linux guest's command line on kvm-pvm: `clearcpuid=` with the feature
+/// bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) — by number, which 6.1 kernels
+/// parse (they no longer know `noxsave`). XSAVE/XRSTOR are refused in ring 0 and not completed
+/// by `arch::emulate` (the kernel uses FXSAVE instead); INVPCID flushes a TLB user space cannot
+/// reach (the kernel uses CR4.PGE instead); kvm-pvm raises a wrong #UD for ring-0 RDPID instead
+/// of an exit we could complete (the kernel uses LSL instead).
+pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534";
 
 /// KVM paravirtual features whose guest side makes VMCALL/VMMCALL hypercalls, which hang the
 /// vCPU on kvm-pvm: PV_UNHALT (7, spinlock kicks), PV_SEND_IPI (11), PV_SCHED_YIELD (13).
