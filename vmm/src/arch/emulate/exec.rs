@@ -16,6 +16,11 @@ const OF: u64 = 1 << 11;
 const AC: u64 = 1 << 18;
 const STATUS_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
 const CR4_OSXSAVE: u64 = 1 << 18;
+const CR0_MP: u64 = 1 << 1;
+const CR0_TS: u64 = 1 << 3;
+const CR0_NE: u64 = 1 << 5;
+/// x87 status word: exception summary (an unmasked exception is pending).
+const FSW_ES: u16 = 1 << 7;
 
 /// Executes `insn` (decoded at `state.rip`) and leaves `state.rip` past it; on `Stop::Fault`
 /// the state is unchanged.
@@ -62,6 +67,7 @@ pub fn exec(
             Kind::Rdtscp
         }
         Mnemonic::Xgetbv => xgetbv(state, platform)?,
+        Mnemonic::Wait => fwait(state, platform)?,
         Mnemonic::Stac | Mnemonic::Clac => {
             // Privileged: #UD outside ring 0 (SMAP itself is in the guest's CPUID).
             if state.cpl != 0 {
@@ -381,6 +387,22 @@ fn crc32(insn: &Instruction, state: &mut CpuState, memory: &mut dyn Memory) -> R
     Ok(Kind::Crc32)
 }
 
+/// FWAIT: #NM with CR0.MP and CR0.TS, #MF if an unmasked x87 exception is pending, else nothing.
+fn fwait(state: &CpuState, platform: &mut dyn Platform) -> Result<Kind, Stop> {
+    if state.cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+        return Err(Stop::Fault(Exception::DeviceNotAvailable));
+    }
+    if platform.fpu_status()? & FSW_ES != 0 {
+        if state.cr0 & CR0_NE == 0 {
+            return Err(Stop::NotCovered(
+                "a pending x87 exception reported through FERR# (CR0.NE clear)".into(),
+            ));
+        }
+        return Err(Stop::Fault(Exception::MathFault));
+    }
+    Ok(Kind::Fwait)
+}
+
 fn xgetbv(state: &mut CpuState, platform: &mut dyn Platform) -> Result<Kind, Stop> {
     if state.cr4 & CR4_OSXSAVE == 0 {
         return Err(Stop::Fault(Exception::InvalidOpcode));
@@ -424,6 +446,9 @@ mod tests {
                 unreachable!()
             }
             fn xcr(&mut self, _: u32) -> Result<Option<u64>, Stop> {
+                unreachable!()
+            }
+            fn fpu_status(&mut self) -> Result<u16, Stop> {
                 unreachable!()
             }
         }
