@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use vireo_api::limits::clip;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
@@ -12,22 +13,39 @@ use crate::inventory::now_micros;
 
 /// How many events are kept.
 const EVENT_LOG_LEN: usize = 1000;
+/// How many bytes the kept events may hold together (by [`DataObject::heap_size`]).
+const EVENT_LOG_BYTES: usize = 8 << 20;
 
-/// Recorded events, oldest first.
+/// Recorded events, oldest first, bounded in count and in bytes.
 #[derive(Default)]
 pub struct EventLog {
-    events: VecDeque<DataObject>,
+    events: VecDeque<(DataObject, usize)>,
+    bytes: usize,
     next_key: i32,
 }
 
 impl EventLog {
     /// Every recorded event, oldest first.
     pub fn all(&self) -> impl Iterator<Item = &DataObject> {
-        self.events.iter()
+        self.events.iter().map(|(event, _)| event)
+    }
+
+    /// Keeps an event, dropping the oldest ones past the count or byte bound.
+    fn push(&mut self, event: DataObject) {
+        let size = event.heap_size();
+        self.bytes += size;
+        self.events.push_back((event, size));
+        while self.events.len() > EVENT_LOG_LEN || self.bytes > EVENT_LOG_BYTES {
+            let Some((_, size)) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
     }
 }
 
-/// Records an event (any Event subtype with its own fields set) about `entity` by `user`.
+/// Records an event (any Event subtype with its own fields set) about `entity` by `user`
+/// (clipped: it may be a name a client chose).
 pub fn post_event(host: &Host, mut event: DataObject, entity: Option<&MoRef>, user: &str) {
     let schema = host.schema;
     {
@@ -45,11 +63,8 @@ pub fn post_event(host: &Host, mut event: DataObject, entity: Option<&MoRef>, us
             event.set(schema, "chainId", key);
         }
         event.set(schema, "createdTime", Value::DateTime(now_micros()));
-        event.set(schema, "userName", user);
-        log.events.push_back(event.clone());
-        while log.events.len() > EVENT_LOG_LEN {
-            log.events.pop_front();
-        }
+        event.set(schema, "userName", &*clip(user));
+        log.push(event.clone());
         event
     };
     host.mutate(|inv| inv.set(schema, &refs::event_manager(), "latestEvent", event));

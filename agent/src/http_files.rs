@@ -4,7 +4,6 @@
 //! console. Both need a session cookie (`vmware_soap_session`) or Basic credentials.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -18,7 +17,10 @@ use hyper::{Request, Response, StatusCode};
 use vireo_api::MoRef;
 
 use crate::host::Host;
+use crate::methods::access;
 use crate::sessions::session_key_from_cookie;
+use crate::vm::beneath::Access;
+use crate::vm::datastore_path::{DatastorePath, DatastorePathError};
 use crate::vm::screenshot;
 
 /// Most bytes one response carries; larger files are read with Range requests.
@@ -37,34 +39,45 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
         .expect("valid response parts")
 }
 
-/// Whether the request carries a live session cookie or valid Basic credentials.
-async fn authorized(host: &Arc<Host>, request: &Request<Incoming>) -> bool {
+/// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
+async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Option<String> {
     let headers = request.headers();
     let from_cookie = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(session_key_from_cookie)
-        .any(|key| host.sessions.get(key).is_some());
-    if from_cookie {
-        return true;
+        .find_map(|key| host.sessions.get(key));
+    if let Some(session) = from_cookie {
+        return Some(session.user.clone());
     }
-    let Some((user, password)) = headers
+    let (user, password) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(basic_credentials)
-    else {
-        return false;
-    };
-    let host = host.clone();
-    tokio::task::spawn_blocking(move || {
-        host.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verify(&user, &password)
-    })
-    .await
-    .unwrap_or(false)
+        .and_then(basic_credentials)?;
+    let valid = host.logins.check(&host.accounts, &user, &password).await;
+    valid.unwrap_or(false).then_some(user)
+}
+
+/// 401 without credentials; 403 unless the user holds one of `privileges` on `obj` (an object
+/// that does not exist is the handler's 404 to report).
+async fn authorize(
+    host: &Arc<Host>,
+    request: &Request<Incoming>,
+    privileges: &[&str],
+    obj: &MoRef,
+) -> Result<(), HttpResponse> {
+    let user = authenticated_user(host, request)
+        .await
+        .ok_or_else(unauthorized)?;
+    let exists = host.inventory().get(obj).is_some();
+    if !exists || access::user_holds_any(host, &user, privileges, obj) {
+        return Ok(());
+    }
+    Err(plain(
+        StatusCode::FORBIDDEN,
+        format!("{user} lacks {} on {obj}", privileges.join(" or ")),
+    ))
 }
 
 /// `Basic base64(user:password)` → (user, password).
@@ -123,33 +136,37 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The host file a `/folder` URL names, or why not.
-fn resolve(host: &Host, path: &str, query: Option<&str>) -> Result<PathBuf, (StatusCode, String)> {
+/// The datastore file a `/folder` URL names, opened for reading through the datastore
+/// resolver (nothing outside the datastore, no symlink), or why not.
+fn open_file(
+    host: &Host,
+    path: &str,
+    query: Option<&str>,
+) -> Result<std::fs::File, (StatusCode, String)> {
     let relative = path
         .strip_prefix("/folder/")
         .and_then(|p| percent_decode(p, false))
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "bad path".to_string()))?;
-    let relative = Path::new(&relative);
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "the path must stay inside the datastore".to_string(),
-        ));
-    }
     let ds_name = query_param(query, "dsName")
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "dsName is required".to_string()))?;
     if let Some(dc) = query_param(query, "dcPath").filter(|dc| dc != "ha-datacenter") {
         return Err((StatusCode::NOT_FOUND, format!("no datacenter {dc}")));
     }
-    let datastore = host
-        .datastores
-        .iter()
-        .find(|d| d.name == ds_name)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no datastore {ds_name}")))?;
-    Ok(datastore.dir.join(relative))
+    let refused = |e: DatastorePathError| match e {
+        DatastorePathError::NoDatastore(_) => (StatusCode::NOT_FOUND, e.to_string()),
+        e if e.is_not_found() => (StatusCode::NOT_FOUND, "no such file".to_string()),
+        DatastorePathError::Unreachable { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        DatastorePathError::Symlink(_) => (StatusCode::FORBIDDEN, e.to_string()),
+        e => (StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if relative.starts_with('/') {
+        return Err(refused(DatastorePathError::Escapes(relative)));
+    }
+    DatastorePath::parse(&format!("[{ds_name}] {relative}"))
+        .and_then(|p| p.open(&host.datastores, Access::Read))
+        .map_err(refused)
 }
 
 /// A `Range: bytes=...` header against a file of `size` bytes: the inclusive byte span.
@@ -173,8 +190,7 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (first <= last && last < size).then_some((first, last))
 }
 
-fn read_span(path: &Path, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
+fn read_span(mut file: std::fs::File, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(first))?;
     let mut buffer = Vec::with_capacity(len as usize);
     file.take(len).read_to_end(&mut buffer)?;
@@ -183,14 +199,20 @@ fn read_span(path: &Path, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
 
 /// `GET /folder/...`: a datastore file, whole or one range.
 pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
-    if !authorized(&host, &request).await {
-        return unauthorized();
+    let privilege = match *request.method() {
+        hyper::Method::GET | hyper::Method::HEAD => "Datastore.Browse",
+        _ => "Datastore.FileManagement",
+    };
+    let datastore = query_param(request.uri().query(), "dsName").unwrap_or_default();
+    let datastore = MoRef::new("Datastore", datastore.as_str());
+    if let Err(refused) = authorize(&host, &request, &[privilege], &datastore).await {
+        return refused;
     }
-    let file = match resolve(&host, request.uri().path(), request.uri().query()) {
+    let file = match open_file(&host, request.uri().path(), request.uri().query()) {
         Ok(file) => file,
         Err((status, why)) => return plain(status, why),
     };
-    let size = match std::fs::metadata(&file) {
+    let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
         _ => return plain(StatusCode::NOT_FOUND, "no such file"),
     };
@@ -220,7 +242,7 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
             format!("at most {MAX_RESPONSE_BYTES} bytes per request: use Range"),
         );
     }
-    let read = tokio::task::spawn_blocking(move || read_span(&file, first, len)).await;
+    let read = tokio::task::spawn_blocking(move || read_span(file, first, len)).await;
     let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
@@ -240,12 +262,17 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
 
 /// `GET /screen?id=<moid>`: a PNG of the VM's console (409 when it is not running).
 pub async fn screen(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
-    if !authorized(&host, &request).await {
-        return unauthorized();
-    }
     let Some(id) = query_param(request.uri().query(), "id") else {
         return plain(StatusCode::BAD_REQUEST, "id is required");
     };
+    let privileges = [
+        "VirtualMachine.Interact.ConsoleInteract",
+        "VirtualMachine.Interact.CreateScreenshot",
+    ];
+    let vm = MoRef::new("VirtualMachine", id.as_str());
+    if let Err(refused) = authorize(&host, &request, &privileges, &vm).await {
+        return refused;
+    }
     let Some(vm) = host.vms.get(&MoRef::new("VirtualMachine", id.as_str())) else {
         return plain(StatusCode::NOT_FOUND, format!("no virtual machine {id}"));
     };

@@ -1,10 +1,11 @@
 //! Bringing vireod up: data directory, TLS identity, accounts, the inventory (host tree plus
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::{Authz, StoreError};
 use crate::config::Config;
 use crate::host::Host;
 use crate::inventory::esxi::{self, DatastoreDir};
@@ -13,6 +14,7 @@ use crate::inventory::Inventory;
 use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
+use crate::vm::datastore_path::ConfinedBacking;
 use crate::vm::{lifecycle, Vms};
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
@@ -33,6 +35,9 @@ pub enum StartupError {
     /// The account file failed.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// The roles and permissions file failed.
+    #[error(transparent)]
+    Authz(#[from] StoreError),
 }
 
 /// A ready host and its TLS configuration.
@@ -45,6 +50,17 @@ pub struct Started {
     pub generated_root_password: Option<String>,
 }
 
+/// Gives the data dir mode 0700 (an older one may have been made 0755).
+fn make_private(dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        StartupError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Prepares everything short of listening.
 pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError> {
     let create = |path: &PathBuf| {
@@ -53,7 +69,12 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
             source,
         })
     };
+    // Every file vireod and its VMMs create is private to root (VM folders, disks, logs,
+    // memory files), whatever umask vireod was started with.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     create(&config.data_dir)?;
+    make_private(&config.data_dir)?;
     let datastores: Vec<DatastoreDir> = config
         .datastores
         .iter()
@@ -65,9 +86,12 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     for ds in &datastores {
         create(&ds.dir)?;
     }
+    // Every backing file any disk operation follows stays inside its datastore.
+    vireo_disk::backing::confine(Box::new(ConfinedBacking::new(&datastores)));
     let identity = TlsIdentity::load_or_create(&config.data_dir)?;
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();
+    let authz = Authz::open(&config.data_dir, schema)?;
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
     let host = Arc::new(Host::new(
@@ -76,8 +100,10 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         datastores,
         inventory,
         accounts,
+        authz,
         identity.sha1.clone(),
     ));
+    crate::methods::authorization::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vireo_api::{Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
+use crate::faults;
 use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
@@ -99,32 +100,32 @@ fn register(
     let schema = host.schema;
     let parsed = DatastorePath::parse(path)
         .map_err(|e| Fault::invalid_argument(schema, "path", e.to_string()))?;
-    let file = parsed.resolve(&host.datastores).map_err(|e| {
-        Fault::new(schema, "InvalidDatastore", e.to_string()).with(
+    if parsed.is_at_root() {
+        return Err(Fault::invalid_argument(
             schema,
-            "name",
-            parsed.datastore.as_str(),
-        )
-    })?;
-    if !file.is_file() {
-        return Err(Fault::new(
-            schema,
-            "NotFound",
-            format!("{path} does not exist"),
+            "path",
+            format!("{path}: a VM's .vmx must be in a folder of the datastore, not at its root"),
         ));
     }
+    let not_found = || Fault::not_found(schema, format!("{path} does not exist"));
+    let file = parsed.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => not_found(),
+        e => faults::invalid_datastore(schema, &parsed.datastore, e),
+    })?;
+    if !file.is_file() {
+        return Err(not_found());
+    }
     if host.vms.by_path(&parsed).is_some() {
-        return Err(Fault::new(
+        return Err(faults::already_exists(
             schema,
-            "AlreadyExists",
+            path,
             format!("{path} is already registered"),
-        )
-        .with(schema, "name", path));
+        ));
     }
     let vm = host
         .vms
         .register(host, &parsed, None)
-        .map_err(|e| Fault::new(schema, "InvalidState", e.to_string()))?;
+        .map_err(|e| faults::invalid_state(schema, e.to_string()))?;
     {
         let mut state = vm.state();
         let mut changed = false;

@@ -10,6 +10,7 @@ use vireo_api::collector::{diff, retrieve, FilterSnapshot, FilterSpec, ObjectCon
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
+use crate::faults;
 use crate::sessions::Session;
 
 /// One session's state on one PropertyCollector.
@@ -85,6 +86,7 @@ fn cancel_retrieve(call: &Call<'_>) -> MethodResult {
 
 fn create_collector(call: &Call<'_>) -> MethodResult {
     let session = call.session()?;
+    call.check_session_quota(session)?;
     let obj = session.scoped_ref("PropertyCollector", call.host.next_id());
     call.host.mutate(|inv| {
         inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
@@ -184,7 +186,7 @@ async fn wait(call: &Call<'_>, with_options: bool) -> MethodResult {
         }
         tokio::select! {
             _ = changes.changed() => {}
-            _ = cancelled => return Err(Fault::new(schema, "RequestCanceled", "WaitForUpdates was cancelled")),
+            _ = cancelled => return Err(faults::request_canceled(schema, "WaitForUpdates was cancelled")),
             _ = sleep_until(deadline) => return Ok(None),
         }
         if call.host.sessions.get(&session.key).is_none() {
@@ -305,6 +307,7 @@ fn create_filter(call: &Call<'_>) -> MethodResult {
     }
     // Objects that disappear later leave the filter (kind `leave`) instead of failing it.
     spec.report_missing_objects = true;
+    call.check_session_quota(session)?;
     let obj = session.scoped_ref("PropertyFilter", call.host.next_id());
     let partial = call
         .arg("partialUpdates")
@@ -338,11 +341,7 @@ fn collect_updates(
     // collector's own `filter` property), and filters created meanwhile must not be lost.
     let mut filters = session.with_collector(call.this(), |state| {
         if !version.is_empty() && version != state.version.to_string() {
-            return Err(Fault::new(
-                schema,
-                "InvalidCollectorVersion",
-                format!("unknown collector version {version}"),
-            ));
+            return Err(faults::invalid_collector_version(schema, version));
         }
         Ok(std::mem::take(&mut state.filters))
     })?;

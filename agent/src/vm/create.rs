@@ -6,14 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::block::probe_format;
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, Fault, Value};
+use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
-use super::spec::{random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::spec::{
+    is_owned_key, random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
+};
 use super::{lifecycle, Vm};
+use crate::faults;
 use crate::host::Host;
 
 /// Creates and registers the VM `config` describes.
@@ -27,19 +31,20 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         .to_string();
     check_new_name(host, &name)?;
     let vmx_path = vmx_path(host, config, &name)?;
-    let vmx_file = vmx_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
-    if vmx_file.exists() {
-        return Err(file_exists(host, &vmx_path.to_string()));
-    }
     let num_cpus = checked_num_cpus(host, get("numCPUs").and_then(Value::as_i64).unwrap_or(1))?;
     let memory_mb =
         checked_memory_mb(host, get("memoryMB").and_then(Value::as_i64).unwrap_or(256))?;
-    let dir = vmx_file.parent().map(PathBuf::from).unwrap_or_default();
-    let made_dir = !dir.exists();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| file_fault(host, &vmx_path.parent().to_string(), e))?;
+    let (dir, made_dir) = vmx_path
+        .parent()
+        .create_folder(&host.datastores)
+        .map_err(|e| faults::invalid_datastore(schema, &vmx_path.datastore, e))?;
+    let vmx_file = dir.join(vmx_file_name(&vmx_path));
+    if std::fs::symlink_metadata(&vmx_file).is_ok() {
+        if made_dir {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(faults::file_already_exists(schema, &vmx_path.to_string()));
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
         let mut spec = VmSpec {
@@ -78,7 +83,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         }
         spec.to_vmx()
             .write(&vmx_file)
-            .map_err(|e| file_fault(host, &vmx_path.to_string(), e))?;
+            .map_err(|e| io_fault(schema, &vmx_path.to_string(), e))?;
         created.push(vmx_file.clone());
         host.vms
             .register(host, &vmx_path, None)
@@ -113,10 +118,18 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
     }
 }
 
+/// Whether `name` can be a VM's folder name: not `.` or `..`, no `/`, no control characters.
+pub fn usable_name(name: &str) -> bool {
+    !matches!(name.trim(), "" | "." | "..")
+        && name.len() <= 80
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
 /// Refuses a VM name that cannot be a folder name or that another VM has (DuplicateName).
 pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
     let schema = host.schema;
-    if name.contains('/') || name.len() > 80 {
+    if !usable_name(name) {
         return Err(Fault::invalid_argument(
             schema,
             "name",
@@ -129,13 +142,7 @@ pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
         .into_iter()
         .find(|vm| vm.state().spec.name == name)
     {
-        return Err(Fault::new(
-            schema,
-            "DuplicateName",
-            format!("The name '{name}' already exists."),
-        )
-        .with(schema, "name", name)
-        .with(schema, "object", existing.moref.clone()));
+        return Err(faults::duplicate_name(schema, name, &existing.moref));
     }
     Ok(())
 }
@@ -194,6 +201,13 @@ pub(super) fn apply_extra_config(
                 format!("bad key '{key}'"),
             ));
         }
+        if is_owned_key(key) {
+            return Err(Fault::invalid_argument(
+                schema,
+                key,
+                format!("extraConfig may not set '{key}': the VM's configuration owns it"),
+            ));
+        }
         spec.set_extra(key, &value);
     }
     Ok(())
@@ -213,16 +227,23 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
         let ds = host
             .datastores
             .first()
-            .ok_or_else(|| invalid_datastore(host, "", "no datastore".into()))?;
+            .ok_or_else(|| faults::invalid_datastore(schema, "", "no datastore"))?;
         DatastorePath {
             datastore: ds.name.clone(),
             path: String::new(),
         }
     } else {
-        DatastorePath::parse(given).map_err(|e| invalid_datastore(host, "", e.to_string()))?
+        DatastorePath::parse(given).map_err(|e| faults::invalid_datastore(schema, "", e))?
     };
     path.datastore(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &path.datastore, e.to_string()))?;
+        .map_err(|e| faults::invalid_datastore(schema, &path.datastore, e))?;
+    if path.path.ends_with(".vmx") && path.is_at_root() {
+        return Err(Fault::invalid_argument(
+            schema,
+            "files.vmPathName",
+            format!("{given}: a VM's .vmx must be in a folder of the datastore, not at its root"),
+        ));
+    }
     Ok(if path.path.ends_with(".vmx") {
         path
     } else if path.path.is_empty() {
@@ -236,6 +257,16 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
     })
 }
 
+/// The `.vmx`'s own name (the last part of its datastore path).
+pub(super) fn vmx_file_name(vmx_path: &DatastorePath) -> String {
+    vmx_path
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn value_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.to_string(),
@@ -244,35 +275,13 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-pub(super) fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
-    let schema = host.schema;
-    let mut fault = Fault::new(schema, "InvalidDatastore", why);
-    if !name.is_empty() {
-        fault = fault.with(schema, "name", name).with(
-            schema,
-            "datastore",
-            MoRef::new("Datastore", name),
-        );
-    }
-    fault
+/// A FileFault for an I/O failure on `file` (both in the message).
+pub(super) fn io_fault(schema: &Schema, file: &str, error: std::io::Error) -> Fault {
+    faults::file_fault(schema, file, format!("{file}: {error}"))
 }
 
-pub(super) fn file_exists(host: &Host, file: &str) -> Fault {
-    Fault::new(
-        host.schema,
-        "FileAlreadyExists",
-        format!("The file {file} already exists"),
-    )
-    .with(host.schema, "file", file)
-}
-
-fn file_not_found(host: &Host, file: &str) -> Fault {
-    Fault::new(
-        host.schema,
-        "FileNotFound",
-        format!("{file} does not exist"),
-    )
-    .with(host.schema, "file", file)
+fn missing_file(schema: &Schema, file: &str) -> Fault {
+    faults::file_not_found(schema, file, format!("{file} does not exist"))
 }
 
 /// How a child disk (a linked clone's delta, backing.parent set) of the disk file `parent` is
@@ -288,16 +297,15 @@ fn child_disk_options(
     let field = "deviceChange.device.backing.parent.fileName";
     let parent_path = DatastorePath::parse(parent)
         .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
-    let file = parent_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &parent_path.datastore, e.to_string()))?;
+    let file = parent_path.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => missing_file(schema, parent),
+        e => faults::invalid_datastore(schema, &parent_path.datastore, e),
+    })?;
     if !file.is_file() {
-        return Err(file_not_found(host, parent));
+        return Err(missing_file(schema, parent));
     }
-    let unreadable = |e: OpenError| {
-        Fault::new(schema, "FileFault", format!("cannot read {parent}: {e}"))
-            .with(schema, "file", parent)
-    };
+    let unreadable =
+        |e: OpenError| faults::file_fault(schema, parent, format!("cannot read {parent}: {e}"));
     let options = child_of(target, &file).map_err(unreadable)?;
     match asked {
         Some(size) if size < options.size => Err(Fault::invalid_argument(
@@ -343,8 +351,14 @@ fn relative_name(image: &Path, file: &Path) -> String {
     name.to_string_lossy().into_owned()
 }
 
-pub(super) fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
-    Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
+/// The format of an existing disk a client attaches (probed once, then pinned in the
+/// `.vmx`), after checking that it opens with its whole backing chain inside the datastore.
+fn existing_disk_format(schema: &Schema, path: &Path, name: &str) -> Result<ImageFormat, Fault> {
+    let unusable =
+        |e: OpenError| faults::file_fault(schema, name, format!("cannot use {name}: {e}"));
+    let format = probe_format(path).map_err(unusable)?;
+    open_disk_as(path, format, true).map_err(unusable)?;
+    Ok(format)
 }
 
 /// Applies one `add` device change to the new VM.
@@ -410,12 +424,18 @@ fn add_device(
                 )
             })?
         };
-        let path = target
-            .resolve(&host.datastores)
-            .map_err(|e| invalid_datastore(host, &target.datastore, e.to_string()))?;
+        let resolved = if creating {
+            target.resolve_new(&host.datastores)
+        } else {
+            target.resolve(&host.datastores)
+        };
+        let path = resolved.map_err(|e| match e {
+            e if e.is_not_found() => missing_file(schema, &target.to_string()),
+            e => faults::invalid_datastore(schema, &target.datastore, e),
+        })?;
         if creating {
-            if path.exists() {
-                return Err(file_exists(host, &target.to_string()));
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return Err(faults::file_already_exists(schema, &target.to_string()));
             }
             let asked = device
                 .get(schema, "capacityInBytes")
@@ -447,16 +467,21 @@ fn add_device(
                 })?),
             };
             create_qcow2(&path, &options).map_err(|e| {
-                Fault::new(schema, "FileFault", format!("cannot create {target}: {e}")).with(
+                faults::file_fault(
                     schema,
-                    "file",
-                    target.to_string(),
+                    &target.to_string(),
+                    format!("cannot create {target}: {e}"),
                 )
             })?;
-            created.push(path);
+            created.push(path.clone());
         } else if !path.is_file() {
-            return Err(file_not_found(host, &target.to_string()));
+            return Err(missing_file(schema, &target.to_string()));
         }
+        let format = if creating {
+            ImageFormat::Qcow2
+        } else {
+            existing_disk_format(schema, &path, &target.to_string())?
+        };
         let file_name = if target.parent() == folder {
             target
                 .path
@@ -467,7 +492,10 @@ fn add_device(
         } else {
             target.to_string()
         };
-        spec.disks.push(DiskSpec { file_name });
+        spec.disks.push(DiskSpec {
+            file_name,
+            format: Some(format),
+        });
         return Ok(());
     }
     if schema.is_a(device.ty, schema.known_type("VirtualEthernetCard")) {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vireo_api::{DataObject, Fault, Value};
+use vireo_api::{DataObject, Fault};
+use vireo_disk::block::ImageFormat;
 use vireo_vmm_protocol::control::{Request, SaveReport};
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
@@ -16,6 +17,7 @@ use super::{
     control, disks, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState,
 };
 use crate::events::post_event;
+use crate::faults;
 use crate::host::Host;
 use crate::inventory::now_micros;
 
@@ -29,6 +31,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
+    disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
     state.disk_capacities = disks::capacities(host, vm, &state.spec);
     let log = vm.file("vireo-vmm.log");
@@ -47,29 +50,6 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         state.power = Power::Suspended;
     }
     properties::publish(host, vm, &state);
-}
-
-/// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
-pub fn invalid_power_state(host: &Host, requested: Option<Power>, existing: Power) -> Fault {
-    let schema = host.schema;
-    let mut fault = Fault::new(
-        schema,
-        "InvalidPowerState",
-        "The attempted operation cannot be performed in the current state",
-    )
-    .with(
-        schema,
-        "existingState",
-        Value::enumeration(schema, "VirtualMachinePowerState", existing.as_str()),
-    );
-    if let Some(requested) = requested {
-        fault = fault.with(
-            schema,
-            "requestedState",
-            Value::enumeration(schema, "VirtualMachinePowerState", requested.as_str()),
-        );
-    }
-    fault
 }
 
 /// Posts a VM event of type `ty` with a message.
@@ -95,7 +75,11 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         ));
     }
     if state.power == Power::On {
-        return Err(invalid_power_state(host, Some(Power::On), Power::On));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(Power::On),
+            Power::On,
+        ));
     }
     check_memory(host, state.spec.memory_mb)?;
     let resuming = state.power == Power::Suspended;
@@ -160,16 +144,11 @@ fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
         })
         .map(|kib| kib / 1024);
     match available_mb {
-        Some(available) if available < memory_mb => {
-            let schema = host.schema;
-            Err(Fault::new(
-                schema,
-                "InsufficientMemoryResourcesFault",
-                format!("The host has {available} MB available; the VM needs {memory_mb} MB."),
-            )
-            .with(schema, "unreserved", available * 1024 * 1024)
-            .with(schema, "requested", memory_mb * 1024 * 1024))
-        }
+        Some(available) if available < memory_mb => Err(faults::insufficient_memory(
+            host.schema,
+            available,
+            memory_mb,
+        )),
         _ => Ok(()),
     }
 }
@@ -214,20 +193,19 @@ fn boot_args(
     host: &Host,
     vm: &Vm,
     state: &VmState,
-    disk_paths: &[PathBuf],
+    disk_paths: &[(PathBuf, ImageFormat)],
 ) -> Result<VmmArgs, Fault> {
     let schema = host.schema;
     let spec = &state.spec;
     let kernel = spec.extra(BOOT_KERNEL).ok_or_else(|| {
-        Fault::new(
+        faults::invalid_vm_config(
             schema,
-            "InvalidVmConfig",
+            BOOT_KERNEL,
             format!(
                 "{} has no boot source: set extraConfig {BOOT_KERNEL} to a datastore path",
                 spec.name
             ),
         )
-        .with(schema, "property", BOOT_KERNEL)
     })?;
     let initrd = spec
         .extra(BOOT_INITRD)
@@ -268,22 +246,22 @@ fn out_of_range<T, E>(
     value: impl std::fmt::Display,
 ) -> Result<T, Fault> {
     converted.map_err(|_| {
-        Fault::new(
+        faults::invalid_vm_config(
             schema,
-            "InvalidVmConfig",
+            property,
             format!("{property} {value} is out of range"),
         )
-        .with(schema, "property", property)
     })
 }
 
 /// The disks on these images, in order; `serial` gives each the serial number the guest reads.
-fn disk_configs(disk_paths: &[PathBuf], serial: bool) -> Vec<DiskConfig> {
-    disk_paths
+fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConfig> {
+    layers
         .iter()
         .enumerate()
-        .map(|(n, path)| DiskConfig {
+        .map(|(n, (path, format))| DiskConfig {
             path: path.clone(),
+            format: Some(disks::vmm_format(*format)),
             read_only: false,
             serial: serial.then(|| format!("vireo-disk{n}")),
         })
@@ -361,9 +339,7 @@ fn launch(
                 }
             };
             delete_taps(&taps);
-            return Err(
-                Fault::new(schema, "GenericVmConfigFault", why.clone()).with(schema, "reason", why)
-            );
+            return Err(faults::generic_vm_config_fault(schema, &why));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -471,7 +447,11 @@ fn stop(
             Stopping::PowerOff => Power::Off,
             Stopping::Suspend => Power::Suspended,
         };
-        return Err(invalid_power_state(host, Some(requested), state.power));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(requested),
+            state.power,
+        ));
     }
     let generation = state.generation;
     state.stopping = Some(why);
@@ -555,13 +535,11 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         if let Err(error) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(
-                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
-                    schema,
-                    "file",
-                    dir.display().to_string(),
-                ),
-            );
+            return Err(faults::file_fault(
+                schema,
+                &dir.display().to_string(),
+                format!("cannot save the VM: {error}"),
+            ));
         }
         close_disks(&socket, true);
         control::command(&socket, Request::PowerOff, Duration::from_secs(10))
@@ -574,7 +552,11 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
 pub fn reset(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let state = vm.state();
     if state.power != Power::On {
-        return Err(invalid_power_state(host, Some(Power::On), state.power));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(Power::On),
+            state.power,
+        ));
     }
     let generation = state.generation;
     let socket = vm.run_dir.join("control.sock");

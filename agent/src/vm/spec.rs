@@ -2,6 +2,8 @@
 //! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
 //! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
 
+use vireo_disk::block::ImageFormat;
+
 use super::vmx_file::VmxFile;
 
 /// extraConfig key naming the kernel (a datastore path) the VM boots.
@@ -21,6 +23,9 @@ pub const MAX_NICS: usize = 4;
 pub struct DiskSpec {
     /// File name as stored: relative to the VM folder, or a datastore path.
     pub file_name: String,
+    /// Its base file's format, pinned in the `.vmx` (`diskN.format`): a raw disk is never
+    /// probed again, whatever the guest writes into it. Unset until registration records it.
+    pub format: Option<ImageFormat>,
 }
 
 /// One virtual NIC.
@@ -88,6 +93,24 @@ fn is_device_key(key: &str) -> bool {
     })
 }
 
+/// Whether a client's extraConfig may not set `key` because the VM's model owns it: the
+/// keys above, devices (`diskN.*`, `ethernetN.*`, `scsiN*`, `ideN*`, `sataN*`, `nvmeN*`),
+/// identities (`uuid.*`) and file names (`*fileName`), compared case-insensitively.
+pub fn is_owned_key(key: &str) -> bool {
+    let lower = key.trim().to_ascii_lowercase();
+    let device = ["disk", "ethernet", "scsi", "ide", "sata", "nvme"]
+        .iter()
+        .any(|prefix| {
+            lower
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        });
+    device
+        || lower.starts_with("uuid.")
+        || lower.ends_with("filename")
+        || OWN_KEYS.iter().any(|o| o.eq_ignore_ascii_case(&lower))
+}
+
 impl VmSpec {
     /// Reads a VM from its `.vmx` settings; `default_name` names it when displayName is absent.
     pub fn from_vmx(vmx: &VmxFile, default_name: &str) -> VmSpec {
@@ -102,9 +125,13 @@ impl VmSpec {
         };
         let disks = (0..MAX_DISKS)
             .filter(|n| present(format!("disk{n}")))
-            .filter_map(|n| vmx.get(&format!("disk{n}.fileName")))
-            .map(|f| DiskSpec {
-                file_name: f.to_string(),
+            .filter_map(|n| {
+                Some(DiskSpec {
+                    file_name: vmx.get(&format!("disk{n}.fileName"))?.to_string(),
+                    format: vmx
+                        .get(&format!("disk{n}.format"))
+                        .and_then(ImageFormat::from_name),
+                })
             })
             .collect();
         let nics = (0..MAX_NICS)
@@ -174,6 +201,9 @@ impl VmSpec {
         for (n, disk) in self.disks.iter().enumerate() {
             vmx.set(&format!("disk{n}.present"), "TRUE");
             vmx.set(&format!("disk{n}.fileName"), &disk.file_name);
+            if let Some(format) = disk.format {
+                vmx.set(&format!("disk{n}.format"), format.name());
+            }
         }
         for (n, nic) in self.nics.iter().enumerate() {
             vmx.set(&format!("ethernet{n}.present"), "TRUE");
@@ -257,6 +287,40 @@ pub fn random_mac() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_owns_devices_identities_sizes_and_file_names() {
+        for key in [
+            "disk0.fileName",
+            "DISK7.present",
+            "disk0.format",
+            "ethernet0.address",
+            "ethernet3.networkName",
+            "scsi0:0.fileName",
+            "ide1:0.deviceType",
+            "sata0.present",
+            "memsize",
+            "numvcpus",
+            "uuid.bios",
+            "uuid.location",
+            "vc.uuid",
+            "displayName",
+            "guestOS",
+            "nvram.fileName",
+            "serial0.fileName",
+        ] {
+            assert!(is_owned_key(key), "{key}");
+        }
+        for key in [
+            "vireo.boot.kernel",
+            "ctkEnabled",
+            "guestinfo.x",
+            "diskless",
+            "ideal",
+        ] {
+            assert!(!is_owned_key(key), "{key}");
+        }
+    }
 
     #[test]
     fn vmx_round_trip_keeps_devices_and_extra_config() {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use vireo_api::{Fault, Value};
 
 use super::task;
+use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::snapshots::clone_holds;
-use crate::vm::{lifecycle, properties, Power, Vm};
+use crate::vm::{destroy, lifecycle, properties, Power, Vm};
 
 pub(super) fn destroy(call: &Call<'_>) -> MethodResult {
     task(call, &call.this_vm()?, "VirtualMachine.destroy", destroy_vm)
@@ -27,14 +28,14 @@ pub(super) fn mark_as_virtual_machine(call: &Call<'_>) -> MethodResult {
     set_template(call.host, &*call.this_vm()?, false).map(|_| None)
 }
 
-/// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
+/// Destroy: deletes the files the VM owns, then its folder if empty (a folder holding other
+/// files stays), and forgets it. Only when not running.
 fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
-    let schema = host.schema;
-    let (disks, instance_uuid): (Vec<_>, String) = {
+    let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {
-            return Err(lifecycle::invalid_power_state(
-                host,
+            return Err(faults::invalid_power_state(
+                host.schema,
                 Some(Power::Off),
                 state.power,
             ));
@@ -45,31 +46,22 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
             drop(state);
             return Err(linked_clones_depend(host, vm, &name, &holders));
         }
-        let disks = state
+        let bases: Vec<_> = state
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
             .collect();
-        (disks, state.spec.instance_uuid.clone())
+        let owned = destroy::owned_files(vm, &state, &bases);
+        (bases, owned, state.spec.instance_uuid.clone())
     };
-    let parents = clone_holds::parents_of(&disks);
+    let parents = clone_holds::parents_of(&bases);
     unregister_vm(host, vm, "", true)?;
     clone_holds::release(host, &parents, &instance_uuid);
-    for disk in disks {
-        if let Err(error) = std::fs::remove_file(&disk) {
-            tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
-        }
-    }
-    std::fs::remove_dir_all(&vm.dir).map_err(|e| {
-        Fault::new(
-            schema,
-            "FileFault",
-            format!("cannot delete {}: {e}", vm.vmx_path.parent()),
-        )
-        .with(schema, "file", vm.vmx_path.parent().to_string())
-    })?;
     let _ = std::fs::remove_dir_all(&vm.run_dir);
+    for kept in owned.remove() {
+        tracing::warn!(folder = %kept.display(), "left in place: it holds files the VM does not own");
+    }
     Ok(None)
 }
 
@@ -94,16 +86,15 @@ fn linked_clones_depend(host: &Host, vm: &Vm, name: &str, holders: &[String]) ->
     } else {
         clones.join(", ")
     };
-    Fault::new(
+    faults::resource_in_use(
         schema,
-        "ResourceInUse",
+        "VirtualMachine",
+        &clones,
         format!(
             "{name} cannot be deleted: the linked clones {clones} are built on its disks; \
              destroy them or promote their disks first."
         ),
     )
-    .with(schema, "type", "VirtualMachine")
-    .with(schema, "name", clones.as_str())
 }
 
 /// UnregisterVM (and the end of Destroy): the VM leaves the inventory; its files stay.
@@ -111,8 +102,8 @@ fn unregister_vm(host: &Host, vm: &Vm, user: &str, destroying: bool) -> Result<(
     let schema = host.schema;
     let mut state = vm.state();
     if state.power == Power::On {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            schema,
             Some(Power::Off),
             state.power,
         ));
@@ -143,8 +134,8 @@ fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
     let schema = host.schema;
     let mut state = vm.state();
     if template && state.power != Power::Off {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            schema,
             Some(Power::Off),
             state.power,
         ));
@@ -163,11 +154,7 @@ fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
     state.spec.template = template;
     if let Err(error) = state.spec.to_vmx().write(&vm.vmx_file) {
         state.spec.template = !template;
-        return Err(Fault::new(schema, "FileFault", error.to_string()).with(
-            schema,
-            "file",
-            vm.vmx_path.to_string(),
-        ));
+        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
     }
     properties::publish(host, vm, &state);
     Ok(())

@@ -11,6 +11,7 @@ use vireo_vmm_protocol::control::{Request, SaveReport};
 
 use super::super::disks::trees as disks;
 use super::super::{control, Power, Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
@@ -55,13 +56,11 @@ pub fn with_disks_closed<T>(
         if let Err(error) = saved {
             resume();
             let _ = std::fs::remove_dir_all(dir);
-            return Err(
-                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
-                    schema,
-                    "file",
-                    dir.display().to_string(),
-                ),
-            );
+            return Err(faults::file_fault(
+                schema,
+                &dir.display().to_string(),
+                format!("cannot save the VM: {error}"),
+            ));
         }
     }
     if let Err(error) = control::command(&socket, Request::DetachDisks, CONTROL_TIMEOUT) {
@@ -69,11 +68,18 @@ pub fn with_disks_closed<T>(
         return Err(refused("detach the disks of", error));
     }
     let result = change();
-    let paths: Vec<_> = disks::views(vm, &state.spec, &host.datastores)
+    let views = disks::views(vm, &state.spec, &host.datastores);
+    let layers =
+        super::super::disks::writable_layers(host, vm, &state.spec, &views).unwrap_or_default();
+    let (paths, formats) = layers
         .into_iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect();
-    let attached = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT);
+        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
+        .unzip();
+    let attached = control::command(
+        &socket,
+        Request::AttachDisks { paths, formats },
+        CONTROL_TIMEOUT,
+    );
     if let Err(error) = attached {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
