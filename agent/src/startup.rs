@@ -75,14 +75,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     unsafe { libc::umask(0o077) };
     create(&config.data_dir)?;
     make_private(&config.data_dir)?;
-    let datastores: Vec<DatastoreDir> = config
-        .datastores
-        .iter()
-        .map(|d| DatastoreDir {
-            name: d.name.clone(),
-            dir: config.datastore_dir(d),
-        })
-        .collect();
+    let datastores = datastore_dirs(&config);
     for ds in &datastores {
         create(&ds.dir)?;
     }
@@ -111,6 +104,18 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity,
         generated_root_password,
     })
+}
+
+/// The configured datastores with their directories.
+pub fn datastore_dirs(config: &Config) -> Vec<DatastoreDir> {
+    config
+        .datastores
+        .iter()
+        .map(|d| DatastoreDir {
+            name: d.name.clone(),
+            dir: config.datastore_dir(d),
+        })
+        .collect()
 }
 
 /// Re-reads datastore space and logs out idle sessions, forever.

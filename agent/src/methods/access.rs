@@ -47,6 +47,19 @@ pub fn user_holds_any(host: &Host, user: &str, privileges: &[&str], obj: &MoRef)
         .any(|p| holds(host.schema, &inv, &authz, user, p, obj))
 }
 
+/// Whether `user` may see every session (their keys among them): Sessions.TerminateSession.
+pub fn may_see_sessions(host: &Host, inv: &Inventory, user: &str) -> bool {
+    let privilege = "Sessions.TerminateSession";
+    holds(
+        host.schema,
+        inv,
+        &host.authz(),
+        user,
+        privilege,
+        &refs::session_manager(),
+    )
+}
+
 /// Whether `user` may see `obj` (System.Read on it).
 pub fn may_read(host: &Host, inv: &Inventory, user: &str, obj: &MoRef) -> bool {
     holds(host.schema, inv, &host.authz(), user, "System.Read", obj)
@@ -115,13 +128,12 @@ fn requirements(call: &Call<'_>, inv: &Inventory, listed: &str) -> Vec<(String, 
     match method {
         "CreateVM_Task" | "RegisterVM_Task" => {
             need("Resource.AssignVMToPool", arg("pool"));
-            let vmx = data("config")
-                .and_then(|c| c.get(schema, "files"))
-                .and_then(Value::as_data)
-                .and_then(|f| f.get(schema, "vmPathName"))
-                .and_then(Value::as_str)
-                .or_else(|| call.arg("path").and_then(Value::as_str));
             if method == "CreateVM_Task" {
+                let vmx = data("config")
+                    .and_then(|c| c.get(schema, "files"))
+                    .and_then(Value::as_data)
+                    .and_then(|f| f.get(schema, "vmPathName"))
+                    .and_then(Value::as_str);
                 need("Datastore.AllocateSpace", datastore_of(vmx).as_ref());
             }
         }

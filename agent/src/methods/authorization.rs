@@ -13,8 +13,10 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
-use crate::host::{lock, Host};
+use crate::faults;
+use crate::host::Host;
 use crate::inventory::esxi::refs;
+use crate::locks::lock;
 
 /// Writes roleList, privilegeList and description into the AuthorizationManager.
 pub fn publish(host: &Host) {
@@ -112,14 +114,12 @@ fn permissions_value(schema: &Schema, list: &[Permission]) -> Value {
 fn role_fault(schema: &Schema, error: RoleError) -> Fault {
     let message = error.to_string();
     match error {
-        RoleError::NameTaken(name) => {
-            Fault::new(schema, "AlreadyExists", message).with(schema, "name", name)
-        }
+        RoleError::NameTaken(name) => faults::already_exists(schema, &name, message),
         RoleError::NotFound(_) => Fault::not_found(schema, message),
         RoleError::System(_) => Fault::invalid_argument(schema, "roleId", message),
         RoleError::UnknownPrivilege(_) => Fault::invalid_argument(schema, "privIds", message),
-        RoleError::BadName => Fault::new(schema, "InvalidName", message).with(schema, "name", ""),
-        RoleError::InUse(_) => Fault::new(schema, "RemoveFailed", message),
+        RoleError::BadName(name) => faults::invalid_name(schema, &name, message),
+        RoleError::InUse(_) => faults::remove_failed(schema, message),
         RoleError::Store(e) => Fault::system_error(schema, e.to_string()),
     }
 }
@@ -131,16 +131,9 @@ pub fn permission_fault(schema: &Schema, error: PermissionError) -> Fault {
         PermissionError::UnknownRole(_) | PermissionError::NotFound(_) => {
             Fault::not_found(schema, message)
         }
-        PermissionError::LastAdmin => Fault::new(schema, "AuthMinimumAdminPermission", message),
+        PermissionError::LastAdmin => faults::auth_minimum_admin_permission(schema, message),
         PermissionError::Store(e) => Fault::system_error(schema, e.to_string()),
     }
-}
-
-/// `UserNotFound` for a principal that is no local account.
-pub fn user_not_found(schema: &Schema, principal: &str) -> Fault {
-    Fault::new(schema, "UserNotFound", format!("no user {principal}"))
-        .with(schema, "principal", principal)
-        .with(schema, "unresolved", false)
 }
 
 fn strings(call: &Call<'_>, name: &str) -> Vec<String> {
@@ -200,7 +193,7 @@ fn permissions_arg(call: &Call<'_>, entity: &MoRef) -> Result<Vec<Permission>, F
                 .unwrap_or(false);
             // Local accounts have no groups, so no group principal exists.
             if group || !lock(&call.host.accounts).exists(principal) {
-                return Err(user_not_found(schema, principal));
+                return Err(faults::user_not_found(schema, principal));
             }
             Ok(Permission {
                 entity: EntityRef::from(entity),
@@ -345,10 +338,11 @@ fn retrieve_permissions(call: &Call<'_>, method: &str) -> MethodResult {
         "RetrieveRolePermissions" => Some(int_arg(call, "roleId")?),
         _ => None,
     };
-    let inherited = call
-        .arg("inherited")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let inherited = entity.is_some()
+        && call
+            .arg("inherited")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
     let inv = host.inventory();
     let authz = host.authz();
     if let Some(id) = role.filter(|id| authz.role(*id).is_none()) {
@@ -402,7 +396,10 @@ fn subject(call: &Call<'_>, method: &str) -> Result<String, Fault> {
 fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
     let (host, schema) = (call.host, call.schema);
     let user = subject(call, method)?;
-    let wanted = strings(call, "privId");
+    let wanted = match method {
+        "FetchUserPrivilegeOnEntities" => Vec::new(),
+        _ => strings(call, "privId"),
+    };
     let entities = refs_arg(
         call,
         match method {

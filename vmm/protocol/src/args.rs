@@ -154,6 +154,10 @@ impl std::str::FromStr for NetConfig {
     }
 }
 
+/// Rotations of the serial log the VMM keeps beside it (`--serial-log F`: `F.1` ... `F.3`,
+/// newest first), so the owner of the VM folder knows the files.
+pub const SERIAL_LOG_ROTATIONS: usize = 3;
+
 /// Boot a guest kernel on KVM.
 #[derive(Parser, Debug, Clone, PartialEq)]
 #[command(name = "vireo-vmm", version, about)]
@@ -178,7 +182,8 @@ pub struct VmmArgs {
     /// Guest memory in MiB.
     #[arg(long = "memory-mib", default_value_t = 128)]
     pub memory_mib: u64,
-    /// Append the serial console to this file (and not to stdout, unless --serial-stdio).
+    /// Append the serial console to this file (and not to stdout, unless --serial-stdio); it
+    /// rotates at a size cap into FILE.1 .. FILE.3.
     #[arg(long = "serial-log")]
     pub serial_log: Option<PathBuf>,
     /// Also put the serial console on stdout/stdin when --serial-log is given.
@@ -204,6 +209,17 @@ pub struct VmmArgs {
     /// console server can map it read-only and see the screen live.
     #[arg(long = "framebuffer-file")]
     pub framebuffer_file: Option<PathBuf>,
+    /// Run jailed as this user: own mount namespace showing only the --jail-dir directories
+    /// (and /dev/kvm, /dev/net/tun), no capabilities, no new privileges.
+    #[arg(long = "jail-uid", requires = "jail_gid")]
+    pub jail_uid: Option<u32>,
+    /// The jailed VMM's group.
+    #[arg(long = "jail-gid", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// A directory the jailed VMM sees, at the same path (repeatable): every file it opens
+    /// must lie in one.
+    #[arg(long = "jail-dir", requires = "jail_uid")]
+    pub jail_dirs: Vec<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -232,6 +248,9 @@ impl Default for VmmArgs {
             tools_socket: None,
             framebuffer: (1024, 768),
             framebuffer_file: None,
+            jail_uid: None,
+            jail_gid: None,
+            jail_dirs: Vec::new(),
         }
     }
 }
@@ -277,6 +296,13 @@ impl VmmArgs {
                 option(name, path.into());
             }
         }
+        if let (Some(uid), Some(gid)) = (self.jail_uid, self.jail_gid) {
+            option("--jail-uid", uid.to_string().into());
+            option("--jail-gid", gid.to_string().into());
+            for dir in &self.jail_dirs {
+                option("--jail-dir", dir.into());
+            }
+        }
         if self.serial_stdio {
             argv.push("--serial-stdio".into());
         }
@@ -315,6 +341,9 @@ mod tests {
             tools_socket: Some("/run/vm/tools.sock".into()),
             framebuffer: (800, 600),
             framebuffer_file: Some("/run/vm/fb".into()),
+            jail_uid: Some(65534),
+            jail_gid: Some(65534),
+            jail_dirs: vec!["/ds/vm".into(), "/run/vm".into()],
             ..VmmArgs::default()
         };
         assert_eq!(parse(args.to_argv()), args);
