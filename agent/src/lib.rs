@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod console;
+pub mod crash;
 pub mod events;
 pub mod host;
 pub mod http_files;

@@ -11,6 +11,7 @@ use super::{Call, MethodResult};
 use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
+use crate::vm::journal::{Intent, Journal};
 use crate::vm::snapshots::clone_holds;
 use crate::vm::tools_host::{self, ToolsRequestError};
 use crate::vm::{clone, create, lifecycle, properties, Power, Vm};
@@ -169,8 +170,20 @@ fn destroy(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
         (disks, state.spec.instance_uuid.clone())
     };
     let parents = clone_holds::parents_of(&disks);
-    unregister(host, vm, "", true)?;
+    let intent = Intent::Destroy {
+        parents: parents.clone(),
+        instance_uuid: instance_uuid.clone(),
+    };
+    let mut journal = Journal::begin(&vm.dir, intent).map_err(|e| e.fault(schema))?;
+    if let Err(fault) = unregister(host, vm, "", true) {
+        journal.finish();
+        return Err(fault);
+    }
+    journal.step("unregistered").map_err(|e| e.fault(schema))?;
     clone_holds::release(host, &parents, &instance_uuid);
+    journal
+        .step("holds-released")
+        .map_err(|e| e.fault(schema))?;
     for disk in disks {
         if let Err(error) = std::fs::remove_file(&disk) {
             tracing::warn!(disk = %disk.display(), "cannot delete: {error}");

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault, Value};
 
+use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
-use super::{control, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState};
+use super::{
+    control, network, properties, recovery, snapshots, tools_host, Power, Stopping, Vm, VmState,
+};
 use crate::events::post_event;
 use crate::host::Host;
 use crate::inventory::now_micros;
@@ -27,9 +30,11 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
     snapshots::load(host, vm, &mut state);
-    state.disk_capacities = disk_capacities(host, vm, &state);
     let log = vm.file("vireo-vmm.log");
-    if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
+    let mut adopted = VmmProcess::adopt(&vm.run_dir, &log);
+    let recovered = recovery::recover(host, vm, &mut state, &mut adopted);
+    state.disk_capacities = disk_capacities(host, vm, &state);
+    if let Some(process) = adopted {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
         state.taps = (0..state.spec.nics.len())
             .map(|i| network::tap_name(vm.id, i))
@@ -44,6 +49,14 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         state.power = Power::Suspended;
     }
     properties::publish(host, vm, &state);
+    if !recovered.is_empty() {
+        let message = format!(
+            "{}: recovered from an interrupted task after vireod restarted: {}",
+            state.spec.name,
+            recovered.message()
+        );
+        post_vm_event(host, vm, &state, "VmMessageWarningEvent", message, "");
+    }
 }
 
 /// Reads each disk's guest-visible size from its image.
@@ -542,10 +555,14 @@ fn kill(state: &VmState) {
     }
 }
 
-/// SuspendVM: saves state and memory into `suspend/`, then the process ends.
+/// SuspendVM: saves state and memory into `suspend/`, then the process ends (journaled:
+/// `saved`, `vmm-stopping`).
 pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let schema = host.schema;
-    stop(host, vm, Stopping::Suspend, |_| {
+    let mut journal = None;
+    let stopped = stop(host, vm, Stopping::Suspend, |_| {
+        let journal =
+            journal.insert(Journal::begin(&vm.dir, Intent::Suspend).map_err(|e| e.fault(schema))?);
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
@@ -553,23 +570,29 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
             &socket,
             &serde_json::json!({ "cmd": "save", "dir": dir }),
             SAVE_TIMEOUT,
-        );
-        if let Err(error) = saved {
+        )
+        .map_err(|error| {
+            Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
+                schema,
+                "file",
+                dir.display().to_string(),
+            )
+        })
+        .and_then(|_| journal.step("saved").map_err(|e| e.fault(schema)));
+        if let Err(fault) = saved {
             let _ = control::command(&socket, "resume", Duration::from_secs(10));
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(
-                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
-                    schema,
-                    "file",
-                    dir.display().to_string(),
-                ),
-            );
+            return Err(fault);
         }
         close_disks(&socket, true);
         control::command(&socket, "power-off", Duration::from_secs(10))
-            .map(drop)
-            .map_err(|e| Fault::system_error(schema, e.to_string()))
-    })
+            .map_err(|e| Fault::system_error(schema, e.to_string()))?;
+        journal.step("vmm-stopping").map_err(|e| e.fault(schema))
+    });
+    if let Some(journal) = journal {
+        journal.finish();
+    }
+    stopped
 }
 
 /// ResetVM: hard reset; the VMM exits and vireod boots it again.

@@ -8,10 +8,12 @@ pub mod clone;
 pub mod control;
 pub mod create;
 pub mod datastore_path;
+pub mod journal;
 pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod recovery;
 pub mod screenshot;
 pub mod snapshots;
 pub mod spec;
@@ -265,6 +267,7 @@ impl Vms {
                 tracing::warn!("cannot record the VM inventory: {error}");
             }
         }
+        recovery::finish_destroys(host);
     }
 
     /// Registers the VM whose `.vmx` is at `path` (under `id`, or the next free one).

@@ -54,7 +54,8 @@ pub fn tree_snapshot_name(uid: u32) -> String {
     format!("vm-snapshot-{uid}")
 }
 
-fn uid_of(tree_name: &str) -> Option<u32> {
+/// The VM snapshot uid a tree snapshot name stands for (other names: linked clones' holds).
+pub fn uid_of(tree_name: &str) -> Option<u32> {
     tree_name.strip_prefix("vm-snapshot-")?.parse().ok()
 }
 

@@ -1,13 +1,14 @@
 //! A running VM's disks handed to the host and back (ESXi's "stun"): pause the guest,
 //! optionally save its machine state, detach the disks, let the caller change the disk trees,
 //! attach the (possibly new) writable layers and resume. A VM that is not running needs none
-//! of this: its layer files are closed already.
+//! of this: its layer files are closed already. Each step is recorded in the task's journal.
 
 use std::path::Path;
 use std::time::Duration;
 
 use vireo_api::Fault;
 
+use super::super::journal::Journal;
 use super::super::{control, Power, Vm, VmState};
 use super::disks;
 use crate::host::Host;
@@ -18,23 +19,30 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `change` while the VM's disk images are closed, saving the machine state into
-/// `save_to` first when given (the VM must then be running).
+/// `save_to` first when given (the VM must then be running). Records in `journal` the steps
+/// `vm-paused`, `state-saved`, `disks-detached`, `trees-changed`, `disks-attached`.
 pub fn with_disks_closed<T>(
     host: &Host,
     vm: &Vm,
     state: &VmState,
     save_to: Option<&Path>,
+    journal: &mut Journal,
     change: impl FnOnce() -> Result<T, Fault>,
 ) -> Result<T, Fault> {
-    if state.power != Power::On {
-        return change();
-    }
     let schema = host.schema;
+    let record =
+        |journal: &mut Journal, step: &str| journal.step(step).map_err(|e| e.fault(schema));
+    if state.power != Power::On {
+        let result = change()?;
+        record(journal, "trees-changed")?;
+        return Ok(result);
+    }
     let socket = vm.run_dir.join("control.sock");
     let refused = |what: &str, e: control::ControlError| {
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
     control::command(&socket, "pause", CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
+    let paused = record(journal, "vm-paused");
     let resume = || {
         if let Err(error) = control::command(&socket, "resume", CONTROL_TIMEOUT) {
             tracing::error!(
@@ -43,6 +51,10 @@ pub fn with_disks_closed<T>(
             );
         }
     };
+    if let Err(fault) = paused {
+        resume();
+        return Err(fault);
+    }
     if let Some(dir) = save_to {
         let saved = control::request(
             &socket,
@@ -60,12 +72,18 @@ pub fn with_disks_closed<T>(
                 ),
             );
         }
+        if let Err(fault) = record(journal, "state-saved") {
+            resume();
+            return Err(fault);
+        }
     }
     if let Err(error) = control::command(&socket, "detach-disks", CONTROL_TIMEOUT) {
         resume();
         return Err(refused("detach the disks of", error));
     }
-    let result = change();
+    let result = record(journal, "disks-detached")
+        .and_then(|()| change())
+        .and_then(|result| record(journal, "trees-changed").map(|()| result));
     let paths: Vec<_> = disks::views(vm, &state.spec, &host.datastores)
         .into_iter()
         .filter_map(|v| v.active.chain.first().cloned())
@@ -84,6 +102,7 @@ pub fn with_disks_closed<T>(
         let _ = control::command(&socket, "power-off", CONTROL_TIMEOUT);
         return Err(refused("reattach the disks of", error));
     }
+    let attached = record(journal, "disks-attached");
     resume();
-    result
+    attached.and(result)
 }
