@@ -1,13 +1,16 @@
 //! Bringing vireod up: data directory, TLS identity, accounts, the inventory (host tree plus
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::host::Host;
-use crate::inventory::esxi::{self, DatastoreDir};
+use crate::events;
+use crate::host::{lock, Host};
+use crate::inventory::esxi::{self, refs, DatastoreDir};
 use crate::inventory::host_facts::HostFacts;
 use crate::inventory::Inventory;
 use crate::methods::session_manager::end_session;
@@ -33,6 +36,37 @@ pub enum StartupError {
     /// The account file failed.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// Another vireod holds the data directory (or its lock file cannot be made).
+    #[error("cannot lock the data directory {path} (is another vireod using it?): {source}")]
+    Locked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The data directory's lock, held for the life of the process.
+static DATA_DIR_LOCK: OnceLock<File> = OnceLock::new();
+
+/// Takes an exclusive `flock` on `<data_dir>/vireod.lock`, so that a second vireod on the same
+/// data directory stops before it touches any VM.
+fn lock_data_dir(data_dir: &Path) -> Result<(), StartupError> {
+    let path = data_dir.join("vireod.lock");
+    let locked = |source| StartupError::Locked {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(locked)?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(locked(std::io::Error::last_os_error()));
+    }
+    let _ = DATA_DIR_LOCK.set(file);
+    Ok(())
 }
 
 /// A ready host and its TLS configuration.
@@ -54,6 +88,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         })
     };
     create(&config.data_dir)?;
+    lock_data_dir(&config.data_dir)?;
     let datastores: Vec<DatastoreDir> = config
         .datastores
         .iter()
@@ -78,6 +113,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         accounts,
         identity.sha1.clone(),
     ));
+    restore_events(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {
@@ -85,6 +121,15 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity,
         generated_root_password,
     })
+}
+
+/// Loads the events earlier runs kept; `latestEvent` shows the newest.
+fn restore_events(host: &Host) {
+    let log = events::load(host.schema, &host.config.data_dir);
+    if let Some(latest) = events::latest(&log).cloned() {
+        host.mutate(|inv| inv.set(host.schema, &refs::event_manager(), "latestEvent", latest));
+    }
+    *lock(&host.events) = log;
 }
 
 /// Re-reads datastore space and logs out idle sessions, forever.

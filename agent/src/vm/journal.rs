@@ -143,12 +143,6 @@ impl Journal {
         &self.record.intent
     }
 
-    /// Changes the intent (e.g. once the temporary snapshot of a clone has its uid).
-    pub fn amend(&mut self, intent: Intent) -> Result<(), JournalError> {
-        self.record.intent = intent;
-        self.step("amended")
-    }
-
     /// Records that `step` is complete, durably, before the caller goes on.
     pub fn step(&mut self, step: &str) -> Result<(), JournalError> {
         self.record.steps.push(step.to_string());

@@ -529,8 +529,12 @@ fn close_disks(socket: &Path, paused: bool) {
     }
 }
 
-/// PowerOffVM: hard power-off.
+/// PowerOffVM: hard power-off; a suspended VM is powered off by discarding its saved state
+/// (as ESXi does).
 pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    if discard_suspended_state(host, vm) {
+        return Ok(());
+    }
     stop(host, vm, Stopping::PowerOff, |state| {
         let socket = vm.run_dir.join("control.sock");
         close_disks(&socket, false);
@@ -539,6 +543,21 @@ pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
         }
         Ok(())
     })
+}
+
+/// Powers off a suspended VM (its `suspend/` goes); false when it is not suspended.
+fn discard_suspended_state(host: &Host, vm: &Vm) -> bool {
+    let mut state = vm.state();
+    if state.power != Power::Suspended {
+        return false;
+    }
+    if let Err(error) = std::fs::remove_dir_all(vm.suspend_dir()) {
+        tracing::warn!(vm = vm.id, "cannot remove the suspended state: {error}");
+    }
+    state.suspend_time = None;
+    powered_off(host, vm, &mut state, None);
+    properties::publish(host, vm, &state);
+    true
 }
 
 /// TerminateVM: SIGKILL of the VM's process.
