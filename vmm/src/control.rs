@@ -1,16 +1,11 @@
-//! The control protocol on a Unix socket: one JSON object per line each way. Requests are
-//! `{"cmd": "status" | "pause" | "resume" | "power-button" | "power-off" | "reset"}` and
-//! `{"cmd": "screenshot", "path": "/x.png"}`, `{"cmd": "save", "dir": "/d"}`,
-//! `{"cmd": "detach-disks"}`, `{"cmd": "attach-disks", "paths": [..]}`,
-//! `{"cmd": "serial-input", "text": "..."}`; replies are
-//! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. vireod drives VMs through it.
+//! The control server on a Unix socket: reads the requests of `vireo_vmm_protocol::control`
+//! (one JSON object per line) and carries them out on the running machine; vireod drives VMs
+//! through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-use serde::{Deserialize, Serialize};
 
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
@@ -26,83 +21,10 @@ use crate::devices::framebuffer::{screenshot_png, FramebufferInfo, ScreenshotErr
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
-
-/// Longest request line accepted.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024;
-
-/// A control request.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum ControlRequest {
-    /// Report the VM's state.
-    Status,
-    /// Park every vCPU.
-    Pause,
-    /// Let the vCPUs run again.
-    Resume,
-    /// Press the ACPI power button (the guest decides what to do).
-    PowerButton,
-    /// Hard power-off: the VMM exits.
-    PowerOff,
-    /// Hard reset: the VMM exits with the reset status; the caller restarts it.
-    Reset,
-    /// Pause (if running) and save the whole VM into directory `dir` (vm.state + vm.mem);
-    /// the VM stays paused: resume it (memory snapshot) or power it off (suspend).
-    Save {
-        /// Target directory (created if missing).
-        dir: PathBuf,
-    },
-    /// Close every disk image (VM paused: the block devices are quiesced, the images flushed
-    /// and closed) so that the host may snapshot or merge them.
-    DetachDisks,
-    /// Open these images as the disks, in order, and restart the block devices.
-    AttachDisks {
-        /// One path per disk.
-        paths: Vec<PathBuf>,
-    },
-    /// Type `text` on the guest's serial console (COM1), as a user at the console would.
-    SerialInput {
-        /// Bytes to send.
-        text: String,
-    },
-    /// Write a PNG of the framebuffer to `path`.
-    Screenshot {
-        /// Target file (replaced atomically).
-        path: PathBuf,
-    },
-}
-
-/// The VM's state as `status` reports it.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct VmStatus {
-    /// "running", "paused" or "exiting".
-    pub state: &'static str,
-    /// Number of vCPUs.
-    pub vcpus: usize,
-    /// Milliseconds since the VMM started.
-    pub uptime_ms: f64,
-    /// Milliseconds from VMM start to the guest's boot marker, once seen.
-    pub boot_marker_ms: Option<f64>,
-    /// Port and MMIO accesses that hit no device.
-    pub unclaimed_io: u64,
-    /// Whether the guest listens for the power button.
-    pub power_button_enabled: bool,
-    /// The framebuffer's geometry and backing file.
-    pub framebuffer: FramebufferStatus,
-}
-
-/// The framebuffer as `status` reports it: what a reader of the backing file needs.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct FramebufferStatus {
-    /// Pixels per row.
-    pub width: u32,
-    /// Rows.
-    pub height: u32,
-    /// Bytes per row (pixels are 32-bit XRGB, little-endian).
-    pub stride: u32,
-    /// The shared file behind it (`--framebuffer-file`), if any.
-    pub file: Option<PathBuf>,
-}
+use vireo_vmm_protocol::control::{
+    encode_reply, Ack, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
+    MAX_REQUEST_BYTES,
+};
 
 /// What the control server can act on: the running machine's shared parts.
 pub struct VmHandle {
@@ -180,7 +102,11 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
         match (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
-                let _ = writeln!(writer, "{}", error_reply("request line too long"));
+                let _ = writeln!(
+                    writer,
+                    "{}",
+                    encode_reply::<Ack>(Err("request line too long".into()))
+                );
                 return;
             }
             Ok(_) => {}
@@ -188,9 +114,9 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
         if line.trim().is_empty() {
             continue;
         }
-        let (reply, after) = match serde_json::from_str::<ControlRequest>(line.trim()) {
+        let (reply, after) = match serde_json::from_str::<Request>(line.trim()) {
             Ok(request) => execute(request, handle),
-            Err(e) => (error_reply(&format!("bad request: {e}")), None),
+            Err(e) => (encode_reply::<Ack>(Err(format!("bad request: {e}"))), None),
         };
         if writeln!(writer, "{reply}")
             .and_then(|_| writer.flush())
@@ -205,68 +131,46 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
     }
 }
 
-fn error_reply(message: &str) -> serde_json::Value {
-    serde_json::json!({ "ok": false, "error": message })
+/// The reply line of a command whose failure is any displayable error.
+fn reply<T: serde::Serialize, E: std::fmt::Display>(outcome: Result<T, E>) -> String {
+    encode_reply(outcome.map_err(|e| e.to_string()))
 }
 
-fn ok_reply() -> serde_json::Value {
-    serde_json::json!({ "ok": true })
-}
-
-/// Carries out `request`; returns the reply and an exit to request once it is sent.
-fn execute(request: ControlRequest, handle: &VmHandle) -> (serde_json::Value, Option<VmExit>) {
+/// Carries out `request`; returns the reply line and an exit to request once it is sent.
+fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
+    let acked = |outcome: Result<(), String>| reply(outcome.map(|()| Ack {}));
     match request {
-        ControlRequest::Status => {
-            let mut reply = serde_json::to_value(status(handle)).unwrap_or_default();
-            reply["ok"] = true.into();
-            (reply, None)
-        }
-        ControlRequest::Pause if handle.kicker.pause(&handle.run_state) => (ok_reply(), None),
-        ControlRequest::Pause => {
+        Request::Status => (reply::<_, String>(Ok(status(handle))), None),
+        Request::Pause if handle.kicker.pause(&handle.run_state) => (acked(Ok(())), None),
+        Request::Pause => {
             // Do not leave the VM half-paused.
             handle.run_state.resume();
-            (
-                error_reply("the vCPUs did not all stop (the VM may be ending)"),
-                None,
-            )
+            let why = "the vCPUs did not all stop (the VM may be ending)";
+            (acked(Err(why.into())), None)
         }
-        ControlRequest::Resume if handle.run_state.resume() => (ok_reply(), None),
-        ControlRequest::Resume => (error_reply("the VM is ending"), None),
-        ControlRequest::PowerButton => {
+        Request::Resume if handle.run_state.resume() => (acked(Ok(())), None),
+        Request::Resume => (acked(Err("the VM is ending".into())), None),
+        Request::PowerButton => {
             lock(&handle.pm).press_power_button();
-            (ok_reply(), None)
+            (acked(Ok(())), None)
         }
-        ControlRequest::PowerOff => (ok_reply(), Some(VmExit::HostPowerOff)),
-        ControlRequest::Reset => (ok_reply(), Some(VmExit::HostReset)),
-        ControlRequest::Save { dir } => match crate::persist::save::save_vm(handle, &dir) {
-            Ok(report) => {
-                let mut reply = serde_json::to_value(report).unwrap_or_default();
-                reply["ok"] = true.into();
-                (reply, None)
-            }
-            Err(e) => (error_reply(&e.to_string()), None),
-        },
-        ControlRequest::DetachDisks => match crate::disk_swap::detach_disks(handle) {
-            Ok(()) => (ok_reply(), None),
-            Err(e) => (error_reply(&e.to_string()), None),
-        },
-        ControlRequest::AttachDisks { paths } => {
-            match crate::disk_swap::attach_disks(handle, &paths) {
-                Ok(()) => (ok_reply(), None),
-                Err(e) => (error_reply(&e.to_string()), None),
-            }
+        Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
+        Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
+        Request::Save { dir } => (reply(crate::persist::save::save_vm(handle, &dir)), None),
+        Request::DetachDisks => {
+            let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
+            (acked(detached), None)
         }
-        ControlRequest::SerialInput { text } => match type_on_serial(handle, text.as_bytes()) {
-            Ok(()) => (ok_reply(), None),
-            Err(e) => (error_reply(&e), None),
-        },
-        ControlRequest::Screenshot { path } => match write_screenshot(handle, &path) {
-            Ok(bytes) => (
-                serde_json::json!({ "ok": true, "path": path, "bytes": bytes }),
-                None,
-            ),
-            Err(e) => (error_reply(&e.to_string()), None),
-        },
+        Request::AttachDisks { paths } => {
+            let attached =
+                crate::disk_swap::attach_disks(handle, &paths).map_err(|e| e.to_string());
+            (acked(attached), None)
+        }
+        Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
+        Request::Screenshot { path } => {
+            let written = write_screenshot(handle, &path).map(|bytes| Screenshot { path, bytes });
+            (reply(written), None)
+        }
     }
 }
 
@@ -307,9 +211,9 @@ fn write_screenshot(handle: &VmHandle, path: &Path) -> Result<usize, ScreenshotE
 
 fn status(handle: &VmHandle) -> VmStatus {
     let state = match handle.run_state.phase() {
-        Phase::Running => "running",
-        Phase::Paused => "paused",
-        Phase::Exiting(_) => "exiting",
+        Phase::Running => RunPhase::Running,
+        Phase::Paused => RunPhase::Paused,
+        Phase::Exiting(_) => RunPhase::Exiting,
     };
     VmStatus {
         state,
@@ -328,25 +232,5 @@ fn status(handle: &VmHandle) -> VmStatus {
             stride: handle.framebuffer.stride,
             file: lock(&handle.config).framebuffer_file.clone(),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_parse_and_garbage_is_rejected() {
-        let parse = |s: &str| serde_json::from_str::<ControlRequest>(s);
-        assert_eq!(
-            parse(r#"{"cmd":"status"}"#).unwrap(),
-            ControlRequest::Status
-        );
-        assert_eq!(
-            parse(r#"{"cmd":"power-button"}"#).unwrap(),
-            ControlRequest::PowerButton
-        );
-        assert!(parse(r#"{"cmd":"format-disk"}"#).is_err());
-        assert!(parse("not json").is_err());
     }
 }

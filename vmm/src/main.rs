@@ -1,72 +1,13 @@
 //! `vireo-vmm`: boots one guest on /dev/kvm and runs it until it is gone. The exit status says
 //! how it ended: 0 powered off, 3 reset, 4 crashed, 5 killed, 1 could not start.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vireo_vmm::config::{DiskConfig, NetConfig};
 use vireo_vmm::persist::restore::{restore_vm, RestoreOptions};
 use vireo_vmm::{build_vm, VmConfig, VmExit};
-
-/// Boot a guest kernel on KVM.
-#[derive(Parser, Debug)]
-#[command(name = "vireo-vmm", version, about)]
-struct Args {
-    /// Kernel: a PVH ELF (the test guest, Linux vmlinux) or a Linux bzImage.
-    #[arg(long, required_unless_present = "restore")]
-    kernel: Option<PathBuf>,
-    /// Resume the VM saved in this directory (vm.state + vm.mem) instead of booting a kernel;
-    /// only the serial, control and tools options apply, and --disk path=... replaces the
-    /// saved disk images in order (same sizes).
-    #[arg(long, conflicts_with_all = ["kernel", "initrd", "nets"])]
-    restore: Option<PathBuf>,
-    /// Initial ramdisk.
-    #[arg(long)]
-    initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "")]
-    cmdline: String,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
-    vcpus: u8,
-    /// Guest memory in MiB.
-    #[arg(long = "memory-mib", default_value_t = 128)]
-    memory_mib: u64,
-    /// Append the serial console to this file (and not to stdout, unless --serial-stdio).
-    #[arg(long = "serial-log")]
-    serial_log: Option<PathBuf>,
-    /// Also put the serial console on stdout/stdin when --serial-log is given.
-    #[arg(long = "serial-stdio")]
-    serial_stdio: bool,
-    /// Serve the JSON-lines control protocol on this Unix socket.
-    #[arg(long)]
-    control: Option<PathBuf>,
-    /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
-    #[arg(long = "disk")]
-    disks: Vec<DiskConfig>,
-    /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
-    #[arg(long = "net")]
-    nets: Vec<NetConfig>,
-    /// Unix socket for the host end of the tools channel (virtio-console).
-    #[arg(long = "tools-socket")]
-    tools_socket: Option<PathBuf>,
-    /// Framebuffer size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
-    framebuffer: (u32, u32),
-    /// Back the framebuffer with a shared mapping of this file (created or replaced), so that a
-    /// console server can map it read-only and see the screen live.
-    #[arg(long = "framebuffer-file")]
-    framebuffer_file: Option<PathBuf>,
-}
-
-fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let (w, h) = text.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
-    Ok((
-        w.parse().map_err(|_| "bad width")?,
-        h.parse().map_err(|_| "bad height")?,
-    ))
-}
+use vireo_vmm_protocol::exit::{ExitRecord, EXIT_START_FAILED};
+use vireo_vmm_protocol::VmmArgs;
 
 fn block_termination_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on a local set; the mask is then applied to this thread and
@@ -83,7 +24,7 @@ fn block_termination_signals() -> libc::sigset_t {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = VmmArgs::parse();
     let serial_stdio = args.serial_stdio || args.serial_log.is_none();
     let signals = block_termination_signals();
     let built = match &args.restore {
@@ -118,7 +59,7 @@ fn main() -> ExitCode {
         Ok(machine) => machine,
         Err(e) => {
             eprintln!("vireo-vmm: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_START_FAILED);
         }
     };
     let run_state = machine.run_state();
@@ -133,15 +74,15 @@ fn main() -> ExitCode {
         });
     if let Err(e) = waiter {
         eprintln!("vireo-vmm: cannot watch for termination signals: {e}");
-        return ExitCode::from(1);
+        return ExitCode::from(EXIT_START_FAILED);
     }
     let boot_marker = machine.run_state();
     let exit = machine.run();
-    let mut record = serde_json::to_value(&exit).unwrap_or_default();
-    record["boot_marker_ms"] = boot_marker
-        .boot_marker()
-        .map(|d| d.as_secs_f64() * 1e3)
-        .into();
-    eprintln!("vireo-vmm: exit {record}");
-    ExitCode::from(exit.exit_code() as u8)
+    let code = exit.exit_code();
+    let record = ExitRecord {
+        exit,
+        boot_marker_ms: boot_marker.boot_marker().map(|d| d.as_secs_f64() * 1e3),
+    };
+    eprintln!("{}", record.to_line());
+    ExitCode::from(code)
 }

@@ -4,48 +4,9 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::persist::vcpu::VcpuState;
 
-/// How a VM ended. Exit codes of `vireo-vmm` follow [`VmExit::exit_code`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-pub enum VmExit {
-    /// The guest entered S5 through ACPI.
-    GuestPowerOff,
-    /// The host asked for a hard power-off (control socket).
-    HostPowerOff,
-    /// The guest asked for a reset (i8042, reset register, triple fault).
-    GuestReset {
-        /// What triggered it.
-        cause: String,
-    },
-    /// The host asked for a hard reset (control socket).
-    HostReset,
-    /// The guest did something the hypervisor cannot continue from.
-    Crashed {
-        /// What happened, with the vCPU and instruction bytes where known.
-        detail: String,
-    },
-    /// The VMM process was told to stop by a signal.
-    Killed {
-        /// The signal number.
-        signal: i32,
-    },
-}
-
-impl VmExit {
-    /// The process exit code: 0 powered off, 3 reset, 4 crashed, 5 killed (1 is a start-up error).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            VmExit::GuestPowerOff | VmExit::HostPowerOff => 0,
-            VmExit::GuestReset { .. } | VmExit::HostReset => 3,
-            VmExit::Crashed { .. } => 4,
-            VmExit::Killed { .. } => 5,
-        }
-    }
-}
+pub use vireo_vmm_protocol::VmExit;
 
 /// What the VM is doing now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::vm::{control, Vm};
 
 /// How long the VMM may take to report its framebuffer.
@@ -52,17 +50,7 @@ pub enum OpenFramebufferError {
 }
 
 /// The framebuffer part of the VMM's `status` reply.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Geometry {
-    /// Pixels per row.
-    pub width: u32,
-    /// Rows.
-    pub height: u32,
-    /// Bytes per row.
-    pub stride: u32,
-    /// The shared file.
-    pub file: Option<PathBuf>,
-}
+pub use vireo_vmm_protocol::FramebufferStatus as Geometry;
 
 /// A read-only mapping of a VM's framebuffer.
 pub struct FramebufferView {
@@ -79,9 +67,8 @@ unsafe impl Send for FramebufferView {}
 impl FramebufferView {
     /// Asks the running VMM of `vm` where its framebuffer is and maps it.
     pub fn open(vm: &Vm) -> Result<FramebufferView, OpenFramebufferError> {
-        let status = control::command(&vm.run_dir.join("control.sock"), "status", STATUS_TIMEOUT)?;
-        let geometry: Geometry = serde_json::from_value(status["framebuffer"].clone())
-            .map_err(|_| OpenFramebufferError::NoFile)?;
+        let status = control::status(&vm.run_dir.join("control.sock"), STATUS_TIMEOUT)?;
+        let geometry = status.framebuffer;
         let path = geometry.file.clone().ok_or(OpenFramebufferError::NoFile)?;
         FramebufferView::map(&path, geometry)
     }

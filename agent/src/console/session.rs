@@ -364,9 +364,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RfbSession<S> {
     async fn type_on_serial(&mut self, bytes: Vec<u8>) {
         let socket = self.control_socket.clone();
         let text: String = bytes.into_iter().map(char::from).collect();
-        let request = serde_json::json!({ "cmd": "serial-input", "text": text });
+        let request = vireo_vmm_protocol::Request::SerialInput { text };
         let sent = tokio::task::spawn_blocking(move || {
-            control::request(&socket, &request, SERIAL_INPUT_TIMEOUT)
+            control::command(&socket, request, SERIAL_INPUT_TIMEOUT)
         })
         .await;
         match sent {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use vireo_api::schema::{Schema, TypeKind};
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable};
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
 
@@ -121,130 +121,162 @@ pub fn fill_manager(schema: &Schema, inv: &mut Inventory, manager: &MoRef) {
     inv.set(schema, manager, "description", auth_description);
 }
 
-/// Serves AuthorizationManager methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+/// AuthorizationManager's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "AuthorizationManager",
+    methods: &[
+        (
+            "HasPrivilegeOnEntities",
+            Handler::Sync(has_privilege_on_entities),
+        ),
+        (
+            "HasUserPrivilegeOnEntities",
+            Handler::Sync(has_user_privilege_on_entities),
+        ),
+        (
+            "HasPrivilegeOnEntity",
+            Handler::Sync(has_privilege_on_entity),
+        ),
+        (
+            "FetchUserPrivilegeOnEntities",
+            Handler::Sync(fetch_user_privileges),
+        ),
+        ("RetrieveAllPermissions", Handler::Sync(permissions)),
+        ("RetrieveEntityPermissions", Handler::Sync(permissions)),
+        ("RetrieveRolePermissions", Handler::Sync(role_permissions)),
+    ],
+};
+
+/// The privilege ids of argument `name`.
+fn privileges(call: &Call<'_>, name: &str) -> Vec<String> {
+    call.arg(name)
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+fn user_known(call: &Call<'_>, user: &str) -> bool {
+    crate::host::lock(&call.host.accounts).exists(user)
+}
+
+fn has_privilege_on_entities(call: &Call<'_>) -> MethodResult {
+    let granted = call.host.sessions.get(call.str_arg("sessionId")?).is_some();
+    entity_privileges(call, "entity", granted)
+}
+
+fn has_user_privilege_on_entities(call: &Call<'_>) -> MethodResult {
+    let granted = user_known(call, call.str_arg("userName")?);
+    entity_privileges(call, "entities", granted)
+}
+
+/// An EntityPrivilege per entity of argument `entities_arg`, each privilege `granted` or not.
+fn entity_privileges(call: &Call<'_>, entities_arg: &str, granted: bool) -> MethodResult {
     let schema = call.schema;
-    let privileges = |name: &str| -> Vec<String> {
-        call.arg(name)
-            .map(Value::items)
-            .unwrap_or_default()
+    let wanted = privileges(call, "privId");
+    let entities: Vec<Value> = call
+        .arg(entities_arg)
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_moref)
+        .map(|entity| {
+            let availability = wanted
+                .iter()
+                .map(|p| {
+                    DataObject::of(schema, "PrivilegeAvailability")
+                        .with(schema, "privId", p.as_str())
+                        .with(schema, "isGranted", granted)
+                        .into()
+                })
+                .collect();
+            DataObject::of(schema, "EntityPrivilege")
+                .with(schema, "entity", entity.clone())
+                .with(
+                    schema,
+                    "privAvailability",
+                    Value::Array(schema.known_type("PrivilegeAvailability"), availability),
+                )
+                .into()
+        })
+        .collect();
+    Ok(Some(Value::Array(
+        schema.known_type("EntityPrivilege"),
+        entities,
+    )))
+}
+
+fn has_privilege_on_entity(call: &Call<'_>) -> MethodResult {
+    let granted = call.host.sessions.get(call.str_arg("sessionId")?).is_some();
+    Ok(Some(Value::Array(
+        call.schema.known_type("boolean"),
+        privileges(call, "privId")
             .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
+            .map(|_| Value::Bool(granted))
+            .collect(),
+    )))
+}
+
+fn fetch_user_privileges(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let user = call.str_arg("userName")?;
+    let held = if user_known(call, user) {
+        schema_privileges(schema)
+    } else {
+        Vec::new()
     };
-    let user_known = |user: &str| crate::host::lock(&call.host.accounts).exists(user);
-    match method {
-        "HasPrivilegeOnEntities" | "HasUserPrivilegeOnEntities" => {
-            let granted = match method {
-                "HasPrivilegeOnEntities" => {
-                    call.host.sessions.get(call.str_arg("sessionId")?).is_some()
-                }
-                _ => user_known(call.str_arg("userName")?),
-            };
-            let entities_arg = if method == "HasPrivilegeOnEntities" {
-                "entity"
-            } else {
-                "entities"
-            };
-            let wanted = privileges("privId");
-            let entities: Vec<Value> = call
-                .arg(entities_arg)
-                .map(Value::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_moref)
-                .map(|entity| {
-                    let availability = wanted
-                        .iter()
-                        .map(|p| {
-                            DataObject::of(schema, "PrivilegeAvailability")
-                                .with(schema, "privId", p.as_str())
-                                .with(schema, "isGranted", granted)
-                                .into()
-                        })
-                        .collect();
-                    DataObject::of(schema, "EntityPrivilege")
-                        .with(schema, "entity", entity.clone())
-                        .with(
-                            schema,
-                            "privAvailability",
-                            Value::Array(schema.known_type("PrivilegeAvailability"), availability),
-                        )
-                        .into()
-                })
-                .collect();
-            Ok(Some(Value::Array(
-                schema.known_type("EntityPrivilege"),
-                entities,
-            )))
-        }
-        "HasPrivilegeOnEntity" => {
-            let granted = call.host.sessions.get(call.str_arg("sessionId")?).is_some();
-            Ok(Some(Value::Array(
-                schema.known_type("boolean"),
-                privileges("privId")
-                    .iter()
-                    .map(|_| Value::Bool(granted))
-                    .collect(),
-            )))
-        }
-        "FetchUserPrivilegeOnEntities" => {
-            let user = call.str_arg("userName")?;
-            let held = if user_known(user) {
-                schema_privileges(schema)
-            } else {
-                Vec::new()
-            };
-            let results = call
-                .arg("entities")
-                .map(Value::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_moref)
-                .map(|e| {
-                    DataObject::of(schema, "UserPrivilegeResult")
-                        .with(schema, "entity", e.clone())
-                        .with(schema, "privileges", Value::strings(schema, &held))
-                        .into()
-                })
-                .collect();
-            Ok(Some(Value::Array(
-                schema.known_type("UserPrivilegeResult"),
-                results,
-            )))
-        }
-        "RetrieveAllPermissions" | "RetrieveEntityPermissions" | "RetrieveRolePermissions" => {
-            if method == "RetrieveRolePermissions"
-                && call.arg("roleId").and_then(Value::as_i64) != Some(-1)
-            {
-                let known = ROLES
-                    .iter()
-                    .any(|(id, ..)| Some(*id as i64) == call.arg("roleId").and_then(Value::as_i64));
-                return if known {
-                    Ok(None)
-                } else {
-                    Err(Fault::not_found(schema, "no such role"))
-                };
-            }
-            let accounts = crate::host::lock(&call.host.accounts);
-            let users = accounts.users();
-            let permissions = users
-                .iter()
-                .map(|user| {
-                    DataObject::of(schema, "Permission")
-                        .with(schema, "entity", refs::root_folder())
-                        .with(schema, "principal", user.as_str())
-                        .with(schema, "group", false)
-                        .with(schema, "roleId", -1)
-                        .with(schema, "propagate", true)
-                        .into()
-                })
-                .collect();
-            Ok(Some(Value::Array(
-                schema.known_type("Permission"),
-                permissions,
-            )))
-        }
-        _ => Err(Fault::not_supported(schema, method.to_string())),
+    let results = call
+        .arg("entities")
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_moref)
+        .map(|e| {
+            DataObject::of(schema, "UserPrivilegeResult")
+                .with(schema, "entity", e.clone())
+                .with(schema, "privileges", Value::strings(schema, &held))
+                .into()
+        })
+        .collect();
+    Ok(Some(Value::Array(
+        schema.known_type("UserPrivilegeResult"),
+        results,
+    )))
+}
+
+/// RetrieveRolePermissions: Admin's permissions; none for the other system roles.
+fn role_permissions(call: &Call<'_>) -> MethodResult {
+    let role = call.arg("roleId").and_then(Value::as_i64);
+    if role == Some(-1) {
+        return permissions(call);
     }
+    if ROLES.iter().any(|(id, ..)| Some(*id as i64) == role) {
+        Ok(None)
+    } else {
+        Err(Fault::not_found(call.schema, "no such role"))
+    }
+}
+
+/// Every local account's Admin permission on the root folder.
+fn permissions(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let accounts = crate::host::lock(&call.host.accounts);
+    let users = accounts.users();
+    let permissions = users
+        .iter()
+        .map(|user| {
+            DataObject::of(schema, "Permission")
+                .with(schema, "entity", refs::root_folder())
+                .with(schema, "principal", user.as_str())
+                .with(schema, "group", false)
+                .with(schema, "roleId", -1)
+                .with(schema, "propagate", true)
+                .into()
+        })
+        .collect();
+    Ok(Some(Value::Array(
+        schema.known_type("Permission"),
+        permissions,
+    )))
 }

@@ -1,12 +1,13 @@
-//! Event and task history collectors: a filter over the event log or task history, a latest
-//! page, and a scroll position moved by ReadNext/ReadPrevious, Rewind and Reset.
+//! HistoryCollector, the base of the event and task history collectors: a filter over the event
+//! log or task history, a latest page, and a scroll position moved by Rewind and Reset here and
+//! by ReadNext/ReadPrevious (the subtypes' methods, served by `read`).
 
 use std::collections::HashSet;
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable};
 use crate::events::event_entities;
 use crate::host::{lock, Host};
 use crate::inventory::Inventory;
@@ -72,68 +73,109 @@ pub fn create_collector(call: &Call<'_>, kind: HistoryKind, ty: &str) -> MethodR
     Ok(Some(obj.into()))
 }
 
-/// Serves HistoryCollector methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
-    let schema = call.schema;
+/// HistoryCollector's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "HistoryCollector",
+    methods: &[
+        ("RewindCollector", Handler::Sync(rewind)),
+        ("ResetCollector", Handler::Sync(reset)),
+        ("SetCollectorPageSize", Handler::Sync(set_page_size)),
+        ("DestroyCollector", Handler::Sync(destroy)),
+    ],
+};
+
+/// Which way ReadNext/ReadPrevious scrolls.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Newer items, oldest first.
+    Next,
+    /// Older items, newest first.
+    Previous,
+}
+
+fn destroy(call: &Call<'_>) -> MethodResult {
     let this = call.this().clone();
-    if method == "DestroyCollector" {
-        lock(&call.host.history_collectors).remove(&this);
-        call.host.mutate(|inv| inv.remove(&this));
-        return Ok(None);
-    }
+    lock(&call.host.history_collectors).remove(&this);
+    call.host.mutate(|inv| inv.remove(&this));
+    Ok(None)
+}
+
+/// Runs `scroll` on `_this`'s collector with the items matching its filter (oldest first).
+fn with_collector<R>(
+    call: &Call<'_>,
+    scroll: impl FnOnce(&mut HistoryCollector, Vec<DataObject>) -> R,
+) -> Result<R, Fault> {
+    let this = call.this();
     let mut collectors = lock(&call.host.history_collectors);
     let collector = collectors
-        .get_mut(&this)
-        .ok_or_else(|| Fault::managed_object_not_found(schema, &this))?;
+        .get_mut(this)
+        .ok_or_else(|| Fault::managed_object_not_found(call.schema, this))?;
     let items = matching_items(
         call.host,
         &call.host.inventory(),
         collector.kind,
         collector.filter.as_ref(),
     );
-    let max_count = || {
-        call.arg("maxCount")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .max(0) as usize
-    };
-    let page: Vec<DataObject> = match method {
-        "ReadNextEvents" | "ReadNextTasks" => {
-            let start = collector.position.min(items.len());
-            let end = (start + max_count()).min(items.len());
-            collector.position = end;
-            items[start..end].to_vec()
-        }
-        "ReadPreviousEvents" | "ReadPreviousTasks" => {
-            let end = collector.position.min(items.len());
-            let start = end.saturating_sub(max_count());
-            collector.position = start;
-            items[start..end].iter().rev().cloned().collect()
-        }
-        "RewindCollector" => {
-            collector.position = 0;
-            return Ok(None);
-        }
-        "ResetCollector" => {
-            collector.position = items.len().saturating_sub(collector.page_size);
-            return Ok(None);
-        }
-        "SetCollectorPageSize" => {
-            collector.page_size = max_count();
-            collector.position = items.len().saturating_sub(collector.page_size);
-            drop(collectors);
-            call.host.mutate(|_| ());
-            return Ok(None);
-        }
-        _ => return Err(Fault::not_supported(schema, method.to_string())),
-    };
+    Ok(scroll(collector, items))
+}
+
+fn max_count(call: &Call<'_>) -> usize {
+    call.arg("maxCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .max(0) as usize
+}
+
+/// ReadNextEvents/Tasks and ReadPreviousEvents/Tasks: up to maxCount items from the scroll
+/// position, which moves past them.
+pub fn read(call: &Call<'_>, direction: Direction) -> MethodResult {
+    let max = max_count(call);
+    let (kind, page) = with_collector(call, |collector, items| {
+        let page: Vec<DataObject> = match direction {
+            Direction::Next => {
+                let start = collector.position.min(items.len());
+                let end = (start + max).min(items.len());
+                collector.position = end;
+                items[start..end].to_vec()
+            }
+            Direction::Previous => {
+                let end = collector.position.min(items.len());
+                let start = end.saturating_sub(max);
+                collector.position = start;
+                items[start..end].iter().rev().cloned().collect()
+            }
+        };
+        (collector.kind, page)
+    })?;
     if page.is_empty() {
         return Ok(None);
     }
     Ok(Some(Value::Array(
-        item_type(schema, collector.kind),
+        item_type(call.schema, kind),
         page.into_iter().map(Value::from).collect(),
     )))
+}
+
+fn rewind(call: &Call<'_>) -> MethodResult {
+    with_collector(call, |collector, _| collector.position = 0)?;
+    Ok(None)
+}
+
+fn reset(call: &Call<'_>) -> MethodResult {
+    with_collector(call, |collector, items| {
+        collector.position = items.len().saturating_sub(collector.page_size);
+    })?;
+    Ok(None)
+}
+
+fn set_page_size(call: &Call<'_>) -> MethodResult {
+    let size = max_count(call);
+    with_collector(call, |collector, items| {
+        collector.page_size = size;
+        collector.position = items.len().saturating_sub(collector.page_size);
+    })?;
+    call.host.mutate(|_| ());
+    Ok(None)
 }
 
 /// Events or task infos matching a filter spec, oldest first.

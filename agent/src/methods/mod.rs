@@ -2,23 +2,32 @@
 //! when the method's privilege needs one, then routes to the module of the managed type.
 
 pub mod authorization;
-pub mod console;
-pub mod events;
+pub mod event_history_collector;
+pub mod event_manager;
+pub mod folder;
 pub mod history;
+pub mod list_view;
+pub mod managed_object;
 pub mod object_view;
 pub mod property_collector;
+pub mod property_filter;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
 pub mod snapshot;
-pub mod tasks;
+pub mod task;
+pub mod task_history_collector;
+pub mod task_manager;
+pub mod view;
 pub mod view_manager;
 pub mod virtual_machine;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use vireo_api::codec::Request;
-use vireo_api::schema::{ClientVersion, Schema};
+use vireo_api::schema::{ClientVersion, Schema, TypeId};
 use vireo_api::{Fault, MoRef, Value};
 
 use crate::host::Host;
@@ -55,6 +64,50 @@ pub struct Call<'a> {
 
 /// What a method returns: a value, or nothing for void/unset results.
 pub type MethodResult = Result<Option<Value>, Fault>;
+
+/// A method result still being computed (a handler that waits, or that sets the call's new
+/// session).
+pub type PendingResult<'c> = Pin<Box<dyn Future<Output = MethodResult> + Send + 'c>>;
+
+/// How one method is served.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Serves the call at once.
+    Sync(fn(&Call<'_>) -> MethodResult),
+    /// Serves the call in a future.
+    Async(for<'c, 'a> fn(&'c mut Call<'a>) -> PendingResult<'c>),
+}
+
+/// The methods one managed type implements: its own and inherited ones it serves.
+pub struct MethodTable {
+    /// The managed type (WSDL name).
+    pub ty: &'static str,
+    /// Method name → handler.
+    pub methods: &'static [(&'static str, Handler)],
+}
+
+/// Every managed type's table; a method on an object is looked up from its type upward.
+const TABLES: &[&MethodTable] = &[
+    &managed_object::METHODS,
+    &service_instance::METHODS,
+    &session_manager::METHODS,
+    &property_collector::METHODS,
+    &property_filter::METHODS,
+    &view_manager::METHODS,
+    &view::METHODS,
+    &list_view::METHODS,
+    &search_index::METHODS,
+    &task::METHODS,
+    &task_manager::METHODS,
+    &event_manager::METHODS,
+    &history::METHODS,
+    &task_history_collector::METHODS,
+    &event_history_collector::METHODS,
+    &authorization::METHODS,
+    &folder::METHODS,
+    &virtual_machine::METHODS,
+    &snapshot::METHODS,
+];
 
 impl Call<'_> {
     /// `_this`.
@@ -143,7 +196,7 @@ pub async fn dispatch(call: &mut Call<'_>) -> MethodResult {
     if let Some(session) = &call.session {
         session.touch();
     }
-    route(call, &method.name).await
+    route(call, ty, &method.name).await
 }
 
 /// Anonymous methods and properties need nothing; everything else needs a session. Every
@@ -177,99 +230,41 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
     Err(Fault::not_authenticated(schema, call.this(), &privilege))
 }
 
-async fn route(call: &mut Call<'_>, method: &str) -> MethodResult {
-    match method {
-        "Fetch" => object_view::fetch(call),
-        "RetrieveServiceContent" | "CurrentTime" => service_instance::handle(call, method),
-        "Login" => session_manager::login(call).await,
-        "Logout"
-        | "SessionIsActive"
-        | "TerminateSession"
-        | "SetLocale"
-        | "UpdateServiceMessage" => session_manager::handle(call, method),
-        "RetrieveProperties"
-        | "RetrievePropertiesEx"
-        | "ContinueRetrievePropertiesEx"
-        | "CancelRetrievePropertiesEx"
-        | "CreateFilter"
-        | "DestroyPropertyFilter"
-        | "CreatePropertyCollector"
-        | "DestroyPropertyCollector"
-        | "CheckForUpdates"
-        | "CancelWaitForUpdates" => property_collector::handle(call, method),
-        "WaitForUpdates" | "WaitForUpdatesEx" => property_collector::wait(call, method).await,
-        "CreateContainerView"
-        | "CreateListView"
-        | "CreateListViewFromView"
-        | "DestroyView"
-        | "ModifyListView"
-        | "ResetListView"
-        | "ResetListViewFromView" => view_manager::handle(call, method),
-        "FindByInventoryPath"
-        | "FindChild"
-        | "FindByUuid"
-        | "FindAllByUuid"
-        | "FindByDatastorePath"
-        | "FindByDnsName"
-        | "FindAllByDnsName"
-        | "FindByIp"
-        | "FindAllByIp" => search_index::handle(call, method),
-        "CancelTask" | "CreateCollectorForTasks" => tasks::handle(call, method),
-        "QueryEvents" | "CreateCollectorForEvents" => events::handle(call, method),
-        "ReadNextTasks"
-        | "ReadPreviousTasks"
-        | "ReadNextEvents"
-        | "ReadPreviousEvents"
-        | "RewindCollector"
-        | "ResetCollector"
-        | "SetCollectorPageSize"
-        | "DestroyCollector" => history::handle(call, method),
-        "HasPrivilegeOnEntities"
-        | "HasPrivilegeOnEntity"
-        | "HasUserPrivilegeOnEntities"
-        | "FetchUserPrivilegeOnEntities"
-        | "RetrieveAllPermissions"
-        | "RetrieveEntityPermissions"
-        | "RetrieveRolePermissions" => authorization::handle(call, method),
-        "PowerOnVM_Task"
-        | "PowerOffVM_Task"
-        | "ResetVM_Task"
-        | "SuspendVM_Task"
-        | "TerminateVM"
-        | "ShutdownGuest"
-        | "RebootGuest"
-        | "StandbyGuest"
-        | "ResetGuestInformation"
-        | "RefreshStorageInfo"
-        | "UnregisterVM"
-        | "MarkAsTemplate"
-        | "MarkAsVirtualMachine"
-        | "CloneVM_Task"
-        | "Reload"
-        | "reloadVirtualMachineFromPath_Task" => virtual_machine::handle(call, method),
-        "Destroy_Task" if &*call.this().ty == "VirtualMachine" => {
-            virtual_machine::handle(call, method)
+/// Finds the handler for `method` on an object of type `ty`: the table of `ty` first, then of
+/// each ancestor up to the type that declares the method (a subtype may implement an inherited
+/// method, as VirtualMachine implements ManagedEntity's Destroy_Task).
+fn handler(schema: &Schema, ty: TypeId, method: &str) -> Option<Handler> {
+    let owner = schema.method(schema.method_id(method)?).owner;
+    let mut current = Some(ty);
+    while let Some(id) = current {
+        let name = &*schema.ty(id).name;
+        let found = TABLES
+            .iter()
+            .filter(|table| table.ty == name)
+            .flat_map(|table| table.methods)
+            .find(|(m, _)| *m == method);
+        if let Some((_, handler)) = found {
+            return Some(*handler);
         }
-        "CreateVM_Task" | "RegisterVM_Task" => virtual_machine::handle_folder(call, method),
-        "CreateSnapshot_Task"
-        | "CreateSnapshotEx_Task"
-        | "RevertToCurrentSnapshot_Task"
-        | "RemoveAllSnapshots_Task"
-        | "ConsolidateVMDisks_Task"
-        | "PromoteDisks_Task"
-        | "EstimateStorageForConsolidateSnapshots_Task"
-        | "QueryChangedDiskAreas"
-        | "ReconfigVM_Task"
-        | "CreateScreenshot_Task" => snapshot::handle_vm(call, method),
-        "AcquireTicket" | "AcquireMksTicket" | "SetScreenResolution" => {
-            console::handle(call, method)
+        if id == owner {
+            return None;
         }
-        "RevertToSnapshot_Task" | "RemoveSnapshot_Task" | "RenameSnapshot" => {
-            snapshot::handle_snapshot(call, method)
-        }
-        other => Err(Fault::not_supported(
+        current = schema.ty(id).parent;
+    }
+    None
+}
+
+/// Runs the handler of the method on `_this`'s type; NotSupported when no table has it.
+async fn route(call: &mut Call<'_>, ty: TypeId, method: &str) -> MethodResult {
+    match handler(call.schema, ty, method) {
+        Some(Handler::Sync(serve)) => serve(call),
+        Some(Handler::Async(serve)) => serve(call).await,
+        None => Err(Fault::not_supported(
             call.schema,
-            format!("{other} is not implemented by this host."),
+            format!("{method} is not implemented by this host."),
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

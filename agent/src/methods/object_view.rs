@@ -1,15 +1,13 @@
 //! The inventory as one session sees it: objects scoped to other sessions are invisible, and
 //! properties that depend on the caller or on other objects (a view's contents, the current
-//! session, a collector's latest page) are computed at read time. Also serves `Fetch`.
+//! session, a collector's latest page) are computed at read time.
 
 use std::borrow::Cow;
 
-use vireo_api::collector::retrieve::{check_path, read_path};
 use vireo_api::collector::ObjectSource;
 use vireo_api::schema::TypeId;
 use vireo_api::{Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
 use crate::host::{lock, Host};
 use crate::inventory::{now_micros, Inventory};
 use crate::sessions::Session;
@@ -120,14 +118,4 @@ impl ObjectSource for ObjectView<'_> {
             .stored(self.host.schema, obj, name)
             .map(Cow::Borrowed))
     }
-}
-
-/// `Fetch(prop)`: one property (dotted paths allowed) of `_this`, unset → empty response.
-pub fn fetch(call: &Call<'_>) -> MethodResult {
-    let schema = call.schema;
-    let prop = call.str_arg("prop")?;
-    let ty = schema.known_type(&call.this().ty);
-    check_path(schema, ty, prop)?;
-    let inv = call.host.inventory();
-    read_path(schema, &call.objects(&inv), call.this(), prop)
 }

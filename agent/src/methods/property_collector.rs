@@ -9,7 +9,7 @@ use std::time::Duration;
 use vireo_api::collector::{diff, retrieve, FilterSnapshot, FilterSpec, ObjectContent};
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::sessions::Session;
 
 /// One session's state on one PropertyCollector.
@@ -36,85 +36,118 @@ impl CollectorState {
     }
 }
 
-/// Serves the non-blocking PropertyCollector and PropertyFilter methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
-    match method {
-        "RetrieveProperties" => {
-            let objects = retrieve_all(call)?;
-            let items = objects
-                .iter()
-                .map(|c| c.to_value(call.schema).into())
-                .collect();
-            Ok(Some(Value::Array(
-                call.schema.known_type("ObjectContent"),
-                items,
-            )))
-        }
-        "RetrievePropertiesEx" => retrieve_ex(call),
-        "ContinueRetrievePropertiesEx" => continue_retrieve(call),
-        "CancelRetrievePropertiesEx" => {
-            let token = call.str_arg("token")?.to_string();
-            let session = call.session()?;
-            session.with_collector(call.this(), |c| c.pages.remove(&token));
-            Ok(None)
-        }
-        "CreateFilter" => create_filter(call),
-        "DestroyPropertyFilter" => destroy_filter(call),
-        "CreatePropertyCollector" => {
-            let session = call.session()?;
-            let obj = session.scoped_ref("PropertyCollector", call.host.next_id());
-            call.host.mutate(|inv| {
-                inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
-            });
-            Ok(Some(obj.into()))
-        }
-        "DestroyPropertyCollector" => {
-            let session = call.session()?;
-            if call
-                .host
-                .inventory()
-                .get(call.this())
-                .and_then(|o| o.owner.as_ref())
-                .is_none()
-            {
-                return Err(Fault::invalid_argument(
-                    call.schema,
-                    "_this",
-                    "the session's default PropertyCollector cannot be destroyed",
-                ));
-            }
-            let state = vireo_api::MoRef::clone(call.this());
-            let filters = crate::host::lock(&session.collectors)
-                .remove(&state)
-                .map(|c| c.filter_refs())
-                .unwrap_or_default();
-            call.host.mutate(|inv| {
-                inv.remove(&state);
-                for f in &filters {
-                    inv.remove(f);
-                }
-            });
-            Ok(None)
-        }
-        "CheckForUpdates" => {
-            let session = call.session()?.clone();
-            let version = call
-                .arg("version")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            collect_updates(call, &session, version, None).map(|u| u.map(Value::from))
-        }
-        "CancelWaitForUpdates" => {
-            let session = call.session()?;
-            session.with_collector(call.this(), |c| c.cancel.notify_waiters());
-            Ok(None)
-        }
-        _ => Err(Fault::not_supported(call.schema, method.to_string())),
+/// PropertyCollector's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "PropertyCollector",
+    methods: &[
+        ("RetrieveProperties", Handler::Sync(retrieve_properties)),
+        ("RetrievePropertiesEx", Handler::Sync(retrieve_ex)),
+        (
+            "ContinueRetrievePropertiesEx",
+            Handler::Sync(continue_retrieve),
+        ),
+        ("CancelRetrievePropertiesEx", Handler::Sync(cancel_retrieve)),
+        ("CreateFilter", Handler::Sync(create_filter)),
+        ("CreatePropertyCollector", Handler::Sync(create_collector)),
+        ("DestroyPropertyCollector", Handler::Sync(destroy_collector)),
+        ("CheckForUpdates", Handler::Sync(check_for_updates)),
+        ("CancelWaitForUpdates", Handler::Sync(cancel_wait)),
+        ("WaitForUpdates", Handler::Async(wait_for_updates)),
+        ("WaitForUpdatesEx", Handler::Async(wait_for_updates_ex)),
+    ],
+};
+
+impl CollectorState {
+    /// Drops the filter `obj` from this collector.
+    pub fn forget_filter(&mut self, obj: &MoRef) {
+        self.filters.retain(|f| f.obj != *obj);
     }
 }
 
+fn retrieve_properties(call: &Call<'_>) -> MethodResult {
+    let objects = retrieve_all(call)?;
+    let items = objects
+        .iter()
+        .map(|c| c.to_value(call.schema).into())
+        .collect();
+    Ok(Some(Value::Array(
+        call.schema.known_type("ObjectContent"),
+        items,
+    )))
+}
+
+fn cancel_retrieve(call: &Call<'_>) -> MethodResult {
+    let token = call.str_arg("token")?.to_string();
+    let session = call.session()?;
+    session.with_collector(call.this(), |c| c.pages.remove(&token));
+    Ok(None)
+}
+
+fn create_collector(call: &Call<'_>) -> MethodResult {
+    let session = call.session()?;
+    let obj = session.scoped_ref("PropertyCollector", call.host.next_id());
+    call.host.mutate(|inv| {
+        inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
+    });
+    Ok(Some(obj.into()))
+}
+
+fn destroy_collector(call: &Call<'_>) -> MethodResult {
+    let session = call.session()?;
+    if call
+        .host
+        .inventory()
+        .get(call.this())
+        .and_then(|o| o.owner.as_ref())
+        .is_none()
+    {
+        return Err(Fault::invalid_argument(
+            call.schema,
+            "_this",
+            "the session's default PropertyCollector cannot be destroyed",
+        ));
+    }
+    let state = vireo_api::MoRef::clone(call.this());
+    let filters = crate::host::lock(&session.collectors)
+        .remove(&state)
+        .map(|c| c.filter_refs())
+        .unwrap_or_default();
+    call.host.mutate(|inv| {
+        inv.remove(&state);
+        for f in &filters {
+            inv.remove(f);
+        }
+    });
+    Ok(None)
+}
+
+fn check_for_updates(call: &Call<'_>) -> MethodResult {
+    let session = call.session()?.clone();
+    let version = call
+        .arg("version")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    collect_updates(call, &session, version, None).map(|u| u.map(Value::from))
+}
+
+fn cancel_wait(call: &Call<'_>) -> MethodResult {
+    let session = call.session()?;
+    session.with_collector(call.this(), |c| c.cancel.notify_waiters());
+    Ok(None)
+}
+
+/// Legacy WaitForUpdates has no options: it waits as long as it takes.
+fn wait_for_updates<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
+    Box::pin(wait(call, false))
+}
+
+fn wait_for_updates_ex<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
+    Box::pin(wait(call, true))
+}
+
 /// WaitForUpdates / WaitForUpdatesEx: waits for a change after `version`, up to maxWaitSeconds.
-pub async fn wait(call: &Call<'_>, method: &str) -> MethodResult {
+/// `with_options` for WaitForUpdatesEx (maxWaitSeconds, maxObjectUpdates).
+async fn wait(call: &Call<'_>, with_options: bool) -> MethodResult {
     let schema = call.schema;
     let session = call.session()?.clone();
     let version = call
@@ -126,15 +159,15 @@ pub async fn wait(call: &Call<'_>, method: &str) -> MethodResult {
         let options = call.arg("options").and_then(Value::as_data)?;
         options.get(schema, name).and_then(Value::as_i64)
     };
-    // Legacy WaitForUpdates has no options: it waits as long as it takes.
-    let (max_wait, max_updates) = match method {
-        "WaitForUpdatesEx" => (
+    let (max_wait, max_updates) = if with_options {
+        (
             option("maxWaitSeconds"),
             option("maxObjectUpdates")
                 .filter(|m| *m > 0)
                 .map(|m| m as usize),
-        ),
-        _ => (None, None),
+        )
+    } else {
+        (None, None)
     };
     let deadline =
         max_wait.map(|s| tokio::time::Instant::now() + Duration::from_secs(s.max(0) as u64));
@@ -290,16 +323,6 @@ fn create_filter(call: &Call<'_>) -> MethodResult {
         })
     });
     Ok(Some(obj.into()))
-}
-
-fn destroy_filter(call: &Call<'_>) -> MethodResult {
-    let session = call.session()?;
-    let filter = call.this().clone();
-    for state in crate::host::lock(&session.collectors).values_mut() {
-        state.filters.retain(|f| f.obj != filter);
-    }
-    call.host.mutate(|inv| inv.remove(&filter));
-    Ok(None)
 }
 
 /// Computes an UpdateSet for the session's filters on `_this` since `version` ("" = from

@@ -4,82 +4,116 @@
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable};
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
 
-/// Serves SearchIndex methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+/// SearchIndex's methods; `FindX` answers the first match, `FindAllX` every match.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "SearchIndex",
+    methods: &[
+        (
+            "FindByInventoryPath",
+            Handler::Sync(|c| first(path_match(c))),
+        ),
+        ("FindChild", Handler::Sync(|c| first(child_match(c)))),
+        ("FindByUuid", Handler::Sync(|c| first(uuid_matches(c)))),
+        ("FindAllByUuid", Handler::Sync(|c| all(c, uuid_matches(c)))),
+        (
+            "FindByDatastorePath",
+            Handler::Sync(|c| first(vmx_matches(c))),
+        ),
+        ("FindByDnsName", Handler::Sync(|c| first(dns_matches(c)))),
+        (
+            "FindAllByDnsName",
+            Handler::Sync(|c| all(c, dns_matches(c))),
+        ),
+        ("FindByIp", Handler::Sync(|c| first(ip_matches(c)))),
+        ("FindAllByIp", Handler::Sync(|c| all(c, ip_matches(c)))),
+    ],
+};
+
+fn first(found: Result<Vec<MoRef>, Fault>) -> MethodResult {
+    Ok(found?.into_iter().next().map(Value::MoRef))
+}
+
+fn all(call: &Call<'_>, found: Result<Vec<MoRef>, Fault>) -> MethodResult {
+    Ok(Some(Value::refs(call.schema, &found?)))
+}
+
+fn path_match(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
+    let inv = call.host.inventory();
+    let path = call.str_arg("inventoryPath")?;
+    Ok(by_inventory_path(call.schema, &inv, path)
+        .into_iter()
+        .collect())
+}
+
+fn child_match(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
     let schema = call.schema;
     let inv = call.host.inventory();
-    let found: Vec<MoRef> = match method {
-        "FindByInventoryPath" => by_inventory_path(schema, &inv, call.str_arg("inventoryPath")?)
-            .into_iter()
-            .collect(),
-        "FindChild" => {
-            let entity = call.moref_arg("entity")?;
-            if inv.get(entity).is_none() {
-                return Err(Fault::managed_object_not_found(schema, entity));
-            }
-            child_named(schema, &inv, entity, call.str_arg("name")?)
-                .into_iter()
-                .collect()
-        }
-        "FindByUuid" | "FindAllByUuid" => {
-            let uuid = call.str_arg("uuid")?.to_ascii_lowercase();
-            let vm_search = call
-                .arg("vmSearch")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let instance = call
-                .arg("instanceUuid")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let (ty, path) = match (vm_search, instance) {
-                (true, true) => ("VirtualMachine", "config.instanceUuid"),
-                (true, false) => ("VirtualMachine", "config.uuid"),
-                (false, _) => ("HostSystem", "hardware.systemInfo.uuid"),
-            };
-            matching(schema, &inv, ty, path, |v| v.to_ascii_lowercase() == uuid)
-        }
-        "FindByDatastorePath" => {
-            let path = call.str_arg("path")?.to_string();
-            matching(
-                schema,
-                &inv,
-                "VirtualMachine",
-                "config.files.vmPathName",
-                |v| v == path,
-            )
-        }
-        "FindByDnsName" | "FindAllByDnsName" => {
-            let name = call.str_arg("dnsName")?.to_ascii_lowercase();
-            let vm_search = call
-                .arg("vmSearch")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if vm_search {
-                matching(schema, &inv, "VirtualMachine", "guest.hostName", |v| {
-                    v.to_ascii_lowercase() == name
-                })
-            } else {
-                matching(schema, &inv, "HostSystem", "name", |v| {
-                    v.to_ascii_lowercase() == name
-                })
-            }
-        }
-        "FindByIp" | "FindAllByIp" => {
-            let ip = call.str_arg("ip")?.to_string();
-            matching(schema, &inv, "VirtualMachine", "guest.ipAddress", |v| {
-                v == ip
-            })
-        }
-        _ => return Err(Fault::not_supported(schema, method.to_string())),
-    };
-    if method.starts_with("FindAll") {
-        return Ok(Some(Value::refs(schema, &found)));
+    let entity = call.moref_arg("entity")?;
+    if inv.get(entity).is_none() {
+        return Err(Fault::managed_object_not_found(schema, entity));
     }
-    Ok(found.into_iter().next().map(Value::MoRef))
+    Ok(child_named(schema, &inv, entity, call.str_arg("name")?)
+        .into_iter()
+        .collect())
+}
+
+fn uuid_matches(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
+    let uuid = call.str_arg("uuid")?.to_ascii_lowercase();
+    let flag = |name: &str| call.arg(name).and_then(Value::as_bool).unwrap_or(false);
+    let (ty, path) = match (flag("vmSearch"), flag("instanceUuid")) {
+        (true, true) => ("VirtualMachine", "config.instanceUuid"),
+        (true, false) => ("VirtualMachine", "config.uuid"),
+        (false, _) => ("HostSystem", "hardware.systemInfo.uuid"),
+    };
+    let inv = call.host.inventory();
+    Ok(matching(call.schema, &inv, ty, path, |v| {
+        v.to_ascii_lowercase() == uuid
+    }))
+}
+
+fn vmx_matches(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
+    let path = call.str_arg("path")?;
+    let inv = call.host.inventory();
+    Ok(matching(
+        call.schema,
+        &inv,
+        "VirtualMachine",
+        "config.files.vmPathName",
+        |v| v == path,
+    ))
+}
+
+fn dns_matches(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
+    let name = call.str_arg("dnsName")?.to_ascii_lowercase();
+    let vm_search = call
+        .arg("vmSearch")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (ty, path) = if vm_search {
+        ("VirtualMachine", "guest.hostName")
+    } else {
+        ("HostSystem", "name")
+    };
+    let inv = call.host.inventory();
+    Ok(matching(call.schema, &inv, ty, path, |v| {
+        v.to_ascii_lowercase() == name
+    }))
+}
+
+fn ip_matches(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {
+    let ip = call.str_arg("ip")?;
+    let inv = call.host.inventory();
+    Ok(matching(
+        call.schema,
+        &inv,
+        "VirtualMachine",
+        "guest.ipAddress",
+        |v| v == ip,
+    ))
 }
 
 /// `ha-datacenter/vm/name`: a datacenter under the root folder, then names down the tree.

@@ -1,14 +1,30 @@
 //! SessionManager: Login (argon2-checked, sets the session cookie, posts a login event),
 //! Logout (ends the session and everything it created), SessionIsActive, TerminateSession.
+//! SetLocale and UpdateServiceMessage are not served.
 
 use vireo_api::{DataObject, Fault, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::events::post_event;
 use crate::host::{lock, Host};
 
+/// SessionManager's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "SessionManager",
+    methods: &[
+        ("Login", Handler::Async(login)),
+        ("Logout", Handler::Sync(logout)),
+        ("SessionIsActive", Handler::Sync(session_is_active)),
+        ("TerminateSession", Handler::Sync(terminate_session)),
+    ],
+};
+
+fn login<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
+    Box::pin(check_login(call))
+}
+
 /// Login(userName, password, locale).
-pub async fn login(call: &mut Call<'_>) -> MethodResult {
+async fn check_login(call: &mut Call<'_>) -> MethodResult {
     let schema = call.schema;
     let user = call.str_arg("userName")?.to_string();
     let password = call.str_arg("password")?.to_string();
@@ -59,54 +75,47 @@ pub async fn login(call: &mut Call<'_>) -> MethodResult {
     Ok(Some(value.into()))
 }
 
-/// Serves the other SessionManager methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+fn logout(call: &Call<'_>) -> MethodResult {
+    let key = call.session()?.key.clone();
+    end_session(call.host, &key);
+    Ok(None)
+}
+
+fn session_is_active(call: &Call<'_>) -> MethodResult {
+    let key = call.str_arg("sessionID")?;
+    let user = call.str_arg("userName")?;
+    let session = call
+        .host
+        .sessions
+        .get(key)
+        .ok_or_else(|| Fault::not_found(call.schema, "no such session"))?;
+    Ok(Some(Value::Bool(session.user == user)))
+}
+
+fn terminate_session(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
-    match method {
-        "Logout" => {
-            let key = call.session()?.key.clone();
-            end_session(call.host, &key);
-            Ok(None)
-        }
-        "SessionIsActive" => {
-            let key = call.str_arg("sessionID")?;
-            let user = call.str_arg("userName")?;
-            let session = call
-                .host
-                .sessions
-                .get(key)
-                .ok_or_else(|| Fault::not_found(schema, "no such session"))?;
-            Ok(Some(Value::Bool(session.user == user)))
-        }
-        "TerminateSession" => {
-            let current = call.session()?.key.clone();
-            let keys: Vec<String> = call
-                .arg("sessionId")
-                .map(Value::items)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
-            if keys.iter().any(|k| **k == *current) {
-                return Err(Fault::invalid_argument(
-                    schema,
-                    "sessionId",
-                    "the current session cannot be terminated; use Logout",
-                ));
-            }
-            if let Some(missing) = keys.iter().find(|k| call.host.sessions.get(k).is_none()) {
-                return Err(Fault::not_found(schema, format!("no session {missing}")));
-            }
-            for key in keys {
-                end_session(call.host, &key);
-            }
-            Ok(None)
-        }
-        _ => Err(Fault::not_supported(
+    let current = call.session()?.key.clone();
+    let keys: Vec<String> = call
+        .arg("sessionId")
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if keys.iter().any(|k| **k == *current) {
+        return Err(Fault::invalid_argument(
             schema,
-            format!("{method} is not supported on this host"),
-        )),
+            "sessionId",
+            "the current session cannot be terminated; use Logout",
+        ));
     }
+    if let Some(missing) = keys.iter().find(|k| call.host.sessions.get(k).is_none()) {
+        return Err(Fault::not_found(schema, format!("no session {missing}")));
+    }
+    for key in keys {
+        end_session(call.host, &key);
+    }
+    Ok(None)
 }
 
 /// Ends a session: forgets it and removes every object it created.

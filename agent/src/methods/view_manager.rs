@@ -1,81 +1,86 @@
-//! ViewManager and views: ContainerView (contents computed from the inventory at read time,
-//! filtered by type, optionally recursive) and ListView (an explicit list), all session-scoped.
+//! ViewManager: creates session-scoped views, a ContainerView (contents computed from the
+//! inventory at read time, filtered by type, optionally recursive) or a ListView (an explicit
+//! list, edited by `list_view`).
 
 use std::collections::HashSet;
 
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, MoRef, Value};
 
-use super::{Call, MethodResult};
+use super::{Call, Handler, MethodResult, MethodTable};
 use crate::inventory::Inventory;
 
-/// Serves ViewManager and View methods.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+/// ViewManager's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "ViewManager",
+    methods: &[
+        ("CreateContainerView", Handler::Sync(create_container_view)),
+        ("CreateListView", Handler::Sync(create_list_view)),
+        (
+            "CreateListViewFromView",
+            Handler::Sync(create_list_view_from_view),
+        ),
+    ],
+};
+
+fn create_container_view(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
-    match method {
-        "CreateContainerView" => {
-            let container = call.moref_arg("container")?.clone();
-            let container_ty = call
-                .objects(&call.host.inventory())
-                .visible_type(&container);
-            let container_ty =
-                container_ty.ok_or_else(|| Fault::managed_object_not_found(schema, &container))?;
-            if !schema.is_a(container_ty, schema.known_type("ManagedEntity")) {
-                return Err(Fault::invalid_argument(
-                    schema,
-                    "container",
-                    "the container must be a managed entity",
-                ));
-            }
-            let types = call
-                .arg("type")
-                .cloned()
-                .unwrap_or_else(|| Value::strings(schema, Vec::<String>::new()));
-            for ty in types.items() {
-                let name = ty.as_str().unwrap_or_default();
-                if !schema.type_id(name).is_some_and(|t| schema.is_managed(t)) {
-                    return Err(Fault::invalid_argument(
-                        schema,
-                        "type",
-                        format!("{name} is not a managed object type"),
-                    ));
-                }
-            }
-            let recursive = call
-                .arg("recursive")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            create_view(call, "ContainerView", |inv, obj| {
-                inv.set(schema, obj, "container", container);
-                inv.set(schema, obj, "type", types);
-                inv.set(schema, obj, "recursive", recursive);
-            })
-        }
-        "CreateListView" => {
-            let objects = call
-                .arg("obj")
-                .cloned()
-                .unwrap_or_else(|| Value::refs(schema, []));
-            create_view(call, "ListView", |inv, obj| {
-                inv.set(schema, obj, "view", objects)
-            })
-        }
-        "CreateListViewFromView" => {
-            let source = call.moref_arg("view")?.clone();
-            let contents = view_contents(call, &source)?;
-            create_view(call, "ListView", |inv, obj| {
-                inv.set(schema, obj, "view", Value::refs(schema, &contents))
-            })
-        }
-        "DestroyView" => {
-            call.host.mutate(|inv| inv.remove(call.this()));
-            Ok(None)
-        }
-        "ModifyListView" | "ResetListView" | "ResetListViewFromView" => {
-            modify_list_view(call, method)
-        }
-        _ => Err(Fault::not_supported(schema, method.to_string())),
+    let container = call.moref_arg("container")?.clone();
+    let container_ty = call
+        .objects(&call.host.inventory())
+        .visible_type(&container);
+    let container_ty =
+        container_ty.ok_or_else(|| Fault::managed_object_not_found(schema, &container))?;
+    if !schema.is_a(container_ty, schema.known_type("ManagedEntity")) {
+        return Err(Fault::invalid_argument(
+            schema,
+            "container",
+            "the container must be a managed entity",
+        ));
     }
+    let types = call
+        .arg("type")
+        .cloned()
+        .unwrap_or_else(|| Value::strings(schema, Vec::<String>::new()));
+    for ty in types.items() {
+        let name = ty.as_str().unwrap_or_default();
+        if !schema.type_id(name).is_some_and(|t| schema.is_managed(t)) {
+            return Err(Fault::invalid_argument(
+                schema,
+                "type",
+                format!("{name} is not a managed object type"),
+            ));
+        }
+    }
+    let recursive = call
+        .arg("recursive")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    create_view(call, "ContainerView", |inv, obj| {
+        inv.set(schema, obj, "container", container);
+        inv.set(schema, obj, "type", types);
+        inv.set(schema, obj, "recursive", recursive);
+    })
+}
+
+fn create_list_view(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let objects = call
+        .arg("obj")
+        .cloned()
+        .unwrap_or_else(|| Value::refs(schema, []));
+    create_view(call, "ListView", |inv, obj| {
+        inv.set(schema, obj, "view", objects)
+    })
+}
+
+fn create_list_view_from_view(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let source = call.moref_arg("view")?.clone();
+    let contents = view_contents(call, &source)?;
+    create_view(call, "ListView", |inv, obj| {
+        inv.set(schema, obj, "view", Value::refs(schema, &contents))
+    })
 }
 
 fn create_view(
@@ -92,7 +97,8 @@ fn create_view(
     Ok(Some(obj.into()))
 }
 
-fn view_contents(call: &Call<'_>, view: &MoRef) -> Result<Vec<MoRef>, Fault> {
+/// The current contents of a view the caller can see.
+pub(super) fn view_contents(call: &Call<'_>, view: &MoRef) -> Result<Vec<MoRef>, Fault> {
     let schema = call.schema;
     let inv = call.host.inventory();
     let objects = call.objects(&inv);
@@ -103,45 +109,6 @@ fn view_contents(call: &Call<'_>, view: &MoRef) -> Result<Vec<MoRef>, Fault> {
         "ContainerView" => container_view_contents(schema, &inv, view),
         _ => inv.refs(schema, view, "view"),
     })
-}
-
-fn modify_list_view(call: &Call<'_>, method: &str) -> MethodResult {
-    let schema = call.schema;
-    let this = call.this().clone();
-    let mut current = call.host.inventory().refs(schema, &this, "view");
-    let refs = |name: &str| -> Vec<MoRef> {
-        call.arg(name)
-            .map(Value::items)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_moref)
-            .cloned()
-            .collect()
-    };
-    match method {
-        "ModifyListView" => {
-            current.extend(refs("add"));
-            let remove: HashSet<MoRef> = refs("remove").into_iter().collect();
-            current.retain(|r| !remove.contains(r));
-        }
-        "ResetListView" => current = refs("obj"),
-        _ => current = view_contents(call, call.moref_arg("view")?)?,
-    }
-    let mut seen = HashSet::new();
-    current.retain(|r| seen.insert(r.clone()));
-    let (kept, unresolved): (Vec<MoRef>, Vec<MoRef>) = {
-        let inv = call.host.inventory();
-        let objects = call.objects(&inv);
-        current
-            .into_iter()
-            .partition(|r| objects.visible_type(r).is_some())
-    };
-    call.host
-        .mutate(|inv| inv.set(schema, &this, "view", Value::refs(schema, &kept)));
-    Ok(
-        (!unresolved.is_empty() && method != "ResetListViewFromView")
-            .then(|| Value::refs(schema, &unresolved)),
-    )
 }
 
 /// A ContainerView's current contents: the container's children (all descendants when

@@ -6,7 +6,8 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use vireo_disk::cbt::CbtError;
 use vireo_disk::tree::DiskTree;
 
-use super::snapshots::{self, disks, CTK_ENABLED};
+use super::disks::{self, trees, CTK_ENABLED};
+use super::snapshots;
 use super::{properties, Power, Vm};
 use crate::host::Host;
 
@@ -71,7 +72,7 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
                 )
             })?;
         let snapshot_name = match snapshot_uid {
-            Some(uid) => Some(disks::tree_snapshot_name(uid)),
+            Some(uid) => Some(trees::tree_snapshot_name(uid)),
             None if state.power != Power::Off => {
                 return Err(Fault::new(
                     schema,
@@ -82,8 +83,8 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
             }
             None => None,
         };
-        let bases = disks::base_paths(vm, &state.spec, &host.datastores)
-            .map_err(|e| snapshots::disk_fault(host, e))?;
+        let bases = trees::base_paths(vm, &state.spec, &host.datastores)
+            .map_err(|e| disks::disk_fault(host, e))?;
         let capacity = state.disk_capacities.get(index).copied().unwrap_or(0);
         (bases[index].clone(), capacity, snapshot_name)
     };

@@ -1,10 +1,13 @@
-//! Client of a `vireo-vmm` control socket: one JSON request line out, one reply line back
-//! (`{"ok":true,...}` or `{"ok":false,"error":"..."}`).
+//! Client of a `vireo-vmm` control socket: one [`Request`] line out, one reply line back, read
+//! as the reply type the command has (the protocol is `vireo_vmm_protocol::control`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use vireo_vmm_protocol::control::{decode_reply, Ack, Request, VmStatus};
 
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,49 +28,43 @@ pub enum ControlError {
         /// The VMM's message.
         message: String,
     },
-    /// The reply was not JSON.
-    #[error("the VMM sent an unreadable reply: {0}")]
-    BadReply(String),
+    /// The reply was not the one the command has.
+    #[error(transparent)]
+    BadReply(#[from] vireo_vmm_protocol::BadReply),
 }
 
-/// Sends one request and returns the successful reply.
-pub fn request(
+/// Sends `request` and returns its reply, read as `T`.
+pub fn call<T: DeserializeOwned>(
     socket: &Path,
-    request: &serde_json::Value,
+    request: &Request,
     timeout: Duration,
-) -> Result<serde_json::Value, ControlError> {
+) -> Result<T, ControlError> {
     let io = |source| ControlError::Io {
         path: socket.display().to_string(),
         source,
     };
+    let line = serde_json::to_string(request).map_err(|e| io(e.into()))?;
     let mut stream = UnixStream::connect(socket).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    writeln!(stream, "{request}").map_err(io)?;
+    writeln!(stream, "{line}").map_err(io)?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(io)?;
     if line.is_empty() {
         return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
     }
-    let reply: serde_json::Value =
-        serde_json::from_str(&line).map_err(|_| ControlError::BadReply(line.clone()))?;
-    if reply["ok"].as_bool() == Some(true) {
-        return Ok(reply);
-    }
-    Err(ControlError::Refused {
-        command: request["cmd"].as_str().unwrap_or_default().to_string(),
-        message: reply["error"]
-            .as_str()
-            .unwrap_or("no reason given")
-            .to_string(),
+    decode_reply(&line)?.map_err(|message| ControlError::Refused {
+        command: request.name(),
+        message,
     })
 }
 
-/// Sends `{"cmd": command}`.
-pub fn command(
-    socket: &Path,
-    command: &str,
-    timeout: Duration,
-) -> Result<serde_json::Value, ControlError> {
-    request(socket, &serde_json::json!({ "cmd": command }), timeout)
+/// Sends a request whose reply is a bare acknowledgement.
+pub fn command(socket: &Path, request: Request, timeout: Duration) -> Result<(), ControlError> {
+    call::<Ack>(socket, &request, timeout).map(drop)
+}
+
+/// Asks for the VM's status.
+pub fn status(socket: &Path, timeout: Duration) -> Result<VmStatus, ControlError> {
+    call(socket, &Request::Status, timeout)
 }

@@ -2,18 +2,20 @@
 //! `suspend/`), power off, reset, suspend, terminate; a VMM that exits 3 (reset) is started
 //! again; one that ends unasked leaves the VM powered off with an event saying why.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault, Value};
+use vireo_vmm_protocol::control::{Request, SaveReport};
+use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
 use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    control, network, properties, recovery, snapshots, tools_host, Power, Stopping, Vm, VmState,
+    control, disks, network, properties, recovery, snapshots, tools_host, Power, Stopping, Vm,
+    VmState,
 };
 use crate::events::post_event;
 use crate::host::Host;
@@ -33,7 +35,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let log = vm.file("vireo-vmm.log");
     let mut adopted = VmmProcess::adopt(&vm.run_dir, &log);
     let recovered = recovery::recover(host, vm, &mut state, &mut adopted);
-    state.disk_capacities = disk_capacities(host, vm, &state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     if let Some(process) = adopted {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
         state.taps = (0..state.spec.nics.len())
@@ -57,21 +59,6 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         );
         post_vm_event(host, vm, &state, "VmMessageWarningEvent", message, "");
     }
-}
-
-/// Reads each disk's guest-visible size from its image.
-pub fn disk_capacities(host: &Host, vm: &Vm, state: &VmState) -> Vec<u64> {
-    state
-        .spec
-        .disks
-        .iter()
-        .map(|d| {
-            vm.disk_path(&d.file_name, &host.datastores)
-                .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
-                .map(|disk| disk.capacity())
-                .unwrap_or(0)
-        })
-        .collect()
 }
 
 /// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
@@ -234,32 +221,13 @@ fn vmm_binary() -> PathBuf {
         .unwrap_or_else(|| "vireo-vmm".into())
 }
 
-fn resolve_boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
-    let schema = host.schema;
-    let path = super::datastore_path::DatastorePath::parse(value)
-        .and_then(|p| p.resolve(&host.datastores))
-        .map_err(|e| {
-            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
-                .with(schema, "property", key)
-        })?;
-    if !path.is_file() {
-        return Err(Fault::new(
-            schema,
-            "FileNotFound",
-            format!("{value} ({key} of {}) does not exist", vm.vmx_path),
-        )
-        .with(schema, "file", value));
-    }
-    Ok(path)
-}
-
 /// The command line of a fresh boot on these disk images.
 fn boot_args(
     host: &Host,
     vm: &Vm,
     state: &VmState,
     disk_paths: &[PathBuf],
-) -> Result<Vec<OsString>, Fault> {
+) -> Result<VmmArgs, Fault> {
     let schema = host.schema;
     let spec = &state.spec;
     let kernel = spec.extra(BOOT_KERNEL).ok_or_else(|| {
@@ -273,32 +241,65 @@ fn boot_args(
         )
         .with(schema, "property", BOOT_KERNEL)
     })?;
-    let mut args: Vec<OsString> = vec![
-        "--kernel".into(),
-        resolve_boot_file(host, vm, BOOT_KERNEL, kernel)?.into(),
-    ];
-    if let Some(initrd) = spec.extra(BOOT_INITRD) {
-        args.push("--initrd".into());
-        args.push(resolve_boot_file(host, vm, BOOT_INITRD, initrd)?.into());
-    }
-    args.push("--cmdline".into());
-    args.push(spec.extra(BOOT_CMDLINE).unwrap_or_default().into());
-    args.push("--vcpus".into());
-    args.push(spec.num_cpus.to_string().into());
-    args.push("--memory-mib".into());
-    args.push(spec.memory_mb.to_string().into());
-    for (n, path) in disk_paths.iter().enumerate() {
-        let mut option = OsString::from("path=");
-        option.push(path);
-        option.push(format!(",serial=vireo-disk{n}"));
-        args.push("--disk".into());
-        args.push(option);
-    }
-    for (n, nic) in spec.nics.iter().enumerate() {
-        args.push("--net".into());
-        args.push(format!("tap={},mac={}", network::tap_name(vm.id, n), nic.mac).into());
-    }
-    Ok(args)
+    let initrd = spec
+        .extra(BOOT_INITRD)
+        .map(|initrd| disks::boot_file(host, vm, BOOT_INITRD, initrd))
+        .transpose()?;
+    let nets = spec
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(n, nic)| {
+            format!("tap={},mac={}", network::tap_name(vm.id, n), nic.mac)
+                .parse::<NetConfig>()
+                .map_err(|e| Fault::system_error(schema, e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(VmmArgs {
+        kernel: Some(disks::boot_file(host, vm, BOOT_KERNEL, kernel)?),
+        initrd,
+        cmdline: spec.extra(BOOT_CMDLINE).unwrap_or_default().into(),
+        vcpus: out_of_range(schema, spec.num_cpus.try_into(), "numCPUs", spec.num_cpus)?,
+        memory_mib: out_of_range(
+            schema,
+            spec.memory_mb.try_into(),
+            "memoryMB",
+            spec.memory_mb,
+        )?,
+        disks: disk_configs(disk_paths, true),
+        nets,
+        ..VmmArgs::default()
+    })
+}
+
+/// `converted`, or InvalidVmConfig naming `property` when `value` does not fit the VMM's range.
+fn out_of_range<T, E>(
+    schema: &vireo_api::Schema,
+    converted: Result<T, E>,
+    property: &str,
+    value: impl std::fmt::Display,
+) -> Result<T, Fault> {
+    converted.map_err(|_| {
+        Fault::new(
+            schema,
+            "InvalidVmConfig",
+            format!("{property} {value} is out of range"),
+        )
+        .with(schema, "property", property)
+    })
+}
+
+/// The disks on these images, in order; `serial` gives each the serial number the guest reads.
+fn disk_configs(disk_paths: &[PathBuf], serial: bool) -> Vec<DiskConfig> {
+    disk_paths
+        .iter()
+        .enumerate()
+        .map(|(n, path)| DiskConfig {
+            path: path.clone(),
+            read_only: false,
+            serial: serial.then(|| format!("vireo-disk{n}")),
+        })
+        .collect()
 }
 
 /// Creates the TAPs, starts the VMM (booting, or restoring the machine state saved in
@@ -312,18 +313,13 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
-    let disk_paths = snapshots::prepare_launch(host, vm, state)?;
+    let disk_paths = disks::prepare_launch(host, vm, state)?;
     let mut args = match restore {
-        Some(dir) => {
-            let mut args: Vec<OsString> = vec!["--restore".into(), dir.into()];
-            for path in &disk_paths {
-                let mut option = OsString::from("path=");
-                option.push(path);
-                args.push("--disk".into());
-                args.push(option);
-            }
-            args
-        }
+        Some(dir) => VmmArgs {
+            restore: Some(dir.to_owned()),
+            disks: disk_configs(&disk_paths, false),
+            ..VmmArgs::default()
+        },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
     std::fs::create_dir_all(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
@@ -335,16 +331,10 @@ fn launch(
             control_socket.display()
         )));
     }
-    args.extend([
-        "--control".into(),
-        control_socket.clone().into(),
-        "--tools-socket".into(),
-        tools_socket.into(),
-        "--serial-log".into(),
-        vm.file("serial.log").into(),
-        "--framebuffer-file".into(),
-        crate::console::framebuffer::file_of(vm).into(),
-    ]);
+    args.control = Some(control_socket.clone());
+    args.tools_socket = Some(tools_socket);
+    args.serial_log = Some(vm.file("serial.log"));
+    args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
     let taps: Vec<String> = (0..state.spec.nics.len())
         .map(|i| network::tap_name(vm.id, i))
         .collect();
@@ -355,11 +345,16 @@ fn launch(
         }
     }
     let _ = std::fs::remove_file(&control_socket);
-    let process = VmmProcess::spawn(&vmm_binary(), &args, &vm.run_dir, &vm.file("vireo-vmm.log"))
-        .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
+    let process = VmmProcess::spawn(
+        &vmm_binary(),
+        &args.to_argv(),
+        &vm.run_dir,
+        &vm.file("vireo-vmm.log"),
+    )
+    .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if control::command(&control_socket, "status", Duration::from_secs(5)).is_ok() {
+        if control::status(&control_socket, Duration::from_secs(5)).is_ok() {
             state.taps = taps;
             return Ok(process);
         }
@@ -516,10 +511,10 @@ fn stop(
 /// flushed and their change-tracking bitmaps stored before the VMM exits (it does not close
 /// them on exit).
 fn close_disks(socket: &Path, paused: bool) {
-    let commands: &[&str] = if paused {
-        &["detach-disks"]
+    let commands = if paused {
+        vec![Request::DetachDisks]
     } else {
-        &["pause", "detach-disks"]
+        vec![Request::Pause, Request::DetachDisks]
     };
     for command in commands {
         if let Err(error) = control::command(socket, command, Duration::from_secs(10)) {
@@ -538,7 +533,7 @@ pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
     stop(host, vm, Stopping::PowerOff, |state| {
         let socket = vm.run_dir.join("control.sock");
         close_disks(&socket, false);
-        if control::command(&socket, "power-off", Duration::from_secs(10)).is_err() {
+        if control::command(&socket, Request::PowerOff, Duration::from_secs(10)).is_err() {
             kill(state);
         }
         Ok(())
@@ -585,9 +580,11 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = control::request(
+        let saved = control::call::<SaveReport>(
             &socket,
-            &serde_json::json!({ "cmd": "save", "dir": dir }),
+            &Request::Save {
+                dir: dir.to_owned(),
+            },
             SAVE_TIMEOUT,
         )
         .map_err(|error| {
@@ -599,12 +596,12 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         })
         .and_then(|_| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
-            let _ = control::command(&socket, "resume", Duration::from_secs(10));
+            let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));
             let _ = std::fs::remove_dir_all(&dir);
             return Err(fault);
         }
         close_disks(&socket, true);
-        control::command(&socket, "power-off", Duration::from_secs(10))
+        control::command(&socket, Request::PowerOff, Duration::from_secs(10))
             .map_err(|e| Fault::system_error(schema, e.to_string()))?;
         journal.step("vmm-stopping").map_err(|e| e.fault(schema))
     });
@@ -622,7 +619,7 @@ pub fn reset(host: &Host, vm: &Vm) -> Result<(), Fault> {
     }
     let generation = state.generation;
     let socket = vm.run_dir.join("control.sock");
-    control::command(&socket, "reset", Duration::from_secs(10))
+    control::command(&socket, Request::Reset, Duration::from_secs(10))
         .map_err(|e| Fault::system_error(host.schema, e.to_string()))?;
     let (state, done) = vm.wait_until(state, START_TIMEOUT + STOP_TIMEOUT, |s| {
         s.generation >= generation + 2 || s.power != Power::On

@@ -8,6 +8,7 @@ pub mod clone;
 pub mod control;
 pub mod create;
 pub mod datastore_path;
+pub mod disks;
 pub mod journal;
 pub mod lifecycle;
 pub mod network;
@@ -88,7 +89,7 @@ pub struct VmState {
     /// Its snapshots (the `.vmsd`).
     pub snapshots: snapshots::vmsd::SnapshotList,
     /// What it shows of each disk: layer chains, changeIds (from the disk trees).
-    pub disk_views: Vec<snapshots::disks::DiskView>,
+    pub disk_views: Vec<disks::trees::DiskView>,
     /// TAP devices created for the running VMM.
     pub taps: Vec<String>,
     /// Set once the VM is unregistered or destroyed.

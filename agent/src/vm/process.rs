@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
+
 /// How a VMM process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmmExit {
@@ -174,12 +176,11 @@ impl VmmProcess {
     }
 
     /// The exit record this run wrote, if any.
-    fn exit_record(&self) -> Option<serde_json::Value> {
+    fn exit_record(&self) -> Option<ExitRecord> {
         self.new_log_text()
             .lines()
             .rev()
-            .find_map(|l| l.strip_prefix("vireo-vmm: exit "))
-            .and_then(|json| serde_json::from_str(json).ok())
+            .find_map(ExitRecord::from_line)
     }
 
     /// The last non-record line this run logged (why it could not start, usually).
@@ -187,7 +188,7 @@ impl VmmProcess {
         self.new_log_text()
             .lines()
             .rev()
-            .find(|l| !l.starts_with("vireo-vmm: exit ") && !l.trim().is_empty())
+            .find(|l| !l.starts_with(EXIT_RECORD_PREFIX) && !l.trim().is_empty())
             .unwrap_or_default()
             .to_string()
     }
@@ -217,25 +218,26 @@ impl VmmKiller {
 
 /// Reads the exit record (preferred) or the process status into a [`VmmExit`].
 fn classify(
-    record: Option<&serde_json::Value>,
+    record: Option<&ExitRecord>,
     status: Option<std::process::ExitStatus>,
     log_tail: &str,
 ) -> VmmExit {
     if let Some(record) = record {
-        return match record["reason"].as_str().unwrap_or_default() {
-            "guest-power-off" => VmmExit::PoweredOff { by_guest: true },
-            "host-power-off" => VmmExit::PoweredOff { by_guest: false },
-            "guest-reset" => VmmExit::Reset { by_guest: true },
-            "host-reset" => VmmExit::Reset { by_guest: false },
-            "killed" => VmmExit::Failed(format!(
-                "the VM's process was stopped by signal {}",
-                record["signal"].as_i64().unwrap_or(0)
-            )),
-            _ => VmmExit::Failed(format!("the virtual machine crashed: {record}")),
+        return match &record.exit {
+            VmExit::GuestPowerOff => VmmExit::PoweredOff { by_guest: true },
+            VmExit::HostPowerOff => VmmExit::PoweredOff { by_guest: false },
+            VmExit::GuestReset { .. } => VmmExit::Reset { by_guest: true },
+            VmExit::HostReset => VmmExit::Reset { by_guest: false },
+            VmExit::Killed { signal } => {
+                VmmExit::Failed(format!("the VM's process was stopped by signal {signal}"))
+            }
+            VmExit::Crashed { detail } => {
+                VmmExit::Failed(format!("the virtual machine crashed: {detail}"))
+            }
         };
     }
     match status {
-        Some(s) if s.code() == Some(1) => {
+        Some(s) if s.code() == Some(EXIT_START_FAILED.into()) => {
             VmmExit::Failed(format!("the VMM could not start: {log_tail}"))
         }
         Some(s) if s.signal().is_some() => VmmExit::Failed(format!(
@@ -258,18 +260,24 @@ mod tests {
 
     #[test]
     fn exit_records_and_statuses_classify() {
-        let record = |r: &str| serde_json::json!({ "reason": r });
+        let record = |exit| ExitRecord {
+            exit,
+            boot_marker_ms: None,
+        };
         assert_eq!(
-            classify(Some(&record("guest-power-off")), None, ""),
+            classify(Some(&record(VmExit::GuestPowerOff)), None, ""),
             VmmExit::PoweredOff { by_guest: true }
         );
         assert_eq!(
-            classify(Some(&record("host-reset")), None, ""),
+            classify(Some(&record(VmExit::HostReset)), None, ""),
             VmmExit::Reset { by_guest: false }
         );
+        let crash = VmExit::Crashed {
+            detail: "triple fault".into(),
+        };
         assert!(matches!(
-            classify(Some(&record("crashed")), None, ""),
-            VmmExit::Failed(m) if m.contains("crashed")
+            classify(Some(&record(crash)), None, ""),
+            VmmExit::Failed(m) if m.contains("crashed: triple fault")
         ));
         let killed = std::process::ExitStatus::from_raw(9);
         assert!(matches!(

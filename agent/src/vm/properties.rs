@@ -9,7 +9,7 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
 use super::datastore_path::DatastorePath;
-use super::snapshots::disks::DiskState;
+use super::disks::{self, trees::DiskState};
 use super::snapshots::{self, properties as snapshot_properties};
 use super::{Power, Vm, VmState};
 use crate::host::Host;
@@ -725,7 +725,7 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Da
         .with(
             schema,
             "changeTrackingEnabled",
-            snapshots::tracking_configured(state),
+            disks::tracking_configured(state),
         )
 }
 

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vireo_disk::tree::DiskTree;
+use vireo_vmm_protocol::control::{Request, RunPhase};
 
+use super::disks::refresh;
+use super::disks::trees::{each, open_all, tree_snapshot_name};
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
-use super::snapshots::disks::{each, open_all, tree_snapshot_name};
 use super::snapshots::reconcile::reconcile;
 use super::snapshots::{self, memory_dir};
 use super::{control, network, Vm, VmState};
@@ -90,15 +92,15 @@ pub fn recover(
     for (path, _) in &journals {
         journal::remove(path);
     }
-    snapshots::refresh(host, vm, state);
+    refresh(host, vm, state);
     done
 }
 
 /// Pauses a re-adopted VMM that is paused already or whose VM has a journal, and closes its
 /// disks; returns whether its disks are closed.
 fn stun(vm: &Vm, socket: &Path, has_journal: bool, done: &mut Recovered) -> bool {
-    let paused = control::command(socket, "status", CONTROL_TIMEOUT)
-        .map(|status| status["state"] == "paused")
+    let paused = control::status(socket, CONTROL_TIMEOUT)
+        .map(|status| status.state == RunPhase::Paused)
         .unwrap_or_else(|error| {
             tracing::warn!(vm = vm.id, "recovery: cannot read the VMM's state: {error}");
             false
@@ -108,11 +110,11 @@ fn stun(vm: &Vm, socket: &Path, has_journal: bool, done: &mut Recovered) -> bool
     }
     if paused {
         done.note(vm, "found the VM paused by an interrupted task".into());
-    } else if let Err(error) = control::command(socket, "pause", CONTROL_TIMEOUT) {
+    } else if let Err(error) = control::command(socket, Request::Pause, CONTROL_TIMEOUT) {
         tracing::warn!(vm = vm.id, "recovery: cannot pause the VM: {error}");
         return false;
     }
-    match control::command(socket, "detach-disks", CONTROL_TIMEOUT) {
+    match control::command(socket, Request::DetachDisks, CONTROL_TIMEOUT) {
         Ok(_) => true,
         Err(error) => {
             tracing::warn!(vm = vm.id, "recovery: cannot close the VM's disks: {error}");
@@ -338,7 +340,7 @@ fn finish_suspend(
 /// Powers the VMM off and waits for it (killing it if it does not go).
 fn end_vmm(vm: &Vm, vmm: &VmmProcess) {
     let socket = vm.run_dir.join("control.sock");
-    if control::command(&socket, "power-off", CONTROL_TIMEOUT).is_err() {
+    if control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT).is_err() {
         vmm.killer().signal(libc::SIGKILL);
     }
     vmm.wait();
@@ -354,19 +356,15 @@ fn resume(
     process: &mut Option<VmmProcess>,
     done: &mut Recovered,
 ) {
-    snapshots::refresh(host, vm, state);
+    refresh(host, vm, state);
     let socket = vm.run_dir.join("control.sock");
     let paths: Vec<_> = state
         .disk_views
         .iter()
         .filter_map(|v| v.active.chain.first().cloned())
         .collect();
-    let resumed = control::request(
-        &socket,
-        &serde_json::json!({ "cmd": "attach-disks", "paths": paths }),
-        CONTROL_TIMEOUT,
-    )
-    .and_then(|_| control::command(&socket, "resume", CONTROL_TIMEOUT));
+    let resumed = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT)
+        .and_then(|()| control::command(&socket, Request::Resume, CONTROL_TIMEOUT));
     match resumed {
         Ok(_) => done.note(vm, "resumed the VM".into()),
         Err(error) => {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use vireo_api::Fault;
+use vireo_vmm_protocol::control::{Request, Screenshot};
 
 use super::{control, lifecycle, Power, Vm};
 use crate::host::Host;
@@ -21,9 +22,11 @@ fn take(host: &Host, vm: &Vm, path: &Path) -> Result<(), Fault> {
     if power != Power::On {
         return Err(lifecycle::invalid_power_state(host, Some(Power::On), power));
     }
-    control::request(
+    control::call::<Screenshot>(
         &vm.run_dir.join("control.sock"),
-        &serde_json::json!({ "cmd": "screenshot", "path": path }),
+        &Request::Screenshot {
+            path: path.to_owned(),
+        },
         SCREENSHOT_TIMEOUT,
     )
     .map(drop)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use vireo_vmm_protocol::SaveReport;
 
 use super::{memory, vm, write_state_file, VmSnapshot, MEMORY_FILE, STATE_FILE};
 use crate::control::VmHandle;
@@ -12,19 +12,6 @@ use crate::devices::bus::lock;
 
 /// How long vCPUs get to hand over their state.
 const VCPU_SAVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a save wrote.
-#[derive(Debug, Serialize)]
-pub struct SaveReport {
-    /// The state file.
-    pub state_file: PathBuf,
-    /// The memory file.
-    pub memory_file: PathBuf,
-    /// Bytes of guest memory written.
-    pub memory_bytes: u64,
-    /// Milliseconds the save took.
-    pub elapsed_ms: f64,
-}
 
 /// Why a save failed (the VM is left paused and running devices restarted).
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@ use vireo_api::Fault;
 use vireo_disk::chain::backing_files;
 use vireo_disk::tree::{DiskTree, TreeState, SIDECAR_SUFFIX};
 
+use super::super::disks::trees::{base_paths, each, open_all, tree_snapshot_name};
+use super::super::disks::{disk_fault, refresh};
 use super::super::{properties, Vm, VmState};
-use super::disks::{each, open_all, tree_snapshot_name};
-use super::{disk_fault, refresh};
 use crate::host::Host;
 
 const PREFIX: &str = "linked-clone-";
@@ -98,7 +98,7 @@ pub fn release(host: &Host, parents: &[PathBuf], clone_instance_uuid: &str) {
 
 /// The clones (their instanceUuids) holding layers of this VM's disks.
 pub fn holders(host: &Host, vm: &Vm, state: &VmState) -> Vec<String> {
-    let mut found: Vec<String> = super::disks::base_paths(vm, &state.spec, &host.datastores)
+    let mut found: Vec<String> = base_paths(vm, &state.spec, &host.datastores)
         .unwrap_or_default()
         .iter()
         .filter_map(|base| {

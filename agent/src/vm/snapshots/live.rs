@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use vireo_api::Fault;
+use vireo_vmm_protocol::control::{Request, SaveReport};
 
+use super::super::disks::trees as disks;
 use super::super::journal::Journal;
 use super::super::{control, Power, Vm, VmState};
-use super::disks;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
@@ -41,10 +42,10 @@ pub fn with_disks_closed<T>(
     let refused = |what: &str, e: control::ControlError| {
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
-    control::command(&socket, "pause", CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
+    control::command(&socket, Request::Pause, CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
     let paused = record(journal, "vm-paused");
     let resume = || {
-        if let Err(error) = control::command(&socket, "resume", CONTROL_TIMEOUT) {
+        if let Err(error) = control::command(&socket, Request::Resume, CONTROL_TIMEOUT) {
             tracing::error!(
                 vm = vm.id,
                 "cannot resume after a snapshot operation: {error}"
@@ -56,9 +57,11 @@ pub fn with_disks_closed<T>(
         return Err(fault);
     }
     if let Some(dir) = save_to {
-        let saved = control::request(
+        let saved = control::call::<SaveReport>(
             &socket,
-            &serde_json::json!({ "cmd": "save", "dir": dir }),
+            &Request::Save {
+                dir: dir.to_owned(),
+            },
             SAVE_TIMEOUT,
         );
         if let Err(error) = saved {
@@ -77,7 +80,7 @@ pub fn with_disks_closed<T>(
             return Err(fault);
         }
     }
-    if let Err(error) = control::command(&socket, "detach-disks", CONTROL_TIMEOUT) {
+    if let Err(error) = control::command(&socket, Request::DetachDisks, CONTROL_TIMEOUT) {
         resume();
         return Err(refused("detach the disks of", error));
     }
@@ -88,18 +91,14 @@ pub fn with_disks_closed<T>(
         .into_iter()
         .filter_map(|v| v.active.chain.first().cloned())
         .collect();
-    let attached = control::request(
-        &socket,
-        &serde_json::json!({ "cmd": "attach-disks", "paths": paths }),
-        CONTROL_TIMEOUT,
-    );
+    let attached = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT);
     if let Err(error) = attached {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
             vm = vm.id,
             "cannot reattach the disks, powering off: {error}"
         );
-        let _ = control::command(&socket, "power-off", CONTROL_TIMEOUT);
+        let _ = control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT);
         return Err(refused("reattach the disks of", error));
     }
     let attached = record(journal, "disks-attached");

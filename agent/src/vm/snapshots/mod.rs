@@ -1,12 +1,11 @@
 //! VM snapshots: a tree of named points in a VM's life, each freezing every disk (a layer of
 //! that disk's `DiskTree`) and, when taken from a running or suspended VM with memory, its
 //! machine state (`snapshot-<uid>/vm.state` + `vm.mem`). The list lives in `<name>.vmsd`
-//! ([`vmsd`]); [`disks`] maps it onto the disk trees, [`live`] stuns a running VM around
+//! ([`vmsd`]); `disks::trees` maps it onto the disk trees, [`live`] stuns a running VM around
 //! disk-tree changes, [`properties`] publishes what clients read, [`promote`] unlinks and
 //! consolidates a linked clone's disks, [`clone_holds`] keeps layers linked clones are built on.
 
 pub mod clone_holds;
-pub mod disks;
 pub mod live;
 pub mod promote;
 pub mod properties;
@@ -20,15 +19,13 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use vireo_disk::tree::{DiskTree, TreeError};
 use vireo_tools::protocol::Operation;
 
+use super::disks::trees::{each, open_all, tree_snapshot_name, DiskTreeError};
+use super::disks::{apply_tracking, disk_fault, file_fault, refresh, tracking_configured};
 use super::journal::{Intent, Journal};
 use super::{lifecycle, tools_host, Power, Vm, VmState};
 use crate::host::Host;
 use crate::inventory::now_micros;
-use disks::{each, open_all, tree_snapshot_name, DiskTreeError};
 use vmsd::{CapturedPower, SnapshotList, SnapshotMeta};
-
-/// extraConfig key holding whether changed-block tracking is configured (as on ESXi).
-pub const CTK_ENABLED: &str = "ctkEnabled";
 
 /// A snapshot to take (CreateSnapshot_Task's arguments).
 pub struct NewSnapshot {
@@ -72,14 +69,6 @@ pub fn resolve(host: &Host, snapshot: &MoRef) -> Option<(Arc<Vm>, u32)> {
     Some((vm, uid))
 }
 
-/// Whether the VM is configured for changed-block tracking.
-pub fn tracking_configured(state: &VmState) -> bool {
-    state
-        .spec
-        .extra(CTK_ENABLED)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
 /// Reads the snapshot list and the disks' views into a just-registered VM's state.
 pub fn load(host: &Host, vm: &Vm, state: &mut VmState) {
     match SnapshotList::load(&vmsd_path(vm)) {
@@ -87,67 +76,6 @@ pub fn load(host: &Host, vm: &Vm, state: &mut VmState) {
         Err(error) => tracing::warn!(vm = vm.id, "cannot read the snapshot list: {error}"),
     }
     refresh(host, vm, state);
-}
-
-/// Re-reads what the VM shows of its disks (after any change to their trees).
-pub fn refresh(host: &Host, vm: &Vm, state: &mut VmState) {
-    state.disk_views = disks::views(vm, &state.spec, &host.datastores);
-}
-
-/// Before a VMM starts (boot, resume, revert): applies the configured change tracking and
-/// returns the file each disk must be opened from (its writable layer).
-pub fn prepare_launch(host: &Host, vm: &Vm, state: &mut VmState) -> Result<Vec<PathBuf>, Fault> {
-    disks::base_paths(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
-    let tracking = tracking_configured(state);
-    let has_trees = state
-        .disk_views
-        .iter()
-        .any(|v| v.active.chain.len() > 1 || v.active.change_id.is_some());
-    if tracking || has_trees {
-        let mut trees =
-            open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
-        apply_tracking(host, &mut trees, tracking)?;
-    }
-    refresh(host, vm, state);
-    Ok(state
-        .disk_views
-        .iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect())
-}
-
-/// Turns change tracking on or off in every tree (only the VMM's next open sees it).
-fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Result<(), Fault> {
-    for tree in trees {
-        let result = if enabled {
-            tree.enable_tracking().map(drop)
-        } else if tree.current_change_id().is_ok() {
-            tree.disable_tracking()
-        } else {
-            Ok(())
-        };
-        result.map_err(|e| {
-            file_fault(
-                host,
-                &tree.sidecar_path().display().to_string(),
-                format!("cannot set up change tracking: {e}"),
-            )
-        })?;
-    }
-    Ok(())
-}
-
-fn file_fault(host: &Host, file: &str, message: String) -> Fault {
-    Fault::new(host.schema, "FileFault", message).with(host.schema, "file", file)
-}
-
-/// A disk-tree failure as the API reports it.
-pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
-    let file = match &error {
-        DiskTreeError::NotOnDatastore(name) => name.clone(),
-        DiskTreeError::Tree { path, .. } => path.display().to_string(),
-    };
-    file_fault(host, &file, error.to_string())
 }
 
 fn not_found(host: &Host, uid: u32) -> Fault {
@@ -513,7 +441,8 @@ pub fn estimate_consolidation(host: &Host, vm: &Vm) -> Result<Value, Fault> {
     let trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let mut per_datastore: Vec<(String, u64)> = Vec::new();
     for (tree, disk) in trees.iter().zip(&state.spec.disks) {
-        let estimate = disks::estimate_without_snapshots(tree).map_err(|e| disk_fault(host, e))?;
+        let estimate = super::disks::trees::estimate_without_snapshots(tree)
+            .map_err(|e| disk_fault(host, e))?;
         let datastore =
             super::datastore_path::DatastorePath::parse(&vm.datastore_path_of(&disk.file_name))
                 .map(|p| p.datastore)

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use vireo_api::Fault;
 use vireo_disk::tree::{DiskTree, LayerId};
 
+use super::super::disks::trees::{each, open_all};
+use super::super::disks::{disk_fault, refresh};
 use super::super::journal::Intent;
 use super::super::properties::{self, DISK_KEY};
 use super::super::{lifecycle, Power, Vm};
-use super::disks::{each, open_all};
-use super::{clone_holds, disk_fault, live, refresh};
+use super::{clone_holds, live};
 use crate::host::Host;
 
 /// PromoteDisks_Task: promotes the disks whose device keys are `keys` (every disk when empty).

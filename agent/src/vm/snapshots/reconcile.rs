@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vireo_disk::tree::{DiskTree, LayerId, TreeError};
 
-use super::disks::{each, tree_snapshot_name, uid_of, DiskTreeError};
+use super::super::disks::trees::{each, tree_snapshot_name, uid_of, DiskTreeError};
 use super::vmsd::{SnapshotList, SnapshotMeta};
 
 /// The VM snapshot uids in one tree.

@@ -6,45 +6,40 @@ use std::net::SocketAddr;
 
 use vireo_api::{DataObject, Fault};
 
-use super::{Call, MethodResult};
+use crate::methods::{Call, MethodResult};
 use crate::vm::{lifecycle, Power, Vm};
 
-/// Serves the console methods of a VirtualMachine.
-pub fn handle(call: &Call<'_>, method: &str) -> MethodResult {
+pub(super) fn acquire_ticket(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
     let vm = call.this_vm()?;
-    match method {
-        "AcquireTicket" => {
-            let kind = call.str_arg("ticketType")?;
-            match kind {
-                "webmks" | "mks" => ticket(call, &vm, "VirtualMachineTicket", kind == "webmks"),
-                "device" => Err(Fault::invalid_argument(
-                    schema,
-                    "ticketType",
-                    "device tickets unlock remote device backings (CD-ROM, USB), which this host \
-                     does not serve; use \"webmks\" or \"mks\" for the console",
-                )),
-                other => Err(Fault::invalid_argument(
-                    schema,
-                    "ticketType",
-                    format!("this host issues \"webmks\" and \"mks\" tickets, not \"{other}\""),
-                )),
-            }
-        }
-        "AcquireMksTicket" => ticket(call, &vm, "VirtualMachineMksTicket", false),
-        "SetScreenResolution" => {
-            require_powered_on(call, &vm)?;
-            Err(Fault::not_supported(
-                schema,
-                "The screen resolution cannot be changed: the virtual display is a fixed-mode \
-                 linear framebuffer that guests cannot switch to another mode.",
-            ))
-        }
-        _ => Err(Fault::not_supported(
+    let kind = call.str_arg("ticketType")?;
+    match kind {
+        "webmks" | "mks" => ticket(call, &vm, "VirtualMachineTicket", kind == "webmks"),
+        "device" => Err(Fault::invalid_argument(
             schema,
-            format!("{method} is not implemented by this host."),
+            "ticketType",
+            "device tickets unlock remote device backings (CD-ROM, USB), which this host \
+             does not serve; use \"webmks\" or \"mks\" for the console",
+        )),
+        other => Err(Fault::invalid_argument(
+            schema,
+            "ticketType",
+            format!("this host issues \"webmks\" and \"mks\" tickets, not \"{other}\""),
         )),
     }
+}
+
+pub(super) fn acquire_mks_ticket(call: &Call<'_>) -> MethodResult {
+    ticket(call, &*call.this_vm()?, "VirtualMachineMksTicket", false)
+}
+
+pub(super) fn set_screen_resolution(call: &Call<'_>) -> MethodResult {
+    require_powered_on(call, &*call.this_vm()?)?;
+    Err(Fault::not_supported(
+        call.schema,
+        "The screen resolution cannot be changed: the virtual display is a fixed-mode \
+         linear framebuffer that guests cannot switch to another mode.",
+    ))
 }
 
 fn require_powered_on(call: &Call<'_>, vm: &Vm) -> Result<(), Fault> {

@@ -1,5 +1,5 @@
-//! The disks' side of VM snapshots: one `vireo_disk::tree::DiskTree` per virtual disk (its
-//! sidecar `<base>.vtree` beside the disk's base file), VM snapshot `uid` ↔ tree snapshot
+//! The VM's disk trees: one `vireo_disk::tree::DiskTree` per virtual disk (its sidecar
+//! `<base>.vtree` beside the disk's base file), VM snapshot `uid` ↔ tree snapshot
 //! `vm-snapshot-<uid>`, and what the VM shows of each disk (the chain it runs on, each
 //! snapshot's chain, its changeId). The `.vmx` keeps naming the base file.
 

@@ -1,0 +1,48 @@
+//! VirtualMachine guest operations through the tools: ShutdownGuest, RebootGuest, StandbyGuest,
+//! and ResetGuestInformation (forgets what the tools reported).
+
+use vireo_api::Fault;
+use vireo_tools::protocol::Operation;
+
+use crate::host::Host;
+use crate::methods::{Call, MethodResult};
+use crate::vm::tools_host::{self, ToolsRequestError};
+use crate::vm::{lifecycle, properties, Power, Vm};
+
+pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
+    guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
+}
+
+pub(super) fn reboot(call: &Call<'_>) -> MethodResult {
+    guest_request(call.host, &*call.this_vm()?, Operation::Reboot)
+}
+
+pub(super) fn standby(call: &Call<'_>) -> MethodResult {
+    guest_request(call.host, &*call.this_vm()?, Operation::Standby)
+}
+
+pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
+    let vm = call.this_vm()?;
+    let mut state = vm.state();
+    state.tools.info = None;
+    properties::publish(call.host, &vm, &state);
+    Ok(None)
+}
+
+/// Shutdown/Reboot/StandbyGuest: asks the guest tools; ToolsUnavailable without them.
+fn guest_request(host: &Host, vm: &Vm, op: Operation) -> MethodResult {
+    let schema = host.schema;
+    let power = vm.state().power;
+    if power != Power::On {
+        return Err(lifecycle::invalid_power_state(host, None, power));
+    }
+    match tools_host::request(vm, op) {
+        Ok(()) => Ok(None),
+        Err(ToolsRequestError::Unavailable) => Err(Fault::new(
+            schema,
+            "ToolsUnavailable",
+            "Cannot complete operation because VMware Tools is not running in this virtual machine.",
+        )),
+        Err(error) => Err(Fault::system_error(schema, error.to_string())),
+    }
+}

@@ -1,0 +1,187 @@
+//! A VirtualMachine's place in the inventory: Destroy_Task (files too), UnregisterVM (files
+//! stay), MarkAsTemplate and MarkAsVirtualMachine.
+
+use std::sync::Arc;
+
+use vireo_api::{Fault, Value};
+
+use super::task;
+use crate::host::Host;
+use crate::methods::{Call, MethodResult};
+use crate::vm::journal::{Intent, Journal};
+use crate::vm::snapshots::clone_holds;
+use crate::vm::{lifecycle, properties, Power, Vm};
+
+pub(super) fn destroy(call: &Call<'_>) -> MethodResult {
+    task(call, &call.this_vm()?, "VirtualMachine.destroy", destroy_vm)
+}
+
+pub(super) fn unregister(call: &Call<'_>) -> MethodResult {
+    unregister_vm(call.host, &*call.this_vm()?, call.user(), false).map(|_| None)
+}
+
+pub(super) fn mark_as_template(call: &Call<'_>) -> MethodResult {
+    set_template(call.host, &*call.this_vm()?, true).map(|_| None)
+}
+
+pub(super) fn mark_as_virtual_machine(call: &Call<'_>) -> MethodResult {
+    set_template(call.host, &*call.this_vm()?, false).map(|_| None)
+}
+
+/// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
+fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
+    let schema = host.schema;
+    let (disks, instance_uuid): (Vec<_>, String) = {
+        let state = vm.state();
+        if state.power == Power::On {
+            return Err(lifecycle::invalid_power_state(
+                host,
+                Some(Power::Off),
+                state.power,
+            ));
+        }
+        let holders = clone_holds::holders(host, vm, &state);
+        if !holders.is_empty() {
+            let name = state.spec.name.clone();
+            drop(state);
+            return Err(linked_clones_depend(host, vm, &name, &holders));
+        }
+        let disks = state
+            .spec
+            .disks
+            .iter()
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
+            .collect();
+        (disks, state.spec.instance_uuid.clone())
+    };
+    let parents = clone_holds::parents_of(&disks);
+    let intent = Intent::Destroy {
+        parents: parents.clone(),
+        instance_uuid: instance_uuid.clone(),
+    };
+    let mut journal = Journal::begin(&vm.dir, intent).map_err(|e| e.fault(schema))?;
+    if let Err(fault) = unregister_vm(host, vm, "", true) {
+        journal.finish();
+        return Err(fault);
+    }
+    journal.step("unregistered").map_err(|e| e.fault(schema))?;
+    clone_holds::release(host, &parents, &instance_uuid);
+    journal
+        .step("holds-released")
+        .map_err(|e| e.fault(schema))?;
+    for disk in disks {
+        if let Err(error) = std::fs::remove_file(&disk) {
+            tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
+        }
+    }
+    std::fs::remove_dir_all(&vm.dir).map_err(|e| {
+        Fault::new(
+            schema,
+            "FileFault",
+            format!("cannot delete {}: {e}", vm.vmx_path.parent()),
+        )
+        .with(schema, "file", vm.vmx_path.parent().to_string())
+    })?;
+    let _ = std::fs::remove_dir_all(&vm.run_dir);
+    Ok(None)
+}
+
+/// ResourceInUse: linked clones (`holders`, their instanceUuids) are built on layers of this
+/// VM's disks, so deleting them would break the clones; they must be destroyed or promoted.
+fn linked_clones_depend(host: &Host, vm: &Vm, name: &str, holders: &[String]) -> Fault {
+    let schema = host.schema;
+    let clones: Vec<String> = host
+        .vms
+        .all()
+        .into_iter()
+        .filter(|other| other.id != vm.id)
+        .filter_map(|other| {
+            let state = other.state();
+            holders
+                .contains(&state.spec.instance_uuid)
+                .then(|| state.spec.name.clone())
+        })
+        .collect();
+    let clones = if clones.is_empty() {
+        holders.join(", ")
+    } else {
+        clones.join(", ")
+    };
+    Fault::new(
+        schema,
+        "ResourceInUse",
+        format!(
+            "{name} cannot be deleted: the linked clones {clones} are built on its disks; \
+             destroy them or promote their disks first."
+        ),
+    )
+    .with(schema, "type", "VirtualMachine")
+    .with(schema, "name", clones.as_str())
+}
+
+/// UnregisterVM (and the end of Destroy): the VM leaves the inventory; its files stay.
+fn unregister_vm(host: &Host, vm: &Vm, user: &str, destroying: bool) -> Result<(), Fault> {
+    let schema = host.schema;
+    let mut state = vm.state();
+    if state.power == Power::On {
+        return Err(lifecycle::invalid_power_state(
+            host,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
+    host.vms
+        .unregister(vm)
+        .map_err(|e| Fault::system_error(schema, e.to_string()))?;
+    let message = if destroying {
+        "deleted"
+    } else {
+        "unregistered"
+    };
+    lifecycle::post_vm_event(
+        host,
+        vm,
+        &state,
+        "VmRemovedEvent",
+        format!("{} {message}", state.spec.name),
+        user,
+    );
+    state.removed = true;
+    properties::withdraw(host, vm);
+    Ok(())
+}
+
+/// MarkAsTemplate / MarkAsVirtualMachine.
+fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
+    let schema = host.schema;
+    let mut state = vm.state();
+    if template && state.power != Power::Off {
+        return Err(lifecycle::invalid_power_state(
+            host,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
+    if state.spec.template == template {
+        let what = if template {
+            "already a template"
+        } else {
+            "not a template"
+        };
+        return Err(Fault::not_supported(
+            schema,
+            format!("{} is {what}", state.spec.name),
+        ));
+    }
+    state.spec.template = template;
+    if let Err(error) = state.spec.to_vmx().write(&vm.vmx_file) {
+        state.spec.template = !template;
+        return Err(Fault::new(schema, "FileFault", error.to_string()).with(
+            schema,
+            "file",
+            vm.vmx_path.to_string(),
+        ));
+    }
+    properties::publish(host, vm, &state);
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The VM's disk set: every virtual disk's files (base, layer chain, parents), its tree of
+//! layers ([`trees`]), its change tracking (`ctkEnabled`), its guest-visible size, and the
+//! boot files a fresh boot reads. Power-on, clone, destroy and snapshots all go through here.
+
+pub mod trees;
+
+use std::path::PathBuf;
+
+use vireo_api::Fault;
+use vireo_disk::tree::DiskTree;
+
+use super::spec::VmSpec;
+use super::{Vm, VmState};
+use crate::host::Host;
+use trees::{base_paths, open_all, DiskTreeError};
+
+/// extraConfig key holding whether changed-block tracking is configured (as on ESXi).
+pub const CTK_ENABLED: &str = "ctkEnabled";
+
+/// Whether the VM is configured for changed-block tracking.
+pub fn tracking_configured(state: &VmState) -> bool {
+    state
+        .spec
+        .extra(CTK_ENABLED)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Re-reads what the VM shows of its disks (after any change to their trees).
+pub fn refresh(host: &Host, vm: &Vm, state: &mut VmState) {
+    state.disk_views = trees::views(vm, &state.spec, &host.datastores);
+}
+
+/// Reads each disk's guest-visible size from its image.
+pub fn capacities(host: &Host, vm: &Vm, spec: &VmSpec) -> Vec<u64> {
+    spec.disks
+        .iter()
+        .map(|d| {
+            vm.disk_path(&d.file_name, &host.datastores)
+                .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
+                .map(|disk| disk.capacity())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Before a VMM starts (boot, resume, revert): applies the configured change tracking and
+/// returns the file each disk must be opened from (its writable layer).
+pub fn prepare_launch(host: &Host, vm: &Vm, state: &mut VmState) -> Result<Vec<PathBuf>, Fault> {
+    base_paths(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let tracking = tracking_configured(state);
+    let has_trees = state
+        .disk_views
+        .iter()
+        .any(|v| v.active.chain.len() > 1 || v.active.change_id.is_some());
+    if tracking || has_trees {
+        let mut trees =
+            open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        apply_tracking(host, &mut trees, tracking)?;
+    }
+    refresh(host, vm, state);
+    Ok(state
+        .disk_views
+        .iter()
+        .filter_map(|v| v.active.chain.first().cloned())
+        .collect())
+}
+
+/// Turns change tracking on or off in every tree (only the VMM's next open sees it).
+pub fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Result<(), Fault> {
+    for tree in trees {
+        let result = if enabled {
+            tree.enable_tracking().map(drop)
+        } else if tree.current_change_id().is_ok() {
+            tree.disable_tracking()
+        } else {
+            Ok(())
+        };
+        result.map_err(|e| {
+            file_fault(
+                host,
+                &tree.sidecar_path().display().to_string(),
+                format!("cannot set up change tracking: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A FileFault on `file`.
+pub fn file_fault(host: &Host, file: &str, message: String) -> Fault {
+    Fault::new(host.schema, "FileFault", message).with(host.schema, "file", file)
+}
+
+/// A disk-tree failure as the API reports it.
+pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
+    let file = match &error {
+        DiskTreeError::NotOnDatastore(name) => name.clone(),
+        DiskTreeError::Tree { path, .. } => path.display().to_string(),
+    };
+    file_fault(host, &file, error.to_string())
+}
+
+/// A boot file a fresh boot reads (the kernel or initrd named by extraConfig `key`): a
+/// datastore path that must name an existing file.
+pub fn boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
+    let schema = host.schema;
+    let path = super::datastore_path::DatastorePath::parse(value)
+        .and_then(|p| p.resolve(&host.datastores))
+        .map_err(|e| {
+            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
+                .with(schema, "property", key)
+        })?;
+    if !path.is_file() {
+        return Err(Fault::new(
+            schema,
+            "FileNotFound",
+            format!("{value} ({key} of {}) does not exist", vm.vmx_path),
+        )
+        .with(schema, "file", value));
+    }
+    Ok(path)
+}

@@ -1,0 +1,309 @@
+//! `vireo-vmm`'s command line: [`VmmArgs`] is both the clap parser the VMM runs and the value
+//! vireod turns into an argv with [`VmmArgs::to_argv`], so the two cannot drift apart.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// One virtio-blk disk (`--disk path=FILE[,readonly=on|off][,serial=TEXT]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskConfig {
+    /// Image file (raw or qcow2).
+    pub path: PathBuf,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
+    /// Serial number the guest reads with GET_ID.
+    pub serial: Option<String>,
+}
+
+impl DiskConfig {
+    /// The `--disk` value that parses back into this disk.
+    pub fn to_arg(&self) -> OsString {
+        let mut arg = OsString::from("path=");
+        arg.push(&self.path);
+        if self.read_only {
+            arg.push(",readonly=on");
+        }
+        if let Some(serial) = &self.serial {
+            arg.push(format!(",serial={serial}"));
+        }
+        arg
+    }
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// Parses `path=FILE[,readonly=on|off][,serial=TEXT]`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut disk = DiskConfig::default();
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("path", path)) if !path.is_empty() => disk.path = PathBuf::from(path),
+                Some(("readonly", "on")) => disk.read_only = true,
+                Some(("readonly", "off")) => disk.read_only = false,
+                Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
+                _ => {
+                    return Err(format!(
+                    "unknown disk option {part:?} (expected path=FILE,readonly=on|off,serial=TEXT)"
+                ))
+                }
+            }
+        }
+        if disk.path.as_os_str().is_empty() {
+            return Err("a disk needs path=FILE".into());
+        }
+        Ok(disk)
+    }
+}
+
+/// One virtio-net card on an existing TAP (`--net tap=NAME[,mac=52:54:00:12:34:56]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetConfig {
+    /// TAP interface name (the VMM opens it; it creates nothing).
+    pub tap: String,
+    /// MAC address; derived from the TAP name when absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NetConfig {
+    /// The MAC the guest sees: the given one, or a locally administered one from the TAP name.
+    pub fn mac_address(&self) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| {
+            let hash = self.tap.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            let [a, b, c, _] = hash.to_le_bytes();
+            [0x52, 0x54, 0x00, a, b, c]
+        })
+    }
+
+    /// The `--net` value that parses back into this card.
+    pub fn to_arg(&self) -> OsString {
+        let mut arg = format!("tap={}", self.tap);
+        if let Some(mac) = self.mac {
+            let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            arg.push_str(&format!(",mac={}", hex.join(":")));
+        }
+        arg.into()
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+
+    /// Parses `tap=NAME[,mac=52:54:00:12:34:56]`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut net = NetConfig::default();
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("tap", name)) if !name.is_empty() => net.tap = name.to_owned(),
+                Some(("mac", mac)) => {
+                    net.mac =
+                        Some(parse_mac(mac).ok_or_else(|| format!("bad MAC address {mac:?}"))?)
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown net option {part:?} (expected tap=NAME,mac=XX:XX:XX:XX:XX:XX)"
+                    ))
+                }
+            }
+        }
+        if net.tap.is_empty() {
+            return Err("a NIC needs tap=NAME".into());
+        }
+        Ok(net)
+    }
+}
+
+/// Boot a guest kernel on KVM.
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(name = "vireo-vmm", version, about)]
+pub struct VmmArgs {
+    /// Kernel: a PVH ELF (the test guest, Linux vmlinux) or a Linux bzImage.
+    #[arg(long, required_unless_present = "restore")]
+    pub kernel: Option<PathBuf>,
+    /// Resume the VM saved in this directory (vm.state + vm.mem) instead of booting a kernel;
+    /// only the serial, control and tools options apply, and --disk path=... replaces the
+    /// saved disk images in order (same sizes).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "nets"])]
+    pub restore: Option<PathBuf>,
+    /// Initial ramdisk.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long = "memory-mib", default_value_t = 128)]
+    pub memory_mib: u64,
+    /// Append the serial console to this file (and not to stdout, unless --serial-stdio).
+    #[arg(long = "serial-log")]
+    pub serial_log: Option<PathBuf>,
+    /// Also put the serial console on stdout/stdin when --serial-log is given.
+    #[arg(long = "serial-stdio")]
+    pub serial_stdio: bool,
+    /// Serve the JSON-lines control protocol on this Unix socket.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+    /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
+    #[arg(long = "disk")]
+    pub disks: Vec<DiskConfig>,
+    /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
+    #[arg(long = "net")]
+    pub nets: Vec<NetConfig>,
+    /// Unix socket for the host end of the tools channel (virtio-console).
+    #[arg(long = "tools-socket")]
+    pub tools_socket: Option<PathBuf>,
+    /// Framebuffer size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
+    pub framebuffer: (u32, u32),
+    /// Back the framebuffer with a shared mapping of this file (created or replaced), so that a
+    /// console server can map it read-only and see the screen live.
+    #[arg(long = "framebuffer-file")]
+    pub framebuffer_file: Option<PathBuf>,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
+    Ok((
+        w.parse().map_err(|_| "bad width")?,
+        h.parse().map_err(|_| "bad height")?,
+    ))
+}
+
+impl Default for VmmArgs {
+    /// No kernel or restore directory yet; every other option at the parser's default.
+    fn default() -> Self {
+        VmmArgs {
+            kernel: None,
+            restore: None,
+            initrd: None,
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: 128,
+            serial_log: None,
+            serial_stdio: false,
+            control: None,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            tools_socket: None,
+            framebuffer: (1024, 768),
+            framebuffer_file: None,
+        }
+    }
+}
+
+impl VmmArgs {
+    /// The arguments (after the program name) that [`VmmArgs::parse_from`] turns back into
+    /// these. A restore leaves out the options it takes from the saved VM.
+    pub fn to_argv(&self) -> Vec<OsString> {
+        let mut argv = Vec::new();
+        let mut option = |name: &str, value: OsString| {
+            argv.push(OsString::from(name));
+            argv.push(value);
+        };
+        if let Some(dir) = &self.restore {
+            option("--restore", dir.into());
+        } else {
+            if let Some(kernel) = &self.kernel {
+                option("--kernel", kernel.into());
+            }
+            if let Some(initrd) = &self.initrd {
+                option("--initrd", initrd.into());
+            }
+            option("--cmdline", self.cmdline.clone().into());
+            option("--vcpus", self.vcpus.to_string().into());
+            option("--memory-mib", self.memory_mib.to_string().into());
+            let (width, height) = self.framebuffer;
+            option("--framebuffer", format!("{width}x{height}").into());
+            for net in &self.nets {
+                option("--net", net.to_arg());
+            }
+        }
+        for disk in &self.disks {
+            option("--disk", disk.to_arg());
+        }
+        let paths = [
+            ("--serial-log", &self.serial_log),
+            ("--control", &self.control),
+            ("--tools-socket", &self.tools_socket),
+            ("--framebuffer-file", &self.framebuffer_file),
+        ];
+        for (name, path) in paths {
+            if let Some(path) = path {
+                option(name, path.into());
+            }
+        }
+        if self.serial_stdio {
+            argv.push("--serial-stdio".into());
+        }
+        argv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: Vec<OsString>) -> VmmArgs {
+        let mut full = vec![OsString::from("vireo-vmm")];
+        full.extend(argv);
+        VmmArgs::try_parse_from(full).unwrap()
+    }
+
+    #[test]
+    fn a_boot_command_line_parses_back_into_itself() {
+        let args = VmmArgs {
+            kernel: Some("/ds/vm/kernel".into()),
+            initrd: Some("/ds/vm/initrd".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+            vcpus: 4,
+            memory_mib: 512,
+            serial_log: Some("/ds/vm/serial.log".into()),
+            control: Some("/run/vm/control.sock".into()),
+            disks: vec![
+                "path=/ds/vm/a.qcow2,serial=vireo-disk0".parse().unwrap(),
+                "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
+            ],
+            nets: vec!["tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap()],
+            tools_socket: Some("/run/vm/tools.sock".into()),
+            framebuffer: (800, 600),
+            framebuffer_file: Some("/run/vm/fb".into()),
+            ..VmmArgs::default()
+        };
+        assert_eq!(parse(args.to_argv()), args);
+    }
+
+    #[test]
+    fn a_restore_command_line_parses_back_into_itself() {
+        let args = VmmArgs {
+            restore: Some("/ds/vm/suspend".into()),
+            disks: vec!["path=/ds/vm/a-000001.qcow2".parse().unwrap()],
+            serial_stdio: true,
+            ..VmmArgs::default()
+        };
+        assert_eq!(parse(args.to_argv()), args);
+    }
+
+    #[test]
+    fn bad_disk_and_net_specs_are_refused() {
+        assert!("readonly=on".parse::<DiskConfig>().is_err());
+        assert!("path=/x,format=vmdk".parse::<DiskConfig>().is_err());
+        assert!("tap=vt0,mac=52:54".parse::<NetConfig>().is_err());
+        assert!("mac=52:54:00:00:00:01".parse::<NetConfig>().is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The control socket: one JSON object per line each way. A [`Request`] is tagged by `cmd`;
+//! every reply is `{"ok": true, ...}` with the command's reply fields, or
+//! `{"ok": false, "error": "..."}` ([`encode_reply`], [`decode_reply`]).
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Longest request line the VMM accepts.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// A control request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// Report the VM's state ([`VmStatus`]).
+    Status,
+    /// Park every vCPU.
+    Pause,
+    /// Let the vCPUs run again.
+    Resume,
+    /// Press the ACPI power button (the guest decides what to do).
+    PowerButton,
+    /// Hard power-off: the VMM exits.
+    PowerOff,
+    /// Hard reset: the VMM exits with the reset status; the caller restarts it.
+    Reset,
+    /// Pause (if running) and save the whole VM into directory `dir` (vm.state + vm.mem);
+    /// the VM stays paused: resume it (memory snapshot) or power it off (suspend).
+    /// Replies with a [`SaveReport`].
+    Save {
+        /// Target directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Close every disk image (VM paused: the block devices are quiesced, the images flushed
+    /// and closed) so that the host may snapshot or merge them.
+    DetachDisks,
+    /// Open these images as the disks, in order, and restart the block devices.
+    AttachDisks {
+        /// One path per disk.
+        paths: Vec<PathBuf>,
+    },
+    /// Type `text` on the guest's serial console (COM1), as a user at the console would.
+    SerialInput {
+        /// Bytes to send.
+        text: String,
+    },
+    /// Write a PNG of the framebuffer to `path` (replaced atomically); replies with a
+    /// [`Screenshot`].
+    Screenshot {
+        /// Target file.
+        path: PathBuf,
+    },
+}
+
+impl Request {
+    /// The request's `cmd` on the wire.
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["cmd"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// The reply of a command that reports nothing but success.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {}
+
+/// What the VM is doing, as `status` reports it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunPhase {
+    /// vCPUs run.
+    Running,
+    /// vCPUs are parked.
+    Paused,
+    /// The VM is ending.
+    Exiting,
+}
+
+/// The reply to `status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VmStatus {
+    /// Running, paused or exiting.
+    pub state: RunPhase,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Milliseconds since the VMM started.
+    pub uptime_ms: f64,
+    /// Milliseconds from VMM start to the guest's boot marker, once seen.
+    pub boot_marker_ms: Option<f64>,
+    /// Port and MMIO accesses that hit no device.
+    pub unclaimed_io: u64,
+    /// Whether the guest listens for the power button.
+    pub power_button_enabled: bool,
+    /// The framebuffer's geometry and backing file.
+    pub framebuffer: FramebufferStatus,
+}
+
+/// The framebuffer as `status` reports it: what a reader of the backing file needs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FramebufferStatus {
+    /// Pixels per row.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Bytes per row (pixels are 32-bit XRGB, little-endian).
+    pub stride: u32,
+    /// The shared file behind it (`--framebuffer-file`), if any.
+    pub file: Option<PathBuf>,
+}
+
+/// The reply to `save`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SaveReport {
+    /// The state file.
+    pub state_file: PathBuf,
+    /// The memory file.
+    pub memory_file: PathBuf,
+    /// Bytes of guest memory written.
+    pub memory_bytes: u64,
+    /// Milliseconds the save took.
+    pub elapsed_ms: f64,
+}
+
+/// The reply to `screenshot`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Screenshot {
+    /// Where the PNG is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: usize,
+}
+
+/// The wire form of a reply: `ok`, then the error or the command's fields beside it.
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten)]
+    body: Option<T>,
+}
+
+/// One reply line (without the newline) for a command's outcome.
+pub fn encode_reply<T: Serialize>(outcome: Result<T, String>) -> String {
+    let envelope = match outcome {
+        Ok(body) => Envelope {
+            ok: true,
+            error: None,
+            body: Some(body),
+        },
+        Err(error) => Envelope::<T> {
+            ok: false,
+            error: Some(error),
+            body: None,
+        },
+    };
+    serde_json::to_string(&envelope)
+        .unwrap_or_else(|e| format!(r#"{{"ok":false,"error":"cannot encode the reply: {e}"}}"#))
+}
+
+/// Why a reply line could not be read as the expected reply.
+#[derive(Debug)]
+pub struct BadReply(pub String);
+
+impl std::fmt::Display for BadReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unreadable VMM reply: {}", self.0)
+    }
+}
+
+impl std::error::Error for BadReply {}
+
+/// Reads one reply line: the command's reply, or the VMM's refusal (`Err` inside `Ok`).
+pub fn decode_reply<T: DeserializeOwned>(line: &str) -> Result<Result<T, String>, BadReply> {
+    let envelope: Envelope<T> =
+        serde_json::from_str(line).map_err(|e| BadReply(format!("{e}: {}", line.trim())))?;
+    match (envelope.ok, envelope.body) {
+        (true, Some(body)) => Ok(Ok(body)),
+        (true, None) => Err(BadReply(format!("missing reply fields: {}", line.trim()))),
+        (false, _) => Ok(Err(envelope
+            .error
+            .unwrap_or_else(|| "no reason given".into()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_their_wire_names_and_garbage_is_rejected() {
+        let parse = |s: &str| serde_json::from_str::<Request>(s);
+        assert_eq!(parse(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(
+            parse(r#"{"cmd":"power-button"}"#).unwrap(),
+            Request::PowerButton
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::SerialInput {
+                text: "ls\n".into()
+            })
+            .unwrap(),
+            r#"{"cmd":"serial-input","text":"ls\n"}"#
+        );
+        assert_eq!(Request::DetachDisks.name(), "detach-disks");
+        assert!(parse(r#"{"cmd":"format-disk"}"#).is_err());
+        assert!(parse("not json").is_err());
+    }
+
+    #[test]
+    fn replies_round_trip_through_the_envelope() {
+        assert_eq!(encode_reply(Ok(Ack {})), r#"{"ok":true}"#);
+        assert_eq!(decode_reply::<Ack>(r#"{"ok":true}"#).unwrap(), Ok(Ack {}));
+        let refused = encode_reply::<Ack>(Err("the VM is ending".into()));
+        assert_eq!(refused, r#"{"ok":false,"error":"the VM is ending"}"#);
+        assert_eq!(
+            decode_reply::<VmStatus>(&refused).unwrap(),
+            Err("the VM is ending".into())
+        );
+        let status = VmStatus {
+            state: RunPhase::Paused,
+            vcpus: 2,
+            uptime_ms: 1.5,
+            boot_marker_ms: None,
+            unclaimed_io: 0,
+            power_button_enabled: true,
+            framebuffer: FramebufferStatus {
+                width: 64,
+                height: 64,
+                stride: 256,
+                file: Some("/run/fb".into()),
+            },
+        };
+        let line = encode_reply(Ok(status.clone()));
+        assert!(
+            line.starts_with(r#"{"ok":true,"state":"paused","#),
+            "{line}"
+        );
+        assert_eq!(decode_reply::<VmStatus>(&line).unwrap(), Ok(status));
+        assert!(decode_reply::<VmStatus>(r#"{"ok":true}"#).is_err());
+        assert!(decode_reply::<Ack>("garbage").is_err());
+    }
+}
