@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Builds the Linux test guest from Debian's packages (apt-get download + dpkg-deb -x only):
-# Debian's generic kernel (bzImage) and a busybox initramfs whose /init reports the CPUs,
+# Debian's cloud kernel (linux-image-cloud-amd64, unmodified: a bzImage) and a busybox
+# initramfs whose /init loads the kernel's own virtio and ACPI button modules (the cloud kernel
+# builds them as modules and finds virtio-mmio devices through the DSDT), reports the CPUs,
 # starts vireo-tools (the guest tools daemon, built here as a static binary) on the tools
-# channel /dev/hvc0, and runs the scenario named by `vireo.scenario=` (power-off, reboot, shell).
-# Output: .cache/linux-guest/{vmlinuz,initramfs.cpio.gz}. Cached: re-runs are no-ops.
+# channel /dev/hvc0, and runs the scenario named by `vireo.scenario=`:
+#   power-off  power off at once;   reboot  reboot at once;
+#   checks     the Linux test's checks (disk write/read-back on /dev/vda, /dev/hvc0), then power off;
+#   anything else: a shell on the console.
+# Output: .cache/linux-guest/{vmlinuz,initramfs.cpio.gz}. Cached: re-runs are no-ops until this
+# script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$PWD/.cache/linux-guest"
-[ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ] && { echo "$out"; exit 0; }
+recipe=$(sha256sum "$0" | cut -c1-16)
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/recipe" 2>/dev/null)" = "$recipe" ]; then
+    echo "$out"
+    exit 0
+fi
 
 # vireo-tools, statically linked so it runs on busybox with no libc.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p vireo-tools \
@@ -17,31 +27,60 @@ tools_bin="$PWD/target/static/x86_64-unknown-linux-gnu/release/vireo-tools"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-if ! apt-cache show busybox-static >/dev/null 2>&1; then
+if ! apt-cache show busybox-static linux-image-cloud-amd64 >/dev/null 2>&1; then
     apt-get update -qq
 fi
 # The metapackage names the current kernel package.
-kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-apt-get download -qq "$kernel_pkg" busybox-static
+kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+apt-get download -qq "$kernel_pkg" busybox-static 2>&1 | grep -v 'unsandboxed' || true
 for deb in *.deb; do dpkg-deb -x "$deb" root; done
 
-mkdir -p "$out" initramfs/{bin,dev,proc,sys}
+# Modules in load order (each after what it depends on).
+modules="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console button"
+mkdir -p "$out" initramfs/{bin,dev,proc,sys,lib/modules}
 cp root/boot/vmlinuz-* "$out/vmlinuz.tmp"
 cp root/bin/busybox initramfs/bin/busybox
 cp "$tools_bin" initramfs/bin/vireo-tools
+for m in $modules; do
+    find root/lib/modules -name "$m.ko" -exec cp {} initramfs/lib/modules/ \;
+    [ -e "initramfs/lib/modules/$m.ko" ] || { echo "module $m not in $kernel_pkg" >&2; exit 1; }
+done
+echo "$modules" > initramfs/lib/modules/order
 cat > initramfs/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "vireo-linux-guest: booted cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "vireo-linux-guest: init at $(cut -d' ' -f1 /proc/uptime)s"
+for m in $(cat /lib/modules/order); do
+    insmod "/lib/modules/$m.ko" || echo "vireo-linux-guest: insmod $m failed"
+done
+mdev -s 2>/dev/null
+echo "vireo-linux-guest: booted cpus=$(grep -c ^processor /proc/cpuinfo) at $(cut -d' ' -f1 /proc/uptime)s"
 # The guest tools on the tools channel (virtio-console), when the VM has one.
 [ -e /dev/hvc0 ] && /bin/vireo-tools --device /dev/hvc0 \
     --shutdown-command "poweroff -f" --reboot-command "reboot -f" &
+checks() {
+    [ -e /dev/hvc0 ] && echo "vireo-linux-guest: hvc0 present" || echo "vireo-linux-guest: hvc0 missing"
+    if [ -b /dev/vda ]; then
+        # The host wrote a token in sector 0; read it, then write it back, marked, at 4 KiB.
+        token=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\000' | head -c 64)
+        echo "vireo-linux-guest: disk token read: $token"
+        printf 'written-by-linux:%s' "$token" | dd of=/dev/vda bs=4096 seek=1 conv=fsync 2>/dev/null
+        sync
+        echo 3 > /proc/sys/vm/drop_caches
+        back=$(dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | tr -d '\000')
+        echo "vireo-linux-guest: disk read back: $back"
+    else
+        echo "vireo-linux-guest: no /dev/vda"
+    fi
+    dmesg | grep -i -E 'ACPI (Error|BIOS Error)' | sed 's/^/vireo-linux-guest: acpi: /'
+}
 case " $(cat /proc/cmdline) " in
     *" vireo.scenario=power-off "*) echo "vireo-linux-guest: powering off"; poweroff -f ;;
     *" vireo.scenario=reboot "*) echo "vireo-linux-guest: rebooting"; reboot -f ;;
+    *" vireo.scenario=checks "*) checks; echo "vireo-linux-guest: powering off at $(cut -d' ' -f1 /proc/uptime)s"; poweroff -f ;;
 esac
 exec setsid cttyhack sh
 INIT
@@ -50,4 +89,5 @@ chmod +x initramfs/init
 (cd initramfs && find . | ../root/bin/busybox cpio -o -H newc) | gzip -9 > "$out/initramfs.cpio.gz.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 mv "$out/initramfs.cpio.gz.tmp" "$out/initramfs.cpio.gz"
+echo "$recipe" > "$out/recipe"
 echo "$out"

@@ -20,6 +20,24 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Idle time after which a session ends.
     pub session_idle_timeout_secs: u64,
+    /// Most HTTPS connections open at once.
+    pub max_connections: usize,
+    /// Longest TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// Longest wait for a request head once it starts (or once the handshake ends), and for
+    /// a SOAP request body.
+    pub read_timeout_secs: u64,
+    /// Longest wait between requests on a keep-alive connection.
+    pub idle_timeout_secs: u64,
+    /// Failed logins (within `account_unlock_time_secs`) that lock an account; 0 disables.
+    pub account_lock_failures: u32,
+    /// How long a locked account stays locked after its last failed login.
+    pub account_unlock_time_secs: u64,
+    /// Most password checks running at once; more wait their turn.
+    pub max_concurrent_password_checks: usize,
+    /// Most objects (property filters, collectors, views, history collectors) one session
+    /// may hold.
+    pub max_session_objects: usize,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use vireo_api::codec::{decode_request, encode_element};
+use vireo_api::limits::clip;
 use vireo_api::schema::{Schema, TypeRef};
 use vireo_api::{DataObject, MoRef, Value};
 
@@ -18,11 +19,14 @@ use crate::inventory::now_micros;
 
 /// How many events are kept.
 const EVENT_LOG_LEN: usize = 1000;
+/// How many bytes the kept events may hold together (by [`DataObject::heap_size`]).
+const EVENT_LOG_BYTES: usize = 8 << 20;
 
-/// Recorded events, oldest first.
+/// Recorded events, oldest first, bounded in count and in bytes.
 #[derive(Default)]
 pub struct EventLog {
-    events: VecDeque<DataObject>,
+    events: VecDeque<(DataObject, usize)>,
+    bytes: usize,
     next_key: i32,
     file: Option<LogFile>,
 }
@@ -37,7 +41,20 @@ struct LogFile {
 impl EventLog {
     /// Every recorded event, oldest first.
     pub fn all(&self) -> impl Iterator<Item = &DataObject> {
-        self.events.iter()
+        self.events.iter().map(|(event, _)| event)
+    }
+
+    /// Keeps an event, dropping the oldest ones past the count or byte bound.
+    fn push(&mut self, event: DataObject) {
+        let size = event.heap_size();
+        self.bytes += size;
+        self.events.push_back((event, size));
+        while self.events.len() > EVENT_LOG_LEN || self.bytes > EVENT_LOG_BYTES {
+            let Some((_, size)) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
     }
 }
 
@@ -45,7 +62,7 @@ impl EventLog {
 /// further events are appended to. Unreadable lines (a write cut short) are skipped.
 pub fn load(schema: &Schema, data_dir: &Path) -> EventLog {
     let path = data_dir.join("events.log");
-    let mut events = VecDeque::new();
+    let mut log = EventLog::default();
     let mut lines = 0;
     for file in [path.with_extension("log.1"), path.clone()] {
         let Ok(opened) = File::open(&file) else {
@@ -55,36 +72,29 @@ pub fn load(schema: &Schema, data_dir: &Path) -> EventLog {
         for line in BufReader::new(opened).lines().map_while(Result::ok) {
             lines += 1;
             match decode_event(schema, &line) {
-                Some(event) => events.push_back(event),
+                Some(event) => log.push(event),
                 None => tracing::warn!(file = %file.display(), "skipping an unreadable event"),
             }
         }
     }
-    while events.len() > EVENT_LOG_LEN {
-        events.pop_front();
-    }
-    let next_key = events
-        .iter()
-        .filter_map(|e: &DataObject| e.get(schema, "key").and_then(Value::as_i64))
+    log.next_key = log
+        .all()
+        .filter_map(|e| e.get(schema, "key").and_then(Value::as_i64))
         .max()
         .unwrap_or(0) as i32;
-    let file = match OpenOptions::new().create(true).append(true).open(&path) {
+    log.file = match OpenOptions::new().create(true).append(true).open(&path) {
         Ok(file) => Some(LogFile { path, file, lines }),
         Err(error) => {
             tracing::warn!(file = %path.display(), "events will not be kept: {error}");
             None
         }
     };
-    EventLog {
-        events,
-        next_key,
-        file,
-    }
+    log
 }
 
 /// The newest event, for `EventManager.latestEvent` after a restart.
 pub fn latest(log: &EventLog) -> Option<&DataObject> {
-    log.events.back()
+    log.events.back().map(|(event, _)| event)
 }
 
 /// The element an event is stored as: the `eventToPost` argument of a PostEvent request,
@@ -142,7 +152,8 @@ fn keep(schema: &Schema, log: &mut LogFile, event: &DataObject) {
     }
 }
 
-/// Records an event (any Event subtype with its own fields set) about `entity` by `user`.
+/// Records an event (any Event subtype with its own fields set) about `entity` by `user`
+/// (clipped: it may be a name a client chose).
 pub fn post_event(host: &Host, mut event: DataObject, entity: Option<&MoRef>, user: &str) {
     let schema = host.schema;
     {
@@ -160,13 +171,10 @@ pub fn post_event(host: &Host, mut event: DataObject, entity: Option<&MoRef>, us
             event.set(schema, "chainId", key);
         }
         event.set(schema, "createdTime", Value::DateTime(now_micros()));
-        event.set(schema, "userName", user);
-        log.events.push_back(event.clone());
+        event.set(schema, "userName", &*clip(user));
+        log.push(event.clone());
         if let Some(file) = &mut log.file {
             keep(schema, file, &event);
-        }
-        while log.events.len() > EVENT_LOG_LEN {
-            log.events.pop_front();
         }
         event
     };

@@ -14,6 +14,7 @@ use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
+use crate::logins::Logins;
 use crate::methods::history::HistoryCollector;
 use crate::sessions::Sessions;
 use crate::tasks::TaskLog;
@@ -32,6 +33,8 @@ pub struct Host {
     pub sessions: Sessions,
     /// Local accounts.
     pub accounts: Mutex<Accounts>,
+    /// Password checks and the failed-login lockout.
+    pub logins: Logins,
     /// Tasks: which entity is busy, and the finished-task history.
     pub tasks: Mutex<TaskLog>,
     /// Recorded events.
@@ -61,6 +64,7 @@ impl Host {
         Host {
             schema,
             vms: crate::vm::Vms::new(&config.data_dir),
+            logins: Logins::new(&config),
             config,
             datastores,
             inventory: RwLock::new(inventory),

@@ -4,7 +4,6 @@
 //! console. Both need a session cookie (`vmware_soap_session`) or Basic credentials.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -19,6 +18,8 @@ use vireo_api::MoRef;
 
 use crate::host::Host;
 use crate::sessions::session_key_from_cookie;
+use crate::vm::beneath::Access;
+use crate::vm::datastore_path::{DatastorePath, DatastorePathError};
 use crate::vm::screenshot;
 
 /// Most bytes one response carries; larger files are read with Range requests.
@@ -56,15 +57,10 @@ async fn authorized(host: &Arc<Host>, request: &Request<Incoming>) -> bool {
     else {
         return false;
     };
-    let host = host.clone();
-    tokio::task::spawn_blocking(move || {
-        host.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verify(&user, &password)
-    })
-    .await
-    .unwrap_or(false)
+    host.logins
+        .check(&host.accounts, &user, &password)
+        .await
+        .unwrap_or(false)
 }
 
 /// `Basic base64(user:password)` → (user, password).
@@ -123,33 +119,37 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The host file a `/folder` URL names, or why not.
-fn resolve(host: &Host, path: &str, query: Option<&str>) -> Result<PathBuf, (StatusCode, String)> {
+/// The datastore file a `/folder` URL names, opened for reading through the datastore
+/// resolver (nothing outside the datastore, no symlink), or why not.
+fn open_file(
+    host: &Host,
+    path: &str,
+    query: Option<&str>,
+) -> Result<std::fs::File, (StatusCode, String)> {
     let relative = path
         .strip_prefix("/folder/")
         .and_then(|p| percent_decode(p, false))
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "bad path".to_string()))?;
-    let relative = Path::new(&relative);
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "the path must stay inside the datastore".to_string(),
-        ));
-    }
     let ds_name = query_param(query, "dsName")
         .ok_or_else(|| (StatusCode::BAD_REQUEST, "dsName is required".to_string()))?;
     if let Some(dc) = query_param(query, "dcPath").filter(|dc| dc != "ha-datacenter") {
         return Err((StatusCode::NOT_FOUND, format!("no datacenter {dc}")));
     }
-    let datastore = host
-        .datastores
-        .iter()
-        .find(|d| d.name == ds_name)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no datastore {ds_name}")))?;
-    Ok(datastore.dir.join(relative))
+    let refused = |e: DatastorePathError| match e {
+        DatastorePathError::NoDatastore(_) => (StatusCode::NOT_FOUND, e.to_string()),
+        e if e.is_not_found() => (StatusCode::NOT_FOUND, "no such file".to_string()),
+        DatastorePathError::Unreachable { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        DatastorePathError::Symlink(_) => (StatusCode::FORBIDDEN, e.to_string()),
+        e => (StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if relative.starts_with('/') {
+        return Err(refused(DatastorePathError::Escapes(relative)));
+    }
+    DatastorePath::parse(&format!("[{ds_name}] {relative}"))
+        .and_then(|p| p.open(&host.datastores, Access::Read))
+        .map_err(refused)
 }
 
 /// A `Range: bytes=...` header against a file of `size` bytes: the inclusive byte span.
@@ -173,8 +173,7 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (first <= last && last < size).then_some((first, last))
 }
 
-fn read_span(path: &Path, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut file = std::fs::File::open(path)?;
+fn read_span(mut file: std::fs::File, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(first))?;
     let mut buffer = Vec::with_capacity(len as usize);
     file.take(len).read_to_end(&mut buffer)?;
@@ -186,11 +185,11 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
     if !authorized(&host, &request).await {
         return unauthorized();
     }
-    let file = match resolve(&host, request.uri().path(), request.uri().query()) {
+    let file = match open_file(&host, request.uri().path(), request.uri().query()) {
         Ok(file) => file,
         Err((status, why)) => return plain(status, why),
     };
-    let size = match std::fs::metadata(&file) {
+    let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
         _ => return plain(StatusCode::NOT_FOUND, "no such file"),
     };
@@ -220,7 +219,7 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
             format!("at most {MAX_RESPONSE_BYTES} bytes per request: use Range"),
         );
     }
-    let read = tokio::task::spawn_blocking(move || read_span(&file, first, len)).await;
+    let read = tokio::task::spawn_blocking(move || read_span(file, first, len)).await;
     let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),

@@ -3,12 +3,14 @@
 //! managed object methods; the wire model itself lives in vireo-api.
 
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod crash;
 pub mod events;
 pub mod host;
 pub mod http_files;
 pub mod inventory;
+pub mod logins;
 pub mod methods;
 pub mod server;
 pub mod sessions;

@@ -1,4 +1,5 @@
-//! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, request size limits, gzip
+//! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, connection limits and
+//! timeouts (`connections`), request size and read-time limits, gzip
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
 //! (plus `GET /folder/...` and `GET /screen`, served by `http_files`, and the console's
 //! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`).
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT,
@@ -19,7 +20,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
+use vireo_api::limits::clip;
 
+use crate::connections::{Admission, Connections, Timeouts, Tracked};
 use crate::console;
 use crate::host::Host;
 use crate::http_files;
@@ -29,8 +32,6 @@ use crate::soap;
 
 /// Responses at least this large are gzipped for clients that accept gzip.
 const GZIP_THRESHOLD: usize = 2048;
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Accepts connections until the task is dropped, handing them round-robin to `workers`
 /// (single-threaded runtimes, one per core): a connection lives on one thread, so requests on
@@ -42,6 +43,7 @@ pub async fn serve(
     workers: Vec<Handle>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let connections = Connections::new(host.config.max_connections);
     let mut next = 0usize;
     loop {
         let (tcp, addr) = match listener.accept().await {
@@ -51,6 +53,10 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Some(admission) = connections.admit() else {
+            tracing::warn!(%addr, "connection refused: every connection is serving a request");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let tcp = match tcp.into_std() {
@@ -62,35 +68,78 @@ pub async fn serve(
         };
         next = next.wrapping_add(1);
         let worker = &workers[next % workers.len()];
-        worker.spawn(connection(host.clone(), acceptor.clone(), tcp, addr));
+        worker.spawn(connection(
+            host.clone(),
+            acceptor.clone(),
+            tcp,
+            addr,
+            admission,
+        ));
     }
 }
 
-/// Serves one connection on the current (worker) runtime.
+/// Serves one connection on the current (worker) runtime until it ends, times out or is
+/// evicted to make room for another.
 async fn connection(
     host: Arc<Host>,
     acceptor: TlsAcceptor,
     tcp: std::net::TcpStream,
     addr: SocketAddr,
+    admission: Admission,
 ) {
     let tcp = match tokio::net::TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(error) => return tracing::warn!(%addr, %error, "cannot register a connection"),
     };
+    let tracker = admission.tracker.clone();
+    let timeouts = Timeouts::from_config(&host.config);
     let server = tcp.local_addr().ok();
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+    let handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => return tracing::debug!(%addr, %error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+        },
+        _ = tracker.evicted.notified() => {
+            return tracing::debug!(%addr, "closed during its handshake to make room");
+        }
     };
-    let service =
-        hyper::service::service_fn(move |request| route(host.clone(), addr, server, request));
+    tracker.handshake_done();
+    let serving = tracker.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let request_guard = serving.serving();
+        let host = host.clone();
+        async move {
+            let response = route(host, addr, server, timeouts, request).await;
+            drop(request_guard);
+            response
+        }
+    });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection(TokioIo::new(Tracked::new(tls, tracker.clone())), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
-        tracing::debug!(%addr, %error, "connection ended with an error");
+    tokio::pin!(connection);
+    loop {
+        let deadline = tracker.deadline(&timeouts);
+        let wake = deadline.unwrap_or_else(|| std::time::Instant::now() + timeouts.read);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%addr, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tracker.evicted.notified() => {
+                return tracing::debug!(%addr, "idle connection closed to make room");
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if deadline.is_some() && tracker.deadline(&timeouts) == deadline {
+                    return tracing::debug!(%addr, "connection timed out");
+                }
+            }
+        }
     }
 }
 
@@ -98,10 +147,11 @@ async fn route(
     host: Arc<Host>,
     addr: SocketAddr,
     server: Option<SocketAddr>,
+    timeouts: Timeouts,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/sdk") => sdk(host, addr, server, request).await,
+        (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())
         }
@@ -124,6 +174,7 @@ async fn sdk(
     host: Arc<Host>,
     addr: SocketAddr,
     server: Option<SocketAddr>,
+    timeouts: Timeouts,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let headers = request.headers();
@@ -142,43 +193,46 @@ async fn sdk(
     let gzip = header(ACCEPT_ENCODING.as_str()).is_some_and(|e| e.contains("gzip"));
     let peer = Peer {
         ip: addr.ip().to_string(),
-        user_agent: header(USER_AGENT.as_str()).unwrap_or_default(),
+        user_agent: clip(&header(USER_AGENT.as_str()).unwrap_or_default()).into_owned(),
         server,
     };
     let limit = host.config.max_request_bytes;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let version = host
-                .schema
-                .versions()
-                .from_soap_action(soap_action.as_deref());
-            let why = if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                format!("request body exceeds {limit} bytes")
-            } else {
-                format!("cannot read the request body: {error}")
-            };
-            let fault = vireo_api::Fault::invalid_request(host.schema, why);
-            let mut response =
-                soap_http_response(soap::fault_response(&host, version, &fault), false);
-            response
-                .headers_mut()
-                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+    let read = Limited::new(request.into_body(), limit).collect();
+    let outcome = match tokio::time::timeout(timeouts.read, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(format!("request body exceeds {limit} bytes"))
         }
+        Ok(Err(error)) => Err(format!("cannot read the request body: {error}")),
+        Err(_) => Err(format!(
+            "request body not received within {} s",
+            timeouts.read.as_secs()
+        )),
+    };
+    let body = match outcome {
+        Ok(body) => body,
+        Err(why) => return body_refused(&host, soap_action.as_deref(), why),
     };
     let outcome = soap::handle(
         &host,
         session_key.as_deref(),
         soap_action.as_deref(),
-        &body,
+        body,
         &peer,
     )
     .await;
     soap_http_response(outcome, gzip)
+}
+
+/// The fault for a body that could not be read, closing the connection.
+fn body_refused(host: &Host, soap_action: Option<&str>, why: String) -> Response<Full<Bytes>> {
+    let version = host.schema.versions().from_soap_action(soap_action);
+    let fault = vireo_api::Fault::invalid_request(host.schema, why);
+    let mut response = soap_http_response(soap::fault_response(host, version, &fault), false);
+    response
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn soap_http_response(outcome: soap::SoapResponse, gzip: bool) -> Response<Full<Bytes>> {

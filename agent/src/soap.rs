@@ -1,9 +1,16 @@
 //! One SOAP exchange: decode the envelope, find the caller's session from the cookie, dispatch,
-//! and encode the response or the fault (HTTP 500) for the client's negotiated version.
+//! and encode the response or the fault (HTTP 500) for the client's negotiated version. Large
+//! bodies are decoded on blocking threads, a few at a time, so that they never hold up the
+//! other connections of a worker runtime.
 
 use std::sync::Arc;
 
-use vireo_api::codec::{decode_request, encode_fault, encode_response};
+use hyper::body::Bytes;
+use tokio::sync::Semaphore;
+use vireo_api::codec::{
+    decode_request, encode_fault, encode_response, DecodeRequestError, Request,
+};
+use vireo_api::schema::Schema;
 use vireo_api::Fault;
 
 use crate::host::Host;
@@ -19,17 +26,22 @@ pub struct SoapResponse {
     pub new_session: Option<Arc<str>>,
 }
 
+/// Bodies at least this large are decoded off the worker runtime.
+const DECODE_INLINE_MAX: usize = 64 * 1024;
+/// How many large bodies are decoded at once; more wait their turn without blocking anything.
+static LARGE_DECODES: Semaphore = Semaphore::const_new(2);
+
 /// Serves one POST /sdk body.
 pub async fn handle(
     host: &Arc<Host>,
     session_key: Option<&str>,
     soap_action: Option<&str>,
-    body: &[u8],
+    body: Bytes,
     peer: &Peer,
 ) -> SoapResponse {
     let schema = host.schema;
     let version = schema.versions().from_soap_action(soap_action);
-    let request = match decode_request(schema, body) {
+    let request = match decode(schema, body).await {
         Ok(request) => request,
         Err(error) => {
             tracing::debug!(%error, "undecodable request");
@@ -67,6 +79,21 @@ pub async fn handle(
             fault_response(host, version, &fault)
         }
     }
+}
+
+/// Decodes a body: small ones in place, large ones on a blocking thread.
+async fn decode(schema: &'static Schema, body: Bytes) -> Result<Request, DecodeRequestError> {
+    if body.len() < DECODE_INLINE_MAX {
+        return decode_request(schema, &body);
+    }
+    let _permit = LARGE_DECODES.acquire().await;
+    tokio::task::spawn_blocking(move || decode_request(schema, &body))
+        .await
+        .unwrap_or_else(|error| {
+            Err(DecodeRequestError::Malformed(format!(
+                "the decoder failed: {error}"
+            )))
+        })
 }
 
 /// A SOAP fault response.

@@ -79,6 +79,17 @@ pub struct Started {
     pub generated_root_password: Option<String>,
 }
 
+/// Gives the data dir mode 0700 (an older one may have been made 0755).
+fn make_private(dir: &Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        StartupError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Prepares everything short of listening.
 pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError> {
     let create = |path: &PathBuf| {
@@ -87,8 +98,13 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
             source,
         })
     };
+    // Every file vireod and its VMMs create is private to root (VM folders, disks, logs,
+    // memory files), whatever umask vireod was started with.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     create(&config.data_dir)?;
     lock_data_dir(&config.data_dir)?;
+    make_private(&config.data_dir)?;
     let datastores: Vec<DatastoreDir> = config
         .datastores
         .iter()

@@ -82,28 +82,23 @@ impl Accounts {
         }
     }
 
-    /// Whether `password` is `user`'s password.
+    /// Whether `password` is `user`'s password. Runs argon2: callers serving clients check
+    /// passwords through `Logins` instead, outside the accounts lock.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.hashes.get(user) else {
-            return false;
-        };
-        let Ok(parsed) = PasswordHash::new(hash) else {
-            return false;
-        };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+        self.hashes
+            .get(user)
+            .is_some_and(|hash| verify_hash(hash, password))
+    }
+
+    /// A user's password hash (PHC string), if the user exists.
+    pub fn password_hash(&self, user: &str) -> Option<String> {
+        self.hashes.get(user).cloned()
     }
 
     /// Sets (and saves) a user's password.
     pub fn set_password(&mut self, user: &str, password: &str) -> Result<(), AccountsError> {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| AccountsError::Random(e.to_string()))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| AccountsError::Hash(e.to_string()))?;
-        self.hashes.insert(user.to_string(), hash.to_string());
+        let hash = hash_password(password)?;
+        self.hashes.insert(user.to_string(), hash);
         self.write()
     }
 
@@ -167,6 +162,31 @@ impl Accounts {
             .map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
+}
+
+/// Whether `password` matches a PHC-string hash (argon2; tens of milliseconds).
+pub fn verify_hash(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A hash of a random password, with the parameters real accounts get: checking a password
+/// against it costs what checking a real account does.
+pub fn decoy_hash() -> Result<String, AccountsError> {
+    hash_password(&random_password()?)
+}
+
+fn hash_password(password: &str) -> Result<String, AccountsError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| AccountsError::Random(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AccountsError::Hash(e.to_string()))
 }
 
 /// 16 random characters from an unambiguous alphabet.

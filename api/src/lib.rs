@@ -6,6 +6,7 @@ pub mod codec;
 pub mod collector;
 pub mod fast_hash;
 pub mod fault;
+pub mod limits;
 pub mod schema;
 pub mod value;
 

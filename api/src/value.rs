@@ -107,6 +107,22 @@ impl Value {
         }
     }
 
+    /// Roughly how many bytes the value holds beyond its own size (strings, binaries, nested
+    /// objects and arrays), for bounding stores of values.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Value::String(s) | Value::Enum(_, s) => s.len(),
+            Value::Binary(b) => b.len(),
+            Value::MoRef(m) => m.ty.len() + m.id.len(),
+            Value::Data(d) => std::mem::size_of::<DataObject>() + d.heap_size(),
+            Value::Array(_, items) => items
+                .iter()
+                .map(|v| std::mem::size_of::<Value>() + v.heap_size())
+                .sum(),
+            _ => 0,
+        }
+    }
+
     /// The elements of an array value; a single value reads as a one-element slice.
     pub fn items(&self) -> &[Value] {
         match self {
@@ -223,6 +239,14 @@ impl DataObject {
     pub fn with(mut self, schema: &Schema, field: &str, value: impl Into<Value>) -> Self {
         self.set(schema, field, value);
         self
+    }
+
+    /// Roughly how many bytes the object's fields hold (see [`Value::heap_size`]).
+    pub fn heap_size(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|f| std::mem::size_of::<Option<Value>>() + f.as_ref().map_or(0, Value::heap_size))
+            .sum()
     }
 
     /// A field's value by name, if set.

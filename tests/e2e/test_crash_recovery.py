@@ -400,3 +400,41 @@ def test_events_survive_a_kill_a_second_vireod_is_refused_and_a_suspended_vm_pow
     assert console(agent, vm).count("vireo-test-guest: booted") >= 1
     WaitForTask(vm.PowerOffVM_Task())
     WaitForTask(vm.Destroy_Task())
+
+
+def test_forged_journals_on_a_datastore_touch_nothing_outside_their_task(agent):
+    """A journal is a file on a datastore: recovery acts on one only within what the task it
+    names could have made (a clone's own files, a deleted VM's own folder, the next uid)."""
+    si = agent.vireod.connect()
+    vm = create_vm(si, "forged", nic=False, disk_kb=4096)
+    moid = vm._moId
+    datastore = os.path.join(agent.data_dir, "datastore1")
+    canary = os.path.join(agent.data_dir, "canary")
+    with open(canary, "w") as f:
+        f.write("keep me")
+    kernel = os.path.join(datastore, "images", "vireo-test-guest.elf")
+    journals = {
+        os.path.join(datastore, "forged", "vireo-journal-clone.json"): {
+            "intent": {"task": "clone", "folder": os.path.join(datastore, "images"),
+                       "vmx": "[datastore1] images/images.vmx", "temporary": None}, "steps": ["begun"]},
+        os.path.join(datastore, "forged", "vireo-journal-snapshot-create.json"): {
+            "intent": {"task": "snapshot-create", "meta": {
+                "uid": 4294967295, "parent": None, "name": "x", "description": "", "create_time": 0,
+                "power": "Off", "quiesced": False}}, "steps": ["begun"]},
+    }
+    os.makedirs(os.path.join(datastore, "loot"))
+    journals[os.path.join(datastore, "loot", "vireo-journal-destroy.json")] = {
+        "intent": {"task": "destroy", "parents": [], "instance_uuid": "x",
+                   "owned": {"files": [canary, kernel], "folders": [agent.data_dir]}},
+        "steps": ["begun", "unregistered"]}
+    for path, record in journals.items():
+        with open(path, "w") as f:
+            json.dump(record, f)
+    si = agent.restart()
+    assert os.path.exists(canary) and os.path.exists(kernel)
+    vm = check_truthful(agent, si, moid)
+    next_snapshot_works(vm)
+    assert vm.snapshot is None
+    take(si, moid, "numbered")
+    assert by_id(si, moid).snapshot.rootSnapshotList[0].id < 100
+    WaitForTask(by_id(si, moid).Destroy_Task())

@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::arch::acpi::MmioDeviceInfo;
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::zero_page::{self, InitrdRegion};
-use crate::arch::{acpi, layout, memory_map, pvh};
+use crate::arch::{acpi, kvm_pvm, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
@@ -66,6 +66,14 @@ pub enum BuildError {
         path: PathBuf,
         /// Its protocol version.
         version: u16,
+    },
+    /// A bzImage's payload could not be extracted for PVH boot on kvm-pvm.
+    #[error("cannot extract the kernel from bzImage {path}: {source}")]
+    Payload {
+        /// The kernel.
+        path: PathBuf,
+        /// Why.
+        source: kvm_pvm::PayloadError,
     },
     /// The loader rejected the kernel.
     #[error("cannot load kernel {path}: {source}")]
@@ -195,9 +203,68 @@ struct LoadedKernel {
     entry: BootEntry,
     /// bzImage setup header, for the zero page.
     setup_header: Option<linux_loader::bootparam::setup_header>,
+    /// Whether it is Linux (a bzImage, booted either way), which takes kvm-pvm's options.
+    linux: bool,
 }
 
-fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BuildError> {
+/// Loads an ELF kernel through its PVH entry.
+fn load_pvh_elf<F>(
+    mem: &GuestMemoryMmap,
+    image: &mut F,
+    path: &Path,
+) -> Result<LoadedKernel, BuildError>
+where
+    F: std::io::Read + vm_memory::ReadVolatile + Seek,
+{
+    let start = Some(GuestAddress(layout::HIGH_MEMORY_START));
+    let result = Elf::load(mem, None, image, start).map_err(|source| BuildError::KernelLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match result.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(entry) => Ok(LoadedKernel {
+            entry: BootEntry {
+                mode: EntryMode::Pvh,
+                address: entry.0,
+            },
+            setup_header: None,
+            linux: false,
+        }),
+        _ => Err(BuildError::NoPvhEntry(path.to_owned())),
+    }
+}
+
+/// On kvm-pvm, a bzImage's payload decompressed here and booted through its PVH entry (the
+/// bzImage's own decompressor would run in interpreted ring 0 for minutes); None when the
+/// payload has no PVH entry, so the bzImage boots as it is.
+fn load_bzimage_payload(
+    mem: &GuestMemoryMmap,
+    file: &mut File,
+    path: &Path,
+) -> Result<Option<LoadedKernel>, BuildError> {
+    let io = |source| BuildError::File {
+        what: "kernel",
+        path: path.to_owned(),
+        source,
+    };
+    let mut image = Vec::new();
+    file.rewind().map_err(io)?;
+    file.read_to_end(&mut image).map_err(io)?;
+    let elf = kvm_pvm::bzimage_payload(&image).map_err(|source| BuildError::Payload {
+        path: path.to_owned(),
+        source,
+    })?;
+    match load_pvh_elf(mem, &mut std::io::Cursor::new(elf), path) {
+        Ok(kernel) => Ok(Some(LoadedKernel {
+            linux: true,
+            ..kernel
+        })),
+        Err(BuildError::NoPvhEntry(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn load_kernel(mem: &GuestMemoryMmap, path: &Path, pvm: bool) -> Result<LoadedKernel, BuildError> {
     let mut file = open("kernel", path)?;
     let format = detect_format(&mut file, path)?;
     let load_error = |source| BuildError::KernelLoad {
@@ -206,20 +273,13 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, Build
     };
     let start = Some(GuestAddress(layout::HIGH_MEMORY_START));
     match format {
-        KernelFormat::Elf => {
-            let result = Elf::load(mem, None, &mut file, start).map_err(load_error)?;
-            match result.pvh_boot_cap {
-                PvhBootCapability::PvhEntryPresent(entry) => Ok(LoadedKernel {
-                    entry: BootEntry {
-                        mode: EntryMode::Pvh,
-                        address: entry.0,
-                    },
-                    setup_header: None,
-                }),
-                _ => Err(BuildError::NoPvhEntry(path.to_owned())),
-            }
-        }
+        KernelFormat::Elf => load_pvh_elf(mem, &mut file, path),
         KernelFormat::BzImage => {
+            if pvm {
+                if let Some(kernel) = load_bzimage_payload(mem, &mut file, path)? {
+                    return Ok(kernel);
+                }
+            }
             let result = BzImage::load(mem, None, &mut file, start).map_err(load_error)?;
             let header = result
                 .setup_header
@@ -239,6 +299,7 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, Build
                     address,
                 },
                 setup_header: Some(header),
+                linux: true,
             })
         }
     }
@@ -349,8 +410,17 @@ fn write_boot_data(
     virtio_slots: &[MmioDeviceInfo],
     framebuffer: &FramebufferInfo,
 ) -> Result<BootEntry, BuildError> {
-    let kernel = load_kernel(memory, &config.kernel)?;
-    let cmdline_size = write_cmdline(memory, cmdline)?;
+    let pvm = kvm_pvm::detected();
+    let kernel = load_kernel(memory, &config.kernel, pvm)?;
+    let cmdline_size = if pvm && kernel.linux {
+        let full = format!("{cmdline} {}", kvm_pvm::LINUX_CMDLINE);
+        if full.len() >= layout::CMDLINE_MAX_SIZE {
+            return Err(ConfigError::CmdlineTooLong(full.len()).into());
+        }
+        write_cmdline(memory, &full)?
+    } else {
+        write_cmdline(memory, cmdline)?
+    };
     let ram = layout::ram_regions(config.memory_bytes());
     let initrd = match &config.initrd {
         Some(path) => {

@@ -52,6 +52,8 @@ pub struct VmHandle {
     pub disk_slots: Vec<DiskSlot>,
     /// What the VM runs with now (disk paths change when disks are re-attached).
     pub config: Arc<Mutex<VmConfig>>,
+    /// Instructions completed for kvm-pvm, per kind.
+    pub completed: Arc<crate::arch::emulate::Counts>,
 }
 
 /// Errors starting the control server.
@@ -232,5 +234,6 @@ fn status(handle: &VmHandle) -> VmStatus {
             stride: handle.framebuffer.stride,
             file: lock(&handle.config).framebuffer_file.clone(),
         },
+        completed_instructions: handle.completed.snapshot(),
     }
 }

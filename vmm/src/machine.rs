@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
 
+use crate::arch::emulate::Counts;
 use crate::config::VmConfig;
 use crate::control::{self, VmHandle};
 use crate::device_manager::MachineDevices;
@@ -20,7 +21,7 @@ use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::run_state::{RunState, VmExit};
-use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vcpu::{Completion, Vcpu};
 use crate::vstate::vm::Vm;
 
 /// How long a pause waits for every vCPU to park.
@@ -43,6 +44,8 @@ pub struct Machine {
     disk_slots: Vec<DiskSlot>,
     framebuffer: FramebufferInfo,
     config: VmConfig,
+    /// Instructions completed for kvm-pvm, per kind.
+    completed: Arc<Counts>,
 }
 
 /// The two buses vCPUs dispatch exits to.
@@ -128,6 +131,7 @@ impl Machine {
             disk_slots,
             framebuffer,
             config,
+            completed: Arc::default(),
         }
     }
 
@@ -149,10 +153,14 @@ impl Machine {
             .map(|(i, vcpu)| {
                 let buses = self.buses.clone();
                 let run_state = self.run_state.clone();
+                let completion = Completion {
+                    memory: self.memory.clone(),
+                    counts: self.completed.clone(),
+                };
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
                     .spawn(move || match crate::seccomp::filter_this_thread() {
-                        Ok(()) => vcpu.run(&buses, &run_state),
+                        Ok(()) => vcpu.run(&buses, &run_state, &completion),
                         Err(e) => run_state.request_exit(VmExit::Crashed {
                             detail: format!("vCPU {i}: {e}"),
                         }),
@@ -186,6 +194,7 @@ impl Machine {
                 framebuffer: self.framebuffer,
                 vm_fd: self.vm.fd.clone(),
                 config: Arc::new(Mutex::new(self.config.clone())),
+                completed: self.completed.clone(),
             };
             control::serve(path, handle)
         });

@@ -27,6 +27,8 @@ pub struct ManagedObject {
 #[derive(Debug, Default)]
 pub struct Inventory {
     objects: FastMap<MoRef, ManagedObject>,
+    /// How many objects each session owns.
+    owned: FastMap<Arc<str>, usize>,
 }
 
 impl Inventory {
@@ -38,12 +40,17 @@ impl Inventory {
         owner: Option<Arc<str>>,
     ) -> &mut ManagedObject {
         let ty = schema.known_type(&obj.ty);
+        if let Some(owner) = &owner {
+            *self.owned.entry(owner.clone()).or_default() += 1;
+        }
         let object = ManagedObject {
             ty,
             props: vec![None; schema.fields(ty).len()],
             owner,
         };
-        self.objects.insert(obj.clone(), object);
+        if let Some(replaced) = self.objects.insert(obj.clone(), object) {
+            self.disown(&replaced);
+        }
         self.objects.get_mut(&obj).expect("just inserted")
     }
 
@@ -54,13 +61,31 @@ impl Inventory {
 
     /// Removes an object.
     pub fn remove(&mut self, obj: &MoRef) -> Option<ManagedObject> {
-        self.objects.remove(obj)
+        let removed = self.objects.remove(obj)?;
+        self.disown(&removed);
+        Some(removed)
     }
 
     /// Removes every object owned by a session.
     pub fn remove_owned_by(&mut self, session: &str) {
         self.objects
             .retain(|_, o| o.owner.as_deref() != Some(session));
+        self.owned.remove(session);
+    }
+
+    /// How many objects a session owns.
+    pub fn owned_by(&self, session: &str) -> usize {
+        self.owned.get(session).copied().unwrap_or(0)
+    }
+
+    fn disown(&mut self, object: &ManagedObject) {
+        let Some(owner) = &object.owner else { return };
+        if let Some(count) = self.owned.get_mut(owner) {
+            *count -= 1;
+            if *count == 0 {
+                self.owned.remove(owner);
+            }
+        }
     }
 
     /// Sets a stored property; panics if our code names a property the type lacks.

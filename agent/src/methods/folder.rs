@@ -99,19 +99,24 @@ fn register(
     let schema = host.schema;
     let parsed = DatastorePath::parse(path)
         .map_err(|e| Fault::invalid_argument(schema, "path", e.to_string()))?;
-    let file = parsed.resolve(&host.datastores).map_err(|e| {
-        Fault::new(schema, "InvalidDatastore", e.to_string()).with(
+    if parsed.is_at_root() {
+        return Err(Fault::invalid_argument(
+            schema,
+            "path",
+            format!("{path}: a VM's .vmx must be in a folder of the datastore, not at its root"),
+        ));
+    }
+    let not_found = || Fault::new(schema, "NotFound", format!("{path} does not exist"));
+    let file = parsed.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => not_found(),
+        e => Fault::new(schema, "InvalidDatastore", e.to_string()).with(
             schema,
             "name",
             parsed.datastore.as_str(),
-        )
+        ),
     })?;
     if !file.is_file() {
-        return Err(Fault::new(
-            schema,
-            "NotFound",
-            format!("{path} does not exist"),
-        ));
+        return Err(not_found());
     }
     if host.vms.by_path(&parsed).is_some() {
         return Err(Fault::new(

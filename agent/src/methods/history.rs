@@ -54,6 +54,7 @@ fn item_type(schema: &Schema, kind: HistoryKind) -> vireo_api::schema::TypeId {
 /// CreateCollectorForEvents / CreateCollectorForTasks.
 pub fn create_collector(call: &Call<'_>, kind: HistoryKind, ty: &str) -> MethodResult {
     let session = call.session()?;
+    call.check_session_quota(session)?;
     let filter = call.arg("filter").and_then(Value::as_data).cloned();
     let obj = session.scoped_ref(ty, call.host.next_id());
     let total = matching_items(call.host, &call.host.inventory(), kind, filter.as_ref()).len();

@@ -141,6 +141,28 @@ impl Call<'_> {
             .ok_or_else(|| Fault::not_authenticated(self.schema, self.this(), "System.View"))
     }
 
+    /// LimitExceeded if the session already holds `max_session_objects` objects (filters,
+    /// collectors, views); called before creating one.
+    pub fn check_session_quota(&self, session: &Session) -> Result<(), Fault> {
+        let limit = self.host.config.max_session_objects;
+        if self.host.inventory().owned_by(&session.key) < limit {
+            return Ok(());
+        }
+        Err(Fault::new(
+            self.schema,
+            "LimitExceeded",
+            format!(
+                "the session holds {limit} property filters, collectors and views, its limit; \
+                 destroy some first"
+            ),
+        )
+        .with(
+            self.schema,
+            "limit",
+            i32::try_from(limit).unwrap_or(i32::MAX),
+        ))
+    }
+
     /// The VirtualMachine `_this` names, or ManagedObjectNotFound.
     pub fn this_vm(&self) -> Result<Arc<crate::vm::Vm>, Fault> {
         self.host

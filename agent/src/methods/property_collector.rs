@@ -85,6 +85,7 @@ fn cancel_retrieve(call: &Call<'_>) -> MethodResult {
 
 fn create_collector(call: &Call<'_>) -> MethodResult {
     let session = call.session()?;
+    call.check_session_quota(session)?;
     let obj = session.scoped_ref("PropertyCollector", call.host.next_id());
     call.host.mutate(|inv| {
         inv.insert(call.schema, obj.clone(), Some(session.key.clone()));
@@ -305,6 +306,7 @@ fn create_filter(call: &Call<'_>) -> MethodResult {
     }
     // Objects that disappear later leave the filter (kind `leave`) instead of failing it.
     spec.report_missing_objects = true;
+    call.check_session_quota(session)?;
     let obj = session.scoped_ref("PropertyFilter", call.host.next_id());
     let partial = call
         .arg("partialUpdates")

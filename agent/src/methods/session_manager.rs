@@ -2,6 +2,7 @@
 //! Logout (ends the session and everything it created), SessionIsActive, TerminateSession.
 //! SetLocale and UpdateServiceMessage are not served.
 
+use vireo_api::limits::clip;
 use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
@@ -27,15 +28,16 @@ fn login<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
 async fn check_login(call: &mut Call<'_>) -> MethodResult {
     let schema = call.schema;
     let user = call.str_arg("userName")?.to_string();
-    let password = call.str_arg("password")?.to_string();
-    let host = call.host.clone();
-    let check_user = user.clone();
-    let valid =
-        tokio::task::spawn_blocking(move || lock(&host.accounts).verify(&check_user, &password))
-            .await
-            .map_err(|e| Fault::system_error(schema, format!("password check failed: {e}")))?;
+    let password = call.str_arg("password")?;
+    let valid = call
+        .host
+        .logins
+        .check(&call.host.accounts, &user, password)
+        .await
+        .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     if !valid {
-        tracing::info!(user, ip = call.peer.ip, "login refused");
+        let user = clip(&user);
+        tracing::info!(user = &*user, ip = call.peer.ip, "login refused");
         let event = DataObject::of(schema, "BadUsernameSessionEvent")
             .with(schema, "ipAddress", call.peer.ip.as_str())
             .with(

@@ -89,6 +89,7 @@ fn create_view(
     fill: impl FnOnce(&mut Inventory, &MoRef),
 ) -> MethodResult {
     let session = call.session()?;
+    call.check_session_quota(session)?;
     let obj = session.scoped_ref(ty, call.host.next_id());
     call.host.mutate(|inv| {
         inv.insert(call.schema, obj.clone(), Some(session.key.clone()));

@@ -13,9 +13,9 @@ use vireo_disk::OpenError;
 
 use super::create::{
     apply_extra_config, check_new_name, checked_memory_mb, checked_num_cpus, child_of, file_exists,
-    file_fault, invalid_datastore,
+    file_fault, invalid_datastore, vmx_file_name,
 };
-use super::datastore_path::DatastorePath;
+use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
@@ -63,9 +63,14 @@ pub fn clone_vm(
         .join(&wanted.name)
         .join(&format!("{}.vmx", wanted.name));
     let vmx_file = vmx_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
-    if vmx_file.parent().is_some_and(Path::exists) {
+        .parent()
+        .resolve_new(&host.datastores)
+        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?
+        .join(vmx_file_name(&vmx_path));
+    if vmx_file
+        .parent()
+        .is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
+    {
         return Err(file_exists(host, &vmx_path.parent().to_string()));
     }
     post_being_cloned(host, source, &wanted.name, user);
@@ -273,7 +278,7 @@ fn make_clone(
         }
     };
     let made = (|| {
-        std::fs::create_dir_all(&folder)
+        make_private_dir(&folder)
             .map_err(|e| file_fault(host, &vmx_path.parent().to_string(), e))?;
         for (n, layer) in layers.iter().enumerate() {
             let file_name = if n == 0 {

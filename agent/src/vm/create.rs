@@ -12,7 +12,9 @@ use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
-use super::spec::{random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::spec::{
+    is_owned_key, random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
+};
 use super::{lifecycle, Vm};
 use crate::host::Host;
 
@@ -27,19 +29,20 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         .to_string();
     check_new_name(host, &name)?;
     let vmx_path = vmx_path(host, config, &name)?;
-    let vmx_file = vmx_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
-    if vmx_file.exists() {
-        return Err(file_exists(host, &vmx_path.to_string()));
-    }
     let num_cpus = checked_num_cpus(host, get("numCPUs").and_then(Value::as_i64).unwrap_or(1))?;
     let memory_mb =
         checked_memory_mb(host, get("memoryMB").and_then(Value::as_i64).unwrap_or(256))?;
-    let dir = vmx_file.parent().map(PathBuf::from).unwrap_or_default();
-    let made_dir = !dir.exists();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| file_fault(host, &vmx_path.parent().to_string(), e))?;
+    let (dir, made_dir) = vmx_path
+        .parent()
+        .create_folder(&host.datastores)
+        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
+    let vmx_file = dir.join(vmx_file_name(&vmx_path));
+    if std::fs::symlink_metadata(&vmx_file).is_ok() {
+        if made_dir {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(file_exists(host, &vmx_path.to_string()));
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
         let mut spec = VmSpec {
@@ -113,10 +116,18 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
     }
 }
 
+/// Whether `name` can be a VM's folder name: not `.` or `..`, no `/`, no control characters.
+pub fn usable_name(name: &str) -> bool {
+    !matches!(name.trim(), "" | "." | "..")
+        && name.len() <= 80
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
 /// Refuses a VM name that cannot be a folder name or that another VM has (DuplicateName).
 pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
     let schema = host.schema;
-    if name.contains('/') || name.len() > 80 {
+    if !usable_name(name) {
         return Err(Fault::invalid_argument(
             schema,
             "name",
@@ -194,6 +205,13 @@ pub(super) fn apply_extra_config(
                 format!("bad key '{key}'"),
             ));
         }
+        if is_owned_key(key) {
+            return Err(Fault::invalid_argument(
+                schema,
+                key,
+                format!("extraConfig may not set '{key}': the VM's configuration owns it"),
+            ));
+        }
         spec.set_extra(key, &value);
     }
     Ok(())
@@ -223,6 +241,13 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
     };
     path.datastore(&host.datastores)
         .map_err(|e| invalid_datastore(host, &path.datastore, e.to_string()))?;
+    if path.path.ends_with(".vmx") && path.is_at_root() {
+        return Err(Fault::invalid_argument(
+            schema,
+            "files.vmPathName",
+            format!("{given}: a VM's .vmx must be in a folder of the datastore, not at its root"),
+        ));
+    }
     Ok(if path.path.ends_with(".vmx") {
         path
     } else if path.path.is_empty() {
@@ -234,6 +259,16 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
         };
         folder.join(&format!("{name}.vmx"))
     })
+}
+
+/// The `.vmx`'s own name (the last part of its datastore path).
+pub(super) fn vmx_file_name(vmx_path: &DatastorePath) -> String {
+    vmx_path
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn value_text(value: &Value) -> String {
@@ -288,9 +323,10 @@ fn child_disk_options(
     let field = "deviceChange.device.backing.parent.fileName";
     let parent_path = DatastorePath::parse(parent)
         .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
-    let file = parent_path
-        .resolve(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &parent_path.datastore, e.to_string()))?;
+    let file = parent_path.resolve(&host.datastores).map_err(|e| match e {
+        e if e.is_not_found() => file_not_found(host, parent),
+        e => invalid_datastore(host, &parent_path.datastore, e.to_string()),
+    })?;
     if !file.is_file() {
         return Err(file_not_found(host, parent));
     }
@@ -410,11 +446,17 @@ fn add_device(
                 )
             })?
         };
-        let path = target
-            .resolve(&host.datastores)
-            .map_err(|e| invalid_datastore(host, &target.datastore, e.to_string()))?;
+        let resolved = if creating {
+            target.resolve_new(&host.datastores)
+        } else {
+            target.resolve(&host.datastores)
+        };
+        let path = resolved.map_err(|e| match e {
+            e if e.is_not_found() => file_not_found(host, &target.to_string()),
+            e => invalid_datastore(host, &target.datastore, e.to_string()),
+        })?;
         if creating {
-            if path.exists() {
+            if std::fs::symlink_metadata(&path).is_ok() {
                 return Err(file_exists(host, &target.to_string()));
             }
             let asked = device

@@ -1,8 +1,12 @@
-//! Datastore paths: `[datastore1] folder/file` ↔ files on the host, confined to the datastore
-//! (no `..`, no absolute paths inside the brackets' path).
+//! The one resolver of datastore paths: `[datastore1] folder/file` ↔ files on the host,
+//! confined to the datastore. The string is checked lexically (no `..`, no absolute path),
+//! then the file is opened beneath the datastore's root ([`super::beneath`]: no symlink
+//! followed, nothing outside reachable) and the host path handed out is the opened file's.
 
+use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
+use super::beneath::{self, Access};
 use crate::inventory::esxi::DatastoreDir;
 
 /// A parsed `[name] relative/path`.
@@ -15,7 +19,7 @@ pub struct DatastorePath {
 }
 
 /// Why a datastore path is unusable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DatastorePathError {
     /// Not of the form `[name] path`.
     #[error("'{0}' is not a datastore path ([datastore] folder/file)")]
@@ -26,6 +30,25 @@ pub enum DatastorePathError {
     /// No datastore of that name.
     #[error("datastore '{0}' does not exist")]
     NoDatastore(String),
+    /// A symlink lies on the way (never followed inside a datastore).
+    #[error("'{0}' crosses a symbolic link")]
+    Symlink(String),
+    /// The file (or, for a new file, its folder) cannot be reached.
+    #[error("{path}: {source}")]
+    Unreachable {
+        /// The datastore path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl DatastorePathError {
+    /// Whether the file (or its folder) is simply absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DatastorePathError::Unreachable { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 impl DatastorePath {
@@ -61,9 +84,67 @@ impl DatastorePath {
             .ok_or_else(|| DatastorePathError::NoDatastore(self.datastore.clone()))
     }
 
-    /// The file on the host.
+    /// Opens this existing file (or folder) beneath its datastore's root.
+    pub fn open(
+        &self,
+        datastores: &[DatastoreDir],
+        access: Access,
+    ) -> Result<File, DatastorePathError> {
+        let root = &self.datastore(datastores)?.dir;
+        beneath::open(root, Path::new(&self.path), access).map_err(|e| self.unreachable(e))
+    }
+
+    /// The host path of this existing file, read from the file opened beneath the datastore.
     pub fn resolve(&self, datastores: &[DatastoreDir]) -> Result<PathBuf, DatastorePathError> {
-        Ok(self.datastore(datastores)?.dir.join(&self.path))
+        let file = self.open(datastores, Access::Locate)?;
+        beneath::host_path(&file).map_err(|e| self.unreachable(e))
+    }
+
+    /// The host path a new file at this path gets: its folder (which must exist) resolved as
+    /// [`Self::resolve`] does, joined with its own name.
+    pub fn resolve_new(&self, datastores: &[DatastoreDir]) -> Result<PathBuf, DatastorePathError> {
+        let name = Path::new(&self.path)
+            .components()
+            .rfind(|c| matches!(c, Component::Normal(_)))
+            .ok_or_else(|| DatastorePathError::Escapes(self.to_string()))?;
+        Ok(self.parent().resolve(datastores)?.join(name))
+    }
+
+    /// Makes this folder (mode 0700) unless it exists; its parent must exist. Returns its
+    /// host path and whether it was made.
+    pub fn create_folder(
+        &self,
+        datastores: &[DatastoreDir],
+    ) -> Result<(PathBuf, bool), DatastorePathError> {
+        match self.resolve(datastores) {
+            Ok(dir) => Ok((dir, false)),
+            Err(e) if e.is_not_found() => {
+                let dir = self.resolve_new(datastores)?;
+                make_private_dir(&dir).map_err(|e| self.unreachable(e))?;
+                Ok((dir, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unreachable(&self, source: std::io::Error) -> DatastorePathError {
+        match source.raw_os_error() {
+            Some(libc::EXDEV) => DatastorePathError::Escapes(self.to_string()),
+            Some(libc::ELOOP) => DatastorePathError::Symlink(self.to_string()),
+            _ => DatastorePathError::Unreachable {
+                path: self.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Whether this names a file directly in the datastore's root (no folder).
+    pub fn is_at_root(&self) -> bool {
+        Path::new(&self.path)
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .count()
+            <= 1
     }
 
     /// The datastore path of a host file inside one of `datastores` (`..` and symlinks
@@ -105,6 +186,13 @@ impl DatastorePath {
     }
 }
 
+/// Makes the folder `dir` with mode 0700, whatever the umask.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 impl std::fmt::Display for DatastorePath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "[{}] {}", self.datastore, self.path)
@@ -126,9 +214,10 @@ mod tests {
         );
         let ds = [DatastoreDir {
             name: "datastore1".into(),
-            dir: "/data/ds1".into(),
+            dir: "/nonexistent/ds1".into(),
         }];
-        assert_eq!(p.resolve(&ds).unwrap(), Path::new("/data/ds1/vm/vm.vmx"));
+        assert!(!p.is_at_root());
+        assert!(DatastorePath::parse("[d] x.vmx").unwrap().is_at_root());
         assert_eq!(DatastorePath::parse("[datastore1]").unwrap().path, "");
         assert!(matches!(
             DatastorePath::parse("[datastore1] ../etc/passwd"),
@@ -163,6 +252,42 @@ mod tests {
         );
         assert_eq!(name(&root.join("outside.qcow2")), None);
         assert_eq!(name(&root.join("ds1/missing.qcow2")), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn resolves_files_inside_and_refuses_symlinks_out() {
+        let root = std::env::temp_dir().join(format!("vireo-dsresolve-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("ds1/vm")).unwrap();
+        std::fs::write(root.join("ds1/vm/disk.qcow2"), b"").unwrap();
+        std::fs::write(root.join("canary"), b"secret").unwrap();
+        std::os::unix::fs::symlink(root.join("canary"), root.join("ds1/vm/evil.qcow2")).unwrap();
+        let ds = [DatastoreDir {
+            name: "datastore1".into(),
+            dir: root.join("ds1"),
+        }];
+        let at = |p: &str| DatastorePath::parse(p).unwrap();
+        let canonical = std::fs::canonicalize(root.join("ds1")).unwrap();
+        assert_eq!(
+            at("[datastore1] vm/disk.qcow2").resolve(&ds).unwrap(),
+            canonical.join("vm/disk.qcow2")
+        );
+        assert_eq!(
+            at("[datastore1] vm/new.qcow2").resolve_new(&ds).unwrap(),
+            canonical.join("vm/new.qcow2")
+        );
+        assert!(matches!(
+            at("[datastore1] vm/evil.qcow2").resolve(&ds),
+            Err(DatastorePathError::Symlink(_))
+        ));
+        assert!(at("[datastore1] vm/missing")
+            .resolve(&ds)
+            .unwrap_err()
+            .is_not_found());
+        assert!(at("[datastore1] nofolder/new")
+            .resolve_new(&ds)
+            .unwrap_err()
+            .is_not_found());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

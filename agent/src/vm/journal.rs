@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use vireo_api::schema::Schema;
 use vireo_api::Fault;
 
+use super::destroy::OwnedFiles;
 use super::snapshots::vmsd::SnapshotMeta;
 use super::vmx_file::write_atomically;
 
@@ -52,12 +53,14 @@ pub enum Intent {
         /// The temporary snapshot of the running source.
         temporary: Option<u32>,
     },
-    /// Destroy_Task: the VM left the inventory; its folder goes.
+    /// Destroy_Task: the VM leaves the inventory, then the files it owns go.
     Destroy {
         /// Disks of other VMs this one's disks were built on (their holds are released).
         parents: Vec<PathBuf>,
         /// The VM's instanceUuid (the name of its holds).
         instance_uuid: String,
+        /// What the VM owns.
+        owned: OwnedFiles,
     },
 }
 
@@ -141,6 +144,11 @@ impl Journal {
     /// The task's intent.
     pub fn intent(&self) -> &Intent {
         &self.record.intent
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records that `step` is complete, durably, before the caller goes on.

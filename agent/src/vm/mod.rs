@@ -3,11 +3,13 @@
 //! while powered on. This module holds the registry; [`lifecycle`] the power operations,
 //! [`properties`] what clients read, [`tools_host`] the host end of the tools channel.
 
+pub mod beneath;
 pub mod change_tracking;
 pub mod clone;
 pub mod control;
 pub mod create;
 pub mod datastore_path;
+pub mod destroy;
 pub mod disks;
 pub mod journal;
 pub mod lifecycle;
@@ -29,7 +31,7 @@ use vireo_api::MoRef;
 
 use crate::host::Host;
 use crate::inventory::esxi::DatastoreDir;
-use datastore_path::DatastorePath;
+use datastore_path::{DatastorePath, DatastorePathError};
 use process::VmmProcess;
 use spec::VmSpec;
 use tools_host::ToolsState;
@@ -150,15 +152,25 @@ impl Vm {
         self.file("suspend")
     }
 
-    /// The host path of one of its disks.
-    pub fn disk_path(&self, file_name: &str, datastores: &[DatastoreDir]) -> Option<PathBuf> {
+    /// Where one of its files is: `file_name` as the `.vmx` stores it (a datastore path, or a
+    /// name relative to the VM folder; absolute names and `..` are refused).
+    pub fn locate(&self, file_name: &str) -> Result<DatastorePath, DatastorePathError> {
         if file_name.starts_with('[') {
-            return DatastorePath::parse(file_name)
-                .ok()?
-                .resolve(datastores)
-                .ok();
+            return DatastorePath::parse(file_name);
         }
-        Some(self.dir.join(file_name))
+        if Path::new(file_name).is_absolute() {
+            return Err(DatastorePathError::Escapes(file_name.to_string()));
+        }
+        DatastorePath::parse(&self.vmx_path.parent().join(file_name).to_string())
+    }
+
+    /// The host path of one of its existing files (a disk), through the datastore resolver.
+    pub fn disk_path(
+        &self,
+        file_name: &str,
+        datastores: &[DatastoreDir],
+    ) -> Result<PathBuf, DatastorePathError> {
+        self.locate(file_name)?.resolve(datastores)
     }
 
     /// The datastore path of one of its files.
@@ -191,6 +203,9 @@ pub enum RegisterError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `.vmx` is at the datastore's root (a VM folder is always a subfolder).
+    #[error("{0}: a VM's .vmx must be in a folder of the datastore, not at its root")]
+    AtRoot(String),
     /// Already registered.
     #[error("{0} is already registered")]
     AlreadyRegistered(String),
@@ -278,6 +293,9 @@ impl Vms {
         path: &DatastorePath,
         id: Option<u32>,
     ) -> Result<Arc<Vm>, RegisterError> {
+        if path.is_at_root() {
+            return Err(RegisterError::AtRoot(path.to_string()));
+        }
         let vmx_file = path.resolve(&host.datastores)?;
         let vmx = VmxFile::read(&vmx_file).map_err(|source| RegisterError::Read {
             path: path.to_string(),

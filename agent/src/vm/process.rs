@@ -6,6 +6,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -75,7 +76,11 @@ impl VmmProcess {
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
         let log_offset = log_len(log);
-        let stderr = OpenOptions::new().create(true).append(true).open(log)?;
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(log)?;
         let mut command = Command::new(binary);
         command
             .args(args)

@@ -288,8 +288,13 @@ fn finish_task(
                 .iter()
                 .any(|v| v.vmx_path.to_string() == *vmx)
                 || recorded_in_inventory(host, vmx);
-            if !registered && folder.exists() {
-                match std::fs::remove_dir_all(folder) {
+            // A journal sits on a datastore: only a VM folder on a datastore is touched.
+            let a_vm_folder = *folder != vm.dir
+                && host.datastores.iter().any(|ds| {
+                    confined(folder, &ds.dir) && folder.parent() == Some(ds.dir.as_path())
+                });
+            if !registered && a_vm_folder && folder.exists() {
+                match remove_clone_debris(folder) {
                     Ok(()) => done.note(vm, format!("removed the half-made clone folder {vmx}")),
                     Err(error) => tracing::warn!(
                         vm = vm.id,
@@ -304,6 +309,34 @@ fn finish_task(
         }
         _ => {}
     }
+}
+
+/// Removes what a clone makes in its folder `<name>/` (`<name>.vmx`, `<name>.qcow2`,
+/// `<name>_<n>.qcow2`, their sidecars and temporary files), then the folder if that emptied it:
+/// a journal is a file on a datastore, so nothing else is touched.
+fn remove_clone_debris(folder: &Path) -> std::io::Result<()> {
+    let name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for entry in std::fs::read_dir(folder)?.filter_map(Result::ok) {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let made = file
+            .strip_prefix(&name)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('_'));
+        if made && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir(folder)
+}
+
+/// Whether `path` is inside `dir`, with no `..` on the way.
+pub fn confined(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// Whether `<data_dir>/vm-inventory` lists the `.vmx` at datastore path `vmx`.
@@ -394,28 +427,37 @@ fn remove_stale_taps(vm: &Vm, state: &VmState, done: &mut Recovered) {
 }
 
 /// Finishes deletions cut short after the VM left the inventory: a folder on a datastore
-/// holding a destroy journal and no registered `.vmx` goes, releasing its holds.
+/// holding a destroy journal and no registered `.vmx` loses what the VM owned, its holds on
+/// other disks released.
 pub fn finish_destroys(host: &Arc<Host>) {
     for ds in &host.datastores {
         let Ok(entries) = std::fs::read_dir(&ds.dir) else {
             continue;
         };
         for folder in entries.filter_map(Result::ok).map(|e| e.path()) {
-            for (_, record) in journal::pending(&folder) {
+            for (path, record) in journal::pending(&folder) {
                 let Intent::Destroy {
                     parents,
                     instance_uuid,
-                } = &record.intent
+                    owned,
+                } = record.intent
                 else {
                     continue;
                 };
                 if host.vms.all().iter().any(|vm| vm.dir == folder) {
                     continue;
                 }
+                let on_datastores = parents
+                    .iter()
+                    .all(|p| host.datastores.iter().any(|ds| confined(p, &ds.dir)));
+                if !owned.all_within(&folder) || !on_datastores {
+                    tracing::warn!(journal = %path.display(), "recovery: ignoring a deletion journal naming files elsewhere");
+                    continue;
+                }
                 tracing::info!(folder = %folder.display(), "recovery: finishing an interrupted deletion");
-                snapshots::clone_holds::release(host, parents, instance_uuid);
-                if let Err(error) = std::fs::remove_dir_all(&folder) {
-                    tracing::warn!(folder = %folder.display(), "recovery: cannot delete: {error}");
+                snapshots::clone_holds::release(host, &parents, &instance_uuid);
+                for kept in owned.and_last(path).remove() {
+                    tracing::warn!(folder = %kept.display(), "recovery: left in place: it holds files the VM does not own");
                 }
             }
         }

@@ -88,6 +88,24 @@ fn is_device_key(key: &str) -> bool {
     })
 }
 
+/// Whether a client's extraConfig may not set `key` because the VM's model owns it: the
+/// keys above, devices (`diskN.*`, `ethernetN.*`, `scsiN*`, `ideN*`, `sataN*`, `nvmeN*`),
+/// identities (`uuid.*`) and file names (`*fileName`), compared case-insensitively.
+pub fn is_owned_key(key: &str) -> bool {
+    let lower = key.trim().to_ascii_lowercase();
+    let device = ["disk", "ethernet", "scsi", "ide", "sata", "nvme"]
+        .iter()
+        .any(|prefix| {
+            lower
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        });
+    device
+        || lower.starts_with("uuid.")
+        || lower.ends_with("filename")
+        || OWN_KEYS.iter().any(|o| o.eq_ignore_ascii_case(&lower))
+}
+
 impl VmSpec {
     /// Reads a VM from its `.vmx` settings; `default_name` names it when displayName is absent.
     pub fn from_vmx(vmx: &VmxFile, default_name: &str) -> VmSpec {
@@ -257,6 +275,40 @@ pub fn random_mac() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_owns_devices_identities_sizes_and_file_names() {
+        for key in [
+            "disk0.fileName",
+            "DISK7.present",
+            "disk0.format",
+            "ethernet0.address",
+            "ethernet3.networkName",
+            "scsi0:0.fileName",
+            "ide1:0.deviceType",
+            "sata0.present",
+            "memsize",
+            "numvcpus",
+            "uuid.bios",
+            "uuid.location",
+            "vc.uuid",
+            "displayName",
+            "guestOS",
+            "nvram.fileName",
+            "serial0.fileName",
+        ] {
+            assert!(is_owned_key(key), "{key}");
+        }
+        for key in [
+            "vireo.boot.kernel",
+            "ctkEnabled",
+            "guestinfo.x",
+            "diskless",
+            "ideal",
+        ] {
+            assert!(!is_owned_key(key), "{key}");
+        }
+    }
 
     #[test]
     fn vmx_round_trip_keeps_devices_and_extra_config() {

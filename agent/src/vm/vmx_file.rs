@@ -3,6 +3,7 @@
 //! Written atomically (temporary file, fsync, rename).
 
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The settings of one `.vmx` file, in file order.
@@ -83,7 +84,13 @@ impl VmxFile {
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&partial, path)?;

@@ -1,22 +1,27 @@
 //! Reads a SOAP request envelope into a [`Request`]: the method, `_this` and the arguments as
 //! value trees typed by the schema (`xsi:type` honoured, namespace-aware). Unknown elements are
-//! skipped so newer clients still work; malformed input is an error, never a panic.
+//! skipped so newer clients still work; malformed input is an error, never a panic. Work is
+//! linear in the input: every element's attributes and namespace declarations are capped
+//! ([`crate::limits`]) before anything looks them up, and prefixes resolve in constant time.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{Namespace, ResolveResult};
-use quick_xml::NsReader;
+use quick_xml::name::PrefixDeclaration;
+use quick_xml::Reader;
 
 use super::datetime;
 use crate::fault::Fault;
+use crate::limits::{
+    clip, MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_NAMESPACES_IN_SCOPE,
+    MAX_NAMESPACE_DECLARATIONS,
+};
 use crate::schema::{MethodId, Primitive, Schema, TypeId, TypeKind};
 use crate::value::{DataObject, MoRef, Value};
 
-const XSI_NAMESPACE: &[u8] = b"http://www.w3.org/2001/XMLSchema-instance";
-/// Deepest element nesting accepted in a request.
-const MAX_DEPTH: usize = 64;
+const XSI_NAMESPACE: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 /// A decoded method call.
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ pub enum DecodeRequestError {
     /// An argument has the wrong type or an unparsable value, or a required one is missing.
     #[error("invalid argument {name}: {problem}")]
     InvalidArgument { name: String, problem: String },
+    /// The request exceeds one of the decoder's caps ([`crate::limits`]).
+    #[error("request too complex: {0}")]
+    LimitExceeded(String),
 }
 
 impl DecodeRequestError {
@@ -59,6 +67,9 @@ impl DecodeRequestError {
     pub fn to_fault(&self, schema: &Schema) -> Fault {
         match self {
             DecodeRequestError::Malformed(why) => Fault::invalid_request(schema, why.clone()),
+            DecodeRequestError::LimitExceeded(why) => {
+                Fault::invalid_request(schema, format!("request too complex: {why}"))
+            }
             DecodeRequestError::UnknownMethod { receiver, method } => {
                 Fault::method_not_found(schema, receiver, method)
             }
@@ -74,26 +85,124 @@ impl DecodeRequestError {
 type Result<T> = std::result::Result<T, DecodeRequestError>;
 
 fn malformed(why: impl std::fmt::Display) -> DecodeRequestError {
-    DecodeRequestError::Malformed(why.to_string())
+    DecodeRequestError::Malformed(clip(&why.to_string()).into_owned())
+}
+
+fn too_complex(why: String) -> DecodeRequestError {
+    DecodeRequestError::LimitExceeded(why)
 }
 
 /// Decodes one SOAP request body.
 pub fn decode_request(schema: &Schema, body: &[u8]) -> Result<Request> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("request is not UTF-8"))?;
-    let mut reader = NsReader::from_str(text);
+    let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
-    let mut decoder = Decoder { schema, reader };
+    let mut decoder = Decoder {
+        schema,
+        reader,
+        open: 0,
+        elements: 0,
+        namespaces: Namespaces::default(),
+    };
     decoder.envelope()
 }
 
 struct Decoder<'s, 'i> {
     schema: &'s Schema,
-    reader: NsReader<&'i [u8]>,
+    reader: Reader<&'i [u8]>,
+    /// Elements open around the reader's position.
+    open: usize,
+    /// Elements read so far (skipped subtrees are not read element by element).
+    elements: usize,
+    namespaces: Namespaces,
+}
+
+/// The namespace prefixes in scope, for resolving `xsi:type`. Bindings are dropped lazily: on
+/// entering an element at level `n`, every binding made at level `n` or deeper belongs to an
+/// element already closed. Each binding is added and dropped once, and a lookup is one hash.
+#[derive(Default)]
+struct Namespaces {
+    /// Per prefix, its bindings in scope, innermost last: whether each is the XSI namespace.
+    by_prefix: HashMap<Box<[u8]>, Vec<bool>>,
+    /// Every binding in scope in document order: the level of the element that made it and
+    /// its prefix.
+    in_scope: Vec<(usize, Box<[u8]>)>,
+}
+
+impl Namespaces {
+    /// Checks an element's attribute counts and records its prefix declarations.
+    fn enter(&mut self, level: usize, start: &BytesStart<'_>) -> Result<()> {
+        while let Some((_, prefix)) = self.in_scope.pop_if(|(l, _)| *l >= level) {
+            if let Some(stack) = self.by_prefix.get_mut(&prefix) {
+                stack.pop();
+                if stack.is_empty() {
+                    self.by_prefix.remove(&prefix);
+                }
+            }
+        }
+        let mut declarations = 0;
+        for (count, attr) in start.attributes().enumerate() {
+            if count == MAX_ATTRIBUTES {
+                return Err(too_complex(format!(
+                    "an element has more than {MAX_ATTRIBUTES} attributes"
+                )));
+            }
+            let attr = attr.map_err(malformed)?;
+            let Some(declaration) = attr.key.as_namespace_binding() else {
+                continue;
+            };
+            declarations += 1;
+            if declarations > MAX_NAMESPACE_DECLARATIONS {
+                return Err(too_complex(format!(
+                    "an element declares more than {MAX_NAMESPACE_DECLARATIONS} namespaces"
+                )));
+            }
+            let PrefixDeclaration::Named(prefix) = declaration else {
+                continue;
+            };
+            if self.in_scope.len() == MAX_NAMESPACES_IN_SCOPE {
+                return Err(too_complex(format!(
+                    "more than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
+                )));
+            }
+            let xsi = attr.unescape_value().map_err(malformed)? == XSI_NAMESPACE;
+            self.by_prefix.entry(prefix.into()).or_default().push(xsi);
+            self.in_scope.push((level, prefix.into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `prefix` is bound to the XSI namespace where the last entered element is.
+    fn is_xsi(&self, prefix: &[u8]) -> bool {
+        self.by_prefix
+            .get(prefix)
+            .and_then(|stack| stack.last())
+            .is_some_and(|xsi| *xsi)
+    }
 }
 
 impl<'i> Decoder<'_, 'i> {
+    /// The next event; element starts are counted, capped and their namespaces recorded.
     fn next(&mut self) -> Result<Event<'i>> {
-        self.reader.read_event().map_err(malformed)
+        let event = self.reader.read_event().map_err(malformed)?;
+        match &event {
+            Event::Start(start) => {
+                self.enter(start)?;
+                self.open += 1;
+            }
+            Event::Empty(start) => self.enter(start)?,
+            Event::End(_) => self.open = self.open.saturating_sub(1),
+            _ => {}
+        }
+        Ok(event)
+    }
+
+    fn enter(&mut self, start: &BytesStart<'_>) -> Result<()> {
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            return Err(too_complex(format!("more than {MAX_ELEMENTS} elements")));
+        }
+        self.namespaces.enter(self.open + 1, start)
     }
 
     /// The next child element start of the current element, or `None` at its end.
@@ -116,6 +225,7 @@ impl<'i> Decoder<'_, 'i> {
     fn skip(&mut self, start: &BytesStart<'i>, empty: bool) -> Result<()> {
         if !empty {
             self.reader.read_to_end(start.name()).map_err(malformed)?;
+            self.open -= 1;
         }
         Ok(())
     }
@@ -206,7 +316,7 @@ impl<'i> Decoder<'_, 'i> {
         let Some(method) = method else {
             return Err(DecodeRequestError::UnknownMethod {
                 receiver: this,
-                method: method_name,
+                method: clip(&method_name).into_owned(),
             });
         };
         for (param, arg) in self.schema.method(method).params.iter().zip(&args) {
@@ -224,9 +334,11 @@ impl<'i> Decoder<'_, 'i> {
     fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
         for attr in start.attributes() {
             let attr = attr.map_err(malformed)?;
-            let (ns, local) = self.reader.resolve_attribute(attr.key);
-            if local.as_ref() == b"type"
-                && matches!(ns, ResolveResult::Bound(Namespace(XSI_NAMESPACE)))
+            let key = attr.key;
+            if key.local_name().as_ref() == b"type"
+                && key
+                    .prefix()
+                    .is_some_and(|p| self.namespaces.is_xsi(p.as_ref()))
             {
                 let value = attr.unescape_value().map_err(malformed)?;
                 let local = value.rsplit(':').next().unwrap_or_default();
@@ -403,7 +515,7 @@ fn push_argument(slot: &mut Option<Value>, array: bool, item_ty: TypeId, value: 
 fn bad_value(problem: impl Into<String>) -> DecodeRequestError {
     DecodeRequestError::InvalidArgument {
         name: String::new(),
-        problem: problem.into(),
+        problem: clip(&problem.into()).into_owned(),
     }
 }
 

@@ -291,3 +291,137 @@ fn fault_valued_fields_travel_as_localized_method_faults() {
         );
     }
 }
+
+/// A RetrievePropertiesEx envelope whose PropertySpec carries `attributes` and `path_sets`.
+fn property_spec_request(attributes: &str, path_sets: &str) -> String {
+    envelope(&format!(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet><propSet {attributes}><type>HostSystem</type>{path_sets}</propSet><objectSet><obj type="HostSystem">ha-host</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#
+    ))
+}
+
+fn is_limit(error: &DecodeRequestError) -> bool {
+    matches!(error, DecodeRequestError::LimitExceeded(_))
+}
+
+#[test]
+fn hostile_bodies_hit_the_caps_instead_of_quadratic_work() {
+    let s = vim25();
+    let attributes: String = (0..150_000).map(|i| format!(" a{i}=\"x\"")).collect();
+    let error = decode_request(s, property_spec_request(&attributes, "").as_bytes()).unwrap_err();
+    assert!(is_limit(&error), "150k attributes: {error:?}");
+
+    let declarations: String = (0..100_000)
+        .map(|i| format!(" xmlns:p{i}=\"urn:x{i}\""))
+        .collect();
+    let error = decode_request(s, property_spec_request(&declarations, "").as_bytes()).unwrap_err();
+    assert!(is_limit(&error), "100k xmlns: {error:?}");
+
+    // Declarations spread over nested elements add up in scope: 20 levels of 10 fit, 40 do not.
+    let nested = |levels: usize| {
+        let open: String = (0..levels)
+            .map(|d| {
+                let decls: String = (0..10).map(|i| format!(" xmlns:n{d}x{i}=\"u\"")).collect();
+                format!(r#"<selectSet xsi:type="TraversalSpec"{decls}>"#)
+            })
+            .collect();
+        envelope(&format!(
+            r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet><objectSet><obj type="Folder">f</obj>{open}{}</objectSet></specSet><options/></RetrievePropertiesEx>"#,
+            "</selectSet>".repeat(levels)
+        ))
+    };
+    assert!(decode_request(s, nested(20).as_bytes()).is_ok());
+    assert!(is_limit(
+        &decode_request(s, nested(40).as_bytes()).unwrap_err()
+    ));
+
+    let path_sets = "<pathSet>name</pathSet>".repeat(crate::limits::MAX_ELEMENTS);
+    let error = decode_request(s, property_spec_request("", &path_sets).as_bytes()).unwrap_err();
+    assert!(is_limit(&error), "too many elements: {error:?}");
+}
+
+#[test]
+fn deep_nesting_and_huge_names_are_refused_with_short_messages() {
+    let s = vim25();
+    let deep = format!(
+        "{}{}",
+        r#"<selectSet xsi:type="TraversalSpec">"#.repeat(200_000),
+        "</selectSet>".repeat(200_000)
+    );
+    let body = envelope(&format!(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet><objectSet><obj type="Folder">f</obj>{deep}</objectSet></specSet><options/></RetrievePropertiesEx>"#
+    ));
+    let error = decode_request(s, body.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&error, DecodeRequestError::Malformed(m) if m.contains("too deeply")),
+        "{error:?}"
+    );
+
+    // A deep subtree the decoder skips (an unknown header) costs linear time and decodes.
+    let header = format!(
+        "<soapenv:Header>{}{}</soapenv:Header>",
+        "<h>".repeat(200_000),
+        "</h>".repeat(200_000)
+    );
+    let body = envelope(
+        r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">ha-sessionmgr</_this></Logout>"#,
+    )
+    .replace("<soapenv:Body>", &format!("{header}<soapenv:Body>"));
+    assert!(decode_request(s, body.as_bytes()).is_ok());
+
+    let name = "M".repeat(4 << 20);
+    let body = envelope(&format!(
+        r#"<{name} xmlns="urn:vim25"><_this type="Folder">f</_this></{name}>"#
+    ));
+    let error = decode_request(s, body.as_bytes()).unwrap_err();
+    let DecodeRequestError::UnknownMethod { method, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(method.len() < 1024, "method name echoed whole");
+
+    let body = property_spec_request(&format!(r#"xsi:type="{name}""#), "");
+    let error = decode_request(s, body.as_bytes()).unwrap_err();
+    assert!(error.to_string().len() < 1024, "type name echoed whole");
+    let body = format!("<{name}>");
+    assert!(
+        decode_request(s, body.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .len()
+            < 1024
+    );
+}
+
+#[test]
+fn xsi_prefixes_resolve_by_scope() {
+    let s = vim25();
+    let xsi = "http://www.w3.org/2001/XMLSchema-instance";
+    let spec_type = |request: &Request| {
+        let spec = request.arg(s, "specSet").unwrap().items()[0].clone();
+        let Value::Data(object) = spec else { panic!() };
+        s.ty(object.ty).name.to_string()
+    };
+    // Another prefix bound to XSI on the element itself.
+    let body = envelope(&format!(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet xmlns:q="{xsi}" q:type="PropertyFilterSpec"><objectSet><obj type="Folder">f</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#
+    ));
+    assert_eq!(
+        spec_type(&decode_request(s, body.as_bytes()).unwrap()),
+        "PropertyFilterSpec"
+    );
+    // `xsi` rebound to another namespace: its `type` is not an xsi:type, so a bad name is ignored.
+    let body = envelope(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet xmlns:xsi="urn:other" xsi:type="NoSuchType"><objectSet><obj type="Folder">f</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#,
+    );
+    assert!(decode_request(s, body.as_bytes()).is_ok());
+    // A binding made by a sibling is out of scope.
+    let body = envelope(&format!(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this xmlns:q="{xsi}" type="PropertyCollector">pc</_this><specSet q:type="NoSuchType"><objectSet><obj type="Folder">f</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#
+    ));
+    assert!(decode_request(s, body.as_bytes()).is_ok());
+    // The same binding on an ancestor is in scope.
+    let body = body.replace(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25">"#,
+        &format!(r#"<RetrievePropertiesEx xmlns="urn:vim25" xmlns:q="{xsi}">"#),
+    );
+    assert!(decode_request(s, body.as_bytes()).is_err());
+}

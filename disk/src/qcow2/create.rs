@@ -2,6 +2,7 @@
 //! optionally a backing file (with the backing-format extension). 16-bit refcounts.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::header::{self, Extension, Header};
@@ -117,6 +118,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<(), CreateError> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map_err(|source| CreateError::Io {
             path: path.to_path_buf(),

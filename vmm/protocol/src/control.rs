@@ -2,6 +2,7 @@
 //! every reply is `{"ok": true, ...}` with the command's reply fields, or
 //! `{"ok": false, "error": "..."}` ([`encode_reply`], [`decode_reply`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -97,6 +98,11 @@ pub struct VmStatus {
     pub power_button_enabled: bool,
     /// The framebuffer's geometry and backing file.
     pub framebuffer: FramebufferStatus,
+    /// Ring-0 instructions a kvm-pvm host refused and the VMM completed, per kind, plus
+    /// `faulted` (those that raised an exception instead); empty on hardware KVM
+    /// (docs/kvm-pvm.md).
+    #[serde(default)]
+    pub completed_instructions: BTreeMap<String, u64>,
 }
 
 /// The framebuffer as `status` reports it: what a reader of the backing file needs.
@@ -234,6 +240,7 @@ mod tests {
                 stride: 256,
                 file: Some("/run/fb".into()),
             },
+            completed_instructions: BTreeMap::from([("int3".into(), 3)]),
         };
         let line = encode_reply(Ok(status.clone()));
         assert!(

@@ -3,6 +3,8 @@
 
 pub mod acpi;
 pub mod cpuid;
+pub mod emulate;
+pub mod kvm_pvm;
 pub mod layout;
 pub mod msr;
 pub mod pvh;

@@ -8,9 +8,11 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
+use crate::arch::emulate::{self, Counts};
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::{cpuid, msr};
 use std::sync::Arc;
+use vm_memory::GuestMemoryMmap;
 
 use crate::machine::Buses;
 use crate::persist::{self, vcpu::VcpuState};
@@ -64,6 +66,15 @@ pub struct BootEntry {
     pub mode: EntryMode,
     /// Guest address of the entry.
     pub address: u64,
+}
+
+/// What the vCPUs need to complete instructions kvm-pvm refuses (see `arch::emulate`).
+#[derive(Clone)]
+pub struct Completion {
+    /// Guest memory, reached through the guest's page tables.
+    pub memory: GuestMemoryMmap,
+    /// Completed instructions per kind, shared by the vCPUs.
+    pub counts: Arc<Counts>,
 }
 
 /// A configured vCPU, ready to run.
@@ -142,7 +153,7 @@ impl Vcpu {
     }
 
     /// Runs the vCPU until the VM ends, parking while it is paused.
-    pub fn run(mut self, buses: &Buses, run_state: &RunState) {
+    pub fn run(mut self, buses: &Buses, run_state: &RunState, completion: &Completion) {
         loop {
             let (fd, msr_indices) = (&self.fd, &self.msr_indices);
             let mut save = || persist::vcpu::save(fd, msr_indices).map_err(|e| e.to_string());
@@ -152,7 +163,7 @@ impl Vcpu {
             {
                 return;
             }
-            if let Some(exit) = self.run_once(buses) {
+            if let Some(exit) = self.run_once(buses, completion) {
                 run_state.request_exit(exit);
             }
         }
@@ -182,7 +193,7 @@ impl Vcpu {
     }
 
     /// One KVM_RUN and the handling of its exit; returns a reason to end the VM, if any.
-    fn run_once(&mut self, buses: &Buses) -> Option<VmExit> {
+    fn run_once(&mut self, buses: &Buses, completion: &Completion) -> Option<VmExit> {
         let index = self.index;
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => buses.pio.read(port.into(), data),
@@ -196,7 +207,19 @@ impl Vcpu {
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => return system_event(kind, index),
             Ok(VcpuExit::InternalError) => {
-                let detail = internal_error(self.fd.get_kvm_run(), index);
+                let run = self.fd.get_kvm_run();
+                let mut detail = internal_error(run, index);
+                if let Some(bytes) = refused_instruction(run) {
+                    match emulate::kvm::complete(
+                        &self.fd,
+                        &completion.memory,
+                        &bytes,
+                        &completion.counts,
+                    ) {
+                        Ok(()) => return None,
+                        Err(e) => detail.push_str(&format!(" ({e})")),
+                    }
+                }
                 return Some(VmExit::Crashed {
                     detail: format!("{detail}{}", self.location()),
                 });
@@ -249,28 +272,40 @@ fn system_event(kind: u32, index: u8) -> Option<VmExit> {
     }
 }
 
+/// The bytes of the instruction KVM failed to emulate, when the exit carries them.
+fn refused_instruction(run: &kvm_run) -> Option<Vec<u8>> {
+    // SAFETY: called for KVM_EXIT_INTERNAL_ERROR, so `internal`/`emulation_failure` is the live
+    // union member; both start with suberror and ndata.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    if internal.suberror != KVM_INTERNAL_ERROR_EMULATION {
+        return None;
+    }
+    // SAFETY: as above; the emulation_failure layout applies to this suberror.
+    let failure = unsafe { run.__bindgen_anon_1.emulation_failure };
+    if failure.flags & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) == 0 {
+        return None;
+    }
+    // SAFETY: the flag says the instruction bytes are present.
+    let insn = unsafe { failure.__bindgen_anon_1.__bindgen_anon_1 };
+    let len = usize::from(insn.insn_size).min(insn.insn_bytes.len());
+    Some(insn.insn_bytes[..len].to_vec())
+}
+
 /// Describes KVM_EXIT_INTERNAL_ERROR, with the instruction bytes of an emulation failure.
 fn internal_error(run: &kvm_run, index: u8) -> String {
-    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal`/`emulation_failure` is the
-    // live union member; both start with suberror and ndata.
+    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live union member.
     let internal = unsafe { run.__bindgen_anon_1.internal };
     if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
-        // SAFETY: as above; the emulation_failure layout applies to this suberror.
-        let failure = unsafe { run.__bindgen_anon_1.emulation_failure };
-        if failure.flags & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 {
-            // SAFETY: the flag says the instruction bytes are present.
-            let insn = unsafe { failure.__bindgen_anon_1.__bindgen_anon_1 };
-            let len = usize::from(insn.insn_size).min(insn.insn_bytes.len());
-            let bytes: Vec<String> = insn.insn_bytes[..len]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            return format!(
-                "vCPU {index}: instruction emulation failed; instruction bytes: {}",
-                bytes.join(" ")
-            );
-        }
-        return format!("vCPU {index}: instruction emulation failed");
+        return match refused_instruction(run) {
+            Some(bytes) => {
+                let bytes: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "vCPU {index}: instruction emulation failed; instruction bytes: {}",
+                    bytes.join(" ")
+                )
+            }
+            None => format!("vCPU {index}: instruction emulation failed"),
+        };
     }
     let ndata = (internal.ndata as usize).min(internal.data.len());
     let data: Vec<String> = internal.data[..ndata]

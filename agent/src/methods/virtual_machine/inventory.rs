@@ -10,7 +10,7 @@ use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::journal::{Intent, Journal};
 use crate::vm::snapshots::clone_holds;
-use crate::vm::{lifecycle, properties, Power, Vm};
+use crate::vm::{destroy, lifecycle, properties, Power, Vm};
 
 pub(super) fn destroy(call: &Call<'_>) -> MethodResult {
     task(call, &call.this_vm()?, "VirtualMachine.destroy", destroy_vm)
@@ -28,10 +28,10 @@ pub(super) fn mark_as_virtual_machine(call: &Call<'_>) -> MethodResult {
     set_template(call.host, &*call.this_vm()?, false).map(|_| None)
 }
 
-/// Destroy: deletes the VM's disks and folder, then forgets it. Only when not running.
+/// Destroy: deletes the files the VM owns, then its folder if empty (a folder holding other
+/// files stays), and forgets it. Only when not running.
 fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
-    let schema = host.schema;
-    let (disks, instance_uuid): (Vec<_>, String) = {
+    let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {
             return Err(lifecycle::invalid_power_state(
@@ -46,43 +46,38 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
             drop(state);
             return Err(linked_clones_depend(host, vm, &name, &holders));
         }
-        let disks = state
+        let bases: Vec<_> = state
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores))
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
             .collect();
-        (disks, state.spec.instance_uuid.clone())
+        let owned = destroy::owned_files(vm, &state, &bases);
+        (bases, owned, state.spec.instance_uuid.clone())
     };
-    let parents = clone_holds::parents_of(&disks);
+    let parents = clone_holds::parents_of(&bases);
     let intent = Intent::Destroy {
         parents: parents.clone(),
         instance_uuid: instance_uuid.clone(),
+        owned: owned.clone(),
     };
-    let mut journal = Journal::begin(&vm.dir, intent).map_err(|e| e.fault(schema))?;
+    let mut journal = Journal::begin(&vm.dir, intent).map_err(|e| e.fault(host.schema))?;
     if let Err(fault) = unregister_vm(host, vm, "", true) {
         journal.finish();
         return Err(fault);
     }
-    journal.step("unregistered").map_err(|e| e.fault(schema))?;
+    journal
+        .step("unregistered")
+        .map_err(|e| e.fault(host.schema))?;
     clone_holds::release(host, &parents, &instance_uuid);
     journal
         .step("holds-released")
-        .map_err(|e| e.fault(schema))?;
-    for disk in disks {
-        if let Err(error) = std::fs::remove_file(&disk) {
-            tracing::warn!(disk = %disk.display(), "cannot delete: {error}");
-        }
-    }
-    std::fs::remove_dir_all(&vm.dir).map_err(|e| {
-        Fault::new(
-            schema,
-            "FileFault",
-            format!("cannot delete {}: {e}", vm.vmx_path.parent()),
-        )
-        .with(schema, "file", vm.vmx_path.parent().to_string())
-    })?;
+        .map_err(|e| e.fault(host.schema))?;
+    let owned = owned.and_last(journal.path().to_path_buf());
     let _ = std::fs::remove_dir_all(&vm.run_dir);
+    for kept in owned.remove() {
+        tracing::warn!(folder = %kept.display(), "left in place: it holds files the VM does not own");
+    }
     Ok(None)
 }
 

@@ -36,6 +36,7 @@ pub fn capacities(host: &Host, vm: &Vm, spec: &VmSpec) -> Vec<u64> {
         .iter()
         .map(|d| {
             vm.disk_path(&d.file_name, &host.datastores)
+                .ok()
                 .and_then(|p| vireo_disk::block::open_disk(&p, true).ok())
                 .map(|disk| disk.capacity())
                 .unwrap_or(0)
@@ -94,7 +95,7 @@ pub fn file_fault(host: &Host, file: &str, message: String) -> Fault {
 /// A disk-tree failure as the API reports it.
 pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
     let file = match &error {
-        DiskTreeError::NotOnDatastore(name) => name.clone(),
+        DiskTreeError::Location { file, .. } => file.clone(),
         DiskTreeError::Tree { path, .. } => path.display().to_string(),
     };
     file_fault(host, &file, error.to_string())

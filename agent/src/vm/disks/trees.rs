@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use vireo_disk::chain::backing_files;
 use vireo_disk::tree::{ConsolidationEstimate, DiskTree, TreeError, SIDECAR_SUFFIX};
 
+use super::super::datastore_path::DatastorePathError;
 use super::super::spec::VmSpec;
 use super::super::Vm;
 use crate::inventory::esxi::DatastoreDir;
@@ -36,9 +37,14 @@ pub struct DiskView {
 /// Why a disk's tree could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskTreeError {
-    /// The `.vmx` names a disk outside every datastore.
-    #[error("disk {0} is not on a datastore")]
-    NotOnDatastore(String),
+    /// The `.vmx` names a disk the datastore resolver refuses (outside, a symlink, missing).
+    #[error("disk {file}: {source}")]
+    Location {
+        /// The file name as the `.vmx` has it.
+        file: String,
+        /// Why it was refused.
+        source: DatastorePathError,
+    },
     /// The tree failed.
     #[error("disk {path}: {source}")]
     Tree {
@@ -69,7 +75,10 @@ pub fn base_paths(
         .iter()
         .map(|d| {
             vm.disk_path(&d.file_name, datastores)
-                .ok_or_else(|| DiskTreeError::NotOnDatastore(d.file_name.clone()))
+                .map_err(|source| DiskTreeError::Location {
+                    file: d.file_name.clone(),
+                    source,
+                })
         })
         .collect()
 }

@@ -30,8 +30,10 @@ pub fn reconcile(
     created: Option<&SnapshotMeta>,
 ) -> Result<Vec<String>, DiskTreeError> {
     let mut changes = Vec::new();
+    // A create takes the uid after the last one; a journal naming another is not trusted.
+    let created = created.filter(|meta| Some(meta.uid) == list.last_uid.checked_add(1));
     if let Some(meta) = created {
-        list.last_uid = list.last_uid.max(meta.uid);
+        list.last_uid = meta.uid;
     }
     let Some(first) = trees.first() else {
         return Ok(changes);

@@ -1,0 +1,172 @@
+//! Password checks for every way in (SOAP Login, `/folder` Basic credentials). Argon2 runs on
+//! blocking threads, outside the accounts lock, at most `max_concurrent_password_checks` at a
+//! time, so a login flood neither stalls the runtime nor holds up other logins' lookups. An
+//! unknown user is checked against a decoy hash, so the answer takes as long as for a real
+//! account. As ESXi does (Security.AccountLockFailures / AccountUnlockTime), an account is
+//! locked after `account_lock_failures` failed logins within `account_unlock_time_secs` and
+//! stays locked until that time has passed since its last failure; a locked account's logins
+//! fail exactly like wrong passwords, after the same work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::host::lock;
+use crate::users::{decoy_hash, verify_hash, Accounts, AccountsError};
+
+/// Password checking and failed-login accounting.
+pub struct Logins {
+    checks: Semaphore,
+    decoy: Arc<OnceLock<String>>,
+    failures: Mutex<HashMap<String, Failures>>,
+    lock_after: u32,
+    unlock_time: Duration,
+}
+
+/// Recent failed logins of one account.
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Why a password could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckPasswordError {
+    /// The decoy hash for unknown users could not be made.
+    #[error("cannot prepare the password check: {0}")]
+    Decoy(#[from] AccountsError),
+    /// The blocking task running argon2 failed.
+    #[error("the password check failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl Logins {
+    /// Limits as configured.
+    pub fn new(config: &Config) -> Logins {
+        Logins {
+            checks: Semaphore::new(config.max_concurrent_password_checks.max(1)),
+            decoy: Arc::default(),
+            failures: Mutex::default(),
+            lock_after: config.account_lock_failures,
+            unlock_time: Duration::from_secs(config.account_unlock_time_secs),
+        }
+    }
+
+    /// Whether `user` may log in with `password`: the account exists, is not locked and the
+    /// password matches. Records the attempt for the lockout.
+    pub async fn check(
+        &self,
+        accounts: &Mutex<Accounts>,
+        user: &str,
+        password: &str,
+    ) -> Result<bool, CheckPasswordError> {
+        let hash = lock(accounts).password_hash(user);
+        let known = hash.is_some();
+        let matches = {
+            let _permit = self.checks.acquire().await;
+            let decoy = self.decoy.clone();
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || -> Result<bool, AccountsError> {
+                let hash = match hash {
+                    Some(hash) => hash,
+                    None => decoy_or_init(&decoy)?,
+                };
+                Ok(verify_hash(&hash, &password))
+            })
+            .await??
+        };
+        Ok(known && self.record(user, matches))
+    }
+
+    /// Records an attempt on an existing account; whether it may log in.
+    fn record(&self, user: &str, matches: bool) -> bool {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        let locked = failures.get(user).is_some_and(|f| self.locked(f, now));
+        if matches && !locked {
+            failures.remove(user);
+            return true;
+        }
+        let entry = failures.entry(user.to_string()).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(entry.last) >= self.unlock_time {
+            entry.count = 0;
+        }
+        entry.count += 1;
+        entry.last = now;
+        if entry.count == self.lock_after {
+            tracing::warn!(
+                user,
+                "account locked for {} s after {} failed logins",
+                self.unlock_time.as_secs(),
+                self.lock_after
+            );
+        }
+        false
+    }
+
+    fn locked(&self, failures: &Failures, now: Instant) -> bool {
+        self.lock_after > 0
+            && failures.count >= self.lock_after
+            && now.duration_since(failures.last) < self.unlock_time
+    }
+}
+
+/// The decoy hash, made on first use.
+fn decoy_or_init(decoy: &OnceLock<String>) -> Result<String, AccountsError> {
+    if let Some(hash) = decoy.get() {
+        return Ok(hash.clone());
+    }
+    let made = decoy_hash()?;
+    Ok(decoy.get_or_init(|| made).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(lock_after: u32, unlock_secs: u64) -> Logins {
+        let mut config = Config::load(None).unwrap();
+        config.account_lock_failures = lock_after;
+        config.account_unlock_time_secs = unlock_secs;
+        Logins::new(&config)
+    }
+
+    #[test]
+    fn failures_lock_an_account_until_the_unlock_time_passes() {
+        let logins = configured(3, 900);
+        assert!(!logins.record("root", false));
+        assert!(!logins.record("root", false));
+        assert!(logins.record("root", true), "a success resets the count");
+        for _ in 0..3 {
+            assert!(!logins.record("root", false));
+        }
+        assert!(
+            !logins.record("root", true),
+            "locked: the right password fails too"
+        );
+        assert!(
+            logins.record("other", true),
+            "other accounts are not affected"
+        );
+
+        let instant = configured(3, 0);
+        for _ in 0..5 {
+            assert!(!instant.record("root", false));
+        }
+        assert!(
+            instant.record("root", true),
+            "unlocked once the unlock time passed"
+        );
+        let never = configured(0, 900);
+        for _ in 0..10 {
+            assert!(!never.record("root", false));
+        }
+        assert!(never.record("root", true), "0 disables the lockout");
+    }
+}

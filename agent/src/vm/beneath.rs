@@ -1,0 +1,176 @@
+//! Opening files beneath a directory the kernel keeps us in: `openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS` relative to an fd of the
+//! root, so that no `..`, absolute path or symlink (swapped in at any moment) leads out. The
+//! host path handed back is read from the opened fd, not computed from the string.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// How a file beneath the root is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A handle that only names the file (no read or write; any type, directories too).
+    Locate,
+    /// Reading.
+    Read,
+    /// Writing an existing file, or creating it with mode 0600; truncated.
+    Replace,
+    /// A directory (a handle naming it).
+    Directory,
+}
+
+impl Access {
+    fn flags(self) -> libc::c_int {
+        match self {
+            // openat2 refuses any other flag beside O_PATH (O_CLOEXEC and O_DIRECTORY aside).
+            Access::Locate => libc::O_PATH,
+            Access::Read => libc::O_RDONLY | libc::O_NOCTTY,
+            Access::Replace => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOCTTY,
+            Access::Directory => libc::O_PATH | libc::O_DIRECTORY,
+        }
+    }
+}
+
+/// Opens `relative` beneath `root`; fails with `EXDEV` when the path would leave `root` and
+/// `ELOOP` when it crosses a symlink. An empty `relative` opens `root` itself.
+pub fn open(root: &Path, relative: &Path, access: Access) -> io::Result<File> {
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(root)?;
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let name = CString::new(relative.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is a plain C struct; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (access.flags() | libc::O_CLOEXEC) as u64;
+    how.mode = if access == Access::Replace { 0o600 } else { 0 };
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: the dirfd is open, `name` is NUL-terminated and `how` lives across the call
+    // with the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd as libc::c_int) })
+}
+
+/// The host path of an opened file, as the kernel records it for the fd.
+pub fn host_path(file: &File) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vireo-beneath-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root/vm")).unwrap();
+        std::fs::write(dir.join("root/vm/disk"), b"inside").unwrap();
+        std::fs::write(dir.join("canary"), b"outside").unwrap();
+        dir
+    }
+
+    fn errno(result: io::Result<File>) -> Option<i32> {
+        result.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn opens_inside_and_names_the_opened_file() {
+        let dir = scratch("inside");
+        let root = dir.join("root");
+        let file = open(&root, Path::new("vm/disk"), Access::Read).unwrap();
+        let canonical = std::fs::canonicalize(root.join("vm/disk")).unwrap();
+        assert_eq!(host_path(&file).unwrap(), canonical);
+        let root_itself = open(&root, Path::new(""), Access::Directory).unwrap();
+        assert_eq!(
+            host_path(&root_itself).unwrap(),
+            std::fs::canonicalize(&root).unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_dots_absolute_paths_and_symlinks() {
+        let dir = scratch("escape");
+        let root = dir.join("root");
+        let canary = dir.join("canary");
+        std::os::unix::fs::symlink(&canary, root.join("vm/link")).unwrap();
+        std::os::unix::fs::symlink("disk", root.join("vm/inner-link")).unwrap();
+        std::os::unix::fs::symlink(&dir, root.join("dirlink")).unwrap();
+        assert_eq!(
+            errno(open(&root, Path::new("../canary"), Access::Read)),
+            Some(libc::EXDEV)
+        );
+        assert_eq!(errno(open(&root, &canary, Access::Read)), Some(libc::EXDEV));
+        assert_eq!(
+            errno(open(&root, Path::new("vm/link"), Access::Read)),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(
+            errno(open(&root, Path::new("vm/inner-link"), Access::Read)),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(
+            errno(open(&root, Path::new("dirlink/canary"), Access::Replace)),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(std::fs::read(&canary).unwrap(), b"outside");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_after_a_check_is_not_followed() {
+        let dir = scratch("race");
+        let root = dir.join("root");
+        let canary = dir.join("canary");
+        // A lexical check passes for "vm/disk"; then the file becomes a symlink out.
+        assert!(open(&root, Path::new("vm/disk"), Access::Locate).is_ok());
+        std::fs::remove_file(root.join("vm/disk")).unwrap();
+        std::os::unix::fs::symlink(&canary, root.join("vm/disk")).unwrap();
+        assert_eq!(
+            errno(open(&root, Path::new("vm/disk"), Access::Replace)),
+            Some(libc::ELOOP)
+        );
+        // And a folder swapped for a symlink to the outside.
+        std::fs::remove_file(root.join("vm/disk")).unwrap();
+        std::fs::remove_dir(root.join("vm")).unwrap();
+        std::os::unix::fs::symlink(&dir, root.join("vm")).unwrap();
+        assert_eq!(
+            errno(open(&root, Path::new("vm/canary"), Access::Read)),
+            Some(libc::ELOOP)
+        );
+        assert_eq!(std::fs::read(&canary).unwrap(), b"outside");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn creates_files_private_whatever_the_umask() {
+        let dir = scratch("mode");
+        let root = dir.join("root");
+        let file = open(&root, Path::new("vm/new"), Access::Replace).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

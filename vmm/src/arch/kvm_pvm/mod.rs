@@ -1,0 +1,139 @@
+//! What the VMM does differently when /dev/kvm is kvm-pvm (a software backend that interprets
+//! guest ring 0; see docs/kvm-pvm.md): detection, the Linux command-line options added for it,
+//! and booting a bzImage's payload through its PVH entry instead of running the bzImage's own
+//! decompressor in interpreted ring 0. Nothing here applies on hardware KVM.
+
+mod lz4;
+
+use std::path::Path;
+
+pub use lz4::Lz4Error;
+
+/// Options appended to a Linux guest's command line on kvm-pvm: the XSAVE family is refused in
+/// ring 0 and not completed by `arch::emulate`, so the kernel must use FXSAVE.
+pub const LINUX_CMDLINE: &str = "noxsave";
+
+/// Offset of `setup_sects` in a bzImage.
+const SETUP_SECTS: usize = 0x1f1;
+/// Offset of `payload_offset` (then `payload_length`) in a bzImage (boot protocol 2.08+).
+const PAYLOAD_OFFSET: usize = 0x248;
+/// Largest payload we decompress.
+const PAYLOAD_LIMIT: usize = 512 << 20;
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Whether /dev/kvm is provided by kvm-pvm (its module is loaded).
+pub fn detected() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Why a bzImage's payload could not be extracted.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The setup header's payload fields point outside the file.
+    #[error("the setup header's payload_offset/payload_length lie outside the file")]
+    Bounds,
+    /// The payload's compression is not one we decompress.
+    #[error("payload compressed with an unsupported format (magic {0:02x?}); LZ4 and gzip are supported")]
+    Format(Vec<u8>),
+    /// LZ4 decompression failed.
+    #[error(transparent)]
+    Lz4(#[from] Lz4Error),
+    /// gzip decompression failed.
+    #[error("gzip payload: {0}")]
+    Gzip(std::io::Error),
+    /// The size trailer disagrees with what was decompressed, or the result is not an ELF.
+    #[error("the decompressed payload is not the kernel ELF its trailer announces")]
+    NotElf,
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The kernel ELF (vmlinux) inside a bzImage, decompressed on the host.
+pub fn bzimage_payload(image: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    let setup_sects = match image
+        .get(SETUP_SECTS)
+        .copied()
+        .ok_or(PayloadError::Bounds)?
+    {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let offset = le_u32(image, PAYLOAD_OFFSET).ok_or(PayloadError::Bounds)? as usize;
+    let length = le_u32(image, PAYLOAD_OFFSET + 4).ok_or(PayloadError::Bounds)? as usize;
+    let start = (setup_sects + 1) * 512 + offset;
+    let payload = image
+        .get(start..start.saturating_add(length))
+        .filter(|p| p.len() > 8)
+        .ok_or(PayloadError::Bounds)?;
+    // Linux appends the decompressed size to every compressed payload.
+    let (stream, trailer) = payload.split_at(payload.len() - 4);
+    let size = le_u32(trailer, 0).ok_or(PayloadError::Bounds)? as usize;
+    let elf = if stream.starts_with(&LZ4_LEGACY_MAGIC) {
+        lz4::decompress_legacy(stream, size.min(PAYLOAD_LIMIT))?
+    } else if stream.starts_with(&GZIP_MAGIC) {
+        gunzip(stream, size.min(PAYLOAD_LIMIT))?
+    } else {
+        return Err(PayloadError::Format(stream[..4].to_vec()));
+    };
+    if elf.len() != size || !elf.starts_with(b"\x7fELF") {
+        return Err(PayloadError::NotElf);
+    }
+    Ok(elf)
+}
+
+fn gunzip(stream: &[u8], limit: usize) -> Result<Vec<u8>, PayloadError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(stream)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(PayloadError::Gzip)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A minimal bzImage: one setup sector plus the boot sector, then a gzip payload.
+    fn bzimage(payload_plain: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(payload_plain).unwrap();
+        let mut payload = gz.finish().unwrap();
+        payload.extend_from_slice(&(payload_plain.len() as u32).to_le_bytes());
+        let mut image = vec![0u8; 2 * 512];
+        image[SETUP_SECTS] = 1;
+        image[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&16u32.to_le_bytes());
+        image[PAYLOAD_OFFSET + 4..PAYLOAD_OFFSET + 8]
+            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.extend_from_slice(&[0; 16]);
+        image.extend_from_slice(&payload);
+        image
+    }
+
+    #[test]
+    fn the_payload_elf_is_found_through_the_setup_header() {
+        let elf = b"\x7fELF and the rest of a kernel".repeat(10);
+        assert_eq!(bzimage_payload(&bzimage(&elf)).unwrap(), elf);
+    }
+
+    #[test]
+    fn bad_headers_and_non_elf_payloads_are_refused() {
+        let mut image = bzimage(b"\x7fELF kernel");
+        image[PAYLOAD_OFFSET + 4] = 0xff;
+        image[PAYLOAD_OFFSET + 5] = 0xff;
+        assert!(matches!(bzimage_payload(&image), Err(PayloadError::Bounds)));
+        assert!(matches!(
+            bzimage_payload(&bzimage(b"not an elf at all")),
+            Err(PayloadError::NotElf)
+        ));
+        let mut xz = bzimage(b"\x7fELF kernel");
+        let start = 2 * 512 + 16;
+        xz[start..start + 4].copy_from_slice(&[0xfd, b'7', b'z', b'X']);
+        assert!(matches!(bzimage_payload(&xz), Err(PayloadError::Format(_))));
+    }
+}
