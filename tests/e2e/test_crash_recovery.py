@@ -438,3 +438,29 @@ def test_forged_journals_on_a_datastore_touch_nothing_outside_their_task(agent):
     take(si, moid, "numbered")
     assert by_id(si, moid).snapshot.rootSnapshotList[0].id < 100
     WaitForTask(by_id(si, moid).Destroy_Task())
+
+
+def test_a_vm_killed_with_vireod_powers_on_again(agent):
+    """vireod and the VM's VMM both SIGKILLed: the VM's TAP is stale; recovery deletes it, so
+    the next power-on does not find it still enslaved to the bridge."""
+    si = agent.vireod.connect()
+    vm = create_vm(si, "orphan", disk_kb=0)
+    moid = vm._moId
+    WaitForTask(vm.PowerOnVM_Task())
+    tap = f"vt{moid}n0"
+    assert os.path.exists(f"/sys/class/net/{tap}")
+    pids = agent.vmm_pids()
+    agent.process.send_signal(signal.SIGKILL)
+    agent.process.wait()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(not os.path.exists(f"/proc/{pid}") or
+                         open(f"/proc/{pid}/stat").read().split()[2] == "Z" for pid in pids), "the VMMs to die")
+    si = agent.restart()
+    vm = by_id(si, moid)
+    assert vm.runtime.powerState == "poweredOff"
+    assert not os.path.exists(f"/sys/class/net/{tap}")
+    WaitForTask(vm.PowerOnVM_Task())
+    assert vm.runtime.powerState == "poweredOn"
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
