@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use vireo_api::schema::Schema;
 use vireo_api::MoRef;
 
+use crate::authz::Authz;
 use crate::config::Config;
 use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
@@ -33,6 +34,8 @@ pub struct Host {
     pub sessions: Sessions,
     /// Local accounts.
     pub accounts: Mutex<Accounts>,
+    /// Roles and permissions. Readers may hold the inventory lock; a writer must not take it.
+    pub authz: RwLock<Authz>,
     /// Password checks and the failed-login lockout.
     pub logins: Logins,
     /// Tasks: which entity is busy, and the finished-task history.
@@ -59,6 +62,7 @@ impl Host {
         datastores: Vec<DatastoreDir>,
         inventory: Inventory,
         accounts: Accounts,
+        authz: Authz,
         certificate_sha1: String,
     ) -> Host {
         Host {
@@ -70,6 +74,7 @@ impl Host {
             inventory: RwLock::new(inventory),
             sessions: Sessions::default(),
             accounts: Mutex::new(accounts),
+            authz: RwLock::new(authz),
             tasks: Mutex::new(TaskLog::default()),
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
@@ -112,6 +117,26 @@ impl Host {
         if changed {
             self.changes.send_modify(|generation| *generation += 1);
         }
+    }
+
+    /// Reads the roles and permissions.
+    pub fn authz(&self) -> RwLockReadGuard<'_, Authz> {
+        self.authz
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the roles and permissions (never while holding the inventory lock), then
+    /// republishes the role list and wakes update waiters: what sessions may see has changed.
+    pub fn change_authz<R>(&self, change: impl FnOnce(&mut Authz) -> R) -> R {
+        let result = change(
+            &mut self
+                .authz
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        crate::methods::authorization::publish(self);
+        result
     }
 
     /// A receiver that sees every inventory change.
@@ -158,12 +183,15 @@ pub fn test_host() -> std::sync::Arc<Host> {
     };
     vmx::register(schema, &mut inventory, 1, &vm);
     let config = Config::load(None).expect("default config");
-    std::sync::Arc::new(Host::new(
+    let host = std::sync::Arc::new(Host::new(
         schema,
         config,
         vec![datastore],
         inventory,
         Accounts::empty(&dir),
+        Authz::ephemeral(schema),
         String::new(),
-    ))
+    ));
+    crate::methods::authorization::publish(&host);
+    host
 }

@@ -17,6 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use vireo_api::MoRef;
 
 use crate::host::Host;
+use crate::methods::access;
 use crate::sessions::session_key_from_cookie;
 use crate::vm::beneath::Access;
 use crate::vm::datastore_path::{DatastorePath, DatastorePathError};
@@ -38,29 +39,45 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
         .expect("valid response parts")
 }
 
-/// Whether the request carries a live session cookie or valid Basic credentials.
-async fn authorized(host: &Arc<Host>, request: &Request<Incoming>) -> bool {
+/// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
+async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Option<String> {
     let headers = request.headers();
     let from_cookie = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(session_key_from_cookie)
-        .any(|key| host.sessions.get(key).is_some());
-    if from_cookie {
-        return true;
+        .find_map(|key| host.sessions.get(key));
+    if let Some(session) = from_cookie {
+        return Some(session.user.clone());
     }
-    let Some((user, password)) = headers
+    let (user, password) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(basic_credentials)
-    else {
-        return false;
-    };
-    host.logins
-        .check(&host.accounts, &user, &password)
+        .and_then(basic_credentials)?;
+    let valid = host.logins.check(&host.accounts, &user, &password).await;
+    valid.unwrap_or(false).then_some(user)
+}
+
+/// 401 without credentials; 403 unless the user holds one of `privileges` on `obj` (an object
+/// that does not exist is the handler's 404 to report).
+async fn authorize(
+    host: &Arc<Host>,
+    request: &Request<Incoming>,
+    privileges: &[&str],
+    obj: &MoRef,
+) -> Result<(), HttpResponse> {
+    let user = authenticated_user(host, request)
         .await
-        .unwrap_or(false)
+        .ok_or_else(unauthorized)?;
+    let exists = host.inventory().get(obj).is_some();
+    if !exists || access::user_holds_any(host, &user, privileges, obj) {
+        return Ok(());
+    }
+    Err(plain(
+        StatusCode::FORBIDDEN,
+        format!("{user} lacks {} on {obj}", privileges.join(" or ")),
+    ))
 }
 
 /// `Basic base64(user:password)` → (user, password).
@@ -182,8 +199,14 @@ fn read_span(mut file: std::fs::File, first: u64, len: u64) -> std::io::Result<V
 
 /// `GET /folder/...`: a datastore file, whole or one range.
 pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
-    if !authorized(&host, &request).await {
-        return unauthorized();
+    let privilege = match *request.method() {
+        hyper::Method::GET | hyper::Method::HEAD => "Datastore.Browse",
+        _ => "Datastore.FileManagement",
+    };
+    let datastore = query_param(request.uri().query(), "dsName").unwrap_or_default();
+    let datastore = MoRef::new("Datastore", datastore.as_str());
+    if let Err(refused) = authorize(&host, &request, &[privilege], &datastore).await {
+        return refused;
     }
     let file = match open_file(&host, request.uri().path(), request.uri().query()) {
         Ok(file) => file,
@@ -239,12 +262,17 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
 
 /// `GET /screen?id=<moid>`: a PNG of the VM's console (409 when it is not running).
 pub async fn screen(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
-    if !authorized(&host, &request).await {
-        return unauthorized();
-    }
     let Some(id) = query_param(request.uri().query(), "id") else {
         return plain(StatusCode::BAD_REQUEST, "id is required");
     };
+    let privileges = [
+        "VirtualMachine.Interact.ConsoleInteract",
+        "VirtualMachine.Interact.CreateScreenshot",
+    ];
+    let vm = MoRef::new("VirtualMachine", id.as_str());
+    if let Err(refused) = authorize(&host, &request, &privileges, &vm).await {
+        return refused;
+    }
     let Some(vm) = host.vms.get(&MoRef::new("VirtualMachine", id.as_str())) else {
         return plain(StatusCode::NOT_FOUND, format!("no virtual machine {id}"));
     };

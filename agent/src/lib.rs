@@ -2,11 +2,13 @@
 //! holds the HTTPS/SOAP server, sessions and accounts, the inventory, tasks and events, and the
 //! managed object methods; the wire model itself lives in vireo-api.
 
+pub mod authz;
 pub mod config;
 pub mod connections;
 pub mod console;
 pub mod crash;
 pub mod events;
+pub mod faults;
 pub mod host;
 pub mod http_files;
 pub mod inventory;

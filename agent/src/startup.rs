@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::authz::{Authz, StoreError};
 use crate::config::Config;
 use crate::events;
 use crate::host::{lock, Host};
@@ -42,6 +43,9 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The roles and permissions file failed.
+    #[error(transparent)]
+    Authz(#[from] StoreError),
 }
 
 /// The data directory's lock, held for the life of the process.
@@ -119,6 +123,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let identity = TlsIdentity::load_or_create(&config.data_dir)?;
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();
+    let authz = Authz::open(&config.data_dir, schema)?;
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
     let host = Arc::new(Host::new(
@@ -127,9 +132,11 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         datastores,
         inventory,
         accounts,
+        authz,
         identity.sha1.clone(),
     ));
     restore_events(&host);
+    crate::methods::authorization::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use crate::events::post_event;
+use crate::faults;
 use crate::host::{lock, Host};
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
@@ -76,12 +77,7 @@ pub fn create_task(host: &Arc<Host>, spec: TaskSpec<'_>) -> Result<TaskHandle, F
         let mut log = lock(&host.tasks);
         if spec.mutating {
             if let Some(busy_with) = log.busy.get(spec.entity) {
-                return Err(Fault::new(
-                    schema,
-                    "TaskInProgress",
-                    format!("Another task is already in progress on {}.", spec.entity),
-                )
-                .with(schema, "task", busy_with.clone()));
+                return Err(faults::task_in_progress(schema, spec.entity, busy_with));
             }
             log.busy.insert(spec.entity.clone(), task.clone());
         }
@@ -231,15 +227,17 @@ impl TaskHandle {
         });
     }
 
+    /// Frees the entity before publishing the outcome, so a client that sees the task end can
+    /// start the next one at once.
     fn finish(&mut self, outcome: impl FnOnce(&vireo_api::Schema, &mut DataObject)) {
         self.finished = true;
+        if self.mutating {
+            lock(&self.host.tasks).busy.remove(&self.entity);
+        }
         self.update(|schema, info| {
             outcome(schema, info);
             info.set(schema, "completeTime", Value::DateTime(now_micros()));
         });
-        if self.mutating {
-            lock(&self.host.tasks).busy.remove(&self.entity);
-        }
     }
 
     fn update(&self, change: impl FnOnce(&vireo_api::Schema, &mut DataObject)) {
@@ -311,9 +309,8 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
         .unwrap_or_default()
         .to_string();
     if state == "success" || state == "error" {
-        return Err(Fault::new(
+        return Err(faults::invalid_state(
             schema,
-            "InvalidState",
             "The task has already completed.",
         ));
     }
@@ -326,11 +323,7 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
     let mut info = info;
     info.set(schema, "cancelled", true);
     if state == "queued" {
-        let fault = Fault::new(
-            schema,
-            "RequestCanceled",
-            "The task was canceled by a user.",
-        );
+        let fault = faults::request_canceled(schema, "The task was canceled by a user.");
         info.set(
             schema,
             "state",
@@ -348,6 +341,7 @@ pub fn cancel_task(host: &Host, task: &MoRef) -> Result<(), Fault> {
 mod tests {
     use super::*;
     use crate::host::test_host;
+    use crate::vm::Power;
 
     fn info(host: &Host, task: &MoRef) -> DataObject {
         host.inventory()
@@ -427,11 +421,7 @@ mod tests {
 
         let failing = create_task(&host, spec(&vm)).expect("entity is free again");
         let failing_ref = failing.task.clone();
-        failing.fail(Fault::new(
-            schema,
-            "InvalidPowerState",
-            "The attempted operation cannot be performed in the current state.",
-        ));
+        failing.fail(faults::invalid_power_state(schema, None, Power::On));
         let error = info(&host, &failing_ref)
             .get(schema, "error")
             .and_then(Value::as_data)
@@ -480,7 +470,7 @@ mod tests {
                 .map(|f| schema.ty(f.ty).name.to_string()),
             Some("RequestCanceled".into())
         );
-        queued.fail(Fault::new(schema, "RequestCanceled", "canceled"));
+        queued.fail(faults::request_canceled(schema, "canceled"));
 
         let running = create_task(&host, spec(&vm)).unwrap();
         running.start();

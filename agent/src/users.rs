@@ -97,7 +97,11 @@ impl Accounts {
 
     /// Sets (and saves) a user's password.
     pub fn set_password(&mut self, user: &str, password: &str) -> Result<(), AccountsError> {
-        let hash = hash_password(password)?;
+        self.set_hash(user, hash_password(password)?)
+    }
+
+    /// Sets (and saves) a user's password hash, made by [`hash_password`].
+    pub fn set_hash(&mut self, user: &str, hash: String) -> Result<(), AccountsError> {
         self.hashes.insert(user.to_string(), hash);
         self.write()
     }
@@ -107,6 +111,14 @@ impl Accounts {
         let mut users: Vec<String> = self.hashes.keys().cloned().collect();
         users.sort();
         users
+    }
+
+    /// Removes (and saves) a user; false if there was none.
+    pub fn remove(&mut self, user: &str) -> Result<bool, AccountsError> {
+        if self.hashes.remove(user).is_none() {
+            return Ok(false);
+        }
+        self.write().map(|()| true)
     }
 
     /// Whether the user exists.
@@ -134,34 +146,38 @@ impl Accounts {
     }
 
     fn write(&self) -> Result<(), AccountsError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let mut names: Vec<_> = self.hashes.keys().collect();
         names.sort();
         let text: String = names
             .iter()
             .map(|n| format!("{n}:{}\n", self.hashes[*n]))
             .collect();
-        let io = |source| AccountsError::Io {
+        replace_private(&self.path, text.as_bytes()).map_err(|source| AccountsError::Io {
             path: self.path.clone(),
             source,
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        })
     }
+}
+
+/// Replaces `path` with `bytes` (mode 0600, written to a temporary file, synced, then renamed
+/// over it) so that a crash leaves the old or the new content and no one else can read it.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Whether `password` matches a PHC-string hash (argon2; tens of milliseconds).
@@ -179,7 +195,9 @@ pub fn decoy_hash() -> Result<String, AccountsError> {
     hash_password(&random_password()?)
 }
 
-fn hash_password(password: &str) -> Result<String, AccountsError> {
+/// An argon2 hash (PHC string) of `password` with a fresh salt (tens of milliseconds: callers
+/// serving clients run it on a blocking thread, outside the accounts lock).
+pub fn hash_password(password: &str) -> Result<String, AccountsError> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| AccountsError::Random(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;

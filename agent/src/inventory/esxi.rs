@@ -86,6 +86,10 @@ pub mod refs {
     pub fn authorization_manager() -> MoRef {
         MoRef::new("AuthorizationManager", "ha-authmgr")
     }
+    /// The HostLocalAccountManager.
+    pub fn account_manager() -> MoRef {
+        MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
+    }
 }
 
 /// A configured datastore as the inventory sees it.
@@ -269,6 +273,7 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
             "authorizationManager",
             refs::authorization_manager(),
         )
+        .with(schema, "accountManager", refs::account_manager())
         .with(schema, "eventManager", refs::event_manager())
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index());
@@ -306,6 +311,8 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::property_collector(),
         refs::view_manager(),
         refs::search_index(),
+        refs::account_manager(),
+        refs::authorization_manager(),
     ] {
         inv.insert(schema, obj, None);
     }
@@ -331,9 +338,6 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
     let em = refs::event_manager();
     inv.insert(schema, em.clone(), None);
     inv.set(schema, &em, "maxCollector", 32);
-    let am = refs::authorization_manager();
-    inv.insert(schema, am.clone(), None);
-    crate::methods::authorization::fill_manager(schema, inv, &am);
 }
 
 fn host_runtime(schema: &Schema, facts: &HostFacts) -> DataObject {

@@ -1,154 +1,149 @@
-//! AuthorizationManager: the privilege list (every privilege the schema's methods and
-//! properties name), the system roles, and permission queries. Every local account holds Admin
-//! on the root folder, so privilege checks grant everything to a logged-in user.
+//! AuthorizationManager over the host's roles and permissions (`crate::authz`): role changes
+//! (AddAuthorizationRole, UpdateAuthorizationRole, RemoveAuthorizationRole), permission changes
+//! (SetEntityPermissions, ResetEntityPermissions, RemoveEntityPermission), the Retrieve*
+//! queries, and privilege questions about a session or a user (HasPrivilegeOnEntity/-ies,
+//! HasUserPrivilegeOnEntities, FetchUserPrivilegeOnEntities). [`publish`] keeps the manager's
+//! roleList, privilegeList and description current.
 
 use std::collections::BTreeSet;
 
-use vireo_api::schema::{Schema, TypeKind};
+use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
+use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
+use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
+use crate::host::{lock, Host};
 use crate::inventory::esxi::refs;
-use crate::inventory::Inventory;
 
-/// The system roles: id, name, and the privileges they hold (`None` = all).
-const ROLES: [(i32, &str, Option<&[&str]>); 5] = [
-    (-5, "NoAccess", Some(&[])),
-    (-4, "Anonymous", Some(&["System.Anonymous"])),
-    (-3, "View", Some(&["System.Anonymous", "System.View"])),
-    (
-        -2,
-        "ReadOnly",
-        Some(&["System.Anonymous", "System.View", "System.Read"]),
-    ),
-    (-1, "Admin", None),
-];
-
-/// Every privilege id named in the schema, sorted.
-pub fn schema_privileges(schema: &Schema) -> Vec<String> {
-    let mut privileges = BTreeSet::new();
-    privileges.extend(["System.Anonymous", "System.View", "System.Read"].map(String::from));
-    privileges.extend(
-        schema
-            .methods()
-            .filter_map(|m| m.privilege.as_deref().map(String::from)),
-    );
-    for (_, ty) in schema.types() {
-        if let TypeKind::Managed { properties, .. } = &ty.kind {
-            privileges.extend(
-                properties
-                    .iter()
-                    .filter_map(|p| p.privilege.as_deref().map(String::from)),
-            );
-        }
-    }
-    privileges.into_iter().filter(|p| p.contains('.')).collect()
-}
-
-/// Fills the AuthorizationManager's privilegeList, roleList and description.
-pub fn fill_manager(schema: &Schema, inv: &mut Inventory, manager: &MoRef) {
-    let privileges = schema_privileges(schema);
-    let description = |key: &str, label: &str| {
-        DataObject::of(schema, "ElementDescription")
-            .with(schema, "key", key)
-            .with(schema, "label", label)
-            .with(schema, "summary", label)
+/// Writes roleList, privilegeList and description into the AuthorizationManager.
+pub fn publish(host: &Host) {
+    let schema = host.schema;
+    let (roles, privileges) = {
+        let authz = host.authz();
+        (authz.roles().to_vec(), authz.known_privileges().clone())
     };
-    let privilege_list = privileges
-        .iter()
-        .map(|p| {
-            let (group, name) = p.rsplit_once('.').unwrap_or(("", p));
-            DataObject::of(schema, "AuthorizationPrivilege")
-                .with(schema, "privId", p.as_str())
-                .with(schema, "onParent", false)
-                .with(schema, "name", name)
-                .with(schema, "privGroupName", group)
-                .into()
-        })
-        .collect();
-    let roles = ROLES
-        .iter()
-        .map(|(id, name, held)| {
-            let held: Vec<&str> = match held {
-                Some(list) => list.to_vec(),
-                None => privileges.iter().map(String::as_str).collect(),
-            };
-            DataObject::of(schema, "AuthorizationRole")
-                .with(schema, "roleId", *id)
-                .with(schema, "system", true)
-                .with(schema, "name", *name)
-                .with(schema, "info", description(name, name))
-                .with(schema, "privilege", Value::strings(schema, held))
-                .into()
-        })
-        .collect();
+    let role_list = Value::Array(
+        schema.known_type("AuthorizationRole"),
+        roles.iter().map(|r| role_value(schema, r)).collect(),
+    );
+    let privilege_list = Value::Array(
+        schema.known_type("AuthorizationPrivilege"),
+        privileges
+            .iter()
+            .map(|p| {
+                let (group, name) = p.rsplit_once('.').unwrap_or(("", p));
+                DataObject::of(schema, "AuthorizationPrivilege")
+                    .with(schema, "privId", p.as_str())
+                    .with(schema, "onParent", false)
+                    .with(schema, "name", name)
+                    .with(schema, "privGroupName", group)
+                    .into()
+            })
+            .collect(),
+    );
     let groups: BTreeSet<&str> = privileges
         .iter()
         .filter_map(|p| p.rsplit_once('.').map(|(g, _)| g))
         .collect();
+    let descriptions = |keys: &mut dyn Iterator<Item = &str>| {
+        Value::Array(
+            schema.known_type("ElementDescription"),
+            keys.map(|k| description(schema, k).into()).collect(),
+        )
+    };
     let auth_description = DataObject::of(schema, "AuthorizationDescription")
         .with(
             schema,
             "privilege",
-            Value::Array(
-                schema.known_type("ElementDescription"),
-                privileges
-                    .iter()
-                    .map(|p| description(p, p).into())
-                    .collect(),
-            ),
+            descriptions(&mut privileges.iter().map(String::as_str)),
         )
         .with(
             schema,
             "privilegeGroup",
-            Value::Array(
-                schema.known_type("ElementDescription"),
-                groups.iter().map(|g| description(g, g).into()).collect(),
-            ),
+            descriptions(&mut groups.iter().copied()),
         );
-    inv.set(
-        schema,
-        manager,
-        "privilegeList",
-        Value::Array(schema.known_type("AuthorizationPrivilege"), privilege_list),
-    );
-    inv.set(
-        schema,
-        manager,
-        "roleList",
-        Value::Array(schema.known_type("AuthorizationRole"), roles),
-    );
-    inv.set(schema, manager, "description", auth_description);
+    let manager = refs::authorization_manager();
+    host.mutate(|inv| {
+        inv.set(schema, &manager, "privilegeList", privilege_list);
+        inv.set(schema, &manager, "roleList", role_list);
+        inv.set(schema, &manager, "description", auth_description);
+    });
 }
 
-/// AuthorizationManager's methods.
-pub const METHODS: MethodTable = MethodTable {
-    ty: "AuthorizationManager",
-    methods: &[
-        (
-            "HasPrivilegeOnEntities",
-            Handler::Sync(has_privilege_on_entities),
-        ),
-        (
-            "HasUserPrivilegeOnEntities",
-            Handler::Sync(has_user_privilege_on_entities),
-        ),
-        (
-            "HasPrivilegeOnEntity",
-            Handler::Sync(has_privilege_on_entity),
-        ),
-        (
-            "FetchUserPrivilegeOnEntities",
-            Handler::Sync(fetch_user_privileges),
-        ),
-        ("RetrieveAllPermissions", Handler::Sync(permissions)),
-        ("RetrieveEntityPermissions", Handler::Sync(permissions)),
-        ("RetrieveRolePermissions", Handler::Sync(role_permissions)),
-    ],
-};
+fn description(schema: &Schema, key: &str) -> DataObject {
+    DataObject::of(schema, "ElementDescription")
+        .with(schema, "key", key)
+        .with(schema, "label", key)
+        .with(schema, "summary", key)
+}
 
-/// The privilege ids of argument `name`.
-fn privileges(call: &Call<'_>, name: &str) -> Vec<String> {
+fn role_value(schema: &Schema, role: &Role) -> Value {
+    DataObject::of(schema, "AuthorizationRole")
+        .with(schema, "roleId", role.id)
+        .with(schema, "system", role.is_system())
+        .with(schema, "name", role.name.as_str())
+        .with(schema, "info", description(schema, &role.name))
+        .with(
+            schema,
+            "privilege",
+            Value::strings(schema, &role.privileges),
+        )
+        .into()
+}
+
+fn permission_value(schema: &Schema, p: &Permission) -> Value {
+    DataObject::of(schema, "Permission")
+        .with(schema, "entity", p.entity.moref())
+        .with(schema, "principal", p.principal.as_str())
+        .with(schema, "group", p.group)
+        .with(schema, "roleId", p.role_id)
+        .with(schema, "propagate", p.propagate)
+        .into()
+}
+
+fn permissions_value(schema: &Schema, list: &[Permission]) -> Value {
+    Value::Array(
+        schema.known_type("Permission"),
+        list.iter().map(|p| permission_value(schema, p)).collect(),
+    )
+}
+
+fn role_fault(schema: &Schema, error: RoleError) -> Fault {
+    let message = error.to_string();
+    match error {
+        RoleError::NameTaken(name) => {
+            Fault::new(schema, "AlreadyExists", message).with(schema, "name", name)
+        }
+        RoleError::NotFound(_) => Fault::not_found(schema, message),
+        RoleError::System(_) => Fault::invalid_argument(schema, "roleId", message),
+        RoleError::UnknownPrivilege(_) => Fault::invalid_argument(schema, "privIds", message),
+        RoleError::BadName => Fault::new(schema, "InvalidName", message).with(schema, "name", ""),
+        RoleError::InUse(_) => Fault::new(schema, "RemoveFailed", message),
+        RoleError::Store(e) => Fault::system_error(schema, e.to_string()),
+    }
+}
+
+/// The fault a failed permission change raises.
+pub fn permission_fault(schema: &Schema, error: PermissionError) -> Fault {
+    let message = error.to_string();
+    match error {
+        PermissionError::UnknownRole(_) | PermissionError::NotFound(_) => {
+            Fault::not_found(schema, message)
+        }
+        PermissionError::LastAdmin => Fault::new(schema, "AuthMinimumAdminPermission", message),
+        PermissionError::Store(e) => Fault::system_error(schema, e.to_string()),
+    }
+}
+
+/// `UserNotFound` for a principal that is no local account.
+pub fn user_not_found(schema: &Schema, principal: &str) -> Fault {
+    Fault::new(schema, "UserNotFound", format!("no user {principal}"))
+        .with(schema, "principal", principal)
+        .with(schema, "unresolved", false)
+}
+
+fn strings(call: &Call<'_>, name: &str) -> Vec<String> {
     call.arg(name)
         .map(Value::items)
         .unwrap_or_default()
@@ -157,126 +152,320 @@ fn privileges(call: &Call<'_>, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn user_known(call: &Call<'_>, user: &str) -> bool {
-    crate::host::lock(&call.host.accounts).exists(user)
-}
-
-fn has_privilege_on_entities(call: &Call<'_>) -> MethodResult {
-    let granted = call.host.sessions.get(call.str_arg("sessionId")?).is_some();
-    entity_privileges(call, "entity", granted)
-}
-
-fn has_user_privilege_on_entities(call: &Call<'_>) -> MethodResult {
-    let granted = user_known(call, call.str_arg("userName")?);
-    entity_privileges(call, "entities", granted)
-}
-
-/// An EntityPrivilege per entity of argument `entities_arg`, each privilege `granted` or not.
-fn entity_privileges(call: &Call<'_>, entities_arg: &str, granted: bool) -> MethodResult {
-    let schema = call.schema;
-    let wanted = privileges(call, "privId");
-    let entities: Vec<Value> = call
-        .arg(entities_arg)
+fn refs_arg(call: &Call<'_>, name: &str) -> Vec<MoRef> {
+    call.arg(name)
         .map(Value::items)
         .unwrap_or_default()
         .iter()
         .filter_map(Value::as_moref)
-        .map(|entity| {
-            let availability = wanted
+        .cloned()
+        .collect()
+}
+
+fn int_arg(call: &Call<'_>, name: &str) -> Result<i32, Fault> {
+    call.arg(name)
+        .and_then(Value::as_i64)
+        .and_then(|v| i32::try_from(v).ok())
+        .ok_or_else(|| Fault::invalid_argument(call.schema, name, format!("{name} is required")))
+}
+
+/// The `entity` argument, which must be an existing inventory entity.
+fn entity_arg(call: &Call<'_>) -> Result<MoRef, Fault> {
+    let schema = call.schema;
+    let entity = call.moref_arg("entity")?.clone();
+    let inv = call.host.inventory();
+    match inv.get(&entity) {
+        Some(o) if schema.is_a(o.ty, schema.known_type("ManagedEntity")) => Ok(entity),
+        _ => Err(Fault::managed_object_not_found(schema, &entity)),
+    }
+}
+
+/// Permissions from the `permission` argument, placed on `entity`; each must name an account.
+fn permissions_arg(call: &Call<'_>, entity: &MoRef) -> Result<Vec<Permission>, Fault> {
+    let schema = call.schema;
+    let items = call.arg("permission").map(Value::items).unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let p = item.as_data().ok_or_else(|| {
+                Fault::invalid_argument(schema, "permission", "a Permission is required")
+            })?;
+            let principal = p
+                .get(schema, "principal")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let group = p
+                .get(schema, "group")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            // Local accounts have no groups, so no group principal exists.
+            if group || !lock(&call.host.accounts).exists(principal) {
+                return Err(user_not_found(schema, principal));
+            }
+            Ok(Permission {
+                entity: EntityRef::from(entity),
+                principal: principal.to_string(),
+                group,
+                role_id: p
+                    .get(schema, "roleId")
+                    .and_then(Value::as_i64)
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(|| {
+                        Fault::invalid_argument(schema, "permission.roleId", "roleId is required")
+                    })?,
+                propagate: p
+                    .get(schema, "propagate")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+            })
+        })
+        .collect()
+}
+
+/// AuthorizationManager's methods.
+pub const METHODS: MethodTable = MethodTable {
+    ty: "AuthorizationManager",
+    methods: &[
+        (
+            "AddAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "AddAuthorizationRole")),
+        ),
+        (
+            "UpdateAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "UpdateAuthorizationRole")),
+        ),
+        (
+            "RemoveAuthorizationRole",
+            Handler::Sync(|c| change_role(c, "RemoveAuthorizationRole")),
+        ),
+        (
+            "SetEntityPermissions",
+            Handler::Sync(|c| change_permissions(c, "SetEntityPermissions")),
+        ),
+        (
+            "ResetEntityPermissions",
+            Handler::Sync(|c| change_permissions(c, "ResetEntityPermissions")),
+        ),
+        (
+            "RemoveEntityPermission",
+            Handler::Sync(|c| change_permissions(c, "RemoveEntityPermission")),
+        ),
+        (
+            "RetrieveAllPermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveAllPermissions")),
+        ),
+        (
+            "RetrieveEntityPermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveEntityPermissions")),
+        ),
+        (
+            "RetrieveRolePermissions",
+            Handler::Sync(|c| retrieve_permissions(c, "RetrieveRolePermissions")),
+        ),
+        (
+            "HasPrivilegeOnEntity",
+            Handler::Sync(|c| privilege_query(c, "HasPrivilegeOnEntity")),
+        ),
+        (
+            "HasPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "HasPrivilegeOnEntities")),
+        ),
+        (
+            "HasUserPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "HasUserPrivilegeOnEntities")),
+        ),
+        (
+            "FetchUserPrivilegeOnEntities",
+            Handler::Sync(|c| privilege_query(c, "FetchUserPrivilegeOnEntities")),
+        ),
+    ],
+};
+
+fn change_role(call: &Call<'_>, method: &str) -> MethodResult {
+    let (host, schema) = (call.host, call.schema);
+    let result = match method {
+        "AddAuthorizationRole" => {
+            let name = call.str_arg("name")?;
+            let privileges = strings(call, "privIds");
+            host.change_authz(|a| a.add_role(name, &privileges))
+                .map(|id| Some(Value::Int(id)))
+        }
+        "UpdateAuthorizationRole" => {
+            let (id, name) = (int_arg(call, "roleId")?, call.str_arg("newName")?);
+            let privileges = call.arg("privIds").map(|_| strings(call, "privIds"));
+            host.change_authz(|a| a.update_role(id, name, privileges.as_deref()))
+                .map(|()| None)
+        }
+        _ => {
+            let id = int_arg(call, "roleId")?;
+            let fail_if_used = call
+                .arg("failIfUsed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            host.change_authz(|a| a.remove_role(id, fail_if_used))
+                .map(|()| None)
+        }
+    };
+    result.map_err(|e| role_fault(schema, e))
+}
+
+fn change_permissions(call: &Call<'_>, method: &str) -> MethodResult {
+    let (host, schema) = (call.host, call.schema);
+    let entity = entity_arg(call)?;
+    let result = match method {
+        "SetEntityPermissions" => {
+            let set = permissions_arg(call, &entity)?;
+            host.change_authz(|a| a.set_permissions(set))
+        }
+        "ResetEntityPermissions" => {
+            let set = permissions_arg(call, &entity)?;
+            host.change_authz(|a| a.reset_permissions(&EntityRef::from(&entity), set))
+        }
+        _ => {
+            let user = call.str_arg("user")?;
+            let group = call
+                .arg("isGroup")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            host.change_authz(|a| a.remove_permission(&EntityRef::from(&entity), user, group))
+        }
+    };
+    result
+        .map(|()| None)
+        .map_err(|e| permission_fault(schema, e))
+}
+
+fn retrieve_permissions(call: &Call<'_>, method: &str) -> MethodResult {
+    let (host, schema) = (call.host, call.schema);
+    let entity = match method {
+        "RetrieveEntityPermissions" => Some(entity_arg(call)?),
+        _ => None,
+    };
+    let role = match method {
+        "RetrieveRolePermissions" => Some(int_arg(call, "roleId")?),
+        _ => None,
+    };
+    let inherited = call
+        .arg("inherited")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let inv = host.inventory();
+    let authz = host.authz();
+    if let Some(id) = role.filter(|id| authz.role(*id).is_none()) {
+        return Err(Fault::not_found(schema, format!("no role {id}")));
+    }
+    let listed: Vec<Permission> = match &entity {
+        Some(entity) => {
+            // Defined on the entity, then (if asked) propagating ones on its ancestors.
+            let paths = authz::paths(schema, &inv, entity).unwrap_or_default();
+            let mut list: Vec<Permission> = Vec::new();
+            for obj in paths.iter().flatten() {
+                let on_entity = obj == entity;
+                for p in authz.permissions() {
+                    let applies = on_entity || (inherited && p.propagate);
+                    if applies && p.entity.is(obj) && !list.contains(p) {
+                        list.push(p.clone());
+                    }
+                }
+            }
+            list
+        }
+        None => authz
+            .permissions()
+            .iter()
+            .filter(|p| role.is_none_or(|id| p.role_id == id))
+            .cloned()
+            .collect(),
+    };
+    // Permissions on entities the caller cannot see are as absent as the entities.
+    let user = call.user();
+    let visible: Vec<Permission> = listed
+        .into_iter()
+        .filter(|p| access::holds(schema, &inv, &authz, user, "System.Read", &p.entity.moref()))
+        .collect();
+    Ok(Some(permissions_value(schema, &visible)))
+}
+
+/// Whose privileges a query asks about: a session's user or a named user ("" if none).
+fn subject(call: &Call<'_>, method: &str) -> Result<String, Fault> {
+    Ok(match method {
+        "HasPrivilegeOnEntity" | "HasPrivilegeOnEntities" => call
+            .host
+            .sessions
+            .get(call.str_arg("sessionId")?)
+            .map(|s| s.user.clone())
+            .unwrap_or_default(),
+        _ => call.str_arg("userName")?.to_string(),
+    })
+}
+
+fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
+    let (host, schema) = (call.host, call.schema);
+    let user = subject(call, method)?;
+    let wanted = strings(call, "privId");
+    let entities = refs_arg(
+        call,
+        match method {
+            "HasPrivilegeOnEntities" | "HasPrivilegeOnEntity" => "entity",
+            _ => "entities",
+        },
+    );
+    let inv = host.inventory();
+    let authz = host.authz();
+    let granted = |p: &str, e: &MoRef| access::holds(schema, &inv, &authz, &user, p, e);
+    let availability = |e: &MoRef| -> Value {
+        let items = wanted
+            .iter()
+            .map(|p| {
+                DataObject::of(schema, "PrivilegeAvailability")
+                    .with(schema, "privId", p.as_str())
+                    .with(schema, "isGranted", granted(p, e))
+                    .into()
+            })
+            .collect();
+        DataObject::of(schema, "EntityPrivilege")
+            .with(schema, "entity", e.clone())
+            .with(
+                schema,
+                "privAvailability",
+                Value::Array(schema.known_type("PrivilegeAvailability"), items),
+            )
+            .into()
+    };
+    let result = match method {
+        "HasPrivilegeOnEntity" => {
+            let entity = entities.first().cloned().unwrap_or_else(refs::root_folder);
+            Value::Array(
+                schema.known_type("boolean"),
+                wanted
+                    .iter()
+                    .map(|p| Value::Bool(granted(p, &entity)))
+                    .collect(),
+            )
+        }
+        "HasPrivilegeOnEntities" | "HasUserPrivilegeOnEntities" => Value::Array(
+            schema.known_type("EntityPrivilege"),
+            entities.iter().map(availability).collect(),
+        ),
+        _ => Value::Array(
+            schema.known_type("UserPrivilegeResult"),
+            entities
                 .iter()
-                .map(|p| {
-                    DataObject::of(schema, "PrivilegeAvailability")
-                        .with(schema, "privId", p.as_str())
-                        .with(schema, "isGranted", granted)
+                .map(|e| {
+                    let paths = authz::paths(schema, &inv, e)
+                        .unwrap_or_else(|| vec![vec![refs::root_folder()]]);
+                    let held = if inv.get(e).is_some() {
+                        authz.privileges(&user, &paths)
+                    } else {
+                        BTreeSet::new()
+                    };
+                    DataObject::of(schema, "UserPrivilegeResult")
+                        .with(schema, "entity", e.clone())
+                        .with(schema, "privileges", Value::strings(schema, &held))
                         .into()
                 })
-                .collect();
-            DataObject::of(schema, "EntityPrivilege")
-                .with(schema, "entity", entity.clone())
-                .with(
-                    schema,
-                    "privAvailability",
-                    Value::Array(schema.known_type("PrivilegeAvailability"), availability),
-                )
-                .into()
-        })
-        .collect();
-    Ok(Some(Value::Array(
-        schema.known_type("EntityPrivilege"),
-        entities,
-    )))
-}
-
-fn has_privilege_on_entity(call: &Call<'_>) -> MethodResult {
-    let granted = call.host.sessions.get(call.str_arg("sessionId")?).is_some();
-    Ok(Some(Value::Array(
-        call.schema.known_type("boolean"),
-        privileges(call, "privId")
-            .iter()
-            .map(|_| Value::Bool(granted))
-            .collect(),
-    )))
-}
-
-fn fetch_user_privileges(call: &Call<'_>) -> MethodResult {
-    let schema = call.schema;
-    let user = call.str_arg("userName")?;
-    let held = if user_known(call, user) {
-        schema_privileges(schema)
-    } else {
-        Vec::new()
+                .collect(),
+        ),
     };
-    let results = call
-        .arg("entities")
-        .map(Value::items)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_moref)
-        .map(|e| {
-            DataObject::of(schema, "UserPrivilegeResult")
-                .with(schema, "entity", e.clone())
-                .with(schema, "privileges", Value::strings(schema, &held))
-                .into()
-        })
-        .collect();
-    Ok(Some(Value::Array(
-        schema.known_type("UserPrivilegeResult"),
-        results,
-    )))
-}
-
-/// RetrieveRolePermissions: Admin's permissions; none for the other system roles.
-fn role_permissions(call: &Call<'_>) -> MethodResult {
-    let role = call.arg("roleId").and_then(Value::as_i64);
-    if role == Some(-1) {
-        return permissions(call);
-    }
-    if ROLES.iter().any(|(id, ..)| Some(*id as i64) == role) {
-        Ok(None)
-    } else {
-        Err(Fault::not_found(call.schema, "no such role"))
-    }
-}
-
-/// Every local account's Admin permission on the root folder.
-fn permissions(call: &Call<'_>) -> MethodResult {
-    let schema = call.schema;
-    let accounts = crate::host::lock(&call.host.accounts);
-    let users = accounts.users();
-    let permissions = users
-        .iter()
-        .map(|user| {
-            DataObject::of(schema, "Permission")
-                .with(schema, "entity", refs::root_folder())
-                .with(schema, "principal", user.as_str())
-                .with(schema, "group", false)
-                .with(schema, "roleId", -1)
-                .with(schema, "propagate", true)
-                .into()
-        })
-        .collect();
-    Ok(Some(Value::Array(
-        schema.known_type("Permission"),
-        permissions,
-    )))
+    Ok(Some(result))
 }

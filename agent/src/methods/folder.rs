@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vireo_api::{Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
+use crate::faults;
 use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::datastore_path::DatastorePath;
@@ -106,30 +107,25 @@ fn register(
             format!("{path}: a VM's .vmx must be in a folder of the datastore, not at its root"),
         ));
     }
-    let not_found = || Fault::new(schema, "NotFound", format!("{path} does not exist"));
+    let not_found = || Fault::not_found(schema, format!("{path} does not exist"));
     let file = parsed.resolve(&host.datastores).map_err(|e| match e {
         e if e.is_not_found() => not_found(),
-        e => Fault::new(schema, "InvalidDatastore", e.to_string()).with(
-            schema,
-            "name",
-            parsed.datastore.as_str(),
-        ),
+        e => faults::invalid_datastore(schema, &parsed.datastore, e),
     })?;
     if !file.is_file() {
         return Err(not_found());
     }
     if host.vms.by_path(&parsed).is_some() {
-        return Err(Fault::new(
+        return Err(faults::already_exists(
             schema,
-            "AlreadyExists",
+            path,
             format!("{path} is already registered"),
-        )
-        .with(schema, "name", path));
+        ));
     }
     let vm = host
         .vms
         .register(host, &parsed, None)
-        .map_err(|e| Fault::new(schema, "InvalidState", e.to_string()))?;
+        .map_err(|e| faults::invalid_state(schema, e.to_string()))?;
     {
         let mut state = vm.state();
         let mut changed = false;

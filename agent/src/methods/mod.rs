@@ -1,6 +1,8 @@
 //! Method dispatch: checks that `_this` exists and has the method, that the caller has a session
 //! when the method's privilege needs one, then routes to the module of the managed type.
 
+pub mod access;
+pub mod account_manager;
 pub mod authorization;
 pub mod event_history_collector;
 pub mod event_manager;
@@ -104,6 +106,7 @@ const TABLES: &[&MethodTable] = &[
     &task_history_collector::METHODS,
     &event_history_collector::METHODS,
     &authorization::METHODS,
+    &account_manager::METHODS,
     &folder::METHODS,
     &virtual_machine::METHODS,
     &snapshot::METHODS,
@@ -148,18 +151,13 @@ impl Call<'_> {
         if self.host.inventory().owned_by(&session.key) < limit {
             return Ok(());
         }
-        Err(Fault::new(
+        Err(crate::faults::limit_exceeded(
             self.schema,
-            "LimitExceeded",
+            limit,
             format!(
                 "the session holds {limit} property filters, collectors and views, its limit; \
                  destroy some first"
             ),
-        )
-        .with(
-            self.schema,
-            "limit",
-            i32::try_from(limit).unwrap_or(i32::MAX),
         ))
     }
 
@@ -198,7 +196,7 @@ pub async fn dispatch(call: &mut Call<'_>) -> MethodResult {
     let this = call.this().clone();
     let ty = {
         let inv = call.host.inventory();
-        call.objects(&inv).visible_type(&this)
+        call.objects(&inv).scoped_type(&this)
     };
     let method = schema.method(call.request.method);
     let Some(ty) = ty else {
@@ -221,8 +219,9 @@ pub async fn dispatch(call: &mut Call<'_>) -> MethodResult {
     route(call, ty, &method.name).await
 }
 
-/// Anonymous methods and properties need nothing; everything else needs a session. Every
-/// local account holds the Admin role, so a session has every privilege.
+/// Anonymous methods and properties need nothing; everything else needs a session whose user
+/// holds the method's privileges (`access`). Reading a property of an inventory object needs
+/// System.Read on it.
 fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
     let schema = call.schema;
     let method = schema.method(call.request.method);
@@ -235,7 +234,10 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
             let root = prop.split('.').next().unwrap_or(prop);
             let field = schema.field_index(ty, root).map(|i| &schema.fields(ty)[i]);
             match field {
-                Some(f) => f.privilege.as_deref().unwrap_or("System.View").to_string(),
+                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => {
+                    "System.Anonymous".to_string()
+                }
+                Some(_) => "System.Read".to_string(),
                 None if call.session.is_none() => "System.View".to_string(),
                 None => return Err(Fault::invalid_property(schema, prop)),
             }
@@ -246,10 +248,13 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
             .unwrap_or("System.View")
             .to_string(),
     };
-    if privilege == "System.Anonymous" || call.session.is_some() {
+    if privilege == "System.Anonymous" {
         return Ok(());
     }
-    Err(Fault::not_authenticated(schema, call.this(), &privilege))
+    match &call.session {
+        Some(session) => access::check(call, &session.user, &privilege),
+        None => Err(Fault::not_authenticated(schema, call.this(), &privilege)),
+    }
 }
 
 /// Finds the handler for `method` on an object of type `ty`: the table of `ty` first, then of

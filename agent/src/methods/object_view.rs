@@ -1,4 +1,5 @@
-//! The inventory as one session sees it: objects scoped to other sessions are invisible, and
+//! The inventory as one session sees it: objects scoped to other sessions, and inventory
+//! objects its user lacks System.Read on, are invisible (as if they did not exist); and
 //! properties that depend on the caller or on other objects (a view's contents, the current
 //! session, a collector's latest page) are computed at read time.
 
@@ -8,6 +9,7 @@ use vireo_api::collector::ObjectSource;
 use vireo_api::schema::TypeId;
 use vireo_api::{Fault, MoRef, Value};
 
+use super::access;
 use crate::host::{lock, Host};
 use crate::inventory::{now_micros, Inventory};
 use crate::sessions::Session;
@@ -23,13 +25,25 @@ pub struct ObjectView<'a> {
 }
 
 impl ObjectView<'_> {
-    /// The object's type if it exists and the caller may see it.
-    pub fn visible_type(&self, obj: &MoRef) -> Option<TypeId> {
+    /// The object's type if it exists and is not scoped to another session.
+    pub fn scoped_type(&self, obj: &MoRef) -> Option<TypeId> {
         let object = self.inventory.get(obj)?;
         match (&object.owner, self.session) {
             (None, _) => Some(object.ty),
             (Some(owner), Some(session)) if *owner == session.key => Some(object.ty),
             _ => None,
+        }
+    }
+
+    /// The object's type if it exists and the caller may see it (without a session, only
+    /// anonymous properties can be read, which [`ObjectSource::property`] enforces).
+    pub fn visible_type(&self, obj: &MoRef) -> Option<TypeId> {
+        let ty = self.scoped_type(obj)?;
+        match self.session {
+            Some(session) if !access::may_read(self.host, self.inventory, &session.user, obj) => {
+                None
+            }
+            _ => Some(ty),
         }
     }
 
@@ -40,19 +54,38 @@ impl ObjectView<'_> {
             ("ServiceInstance", "serverClock") => Some(Value::DateTime(now_micros())),
             ("SessionManager", "currentSession") => session.map(|s| s.to_value(schema).into()),
             ("SessionManager", "sessionList") => {
+                let user = session.map(|s| s.user.as_str()).unwrap_or_default();
+                let sees_all = access::holds(
+                    schema,
+                    self.inventory,
+                    &self.host.authz(),
+                    user,
+                    "Sessions.TerminateSession",
+                    obj,
+                );
                 let all = self
                     .host
                     .sessions
                     .all()
                     .iter()
+                    .filter(|s| sees_all || s.user == user)
                     .map(|s| s.to_value(schema).into())
                     .collect();
                 Some(Value::Array(schema.known_type("UserSession"), all))
             }
-            ("ContainerView", "view") => Some(Value::refs(
-                schema,
-                &super::view_manager::container_view_contents(schema, self.inventory, obj),
-            )),
+            ("ContainerView" | "ListView", "view") => {
+                let contents = match &*obj.ty {
+                    "ContainerView" => {
+                        super::view_manager::container_view_contents(schema, self.inventory, obj)
+                    }
+                    _ => self.inventory.refs(schema, obj, "view"),
+                };
+                let visible: Vec<MoRef> = contents
+                    .into_iter()
+                    .filter(|o| self.visible_type(o).is_some())
+                    .collect();
+                Some(Value::refs(schema, &visible))
+            }
             ("ViewManager", "viewList") => Some(Value::refs(schema, &self.owned_of_type("View"))),
             ("PropertyCollector", "filter") => {
                 let filters = session
@@ -86,6 +119,24 @@ impl ObjectView<'_> {
         Err(Fault::not_authenticated(schema, obj, privilege))
     }
 
+    /// A list of references without those to objects the caller may not see (a datastore's
+    /// `vm`, an entity's `recentTask`...); other values as they are.
+    fn without_hidden_refs<'v>(&self, value: &'v Value) -> Cow<'v, Value> {
+        let hidden = |item: &Value| {
+            item.as_moref()
+                .is_some_and(|r| self.scoped_type(r).is_some() && self.visible_type(r).is_none())
+        };
+        match value {
+            Value::Array(ty, items) if self.session.is_some() && items.iter().any(hidden) => {
+                Cow::Owned(Value::Array(
+                    *ty,
+                    items.iter().filter(|i| !hidden(i)).cloned().collect(),
+                ))
+            }
+            _ => Cow::Borrowed(value),
+        }
+    }
+
     fn owned_of_type(&self, ty: &str) -> Vec<MoRef> {
         let schema = self.host.schema;
         let Some(session) = self.session else {
@@ -116,6 +167,6 @@ impl ObjectSource for ObjectView<'_> {
         Ok(self
             .inventory
             .stored(self.host.schema, obj, name)
-            .map(Cow::Borrowed))
+            .map(|value| self.without_hidden_refs(value)))
     }
 }

@@ -10,6 +10,7 @@ use vireo_api::collector::{diff, retrieve, FilterSnapshot, FilterSpec, ObjectCon
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
+use crate::faults;
 use crate::sessions::Session;
 
 /// One session's state on one PropertyCollector.
@@ -185,7 +186,7 @@ async fn wait(call: &Call<'_>, with_options: bool) -> MethodResult {
         }
         tokio::select! {
             _ = changes.changed() => {}
-            _ = cancelled => return Err(Fault::new(schema, "RequestCanceled", "WaitForUpdates was cancelled")),
+            _ = cancelled => return Err(faults::request_canceled(schema, "WaitForUpdates was cancelled")),
             _ = sleep_until(deadline) => return Ok(None),
         }
         if call.host.sessions.get(&session.key).is_none() {
@@ -340,11 +341,7 @@ fn collect_updates(
     // collector's own `filter` property), and filters created meanwhile must not be lost.
     let mut filters = session.with_collector(call.this(), |state| {
         if !version.is_empty() && version != state.version.to_string() {
-            return Err(Fault::new(
-                schema,
-                "InvalidCollectorVersion",
-                format!("unknown collector version {version}"),
-            ));
+            return Err(faults::invalid_collector_version(schema, version));
         }
         Ok(std::mem::take(&mut state.filters))
     })?;

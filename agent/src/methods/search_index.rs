@@ -1,5 +1,5 @@
 //! SearchIndex: finds entities by inventory path, by name under a parent, by BIOS/instance UUID,
-//! by datastore path and by DNS name.
+//! by datastore path and by DNS name — among the objects the caller may see.
 
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, MoRef, Value};
@@ -14,31 +14,41 @@ pub const METHODS: MethodTable = MethodTable {
     methods: &[
         (
             "FindByInventoryPath",
-            Handler::Sync(|c| first(path_match(c))),
+            Handler::Sync(|c| first(c, path_match(c))),
         ),
-        ("FindChild", Handler::Sync(|c| first(child_match(c)))),
-        ("FindByUuid", Handler::Sync(|c| first(uuid_matches(c)))),
+        ("FindChild", Handler::Sync(|c| first(c, child_match(c)))),
+        ("FindByUuid", Handler::Sync(|c| first(c, uuid_matches(c)))),
         ("FindAllByUuid", Handler::Sync(|c| all(c, uuid_matches(c)))),
         (
             "FindByDatastorePath",
-            Handler::Sync(|c| first(vmx_matches(c))),
+            Handler::Sync(|c| first(c, vmx_matches(c))),
         ),
-        ("FindByDnsName", Handler::Sync(|c| first(dns_matches(c)))),
+        ("FindByDnsName", Handler::Sync(|c| first(c, dns_matches(c)))),
         (
             "FindAllByDnsName",
             Handler::Sync(|c| all(c, dns_matches(c))),
         ),
-        ("FindByIp", Handler::Sync(|c| first(ip_matches(c)))),
+        ("FindByIp", Handler::Sync(|c| first(c, ip_matches(c)))),
         ("FindAllByIp", Handler::Sync(|c| all(c, ip_matches(c)))),
     ],
 };
 
-fn first(found: Result<Vec<MoRef>, Fault>) -> MethodResult {
-    Ok(found?.into_iter().next().map(Value::MoRef))
+fn first(call: &Call<'_>, found: Result<Vec<MoRef>, Fault>) -> MethodResult {
+    Ok(visible(call, found?).into_iter().next().map(Value::MoRef))
 }
 
 fn all(call: &Call<'_>, found: Result<Vec<MoRef>, Fault>) -> MethodResult {
-    Ok(Some(Value::refs(call.schema, &found?)))
+    Ok(Some(Value::refs(call.schema, &visible(call, found?))))
+}
+
+/// Objects the caller may not see are not found.
+fn visible(call: &Call<'_>, found: Vec<MoRef>) -> Vec<MoRef> {
+    let inv = call.host.inventory();
+    let objects = call.objects(&inv);
+    found
+        .into_iter()
+        .filter(|o| objects.visible_type(o).is_some())
+        .collect()
 }
 
 fn path_match(call: &Call<'_>) -> Result<Vec<MoRef>, Fault> {

@@ -26,9 +26,8 @@ pub const METHODS: MethodTable = MethodTable {
 fn create_container_view(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
     let container = call.moref_arg("container")?.clone();
-    let container_ty = call
-        .objects(&call.host.inventory())
-        .visible_type(&container);
+    // Any existing container will do: the view lists only what the caller may see.
+    let container_ty = call.objects(&call.host.inventory()).scoped_type(&container);
     let container_ty =
         container_ty.ok_or_else(|| Fault::managed_object_not_found(schema, &container))?;
     if !schema.is_a(container_ty, schema.known_type("ManagedEntity")) {

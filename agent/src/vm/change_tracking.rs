@@ -9,6 +9,7 @@ use vireo_disk::tree::DiskTree;
 use super::disks::{self, trees, CTK_ENABLED};
 use super::snapshots;
 use super::{properties, Power, Vm};
+use crate::faults;
 use crate::host::Host;
 
 /// Most extents one DiskChangeInfo carries; the rest come on the next page.
@@ -27,11 +28,7 @@ pub fn configure(host: &Host, vm: &Vm, enabled: bool) -> Result<(), Fault> {
         state
             .spec
             .set_extra(CTK_ENABLED, before.as_deref().unwrap_or_default());
-        return Err(Fault::new(schema, "FileFault", error.to_string()).with(
-            schema,
-            "file",
-            vm.vmx_path.to_string(),
-        ));
+        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
     }
     properties::publish(host, vm, &state);
     Ok(())
@@ -74,12 +71,11 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
         let snapshot_name = match snapshot_uid {
             Some(uid) => Some(trees::tree_snapshot_name(uid)),
             None if state.power != Power::Off => {
-                return Err(Fault::new(
+                return Err(faults::file_fault(
                     schema,
-                    "FileFault",
+                    &state.spec.disks[index].file_name,
                     "The disk is in use: query a snapshot of a running VM, or power it off.",
-                )
-                .with(schema, "file", state.spec.disks[index].file_name.as_str()))
+                ))
             }
             None => None,
         };
@@ -98,10 +94,9 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
                 format!("{} is outside the disk ({capacity} bytes)", q.start_offset),
             )
         })?;
-    let file_fault = |message: String| {
-        Fault::new(schema, "FileFault", message).with(schema, "file", base.display().to_string())
-    };
-    let mut tree = DiskTree::open(&base).map_err(|e| file_fault(e.to_string()))?;
+    let file_fault =
+        |why: &dyn std::fmt::Display| faults::file_fault(schema, &base.display().to_string(), why);
+    let mut tree = DiskTree::open(&base).map_err(|e| file_fault(&e))?;
     let areas = tree
         .changed_areas(
             &q.change_id,
@@ -111,7 +106,7 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
         )
         .map_err(|e| match e {
             CbtError::Malformed(_) => Fault::invalid_argument(schema, "changeId", e.to_string()),
-            other => file_fault(other.to_string()),
+            other => file_fault(&other),
         })?;
     let (length, areas) = page(start, capacity, areas);
     let extents: Vec<Value> = areas

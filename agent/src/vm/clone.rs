@@ -12,8 +12,8 @@ use vireo_disk::qcow2::{create as create_qcow2, CreateError};
 use vireo_disk::OpenError;
 
 use super::create::{
-    apply_extra_config, check_new_name, checked_memory_mb, checked_num_cpus, child_of, file_exists,
-    file_fault, invalid_datastore, vmx_file_name,
+    apply_extra_config, check_new_name, checked_memory_mb, checked_num_cpus, child_of, io_fault,
+    vmx_file_name,
 };
 use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
@@ -22,6 +22,7 @@ use super::snapshots::{self, clone_holds, NewSnapshot};
 use super::spec::{random_mac, random_uuid, DiskSpec, VmSpec};
 use super::{lifecycle, Power, Vm};
 use crate::events::post_event;
+use crate::faults;
 use crate::host::Host;
 
 /// How the clone gets its disks (the relocate spec's diskMoveType).
@@ -65,13 +66,16 @@ pub fn clone_vm(
     let vmx_file = vmx_path
         .parent()
         .resolve_new(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?
+        .map_err(|e| faults::invalid_datastore(host.schema, &vmx_path.datastore, e))?
         .join(vmx_file_name(&vmx_path));
     if vmx_file
         .parent()
         .is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
     {
-        return Err(file_exists(host, &vmx_path.parent().to_string()));
+        return Err(faults::file_already_exists(
+            host.schema,
+            &vmx_path.parent().to_string(),
+        ));
     }
     post_being_cloned(host, source, &wanted.name, user);
     let folder = vmx_file.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -182,7 +186,7 @@ fn read_spec(host: &Host, source: &Vm, name: &str, spec: &DataObject) -> Result<
             .iter()
             .find(|d| d.moref() == *ds)
             .map(|d| d.name.clone())
-            .ok_or_else(|| invalid_datastore(host, &ds.id, "no such datastore".into()))?,
+            .ok_or_else(|| faults::invalid_datastore(schema, &ds.id, "no such datastore"))?,
         None => source.vmx_path.datastore.clone(),
     };
     let snapshot = match get("snapshot").and_then(Value::as_moref) {
@@ -279,7 +283,7 @@ fn make_clone(
     };
     let made = (|| {
         make_private_dir(&folder)
-            .map_err(|e| file_fault(host, &vmx_path.parent().to_string(), e))?;
+            .map_err(|e| io_fault(schema, &vmx_path.parent().to_string(), e))?;
         for (n, layer) in layers.iter().enumerate() {
             let file_name = if n == 0 {
                 format!("{}.qcow2", wanted.name)
@@ -289,14 +293,14 @@ fn make_clone(
             let target = folder.join(&file_name);
             make_disk(layer, &target, wanted.disk_move).map_err(|why| {
                 let file = vmx_path.parent().join(&file_name).to_string();
-                Fault::new(schema, "FileFault", format!("{file}: {why}")).with(schema, "file", file)
+                faults::file_fault(schema, &file, format!("{file}: {why}"))
             })?;
             spec.disks.push(DiskSpec { file_name });
         }
         journal.step("disks-copied").map_err(|e| e.fault(schema))?;
         spec.to_vmx()
             .write(vmx_file)
-            .map_err(|e| file_fault(host, &vmx_path.to_string(), e))?;
+            .map_err(|e| io_fault(schema, &vmx_path.to_string(), e))?;
         let vm = host
             .vms
             .register(host, vmx_path, None)
@@ -326,9 +330,8 @@ fn snapshot_layers(host: &Host, state: &super::VmState, uid: u32) -> Result<Vec<
                 .get(&uid)
                 .and_then(|s| s.chain.first().cloned())
                 .ok_or_else(|| {
-                    Fault::new(
+                    faults::invalid_state(
                         host.schema,
-                        "InvalidState",
                         format!("a disk has no layer for snapshot {uid}"),
                     )
                 })

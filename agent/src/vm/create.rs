@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vireo_api::{DataObject, Fault, MoRef, Value};
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, Fault, Value};
 use vireo_disk::block::probe_format;
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
@@ -16,6 +17,7 @@ use super::spec::{
     is_owned_key, random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
 };
 use super::{lifecycle, Vm};
+use crate::faults;
 use crate::host::Host;
 
 /// Creates and registers the VM `config` describes.
@@ -35,13 +37,13 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
     let (dir, made_dir) = vmx_path
         .parent()
         .create_folder(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &vmx_path.datastore, e.to_string()))?;
+        .map_err(|e| faults::invalid_datastore(schema, &vmx_path.datastore, e))?;
     let vmx_file = dir.join(vmx_file_name(&vmx_path));
     if std::fs::symlink_metadata(&vmx_file).is_ok() {
         if made_dir {
             let _ = std::fs::remove_dir(&dir);
         }
-        return Err(file_exists(host, &vmx_path.to_string()));
+        return Err(faults::file_already_exists(schema, &vmx_path.to_string()));
     }
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
@@ -81,7 +83,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         }
         spec.to_vmx()
             .write(&vmx_file)
-            .map_err(|e| file_fault(host, &vmx_path.to_string(), e))?;
+            .map_err(|e| io_fault(schema, &vmx_path.to_string(), e))?;
         created.push(vmx_file.clone());
         host.vms
             .register(host, &vmx_path, None)
@@ -140,13 +142,7 @@ pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
         .into_iter()
         .find(|vm| vm.state().spec.name == name)
     {
-        return Err(Fault::new(
-            schema,
-            "DuplicateName",
-            format!("The name '{name}' already exists."),
-        )
-        .with(schema, "name", name)
-        .with(schema, "object", existing.moref.clone()));
+        return Err(faults::duplicate_name(schema, name, &existing.moref));
     }
     Ok(())
 }
@@ -231,16 +227,16 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
         let ds = host
             .datastores
             .first()
-            .ok_or_else(|| invalid_datastore(host, "", "no datastore".into()))?;
+            .ok_or_else(|| faults::invalid_datastore(schema, "", "no datastore"))?;
         DatastorePath {
             datastore: ds.name.clone(),
             path: String::new(),
         }
     } else {
-        DatastorePath::parse(given).map_err(|e| invalid_datastore(host, "", e.to_string()))?
+        DatastorePath::parse(given).map_err(|e| faults::invalid_datastore(schema, "", e))?
     };
     path.datastore(&host.datastores)
-        .map_err(|e| invalid_datastore(host, &path.datastore, e.to_string()))?;
+        .map_err(|e| faults::invalid_datastore(schema, &path.datastore, e))?;
     if path.path.ends_with(".vmx") && path.is_at_root() {
         return Err(Fault::invalid_argument(
             schema,
@@ -279,35 +275,13 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-pub(super) fn invalid_datastore(host: &Host, name: &str, why: String) -> Fault {
-    let schema = host.schema;
-    let mut fault = Fault::new(schema, "InvalidDatastore", why);
-    if !name.is_empty() {
-        fault = fault.with(schema, "name", name).with(
-            schema,
-            "datastore",
-            MoRef::new("Datastore", name),
-        );
-    }
-    fault
+/// A FileFault for an I/O failure on `file` (both in the message).
+pub(super) fn io_fault(schema: &Schema, file: &str, error: std::io::Error) -> Fault {
+    faults::file_fault(schema, file, format!("{file}: {error}"))
 }
 
-pub(super) fn file_exists(host: &Host, file: &str) -> Fault {
-    Fault::new(
-        host.schema,
-        "FileAlreadyExists",
-        format!("The file {file} already exists"),
-    )
-    .with(host.schema, "file", file)
-}
-
-fn file_not_found(host: &Host, file: &str) -> Fault {
-    Fault::new(
-        host.schema,
-        "FileNotFound",
-        format!("{file} does not exist"),
-    )
-    .with(host.schema, "file", file)
+fn missing_file(schema: &Schema, file: &str) -> Fault {
+    faults::file_not_found(schema, file, format!("{file} does not exist"))
 }
 
 /// How a child disk (a linked clone's delta, backing.parent set) of the disk file `parent` is
@@ -324,16 +298,14 @@ fn child_disk_options(
     let parent_path = DatastorePath::parse(parent)
         .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
     let file = parent_path.resolve(&host.datastores).map_err(|e| match e {
-        e if e.is_not_found() => file_not_found(host, parent),
-        e => invalid_datastore(host, &parent_path.datastore, e.to_string()),
+        e if e.is_not_found() => missing_file(schema, parent),
+        e => faults::invalid_datastore(schema, &parent_path.datastore, e),
     })?;
     if !file.is_file() {
-        return Err(file_not_found(host, parent));
+        return Err(missing_file(schema, parent));
     }
-    let unreadable = |e: OpenError| {
-        Fault::new(schema, "FileFault", format!("cannot read {parent}: {e}"))
-            .with(schema, "file", parent)
-    };
+    let unreadable =
+        |e: OpenError| faults::file_fault(schema, parent, format!("cannot read {parent}: {e}"));
     let options = child_of(target, &file).map_err(unreadable)?;
     match asked {
         Some(size) if size < options.size => Err(Fault::invalid_argument(
@@ -377,10 +349,6 @@ fn relative_name(image: &Path, file: &Path) -> String {
         name.push(part);
     }
     name.to_string_lossy().into_owned()
-}
-
-pub(super) fn file_fault(host: &Host, file: &str, error: std::io::Error) -> Fault {
-    Fault::new(host.schema, "FileFault", format!("{file}: {error}")).with(host.schema, "file", file)
 }
 
 /// Applies one `add` device change to the new VM.
@@ -452,12 +420,12 @@ fn add_device(
             target.resolve(&host.datastores)
         };
         let path = resolved.map_err(|e| match e {
-            e if e.is_not_found() => file_not_found(host, &target.to_string()),
-            e => invalid_datastore(host, &target.datastore, e.to_string()),
+            e if e.is_not_found() => missing_file(schema, &target.to_string()),
+            e => faults::invalid_datastore(schema, &target.datastore, e),
         })?;
         if creating {
             if std::fs::symlink_metadata(&path).is_ok() {
-                return Err(file_exists(host, &target.to_string()));
+                return Err(faults::file_already_exists(schema, &target.to_string()));
             }
             let asked = device
                 .get(schema, "capacityInBytes")
@@ -489,15 +457,15 @@ fn add_device(
                 })?),
             };
             create_qcow2(&path, &options).map_err(|e| {
-                Fault::new(schema, "FileFault", format!("cannot create {target}: {e}")).with(
+                faults::file_fault(
                     schema,
-                    "file",
-                    target.to_string(),
+                    &target.to_string(),
+                    format!("cannot create {target}: {e}"),
                 )
             })?;
             created.push(path);
         } else if !path.is_file() {
-            return Err(file_not_found(host, &target.to_string()));
+            return Err(missing_file(schema, &target.to_string()));
         }
         let file_name = if target.parent() == folder {
             target

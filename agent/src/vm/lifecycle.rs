@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vireo_api::{DataObject, Fault, Value};
+use vireo_api::{DataObject, Fault};
 use vireo_vmm_protocol::control::{Request, SaveReport};
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
@@ -18,6 +18,7 @@ use super::{
     VmState,
 };
 use crate::events::post_event;
+use crate::faults;
 use crate::host::Host;
 use crate::inventory::now_micros;
 
@@ -61,29 +62,6 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     }
 }
 
-/// `InvalidPowerState` for an operation wanting `requested` on a VM that is `existing`.
-pub fn invalid_power_state(host: &Host, requested: Option<Power>, existing: Power) -> Fault {
-    let schema = host.schema;
-    let mut fault = Fault::new(
-        schema,
-        "InvalidPowerState",
-        "The attempted operation cannot be performed in the current state",
-    )
-    .with(
-        schema,
-        "existingState",
-        Value::enumeration(schema, "VirtualMachinePowerState", existing.as_str()),
-    );
-    if let Some(requested) = requested {
-        fault = fault.with(
-            schema,
-            "requestedState",
-            Value::enumeration(schema, "VirtualMachinePowerState", requested.as_str()),
-        );
-    }
-    fault
-}
-
 /// Posts a VM event of type `ty` with a message.
 pub fn post_vm_event(host: &Host, vm: &Vm, state: &VmState, ty: &str, message: String, user: &str) {
     let schema = host.schema;
@@ -107,7 +85,11 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         ));
     }
     if state.power == Power::On {
-        return Err(invalid_power_state(host, Some(Power::On), Power::On));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(Power::On),
+            Power::On,
+        ));
     }
     check_memory(host, state.spec.memory_mb)?;
     let resuming = state.power == Power::Suspended;
@@ -172,16 +154,11 @@ fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
         })
         .map(|kib| kib / 1024);
     match available_mb {
-        Some(available) if available < memory_mb => {
-            let schema = host.schema;
-            Err(Fault::new(
-                schema,
-                "InsufficientMemoryResourcesFault",
-                format!("The host has {available} MB available; the VM needs {memory_mb} MB."),
-            )
-            .with(schema, "unreserved", available * 1024 * 1024)
-            .with(schema, "requested", memory_mb * 1024 * 1024))
-        }
+        Some(available) if available < memory_mb => Err(faults::insufficient_memory(
+            host.schema,
+            available,
+            memory_mb,
+        )),
         _ => Ok(()),
     }
 }
@@ -231,15 +208,14 @@ fn boot_args(
     let schema = host.schema;
     let spec = &state.spec;
     let kernel = spec.extra(BOOT_KERNEL).ok_or_else(|| {
-        Fault::new(
+        faults::invalid_vm_config(
             schema,
-            "InvalidVmConfig",
+            BOOT_KERNEL,
             format!(
                 "{} has no boot source: set extraConfig {BOOT_KERNEL} to a datastore path",
                 spec.name
             ),
         )
-        .with(schema, "property", BOOT_KERNEL)
     })?;
     let initrd = spec
         .extra(BOOT_INITRD)
@@ -280,12 +256,11 @@ fn out_of_range<T, E>(
     value: impl std::fmt::Display,
 ) -> Result<T, Fault> {
     converted.map_err(|_| {
-        Fault::new(
+        faults::invalid_vm_config(
             schema,
-            "InvalidVmConfig",
+            property,
             format!("{property} {value} is out of range"),
         )
-        .with(schema, "property", property)
     })
 }
 
@@ -373,9 +348,7 @@ fn launch(
                 }
             };
             delete_taps(&taps);
-            return Err(
-                Fault::new(schema, "GenericVmConfigFault", why.clone()).with(schema, "reason", why)
-            );
+            return Err(faults::generic_vm_config_fault(schema, &why));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -483,7 +456,11 @@ fn stop(
             Stopping::PowerOff => Power::Off,
             Stopping::Suspend => Power::Suspended,
         };
-        return Err(invalid_power_state(host, Some(requested), state.power));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(requested),
+            state.power,
+        ));
     }
     let generation = state.generation;
     state.stopping = Some(why);
@@ -588,10 +565,10 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
             SAVE_TIMEOUT,
         )
         .map_err(|error| {
-            Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
+            faults::file_fault(
                 schema,
-                "file",
-                dir.display().to_string(),
+                &dir.display().to_string(),
+                format!("cannot save the VM: {error}"),
             )
         })
         .and_then(|_| journal.step("saved").map_err(|e| e.fault(schema)));
@@ -615,7 +592,11 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
 pub fn reset(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let state = vm.state();
     if state.power != Power::On {
-        return Err(invalid_power_state(host, Some(Power::On), state.power));
+        return Err(faults::invalid_power_state(
+            host.schema,
+            Some(Power::On),
+            state.power,
+        ));
     }
     let generation = state.generation;
     let socket = vm.run_dir.join("control.sock");

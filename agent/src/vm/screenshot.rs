@@ -9,7 +9,8 @@ use std::time::Duration;
 use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Request, Screenshot};
 
-use super::{control, lifecycle, Power, Vm};
+use super::{control, Power, Vm};
+use crate::faults;
 use crate::host::Host;
 
 /// How long the VMM may take to write a screenshot.
@@ -20,7 +21,7 @@ fn take(host: &Host, vm: &Vm, path: &Path) -> Result<(), Fault> {
     let schema = host.schema;
     let power = vm.state().power;
     if power != Power::On {
-        return Err(lifecycle::invalid_power_state(host, Some(Power::On), power));
+        return Err(faults::invalid_power_state(schema, Some(Power::On), power));
     }
     control::call::<Screenshot>(
         &vm.run_dir.join("control.sock"),
@@ -31,12 +32,11 @@ fn take(host: &Host, vm: &Vm, path: &Path) -> Result<(), Fault> {
     )
     .map(drop)
     .map_err(|e| {
-        Fault::new(
+        faults::file_fault(
             schema,
-            "FileFault",
+            &path.display().to_string(),
             format!("cannot take a screenshot: {e}"),
         )
-        .with(schema, "file", path.display().to_string())
     })
 }
 

@@ -4,10 +4,11 @@
 use vireo_api::Fault;
 
 use super::task;
+use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::{disks, lifecycle, properties, Power, Vm};
+use crate::vm::{disks, properties, Power, Vm};
 
 pub(super) fn reload(call: &Call<'_>) -> MethodResult {
     reload_vmx(call.host, &*call.this_vm()?, None).map(|_| None)
@@ -44,19 +45,14 @@ fn reload_vmx(host: &Host, vm: &Vm, path: Option<&str>) -> Result<(), Fault> {
     }
     let mut state = vm.state();
     if path.is_some() && state.power != Power::Off {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            schema,
             Some(Power::Off),
             state.power,
         ));
     }
-    let vmx = crate::vm::vmx_file::VmxFile::read(&vm.vmx_file).map_err(|e| {
-        Fault::new(schema, "FileNotFound", e.to_string()).with(
-            schema,
-            "file",
-            vm.vmx_path.to_string(),
-        )
-    })?;
+    let vmx = crate::vm::vmx_file::VmxFile::read(&vm.vmx_file)
+        .map_err(|e| faults::file_not_found(schema, &vm.vmx_path.to_string(), e))?;
     let mut spec = crate::vm::spec::VmSpec::from_vmx(&vmx, &state.spec.name);
     spec.uuid = if spec.uuid.is_empty() {
         state.spec.uuid.clone()

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 use vireo_api::{DataObject, Fault};
 
+use crate::faults;
 use crate::methods::{Call, MethodResult};
-use crate::vm::{lifecycle, Power, Vm};
+use crate::vm::{Power, Vm};
 
 pub(super) fn acquire_ticket(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
@@ -45,8 +46,8 @@ pub(super) fn set_screen_resolution(call: &Call<'_>) -> MethodResult {
 fn require_powered_on(call: &Call<'_>, vm: &Vm) -> Result<(), Fault> {
     let power = vm.state().power;
     if power != Power::On {
-        return Err(lifecycle::invalid_power_state(
-            call.host,
+        return Err(faults::invalid_power_state(
+            call.schema,
             Some(Power::On),
             power,
         ));

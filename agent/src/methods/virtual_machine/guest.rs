@@ -4,10 +4,11 @@
 use vireo_api::Fault;
 use vireo_tools::protocol::Operation;
 
+use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{lifecycle, properties, Power, Vm};
+use crate::vm::{properties, Power, Vm};
 
 pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
@@ -34,15 +35,13 @@ fn guest_request(host: &Host, vm: &Vm, op: Operation) -> MethodResult {
     let schema = host.schema;
     let power = vm.state().power;
     if power != Power::On {
-        return Err(lifecycle::invalid_power_state(host, None, power));
+        return Err(faults::invalid_power_state(schema, None, power));
     }
     match tools_host::request(vm, op) {
         Ok(()) => Ok(None),
-        Err(ToolsRequestError::Unavailable) => Err(Fault::new(
-            schema,
-            "ToolsUnavailable",
-            "Cannot complete operation because VMware Tools is not running in this virtual machine.",
-        )),
+        Err(ToolsRequestError::Unavailable) => {
+            Err(faults::tools_unavailable(schema, "complete the operation"))
+        }
         Err(error) => Err(Fault::system_error(schema, error.to_string())),
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vireo_api::{Fault, Value};
 
 use super::task;
+use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::journal::{Intent, Journal};
@@ -34,8 +35,8 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
     let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {
-            return Err(lifecycle::invalid_power_state(
-                host,
+            return Err(faults::invalid_power_state(
+                host.schema,
                 Some(Power::Off),
                 state.power,
             ));
@@ -102,16 +103,15 @@ fn linked_clones_depend(host: &Host, vm: &Vm, name: &str, holders: &[String]) ->
     } else {
         clones.join(", ")
     };
-    Fault::new(
+    faults::resource_in_use(
         schema,
-        "ResourceInUse",
+        "VirtualMachine",
+        &clones,
         format!(
             "{name} cannot be deleted: the linked clones {clones} are built on its disks; \
              destroy them or promote their disks first."
         ),
     )
-    .with(schema, "type", "VirtualMachine")
-    .with(schema, "name", clones.as_str())
 }
 
 /// UnregisterVM (and the end of Destroy): the VM leaves the inventory; its files stay.
@@ -119,8 +119,8 @@ fn unregister_vm(host: &Host, vm: &Vm, user: &str, destroying: bool) -> Result<(
     let schema = host.schema;
     let mut state = vm.state();
     if state.power == Power::On {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            schema,
             Some(Power::Off),
             state.power,
         ));
@@ -151,8 +151,8 @@ fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
     let schema = host.schema;
     let mut state = vm.state();
     if template && state.power != Power::Off {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            schema,
             Some(Power::Off),
             state.power,
         ));
@@ -171,11 +171,7 @@ fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
     state.spec.template = template;
     if let Err(error) = state.spec.to_vmx().write(&vm.vmx_file) {
         state.spec.template = !template;
-        return Err(Fault::new(schema, "FileFault", error.to_string()).with(
-            schema,
-            "file",
-            vm.vmx_path.to_string(),
-        ));
+        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
     }
     properties::publish(host, vm, &state);
     Ok(())

@@ -11,6 +11,7 @@ use vireo_disk::tree::DiskTree;
 
 use super::spec::VmSpec;
 use super::{Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 use trees::{base_paths, open_all, DiskTreeError};
 
@@ -77,8 +78,8 @@ pub fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Res
             Ok(())
         };
         result.map_err(|e| {
-            file_fault(
-                host,
+            faults::file_fault(
+                host.schema,
                 &tree.sidecar_path().display().to_string(),
                 format!("cannot set up change tracking: {e}"),
             )
@@ -87,18 +88,13 @@ pub fn apply_tracking(host: &Host, trees: &mut [DiskTree], enabled: bool) -> Res
     Ok(())
 }
 
-/// A FileFault on `file`.
-pub fn file_fault(host: &Host, file: &str, message: String) -> Fault {
-    Fault::new(host.schema, "FileFault", message).with(host.schema, "file", file)
-}
-
 /// A disk-tree failure as the API reports it.
 pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
     let file = match &error {
         DiskTreeError::Location { file, .. } => file.clone(),
         DiskTreeError::Tree { path, .. } => path.display().to_string(),
     };
-    file_fault(host, &file, error.to_string())
+    faults::file_fault(host.schema, &file, error)
 }
 
 /// A boot file a fresh boot reads (the kernel or initrd named by extraConfig `key`): a
@@ -107,17 +103,13 @@ pub fn boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf
     let schema = host.schema;
     let path = super::datastore_path::DatastorePath::parse(value)
         .and_then(|p| p.resolve(&host.datastores))
-        .map_err(|e| {
-            Fault::new(schema, "InvalidVmConfig", format!("{key}: {e}"))
-                .with(schema, "property", key)
-        })?;
+        .map_err(|e| faults::invalid_vm_config(schema, key, format!("{key}: {e}")))?;
     if !path.is_file() {
-        return Err(Fault::new(
+        return Err(faults::file_not_found(
             schema,
-            "FileNotFound",
+            value,
             format!("{value} ({key} of {}) does not exist", vm.vmx_path),
-        )
-        .with(schema, "file", value));
+        ));
     }
     Ok(path)
 }

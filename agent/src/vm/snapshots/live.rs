@@ -12,6 +12,7 @@ use vireo_vmm_protocol::control::{Request, SaveReport};
 use super::super::disks::trees as disks;
 use super::super::journal::Journal;
 use super::super::{control, Power, Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 
 /// How long a pause, detach, attach or resume may take.
@@ -67,13 +68,11 @@ pub fn with_disks_closed<T>(
         if let Err(error) = saved {
             resume();
             let _ = std::fs::remove_dir_all(dir);
-            return Err(
-                Fault::new(schema, "FileFault", format!("cannot save the VM: {error}")).with(
-                    schema,
-                    "file",
-                    dir.display().to_string(),
-                ),
-            );
+            return Err(faults::file_fault(
+                schema,
+                &dir.display().to_string(),
+                format!("cannot save the VM: {error}"),
+            ));
         }
         if let Err(fault) = record(journal, "state-saved") {
             resume();

@@ -20,9 +20,10 @@ use vireo_disk::tree::{DiskTree, TreeError};
 use vireo_tools::protocol::Operation;
 
 use super::disks::trees::{each, open_all, tree_snapshot_name, DiskTreeError};
-use super::disks::{apply_tracking, disk_fault, file_fault, refresh, tracking_configured};
+use super::disks::{apply_tracking, disk_fault, refresh, tracking_configured};
 use super::journal::{Intent, Journal};
 use super::{lifecycle, tools_host, Power, Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 use crate::inventory::now_micros;
 use vmsd::{CapturedPower, SnapshotList, SnapshotMeta};
@@ -84,8 +85,8 @@ fn not_found(host: &Host, uid: u32) -> Fault {
 
 fn save_list(host: &Host, vm: &Vm, list: &SnapshotList) -> Result<(), Fault> {
     list.save(&vmsd_path(vm)).map_err(|e| {
-        file_fault(
-            host,
+        faults::file_fault(
+            host.schema,
             &vm.datastore_path_of(&file_name(&vmsd_path(vm))),
             format!("cannot write the snapshot list: {e}"),
         )
@@ -116,12 +117,7 @@ fn link_machine_state(from: &Path, to: &Path) -> std::io::Result<()> {
 pub fn create(host: &Arc<Host>, vm: &Arc<Vm>, new: NewSnapshot) -> Result<MoRef, Fault> {
     let schema = host.schema;
     if new.name.is_empty() || new.name.len() > 80 {
-        return Err(Fault::new(
-            schema,
-            "InvalidName",
-            format!("'{}' is not a valid snapshot name", new.name),
-        )
-        .with(schema, "name", new.name.as_str()));
+        return Err(faults::invalid_snapshot_name(schema, &new.name));
     }
     let quiesce = new.quiesce && vm.state().power == Power::On;
     if quiesce {
@@ -143,14 +139,11 @@ pub fn create(host: &Arc<Host>, vm: &Arc<Vm>, new: NewSnapshot) -> Result<MoRef,
 fn tools_request(host: &Host, vm: &Vm, op: Operation) -> Result<(), Fault> {
     let schema = host.schema;
     tools_host::request(vm, op).map_err(|error| match error {
-        tools_host::ToolsRequestError::Unavailable => Fault::new(
+        tools_host::ToolsRequestError::Unavailable => {
+            faults::tools_unavailable(schema, "quiesce the guest")
+        }
+        other => faults::snapshot_fault(
             schema,
-            "ToolsUnavailable",
-            "Cannot quiesce the guest: VMware Tools is not running in this virtual machine.",
-        ),
-        other => Fault::new(
-            schema,
-            "SnapshotFault",
             format!("the guest could not quiesce its filesystems: {other}"),
         ),
     })
@@ -213,8 +206,8 @@ fn take_layers(
     };
     if meta.power == CapturedPower::Suspended {
         link_machine_state(&vm.suspend_dir(), dir).map_err(|e| {
-            file_fault(
-                host,
+            faults::file_fault(
+                host.schema,
                 &dir.display().to_string(),
                 format!("cannot keep the suspended state: {e}"),
             )
@@ -282,8 +275,8 @@ pub fn revert(
         .cloned()
         .ok_or_else(|| not_found(host, uid))?;
     if state.power == Power::On {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(faults::invalid_power_state(
+            host.schema,
             Some(Power::Off),
             state.power,
         ));
@@ -310,8 +303,8 @@ pub fn revert(
         }
         CapturedPower::On | CapturedPower::Suspended => {
             link_machine_state(&dir, &vm.suspend_dir()).map_err(|e| {
-                file_fault(
-                    host,
+                faults::file_fault(
+                    host.schema,
                     &dir.display().to_string(),
                     format!("cannot restore the saved state: {e}"),
                 )
@@ -475,12 +468,7 @@ pub fn rename(
     let schema = host.schema;
     let mut state = vm.state();
     if let Some(name) = name.as_deref().filter(|n| n.is_empty() || n.len() > 80) {
-        return Err(Fault::new(
-            schema,
-            "InvalidName",
-            format!("'{name}' is not a valid snapshot name"),
-        )
-        .with(schema, "name", name));
+        return Err(faults::invalid_snapshot_name(schema, name));
     }
     let meta = state
         .snapshots

@@ -13,7 +13,7 @@ use super::super::disks::trees::{each, open_all};
 use super::super::disks::{disk_fault, refresh};
 use super::super::journal::Intent;
 use super::super::properties::{self, DISK_KEY};
-use super::super::{lifecycle, Power, Vm};
+use super::super::{Power, Vm};
 use super::{clone_holds, live};
 use crate::host::Host;
 
@@ -22,8 +22,8 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
     let mut state = vm.state();
     // The API reference: to promote the disks of a powered-on VM, it cannot have snapshots.
     if state.power == Power::On && !state.snapshots.snapshots.is_empty() {
-        return Err(lifecycle::invalid_power_state(
-            host,
+        return Err(crate::faults::invalid_power_state(
+            host.schema,
             Some(Power::Off),
             state.power,
         ));
