@@ -25,6 +25,8 @@ fi
 
 echo "== fuzz: virtio-blk queues (brief; scripts/fuzz.sh SECONDS for longer)"
 scripts/fuzz.sh 20
+echo "== fuzz: SOAP decoder, 2 s per input (brief; scripts/fuzz-api.sh SECONDS for longer)"
+scripts/fuzz-api.sh 20
 
 if [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/null 2>&1; then
     echo "== end-to-end tests (pytest)"

@@ -65,6 +65,7 @@ impl Logins {
     ) -> Result<bool, CheckPasswordError> {
         let hash = lock(accounts).password_hash(user);
         let known = hash.is_some();
+        let locked = self.is_locked(user);
         let matches = {
             let _permit = self.checks.acquire().await;
             let decoy = self.decoy.clone();
@@ -78,15 +79,22 @@ impl Logins {
             })
             .await??
         };
-        Ok(known && self.record(user, matches))
+        Ok(known && !locked && self.record(user, matches))
     }
 
-    /// Records an attempt on an existing account; whether it may log in.
+    /// Whether the account is locked now. Attempts on a locked account are refused and not
+    /// recorded, so the lock ends the unlock time after the failure that set it.
+    fn is_locked(&self, user: &str) -> bool {
+        lock(&self.failures)
+            .get(user)
+            .is_some_and(|f| self.locked(f, Instant::now()))
+    }
+
+    /// Records an attempt on an existing account that was not locked; whether it may log in.
     fn record(&self, user: &str, matches: bool) -> bool {
         let now = Instant::now();
         let mut failures = lock(&self.failures);
-        let locked = failures.get(user).is_some_and(|f| self.locked(f, now));
-        if matches && !locked {
+        if matches {
             failures.remove(user);
             return true;
         }
@@ -146,12 +154,9 @@ mod tests {
         for _ in 0..3 {
             assert!(!logins.record("root", false));
         }
+        assert!(logins.is_locked("root"));
         assert!(
-            !logins.record("root", true),
-            "locked: the right password fails too"
-        );
-        assert!(
-            logins.record("other", true),
+            !logins.is_locked("other"),
             "other accounts are not affected"
         );
 
@@ -160,13 +165,13 @@ mod tests {
             assert!(!instant.record("root", false));
         }
         assert!(
-            instant.record("root", true),
+            !instant.is_locked("root"),
             "unlocked once the unlock time passed"
         );
         let never = configured(0, 900);
         for _ in 0..10 {
             assert!(!never.record("root", false));
         }
-        assert!(never.record("root", true), "0 disables the lockout");
+        assert!(!never.is_locked("root"), "0 disables the lockout");
     }
 }

@@ -17,6 +17,7 @@ use crate::inventory::Inventory;
 use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
+use crate::vm::datastore_path::ConfinedBacking;
 use crate::vm::{lifecycle, Vms};
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
@@ -120,6 +121,8 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     for ds in &datastores {
         create(&ds.dir)?;
     }
+    // Every backing file any disk operation follows stays inside its datastore.
+    vireo_disk::backing::confine(Box::new(ConfinedBacking::new(&datastores)));
     let identity = TlsIdentity::load_or_create(&config.data_dir)?;
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();

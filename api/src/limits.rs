@@ -9,6 +9,8 @@ pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_NAMESPACE_DECLARATIONS: usize = 32;
 /// Most namespace declarations in scope at once (on an element and its ancestors).
 pub const MAX_NAMESPACES_IN_SCOPE: usize = 256;
+/// Longest element or attribute name, in bytes (vim25's longest are under 100).
+pub const MAX_NAME: usize = 1024;
 /// Most elements decoded into values in one request.
 pub const MAX_ELEMENTS: usize = 200_000;
 /// Longest client string kept whole, in characters.

@@ -44,11 +44,13 @@ fn open_layer(path: &Path, read_only: bool) -> Result<Qcow2Image, MergeError> {
 }
 
 /// The backing files below `image` (its backing file, that one's, ...), nearest first; empty
-/// for a raw image or a qcow2 without backing file.
+/// for a raw image or a qcow2 without backing file. A backing file recorded as raw ends the
+/// chain whatever its first bytes look like.
 pub fn backing_files(image: &Path) -> Result<Vec<PathBuf>, OpenError> {
     let mut files = Vec::new();
     let mut next = image.to_path_buf();
-    while probe_format(&next)? == ImageFormat::Qcow2 {
+    let mut format = probe_format(&next)?;
+    while format == ImageFormat::Qcow2 {
         let options = Qcow2Options {
             read_only: true,
             ..Qcow2Options::default()
@@ -59,6 +61,10 @@ pub fn backing_files(image: &Path) -> Result<Vec<PathBuf>, OpenError> {
         };
         next = below.to_path_buf();
         files.push(next.clone());
+        format = match layer.header().backing_format() {
+            Some("raw") => ImageFormat::Raw,
+            _ => probe_format(&next)?,
+        };
     }
     Ok(files)
 }

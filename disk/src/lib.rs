@@ -1,6 +1,7 @@
 //! vireo-disk: virtual disks for Vireo — the block-device trait, raw and qcow2 images,
 //! redo-log chains, snapshot trees and changed-block tracking. Knows nothing of KVM or SOAP.
 
+pub mod backing;
 pub mod block;
 pub mod cbt;
 pub mod chain;
@@ -9,5 +10,5 @@ pub mod raw;
 pub mod shared;
 pub mod tree;
 
-pub use block::{open_disk, BlockDevice, BlockError, OpenError};
+pub use block::{open_disk, open_disk_as, BlockDevice, BlockError, OpenError};
 pub use shared::SharedDisk;

@@ -19,15 +19,23 @@ pub struct RawDisk {
 impl RawDisk {
     /// Opens the raw image at `path`; its size is the disk's capacity.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenError> {
-        let io_err = |source| OpenError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(path)
-            .map_err(io_err)?;
+            .map_err(|source| OpenError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_file(file, path, read_only)
+    }
+
+    /// The raw image already open as `file` (found at `path`).
+    pub fn from_file(file: File, path: &Path, read_only: bool) -> Result<Self, OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let capacity = file.metadata().map_err(io_err)?.len();
         Ok(Self {
             file,

@@ -114,7 +114,12 @@ impl SharedDisk {
 
     /// Opens a raw or qcow2 image (chosen by magic) with default options.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenError> {
-        let device: Box<dyn RoutableDevice> = match probe_format(path)? {
+        Self::open_as(path, probe_format(path)?, read_only)
+    }
+
+    /// Opens the image at `path` as `format` (a raw disk is never probed).
+    pub fn open_as(path: &Path, format: ImageFormat, read_only: bool) -> Result<Self, OpenError> {
+        let device: Box<dyn RoutableDevice> = match format {
             ImageFormat::Raw => Box::new(RawDisk::open(path, read_only)?),
             ImageFormat::Qcow2 => {
                 let options = Qcow2Options {

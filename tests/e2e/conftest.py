@@ -3,6 +3,7 @@
 vireod runs from $VIREO_BIN_DIR (default target/debug) on a free loopback port with a temporary
 data dir holding one VM folder, and root's password set through VIREO_ROOT_PASSWORD.
 """
+import contextlib
 import os
 import shutil
 import socket
@@ -78,8 +79,9 @@ def wait_ready(port, process, timeout=60):
     raise RuntimeError("vireod did not become ready")
 
 
-@pytest.fixture(scope="session")
-def vireod():
+@contextlib.contextmanager
+def start_vireod(config=None):
+    """A fresh vireod with the test VM folder; `config` is TOML laid over the built-in defaults."""
     binary = os.path.join(os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug")), "vireod")
     data_dir = tempfile.mkdtemp(prefix="vireo-e2e-")
     vm_dir = os.path.join(data_dir, "datastore1", "e2e-vm")
@@ -87,10 +89,15 @@ def vireod():
     with open(os.path.join(vm_dir, "e2e-vm.vmx"), "w") as f:
         f.write(TEST_VMX)
     port = free_port()
+    command = [binary, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir]
+    if config is not None:
+        config_file = os.path.join(data_dir, "vireod.toml")
+        with open(config_file, "w") as f:
+            f.write(config)
+        command += ["--config", config_file]
     log = open(os.path.join(data_dir, "vireod.log"), "w")
     env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info")
-    process = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(port, process)
         yield Vireod(port, data_dir, process)
@@ -102,6 +109,12 @@ def vireod():
             process.kill()
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def vireod():
+    with start_vireod() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Datastore confinement, attack by attack (the security issue's list): each request is refused
-with a clear fault, a canary file outside the datastore is neither read, written nor deleted,
+"""Datastore confinement, attack by attack (the security issue's list: 1 disk paths in
+extraConfig and .vmx files, 2 VM names and a .vmx at the datastore root, 3 backing files, 4 raw
+disks re-probed, 5 symlinks, 13 file modes): each request is refused with a clear fault, a canary file outside the datastore is neither read, written nor deleted,
 and the data dir survives. The canaries live in a temporary folder of their own, never a real
 system file."""
 import base64
@@ -244,3 +245,102 @@ def test_data_dir_vm_folders_and_files_are_private(si, agent):
     for name in ["private-files.vmx", "private-files.qcow2"]:
         assert mode(os.path.join(vm_dir, name)) == 0o600, name
     WaitForTask(vm.Destroy_Task())
+
+
+def existing_disk_spec(name, file_name):
+    spec = config_spec(name, disk_kb=0, nic=False)
+    existing = vim.vm.device.VirtualDisk(key=-1, controllerKey=1000, unitNumber=0, backing=(
+        vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=file_name, diskMode="persistent")))
+    spec.deviceChange.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=existing))
+    return spec
+
+
+def open_files(pid):
+    fds = f"/proc/{pid}/fd"
+    names = []
+    for fd in os.listdir(fds):
+        try:
+            names.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            pass
+    return names
+
+
+# 3. qcow2 backing files naming host files: absolute, or escaping with ../
+def test_backing_files_outside_the_datastore_are_refused(si, agent):
+    raw = Canary("secret.raw", CANARY_TEXT * 1024)
+    try:
+        cases = []
+        for name, backing in [("backing-abs", raw.path), ("backing-dots", None)]:
+            folder_path = os.path.join(datastore(agent), name)
+            os.makedirs(folder_path)
+            image = os.path.join(folder_path, f"{name}.qcow2")
+            backing = backing or os.path.relpath(raw.path, folder_path)
+            assert backing.startswith("/") or backing.startswith("../")
+            qemu_img("create", "-q", "-f", "qcow2", "-b", backing, "-F", "raw", image)
+            cases.append((name, image))
+        for name, image in cases:
+            # as an existing disk of a new VM
+            with pytest.raises(vim.fault.FileFault) as refused:
+                create(si, existing_disk_spec(f"{name}-new", f"[datastore1] {name}/{name}.qcow2"))
+            assert "backing file" in refused.value.msg
+            # as the disk a .vmx names: no power-on, no clone, no snapshot
+            write_vmx(agent, name, [("disk0.present", "TRUE"), ("disk0.fileName", f"{name}.qcow2")])
+            vm = register(si, f"[datastore1] {name}/{name}.vmx", name)
+            with pytest.raises(vim.fault.FileFault) as refused:
+                WaitForTask(vm.PowerOnVM_Task())
+            assert "backing file" in refused.value.msg
+            assert vm.runtime.powerState == "poweredOff"
+            with pytest.raises(vmodl.MethodFault):
+                WaitForTask(vm.CloneVM_Task(folder=folder(si), name=f"{name}-clone",
+                                            spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec())))
+            assert not os.path.exists(os.path.join(datastore(agent), f"{name}-clone", f"{name}-clone.qcow2"))
+            WaitForTask(vm.Destroy_Task())
+            assert not os.path.exists(image)
+        for pid in agent.vmm_pids() + [agent.process.pid]:
+            assert raw.path not in open_files(pid)
+        raw.assert_untouched()
+    finally:
+        raw.remove()
+    assert_data_dir_survives(agent, si)
+
+
+# 4. a raw disk whose guest wrote a qcow2 header naming a backing file stays raw
+def test_a_raw_disk_is_never_reprobed(si, agent):
+    raw = Canary("secret.raw", CANARY_TEXT * 1024)
+    try:
+        vm_dir = os.path.join(datastore(agent), "raw-vm")
+        os.makedirs(vm_dir)
+        disk_file = os.path.join(vm_dir, "raw-vm.img")
+        with open(disk_file, "wb") as f:
+            f.truncate(2 << 20)
+        vm = create(si, existing_disk_spec("raw-vm", "[datastore1] raw-vm/raw-vm.img"))
+        with open(os.path.join(vm_dir, "raw-vm.vmx")) as f:
+            assert 'disk0.format = "raw"' in f.read()
+        # What a hostile guest writes at the start of its disk: a qcow2 header whose backing
+        # file is a host file (through its block device; here straight into the file).
+        header_file = os.path.join(tempfile.mkdtemp(prefix="vireo-header-"), "h.qcow2")
+        qemu_img("create", "-q", "-f", "qcow2", "-b", raw.path, "-F", "raw", header_file, "64M")
+        with open(header_file, "rb") as f:
+            header = f.read()
+        shutil.rmtree(os.path.dirname(header_file))
+        with open(disk_file, "r+b") as f:
+            f.write(header)
+        WaitForTask(vm.PowerOnVM_Task())
+        assert vm.runtime.powerState == "poweredOn"
+        disk = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk))
+        assert disk.capacityInKB == 2048, "the raw disk was read as the qcow2 its guest wrote"
+        assert disk.backing.parent is None
+        with open(os.path.join(agent.data_dir, "run", f"vm-{vm._moId}", "vmm.pid")) as f:
+            pid = int(f.read().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert b"format=raw" in f.read()
+        assert raw.path not in open_files(pid) and raw.path not in open_files(agent.process.pid)
+        WaitForTask(vm.PowerOffVM_Task())
+        with open(os.path.join(vm_dir, "raw-vm.vmx")) as f:
+            assert 'disk0.format = "raw"' in f.read()
+        WaitForTask(vm.Destroy_Task())
+        raw.assert_untouched()
+    finally:
+        raw.remove()
+    assert_data_dir_survives(agent, si)

@@ -163,9 +163,9 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
             (acked(detached), None)
         }
-        Request::AttachDisks { paths } => {
+        Request::AttachDisks { paths, formats } => {
             let attached =
-                crate::disk_swap::attach_disks(handle, &paths).map_err(|e| e.to_string());
+                crate::disk_swap::attach_disks(handle, &paths, &formats).map_err(|e| e.to_string());
             (acked(attached), None)
         }
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),

@@ -133,9 +133,11 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut disk_slots = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        let image = open_image(&disk.path, disk.read_only).map_err(|source| BuildError::Disk {
-            path: disk.path.clone(),
-            source,
+        let image = open_image(&disk.path, disk.format, disk.read_only).map_err(|source| {
+            BuildError::Disk {
+                path: disk.path.clone(),
+                source,
+            }
         })?;
         let serial = disk
             .serial

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use vireo_vmm_protocol::DiskFormat;
+
 use crate::devices::virtio::block::disk::open_image;
 
 use crate::control::VmHandle;
@@ -80,7 +82,11 @@ pub fn detach_disks(handle: &VmHandle) -> Result<(), DiskSwapError> {
 }
 
 /// Opens `paths` as the disks (same sizes as before) and restarts the block devices.
-pub fn attach_disks(handle: &VmHandle, paths: &[PathBuf]) -> Result<(), DiskSwapError> {
+pub fn attach_disks(
+    handle: &VmHandle,
+    paths: &[PathBuf],
+    formats: &[DiskFormat],
+) -> Result<(), DiskSwapError> {
     ensure_paused(handle)?;
     let disks = handle.disk_slots.len();
     if paths.len() != disks {
@@ -94,7 +100,8 @@ pub fn attach_disks(handle: &VmHandle, paths: &[PathBuf]) -> Result<(), DiskSwap
     let mut opened = Vec::with_capacity(disks);
     for (index, path) in paths.iter().enumerate() {
         let read_only = config.disks[index].read_only;
-        let image = open_image(path, read_only).map_err(|source| DiskSwapError::Open {
+        let format = formats.get(index).copied();
+        let image = open_image(path, format, read_only).map_err(|source| DiskSwapError::Open {
             index,
             path: path.clone(),
             source,
@@ -113,6 +120,7 @@ pub fn attach_disks(handle: &VmHandle, paths: &[PathBuf]) -> Result<(), DiskSwap
     for (index, image) in opened.into_iter().enumerate() {
         *lock(&handle.disk_slots[index].image) = Some(image);
         config.disks[index].path = paths[index].clone();
+        config.disks[index].format = formats.get(index).copied();
         lock(&handle.transports[index]).reactivate();
     }
     Ok(())

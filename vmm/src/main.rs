@@ -35,7 +35,7 @@ fn main() -> ExitCode {
                 control_socket: args.control.clone(),
                 tools_socket: args.tools_socket.clone(),
                 framebuffer_file: args.framebuffer_file.clone(),
-                disk_paths: args.disks.iter().map(|d| d.path.clone()).collect(),
+                disks: args.disks.clone(),
             };
             restore_vm(dir, &options)
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
+use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::{rebase, MergeError};
 use vireo_disk::qcow2::{create as create_qcow2, CreateError};
 use vireo_disk::OpenError;
@@ -295,7 +296,10 @@ fn make_clone(
                 let file = vmx_path.parent().join(&file_name).to_string();
                 faults::file_fault(schema, &file, format!("{file}: {why}"))
             })?;
-            spec.disks.push(DiskSpec { file_name });
+            spec.disks.push(DiskSpec {
+                file_name,
+                format: Some(ImageFormat::Qcow2),
+            });
         }
         journal.step("disks-copied").map_err(|e| e.fault(schema))?;
         spec.to_vmx()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
-use vireo_disk::block::probe_format;
+use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
@@ -351,6 +351,16 @@ fn relative_name(image: &Path, file: &Path) -> String {
     name.to_string_lossy().into_owned()
 }
 
+/// The format of an existing disk a client attaches (probed once, then pinned in the
+/// `.vmx`), after checking that it opens with its whole backing chain inside the datastore.
+fn existing_disk_format(schema: &Schema, path: &Path, name: &str) -> Result<ImageFormat, Fault> {
+    let unusable =
+        |e: OpenError| faults::file_fault(schema, name, format!("cannot use {name}: {e}"));
+    let format = probe_format(path).map_err(unusable)?;
+    open_disk_as(path, format, true).map_err(unusable)?;
+    Ok(format)
+}
+
 /// Applies one `add` device change to the new VM.
 fn add_device(
     host: &Host,
@@ -463,10 +473,15 @@ fn add_device(
                     format!("cannot create {target}: {e}"),
                 )
             })?;
-            created.push(path);
+            created.push(path.clone());
         } else if !path.is_file() {
             return Err(missing_file(schema, &target.to_string()));
         }
+        let format = if creating {
+            ImageFormat::Qcow2
+        } else {
+            existing_disk_format(schema, &path, &target.to_string())?
+        };
         let file_name = if target.parent() == folder {
             target
                 .path
@@ -477,7 +492,10 @@ fn add_device(
         } else {
             target.to_string()
         };
-        spec.disks.push(DiskSpec { file_name });
+        spec.disks.push(DiskSpec {
+            file_name,
+            format: Some(format),
+        });
         return Ok(());
     }
     if schema.is_a(device.ty, schema.known_type("VirtualEthernetCard")) {

@@ -186,6 +186,57 @@ impl DatastorePath {
     }
 }
 
+/// The backing-file opener vireod installs in `vireo_disk`: a backing file named in a qcow2
+/// header (written by a client, a guest or an old host) resolves only inside the datastore
+/// of the image naming it — relative to the image's folder, beneath the datastore's root, no
+/// symlinks; absolute names are refused.
+pub struct ConfinedBacking {
+    /// The datastores' roots (canonical).
+    roots: Vec<PathBuf>,
+}
+
+impl ConfinedBacking {
+    /// An opener for images on these datastores.
+    pub fn new(datastores: &[DatastoreDir]) -> ConfinedBacking {
+        let roots = datastores
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(&d.dir).ok())
+            .collect();
+        ConfinedBacking { roots }
+    }
+}
+
+impl vireo_disk::backing::BackingOpener for ConfinedBacking {
+    fn open_backing(&self, child_dir: &Path, name: &str) -> std::io::Result<(File, PathBuf)> {
+        let refused = |why: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("backing file '{name}' {why}"),
+            )
+        };
+        if Path::new(name).is_absolute() {
+            return Err(refused(
+                "is an absolute path (only names inside the datastore are followed)",
+            ));
+        }
+        let dir = std::fs::canonicalize(child_dir)?;
+        let (root, inside) = self
+            .roots
+            .iter()
+            .find_map(|root| Some((root, dir.strip_prefix(root).ok()?)))
+            .ok_or_else(|| refused("belongs to an image outside every datastore"))?;
+        let file = beneath::open(root, &inside.join(name), Access::Read).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EXDEV) => refused("leaves the datastore"),
+                Some(libc::ELOOP) => refused("crosses a symbolic link"),
+                _ => e,
+            }
+        })?;
+        let path = beneath::host_path(&file)?;
+        Ok((file, path))
+    }
+}
+
 /// Makes the folder `dir` with mode 0700, whatever the umask.
 pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault};
+use vireo_disk::block::ImageFormat;
 use vireo_vmm_protocol::control::{Request, SaveReport};
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
@@ -32,6 +33,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
+    disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
     let log = vm.file("vireo-vmm.log");
     let mut adopted = VmmProcess::adopt(&vm.run_dir, &log);
@@ -203,7 +205,7 @@ fn boot_args(
     host: &Host,
     vm: &Vm,
     state: &VmState,
-    disk_paths: &[PathBuf],
+    disk_paths: &[(PathBuf, ImageFormat)],
 ) -> Result<VmmArgs, Fault> {
     let schema = host.schema;
     let spec = &state.spec;
@@ -265,12 +267,13 @@ fn out_of_range<T, E>(
 }
 
 /// The disks on these images, in order; `serial` gives each the serial number the guest reads.
-fn disk_configs(disk_paths: &[PathBuf], serial: bool) -> Vec<DiskConfig> {
-    disk_paths
+fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConfig> {
+    layers
         .iter()
         .enumerate()
-        .map(|(n, path)| DiskConfig {
+        .map(|(n, (path, format))| DiskConfig {
             path: path.clone(),
+            format: Some(disks::vmm_format(*format)),
             read_only: false,
             serial: serial.then(|| format!("vireo-disk{n}")),
         })

@@ -391,12 +391,7 @@ fn resume(
 ) {
     refresh(host, vm, state);
     let socket = vm.run_dir.join("control.sock");
-    let paths: Vec<_> = state
-        .disk_views
-        .iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect();
-    let resumed = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT)
+    let resumed = snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket)
         .and_then(|()| control::command(&socket, Request::Resume, CONTROL_TIMEOUT));
     match resumed {
         Ok(_) => done.note(vm, "resumed the VM".into()),

@@ -2,6 +2,8 @@
 //! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
 //! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
 
+use vireo_disk::block::ImageFormat;
+
 use super::vmx_file::VmxFile;
 
 /// extraConfig key naming the kernel (a datastore path) the VM boots.
@@ -21,6 +23,9 @@ pub const MAX_NICS: usize = 4;
 pub struct DiskSpec {
     /// File name as stored: relative to the VM folder, or a datastore path.
     pub file_name: String,
+    /// Its base file's format, pinned in the `.vmx` (`diskN.format`): a raw disk is never
+    /// probed again, whatever the guest writes into it. Unset until registration records it.
+    pub format: Option<ImageFormat>,
 }
 
 /// One virtual NIC.
@@ -120,9 +125,13 @@ impl VmSpec {
         };
         let disks = (0..MAX_DISKS)
             .filter(|n| present(format!("disk{n}")))
-            .filter_map(|n| vmx.get(&format!("disk{n}.fileName")))
-            .map(|f| DiskSpec {
-                file_name: f.to_string(),
+            .filter_map(|n| {
+                Some(DiskSpec {
+                    file_name: vmx.get(&format!("disk{n}.fileName"))?.to_string(),
+                    format: vmx
+                        .get(&format!("disk{n}.format"))
+                        .and_then(ImageFormat::from_name),
+                })
             })
             .collect();
         let nics = (0..MAX_NICS)
@@ -192,6 +201,9 @@ impl VmSpec {
         for (n, disk) in self.disks.iter().enumerate() {
             vmx.set(&format!("disk{n}.present"), "TRUE");
             vmx.set(&format!("disk{n}.fileName"), &disk.file_name);
+            if let Some(format) = disk.format {
+                vmx.set(&format!("disk{n}.format"), format.name());
+            }
         }
         for (n, nic) in self.nics.iter().enumerate() {
             vmx.set(&format!("ethernet{n}.present"), "TRUE");

@@ -15,7 +15,7 @@ use quick_xml::Reader;
 use super::datetime;
 use crate::fault::Fault;
 use crate::limits::{
-    clip, MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_NAMESPACES_IN_SCOPE,
+    clip, MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_NAME, MAX_NAMESPACES_IN_SCOPE,
     MAX_NAMESPACE_DECLARATIONS,
 };
 use crate::schema::{MethodId, Primitive, Schema, TypeId, TypeKind};
@@ -130,9 +130,18 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    /// Checks an element's attribute counts and records its prefix declarations.
+    /// Checks an element's name length and attribute counts and records its prefix
+    /// declarations.
     fn enter(&mut self, level: usize, start: &BytesStart<'_>) -> Result<()> {
-        while let Some((_, prefix)) = self.in_scope.pop_if(|(l, _)| *l >= level) {
+        if start.name().as_ref().len() > MAX_NAME {
+            return Err(too_complex(format!(
+                "an element name is longer than {MAX_NAME} bytes"
+            )));
+        }
+        while self.in_scope.last().is_some_and(|(l, _)| *l >= level) {
+            let Some((_, prefix)) = self.in_scope.pop() else {
+                break;
+            };
             if let Some(stack) = self.by_prefix.get_mut(&prefix) {
                 stack.pop();
                 if stack.is_empty() {
@@ -148,6 +157,11 @@ impl Namespaces {
                 )));
             }
             let attr = attr.map_err(malformed)?;
+            if attr.key.as_ref().len() > MAX_NAME {
+                return Err(too_complex(format!(
+                    "an attribute name is longer than {MAX_NAME} bytes"
+                )));
+            }
             let Some(declaration) = attr.key.as_namespace_binding() else {
                 continue;
             };

@@ -148,15 +148,25 @@ impl Qcow2Image {
         options: &Qcow2Options,
         seen: &mut HashSet<PathBuf>,
     ) -> Result<Self, Qcow2OpenError> {
-        let canonical = std::fs::canonicalize(path).map_err(|e| io_open_err(path, e))?;
-        if !seen.insert(canonical) || seen.len() > MAX_CHAIN_DEPTH {
-            return Err(Qcow2OpenError::BackingLoop(path.to_path_buf()));
-        }
         let file = OpenOptions::new()
             .read(true)
             .write(!options.read_only)
             .open(path)
             .map_err(|e| io_open_err(path, e))?;
+        Self::from_file_in_chain(file, path, options, seen)
+    }
+
+    /// Opens the image already open as `file` (found at `path`) and its backing chain.
+    fn from_file_in_chain(
+        file: std::fs::File,
+        path: &Path,
+        options: &Qcow2Options,
+        seen: &mut HashSet<PathBuf>,
+    ) -> Result<Self, Qcow2OpenError> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| io_open_err(path, e))?;
+        if !seen.insert(canonical) || seen.len() > MAX_CHAIN_DEPTH {
+            return Err(Qcow2OpenError::BackingLoop(path.to_path_buf()));
+        }
         let file = ImageFile::new(file, path);
         let header = read_header(&file)?;
         check_writable(&header, path, options.read_only)?;
@@ -899,12 +909,21 @@ fn open_backing(
     let Some(name) = &header.backing_file else {
         return Ok((None, None));
     };
-    let backing = resolve_backing(path, name);
+    let named = resolve_backing(path, name);
     let wrap = |source: OpenError| Qcow2OpenError::Backing {
         path: path.to_path_buf(),
-        backing: backing.clone(),
+        backing: named.clone(),
         source: Box::new(source),
     };
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let (file, backing) = crate::backing::opener()
+        .open_backing(folder, name)
+        .map_err(|source| {
+            wrap(OpenError::Io {
+                path: named.clone(),
+                source,
+            })
+        })?;
     let format = match header.backing_format() {
         Some("qcow2") => ImageFormat::Qcow2,
         Some("raw") => ImageFormat::Raw,
@@ -914,16 +933,16 @@ fn open_backing(
                 format: other.to_string(),
             })
         }
-        None => crate::block::probe_format(&backing).map_err(wrap)?,
+        None => crate::block::probe_file(&file, &backing).map_err(wrap)?,
     };
     let device: Box<dyn BlockDevice> = match format {
-        ImageFormat::Raw => Box::new(RawDisk::open(&backing, true).map_err(wrap)?),
+        ImageFormat::Raw => Box::new(RawDisk::from_file(file, &backing, true).map_err(wrap)?),
         ImageFormat::Qcow2 => {
             let options = Qcow2Options {
                 read_only: true,
                 ..Qcow2Options::default()
             };
-            match Qcow2Image::open_in_chain(&backing, &options, seen) {
+            match Qcow2Image::from_file_in_chain(file, &backing, &options, seen) {
                 Ok(image) => Box::new(image),
                 Err(e @ Qcow2OpenError::BackingLoop(_)) => return Err(e),
                 Err(e) => return Err(wrap(OpenError::Qcow2(e))),

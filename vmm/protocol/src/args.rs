@@ -6,11 +6,34 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// One virtio-blk disk (`--disk path=FILE[,readonly=on|off][,serial=TEXT]`).
+/// A disk image's format, as vireod pinned it in the `.vmx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The guest's bytes, never probed (a guest may write any header into it).
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// `raw` or `qcow2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// One virtio-blk disk (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskConfig {
     /// Image file (raw or qcow2).
     pub path: PathBuf,
+    /// Its format; probed by magic when absent (only for images the operator trusts).
+    #[serde(default)]
+    pub format: Option<DiskFormat>,
     /// Whether the guest may only read it.
     pub read_only: bool,
     /// Serial number the guest reads with GET_ID.
@@ -22,6 +45,9 @@ impl DiskConfig {
     pub fn to_arg(&self) -> OsString {
         let mut arg = OsString::from("path=");
         arg.push(&self.path);
+        if let Some(format) = self.format {
+            arg.push(format!(",format={}", format.name()));
+        }
         if self.read_only {
             arg.push(",readonly=on");
         }
@@ -41,12 +67,14 @@ impl std::str::FromStr for DiskConfig {
         for part in spec.split(',') {
             match part.split_once('=') {
                 Some(("path", path)) if !path.is_empty() => disk.path = PathBuf::from(path),
+                Some(("format", "raw")) => disk.format = Some(DiskFormat::Raw),
+                Some(("format", "qcow2")) => disk.format = Some(DiskFormat::Qcow2),
                 Some(("readonly", "on")) => disk.read_only = true,
                 Some(("readonly", "off")) => disk.read_only = false,
                 Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
                 _ => {
                     return Err(format!(
-                    "unknown disk option {part:?} (expected path=FILE,readonly=on|off,serial=TEXT)"
+                    "unknown disk option {part:?} (expected path=FILE,format=raw|qcow2,readonly=on|off,serial=TEXT)"
                 ))
                 }
             }
@@ -159,7 +187,8 @@ pub struct VmmArgs {
     /// Serve the JSON-lines control protocol on this Unix socket.
     #[arg(long)]
     pub control: Option<PathBuf>,
-    /// A virtio-blk disk: path=FILE[,readonly=on|off][,serial=TEXT] (repeatable; raw or qcow2).
+    /// A virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]
+    /// (repeatable).
     #[arg(long = "disk")]
     pub disks: Vec<DiskConfig>,
     /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
@@ -276,7 +305,10 @@ mod tests {
             serial_log: Some("/ds/vm/serial.log".into()),
             control: Some("/run/vm/control.sock".into()),
             disks: vec![
-                "path=/ds/vm/a.qcow2,serial=vireo-disk0".parse().unwrap(),
+                "path=/ds/vm/a.qcow2,format=qcow2,serial=vireo-disk0"
+                    .parse()
+                    .unwrap(),
+                "path=/ds/vm/b.img,format=raw".parse().unwrap(),
                 "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
             ],
             nets: vec!["tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap()],

@@ -41,6 +41,9 @@ pub enum Request {
     AttachDisks {
         /// One path per disk.
         paths: Vec<PathBuf>,
+        /// Each disk's format (probed when absent).
+        #[serde(default)]
+        formats: Vec<crate::DiskFormat>,
     },
     /// Type `text` on the guest's serial console (COM1), as a user at the console would.
     SerialInput {

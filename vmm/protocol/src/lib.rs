@@ -10,7 +10,7 @@ pub mod args;
 pub mod control;
 pub mod exit;
 
-pub use args::{DiskConfig, NetConfig, VmmArgs};
+pub use args::{DiskConfig, DiskFormat, NetConfig, VmmArgs};
 pub use control::{
     decode_reply, encode_reply, Ack, BadReply, FramebufferStatus, Request, RunPhase, SaveReport,
     Screenshot, VmStatus,

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use vireo_vmm_protocol::DiskConfig;
+
 use super::{memory, read_state_file, vm, MEMORY_FILE, STATE_FILE};
 use crate::builder::{msr_index_list, BuildError};
 use crate::device_manager::{
@@ -30,9 +32,9 @@ pub struct RestoreOptions {
     pub tools_socket: Option<PathBuf>,
     /// File to back the framebuffer with (its saved pixels are copied in).
     pub framebuffer_file: Option<PathBuf>,
-    /// Replacement images for the disks, in order (revert to a memory snapshot resumes on new
-    /// child layers); empty keeps the saved paths.
-    pub disk_paths: Vec<PathBuf>,
+    /// Replacement images for the disks (path and format), in order (revert to a memory
+    /// snapshot resumes on new child layers); empty keeps the saved ones.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Rebuilds the VM saved in `dir`.
@@ -47,16 +49,17 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     if config.tools_socket.is_some() {
         config.tools_socket = options.tools_socket.clone().or(config.tools_socket);
     }
-    if !options.disk_paths.is_empty() {
-        if options.disk_paths.len() != config.disks.len() {
+    if !options.disks.is_empty() {
+        if options.disks.len() != config.disks.len() {
             return Err(BuildError::DeviceState(format!(
                 "{} disk paths given for {} saved disks",
-                options.disk_paths.len(),
+                options.disks.len(),
                 config.disks.len()
             )));
         }
-        for (disk, path) in config.disks.iter_mut().zip(&options.disk_paths) {
-            disk.path = path.clone();
+        for (disk, given) in config.disks.iter_mut().zip(&options.disks) {
+            disk.path = given.path.clone();
+            disk.format = given.format;
         }
     }
     if snapshot.vcpus.len() != usize::from(config.vcpus) {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::backing_files;
 use vireo_disk::tree::{ConsolidationEstimate, DiskTree, TreeError, SIDECAR_SUFFIX};
 
@@ -124,8 +125,15 @@ pub fn views(vm: &Vm, spec: &VmSpec, datastores: &[DatastoreDir]) -> Vec<DiskVie
     };
     bases
         .into_iter()
-        .map(|base| {
-            let parents = backing_files(&base).unwrap_or_else(|error| {
+        .zip(&spec.disks)
+        .map(|(base, disk)| {
+            let parents = if disk.format == Some(ImageFormat::Raw) {
+                // A raw disk has no parents, whatever header its guest wrote into it.
+                Ok(Vec::new())
+            } else {
+                backing_files(&base)
+            };
+            let parents = parents.unwrap_or_else(|error| {
                 tracing::warn!(vm = vm.id, disk = %base.display(), "cannot read the disk's parents: {error}");
                 Vec::new()
             });

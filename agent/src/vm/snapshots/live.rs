@@ -11,6 +11,7 @@ use vireo_vmm_protocol::control::{Request, SaveReport};
 
 use super::super::disks::trees as disks;
 use super::super::journal::Journal;
+use super::super::spec::VmSpec;
 use super::super::{control, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
@@ -86,12 +87,7 @@ pub fn with_disks_closed<T>(
     let result = record(journal, "disks-detached")
         .and_then(|()| change())
         .and_then(|result| record(journal, "trees-changed").map(|()| result));
-    let paths: Vec<_> = disks::views(vm, &state.spec, &host.datastores)
-        .into_iter()
-        .filter_map(|v| v.active.chain.first().cloned())
-        .collect();
-    let attached = control::command(&socket, Request::AttachDisks { paths }, CONTROL_TIMEOUT);
-    if let Err(error) = attached {
+    if let Err(error) = attach_writable_layers(host, vm, &state.spec, &socket) {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
             vm = vm.id,
@@ -103,4 +99,24 @@ pub fn with_disks_closed<T>(
     let attached = record(journal, "disks-attached");
     resume();
     attached.and(result)
+}
+
+/// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now.
+pub fn attach_writable_layers(
+    host: &Host,
+    vm: &Vm,
+    spec: &VmSpec,
+    socket: &Path,
+) -> Result<(), control::ControlError> {
+    let views = disks::views(vm, spec, &host.datastores);
+    let layers = super::super::disks::writable_layers(host, vm, spec, &views).unwrap_or_default();
+    let (paths, formats) = layers
+        .into_iter()
+        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
+        .unzip();
+    control::command(
+        socket,
+        Request::AttachDisks { paths, formats },
+        CONTROL_TIMEOUT,
+    )
 }

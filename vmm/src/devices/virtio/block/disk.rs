@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use vireo_disk::block::{BlockDevice, BlockError, OpenError};
+use vireo_disk::block::{BlockDevice, BlockError, ImageFormat, OpenError};
 use vireo_disk::SharedDisk;
+use vireo_vmm_protocol::DiskFormat;
 
 use crate::devices::bus::lock;
 
@@ -34,9 +35,19 @@ pub trait ConcurrentDisk: Send + Sync {
 /// An open image as the block device holds it.
 pub type SharedImage = Arc<dyn ConcurrentDisk>;
 
-/// Opens a raw or qcow2 image (chosen by magic) for the block device.
-pub fn open_image(path: &Path, read_only: bool) -> Result<SharedImage, OpenError> {
-    Ok(Arc::new(SharedDisk::open(path, read_only)?))
+/// Opens an image for the block device as `format` (chosen by magic when vireod gave none;
+/// a raw disk is never probed).
+pub fn open_image(
+    path: &Path,
+    format: Option<DiskFormat>,
+    read_only: bool,
+) -> Result<SharedImage, OpenError> {
+    let disk = match format {
+        Some(DiskFormat::Raw) => SharedDisk::open_as(path, ImageFormat::Raw, read_only)?,
+        Some(DiskFormat::Qcow2) => SharedDisk::open_as(path, ImageFormat::Qcow2, read_only)?,
+        None => SharedDisk::open(path, read_only)?,
+    };
+    Ok(Arc::new(disk))
 }
 
 impl ConcurrentDisk for SharedDisk {

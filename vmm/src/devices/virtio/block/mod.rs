@@ -547,7 +547,7 @@ mod tests {
             id: [0; ID_BYTES],
         });
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
-        let image = disk::open_image(&f.path, false).unwrap();
+        let image = disk::open_image(&f.path, None, false).unwrap();
         let pool = IoPool::start("test-blk", 3).unwrap();
         requests_queue.serve(&image, &pool);
         drop(pool);
