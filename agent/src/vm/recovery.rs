@@ -13,7 +13,7 @@ use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::control::{Request, RunPhase};
 
 use super::disks::refresh;
-use super::disks::trees::{each, open_all, tree_snapshot_name};
+use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_name};
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
 use super::snapshots::reconcile::reconcile;
@@ -134,7 +134,10 @@ fn repair_snapshots(
 ) {
     let before = state.snapshots.clone();
     let has_trees = !state.snapshots.snapshots.is_empty()
-        || state.disk_views.iter().any(|v| v.active.chain.len() > 1);
+        || base_paths(vm, &state.spec, &host.datastores)
+            .unwrap_or_default()
+            .iter()
+            .any(|base| sidecar_of(base).exists());
     let mut trees = if has_trees {
         match open_all(vm, &state.spec, &host.datastores) {
             Ok(trees) => trees,
@@ -146,6 +149,19 @@ fn repair_snapshots(
     } else {
         Vec::new()
     };
+    for tree in &trees {
+        match tree.remove_leftover_layer() {
+            Ok(true) => done.note(
+                vm,
+                format!(
+                    "removed a layer file never recorded in {}",
+                    tree.sidecar_path().display()
+                ),
+            ),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(vm = vm.id, "recovery: {error}"),
+        }
+    }
     let mut created = None;
     for (_, record) in journals {
         match &record.intent {

@@ -110,7 +110,8 @@ pub fn each(
     Ok(())
 }
 
-fn sidecar_of(base: &Path) -> PathBuf {
+/// The tree sidecar of the disk whose base file is `base`.
+pub fn sidecar_of(base: &Path) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(SIDECAR_SUFFIX);
     PathBuf::from(name)
