@@ -38,6 +38,10 @@ pub struct Config {
     /// Most objects (property filters, collectors, views, history collectors) one session
     /// may hold.
     pub max_session_objects: usize,
+    /// The user each jailed `vireo-vmm` runs as.
+    pub vmm_uid: u32,
+    /// The group each jailed `vireo-vmm` runs as.
+    pub vmm_gid: u32,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,

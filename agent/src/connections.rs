@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::host::lock;
+use crate::locks::lock;
 
 /// The timeouts a connection lives by.
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,10 @@ use vireo_api::limits::clip;
 use vireo_api::schema::{Schema, TypeRef};
 use vireo_api::{DataObject, MoRef, Value};
 
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
+use crate::locks::lock;
 
 /// How many events are kept.
 const EVENT_LOG_LEN: usize = 1000;
@@ -241,7 +242,7 @@ fn ty_field(ty: &str) -> &'static str {
 pub fn event_entities(schema: &Schema, event: &DataObject) -> Vec<MoRef> {
     ["vm", "host", "computeResource", "ds", "net", "datacenter"]
         .iter()
-        .filter_map(|arg| event.get(schema, arg).and_then(Value::as_data))
+        .filter_map(|arg| event.lookup(schema, arg).and_then(Value::as_data))
         .filter_map(|a| {
             [
                 "vm",
@@ -252,7 +253,7 @@ pub fn event_entities(schema: &Schema, event: &DataObject) -> Vec<MoRef> {
                 "datacenter",
             ]
             .iter()
-            .find_map(|f| a.get(schema, f).and_then(Value::as_moref).cloned())
+            .find_map(|f| a.lookup(schema, f).and_then(Value::as_moref).cloned())
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use vireo_api::schema::Schema;
 use vireo_api::MoRef;
@@ -150,48 +150,59 @@ impl Host {
     }
 }
 
-/// Locks a mutex, ignoring poisoning (state stays usable after a panicked handler).
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A host for unit tests; its scratch data directory goes when it is dropped.
+#[cfg(test)]
+pub struct TestHost(std::sync::Arc<Host>);
+
+#[cfg(test)]
+impl std::ops::Deref for TestHost {
+    type Target = std::sync::Arc<Host>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-/// A host with the ESXi tree and one VM (registered from an in-memory `.vmx`), for unit
-/// tests; it touches no files.
 #[cfg(test)]
-pub fn test_host() -> std::sync::Arc<Host> {
-    use crate::inventory::vmx::{self, VmFolder, VmxConfig};
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0.config.data_dir);
+    }
+}
+
+/// A host for unit tests over a fresh scratch data directory (one datastore, no accounts), with
+/// one VM, "vm1", made by CreateVM's own code; the `.vmx` is written to the datastore.
+#[cfg(test)]
+pub fn test_host() -> TestHost {
     use crate::inventory::{esxi, host_facts::HostFacts};
+    static HOSTS: AtomicU64 = AtomicU64::new(0);
     let schema = vireo_api::vim25();
-    let dir = std::path::PathBuf::from("/nonexistent/vireo-test");
-    let datastore = DatastoreDir {
-        name: "datastore1".into(),
-        dir: dir.join("datastore1"),
-    };
+    let dir = std::env::temp_dir().join(format!(
+        "vireo-test-host-{}-{}",
+        std::process::id(),
+        HOSTS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config::load(None).expect("default config");
+    config.data_dir = dir.clone();
+    let datastores = crate::startup::datastore_dirs(&config);
+    for datastore in &datastores {
+        std::fs::create_dir_all(&datastore.dir).expect("a scratch datastore");
+    }
     let mut inventory = Inventory::default();
-    esxi::build(
-        schema,
-        &mut inventory,
-        &HostFacts::read(),
-        std::slice::from_ref(&datastore),
-    );
-    let vm = VmFolder {
-        vmx_path: datastore.dir.join("vm1/vm1.vmx"),
-        datastore: datastore.clone(),
-        config: VmxConfig::parse("displayName = \"vm1\"\n"),
-    };
-    vmx::register(schema, &mut inventory, 1, &vm);
-    let config = Config::load(None).expect("default config");
+    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
     let host = std::sync::Arc::new(Host::new(
         schema,
         config,
-        vec![datastore],
+        datastores,
         inventory,
         Accounts::empty(&dir),
         Authz::ephemeral(schema),
         String::new(),
     ));
     crate::methods::authorization::publish(&host);
-    host
+    let spec =
+        vireo_api::DataObject::of(schema, "VirtualMachineConfigSpec").with(schema, "name", "vm1");
+    crate::vm::create::create_vm(&host, &spec).expect("CreateVM of a VM without devices");
+    TestHost(host)
 }

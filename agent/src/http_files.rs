@@ -1,16 +1,21 @@
 //! HTTP beside SOAP: `GET /folder/<path>?dsName=<datastore>[&dcPath=ha-datacenter]` serves
-//! datastore files (whole, or one byte range with `Range: bytes=a-b`, as backup clients read
-//! the frozen layers of a snapshot) and `GET /screen?id=<vm moid>` a PNG of a running VM's
+//! datastore files through the datastore resolver (whole, or one byte range with
+//! `Range: bytes=a-b`, as backup clients read the frozen layers of a snapshot), streamed in
+//! bounded chunks and `GET /screen?id=<vm moid>` a PNG of a running VM's
 //! console. Both need a session cookie (`vmware_soap_session`) or Basic credentials.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
+    HeaderValue, ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
     WWW_AUTHENTICATE,
 };
 use hyper::{Request, Response, StatusCode};
@@ -23,10 +28,22 @@ use crate::vm::beneath::Access;
 use crate::vm::datastore_path::{DatastorePath, DatastorePathError};
 use crate::vm::screenshot;
 
-/// Most bytes one response carries; larger files are read with Range requests.
-const MAX_RESPONSE_BYTES: u64 = 512 << 20;
+/// Bytes per chunk of a streamed datastore file.
+const CHUNK_BYTES: u64 = 64 << 10;
+/// Chunks read ahead of a slow client: the most one download holds in memory.
+const CHUNKS_AHEAD: usize = 2;
+/// How long a client may take to accept the next chunk before the download stops.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type HttpResponse = Response<Full<Bytes>>;
+
+/// A response body: a whole buffer or a streamed file.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A buffered response as a [`Body`] response.
+pub fn boxed(response: HttpResponse) -> Response<Body> {
+    response.map(|full| full.map_err(|never| match never {}).boxed())
+}
 
 /// A plain-text response (a line of explanation).
 pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse {
@@ -190,31 +207,80 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (first <= last && last < size).then_some((first, last))
 }
 
-fn read_span(mut file: std::fs::File, first: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    file.seek(SeekFrom::Start(first))?;
-    let mut buffer = Vec::with_capacity(len as usize);
-    file.take(len).read_to_end(&mut buffer)?;
-    Ok(buffer)
+/// A file's bytes sent in chunks as the client takes them: at most [`CHUNKS_AHEAD`] chunks
+/// are read ahead of a slow client, and one that takes nothing for [`WRITE_TIMEOUT`] gets no
+/// more (the connection then ends by its own timeouts).
+struct FileStream {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
-/// `GET /folder/...`: a datastore file, whole or one range.
-pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse {
+impl hyper::body::Body for FileStream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.chunks
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| bytes.map(Frame::data)))
+    }
+}
+
+/// Streams `len` bytes of `file` from `first`.
+fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
+    let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+    let file = Arc::new(file);
+    tokio::spawn(async move {
+        let end = first + len;
+        let mut at = first;
+        while at < end {
+            let n = (end - at).min(CHUNK_BYTES);
+            let source = file.clone();
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buffer = vec![0u8; n as usize];
+                source
+                    .read_exact_at(&mut buffer, at)
+                    .map(|()| Bytes::from(buffer))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let failed = chunk.is_err();
+            let sent = tokio::time::timeout(WRITE_TIMEOUT, sender.send(chunk)).await;
+            if failed || !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+            at += n;
+        }
+    });
+    FileStream { chunks }
+}
+
+/// `GET /folder/...`: a datastore file, whole or one range, streamed.
+pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> Response<Body> {
+    serve_file(host, request).await.unwrap_or_else(boxed)
+}
+
+/// The streamed file, or the short answer saying why not.
+async fn serve_file(
+    host: Arc<Host>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, HttpResponse> {
     let privilege = match *request.method() {
         hyper::Method::GET | hyper::Method::HEAD => "Datastore.Browse",
         _ => "Datastore.FileManagement",
     };
     let datastore = query_param(request.uri().query(), "dsName").unwrap_or_default();
     let datastore = MoRef::new("Datastore", datastore.as_str());
-    if let Err(refused) = authorize(&host, &request, &[privilege], &datastore).await {
-        return refused;
-    }
+    authorize(&host, &request, &[privilege], &datastore).await?;
     let file = match open_file(&host, request.uri().path(), request.uri().query()) {
         Ok(file) => file,
-        Err((status, why)) => return plain(status, why),
+        Err((status, why)) => return Err(plain(status, why)),
     };
     let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
-        _ => return plain(StatusCode::NOT_FOUND, "no such file"),
+        _ => return Err(plain(StatusCode::NOT_FOUND, "no such file")),
     };
     let range = request
         .headers()
@@ -229,35 +295,24 @@ pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> HttpResponse
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     response.headers_mut().insert(CONTENT_RANGE, value);
                 }
-                return response;
+                return Err(response);
             }
         },
         None if size == 0 => (StatusCode::OK, 0, 0),
         None => (StatusCode::OK, 0, size - 1),
     };
     let len = if size == 0 { 0 } else { last - first + 1 };
-    if len > MAX_RESPONSE_BYTES {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {MAX_RESPONSE_BYTES} bytes per request: use Range"),
-        );
-    }
-    let read = tokio::task::spawn_blocking(move || read_span(file, first, len)).await;
-    let body = match read {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-        Err(error) => return plain(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    };
     let mut builder = Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_LENGTH, len)
         .header(ACCEPT_RANGES, "bytes");
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(CONTENT_RANGE, format!("bytes {first}-{last}/{size}"));
     }
-    builder
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response parts")
+    Ok(builder
+        .body(BodyExt::boxed(stream(file, first, len)))
+        .expect("valid response parts"))
 }
 
 /// `GET /screen?id=<moid>`: a PNG of the VM's console (409 when it is not running).

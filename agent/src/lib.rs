@@ -12,6 +12,7 @@ pub mod faults;
 pub mod host;
 pub mod http_files;
 pub mod inventory;
+pub mod locks;
 pub mod logins;
 pub mod methods;
 pub mod server;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::host::lock;
+use crate::locks::lock;
 use crate::users::{decoy_hash, verify_hash, Accounts, AccountsError};
 
 /// Password checking and failed-login accounting.

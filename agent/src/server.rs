@@ -149,16 +149,16 @@ async fn route(
     server: Option<SocketAddr>,
     timeouts: Timeouts,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<http_files::Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
+        (&Method::GET, path) if path.starts_with("/folder/") => {
+            return Ok(http_files::folder(host, request).await)
+        }
         (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())
         }
         (&Method::GET, "/screen") => http_files::screen(host, request).await,
-        (&Method::GET, path) if path.starts_with("/folder/") => {
-            http_files::folder(host, request).await
-        }
         (&Method::GET, path) if path.starts_with("/ticket/") => {
             console::session::endpoint(host, request).await
         }
@@ -167,7 +167,7 @@ async fn route(
             .body(Full::new(Bytes::from_static(b"not found\n")))
             .expect("static response"),
     };
-    Ok(response)
+    Ok(http_files::boxed(response))
 }
 
 async fn sdk(

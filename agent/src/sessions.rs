@@ -9,8 +9,8 @@ use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
-use crate::host::lock;
 use crate::inventory::now_micros;
+use crate::locks::lock;
 use crate::methods::property_collector::CollectorState;
 
 /// One logged-in session.
@@ -153,19 +153,7 @@ impl Sessions {
 
 /// A random key in UUID form, as ESXi's `52xxxxxx-...` keys look.
 fn new_session_key() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    crate::vm::uuid::try_random()
 }
 
 /// The session key in a Cookie header, parsed leniently: clients echo back attributes

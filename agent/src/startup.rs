@@ -10,10 +10,11 @@ use std::time::Duration;
 use crate::authz::{Authz, StoreError};
 use crate::config::Config;
 use crate::events;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::{self, refs, DatastoreDir};
 use crate::inventory::host_facts::HostFacts;
 use crate::inventory::Inventory;
+use crate::locks::lock;
 use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
@@ -110,14 +111,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     create(&config.data_dir)?;
     lock_data_dir(&config.data_dir)?;
     make_private(&config.data_dir)?;
-    let datastores: Vec<DatastoreDir> = config
-        .datastores
-        .iter()
-        .map(|d| DatastoreDir {
-            name: d.name.clone(),
-            dir: config.datastore_dir(d),
-        })
-        .collect();
+    let datastores = datastore_dirs(&config);
     for ds in &datastores {
         create(&ds.dir)?;
     }
@@ -156,6 +150,18 @@ fn restore_events(host: &Host) {
         host.mutate(|inv| inv.set(host.schema, &refs::event_manager(), "latestEvent", latest));
     }
     *lock(&host.events) = log;
+}
+
+/// The configured datastores with their directories.
+pub fn datastore_dirs(config: &Config) -> Vec<DatastoreDir> {
+    config
+        .datastores
+        .iter()
+        .map(|d| DatastoreDir {
+            name: d.name.clone(),
+            dir: config.datastore_dir(d),
+        })
+        .collect()
 }
 
 /// Re-reads datastore space and logs out idle sessions, forever.

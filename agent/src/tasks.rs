@@ -9,9 +9,10 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use crate::events::post_event;
 use crate::faults;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
+use crate::locks::lock;
 
 /// How many TaskInfos the history keeps, and how many tasks `recentTask` lists.
 const HISTORY_LEN: usize = 1000;
@@ -374,7 +375,7 @@ mod tests {
     fn lifecycle_and_one_mutating_task_per_entity() {
         let host = test_host();
         let schema = host.schema;
-        let vm = MoRef::new("VirtualMachine", "1");
+        let vm = host.vms.all()[0].moref.clone();
         let task = create_task(&host, spec(&vm)).unwrap();
         let task_ref = task.task.clone();
         assert_eq!(state(&host, &task_ref), "queued");
@@ -454,7 +455,7 @@ mod tests {
     fn cancel_queued_running_and_uncancelable_tasks() {
         let host = test_host();
         let schema = host.schema;
-        let vm = MoRef::new("VirtualMachine", "1");
+        let vm = host.vms.all()[0].moref.clone();
         let queued = create_task(&host, spec(&vm)).unwrap();
         cancel_task(&host, &queued.task).unwrap();
         assert_eq!(state(&host, &queued.task), "error");

@@ -249,8 +249,21 @@ impl DataObject {
             .sum()
     }
 
-    /// A field's value by name, if set.
+    /// A field's value by name, if set. The name must be a field of the object's type: debug
+    /// builds (and so tests) panic on any other, since a misspelt name would read as unset.
     pub fn get(&self, schema: &Schema, field: &str) -> Option<&Value> {
+        let index = schema.field_index(self.ty, field);
+        debug_assert!(
+            index.is_some(),
+            "{} has no field {field}",
+            schema.ty(self.ty).name
+        );
+        self.fields[index?].as_ref()
+    }
+
+    /// A field's value by a name that may not be a field of the object's type (a client's
+    /// property path, or a probe across subtypes): `None` then.
+    pub fn lookup(&self, schema: &Schema, field: &str) -> Option<&Value> {
         schema
             .field_index(self.ty, field)
             .and_then(|i| self.fields[i].as_ref())

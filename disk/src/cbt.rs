@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
 use crate::qcow2::bitmap_store::is_locked_by_writer;
-use crate::qcow2::bitmaps::{DirtyBitmap, FLAG_IN_USE};
+use crate::qcow2::bitmaps::{DirtyBitmap, FLAG_AUTO};
+use crate::qcow2::header::AUTOCLEAR_BITMAPS;
 use crate::qcow2::{ExtentKind, Qcow2Image, Qcow2Options};
 use crate::tree::{DiskTree, LayerId, TreeError};
 
@@ -356,7 +357,10 @@ fn open_image(path: &Path, read_only: bool) -> Result<Qcow2Image, TreeError> {
     Ok(Qcow2Image::open(path, &options).map_err(OpenError::from)?)
 }
 
-/// Reads the live bitmap `uuid` of the layer at `path`.
+/// Reads the live bitmap `uuid` of the layer at `path`. Only a bitmap that was recording
+/// every write counts: one disabled (`auto` clear, e.g. `qemu-img bitmap --disable`), left
+/// in use, of another kind, missing, or in an image whose bitmaps a writer that does not know
+/// them has invalidated (autoclear bit clear) is stale, never a silent miss.
 fn read_live(path: &Path, uuid: &[u8; 16]) -> Result<Live, TreeError> {
     let file = std::fs::File::open(path).map_err(|source| OpenError::Io {
         path: path.to_path_buf(),
@@ -370,8 +374,9 @@ fn read_live(path: &Path, uuid: &[u8; 16]) -> Result<Live, TreeError> {
     }
     let image = open_image(path, true)?;
     let name = bitmap_name(uuid);
+    let consistent = image.header().autoclear & AUTOCLEAR_BITMAPS != 0;
     match image.bitmap_entries().iter().find(|e| e.name == name) {
-        Some(entry) if entry.flags & FLAG_IN_USE == 0 => {
+        Some(entry) if consistent && entry.is_usable() && entry.flags & FLAG_AUTO != 0 => {
             Ok(image.read_bitmap(&name)?.map_or(Live::Stale, Live::Bitmap))
         }
         _ => Ok(Live::Stale),

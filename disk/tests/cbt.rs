@@ -277,6 +277,54 @@ fn unusable_change_ids_are_errors_the_caller_can_tell_apart() {
         .is_empty());
 }
 
+/// The name of the tracking bitmap `qemu-img info` shows in `image`.
+fn tracking_bitmap(image: &Path) -> String {
+    let info = qemu_img(&["info", "--output=json", image.to_str().unwrap()]);
+    let at = info.find("\"vireo-cbt-").expect("a tracking bitmap") + 1;
+    info[at..at + info[at..].find('"').unwrap()].to_string()
+}
+
+#[test]
+fn a_bitmap_that_stopped_recording_makes_change_ids_stale() {
+    // The attacker (or an operator's tool) disables the bitmap, then writes behind it; or
+    // removes it. Either way no changeId of that session may answer with a silent miss.
+    for (case, command) in [("disabled", "--disable"), ("removed", "--remove")] {
+        let dir = Scratch::new(&format!("cbt-{case}"));
+        let root = dir.path("disk.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            root.to_str().unwrap(),
+            &SIZE.to_string(),
+        ]);
+        let mut tree = DiskTree::open(&root).unwrap();
+        let id = tree.enable_tracking().unwrap().to_string();
+        let active = tree.active_path();
+        let bitmap = tracking_bitmap(&active);
+        qemu_img(&["bitmap", command, active.to_str().unwrap(), &bitmap]);
+        for n in 0..22u64 {
+            let write = format!("write -P 0x5a {} 4k", n * 131072);
+            common::qemu_io(&active, "qcow2", &[write.as_str()]);
+        }
+        assert!(
+            matches!(
+                tree.changed_areas(&id, None, 0, SIZE),
+                Err(CbtError::Stale(_))
+            ),
+            "{case}: a bitmap that did not record must not answer"
+        );
+        // Tracking starts again: the new changeId is good from here on.
+        let fresh = tree.current_change_id().unwrap().to_string();
+        assert_ne!(fresh, id);
+        assert!(tree
+            .changed_areas(&fresh, None, 0, SIZE)
+            .unwrap()
+            .is_empty());
+    }
+}
+
 /// The child: writes to the image and exits without closing it (as a crashed VMM would).
 #[test]
 fn cbt_crash_child_process() {

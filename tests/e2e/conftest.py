@@ -79,6 +79,16 @@ def wait_ready(port, process, timeout=60):
     raise RuntimeError("vireod did not become ready")
 
 
+def remove_bridge(data_dir):
+    """Deletes the "VM Network" bridge of the vireod that used `data_dir` (one per instance)."""
+    try:
+        with open(os.path.join(data_dir, "network-instance")) as f:
+            instance = f.read().strip()
+    except OSError:
+        return
+    subprocess.run(["ip", "link", "del", f"vbr{instance}"], capture_output=True)
+
+
 @contextlib.contextmanager
 def start_vireod(config=None):
     """A fresh vireod with the test VM folder; `config` is TOML laid over the built-in defaults."""
@@ -108,6 +118,7 @@ def start_vireod(config=None):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+        remove_bridge(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -447,7 +447,8 @@ def test_a_vm_killed_with_vireod_powers_on_again(agent):
     vm = create_vm(si, "orphan", disk_kb=0)
     moid = vm._moId
     WaitForTask(vm.PowerOnVM_Task())
-    tap = f"vt{moid}n0"
+    with open(os.path.join(agent.data_dir, "network-instance")) as f:
+        tap = f"vt{int(f.read().strip(), 16):04x}{int(moid):x}n0"
     assert os.path.exists(f"/sys/class/net/{tap}")
     pids = agent.vmm_pids()
     agent.process.send_signal(signal.SIGKILL)

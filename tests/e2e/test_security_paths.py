@@ -344,3 +344,48 @@ def test_a_raw_disk_is_never_reprobed(si, agent):
     finally:
         raw.remove()
     assert_data_dir_survives(agent, si)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+# 11. /folder clients that never read must not make vireod buffer the files they asked for
+def test_folder_streams_to_slow_readers_in_bounded_memory(si, agent):
+    import socket
+    big = os.path.join(datastore(agent), "big")
+    os.makedirs(big, exist_ok=True)
+    with open(os.path.join(big, "big.img"), "wb") as f:
+        f.truncate(256 << 20)
+    data = os.urandom(3 << 20)
+    with open(os.path.join(big, "random.bin"), "wb") as f:
+        f.write(data)
+    status, body = get_folder(agent, "big/random.bin")
+    assert status == 200 and body == data, "a streamed download differs from the file"
+
+    before = rss_kib(agent.process.pid)
+    token = base64.b64encode(f"root:{ROOT_PASSWORD}".encode()).decode()
+    request = (f"GET /folder/big/big.img?dcPath=ha-datacenter&dsName=datastore1 HTTP/1.1\r\n"
+               f"Host: 127.0.0.1\r\nAuthorization: Basic {token}\r\n\r\n").encode()
+    context = ssl._create_unverified_context()
+    stalled = []
+    try:
+        for _ in range(4):
+            raw = socket.create_connection(("127.0.0.1", agent.port))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn = context.wrap_socket(raw)
+            conn.sendall(request)
+            stalled.append(conn)
+        # While they stall, other clients are served, and the server had every chance to
+        # read ahead (the old code read each 256 MiB file whole into memory).
+        for _ in range(3):
+            status, body = get_folder(agent, "big/random.bin")
+            assert status == 200 and body == data
+        grown = rss_kib(agent.process.pid) - before
+        assert grown < 64 * 1024, f"vireod grew by {grown} KiB for four stalled downloads"
+        assert si.content.about.apiVersion
+    finally:
+        for conn in stalled:
+            conn.close()
+    shutil.rmtree(big)

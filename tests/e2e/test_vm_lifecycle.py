@@ -15,7 +15,7 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import REPO, ROOT_PASSWORD, Vireod, free_port, wait_ready
+from conftest import REPO, ROOT_PASSWORD, Vireod, free_port, remove_bridge, wait_ready
 
 BIN_DIR = os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug"))
 GUEST = os.environ.get("VIREO_TEST_GUEST", os.path.join(REPO, ".cache", "test-guest", "vireo-test-guest.elf"))
@@ -67,6 +67,7 @@ class Agent:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        remove_bridge(self.data_dir)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -325,3 +326,34 @@ def test_power_on_is_observed_running_by_wait_for_updates(si, agent):
     assert seen[-1] == "success", seen
     pc.Destroy()
     WaitForTask(vm.PowerOffVM_Task())
+
+
+# Security attack 15: interface names are host-global, so each vireod names its bridge and
+# TAPs with its own instance id; two fresh vireods (whose first VMs have the same id) both
+# power on a VM with a NIC, each TAP on its own instance's bridge.
+def test_two_vireods_power_on_vms_with_nics_side_by_side():
+    agents = [Agent(), Agent()]
+    try:
+        vms = []
+        for a in agents:
+            connection = a.vireod.connect()
+            vm = create_vm(connection, "side-by-side")
+            power_on_booted(a, vm)
+            vms.append(vm)
+        assert vms[0]._moId == vms[1]._moId, "the same VM id in both: the case that collided"
+        bridges = []
+        for a in agents:
+            with open(os.path.join(a.data_dir, "network-instance")) as f:
+                instance = f.read().strip()
+            bridge = f"vbr{instance}"
+            members = os.listdir(f"/sys/class/net/{bridge}/brif")
+            assert members == [f"vt{instance}{int(vms[0]._moId):x}n0"], members
+            bridges.append(bridge)
+        assert bridges[0] != bridges[1]
+        for vm in vms:
+            WaitForTask(vm.PowerOffVM_Task())
+        for bridge in bridges:
+            assert os.listdir(f"/sys/class/net/{bridge}/brif") == []
+    finally:
+        for a in agents:
+            a.close()

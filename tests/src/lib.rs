@@ -228,6 +228,11 @@ impl Vmm {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

@@ -3,8 +3,12 @@
 //! through it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::unistd::Uid;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
@@ -17,7 +21,7 @@ use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
 
 use crate::devices::bus::lock;
-use crate::devices::framebuffer::{screenshot_png, FramebufferInfo, ScreenshotError};
+use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
@@ -67,10 +71,23 @@ pub enum ControlError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The server thread could not start.
+    #[error("cannot start the control server: {source}")]
+    Thread {
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
-/// Binds `path` (replacing a stale socket) and serves requests on a background thread.
-pub fn serve(path: &Path, handle: VmHandle) -> Result<(), ControlError> {
+/// A bound control socket and the one uid whose clients it serves.
+pub struct ControlListener {
+    socket: UnixListener,
+    owner: Uid,
+}
+
+/// Binds `path` (replacing a stale socket) as a socket only its owner may use (0600, whatever
+/// the umask), for clients running as `owner`.
+pub fn listen(path: &Path, owner: Uid) -> Result<ControlListener, ControlError> {
     let bind_error = |source| ControlError::Bind {
         path: path.to_owned(),
         source,
@@ -79,19 +96,52 @@ pub fn serve(path: &Path, handle: VmHandle) -> Result<(), ControlError> {
         std::fs::remove_file(path).map_err(bind_error)?;
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
+    Ok(ControlListener {
+        socket: listener,
+        owner,
+    })
+}
+
+/// Serves requests on `listener` on a background thread, to clients running as its owner only
+/// (checked with SO_PEERCRED; others get a refusal and are disconnected).
+pub fn serve(listener: ControlListener, handle: VmHandle) -> Result<(), ControlError> {
+    let ControlListener {
+        socket: listener,
+        owner,
+    } = listener;
     let handle = Arc::new(handle);
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
+                if let Err(refusal) = check_peer(&stream, owner) {
+                    let mut stream = stream;
+                    let _ = writeln!(stream, "{}", encode_reply::<Ack>(Err(refusal)));
+                    continue;
+                }
                 let handle = handle.clone();
                 let _ = std::thread::Builder::new()
                     .name("control-conn".into())
                     .spawn(move || serve_connection(stream, &handle));
             }
         })
-        .map_err(bind_error)?;
+        .map_err(|source| ControlError::Thread { source })?;
     Ok(())
+}
+
+/// Whether the client runs as `owner` (the uid that started the VMM: vireod's).
+fn check_peer(stream: &UnixStream, owner: Uid) -> Result<(), String> {
+    let credentials = getsockopt(stream, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the client's credentials: {e}"))?;
+    if credentials.uid() == owner.as_raw() {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: uid {} is not the VM's owner",
+            credentials.uid()
+        ))
+    }
 }
 
 fn serve_connection(stream: UnixStream, handle: &VmHandle) {
@@ -169,9 +219,9 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             (acked(attached), None)
         }
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
-        Request::Screenshot { path } => {
-            let written = write_screenshot(handle, &path).map(|bytes| Screenshot { path, bytes });
-            (reply(written), None)
+        Request::Screenshot => {
+            let taken = screenshot_png(&handle.memory, &handle.framebuffer);
+            (reply(taken.map(|png| Screenshot { png })), None)
         }
     }
 }
@@ -196,19 +246,6 @@ fn type_on_serial(handle: &VmHandle, mut bytes: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Writes the PNG next to `path` and renames it into place; returns its size.
-fn write_screenshot(handle: &VmHandle, path: &Path) -> Result<usize, ScreenshotError> {
-    let png = screenshot_png(&handle.memory, &handle.framebuffer)?;
-    let partial = path.with_extension("png.partial");
-    std::fs::write(&partial, &png)
-        .and_then(|_| std::fs::rename(&partial, path))
-        .map_err(|source| ScreenshotError::Write {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(png.len())
 }
 
 fn status(handle: &VmHandle) -> VmStatus {

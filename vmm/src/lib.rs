@@ -12,6 +12,7 @@ pub mod control;
 pub mod device_manager;
 pub mod devices;
 pub mod disk_swap;
+pub mod jail;
 pub mod machine;
 pub mod persist;
 pub mod run_state;

@@ -140,8 +140,8 @@ impl Machine {
         self.run_state.clone()
     }
 
-    /// Runs the VM until the guest is gone; returns how it ended.
-    pub fn run(mut self) -> VmExit {
+    /// Runs the VM until the guest is gone, serving `control` if given; returns how it ended.
+    pub fn run(mut self, control: Option<control::ControlListener>) -> VmExit {
         if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick) {
             return VmExit::Crashed {
                 detail: format!("cannot install the vCPU kick handler: {e}"),
@@ -180,7 +180,7 @@ impl Machine {
         if self.config.serial_stdio {
             self.forward_stdin();
         }
-        let control_server = self.config.control_socket.as_ref().map(|path| {
+        let control_server = control.map(|listener| {
             let handle = VmHandle {
                 run_state: self.run_state.clone(),
                 pm: self.pm.clone(),
@@ -196,7 +196,7 @@ impl Machine {
                 config: Arc::new(Mutex::new(self.config.clone())),
                 completed: self.completed.clone(),
             };
-            control::serve(path, handle)
+            control::serve(listener, handle)
         });
         if let Some(Err(e)) = &control_server {
             self.run_state.request_exit(VmExit::Crashed {

@@ -1,33 +1,115 @@
 //! `vireo-vmm`: boots one guest on /dev/kvm and runs it until it is gone. The exit status says
 //! how it ended: 0 powered off, 3 reset, 4 crashed, 5 killed, 1 could not start.
+//!
+//! Start-up order matters: the jail's mount namespace before any thread exists, the system-call
+//! filter before any thread exists (every thread inherits it), the files opened as the starting
+//! user inside the jail's view, and the drop to the jail's user before the guest runs.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::getuid;
+use vireo_vmm::control::{self, ControlError, ControlListener};
+use vireo_vmm::jail::{self, JailError};
 use vireo_vmm::persist::restore::{restore_vm, RestoreOptions};
-use vireo_vmm::{build_vm, VmConfig, VmExit};
+use vireo_vmm::seccomp::{self, SeccompError};
+use vireo_vmm::{build_vm, BuildError, Machine, VmConfig, VmExit};
 use vireo_vmm_protocol::exit::{ExitRecord, EXIT_START_FAILED};
 use vireo_vmm_protocol::VmmArgs;
 
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local set; the mask is then applied to this thread and
-    // inherited by every thread spawned after it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// Why the VMM could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot watch for termination signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The signals that end the VMM (as "killed"): blocked everywhere, taken by one thread.
+fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(signal);
     }
+    set
 }
 
 fn main() -> ExitCode {
     let args = VmmArgs::parse();
+    let (machine, control) = match start(args) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("vireo-vmm: {e}");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    let boot_marker = machine.run_state();
+    let exit = machine.run(control);
+    let code = exit.exit_code();
+    let record = ExitRecord {
+        exit,
+        boot_marker_ms: boot_marker.boot_marker().map(|d| d.as_secs_f64() * 1e3),
+    };
+    eprintln!("{}", record.to_line());
+    ExitCode::from(code)
+}
+
+/// Jails, filters and builds the VM; returns it with its control socket, ready to run.
+fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError> {
+    // Control clients must run as whoever started the VMM (vireod).
+    let owner = getuid();
+    if args.jail_uid.is_some() {
+        // The TAP device too (a restored VM's NICs are not on the command line).
+        let tun = Path::new("/dev/net/tun");
+        let mut devices = vec![Path::new("/dev/kvm")];
+        if tun.exists() {
+            devices.push(tun);
+        }
+        jail::enter_view(&args.jail_dirs, &devices)?;
+    }
+    // After the jail's mount points (searchable by its user): what the VMM creates is its own.
+    umask(Mode::from_bits_truncate(0o077));
+    let signals = termination_signals();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+        .map_err(|e| StartError::Signals(e.into()))?;
+    seccomp::filter_process()?;
+    let machine = build(&args)?;
+    let control = args
+        .control
+        .as_deref()
+        .map(|path| control::listen(path, owner))
+        .transpose()?;
+    if let (Some(uid), Some(gid)) = (args.jail_uid, args.jail_gid) {
+        jail::drop_privileges(uid, gid)?;
+    }
+    let run_state = machine.run_state();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(signal) = signals.wait() {
+                run_state.request_exit(VmExit::Killed {
+                    signal: signal as i32,
+                });
+            }
+        })
+        .map_err(StartError::Signals)?;
+    Ok((machine, control))
+}
+
+/// Boots the kernel, or restores the saved VM, that `args` name.
+fn build(args: &VmmArgs) -> Result<Machine, BuildError> {
     let serial_stdio = args.serial_stdio || args.serial_log.is_none();
-    let signals = block_termination_signals();
-    let built = match &args.restore {
+    match &args.restore {
         Some(dir) => {
             let options = RestoreOptions {
                 serial_log: args.serial_log.clone(),
@@ -41,48 +123,18 @@ fn main() -> ExitCode {
         }
         None => build_vm(&VmConfig {
             serial_stdio,
-            kernel: args.kernel.unwrap_or_default(),
-            initrd: args.initrd,
-            cmdline: args.cmdline,
+            kernel: args.kernel.clone().unwrap_or_default(),
+            initrd: args.initrd.clone(),
+            cmdline: args.cmdline.clone(),
             vcpus: args.vcpus,
             memory_mib: args.memory_mib,
-            serial_log: args.serial_log,
-            control_socket: args.control,
-            disks: args.disks,
-            nets: args.nets,
+            serial_log: args.serial_log.clone(),
+            control_socket: args.control.clone(),
+            disks: args.disks.clone(),
+            nets: args.nets.clone(),
             framebuffer: args.framebuffer,
-            framebuffer_file: args.framebuffer_file,
-            tools_socket: args.tools_socket,
+            framebuffer_file: args.framebuffer_file.clone(),
+            tools_socket: args.tools_socket.clone(),
         }),
-    };
-    let machine = match built {
-        Ok(machine) => machine,
-        Err(e) => {
-            eprintln!("vireo-vmm: {e}");
-            return ExitCode::from(EXIT_START_FAILED);
-        }
-    };
-    let run_state = machine.run_state();
-    let waiter = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut signal = 0;
-            // SAFETY: waits on the set blocked above.
-            if unsafe { libc::sigwait(&signals, &mut signal) } == 0 {
-                run_state.request_exit(VmExit::Killed { signal });
-            }
-        });
-    if let Err(e) = waiter {
-        eprintln!("vireo-vmm: cannot watch for termination signals: {e}");
-        return ExitCode::from(EXIT_START_FAILED);
     }
-    let boot_marker = machine.run_state();
-    let exit = machine.run();
-    let code = exit.exit_code();
-    let record = ExitRecord {
-        exit,
-        boot_marker_ms: boot_marker.boot_marker().map(|d| d.as_secs_f64() * 1e3),
-    };
-    eprintln!("{}", record.to_line());
-    ExitCode::from(code)
 }

@@ -18,8 +18,9 @@ use super::keyboard::SerialKeyboard;
 use super::rfb::{self, ClientMessage, PixelFormat, Rect};
 use super::screen::Screen;
 use super::websocket::{self, Event, WebSocket, WebSocketError};
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::http_files::plain;
+use crate::locks::lock;
 use crate::vm::{control, Power, Vm};
 
 /// How often a pending incremental update request looks for changed pixels.

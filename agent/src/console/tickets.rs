@@ -65,7 +65,7 @@ impl TicketStore {
         getrandom::fill(&mut bytes).map_err(IssueError::Random)?;
         let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let now = (self.clock)();
-        let mut issued = crate::host::lock(&self.issued);
+        let mut issued = crate::locks::lock(&self.issued);
         issued.retain(|_, t| t.expires > now);
         issued.insert(
             ticket.clone(),
@@ -80,7 +80,7 @@ impl TicketStore {
     /// Uses up `ticket`: the VM it unlocks, or why it does not.
     pub fn redeem(&self, ticket: &str) -> Result<MoRef, RedeemError> {
         let now = (self.clock)();
-        let issued = crate::host::lock(&self.issued)
+        let issued = crate::locks::lock(&self.issued)
             .remove(ticket)
             .ok_or(RedeemError::Unknown)?;
         if issued.expires <= now {

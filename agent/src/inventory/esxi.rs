@@ -9,6 +9,7 @@ use vireo_api::{DataObject, MoRef, Value};
 
 use super::host_facts::{filesystem_space, HostFacts};
 use super::Inventory;
+use crate::vm::uuid;
 
 /// Well-known object references of the host.
 pub mod refs {
@@ -521,21 +522,11 @@ fn host_uuid() -> String {
     let id = std::fs::read_to_string("/etc/machine-id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let hex: String = if id.len() >= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        id[..32].to_string()
-    } else {
-        let digest = ring::digest::digest(&ring::digest::SHA256, crate::tls::hostname().as_bytes());
-        digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    if id.len() >= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return uuid::to_api(&id[..32]);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, crate::tls::hostname().as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::from_bytes(&bytes)
 }

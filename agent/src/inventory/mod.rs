@@ -1,10 +1,9 @@
 //! The object store behind every managed object vireod serves: each object's type, its stored
 //! property values and, for session-scoped objects (views, filters, collectors), the owning
-//! session. [`esxi`] builds the host's fixed tree; [`vmx`] reads VMs from datastore folders.
+//! session. [`esxi`] builds the host's fixed tree; VMs enter through `crate::vm`.
 
 pub mod esxi;
 pub mod host_facts;
-pub mod vmx;
 
 use std::sync::Arc;
 

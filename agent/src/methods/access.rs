@@ -115,13 +115,12 @@ fn requirements(call: &Call<'_>, inv: &Inventory, listed: &str) -> Vec<(String, 
     match method {
         "CreateVM_Task" | "RegisterVM_Task" => {
             need("Resource.AssignVMToPool", arg("pool"));
-            let vmx = data("config")
-                .and_then(|c| c.get(schema, "files"))
-                .and_then(Value::as_data)
-                .and_then(|f| f.get(schema, "vmPathName"))
-                .and_then(Value::as_str)
-                .or_else(|| call.arg("path").and_then(Value::as_str));
             if method == "CreateVM_Task" {
+                let vmx = data("config")
+                    .and_then(|c| c.get(schema, "files"))
+                    .and_then(Value::as_data)
+                    .and_then(|f| f.get(schema, "vmPathName"))
+                    .and_then(Value::as_str);
                 need("Datastore.AllocateSpace", datastore_of(vmx).as_ref());
             }
         }

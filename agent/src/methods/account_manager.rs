@@ -9,7 +9,7 @@ use vireo_api::{Fault, Value};
 use super::authorization::{permission_fault, user_not_found};
 use super::session_manager::end_session;
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
-use crate::host::lock;
+use crate::locks::lock;
 use crate::users::{hash_password, Accounts, AccountsError};
 
 /// Longest user name accepted (ESXi's limit for local accounts).

@@ -13,8 +13,9 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::esxi::refs;
+use crate::locks::lock;
 
 /// Writes roleList, privilegeList and description into the AuthorizationManager.
 pub fn publish(host: &Host) {
@@ -345,10 +346,11 @@ fn retrieve_permissions(call: &Call<'_>, method: &str) -> MethodResult {
         "RetrieveRolePermissions" => Some(int_arg(call, "roleId")?),
         _ => None,
     };
-    let inherited = call
-        .arg("inherited")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let inherited = entity.is_some()
+        && call
+            .arg("inherited")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
     let inv = host.inventory();
     let authz = host.authz();
     if let Some(id) = role.filter(|id| authz.role(*id).is_none()) {
@@ -402,7 +404,10 @@ fn subject(call: &Call<'_>, method: &str) -> Result<String, Fault> {
 fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
     let (host, schema) = (call.host, call.schema);
     let user = subject(call, method)?;
-    let wanted = strings(call, "privId");
+    let wanted = match method {
+        "FetchUserPrivilegeOnEntities" => Vec::new(),
+        _ => strings(call, "privId"),
+    };
     let entities = refs_arg(
         call,
         match method {

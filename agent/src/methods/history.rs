@@ -9,8 +9,9 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::events::event_entities;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::Inventory;
+use crate::locks::lock;
 
 /// Default latest-page size.
 const DEFAULT_PAGE_SIZE: usize = 10;

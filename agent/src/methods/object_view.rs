@@ -10,8 +10,9 @@ use vireo_api::schema::TypeId;
 use vireo_api::{Fault, MoRef, Value};
 
 use super::access;
-use crate::host::{lock, Host};
+use crate::host::Host;
 use crate::inventory::{now_micros, Inventory};
+use crate::locks::lock;
 use crate::sessions::Session;
 
 /// The inventory through one caller's eyes.

@@ -110,7 +110,7 @@ fn destroy_collector(call: &Call<'_>) -> MethodResult {
         ));
     }
     let state = vireo_api::MoRef::clone(call.this());
-    let filters = crate::host::lock(&session.collectors)
+    let filters = crate::locks::lock(&session.collectors)
         .remove(&state)
         .map(|c| c.filter_refs())
         .unwrap_or_default();

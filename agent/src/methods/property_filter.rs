@@ -1,7 +1,7 @@
 //! PropertyFilter: DestroyPropertyFilter (the filter leaves its collector and the inventory).
 
 use super::{Call, Handler, MethodResult, MethodTable};
-use crate::host::lock;
+use crate::locks::lock;
 
 /// PropertyFilter's methods.
 pub const METHODS: MethodTable = MethodTable {

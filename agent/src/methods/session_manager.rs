@@ -7,7 +7,8 @@ use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::events::post_event;
-use crate::host::{lock, Host};
+use crate::host::Host;
+use crate::locks::lock;
 
 /// SessionManager's methods.
 pub const METHODS: MethodTable = MethodTable {

@@ -20,8 +20,8 @@ use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
-use super::spec::{random_mac, random_uuid, DiskSpec, VmSpec};
-use super::{lifecycle, Power, Vm};
+use super::spec::{random_mac, DiskSpec, VmSpec};
+use super::{lifecycle, uuid, Power, Vm};
 use crate::events::post_event;
 use crate::faults;
 use crate::host::Host;
@@ -373,8 +373,8 @@ fn clone_spec(host: &Host, source: &Vm, wanted: &CloneSpec) -> Result<VmSpec, Fa
     let schema = host.schema;
     let mut spec = source.state().spec.clone();
     spec.name = wanted.name.clone();
-    spec.uuid = random_uuid();
-    spec.instance_uuid = random_uuid();
+    spec.uuid = uuid::random();
+    spec.instance_uuid = uuid::random();
     spec.template = wanted.template;
     spec.disks.clear();
     for nic in &mut spec.nics {

@@ -28,6 +28,9 @@ pub enum ControlError {
         /// The VMM's message.
         message: String,
     },
+    /// The files of a request could not be given to the jailed VMM.
+    #[error("cannot give the VMM its files: {0}")]
+    Grant(std::io::Error),
     /// The reply was not the one the command has.
     #[error(transparent)]
     BadReply(#[from] vireo_vmm_protocol::BadReply),

@@ -13,10 +13,8 @@ use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
-use super::spec::{
-    is_owned_key, random_mac, random_uuid, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
-};
-use super::{lifecycle, Vm};
+use super::spec::{is_owned_key, random_mac, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::{lifecycle, uuid, Vm};
 use crate::faults;
 use crate::host::Host;
 
@@ -57,10 +55,10 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
             memory_mb,
             uuid: get("uuid")
                 .and_then(Value::as_str)
-                .map_or_else(random_uuid, str::to_string),
+                .map_or_else(uuid::random, str::to_string),
             instance_uuid: get("instanceUuid")
                 .and_then(Value::as_str)
-                .map_or_else(random_uuid, str::to_string),
+                .map_or_else(uuid::random, str::to_string),
             annotation: get("annotation")
                 .and_then(Value::as_str)
                 .unwrap_or_default()

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault};
 use vireo_disk::block::ImageFormat;
-use vireo_vmm_protocol::control::{Request, SaveReport};
+use vireo_vmm_protocol::control::Request;
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
+use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
@@ -27,8 +28,6 @@ use crate::inventory::now_micros;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a VMM may take to end after power-off before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long saving a VM may take.
-const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
@@ -41,9 +40,14 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     state.disk_capacities = disks::capacities(host, vm, &state.spec);
     if let Some(process) = adopted {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
-        state.taps = (0..state.spec.nics.len())
-            .map(|i| network::tap_name(vm.id, i))
-            .collect();
+        match network::Network::of(&host.config.data_dir) {
+            Ok(net) => {
+                state.taps = (0..state.spec.nics.len())
+                    .map(|i| net.tap_name(vm.id, i))
+                    .collect()
+            }
+            Err(error) => tracing::warn!(vm = vm.id, "{error}"),
+        }
         state.boot_time = std::fs::metadata(vm.run_dir.join("vmm.pid"))
             .and_then(|m| m.modified())
             .ok()
@@ -223,12 +227,14 @@ fn boot_args(
         .extra(BOOT_INITRD)
         .map(|initrd| disks::boot_file(host, vm, BOOT_INITRD, initrd))
         .transpose()?;
+    let net = network::Network::of(&host.config.data_dir)
+        .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     let nets = spec
         .nics
         .iter()
         .enumerate()
         .map(|(n, nic)| {
-            format!("tap={},mac={}", network::tap_name(vm.id, n), nic.mac)
+            format!("tap={},mac={}", net.tap_name(vm.id, n), nic.mac)
                 .parse::<NetConfig>()
                 .map_err(|e| Fault::system_error(schema, e))
         })
@@ -280,6 +286,21 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
         .collect()
 }
 
+/// What a jailed VMM sees: the VM folder, its run directory, the folders of its boot files,
+/// saved state and every layer of its disks' chains.
+fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs) -> Vec<PathBuf> {
+    let files = [&args.kernel, &args.initrd]
+        .into_iter()
+        .flatten()
+        .chain(state.disk_views.iter().flat_map(|v| &v.active.chain));
+    let folders = files.filter_map(|file| file.parent().map(Path::to_owned));
+    [vm.dir.clone(), vm.run_dir.clone()]
+        .into_iter()
+        .chain(args.restore.clone())
+        .chain(folders)
+        .collect()
+}
+
 /// Creates the TAPs, starts the VMM (booting, or restoring the machine state saved in
 /// `restore`, on the disks' current writable layers) and waits until it answers on its
 /// control socket.
@@ -300,7 +321,7 @@ fn launch(
         },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
-    std::fs::create_dir_all(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
+    jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
     let tools_socket = vm.run_dir.join("tools.sock");
     if control_socket.as_os_str().len() >= 108 {
@@ -313,11 +334,18 @@ fn launch(
     args.tools_socket = Some(tools_socket);
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
+    if let Some(jail) = VmmJail::of(&host.config) {
+        let dirs = jail_dirs(vm, state, &args);
+        jail.confine(&mut args, dirs)
+            .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
+    }
+    let net =
+        network::Network::of(&host.config.data_dir).map_err(|e| system_error(e.to_string()))?;
     let taps: Vec<String> = (0..state.spec.nics.len())
-        .map(|i| network::tap_name(vm.id, i))
+        .map(|i| net.tap_name(vm.id, i))
         .collect();
     for tap in &taps {
-        if let Err(error) = network::create_tap(tap) {
+        if let Err(error) = net.create_tap(tap) {
             delete_taps(&taps);
             return Err(system_error(error.to_string()));
         }
@@ -560,21 +588,8 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = control::call::<SaveReport>(
-            &socket,
-            &Request::Save {
-                dir: dir.to_owned(),
-            },
-            SAVE_TIMEOUT,
-        )
-        .map_err(|error| {
-            faults::file_fault(
-                schema,
-                &dir.display().to_string(),
-                format!("cannot save the VM: {error}"),
-            )
-        })
-        .and_then(|_| journal.step("saved").map_err(|e| e.fault(schema)));
+        let saved = snapshots::live::save(host, &socket, &dir)
+            .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));
             let _ = std::fs::remove_dir_all(&dir);

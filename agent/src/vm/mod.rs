@@ -11,6 +11,7 @@ pub mod create;
 pub mod datastore_path;
 pub mod destroy;
 pub mod disks;
+pub mod jail;
 pub mod journal;
 pub mod lifecycle;
 pub mod network;
@@ -21,6 +22,7 @@ pub mod screenshot;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
+pub mod uuid;
 pub mod vmx_file;
 
 use std::collections::BTreeMap;
@@ -307,10 +309,10 @@ impl Vms {
             .unwrap_or_default();
         let mut spec = VmSpec::from_vmx(&vmx, &default_name);
         if spec.uuid.is_empty() {
-            spec.uuid = spec::random_uuid();
+            spec.uuid = uuid::random();
         }
         if spec.instance_uuid.is_empty() {
-            spec.instance_uuid = spec::random_uuid();
+            spec.instance_uuid = uuid::random();
         }
         let vm = {
             let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,12 +1,21 @@
 //! The host side of "VM Network": a Linux bridge vireod creates (host-only: no uplink) and one
 //! persistent TAP per NIC of a running VM, enslaved to the bridge, made with ioctls on
 //! /dev/net/tun and an AF_INET socket (no external tools). Needs CAP_NET_ADMIN.
+//!
+//! Interface names are host-global, so every name carries this vireod's instance id (four hex
+//! digits kept in the data dir, chosen at first start so that no other instance's bridge has
+//! it): the bridge is `vbr<id>`, NIC `k` of VM `n` is `vt<id><n in hex>n<k>`. Two vireods on
+//! one host never share a TAP or an L2 segment; [`Network::tap_name`] is the one naming
+//! function (crash recovery finds stale TAPs with it).
 
 use std::ffi::CString;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
-/// The bridge behind "VM Network".
-pub const VM_NETWORK_BRIDGE: &str = "vireo-br0";
+/// The file in the data dir that keeps the instance id.
+const INSTANCE_FILE: &str = "network-instance";
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
@@ -104,20 +113,6 @@ pub fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Creates the "VM Network" bridge if it is missing, and brings it up.
-pub fn ensure_bridge() -> Result<(), NetworkError> {
-    if !interface_exists(VM_NETWORK_BRIDGE) {
-        let socket = control_socket(VM_NETWORK_BRIDGE)?;
-        let name = CString::new(VM_NETWORK_BRIDGE).expect("no NUL in the bridge name");
-        // SAFETY: SIOCBRADDBR reads a NUL-terminated name.
-        let added = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDBR, name.as_ptr()) };
-        if added < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-            return Err(error("create bridge", VM_NETWORK_BRIDGE));
-        }
-    }
-    bring_up(VM_NETWORK_BRIDGE)
-}
-
 fn set_tap_persistence(name: &str, persist: bool) -> Result<(), NetworkError> {
     let tun = std::fs::OpenOptions::new()
         .read(true)
@@ -142,32 +137,7 @@ fn set_tap_persistence(name: &str, persist: bool) -> Result<(), NetworkError> {
     Ok(())
 }
 
-/// Creates a persistent TAP on the "VM Network" bridge, up, for a VMM to open.
-pub fn create_tap(name: &str) -> Result<(), NetworkError> {
-    ensure_bridge()?;
-    set_tap_persistence(name, true)?;
-    let socket = control_socket(name)?;
-    let index = {
-        let cname = CString::new(name).map_err(|_| NetworkError {
-            action: "name",
-            name: name.to_string(),
-            source: std::io::ErrorKind::InvalidInput.into(),
-        })?;
-        // SAFETY: if_nametoindex reads a NUL-terminated name.
-        unsafe { libc::if_nametoindex(cname.as_ptr()) }
-    };
-    let mut req = IfReq::new(VM_NETWORK_BRIDGE);
-    req.set_int(index as libc::c_int);
-    // SAFETY: SIOCBRADDIF reads an ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDIF, &req) } < 0 {
-        let failure = error("add to the bridge TAP", name);
-        let _ = delete_tap(name);
-        return Err(failure);
-    }
-    bring_up(name)
-}
-
-/// Deletes a TAP made by [`create_tap`] (a no-op if it is gone).
+/// Deletes a TAP made by [`Network::create_tap`] (a no-op if it is gone).
 pub fn delete_tap(name: &str) -> Result<(), NetworkError> {
     if !interface_exists(name) {
         return Ok(());
@@ -175,19 +145,149 @@ pub fn delete_tap(name: &str) -> Result<(), NetworkError> {
     set_tap_persistence(name, false)
 }
 
-/// The TAP name of NIC `index` of VM `id` (at most 15 bytes).
-pub fn tap_name(vm_id: u32, index: usize) -> String {
-    format!("vt{vm_id}n{index}")
+/// The interfaces of one vireod instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    instance: u16,
+}
+
+/// Why the instance id could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read or make the network instance id {path}: {source}")]
+pub struct InstanceError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl Network {
+    /// The network of the vireod whose data dir is `data_dir` (its id made at first use).
+    pub fn of(data_dir: &Path) -> Result<Network, InstanceError> {
+        let path = data_dir.join(INSTANCE_FILE);
+        let failed = |source| InstanceError {
+            path: path.clone(),
+            source,
+        };
+        loop {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let instance = u16::from_str_radix(text.trim(), 16)
+                        .map_err(|_| failed(std::io::ErrorKind::InvalidData.into()))?;
+                    return Ok(Network { instance });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(e)),
+            }
+            let instance = unused_instance().map_err(failed)?;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match created {
+                Ok(mut file) => {
+                    file.write_all(format!("{instance:04x}\n").as_bytes())
+                        .map_err(failed)?;
+                    return Ok(Network { instance });
+                }
+                // Another thread made it first: read theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+
+    /// The bridge behind "VM Network".
+    pub fn bridge(&self) -> String {
+        format!("vbr{:04x}", self.instance)
+    }
+
+    /// The TAP name of NIC `index` of VM `vm_id` (at most 15 bytes for VM ids below 2^28 and
+    /// ten NICs).
+    pub fn tap_name(&self, vm_id: u32, index: usize) -> String {
+        format!("vt{:04x}{vm_id:x}n{index}", self.instance)
+    }
+
+    /// Creates the bridge if it is missing, and brings it up.
+    pub fn ensure_bridge(&self) -> Result<(), NetworkError> {
+        let bridge = self.bridge();
+        if !interface_exists(&bridge) {
+            let socket = control_socket(&bridge)?;
+            let name = CString::new(bridge.as_str()).expect("no NUL in the bridge name");
+            // SAFETY: SIOCBRADDBR reads a NUL-terminated name.
+            let added = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDBR, name.as_ptr()) };
+            if added < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(error("create bridge", &bridge));
+            }
+        }
+        bring_up(&bridge)
+    }
+
+    /// Creates a persistent TAP on the bridge, up, for a VMM to open.
+    pub fn create_tap(&self, name: &str) -> Result<(), NetworkError> {
+        self.ensure_bridge()?;
+        set_tap_persistence(name, true)?;
+        let socket = control_socket(name)?;
+        let index = {
+            let cname = CString::new(name).map_err(|_| NetworkError {
+                action: "name",
+                name: name.to_string(),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?;
+            // SAFETY: if_nametoindex reads a NUL-terminated name.
+            unsafe { libc::if_nametoindex(cname.as_ptr()) }
+        };
+        let mut req = IfReq::new(&self.bridge());
+        req.set_int(index as libc::c_int);
+        // SAFETY: SIOCBRADDIF reads an ifreq we own.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDIF, &req) } < 0 {
+            let failure = error("add to the bridge TAP", name);
+            let _ = delete_tap(name);
+            return Err(failure);
+        }
+        bring_up(name)
+    }
+}
+
+/// A random instance id whose bridge does not exist on this host.
+fn unused_instance() -> std::io::Result<u16> {
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    loop {
+        let mut bytes = [0u8; 2];
+        urandom.read_exact(&mut bytes)?;
+        let candidate = u16::from_ne_bytes(bytes);
+        if !interface_exists(&format!("vbr{candidate:04x}")) {
+            return Ok(candidate);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vireo-net-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
-    fn tap_names_fit_the_kernel_limit() {
-        assert_eq!(tap_name(7, 0), "vt7n0");
-        assert!(tap_name(u32::MAX, 3).len() < libc::IFNAMSIZ);
+    fn names_carry_the_instance_and_fit_the_kernel_limit() {
+        let dir = scratch("names");
+        let network = Network::of(&dir).unwrap();
+        assert_eq!(Network::of(&dir).unwrap(), network, "kept in the data dir");
+        let id = format!("{:04x}", network.instance);
+        assert_eq!(network.tap_name(26, 1), format!("vt{id}1an1"));
+        assert_eq!(network.bridge(), format!("vbr{id}"));
+        assert!(network.tap_name((1 << 28) - 1, 9).len() < libc::IFNAMSIZ);
+        let other = Network {
+            instance: network.instance.wrapping_add(1),
+        };
+        assert_ne!(other.tap_name(26, 1), network.tap_name(26, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -196,12 +296,15 @@ mod tests {
             eprintln!("SKIPPED taps_join_the_bridge_and_go_away: needs CAP_NET_ADMIN");
             return;
         }
-        let name = tap_name(999_000 + std::process::id() % 1000, 0);
-        create_tap(&name).expect("create the TAP");
+        let dir = scratch("taps");
+        let network = Network::of(&dir).unwrap();
+        let name = network.tap_name(999_000 + std::process::id() % 1000, 0);
+        network.create_tap(&name).expect("create the TAP");
         let master = std::fs::read_link(format!("/sys/class/net/{name}/master")).unwrap();
-        assert!(master.ends_with(VM_NETWORK_BRIDGE));
+        assert!(master.ends_with(network.bridge()));
         delete_tap(&name).unwrap();
         assert!(!interface_exists(&name));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn nix_like_root() -> bool {

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vireo_api::Fault;
 use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::control::{Request, RunPhase};
 
@@ -87,7 +88,7 @@ pub fn recover(
         resume(host, vm, state, process, &mut done);
     }
     if process.is_none() {
-        remove_stale_taps(vm, state, &mut done);
+        remove_stale_taps(host, vm, state, &mut done);
     }
     for (path, _) in &journals {
         journal::remove(path);
@@ -407,8 +408,11 @@ fn resume(
 ) {
     refresh(host, vm, state);
     let socket = vm.run_dir.join("control.sock");
-    let resumed = snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket)
-        .and_then(|()| control::command(&socket, Request::Resume, CONTROL_TIMEOUT));
+    let resumed =
+        snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket).and_then(|()| {
+            control::command(&socket, Request::Resume, CONTROL_TIMEOUT)
+                .map_err(|e| Fault::system_error(host.schema, format!("cannot resume: {e}")))
+        });
     match resumed {
         Ok(_) => done.note(vm, "resumed the VM".into()),
         Err(error) => {
@@ -417,16 +421,23 @@ fn resume(
             }
             done.note(
                 vm,
-                format!("could not resume the VM ({error}); powered it off"),
+                format!(
+                    "could not resume the VM ({}); powered it off",
+                    error.message
+                ),
             );
         }
     }
 }
 
 /// Deletes TAPs left by a VMM that is no longer running.
-fn remove_stale_taps(vm: &Vm, state: &VmState, done: &mut Recovered) {
+fn remove_stale_taps(host: &Host, vm: &Vm, state: &VmState, done: &mut Recovered) {
+    let net = match network::Network::of(&host.config.data_dir) {
+        Ok(net) => net,
+        Err(error) => return tracing::warn!(vm = vm.id, "recovery: {error}"),
+    };
     for index in 0..state.spec.nics.len() {
-        let tap = network::tap_name(vm.id, index);
+        let tap = net.tap_name(vm.id, index);
         if !network::interface_exists(&tap) {
             continue;
         }

@@ -4,6 +4,7 @@
 
 use vireo_disk::block::ImageFormat;
 
+use super::uuid;
 use super::vmx_file::VmxFile;
 
 /// extraConfig key naming the kernel (a datastore path) the VM boots.
@@ -157,8 +158,8 @@ impl VmSpec {
             ),
             num_cpus: number("numvcpus", 1) as i32,
             memory_mb: number("memsize", 256),
-            uuid: vmx.get("uuid.bios").map(api_uuid).unwrap_or_default(),
-            instance_uuid: vmx.get("vc.uuid").map(api_uuid).unwrap_or_default(),
+            uuid: vmx.get("uuid.bios").map(uuid::to_api).unwrap_or_default(),
+            instance_uuid: vmx.get("vc.uuid").map(uuid::to_api).unwrap_or_default(),
             annotation: vmx.get("annotation").unwrap_or_default().to_string(),
             template: vmx
                 .get("templateVM")
@@ -190,8 +191,8 @@ impl VmSpec {
         );
         vmx.set("numvcpus", &self.num_cpus.to_string());
         vmx.set("memsize", &self.memory_mb.to_string());
-        vmx.set("uuid.bios", &vmx_uuid(&self.uuid));
-        vmx.set("vc.uuid", &vmx_uuid(&self.instance_uuid));
+        vmx.set("uuid.bios", &uuid::to_vmx(&self.uuid));
+        vmx.set("vc.uuid", &uuid::to_vmx(&self.instance_uuid));
         if !self.annotation.is_empty() {
             vmx.set("annotation", &self.annotation);
         }
@@ -234,42 +235,6 @@ impl VmSpec {
             self.extra_config.push((key.to_string(), value.to_string()));
         }
     }
-}
-
-/// `564d1234-5678-9abc-def0-123456789abc` from the .vmx form `56 4d 12 34 ... 9a bc-de f0 ...`.
-pub fn api_uuid(text: &str) -> String {
-    let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return text.to_string();
-    }
-    let hex = hex.to_ascii_lowercase();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
-}
-
-/// The .vmx form of an API UUID: sixteen hex bytes, a dash after the eighth.
-fn vmx_uuid(uuid: &str) -> String {
-    let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return uuid.to_string();
-    }
-    let bytes: Vec<&str> = (0..16).map(|i| &hex[i * 2..i * 2 + 2]).collect();
-    format!("{}-{}", bytes[..8].join(" "), bytes[8..].join(" "))
-}
-
-/// A random version-4 UUID in API form.
-pub fn random_uuid() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the kernel's random source");
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    api_uuid(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// A random MAC in VMware's manually-assigned range `00:50:56:00:00:00..00:50:56:3f:ff:ff`.
@@ -342,10 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn identities_have_the_right_shape() {
-        let uuid = random_uuid();
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(api_uuid(&vmx_uuid(&uuid)), uuid);
+    fn macs_have_vmware_s_prefix() {
         assert!(random_mac().starts_with("00:50:56:"));
     }
 }

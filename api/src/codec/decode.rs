@@ -35,13 +35,13 @@ pub struct Request {
 }
 
 impl Request {
-    /// An argument by parameter name.
+    /// An argument by parameter name. The name must be a parameter of the method: debug builds
+    /// (and so tests) panic on any other, since a misspelt name would read as unset.
     pub fn arg(&self, schema: &Schema, name: &str) -> Option<&Value> {
-        let params = &schema.method(self.method).params;
-        params
-            .iter()
-            .position(|p| &*p.name == name)
-            .and_then(|i| self.args[i].as_ref())
+        let method = schema.method(self.method);
+        let index = method.params.iter().position(|p| &*p.name == name);
+        debug_assert!(index.is_some(), "{} has no parameter {name}", method.name);
+        self.args[index?].as_ref()
     }
 }
 

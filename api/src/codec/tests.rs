@@ -427,3 +427,35 @@ fn xsi_prefixes_resolve_by_scope() {
     );
     assert!(decode_request(s, body.as_bytes()).is_err());
 }
+
+/// A name the schema lacks is a bug in our code, not an unset value: debug builds (and so every
+/// test) panic on a misspelt argument name instead of reading it as unset.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "RevertToCurrentSnapshot_Task has no parameter suppressPowerOnn")]
+fn a_misspelt_argument_name_panics() {
+    let s = vim25();
+    let request = Request {
+        method: s.method_id("RevertToCurrentSnapshot_Task").unwrap(),
+        this: MoRef::new("VirtualMachine", "1"),
+        args: vec![None; 2],
+    };
+    assert_eq!(request.arg(s, "suppressPowerOn"), None);
+    request.arg(s, "suppressPowerOnn");
+}
+
+/// The same for a field of a data object.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "VirtualMachineCloneSpec has no field powerOnn")]
+fn a_misspelt_field_name_panics() {
+    let s = vim25();
+    let spec = DataObject::of(s, "VirtualMachineCloneSpec").with(s, "powerOn", true);
+    assert_eq!(spec.get(s, "powerOn"), Some(&Value::Bool(true)));
+    assert_eq!(
+        spec.lookup(s, "powerOnn"),
+        None,
+        "lookup is for names that may be absent"
+    );
+    spec.get(s, "powerOnn");
+}

@@ -282,7 +282,7 @@ pub fn descend<'v>(schema: &Schema, mut value: &'v Value, path: &str) -> Option<
         if !matches!(schema.ty(object.ty).kind, TypeKind::Data { .. }) {
             return None;
         }
-        value = object.get(schema, segment)?;
+        value = object.lookup(schema, segment)?;
     }
     Some(value)
 }

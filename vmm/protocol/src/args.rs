@@ -204,6 +204,17 @@ pub struct VmmArgs {
     /// console server can map it read-only and see the screen live.
     #[arg(long = "framebuffer-file")]
     pub framebuffer_file: Option<PathBuf>,
+    /// Run jailed as this user: own mount namespace showing only the --jail-dir directories
+    /// (and /dev/kvm, /dev/net/tun), no capabilities, no new privileges.
+    #[arg(long = "jail-uid", requires = "jail_gid")]
+    pub jail_uid: Option<u32>,
+    /// The jailed VMM's group.
+    #[arg(long = "jail-gid", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// A directory the jailed VMM sees, at the same path (repeatable): every file it opens
+    /// must lie in one.
+    #[arg(long = "jail-dir", requires = "jail_uid")]
+    pub jail_dirs: Vec<PathBuf>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -232,6 +243,9 @@ impl Default for VmmArgs {
             tools_socket: None,
             framebuffer: (1024, 768),
             framebuffer_file: None,
+            jail_uid: None,
+            jail_gid: None,
+            jail_dirs: Vec::new(),
         }
     }
 }
@@ -277,6 +291,13 @@ impl VmmArgs {
                 option(name, path.into());
             }
         }
+        if let (Some(uid), Some(gid)) = (self.jail_uid, self.jail_gid) {
+            option("--jail-uid", uid.to_string().into());
+            option("--jail-gid", gid.to_string().into());
+            for dir in &self.jail_dirs {
+                option("--jail-dir", dir.into());
+            }
+        }
         if self.serial_stdio {
             argv.push("--serial-stdio".into());
         }
@@ -315,6 +336,9 @@ mod tests {
             tools_socket: Some("/run/vm/tools.sock".into()),
             framebuffer: (800, 600),
             framebuffer_file: Some("/run/vm/fb".into()),
+            jail_uid: Some(65534),
+            jail_gid: Some(65534),
+            jail_dirs: vec!["/ds/vm".into(), "/run/vm".into()],
             ..VmmArgs::default()
         };
         assert_eq!(parse(args.to_argv()), args);

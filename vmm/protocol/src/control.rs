@@ -50,12 +50,9 @@ pub enum Request {
         /// Bytes to send.
         text: String,
     },
-    /// Write a PNG of the framebuffer to `path` (replaced atomically); replies with a
-    /// [`Screenshot`].
-    Screenshot {
-        /// Target file.
-        path: PathBuf,
-    },
+    /// Take a PNG of the framebuffer; replies with a [`Screenshot`] carrying its bytes (the
+    /// VMM writes no file: no command names a host path it would write).
+    Screenshot,
 }
 
 impl Request {
@@ -137,10 +134,30 @@ pub struct SaveReport {
 /// The reply to `screenshot`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Screenshot {
-    /// Where the PNG is.
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: usize,
+    /// The PNG, hex-encoded on the wire.
+    #[serde(with = "hex")]
+    pub png: Vec<u8>,
+}
+
+/// Bytes as a lowercase hex string.
+mod hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() % 2 != 0 || !text.is_ascii() {
+            return Err(D::Error::custom("not a hex string"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(D::Error::custom))
+            .collect()
+    }
 }
 
 /// The wire form of a reply: `ok`, then the error or the command's fields beside it.
@@ -253,5 +270,14 @@ mod tests {
         assert_eq!(decode_reply::<VmStatus>(&line).unwrap(), Ok(status));
         assert!(decode_reply::<VmStatus>(r#"{"ok":true}"#).is_err());
         assert!(decode_reply::<Ack>("garbage").is_err());
+        let png = encode_reply(Ok(Screenshot {
+            png: vec![0x89, b'P', 0],
+        }));
+        assert_eq!(png, r#"{"ok":true,"png":"895000"}"#);
+        assert_eq!(
+            decode_reply::<Screenshot>(&png).unwrap().unwrap().png,
+            [0x89, b'P', 0]
+        );
+        assert!(decode_reply::<Screenshot>(r#"{"ok":true,"png":"8"}"#).is_err());
     }
 }

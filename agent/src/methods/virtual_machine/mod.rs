@@ -56,7 +56,7 @@ pub const METHODS: MethodTable = MethodTable {
         ),
         ("CloneVM_Task", Handler::Sync(clone::clone)),
         ("CreateSnapshot_Task", Handler::Sync(snapshot::create)),
-        ("CreateSnapshotEx_Task", Handler::Sync(snapshot::create)),
+        ("CreateSnapshotEx_Task", Handler::Sync(snapshot::create_ex)),
         (
             "RevertToCurrentSnapshot_Task",
             Handler::Sync(snapshot::revert_to_current),

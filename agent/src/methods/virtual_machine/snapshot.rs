@@ -12,8 +12,18 @@ fn flag(call: &Call<'_>, name: &str) -> Option<bool> {
     call.arg(name).and_then(Value::as_bool)
 }
 
-/// CreateSnapshot_Task and CreateSnapshotEx_Task (quiesced when given a quiesceSpec).
+/// CreateSnapshot_Task: quiesced when `quiesce` is set.
 pub(super) fn create(call: &Call<'_>) -> MethodResult {
+    let quiesce = flag(call, "quiesce").unwrap_or(false);
+    create_snapshot(call, quiesce)
+}
+
+/// CreateSnapshotEx_Task: quiesced when given a quiesceSpec.
+pub(super) fn create_ex(call: &Call<'_>) -> MethodResult {
+    create_snapshot(call, call.arg("quiesceSpec").is_some())
+}
+
+fn create_snapshot(call: &Call<'_>, quiesce: bool) -> MethodResult {
     let new = NewSnapshot {
         name: call.str_arg("name")?.to_string(),
         description: call
@@ -22,7 +32,7 @@ pub(super) fn create(call: &Call<'_>) -> MethodResult {
             .unwrap_or_default()
             .to_string(),
         memory: flag(call, "memory").unwrap_or(false),
-        quiesce: flag(call, "quiesce").unwrap_or(false) || call.arg("quiesceSpec").is_some(),
+        quiesce,
     };
     task(
         call,

@@ -10,6 +10,7 @@ use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Request, SaveReport};
 
 use super::super::disks::trees as disks;
+use super::super::jail::{self, VmmJail};
 use super::super::journal::Journal;
 use super::super::spec::VmSpec;
 use super::super::{control, Power, Vm, VmState};
@@ -59,21 +60,9 @@ pub fn with_disks_closed<T>(
         return Err(fault);
     }
     if let Some(dir) = save_to {
-        let saved = control::call::<SaveReport>(
-            &socket,
-            &Request::Save {
-                dir: dir.to_owned(),
-            },
-            SAVE_TIMEOUT,
-        );
-        if let Err(error) = saved {
+        if let Err(fault) = save(host, &socket, dir) {
             resume();
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(faults::file_fault(
-                schema,
-                &dir.display().to_string(),
-                format!("cannot save the VM: {error}"),
-            ));
+            return Err(fault);
         }
         if let Err(fault) = record(journal, "state-saved") {
             resume();
@@ -91,32 +80,61 @@ pub fn with_disks_closed<T>(
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
             vm = vm.id,
-            "cannot reattach the disks, powering off: {error}"
+            "cannot reattach the disks, powering off: {}",
+            error.message
         );
         let _ = control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT);
-        return Err(refused("reattach the disks of", error));
+        return Err(error);
     }
     let attached = record(journal, "disks-attached");
     resume();
     attached.and(result)
 }
 
-/// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now.
+/// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now (each
+/// chain granted to the VMM's jail first).
 pub fn attach_writable_layers(
     host: &Host,
     vm: &Vm,
     spec: &VmSpec,
     socket: &Path,
-) -> Result<(), control::ControlError> {
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let refused = |what: &str, e: control::ControlError| {
+        Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
+    };
     let views = disks::views(vm, spec, &host.datastores);
     let layers = super::super::disks::writable_layers(host, vm, spec, &views).unwrap_or_default();
     let (paths, formats) = layers
         .into_iter()
         .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
         .unzip();
-    control::command(
-        socket,
-        Request::AttachDisks { paths, formats },
-        CONTROL_TIMEOUT,
-    )
+    let chains = views.iter().flat_map(|v| &v.active.chain);
+    jail::grant_chains(VmmJail::of(&host.config), chains)
+        .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
+    let request = Request::AttachDisks { paths, formats };
+    control::command(socket, request, CONTROL_TIMEOUT)
+        .map_err(|e| refused("reattach the disks of", e))
+}
+
+/// Saves the running VM's machine state into `dir` (made for the VMM first; the VM is left
+/// paused); on failure the directory is removed and the fault names it.
+pub fn save(host: &Host, socket: &Path, dir: &Path) -> Result<(), Fault> {
+    let schema = host.schema;
+    let saved = jail::make_save_dir(VmmJail::of(&host.config), dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let request = Request::Save {
+                dir: dir.to_owned(),
+            };
+            control::call::<SaveReport>(socket, &request, SAVE_TIMEOUT).map_err(|e| e.to_string())
+        });
+    saved.map(drop).map_err(|error| {
+        let _ = std::fs::remove_dir_all(dir);
+        faults::file_fault(
+            schema,
+            &dir.display().to_string(),
+            format!("cannot save the VM: {error}"),
+        )
+    })
 }

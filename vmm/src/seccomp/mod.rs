@@ -1,9 +1,11 @@
-//! Per-thread system-call filters for the threads a guest can drive: vCPUs (port and MMIO
-//! emulation, device activation) and device workers (queues, disk and TAP I/O, the tools
-//! socket). They may use open descriptors, memory and threads, but never open a path, create a
-//! socket, connect, execute or trace anything. A forbidden call ends the VMM as "crashed" with
-//! the call's number in its exit record. Host-driven threads (main, control socket) are not
-//! filtered: they open disk images, snapshot files and screenshots on vireod's behalf.
+//! System-call filters. Every thread runs under the process filter (`process`), installed on
+//! the main thread before any other thread starts. The threads a guest can drive — vCPUs (port
+//! and MMIO emulation, device activation) and device workers (queues, disk and TAP I/O, the
+//! tools socket) — add a narrower one: open descriptors, memory and threads, but never open a
+//! path, create a socket, connect, execute or trace anything. A forbidden call ends the VMM as
+//! "crashed" with the call's number in its exit record.
+
+mod process;
 
 use std::sync::{Once, OnceLock};
 
@@ -86,6 +88,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_exit_group,
     // A worker started by a filtered vCPU adds the filter again (filters only ever narrow).
     libc::SYS_seccomp,
+    // glibc's broadcast when the VMM drops to the jail's user (workers of a restored VM
+    // already run then); without capabilities these cannot gain anything.
+    libc::SYS_setgroups,
+    libc::SYS_setresgid,
+    libc::SYS_setresuid,
     // Signals: vCPU kicks, and the kicks' handler returning.
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
@@ -123,6 +130,24 @@ pub fn filter_this_thread() -> Result<(), SeccompError> {
     install_reporter()?;
     limit_malloc_arenas();
     seccompiler::apply_filter(program)?;
+    Ok(())
+}
+
+/// Restricts the whole process: sets no-new-privileges and installs the process filter on the
+/// calling thread. Call it on the main thread before any other thread starts, so that every
+/// thread inherits it.
+pub fn filter_process() -> Result<(), SeccompError> {
+    static PROGRAMS: OnceLock<Result<Vec<BpfProgram>, String>> = OnceLock::new();
+    let programs = PROGRAMS
+        .get_or_init(process::programs)
+        .as_ref()
+        .map_err(|e| SeccompError::Build(e.clone()))?;
+    install_reporter()?;
+    limit_malloc_arenas();
+    nix::sys::prctl::set_no_new_privs().map_err(|e| SeccompError::Build(e.to_string()))?;
+    for program in programs {
+        seccompiler::apply_filter(program)?;
+    }
     Ok(())
 }
 
