@@ -92,6 +92,28 @@ pub fn already_exists(schema: &Schema, name: &str, why: impl Into<String>) -> Fa
     Fault::new(schema, "AlreadyExists", why).with(schema, "name", name)
 }
 
+/// `UserNotFound`: `principal` names no local account (nor group: local accounts have none).
+pub fn user_not_found(schema: &Schema, principal: &str) -> Fault {
+    Fault::new(schema, "UserNotFound", format!("no user {principal}"))
+        .with(schema, "principal", principal)
+        .with(schema, "unresolved", false)
+}
+
+/// `AuthMinimumAdminPermission`: the change would remove the last Admin permission.
+pub fn auth_minimum_admin_permission(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "AuthMinimumAdminPermission", why)
+}
+
+/// `RemoveFailed`: something cannot be removed (a role permissions still use).
+pub fn remove_failed(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "RemoveFailed", why)
+}
+
+/// `InvalidName`: `name` is not an acceptable name.
+pub fn invalid_name(schema: &Schema, name: &str, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "InvalidName", why).with(schema, "name", name)
+}
+
 /// `DuplicateName`: `object` already has the name `name`.
 pub fn duplicate_name(schema: &Schema, name: &str, object: &MoRef) -> Fault {
     Fault::new(
@@ -212,6 +234,13 @@ mod tests {
                 "InsufficientMemoryResourcesFault",
             ),
             (limit_exceeded(schema, 5, "x"), "LimitExceeded"),
+            (user_not_found(schema, "x"), "UserNotFound"),
+            (
+                auth_minimum_admin_permission(schema, "x"),
+                "AuthMinimumAdminPermission",
+            ),
+            (remove_failed(schema, "x"), "RemoveFailed"),
+            (invalid_name(schema, "x", "y"), "InvalidName"),
             (invalid_vm_config(schema, "memSize", "x"), "InvalidVmConfig"),
             (generic_vm_config_fault(schema, "x"), "GenericVmConfigFault"),
         ];

@@ -133,7 +133,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity.sha1.clone(),
     ));
     restore_events(&host);
-    crate::methods::authorization::publish(&host);
+    crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
     Ok(Started {

@@ -104,6 +104,7 @@ def test_read_only_user_sees_everything_and_changes_nothing(si, agent):
     refused(lambda: rvm.CloneVM_Task(folder=folder, name="ro-copy", spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec())),
             "VirtualMachine.Provisioning.Clone")
     root_key = si.content.sessionManager.currentSession.key
+    reader_key = ro.content.sessionManager.currentSession.key
     refused(lambda: ro.content.sessionManager.TerminateSession([root_key]), "Sessions.TerminateSession")
     auth = ro.content.authorizationManager
     refused(lambda: grant(ro, ro.content.rootFolder, "reader", -1), "Authorization.ModifyPermissions")
@@ -114,6 +115,14 @@ def test_read_only_user_sees_everything_and_changes_nothing(si, agent):
     # A user sees their own sessions; a holder of Sessions.TerminateSession sees everyone's.
     assert {s.userName for s in ro.content.sessionManager.sessionList} == {"reader"}
     assert {"root", "reader"} <= {s.userName for s in si.content.sessionManager.sessionList}
+    # Events: the inventory's are readable, but other users' session keys (cookies) are not.
+    def logins(connection):
+        events = connection.content.eventManager.QueryEvents(vim.event.EventFilterSpec())
+        return {e.sessionId: e.userName for e in events if isinstance(e, vim.event.UserLoginSessionEvent)}
+    assert root_key in logins(si) and root_key not in logins(ro)
+    assert logins(ro)[reader_key] == "reader" and "root" in logins(ro).values()
+    assert any(isinstance(e, vim.event.VmCreatedEvent) for e in
+               ro.content.eventManager.QueryEvents(vim.event.EventFilterSpec()))
     # /folder needs Datastore.Browse, which ReadOnly does not grant.
     vmx = vm.config.files.vmPathName.split("] ", 1)[1]
     assert folder_get(agent, vmx, ro._stub.cookie) == 403
@@ -124,7 +133,6 @@ def test_read_only_user_sees_everything_and_changes_nothing(si, agent):
     # HasPrivilegeOnEntities answers for either session, truthfully.
     ask = si.content.authorizationManager.HasPrivilegeOnEntities
     wanted = ["System.Read", "VirtualMachine.Interact.PowerOn"]
-    reader_key = ro.content.sessionManager.currentSession.key
     for key, expected in ((reader_key, [True, False]), (root_key, [True, True])):
         result = ask([vm, si.content.rootFolder], key, wanted)
         assert [[p.isGranted for p in e.privAvailability] for e in result] == [expected, expected]
@@ -148,6 +156,7 @@ def test_users_without_permission_see_nothing(si, agent):
         refused(lambda: hidden.name, "System.Read")
         refused(lambda: hidden.PowerOnVM_Task(), "VirtualMachine.Interact.PowerOn")
         assert connection.content.authorizationManager.RetrieveAllPermissions() == []
+        assert connection.content.eventManager.QueryEvents(vim.event.EventFilterSpec()) == []
         Disconnect(connection)
 
 

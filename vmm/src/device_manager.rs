@@ -22,6 +22,7 @@ use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
 use crate::devices::legacy::serial::{
     ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
+use crate::devices::legacy::serial_log::{RotatingLog, LOG_CAP_BYTES, LOG_ROTATIONS};
 use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
@@ -108,15 +109,13 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
         sinks.push(Box::new(std::io::stdout()));
     }
     if let Some(path) = &config.serial_log {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| BuildError::SerialLog {
+        let log = RotatingLog::open(path, LOG_CAP_BYTES, LOG_ROTATIONS).map_err(|source| {
+            BuildError::SerialLog {
                 path: path.clone(),
                 source,
-            })?;
-        sinks.push(Box::new(file));
+            }
+        })?;
+        sinks.push(Box::new(log));
     }
     Ok(ConsoleSinks(sinks))
 }

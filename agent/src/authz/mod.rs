@@ -7,6 +7,7 @@
 //! ever takes the inventory lock; callers compute entity paths first.
 
 pub mod permissions;
+pub mod publish;
 pub mod roles;
 
 use std::collections::BTreeSet;
@@ -59,8 +60,8 @@ pub enum RoleError {
     #[error("unknown privilege {0}")]
     UnknownPrivilege(String),
     /// The name is empty or has control characters.
-    #[error("invalid role name")]
-    BadName,
+    #[error("invalid role name {0:?}")]
+    BadName(String),
     /// Permissions use the role and the caller asked to fail then.
     #[error("role {0} is used by permissions")]
     InUse(i32),
@@ -186,7 +187,7 @@ impl Authz {
         privileges: &[String],
     ) -> Result<(), RoleError> {
         if name.trim().is_empty() || name.chars().any(char::is_control) {
-            return Err(RoleError::BadName);
+            return Err(RoleError::BadName(name.to_string()));
         }
         if self
             .roles
@@ -493,6 +494,14 @@ mod tests {
         assert!(matches!(
             authz.add_role("ReadOnly", &[]),
             Err(RoleError::NameTaken(_))
+        ));
+        assert!(matches!(
+            authz.add_role(" ", &[]),
+            Err(RoleError::BadName(_))
+        ));
+        assert!(matches!(
+            authz.add_role("a\nb", &[]),
+            Err(RoleError::BadName(_))
         ));
         assert!(matches!(
             authz.add_role("c", &["No.Such".into()]),

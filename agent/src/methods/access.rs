@@ -47,6 +47,19 @@ pub fn user_holds_any(host: &Host, user: &str, privileges: &[&str], obj: &MoRef)
         .any(|p| holds(host.schema, &inv, &authz, user, p, obj))
 }
 
+/// Whether `user` may see every session (their keys among them): Sessions.TerminateSession.
+pub fn may_see_sessions(host: &Host, inv: &Inventory, user: &str) -> bool {
+    let privilege = "Sessions.TerminateSession";
+    holds(
+        host.schema,
+        inv,
+        &host.authz(),
+        user,
+        privilege,
+        &refs::session_manager(),
+    )
+}
+
 /// Whether `user` may see `obj` (System.Read on it).
 pub fn may_read(host: &Host, inv: &Inventory, user: &str, obj: &MoRef) -> bool {
     holds(host.schema, inv, &host.authz(), user, "System.Read", obj)

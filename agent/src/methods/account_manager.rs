@@ -6,9 +6,10 @@
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, Value};
 
-use super::authorization::{permission_fault, user_not_found};
+use super::authorization::permission_fault;
 use super::session_manager::end_session;
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
+use crate::faults::{already_exists, user_not_found};
 use crate::locks::lock;
 use crate::users::{hash_password, Accounts, AccountsError};
 
@@ -75,10 +76,7 @@ async fn save_user(call: &Call<'_>, create: bool) -> MethodResult {
 /// AlreadyExists when creating an existing user, UserNotFound when updating a missing one.
 fn check_exists(schema: &Schema, accounts: &Accounts, id: &str, create: bool) -> Result<(), Fault> {
     match (create, accounts.exists(id)) {
-        (true, true) => Err(
-            Fault::new(schema, "AlreadyExists", format!("user {id} exists"))
-                .with(schema, "name", id),
-        ),
+        (true, true) => Err(already_exists(schema, id, format!("user {id} exists"))),
         (false, false) => Err(user_not_found(schema, id)),
         _ => Ok(()),
     }

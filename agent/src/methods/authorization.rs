@@ -2,8 +2,8 @@
 //! (AddAuthorizationRole, UpdateAuthorizationRole, RemoveAuthorizationRole), permission changes
 //! (SetEntityPermissions, ResetEntityPermissions, RemoveEntityPermission), the Retrieve*
 //! queries, and privilege questions about a session or a user (HasPrivilegeOnEntity/-ies,
-//! HasUserPrivilegeOnEntities, FetchUserPrivilegeOnEntities). [`publish`] keeps the manager's
-//! roleList, privilegeList and description current.
+//! HasUserPrivilegeOnEntities, FetchUserPrivilegeOnEntities). `crate::authz::publish` keeps the
+//! manager's roleList, privilegeList and description current.
 
 use std::collections::BTreeSet;
 
@@ -12,86 +12,10 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
-use crate::authz::{self, EntityRef, Permission, PermissionError, Role, RoleError};
-use crate::host::Host;
+use crate::authz::{self, EntityRef, Permission, PermissionError, RoleError};
+use crate::faults;
 use crate::inventory::esxi::refs;
 use crate::locks::lock;
-
-/// Writes roleList, privilegeList and description into the AuthorizationManager.
-pub fn publish(host: &Host) {
-    let schema = host.schema;
-    let (roles, privileges) = {
-        let authz = host.authz();
-        (authz.roles().to_vec(), authz.known_privileges().clone())
-    };
-    let role_list = Value::Array(
-        schema.known_type("AuthorizationRole"),
-        roles.iter().map(|r| role_value(schema, r)).collect(),
-    );
-    let privilege_list = Value::Array(
-        schema.known_type("AuthorizationPrivilege"),
-        privileges
-            .iter()
-            .map(|p| {
-                let (group, name) = p.rsplit_once('.').unwrap_or(("", p));
-                DataObject::of(schema, "AuthorizationPrivilege")
-                    .with(schema, "privId", p.as_str())
-                    .with(schema, "onParent", false)
-                    .with(schema, "name", name)
-                    .with(schema, "privGroupName", group)
-                    .into()
-            })
-            .collect(),
-    );
-    let groups: BTreeSet<&str> = privileges
-        .iter()
-        .filter_map(|p| p.rsplit_once('.').map(|(g, _)| g))
-        .collect();
-    let descriptions = |keys: &mut dyn Iterator<Item = &str>| {
-        Value::Array(
-            schema.known_type("ElementDescription"),
-            keys.map(|k| description(schema, k).into()).collect(),
-        )
-    };
-    let auth_description = DataObject::of(schema, "AuthorizationDescription")
-        .with(
-            schema,
-            "privilege",
-            descriptions(&mut privileges.iter().map(String::as_str)),
-        )
-        .with(
-            schema,
-            "privilegeGroup",
-            descriptions(&mut groups.iter().copied()),
-        );
-    let manager = refs::authorization_manager();
-    host.mutate(|inv| {
-        inv.set(schema, &manager, "privilegeList", privilege_list);
-        inv.set(schema, &manager, "roleList", role_list);
-        inv.set(schema, &manager, "description", auth_description);
-    });
-}
-
-fn description(schema: &Schema, key: &str) -> DataObject {
-    DataObject::of(schema, "ElementDescription")
-        .with(schema, "key", key)
-        .with(schema, "label", key)
-        .with(schema, "summary", key)
-}
-
-fn role_value(schema: &Schema, role: &Role) -> Value {
-    DataObject::of(schema, "AuthorizationRole")
-        .with(schema, "roleId", role.id)
-        .with(schema, "system", role.is_system())
-        .with(schema, "name", role.name.as_str())
-        .with(schema, "info", description(schema, &role.name))
-        .with(
-            schema,
-            "privilege",
-            Value::strings(schema, &role.privileges),
-        )
-        .into()
-}
 
 fn permission_value(schema: &Schema, p: &Permission) -> Value {
     DataObject::of(schema, "Permission")
@@ -113,14 +37,12 @@ fn permissions_value(schema: &Schema, list: &[Permission]) -> Value {
 fn role_fault(schema: &Schema, error: RoleError) -> Fault {
     let message = error.to_string();
     match error {
-        RoleError::NameTaken(name) => {
-            Fault::new(schema, "AlreadyExists", message).with(schema, "name", name)
-        }
+        RoleError::NameTaken(name) => faults::already_exists(schema, &name, message),
         RoleError::NotFound(_) => Fault::not_found(schema, message),
         RoleError::System(_) => Fault::invalid_argument(schema, "roleId", message),
         RoleError::UnknownPrivilege(_) => Fault::invalid_argument(schema, "privIds", message),
-        RoleError::BadName => Fault::new(schema, "InvalidName", message).with(schema, "name", ""),
-        RoleError::InUse(_) => Fault::new(schema, "RemoveFailed", message),
+        RoleError::BadName(name) => faults::invalid_name(schema, &name, message),
+        RoleError::InUse(_) => faults::remove_failed(schema, message),
         RoleError::Store(e) => Fault::system_error(schema, e.to_string()),
     }
 }
@@ -132,16 +54,9 @@ pub fn permission_fault(schema: &Schema, error: PermissionError) -> Fault {
         PermissionError::UnknownRole(_) | PermissionError::NotFound(_) => {
             Fault::not_found(schema, message)
         }
-        PermissionError::LastAdmin => Fault::new(schema, "AuthMinimumAdminPermission", message),
+        PermissionError::LastAdmin => faults::auth_minimum_admin_permission(schema, message),
         PermissionError::Store(e) => Fault::system_error(schema, e.to_string()),
     }
-}
-
-/// `UserNotFound` for a principal that is no local account.
-pub fn user_not_found(schema: &Schema, principal: &str) -> Fault {
-    Fault::new(schema, "UserNotFound", format!("no user {principal}"))
-        .with(schema, "principal", principal)
-        .with(schema, "unresolved", false)
 }
 
 fn strings(call: &Call<'_>, name: &str) -> Vec<String> {
@@ -201,7 +116,7 @@ fn permissions_arg(call: &Call<'_>, entity: &MoRef) -> Result<Vec<Permission>, F
                 .unwrap_or(false);
             // Local accounts have no groups, so no group principal exists.
             if group || !lock(&call.host.accounts).exists(principal) {
-                return Err(user_not_found(schema, principal));
+                return Err(faults::user_not_found(schema, principal));
             }
             Ok(Permission {
                 entity: EntityRef::from(entity),

@@ -27,6 +27,7 @@ fn query_events(call: &Call<'_>) -> MethodResult {
         &call.host.inventory(),
         HistoryKind::Events,
         filter.as_ref(),
+        call.user(),
     );
     events.reverse();
     if let Some(max) = filter

@@ -7,9 +7,11 @@ use std::collections::HashSet;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
+use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::events::event_entities;
 use crate::host::Host;
+use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
 use crate::locks::lock;
 
@@ -36,8 +38,8 @@ pub struct HistoryCollector {
 
 impl HistoryCollector {
     /// The newest `page_size` matching items, newest first.
-    pub fn latest_page(&self, host: &Host, inv: &Inventory) -> Value {
-        let mut items = matching_items(host, inv, self.kind, self.filter.as_ref());
+    pub fn latest_page(&self, host: &Host, inv: &Inventory, viewer: &str) -> Value {
+        let mut items = matching_items(host, inv, self.kind, self.filter.as_ref(), viewer);
         let start = items.len().saturating_sub(self.page_size);
         let mut page: Vec<Value> = items.drain(start..).map(Value::from).collect();
         page.reverse();
@@ -58,7 +60,14 @@ pub fn create_collector(call: &Call<'_>, kind: HistoryKind, ty: &str) -> MethodR
     call.check_session_quota(session)?;
     let filter = call.arg("filter").and_then(Value::as_data).cloned();
     let obj = session.scoped_ref(ty, call.host.next_id());
-    let total = matching_items(call.host, &call.host.inventory(), kind, filter.as_ref()).len();
+    let total = matching_items(
+        call.host,
+        &call.host.inventory(),
+        kind,
+        filter.as_ref(),
+        call.user(),
+    )
+    .len();
     let collector = HistoryCollector {
         kind,
         filter: filter.clone(),
@@ -117,6 +126,7 @@ fn with_collector<R>(
         &call.host.inventory(),
         collector.kind,
         collector.filter.as_ref(),
+        call.user(),
     );
     Ok(scroll(collector, items))
 }
@@ -186,8 +196,10 @@ pub fn matching_items(
     inv: &Inventory,
     kind: HistoryKind,
     filter: Option<&DataObject>,
+    viewer: &str,
 ) -> Vec<DataObject> {
     let schema = host.schema;
+    let sees_sessions = access::may_see_sessions(host, inv, viewer);
     let scope = filter.and_then(|f| entity_scope(schema, inv, f));
     let text_set = |name: &str| -> Option<HashSet<String>> {
         let value = filter?.get(schema, name)?;
@@ -240,7 +252,8 @@ pub fn matching_items(
                         .as_ref()
                         .is_none_or(|s| event_entities(schema, e).iter().any(|r| s.contains(r)))
                 })
-                .cloned()
+                .filter(|e| may_see(host, inv, viewer, &event_entities(schema, e)))
+                .map(|e| without_others_session_keys(schema, e, viewer, sees_sessions))
                 .collect()
         }
         HistoryKind::Tasks => {
@@ -277,10 +290,43 @@ pub fn matching_items(
                             .is_some_and(|e| s.contains(e))
                     })
                 })
+                .filter(|t| {
+                    let entity = t.get(schema, "entity").and_then(Value::as_moref).cloned();
+                    may_see(host, inv, viewer, entity.as_slice())
+                })
                 .cloned()
                 .collect()
         }
     }
+}
+
+/// Whether `viewer` may see an event or task about `entities` (most specific first): the first
+/// that still exists decides; one about no existing entity answers to the root folder.
+fn may_see(host: &Host, inv: &Inventory, viewer: &str, entities: &[MoRef]) -> bool {
+    let entity = entities
+        .iter()
+        .find(|e| inv.get(e).is_some())
+        .cloned()
+        .unwrap_or_else(refs::root_folder);
+    access::may_read(host, inv, viewer, &entity)
+}
+
+/// An event as `viewer` may read it: another user's session key (a login's cookie) only for
+/// those who may see every session.
+fn without_others_session_keys(
+    schema: &Schema,
+    event: &DataObject,
+    viewer: &str,
+    sees_sessions: bool,
+) -> DataObject {
+    let mut event = event.clone();
+    let own = event.get(schema, "userName").and_then(Value::as_str) == Some(viewer);
+    if !own && !sees_sessions {
+        if let Some(i) = schema.field_index(event.ty, "sessionId") {
+            event.fields[i] = Some(Value::string("<hidden>"));
+        }
+    }
+    event
 }
 
 /// The entities an `entity` filter (EventFilterSpecByEntity / TaskFilterSpecByEntity) covers.

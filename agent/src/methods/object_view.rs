@@ -56,14 +56,7 @@ impl ObjectView<'_> {
             ("SessionManager", "currentSession") => session.map(|s| s.to_value(schema).into()),
             ("SessionManager", "sessionList") => {
                 let user = session.map(|s| s.user.as_str()).unwrap_or_default();
-                let sees_all = access::holds(
-                    schema,
-                    self.inventory,
-                    &self.host.authz(),
-                    user,
-                    "Sessions.TerminateSession",
-                    obj,
-                );
+                let sees_all = access::may_see_sessions(self.host, self.inventory, user);
                 let all = self
                     .host
                     .sessions
@@ -96,9 +89,10 @@ impl ObjectView<'_> {
             }
             ("EventHistoryCollector" | "TaskHistoryCollector", "latestPage") => {
                 let collectors = lock(&self.host.history_collectors);
-                collectors
-                    .get(obj)
-                    .map(|c| c.latest_page(self.host, self.inventory))
+                collectors.get(obj).map(|c| {
+                    let viewer = session.map(|s| s.user.as_str()).unwrap_or_default();
+                    c.latest_page(self.host, self.inventory, viewer)
+                })
             }
             _ => return None,
         })

@@ -53,6 +53,8 @@ pub fn owned_files(vm: &Vm, state: &VmState, bases: &[PathBuf]) -> OwnedFiles {
         folders.push(dir);
     }
     files.extend(LOGS.iter().map(|f| vm.file(f)));
+    let rotations = 1..=vireo_vmm_protocol::args::SERIAL_LOG_ROTATIONS;
+    files.extend(rotations.map(|n| vm.file(&format!("serial.log.{n}"))));
     files.extend(screenshots(vm));
     files.sort();
     files.dedup();

@@ -154,6 +154,10 @@ impl std::str::FromStr for NetConfig {
     }
 }
 
+/// Rotations of the serial log the VMM keeps beside it (`--serial-log F`: `F.1` ... `F.3`,
+/// newest first), so the owner of the VM folder knows the files.
+pub const SERIAL_LOG_ROTATIONS: usize = 3;
+
 /// Boot a guest kernel on KVM.
 #[derive(Parser, Debug, Clone, PartialEq)]
 #[command(name = "vireo-vmm", version, about)]
@@ -178,7 +182,8 @@ pub struct VmmArgs {
     /// Guest memory in MiB.
     #[arg(long = "memory-mib", default_value_t = 128)]
     pub memory_mib: u64,
-    /// Append the serial console to this file (and not to stdout, unless --serial-stdio).
+    /// Append the serial console to this file (and not to stdout, unless --serial-stdio); it
+    /// rotates at a size cap into FILE.1 .. FILE.3.
     #[arg(long = "serial-log")]
     pub serial_log: Option<PathBuf>,
     /// Also put the serial console on stdout/stdin when --serial-log is given.

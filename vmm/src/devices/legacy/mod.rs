@@ -6,3 +6,4 @@ pub mod i8042;
 pub mod pm;
 pub mod rtc;
 pub mod serial;
+pub mod serial_log;
