@@ -135,7 +135,7 @@ impl Host {
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        crate::methods::authorization::publish(self);
+        crate::authz::publish::publish(self);
         result
     }
 
@@ -200,7 +200,7 @@ pub fn test_host() -> TestHost {
         Authz::ephemeral(schema),
         String::new(),
     ));
-    crate::methods::authorization::publish(&host);
+    crate::authz::publish::publish(&host);
     let spec =
         vireo_api::DataObject::of(schema, "VirtualMachineConfigSpec").with(schema, "name", "vm1");
     crate::vm::create::create_vm(&host, &spec).expect("CreateVM of a VM without devices");

@@ -7,6 +7,7 @@
 //! ever takes the inventory lock; callers compute entity paths first.
 
 pub mod permissions;
+pub mod publish;
 pub mod roles;
 
 use std::collections::BTreeSet;

@@ -5,13 +5,14 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
 
 /// How a VMM process ended.
@@ -91,7 +92,7 @@ impl VmmProcess {
         // signals aimed at vireod's process group (Ctrl-C, service stop) do not reach it.
         unsafe {
             command.pre_exec(|| {
-                libc::setsid();
+                let _ = nix::unistd::setsid();
                 Ok(())
             });
         }
@@ -140,26 +141,20 @@ impl VmmProcess {
         }
     }
 
+    /// Waits up to `timeout` for the pidfd to say the process ended.
+    fn poll_exit(&self, timeout: PollTimeout) -> nix::Result<bool> {
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, timeout).map(|ready| ready == 1)
+    }
+
     /// Whether the process has ended (without reaping it).
     pub fn has_exited(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+        self.poll_exit(PollTimeout::ZERO).unwrap_or(false)
     }
 
     /// Blocks until the process ends and says how.
     pub fn wait(&self) -> VmmExit {
-        let mut poll = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; -1 waits for the process to exit.
-        while unsafe { libc::poll(&mut poll, 1, -1) } < 0 {}
+        while self.poll_exit(PollTimeout::NONE).is_err() {}
         let status = self
             .child
             .lock()

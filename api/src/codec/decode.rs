@@ -150,7 +150,9 @@ impl Namespaces {
             }
         }
         let mut declarations = 0;
-        for (count, attr) in start.attributes().enumerate() {
+        // Duplicates are checked where attributes are read (xsi:type, MoRef type), on at most
+        // MAX_ATTRIBUTES of them.
+        for (count, attr) in start.attributes().with_checks(false).enumerate() {
             if count == MAX_ATTRIBUTES {
                 return Err(too_complex(format!(
                     "an element has more than {MAX_ATTRIBUTES} attributes"
