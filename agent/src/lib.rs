@@ -6,6 +6,7 @@ pub mod authz;
 pub mod config;
 pub mod connections;
 pub mod console;
+pub mod crash;
 pub mod events;
 pub mod faults;
 pub mod host;

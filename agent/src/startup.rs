@@ -1,16 +1,20 @@
 //! Bringing vireod up: data directory, TLS identity, accounts, the inventory (host tree plus
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::authz::{Authz, StoreError};
 use crate::config::Config;
+use crate::events;
 use crate::host::Host;
-use crate::inventory::esxi::{self, DatastoreDir};
+use crate::inventory::esxi::{self, refs, DatastoreDir};
 use crate::inventory::host_facts::HostFacts;
 use crate::inventory::Inventory;
+use crate::locks::lock;
 use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
@@ -35,9 +39,40 @@ pub enum StartupError {
     /// The account file failed.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// Another vireod holds the data directory (or its lock file cannot be made).
+    #[error("cannot lock the data directory {path} (is another vireod using it?): {source}")]
+    Locked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The roles and permissions file failed.
     #[error(transparent)]
     Authz(#[from] StoreError),
+}
+
+/// The data directory's lock, held for the life of the process.
+static DATA_DIR_LOCK: OnceLock<File> = OnceLock::new();
+
+/// Takes an exclusive `flock` on `<data_dir>/vireod.lock`, so that a second vireod on the same
+/// data directory stops before it touches any VM.
+fn lock_data_dir(data_dir: &Path) -> Result<(), StartupError> {
+    let path = data_dir.join("vireod.lock");
+    let locked = |source| StartupError::Locked {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(locked)?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(locked(std::io::Error::last_os_error()));
+    }
+    let _ = DATA_DIR_LOCK.set(file);
+    Ok(())
 }
 
 /// A ready host and its TLS configuration.
@@ -74,6 +109,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
     create(&config.data_dir)?;
+    lock_data_dir(&config.data_dir)?;
     make_private(&config.data_dir)?;
     let datastores = datastore_dirs(&config);
     for ds in &datastores {
@@ -96,6 +132,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         authz,
         identity.sha1.clone(),
     ));
+    restore_events(&host);
     crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
@@ -104,6 +141,15 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity,
         generated_root_password,
     })
+}
+
+/// Loads the events earlier runs kept; `latestEvent` shows the newest.
+fn restore_events(host: &Host) {
+    let log = events::load(host.schema, &host.config.data_dir);
+    if let Some(latest) = events::latest(&log).cloned() {
+        host.mutate(|inv| inv.set(host.schema, &refs::event_manager(), "latestEvent", latest));
+    }
+    *lock(&host.events) = log;
 }
 
 /// The configured datastores with their directories.

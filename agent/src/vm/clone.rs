@@ -17,6 +17,8 @@ use super::create::{
     vmx_file_name,
 };
 use super::datastore_path::{make_private_dir, DatastorePath};
+use super::journal::{Intent, Journal};
+use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
 use super::spec::{random_mac, DiskSpec, VmSpec};
 use super::{lifecycle, uuid, Power, Vm};
@@ -77,22 +79,55 @@ pub fn clone_vm(
         ));
     }
     post_being_cloned(host, source, &wanted.name, user);
-    // A running VM without a chosen snapshot is copied from a temporary one (frozen layers).
-    let power = source.state().power;
-    let temporary = match (wanted.snapshot, power) {
-        (None, Power::On) => Some(temporary_snapshot(host, source, &wanted.name)?),
-        _ => None,
+    let folder = vmx_file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    // A running VM without a chosen snapshot is copied from a temporary one (frozen layers),
+    // whose uid is the next one: this is the VM's only task. Recovery deletes it when the
+    // clone does not finish.
+    let (power, next_uid) = {
+        let state = source.state();
+        (state.power, state.snapshots.last_uid + 1)
     };
-    let made = make_clone(host, source, &wanted, &vmx_path, &vmx_file, temporary);
+    let temporary = (wanted.snapshot.is_none() && power == Power::On).then_some(next_uid);
+    let intent = Intent::Clone {
+        folder,
+        vmx: vmx_path.to_string(),
+        temporary,
+    };
+    let schema = host.schema;
+    let mut journal = Journal::begin(&source.dir, intent).map_err(|e| e.fault(schema))?;
+    if temporary.is_some() {
+        match temporary_snapshot(host, source, &wanted.name) {
+            Ok(uid) if Some(uid) == temporary => {}
+            taken => {
+                journal.finish();
+                let fault =
+                    Fault::system_error(schema, "the temporary snapshot got another number");
+                return Err(taken.err().unwrap_or(fault));
+            }
+        }
+    }
+    let made = make_clone(
+        host,
+        source,
+        &wanted,
+        &vmx_path,
+        &vmx_file,
+        temporary,
+        &mut journal,
+    );
     if let Some(uid) = temporary {
-        if let Err(fault) = snapshots::remove(host, source, uid, false, true) {
-            tracing::warn!(
+        match snapshots::remove(host, source, uid, false, true) {
+            Ok(()) => journal
+                .step("temporary-removed")
+                .map_err(|e| e.fault(schema))?,
+            Err(fault) => tracing::warn!(
                 vm = source.id,
                 "cannot remove the clone's temporary snapshot: {}",
                 fault.message
-            );
+            ),
         }
     }
+    journal.finish();
     let clone = made?;
     post_cloned(host, source, &clone, user);
     if wanted.power_on {
@@ -203,7 +238,7 @@ fn temporary_snapshot(host: &Arc<Host>, source: &Arc<Vm>, clone: &str) -> Result
         host,
         source,
         NewSnapshot {
-            name: format!("clone {clone}"),
+            name: format!("{CLONE_SNAPSHOT_PREFIX}{clone}"),
             description: "taken to clone the running VM; removed when the copy is made".into(),
             memory: false,
             quiesce: false,
@@ -222,6 +257,7 @@ fn make_clone(
     vmx_path: &DatastorePath,
     vmx_file: &Path,
     snapshot: Option<u32>,
+    journal: &mut Journal,
 ) -> Result<Arc<Vm>, Fault> {
     let schema = host.schema;
     let folder = vmx_file.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -265,6 +301,7 @@ fn make_clone(
                 format: Some(ImageFormat::Qcow2),
             });
         }
+        journal.step("disks-copied").map_err(|e| e.fault(schema))?;
         spec.to_vmx()
             .write(vmx_file)
             .map_err(|e| io_fault(schema, &vmx_path.to_string(), e))?;
@@ -275,6 +312,7 @@ fn make_clone(
         host.vms
             .record()
             .map_err(|e| Fault::system_error(schema, e.to_string()))?;
+        journal.step("registered").map_err(|e| e.fault(schema))?;
         Ok(vm)
     })();
     if made.is_err() {

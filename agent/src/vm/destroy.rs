@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use vireo_disk::tree::SIDECAR_SUFFIX;
 
 use super::snapshots::{memory_dir, vmsd_path};
@@ -17,6 +18,7 @@ const STATE_FILES: [&str; 2] = ["vm.state", "vm.mem"];
 const LOGS: [&str; 2] = ["vireo-vmm.log", "serial.log"];
 
 /// The files and folders (removed after the files in them) the VM owns, as host paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnedFiles {
     files: Vec<PathBuf>,
     folders: Vec<PathBuf>,
@@ -85,6 +87,21 @@ fn screenshots(vm: &Vm) -> Vec<PathBuf> {
 }
 
 impl OwnedFiles {
+    /// Whether every file and folder is inside `dir` (no `..` on the way): a deletion found in
+    /// a journal on a datastore is finished only then.
+    pub fn all_within(&self, dir: &Path) -> bool {
+        self.files
+            .iter()
+            .chain(&self.folders)
+            .all(|path| super::recovery::confined(path, dir))
+    }
+
+    /// Adds `file`, removed after every other one (the task journal of the deletion).
+    pub fn and_last(mut self, file: PathBuf) -> OwnedFiles {
+        self.files.push(file);
+        self
+    }
+
     /// Deletes the files (a missing one is fine; a symlink or a non-file is left alone),
     /// then each folder if it is empty. Returns the folders that had to stay.
     pub fn remove(&self) -> Vec<PathBuf> {

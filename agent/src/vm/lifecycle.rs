@@ -12,10 +12,12 @@ use vireo_vmm_protocol::control::Request;
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 
 use super::jail::{self, VmmJail};
+use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    control, disks, network, properties, snapshots, tools_host, Power, Stopping, Vm, VmState,
+    control, disks, network, properties, recovery, snapshots, tools_host, Power, Stopping, Vm,
+    VmState,
 };
 use crate::events::post_event;
 use crate::faults;
@@ -32,9 +34,11 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.state();
     disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
-    state.disk_capacities = disks::capacities(host, vm, &state.spec);
     let log = vm.file("vireo-vmm.log");
-    if let Some(process) = VmmProcess::adopt(&vm.run_dir, &log) {
+    let mut adopted = VmmProcess::adopt(&vm.run_dir, &log);
+    let recovered = recovery::recover(host, vm, &mut state, &mut adopted);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
+    if let Some(process) = adopted {
         tracing::info!(vm = vm.id, pid = process.pid, "re-adopted a running VMM");
         match network::Network::of(&host.config.data_dir) {
             Ok(net) => {
@@ -54,6 +58,14 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         state.power = Power::Suspended;
     }
     properties::publish(host, vm, &state);
+    if !recovered.is_empty() {
+        let message = format!(
+            "{}: recovered from an interrupted task after vireod restarted: {}",
+            state.spec.name,
+            recovered.message()
+        );
+        post_vm_event(host, vm, &state, "VmMessageWarningEvent", message, "");
+    }
 }
 
 /// Posts a VM event of type `ty` with a message.
@@ -520,8 +532,12 @@ fn close_disks(socket: &Path, paused: bool) {
     }
 }
 
-/// PowerOffVM: hard power-off.
+/// PowerOffVM: hard power-off; a suspended VM is powered off by discarding its saved state
+/// (as ESXi does).
 pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    if discard_suspended_state(host, vm) {
+        return Ok(());
+    }
     stop(host, vm, Stopping::PowerOff, |state| {
         let socket = vm.run_dir.join("control.sock");
         close_disks(&socket, false);
@@ -530,6 +546,21 @@ pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
         }
         Ok(())
     })
+}
+
+/// Powers off a suspended VM (its `suspend/` goes); false when it is not suspended.
+fn discard_suspended_state(host: &Host, vm: &Vm) -> bool {
+    let mut state = vm.state();
+    if state.power != Power::Suspended {
+        return false;
+    }
+    if let Err(error) = std::fs::remove_dir_all(vm.suspend_dir()) {
+        tracing::warn!(vm = vm.id, "cannot remove the suspended state: {error}");
+    }
+    state.suspend_time = None;
+    powered_off(host, vm, &mut state, None);
+    properties::publish(host, vm, &state);
+    true
 }
 
 /// TerminateVM: SIGKILL of the VM's process.
@@ -546,22 +577,33 @@ fn kill(state: &VmState) {
     }
 }
 
-/// SuspendVM: saves state and memory into `suspend/`, then the process ends.
+/// SuspendVM: saves state and memory into `suspend/`, then the process ends (journaled:
+/// `saved`, `vmm-stopping`).
 pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let schema = host.schema;
-    stop(host, vm, Stopping::Suspend, |_| {
+    let mut journal = None;
+    let stopped = stop(host, vm, Stopping::Suspend, |_| {
+        let journal =
+            journal.insert(Journal::begin(&vm.dir, Intent::Suspend).map_err(|e| e.fault(schema))?);
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        if let Err(fault) = snapshots::live::save(host, &socket, &dir) {
+        let saved = snapshots::live::save(host, &socket, &dir)
+            .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
+        if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));
+            let _ = std::fs::remove_dir_all(&dir);
             return Err(fault);
         }
         close_disks(&socket, true);
         control::command(&socket, Request::PowerOff, Duration::from_secs(10))
-            .map(drop)
-            .map_err(|e| Fault::system_error(schema, e.to_string()))
-    })
+            .map_err(|e| Fault::system_error(schema, e.to_string()))?;
+        journal.step("vmm-stopping").map_err(|e| e.fault(schema))
+    });
+    if let Some(journal) = journal {
+        journal.finish();
+    }
+    stopped
 }
 
 /// ResetVM: hard reset; the VMM exits and vireod boots it again.

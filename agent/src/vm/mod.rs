@@ -12,10 +12,12 @@ pub mod datastore_path;
 pub mod destroy;
 pub mod disks;
 pub mod jail;
+pub mod journal;
 pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod recovery;
 pub mod screenshot;
 pub mod snapshots;
 pub mod spec;
@@ -283,6 +285,7 @@ impl Vms {
                 tracing::warn!("cannot record the VM inventory: {error}");
             }
         }
+        recovery::finish_destroys(host);
     }
 
     /// Registers the VM whose `.vmx` is at `path` (under `id`, or the next free one).

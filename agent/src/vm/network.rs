@@ -108,7 +108,8 @@ fn bring_up(name: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
-fn interface_exists(name: &str) -> bool {
+/// Whether a network interface of this name exists.
+pub fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 

@@ -428,6 +428,21 @@ impl DiskTree {
         }
     }
 
+    /// Removes the layer file a process killed between creating a layer and saving the
+    /// sidecar left behind (the file the next layer would get). Only for a caller that knows
+    /// no other process is creating a layer in this tree (e.g. at start, before any task).
+    pub fn remove_leftover_layer(&self) -> Result<bool, TreeError> {
+        let Some(root) = self.state.layers.iter().find(|l| l.parent.is_none()) else {
+            return Ok(false);
+        };
+        let path = self
+            .folder
+            .join(layer_file_name(&root.file, LayerId(self.state.next_layer)));
+        let found = path.exists();
+        remove_file(&path)?;
+        Ok(found)
+    }
+
     /// Checks that layer `id`'s header names `parent`'s file as its backing file.
     fn expect_backing(&self, id: LayerId, parent: LayerId) -> Result<(), TreeError> {
         let path = self.layer_path(id);

@@ -10,7 +10,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use crate::arch::emulate::{self, Counts};
 use crate::arch::regs::{self, EntryMode};
-use crate::arch::{cpuid, msr};
+use crate::arch::{cpuid, kvm_pvm, msr};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
@@ -112,6 +112,9 @@ impl Vcpu {
             .map_err(kvm("KVM_CREATE_VCPU"))?;
         let mut cpuid = supported_cpuid.clone();
         cpuid::normalize(&mut cpuid, index, count);
+        if kvm_pvm::detected() {
+            kvm_pvm::adjust_cpuid(&mut cpuid);
+        }
         fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
         let msrs = msr::boot_msrs();
         let set = fd.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS"))?;

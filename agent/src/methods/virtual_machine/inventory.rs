@@ -9,6 +9,7 @@ use super::task;
 use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
+use crate::vm::journal::{Intent, Journal};
 use crate::vm::snapshots::clone_holds;
 use crate::vm::{destroy, lifecycle, properties, Power, Vm};
 
@@ -56,8 +57,24 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
         (bases, owned, state.spec.instance_uuid.clone())
     };
     let parents = clone_holds::parents_of(&bases);
-    unregister_vm(host, vm, "", true)?;
+    let intent = Intent::Destroy {
+        parents: parents.clone(),
+        instance_uuid: instance_uuid.clone(),
+        owned: owned.clone(),
+    };
+    let mut journal = Journal::begin(&vm.dir, intent).map_err(|e| e.fault(host.schema))?;
+    if let Err(fault) = unregister_vm(host, vm, "", true) {
+        journal.finish();
+        return Err(fault);
+    }
+    journal
+        .step("unregistered")
+        .map_err(|e| e.fault(host.schema))?;
     clone_holds::release(host, &parents, &instance_uuid);
+    journal
+        .step("holds-released")
+        .map_err(|e| e.fault(host.schema))?;
+    let owned = owned.and_last(journal.path().to_path_buf());
     let _ = std::fs::remove_dir_all(&vm.run_dir);
     for kept in owned.remove() {
         tracing::warn!(folder = %kept.display(), "left in place: it holds files the VM does not own");

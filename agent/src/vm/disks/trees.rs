@@ -61,7 +61,8 @@ pub fn tree_snapshot_name(uid: u32) -> String {
     format!("vm-snapshot-{uid}")
 }
 
-fn uid_of(tree_name: &str) -> Option<u32> {
+/// The VM snapshot uid a tree snapshot name stands for (other names: linked clones' holds).
+pub fn uid_of(tree_name: &str) -> Option<u32> {
     tree_name.strip_prefix("vm-snapshot-")?.parse().ok()
 }
 
@@ -109,7 +110,8 @@ pub fn each(
     Ok(())
 }
 
-fn sidecar_of(base: &Path) -> PathBuf {
+/// The tree sidecar of the disk whose base file is `base`.
+pub fn sidecar_of(base: &Path) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(SIDECAR_SUFFIX);
     PathBuf::from(name)

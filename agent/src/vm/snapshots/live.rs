@@ -1,7 +1,7 @@
 //! A running VM's disks handed to the host and back (ESXi's "stun"): pause the guest,
 //! optionally save its machine state, detach the disks, let the caller change the disk trees,
 //! attach the (possibly new) writable layers and resume. A VM that is not running needs none
-//! of this: its layer files are closed already.
+//! of this: its layer files are closed already. Each step is recorded in the task's journal.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use vireo_vmm_protocol::control::{Request, SaveReport};
 
 use super::super::disks::trees as disks;
 use super::super::jail::{self, VmmJail};
+use super::super::journal::Journal;
+use super::super::spec::VmSpec;
 use super::super::{control, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
@@ -21,23 +23,30 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `change` while the VM's disk images are closed, saving the machine state into
-/// `save_to` first when given (the VM must then be running).
+/// `save_to` first when given (the VM must then be running). Records in `journal` the steps
+/// `vm-paused`, `state-saved`, `disks-detached`, `trees-changed`, `disks-attached`.
 pub fn with_disks_closed<T>(
     host: &Host,
     vm: &Vm,
     state: &VmState,
     save_to: Option<&Path>,
+    journal: &mut Journal,
     change: impl FnOnce() -> Result<T, Fault>,
 ) -> Result<T, Fault> {
-    if state.power != Power::On {
-        return change();
-    }
     let schema = host.schema;
+    let record =
+        |journal: &mut Journal, step: &str| journal.step(step).map_err(|e| e.fault(schema));
+    if state.power != Power::On {
+        let result = change()?;
+        record(journal, "trees-changed")?;
+        return Ok(result);
+    }
     let socket = vm.run_dir.join("control.sock");
     let refused = |what: &str, e: control::ControlError| {
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
     control::command(&socket, Request::Pause, CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
+    let paused = record(journal, "vm-paused");
     let resume = || {
         if let Err(error) = control::command(&socket, Request::Resume, CONTROL_TIMEOUT) {
             tracing::error!(
@@ -46,8 +55,16 @@ pub fn with_disks_closed<T>(
             );
         }
     };
+    if let Err(fault) = paused {
+        resume();
+        return Err(fault);
+    }
     if let Some(dir) = save_to {
         if let Err(fault) = save(host, &socket, dir) {
+            resume();
+            return Err(fault);
+        }
+        if let Err(fault) = record(journal, "state-saved") {
             resume();
             return Err(fault);
         }
@@ -56,23 +73,10 @@ pub fn with_disks_closed<T>(
         resume();
         return Err(refused("detach the disks of", error));
     }
-    let result = change();
-    let views = disks::views(vm, &state.spec, &host.datastores);
-    let layers =
-        super::super::disks::writable_layers(host, vm, &state.spec, &views).unwrap_or_default();
-    let (paths, formats) = layers
-        .into_iter()
-        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
-        .unzip();
-    let chains = views.iter().flat_map(|v| &v.active.chain);
-    let attached = jail::grant_chains(VmmJail::of(&host.config), chains)
-        .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))
-        .and_then(|()| {
-            let request = Request::AttachDisks { paths, formats };
-            control::command(&socket, request, CONTROL_TIMEOUT)
-                .map_err(|e| refused("reattach the disks of", e))
-        });
-    if let Err(error) = attached {
+    let result = record(journal, "disks-detached")
+        .and_then(|()| change())
+        .and_then(|result| record(journal, "trees-changed").map(|()| result));
+    if let Err(error) = attach_writable_layers(host, vm, &state.spec, &socket) {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
             vm = vm.id,
@@ -82,8 +86,35 @@ pub fn with_disks_closed<T>(
         let _ = control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT);
         return Err(error);
     }
+    let attached = record(journal, "disks-attached");
     resume();
-    result
+    attached.and(result)
+}
+
+/// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now (each
+/// chain granted to the VMM's jail first).
+pub fn attach_writable_layers(
+    host: &Host,
+    vm: &Vm,
+    spec: &VmSpec,
+    socket: &Path,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let refused = |what: &str, e: control::ControlError| {
+        Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
+    };
+    let views = disks::views(vm, spec, &host.datastores);
+    let layers = super::super::disks::writable_layers(host, vm, spec, &views).unwrap_or_default();
+    let (paths, formats) = layers
+        .into_iter()
+        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
+        .unzip();
+    let chains = views.iter().flat_map(|v| &v.active.chain);
+    jail::grant_chains(VmmJail::of(&host.config), chains)
+        .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
+    let request = Request::AttachDisks { paths, formats };
+    control::command(socket, request, CONTROL_TIMEOUT)
+        .map_err(|e| refused("reattach the disks of", e))
 }
 
 /// Saves the running VM's machine state into `dir` (made for the VMM first; the VM is left

@@ -9,6 +9,7 @@ pub mod clone_holds;
 pub mod live;
 pub mod promote;
 pub mod properties;
+pub mod reconcile;
 pub mod vmsd;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use vireo_tools::protocol::Operation;
 
 use super::disks::trees::{each, open_all, tree_snapshot_name, DiskTreeError};
 use super::disks::{apply_tracking, disk_fault, refresh, tracking_configured};
+use super::journal::{Intent, Journal};
 use super::{lifecycle, tools_host, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
@@ -159,45 +161,77 @@ fn create_locked(host: &Host, vm: &Vm, new: &NewSnapshot, quiesced: bool) -> Res
         Power::On | Power::Off => CapturedPower::Off,
         Power::Suspended => CapturedPower::Suspended,
     };
+    let meta = SnapshotMeta {
+        uid,
+        parent: state.snapshots.current,
+        name: new.name.clone(),
+        description: new.description.clone(),
+        create_time: now_micros(),
+        power: captured,
+        quiesced,
+    };
+    let mut journal = begin(host, vm, Intent::SnapshotCreate { meta: meta.clone() })?;
     let dir = memory_dir(vm, uid);
-    if captured == CapturedPower::Suspended {
-        link_machine_state(&vm.suspend_dir(), &dir).map_err(|e| {
+    let taken = take_layers(host, vm, &state, &dir, &mut journal);
+    if let Err(fault) = taken {
+        let _ = std::fs::remove_dir_all(&dir);
+        refresh(host, vm, &mut state);
+        journal.finish();
+        return Err(fault);
+    }
+    state.snapshots.last_uid = uid;
+    state.snapshots.current = Some(uid);
+    state.snapshots.snapshots.push(meta);
+    save_list(host, vm, &state.snapshots)?;
+    step(host, &mut journal, "listed")?;
+    journal.finish();
+    refresh(host, vm, &mut state);
+    let message = format!("Created snapshot '{}' of {}", new.name, state.spec.name);
+    lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, "");
+    super::properties::publish(host, vm, &state);
+    Ok(snapshot_moref(vm, uid))
+}
+
+/// The disk (and machine state) part of a snapshot: the suspended state linked into `dir`, or
+/// the running VM saved there, and every disk tree's snapshot taken.
+fn take_layers(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    dir: &Path,
+    journal: &mut Journal,
+) -> Result<(), Fault> {
+    let Intent::SnapshotCreate { meta } = journal.intent().clone() else {
+        return Err(Fault::system_error(host.schema, "not a snapshot journal"));
+    };
+    if meta.power == CapturedPower::Suspended {
+        link_machine_state(&vm.suspend_dir(), dir).map_err(|e| {
             faults::file_fault(
                 host.schema,
                 &dir.display().to_string(),
                 format!("cannot keep the suspended state: {e}"),
             )
         })?;
+        step(host, journal, "state-linked")?;
     }
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
-    let tracking = tracking_configured(&state);
-    let save_to = (captured == CapturedPower::On).then_some(dir.as_path());
-    let name = tree_snapshot_name(uid);
-    let taken = live::with_disks_closed(host, vm, &state, save_to, || {
+    let tracking = tracking_configured(state);
+    let save_to = (meta.power == CapturedPower::On).then_some(dir);
+    let name = tree_snapshot_name(meta.uid);
+    live::with_disks_closed(host, vm, state, save_to, journal, || {
         apply_tracking(host, &mut trees, tracking)?;
         snapshot_all(&mut trees, &name).map_err(|e| disk_fault(host, e))
-    });
-    if let Err(fault) = taken {
-        let _ = std::fs::remove_dir_all(&dir);
-        refresh(host, vm, &mut state);
-        return Err(fault);
-    }
-    let added = state.snapshots.add(SnapshotMeta {
-        uid,
-        parent: None,
-        name: new.name.clone(),
-        description: new.description.clone(),
-        create_time: now_micros(),
-        power: captured,
-        quiesced,
-    });
-    debug_assert_eq!(added, uid);
-    save_list(host, vm, &state.snapshots)?;
-    refresh(host, vm, &mut state);
-    let message = format!("Created snapshot '{}' of {}", new.name, state.spec.name);
-    lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, "");
-    super::properties::publish(host, vm, &state);
-    Ok(snapshot_moref(vm, uid))
+    })
+}
+
+/// Starts the journal of a task on `vm`.
+pub(crate) fn begin(host: &Host, vm: &Vm, intent: Intent) -> Result<Journal, Fault> {
+    Journal::begin(&vm.dir, intent).map_err(|e| e.fault(host.schema))
+}
+
+/// Records a step of a task.
+fn step(host: &Host, journal: &mut Journal, name: &str) -> Result<(), Fault> {
+    journal.step(name).map_err(|e| e.fault(host.schema))
 }
 
 /// Takes tree snapshot `name` on every disk; undoes the ones taken when one fails.
@@ -252,11 +286,14 @@ pub fn revert(
         state.power = Power::Off;
         state.suspend_time = None;
     }
+    let mut journal = begin(host, vm, Intent::SnapshotRevert { uid })?;
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let name = tree_snapshot_name(uid);
     each(&mut trees, |tree| tree.revert(&name).map(drop)).map_err(|e| disk_fault(host, e))?;
+    step(host, &mut journal, "trees-changed")?;
     state.snapshots.current = Some(uid);
     save_list(host, vm, &state.snapshots)?;
+    step(host, &mut journal, "listed")?;
     refresh(host, vm, &mut state);
     let dir = memory_dir(vm, uid);
     match meta.power {
@@ -274,8 +311,10 @@ pub fn revert(
             })?;
             state.power = Power::Suspended;
             state.suspend_time = Some(now_micros());
+            step(host, &mut journal, "state-linked")?;
         }
     }
+    journal.finish();
     let message = format!("Reverted {} to snapshot '{}'", state.spec.name, meta.name);
     lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, user);
     super::properties::publish(host, vm, &state);
@@ -322,6 +361,11 @@ fn delete_snapshots(
     uids: &[u32],
     consolidate: bool,
 ) -> Result<(), Fault> {
+    let intent = Intent::SnapshotRemove {
+        uids: uids.to_vec(),
+        consolidate,
+    };
+    let mut journal = begin(host, vm, intent)?;
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     // Only the VM's own snapshots go: a linked clone's hold on a layer stays (see `clone_holds`).
     let forget = |tree: &mut DiskTree| {
@@ -334,7 +378,7 @@ fn delete_snapshots(
         Ok(())
     };
     let result = if consolidate {
-        live::with_disks_closed(host, vm, state, None, || {
+        live::with_disks_closed(host, vm, state, None, &mut journal, || {
             each(&mut trees, |tree| {
                 forget(tree)?;
                 tree.consolidate(&mut |_, _| true)
@@ -343,13 +387,26 @@ fn delete_snapshots(
         })
     } else {
         // Only the sidecars change: the running VM keeps its open layers.
-        each(&mut trees, forget).map_err(|e| disk_fault(host, e))
+        each(&mut trees, forget)
+            .map_err(|e| disk_fault(host, e))
+            .and_then(|()| step(host, &mut journal, "trees-changed"))
     };
-    for &uid in uids {
-        state.snapshots.remove(uid);
-        let _ = std::fs::remove_dir_all(memory_dir(vm, uid));
+    if result.is_ok() {
+        for &uid in uids {
+            state.snapshots.remove(uid);
+        }
+    }
+    // The list follows the trees, whichever snapshots they dropped before a failure.
+    let changed = reconcile::reconcile(&mut state.snapshots, &mut trees, None);
+    if let Err(error) = &changed {
+        tracing::warn!(vm = vm.id, "cannot re-read the disk trees: {error}");
     }
     save_list(host, vm, &state.snapshots)?;
+    step(host, &mut journal, "listed")?;
+    for &uid in uids {
+        let _ = std::fs::remove_dir_all(memory_dir(vm, uid));
+    }
+    journal.finish();
     refresh(host, vm, state);
     super::properties::publish(host, vm, state);
     result
@@ -358,10 +415,12 @@ fn delete_snapshots(
 /// ConsolidateVMDisks: merges whatever layers no snapshot needs (after a failed removal).
 pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let mut state = vm.state();
+    let mut journal = begin(host, vm, Intent::Consolidate)?;
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
-    let merged = live::with_disks_closed(host, vm, &state, None, || {
+    let merged = live::with_disks_closed(host, vm, &state, None, &mut journal, || {
         each(&mut trees, |tree| tree.consolidate(&mut |_, _| true)).map_err(|e| disk_fault(host, e))
     });
+    journal.finish();
     refresh(host, vm, &mut state);
     super::properties::publish(host, vm, &state);
     merged

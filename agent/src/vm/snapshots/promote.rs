@@ -11,6 +11,7 @@ use vireo_disk::tree::{DiskTree, LayerId};
 
 use super::super::disks::trees::{each, open_all};
 use super::super::disks::{disk_fault, refresh};
+use super::super::journal::Intent;
 use super::super::properties::{self, DISK_KEY};
 use super::super::{Power, Vm};
 use super::{clone_holds, live};
@@ -40,7 +41,8 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
     } else {
         Vec::new()
     };
-    let result = live::with_disks_closed(host, vm, &state, None, || {
+    let mut journal = super::begin(host, vm, Intent::Consolidate)?;
+    let result = live::with_disks_closed(host, vm, &state, None, &mut journal, || {
         each(&mut trees, |tree| {
             if unlink {
                 tree.unlink_root(&mut |_, _| true)?;
@@ -49,6 +51,7 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
         })
         .map_err(|e| disk_fault(host, e))
     });
+    journal.finish();
     refresh(host, vm, &mut state);
     properties::publish(host, vm, &state);
     let clone_uuid = state.spec.instance_uuid.clone();

@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use super::super::vmx_file::VmxFile;
 
 /// Power state a snapshot captured (VirtualMachinePowerState).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CapturedPower {
     /// Disks only: a revert leaves the VM powered off.
     Off,
@@ -42,7 +44,7 @@ impl CapturedPower {
 }
 
 /// One snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// Its id within the VM (VirtualMachineSnapshotTree.id), never reused.
     pub uid: u32,

@@ -13,8 +13,14 @@ const ZF: u64 = 1 << 6;
 const SF: u64 = 1 << 7;
 const TF: u64 = 1 << 8;
 const OF: u64 = 1 << 11;
+const AC: u64 = 1 << 18;
 const STATUS_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
 const CR4_OSXSAVE: u64 = 1 << 18;
+const CR0_MP: u64 = 1 << 1;
+const CR0_TS: u64 = 1 << 3;
+const CR0_NE: u64 = 1 << 5;
+/// x87 status word: exception summary (an unmasked exception is pending).
+const FSW_ES: u16 = 1 << 7;
 
 /// Executes `insn` (decoded at `state.rip`) and leaves `state.rip` past it; on `Stop::Fault`
 /// the state is unchanged.
@@ -61,6 +67,19 @@ pub fn exec(
             Kind::Rdtscp
         }
         Mnemonic::Xgetbv => xgetbv(state, platform)?,
+        Mnemonic::Wait => fwait(state, platform)?,
+        Mnemonic::Stac | Mnemonic::Clac => {
+            // Privileged: #UD outside ring 0 (SMAP itself is in the guest's CPUID).
+            if state.cpl != 0 {
+                return Err(Stop::Fault(Exception::InvalidOpcode));
+            }
+            if insn.mnemonic() == Mnemonic::Stac {
+                state.rflags |= AC;
+            } else {
+                state.rflags &= !AC;
+            }
+            Kind::Smap
+        }
         other => return Err(Stop::NotCovered(format!("{other:?} is not covered"))),
     };
     state.rip = insn.next_ip();
@@ -368,6 +387,22 @@ fn crc32(insn: &Instruction, state: &mut CpuState, memory: &mut dyn Memory) -> R
     Ok(Kind::Crc32)
 }
 
+/// FWAIT: #NM with CR0.MP and CR0.TS, #MF if an unmasked x87 exception is pending, else nothing.
+fn fwait(state: &CpuState, platform: &mut dyn Platform) -> Result<Kind, Stop> {
+    if state.cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+        return Err(Stop::Fault(Exception::DeviceNotAvailable));
+    }
+    if platform.fpu_status()? & FSW_ES != 0 {
+        if state.cr0 & CR0_NE == 0 {
+            return Err(Stop::NotCovered(
+                "a pending x87 exception reported through FERR# (CR0.NE clear)".into(),
+            ));
+        }
+        return Err(Stop::Fault(Exception::MathFault));
+    }
+    Ok(Kind::Fwait)
+}
+
 fn xgetbv(state: &mut CpuState, platform: &mut dyn Platform) -> Result<Kind, Stop> {
     if state.cr4 & CR4_OSXSAVE == 0 {
         return Err(Stop::Fault(Exception::InvalidOpcode));
@@ -400,6 +435,55 @@ mod tests {
         assert_eq!(read_gpr(&s, Register::DH), 0x12);
         write_gpr(&mut s, Register::R9L, 0);
         assert_eq!(s.gpr[9], 0xffff_ffff_ffff_ff00);
+    }
+
+    #[test]
+    fn stac_and_clac_set_and_clear_ac_in_ring_0_only() {
+        // Privileged, so the CPU cannot run them in this ring-3 test: checked against the SDM.
+        struct NoPlatform;
+        impl Platform for NoPlatform {
+            fn tsc_and_aux(&mut self) -> Result<(u64, u32), Stop> {
+                unreachable!()
+            }
+            fn xcr(&mut self, _: u32) -> Result<Option<u64>, Stop> {
+                unreachable!()
+            }
+            fn fpu_status(&mut self) -> Result<u16, Stop> {
+                unreachable!()
+            }
+        }
+        struct NoMemory;
+        impl Memory for NoMemory {
+            fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), Stop> {
+                unreachable!()
+            }
+            fn write(&mut self, _: u64, _: &[u8]) -> Result<(), Stop> {
+                unreachable!()
+            }
+            fn compare_exchange_16(&mut self, _: u64, _: u128, _: u128) -> Result<u128, Stop> {
+                unreachable!()
+            }
+        }
+        let run = |bytes: &[u8], state: &mut CpuState| {
+            let insn = iced_x86::Decoder::with_ip(64, bytes, state.rip, 0).decode();
+            exec(&insn, state, &mut NoMemory, &mut NoPlatform)
+        };
+        let mut s = CpuState {
+            rip: 0x100,
+            rflags: 0x246,
+            ..Default::default()
+        };
+        run(&[0x0f, 0x01, 0xcb], &mut s).unwrap();
+        assert_eq!((s.rflags, s.rip), (0x246 | AC, 0x103));
+        run(&[0x0f, 0x01, 0xca], &mut s).unwrap();
+        assert_eq!((s.rflags, s.rip), (0x246, 0x106));
+        s.cpl = 3;
+        let before = s.clone();
+        assert_eq!(
+            run(&[0x0f, 0x01, 0xcb], &mut s),
+            Err(Stop::Fault(Exception::InvalidOpcode))
+        );
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -56,6 +56,14 @@ impl Platform for VcpuPlatform<'_> {
         }
     }
 
+    fn fpu_status(&mut self) -> Result<u16, Stop> {
+        let fpu = self
+            .fd
+            .get_fpu()
+            .map_err(|e| Stop::NotCovered(format!("KVM_GET_FPU: {e}")))?;
+        Ok(fpu.fsw)
+    }
+
     fn xcr(&mut self, index: u32) -> Result<Option<u64>, Stop> {
         let xcrs = self
             .fd
@@ -79,7 +87,9 @@ fn state_from(regs: &kvm_regs, sregs: &kvm_sregs) -> CpuState {
         rflags: regs.rflags,
         fs_base: sregs.fs.base,
         gs_base: sregs.gs.base,
+        cr0: sregs.cr0,
         cr4: sregs.cr4,
+        cpl: sregs.cs.dpl,
     }
 }
 

@@ -38,11 +38,15 @@ pub enum Kind {
     Rdtscp,
     /// `xgetbv`.
     Xgetbv,
+    /// `stac` / `clac` (SMAP's RFLAGS.AC, around every user-memory access).
+    Smap,
+    /// `fwait` (x87 exception check).
+    Fwait,
 }
 
 impl Kind {
     /// Every kind, in the order of the counters.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Int3,
         Kind::Cmpxchg16b,
         Kind::Popcnt,
@@ -50,6 +54,8 @@ impl Kind {
         Kind::Crc32,
         Kind::Rdtscp,
         Kind::Xgetbv,
+        Kind::Smap,
+        Kind::Fwait,
     ];
 
     /// The name `status` reports the kind under.
@@ -62,6 +68,8 @@ impl Kind {
             Kind::Crc32 => "crc32",
             Kind::Rdtscp => "rdtscp",
             Kind::Xgetbv => "xgetbv",
+            Kind::Smap => "stac_clac",
+            Kind::Fwait => "fwait",
         }
     }
 }
@@ -73,8 +81,12 @@ pub enum Exception {
     Breakpoint,
     /// #UD, vector 6.
     InvalidOpcode,
+    /// #NM, vector 7.
+    DeviceNotAvailable,
     /// #GP with its error code, vector 13.
     GeneralProtection(u32),
+    /// #MF, vector 16 (a pending x87 exception).
+    MathFault,
     /// #PF, vector 14: the faulting linear address (CR2) and the error code.
     PageFault {
         /// The linear address that faulted (goes to CR2).
@@ -90,6 +102,8 @@ impl Exception {
         match self {
             Exception::Breakpoint => (3, None),
             Exception::InvalidOpcode => (6, None),
+            Exception::DeviceNotAvailable => (7, None),
+            Exception::MathFault => (16, None),
             Exception::GeneralProtection(code) => (13, Some(code)),
             Exception::PageFault { error_code, .. } => (14, Some(error_code)),
         }
@@ -127,8 +141,12 @@ pub struct CpuState {
     pub fs_base: u64,
     /// GS base (for `gs:` operands: the kernel's per-CPU data).
     pub gs_base: u64,
+    /// CR0 (MP, TS and NE decide what `fwait` raises).
+    pub cr0: u64,
     /// CR4 (OSXSAVE decides whether `xgetbv` exists).
     pub cr4: u64,
+    /// Current privilege level.
+    pub cpl: u8,
 }
 
 /// What an instruction may read besides registers and memory.
@@ -137,6 +155,8 @@ pub trait Platform {
     fn tsc_and_aux(&mut self) -> Result<(u64, u32), Stop>;
     /// Extended control register `index` (`xgetbv`), or None if it does not exist.
     fn xcr(&mut self, index: u32) -> Result<Option<u64>, Stop>;
+    /// The x87 status word.
+    fn fpu_status(&mut self) -> Result<u16, Stop>;
 }
 
 /// Guest linear memory as the completed instruction sees it.

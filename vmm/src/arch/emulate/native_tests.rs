@@ -138,11 +138,12 @@ impl Memory for HostBuffer {
     }
 }
 
-/// TSC, TSC_AUX and XCR0 as the native run saw them.
+/// TSC, TSC_AUX, XCR0 and the x87 status word as the native run saw them.
 struct Fixed {
     tsc: u64,
     aux: u32,
     xcr0: u64,
+    fsw: u16,
 }
 
 impl Platform for Fixed {
@@ -151,6 +152,9 @@ impl Platform for Fixed {
     }
     fn xcr(&mut self, index: u32) -> Result<Option<u64>, Stop> {
         Ok((index == 0).then_some(self.xcr0))
+    }
+    fn fpu_status(&mut self) -> Result<u16, Stop> {
+        Ok(self.fsw)
     }
 }
 
@@ -174,6 +178,7 @@ fn compare(bytes: &[u8], flags: u64, setup: impl Fn(u64) -> Native) {
         gpr: input.gpr,
         rip: 0x1000,
         rflags: input.rflags,
+        cr0: 0x8005_0033,
         cr4: 1 << 18,
         ..Default::default()
     };
@@ -185,6 +190,7 @@ fn compare(bytes: &[u8], flags: u64, setup: impl Fn(u64) -> Native) {
         tsc,
         aux,
         xcr0: native_xcr0(),
+        fsw: native_fsw(),
     };
     let result = exec(&insn, &mut state, &mut memory, &mut platform);
     assert!(result.is_ok(), "{bytes:02x?}: {result:?}");
@@ -221,6 +227,13 @@ fn native_rdtscp() -> (u64, u32) {
     // SAFETY: rdtscp reads the TSC and TSC_AUX; it touches no memory.
     unsafe { std::arch::asm!("rdtscp", out("eax") lo, out("edx") hi, out("ecx") aux) };
     ((u64::from(hi) << 32) | u64::from(lo), aux)
+}
+
+fn native_fsw() -> u16 {
+    let fsw: u16;
+    // SAFETY: fnstsw only stores the x87 status word into a register.
+    unsafe { std::arch::asm!("fnstsw ax", out("ax") fsw) };
+    fsw
 }
 
 fn native_xcr0() -> u64 {
@@ -312,7 +325,8 @@ fn bmi_matches_the_cpu() {
 
 #[test]
 fn crc32_rdtscp_and_xgetbv_match_the_cpu() {
-    let cases: [&[u8]; 5] = [
+    let cases: [&[u8]; 6] = [
+        &[0x9b],                                     // fwait (nothing pending)
         &[0xf2, 0x0f, 0x38, 0xf0, 0xc1],             // crc32 eax, cl
         &[0x66, 0xf2, 0x0f, 0x38, 0xf1, 0xc1],       // crc32 eax, cx
         &[0xf2, 0x0f, 0x38, 0xf1, 0xc1],             // crc32 eax, ecx
@@ -334,6 +348,7 @@ fn crc32_rdtscp_and_xgetbv_match_the_cpu() {
         tsc,
         aux: native.gpr[1] as u32,
         xcr0: 0,
+        fsw: 0,
     };
     let insn = Decoder::with_ip(64, &[0x0f, 0x01, 0xf9], 0, DecoderOptions::NONE).decode();
     exec(
@@ -357,6 +372,7 @@ fn int3_traps_after_the_instruction_and_faults_leave_state_unchanged() {
         tsc: 0,
         aux: 0,
         xcr0: 0,
+        fsw: 0,
     };
     let mut nothing = HostBuffer {
         base: 0x10_0000,
@@ -416,6 +432,7 @@ fn instructions_not_covered_are_reported_not_guessed() {
         tsc: 0,
         aux: 0,
         xcr0: 0,
+        fsw: 0,
     };
     // pxor xmm0, xmm0 and xsave [rax]: not covered.
     for bytes in [&[0x66, 0x0f, 0xef, 0xc0][..], &[0x0f, 0xae, 0x20]] {

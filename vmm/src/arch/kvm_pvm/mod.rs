@@ -6,12 +6,24 @@
 mod lz4;
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use kvm_bindings::CpuId;
 
 pub use lz4::Lz4Error;
 
-/// Options appended to a Linux guest's command line on kvm-pvm: the XSAVE family is refused in
-/// ring 0 and not completed by `arch::emulate`, so the kernel must use FXSAVE.
-pub const LINUX_CMDLINE: &str = "noxsave";
+/// Options appended to a Linux guest's command line on kvm-pvm: `clearcpuid=` with the feature
+/// bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) — by number, which 6.1 kernels
+/// parse (they no longer know `noxsave`). XSAVE/XRSTOR are refused in ring 0 and not completed
+/// by `arch::emulate` (the kernel uses FXSAVE instead); INVPCID flushes a TLB user space cannot
+/// reach (the kernel uses CR4.PGE instead); kvm-pvm raises a wrong #UD for ring-0 RDPID instead
+/// of an exit we could complete (the kernel uses LSL instead).
+pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534";
+
+/// KVM paravirtual features whose guest side makes VMCALL/VMMCALL hypercalls, which hang the
+/// vCPU on kvm-pvm: PV_UNHALT (7, spinlock kicks), PV_SEND_IPI (11), PV_SCHED_YIELD (13).
+const HYPERCALL_FEATURES: u32 = (1 << 7) | (1 << 11) | (1 << 13);
+const LEAF_KVM_FEATURES: u32 = 0x4000_0001;
 
 /// Offset of `setup_sects` in a bzImage.
 const SETUP_SECTS: usize = 0x1f1;
@@ -22,9 +34,20 @@ const PAYLOAD_LIMIT: usize = 512 << 20;
 const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Whether /dev/kvm is provided by kvm-pvm (its module is loaded).
+/// Whether /dev/kvm is provided by kvm-pvm (its module is loaded); looked up once, when the
+/// VMM first asks (while building the VM).
 pub fn detected() -> bool {
-    Path::new("/sys/module/kvm_pvm").exists()
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| Path::new("/sys/module/kvm_pvm").exists())
+}
+
+/// Hides the KVM paravirtual features that would make the guest issue hypercalls.
+pub fn adjust_cpuid(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == LEAF_KVM_FEATURES {
+            entry.eax &= !HYPERCALL_FEATURES;
+        }
+    }
 }
 
 /// Why a bzImage's payload could not be extracted.
@@ -113,6 +136,20 @@ mod tests {
         image.extend_from_slice(&[0; 16]);
         image.extend_from_slice(&payload);
         image
+    }
+
+    #[test]
+    fn hypercall_features_are_hidden_and_the_rest_kept() {
+        let entry = |function, eax| kvm_bindings::kvm_cpuid_entry2 {
+            function,
+            eax,
+            ..Default::default()
+        };
+        let mut cpuid =
+            CpuId::from_entries(&[entry(LEAF_KVM_FEATURES, 0xffff), entry(1, 0xffff)]).unwrap();
+        adjust_cpuid(&mut cpuid);
+        assert_eq!(cpuid.as_slice()[0].eax, 0xffff & !0x2880);
+        assert_eq!(cpuid.as_slice()[1].eax, 0xffff);
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! The per-VM task journal: before a multi-step task changes anything it records its intent in
+//! `vireo-journal-<task>.json` in the VM's folder, then each step it completes, every write
+//! durable (temp file, fsync, rename, fsync of the folder) before the next step starts; the file
+//! goes when the task ends. After a crash of vireod, [`super::recovery`] reads what is left and
+//! rolls each task forward or back. Each recorded step is also a crash-injection point
+//! ([`crate::crash`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vireo_api::schema::Schema;
+use vireo_api::Fault;
+
+use super::destroy::OwnedFiles;
+use super::snapshots::vmsd::SnapshotMeta;
+use super::vmx_file::write_atomically;
+
+const PREFIX: &str = "vireo-journal-";
+const SUFFIX: &str = ".json";
+
+/// What a task set out to do: enough for recovery to finish or undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "kebab-case")]
+pub enum Intent {
+    /// CreateSnapshot: snapshot `meta.uid` on every disk, then in the snapshot list.
+    SnapshotCreate {
+        /// The snapshot being taken (its uid is reserved: never handed out again).
+        meta: SnapshotMeta,
+    },
+    /// RemoveSnapshot / RemoveAllSnapshots of these uids.
+    SnapshotRemove {
+        /// The snapshots going.
+        uids: Vec<u32>,
+        /// Whether the layers nobody needs are merged.
+        consolidate: bool,
+    },
+    /// RevertToSnapshot: every disk made to read as snapshot `uid`.
+    SnapshotRevert {
+        /// The snapshot reverted to.
+        uid: u32,
+    },
+    /// ConsolidateVMDisks or PromoteDisks: merges under a stunned VM.
+    Consolidate,
+    /// SuspendVM: save into `suspend/`, then the VMM ends.
+    Suspend,
+    /// CloneVM of this VM into `folder` (registered as `vmx`), from the temporary snapshot
+    /// `temporary` when the source was running.
+    Clone {
+        /// The clone's folder (removed unless the clone got registered).
+        folder: PathBuf,
+        /// The clone's `.vmx` datastore path.
+        vmx: String,
+        /// The temporary snapshot of the running source.
+        temporary: Option<u32>,
+    },
+    /// Destroy_Task: the VM leaves the inventory, then the files it owns go.
+    Destroy {
+        /// Disks of other VMs this one's disks were built on (their holds are released).
+        parents: Vec<PathBuf>,
+        /// The VM's instanceUuid (the name of its holds).
+        instance_uuid: String,
+        /// What the VM owns.
+        owned: OwnedFiles,
+    },
+}
+
+impl Intent {
+    /// The task's name in file names, crash points and logs.
+    pub fn task(&self) -> &'static str {
+        match self {
+            Intent::SnapshotCreate { .. } => "snapshot-create",
+            Intent::SnapshotRemove { .. } => "snapshot-remove",
+            Intent::SnapshotRevert { .. } => "snapshot-revert",
+            Intent::Consolidate => "consolidate",
+            Intent::Suspend => "suspend",
+            Intent::Clone { .. } => "clone",
+            Intent::Destroy { .. } => "destroy",
+        }
+    }
+}
+
+/// A journal as found on disk: the intent and the steps completed, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// What the task set out to do.
+    pub intent: Intent,
+    /// Steps completed.
+    pub steps: Vec<String>,
+}
+
+impl Record {
+    /// Whether `step` was completed.
+    pub fn did(&self, step: &str) -> bool {
+        self.steps.iter().any(|s| s == step)
+    }
+}
+
+/// Why the journal could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the task journal {path}: {source}")]
+pub struct JournalError {
+    /// The journal file.
+    pub path: PathBuf,
+    /// What failed.
+    pub source: std::io::Error,
+}
+
+impl JournalError {
+    /// The error as the API reports it (FileFault).
+    pub fn fault(&self, schema: &Schema) -> Fault {
+        Fault::new(schema, "FileFault", self.to_string()).with(
+            schema,
+            "file",
+            self.path.display().to_string(),
+        )
+    }
+}
+
+/// The journal of a task under way; dropping it without [`Journal::finish`] leaves the file
+/// (the task did not end cleanly, recovery looks at it).
+pub struct Journal {
+    path: PathBuf,
+    record: Record,
+}
+
+fn path_of(dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{PREFIX}{task}{SUFFIX}"))
+}
+
+impl Journal {
+    /// Records `intent` in VM folder `dir` (step `begun`).
+    pub fn begin(dir: &Path, intent: Intent) -> Result<Journal, JournalError> {
+        let mut journal = Journal {
+            path: path_of(dir, intent.task()),
+            record: Record {
+                intent,
+                steps: Vec::new(),
+            },
+        };
+        journal.step("begun")?;
+        Ok(journal)
+    }
+
+    /// The task's intent.
+    pub fn intent(&self) -> &Intent {
+        &self.record.intent
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records that `step` is complete, durably, before the caller goes on.
+    pub fn step(&mut self, step: &str) -> Result<(), JournalError> {
+        self.record.steps.push(step.to_string());
+        let text = serde_json::to_vec_pretty(&self.record).unwrap_or_default();
+        write_atomically(&self.path, &text).map_err(|source| JournalError {
+            path: self.path.clone(),
+            source,
+        })?;
+        crate::crash::point(&format!("{}:{step}", self.record.intent.task()));
+        Ok(())
+    }
+
+    /// The task ended (well or with a clean failure): the journal goes.
+    pub fn finish(self) {
+        remove(&self.path);
+    }
+}
+
+/// Removes a journal file durably (logged when it cannot be).
+pub fn remove(path: &Path) {
+    let removed = std::fs::remove_file(path).and_then(|()| match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    });
+    if let Err(error) = removed {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(journal = %path.display(), "cannot remove the task journal: {error}");
+        }
+    }
+}
+
+/// Every journal left in VM folder `dir` with its file; unreadable ones are logged and
+/// removed (a crash while the first write was under way leaves only a `.partial`).
+pub fn pending(dir: &Path) -> Vec<(PathBuf, Record)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, Record)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        if !name.ends_with(SUFFIX) {
+            tracing::info!(file = %path.display(), "removing a half-written task journal");
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+        {
+            Some(record) => found.push((path, record)),
+            None => {
+                tracing::warn!(file = %path.display(), "removing an unreadable task journal");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    found.sort_by(|a, b| (order(&a.1.intent), &a.0).cmp(&(order(&b.1.intent), &b.0)));
+    found
+}
+
+/// Recovery order: the clone (which may hold a snapshot) after the snapshot tasks.
+fn order(intent: &Intent) -> u8 {
+    match intent {
+        Intent::Clone { .. } => 1,
+        Intent::Destroy { .. } => 2,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::snapshots::vmsd::CapturedPower;
+
+    #[test]
+    fn steps_are_recorded_and_a_finished_task_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("vireo-journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = SnapshotMeta {
+            uid: 7,
+            parent: None,
+            name: "before \"upgrade\"".into(),
+            description: String::new(),
+            create_time: 1,
+            power: CapturedPower::On,
+            quiesced: false,
+        };
+        let mut journal = Journal::begin(&dir, Intent::SnapshotCreate { meta }).unwrap();
+        journal.step("disks-detached").unwrap();
+        let mut clone = Journal::begin(&dir, Intent::Consolidate).unwrap();
+        clone.step("vm-paused").unwrap();
+        std::fs::write(dir.join("vireo-journal-suspend.partial"), b"{").unwrap();
+        let found = pending(&dir);
+        assert_eq!(found.len(), 2);
+        let (_, create) = &found[1];
+        assert_eq!(create.intent.task(), "snapshot-create");
+        assert!(create.did("begun") && create.did("disks-detached"));
+        assert!(!create.did("trees-changed"));
+        assert!(!dir.join("vireo-journal-suspend.partial").exists());
+        journal.finish();
+        clone.finish();
+        assert!(pending(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,487 @@
+//! Recovery at start, per VM as it is registered: a re-adopted VMM that is paused (or whose VM
+//! has a task journal) is stunned, every interrupted task in the VM's journals is rolled
+//! forward or back, the snapshot list is made to agree with the disk trees, debris (half-made
+//! clone folders, orphaned `snapshot-N/` folders, temporary snapshots, stale TAPs) goes, and
+//! the VMM is resumed, or powered off when it cannot be. Each step is logged; the sentences
+//! returned become an event on the VM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vireo_api::Fault;
+use vireo_disk::tree::DiskTree;
+use vireo_vmm_protocol::control::{Request, RunPhase};
+
+use super::disks::refresh;
+use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_name};
+use super::journal::{self, Intent, Record};
+use super::process::VmmProcess;
+use super::snapshots::reconcile::reconcile;
+use super::snapshots::{self, memory_dir};
+use super::{control, network, Vm, VmState};
+use crate::host::Host;
+
+/// How the temporary snapshot of a clone of a running VM is named (`clone <name>`).
+pub const CLONE_SNAPSHOT_PREFIX: &str = "clone ";
+
+/// How long a control request during recovery may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What recovery did, one sentence each (each also logged).
+#[derive(Default)]
+pub struct Recovered(Vec<String>);
+
+impl Recovered {
+    fn note(&mut self, vm: &Vm, what: String) {
+        tracing::info!(vm = vm.id, "recovery: {what}");
+        self.0.push(what);
+    }
+
+    /// Whether anything was done.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Everything done, as one message.
+    pub fn message(&self) -> String {
+        self.0.join("; ")
+    }
+}
+
+/// Brings a just-registered VM to a state the API can describe: `process` is its re-adopted
+/// VMM (taken when recovery has to end it); the snapshot list in `state` is loaded.
+pub fn recover(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    process: &mut Option<VmmProcess>,
+) -> Recovered {
+    let mut done = Recovered::default();
+    let journals = journal::pending(&vm.dir);
+    for (_, record) in &journals {
+        done.note(
+            vm,
+            format!(
+                "found the task {} interrupted after step '{}'",
+                record.intent.task(),
+                record.steps.last().map_or("", String::as_str)
+            ),
+        );
+    }
+    let socket = vm.run_dir.join("control.sock");
+    let stunned = process.is_some() && stun(vm, &socket, !journals.is_empty(), &mut done);
+    let disks_closed = process.is_none() || stunned;
+    if disks_closed || journals.is_empty() {
+        // Without a journal only sidecars change (the VMM may hold the layers open).
+        repair_snapshots(host, vm, state, &journals, &mut done);
+    } else {
+        tracing::warn!(
+            vm = vm.id,
+            "recovery: the VMM could not be stunned; disk trees left as found"
+        );
+    }
+    for (_, record) in &journals {
+        finish_task(host, vm, record, process, &mut done);
+    }
+    if process.is_some() && stunned {
+        resume(host, vm, state, process, &mut done);
+    }
+    if process.is_none() {
+        remove_stale_taps(host, vm, state, &mut done);
+    }
+    for (path, _) in &journals {
+        journal::remove(path);
+    }
+    refresh(host, vm, state);
+    done
+}
+
+/// Pauses a re-adopted VMM that is paused already or whose VM has a journal, and closes its
+/// disks; returns whether its disks are closed.
+fn stun(vm: &Vm, socket: &Path, has_journal: bool, done: &mut Recovered) -> bool {
+    let paused = control::status(socket, CONTROL_TIMEOUT)
+        .map(|status| status.state == RunPhase::Paused)
+        .unwrap_or_else(|error| {
+            tracing::warn!(vm = vm.id, "recovery: cannot read the VMM's state: {error}");
+            false
+        });
+    if !paused && !has_journal {
+        return false;
+    }
+    if paused {
+        done.note(vm, "found the VM paused by an interrupted task".into());
+    } else if let Err(error) = control::command(socket, Request::Pause, CONTROL_TIMEOUT) {
+        tracing::warn!(vm = vm.id, "recovery: cannot pause the VM: {error}");
+        return false;
+    }
+    match control::command(socket, Request::DetachDisks, CONTROL_TIMEOUT) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(vm = vm.id, "recovery: cannot close the VM's disks: {error}");
+            false
+        }
+    }
+}
+
+/// Makes the disk trees and the snapshot list agree, finishing reverts and removals and
+/// dropping temporary clone snapshots, then removes `snapshot-N/` folders no snapshot owns.
+fn repair_snapshots(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    journals: &[(std::path::PathBuf, Record)],
+    done: &mut Recovered,
+) {
+    let before = state.snapshots.clone();
+    let has_trees = !state.snapshots.snapshots.is_empty()
+        || base_paths(vm, &state.spec, &host.datastores)
+            .unwrap_or_default()
+            .iter()
+            .any(|base| sidecar_of(base).exists());
+    let mut trees = if has_trees {
+        match open_all(vm, &state.spec, &host.datastores) {
+            Ok(trees) => trees,
+            Err(error) => {
+                tracing::warn!(vm = vm.id, "recovery: cannot open the disk trees: {error}");
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    for tree in &trees {
+        match tree.remove_leftover_layer() {
+            Ok(true) => done.note(
+                vm,
+                format!(
+                    "removed a layer file never recorded in {}",
+                    tree.sidecar_path().display()
+                ),
+            ),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(vm = vm.id, "recovery: {error}"),
+        }
+    }
+    let mut created = None;
+    for (_, record) in journals {
+        match &record.intent {
+            Intent::SnapshotCreate { meta } => created = Some(meta.clone()),
+            Intent::SnapshotRevert { uid } if !record.did("trees-changed") => {
+                let name = tree_snapshot_name(*uid);
+                match each(&mut trees, |tree| tree.revert(&name).map(drop)) {
+                    Ok(()) => done.note(
+                        vm,
+                        format!("finished reverting every disk to snapshot {uid}"),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(vm = vm.id, "recovery: cannot finish the revert: {error}")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match reconcile(&mut state.snapshots, &mut trees, created.as_ref()) {
+        Ok(changes) => changes.into_iter().for_each(|c| done.note(vm, c)),
+        Err(error) => tracing::warn!(
+            vm = vm.id,
+            "recovery: cannot reconcile the snapshots: {error}"
+        ),
+    }
+    for (_, record) in journals {
+        if let Intent::Clone {
+            temporary: Some(uid),
+            ..
+        } = record.intent
+        {
+            let temporary = state.snapshots.get(uid);
+            if temporary.is_some_and(|s| s.name.starts_with(CLONE_SNAPSHOT_PREFIX)) {
+                drop_snapshot(vm, state, &mut trees, uid, done);
+            }
+        }
+    }
+    if trees.iter().any(DiskTree::needs_consolidation) && journals.iter().any(|(_, r)| merges(r)) {
+        match each(&mut trees, |tree| tree.consolidate(&mut |_, _| true)) {
+            Ok(()) => done.note(
+                vm,
+                "finished merging the disk layers no snapshot needs".into(),
+            ),
+            Err(error) => tracing::warn!(vm = vm.id, "recovery: cannot consolidate: {error}"),
+        }
+    }
+    remove_orphan_memory_dirs(vm, state, done);
+    if state.snapshots != before {
+        let path = snapshots::vmsd_path(vm);
+        if let Err(error) = state.snapshots.save(&path) {
+            tracing::error!(
+                vm = vm.id,
+                "recovery: cannot write {}: {error}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Whether the task was merging layers (its merge is finished on recovery).
+fn merges(record: &Record) -> bool {
+    match &record.intent {
+        Intent::SnapshotRemove { consolidate, .. } => *consolidate,
+        Intent::Consolidate | Intent::Clone { .. } => true,
+        _ => false,
+    }
+}
+
+/// Deletes snapshot `uid` (a clone's temporary one) from the trees and the list.
+fn drop_snapshot(
+    vm: &Vm,
+    state: &mut VmState,
+    trees: &mut [DiskTree],
+    uid: u32,
+    done: &mut Recovered,
+) {
+    let name = tree_snapshot_name(uid);
+    match each(trees, |tree| tree.forget(&name)) {
+        Ok(()) => {
+            state.snapshots.remove(uid);
+            done.note(vm, format!("deleted the temporary clone snapshot {uid}"));
+        }
+        Err(error) => tracing::warn!(
+            vm = vm.id,
+            "recovery: cannot delete snapshot {uid}: {error}"
+        ),
+    }
+}
+
+/// Removes `snapshot-N/` folders of snapshots that do not exist; their numbers stay used.
+fn remove_orphan_memory_dirs(vm: &Vm, state: &mut VmState, done: &mut Recovered) {
+    let Ok(entries) = std::fs::read_dir(&vm.dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(uid) = name
+            .strip_prefix("snapshot-")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        state.snapshots.last_uid = state.snapshots.last_uid.max(uid);
+        if state.snapshots.get(uid).is_none() {
+            match std::fs::remove_dir_all(memory_dir(vm, uid)) {
+                Ok(()) => done.note(
+                    vm,
+                    format!("removed the folder {name} of a snapshot never taken"),
+                ),
+                Err(error) => tracing::warn!(vm = vm.id, "recovery: cannot remove {name}: {error}"),
+            }
+        }
+    }
+}
+
+/// Rolls the task of `record` forward or back where the snapshot repair did not already.
+fn finish_task(
+    host: &Host,
+    vm: &Vm,
+    record: &Record,
+    process: &mut Option<VmmProcess>,
+    done: &mut Recovered,
+) {
+    match &record.intent {
+        Intent::Suspend => finish_suspend(vm, record, process, done),
+        Intent::SnapshotRevert { .. }
+            if !record.did("state-linked") && vm.suspend_dir().exists() =>
+        {
+            let _ = std::fs::remove_dir_all(vm.suspend_dir());
+            done.note(
+                vm,
+                "removed a half-restored suspended state: the VM is powered off".into(),
+            );
+        }
+        Intent::Clone { folder, vmx, .. } => {
+            let registered = host
+                .vms
+                .all()
+                .iter()
+                .any(|v| v.vmx_path.to_string() == *vmx)
+                || recorded_in_inventory(host, vmx);
+            // A journal sits on a datastore: only a VM folder on a datastore is touched.
+            let a_vm_folder = *folder != vm.dir
+                && host.datastores.iter().any(|ds| {
+                    confined(folder, &ds.dir) && folder.parent() == Some(ds.dir.as_path())
+                });
+            if !registered && a_vm_folder && folder.exists() {
+                match remove_clone_debris(folder) {
+                    Ok(()) => done.note(vm, format!("removed the half-made clone folder {vmx}")),
+                    Err(error) => tracing::warn!(
+                        vm = vm.id,
+                        "recovery: cannot remove {}: {error}",
+                        folder.display()
+                    ),
+                }
+            }
+        }
+        Intent::Destroy { .. } => {
+            done.note(vm, "the deletion had not started: the VM stays".into())
+        }
+        _ => {}
+    }
+}
+
+/// Removes what a clone makes in its folder `<name>/` (`<name>.vmx`, `<name>.qcow2`,
+/// `<name>_<n>.qcow2`, their sidecars and temporary files), then the folder if that emptied it:
+/// a journal is a file on a datastore, so nothing else is touched.
+fn remove_clone_debris(folder: &Path) -> std::io::Result<()> {
+    let name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for entry in std::fs::read_dir(folder)?.filter_map(Result::ok) {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let made = file
+            .strip_prefix(&name)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('_'));
+        if made && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir(folder)
+}
+
+/// Whether `path` is inside `dir`, with no `..` on the way.
+pub fn confined(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// Whether `<data_dir>/vm-inventory` lists the `.vmx` at datastore path `vmx`.
+fn recorded_in_inventory(host: &Host, vmx: &str) -> bool {
+    std::fs::read_to_string(host.config.data_dir.join("vm-inventory")).is_ok_and(|text| {
+        text.lines()
+            .any(|l| l.split_once('\t').is_some_and(|(_, p)| p == vmx))
+    })
+}
+
+/// A suspend whose state was saved ends the VMM (the VM is suspended); otherwise the partial
+/// state goes and the VM runs on.
+fn finish_suspend(
+    vm: &Vm,
+    record: &Record,
+    process: &mut Option<VmmProcess>,
+    done: &mut Recovered,
+) {
+    let saved = record.did("saved") && vm.suspend_dir().join("vm.state").exists();
+    if saved {
+        if let Some(vmm) = process.take() {
+            end_vmm(vm, &vmm);
+        }
+        done.note(vm, "finished suspending the VM".into());
+    } else if vm.suspend_dir().exists() {
+        let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        done.note(
+            vm,
+            "undid the suspend: removed the partial saved state".into(),
+        );
+    }
+}
+
+/// Powers the VMM off and waits for it (killing it if it does not go).
+fn end_vmm(vm: &Vm, vmm: &VmmProcess) {
+    let socket = vm.run_dir.join("control.sock");
+    if control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT).is_err() {
+        vmm.killer().signal(libc::SIGKILL);
+    }
+    vmm.wait();
+    let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));
+}
+
+/// Hands a stunned VMM its disks' writable layers and resumes it; a VMM that refuses is
+/// powered off (a VM is never left paused).
+fn resume(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    process: &mut Option<VmmProcess>,
+    done: &mut Recovered,
+) {
+    refresh(host, vm, state);
+    let socket = vm.run_dir.join("control.sock");
+    let resumed =
+        snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket).and_then(|()| {
+            control::command(&socket, Request::Resume, CONTROL_TIMEOUT)
+                .map_err(|e| Fault::system_error(host.schema, format!("cannot resume: {e}")))
+        });
+    match resumed {
+        Ok(_) => done.note(vm, "resumed the VM".into()),
+        Err(error) => {
+            if let Some(vmm) = process.take() {
+                end_vmm(vm, &vmm);
+            }
+            done.note(
+                vm,
+                format!(
+                    "could not resume the VM ({}); powered it off",
+                    error.message
+                ),
+            );
+        }
+    }
+}
+
+/// Deletes TAPs left by a VMM that is no longer running.
+fn remove_stale_taps(host: &Host, vm: &Vm, state: &VmState, done: &mut Recovered) {
+    let net = match network::Network::of(&host.config.data_dir) {
+        Ok(net) => net,
+        Err(error) => return tracing::warn!(vm = vm.id, "recovery: {error}"),
+    };
+    for index in 0..state.spec.nics.len() {
+        let tap = net.tap_name(vm.id, index);
+        if !network::interface_exists(&tap) {
+            continue;
+        }
+        match network::delete_tap(&tap) {
+            Ok(()) => done.note(vm, format!("deleted the stale network device {tap}")),
+            Err(error) => tracing::warn!(vm = vm.id, "recovery: {error}"),
+        }
+    }
+}
+
+/// Finishes deletions cut short after the VM left the inventory: a folder on a datastore
+/// holding a destroy journal and no registered `.vmx` loses what the VM owned, its holds on
+/// other disks released.
+pub fn finish_destroys(host: &Arc<Host>) {
+    for ds in &host.datastores {
+        let Ok(entries) = std::fs::read_dir(&ds.dir) else {
+            continue;
+        };
+        for folder in entries.filter_map(Result::ok).map(|e| e.path()) {
+            for (path, record) in journal::pending(&folder) {
+                let Intent::Destroy {
+                    parents,
+                    instance_uuid,
+                    owned,
+                } = record.intent
+                else {
+                    continue;
+                };
+                if host.vms.all().iter().any(|vm| vm.dir == folder) {
+                    continue;
+                }
+                let on_datastores = parents
+                    .iter()
+                    .all(|p| host.datastores.iter().any(|ds| confined(p, &ds.dir)));
+                if !owned.all_within(&folder) || !on_datastores {
+                    tracing::warn!(journal = %path.display(), "recovery: ignoring a deletion journal naming files elsewhere");
+                    continue;
+                }
+                tracing::info!(folder = %folder.display(), "recovery: finishing an interrupted deletion");
+                snapshots::clone_holds::release(host, &parents, &instance_uuid);
+                for kept in owned.and_last(path).remove() {
+                    tracing::warn!(folder = %kept.display(), "recovery: left in place: it holds files the VM does not own");
+                }
+            }
+        }
+    }
+}
