@@ -108,11 +108,7 @@ pub struct JournalError {
 impl JournalError {
     /// The error as the API reports it (FileFault).
     pub fn fault(&self, schema: &Schema) -> Fault {
-        Fault::new(schema, "FileFault", self.to_string()).with(
-            schema,
-            "file",
-            self.path.display().to_string(),
-        )
+        crate::faults::file_fault(schema, &self.path.display().to_string(), self)
     }
 }
 
