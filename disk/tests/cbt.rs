@@ -49,18 +49,24 @@ struct Backup {
     changed: u64,
 }
 
+/// A fresh qcow2 of SIZE bytes, made by qemu-img, as `disk.qcow2` in `dir`.
+fn create_base(dir: &Scratch) -> PathBuf {
+    let root = dir.path("disk.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        root.to_str().unwrap(),
+        &SIZE.to_string(),
+    ]);
+    root
+}
+
 impl Backup {
     fn new(seed: u64) -> Self {
         let dir = Scratch::new(&format!("cbt-{seed}"));
-        let root = dir.path("disk.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            root.to_str().unwrap(),
-            &SIZE.to_string(),
-        ]);
+        let root = create_base(&dir);
         let active = dir.path("active.model");
         std::fs::File::create(&active)
             .unwrap()
@@ -290,15 +296,7 @@ fn a_bitmap_that_stopped_recording_makes_change_ids_stale() {
     // removes it. Either way no changeId of that session may answer with a silent miss.
     for (case, command) in [("disabled", "--disable"), ("removed", "--remove")] {
         let dir = Scratch::new(&format!("cbt-{case}"));
-        let root = dir.path("disk.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            root.to_str().unwrap(),
-            &SIZE.to_string(),
-        ]);
+        let root = create_base(&dir);
         let mut tree = DiskTree::open(&root).unwrap();
         let id = tree.enable_tracking().unwrap().to_string();
         let active = tree.active_path();

@@ -68,16 +68,6 @@ fn strings(call: &Call<'_>, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn refs_arg(call: &Call<'_>, name: &str) -> Vec<MoRef> {
-    call.arg(name)
-        .map(Value::items)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_moref)
-        .cloned()
-        .collect()
-}
-
 fn int_arg(call: &Call<'_>, name: &str) -> Result<i32, Fault> {
     call.arg(name)
         .and_then(Value::as_i64)
@@ -323,13 +313,10 @@ fn privilege_query(call: &Call<'_>, method: &str) -> MethodResult {
         "FetchUserPrivilegeOnEntities" => Vec::new(),
         _ => strings(call, "privId"),
     };
-    let entities = refs_arg(
-        call,
-        match method {
-            "HasPrivilegeOnEntities" | "HasPrivilegeOnEntity" => "entity",
-            _ => "entities",
-        },
-    );
+    let entities = call.moref_list_arg(match method {
+        "HasPrivilegeOnEntities" | "HasPrivilegeOnEntity" => "entity",
+        _ => "entities",
+    });
     let inv = host.inventory();
     let authz = host.authz();
     let granted = |p: &str, e: &MoRef| access::holds(schema, &inv, &authz, &user, p, e);

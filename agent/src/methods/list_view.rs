@@ -42,22 +42,13 @@ fn edit(call: &Call<'_>, edit: Edit) -> MethodResult {
     let schema = call.schema;
     let this = call.this().clone();
     let mut current = call.host.inventory().refs(schema, &this, "view");
-    let refs = |name: &str| -> Vec<MoRef> {
-        call.arg(name)
-            .map(Value::items)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_moref)
-            .cloned()
-            .collect()
-    };
     match edit {
         Edit::Modify => {
-            current.extend(refs("add"));
-            let remove: HashSet<MoRef> = refs("remove").into_iter().collect();
+            current.extend(call.moref_list_arg("add"));
+            let remove: HashSet<MoRef> = call.moref_list_arg("remove").into_iter().collect();
             current.retain(|r| !remove.contains(r));
         }
-        Edit::Reset => current = refs("obj"),
+        Edit::Reset => current = call.moref_list_arg("obj"),
         Edit::ResetFromView => current = view_contents(call, call.moref_arg("view")?)?,
     }
     let mut seen = HashSet::new();

@@ -137,6 +137,17 @@ impl Call<'_> {
         })
     }
 
+    /// The references of an array argument (empty when unset).
+    pub fn moref_list_arg(&self, name: &str) -> Vec<MoRef> {
+        self.arg(name)
+            .map(Value::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_moref)
+            .cloned()
+            .collect()
+    }
+
     /// The caller's session; NotAuthenticated without one.
     pub fn session(&self) -> Result<&Arc<Session>, Fault> {
         self.session
