@@ -9,7 +9,7 @@ mod process;
 
 use std::sync::{Once, OnceLock};
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
 /// Why a thread could not be filtered.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +25,9 @@ pub enum SeccompError {
     Handler(#[from] vmm_sys_util::errno::Error),
 }
 
-/// What guest-facing threads may call.
-const ALLOWED: &[libc::c_long] = &[
-    // Descriptors handed to us: KVM, eventfds, disk images, the TAP, the serial log.
-    libc::SYS_ioctl,
+/// Calls on descriptors that both filters allow whatever their arguments: reads, writes,
+/// syncs, sizes and metadata of descriptors already open.
+const DESCRIPTOR_IO: &[libc::c_long] = &[
     libc::SYS_read,
     libc::SYS_readv,
     libc::SYS_write,
@@ -50,7 +49,10 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_close,
     libc::SYS_fcntl,
     libc::SYS_dup,
-    // Device workers and their wake-ups.
+];
+
+/// Waiting for and signalling wake-ups, allowed by both filters.
+const WAKE_UPS: &[libc::c_long] = &[
     libc::SYS_eventfd2,
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
@@ -58,6 +60,23 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_epoll_pwait,
     libc::SYS_poll,
     libc::SYS_ppoll,
+];
+
+/// `extra` and the calls both filters share, each allowed whatever its arguments.
+fn unconditional(
+    extra: &'static [libc::c_long],
+) -> impl Iterator<Item = (libc::c_long, Vec<SeccompRule>)> {
+    DESCRIPTOR_IO
+        .iter()
+        .chain(WAKE_UPS)
+        .chain(extra)
+        .map(|&call| (call, Vec::new()))
+}
+
+/// What guest-facing threads may call besides the shared lists.
+const ALLOWED: &[libc::c_long] = &[
+    // Descriptors handed to us: KVM, eventfds, disk images, the TAP, the serial log.
+    libc::SYS_ioctl,
     // The tools socket's accepted client (the listener was bound by the main thread).
     libc::SYS_accept4,
     libc::SYS_recvfrom,
@@ -110,7 +129,7 @@ fn program() -> Result<&'static BpfProgram, SeccompError> {
     static PROGRAM: OnceLock<Result<BpfProgram, String>> = OnceLock::new();
     PROGRAM
         .get_or_init(|| {
-            let rules = ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
+            let rules = unconditional(ALLOWED).collect();
             SeccompFilter::new(
                 rules,
                 SeccompAction::Trap,

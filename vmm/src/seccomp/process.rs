@@ -14,32 +14,12 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// Calls allowed whatever their arguments.
+/// Calls allowed whatever their arguments, besides the lists shared with the guest-facing
+/// threads' filter.
 const ALLOWED: &[libc::c_long] = &[
-    libc::SYS_read,
-    libc::SYS_readv,
-    libc::SYS_write,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_preadv,
-    libc::SYS_preadv2,
-    libc::SYS_pwrite64,
-    libc::SYS_pwritev,
-    libc::SYS_pwritev2,
-    libc::SYS_lseek,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_fallocate,
-    libc::SYS_ftruncate,
     libc::SYS_copy_file_range,
     libc::SYS_flock,
-    libc::SYS_fstat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
     libc::SYS_fstatfs,
-    libc::SYS_close,
-    libc::SYS_fcntl,
-    libc::SYS_dup,
     // Files inside the jail's view (disk images, saved state, the serial log).
     libc::SYS_openat,
     libc::SYS_access,
@@ -66,14 +46,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_recvmsg,
     libc::SYS_sendmsg,
     libc::SYS_shutdown,
-    // Wake-ups.
-    libc::SYS_eventfd2,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_wait,
-    libc::SYS_epoll_pwait,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
     // Memory (mmap and mprotect are limited below).
     libc::SYS_brk,
     libc::SYS_munmap,
@@ -245,7 +217,7 @@ fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
 /// then `clone3` → ENOSYS (the stricter answer wins when both filters match).
 pub(super) fn programs() -> Result<Vec<BpfProgram>, String> {
     let mut rules = conditional_rules().map_err(|e| e.to_string())?;
-    rules.extend(ALLOWED.iter().map(|&call| (call, Vec::new())));
+    rules.extend(super::unconditional(ALLOWED));
     rules.insert(libc::SYS_clone3, Vec::new());
     let allow = SeccompFilter::new(
         rules,
