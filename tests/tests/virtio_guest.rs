@@ -491,3 +491,111 @@ fn a_screenshot_shows_the_console_text() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Boots the shell with `extra` arguments and a control socket in `dir`.
+fn boot_shell_with_control(dir: &Path, command_line: &str, extra: &[String]) -> Vmm {
+    let mut args: Vec<String> = vec![
+        "--kernel".into(),
+        test_guest().display().to_string(),
+        "--memory-mib".into(),
+        "128".into(),
+        "--cmdline".into(),
+        format!("scenario=shell {command_line}"),
+    ];
+    args.extend_from_slice(extra);
+    let control = dir.join("control.sock");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vmm = Vmm::start_with(&args, Some(&control));
+    vmm.expect("vireo> ", BOOT);
+    vmm.wait_for_control(BOOT);
+    vmm
+}
+
+#[test]
+fn a_disk_grown_while_detached_is_announced_to_the_guest_and_usable() {
+    if !kvm_available("a_disk_grown_while_detached_is_announced_to_the_guest_and_usable") {
+        return;
+    }
+    let dir = scratch_dir("grown-disk");
+    let disk = raw_disk(&dir, "grow.img", 2048);
+    let mut vmm =
+        boot_shell_with_control(&dir, "", &["--disk".into(), disk_arg(&disk, ",format=raw")]);
+    let list = vmm.shell("blk list");
+    assert!(list.starts_with("blk0 capacity=2048 "), "{list}");
+    let ok = serde_json::json!({"ok": true});
+    let attach = |may_grow: bool| {
+        serde_json::json!({"cmd": "attach-disks", "paths": [disk], "formats": ["raw"],
+                           "may_grow": may_grow})
+    };
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "pause"})), ok);
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "detach-disks"})), ok);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .and_then(|f| f.set_len(4096 * SECTOR as u64))
+        .expect("grow the file");
+    let refused = vmm.control(attach(false));
+    assert_eq!(
+        refused["ok"], false,
+        "a larger image needs may_grow: {refused}"
+    );
+    assert_eq!(vmm.control(attach(true)), ok);
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "resume"})), ok);
+    vmm.expect("blk0: capacity changed to 4096\n", BOOT);
+    let list = vmm.shell("blk list");
+    assert!(list.starts_with("blk0 capacity=4096 "), "{list}");
+    assert_eq!(vmm.shell("blk write 0 4000 96 7"), "write ok");
+    assert_pattern(&disk, 4000, 96, 7);
+    // A smaller image is refused whatever the flag says.
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "pause"})), ok);
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "detach-disks"})), ok);
+    let shrunk = raw_disk(&dir, "small.img", 1024);
+    let smaller = serde_json::json!({"cmd": "attach-disks", "paths": [shrunk],
+                                     "formats": ["raw"], "may_grow": true});
+    assert_eq!(vmm.control(smaller)["ok"], false);
+    assert_eq!(vmm.control(attach(true)), ok);
+    assert_eq!(vmm.control(serde_json::json!({"cmd": "resume"})), ok);
+    assert!(vmm.shell("blk list").starts_with("blk0 capacity=4096 "));
+}
+
+#[test]
+fn unplugging_a_nic_takes_its_link_down_in_the_guest_and_stops_its_frames() {
+    if !kvm_available("unplugging_a_nic_takes_its_link_down_in_the_guest_and_stops_its_frames") {
+        return;
+    }
+    let pid = std::process::id();
+    let network = TapNamespace::create(&format!("vireo-link-{pid}"), &format!("vlnk{pid}"));
+    let dir = scratch_dir("nic-link");
+    let mut vmm = boot_shell_with_control(
+        &dir,
+        "vireo.ip=10.0.3.15/24",
+        &["--net".into(), format!("tap={},link=down", network.tap)],
+    );
+    network.move_in("10.0.3.2/24");
+    assert!(vmm.shell("net info").contains(" link=down "));
+    assert_eq!(
+        ping_from(&network.namespace, "10.0.3.15"),
+        0,
+        "no cable, no answer"
+    );
+    let set_link =
+        |connected: bool| serde_json::json!({"cmd": "set-link", "nic": 0, "connected": connected});
+    assert_eq!(vmm.control(set_link(true)), serde_json::json!({"ok": true}));
+    vmm.expect("eth0: link up\n", BOOT);
+    assert!(vmm.shell("net info").contains(" link=up "));
+    assert_eq!(ping_from(&network.namespace, "10.0.3.15"), 3);
+    assert_eq!(
+        vmm.control(set_link(false)),
+        serde_json::json!({"ok": true})
+    );
+    vmm.expect("eth0: link down\n", BOOT);
+    assert_eq!(vmm.control(set_link(true))["ok"], true);
+    vmm.expect("eth0: link up\n", BOOT);
+    assert_eq!(vmm.control(set_link(false))["ok"], true);
+    vmm.expect("eth0: link down\n", BOOT);
+    assert_eq!(ping_from(&network.namespace, "10.0.3.15"), 0);
+    assert_eq!(
+        vmm.control(serde_json::json!({"cmd": "set-link", "nic": 1, "connected": true}))["ok"],
+        false
+    );
+}

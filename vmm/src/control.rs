@@ -19,6 +19,7 @@ use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::NicLink;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
@@ -54,6 +55,8 @@ pub struct VmHandle {
     pub vm_fd: Arc<VmFd>,
     /// Image slots of the disks (disk `i` is behind `transports[i]`).
     pub disk_slots: Vec<DiskSlot>,
+    /// Links of the NICs (NIC `i` is behind `transports[transports.len() - nics + i]`).
+    pub nic_links: Vec<NicLink>,
     /// What the VM runs with now (disk paths change when disks are re-attached).
     pub config: Arc<Mutex<VmConfig>>,
     /// Instructions completed for kvm-pvm, per kind.
@@ -213,17 +216,36 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
             (acked(detached), None)
         }
-        Request::AttachDisks { paths, formats } => {
-            let attached =
-                crate::disk_swap::attach_disks(handle, &paths, &formats).map_err(|e| e.to_string());
+        Request::AttachDisks {
+            paths,
+            formats,
+            may_grow,
+        } => {
+            let attached = crate::disk_swap::attach_disks(handle, &paths, &formats, may_grow)
+                .map_err(|e| e.to_string());
             (acked(attached), None)
         }
+        Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);
             (reply(taken.map(|png| Screenshot { png })), None)
         }
     }
+}
+
+/// Plugs NIC `nic`'s cable in or out; the driver is told when that changes the link.
+fn set_link(handle: &VmHandle, nic: usize, connected: bool) -> Result<(), String> {
+    let nics = handle.nic_links.len();
+    let link = handle
+        .nic_links
+        .get(nic)
+        .ok_or_else(|| format!("no NIC {nic}: the VM has {nics}"))?;
+    if link.set(connected) {
+        let transport = &handle.transports[handle.transports.len() - nics + nic];
+        lock(transport).config_changed();
+    }
+    Ok(())
 }
 
 /// How long typing may wait for the guest to drain its receive FIFO.

@@ -27,7 +27,7 @@ use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::tap::Tap;
-use crate::devices::virtio::net::Net;
+use crate::devices::virtio::net::{Net, NicLink};
 use crate::devices::virtio::{DeviceSignals, VirtioDevice};
 use crate::persist::VmSnapshot;
 use crate::run_state::RunState;
@@ -43,6 +43,8 @@ pub(crate) struct MachineDevices {
     pub transports: Vec<SharedTransport>,
     /// Image slots of the disks; disk `i` is behind `transports[i]`.
     pub disk_slots: Vec<DiskSlot>,
+    /// The NICs' links, in `--net` order (behind the last transports).
+    pub nic_links: Vec<NicLink>,
     pub framebuffer: FramebufferInfo,
 }
 
@@ -124,6 +126,7 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
 pub(crate) struct VirtioDevices {
     pub devices: Vec<Box<dyn VirtioDevice>>,
     pub disk_slots: Vec<DiskSlot>,
+    pub nic_links: Vec<NicLink>,
 }
 
 /// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
@@ -131,6 +134,7 @@ pub(crate) struct VirtioDevices {
 pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut disk_slots = Vec::new();
+    let mut nic_links = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let image = open_image(&disk.path, disk.format, disk.read_only).map_err(|source| {
             BuildError::Disk {
@@ -151,15 +155,19 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
     }
     for (i, net) in config.nets.iter().enumerate() {
         let tap = Tap::open(&net.tap)?;
+        let link = NicLink::new(!net.link_down);
+        nic_links.push(link.clone());
         devices.push(Box::new(Net::new(
             tap,
             net.mac_address(),
+            link,
             format!("virtio-net{i}"),
         )));
     }
     Ok(VirtioDevices {
         devices,
         disk_slots,
+        nic_links,
     })
 }
 

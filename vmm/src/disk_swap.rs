@@ -1,6 +1,7 @@
 //! Closing and reopening disk images under a paused VM, so that vireod can freeze the active
 //! layer of each disk and start a child (a live snapshot) or merge layers, then hand the VMM
-//! the new active layers. The guest sees nothing: its block devices are quiesced meanwhile.
+//! the new active layers. The guest sees nothing: its block devices are quiesced meanwhile —
+//! unless a disk grew while detached: the guest is then told its new size.
 
 use std::path::PathBuf;
 
@@ -44,7 +45,7 @@ pub enum DiskSwapError {
         /// Why.
         source: vireo_disk::block::OpenError,
     },
-    /// A new image's size differs from the disk the guest knows.
+    /// A new image's size differs from the disk the guest knows (or is smaller than it).
     #[error("disk {index}: {path} holds {actual} bytes, the guest's disk {expected}")]
     Capacity {
         /// Disk index.
@@ -81,11 +82,13 @@ pub fn detach_disks(handle: &VmHandle) -> Result<(), DiskSwapError> {
     Ok(())
 }
 
-/// Opens `paths` as the disks (same sizes as before) and restarts the block devices.
+/// Opens `paths` as the disks (same sizes as before, or larger with `may_grow`) and restarts
+/// the block devices; the driver of a disk that grew gets a configuration-change interrupt.
 pub fn attach_disks(
     handle: &VmHandle,
     paths: &[PathBuf],
     formats: &[DiskFormat],
+    may_grow: bool,
 ) -> Result<(), DiskSwapError> {
     ensure_paused(handle)?;
     let disks = handle.disk_slots.len();
@@ -106,8 +109,9 @@ pub fn attach_disks(
             path: path.clone(),
             source,
         })?;
-        let expected = handle.disk_slots[index].capacity;
-        if image.capacity() != expected {
+        let expected = handle.disk_slots[index].capacity();
+        let grows = may_grow && image.capacity() > expected;
+        if image.capacity() != expected && !grows {
             return Err(DiskSwapError::Capacity {
                 index,
                 path: path.clone(),
@@ -118,10 +122,17 @@ pub fn attach_disks(
         opened.push(image);
     }
     for (index, image) in opened.into_iter().enumerate() {
-        *lock(&handle.disk_slots[index].image) = Some(image);
+        let slot = &handle.disk_slots[index];
+        let grown = image.capacity() != slot.capacity();
+        slot.set_capacity(image.capacity());
+        *lock(&slot.image) = Some(image);
         config.disks[index].path = paths[index].clone();
         config.disks[index].format = formats.get(index).copied();
-        lock(&handle.transports[index]).reactivate();
+        let mut transport = lock(&handle.transports[index]);
+        transport.reactivate();
+        if grown {
+            transport.config_changed();
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::NicLink;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::{Completion, Vcpu};
 use crate::vstate::vm::Vm;
@@ -42,6 +43,7 @@ pub struct Machine {
     cmos: Arc<Mutex<Cmos>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     disk_slots: Vec<DiskSlot>,
+    nic_links: Vec<NicLink>,
     framebuffer: FramebufferInfo,
     config: VmConfig,
     /// Instructions completed for kvm-pvm, per kind.
@@ -113,6 +115,7 @@ impl Machine {
             mmio,
             transports,
             disk_slots,
+            nic_links,
             framebuffer,
         } = devices;
         Machine {
@@ -129,6 +132,7 @@ impl Machine {
             cmos: legacy.cmos,
             transports,
             disk_slots,
+            nic_links,
             framebuffer,
             config,
             completed: Arc::default(),
@@ -190,6 +194,7 @@ impl Machine {
                 buses: self.buses.clone(),
                 transports: self.transports.clone(),
                 disk_slots: self.disk_slots.clone(),
+                nic_links: self.nic_links.clone(),
                 memory: self.memory.clone(),
                 framebuffer: self.framebuffer,
                 vm_fd: self.vm.fd.clone(),

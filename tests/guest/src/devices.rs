@@ -120,8 +120,9 @@ impl Devices {
             return tools;
         }
         let net = self.net.as_mut().is_some_and(|net| net.service(io));
+        let disks = self.disks.service(io);
         match tools {
-            Activity::Idle if !net => Activity::Idle,
+            Activity::Idle if !net && !disks => Activity::Idle,
             _ => Activity::Worked,
         }
     }

@@ -86,13 +86,17 @@ impl std::str::FromStr for DiskConfig {
     }
 }
 
-/// One virtio-net card on an existing TAP (`--net tap=NAME[,mac=52:54:00:12:34:56]`).
+/// One virtio-net card on an existing TAP
+/// (`--net tap=NAME[,mac=52:54:00:12:34:56][,link=up|down]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     /// TAP interface name (the VMM opens it; it creates nothing).
     pub tap: String,
     /// MAC address; derived from the TAP name when absent.
     pub mac: Option<[u8; 6]>,
+    /// Whether the card starts with its cable unplugged (link down).
+    #[serde(default)]
+    pub link_down: bool,
 }
 
 impl NetConfig {
@@ -114,6 +118,9 @@ impl NetConfig {
             let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
             arg.push_str(&format!(",mac={}", hex.join(":")));
         }
+        if self.link_down {
+            arg.push_str(",link=down");
+        }
         arg.into()
     }
 }
@@ -130,7 +137,7 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 impl std::str::FromStr for NetConfig {
     type Err = String;
 
-    /// Parses `tap=NAME[,mac=52:54:00:12:34:56]`.
+    /// Parses `tap=NAME[,mac=52:54:00:12:34:56][,link=up|down]`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let mut net = NetConfig::default();
         for part in spec.split(',') {
@@ -140,9 +147,11 @@ impl std::str::FromStr for NetConfig {
                     net.mac =
                         Some(parse_mac(mac).ok_or_else(|| format!("bad MAC address {mac:?}"))?)
                 }
+                Some(("link", "up")) => net.link_down = false,
+                Some(("link", "down")) => net.link_down = true,
                 _ => {
                     return Err(format!(
-                        "unknown net option {part:?} (expected tap=NAME,mac=XX:XX:XX:XX:XX:XX)"
+                        "unknown net option {part:?} (expected tap=NAME,mac=XX:XX:XX:XX:XX:XX,link=up|down)"
                     ))
                 }
             }
@@ -196,7 +205,8 @@ pub struct VmmArgs {
     /// (repeatable).
     #[arg(long = "disk")]
     pub disks: Vec<DiskConfig>,
-    /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX] (repeatable).
+    /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX][,link=up|down]
+    /// (repeatable).
     #[arg(long = "net")]
     pub nets: Vec<NetConfig>,
     /// Unix socket for the host end of the tools channel (virtio-console).
@@ -337,7 +347,10 @@ mod tests {
                 "path=/ds/vm/b.img,format=raw".parse().unwrap(),
                 "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
             ],
-            nets: vec!["tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap()],
+            nets: vec![
+                "tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap(),
+                "tap=vt1n1,link=down".parse().unwrap(),
+            ],
             tools_socket: Some("/run/vm/tools.sock".into()),
             framebuffer: (800, 600),
             framebuffer_file: Some("/run/vm/fb".into()),

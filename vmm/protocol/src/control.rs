@@ -37,13 +37,27 @@ pub enum Request {
     /// Close every disk image (VM paused: the block devices are quiesced, the images flushed
     /// and closed) so that the host may snapshot or merge them.
     DetachDisks,
-    /// Open these images as the disks, in order, and restart the block devices.
+    /// Open these images as the disks, in order, and restart the block devices. Each image
+    /// must be as large as the disk the guest knows, or larger with `may_grow`: the guest is
+    /// then told the new size (configuration-change interrupt).
     AttachDisks {
         /// One path per disk.
         paths: Vec<PathBuf>,
         /// Each disk's format (probed when absent).
         #[serde(default)]
         formats: Vec<crate::DiskFormat>,
+        /// Whether an image may be larger than its disk was (a disk grown while detached).
+        #[serde(default)]
+        may_grow: bool,
+    },
+    /// Connect or disconnect NIC `nic` (in `--net` order): the guest sees its link go up or
+    /// down (virtio-net status, configuration-change interrupt); frames of a disconnected NIC
+    /// are dropped both ways.
+    SetLink {
+        /// The NIC's index.
+        nic: usize,
+        /// Whether its cable is plugged in.
+        connected: bool,
     },
     /// Type `text` on the guest's serial console (COM1), as a user at the console would.
     SerialInput {
@@ -233,6 +247,22 @@ mod tests {
             r#"{"cmd":"serial-input","text":"ls\n"}"#
         );
         assert_eq!(Request::DetachDisks.name(), "detach-disks");
+        assert_eq!(
+            parse(r#"{"cmd":"attach-disks","paths":["/d"]}"#).unwrap(),
+            Request::AttachDisks {
+                paths: vec!["/d".into()],
+                formats: vec![],
+                may_grow: false
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::SetLink {
+                nic: 1,
+                connected: false
+            })
+            .unwrap(),
+            r#"{"cmd":"set-link","nic":1,"connected":false}"#
+        );
         assert!(parse(r#"{"cmd":"format-disk"}"#).is_err());
         assert!(parse("not json").is_err());
     }

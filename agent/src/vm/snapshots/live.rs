@@ -112,7 +112,11 @@ pub fn attach_writable_layers(
     let chains = views.iter().flat_map(|v| &v.active.chain);
     jail::grant_chains(VmmJail::of(&host.config), chains)
         .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
-    let request = Request::AttachDisks { paths, formats };
+    let request = Request::AttachDisks {
+        paths,
+        formats,
+        may_grow: false,
+    };
     control::command(socket, request, CONTROL_TIMEOUT)
         .map_err(|e| refused("reattach the disks of", e))
 }

@@ -105,6 +105,19 @@ impl Disks {
         self.count
     }
 
+    /// Takes in configuration changes while the shell is idle: a disk the host grew is
+    /// announced as `blk<D>: capacity changed to <sectors>`. Returns whether any changed.
+    pub fn service(&mut self, io: &mut Io) -> bool {
+        let mut changed = false;
+        for (index, disk) in self.disks[..self.count].iter_mut().flatten().enumerate() {
+            if let Some(capacity) = disk.refresh_capacity(io) {
+                crate::say!(io, "blk{index}: capacity changed to {capacity}");
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Flushes the write cache of every disk that has one (VIRTIO_BLK_F_FLUSH; without it
     /// the device writes through). Returns how many were flushed.
     pub fn flush_all(&mut self, io: &mut Io) -> Result<usize, BlkCommandError> {

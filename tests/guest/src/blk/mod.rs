@@ -201,6 +201,19 @@ impl Disk {
         })
     }
 
+    /// Re-reads the capacity after a configuration change (the host grew the disk); returns
+    /// the new capacity in sectors when it moved.
+    pub fn refresh_capacity(&mut self, io: &mut Io) -> Option<u64> {
+        if !self.transport.config_changed(io) {
+            return None;
+        }
+        let capacity = self.transport.config_u64(io, config::CAPACITY);
+        (capacity != self.capacity).then(|| {
+            self.capacity = capacity;
+            capacity
+        })
+    }
+
     /// Most requests this disk can have in flight.
     pub fn depth(&self) -> usize {
         self.depth

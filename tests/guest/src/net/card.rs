@@ -1,6 +1,7 @@
 //! virtio-net driver: queue 0 receives into posted 2 KiB buffers (no mergeable buffers, no
 //! offloads: each buffer holds the 12-byte virtio-net header and one frame), queue 1
-//! transmits header + frame from a set of buffers. Only the MAC feature is negotiated.
+//! transmits header + frame from a set of buffers. Only the MAC and link-status features are
+//! negotiated.
 
 use super::packet::Mac;
 use crate::apic::IrqRoute;
@@ -9,6 +10,10 @@ use crate::virtio::buffers::{RxPool, TxSlots};
 use crate::virtio::mmio::{StartError, Transport};
 
 const F_MAC: u32 = 5;
+const F_STATUS: u32 = 16;
+/// Offset of `status` in the configuration space, and its link-up bit.
+const CONFIG_STATUS: u64 = 6;
+const S_LINK_UP: u8 = 1;
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 const QUEUE_SIZE: u16 = 64;
@@ -31,6 +36,8 @@ pub struct NetCard {
     pub rx_frames: u64,
     /// Frames sent since start.
     pub tx_frames: u64,
+    /// Whether the device reports its link (VIRTIO_NET_F_STATUS); without it, always up.
+    reports_link: bool,
 }
 
 /// Sends frames (handed to receive handlers so they can answer).
@@ -60,7 +67,7 @@ impl NetCard {
         route: &IrqRoute,
         apic_id: u32,
     ) -> Result<NetCard, StartError> {
-        let features = transport.negotiate(io, 1 << F_MAC)?;
+        let features = transport.negotiate(io, 1 << F_MAC | 1 << F_STATUS)?;
         let mut mac = FALLBACK_MAC;
         if features & 1 << F_MAC != 0 {
             for (offset, byte) in mac.iter_mut().enumerate() {
@@ -77,7 +84,20 @@ impl NetCard {
             mac,
             rx_frames: 0,
             tx_frames: 0,
+            reports_link: features & 1 << F_STATUS != 0,
         })
+    }
+
+    /// Whether the card's link is up (the configuration space's status).
+    pub fn link_up(&self, io: &mut Io) -> bool {
+        !self.reports_link || self.transport.config_u8(io, CONFIG_STATUS) & S_LINK_UP != 0
+    }
+
+    /// The link state after a configuration change since the last call, if one came.
+    pub fn link_change(&mut self, io: &mut Io) -> Option<bool> {
+        self.transport
+            .config_changed(io)
+            .then(|| self.link_up(io))
     }
 
     /// Hands every received frame (without the virtio-net header) to `handle`, with a

@@ -37,13 +37,18 @@ impl Net {
         self.interface.address
     }
 
-    /// Answers whatever arrived. Returns whether anything did.
+    /// Answers whatever arrived and announces link changes (`eth0: link up|down`). Returns
+    /// whether anything happened.
     pub fn service(&mut self, io: &mut Io) -> bool {
+        let link = self.card.link_change(io);
+        if let Some(up) = link {
+            crate::say!(io, "eth0: link {}", if up { "up" } else { "down" });
+        }
         let Net { card, interface } = self;
         let mac = card.mac;
         let received = card.receive(io, |frame, sender| interface.handle(mac, frame, sender));
         io.flush();
-        received
+        received || link.is_some()
     }
 
     /// Before the shell sleeps (see `NetCard::prepare_sleep`).
@@ -82,6 +87,7 @@ impl Net {
     }
 
     fn info(&self, io: &mut Io) {
+        let up = self.card.link_up(io);
         let [a, b, c, d, e, f] = self.card.mac;
         let mut out = console::out(io);
         use core::fmt::Write as _;
@@ -95,8 +101,11 @@ impl Net {
         };
         let _ = writeln!(
             out,
-            " rx={} tx={} echo={}",
-            self.card.rx_frames, self.card.tx_frames, self.interface.echo_replies
+            " link={} rx={} tx={} echo={}",
+            if up { "up" } else { "down" },
+            self.card.rx_frames,
+            self.card.tx_frames,
+            self.interface.echo_replies
         );
     }
 }

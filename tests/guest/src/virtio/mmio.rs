@@ -37,6 +37,7 @@ mod reg {
     pub const QUEUE_DRIVER_HIGH: u64 = 0x94;
     pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
     pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
+    pub const CONFIG_GENERATION: u64 = 0xfc;
     pub const CONFIG: u64 = 0x100;
 }
 
@@ -106,6 +107,10 @@ pub struct Transport {
     device_type: u32,
     /// Interrupts of our vector already acknowledged (see `acknowledge_interrupts`).
     interrupts_acknowledged: u64,
+    /// Interrupts of our vector already looked at for a configuration change.
+    interrupts_checked: u64,
+    /// ConfigGeneration as last read.
+    generation: u32,
 }
 
 impl Transport {
@@ -130,6 +135,8 @@ impl Transport {
             vector,
             device_type,
             interrupts_acknowledged: 0,
+            interrupts_checked: 0,
+            generation: 0,
         })
     }
 
@@ -212,6 +219,22 @@ impl Transport {
         let running = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
         self.write(io, reg::STATUS, running | status::DRIVER_OK);
         io.flush();
+        self.generation = self.read(io, reg::CONFIG_GENERATION);
+    }
+
+    /// Whether the device changed its configuration space (a disk grew, a link went down)
+    /// since the last call: ConfigGeneration is read only after an interrupt of the device
+    /// (the configuration-change interrupt), so idle polling costs no register access.
+    pub fn config_changed(&mut self, io: &mut Io) -> bool {
+        let count = self.interrupt_count();
+        if count == self.interrupts_checked {
+            return false;
+        }
+        self.interrupts_checked = count;
+        let generation = self.read(io, reg::CONFIG_GENERATION);
+        let changed = generation != self.generation;
+        self.generation = generation;
+        changed
     }
 
     /// Reads a 32-bit field of the device configuration space.

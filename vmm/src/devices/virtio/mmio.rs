@@ -115,6 +115,8 @@ pub struct MmioTransport {
     queue_select: u32,
     status: u32,
     active: bool,
+    /// Bumped on every change of the device's configuration space (ConfigGeneration).
+    config_generation: u32,
 }
 
 /// Errors creating a transport.
@@ -153,7 +155,18 @@ impl MmioTransport {
             queue_select: 0,
             status: 0,
             active: false,
+            config_generation: 0,
         })
+    }
+
+    /// Tells the driver that the device's configuration space changed (a disk grew, a link
+    /// went down): ConfigGeneration moves and, once the driver runs, a configuration-change
+    /// interrupt is raised.
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & status::DRIVER_OK != 0 {
+            self.signals.notify(super::INTERRUPT_CONFIG);
+        }
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -191,7 +204,7 @@ impl MmioTransport {
                         0
                     }
             }
-            reg::CONFIG_GENERATION => 0,
+            reg::CONFIG_GENERATION => self.config_generation,
             _ => 0,
         }
     }
@@ -576,6 +589,26 @@ mod tests {
         assert_eq!(read(&mut t, reg::INTERRUPT_STATUS), 0);
         write(&mut t, reg::STATUS, 0);
         assert!(!signals.is_broken(), "a reset repairs the device");
+    }
+
+    #[test]
+    fn a_config_change_moves_the_generation_and_interrupts_a_running_driver() {
+        let (mut t, _, signals) = transport();
+        t.config_changed();
+        assert_eq!(read(&mut t, reg::CONFIG_GENERATION), 1);
+        assert_eq!(signals.interrupt_status(), 0, "no driver yet: no interrupt");
+        bring_up(&mut t, 1);
+        write(
+            &mut t,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        t.config_changed();
+        assert_eq!(read(&mut t, reg::CONFIG_GENERATION), 2);
+        assert_eq!(
+            read(&mut t, reg::INTERRUPT_STATUS),
+            super::super::INTERRUPT_CONFIG
+        );
     }
 
     #[test]

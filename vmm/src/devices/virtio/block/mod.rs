@@ -8,6 +8,7 @@ pub mod disk;
 pub mod io_pool;
 pub mod request;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
@@ -45,12 +46,25 @@ const VIRTIO_BLK_F_WRITE_ZEROES: u32 = 14;
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 
 /// Where a block device's image lives: shared with the machine so the image can be closed and
-/// another of the same size opened while the device is quiesced (live snapshots swap layers).
+/// another of the same size (or, when the disk grows, a larger one) opened while the device is
+/// quiesced (live snapshots swap layers).
 pub struct DiskImage {
-    /// The size the guest was told; a replacement image must have it.
-    pub capacity: u64,
+    /// The size the guest is told (configuration space `capacity`).
+    capacity: AtomicU64,
     /// The open image (`None` while detached).
     pub image: Mutex<Option<SharedImage>>,
+}
+
+impl DiskImage {
+    /// The size the guest is told, in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::SeqCst)
+    }
+
+    /// Records a new size (the transport then tells the driver with `config_changed`).
+    pub fn set_capacity(&self, bytes: u64) {
+        self.capacity.store(bytes, Ordering::SeqCst);
+    }
 }
 
 /// A block device's image slot.
@@ -90,11 +104,11 @@ impl Block {
         let capacity = image.capacity();
         Block {
             disk: Arc::new(DiskImage {
-                capacity,
+                capacity: AtomicU64::new(capacity),
                 image: Mutex::new(Some(image)),
             }),
             id,
-            config: config_space(capacity),
+            config: config_space(),
             features,
             worker: None,
             name,
@@ -107,12 +121,12 @@ impl Block {
     }
 }
 
-/// The virtio_blk_config structure (60 bytes).
-fn config_space(capacity_bytes: u64) -> Vec<u8> {
+/// The virtio_blk_config structure (60 bytes) but its first field, `capacity` (in sectors),
+/// which `read_config` fills from the slot.
+fn config_space() -> Vec<u8> {
     let mut config = vec![0u8; 60];
     let mut put =
         |offset: usize, bytes: &[u8]| config[offset..offset + bytes.len()].copy_from_slice(bytes);
-    put(0, &(capacity_bytes / SECTOR_SIZE).to_le_bytes()); // capacity in sectors
     put(8, &SIZE_MAX.to_le_bytes()); // size_max
     put(12, &SEG_MAX.to_le_bytes()); // seg_max
     put(20, &(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
@@ -140,7 +154,10 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        let mut config = self.config.clone();
+        let sectors = self.disk.capacity() / SECTOR_SIZE;
+        config[..8].copy_from_slice(&sectors.to_le_bytes());
+        read_config_bytes(&config, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {

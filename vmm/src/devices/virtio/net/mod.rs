@@ -1,11 +1,13 @@
 //! virtio-net over a TAP: one receive and one transmit queue served by a worker thread, with
 //! mergeable receive buffers and checksum/TSO offloads passed through the virtio-net header.
-//! Frame I/O is behind `FrameIo` so the queue logic is testable without a TAP.
+//! Frame I/O is behind `FrameIo` so the queue logic is testable without a TAP. The card's
+//! link (`NicLink`) can be unplugged and plugged back while the guest runs.
 
 pub mod tap;
 
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
@@ -61,22 +63,45 @@ impl FrameIo for Arc<Tap> {
     }
 }
 
+/// Whether a card's cable is plugged in, shared by the card, its worker and the control
+/// server. A card without link drops the frames the guest sends and those that arrive.
+#[derive(Clone, Debug)]
+pub struct NicLink(Arc<AtomicBool>);
+
+impl NicLink {
+    /// A link that starts up (`connected`) or down.
+    pub fn new(connected: bool) -> NicLink {
+        NicLink(Arc::new(AtomicBool::new(connected)))
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Plugs or unplugs the cable; returns whether that changed anything (the transport must
+    /// then tell the driver with `config_changed`).
+    pub fn set(&self, connected: bool) -> bool {
+        self.0.swap(connected, Ordering::SeqCst) != connected
+    }
+}
+
 /// A virtio network card on a TAP.
 pub struct Net {
     tap: Arc<Tap>,
-    config: Vec<u8>,
+    mac: [u8; 6],
+    link: NicLink,
     worker: Option<Worker>,
     name: String,
 }
 
 impl Net {
-    /// A card with address `mac` on `tap`.
-    pub fn new(tap: Tap, mac: [u8; 6], name: String) -> Net {
-        let mut config = mac.to_vec();
-        config.extend_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
+    /// A card with address `mac` on `tap`, its cable as `link` says.
+    pub fn new(tap: Tap, mac: [u8; 6], link: NicLink, name: String) -> Net {
         Net {
             tap: Arc::new(tap),
-            config,
+            mac,
+            link,
             worker: None,
             name,
         }
@@ -115,7 +140,14 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        let status = if self.link.is_up() {
+            VIRTIO_NET_S_LINK_UP
+        } else {
+            0
+        };
+        let mut config = self.mac.to_vec();
+        config.extend_from_slice(&status.to_le_bytes());
+        read_config_bytes(&config, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
@@ -148,7 +180,8 @@ impl VirtioDevice for Net {
             memory,
             self.tap.clone(),
             has(acked_features, VIRTIO_NET_F_MRG_RXBUF),
-        );
+        )
+        .with_link(self.link.clone());
         let tap_fd = self.tap.as_raw_fd();
         let worker =
             Worker::spawn_with_fds(self.name.clone(), queue_events, &[tap_fd], move |source| {
@@ -172,6 +205,7 @@ pub struct NetQueues<T: FrameIo> {
     mem: GuestMemoryMmap,
     io: T,
     mergeable: bool,
+    link: NicLink,
     /// A frame read from the TAP that did not fit the buffers the guest had posted.
     pending: Option<Vec<u8>>,
     /// Whether the TAP may have more frames (edge-triggered readiness).
@@ -188,10 +222,16 @@ impl<T: FrameIo> NetQueues<T> {
             mem,
             io,
             mergeable,
+            link: NicLink::new(true),
             pending: None,
             io_readable: true,
             frame: vec![0; MAX_FRAME],
         }
+    }
+
+    /// The same queues with their cable as `link` says (plugged in otherwise).
+    pub fn with_link(self, link: NicLink) -> Self {
+        NetQueues { link, ..self }
     }
 
     /// Handles a ready source: the RX queue (buffers posted), the TX queue, or the TAP.
@@ -229,7 +269,7 @@ impl<T: FrameIo> NetQueues<T> {
                     .map_err(|_| QueueError::UsedRing)?;
                 len = end;
             }
-            if len > VNET_HDR_LEN {
+            if len > VNET_HDR_LEN && self.link.is_up() {
                 // A full or vanished TAP drops the frame, as a real NIC would.
                 let _ = self.io.write_frame(&self.frame[..len]);
             }
@@ -256,6 +296,9 @@ impl<T: FrameIo> NetQueues<T> {
                 },
                 None => break,
             };
+            if !self.link.is_up() {
+                continue; // no cable: the frame is lost
+            }
             if !self.deliver(&frame)? {
                 self.pending = Some(frame);
                 break;
@@ -419,6 +462,40 @@ mod tests {
         assert_eq!(net.io.outbound.len(), 1);
         assert_eq!(net.io.outbound[0].len(), VNET_HDR_LEN + 60);
         assert_eq!(used_idx_in(&mem, SECOND), 1);
+    }
+
+    #[test]
+    fn an_unplugged_card_drops_frames_both_ways() {
+        let mut wire = FakeWire::default();
+        wire.inbound.push_back(frame(100, 1));
+        let (net, mem) = net(wire);
+        let link = NicLink::new(false);
+        let mut net = net.with_link(link.clone());
+        set_desc(&mem, 0, BUFFERS, 1526, WRITE, 0);
+        publish(&mem, &[0]);
+        mem.write_slice(&frame(60, 7), GuestAddress(BUFFERS + 0x1000))
+            .unwrap();
+        set_desc_in(
+            &mem,
+            SECOND,
+            0,
+            BUFFERS + 0x1000,
+            60 + VNET_HDR_LEN as u32,
+            0,
+            0,
+        );
+        publish_in(&mem, SECOND, &[0]);
+        let s = signals();
+        net.serve(TAP_SOURCE, &s);
+        net.serve(TX_QUEUE, &s);
+        assert_eq!(used_idx(&mem), 0, "the arriving frame is lost");
+        assert!(net.io.inbound.is_empty());
+        assert!(net.io.outbound.is_empty(), "the sent frame is lost");
+        assert_eq!(used_idx_in(&mem, SECOND), 1, "but its buffer is returned");
+        assert!(link.set(true) && !link.set(true));
+        net.io.inbound.push_back(frame(100, 2));
+        net.serve(TAP_SOURCE, &s);
+        assert_eq!(used_idx(&mem), 1, "plugged in again, frames arrive");
     }
 
     #[test]
