@@ -5,6 +5,7 @@ pub mod backing;
 pub mod block;
 pub mod cbt;
 pub mod chain;
+pub mod grow;
 pub mod qcow2;
 pub mod raw;
 pub mod shared;

@@ -122,7 +122,7 @@ pub struct Qcow2Image {
     pub(super) file: ImageFile,
     pub(super) header: Header,
     pub(super) cluster_bits: u32,
-    l1: Vec<u64>,
+    pub(super) l1: Vec<u64>,
     l1_dirty: bool,
     l2_cache: MetadataCache,
     refcounts: Option<Refcounts>,
@@ -623,7 +623,7 @@ impl Qcow2Image {
 
     /// Ordered metadata write-back: refcounts, sync, L2 tables, sync, L1, sync; then the
     /// deferred frees are applied (to be written by the next write-back).
-    fn write_back_metadata(&mut self) -> Result<(), BlockError> {
+    pub(super) fn write_back_metadata(&mut self) -> Result<(), BlockError> {
         self.persist_refcounts()?;
         let dirty = self.l2_cache.dirty_offsets();
         for &table in &dirty {

@@ -12,6 +12,7 @@ mod image;
 mod io;
 pub mod l2;
 pub mod refcount;
+mod resize;
 mod routes;
 
 pub use allocation::{AllocationMap, ClusterState, TableState};
@@ -19,3 +20,4 @@ pub use create::{create, BackingSpec, CreateError, CreateOptions};
 pub use image::{
     format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
 };
+pub use resize::Qcow2GrowError;
