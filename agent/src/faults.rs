@@ -186,6 +186,28 @@ pub fn generic_vm_config_fault(schema: &Schema, reason: &str) -> Fault {
     Fault::new(schema, "GenericVmConfigFault", reason).with(schema, "reason", reason)
 }
 
+/// `InvalidDeviceSpec` (or its subtype `ty`: DeviceHotPlugNotSupported,
+/// InvalidDeviceOperation, InvalidDeviceBacking, ...): change `index` of a deviceChange
+/// cannot be applied.
+pub fn invalid_device_spec(
+    schema: &Schema,
+    ty: &str,
+    index: usize,
+    why: impl Into<String>,
+) -> Fault {
+    Fault::new(schema, ty, why)
+        .with(
+            schema,
+            "property",
+            format!("virtualDeviceSpec[{index}].device"),
+        )
+        .with(
+            schema,
+            "deviceIndex",
+            i32::try_from(index).unwrap_or(i32::MAX),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use vireo_api::schema::vim25;
@@ -234,6 +256,10 @@ mod tests {
                 "InsufficientMemoryResourcesFault",
             ),
             (limit_exceeded(schema, 5, "x"), "LimitExceeded"),
+            (
+                invalid_device_spec(schema, "DeviceHotPlugNotSupported", 1, "x"),
+                "DeviceHotPlugNotSupported",
+            ),
             (user_not_found(schema, "x"), "UserNotFound"),
             (
                 auth_minimum_admin_permission(schema, "x"),

@@ -299,6 +299,7 @@ fn make_clone(
             spec.disks.push(DiskSpec {
                 file_name,
                 format: Some(ImageFormat::Qcow2),
+                mode: Default::default(),
             });
         }
         journal.step("disks-copied").map_err(|e| e.fault(schema))?;

@@ -13,7 +13,9 @@ use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
-use super::spec::{is_owned_key, random_mac, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::spec::{
+    is_owned_key, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
+};
 use super::{lifecycle, uuid, Vm};
 use crate::faults;
 use crate::host::Host;
@@ -70,6 +72,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
                 .unwrap_or(21),
             disks: Vec::new(),
             nics: Vec::new(),
+            cdroms: Vec::new(),
             extra_config: Vec::new(),
         };
         apply_extra_config(host, &mut spec, config)?;
@@ -395,105 +398,16 @@ fn add_device(
                 format!("at most {MAX_DISKS} disks"),
             ));
         }
-        let creating =
-            change.get(schema, "fileOperation").and_then(Value::as_str) == Some("create");
-        let file_name = device
-            .get(schema, "backing")
-            .and_then(Value::as_data)
-            .and_then(|b| b.get(schema, "fileName"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let folder = vmx_path.parent();
-        let target = if file_name.is_empty()
-            || DatastorePath::parse(file_name).is_ok_and(|p| p.path.is_empty())
-        {
-            let suffix = if spec.disks.is_empty() {
-                String::new()
-            } else {
-                format!("_{}", spec.disks.len())
-            };
-            folder.join(&format!("{vm_name}{suffix}.qcow2"))
-        } else {
-            DatastorePath::parse(file_name).map_err(|e| {
-                Fault::invalid_argument(
-                    schema,
-                    "deviceChange.device.backing.fileName",
-                    e.to_string(),
-                )
-            })?
-        };
-        let resolved = if creating {
-            target.resolve_new(&host.datastores)
-        } else {
-            target.resolve(&host.datastores)
-        };
-        let path = resolved.map_err(|e| match e {
-            e if e.is_not_found() => missing_file(schema, &target.to_string()),
-            e => faults::invalid_datastore(schema, &target.datastore, e),
-        })?;
-        if creating {
-            if std::fs::symlink_metadata(&path).is_ok() {
-                return Err(faults::file_already_exists(schema, &target.to_string()));
-            }
-            let asked = device
-                .get(schema, "capacityInBytes")
-                .and_then(Value::as_i64)
-                .filter(|b| *b > 0)
-                .or_else(|| {
-                    device
-                        .get(schema, "capacityInKB")
-                        .and_then(Value::as_i64)
-                        .map(|kb| kb * 1024)
-                })
-                .filter(|b| *b > 0)
-                .map(|b| b as u64);
-            let parent = device
-                .get(schema, "backing")
-                .and_then(Value::as_data)
-                .and_then(|b| b.get(schema, "parent"))
-                .and_then(Value::as_data)
-                .and_then(|p| p.get(schema, "fileName"))
-                .and_then(Value::as_str);
-            let options = match parent {
-                Some(parent) => child_disk_options(host, &path, parent, asked)?,
-                None => CreateOptions::new(asked.ok_or_else(|| {
-                    Fault::invalid_argument(
-                        schema,
-                        "deviceChange.device.capacityInKB",
-                        "a new disk needs a size",
-                    )
-                })?),
-            };
-            create_qcow2(&path, &options).map_err(|e| {
-                faults::file_fault(
-                    schema,
-                    &target.to_string(),
-                    format!("cannot create {target}: {e}"),
-                )
-            })?;
-            created.push(path.clone());
-        } else if !path.is_file() {
-            return Err(missing_file(schema, &target.to_string()));
-        }
-        let format = if creating {
-            ImageFormat::Qcow2
-        } else {
-            existing_disk_format(schema, &path, &target.to_string())?
-        };
-        let file_name = if target.parent() == folder {
-            target
-                .path
-                .rsplit('/')
-                .next()
-                .unwrap_or(&target.path)
-                .to_string()
-        } else {
-            target.to_string()
-        };
-        spec.disks.push(DiskSpec {
-            file_name,
-            format: Some(format),
-        });
+        let disk = add_disk(
+            host,
+            vmx_path,
+            vm_name,
+            &spec.disks,
+            change,
+            device,
+            created,
+        )?;
+        spec.disks.push(disk);
         return Ok(());
     }
     if schema.is_a(device.ty, schema.known_type("VirtualEthernetCard")) {
@@ -504,41 +418,18 @@ fn add_device(
                 format!("at most {MAX_NICS} NICs"),
             ));
         }
-        let backing = device.get(schema, "backing").and_then(Value::as_data);
-        let network = backing
-            .and_then(|b| b.get(schema, "deviceName"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                backing
-                    .and_then(|b| b.get(schema, "network"))
-                    .and_then(Value::as_moref)
-                    .and_then(|n| {
-                        host.inventory()
-                            .stored(schema, n, "name")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-            })
-            .unwrap_or_else(|| "VM Network".into());
-        if network != "VM Network" {
-            return Err(Fault::invalid_argument(
-                schema,
-                "deviceChange.device.backing",
-                format!("network '{network}' does not exist"),
-            ));
-        }
         let mac = device
             .get(schema, "macAddress")
             .and_then(Value::as_str)
             .filter(|m| m.len() == 17)
             .map(str::to_ascii_lowercase)
             .unwrap_or_else(random_mac);
-        let virtual_dev = ty.trim_start_matches("Virtual").to_ascii_lowercase();
         spec.nics.push(NicSpec {
-            network,
+            network: nic_network(host, device)?,
             mac,
-            virtual_dev,
+            virtual_dev: nic_model(schema, device),
+            generated_mac: false,
+            start_connected: true,
         });
         return Ok(());
     }
@@ -551,6 +442,201 @@ fn add_device(
         schema,
         format!("{ty} devices are not supported on this host"),
     ))
+}
+
+/// The disk one `add` change describes, made now when fileOperation is `create` (recorded in
+/// `created`) or an existing file checked: a new qcow2 at backing.fileName, or at the first
+/// free `<vm>.qcow2` / `<vm>_<n>.qcow2` in the VM folder when it names no file; every path
+/// through the datastore resolver.
+pub(super) fn add_disk(
+    host: &Host,
+    vmx_path: &DatastorePath,
+    vm_name: &str,
+    disks: &[DiskSpec],
+    change: &DataObject,
+    device: &DataObject,
+    created: &mut Vec<PathBuf>,
+) -> Result<DiskSpec, Fault> {
+    let schema = host.schema;
+    let creating = change.get(schema, "fileOperation").and_then(Value::as_str) == Some("create");
+    let backing = device.get(schema, "backing").and_then(Value::as_data);
+    let file_name = backing
+        .and_then(|b| b.get(schema, "fileName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let folder = vmx_path.parent();
+    let target = if file_name.is_empty()
+        || DatastorePath::parse(file_name).is_ok_and(|p| p.path.is_empty())
+    {
+        free_disk_name(host, &folder, vm_name, disks)
+    } else {
+        DatastorePath::parse(file_name).map_err(|e| {
+            Fault::invalid_argument(
+                schema,
+                "deviceChange.device.backing.fileName",
+                e.to_string(),
+            )
+        })?
+    };
+    let resolved = if creating {
+        target.resolve_new(&host.datastores)
+    } else {
+        target.resolve(&host.datastores)
+    };
+    let path = resolved.map_err(|e| match e {
+        e if e.is_not_found() => missing_file(schema, &target.to_string()),
+        e => faults::invalid_datastore(schema, &target.datastore, e),
+    })?;
+    let format = if creating {
+        create_disk(host, &target, &path, device)?;
+        created.push(path.clone());
+        ImageFormat::Qcow2
+    } else if !path.is_file() {
+        return Err(missing_file(schema, &target.to_string()));
+    } else {
+        existing_disk_format(schema, &path, &target.to_string())?
+    };
+    let file_name = if target.parent() == folder {
+        target
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&target.path)
+            .to_string()
+    } else {
+        target.to_string()
+    };
+    let mode = backing
+        .and_then(|b| b.get(schema, "diskMode"))
+        .and_then(Value::as_str)
+        .and_then(DiskMode::from_api)
+        .unwrap_or_default();
+    Ok(DiskSpec {
+        file_name,
+        format: Some(format),
+        mode,
+    })
+}
+
+/// The first `<vm>.qcow2`, `<vm>_<n>.qcow2` in `folder` that no disk names and no file holds.
+fn free_disk_name(
+    host: &Host,
+    folder: &DatastorePath,
+    vm_name: &str,
+    disks: &[DiskSpec],
+) -> DatastorePath {
+    (disks.len()..)
+        .map(|n| {
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("_{n}")
+            };
+            folder.join(&format!("{vm_name}{suffix}.qcow2"))
+        })
+        .find(|candidate| {
+            let name = candidate.path.rsplit('/').next().unwrap_or_default();
+            let taken = disks
+                .iter()
+                .any(|d| d.file_name == name || d.file_name == candidate.to_string());
+            !taken
+                && candidate
+                    .resolve_new(&host.datastores)
+                    .is_ok_and(|p| std::fs::symlink_metadata(p).is_err())
+        })
+        .expect("some disk name is free")
+}
+
+/// Creates the new qcow2 a disk change asks for at `path` (FileAlreadyExists if one is there).
+fn create_disk(
+    host: &Host,
+    target: &DatastorePath,
+    path: &Path,
+    device: &DataObject,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(faults::file_already_exists(schema, &target.to_string()));
+    }
+    let asked = requested_capacity(schema, device);
+    let parent = device
+        .get(schema, "backing")
+        .and_then(Value::as_data)
+        .and_then(|b| b.get(schema, "parent"))
+        .and_then(Value::as_data)
+        .and_then(|p| p.get(schema, "fileName"))
+        .and_then(Value::as_str);
+    let options = match parent {
+        Some(parent) => child_disk_options(host, path, parent, asked)?,
+        None => CreateOptions::new(asked.ok_or_else(|| {
+            Fault::invalid_argument(
+                schema,
+                "deviceChange.device.capacityInKB",
+                "a new disk needs a size",
+            )
+        })?),
+    };
+    create_qcow2(path, &options).map_err(|e| {
+        faults::file_fault(
+            schema,
+            &target.to_string(),
+            format!("cannot create {target}: {e}"),
+        )
+    })
+}
+
+/// A VirtualDisk's size in bytes: capacityInBytes, else capacityInKB (unset or not positive:
+/// none).
+fn requested_capacity(schema: &Schema, device: &DataObject) -> Option<u64> {
+    device
+        .get(schema, "capacityInBytes")
+        .and_then(Value::as_i64)
+        .filter(|b| *b > 0)
+        .or_else(|| {
+            device
+                .get(schema, "capacityInKB")
+                .and_then(Value::as_i64)
+                .map(|kb| kb.saturating_mul(1024))
+        })
+        .filter(|b| *b > 0)
+        .map(|b| b as u64)
+}
+
+/// The network a NIC's backing names (deviceName, or the name of its network reference);
+/// "VM Network" when it names none. InvalidArgument for a network the host does not have.
+pub(super) fn nic_network(host: &Host, device: &DataObject) -> Result<String, Fault> {
+    let schema = host.schema;
+    let backing = device.get(schema, "backing").and_then(Value::as_data);
+    let network = backing
+        .and_then(|b| b.get(schema, "deviceName"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            backing
+                .and_then(|b| b.get(schema, "network"))
+                .and_then(Value::as_moref)
+                .and_then(|n| {
+                    host.inventory()
+                        .stored(schema, n, "name")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+        })
+        .unwrap_or_else(|| "VM Network".into());
+    if network != "VM Network" {
+        return Err(Fault::invalid_argument(
+            schema,
+            "deviceChange.device.backing",
+            format!("network '{network}' does not exist"),
+        ));
+    }
+    Ok(network)
+}
+
+/// The NIC model a VirtualEthernetCard's type names (`VirtualE1000` → `e1000`).
+pub(super) fn nic_model(schema: &Schema, device: &DataObject) -> String {
+    let ty = schema.ty(device.ty).name.to_string();
+    ty.trim_start_matches("Virtual").to_ascii_lowercase()
 }
 
 #[cfg(test)]

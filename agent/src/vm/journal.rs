@@ -41,6 +41,8 @@ pub enum Intent {
     },
     /// ConsolidateVMDisks or PromoteDisks: merges under a stunned VM.
     Consolidate,
+    /// ReconfigVM growing disks under a stunned VM.
+    Reconfigure,
     /// SuspendVM: save into `suspend/`, then the VMM ends.
     Suspend,
     /// CloneVM of this VM into `folder` (registered as `vmx`), from the temporary snapshot
@@ -72,6 +74,7 @@ impl Intent {
             Intent::SnapshotRemove { .. } => "snapshot-remove",
             Intent::SnapshotRevert { .. } => "snapshot-revert",
             Intent::Consolidate => "consolidate",
+            Intent::Reconfigure => "reconfigure",
             Intent::Suspend => "suspend",
             Intent::Clone { .. } => "clone",
             Intent::Destroy { .. } => "destroy",

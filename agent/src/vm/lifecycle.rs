@@ -234,7 +234,8 @@ fn boot_args(
         .iter()
         .enumerate()
         .map(|(n, nic)| {
-            format!("tap={},mac={}", net.tap_name(vm.id, n), nic.mac)
+            let link = if nic.start_connected { "up" } else { "down" };
+            format!("tap={},mac={},link={link}", net.tap_name(vm.id, n), nic.mac)
                 .parse::<NetConfig>()
                 .map_err(|e| Fault::system_error(schema, e))
         })
@@ -362,6 +363,7 @@ fn launch(
     loop {
         if control::status(&control_socket, Duration::from_secs(5)).is_ok() {
             state.taps = taps;
+            plug_nics(state, &control_socket, restore.is_some());
             return Ok(process);
         }
         let exited = process.has_exited();
@@ -382,6 +384,21 @@ fn launch(
             return Err(faults::generic_vm_config_fault(schema, &why));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Records each NIC's link as it starts (startConnected); a VMM restored from a saved state
+/// still has the links of its first boot, so it is told each one.
+fn plug_nics(state: &mut VmState, control_socket: &Path, restored: bool) {
+    state.nic_links = state.spec.nics.iter().map(|n| n.start_connected).collect();
+    if !restored {
+        return;
+    }
+    for (nic, &connected) in state.nic_links.iter().enumerate() {
+        let request = vireo_vmm_protocol::Request::SetLink { nic, connected };
+        if let Err(error) = control::command(control_socket, request, Duration::from_secs(5)) {
+            tracing::warn!("cannot set the link of NIC {nic}: {error}");
+        }
     }
 }
 
@@ -406,6 +423,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     state.process = None;
     state.generation += 1;
     state.tools.disconnect();
+    state.nic_links.clear();
     let taps = std::mem::take(&mut state.taps);
     delete_taps(&taps);
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));

@@ -10,6 +10,7 @@ pub mod control;
 pub mod create;
 pub mod datastore_path;
 pub mod destroy;
+pub mod device_change;
 pub mod disks;
 pub mod jail;
 pub mod journal;
@@ -96,6 +97,8 @@ pub struct VmState {
     pub disk_views: Vec<disks::trees::DiskView>,
     /// TAP devices created for the running VMM.
     pub taps: Vec<String>,
+    /// Whether each NIC's cable is plugged in while the VMM runs (empty while it does not).
+    pub nic_links: Vec<bool>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
 }
@@ -341,6 +344,7 @@ impl Vms {
                     snapshots: Default::default(),
                     disk_views: Vec::new(),
                     taps: Vec::new(),
+                    nic_links: Vec::new(),
                     removed: false,
                 }),
                 changed: Condvar::new(),

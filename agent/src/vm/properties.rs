@@ -22,7 +22,8 @@ const VIDEO_KEY: i32 = 500;
 const SCSI_KEY: i32 = 1000;
 /// Key of the first virtual disk (the others follow in device order).
 pub const DISK_KEY: i32 = 2000;
-const NIC_KEY: i32 = 4000;
+/// Key of the first NIC (the others follow in device order).
+pub const NIC_KEY: i32 = 4000;
 
 /// Writes every property of `vm` into the inventory (inserting and linking it if new).
 pub fn publish(host: &Host, vm: &Vm, state: &VmState) {
@@ -513,7 +514,7 @@ fn disk_backing(
         let mut info = DataObject::of(schema, "VirtualDiskFlatVer2BackingInfo")
             .with(schema, "fileName", name)
             .with(schema, "datastore", datastore(vm))
-            .with(schema, "diskMode", "persistent")
+            .with(schema, "diskMode", state.spec.disks[index].mode.api_name())
             .with(schema, "thinProvisioned", true)
             .with(schema, "split", false)
             .with(schema, "writeThrough", false)
@@ -615,8 +616,8 @@ fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Va
                 .into(),
         );
     }
-    let connected = state.power == Power::On;
     for (n, nic) in state.spec.nics.iter().enumerate() {
+        let connected = state.power == Power::On && state.nic_links.get(n) == Some(&true);
         let ty = match nic.virtual_dev.as_str() {
             "e1000" => "VirtualE1000",
             "e1000e" => "VirtualE1000e",
@@ -629,10 +630,15 @@ fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Va
             .with(schema, "useAutoDetect", false)
             .with(schema, "network", refs::vm_network());
         let connectable = DataObject::of(schema, "VirtualDeviceConnectInfo")
-            .with(schema, "startConnected", true)
+            .with(schema, "startConnected", nic.start_connected)
             .with(schema, "allowGuestControl", true)
             .with(schema, "connected", connected)
             .with(schema, "status", "ok");
+        let address_type = if nic.generated_mac {
+            "generated"
+        } else {
+            "manual"
+        };
         let label = format!("Network adapter {}", n + 1);
         devices.push(
             DataObject::of(schema, ty)
@@ -646,7 +652,7 @@ fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Va
                 .with(schema, "connectable", connectable)
                 .with(schema, "controllerKey", PCI_KEY)
                 .with(schema, "unitNumber", 7 + n as i32)
-                .with(schema, "addressType", "manual")
+                .with(schema, "addressType", address_type)
                 .with(schema, "macAddress", nic.mac.as_str())
                 .with(schema, "wakeOnLanEnabled", false)
                 .into(),

@@ -408,8 +408,9 @@ fn resume(
 ) {
     refresh(host, vm, state);
     let socket = vm.run_dir.join("control.sock");
-    let resumed =
-        snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket).and_then(|()| {
+    // A reconfigure may have grown a disk before the crash: its guest is told the new size.
+    let resumed = snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket, true)
+        .and_then(|()| {
             control::command(&socket, Request::Resume, CONTROL_TIMEOUT)
                 .map_err(|e| Fault::system_error(host.schema, format!("cannot resume: {e}")))
         });

@@ -1,6 +1,7 @@
 //! What a VM is made of, as its `.vmx` records it: name, guest OS, CPUs, memory, identities,
-//! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
-//! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
+//! disks (`diskN.fileName`, `.mode`), NICs (`ethernetN.*`), CD-ROMs (`ideC:U.*`), the template
+//! flag, and every other key as extraConfig (the boot source among them: `vireo.boot.kernel`,
+//! `.initrd`, `.cmdline`).
 
 use vireo_disk::block::ImageFormat;
 
@@ -18,6 +19,54 @@ pub const BOOT_CMDLINE: &str = "vireo.boot.cmdline";
 pub const MAX_DISKS: usize = 8;
 /// Most NICs a VM may have.
 pub const MAX_NICS: usize = 4;
+/// IDE controllers a VM has, and units on each (CD-ROM slots `ide0:0` .. `ide1:1`).
+pub const IDE_CONTROLLERS: u8 = 2;
+/// Units on one IDE controller.
+pub const IDE_UNITS: u8 = 2;
+
+/// How a disk takes part in snapshots (VirtualDiskMode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskMode {
+    /// Snapshots include the disk.
+    #[default]
+    Persistent,
+    /// Snapshots leave the disk out; writes go straight to it.
+    IndependentPersistent,
+    /// Snapshots leave the disk out; what the guest writes is gone at power-off.
+    IndependentNonpersistent,
+}
+
+impl DiskMode {
+    /// The VirtualDiskMode value.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            DiskMode::Persistent => "persistent",
+            DiskMode::IndependentPersistent => "independent_persistent",
+            DiskMode::IndependentNonpersistent => "independent_nonpersistent",
+        }
+    }
+
+    /// The mode of a VirtualDiskMode value this host applies.
+    pub fn from_api(name: &str) -> Option<DiskMode> {
+        [
+            DiskMode::Persistent,
+            DiskMode::IndependentPersistent,
+            DiskMode::IndependentNonpersistent,
+        ]
+        .into_iter()
+        .find(|m| m.api_name() == name)
+    }
+
+    /// The `.vmx` spelling (`independent-persistent`).
+    fn vmx_name(self) -> String {
+        self.api_name().replace('_', "-")
+    }
+
+    /// Whether snapshots leave the disk out.
+    pub fn is_independent(self) -> bool {
+        self != DiskMode::Persistent
+    }
+}
 
 /// One virtual disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +76,8 @@ pub struct DiskSpec {
     /// Its base file's format, pinned in the `.vmx` (`diskN.format`): a raw disk is never
     /// probed again, whatever the guest writes into it. Unset until registration records it.
     pub format: Option<ImageFormat>,
+    /// How it takes part in snapshots (`diskN.mode`).
+    pub mode: DiskMode,
 }
 
 /// One virtual NIC.
@@ -38,6 +89,29 @@ pub struct NicSpec {
     pub mac: String,
     /// Device model the client chose (`vmxnet3`, `e1000`, ...); the guest sees virtio-net.
     pub virtual_dev: String,
+    /// Whether the host chose the MAC (`addressType = "generated"`) rather than the client.
+    pub generated_mac: bool,
+    /// Whether its cable is plugged in when the VM powers on (`ethernetN.startConnected`).
+    pub start_connected: bool,
+}
+
+/// One CD-ROM drive on an IDE slot (`ideC:U.*`); the guest sees a read-only virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdromSpec {
+    /// IDE controller (0 or 1).
+    pub controller: u8,
+    /// Unit on it (0 or 1).
+    pub unit: u8,
+    /// The ISO image (a datastore path, or a name in the VM folder); none: an empty drive.
+    pub iso: Option<String>,
+    /// Whether the medium is inserted when the VM powers on (`startConnected`).
+    pub start_connected: bool,
+}
+
+impl CdromSpec {
+    fn key_prefix(&self) -> String {
+        format!("ide{}:{}", self.controller, self.unit)
+    }
 }
 
 /// A VM's configuration.
@@ -65,6 +139,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// NICs in device order.
     pub nics: Vec<NicSpec>,
+    /// CD-ROM drives in slot order.
+    pub cdroms: Vec<CdromSpec>,
     /// Every other setting, in file order.
     pub extra_config: Vec<(String, String)>,
 }
@@ -86,11 +162,13 @@ const OWN_KEYS: &[&str] = &[
 
 fn is_device_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    ["disk", "ethernet"].iter().any(|prefix| {
+    ["disk", "ethernet", "ide"].iter().any(|prefix| {
         lower
             .strip_prefix(prefix)
             .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .is_some_and(|(n, _)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b':')
+            })
     })
 }
 
@@ -132,6 +210,10 @@ impl VmSpec {
                     format: vmx
                         .get(&format!("disk{n}.format"))
                         .and_then(ImageFormat::from_name),
+                    mode: vmx
+                        .get(&format!("disk{n}.mode"))
+                        .and_then(|m| DiskMode::from_api(&m.replace('-', "_")))
+                        .unwrap_or_default(),
                 })
             })
             .collect();
@@ -139,13 +221,24 @@ impl VmSpec {
             .filter(|n| present(format!("ethernet{n}")))
             .map(|n| {
                 let get = |k: &str| vmx.get(&format!("ethernet{n}.{k}")).map(str::to_string);
+                let generated_mac = get("addressType").is_some_and(|t| {
+                    t.eq_ignore_ascii_case("generated") || t.eq_ignore_ascii_case("vpx")
+                });
+                let (first, second) = if generated_mac {
+                    ("generatedAddress", "address")
+                } else {
+                    ("address", "generatedAddress")
+                };
                 NicSpec {
                     network: get("networkName").unwrap_or_else(|| "VM Network".into()),
-                    mac: get("address")
-                        .or_else(|| get("generatedAddress"))
+                    mac: get(first)
+                        .or_else(|| get(second))
                         .unwrap_or_default()
                         .to_ascii_lowercase(),
                     virtual_dev: get("virtualDev").unwrap_or_else(|| "vmxnet3".into()),
+                    generated_mac,
+                    start_connected: !get("startConnected")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("false")),
                 }
             })
             .collect();
@@ -167,6 +260,7 @@ impl VmSpec {
             hw_version: number("virtualHW.version", 21) as i32,
             disks,
             nics,
+            cdroms: cdroms(vmx),
             extra_config: vmx
                 .entries()
                 .filter(|(k, _)| {
@@ -205,13 +299,43 @@ impl VmSpec {
             if let Some(format) = disk.format {
                 vmx.set(&format!("disk{n}.format"), format.name());
             }
+            if disk.mode != DiskMode::Persistent {
+                vmx.set(&format!("disk{n}.mode"), &disk.mode.vmx_name());
+            }
         }
         for (n, nic) in self.nics.iter().enumerate() {
             vmx.set(&format!("ethernet{n}.present"), "TRUE");
             vmx.set(&format!("ethernet{n}.networkName"), &nic.network);
             vmx.set(&format!("ethernet{n}.virtualDev"), &nic.virtual_dev);
-            vmx.set(&format!("ethernet{n}.addressType"), "static");
-            vmx.set(&format!("ethernet{n}.address"), &nic.mac);
+            if nic.generated_mac {
+                vmx.set(&format!("ethernet{n}.addressType"), "generated");
+                vmx.set(&format!("ethernet{n}.generatedAddress"), &nic.mac);
+            } else {
+                vmx.set(&format!("ethernet{n}.addressType"), "static");
+                vmx.set(&format!("ethernet{n}.address"), &nic.mac);
+            }
+            if !nic.start_connected {
+                vmx.set(&format!("ethernet{n}.startConnected"), "FALSE");
+            }
+        }
+        for cdrom in &self.cdroms {
+            let key = |k: &str| format!("{}.{k}", cdrom.key_prefix());
+            vmx.set(&key("present"), "TRUE");
+            match &cdrom.iso {
+                Some(iso) => {
+                    vmx.set(&key("deviceType"), "cdrom-image");
+                    vmx.set(&key("fileName"), iso);
+                }
+                None => vmx.set(&key("deviceType"), "atapi-cdrom"),
+            }
+            vmx.set(
+                &key("startConnected"),
+                if cdrom.start_connected {
+                    "TRUE"
+                } else {
+                    "FALSE"
+                },
+            );
         }
         for (key, value) in &self.extra_config {
             vmx.set(key, value);
@@ -235,6 +359,46 @@ impl VmSpec {
             self.extra_config.push((key.to_string(), value.to_string()));
         }
     }
+}
+
+/// The CD-ROM drives of `ideC:U.present = "TRUE"` slots whose deviceType is a CD-ROM.
+fn cdroms(vmx: &VmxFile) -> Vec<CdromSpec> {
+    let mut found = Vec::new();
+    for controller in 0..IDE_CONTROLLERS {
+        for unit in 0..IDE_UNITS {
+            let get = |k: &str| vmx.get(&format!("ide{controller}:{unit}.{k}"));
+            let yes = |k: &str| get(k).map(|v| v.eq_ignore_ascii_case("true"));
+            let cdrom = get("deviceType").is_some_and(|t| t.to_ascii_lowercase().contains("cdrom"));
+            if yes("present") != Some(true) || !cdrom {
+                continue;
+            }
+            let image = get("deviceType").is_some_and(|t| t.eq_ignore_ascii_case("cdrom-image"));
+            found.push(CdromSpec {
+                controller,
+                unit,
+                iso: get("fileName").filter(|_| image).map(str::to_string),
+                start_connected: yes("startConnected").unwrap_or(true),
+            });
+        }
+    }
+    found
+}
+
+/// Whether `mac` (lower case) is in the range ESXi lets a client set by hand:
+/// `00:50:56:00:00:00` .. `00:50:56:3f:ff:ff`.
+pub fn is_manual_mac(mac: &str) -> bool {
+    let bytes: Vec<Option<u8>> = mac
+        .split(':')
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
+        .collect();
+    matches!(
+        bytes[..],
+        [Some(0x00), Some(0x50), Some(0x56), Some(fourth), Some(_), Some(_)] if fourth <= 0x3f
+    )
 }
 
 /// A random MAC in VMware's manually-assigned range `00:50:56:00:00:00..00:50:56:3f:ff:ff`.
@@ -309,5 +473,42 @@ mod tests {
     #[test]
     fn macs_have_vmware_s_prefix() {
         assert!(random_mac().starts_with("00:50:56:"));
+        assert!(is_manual_mac(&random_mac()));
+        assert!(is_manual_mac("00:50:56:3f:ff:ff"));
+        for refused in [
+            "00:50:56:40:00:00",
+            "00:0c:29:01:02:03",
+            "00:50:56:01:02",
+            "x",
+        ] {
+            assert!(!is_manual_mac(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn modes_connections_and_cdroms_round_trip_through_the_vmx() {
+        let text = "disk0.present = \"TRUE\"\ndisk0.fileName = \"a.qcow2\"\n\
+                    disk0.mode = \"independent-nonpersistent\"\n\
+                    ethernet0.present = \"TRUE\"\nethernet0.addressType = \"generated\"\n\
+                    ethernet0.generatedAddress = \"00:0C:29:01:02:03\"\n\
+                    ethernet0.startConnected = \"FALSE\"\n\
+                    ide1:0.present = \"TRUE\"\nide1:0.deviceType = \"cdrom-image\"\n\
+                    ide1:0.fileName = \"[datastore1] iso/tools.iso\"\n\
+                    ide0:1.present = \"TRUE\"\nide0:1.deviceType = \"atapi-cdrom\"\n\
+                    ide0:1.startConnected = \"FALSE\"\n";
+        let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
+        assert_eq!(spec.disks[0].mode, DiskMode::IndependentNonpersistent);
+        assert!(spec.nics[0].generated_mac && !spec.nics[0].start_connected);
+        assert_eq!(spec.nics[0].mac, "00:0c:29:01:02:03");
+        assert_eq!(spec.cdroms.len(), 2);
+        assert_eq!((spec.cdroms[0].controller, spec.cdroms[0].unit), (0, 1));
+        assert_eq!(spec.cdroms[0].iso, None);
+        assert_eq!(
+            spec.cdroms[1].iso.as_deref(),
+            Some("[datastore1] iso/tools.iso")
+        );
+        assert!(spec.cdroms[1].start_connected && !spec.cdroms[0].start_connected);
+        assert!(spec.extra_config.is_empty(), "{:?}", spec.extra_config);
+        assert_eq!(VmSpec::from_vmx(&spec.to_vmx(), "x"), spec);
     }
 }

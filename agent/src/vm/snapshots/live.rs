@@ -33,6 +33,31 @@ pub fn with_disks_closed<T>(
     journal: &mut Journal,
     change: impl FnOnce() -> Result<T, Fault>,
 ) -> Result<T, Fault> {
+    stunned(host, vm, state, save_to, journal, false, change)
+}
+
+/// Runs `grow` (which grows disk images) while the running VM's disks are closed; the guest
+/// is told each new size when they are attached again. Records the steps of
+/// [`with_disks_closed`].
+pub fn with_disks_growing<T>(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    journal: &mut Journal,
+    grow: impl FnOnce() -> Result<T, Fault>,
+) -> Result<T, Fault> {
+    stunned(host, vm, state, None, journal, true, grow)
+}
+
+fn stunned<T>(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    save_to: Option<&Path>,
+    journal: &mut Journal,
+    may_grow: bool,
+    change: impl FnOnce() -> Result<T, Fault>,
+) -> Result<T, Fault> {
     let schema = host.schema;
     let record =
         |journal: &mut Journal, step: &str| journal.step(step).map_err(|e| e.fault(schema));
@@ -76,7 +101,7 @@ pub fn with_disks_closed<T>(
     let result = record(journal, "disks-detached")
         .and_then(|()| change())
         .and_then(|result| record(journal, "trees-changed").map(|()| result));
-    if let Err(error) = attach_writable_layers(host, vm, &state.spec, &socket) {
+    if let Err(error) = attach_writable_layers(host, vm, &state.spec, &socket, may_grow) {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
             vm = vm.id,
@@ -92,12 +117,13 @@ pub fn with_disks_closed<T>(
 }
 
 /// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now (each
-/// chain granted to the VMM's jail first).
+/// chain granted to the VMM's jail first); with `may_grow` a layer may be larger than before.
 pub fn attach_writable_layers(
     host: &Host,
     vm: &Vm,
     spec: &VmSpec,
     socket: &Path,
+    may_grow: bool,
 ) -> Result<(), Fault> {
     let schema = host.schema;
     let refused = |what: &str, e: control::ControlError| {
@@ -115,7 +141,7 @@ pub fn attach_writable_layers(
     let request = Request::AttachDisks {
         paths,
         formats,
-        may_grow: false,
+        may_grow,
     };
     control::command(socket, request, CONTROL_TIMEOUT)
         .map_err(|e| refused("reattach the disks of", e))

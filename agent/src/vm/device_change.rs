@@ -1,0 +1,604 @@
+//! ReconfigVM's deviceChange on disks and NICs: every VirtualDeviceConfigSpec is checked
+//! against the VM first ([`plan`]; a fault names the change's index), then the plan is
+//! carried out in one go ([`commit`]): new disk files made, disks grown (under a stunned VMM
+//! while the VM runs, so that the guest sees its new size), the `.vmx` written once, the files
+//! of removed disks destroyed, NIC links plugged in or out on the running VM. A failing
+//! change leaves the VM and its files as they were (a disk already grown stays grown).
+
+use std::path::PathBuf;
+
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, Fault, Value};
+use vireo_disk::block::ImageFormat;
+use vireo_disk::grow::grow_image;
+use vireo_vmm_protocol::control::Request;
+
+use super::create::{add_disk, nic_model, nic_network};
+use super::disks::{self, trees};
+use super::journal::{Intent, Journal};
+use super::properties::{DISK_KEY, NIC_KEY};
+use super::snapshots::live;
+use super::spec::{
+    is_manual_mac, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
+};
+use super::{control, properties, Power, Vm, VmState};
+use crate::faults;
+use crate::host::Host;
+
+/// How long a link change on the running VMM may take.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a checked deviceChange does.
+pub struct DevicePlan {
+    /// The VM's configuration with its devices changed.
+    pub spec: VmSpec,
+    /// Files made for new disks (removed again if the change fails).
+    created: Vec<PathBuf>,
+    /// Disks to grow: index in `spec.disks`, new size in bytes.
+    grows: Vec<(usize, u64)>,
+    /// Files of removed disks (fileOperation destroy), deleted once the `.vmx` is written.
+    destroys: Vec<PathBuf>,
+    /// Links to set on the running VM: index in `spec.nics`, plugged in.
+    links: Vec<(usize, bool)>,
+}
+
+/// Where the device at `old` among `kept` ends up once the removed ones (`None`) are gone.
+fn new_index<T>(kept: &[Option<T>], old: usize) -> usize {
+    kept[..old].iter().flatten().count()
+}
+
+/// The operation of one change.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Add,
+    Remove,
+    Edit,
+}
+
+/// One VirtualDeviceConfigSpec, read.
+struct Change<'a> {
+    index: usize,
+    operation: Operation,
+    file_operation: Option<&'a str>,
+    change: &'a DataObject,
+    device: &'a DataObject,
+}
+
+/// The devices of the VM as the changes leave them (existing ones by their index).
+struct Working {
+    disks: Vec<Option<DiskSpec>>,
+    nics: Vec<Option<NicSpec>>,
+    added_disks: Vec<DiskSpec>,
+    added_nics: Vec<NicSpec>,
+    /// Grows and links by the index of an existing device.
+    grows: Vec<(usize, u64)>,
+    links: Vec<(usize, bool)>,
+    created: Vec<PathBuf>,
+    destroys: Vec<PathBuf>,
+}
+
+/// Checks every change of `changes` against the VM (`state`), starting from `spec` (the
+/// configuration the rest of the reconfigure leaves), and makes the files of new disks.
+pub fn plan(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    spec: VmSpec,
+    changes: &[&Value],
+) -> Result<DevicePlan, Fault> {
+    let mut working = Working {
+        disks: spec.disks.iter().cloned().map(Some).collect(),
+        nics: spec.nics.iter().cloned().map(Some).collect(),
+        added_disks: Vec::new(),
+        added_nics: Vec::new(),
+        grows: Vec::new(),
+        links: Vec::new(),
+        created: Vec::new(),
+        destroys: Vec::new(),
+    };
+    let checked = changes.iter().enumerate().try_for_each(|(index, value)| {
+        let change = read_change(host.schema, index, value)?;
+        apply(host, vm, state, &spec, &mut working, &change)
+    });
+    if let Err(fault) = checked {
+        remove_files(&working.created);
+        return Err(fault);
+    }
+    Ok(finish(spec, working))
+}
+
+/// The plan the working set describes, indices moved to where the devices end up.
+fn finish(mut spec: VmSpec, working: Working) -> DevicePlan {
+    let grows = working
+        .grows
+        .iter()
+        .map(|&(old, size)| (new_index(&working.disks, old), size))
+        .collect();
+    let links = working
+        .links
+        .iter()
+        .map(|&(old, up)| (new_index(&working.nics, old), up))
+        .collect();
+    spec.disks = working.disks.into_iter().flatten().collect();
+    spec.disks.extend(working.added_disks);
+    spec.nics = working.nics.into_iter().flatten().collect();
+    spec.nics.extend(working.added_nics);
+    DevicePlan {
+        spec,
+        created: working.created,
+        grows,
+        destroys: working.destroys,
+        links,
+    }
+}
+
+fn read_change<'a>(schema: &Schema, index: usize, value: &'a Value) -> Result<Change<'a>, Fault> {
+    let invalid = |why: &str| faults::invalid_device_spec(schema, "InvalidDeviceSpec", index, why);
+    let change = value
+        .as_data()
+        .ok_or_else(|| invalid("not a VirtualDeviceConfigSpec"))?;
+    let operation = match change.get(schema, "operation").and_then(Value::as_str) {
+        Some("add") => Operation::Add,
+        Some("remove") => Operation::Remove,
+        Some("edit") => Operation::Edit,
+        _ => return Err(invalid("a device change needs an operation")),
+    };
+    let device = change
+        .get(schema, "device")
+        .and_then(Value::as_data)
+        .ok_or_else(|| invalid("a device change needs a device"))?;
+    Ok(Change {
+        index,
+        operation,
+        file_operation: change.get(schema, "fileOperation").and_then(Value::as_str),
+        change,
+        device,
+    })
+}
+
+/// Checks one change and records what it does in `working`.
+fn apply(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    spec: &VmSpec,
+    working: &mut Working,
+    change: &Change<'_>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let is = |ty: &str| schema.is_a(change.device.ty, schema.known_type(ty));
+    if state.power == Power::Suspended {
+        return Err(faults::invalid_power_state(
+            schema,
+            Some(Power::Off),
+            Power::Suspended,
+        ));
+    }
+    let running = state.power == Power::On;
+    if running && change.operation != Operation::Edit {
+        return Err(faults::invalid_device_spec(
+            schema,
+            "DeviceHotPlugNotSupported",
+            change.index,
+            "Devices are added and removed while the VM is powered off on this host.",
+        ));
+    }
+    if is("VirtualDisk") {
+        disk_change(host, vm, state, spec, working, change)
+    } else if is("VirtualEthernetCard") {
+        nic_change(host, state, working, change)
+    } else if is("VirtualController") && change.operation == Operation::Add {
+        // Disks always sit on the VM's paravirtual controller: an added controller is
+        // accepted and that one presented (as CreateVM does).
+        Ok(())
+    } else {
+        let ty = schema.ty(change.device.ty).name.to_string();
+        Err(faults::invalid_device_spec(
+            schema,
+            "InvalidDeviceOperation",
+            change.index,
+            format!("{ty} devices cannot be changed on this host"),
+        ))
+    }
+}
+
+/// The index of the existing device of `kind` that `change` names by key (`base` + index).
+fn existing<T>(
+    schema: &Schema,
+    devices: &[Option<T>],
+    base: i32,
+    change: &Change<'_>,
+) -> Result<usize, Fault> {
+    let key = change
+        .device
+        .get(schema, "key")
+        .and_then(Value::as_i64)
+        .unwrap_or(-1);
+    usize::try_from(key - i64::from(base))
+        .ok()
+        .filter(|&i| devices.get(i).is_some_and(Option::is_some))
+        .ok_or_else(|| {
+            faults::invalid_device_spec(
+                schema,
+                "InvalidDeviceSpec",
+                change.index,
+                format!("The VM has no such device (key {key})."),
+            )
+        })
+}
+
+fn disk_change(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    spec: &VmSpec,
+    working: &mut Working,
+    change: &Change<'_>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let fault = |ty: &str, why: String| faults::invalid_device_spec(schema, ty, change.index, why);
+    match change.operation {
+        Operation::Add => {
+            let count = working.disks.iter().flatten().count() + working.added_disks.len();
+            if count >= MAX_DISKS {
+                return Err(fault(
+                    "InvalidDeviceSpec",
+                    format!("A VM has at most {MAX_DISKS} disks."),
+                ));
+            }
+            let mut all: Vec<DiskSpec> = working.disks.iter().flatten().cloned().collect();
+            all.extend(working.added_disks.iter().cloned());
+            let disk = add_disk(
+                host,
+                &vm.vmx_path,
+                &spec.name,
+                &all,
+                change.change,
+                change.device,
+                &mut working.created,
+            )?;
+            working.added_disks.push(disk);
+            Ok(())
+        }
+        Operation::Remove => {
+            let index = existing(schema, &working.disks, DISK_KEY, change)?;
+            if has_snapshot_layers(state, index) {
+                return Err(fault(
+                    "InvalidDeviceOperation",
+                    "The disk has snapshots: remove them before the disk.".into(),
+                ));
+            }
+            if change.file_operation == Some("destroy") {
+                let disk = working.disks[index].as_ref().expect("checked");
+                working.destroys.extend(disk_files(host, vm, disk, change)?);
+            }
+            working.disks[index] = None;
+            Ok(())
+        }
+        Operation::Edit => {
+            let index = existing(schema, &working.disks, DISK_KEY, change)?;
+            edit_disk(host, vm, state, working, index, change)
+        }
+    }
+}
+
+/// Whether disk `index` runs on more than its base file (snapshots, or a linked clone's
+/// parents are not counted: only this VM's layers).
+fn has_snapshot_layers(state: &VmState, index: usize) -> bool {
+    state
+        .disk_views
+        .get(index)
+        .is_some_and(|view| view.active.chain.len() > 1 || !state.snapshots.snapshots.is_empty())
+}
+
+/// The files a destroyed disk leaves behind (its base file and its tree's sidecar), when no
+/// other VM uses the file.
+fn disk_files(
+    host: &Host,
+    vm: &Vm,
+    disk: &DiskSpec,
+    change: &Change<'_>,
+) -> Result<Vec<PathBuf>, Fault> {
+    let schema = host.schema;
+    let file = vm.datastore_path_of(&disk.file_name);
+    let path = vm
+        .disk_path(&disk.file_name, &host.datastores)
+        .map_err(|e| faults::file_fault(schema, &file, e))?;
+    let shared = host.vms.all().into_iter().any(|other| {
+        other.id != vm.id
+            && other.state().spec.disks.iter().any(|d| {
+                other
+                    .disk_path(&d.file_name, &host.datastores)
+                    .is_ok_and(|p| p == path)
+            })
+    });
+    if shared {
+        return Err(faults::invalid_device_spec(
+            schema,
+            "InvalidDeviceOperation",
+            change.index,
+            format!("{file} is a disk of another VM: it is not destroyed."),
+        ));
+    }
+    Ok(vec![trees::sidecar_of(&path), path])
+}
+
+fn edit_disk(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    working: &mut Working,
+    index: usize,
+    change: &Change<'_>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let fault = |ty: &str, why: String| faults::invalid_device_spec(schema, ty, change.index, why);
+    let disk = working.disks[index].as_mut().expect("checked");
+    let backing = change
+        .device
+        .get(schema, "backing")
+        .and_then(Value::as_data);
+    let file_name = backing
+        .and_then(|b| b.get(schema, "fileName"))
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty());
+    if file_name.is_some_and(|f| f != vm.datastore_path_of(&disk.file_name)) {
+        return Err(fault(
+            "InvalidDeviceBacking",
+            "A disk's file cannot be replaced: remove the disk and add the other file.".into(),
+        ));
+    }
+    if let Some(name) = backing
+        .and_then(|b| b.get(schema, "diskMode"))
+        .and_then(Value::as_str)
+    {
+        let mode = DiskMode::from_api(name).ok_or_else(|| {
+            fault(
+                "InvalidDeviceBacking",
+                format!("Disk mode {name} is not supported on this host."),
+            )
+        })?;
+        if mode != disk.mode && state.power == Power::On {
+            return Err(faults::invalid_power_state(
+                schema,
+                Some(Power::Off),
+                Power::On,
+            ));
+        }
+        disk.mode = mode;
+    }
+    let current = state.disk_capacities.get(index).copied().unwrap_or(0);
+    match edited_capacity(schema, change.device, current) {
+        Some(size) if size < current => Err(fault(
+            "InvalidDeviceSpec",
+            format!("A disk cannot shrink ({current} bytes to {size})."),
+        )),
+        Some(size) if size > current => {
+            if has_snapshot_layers(state, index) {
+                return Err(fault(
+                    "InvalidDeviceOperation",
+                    "A disk with snapshots cannot be extended.".into(),
+                ));
+            }
+            working.grows.push((index, size));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The size an edited disk asks for: of capacityInBytes and capacityInKB, the one that
+/// differs from `current` (clients edit the device they read and change one of the two).
+fn edited_capacity(schema: &Schema, device: &DataObject, current: u64) -> Option<u64> {
+    let field = |name: &str, unit: i64| {
+        device
+            .get(schema, name)
+            .and_then(Value::as_i64)
+            .filter(|v| *v > 0)
+            .map(|v| v.saturating_mul(unit) as u64)
+    };
+    let sizes = [field("capacityInBytes", 1), field("capacityInKB", 1024)];
+    let given = sizes.iter().flatten();
+    given
+        .clone()
+        .find(|&&size| size != current)
+        .or_else(|| given.clone().next())
+        .copied()
+}
+
+fn nic_change(
+    host: &Host,
+    state: &VmState,
+    working: &mut Working,
+    change: &Change<'_>,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    match change.operation {
+        Operation::Add => {
+            let count = working.nics.iter().flatten().count() + working.added_nics.len();
+            if count >= MAX_NICS {
+                return Err(faults::invalid_device_spec(
+                    schema,
+                    "InvalidDeviceSpec",
+                    change.index,
+                    format!("A VM has at most {MAX_NICS} NICs."),
+                ));
+            }
+            let mut nic = NicSpec {
+                network: nic_network(host, change.device)?,
+                mac: String::new(),
+                virtual_dev: nic_model(schema, change.device),
+                generated_mac: true,
+                start_connected: true,
+            };
+            set_mac(schema, &mut nic, change)?;
+            set_connection(schema, &mut nic, change.device);
+            working.added_nics.push(nic);
+            Ok(())
+        }
+        Operation::Remove => {
+            let index = existing(schema, &working.nics, NIC_KEY, change)?;
+            working.nics[index] = None;
+            Ok(())
+        }
+        Operation::Edit => {
+            let index = existing(schema, &working.nics, NIC_KEY, change)?;
+            let nic = working.nics[index].as_mut().expect("checked");
+            let before = nic.clone();
+            nic.network = nic_network(host, change.device)?;
+            set_mac(schema, nic, change)?;
+            set_connection(schema, nic, change.device);
+            let identity_changed = nic.mac != before.mac || nic.network != before.network;
+            if state.power == Power::On {
+                if identity_changed {
+                    return Err(faults::invalid_power_state(
+                        schema,
+                        Some(Power::Off),
+                        Power::On,
+                    ));
+                }
+                if let Some(connected) = connectable(schema, change.device, "connected") {
+                    working.links.push((index, connected));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The MAC of an added or edited NIC: a manual one must be in the range ESXi allows
+/// (`00:50:56:00:00:00`-`00:50:56:3f:ff:ff`); a generated one is made here unless it stays.
+fn set_mac(schema: &Schema, nic: &mut NicSpec, change: &Change<'_>) -> Result<(), Fault> {
+    let get = |name: &str| change.device.get(schema, name).and_then(Value::as_str);
+    let given = get("macAddress")
+        .filter(|m| !m.is_empty())
+        .map(str::to_ascii_lowercase);
+    let address_type = get("addressType").map(str::to_ascii_lowercase);
+    match (address_type.as_deref(), given) {
+        (Some("manual"), None) => Err(faults::invalid_device_spec(
+            schema,
+            "InvalidDeviceSpec",
+            change.index,
+            "A manual MAC address needs macAddress.",
+        )),
+        (Some("manual"), Some(mac)) | (None, Some(mac)) if mac != nic.mac || !nic.generated_mac => {
+            if !is_manual_mac(&mac) {
+                return Err(faults::invalid_device_spec(
+                    schema,
+                    "InvalidDeviceSpec",
+                    change.index,
+                    format!(
+                        "The MAC address {mac} is not in the range allowed for manual addresses \
+                         (00:50:56:00:00:00 - 00:50:56:3F:FF:FF)."
+                    ),
+                ));
+            }
+            nic.mac = mac;
+            nic.generated_mac = false;
+            Ok(())
+        }
+        (Some("generated" | "assigned"), _) if !nic.generated_mac || nic.mac.is_empty() => {
+            nic.mac = random_mac();
+            nic.generated_mac = true;
+            Ok(())
+        }
+        _ if nic.mac.is_empty() => {
+            nic.mac = random_mac();
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `startConnected` from a device's connectable, when given.
+fn set_connection(schema: &Schema, nic: &mut NicSpec, device: &DataObject) {
+    if let Some(start) = connectable(schema, device, "startConnected") {
+        nic.start_connected = start;
+    }
+}
+
+fn connectable(schema: &Schema, device: &DataObject, field: &str) -> Option<bool> {
+    device
+        .get(schema, "connectable")
+        .and_then(Value::as_data)
+        .and_then(|c| c.get(schema, field))
+        .and_then(Value::as_bool)
+}
+
+/// Carries out `plan`: grows its disks (the VM stunned while it runs), writes the `.vmx`,
+/// destroys removed disks' files, sets NIC links, and publishes the VM.
+pub fn commit(host: &Host, vm: &Vm, state: &mut VmState, plan: DevicePlan) -> Result<(), Fault> {
+    let schema = host.schema;
+    if let Err(fault) = grow(host, vm, state, &plan) {
+        remove_files(&plan.created);
+        return Err(fault);
+    }
+    if let Err(error) = plan.spec.to_vmx().write(&vm.vmx_file) {
+        remove_files(&plan.created);
+        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
+    }
+    state.spec = plan.spec;
+    remove_files(&plan.destroys);
+    let socket = vm.run_dir.join("control.sock");
+    for &(nic, connected) in &plan.links {
+        let request = Request::SetLink { nic, connected };
+        control::command(&socket, request, CONTROL_TIMEOUT)
+            .map_err(|e| Fault::system_error(schema, format!("cannot set the link: {e}")))?;
+        if let Some(link) = state.nic_links.get_mut(nic) {
+            *link = connected;
+        }
+    }
+    disks::refresh(host, vm, state);
+    state.disk_capacities = disks::capacities(host, vm, &state.spec);
+    properties::publish(host, vm, state);
+    Ok(())
+}
+
+/// Grows the plan's disks: their images directly while the VM is off, under a stunned VMM
+/// (which tells the guest each new size) while it runs.
+fn grow(host: &Host, vm: &Vm, state: &VmState, plan: &DevicePlan) -> Result<(), Fault> {
+    if plan.grows.is_empty() {
+        return Ok(());
+    }
+    let schema = host.schema;
+    let grow_files = || {
+        for &(index, size) in &plan.grows {
+            let disk = &plan.spec.disks[index];
+            let file = vm.datastore_path_of(&disk.file_name);
+            let path = vm
+                .disk_path(&disk.file_name, &host.datastores)
+                .map_err(|e| faults::file_fault(schema, &file, e))?;
+            let format = disk.format.unwrap_or(ImageFormat::Qcow2);
+            grow_image(&path, format, size)
+                .map_err(|e| faults::file_fault(schema, &file, format!("cannot extend: {e}")))?;
+        }
+        Ok(())
+    };
+    if state.power != Power::On {
+        return grow_files();
+    }
+    let mut journal = Journal::begin(&vm.dir, Intent::Reconfigure).map_err(|e| e.fault(schema))?;
+    let grown = live::with_disks_growing(host, vm, state, &mut journal, grow_files);
+    if grown.is_ok() {
+        journal.finish();
+    }
+    grown
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for file in files {
+        if let Err(error) = std::fs::remove_file(file) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {error}", file.display());
+            }
+        }
+    }
+}
+
+/// ReconfigVM with a deviceChange: plans it on the VM's configuration and commits it.
+pub fn reconfigure(host: &Host, vm: &Vm, changes: &[&Value]) -> Result<(), Fault> {
+    let mut state = vm.state();
+    let spec = state.spec.clone();
+    let plan = plan(host, vm, &state, spec, changes)?;
+    commit(host, vm, &mut state, plan)
+}
