@@ -19,7 +19,7 @@ const MAX_EXTENTS_PER_PAGE: usize = 2048;
 /// or snapshot (as on ESXi).
 pub fn configure(host: &Host, vm: &Vm, enabled: bool) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     let before = state.spec.extra(CTK_ENABLED).map(str::to_string);
     state
         .spec
@@ -30,7 +30,6 @@ pub fn configure(host: &Host, vm: &Vm, enabled: bool) -> Result<(), Fault> {
             .set_extra(CTK_ENABLED, before.as_deref().unwrap_or_default());
         return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
     }
-    properties::publish(host, vm, &state);
     Ok(())
 }
 
