@@ -7,7 +7,7 @@ use super::devices::devices;
 use super::guest::guest_full_name;
 use crate::host::Host;
 use crate::vm::disks::{self, trees::DiskState};
-use crate::vm::{Vm, VmState};
+use crate::vm::{reconfig, Vm, VmState};
 
 /// Capability flags this host honours; every other required flag is false.
 pub(super) const CAPABILITIES: &[&str] = &[
@@ -32,6 +32,21 @@ pub(super) fn capability(schema: &Schema) -> DataObject {
     cap
 }
 
+/// When the `.vmx` was last written, in µs since the epoch (0 when unknown).
+fn modified_micros(vm: &Vm) -> i64 {
+    std::fs::metadata(&vm.vmx_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// config.changeVersion: it moves whenever the `.vmx` is written.
+pub fn change_version(vm: &Vm) -> String {
+    modified_micros(vm).to_string()
+}
+
 /// config as it is with `disks` as the disks' views (the VM's now, or a snapshot's).
 pub(super) fn config_info(
     host: &Host,
@@ -41,12 +56,7 @@ pub(super) fn config_info(
 ) -> DataObject {
     let schema = host.schema;
     let spec = &state.spec;
-    let modified = std::fs::metadata(&vm.vmx_file)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
+    let modified = modified_micros(vm);
     let dir = format!("{}/", vm.vmx_path.parent());
     let files = DataObject::of(schema, "VirtualMachineFileInfo")
         .with(schema, "vmPathName", vm.vmx_path.to_string())
@@ -55,7 +65,6 @@ pub(super) fn config_info(
         .with(schema, "suspendDirectory", dir.as_str());
     let hardware = DataObject::of(schema, "VirtualHardware")
         .with(schema, "numCPU", spec.num_cpus)
-        .with(schema, "numCoresPerSocket", 1)
         .with(schema, "memoryMB", spec.memory_mb as i32)
         .with(
             schema,
@@ -75,7 +84,7 @@ pub(super) fn config_info(
                 .into()
         })
         .collect();
-    DataObject::of(schema, "VirtualMachineConfigInfo")
+    let mut info = DataObject::of(schema, "VirtualMachineConfigInfo")
         .with(schema, "changeVersion", modified.to_string())
         .with(schema, "modified", Value::DateTime(modified))
         .with(schema, "name", spec.name.as_str())
@@ -99,7 +108,9 @@ pub(super) fn config_info(
             schema,
             "changeTrackingEnabled",
             disks::tracking_configured(state),
-        )
+        );
+    reconfig::settings::show(schema, spec, &mut info);
+    info
 }
 
 pub(super) fn config_summary(schema: &Schema, vm: &Vm, state: &VmState) -> DataObject {

@@ -5,7 +5,7 @@ use vireo_api::{DataObject, Value};
 
 use super::devices::NIC_KEY;
 use super::enum_value;
-use crate::vm::{Power, VmState};
+use crate::vm::{guest_os, Power, VmState};
 
 pub(super) fn guest_full_name(state: &VmState) -> String {
     state
@@ -13,7 +13,7 @@ pub(super) fn guest_full_name(state: &VmState) -> String {
         .info
         .as_ref()
         .map(|i| i.os_name.clone())
-        .unwrap_or_else(|| state.spec.guest_id.trim_end_matches("Guest").to_string())
+        .unwrap_or_else(|| guest_os::full_name(&state.spec.guest_id))
 }
 
 /// guest.toolsStatus and guest.toolsRunningStatus.

@@ -24,6 +24,7 @@ use super::{Vm, VmState};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
+pub use config::change_version;
 pub use devices::DISK_KEY;
 pub use edit::VmEdit;
 
