@@ -8,7 +8,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{properties, Power, Vm};
+use crate::vm::{Power, Vm};
 
 pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
@@ -26,7 +26,7 @@ pub(super) fn standby(call: &Call<'_>) -> MethodResult {
 /// tools would report again at once.
 pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    let mut state = vm.state();
+    let mut state = vm.edit(call.host);
     if state.power != Power::Off {
         return Err(faults::invalid_power_state(
             call.schema,
@@ -35,7 +35,6 @@ pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
         ));
     }
     state.tools.info = None;
-    properties::publish(call.host, &vm, &state);
     Ok(None)
 }
 
