@@ -23,6 +23,7 @@ use crate::devices::virtio::net::NicLink;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
+use crate::devices::irq::send_nmi;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
@@ -226,6 +227,7 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             (acked(attached), None)
         }
         Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),
+        Request::Nmi => (reply(send_nmi(&handle.vm_fd).map(|()| Ack {})), None),
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);

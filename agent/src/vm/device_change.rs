@@ -1,9 +1,10 @@
-//! ReconfigVM's deviceChange on disks and NICs: every VirtualDeviceConfigSpec is checked
-//! against the VM first ([`plan`]; a fault names the change's index), then the plan is
-//! carried out in one go ([`commit`]): new disk files made, disks grown (under a stunned VMM
-//! while the VM runs, so that the guest sees its new size), the `.vmx` written once, the files
-//! of removed disks destroyed, NIC links plugged in or out on the running VM. A failing
-//! change leaves the VM and its files as they were (a disk already grown stays grown).
+//! ReconfigVM's deviceChange on disks and NICs, for the reconfigure pipeline
+//! ([`super::reconfig`]): every VirtualDeviceConfigSpec is checked against the VM first
+//! ([`plan`]; a fault names the change's index; new disk files are made then), then the plan
+//! is carried out around the one write of the `.vmx`: disks grown before it (under a stunned
+//! VMM while the VM runs, so that the guest sees its new size), the files of removed disks
+//! destroyed and NIC links plugged in or out after it. A change that fails leaves the VM and
+//! its files as they were ([`DevicePlan::abandon`]; a disk already grown stays grown).
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ use super::snapshots::live;
 use super::spec::{
     is_manual_mac, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
 };
-use super::{control, properties, Power, Vm, VmState};
+use super::{control, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
 
@@ -525,64 +526,79 @@ fn connectable(schema: &Schema, device: &DataObject, field: &str) -> Option<bool
         .and_then(Value::as_bool)
 }
 
-/// Carries out `plan`: grows its disks (the VM stunned while it runs), writes the `.vmx`,
-/// destroys removed disks' files, sets NIC links, and publishes the VM.
-pub fn commit(host: &Host, vm: &Vm, state: &mut VmState, plan: DevicePlan) -> Result<(), Fault> {
-    let schema = host.schema;
-    if let Err(fault) = grow(host, vm, state, &plan) {
-        remove_files(&plan.created);
-        return Err(fault);
+impl DevicePlan {
+    /// Whether carrying the plan out does anything besides taking its `spec`.
+    pub fn has_effects(&self) -> bool {
+        !(self.created.is_empty()
+            && self.grows.is_empty()
+            && self.destroys.is_empty()
+            && self.links.is_empty())
     }
-    if let Err(error) = plan.spec.to_vmx().write(&vm.vmx_file) {
-        remove_files(&plan.created);
-        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
-    }
-    state.spec = plan.spec;
-    remove_files(&plan.destroys);
-    let socket = vm.run_dir.join("control.sock");
-    for &(nic, connected) in &plan.links {
-        let request = Request::SetLink { nic, connected };
-        control::command(&socket, request, CONTROL_TIMEOUT)
-            .map_err(|e| Fault::system_error(schema, format!("cannot set the link: {e}")))?;
-        if let Some(link) = state.nic_links.get_mut(nic) {
-            *link = connected;
-        }
-    }
-    disks::refresh(host, vm, state);
-    state.disk_capacities = disks::capacities(host, vm, &state.spec);
-    properties::publish(host, vm, state);
-    Ok(())
-}
 
-/// Grows the plan's disks: their images directly while the VM is off, under a stunned VMM
-/// (which tells the guest each new size) while it runs.
-fn grow(host: &Host, vm: &Vm, state: &VmState, plan: &DevicePlan) -> Result<(), Fault> {
-    if plan.grows.is_empty() {
-        return Ok(());
+    /// Gives up the plan: the files made for new disks go again.
+    pub fn abandon(self) {
+        remove_files(&self.created);
     }
-    let schema = host.schema;
-    let grow_files = || {
-        for &(index, size) in &plan.grows {
-            let disk = &plan.spec.disks[index];
-            let file = vm.datastore_path_of(&disk.file_name);
-            let path = vm
-                .disk_path(&disk.file_name, &host.datastores)
-                .map_err(|e| faults::file_fault(schema, &file, e))?;
-            let format = disk.format.unwrap_or(ImageFormat::Qcow2);
-            grow_image(&path, format, size)
-                .map_err(|e| faults::file_fault(schema, &file, format!("cannot extend: {e}")))?;
+
+    /// Before the `.vmx` is written: grows the plan's disks, their images directly while
+    /// the VM is off, under a stunned VMM (which tells the guest each new size) while it runs.
+    pub fn grow_disks(&self, host: &Host, vm: &Vm, state: &VmState) -> Result<(), Fault> {
+        if self.grows.is_empty() {
+            return Ok(());
+        }
+        let schema = host.schema;
+        let grow_files = || {
+            for &(index, size) in &self.grows {
+                let disk = &self.spec.disks[index];
+                let file = vm.datastore_path_of(&disk.file_name);
+                let path = vm
+                    .disk_path(&disk.file_name, &host.datastores)
+                    .map_err(|e| faults::file_fault(schema, &file, e))?;
+                let format = disk.format.unwrap_or(ImageFormat::Qcow2);
+                grow_image(&path, format, size).map_err(|e| {
+                    faults::file_fault(schema, &file, format!("cannot extend: {e}"))
+                })?;
+            }
+            Ok(())
+        };
+        if state.power != Power::On {
+            return grow_files();
+        }
+        let mut journal =
+            Journal::begin(&vm.dir, Intent::Reconfigure).map_err(|e| e.fault(schema))?;
+        let grown = live::with_disks_growing(host, vm, state, &mut journal, grow_files);
+        if grown.is_ok() {
+            journal.finish();
+        }
+        grown
+    }
+
+    /// Once the VM has taken its new `.vmx`: destroys removed disks' files, plugs NIC cables
+    /// in or out on the running VM, and re-reads the disks.
+    pub fn finish(self, host: &Host, vm: &Vm, state: &mut VmState) -> Result<(), Fault> {
+        remove_files(&self.destroys);
+        disks::refresh(host, vm, state);
+        state.disk_capacities = disks::capacities(host, vm, &state.spec);
+        let socket = vm.run_dir.join("control.sock");
+        for &(nic, connected) in &self.links {
+            let request = Request::SetLink { nic, connected };
+            control::command(&socket, request, CONTROL_TIMEOUT).map_err(|e| {
+                Fault::system_error(host.schema, format!("cannot set the link: {e}"))
+            })?;
+            if let Some(link) = state.nic_links.get_mut(nic) {
+                *link = connected;
+            }
         }
         Ok(())
-    };
-    if state.power != Power::On {
-        return grow_files();
     }
-    let mut journal = Journal::begin(&vm.dir, Intent::Reconfigure).map_err(|e| e.fault(schema))?;
-    let grown = live::with_disks_growing(host, vm, state, &mut journal, grow_files);
-    if grown.is_ok() {
-        journal.finish();
-    }
-    grown
+}
+
+/// The device changes of a ConfigSpec (deviceChange), in order.
+pub fn changes_of<'a>(schema: &Schema, config: &'a DataObject) -> Vec<&'a Value> {
+    config
+        .get(schema, "deviceChange")
+        .map(|v| v.items().iter().collect())
+        .unwrap_or_default()
 }
 
 fn remove_files(files: &[PathBuf]) {
@@ -593,12 +609,4 @@ fn remove_files(files: &[PathBuf]) {
             }
         }
     }
-}
-
-/// ReconfigVM with a deviceChange: plans it on the VM's configuration and commits it.
-pub fn reconfigure(host: &Host, vm: &Vm, changes: &[&Value]) -> Result<(), Fault> {
-    let mut state = vm.state();
-    let spec = state.spec.clone();
-    let plan = plan(host, vm, &state, spec, changes)?;
-    commit(host, vm, &mut state, plan)
 }
