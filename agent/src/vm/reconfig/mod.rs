@@ -35,26 +35,14 @@ pub fn reconfigure(
     let mut next = now.clone();
     config::apply(host, config, &mut next)?;
     let changes = device_change::changes_of(host.schema, config);
-    if changes.is_empty() {
-        return commit(
-            host,
-            vm,
-            &now,
-            next,
-            user,
-            Change::Reconfigure(config, None),
-        );
-    }
-    let plan = device_change::plan(host, vm, &vm.state(), next, &changes)?;
-    let next = plan.spec.clone();
-    commit(
-        host,
-        vm,
-        &now,
-        next,
-        user,
-        Change::Reconfigure(config, Some(plan)),
-    )
+    let (next, plan) = if changes.is_empty() {
+        (next, None)
+    } else {
+        let plan = device_change::plan(host, vm, &vm.state(), next, &changes)?;
+        (plan.spec.clone(), Some(plan))
+    };
+    let change = Change::Reconfigure(config);
+    commit(host, vm, &now, next, user, change, plan)
 }
 
 /// Rename_Task: the VM's display name changes; its folder and files keep theirs (as on ESXi).
@@ -64,7 +52,7 @@ pub fn rename(host: &Arc<Host>, vm: &Arc<Vm>, name: &str, user: &str) -> Result<
         name: name.to_string(),
         ..now.clone()
     };
-    commit(host, vm, &now, next, user, Change::Rename)
+    commit(host, vm, &now, next, user, Change::Rename, None)
 }
 
 /// UpgradeVM_Task: records virtual hardware version `version` (`vmx-NN`; the newest when
@@ -109,13 +97,13 @@ pub fn upgrade(
         hw_version: target,
         ..now.clone()
     };
-    commit(host, vm, &now, next, user, Change::Upgrade)
+    commit(host, vm, &now, next, user, Change::Upgrade, None)
 }
 
 /// What a commit is, for its events.
 enum Change<'a> {
-    /// ReconfigVM_Task with this spec, and the plan of its device changes.
-    Reconfigure(&'a DataObject, Option<DevicePlan>),
+    /// ReconfigVM_Task with this spec.
+    Reconfigure(&'a DataObject),
     /// Rename_Task.
     Rename,
     /// UpgradeVM_Task.
@@ -130,11 +118,8 @@ fn commit(
     next: VmSpec,
     user: &str,
     change: Change<'_>,
+    plan: Option<DevicePlan>,
 ) -> Result<(), Fault> {
-    let (change, plan) = match change {
-        Change::Reconfigure(config, plan) => (Change::Reconfigure(config, None), plan),
-        other => (other, None),
-    };
     match write_spec(host, vm, now, next, plan)? {
         Some(old_name) => post_events(host, vm, old_name, user, change),
         None => Ok(()),
@@ -176,7 +161,9 @@ fn write_spec(
             .map_err(|e| create::io_fault(host.schema, &vm.vmx_path.to_string(), e))
     });
     if let Err(fault) = written {
-        plan.map(DevicePlan::abandon);
+        if let Some(plan) = plan {
+            plan.abandon();
+        }
         return Err(fault);
     }
     if unchanged {
@@ -230,7 +217,7 @@ fn post_events(
         );
     }
     let (event, message) = match change {
-        Change::Reconfigure(config, _) => (
+        Change::Reconfigure(config) => (
             DataObject::of(schema, "VmReconfiguredEvent").with(
                 schema,
                 "configSpec",
