@@ -26,7 +26,10 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 
 
 class Agent:
-    """A vireod of our own that can be restarted on the same data dir."""
+    """A vireod of our own that can be restarted on the same data dir (with `config_file`, a
+    TOML file laid over the defaults, when a subclass sets one)."""
+
+    config_file = None
 
     def __init__(self):
         self.data_dir = tempfile.mkdtemp(prefix="vireo-vm-")
@@ -40,8 +43,10 @@ class Agent:
         log = open(os.path.join(self.data_dir, "vireod.log"), "a")
         env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info",
                    VIREO_VMM=os.path.join(BIN_DIR, "vireo-vmm"))
-        self.process = subprocess.Popen([os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}",
-                                         "--data-dir", self.data_dir], stdout=log, stderr=subprocess.STDOUT, env=env)
+        command = [os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir]
+        if self.config_file:
+            command += ["--config", self.config_file]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_ready(self.port, self.process)
         self.vireod = Vireod(self.port, self.data_dir, self.process)
 
@@ -121,9 +126,9 @@ def create_vm(si, name, **kwargs):
 
 
 def console(agent, vm):
-    folder = vm.config.files.vmPathName.split("] ", 1)[1].rsplit("/", 1)[0]
+    datastore, path = vm.config.files.vmPathName[1:].split("] ", 1)
     try:
-        with open(os.path.join(agent.data_dir, "datastore1", folder, "serial.log")) as f:
+        with open(os.path.join(agent.data_dir, datastore, path.rsplit("/", 1)[0], "serial.log")) as f:
             return f.read()
     except FileNotFoundError:
         return ""

@@ -10,6 +10,7 @@ use vireo_api::{DataObject, MoRef, Value};
 
 use super::datastore_path::DatastorePath;
 use super::disks::{self, trees::DiskState};
+use super::question::overall_status;
 use super::snapshots::{self, properties as snapshot_properties};
 use super::{Power, Vm, VmState};
 use crate::host::Host;
@@ -36,8 +37,6 @@ pub fn publish(host: &Host, vm: &Vm, state: &VmState) {
         if inv.get(obj).is_none() {
             inv.insert(schema, obj.clone(), None);
             inv.set(schema, obj, "parent", refs::vm_folder());
-            let green = Value::enumeration(schema, "ManagedEntityStatus", "green");
-            inv.set(schema, obj, "overallStatus", green);
             let gray = Value::enumeration(schema, "ManagedEntityStatus", "gray");
             inv.set(schema, obj, "configStatus", gray);
             inv.set(schema, obj, "alarmActionsEnabled", false);
@@ -158,10 +157,14 @@ impl Built {
             .with(
                 schema,
                 "overallStatus",
-                enum_value(schema, "ManagedEntityStatus", "green"),
+                enum_value(schema, "ManagedEntityStatus", overall_status(state)),
             );
         let mut properties: Vec<(&'static str, Value)> = vec![
             ("name", state.spec.name.as_str().into()),
+            (
+                "overallStatus",
+                enum_value(schema, "ManagedEntityStatus", overall_status(state)),
+            ),
             ("config", config.into()),
             ("runtime", runtime.into()),
             ("guest", guest.into()),
@@ -771,7 +774,10 @@ fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {
             "consolidationNeeded",
             state.disk_views.iter().any(|v| v.consolidation_needed),
         )
-        .with(schema, "paused", false);
+        .with(schema, "paused", state.question.is_some());
+    if let Some(question) = &state.question {
+        runtime.set(schema, "question", question.info(schema));
+    }
     if let Some(boot) = state.boot_time {
         runtime.set(schema, "bootTime", Value::DateTime(boot));
     }
