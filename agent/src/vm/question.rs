@@ -12,7 +12,7 @@ use vireo_vmm_protocol::control::{IoStalls, Request, STALL_WATCH_MS};
 
 use super::control::{self, ControlError};
 use super::lifecycle::{self, post_vm_event};
-use super::{properties, Vm, VmState};
+use super::{Vm, VmState};
 use crate::host::Host;
 
 /// ESXi's message id for a disk out of space.
@@ -39,6 +39,11 @@ impl Question {
         match self {
             Question::OutOfSpace { id, .. } => id,
         }
+    }
+
+    /// Whether the VM is paused while it waits (a running VM out of space).
+    pub fn pauses(&self) -> bool {
+        matches!(self, Question::OutOfSpace { .. })
     }
 
     /// ESXi's message id and its text.
@@ -140,16 +145,13 @@ pub fn watch_stalls(host: Arc<Host>, vm: Arc<Vm>, generation: u64) {
 /// Raises the out-of-space question for the first held disk (with an error event), or
 /// withdraws it once nothing is held.
 fn apply(host: &Host, vm: &Vm, generation: u64, stalls: &IoStalls) {
-    let mut state = vm.state();
-    if state.generation != generation {
-        return;
-    }
+    let mut state = vm.edit(host);
     let asked = stalls.disks.first().map(|stall| Question::OutOfSpace {
         id: format!("_vmx{}", stalls.generation),
         disk: disk_file_name(&state, stall.disk),
     });
-    if state.question == asked {
-        return;
+    if state.generation != generation || state.question == asked {
+        return state.unpublished();
     }
     let raised = asked.as_ref().map(|q| q.message().1);
     state.question = asked;
@@ -158,7 +160,6 @@ fn apply(host: &Host, vm: &Vm, generation: u64, stalls: &IoStalls) {
         let message = format!("Message on {} on ha-host: {text}", state.spec.name);
         post_vm_event(host, vm, &state, "VmMessageErrorEvent", message, "");
     }
-    properties::publish(host, vm, &state);
 }
 
 /// The name of the file disk `index` writes to (its top layer).
@@ -177,7 +178,7 @@ fn disk_file_name(state: &VmState, index: usize) -> String {
 /// question is no longer pending; InvalidArgument for a choice it does not offer.
 pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     let question = match &state.question {
         Some(question) if question.id() == id => question.clone(),
         _ => {
@@ -196,7 +197,6 @@ pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault>
         ));
     }
     state.question = None;
-    properties::publish(host, vm, &state);
     drop(state);
     tracing::info!(vm = vm.id, id, choice, "question answered");
     match (question, choice) {
