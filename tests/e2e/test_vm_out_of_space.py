@@ -13,6 +13,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from test_crash_recovery import guest, vmm_state
+from conftest import INTERNAL_NETWORK
 from test_vm_lifecycle import Agent, config_spec, console, root_pool, wait_for
 from test_vm_snapshots import PROMPT, control
 
@@ -23,7 +24,7 @@ DATASTORE_MIB = 48
 # What the host leaves free on the datastore before the guest writes WRITE_SECTORS (20 MiB).
 SPARE_MIB = 4
 WRITE_SECTORS = 40960
-CONFIG = """
+CONFIG = INTERNAL_NETWORK + """
 [[datastore]]
 name = "datastore1"
 path = "datastore1"
@@ -37,20 +38,17 @@ path = "small"
 class SmallDatastoreAgent(Agent):
     """A vireod with a second datastore, `small`: a tmpfs of DATASTORE_MIB MiB."""
 
-    def start(self):
-        if self.config_file is None:
-            small = os.path.join(self.data_dir, "small")
-            os.makedirs(small)
+    def start(self, extra_env=None):
+        small = os.path.join(self.data_dir, "small")
+        if not os.path.ismount(small):
+            os.makedirs(small, exist_ok=True)
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DATASTORE_MIB}m", "vireo-small", small], check=True)
-            self.config_file = os.path.join(self.data_dir, "vireod.toml")
-            with open(self.config_file, "w") as f:
-                f.write(CONFIG)
-        super().start()
+        super().start(extra_env)
 
 
 @pytest.fixture(scope="module")
 def agent():
-    a = SmallDatastoreAgent()
+    a = SmallDatastoreAgent(config=CONFIG)
     try:
         yield a
     finally:
