@@ -342,6 +342,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         devices,
         disk_slots,
         nic_links,
+        stalls,
     } = open_virtio_devices(config)?;
     let virtio_slots = virtio_layout(devices.len());
     let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
@@ -386,6 +387,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         transports,
         disk_slots,
         nic_links,
+        stalls,
         framebuffer,
     };
     Ok(Machine::new(

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod question;
 pub mod reconfig;
 pub mod recovery;
 pub mod screenshot;
@@ -101,6 +102,8 @@ pub struct VmState {
     pub taps: Vec<String>,
     /// Whether each NIC's cable is plugged in while the VMM runs (empty while it does not).
     pub nic_links: Vec<bool>,
+    /// The question the VM waits on (`runtime.question`).
+    pub question: Option<question::Question>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
 }
@@ -352,6 +355,7 @@ impl Vms {
                     disk_views: Vec::new(),
                     taps: Vec::new(),
                     nic_links: Vec::new(),
+                    question: None,
                     removed: false,
                 }),
                 changed: Condvar::new(),

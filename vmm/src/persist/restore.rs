@@ -85,6 +85,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         devices,
         disk_slots,
         nic_links,
+        stalls,
     } = open_virtio_devices(&config)?;
     let slots = virtio_layout(devices.len());
     let (mmio, transports) =
@@ -103,6 +104,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         transports,
         disk_slots,
         nic_links,
+        stalls,
         framebuffer,
     };
     Ok(Machine::new(
