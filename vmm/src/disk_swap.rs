@@ -8,8 +8,8 @@ use vireo_vmm_protocol::DiskFormat;
 
 use crate::devices::virtio::block::disk::open_image;
 
-use crate::control::VmHandle;
 use crate::devices::bus::lock;
+use crate::handle::VmHandle;
 use crate::run_state::Phase;
 
 /// Why disks could not be detached or attached.
