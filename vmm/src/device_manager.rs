@@ -50,7 +50,7 @@ pub enum DeviceError {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: vireo_disk::block::OpenError,
+        source: vireo_disk::open::OpenError,
     },
     /// The tools channel could not be created.
     #[error(transparent)]

@@ -42,7 +42,7 @@ pub enum DiskSwapError {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: vireo_disk::block::OpenError,
+        source: vireo_disk::open::OpenError,
     },
     /// A new image's size differs from the disk the guest knows.
     #[error("disk {index}: {path} holds {actual} bytes, the guest's disk {expected}")]
