@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Uid;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::screenshot_png;
@@ -18,7 +19,7 @@ use crate::handle::VmHandle;
 use crate::run_state::{Phase, VmExit};
 use vireo_vmm_protocol::control::{
     encode_reply, Ack, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
-    MAX_REQUEST_BYTES,
+    MAX_REQUEST_BYTES, STALL_WATCH_MS,
 };
 
 /// Errors starting the control server.
@@ -161,7 +162,10 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             let why = "the vCPUs did not all stop (the VM may be ending)";
             (acked(Err(why.into())), None)
         }
-        Request::Resume if handle.run_state.resume() => (acked(Ok(())), None),
+        Request::Resume if handle.run_state.resume() => {
+            retry_held_requests(handle);
+            (acked(Ok(())), None)
+        }
         Request::Resume => (acked(Err("the VM is ending".into())), None),
         Request::PowerButton => {
             lock(&handle.pm).press_power_button();
@@ -184,6 +188,24 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);
             (reply(taken.map(|png| Screenshot { png })), None)
+        }
+        Request::WatchStalls { seen } => {
+            let wait = Duration::from_millis(STALL_WATCH_MS);
+            (
+                reply::<_, String>(Ok(handle.stalls.watch(seen, wait))),
+                None,
+            )
+        }
+    }
+}
+
+/// Restarts every disk that holds requests for lack of space, so that it takes them off its
+/// queue again and retries them (after the vCPUs were let go: a disk still out of space
+/// pauses the VM again).
+fn retry_held_requests(handle: &VmHandle) {
+    for disk in handle.stalls.take() {
+        if let Some(transport) = handle.transports.get(disk) {
+            lock(transport).restart();
         }
     }
 }

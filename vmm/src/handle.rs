@@ -16,6 +16,7 @@ use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::io_stall::IoStalls;
 use crate::run_state::RunState;
 
 /// How long a pause waits for every vCPU to park.
@@ -47,6 +48,8 @@ pub struct VmHandle {
     pub vm_fd: Arc<VmFd>,
     /// Image slots of the disks (disk `i` is behind `transports[i]`).
     pub disk_slots: Vec<DiskSlot>,
+    /// The disks' requests held for lack of space.
+    pub stalls: Arc<IoStalls>,
     /// What the VM runs with now (disk paths change when disks are re-attached).
     pub config: Arc<Mutex<VmConfig>>,
     /// Instructions completed for kvm-pvm, per kind.

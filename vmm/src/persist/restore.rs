@@ -115,6 +115,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
     let VirtioDevices {
         devices,
         disk_slots,
+        stalls,
     } = open_virtio_devices(&config)?;
     let slots = virtio_layout(devices.len());
     let (mmio, transports) =
@@ -132,6 +133,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
         mmio,
         transports,
         disk_slots,
+        stalls,
         framebuffer,
     };
     Ok(Machine::new(
