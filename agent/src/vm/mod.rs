@@ -11,12 +11,14 @@ pub mod create;
 pub mod datastore_path;
 pub mod destroy;
 pub mod disks;
+pub mod guest_os;
 pub mod jail;
 pub mod journal;
 pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod reconfig;
 pub mod recovery;
 pub mod screenshot;
 pub mod snapshots;
@@ -122,6 +124,11 @@ impl Vm {
     /// Locks the VM's state.
     pub fn state(&self) -> MutexGuard<'_, VmState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the VM's state for a change: its properties are published when the edit ends.
+    pub fn edit<'a>(&'a self, host: &'a Host) -> properties::VmEdit<'a> {
+        properties::VmEdit::new(host, self, self.state())
     }
 
     /// Wakes operations waiting for this VM's state to move.

@@ -8,7 +8,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{properties, Power, Vm};
+use crate::vm::{Power, Vm};
 
 pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
@@ -22,11 +22,19 @@ pub(super) fn standby(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Standby)
 }
 
+/// ResetGuestInformation: only while the VM is powered off (as ESXi), since a running guest's
+/// tools would report again at once.
 pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    let mut state = vm.state();
+    let mut state = vm.edit(call.host);
+    if state.power != Power::Off {
+        return Err(faults::invalid_power_state(
+            call.schema,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
     state.tools.info = None;
-    properties::publish(call.host, &vm, &state);
     Ok(None)
 }
 
