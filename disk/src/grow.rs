@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::block::{ImageFormat, OpenError};
+use crate::open::{ImageFormat, OpenError};
 use crate::qcow2::{Qcow2GrowError, Qcow2Image, Qcow2Options};
 
 /// Why an image could not grow.

@@ -3,7 +3,7 @@
 //! flag, and every other key as extraConfig (the boot source among them: `vireo.boot.kernel`,
 //! `.initrd`, `.cmdline`).
 
-use vireo_disk::block::ImageFormat;
+use vireo_disk::open::ImageFormat;
 
 use super::uuid;
 use super::vmx_file::VmxFile;
