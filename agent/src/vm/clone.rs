@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::{rebase, MergeError};
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{create as create_qcow2, CreateError};
 use vireo_disk::OpenError;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
-use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
+use vireo_disk::open::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
