@@ -7,8 +7,8 @@ mod common;
 use std::os::unix::fs::FileExt;
 
 use common::{assert_check_clean, assert_same_content, qemu_img, qemu_io, Scratch};
-use vireo_disk::open::ImageFormat;
 use vireo_disk::grow::{grow_image, GrowError};
+use vireo_disk::open::ImageFormat;
 use vireo_disk::open_disk;
 use vireo_disk::qcow2::{create, BackingSpec, CreateOptions, Qcow2GrowError};
 

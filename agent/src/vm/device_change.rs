@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
-use vireo_disk::open::ImageFormat;
 use vireo_disk::grow::grow_image;
+use vireo_disk::open::ImageFormat;
 use vireo_vmm_protocol::control::Request;
 
 use super::create::{add_disk, nic_model, nic_network};

@@ -6,7 +6,9 @@
 pub mod beneath;
 pub mod change_tracking;
 pub mod clone;
+pub mod config_option;
 pub mod control;
+pub mod cpu_usage;
 pub mod create;
 pub mod datastore_path;
 pub mod destroy;
@@ -104,8 +106,12 @@ pub struct VmState {
     pub nic_links: Vec<bool>,
     /// The question the VM waits on (`runtime.question`).
     pub question: Option<question::Question>,
+    /// The answer to a question a task waits on ("moved or copied?"), until the task reads it.
+    pub answer: Option<String>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
+    /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
+    pub cpu_usage_mhz: i32,
 }
 
 /// One registered VM.
@@ -356,7 +362,9 @@ impl Vms {
                     taps: Vec::new(),
                     nic_links: Vec::new(),
                     question: None,
+                    answer: None,
                     removed: false,
+                    cpu_usage_mhz: 0,
                 }),
                 changed: Condvar::new(),
             });
