@@ -17,13 +17,11 @@ use crate::arch::zero_page::{self, InitrdRegion};
 use crate::arch::{acpi, kvm_pvm, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{
-    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
+    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
     MachineDevices, VirtioDevices,
 };
-use crate::devices::bus::BusError;
 use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
 use crate::devices::framebuffer::FramebufferInfo;
-use crate::devices::virtio::mmio::TransportError;
 use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -83,6 +81,14 @@ pub enum BuildError {
         /// The loader error.
         source: linux_loader::loader::Error,
     },
+    /// A compressed initrd could not be decompressed for a Linux guest on kvm-pvm.
+    #[error("cannot decompress initrd {path}: {source}")]
+    Initrd {
+        /// The initrd.
+        path: PathBuf,
+        /// Why.
+        source: kvm_pvm::InitrdError,
+    },
     /// The initrd does not fit in guest memory.
     #[error("initrd of {size} bytes does not fit below {limit:#x} in guest memory")]
     InitrdTooLarge {
@@ -115,54 +121,9 @@ pub enum BuildError {
     /// The MSR index list could not be read.
     #[error("cannot read KVM's MSR index list: {0}")]
     MsrList(kvm_ioctls::Error),
-    /// Saved device state does not fit this machine.
-    #[error("saved device state does not fit: {0}")]
-    DeviceState(String),
-    /// The state file could not be read.
+    /// A device could not be set up.
     #[error(transparent)]
-    StateFile(#[from] crate::persist::StateFileError),
-    /// The memory file could not be mapped.
-    #[error(transparent)]
-    MemoryFile(#[from] crate::persist::memory::MemoryFileError),
-    /// VM-wide KVM state could not be restored.
-    #[error(transparent)]
-    KvmState(#[from] crate::persist::vm::KvmStateError),
-    /// Two devices claimed the same ports.
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// A disk image could not be opened.
-    #[error("cannot open disk {path}: {source}")]
-    Disk {
-        /// The image.
-        path: PathBuf,
-        /// Why.
-        source: vireo_disk::block::OpenError,
-    },
-    /// The tools channel could not be created.
-    #[error(transparent)]
-    Console(#[from] crate::devices::virtio::console::ConsoleError),
-    /// A TAP could not be opened.
-    #[error(transparent)]
-    Tap(#[from] crate::devices::virtio::net::tap::TapError),
-    /// A virtio device could not be wired to KVM.
-    #[error("cannot wire a virtio device to KVM ({what}): {source}")]
-    VirtioWiring {
-        /// The step.
-        what: &'static str,
-        /// The error.
-        source: kvm_ioctls::Error,
-    },
-    /// A virtio transport could not be created.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The serial log could not be opened.
-    #[error("cannot open serial log {path}: {source}")]
-    SerialLog {
-        /// The log file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Devices(#[from] DeviceError),
 }
 
 /// What kind of kernel image a file holds.
@@ -305,21 +266,34 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path, pvm: bool) -> Result<LoadedKe
     }
 }
 
-/// Loads the initrd at the highest page-aligned address below `limit`.
-fn load_initrd(mem: &GuestMemoryMmap, path: &Path, limit: u64) -> Result<InitrdRegion, BuildError> {
+/// Loads the initrd at the highest page-aligned address below `limit`; for a Linux guest on
+/// kvm-pvm, a gzip-compressed one is decompressed on the host first (`kvm_pvm::initrd_for_guest`).
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    limit: u64,
+    pvm_linux: bool,
+) -> Result<InitrdRegion, BuildError> {
     let io = |source| BuildError::File {
         what: "initrd",
         path: path.to_owned(),
         source,
     };
-    let mut file = open("initrd", path)?;
-    let size = file.metadata().map_err(io)?.len();
+    let mut bytes = Vec::new();
+    open("initrd", path)?.read_to_end(&mut bytes).map_err(io)?;
+    if pvm_linux {
+        bytes = kvm_pvm::initrd_for_guest(bytes).map_err(|source| BuildError::Initrd {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let size = bytes.len() as u64;
     let too_large = BuildError::InitrdTooLarge { size, limit };
     let addr = limit.checked_sub(size).ok_or(too_large)? & !(PAGE_SIZE - 1);
     if addr < layout::HIGH_MEMORY_START {
         return Err(BuildError::InitrdTooLarge { size, limit });
     }
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)?;
+    mem.write_slice(&bytes, GuestAddress(addr))?;
     Ok(InitrdRegion { addr, size })
 }
 
@@ -366,7 +340,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         .kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(BuildError::SupportedCpuid)?;
-    let msr_indices = msr_index_list(&vm)?;
+    let msr_indices = vm.msr_index_list().map_err(BuildError::MsrList)?;
     let vcpus = (0..config.vcpus)
         .map(|i| {
             let entry = (i == 0).then_some(entry);
@@ -398,12 +372,6 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     ))
 }
 
-/// The MSRs KVM can save and restore for this VM's vCPUs.
-pub(crate) fn msr_index_list(vm: &Vm) -> Result<Arc<Vec<u32>>, BuildError> {
-    let list = vm.kvm.get_msr_index_list().map_err(BuildError::MsrList)?;
-    Ok(Arc::new(list.as_slice().to_vec()))
-}
-
 /// Loads the kernel, initrd and command line and writes the tables the kernel reads at entry.
 fn write_boot_data(
     memory: &GuestMemoryMmap,
@@ -429,7 +397,12 @@ fn write_boot_data(
             let max = kernel
                 .setup_header
                 .map_or(u64::MAX, |h| u64::from(h.initrd_addr_max) + 1);
-            Some(load_initrd(memory, path, ram[0].1.min(max))?)
+            Some(load_initrd(
+                memory,
+                path,
+                ram[0].1.min(max),
+                pvm && kernel.linux,
+            )?)
         }
         None => None,
     };

@@ -7,21 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::{rebase, MergeError};
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{create as create_qcow2, CreateError};
 use vireo_disk::OpenError;
 
-use super::create::{
-    apply_extra_config, check_new_name, checked_memory_mb, checked_num_cpus, child_of, io_fault,
-    vmx_file_name,
-};
+use super::create::{apply_extra_config, check_new_name, child_of, io_fault, vmx_file_name};
 use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
+use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
-use super::spec::{random_mac, DiskSpec, VmSpec};
-use super::{lifecycle, uuid, Power, Vm};
+use super::spec::{DiskSpec, VmSpec};
+use super::{lifecycle, question, uuid, Power, Vm};
 use crate::events::post_event;
 use crate::faults;
 use crate::host::Host;
@@ -373,13 +371,12 @@ fn clone_spec(host: &Host, source: &Vm, wanted: &CloneSpec) -> Result<VmSpec, Fa
     let schema = host.schema;
     let mut spec = source.state().spec.clone();
     spec.name = wanted.name.clone();
-    spec.uuid = uuid::random();
+    spec.renew_identity();
+    // Its location is recorded when it first powers on (no "moved or copied?" for a clone).
+    spec.set_extra(question::UUID_LOCATION, "");
     spec.instance_uuid = uuid::random();
     spec.template = wanted.template;
     spec.disks.clear();
-    for nic in &mut spec.nics {
-        nic.mac = random_mac();
-    }
     let Some(config) = &wanted.config else {
         return Ok(spec);
     };

@@ -6,7 +6,9 @@
 pub mod beneath;
 pub mod change_tracking;
 pub mod clone;
+pub mod config_option;
 pub mod control;
+pub mod cpu_usage;
 pub mod create;
 pub mod datastore_path;
 pub mod destroy;
@@ -101,8 +103,12 @@ pub struct VmState {
     pub taps: Vec<String>,
     /// The question the VM waits on (`runtime.question`).
     pub question: Option<question::Question>,
+    /// The answer to a question a task waits on ("moved or copied?"), until the task reads it.
+    pub answer: Option<String>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
+    /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
+    pub cpu_usage_mhz: i32,
 }
 
 /// One registered VM.
@@ -352,7 +358,9 @@ impl Vms {
                     disk_views: Vec::new(),
                     taps: Vec::new(),
                     question: None,
+                    answer: None,
                     removed: false,
+                    cpu_usage_mhz: 0,
                 }),
                 changed: Condvar::new(),
             });

@@ -2,7 +2,7 @@
 //! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
 //! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
 
-use vireo_disk::block::ImageFormat;
+use vireo_disk::open::ImageFormat;
 
 use super::uuid;
 use super::vmx_file::VmxFile;
@@ -225,6 +225,14 @@ impl VmSpec {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A new BIOS UUID and new MAC addresses: the identity of a copy of the VM.
+    pub fn renew_identity(&mut self) {
+        self.uuid = uuid::random();
+        for nic in &mut self.nics {
+            nic.mac = random_mac();
+        }
     }
 
     /// Sets (or, with an empty value, removes) an extraConfig value, as ReconfigVM does.
