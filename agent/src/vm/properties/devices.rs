@@ -19,6 +19,7 @@ const VIDEO_KEY: i32 = 500;
 const SCSI_KEY: i32 = 1000;
 /// Key of the first virtual disk (the others follow in device order).
 pub const DISK_KEY: i32 = 2000;
+/// Key of the first NIC (the others follow in device order).
 pub const NIC_KEY: i32 = 4000;
 
 pub(super) fn description(schema: &Schema, label: &str, summary: &str) -> DataObject {
