@@ -1,12 +1,13 @@
 //! Changed-block tracking as the API shows it: the configured switch (`ctkEnabled` in the
-//! `.vmx`, applied to the disk trees at the next power-on, resume or snapshot) and
+//! `.vmx`, set by ReconfigVM and applied to the disk trees at the next power-on, resume or
+//! snapshot) and
 //! QueryChangedDiskAreas over a disk's tree, paged for clients that loop on startOffset.
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
 use vireo_disk::cbt::CbtError;
 use vireo_disk::tree::DiskTree;
 
-use super::disks::{self, trees, CTK_ENABLED};
+use super::disks::{self, trees};
 use super::snapshots;
 use super::{properties, Power, Vm};
 use crate::faults;
@@ -14,25 +15,6 @@ use crate::host::Host;
 
 /// Most extents one DiskChangeInfo carries; the rest come on the next page.
 const MAX_EXTENTS_PER_PAGE: usize = 2048;
-
-/// ReconfigVM's changeTrackingEnabled: recorded now, applied at the next power-on, resume
-/// or snapshot (as on ESXi).
-pub fn configure(host: &Host, vm: &Vm, enabled: bool) -> Result<(), Fault> {
-    let schema = host.schema;
-    let mut state = vm.state();
-    let before = state.spec.extra(CTK_ENABLED).map(str::to_string);
-    state
-        .spec
-        .set_extra(CTK_ENABLED, if enabled { "TRUE" } else { "FALSE" });
-    if let Err(error) = state.spec.to_vmx().write(&vm.vmx_file) {
-        state
-            .spec
-            .set_extra(CTK_ENABLED, before.as_deref().unwrap_or_default());
-        return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
-    }
-    properties::publish(host, vm, &state);
-    Ok(())
-}
 
 /// What QueryChangedDiskAreas asks.
 pub struct ChangeQuery {

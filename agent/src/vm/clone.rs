@@ -56,7 +56,7 @@ pub fn clone_vm(
     user: &str,
 ) -> Result<Arc<Vm>, Fault> {
     let wanted = read_spec(host, source, name, spec)?;
-    check_new_name(host, &wanted.name)?;
+    check_new_name(host, &wanted.name, None)?;
     let datastore = DatastorePath {
         datastore: wanted.datastore.clone(),
         path: String::new(),

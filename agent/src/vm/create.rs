@@ -27,7 +27,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| Fault::invalid_argument(schema, "name", "The VM needs a name."))?
         .to_string();
-    check_new_name(host, &name)?;
+    check_new_name(host, &name, None)?;
     let vmx_path = vmx_path(host, config, &name)?;
     let num_cpus = checked_num_cpus(host, get("numCPUs").and_then(Value::as_i64).unwrap_or(1))?;
     let memory_mb =
@@ -124,8 +124,9 @@ pub fn usable_name(name: &str) -> bool {
         && !name.chars().any(char::is_control)
 }
 
-/// Refuses a VM name that cannot be a folder name or that another VM has (DuplicateName).
-pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
+/// Refuses a VM name that cannot be a folder name or that another VM than `renamed` has
+/// (DuplicateName).
+pub(super) fn check_new_name(host: &Host, name: &str, renamed: Option<&Vm>) -> Result<(), Fault> {
     let schema = host.schema;
     if !usable_name(name) {
         return Err(Fault::invalid_argument(
@@ -138,6 +139,7 @@ pub(super) fn check_new_name(host: &Host, name: &str) -> Result<(), Fault> {
         .vms
         .all()
         .into_iter()
+        .filter(|vm| renamed.is_none_or(|r| r.id != vm.id))
         .find(|vm| vm.state().spec.name == name)
     {
         return Err(faults::duplicate_name(schema, name, &existing.moref));

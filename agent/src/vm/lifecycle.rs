@@ -71,12 +71,28 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
 /// Posts a VM event of type `ty` with a message.
 pub fn post_vm_event(host: &Host, vm: &Vm, state: &VmState, ty: &str, message: String, user: &str) {
     let schema = host.schema;
-    let mut event = DataObject::of(schema, ty)
-        .with(schema, "template", state.spec.template)
-        .with(schema, "fullFormattedMessage", message.as_str());
+    let mut event = DataObject::of(schema, ty);
     if ty == "VmMessageErrorEvent" {
         event.set(schema, "message", message.as_str());
     }
+    post_vm_event_object(host, vm, state, event, message, user);
+}
+
+/// Posts `event` (a VmEvent with its own fields set) about the VM, with a message.
+pub fn post_vm_event_object(
+    host: &Host,
+    vm: &Vm,
+    state: &VmState,
+    event: DataObject,
+    message: String,
+    user: &str,
+) {
+    let schema = host.schema;
+    let event = event.with(schema, "template", state.spec.template).with(
+        schema,
+        "fullFormattedMessage",
+        message.as_str(),
+    );
     post_event(host, event, Some(&vm.moref), user);
 }
 

@@ -11,7 +11,7 @@ use vireo_api::{DataObject, MoRef, Value};
 use super::datastore_path::DatastorePath;
 use super::disks::{self, trees::DiskState};
 use super::snapshots::{self, properties as snapshot_properties};
-use super::{Power, Vm, VmState};
+use super::{guest_os, reconfig, Power, Vm, VmState};
 use crate::host::Host;
 use crate::inventory::esxi::{refs, DatastoreDir};
 use crate::inventory::{now_micros, Inventory};
@@ -664,16 +664,26 @@ fn disk_uuid(vm_uuid: &str, index: usize) -> String {
     uuid
 }
 
-/// config as it is with `disks` as the disks' views (the VM's now, or a snapshot's).
-fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> DataObject {
-    let schema = host.schema;
-    let spec = &state.spec;
-    let modified = std::fs::metadata(&vm.vmx_file)
+/// When the `.vmx` was last written, in µs since the epoch (0 when unknown).
+fn modified_micros(vm: &Vm) -> i64 {
+    std::fs::metadata(&vm.vmx_file)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// config.changeVersion: it moves whenever the `.vmx` is written.
+pub fn change_version(vm: &Vm) -> String {
+    modified_micros(vm).to_string()
+}
+
+/// config as it is with `disks` as the disks' views (the VM's now, or a snapshot's).
+fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> DataObject {
+    let schema = host.schema;
+    let spec = &state.spec;
+    let modified = modified_micros(vm);
     let dir = format!("{}/", vm.vmx_path.parent());
     let files = DataObject::of(schema, "VirtualMachineFileInfo")
         .with(schema, "vmPathName", vm.vmx_path.to_string())
@@ -682,7 +692,6 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Da
         .with(schema, "suspendDirectory", dir.as_str());
     let hardware = DataObject::of(schema, "VirtualHardware")
         .with(schema, "numCPU", spec.num_cpus)
-        .with(schema, "numCoresPerSocket", 1)
         .with(schema, "memoryMB", spec.memory_mb as i32)
         .with(
             schema,
@@ -702,7 +711,7 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Da
                 .into()
         })
         .collect();
-    DataObject::of(schema, "VirtualMachineConfigInfo")
+    let mut info = DataObject::of(schema, "VirtualMachineConfigInfo")
         .with(schema, "changeVersion", modified.to_string())
         .with(schema, "modified", Value::DateTime(modified))
         .with(schema, "name", spec.name.as_str())
@@ -726,7 +735,9 @@ fn config_info(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Da
             schema,
             "changeTrackingEnabled",
             disks::tracking_configured(state),
-        )
+        );
+    reconfig::settings::show(schema, spec, &mut info);
+    info
 }
 
 fn guest_full_name(state: &VmState) -> String {
@@ -735,7 +746,7 @@ fn guest_full_name(state: &VmState) -> String {
         .info
         .as_ref()
         .map(|i| i.os_name.clone())
-        .unwrap_or_else(|| state.spec.guest_id.trim_end_matches("Guest").to_string())
+        .unwrap_or_else(|| guest_os::full_name(&state.spec.guest_id))
 }
 
 fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {

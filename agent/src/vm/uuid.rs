@@ -24,6 +24,16 @@ pub fn to_api(text: &str) -> String {
     }
 }
 
+/// The API form of a client's UUID, if it spells one (32 hex digits, dashes and spaces aside).
+pub fn parse(text: &str) -> Option<String> {
+    let spelt = text
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || c == '-' || c == ' ');
+    hex_bytes(text)
+        .filter(|_| spelt)
+        .map(|bytes| from_bytes(&bytes))
+}
+
 /// The `.vmx` form of an API UUID: sixteen hex bytes, a dash after the eighth; other text is
 /// returned as it is.
 pub fn to_vmx(uuid: &str) -> String {

@@ -79,6 +79,7 @@ pub const METHODS: MethodTable = MethodTable {
             Handler::Sync(cbt::query_changed_disk_areas),
         ),
         ("ReconfigVM_Task", Handler::Sync(reconfig::reconfigure)),
+        ("Rename_Task", Handler::Sync(reconfig::rename)),
         ("CreateScreenshot_Task", Handler::Sync(screenshot::create)),
         ("AcquireTicket", Handler::Sync(console::acquire_ticket)),
         (

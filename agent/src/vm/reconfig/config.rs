@@ -1,0 +1,196 @@
+//! ReconfigVM's settings that are not devices: name, annotation, guest OS, CPUs and memory,
+//! identities, extraConfig, change tracking and the `.vmx`-key settings of [`settings`]. Each
+//! is read from the spec into the VM's next configuration ([`apply`]); [`check`] then judges
+//! the change as a whole against the VM's power state and the host's limits.
+
+use vireo_api::{DataObject, Fault, Value};
+
+use super::settings::{self, CORES_PER_SOCKET, CPU_HOT_ADD, MEMORY_HOT_ADD};
+use crate::faults;
+use crate::host::Host;
+use crate::inventory::host_facts::HostFacts;
+use crate::vm::create::apply_extra_config;
+use crate::vm::disks::CTK_ENABLED;
+use crate::vm::spec::VmSpec;
+use crate::vm::{guest_os, uuid, Power};
+
+/// The ConfigSpec fields this module reads (besides those of [`settings::SETTINGS`]).
+pub const FIELDS: &[&str] = &[
+    "changeVersion",
+    "name",
+    "version",
+    "uuid",
+    "instanceUuid",
+    "guestId",
+    "annotation",
+    "numCPUs",
+    "memoryMB",
+    "extraConfig",
+    "changeTrackingEnabled",
+];
+
+/// Smallest memory size ESXi accepts, in MB; sizes are multiples of it.
+pub const MEMORY_GRANULE_MB: i64 = 4;
+/// Most vCPUs the VMM runs.
+const MAX_VCPUS: i64 = 64;
+
+/// Reads the non-device settings of `config` into `next` (the VM's configuration so far).
+pub fn apply(host: &Host, config: &DataObject, next: &mut VmSpec) -> Result<(), Fault> {
+    let schema = host.schema;
+    let get = |name: &str| config.get(schema, name);
+    let text = |name: &str| -> Result<Option<String>, Fault> {
+        match get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| Fault::invalid_argument(schema, name, "not a string")),
+        }
+    };
+    let number = |name: &str| get(name).and_then(Value::as_i64);
+    if let Some(version) = text("version")? {
+        if version != format!("vmx-{}", next.hw_version) {
+            return Err(Fault::invalid_argument(
+                schema,
+                "version",
+                "the hardware version changes only through UpgradeVM_Task",
+            ));
+        }
+    }
+    if let Some(name) = text("name")? {
+        next.name = name;
+    }
+    if let Some(annotation) = text("annotation")? {
+        next.annotation = annotation;
+    }
+    if let Some(guest_id) = text("guestId")? {
+        next.guest_id = guest_id;
+    }
+    if let Some(given) = text("uuid")? {
+        next.uuid = checked_uuid(host, "uuid", &given)?;
+    }
+    if let Some(given) = text("instanceUuid")? {
+        next.instance_uuid = checked_uuid(host, "instanceUuid", &given)?;
+    }
+    if let Some(n) = number("numCPUs") {
+        next.num_cpus = i32::try_from(n).unwrap_or(i32::MAX);
+    }
+    if let Some(mb) = number("memoryMB") {
+        next.memory_mb = mb;
+    }
+    apply_extra_config(host, next, config)?;
+    if let Some(enabled) = get("changeTrackingEnabled").and_then(Value::as_bool) {
+        next.set_extra(CTK_ENABLED, if enabled { "TRUE" } else { "FALSE" });
+    }
+    settings::apply(schema, config, next)
+}
+
+/// An API UUID a client gives (any spelling of 32 hex digits), or InvalidArgument.
+fn checked_uuid(host: &Host, field: &str, given: &str) -> Result<String, Fault> {
+    uuid::parse(given).ok_or_else(|| {
+        Fault::invalid_argument(host.schema, field, format!("'{given}' is not a UUID"))
+    })
+}
+
+/// Judges the change from `now` to `next` for a VM that is `power`: sizes within the host's
+/// limits, a coherent CPU topology, a known guest OS, and no hardware change while the VM
+/// runs or is suspended (InvalidPowerState, as ESXi answers without hot add).
+pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(), Fault> {
+    let schema = host.schema;
+    let invalid = |field: &str, why: String| Fault::invalid_argument(schema, field, why);
+    let facts = HostFacts::read();
+    let max_cpus = MAX_VCPUS.min(i64::from(facts.cpu_threads).max(1));
+    if !(1..=max_cpus).contains(&i64::from(next.num_cpus)) {
+        return Err(invalid(
+            "numCPUs",
+            format!(
+                "{} vCPUs: this host runs 1 to {max_cpus} per VM",
+                next.num_cpus
+            ),
+        ));
+    }
+    let cores = cores_per_socket(next);
+    if next.num_cpus % cores != 0 {
+        return Err(invalid(
+            "numCoresPerSocket",
+            format!(
+                "{} vCPUs cannot be split into sockets of {cores} cores",
+                next.num_cpus
+            ),
+        ));
+    }
+    let max_mb = facts.memory_bytes / (1024 * 1024);
+    if next.memory_mb < MEMORY_GRANULE_MB
+        || next.memory_mb % MEMORY_GRANULE_MB != 0
+        || next.memory_mb > max_mb
+    {
+        return Err(invalid(
+            "memoryMB",
+            format!(
+                "{} MB: memory is a multiple of {MEMORY_GRANULE_MB} MB, at most the host's {max_mb} MB",
+                next.memory_mb
+            ),
+        ));
+    }
+    if next.guest_id != now.guest_id && !guest_os::is_known(schema, &next.guest_id) {
+        return Err(invalid(
+            "guestId",
+            format!("'{}' is not a guest OS this host knows", next.guest_id),
+        ));
+    }
+    match cold_change(now, next) {
+        Some(_) if power == Power::Off => Ok(()),
+        Some(field @ ("numCPUs" | "memoryMB")) if hot_add_enabled(now, field) => {
+            Err(Fault::not_supported(
+                schema,
+                format!("This host's VMM cannot change {field} of a running VM; power it off."),
+            ))
+        }
+        Some(_) => Err(faults::invalid_power_state(schema, Some(Power::Off), power)),
+        None => Ok(()),
+    }
+}
+
+/// The first setting changed from `now` to `next` that ESXi changes only on a powered-off VM
+/// (CPUs and memory too, since this host's VMM adds neither while running).
+fn cold_change(now: &VmSpec, next: &VmSpec) -> Option<&'static str> {
+    let flag = |spec: &VmSpec, key: &str| settings::setting(key).value(spec);
+    [
+        ("numCPUs", now.num_cpus != next.num_cpus),
+        ("memoryMB", now.memory_mb != next.memory_mb),
+        ("guestId", now.guest_id != next.guest_id),
+        ("uuid", now.uuid != next.uuid),
+        (
+            "numCoresPerSocket",
+            cores_per_socket(now) != cores_per_socket(next),
+        ),
+        (
+            "cpuHotAddEnabled",
+            flag(now, CPU_HOT_ADD) != flag(next, CPU_HOT_ADD),
+        ),
+        (
+            "memoryHotAddEnabled",
+            flag(now, MEMORY_HOT_ADD) != flag(next, MEMORY_HOT_ADD),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(field, changed)| changed.then_some(field))
+}
+
+/// Whether hot add of `field` (numCPUs or memoryMB) is enabled in `spec`.
+fn hot_add_enabled(spec: &VmSpec, field: &str) -> bool {
+    let key = if field == "numCPUs" {
+        CPU_HOT_ADD
+    } else {
+        MEMORY_HOT_ADD
+    };
+    settings::setting(key).value(spec) == Value::Bool(true)
+}
+
+/// The VM's cores per socket.
+pub fn cores_per_socket(spec: &VmSpec) -> i32 {
+    settings::setting(CORES_PER_SOCKET)
+        .value(spec)
+        .as_i64()
+        .map_or(1, |n| n as i32)
+}
