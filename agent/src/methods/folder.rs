@@ -10,7 +10,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::tasks::run_detached;
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::{create, lifecycle, properties, Vm};
+use crate::vm::{create, lifecycle, Vm};
 
 /// Folder's methods.
 pub const METHODS: MethodTable = MethodTable {
@@ -112,7 +112,7 @@ fn register(
         .register(host, &parsed, None)
         .map_err(|e| faults::invalid_state(schema, e.to_string()))?;
     {
-        let mut state = vm.state();
+        let mut state = vm.edit(host);
         let mut changed = false;
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             state.spec.name = name;
@@ -125,7 +125,9 @@ fn register(
         if changed {
             let _ = state.spec.to_vmx().write(&vm.vmx_file);
         }
-        properties::publish(host, &vm, &state);
+    }
+    {
+        let state = vm.state();
         lifecycle::post_vm_event(
             host,
             &vm,

@@ -16,8 +16,7 @@ use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    control, disks, network, properties, recovery, snapshots, tools_host, Power, Stopping, Vm,
-    VmState,
+    control, disks, network, recovery, snapshots, tools_host, Power, Stopping, Vm, VmState,
 };
 use crate::events::post_event;
 use crate::faults;
@@ -31,7 +30,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
     let log = vm.file("vireo-vmm.log");
@@ -57,8 +56,9 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     } else if vm.suspend_dir().join("vm.state").exists() {
         state.power = Power::Suspended;
     }
-    properties::publish(host, vm, &state);
+    drop(state);
     if !recovered.is_empty() {
+        let state = vm.state();
         let message = format!(
             "{}: recovered from an interrupted task after vireod restarted: {}",
             state.spec.name,
@@ -99,7 +99,7 @@ pub fn post_vm_event_object(
 /// PowerOnVM: boots the VM, or resumes it when suspended.
 pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.spec.template {
         return Err(Fault::not_supported(
             schema,
@@ -137,7 +137,6 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         format!("{name} on {} is {what}", "ha-host"),
         user,
     );
-    properties::publish(host, vm, &state);
     Ok(())
 }
 
@@ -411,7 +410,7 @@ fn delete_taps(taps: &[String]) {
 
 /// Called on the watch thread when a VMM ends.
 fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExit) {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if !state
         .process
         .as_ref()
@@ -476,7 +475,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     if state.power != Power::On {
         state.boot_time = None;
     }
-    properties::publish(host, vm, &state);
+    drop(state);
     vm.notify();
 }
 
@@ -566,7 +565,7 @@ pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
 
 /// Powers off a suspended VM (its `suspend/` goes); false when it is not suspended.
 fn discard_suspended_state(host: &Host, vm: &Vm) -> bool {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.power != Power::Suspended {
         return false;
     }
@@ -575,7 +574,6 @@ fn discard_suspended_state(host: &Host, vm: &Vm) -> bool {
     }
     state.suspend_time = None;
     powered_off(host, vm, &mut state, None);
-    properties::publish(host, vm, &state);
     true
 }
 
@@ -657,11 +655,11 @@ pub fn watch_heartbeats(host: Arc<Host>) {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
                 for vm in host.vms.all() {
-                    let mut state = vm.state();
+                    let mut state = vm.edit(&host);
                     let expired = state.tools.expire();
                     let color = state.tools.heartbeat_color();
-                    if colors.insert(vm.id, color) != Some(color) || expired {
-                        properties::publish(&host, &vm, &state);
+                    if colors.insert(vm.id, color) == Some(color) && !expired {
+                        state.unpublished();
                     }
                 }
             }

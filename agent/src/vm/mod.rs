@@ -126,6 +126,11 @@ impl Vm {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Locks the VM's state for a change: its properties are published when the edit ends.
+    pub fn edit<'a>(&'a self, host: &'a Host) -> properties::VmEdit<'a> {
+        properties::VmEdit::new(host, self, self.state())
+    }
+
     /// Wakes operations waiting for this VM's state to move.
     pub fn notify(&self) {
         self.changed.notify_all();

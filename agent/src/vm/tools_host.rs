@@ -158,7 +158,7 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
     }
     let mut reader = BufReader::new(stream);
     while let Ok(Some(message)) = read_message::<GuestMessage>(&mut reader) {
-        let mut state = vm.state();
+        let mut state = vm.edit(host);
         if state.generation != generation {
             return;
         }
@@ -193,13 +193,12 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
                 false
             }
         };
-        if changed || was_running != state.tools.running {
-            super::properties::publish(host, vm, &state);
+        if !changed && was_running == state.tools.running {
+            state.unpublished();
         }
     }
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.generation == generation {
         state.tools.disconnect();
-        super::properties::publish(host, vm, &state);
     }
 }

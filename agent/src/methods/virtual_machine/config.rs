@@ -8,7 +8,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::{disks, properties, Power, Vm};
+use crate::vm::{disks, Power, Vm};
 
 pub(super) fn reload(call: &Call<'_>) -> MethodResult {
     reload_vmx(call.host, &*call.this_vm()?, None).map(|_| None)
@@ -24,9 +24,8 @@ pub(super) fn reload_from_path(call: &Call<'_>) -> MethodResult {
 
 pub(super) fn refresh_storage_info(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    let mut state = vm.state();
+    let mut state = vm.edit(call.host);
     state.disk_capacities = disks::capacities(call.host, &vm, &state.spec);
-    properties::publish(call.host, &vm, &state);
     Ok(None)
 }
 
@@ -43,7 +42,7 @@ fn reload_vmx(host: &Host, vm: &Vm, path: Option<&str>) -> Result<(), Fault> {
             ));
         }
     }
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if path.is_some() && state.power != Power::Off {
         return Err(faults::invalid_power_state(
             schema,
@@ -66,6 +65,5 @@ fn reload_vmx(host: &Host, vm: &Vm, path: Option<&str>) -> Result<(), Fault> {
     };
     state.spec = spec;
     state.disk_capacities = disks::capacities(host, vm, &state.spec);
-    properties::publish(host, vm, &state);
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{properties, Power, Vm};
+use crate::vm::{Power, Vm};
 
 pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
@@ -24,9 +24,7 @@ pub(super) fn standby(call: &Call<'_>) -> MethodResult {
 
 pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    let mut state = vm.state();
-    state.tools.info = None;
-    properties::publish(call.host, &vm, &state);
+    vm.edit(call.host).tools.info = None;
     Ok(None)
 }
 

@@ -149,7 +149,7 @@ fn unregister_vm(host: &Host, vm: &Vm, user: &str, destroying: bool) -> Result<(
 /// MarkAsTemplate / MarkAsVirtualMachine.
 fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if template && state.power != Power::Off {
         return Err(faults::invalid_power_state(
             schema,
@@ -173,6 +173,5 @@ fn set_template(host: &Host, vm: &Vm, template: bool) -> Result<(), Fault> {
         state.spec.template = !template;
         return Err(faults::file_fault(schema, &vm.vmx_path.to_string(), error));
     }
-    properties::publish(host, vm, &state);
     Ok(())
 }

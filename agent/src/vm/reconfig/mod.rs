@@ -60,7 +60,7 @@ fn commit(
     if next.instance_uuid != now.instance_uuid {
         check_instance_uuid_free(host, vm, &next.instance_uuid)?;
     }
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.removed || state.spec != *now {
         return Err(Fault::new(
             schema,
@@ -76,7 +76,9 @@ fn commit(
         .write(&vm.vmx_file)
         .map_err(|e| create::io_fault(schema, &vm.vmx_path.to_string(), e))?;
     let old_name = std::mem::replace(&mut state.spec, next).name;
-    properties::publish(host, vm, &state);
+    drop(state);
+    // The events follow the published change.
+    let state = vm.state();
     let name = state.spec.name.clone();
     if old_name != name {
         let event = DataObject::of(schema, "VmRenamedEvent")

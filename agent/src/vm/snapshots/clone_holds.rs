@@ -11,7 +11,7 @@ use vireo_disk::tree::{DiskTree, TreeState, SIDECAR_SUFFIX};
 
 use super::super::disks::trees::{base_paths, each, open_all, tree_snapshot_name};
 use super::super::disks::{disk_fault, refresh};
-use super::super::{properties, Vm, VmState};
+use super::super::{Vm, VmState};
 use crate::host::Host;
 
 const PREFIX: &str = "linked-clone-";
@@ -72,7 +72,7 @@ pub fn release(host: &Host, parents: &[PathBuf], clone_instance_uuid: &str) {
             .all()
             .into_iter()
             .find(|vm| same_dir(&vm.dir, &folder));
-        let mut source_state = source.as_ref().map(|vm| vm.state());
+        let mut source_state = source.as_ref().map(|vm| vm.edit(host));
         for sidecar in sidecars(&folder) {
             let forgotten = DiskTree::open(&sidecar).and_then(|mut tree| {
                 let has_layer = tree
@@ -91,7 +91,6 @@ pub fn release(host: &Host, parents: &[PathBuf], clone_instance_uuid: &str) {
         }
         if let (Some(vm), Some(state)) = (&source, source_state.as_mut()) {
             refresh(host, vm, state);
-            properties::publish(host, vm, state);
         }
     }
 }

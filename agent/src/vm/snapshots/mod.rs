@@ -151,7 +151,7 @@ fn tools_request(host: &Host, vm: &Vm, op: Operation) -> Result<(), Fault> {
 
 fn create_locked(host: &Host, vm: &Vm, new: &NewSnapshot, quiesced: bool) -> Result<MoRef, Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.spec.template {
         return Err(Fault::not_supported(schema, "A template has no snapshots."));
     }
@@ -188,7 +188,6 @@ fn create_locked(host: &Host, vm: &Vm, new: &NewSnapshot, quiesced: bool) -> Res
     refresh(host, vm, &mut state);
     let message = format!("Created snapshot '{}' of {}", new.name, state.spec.name);
     lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, "");
-    super::properties::publish(host, vm, &state);
     Ok(snapshot_moref(vm, uid))
 }
 
@@ -268,7 +267,7 @@ pub fn revert(
     if vm.state().power == Power::On {
         lifecycle::power_off(host, vm)?;
     }
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     let meta = state
         .snapshots
         .get(uid)
@@ -317,7 +316,6 @@ pub fn revert(
     journal.finish();
     let message = format!("Reverted {} to snapshot '{}'", state.spec.name, meta.name);
     lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, user);
-    super::properties::publish(host, vm, &state);
     Ok(())
 }
 
@@ -332,7 +330,7 @@ pub fn remove(
     remove_children: bool,
     consolidate: bool,
 ) -> Result<(), Fault> {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if state.snapshots.get(uid).is_none() {
         return Err(not_found(host, uid));
     }
@@ -348,7 +346,7 @@ pub fn remove(
 /// RemoveAllSnapshots: deletes every snapshot; with `consolidate` each disk is merged into
 /// its base file, without it the layers stay until ConsolidateVMDisks.
 pub fn remove_all(host: &Host, vm: &Vm, consolidate: bool) -> Result<(), Fault> {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     let mut uids: Vec<u32> = state.snapshots.snapshots.iter().map(|s| s.uid).collect();
     uids.reverse();
     delete_snapshots(host, vm, &mut state, &uids, consolidate)
@@ -408,13 +406,12 @@ fn delete_snapshots(
     }
     journal.finish();
     refresh(host, vm, state);
-    super::properties::publish(host, vm, state);
     result
 }
 
 /// ConsolidateVMDisks: merges whatever layers no snapshot needs (after a failed removal).
 pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     let mut journal = begin(host, vm, Intent::Consolidate)?;
     let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let merged = live::with_disks_closed(host, vm, &state, None, &mut journal, || {
@@ -422,7 +419,6 @@ pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
     });
     journal.finish();
     refresh(host, vm, &mut state);
-    super::properties::publish(host, vm, &state);
     merged
 }
 
@@ -466,7 +462,7 @@ pub fn rename(
     description: Option<String>,
 ) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     if let Some(name) = name.as_deref().filter(|n| n.is_empty() || n.len() > 80) {
         return Err(faults::invalid_snapshot_name(schema, name));
     }
@@ -481,6 +477,5 @@ pub fn rename(
         meta.description = description;
     }
     save_list(host, vm, &state.snapshots)?;
-    super::properties::publish(host, vm, &state);
     Ok(())
 }

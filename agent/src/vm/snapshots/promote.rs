@@ -12,14 +12,14 @@ use vireo_disk::tree::{DiskTree, LayerId};
 use super::super::disks::trees::{each, open_all};
 use super::super::disks::{disk_fault, refresh};
 use super::super::journal::Intent;
-use super::super::properties::{self, DISK_KEY};
+use super::super::properties::DISK_KEY;
 use super::super::{Power, Vm};
 use super::{clone_holds, live};
 use crate::host::Host;
 
 /// PromoteDisks_Task: promotes the disks whose device keys are `keys` (every disk when empty).
 pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), Fault> {
-    let mut state = vm.state();
+    let mut state = vm.edit(host);
     // The API reference: to promote the disks of a powered-on VM, it cannot have snapshots.
     if state.power == Power::On && !state.snapshots.snapshots.is_empty() {
         return Err(crate::faults::invalid_power_state(
@@ -53,7 +53,6 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
     });
     journal.finish();
     refresh(host, vm, &mut state);
-    properties::publish(host, vm, &state);
     let clone_uuid = state.spec.instance_uuid.clone();
     drop(state);
     if result.is_ok() {

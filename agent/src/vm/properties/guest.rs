@@ -1,0 +1,170 @@
+//! guest (GuestInfo with its NICs) and summary.guest, from what the guest tools last said.
+
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, Value};
+
+use super::devices::NIC_KEY;
+use super::enum_value;
+use crate::vm::{guest_os, Power, VmState};
+
+pub(super) fn guest_full_name(state: &VmState) -> String {
+    state
+        .tools
+        .info
+        .as_ref()
+        .map(|i| i.os_name.clone())
+        .unwrap_or_else(|| guest_os::full_name(&state.spec.guest_id))
+}
+
+/// guest.toolsStatus and guest.toolsRunningStatus.
+pub(super) fn tools_status(state: &VmState) -> (&'static str, &'static str) {
+    match (&state.tools.version, state.tools.running) {
+        (Some(_), true) => ("toolsOk", "guestToolsRunning"),
+        (Some(_), false) => ("toolsNotRunning", "guestToolsNotRunning"),
+        (None, _) => ("toolsNotInstalled", "guestToolsNotRunning"),
+    }
+}
+
+/// The address clients show: the first IPv4, else the first non-link-local address.
+pub(super) fn primary_ip(state: &VmState) -> Option<String> {
+    let info = state.tools.info.as_ref()?;
+    let all: Vec<&str> = info
+        .nics
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .map(|ip| ip.split('/').next().unwrap_or(ip))
+        .collect();
+    all.iter()
+        .find(|ip| ip.contains('.'))
+        .or_else(|| all.iter().find(|ip| !ip.starts_with("fe80")))
+        .map(|ip| ip.to_string())
+}
+
+pub(super) fn guest_info(schema: &Schema, state: &VmState) -> DataObject {
+    let (status, running) = tools_status(state);
+    let mut guest = DataObject::of(schema, "GuestInfo")
+        .with(
+            schema,
+            "toolsStatus",
+            enum_value(schema, "VirtualMachineToolsStatus", status),
+        )
+        .with(schema, "toolsRunningStatus", running)
+        .with(
+            schema,
+            "toolsVersionStatus2",
+            if state.tools.version.is_some() {
+                "guestToolsUnmanaged"
+            } else {
+                "guestToolsNotInstalled"
+            },
+        )
+        .with(schema, "guestId", state.spec.guest_id.as_str())
+        .with(
+            schema,
+            "guestState",
+            if state.power == Power::On {
+                "running"
+            } else {
+                "notRunning"
+            },
+        )
+        .with(schema, "appHeartbeatStatus", "appStatusGray")
+        .with(schema, "guestOperationsReady", false)
+        .with(schema, "interactiveGuestOperationsReady", false)
+        .with(schema, "guestStateChangeSupported", state.tools.running);
+    if let Some(version) = &state.tools.version {
+        guest.set(schema, "toolsVersion", version.as_str());
+    }
+    if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
+        guest.set(schema, "guestFullName", info.os_name.as_str());
+        guest.set(schema, "guestFamily", format!("{}Guest", info.os_family));
+        guest.set(schema, "hostName", info.hostname.as_str());
+        if let Some(ip) = primary_ip(state) {
+            guest.set(schema, "ipAddress", ip);
+        }
+        let nics: Vec<Value> = info
+            .nics
+            .iter()
+            .map(|nic| guest_nic(schema, state, nic).into())
+            .collect();
+        guest.set(
+            schema,
+            "net",
+            Value::Array(schema.known_type("GuestNicInfo"), nics),
+        );
+    }
+    guest
+}
+
+pub(super) fn guest_nic(
+    schema: &Schema,
+    state: &VmState,
+    nic: &vireo_tools::protocol::NicInfo,
+) -> DataObject {
+    let device = state
+        .spec
+        .nics
+        .iter()
+        .position(|n| n.mac.eq_ignore_ascii_case(&nic.mac));
+    let addresses: Vec<Value> = nic
+        .ips
+        .iter()
+        .map(|ip| {
+            let (address, prefix) = ip.split_once('/').unwrap_or((ip, "0"));
+            DataObject::of(schema, "NetIpConfigInfoIpAddress")
+                .with(schema, "ipAddress", address)
+                .with(schema, "prefixLength", prefix.parse::<i32>().unwrap_or(0))
+                .with(schema, "state", "preferred")
+                .into()
+        })
+        .collect();
+    let mut info = DataObject::of(schema, "GuestNicInfo")
+        .with(
+            schema,
+            "ipAddress",
+            Value::strings(
+                schema,
+                nic.ips.iter().map(|ip| ip.split('/').next().unwrap_or(ip)),
+            ),
+        )
+        .with(schema, "macAddress", nic.mac.as_str())
+        .with(schema, "connected", true)
+        .with(
+            schema,
+            "deviceConfigId",
+            device.map_or(-1, |n| NIC_KEY + n as i32),
+        )
+        .with(
+            schema,
+            "ipConfig",
+            DataObject::of(schema, "NetIpConfigInfo").with(
+                schema,
+                "ipAddress",
+                Value::Array(schema.known_type("NetIpConfigInfoIpAddress"), addresses),
+            ),
+        );
+    if let Some(n) = device {
+        info.set(schema, "network", state.spec.nics[n].network.as_str());
+    }
+    info
+}
+
+pub(super) fn guest_summary(schema: &Schema, state: &VmState) -> DataObject {
+    let (status, running) = tools_status(state);
+    let mut summary = DataObject::of(schema, "VirtualMachineGuestSummary")
+        .with(schema, "guestId", state.spec.guest_id.as_str())
+        .with(schema, "guestFullName", guest_full_name(state))
+        .with(
+            schema,
+            "toolsStatus",
+            enum_value(schema, "VirtualMachineToolsStatus", status),
+        )
+        .with(schema, "toolsRunningStatus", running);
+    if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
+        summary.set(schema, "hostName", info.hostname.as_str());
+    }
+    if let Some(ip) = primary_ip(state).filter(|_| state.tools.running) {
+        summary.set(schema, "ipAddress", ip);
+    }
+    summary
+}

@@ -1,0 +1,194 @@
+//! What clients read of a VM: the VirtualMachine object's properties built from its spec and
+//! runtime state, and its links into the host tree (folder, pool, host, datastore, network).
+//! [`publish`] rewrites them after every change, which wakes WaitForUpdates callers; a
+//! [`VmEdit`] (`Vm::edit`) publishes when a change ends, so none is forgotten. One child per
+//! property family: [`config`] (config, summary.config, capability), [`devices`]
+//! (config.hardware.device), [`runtime`] (runtime, quickStats), [`guest`] (guest,
+//! summary.guest), [`layout`] (layoutEx, storage).
+
+mod config;
+mod devices;
+mod edit;
+mod guest;
+mod layout;
+mod runtime;
+#[cfg(test)]
+mod tests;
+
+use vireo_api::schema::Schema;
+use vireo_api::{DataObject, MoRef, Value};
+
+use super::disks::trees::DiskState;
+use super::snapshots::properties as snapshot_properties;
+use super::{Vm, VmState};
+use crate::host::Host;
+use crate::inventory::esxi::refs;
+use crate::inventory::Inventory;
+pub use config::change_version;
+pub use devices::DISK_KEY;
+pub use edit::VmEdit;
+
+/// Writes every property of `vm` into the inventory (inserting and linking it if new); only
+/// through a [`VmEdit`] ending.
+fn publish(host: &Host, vm: &Vm, state: &VmState) {
+    if state.removed {
+        return;
+    }
+    let schema = host.schema;
+    let built = Built::new(host, vm, state);
+    host.mutate(|inv| {
+        let obj = &vm.moref;
+        if inv.get(obj).is_none() {
+            inv.insert(schema, obj.clone(), None);
+            inv.set(schema, obj, "parent", refs::vm_folder());
+            let green = Value::enumeration(schema, "ManagedEntityStatus", "green");
+            inv.set(schema, obj, "overallStatus", green);
+            let gray = Value::enumeration(schema, "ManagedEntityStatus", "gray");
+            inv.set(schema, obj, "configStatus", gray);
+            inv.set(schema, obj, "alarmActionsEnabled", false);
+            inv.set(schema, obj, "recentTask", Value::refs(schema, []));
+        }
+        link(schema, inv, vm, state);
+        for (name, value) in built.properties {
+            inv.set(schema, obj, name, value);
+        }
+        for (name, value) in built.optional {
+            match value {
+                Some(value) => inv.set(schema, obj, name, value),
+                None => inv.unset(schema, obj, name),
+            }
+        }
+        snapshot_properties::publish_objects(schema, inv, vm, state, |meta| {
+            let disks: Vec<DiskState> = state
+                .disk_views
+                .iter()
+                .map(|v| v.snapshots.get(&meta.uid).cloned().unwrap_or_default())
+                .collect();
+            config::config_info(host, vm, state, &disks)
+        });
+    });
+}
+
+/// Adds the VM to its folder, pool, host, datastore and network lists (templates have no pool).
+fn link(schema: &Schema, inv: &mut Inventory, vm: &Vm, state: &VmState) {
+    let obj = &vm.moref;
+    inv.push_ref(schema, &refs::vm_folder(), "childEntity", obj);
+    inv.push_ref(schema, &refs::host(), "vm", obj);
+    inv.push_ref(schema, &datastore(vm), "vm", obj);
+    if !state.spec.nics.is_empty() {
+        inv.push_ref(schema, &refs::vm_network(), "vm", obj);
+    }
+    if state.spec.template {
+        unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
+    } else {
+        inv.push_ref(schema, &refs::root_pool(), "vm", obj);
+    }
+}
+
+/// Removes the VM object and every reference to it.
+pub fn withdraw(host: &Host, vm: &Vm) {
+    let schema = host.schema;
+    host.mutate(|inv| {
+        let obj = &vm.moref;
+        unlink_ref(schema, inv, &refs::vm_folder(), "childEntity", obj);
+        unlink_ref(schema, inv, &refs::host(), "vm", obj);
+        unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
+        unlink_ref(schema, inv, &datastore(vm), "vm", obj);
+        unlink_ref(schema, inv, &refs::vm_network(), "vm", obj);
+        snapshot_properties::withdraw_objects(schema, inv, vm, |_| false);
+        inv.remove(obj);
+    });
+}
+
+fn unlink_ref(schema: &Schema, inv: &mut Inventory, obj: &MoRef, name: &str, item: &MoRef) {
+    if inv.get(obj).is_none() {
+        return;
+    }
+    let kept: Vec<MoRef> = inv
+        .refs(schema, obj, name)
+        .into_iter()
+        .filter(|r| r != item)
+        .collect();
+    inv.set(schema, obj, name, Value::refs(schema, &kept));
+}
+
+fn datastore(vm: &Vm) -> MoRef {
+    MoRef::new("Datastore", vm.vmx_path.datastore.as_str())
+}
+
+fn enum_value(schema: &Schema, ty: &str, value: &str) -> Value {
+    Value::enumeration(schema, ty, value)
+}
+
+/// The properties of one VM, computed outside the inventory lock.
+struct Built {
+    properties: Vec<(&'static str, Value)>,
+    /// Optional properties: unset when `None`.
+    optional: Vec<(&'static str, Option<Value>)>,
+}
+
+impl Built {
+    fn new(host: &Host, vm: &Vm, state: &VmState) -> Built {
+        let schema = host.schema;
+        let files = layout::files(vm, &host.datastores, state);
+        let active: Vec<DiskState> = state.disk_views.iter().map(|v| v.active.clone()).collect();
+        let config = config::config_info(host, vm, state, &active);
+        let runtime = runtime::runtime_info(schema, state);
+        let guest = guest::guest_info(schema, state);
+        let storage = layout::storage_info(schema, vm, &files);
+        let summary = DataObject::of(schema, "VirtualMachineSummary")
+            .with(schema, "vm", vm.moref.clone())
+            .with(schema, "runtime", runtime.clone())
+            .with(schema, "guest", guest::guest_summary(schema, state))
+            .with(schema, "config", config::config_summary(schema, vm, state))
+            .with(schema, "storage", layout::storage_summary(schema, &files))
+            .with(schema, "quickStats", runtime::quick_stats(schema, state))
+            .with(
+                schema,
+                "overallStatus",
+                enum_value(schema, "ManagedEntityStatus", "green"),
+            );
+        let mut properties: Vec<(&'static str, Value)> = vec![
+            ("name", state.spec.name.as_str().into()),
+            ("config", config.into()),
+            ("runtime", runtime.into()),
+            ("guest", guest.into()),
+            ("summary", summary.into()),
+            ("storage", storage.into()),
+            (
+                "layoutEx",
+                layout::layout_ex(schema, vm, &host.datastores, state, &files).into(),
+            ),
+            ("capability", config::capability(schema).into()),
+            (
+                "guestHeartbeatStatus",
+                enum_value(schema, "ManagedEntityStatus", state.tools.heartbeat_color()),
+            ),
+            ("datastore", Value::refs(schema, [&datastore(vm)])),
+            (
+                "network",
+                Value::refs(
+                    schema,
+                    state.spec.nics.first().map(|_| refs::vm_network()).as_ref(),
+                ),
+            ),
+        ];
+        if !state.spec.template {
+            properties.push(("resourcePool", refs::root_pool().into()));
+        }
+        let optional = vec![
+            (
+                "snapshot",
+                snapshot_properties::snapshot_info(schema, vm, state).map(Value::from),
+            ),
+            (
+                "rootSnapshot",
+                snapshot_properties::root_snapshots(schema, vm, state),
+            ),
+        ];
+        Built {
+            properties,
+            optional,
+        }
+    }
+}
