@@ -22,6 +22,7 @@ use crate::devices::virtio::mmio::MmioTransport;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
+use crate::devices::irq::send_nmi;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
@@ -218,6 +219,7 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
                 crate::disk_swap::attach_disks(handle, &paths, &formats).map_err(|e| e.to_string());
             (acked(attached), None)
         }
+        Request::Nmi => (reply(send_nmi(&handle.vm_fd).map(|()| Ack {})), None),
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);

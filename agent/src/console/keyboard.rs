@@ -1,7 +1,8 @@
 //! RFB key events as bytes typed on the guest's serial console (COM1): the VMM emulates no PS/2
 //! keyboard, so a key press becomes the character a terminal would send. Printable ASCII,
 //! Return, BackSpace, Tab and Escape are typed; Control with a letter gives its control code;
-//! every other key (arrows, function keys, ...) is dropped.
+//! every other key (arrows, function keys, ...) is dropped. USB HID keyboard usages
+//! (PutUsbScanCodes) map the same way.
 
 /// X11 keysyms this module knows (RFC 6143 section 7.5.4 refers to them).
 mod keysym {
@@ -52,6 +53,41 @@ fn control_code(c: u8) -> Option<u8> {
     }
 }
 
+/// The byte a USB HID keyboard usage (page 7) types on a US layout, with Shift and Control as
+/// held; None for keys a serial console has no byte for.
+pub fn hid_usage_byte(usage: u8, shift: bool, control: bool) -> Option<u8> {
+    const DIGITS: &[u8; 10] = b"1234567890";
+    const SHIFTED_DIGITS: &[u8; 10] = b"!@#$%^&*()";
+    const PUNCTUATION: &[u8; 11] = b"-=[]\\#;'`,.";
+    const SHIFTED_PUNCTUATION: &[u8; 11] = b"_+{}|~:\"~<>";
+    let byte = match usage {
+        0x04..=0x1d => {
+            let letter = b'a' + (usage - 0x04);
+            if control {
+                return control_code(letter);
+            }
+            if shift {
+                letter.to_ascii_uppercase()
+            } else {
+                letter
+            }
+        }
+        0x1e..=0x27 if shift => SHIFTED_DIGITS[usize::from(usage - 0x1e)],
+        0x1e..=0x27 => DIGITS[usize::from(usage - 0x1e)],
+        0x28 | 0x58 => b'\r',
+        0x29 => 0x1b,
+        0x2a => 0x08,
+        0x2b => b'\t',
+        0x2c => b' ',
+        0x2d..=0x37 if shift => SHIFTED_PUNCTUATION[usize::from(usage - 0x2d)],
+        0x2d..=0x37 => PUNCTUATION[usize::from(usage - 0x2d)],
+        0x38 if shift => b'?',
+        0x38 => b'/',
+        _ => return None,
+    };
+    Some(byte)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +129,19 @@ mod tests {
         assert_eq!(keyboard.key(true, u32::from(b'1')), None);
         keyboard.key(false, keysym::CONTROL_R);
         assert_eq!(keyboard.key(true, u32::from(b'c')), Some(b'c'));
+    }
+
+    #[test]
+    fn usb_hid_usages_type_us_layout_characters() {
+        let typed: Vec<Option<u8>> = [(0x04, false), (0x04, true), (0x1e, true), (0x27, false)]
+            .into_iter()
+            .map(|(usage, shift)| hid_usage_byte(usage, shift, false))
+            .collect();
+        assert_eq!(typed, [Some(b'a'), Some(b'A'), Some(b'!'), Some(b'0')]);
+        assert_eq!(hid_usage_byte(0x06, false, true), Some(0x03));
+        assert_eq!(hid_usage_byte(0x34, true, false), Some(b'"'));
+        assert_eq!(hid_usage_byte(0x38, true, false), Some(b'?'));
+        assert_eq!(hid_usage_byte(0x28, false, false), Some(b'\r'));
+        assert_eq!(hid_usage_byte(0x52, false, false), None);
     }
 }

@@ -28,6 +28,12 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         .ok_or_else(|| Fault::invalid_argument(schema, "name", "The VM needs a name."))?
         .to_string();
     check_new_name(host, &name, None)?;
+    if get("vAppConfig").is_some() {
+        return Err(Fault::not_supported(
+            schema,
+            "This host does not keep vApp options (vAppConfig) for VMs.",
+        ));
+    }
     let vmx_path = vmx_path(host, config, &name)?;
     let num_cpus = checked_num_cpus(host, get("numCPUs").and_then(Value::as_i64).unwrap_or(1))?;
     let memory_mb =

@@ -50,6 +50,8 @@ pub enum Request {
         /// Bytes to send.
         text: String,
     },
+    /// Deliver a non-maskable interrupt to the boot vCPU, as a server's NMI button does.
+    Nmi,
     /// Take a PNG of the framebuffer; replies with a [`Screenshot`] carrying its bytes (the
     /// VMM writes no file: no command names a host path it would write).
     Screenshot,

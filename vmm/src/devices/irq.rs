@@ -78,3 +78,30 @@ pub mod testing {
         }
     }
 }
+
+/// Why an NMI was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum NmiError {
+    /// KVM refused the message.
+    #[error("KVM_SIGNAL_MSI (NMI) failed: {0}")]
+    Kvm(#[from] kvm_ioctls::Error),
+    /// The local APIC of the boot vCPU did not accept it (disabled by the guest).
+    #[error("the boot vCPU's local APIC did not accept the NMI")]
+    Blocked,
+}
+
+/// Sends a non-maskable interrupt to the vCPU with APIC id 0 through the in-kernel local
+/// APIC: an MSI whose delivery mode is NMI (Intel SDM vol. 3, 11.11.2).
+pub fn send_nmi(vm: &VmFd) -> Result<(), NmiError> {
+    const MSI_ADDRESS_APIC0: u32 = 0xfee0_0000;
+    const DELIVERY_MODE_NMI: u32 = 0b100 << 8;
+    let message = kvm_bindings::kvm_msi {
+        address_lo: MSI_ADDRESS_APIC0,
+        data: DELIVERY_MODE_NMI,
+        ..Default::default()
+    };
+    match vm.signal_msi(message)? {
+        0 => Err(NmiError::Blocked),
+        _ => Ok(()),
+    }
+}

@@ -1,7 +1,7 @@
 //! VirtualMachine configuration re-read: Reload, reloadVirtualMachineFromPath_Task (the `.vmx`)
-//! and RefreshStorageInfo (the disks' sizes).
+//! and RefreshStorageInfo (the disks' sizes); ExtractOvfEnvironment.
 
-use vireo_api::Fault;
+use vireo_api::{Fault, Value};
 
 use super::task;
 use crate::faults;
@@ -20,6 +20,14 @@ pub(super) fn reload_from_path(call: &Call<'_>) -> MethodResult {
     task(call, &vm, "VirtualMachine.reloadFromPath", move |h, vm| {
         reload_vmx(h, vm, Some(&path)).map(|_| None)
     })
+}
+
+/// ExtractOvfEnvironment: the OVF environment a VM's vApp options make. VMs here carry none
+/// (ReconfigVM and CreateVM refuse vAppConfig), so it is empty, as ESXi answers for a VM
+/// without vApp options.
+pub(super) fn extract_ovf_environment(call: &Call<'_>) -> MethodResult {
+    call.this_vm()?;
+    Ok(Some(Value::from("")))
 }
 
 pub(super) fn refresh_storage_info(call: &Call<'_>) -> MethodResult {

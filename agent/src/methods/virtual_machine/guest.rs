@@ -22,9 +22,19 @@ pub(super) fn standby(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Standby)
 }
 
+/// ResetGuestInformation: only while the VM is powered off (as ESXi), since a running guest's
+/// tools would report again at once.
 pub(super) fn reset_information(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    vm.edit(call.host).tools.info = None;
+    let mut state = vm.edit(call.host);
+    if state.power != Power::Off {
+        return Err(faults::invalid_power_state(
+            call.schema,
+            Some(Power::Off),
+            state.power,
+        ));
+    }
+    state.tools.info = None;
     Ok(None)
 }
 

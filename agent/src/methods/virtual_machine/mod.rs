@@ -80,6 +80,16 @@ pub const METHODS: MethodTable = MethodTable {
         ),
         ("ReconfigVM_Task", Handler::Sync(reconfig::reconfigure)),
         ("Rename_Task", Handler::Sync(reconfig::rename)),
+        ("UpgradeVM_Task", Handler::Sync(reconfig::upgrade)),
+        (
+            "ExtractOvfEnvironment",
+            Handler::Sync(config::extract_ovf_environment),
+        ),
+        ("SendNMI", Handler::Sync(console::send_nmi)),
+        (
+            "PutUsbScanCodes",
+            Handler::Sync(console::put_usb_scan_codes),
+        ),
         ("CreateScreenshot_Task", Handler::Sync(screenshot::create)),
         ("AcquireTicket", Handler::Sync(console::acquire_ticket)),
         (

@@ -1,4 +1,5 @@
-//! VirtualMachine.ReconfigVM_Task and Rename_Task, through [`crate::vm::reconfig`].
+//! VirtualMachine.ReconfigVM_Task, Rename_Task and UpgradeVM_Task, through
+//! [`crate::vm::reconfig`].
 
 use vireo_api::{Fault, Value};
 
@@ -30,4 +31,19 @@ pub(super) fn rename(call: &Call<'_>) -> MethodResult {
     task(call, &vm, "VirtualMachine.rename", move |h, vm| {
         reconfig::rename(h, vm, &name, &user).map(|_| None)
     })
+}
+
+pub(super) fn upgrade(call: &Call<'_>) -> MethodResult {
+    let vm = call.this_vm()?;
+    let version = call
+        .arg("version")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let user = call.user().to_string();
+    task(
+        call,
+        &vm,
+        "VirtualMachine.upgradeVirtualHardware",
+        move |h, vm| reconfig::upgrade(h, vm, version.as_deref(), &user).map(|_| None),
+    )
 }

@@ -31,6 +31,10 @@ pub const FIELDS: &[&str] = &[
 
 /// Smallest memory size ESXi accepts, in MB; sizes are multiples of it.
 pub const MEMORY_GRANULE_MB: i64 = 4;
+/// Newest virtual hardware version (ESXi 8.0 U2 and later).
+pub const NEWEST_HW_VERSION: i32 = 21;
+/// Oldest virtual hardware version a VM may have.
+pub const OLDEST_HW_VERSION: i32 = 4;
 /// Most vCPUs the VMM runs.
 const MAX_VCPUS: i64 = 64;
 
@@ -159,6 +163,7 @@ fn cold_change(now: &VmSpec, next: &VmSpec) -> Option<&'static str> {
         ("numCPUs", now.num_cpus != next.num_cpus),
         ("memoryMB", now.memory_mb != next.memory_mb),
         ("guestId", now.guest_id != next.guest_id),
+        ("version", now.hw_version != next.hw_version),
         ("uuid", now.uuid != next.uuid),
         (
             "numCoresPerSocket",

@@ -1,4 +1,5 @@
-//! ReconfigVM_Task and Rename_Task: one pipeline for every change to a VM's configuration.
+//! ReconfigVM_Task, Rename_Task and UpgradeVM_Task: one pipeline for every change to a VM's
+//! configuration.
 //!
 //! 1. every ConfigSpec field set must be one a module here reads (NotSupported otherwise);
 //! 2. [`config::apply`] (and, beside it, the device changes) build the VM's next configuration
@@ -31,7 +32,7 @@ pub fn reconfigure(
     check_change_version(host, vm, config)?;
     let mut next = now.clone();
     config::apply(host, config, &mut next)?;
-    commit(host, vm, &now, next, user, Some(config))
+    commit(host, vm, &now, next, user, Change::Reconfigure(config))
 }
 
 /// Rename_Task: the VM's display name changes; its folder and files keep theirs (as on ESXi).
@@ -41,7 +42,62 @@ pub fn rename(host: &Arc<Host>, vm: &Arc<Vm>, name: &str, user: &str) -> Result<
         name: name.to_string(),
         ..now.clone()
     };
-    commit(host, vm, &now, next, user, None)
+    commit(host, vm, &now, next, user, Change::Rename)
+}
+
+/// UpgradeVM_Task: records virtual hardware version `version` (`vmx-NN`; the newest when
+/// None). AlreadyUpgraded when the VM has it or a newer one; the VM must be powered off.
+pub fn upgrade(
+    host: &Arc<Host>,
+    vm: &Arc<Vm>,
+    version: Option<&str>,
+    user: &str,
+) -> Result<(), Fault> {
+    let schema = host.schema;
+    let target = match version {
+        None => config::NEWEST_HW_VERSION,
+        Some(text) => text
+            .strip_prefix("vmx-")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (config::OLDEST_HW_VERSION..=config::NEWEST_HW_VERSION).contains(n))
+            .ok_or_else(|| {
+                Fault::invalid_argument(
+                    schema,
+                    "version",
+                    format!(
+                        "'{text}' is not a hardware version this host runs (vmx-{}..vmx-{})",
+                        config::OLDEST_HW_VERSION,
+                        config::NEWEST_HW_VERSION
+                    ),
+                )
+            })?,
+    };
+    let now = vm.state().spec.clone();
+    if now.hw_version >= target {
+        return Err(Fault::new(
+            schema,
+            "AlreadyUpgraded",
+            format!(
+                "{} already has hardware version vmx-{}.",
+                now.name, now.hw_version
+            ),
+        ));
+    }
+    let next = VmSpec {
+        hw_version: target,
+        ..now.clone()
+    };
+    commit(host, vm, &now, next, user, Change::Upgrade)
+}
+
+/// What a commit is, for its events.
+enum Change<'a> {
+    /// ReconfigVM_Task with this spec.
+    Reconfigure(&'a DataObject),
+    /// Rename_Task.
+    Rename,
+    /// UpgradeVM_Task.
+    Upgrade,
 }
 
 /// Judges the change from `now` to `next`, writes the `.vmx` once and publishes the VM.
@@ -51,7 +107,7 @@ fn commit(
     now: &VmSpec,
     next: VmSpec,
     user: &str,
-    config: Option<&DataObject>,
+    change: Change<'_>,
 ) -> Result<(), Fault> {
     let schema = host.schema;
     if next.name != now.name {
@@ -93,21 +149,29 @@ fn commit(
             user,
         );
     }
-    if let Some(config) = config {
-        let event = DataObject::of(schema, "VmReconfiguredEvent").with(
-            schema,
-            "configSpec",
-            config.clone(),
-        );
-        lifecycle::post_vm_event_object(
-            host,
-            vm,
-            &state,
-            event,
+    let (event, message) = match change {
+        Change::Reconfigure(config) => (
+            DataObject::of(schema, "VmReconfiguredEvent").with(
+                schema,
+                "configSpec",
+                config.clone(),
+            ),
             format!("Reconfigured {name} on ha-host in ha-datacenter"),
-            user,
-        );
-    }
+        ),
+        Change::Upgrade => {
+            let version = format!("vmx-{}", state.spec.hw_version);
+            (
+                DataObject::of(schema, "VmUpgradeCompleteEvent").with(
+                    schema,
+                    "version",
+                    version.as_str(),
+                ),
+                format!("Virtual machine compatibility upgraded to {version}"),
+            )
+        }
+        Change::Rename => return Ok(()),
+    };
+    lifecycle::post_vm_event_object(host, vm, &state, event, message, user);
     Ok(())
 }
 
