@@ -42,9 +42,22 @@ pub struct Config {
     pub vmm_uid: u32,
     /// The group each jailed `vireo-vmm` runs as.
     pub vmm_gid: u32,
+    /// What backs "VM Network": `nat` (a private subnet with DHCP, masqueraded) or
+    /// `internal` (a host-only bridge).
+    pub vm_network: VmNetworkMode,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,
+}
+
+/// What backs the default "VM Network".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmNetworkMode {
+    /// A private subnet on the bridge, DHCP and DNS by dnsmasq, masqueraded to the host's routes.
+    Nat,
+    /// A host-only bridge: guests reach only each other.
+    Internal,
 }
 
 /// One datastore: its name and directory (relative to the data dir unless absolute).

@@ -133,6 +133,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity.sha1.clone(),
     ));
     restore_events(&host);
+    crate::vm::network::reconcile(&host.config);
     crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());

@@ -17,6 +17,9 @@ import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
 ROOT_PASSWORD = "e2e-Secret!"
+# Tests outside tests/e2e/test_networking.py run vireod in this machine's own network namespace:
+# there "VM Network" stays host-only (no NAT, no forwarding turned on, no dnsmasq).
+INTERNAL_NETWORK = 'vm_network = "internal"\n'
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_VMX = """displayName = "e2e vm"
 memsize = "512"
@@ -99,12 +102,10 @@ def start_vireod(config=None):
     with open(os.path.join(vm_dir, "e2e-vm.vmx"), "w") as f:
         f.write(TEST_VMX)
     port = free_port()
-    command = [binary, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir]
-    if config is not None:
-        config_file = os.path.join(data_dir, "vireod.toml")
-        with open(config_file, "w") as f:
-            f.write(config)
-        command += ["--config", config_file]
+    config_file = os.path.join(data_dir, "vireod.toml")
+    with open(config_file, "w") as f:
+        f.write(INTERNAL_NETWORK + (config or ""))
+    command = [binary, "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--config", config_file]
     log = open(os.path.join(data_dir, "vireod.log"), "w")
     env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -20,7 +20,7 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import ROOT_PASSWORD, wait_ready, Vireod
+from conftest import ROOT_PASSWORD
 from test_vm_lifecycle import BIN_DIR, Agent, console, create_vm, wait_for
 from test_vm_snapshots import PROMPT, host_path, type_command
 
@@ -32,16 +32,7 @@ class CrashAgent(Agent):
     """An Agent whose vireod can be started with a crash point."""
 
     def start(self, crash_at=None):
-        log = open(os.path.join(self.data_dir, "vireod.log"), "a")
-        env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info",
-                   VIREO_VMM=os.path.join(BIN_DIR, "vireo-vmm"))
-        env.pop("VIREO_CRASH_AT", None)
-        if crash_at:
-            env["VIREO_CRASH_AT"] = crash_at
-        self.process = subprocess.Popen([os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}",
-                                         "--data-dir", self.data_dir], stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_ready(self.port, self.process)
-        self.vireod = Vireod(self.port, self.data_dir, self.process)
+        super().start({"VIREO_CRASH_AT": crash_at} if crash_at else None)
 
     def restart(self, crash_at=None):
         if self.process.poll() is None:

@@ -15,7 +15,7 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import REPO, ROOT_PASSWORD, Vireod, free_port, remove_bridge, wait_ready
+from conftest import INTERNAL_NETWORK, REPO, ROOT_PASSWORD, Vireod, free_port, remove_bridge, wait_ready
 
 BIN_DIR = os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug"))
 GUEST = os.environ.get("VIREO_TEST_GUEST", os.path.join(REPO, ".cache", "test-guest", "vireo-test-guest.elf"))
@@ -26,24 +26,36 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 
 
 class Agent:
-    """A vireod of our own that can be restarted on the same data dir."""
+    """A vireod of our own that can be restarted on the same data dir. `config` is its TOML;
+    `netns` (test_networking's namespaces) runs it in a network namespace, reached through a
+    forwarded loopback port."""
 
-    def __init__(self):
+    def __init__(self, config=INTERNAL_NETWORK, netns=None):
         self.data_dir = tempfile.mkdtemp(prefix="vireo-vm-")
         os.makedirs(os.path.join(self.data_dir, "datastore1", "images"))
         shutil.copy(GUEST, os.path.join(self.data_dir, "datastore1", "images", "vireo-test-guest.elf"))
+        self.config_file = os.path.join(self.data_dir, "vireod.toml")
+        with open(self.config_file, "w") as f:
+            f.write(config)
         self.port = free_port()
+        self.netns = netns
+        self.client_port = netns.forward(self.port) if netns else self.port
         self.process = None
         self.start()
 
-    def start(self):
+    def start(self, extra_env=None):
         log = open(os.path.join(self.data_dir, "vireod.log"), "a")
         env = dict(os.environ, VIREO_ROOT_PASSWORD=ROOT_PASSWORD, VIREO_LOG="info",
                    VIREO_VMM=os.path.join(BIN_DIR, "vireo-vmm"))
-        self.process = subprocess.Popen([os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}",
-                                         "--data-dir", self.data_dir], stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_ready(self.port, self.process)
-        self.vireod = Vireod(self.port, self.data_dir, self.process)
+        env.pop("VIREO_CRASH_AT", None)
+        env.update(extra_env or {})
+        command = [os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}",
+                   "--data-dir", self.data_dir, "--config", self.config_file]
+        if self.netns:
+            command = self.netns.command(command)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_ready(self.client_port, self.process)
+        self.vireod = Vireod(self.client_port, self.data_dir, self.process)
 
     def stop(self):
         self.process.terminate()

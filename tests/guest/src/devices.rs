@@ -91,6 +91,9 @@ impl Devices {
                 ),
             }
         }
+        if let (Some(net), Some("dhcp")) = (devices.net.as_mut(), cmdline::value(cmdline, "vireo.ip")) {
+            net.lease(io);
+        }
         if cmdline::value(cmdline, "vireo.tools") == Some("on") {
             devices.start_tools_protocol(io);
         }

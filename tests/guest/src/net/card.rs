@@ -107,13 +107,18 @@ impl NetCard {
 
     /// Sends one frame that `fill` writes.
     pub fn send(&mut self, io: &mut Io, fill: impl FnOnce(&mut [u8]) -> usize) {
+        self.with_sender(io, |sender| sender.send(fill));
+    }
+
+    /// Runs `send` with a sender for this card.
+    pub fn with_sender(&mut self, io: &mut Io, send: impl FnOnce(&mut Sender)) {
         let mut sender = Sender {
             io,
             transport: &mut self.transport,
             tx: &mut self.tx,
             tx_frames: &mut self.tx_frames,
         };
-        sender.send(fill);
+        send(&mut sender);
     }
 
     /// Before sleeping: acknowledges interrupts (queued) and asks for one at the next frame.

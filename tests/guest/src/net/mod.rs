@@ -1,10 +1,13 @@
 //! Networking for the shell: a virtio-net card (`card`), the frames it speaks (`packet`), and
 //! the IPv4 interface on it (`stack`): ARP and ICMP echo answered while the shell is idle,
-//! UDP sent on request. `net` commands are listed in README.md.
+//! UDP sent on request, an address leased by DHCP (`dhcp`), an HTTP GET over TCP (`tcp`).
+//! `net` commands are listed in README.md.
 
 pub mod card;
+pub mod dhcp;
 pub mod packet;
 pub mod stack;
+pub mod tcp;
 
 use card::NetCard;
 use stack::{Address, Dotted, Interface};
@@ -51,11 +54,42 @@ impl Net {
         self.card.prepare_sleep(io)
     }
 
-    /// The shell's `net` command: `info`, or `udp DESTIP PORT TEXT`.
+    /// Leases an address by DHCP and says so on the console.
+    pub fn lease(&mut self, io: &mut Io) {
+        match dhcp::acquire(&mut self.card, &mut self.interface, io) {
+            Ok(lease) => {
+                let mut out = console::out(io);
+                use core::fmt::Write as _;
+                let _ = write!(
+                    out,
+                    "net: dhcp lease {}/{} from {} for {}s router ",
+                    Dotted(lease.address.ip),
+                    lease.address.prefix,
+                    Dotted(lease.server),
+                    lease.seconds
+                );
+                let _ = match lease.router {
+                    Some(router) => writeln!(out, "{}", Dotted(router)),
+                    None => writeln!(out, "none"),
+                };
+            }
+            Err(error) => console::line(io, format_args!("net: dhcp failed: {error}")),
+        }
+    }
+
+    /// The shell's `net` command: `info`, `dhcp`, `udp DESTIP PORT TEXT` or
+    /// `get DESTIP PORT PATH`.
     pub fn command(&mut self, io: &mut Io, args: &str) {
         let mut words = args.splitn(4, ' ');
         match (words.next(), words.next(), words.next(), words.next()) {
             (Some("info"), None, None, None) => self.info(io),
+            (Some("dhcp"), None, None, None) => self.lease(io),
+            (Some("get"), Some(ip), Some(port), Some(path)) => {
+                let (Some(ip), Ok(port)) = (stack::parse_ip(ip), port.parse::<u16>()) else {
+                    return usage(io);
+                };
+                self.get(io, (ip, port), path);
+            }
             (Some("udp"), Some(ip), Some(port), text) => {
                 let (Some(ip), Ok(port)) = (stack::parse_ip(ip), port.parse::<u16>()) else {
                     return usage(io);
@@ -78,6 +112,25 @@ impl Net {
                 }
             }
             _ => usage(io),
+        }
+    }
+
+    /// `net get`: prints `http bytes=<n> status=<status line>` and the body's first line.
+    fn get(&mut self, io: &mut Io, remote: (packet::Ipv4, u16), path: &str) {
+        match tcp::http_get(&mut self.card, &mut self.interface, io, remote, path) {
+            Ok(response) => {
+                let text = core::str::from_utf8(&response.head[..response.kept]).unwrap_or("");
+                let status = text.lines().next().unwrap_or("");
+                let body = text
+                    .split_once("\r\n\r\n")
+                    .and_then(|(_, body)| body.lines().next())
+                    .unwrap_or("");
+                console::line(
+                    io,
+                    format_args!("http bytes={} status={status} body={body}", response.total),
+                );
+            }
+            Err(error) => console::line(io, format_args!("error: {error}")),
         }
     }
 
@@ -104,6 +157,8 @@ impl Net {
 fn usage(io: &mut Io) {
     console::line(
         io,
-        format_args!("error: usage: net info | net udp DESTIP PORT TEXT"),
+        format_args!(
+            "error: usage: net info | net dhcp | net udp DESTIP PORT TEXT | net get DESTIP PORT PATH"
+        ),
     );
 }

@@ -1,6 +1,7 @@
 //! Frame formats the network stack speaks, parsed and built in place over byte slices:
 //! Ethernet II, ARP for IPv4 over Ethernet, IPv4 (no options sent, none required received),
-//! ICMP echo, UDP; and the internet checksum. Pure functions, no device access.
+//! ICMP echo, UDP, TCP segments (no options); and the internet checksum. Pure functions, no
+//! device access.
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -19,6 +20,8 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const PROTOCOL_ICMP: u8 = 1;
 /// IP protocol number of UDP.
 pub const PROTOCOL_UDP: u8 = 17;
+/// IP protocol number of TCP.
+pub const PROTOCOL_TCP: u8 = 6;
 /// ARP operation: request.
 pub const ARP_REQUEST: u16 = 1;
 /// ARP operation: reply.
@@ -31,6 +34,8 @@ pub const ICMP_ECHO_REQUEST: u8 = 8;
 const ARP_BYTES: usize = 28;
 const IPV4_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
+/// Bytes of a TCP header without options.
+pub const TCP_HEADER: usize = 20;
 const DEFAULT_TTL: u8 = 64;
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
@@ -236,4 +241,89 @@ fn pseudo_header_sum(source: Ipv4, destination: Ipv4, protocol: u8, len: usize) 
         len as u16,
     ];
     words.iter().map(|&w| u32::from(w)).sum()
+}
+
+/// A UDP datagram's destination port and data (the checksum is not checked).
+pub struct Udp<'a> {
+    /// Destination port.
+    pub destination_port: u16,
+    /// The data.
+    pub data: &'a [u8],
+}
+
+impl<'a> Udp<'a> {
+    /// Parses a datagram (None if its length field does not fit).
+    pub fn parse(payload: &'a [u8]) -> Option<Udp<'a>> {
+        let len = usize::from(u16_at(payload, 4)?);
+        Some(Udp {
+            destination_port: u16_at(payload, 2)?,
+            data: payload.get(UDP_HEADER..len)?,
+        })
+    }
+}
+
+/// TCP flag: no more data from the sender.
+pub const TCP_FIN: u8 = 0x01;
+/// TCP flag: synchronize sequence numbers.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP flag: reset the connection.
+pub const TCP_RST: u8 = 0x04;
+/// TCP flag: push.
+pub const TCP_PSH: u8 = 0x08;
+/// TCP flag: the acknowledgment field is valid.
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP segment's header fields and data.
+pub struct Tcp<'a> {
+    /// Source port.
+    pub source_port: u16,
+    /// Destination port.
+    pub destination_port: u16,
+    /// Sequence number.
+    pub sequence: u32,
+    /// Acknowledgment number.
+    pub acknowledgment: u32,
+    /// TCP_* flags.
+    pub flags: u8,
+    /// The data after the header and its options.
+    pub data: &'a [u8],
+}
+
+impl<'a> Tcp<'a> {
+    /// Parses a segment sent from `source` to `destination`, checking its checksum.
+    pub fn parse(segment: &'a [u8], source: Ipv4, destination: Ipv4) -> Option<Tcp<'a>> {
+        let header = usize::from(segment.get(12)? >> 4) * 4;
+        let pseudo = pseudo_header_sum(source, destination, PROTOCOL_TCP, segment.len());
+        if header < TCP_HEADER || checksum(pseudo, segment) != 0 {
+            return None;
+        }
+        let word = |at| Some(u32::from_be_bytes(segment.get(at..at + 4)?.try_into().ok()?));
+        Some(Tcp {
+            source_port: u16_at(segment, 0)?,
+            destination_port: u16_at(segment, 2)?,
+            sequence: word(4)?,
+            acknowledgment: word(8)?,
+            flags: segment[13],
+            data: segment.get(header..)?,
+        })
+    }
+}
+
+/// Writes a TCP segment without options (window 8 KiB) carrying `data` into `out`; returns
+/// its length.
+pub fn write_tcp(out: &mut [u8], from: (Ipv4, u16), to: (Ipv4, u16), segment: &Tcp) -> usize {
+    let len = TCP_HEADER + segment.data.len();
+    put_u16(out, 0, from.1);
+    put_u16(out, 2, to.1);
+    out[4..8].copy_from_slice(&segment.sequence.to_be_bytes());
+    out[8..12].copy_from_slice(&segment.acknowledgment.to_be_bytes());
+    out[12] = (TCP_HEADER as u8 / 4) << 4;
+    out[13] = segment.flags;
+    put_u16(out, 14, 8192);
+    put_u16(out, 16, 0);
+    put_u16(out, 18, 0);
+    out[TCP_HEADER..len].copy_from_slice(segment.data);
+    let sum = checksum(pseudo_header_sum(from.0, to.0, PROTOCOL_TCP, len), &out[..len]);
+    put_u16(out, 16, sum);
+    len
 }

@@ -1,6 +1,7 @@
-//! The guest's IPv4 presence on one card: its address (`vireo.ip=A.B.C.D/N`), a small ARP
-//! cache, answers to ARP requests and ICMP echo requests for that address, and UDP sending
-//! (after resolving the destination with ARP).
+//! The guest's IPv4 presence on one card: its address (`vireo.ip=A.B.C.D/N`, or leased by
+//! `dhcp`) and router, a small ARP cache, answers to ARP requests and ICMP echo requests for
+//! that address, UDP sending (after resolving the next hop with ARP), and [`poll`], the wait
+//! loop the DHCP and TCP clients share.
 
 use super::card::{NetCard, Sender};
 use super::packet::{self, Arp, Ethernet, Ipv4, Ipv4Packet, Mac, BROADCAST};
@@ -58,8 +59,8 @@ pub enum SendError {
     /// The interface has no address.
     #[error("no address: boot with vireo.ip=A.B.C.D/N")]
     NoAddress,
-    /// The destination is not on the local subnet (there is no router).
-    #[error("{} is not on the local subnet", Dotted(*.0))]
+    /// The destination is not on the local subnet and there is no router.
+    #[error("{} is not on the local subnet and there is no router", Dotted(*.0))]
     OffSubnet(Ipv4),
     /// Nobody answered the ARP request.
     #[error("no ARP reply from {}", Dotted(*.0))]
@@ -83,6 +84,8 @@ impl core::fmt::Display for Dotted {
 pub struct Interface {
     /// Our address, if configured.
     pub address: Option<Address>,
+    /// The router for destinations off the subnet (from DHCP).
+    pub router: Option<Ipv4>,
     arp: [(Ipv4, Mac); ARP_CACHE],
     arp_next: usize,
     /// ICMP echo requests answered.
@@ -94,6 +97,7 @@ impl Interface {
     pub fn new(address: Option<Address>) -> Interface {
         Interface {
             address,
+            router: None,
             arp: [([0; 4], [0; 6]); ARP_CACHE],
             arp_next: 0,
             echo_replies: 0,
@@ -170,6 +174,16 @@ impl Interface {
         }
     }
 
+    /// Where a packet to `destination` goes first: there itself on the subnet, else the router.
+    pub fn next_hop(&self, destination: Ipv4) -> Result<(Address, Ipv4), SendError> {
+        let address = self.address.ok_or(SendError::NoAddress)?;
+        if address.same_subnet(destination) {
+            return Ok((address, destination));
+        }
+        let router = self.router.ok_or(SendError::OffSubnet(destination))?;
+        Ok((address, router))
+    }
+
     fn learn(&mut self, ip: Ipv4, mac: Mac) {
         if let Some(entry) = self.arp.iter_mut().find(|(known, _)| *known == ip) {
             entry.1 = mac;
@@ -188,7 +202,7 @@ impl Interface {
 }
 
 /// Sends `data` to `destination`:`port` over UDP from `UDP_SOURCE_PORT`, resolving the
-/// destination's MAC with ARP first (serving received frames while waiting).
+/// next hop's MAC with ARP first (serving received frames while waiting).
 pub fn send_udp(
     card: &mut NetCard,
     interface: &mut Interface,
@@ -197,14 +211,11 @@ pub fn send_udp(
     port: u16,
     data: &[u8],
 ) -> Result<(), SendError> {
-    let address = interface.address.ok_or(SendError::NoAddress)?;
-    if !address.same_subnet(destination) {
-        return Err(SendError::OffSubnet(destination));
-    }
+    let (address, hop) = interface.next_hop(destination)?;
     if data.len() > 1400 {
         return Err(SendError::TooLong(data.len()));
     }
-    let peer = resolve(card, interface, io, address.ip, destination)?;
+    let peer = resolve(card, interface, io, hop)?;
     let mac = card.mac;
     card.send(io, |out| {
         let ethernet = packet::write_ethernet(out, peer, mac, packet::ETHERTYPE_IPV4);
@@ -227,17 +238,18 @@ pub fn send_udp(
     Ok(())
 }
 
-/// The MAC of `target`: from the cache, else by ARP (one request, up to a second's wait).
-fn resolve(
+/// The MAC of `target` (on the subnet): from the cache, else by ARP (one request, up to a
+/// second's wait).
+pub fn resolve(
     card: &mut NetCard,
     interface: &mut Interface,
     io: &mut Io,
-    own_ip: Ipv4,
     target: Ipv4,
 ) -> Result<Mac, SendError> {
     if let Some(mac) = interface.lookup(target) {
         return Ok(mac);
     }
+    let own_ip = interface.address.ok_or(SendError::NoAddress)?.ip;
     let mac = card.mac;
     let request = Arp {
         operation: packet::ARP_REQUEST,
@@ -250,16 +262,41 @@ fn resolve(
         let header = packet::write_ethernet(out, BROADCAST, mac, packet::ETHERTYPE_ARP);
         header + request.write(&mut out[header..])
     });
-    let deadline = ticks::now() + ARP_TIMEOUT_TICKS;
+    poll(card, interface, io, ARP_TIMEOUT_TICKS, |frame, _| {
+        Ethernet::parse(frame)
+            .filter(|ethernet| ethernet.ethertype == packet::ETHERTYPE_ARP)
+            .and_then(|ethernet| Arp::parse(ethernet.payload))
+            .is_some_and(|arp| arp.sender_ip == target)
+    });
+    interface.lookup(target).ok_or(SendError::Unresolved(target))
+}
+
+/// Serves received frames for up to `timeout` ticks: each goes to `interface` (ARP and echo
+/// answers), then to `inspect` with a sender for answers. Returns true as soon as `inspect`
+/// does (after the rest of that batch), false at the timeout.
+pub fn poll(
+    card: &mut NetCard,
+    interface: &mut Interface,
+    io: &mut Io,
+    timeout: u64,
+    mut inspect: impl FnMut(&[u8], &mut Sender) -> bool,
+) -> bool {
+    let mac = card.mac;
+    let deadline = ticks::now() + timeout;
     let any = arch::irq_total_count();
     loop {
         let seen = any.load(core::sync::atomic::Ordering::SeqCst);
-        card.receive(io, |frame, sender| interface.handle(mac, frame, sender));
-        if let Some(found) = interface.lookup(target) {
-            return Ok(found);
+        let mut done = false;
+        card.receive(io, |frame, sender| {
+            interface.handle(mac, frame, sender);
+            done |= inspect(frame, sender);
+        });
+        io.flush();
+        if done {
+            return true;
         }
         if ticks::now() >= deadline {
-            return Err(SendError::Unresolved(target));
+            return false;
         }
         let idle = card.prepare_sleep(io);
         io.flush();

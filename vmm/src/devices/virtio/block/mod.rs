@@ -14,7 +14,7 @@ use virtio_queue::Queue;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::{
     read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
@@ -143,25 +143,18 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation {
-            memory,
-            mut queues,
-            queue_events,
-            signals,
-            ..
-        } = activation;
-        let queue = queues.pop().ok_or(ActivateError::InvalidQueue(0))?;
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [queue] = activation.take_queues()?;
         let requests = Arc::new(RequestQueue {
             queue: Mutex::new(queue),
-            memory,
-            signals,
+            memory: activation.memory,
+            signals: activation.signals,
             id: self.id,
         });
         // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
         let pool = IoPool::start(&self.name, IO_THREADS)?;
         let disk = self.disk.clone();
-        let worker = Worker::spawn(self.name.clone(), queue_events, move |_| {
+        let worker = Worker::spawn(self.name.clone(), activation.queue_events, move |_| {
             // The slot is only emptied while the device is quiesced (no worker running).
             let image = lock(&disk.image).clone();
             if let Some(image) = image {
@@ -173,9 +166,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        worker::stop(&mut self.worker);
     }
 }
 
@@ -311,27 +302,15 @@ pub fn serve_queue(
     signals: &DeviceSignals,
     id: &[u8; ID_BYTES],
 ) {
-    if signals.is_broken() {
-        return;
-    }
-    let mut answer_all = || -> Result<usize, QueueError> {
+    signals.serve(|| {
         let mut used = 0;
         while let Some(chain) = pop_chain(queue, mem)? {
             let len = Work::of(&chain, mem).perform(disk, mem, id);
             add_used(queue, mem, chain.head, len)?;
             used += 1;
         }
-        Ok(used)
-    };
-    match answer_all() {
-        Ok(0) => {}
-        Ok(_) => {
-            if needs_notification(queue, mem) {
-                signals.notify(INTERRUPT_USED_RING);
-            }
-        }
-        Err(_) => signals.mark_broken(),
-    }
+        Ok(used > 0 && needs_notification(queue, mem))
+    });
 }
 
 fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, status: Status) {

@@ -6,13 +6,17 @@
 //! digits kept in the data dir, chosen at first start so that no other instance's bridge has
 //! it): the bridge is `vbr<id>`, NIC `k` of VM `n` is `vt<id><n in hex>n<k>`. Two vireods on
 //! one host never share a TAP or an L2 segment; [`Network::tap_name`] is the one naming
-//! function (crash recovery finds stale TAPs with it).
+//! function (crash recovery finds stale TAPs with it). `nat` adds the NAT network on the bridge.
+
+pub mod nat;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use crate::config::VmNetworkMode;
 
 /// The file in the data dir that keeps the instance id.
 const INSTANCE_FILE: &str = "network-instance";
@@ -68,6 +72,13 @@ impl IfReq {
         self.data[..4].copy_from_slice(&value.to_ne_bytes());
     }
 
+    /// Puts an AF_INET sockaddr holding `ip` in ifr_addr.
+    fn set_ipv4(&mut self, ip: std::net::Ipv4Addr) {
+        self.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        self.data[2..4].fill(0);
+        self.data[4..8].copy_from_slice(&ip.octets());
+    }
+
     fn short(&self) -> libc::c_short {
         libc::c_short::from_ne_bytes([self.data[0], self.data[1]])
     }
@@ -103,6 +114,35 @@ fn bring_up(name: &str) -> Result<(), NetworkError> {
         req.set_short(req.short() | libc::IFF_UP as libc::c_short);
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
             return Err(error("bring up", name));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `name` the IPv4 address `address`/`prefix` in place of its primary one (`None`: takes
+/// its address away).
+pub fn set_ipv4(
+    name: &str,
+    address: Option<std::net::Ipv4Addr>,
+    prefix: u8,
+) -> Result<(), NetworkError> {
+    let socket = control_socket(name)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut steps = vec![(
+        libc::SIOCSIFADDR,
+        address.unwrap_or(unspecified),
+        "set the address of",
+    )];
+    if address.is_some() {
+        steps.push((libc::SIOCSIFNETMASK, mask.into(), "set the netmask of"));
+    }
+    for (request, value, action) in steps {
+        let mut req = IfReq::new(name);
+        req.set_ipv4(value);
+        // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read an ifreq we own.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), request, &req) } < 0 {
+            return Err(error(action, name));
         }
     }
     Ok(())
@@ -247,6 +287,34 @@ impl Network {
             return Err(failure);
         }
         bring_up(name)
+    }
+}
+
+/// Brings "VM Network" to what `config` asks for at start: a NAT network made whole (and what a
+/// killed vireod left of it reconciled), or, for an internal one, what an earlier NAT setup of
+/// this instance left removed. Failures are logged: VMs still get the bridge.
+pub fn reconcile(config: &crate::config::Config) {
+    let data_dir = &config.data_dir;
+    let outcome = match Network::of(data_dir) {
+        Err(error) => Err(error.to_string()),
+        Ok(network) => match config.vm_network {
+            VmNetworkMode::Nat => nat::Nat::of(network, data_dir).and_then(|nat| {
+                nat.bring_up()?;
+                Ok(format!(
+                    "NAT on {} behind {}",
+                    nat.subnet(),
+                    network.bridge()
+                ))
+            }),
+            VmNetworkMode::Internal => {
+                nat::remove(network, data_dir).map(|()| format!("internal on {}", network.bridge()))
+            }
+        }
+        .map_err(|error| error.to_string()),
+    };
+    match outcome {
+        Ok(what) => tracing::info!("VM Network: {what}"),
+        Err(error) => tracing::error!("VM Network is not set up: {error}"),
     }
 }
 
