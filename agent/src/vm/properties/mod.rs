@@ -147,7 +147,7 @@ impl Built {
                 "overallStatus",
                 enum_value(schema, "ManagedEntityStatus", overall_status(state)),
             );
-        let mut properties: Vec<(&'static str, Value)> = vec![
+        let properties: Vec<(&'static str, Value)> = vec![
             ("name", state.spec.name.as_str().into()),
             (
                 "overallStatus",
@@ -158,6 +158,14 @@ impl Built {
             ("guest", guest.into()),
             ("summary", summary.into()),
             ("storage", storage.into()),
+            (
+                "layout",
+                layout::layout(schema, vm, &host.datastores, state, &files).into(),
+            ),
+            (
+                "resourceConfig",
+                config::resource_config(schema, vm, state).into(),
+            ),
             (
                 "layoutEx",
                 layout::layout_ex(schema, vm, &host.datastores, state, &files).into(),
@@ -177,10 +185,12 @@ impl Built {
                 ),
             ),
         ];
-        if !state.spec.template {
-            properties.push(("resourcePool", refs::root_pool().into()));
-        }
         let optional = vec![
+            // A template belongs to no resource pool.
+            (
+                "resourcePool",
+                (!state.spec.template).then(|| refs::root_pool().into()),
+            ),
             (
                 "snapshot",
                 snapshot_properties::snapshot_info(schema, vm, state).map(Value::from),
