@@ -30,7 +30,9 @@ pub enum StartupError {
     /// A directory could not be created.
     #[error("cannot create directory {path}: {source}")]
     CreateDir {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The TLS identity failed.
@@ -42,7 +44,9 @@ pub enum StartupError {
     /// Another vireod holds the data directory (or its lock file cannot be made).
     #[error("cannot lock the data directory {path} (is another vireod using it?): {source}")]
     Locked {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The roles and permissions file failed.
