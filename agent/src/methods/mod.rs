@@ -24,6 +24,7 @@ pub mod task_history_collector;
 pub mod task_manager;
 pub mod view;
 pub mod view_manager;
+pub mod virtual_disk_manager;
 pub mod virtual_machine;
 
 use std::future::Future;
@@ -114,6 +115,7 @@ const TABLES: &[&MethodTable] = &[
     &virtual_machine::METHODS,
     &snapshot::METHODS,
     &file_manager::METHODS,
+    &virtual_disk_manager::METHODS,
 ];
 
 impl Call<'_> {
