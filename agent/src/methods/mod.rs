@@ -10,6 +10,7 @@ pub mod folder;
 pub mod history;
 pub mod list_view;
 pub mod managed_object;
+pub mod network_system;
 pub mod object_view;
 pub mod property_collector;
 pub mod property_filter;
@@ -109,6 +110,7 @@ const TABLES: &[&MethodTable] = &[
     &account_manager::METHODS,
     &folder::METHODS,
     &virtual_machine::METHODS,
+    &network_system::METHODS,
     &snapshot::METHODS,
 ];
 

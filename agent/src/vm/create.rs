@@ -529,7 +529,10 @@ fn add_device(
                     })
             })
             .unwrap_or_else(|| "VM Network".into());
-        if network != "VM Network" {
+        if crate::locks::lock(&host.switches)
+            .portgroup(&network)
+            .is_err()
+        {
             return Err(Fault::invalid_argument(
                 schema,
                 "deviceChange.device.backing",
