@@ -1,6 +1,7 @@
 //! Merges killed midway: a child process deletes a snapshot (merging a 24 MiB layer into the
 //! root) and is SIGKILLed at a random moment. Reopening the tree must leave every snapshot
-//! and the active disk reading as before; finishing the consolidation must keep it so.
+//! and the active disk reading as before, with no cluster leaked by the cut-short copy;
+//! finishing the consolidation must keep it so.
 //! Default run: a few kills; `VIREO_DISK_LONG_TESTS=1`: 25.
 
 mod common;
@@ -62,7 +63,7 @@ fn to_raw(image: &Path, raw: &Path) {
 
 fn verify(tree: &DiskTree, dir: &Scratch) {
     for layer in &tree.state().layers {
-        assert_check_clean(&tree.layer_path(layer.id), true);
+        assert_check_clean(&tree.layer_path(layer.id), false);
     }
     assert_same_content(
         &tree.chain_of("second").unwrap()[0],

@@ -133,9 +133,9 @@ def create_vm(si, name, **kwargs):
 
 
 def console(agent, vm):
-    folder = vm.config.files.vmPathName.split("] ", 1)[1].rsplit("/", 1)[0]
+    datastore, path = vm.config.files.vmPathName[1:].split("] ", 1)
     try:
-        with open(os.path.join(agent.data_dir, "datastore1", folder, "serial.log")) as f:
+        with open(os.path.join(agent.data_dir, datastore, path.rsplit("/", 1)[0], "serial.log")) as f:
             return f.read()
     except FileNotFoundError:
         return ""

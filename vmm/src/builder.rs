@@ -341,6 +341,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     let VirtioDevices {
         devices,
         disk_slots,
+        stalls,
     } = open_virtio_devices(config)?;
     let virtio_slots = virtio_layout(devices.len());
     let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
@@ -384,6 +385,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         mmio,
         transports,
         disk_slots,
+        stalls,
         framebuffer,
     };
     Ok(Machine::new(

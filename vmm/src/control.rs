@@ -19,6 +19,7 @@ use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::io_stall::IoStalls;
 
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
@@ -26,9 +27,10 @@ use crate::devices::irq::send_nmi;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::machine::{Buses, VcpuKicker};
 use crate::run_state::{Phase, RunState, VmExit};
+use std::time::Duration;
 use vireo_vmm_protocol::control::{
     encode_reply, Ack, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
-    MAX_REQUEST_BYTES,
+    MAX_REQUEST_BYTES, STALL_WATCH_MS,
 };
 
 /// What the control server can act on: the running machine's shared parts.
@@ -55,6 +57,8 @@ pub struct VmHandle {
     pub vm_fd: Arc<VmFd>,
     /// Image slots of the disks (disk `i` is behind `transports[i]`).
     pub disk_slots: Vec<DiskSlot>,
+    /// The disks' requests held for lack of space.
+    pub stalls: Arc<IoStalls>,
     /// What the VM runs with now (disk paths change when disks are re-attached).
     pub config: Arc<Mutex<VmConfig>>,
     /// Instructions completed for kvm-pvm, per kind.
@@ -201,7 +205,10 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             let why = "the vCPUs did not all stop (the VM may be ending)";
             (acked(Err(why.into())), None)
         }
-        Request::Resume if handle.run_state.resume() => (acked(Ok(())), None),
+        Request::Resume if handle.run_state.resume() => {
+            retry_held_requests(handle);
+            (acked(Ok(())), None)
+        }
         Request::Resume => (acked(Err("the VM is ending".into())), None),
         Request::PowerButton => {
             lock(&handle.pm).press_power_button();
@@ -224,6 +231,24 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);
             (reply(taken.map(|png| Screenshot { png })), None)
+        }
+        Request::WatchStalls { seen } => {
+            let wait = Duration::from_millis(STALL_WATCH_MS);
+            (
+                reply::<_, String>(Ok(handle.stalls.watch(seen, wait))),
+                None,
+            )
+        }
+    }
+}
+
+/// Restarts every disk that holds requests for lack of space, so that it takes them off its
+/// queue again and retries them (after the vCPUs were let go: a disk still out of space
+/// pauses the VM again).
+fn retry_held_requests(handle: &VmHandle) {
+    for disk in handle.stalls.take() {
+        if let Some(transport) = handle.transports.get(disk) {
+            lock(transport).restart();
         }
     }
 }

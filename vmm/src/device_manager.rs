@@ -29,6 +29,7 @@ use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::{DeviceSignals, VirtioDevice};
+use crate::io_stall::IoStalls;
 use crate::persist::VmSnapshot;
 use crate::run_state::RunState;
 use crate::vstate::vm::Vm;
@@ -43,6 +44,8 @@ pub(crate) struct MachineDevices {
     pub transports: Vec<SharedTransport>,
     /// Image slots of the disks; disk `i` is behind `transports[i]`.
     pub disk_slots: Vec<DiskSlot>,
+    /// The disks' held requests.
+    pub stalls: Arc<IoStalls>,
     pub framebuffer: FramebufferInfo,
 }
 
@@ -124,6 +127,8 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
 pub(crate) struct VirtioDevices {
     pub devices: Vec<Box<dyn VirtioDevice>>,
     pub disk_slots: Vec<DiskSlot>,
+    /// Where the disks report requests held for lack of space.
+    pub stalls: Arc<IoStalls>,
 }
 
 /// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
@@ -131,6 +136,7 @@ pub(crate) struct VirtioDevices {
 pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, BuildError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut disk_slots = Vec::new();
+    let stalls = Arc::new(IoStalls::default());
     for (i, disk) in config.disks.iter().enumerate() {
         let image = open_image(&disk.path, disk.format, disk.read_only).map_err(|source| {
             BuildError::Disk {
@@ -142,7 +148,7 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
             .serial
             .clone()
             .unwrap_or_else(|| format!("vireo-disk-{i}"));
-        let block = Block::new(image, disk.read_only, &serial, format!("virtio-blk{i}"));
+        let block = Block::new(image, disk.read_only, &serial, (i, stalls.clone()));
         disk_slots.push(block.slot());
         devices.push(Box::new(block));
     }
@@ -160,6 +166,7 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, Bu
     Ok(VirtioDevices {
         devices,
         disk_slots,
+        stalls,
     })
 }
 

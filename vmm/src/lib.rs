@@ -3,7 +3,7 @@
 //! `builder` is the boot recipe, read top to bottom; `arch` holds the x86_64 boot facts (layout,
 //! registers, CPUID, MSRs, ACPI, zero page, PVH start info); `vstate` wraps KVM (memory, VM,
 //! vCPUs); `devices` are the emulated devices; `control` is the Unix-socket control protocol
-//! vireod speaks; `machine` runs a built VM until the guest is gone.
+//! vireod speaks; `io_stall` holds the disks out of host space; `machine` runs a built VM until the guest is gone.
 
 pub mod arch;
 pub mod builder;
@@ -12,6 +12,7 @@ pub mod control;
 pub mod device_manager;
 pub mod devices;
 pub mod disk_swap;
+pub mod io_stall;
 pub mod jail;
 pub mod machine;
 pub mod persist;

@@ -1,7 +1,7 @@
 //! A built VM and its run: one thread per vCPU, the console input and control socket threads,
 //! and the main thread waiting for the guest to end, then making sure every vCPU has left.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::io_stall::IoStalls;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::{Completion, Vcpu};
 use crate::vstate::vm::Vm;
@@ -42,6 +43,7 @@ pub struct Machine {
     cmos: Arc<Mutex<Cmos>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     disk_slots: Vec<DiskSlot>,
+    stalls: Arc<IoStalls>,
     framebuffer: FramebufferInfo,
     config: VmConfig,
     /// Instructions completed for kvm-pvm, per kind.
@@ -113,6 +115,7 @@ impl Machine {
             mmio,
             transports,
             disk_slots,
+            stalls,
             framebuffer,
         } = devices;
         Machine {
@@ -129,6 +132,7 @@ impl Machine {
             cmos: legacy.cmos,
             transports,
             disk_slots,
+            stalls,
             framebuffer,
             config,
             completed: Arc::default(),
@@ -176,6 +180,7 @@ impl Machine {
         let kicker = Arc::new(VcpuKicker {
             threads: handles.iter().map(|h| h.as_pthread_t()).collect(),
         });
+        self.stalls.arm(self.run_state.clone(), kicker.clone());
 
         if self.config.serial_stdio {
             self.forward_stdin();
@@ -190,6 +195,7 @@ impl Machine {
                 buses: self.buses.clone(),
                 transports: self.transports.clone(),
                 disk_slots: self.disk_slots.clone(),
+                stalls: self.stalls.clone(),
                 memory: self.memory.clone(),
                 framebuffer: self.framebuffer,
                 vm_fd: self.vm.fd.clone(),
@@ -229,7 +235,9 @@ impl Machine {
         for (index, slot) in self.disk_slots.iter().enumerate() {
             if let Some(image) = lock(&slot.image).take() {
                 if let Err(e) = image.flush() {
-                    eprintln!("vireo-vmm: disk {index}: flush at exit failed: {e}");
+                    // Not eprintln!, which panics when the log's file system is full.
+                    let line = format!("vireo-vmm: disk {index}: flush at exit failed: {e}");
+                    let _ = writeln!(std::io::stderr(), "{line}");
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! filter before any thread exists (every thread inherits it), the files opened as the starting
 //! user inside the jail's view, and the drop to the jail's user before the guest runs.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -60,7 +61,8 @@ fn main() -> ExitCode {
         exit,
         boot_marker_ms: boot_marker.boot_marker().map(|d| d.as_secs_f64() * 1e3),
     };
-    eprintln!("{}", record.to_line());
+    // Not eprintln!, which panics when the log's file system is full.
+    let _ = writeln!(std::io::stderr(), "{}", record.to_line());
     ExitCode::from(code)
 }
 

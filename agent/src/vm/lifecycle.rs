@@ -16,7 +16,8 @@ use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    control, disks, network, recovery, snapshots, tools_host, Power, Stopping, Vm, VmState,
+    control, disks, network, question, recovery, snapshots, tools_host, Power, Stopping, Vm,
+    VmState,
 };
 use crate::events::post_event;
 use crate::faults;
@@ -205,6 +206,7 @@ fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProc
         vm.run_dir.join("tools.sock"),
         generation,
     );
+    question::watch_stalls(host.clone(), vm.clone(), generation);
     vm.notify();
 }
 
@@ -431,6 +433,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     state.process = None;
     state.generation += 1;
     state.tools.disconnect();
+    state.question = None;
     let taps = std::mem::take(&mut state.taps);
     delete_taps(&taps);
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod network;
 pub mod process;
 pub mod properties;
+pub mod question;
 pub mod reconfig;
 pub mod recovery;
 pub mod screenshot;
@@ -98,6 +99,8 @@ pub struct VmState {
     pub disk_views: Vec<disks::trees::DiskView>,
     /// TAP devices created for the running VMM.
     pub taps: Vec<String>,
+    /// The question the VM waits on (`runtime.question`).
+    pub question: Option<question::Question>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
 }
@@ -348,6 +351,7 @@ impl Vms {
                     snapshots: Default::default(),
                     disk_views: Vec::new(),
                     taps: Vec::new(),
+                    question: None,
                     removed: false,
                 }),
                 changed: Condvar::new(),

@@ -537,17 +537,32 @@ impl Qcow2Image {
             return Ok(());
         }
         let cs = self.cluster_size();
-        let host = self.allocate(1)?;
-        if data.len() as u64 == cs {
-            self.file.write_all(data, host)?;
+        let mut whole = Vec::new();
+        let contents = if data.len() as u64 == cs {
+            data
         } else {
-            let mut whole = vec![0u8; cs as usize];
+            whole.resize(cs as usize, 0);
             self.read_in_cluster(cluster, 0, &mut whole)?;
             whole[within as usize..within as usize + data.len()].copy_from_slice(data);
-            self.file.write_all(&whole, host)?;
-        }
+            &whole
+        };
+        let host = self.allocate(1)?;
+        self.write_fresh(contents, host, 1)?;
         self.file_len = self.file_len.max(host + cs);
         self.set_l2_entry(cluster, host | COPIED, mapping)
+    }
+
+    /// Writes `data` into the `count` clusters just allocated at `host`; if that fails (a full
+    /// file system) they are released, so that nothing leaks and the write can be retried.
+    fn write_fresh(&mut self, data: &[u8], host: u64, count: u64) -> Result<(), BlockError> {
+        let written = self.file.write_all(data, host);
+        if written.is_err() {
+            let first = host >> self.cluster_bits;
+            for cluster in first..first + count {
+                self.free_cluster(cluster)?;
+            }
+        }
+        written
     }
 
     /// How many leading whole-cluster pieces need fresh clusters (at most 512).
@@ -573,7 +588,7 @@ impl Qcow2Image {
         let cs = self.cluster_size();
         let count = data.len() as u64 / cs;
         let host = self.allocate(count)?;
-        self.file.write_all(data, host)?;
+        self.write_fresh(data, host, count)?;
         self.file_len = self.file_len.max(host + count * cs);
         for i in 0..count {
             let old = self.mapping(first + i)?;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
 use crate::cbt;
 use crate::chain::{self, MergeError, Progress};
+use crate::qcow2::check::{self, CheckError};
 use crate::qcow2::{create, BackingSpec, CreateError, CreateOptions, Qcow2Image, Qcow2Options};
 
 pub use estimate::{ConsolidationEstimate, MergeEstimate};
@@ -59,6 +60,9 @@ pub enum TreeError {
         /// The backing file its header names.
         found: Option<PathBuf>,
     },
+    /// A layer could not be checked for leaked clusters
+    #[error(transparent)]
+    Check(#[from] CheckError),
     /// A layer file could not be removed
     #[error("cannot remove {path}: {source}")]
     Remove {
@@ -362,7 +366,9 @@ impl DiskTree {
         let copied = match chain::commit(&child_path, false, progress) {
             Ok(copied) => copied,
             Err(e) => {
-                // the parent's own view was not needed: the tree still reads as before
+                // the parent's own view was not needed: the tree still reads as before, once
+                // what the copy allocated there (a full file system, say) is given back
+                self.release_leaked_clusters(parent)?;
                 self.state.pending = None;
                 self.save()?;
                 return Err(e.into());
@@ -411,6 +417,9 @@ impl DiskTree {
     /// Finishes a merge that reached the copied phase; forgets one that did not (the tree
     /// then reads as before and the merge can simply be run again).
     fn recover(&mut self) -> Result<(), TreeError> {
+        if let Some(pending) = self.state.pending {
+            self.release_leaked_clusters(pending.parent)?;
+        }
         match self.state.pending {
             None => Ok(()),
             Some(PendingMerge {
@@ -425,6 +434,20 @@ impl DiskTree {
                 self.state.pending = None;
                 self.save()
             }
+        }
+    }
+
+    /// Gives back the clusters of layer `id` that a merge cut short allocated and never mapped
+    /// (refcounts written, tables not): a qcow2 check with repair of that layer. Images the
+    /// checker does not walk (raw, internal snapshots) are left as they are.
+    fn release_leaked_clusters(&self, id: LayerId) -> Result<(), TreeError> {
+        let path = self.layer_path(id);
+        if probe_format(&path)? != ImageFormat::Qcow2 {
+            return Ok(());
+        }
+        match check::check(&path, true) {
+            Ok(_) | Err(CheckError::Unsupported(..)) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -55,6 +55,47 @@ pub enum Request {
     /// Take a PNG of the framebuffer; replies with a [`Screenshot`] carrying its bytes (the
     /// VMM writes no file: no command names a host path it would write).
     Screenshot,
+    /// Report the disks whose writes are held for lack of host space ([`IoStalls`]): at once
+    /// when `seen` is absent or differs from the current generation, else once it changes (or
+    /// after [`STALL_WATCH_MS`], with the same generation).
+    WatchStalls {
+        /// The generation the caller knows.
+        #[serde(default)]
+        seen: Option<u64>,
+    },
+}
+
+/// Longest a `watch-stalls` request waits for a change before answering.
+pub const STALL_WATCH_MS: u64 = 20_000;
+
+/// Why a disk's writes are held: the host file system said so (the guest is not told; the VM
+/// is paused until `resume` retries them).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StallCause {
+    /// ENOSPC: the file system holding the image is full.
+    NoSpace,
+    /// EDQUOT: the image's owner is over its quota.
+    QuotaExceeded,
+}
+
+/// One disk whose requests are held.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskStall {
+    /// The disk's index (the order of `--disk`).
+    pub disk: usize,
+    /// Why.
+    pub cause: StallCause,
+}
+
+/// The reply to `watch-stalls`: every disk held now. Each change (a disk held, or the held
+/// requests retried by `resume`) bumps `generation`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IoStalls {
+    /// Bumped at each change.
+    pub generation: u64,
+    /// The disks held, by index.
+    pub disks: Vec<DiskStall>,
 }
 
 impl Request {
@@ -235,6 +276,10 @@ mod tests {
             r#"{"cmd":"serial-input","text":"ls\n"}"#
         );
         assert_eq!(Request::DetachDisks.name(), "detach-disks");
+        assert_eq!(
+            parse(r#"{"cmd":"watch-stalls"}"#).unwrap(),
+            Request::WatchStalls { seen: None }
+        );
         assert!(parse(r#"{"cmd":"format-disk"}"#).is_err());
         assert!(parse("not json").is_err());
     }
@@ -281,5 +326,18 @@ mod tests {
             [0x89, b'P', 0]
         );
         assert!(decode_reply::<Screenshot>(r#"{"ok":true,"png":"8"}"#).is_err());
+        let stalls = IoStalls {
+            generation: 3,
+            disks: vec![DiskStall {
+                disk: 1,
+                cause: StallCause::NoSpace,
+            }],
+        };
+        let line = encode_reply(Ok(stalls.clone()));
+        assert_eq!(
+            line,
+            r#"{"ok":true,"generation":3,"disks":[{"disk":1,"cause":"no-space"}]}"#
+        );
+        assert_eq!(decode_reply::<IoStalls>(&line).unwrap(), Ok(stalls));
     }
 }

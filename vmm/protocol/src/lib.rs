@@ -12,7 +12,7 @@ pub mod exit;
 
 pub use args::{DiskConfig, DiskFormat, NetConfig, VmmArgs};
 pub use control::{
-    decode_reply, encode_reply, Ack, BadReply, FramebufferStatus, Request, RunPhase, SaveReport,
-    Screenshot, VmStatus,
+    decode_reply, encode_reply, Ack, BadReply, DiskStall, FramebufferStatus, IoStalls, Request,
+    RunPhase, SaveReport, Screenshot, StallCause, VmStatus,
 };
 pub use exit::{ExitRecord, VmExit};

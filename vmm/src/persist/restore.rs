@@ -84,6 +84,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     let VirtioDevices {
         devices,
         disk_slots,
+        stalls,
     } = open_virtio_devices(&config)?;
     let slots = virtio_layout(devices.len());
     let (mmio, transports) =
@@ -101,6 +102,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         mmio,
         transports,
         disk_slots,
+        stalls,
         framebuffer,
     };
     Ok(Machine::new(

@@ -1,6 +1,6 @@
-//! VirtualMachine methods, one file per family: power, guest (through the tools), inventory
-//! (Destroy, Unregister, templates), config (reload, storage refresh), clone, snapshot,
-//! cbt (changed block tracking), reconfig, screenshot and console.
+//! VirtualMachine methods, one file per family: power, question (AnswerVM), guest (through the
+//! tools), inventory (Destroy, Unregister, templates), config (reload, storage refresh), clone,
+//! snapshot, cbt (changed block tracking), reconfig, screenshot and console.
 
 mod cbt;
 mod clone;
@@ -9,6 +9,7 @@ mod console;
 mod guest;
 mod inventory;
 mod power;
+mod question;
 mod reconfig;
 mod screenshot;
 mod snapshot;
@@ -31,6 +32,7 @@ pub const METHODS: MethodTable = MethodTable {
         ("ResetVM_Task", Handler::Sync(power::reset)),
         ("SuspendVM_Task", Handler::Sync(power::suspend)),
         ("TerminateVM", Handler::Sync(power::terminate)),
+        ("AnswerVM", Handler::Sync(question::answer)),
         ("ShutdownGuest", Handler::Sync(guest::shutdown)),
         ("RebootGuest", Handler::Sync(guest::reboot)),
         ("StandbyGuest", Handler::Sync(guest::standby)),

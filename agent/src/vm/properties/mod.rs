@@ -19,6 +19,7 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
 use super::disks::trees::DiskState;
+use super::question::overall_status;
 use super::snapshots::properties as snapshot_properties;
 use super::{Vm, VmState};
 use crate::host::Host;
@@ -41,8 +42,6 @@ fn publish(host: &Host, vm: &Vm, state: &VmState) {
         if inv.get(obj).is_none() {
             inv.insert(schema, obj.clone(), None);
             inv.set(schema, obj, "parent", refs::vm_folder());
-            let green = Value::enumeration(schema, "ManagedEntityStatus", "green");
-            inv.set(schema, obj, "overallStatus", green);
             let gray = Value::enumeration(schema, "ManagedEntityStatus", "gray");
             inv.set(schema, obj, "configStatus", gray);
             inv.set(schema, obj, "alarmActionsEnabled", false);
@@ -162,10 +161,14 @@ impl Built {
             .with(
                 schema,
                 "overallStatus",
-                enum_value(schema, "ManagedEntityStatus", "green"),
+                enum_value(schema, "ManagedEntityStatus", overall_status(state)),
             );
         let mut properties: Vec<(&'static str, Value)> = vec![
             ("name", state.spec.name.as_str().into()),
+            (
+                "overallStatus",
+                enum_value(schema, "ManagedEntityStatus", overall_status(state)),
+            ),
             ("config", config.into()),
             ("runtime", runtime.into()),
             ("guest", guest.into()),

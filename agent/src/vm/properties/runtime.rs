@@ -1,4 +1,5 @@
-//! runtime (power, boot and suspend times, consolidationNeeded) and summary.quickStats.
+//! runtime (power, boot and suspend times, consolidationNeeded, the pending question) and
+//! summary.quickStats.
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Value};
@@ -6,6 +7,7 @@ use vireo_api::{DataObject, Value};
 use super::enum_value;
 use crate::inventory::esxi::refs;
 use crate::inventory::now_micros;
+use crate::vm::question::Question;
 use crate::vm::VmState;
 
 pub(super) fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {
@@ -41,7 +43,14 @@ pub(super) fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {
             "consolidationNeeded",
             state.disk_views.iter().any(|v| v.consolidation_needed),
         )
-        .with(schema, "paused", false);
+        .with(
+            schema,
+            "paused",
+            state.question.as_ref().is_some_and(Question::pauses),
+        );
+    if let Some(question) = &state.question {
+        runtime.set(schema, "question", question.info(schema));
+    }
     if let Some(boot) = state.boot_time {
         runtime.set(schema, "bootTime", Value::DateTime(boot));
     }

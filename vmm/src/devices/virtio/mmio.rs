@@ -321,6 +321,15 @@ impl MmioTransport {
         }
     }
 
+    /// Restarts an active device where its queues stand in guest memory: the requests it took
+    /// and did not answer are taken again.
+    pub fn restart(&mut self) {
+        if self.active {
+            self.quiesce();
+            self.reactivate();
+        }
+    }
+
     /// Restarts a quiesced device where its queues stand in guest memory.
     pub fn reactivate(&mut self) {
         if self.status & status::DRIVER_OK != 0 && !self.active && !self.signals.is_broken() {

@@ -1,7 +1,10 @@
 //! virtio 1.x devices on the MMIO transport: the transport's register file (`mmio`), checked
 //! virtqueue access that turns guest misbehaviour into a broken device instead of a hang or a
 //! panic (`queue`), the worker thread that serves queue notifications off the vCPU threads
-//! (`worker`), and the devices themselves (`block`).
+//! (`worker`), and the devices themselves (`block`, `net`, `console`). What every device does
+//! the same way lives here: taking its queues on activation (`Activation::take_queues`),
+//! serving a pass over them (`DeviceSignals::serve`: interrupt, or mark the device broken) and
+//! stopping its worker on reset (`worker::stop`).
 
 pub mod block;
 pub mod console;
@@ -75,6 +78,20 @@ impl DeviceSignals {
         self.notify(INTERRUPT_CONFIG);
     }
 
+    /// Runs one pass over the device's queues unless the device is broken: interrupts when
+    /// the pass says the driver wants it (`Ok(true)`), marks the device broken when the
+    /// driver misused a queue.
+    pub fn serve(&self, pass: impl FnOnce() -> Result<bool, queue::QueueError>) {
+        if self.is_broken() {
+            return;
+        }
+        match pass() {
+            Ok(true) => self.notify(INTERRUPT_USED_RING),
+            Ok(false) => {}
+            Err(_) => self.mark_broken(),
+        }
+    }
+
     /// Whether the device needs a reset.
     pub fn is_broken(&self) -> bool {
         self.needs_reset.load(Ordering::SeqCst)
@@ -116,6 +133,15 @@ pub struct Activation {
     pub acked_features: u64,
     /// Interrupts and failure reporting.
     pub signals: std::sync::Arc<DeviceSignals>,
+}
+
+impl Activation {
+    /// The device's `N` queues, in order.
+    pub fn take_queues<const N: usize>(&mut self) -> Result<[Queue; N], ActivateError> {
+        std::mem::take(&mut self.queues)
+            .try_into()
+            .map_err(|queues: Vec<Queue>| ActivateError::InvalidQueue(queues.len().min(N)))
+    }
 }
 
 /// Errors activating a device.

@@ -106,6 +106,13 @@ impl Worker {
     }
 }
 
+/// Stops the worker `slot` holds, if one runs (a device reset).
+pub fn stop(slot: &mut Option<Worker>) {
+    if let Some(worker) = slot.take() {
+        worker.stop();
+    }
+}
+
 fn event_fd(event: &EventFd) -> RawFd {
     event.as_raw_fd()
 }

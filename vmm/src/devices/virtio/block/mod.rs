@@ -3,28 +3,32 @@
 //! them out itself, except reads that would wait for storage (not in the host's page cache):
 //! those run on the device's I/O threads, in parallel. A chain that breaks the queue rules
 //! marks the device broken; a bad request gets an error status and the device carries on.
+//! A request the host has no space for is held unanswered and the device takes no more
+//! (`crate::io_stall`: the VM pauses until a restart of the device retries it).
 
 pub mod disk;
 pub mod io_pool;
 pub mod request;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::{
     read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::devices::bus::lock;
+use crate::io_stall::IoStalls;
 use disk::{ConcurrentDisk, SharedImage};
 use io_pool::{IoPool, IO_THREADS};
 use request::{
-    execute, execute_without_waiting, parse, Request, RequestError, Status, ID_BYTES, SECTOR_SIZE,
-    SIZE_MAX,
+    execute, execute_without_waiting, parse, OutOfSpace, Request, RequestError, Status, ID_BYTES,
+    SECTOR_SIZE, SIZE_MAX,
 };
 
 /// virtio device type of a block device.
@@ -64,11 +68,20 @@ pub struct Block {
     features: u64,
     worker: Option<Worker>,
     name: String,
+    /// Where it reports requests held for lack of space, as disk `index`.
+    stalls: Arc<IoStalls>,
+    index: usize,
 }
 
 impl Block {
-    /// A device serving `image`, answering GET_ID with `serial` (truncated to 20 bytes).
-    pub fn new(image: SharedImage, read_only: bool, serial: &str, name: String) -> Block {
+    /// Disk `index` serving `image`, answering GET_ID with `serial` (truncated to 20 bytes),
+    /// reporting held requests to `stalls`.
+    pub fn new(
+        image: SharedImage,
+        read_only: bool,
+        serial: &str,
+        (index, stalls): (usize, Arc<IoStalls>),
+    ) -> Block {
         let mut id = [0u8; ID_BYTES];
         let len = serial.len().min(ID_BYTES);
         id[..len].copy_from_slice(&serial.as_bytes()[..len]);
@@ -97,7 +110,9 @@ impl Block {
             config: config_space(capacity),
             features,
             worker: None,
-            name,
+            name: format!("virtio-blk{index}"),
+            stalls,
+            index,
         }
     }
 
@@ -143,25 +158,21 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation {
-            memory,
-            mut queues,
-            queue_events,
-            signals,
-            ..
-        } = activation;
-        let queue = queues.pop().ok_or(ActivateError::InvalidQueue(0))?;
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [queue] = activation.take_queues()?;
         let requests = Arc::new(RequestQueue {
             queue: Mutex::new(queue),
-            memory,
-            signals,
+            memory: activation.memory,
+            signals: activation.signals,
             id: self.id,
+            held: AtomicBool::new(false),
+            stalls: self.stalls.clone(),
+            index: self.index,
         });
         // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
         let pool = IoPool::start(&self.name, IO_THREADS)?;
         let disk = self.disk.clone();
-        let worker = Worker::spawn(self.name.clone(), queue_events, move |_| {
+        let worker = Worker::spawn(self.name.clone(), activation.queue_events, move |_| {
             // The slot is only emptied while the device is quiesced (no worker running).
             let image = lock(&disk.image).clone();
             if let Some(image) = image {
@@ -173,9 +184,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        worker::stop(&mut self.worker);
     }
 }
 
@@ -185,6 +194,10 @@ struct RequestQueue {
     memory: GuestMemoryMmap,
     signals: Arc<DeviceSignals>,
     id: [u8; ID_BYTES],
+    /// Set once a request is held for space: nothing more is taken off the queue.
+    held: AtomicBool,
+    stalls: Arc<IoStalls>,
+    index: usize,
 }
 
 impl RequestQueue {
@@ -192,20 +205,29 @@ impl RequestQueue {
     /// reads whose data is not in the host's page cache; those go to the I/O threads, which
     /// may wait for storage while the worker carries on. The requests answered here are
     /// published together, with one interrupt if the driver wants it.
+    /// A request out of space stops the pass: it and the requests taken after it stay
+    /// unanswered (taken again when the device restarts) and the stall is reported.
     fn serve(self: &Arc<Self>, image: &SharedImage, pool: &IoPool) {
         let taken = match self.take_available() {
             Ok(taken) => taken,
             Err(_) => return self.signals.mark_broken(),
         };
         let mut answered = Vec::with_capacity(taken.len());
+        let mut stalled = None;
         for (head, work) in taken {
             match work.perform_without_waiting(&**image, &self.memory, &self.id) {
-                Some(len) => answered.push((head, len)),
+                Some(Ok(len)) => answered.push((head, len)),
+                Some(Err(out_of_space)) => {
+                    stalled = Some(out_of_space);
+                    break;
+                }
                 None => {
                     let (requests, image) = (self.clone(), image.clone());
                     pool.submit(Box::new(move || {
-                        let len = work.perform(&*image, &requests.memory, &requests.id);
-                        requests.publish(&[(head, len)]);
+                        match work.perform(&*image, &requests.memory, &requests.id) {
+                            Ok(len) => requests.publish(&[(head, len)]),
+                            Err(out_of_space) => requests.hold(out_of_space),
+                        }
                     }));
                 }
             }
@@ -213,13 +235,22 @@ impl RequestQueue {
         if !answered.is_empty() {
             self.publish(&answered);
         }
+        if let Some(out_of_space) = stalled {
+            self.hold(out_of_space);
+        }
+    }
+
+    /// Stops taking requests and reports the stall (which pauses the VM).
+    fn hold(&self, OutOfSpace(cause): OutOfSpace) {
+        self.held.store(true, Ordering::SeqCst);
+        self.stalls.report(self.index, cause);
     }
 
     /// Every request the driver made available (none once the device is broken). pop_chain
     /// re-arms kicks (EVENT_IDX) when the queue runs dry.
     fn take_available(&self) -> Result<Vec<(u16, Work)>, QueueError> {
         let mut taken = Vec::new();
-        if self.signals.is_broken() {
+        if self.signals.is_broken() || self.held.load(Ordering::SeqCst) {
             return Ok(taken);
         }
         let mut queue = lock(&self.queue);
@@ -269,41 +300,45 @@ impl Work {
         disk: &dyn ConcurrentDisk,
         mem: &GuestMemoryMmap,
         id: &[u8; ID_BYTES],
-    ) -> Option<u32> {
+    ) -> Option<Result<u32, OutOfSpace>> {
         match self {
-            Work::Run(request) => {
-                let (status, len) = execute_without_waiting(request, disk, mem, id)?;
-                write_status(mem, request.status, status);
-                Some(len)
-            }
+            Work::Run(request) => Some(
+                execute_without_waiting(request, disk, mem, id)?
+                    .map(|(status, len)| answer(mem, request, status, len)),
+            ),
             Work::Refuse(_) => Some(self.perform(disk, mem, id)),
         }
     }
 
-    /// Runs the request and writes its status; returns the bytes written into guest buffers.
+    /// Runs the request and writes its status; returns the bytes written into guest buffers,
+    /// or that it must wait for space (no status written).
     fn perform(
         &self,
         disk: &dyn ConcurrentDisk,
         mem: &GuestMemoryMmap,
         id: &[u8; ID_BYTES],
-    ) -> u32 {
+    ) -> Result<u32, OutOfSpace> {
         match self {
-            Work::Run(request) => {
-                let (status, len) = execute(request, disk, mem, id);
-                write_status(mem, request.status, status);
-                len
-            }
-            Work::Refuse(None) => 0,
+            Work::Run(request) => execute(request, disk, mem, id)
+                .map(|(status, len)| answer(mem, request, status, len)),
+            Work::Refuse(None) => Ok(0),
             Work::Refuse(Some(status)) => {
                 write_status(mem, *status, Status::IoErr);
-                1
+                Ok(1)
             }
         }
     }
 }
 
+/// Writes `request`'s status; returns `len`.
+fn answer(mem: &GuestMemoryMmap, request: &Request, status: Status, len: u32) -> u32 {
+    write_status(mem, request.status, status);
+    len
+}
+
 /// Serves every available request on the calling thread, one after another; interrupts once
-/// if the driver wants it (tests and the fuzz target).
+/// if the driver wants it (tests and the fuzz target). A request out of space stays
+/// unanswered and ends the pass.
 pub fn serve_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
@@ -311,27 +346,17 @@ pub fn serve_queue(
     signals: &DeviceSignals,
     id: &[u8; ID_BYTES],
 ) {
-    if signals.is_broken() {
-        return;
-    }
-    let mut answer_all = || -> Result<usize, QueueError> {
+    signals.serve(|| {
         let mut used = 0;
         while let Some(chain) = pop_chain(queue, mem)? {
-            let len = Work::of(&chain, mem).perform(disk, mem, id);
+            let Ok(len) = Work::of(&chain, mem).perform(disk, mem, id) else {
+                break;
+            };
             add_used(queue, mem, chain.head, len)?;
             used += 1;
         }
-        Ok(used)
-    };
-    match answer_all() {
-        Ok(0) => {}
-        Ok(_) => {
-            if needs_notification(queue, mem) {
-                signals.notify(INTERRUPT_USED_RING);
-            }
-        }
-        Err(_) => signals.mark_broken(),
-    }
+        Ok(used > 0 && needs_notification(queue, mem))
+    });
 }
 
 fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, status: Status) {
@@ -545,6 +570,9 @@ mod tests {
                 EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
             )),
             id: [0; ID_BYTES],
+            held: AtomicBool::new(false),
+            stalls: Arc::default(),
+            index: 0,
         });
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
         let image = disk::open_image(&f.path, None, false).unwrap();

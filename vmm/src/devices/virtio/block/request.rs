@@ -2,6 +2,7 @@
 //! device's limits) and carrying it out against the image.
 
 use vireo_disk::block::BlockError;
+use vireo_vmm_protocol::StallCause;
 
 use super::disk::ConcurrentDisk;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -153,14 +154,19 @@ pub fn parse(chain: &Chain, mem: &GuestMemoryMmap, seg_max: u32) -> Result<Reque
     })
 }
 
+/// A request the host had no space to carry out (ENOSPC, EDQUOT): it gets no status, so that
+/// it can be retried once there is space (see `io_stall`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfSpace(pub StallCause);
+
 /// Carries out `request`; returns its status and the bytes written into guest buffers
-/// (the status byte included).
+/// (the status byte included), or that it must wait for space.
 pub fn execute(
     request: &Request,
     disk: &dyn ConcurrentDisk,
     mem: &GuestMemoryMmap,
     id: &[u8; ID_BYTES],
-) -> (Status, u32) {
+) -> Result<(Status, u32), OutOfSpace> {
     let result = match request.kind {
         RequestKind::In => read_sectors(request, mem, |buf, offset| {
             disk.read_at(buf, offset).map(|()| true)
@@ -183,7 +189,7 @@ pub fn execute_without_waiting(
     disk: &dyn ConcurrentDisk,
     mem: &GuestMemoryMmap,
     id: &[u8; ID_BYTES],
-) -> Option<(Status, u32)> {
+) -> Option<Result<(Status, u32), OutOfSpace>> {
     if request.kind != RequestKind::In {
         return Some(execute(request, disk, mem, id));
     }
@@ -192,24 +198,34 @@ pub fn execute_without_waiting(
 }
 
 /// The status of a request that ended with `result`, and the bytes written into guest buffers
-/// (the status byte included).
-fn reply(result: Result<u32, Failure>) -> (Status, u32) {
+/// (the status byte included); none when it ran out of host space.
+fn reply(result: Result<u32, Failure>) -> Result<(Status, u32), OutOfSpace> {
     match result {
-        Ok(written) => (Status::Ok, written + 1),
-        Err(Failure::Unsupported) => (Status::Unsupported, 1),
-        Err(Failure::Io) => (Status::IoErr, 1),
+        Ok(written) => Ok((Status::Ok, written + 1)),
+        Err(Failure::Unsupported) => Ok((Status::Unsupported, 1)),
+        Err(Failure::Io) => Ok((Status::IoErr, 1)),
+        Err(Failure::Space(cause)) => Err(OutOfSpace(cause)),
     }
 }
 
-/// Why a request failed: the disk or guest memory refused (IOERR), or an unknown type.
+/// Why a request failed: the disk or guest memory refused (IOERR), an unknown type, or the
+/// host's file system is out of space for the image.
 enum Failure {
     Io,
     Unsupported,
+    Space(StallCause),
 }
 
 impl From<BlockError> for Failure {
-    fn from(_: BlockError) -> Self {
-        Failure::Io
+    fn from(error: BlockError) -> Self {
+        let BlockError::Io { source, .. } = &error else {
+            return Failure::Io;
+        };
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) => Failure::Space(StallCause::NoSpace),
+            Some(libc::EDQUOT) => Failure::Space(StallCause::QuotaExceeded),
+            _ => Failure::Io,
+        }
     }
 }
 

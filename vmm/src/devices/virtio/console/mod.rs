@@ -16,10 +16,10 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::{add_used, needs_notification, pop_chain, QueueError};
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::{
-    read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
-    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::devices::bus::lock;
 
@@ -30,8 +30,10 @@ pub const QUEUE_SIZE: u16 = 128;
 /// Host-to-guest bytes buffered before the socket reader waits for the guest.
 const INBOUND_LIMIT: usize = 1 << 20;
 
+/// The worker's sources: the two queues, then the host end's inbound bytes.
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
+const INBOUND_SOURCE: usize = 2;
 
 /// The host end: bytes from the connected client waiting for the guest, and the client.
 pub struct HostEnd {
@@ -159,30 +161,23 @@ impl VirtioDevice for Console {
         read_config_bytes(&[0; 12], offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let Activation {
-            memory,
-            mut queues,
-            queue_events,
-            signals,
-            ..
-        } = activation;
-        let tx = queues.pop().ok_or(ActivateError::InvalidQueue(TX_QUEUE))?;
-        let rx = queues.pop().ok_or(ActivateError::InvalidQueue(RX_QUEUE))?;
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [rx, tx] = activation.take_queues()?;
+        let signals = activation.signals;
         let mut port = ConsolePort {
             rx,
             tx,
-            mem: memory,
+            mem: activation.memory,
             host: self.host.clone(),
         };
         let inbound_fd = self.host.inbound_ready.as_raw_fd();
         let host = self.host.clone();
         let worker = Worker::spawn_with_fds(
             self.name.clone(),
-            queue_events,
+            activation.queue_events,
             &[inbound_fd],
             move |source| {
-                if source > TX_QUEUE {
+                if source == INBOUND_SOURCE {
                     let _ = host.inbound_ready.read();
                 }
                 port.serve(source, &signals);
@@ -193,9 +188,7 @@ impl VirtioDevice for Console {
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        worker::stop(&mut self.worker);
     }
 }
 
@@ -209,19 +202,11 @@ pub struct ConsolePort {
 
 impl ConsolePort {
     fn serve(&mut self, source: usize, signals: &DeviceSignals) {
-        if signals.is_broken() {
-            return;
-        }
-        let result = if source == TX_QUEUE {
-            self.transmit()
-        } else {
-            self.receive()
-        };
-        match result {
-            Ok(true) => signals.notify(INTERRUPT_USED_RING),
-            Ok(false) => {}
-            Err(_) => signals.mark_broken(),
-        }
+        signals.serve(|| match source {
+            TX_QUEUE => self.transmit(),
+            RX_QUEUE | INBOUND_SOURCE => self.receive(),
+            _ => Ok(false),
+        });
     }
 
     /// Guest → host.

@@ -12,10 +12,10 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestMemoryMmap};
 
 use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
-use super::worker::Worker;
+use super::worker::{self, Worker};
 use super::{
-    read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
-    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 use tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 
@@ -26,6 +26,7 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Largest frame with its header: 64 KiB of TSO payload plus Ethernet and the header.
 pub const MAX_FRAME: usize = 65_562;
 
+/// The worker's sources: the two queues, then the TAP.
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 const TAP_SOURCE: usize = 2;
@@ -118,13 +119,14 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+    fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
+        let [rx, tx] = activation.take_queues()?;
         let Activation {
             memory,
-            mut queues,
             queue_events,
             acked_features,
             signals,
+            ..
         } = activation;
         // The TAP only hands the guest what it said it can take.
         let mut offloads = 0;
@@ -140,8 +142,6 @@ impl VirtioDevice for Net {
         self.tap
             .set_offloads(offloads)
             .map_err(|e| ActivateError::Worker(io::Error::other(e.to_string())))?;
-        let tx = queues.pop().ok_or(ActivateError::InvalidQueue(TX_QUEUE))?;
-        let rx = queues.pop().ok_or(ActivateError::InvalidQueue(RX_QUEUE))?;
         let mut queues = NetQueues::new(
             rx,
             tx,
@@ -159,9 +159,7 @@ impl VirtioDevice for Net {
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        worker::stop(&mut self.worker);
     }
 }
 
@@ -196,21 +194,16 @@ impl<T: FrameIo> NetQueues<T> {
 
     /// Handles a ready source: the RX queue (buffers posted), the TX queue, or the TAP.
     pub fn serve(&mut self, source: usize, signals: &DeviceSignals) {
-        if signals.is_broken() {
-            return;
-        }
-        if source == TAP_SOURCE {
-            self.io_readable = true;
-        }
-        let result = match source {
-            TX_QUEUE => self.transmit(),
-            _ => self.receive(),
-        };
-        match result {
-            Ok(true) => signals.notify(INTERRUPT_USED_RING),
-            Ok(false) => {}
-            Err(_) => signals.mark_broken(),
-        }
+        signals.serve(|| {
+            if source == TAP_SOURCE {
+                self.io_readable = true;
+            }
+            match source {
+                TX_QUEUE => self.transmit(),
+                RX_QUEUE | TAP_SOURCE => self.receive(),
+                _ => Ok(false),
+            }
+        });
     }
 
     /// Sends every frame the guest queued; returns whether the driver wants an interrupt.
