@@ -239,3 +239,36 @@ def test_accounts_roles_and_permissions_persist_and_fault_like_esxi(si, agent):
     with pytest.raises(vim.fault.UserNotFound):
         accounts.RemoveUser("keeper")
     Disconnect(si)
+
+
+def test_a_revoked_permission_takes_effect_on_the_next_call(si, agent):
+    """vireod remembers who may do what between calls; every role, permission and inventory
+    change must reach the very next call."""
+    vm = create_vm(si, "revoke-target")
+    auth = si.content.authorizationManager
+    privilege = "VirtualMachine.Config.ChangeTracking"
+    role = auth.AddAuthorizationRole("track-changes", [privilege])
+    create_user(si, "revokee", "Revokee-pass-1")
+    grant(si, vm, "revokee", role)
+    user = agent.vireod.connect("revokee", "Revokee-pass-1")
+    mine = as_user(user, vm)
+    track = lambda enabled: mine.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=enabled))  # noqa: E731
+    WaitForTask(track(True))
+    assert visible(user) == ({"revoke-target"}, 1)
+    # The role trades its privilege for another: the next call is refused; reading still works.
+    auth.UpdateAuthorizationRole(role, "track-changes", ["VirtualMachine.Config.Annotation"])
+    refused(lambda: track(False), privilege)
+    assert mine.name == "revoke-target"
+    auth.UpdateAuthorizationRole(role, "track-changes", [privilege])
+    WaitForTask(track(False))
+    # The permission revoked: the next call is refused and the VM is gone from the user's view.
+    auth.RemoveEntityPermission(vm, "revokee", False)
+    refused(lambda: track(True), privilege)
+    refused(lambda: mine.name, "System.Read")
+    assert visible(user) == (set(), 0)
+    # Granted again (ReadOnly): seen at once, still not changeable.
+    grant(si, vm, "revokee", READ_ONLY)
+    assert visible(user) == ({"revoke-target"}, 1)
+    refused(lambda: track(True), privilege)
+    assert vm.config.changeTrackingEnabled is False
+    Disconnect(user)

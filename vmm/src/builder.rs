@@ -83,6 +83,14 @@ pub enum BuildError {
         /// The loader error.
         source: linux_loader::loader::Error,
     },
+    /// A compressed initrd could not be decompressed for a Linux guest on kvm-pvm.
+    #[error("cannot decompress initrd {path}: {source}")]
+    Initrd {
+        /// The initrd.
+        path: PathBuf,
+        /// Why.
+        source: kvm_pvm::InitrdError,
+    },
     /// The initrd does not fit in guest memory.
     #[error("initrd of {size} bytes does not fit below {limit:#x} in guest memory")]
     InitrdTooLarge {
@@ -305,21 +313,34 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path, pvm: bool) -> Result<LoadedKe
     }
 }
 
-/// Loads the initrd at the highest page-aligned address below `limit`.
-fn load_initrd(mem: &GuestMemoryMmap, path: &Path, limit: u64) -> Result<InitrdRegion, BuildError> {
+/// Loads the initrd at the highest page-aligned address below `limit`; for a Linux guest on
+/// kvm-pvm, a gzip-compressed one is decompressed on the host first (`kvm_pvm::initrd_for_guest`).
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    limit: u64,
+    pvm_linux: bool,
+) -> Result<InitrdRegion, BuildError> {
     let io = |source| BuildError::File {
         what: "initrd",
         path: path.to_owned(),
         source,
     };
-    let mut file = open("initrd", path)?;
-    let size = file.metadata().map_err(io)?.len();
+    let mut bytes = Vec::new();
+    open("initrd", path)?.read_to_end(&mut bytes).map_err(io)?;
+    if pvm_linux {
+        bytes = kvm_pvm::initrd_for_guest(bytes).map_err(|source| BuildError::Initrd {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let size = bytes.len() as u64;
     let too_large = BuildError::InitrdTooLarge { size, limit };
     let addr = limit.checked_sub(size).ok_or(too_large)? & !(PAGE_SIZE - 1);
     if addr < layout::HIGH_MEMORY_START {
         return Err(BuildError::InitrdTooLarge { size, limit });
     }
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)?;
+    mem.write_slice(&bytes, GuestAddress(addr))?;
     Ok(InitrdRegion { addr, size })
 }
 
@@ -429,7 +450,12 @@ fn write_boot_data(
             let max = kernel
                 .setup_header
                 .map_or(u64::MAX, |h| u64::from(h.initrd_addr_max) + 1);
-            Some(load_initrd(memory, path, ram[0].1.min(max))?)
+            Some(load_initrd(
+                memory,
+                path,
+                ram[0].1.min(max),
+                pvm && kernel.linux,
+            )?)
         }
         None => None,
     };

@@ -6,6 +6,7 @@
 //! Lock order: callers may hold the inventory lock while reading this store, so nothing here
 //! ever takes the inventory lock; callers compute entity paths first.
 
+mod memo;
 pub mod permissions;
 pub mod publish;
 pub mod roles;
@@ -19,6 +20,7 @@ use vireo_api::{MoRef, Value};
 
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
+use memo::{Memo, Reach};
 pub use permissions::{EntityRef, Permission};
 pub use roles::Role;
 
@@ -26,6 +28,8 @@ pub use roles::Role;
 const FILE: &str = "authz.json";
 /// Longest parent chain followed (the ESXi tree is a few levels deep).
 const MAX_DEPTH: usize = 64;
+/// Privileges any session holds on objects outside the inventory tree.
+const SESSION_PRIVILEGES: [&str; 3] = ["System.Anonymous", "System.View", "System.Read"];
 
 /// Why the store could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,8 @@ pub struct Authz {
     known: BTreeSet<String>,
     roles: Vec<Role>,
     permissions: Vec<Permission>,
+    /// Who reaches what through which roles; forgotten on every change ([`Authz::commit`]).
+    memo: Memo,
 }
 
 impl Authz {
@@ -120,13 +126,14 @@ impl Authz {
         };
         let mut all = roles::system_roles(&known);
         all.extend(stored.roles.into_iter().filter(|r| !r.is_system()));
-        let authz = Authz {
+        let mut authz = Authz {
             path: Some(path),
             known,
             roles: all,
             permissions: stored.permissions,
+            memo: Memo::default(),
         };
-        authz.save()?;
+        authz.commit()?;
         Ok(authz)
     }
 
@@ -139,10 +146,14 @@ impl Authz {
             roles: roles::system_roles(&known),
             known,
             permissions: vec![root_admin()],
+            memo: Memo::default(),
         }
     }
 
-    fn save(&self) -> Result<(), StoreError> {
+    /// Takes a change to roles or permissions into account: forgets what the memo derived
+    /// from the old ones and persists the new ones.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.memo.forget();
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -213,7 +224,7 @@ impl Authz {
             .unwrap_or(0)
             .max(roles::FIRST_CUSTOM);
         self.roles.push(Role::custom(id, name, privileges));
-        self.save()?;
+        self.commit()?;
         Ok(id)
     }
 
@@ -237,7 +248,7 @@ impl Authz {
         if let Some(role) = self.roles.iter_mut().find(|r| r.id == id) {
             *role = updated;
         }
-        Ok(self.save()?)
+        Ok(self.commit()?)
     }
 
     /// Removes a custom role and the permissions that use it (unless `fail_if_used`).
@@ -251,7 +262,7 @@ impl Authz {
         }
         self.roles.retain(|r| r.id != id);
         self.permissions.retain(|p| p.role_id != id);
-        Ok(self.save()?)
+        Ok(self.commit()?)
     }
 
     /// Every permission.
@@ -278,7 +289,7 @@ impl Authz {
             return Err(PermissionError::LastAdmin);
         }
         self.permissions = next;
-        Ok(self.save()?)
+        Ok(self.commit()?)
     }
 
     /// Sets permissions on their entities, replacing any for the same principal there.
@@ -332,11 +343,42 @@ impl Authz {
         })
     }
 
-    /// Whether `user` holds `privilege` on the entity whose parent paths are `paths`.
-    pub fn holds(&self, user: &str, privilege: &str, paths: &[Vec<MoRef>]) -> bool {
-        permissions::deciding_roles(&self.permissions, user, paths)
-            .into_iter()
-            .filter_map(|id| self.role(id))
+    /// Whether `user` holds `privilege` on `obj` as it stands in `inv` (an object that does not
+    /// exist grants nothing; one outside the inventory tree answers to the root folder, except
+    /// that any session may read it). Remembered per inventory generation.
+    pub fn holds_on(
+        &self,
+        schema: &Schema,
+        inv: &Inventory,
+        user: &str,
+        privilege: &str,
+        obj: &MoRef,
+    ) -> bool {
+        if inv.get(obj).is_none() {
+            return false;
+        }
+        let reach = || match paths(schema, inv, obj) {
+            Some(paths) => {
+                Reach::Tree(permissions::deciding_roles(&self.permissions, user, &paths))
+            }
+            None => Reach::Outside(permissions::deciding_roles(
+                &self.permissions,
+                user,
+                &[vec![refs::root_folder()]],
+            )),
+        };
+        self.memo.with(inv, user, obj, reach, |reach| match reach {
+            Reach::Tree(roles) => self.any_grants(roles, privilege),
+            Reach::Outside(roles) => {
+                SESSION_PRIVILEGES.contains(&privilege) || self.any_grants(roles, privilege)
+            }
+        })
+    }
+
+    fn any_grants(&self, roles: &[i32], privilege: &str) -> bool {
+        roles
+            .iter()
+            .filter_map(|id| self.role(*id))
             .any(|role| role.grants(privilege))
     }
 
@@ -433,14 +475,15 @@ mod tests {
         let dir = scratch("default");
         let authz = Authz::open(&dir, host.schema).unwrap();
         let inv = host.inventory();
-        let vm = paths(host.schema, &inv, &MoRef::new("VirtualMachine", "1")).unwrap();
+        let vm = MoRef::new("VirtualMachine", "1");
         assert_eq!(
-            vm.len(),
+            paths(host.schema, &inv, &vm).unwrap().len(),
             2,
             "a VM is reached through its folder and its pool"
         );
-        assert!(authz.holds("root", "VirtualMachine.Interact.PowerOn", &vm));
-        assert!(!authz.holds("alice", "System.Read", &vm));
+        let holds = |user, privilege| authz.holds_on(host.schema, &inv, user, privilege, &vm);
+        assert!(holds("root", "VirtualMachine.Interact.PowerOn"));
+        assert!(!holds("alice", "System.Read"));
         let mode = std::fs::metadata(dir.join(FILE)).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -465,18 +508,67 @@ mod tests {
         drop(authz);
         let authz = Authz::open(&dir, host.schema).unwrap();
         let inv = host.inventory();
-        let vm = paths(host.schema, &inv, &MoRef::new("VirtualMachine", "1")).unwrap();
-        assert!(authz.holds("alice", "VirtualMachine.Interact.PowerOn", &vm));
-        assert!(authz.holds("alice", "System.Read", &vm));
-        assert!(!authz.holds("alice", "VirtualMachine.Interact.PowerOff", &vm));
-        let ds = paths(host.schema, &inv, &MoRef::new("Datastore", "datastore1")).unwrap();
+        let vm = MoRef::new("VirtualMachine", "1");
+        let holds =
+            |privilege, obj: &MoRef| authz.holds_on(host.schema, &inv, "alice", privilege, obj);
+        assert!(holds("VirtualMachine.Interact.PowerOn", &vm));
+        assert!(holds("System.Read", &vm));
+        assert!(!holds("VirtualMachine.Interact.PowerOff", &vm));
         assert!(
-            !authz.holds("alice", "System.Read", &ds),
+            !holds("System.Read", &MoRef::new("Datastore", "datastore1")),
             "the pool is not above datastores"
         );
-        let privileges = authz.privileges("alice", &vm);
+        let privileges = authz.privileges("alice", &paths(host.schema, &inv, &vm).unwrap());
         assert!(privileges.contains("VirtualMachine.Interact.PowerOn"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_change_takes_effect_on_the_next_check() {
+        let host = crate::host::test_host();
+        let schema = host.schema;
+        let mut authz = Authz::ephemeral(schema);
+        let vm = MoRef::new("VirtualMachine", "1");
+        let holds = |authz: &Authz, privilege| {
+            authz.holds_on(schema, &host.inventory(), "alice", privilege, &vm)
+        };
+        let rename = "VirtualMachine.Config.Rename";
+        let role = authz.add_role("rename", &[rename.into()]).unwrap();
+        let folder = refs::vm_folder();
+        authz
+            .set_permissions(vec![grant(&folder, "alice", role, true)])
+            .unwrap();
+        assert!(holds(&authz, rename) && holds(&authz, "System.Read"));
+        assert!(authz.memo.remembered() > 0, "the answer is remembered");
+
+        // A role losing a privilege.
+        authz.update_role(role, "rename", Some(&[])).unwrap();
+        assert!(!holds(&authz, rename) && holds(&authz, "System.Read"));
+        authz
+            .update_role(role, "rename", Some(&[rename.into()]))
+            .unwrap();
+        assert!(holds(&authz, rename));
+
+        // A permission revoked, then granted again.
+        authz
+            .remove_permission(&EntityRef::from(&folder), "alice", false)
+            .unwrap();
+        assert!(!holds(&authz, "System.Read"));
+        authz
+            .set_permissions(vec![grant(&folder, "alice", role, true)])
+            .unwrap();
+        assert!(holds(&authz, rename));
+
+        // The VM moved out of the folder the permission is on (the inventory changed, not
+        // the permissions).
+        host.mutate(|inv| inv.set(schema, &vm, "parent", refs::root_folder()));
+        assert!(!holds(&authz, rename) && !holds(&authz, "System.Read"));
+        host.mutate(|inv| inv.set(schema, &vm, "parent", folder.clone()));
+        assert!(holds(&authz, rename));
+
+        // A role removed with its permissions.
+        authz.remove_role(role, false).unwrap();
+        assert!(!holds(&authz, "System.Read"));
     }
 
     #[test]

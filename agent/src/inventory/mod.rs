@@ -5,6 +5,7 @@
 pub mod esxi;
 pub mod host_facts;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vireo_api::fast_hash::FastMap;
@@ -28,9 +29,25 @@ pub struct Inventory {
     objects: FastMap<MoRef, ManagedObject>,
     /// How many objects each session owns.
     owned: FastMap<Arc<str>, usize>,
+    /// See [`Inventory::generation`].
+    generation: u64,
 }
 
+/// The last generation any inventory took.
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
 impl Inventory {
+    /// Changes whenever anything in this inventory changes, to a number no inventory had
+    /// before: what is computed from one generation holds for as long as it is current.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Called by every method that changes something.
+    fn changing(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    }
+
     /// Adds (or replaces) an object with every property unset.
     pub fn insert(
         &mut self,
@@ -38,6 +55,7 @@ impl Inventory {
         obj: MoRef,
         owner: Option<Arc<str>>,
     ) -> &mut ManagedObject {
+        self.changing();
         let ty = schema.known_type(&obj.ty);
         if let Some(owner) = &owner {
             *self.owned.entry(owner.clone()).or_default() += 1;
@@ -60,6 +78,7 @@ impl Inventory {
 
     /// Removes an object.
     pub fn remove(&mut self, obj: &MoRef) -> Option<ManagedObject> {
+        self.changing();
         let removed = self.objects.remove(obj)?;
         self.disown(&removed);
         Some(removed)
@@ -67,6 +86,7 @@ impl Inventory {
 
     /// Removes every object owned by a session.
     pub fn remove_owned_by(&mut self, session: &str) {
+        self.changing();
         self.objects
             .retain(|_, o| o.owner.as_deref() != Some(session));
         self.owned.remove(session);
@@ -89,6 +109,7 @@ impl Inventory {
 
     /// Sets a stored property; panics if our code names a property the type lacks.
     pub fn set(&mut self, schema: &Schema, obj: &MoRef, name: &str, value: impl Into<Value>) {
+        self.changing();
         let Some(object) = self.objects.get_mut(obj) else {
             return;
         };
@@ -100,6 +121,7 @@ impl Inventory {
 
     /// Unsets a stored property (an optional property that no longer has a value).
     pub fn unset(&mut self, schema: &Schema, obj: &MoRef, name: &str) {
+        self.changing();
         let Some(object) = self.objects.get_mut(obj) else {
             return;
         };

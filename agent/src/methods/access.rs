@@ -12,13 +12,10 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::Call;
-use crate::authz::{self, Authz};
+use crate::authz::Authz;
 use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
-
-/// Privileges any session holds on objects outside the inventory tree.
-const SESSION_PRIVILEGES: [&str; 3] = ["System.Anonymous", "System.View", "System.Read"];
 
 /// Whether `user` holds `privilege` on `obj` (an object that does not exist grants nothing).
 pub fn holds(
@@ -29,12 +26,7 @@ pub fn holds(
     privilege: &str,
     obj: &MoRef,
 ) -> bool {
-    match authz::paths(schema, inv, obj) {
-        Some(paths) => authz.holds(user, privilege, &paths),
-        None if inv.get(obj).is_none() => false,
-        None if SESSION_PRIVILEGES.contains(&privilege) => true,
-        None => authz.holds(user, privilege, &[vec![refs::root_folder()]]),
-    }
+    authz.holds_on(schema, inv, user, privilege, obj)
 }
 
 /// Whether `user` holds any of `privileges` on `obj`, locking what it reads (for callers outside

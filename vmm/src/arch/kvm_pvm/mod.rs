@@ -12,13 +12,22 @@ use kvm_bindings::CpuId;
 
 pub use lz4::Lz4Error;
 
-/// Options appended to a Linux guest's command line on kvm-pvm: `clearcpuid=` with the feature
-/// bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) — by number, which 6.1 kernels
-/// parse (they no longer know `noxsave`). XSAVE/XRSTOR are refused in ring 0 and not completed
-/// by `arch::emulate` (the kernel uses FXSAVE instead); INVPCID flushes a TLB user space cannot
-/// reach (the kernel uses CR4.PGE instead); kvm-pvm raises a wrong #UD for ring-0 RDPID instead
-/// of an exit we could complete (the kernel uses LSL instead).
-pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534";
+/// Options appended to a Linux guest's command line on kvm-pvm (docs/kvm-pvm.md says why each):
+/// - `clearcpuid=` with the feature bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) —
+///   by number, which 6.1 kernels parse (they no longer know `noxsave`). XSAVE/XRSTOR are
+///   refused in ring 0 and not completed by `arch::emulate` (the kernel uses FXSAVE instead);
+///   INVPCID flushes a TLB user space cannot reach (the kernel uses CR4.PGE instead); kvm-pvm
+///   raises a wrong #UD for ring-0 RDPID instead of an exit we could complete (LSL instead).
+/// - `mitigations=off`: guest ring 0 never runs on the CPU here (it is interpreted), so the
+///   speculation mitigations only add interpreted work to every kernel entry and return.
+/// - `tsc=reliable`: the guest TSC is the host's; skips the TSC synchronization checks at CPU
+///   bring-up and the clocksource watchdog that rereads every clocksource twice a second.
+/// - `nowatchdog` and `rcupdate.rcu_cpu_stall_suppress=1`: interpreted ring 0 runs minutes of
+///   work without scheduling; the lockup and RCU-stall detectors would only print backtraces
+///   (slowly, to the serial console) about it.
+/// - `cryptomgr.notests`: skips the boot-time self-tests of every crypto algorithm.
+pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534 mitigations=off tsc=reliable nowatchdog \
+                                 rcupdate.rcu_cpu_stall_suppress=1 cryptomgr.notests";
 
 /// KVM paravirtual features whose guest side makes VMCALL/VMMCALL hypercalls, which hang the
 /// vCPU on kvm-pvm: PV_UNHALT (7, spinlock kicks), PV_SEND_IPI (11), PV_SCHED_YIELD (13).
@@ -117,6 +126,39 @@ fn gunzip(stream: &[u8], limit: usize) -> Result<Vec<u8>, PayloadError> {
     Ok(out)
 }
 
+/// Why a gzip-compressed initrd could not be decompressed for the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum InitrdError {
+    /// The gzip stream is corrupt or truncated.
+    #[error("gzip initrd: {0}")]
+    Gzip(std::io::Error),
+    /// The decompressed archive is larger than we hand a guest.
+    #[error("the decompressed initrd exceeds {INITRD_LIMIT} bytes")]
+    TooLarge,
+}
+
+/// Largest decompressed initrd.
+const INITRD_LIMIT: usize = 1 << 30;
+
+/// The initrd as the guest gets it on kvm-pvm: a gzip-compressed one (every member of the
+/// stream) decompressed on the host, since inflating it in interpreted ring 0 takes minutes
+/// and Linux unpacks an uncompressed cpio archive just as well; anything else unchanged.
+pub fn initrd_for_guest(initrd: Vec<u8>) -> Result<Vec<u8>, InitrdError> {
+    use std::io::Read;
+    if !initrd.starts_with(&GZIP_MAGIC) {
+        return Ok(initrd);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(initrd.as_slice())
+        .take(INITRD_LIMIT as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(InitrdError::Gzip)?;
+    if out.len() > INITRD_LIMIT {
+        return Err(InitrdError::TooLarge);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,9 +166,7 @@ mod tests {
 
     /// A minimal bzImage: one setup sector plus the boot sector, then a gzip payload.
     fn bzimage(payload_plain: &[u8]) -> Vec<u8> {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(payload_plain).unwrap();
-        let mut payload = gz.finish().unwrap();
+        let mut payload = gzip(payload_plain);
         payload.extend_from_slice(&(payload_plain.len() as u32).to_le_bytes());
         let mut image = vec![0u8; 2 * 512];
         image[SETUP_SECTS] = 1;
@@ -136,6 +176,30 @@ mod tests {
         image.extend_from_slice(&[0; 16]);
         image.extend_from_slice(&payload);
         image
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_initrd_is_decompressed_member_by_member_and_others_kept() {
+        let mut two_members = gzip(b"070701 first member ");
+        two_members.extend(gzip(b"070701 second member"));
+        assert_eq!(
+            initrd_for_guest(two_members).unwrap(),
+            b"070701 first member 070701 second member"
+        );
+        let plain = b"070701 an uncompressed cpio archive".to_vec();
+        assert_eq!(initrd_for_guest(plain.clone()).unwrap(), plain);
+        let mut truncated = gzip(&[7u8; 4096]);
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(
+            initrd_for_guest(truncated),
+            Err(InitrdError::Gzip(_))
+        ));
     }
 
     #[test]
