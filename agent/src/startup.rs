@@ -144,6 +144,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());
+    crate::vm::cpu_usage::watch(host.clone());
     Ok(Started {
         host,
         identity,

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::block::{open_disk, probe_format, BlockDevice, BlockError, ImageFormat, OpenError};
+use crate::block::{BlockDevice, BlockError};
+use crate::open::{open_disk, probe_format, ImageFormat, OpenError};
 use crate::qcow2::{BackingSpec, ExtentKind, LayerExtent, Qcow2Image, Qcow2Options};
 
 /// Bytes moved per step of a merge (one progress report and cancellation point each).

@@ -3,12 +3,13 @@
 
 pub mod backing;
 pub mod block;
-pub mod cbt;
 pub mod chain;
+pub mod open;
 pub mod qcow2;
 pub mod raw;
 pub mod shared;
 pub mod tree;
 
-pub use block::{open_disk, open_disk_as, BlockDevice, BlockError, OpenError};
+pub use block::{BlockDevice, BlockError};
+pub use open::{open_disk, open_disk_as, OpenError};
 pub use shared::SharedDisk;

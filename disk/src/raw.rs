@@ -5,7 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::block::{check_range, BlockDevice, BlockError, OpenError};
+use crate::block::{check_range, BlockDevice, BlockError};
+use crate::open::OpenError;
 use crate::shared::{HostExtent, RoutableDevice, Segment};
 
 /// A raw image file behind the `BlockDevice` trait.

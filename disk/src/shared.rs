@@ -10,7 +10,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-use crate::block::{probe_format, BlockDevice, BlockError, ImageFormat, OpenError};
+use crate::block::{BlockDevice, BlockError};
+use crate::open::{probe_format, ImageFormat, OpenError};
 use crate::qcow2::{Qcow2Image, Qcow2Options};
 use crate::raw::RawDisk;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{qemu_img, Rng, Scratch};
-use vireo_disk::cbt::CbtError;
 use vireo_disk::open_disk;
+use vireo_disk::tree::cbt::CbtError;
 use vireo_disk::tree::DiskTree;
 
 const SIZE: u64 = 16 << 20;
@@ -219,7 +219,7 @@ fn unusable_change_ids_are_errors_the_caller_can_tell_apart() {
         backup.tree.changed_areas("nonsense", None, 0, SIZE),
         Err(CbtError::Malformed(_))
     ));
-    let mut unknown: vireo_disk::cbt::ChangeId = first.parse().unwrap();
+    let mut unknown: vireo_disk::tree::cbt::ChangeId = first.parse().unwrap();
     unknown.seq = 99;
     assert!(matches!(
         backup

@@ -9,7 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{qemu_img, qemu_io, Rng, Scratch};
-use vireo_disk::block::{BlockError, OpenError};
+use vireo_disk::block::BlockError;
+use vireo_disk::open::OpenError;
 use vireo_disk::open_disk;
 use vireo_disk::qcow2::Qcow2OpenError;
 

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{assert_check_clean, qemu_img, qemu_io, Rng, Scratch};
-use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::{commit, rebase, MergeError};
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::BackingSpec;
 
 /// Builds base <- mid <- top (4 MiB base under 8 MiB overlays) with random writes.

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{assert_check_clean, assert_same_content, qemu_img, qemu_io, seeds, Rng, Scratch};
-use vireo_disk::block::ImageFormat;
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{create, BackingSpec, CreateOptions, Qcow2Image, Qcow2Options};
 use vireo_disk::{open_disk, BlockDevice};
 

@@ -17,13 +17,11 @@ use crate::arch::zero_page::{self, InitrdRegion};
 use crate::arch::{acpi, kvm_pvm, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{
-    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
+    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
     MachineDevices, VirtioDevices,
 };
-use crate::devices::bus::BusError;
 use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
 use crate::devices::framebuffer::FramebufferInfo;
-use crate::devices::virtio::mmio::TransportError;
 use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
@@ -123,54 +121,9 @@ pub enum BuildError {
     /// The MSR index list could not be read.
     #[error("cannot read KVM's MSR index list: {0}")]
     MsrList(kvm_ioctls::Error),
-    /// Saved device state does not fit this machine.
-    #[error("saved device state does not fit: {0}")]
-    DeviceState(String),
-    /// The state file could not be read.
+    /// A device could not be set up.
     #[error(transparent)]
-    StateFile(#[from] crate::persist::StateFileError),
-    /// The memory file could not be mapped.
-    #[error(transparent)]
-    MemoryFile(#[from] crate::persist::memory::MemoryFileError),
-    /// VM-wide KVM state could not be restored.
-    #[error(transparent)]
-    KvmState(#[from] crate::persist::vm::KvmStateError),
-    /// Two devices claimed the same ports.
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// A disk image could not be opened.
-    #[error("cannot open disk {path}: {source}")]
-    Disk {
-        /// The image.
-        path: PathBuf,
-        /// Why.
-        source: vireo_disk::block::OpenError,
-    },
-    /// The tools channel could not be created.
-    #[error(transparent)]
-    Console(#[from] crate::devices::virtio::console::ConsoleError),
-    /// A TAP could not be opened.
-    #[error(transparent)]
-    Tap(#[from] crate::devices::virtio::net::tap::TapError),
-    /// A virtio device could not be wired to KVM.
-    #[error("cannot wire a virtio device to KVM ({what}): {source}")]
-    VirtioWiring {
-        /// The step.
-        what: &'static str,
-        /// The error.
-        source: kvm_ioctls::Error,
-    },
-    /// A virtio transport could not be created.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The serial log could not be opened.
-    #[error("cannot open serial log {path}: {source}")]
-    SerialLog {
-        /// The log file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Devices(#[from] DeviceError),
 }
 
 /// What kind of kernel image a file holds.
@@ -387,7 +340,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         .kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(BuildError::SupportedCpuid)?;
-    let msr_indices = msr_index_list(&vm)?;
+    let msr_indices = vm.msr_index_list().map_err(BuildError::MsrList)?;
     let vcpus = (0..config.vcpus)
         .map(|i| {
             let entry = (i == 0).then_some(entry);
@@ -417,12 +370,6 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         run_state,
         config.clone(),
     ))
-}
-
-/// The MSRs KVM can save and restore for this VM's vCPUs.
-pub(crate) fn msr_index_list(vm: &Vm) -> Result<Arc<Vec<u32>>, BuildError> {
-    let list = vm.kvm.get_msr_index_list().map_err(BuildError::MsrList)?;
-    Ok(Arc::new(list.as_slice().to_vec()))
 }
 
 /// Loads the kernel, initrd and command line and writes the tables the kernel reads at entry.

@@ -9,61 +9,18 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Uid;
-use std::sync::{Arc, Mutex};
-
-use kvm_ioctls::VmFd;
-use vm_memory::GuestMemoryMmap;
-
-use crate::config::VmConfig;
-use crate::devices::legacy::rtc::Cmos;
-use crate::devices::legacy::serial::SerialPort;
-use crate::devices::virtio::block::DiskSlot;
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::io_stall::IoStalls;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::devices::bus::lock;
-use crate::devices::framebuffer::{screenshot_png, FramebufferInfo};
+use crate::devices::framebuffer::screenshot_png;
 use crate::devices::irq::send_nmi;
-use crate::devices::legacy::pm::PowerManagement;
-use crate::machine::{Buses, VcpuKicker};
-use crate::run_state::{Phase, RunState, VmExit};
-use std::time::Duration;
+use crate::handle::VmHandle;
+use crate::run_state::{Phase, VmExit};
 use vireo_vmm_protocol::control::{
     encode_reply, Ack, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
     MAX_REQUEST_BYTES, STALL_WATCH_MS,
 };
-
-/// What the control server can act on: the running machine's shared parts.
-pub struct VmHandle {
-    /// The VM's run state.
-    pub run_state: Arc<RunState>,
-    /// The PM1 registers (power button).
-    pub pm: Arc<Mutex<PowerManagement>>,
-    /// COM1 (saved with the VM).
-    pub serial: Arc<Mutex<SerialPort>>,
-    /// The CMOS (saved with the VM).
-    pub cmos: Arc<Mutex<Cmos>>,
-    /// Kicks vCPUs out of KVM_RUN (pause).
-    pub kicker: Arc<VcpuKicker>,
-    /// The buses (statistics).
-    pub buses: Arc<Buses>,
-    /// The virtio transports (quiesced and saved with the VM).
-    pub transports: Vec<Arc<Mutex<MmioTransport>>>,
-    /// Guest memory (the framebuffer lives in it).
-    pub memory: GuestMemoryMmap,
-    /// Where the framebuffer is.
-    pub framebuffer: FramebufferInfo,
-    /// The KVM VM.
-    pub vm_fd: Arc<VmFd>,
-    /// Image slots of the disks (disk `i` is behind `transports[i]`).
-    pub disk_slots: Vec<DiskSlot>,
-    /// The disks' requests held for lack of space.
-    pub stalls: Arc<IoStalls>,
-    /// What the VM runs with now (disk paths change when disks are re-attached).
-    pub config: Arc<Mutex<VmConfig>>,
-    /// Instructions completed for kvm-pvm, per kind.
-    pub completed: Arc<crate::arch::emulate::Counts>,
-}
 
 /// Errors starting the control server.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The devices of a machine: the legacy devices on the port bus, the virtio devices opened
 //! from the configuration, and their wiring to KVM (irqfds, ioeventfds) and the MMIO bus.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::devices::virtio::block::disk::open_image;
@@ -10,8 +11,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::acpi::{self, MmioDeviceInfo};
 use crate::arch::layout;
-use crate::builder::BuildError;
 use crate::config::VmConfig;
+use crate::devices::bus::BusError;
 use crate::devices::bus::{Bus, BusDevice};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::irq::{InterruptLine, KvmIrqLine};
@@ -25,6 +26,7 @@ use crate::devices::legacy::serial::{
 use crate::devices::legacy::serial_log::{RotatingLog, LOG_CAP_BYTES, LOG_ROTATIONS};
 use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::console::Console;
+use crate::devices::virtio::mmio::TransportError;
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::tap::Tap;
 use crate::devices::virtio::net::Net;
@@ -33,6 +35,50 @@ use crate::io_stall::IoStalls;
 use crate::persist::VmSnapshot;
 use crate::run_state::RunState;
 use crate::vstate::vm::Vm;
+
+/// Errors setting up the machine's devices (on boot and on restore).
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Saved device state does not fit this machine.
+    #[error("saved device state does not fit: {0}")]
+    DeviceState(String),
+    /// Two devices claimed the same ports.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A disk image could not be opened.
+    #[error("cannot open disk {path}: {source}")]
+    Disk {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: vireo_disk::open::OpenError,
+    },
+    /// The tools channel could not be created.
+    #[error(transparent)]
+    Console(#[from] crate::devices::virtio::console::ConsoleError),
+    /// A TAP could not be opened.
+    #[error(transparent)]
+    Tap(#[from] crate::devices::virtio::net::tap::TapError),
+    /// A virtio device could not be wired to KVM.
+    #[error("cannot wire a virtio device to KVM ({what}): {source}")]
+    VirtioWiring {
+        /// The step.
+        what: &'static str,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+    /// A virtio transport could not be created.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The serial log could not be opened.
+    #[error("cannot open serial log {path}: {source}")]
+    SerialLog {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// A virtio transport shared by the MMIO bus and the save path.
 pub(crate) type SharedTransport = Arc<Mutex<MmioTransport>>;
@@ -63,14 +109,14 @@ pub(crate) fn attach_legacy_devices(
     config: &VmConfig,
     run_state: &Arc<RunState>,
     saved: Option<&VmSnapshot>,
-) -> Result<LegacyDevices, BuildError> {
+) -> Result<LegacyDevices, DeviceError> {
     let irq =
         |gsi: u32| -> Arc<dyn InterruptLine> { Arc::new(KvmIrqLine::new(vm.fd.clone(), gsi)) };
     let sinks = console_sinks(config)?;
     let serial = match saved {
         Some(snapshot) => SerialPort::from_state(irq(COM1_IRQ), sinks, &snapshot.serial)
             .ok_or_else(|| {
-                BuildError::DeviceState("serial receive buffer larger than its FIFO".into())
+                DeviceError::DeviceState("serial receive buffer larger than its FIFO".into())
             })?,
         None => SerialPort::new(irq(COM1_IRQ), sinks),
     };
@@ -106,14 +152,14 @@ pub(crate) fn attach_legacy_devices(
     })
 }
 
-fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, BuildError> {
+fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, DeviceError> {
     let mut sinks: Vec<Box<dyn std::io::Write + Send>> = Vec::new();
     if config.serial_stdio {
         sinks.push(Box::new(std::io::stdout()));
     }
     if let Some(path) = &config.serial_log {
         let log = RotatingLog::open(path, LOG_CAP_BYTES, LOG_ROTATIONS).map_err(|source| {
-            BuildError::SerialLog {
+            DeviceError::SerialLog {
                 path: path.clone(),
                 source,
             }
@@ -133,13 +179,13 @@ pub(crate) struct VirtioDevices {
 
 /// Opens every disk, the tools channel and every TAP of `config` as virtio devices, in that
 /// order.
-pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, BuildError> {
+pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, DeviceError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut disk_slots = Vec::new();
     let stalls = Arc::new(IoStalls::default());
     for (i, disk) in config.disks.iter().enumerate() {
         let image = open_image(&disk.path, disk.format, disk.read_only).map_err(|source| {
-            BuildError::Disk {
+            DeviceError::Disk {
                 path: disk.path.clone(),
                 source,
             }
@@ -188,10 +234,10 @@ pub(crate) fn attach_virtio_devices(
     devices: Vec<Box<dyn VirtioDevice>>,
     slots: &[MmioDeviceInfo],
     saved: Option<&VmSnapshot>,
-) -> Result<(Bus, Vec<SharedTransport>), BuildError> {
+) -> Result<(Bus, Vec<SharedTransport>), DeviceError> {
     if let Some(snapshot) = saved {
         if snapshot.virtio.len() != devices.len() {
-            return Err(BuildError::DeviceState(format!(
+            return Err(DeviceError::DeviceState(format!(
                 "the state has {} virtio devices, the configuration {}",
                 snapshot.virtio.len(),
                 devices.len()
@@ -205,7 +251,7 @@ pub(crate) fn attach_virtio_devices(
         if let Some(state) = saved.map(|s| &s.virtio[i]) {
             transport
                 .restore(state)
-                .map_err(|e| BuildError::DeviceState(e.to_string()))?;
+                .map_err(|e| DeviceError::DeviceState(e.to_string()))?;
         }
         let transport = Arc::new(Mutex::new(transport));
         bus.insert(slot.addr, slot.len, transport.clone())?;
@@ -220,10 +266,10 @@ pub(crate) fn virtio_transport(
     memory: &GuestMemoryMmap,
     device: Box<dyn VirtioDevice>,
     slot: &MmioDeviceInfo,
-) -> Result<MmioTransport, BuildError> {
-    let kvm = |what: &'static str| move |source| BuildError::VirtioWiring { what, source };
+) -> Result<MmioTransport, DeviceError> {
+    let kvm = |what: &'static str| move |source| DeviceError::VirtioWiring { what, source };
     let eventfd = || {
-        EventFd::new(EFD_NONBLOCK).map_err(|e| BuildError::VirtioWiring {
+        EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::VirtioWiring {
             what: "eventfd",
             source: e.into(),
         })

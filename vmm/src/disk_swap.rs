@@ -8,8 +8,8 @@ use vireo_vmm_protocol::DiskFormat;
 
 use crate::devices::virtio::block::disk::open_image;
 
-use crate::control::VmHandle;
 use crate::devices::bus::lock;
+use crate::handle::VmHandle;
 use crate::run_state::Phase;
 
 /// Why disks could not be detached or attached.
@@ -42,7 +42,7 @@ pub enum DiskSwapError {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: vireo_disk::block::OpenError,
+        source: vireo_disk::open::OpenError,
     },
     /// A new image's size differs from the disk the guest knows.
     #[error("disk {index}: {path} holds {actual} bytes, the guest's disk {expected}")]

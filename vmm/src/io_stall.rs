@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use vireo_vmm_protocol::control::{DiskStall, IoStalls as StallReport, StallCause};
 
-use crate::machine::VcpuKicker;
+use crate::handle::VcpuKicker;
 use crate::run_state::RunState;
 
 /// What pauses the VM when a disk stalls (known once the vCPUs run).

@@ -5,30 +5,25 @@ use std::io::{Read, Write};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use vm_memory::GuestMemoryMmap;
 
 use crate::arch::emulate::Counts;
 use crate::config::VmConfig;
-use crate::control::{self, VmHandle};
+use crate::control;
 use crate::device_manager::MachineDevices;
-use crate::devices::bus::{lock, Bus};
+use crate::devices::bus::{lock, Buses};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
 use crate::devices::virtio::block::DiskSlot;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::handle::{ignore_kick, kick_signal, VcpuKicker, VmHandle, KICK_INTERVAL};
 use crate::io_stall::IoStalls;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::{Completion, Vcpu};
 use crate::vstate::vm::Vm;
-
-/// How long a pause waits for every vCPU to park.
-const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Interval between kicks of vCPUs that have not yet left KVM_RUN.
-const KICK_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A VM ready to run.
 pub struct Machine {
@@ -48,57 +43,6 @@ pub struct Machine {
     config: VmConfig,
     /// Instructions completed for kvm-pvm, per kind.
     completed: Arc<Counts>,
-}
-
-/// The two buses vCPUs dispatch exits to.
-pub struct Buses {
-    /// Port I/O devices.
-    pub pio: Bus,
-    /// MMIO devices (virtio transports).
-    pub mmio: Bus,
-}
-
-/// Signal used to kick vCPU threads out of KVM_RUN.
-fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN()
-}
-
-extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-/// Interrupts vCPU threads so that they return from KVM_RUN and look at the run state.
-pub struct VcpuKicker {
-    threads: Vec<libc::pthread_t>,
-}
-
-impl VcpuKicker {
-    /// Sends the kick signal to every vCPU thread.
-    pub fn kick(&self) {
-        for thread in &self.threads {
-            // SAFETY: the threads are joined only after the last kick (see `Machine::run`).
-            unsafe { libc::pthread_kill(*thread, kick_signal()) };
-        }
-    }
-
-    /// Number of vCPU threads.
-    pub fn count(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Parks every vCPU: true once all are outside KVM_RUN, false on timeout or if the VM ends.
-    pub fn pause(&self, run_state: &RunState) -> bool {
-        if !run_state.request_pause() {
-            return false;
-        }
-        let deadline = Instant::now() + PAUSE_TIMEOUT;
-        while run_state.parked_vcpus() < self.count() {
-            if Instant::now() > deadline || run_state.phase() != crate::run_state::Phase::Paused {
-                return false;
-            }
-            self.kick();
-            run_state.wait_change(KICK_INTERVAL);
-        }
-        true
-    }
 }
 
 impl Machine {
@@ -177,9 +121,9 @@ impl Machine {
                 });
                 Vec::new()
             });
-        let kicker = Arc::new(VcpuKicker {
-            threads: handles.iter().map(|h| h.as_pthread_t()).collect(),
-        });
+        let kicker = Arc::new(VcpuKicker::new(
+            handles.iter().map(|h| h.as_pthread_t()).collect(),
+        ));
         self.stalls.arm(self.run_state.clone(), kicker.clone());
 
         if self.config.serial_stdio {

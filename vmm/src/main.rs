@@ -15,7 +15,7 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::getuid;
 use vireo_vmm::control::{self, ControlError, ControlListener};
 use vireo_vmm::jail::{self, JailError};
-use vireo_vmm::persist::restore::{restore_vm, RestoreOptions};
+use vireo_vmm::persist::restore::{restore_vm, RestoreError, RestoreOptions};
 use vireo_vmm::seccomp::{self, SeccompError};
 use vireo_vmm::{build_vm, BuildError, Machine, VmConfig, VmExit};
 use vireo_vmm_protocol::exit::{ExitRecord, EXIT_START_FAILED};
@@ -30,6 +30,8 @@ enum StartError {
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("cannot watch for termination signals: {0}")]
@@ -109,7 +111,7 @@ fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError
 }
 
 /// Boots the kernel, or restores the saved VM, that `args` name.
-fn build(args: &VmmArgs) -> Result<Machine, BuildError> {
+fn build(args: &VmmArgs) -> Result<Machine, StartError> {
     let serial_stdio = args.serial_stdio || args.serial_log.is_none();
     match &args.restore {
         Some(dir) => {
@@ -121,9 +123,9 @@ fn build(args: &VmmArgs) -> Result<Machine, BuildError> {
                 framebuffer_file: args.framebuffer_file.clone(),
                 disks: args.disks.clone(),
             };
-            restore_vm(dir, &options)
+            Ok(restore_vm(dir, &options)?)
         }
-        None => build_vm(&VmConfig {
+        None => Ok(build_vm(&VmConfig {
             serial_stdio,
             kernel: args.kernel.clone().unwrap_or_default(),
             initrd: args.initrd.clone(),
@@ -137,6 +139,6 @@ fn build(args: &VmmArgs) -> Result<Machine, BuildError> {
             framebuffer: args.framebuffer,
             framebuffer_file: args.framebuffer_file.clone(),
             tools_socket: args.tools_socket.clone(),
-        }),
+        })?),
     }
 }

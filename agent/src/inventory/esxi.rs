@@ -75,6 +75,10 @@ pub mod refs {
     pub fn search_index() -> MoRef {
         MoRef::new("SearchIndex", "ha-searchindex")
     }
+    /// The EnvironmentBrowser of the compute resource and its VMs.
+    pub fn environment_browser() -> MoRef {
+        MoRef::new("EnvironmentBrowser", "ha-env-browser")
+    }
     /// The TaskManager.
     pub fn task_manager() -> MoRef {
         MoRef::new("TaskManager", "ha-taskmgr")
@@ -174,6 +178,12 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     entity(inv, &cr, &facts.hostname, Some(refs::host_folder()));
     inv.set(schema, &cr, "host", Value::refs(schema, [&refs::host()]));
     inv.set(schema, &cr, "resourcePool", refs::root_pool());
+    inv.set(
+        schema,
+        &cr,
+        "environmentBrowser",
+        refs::environment_browser(),
+    );
     inv.set(schema, &cr, "datastore", Value::refs(schema, &ds_refs));
     inv.set(schema, &cr, "network", Value::refs(schema, [&network]));
     inv.set(schema, &cr, "summary", compute_summary(schema, facts));
@@ -312,6 +322,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::property_collector(),
         refs::view_manager(),
         refs::search_index(),
+        refs::environment_browser(),
         refs::account_manager(),
         refs::authorization_manager(),
     ] {

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod account_manager;
 pub mod authorization;
+pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
 pub mod folder;
@@ -100,6 +101,7 @@ const TABLES: &[&MethodTable] = &[
     &view::METHODS,
     &list_view::METHODS,
     &search_index::METHODS,
+    &environment_browser::METHODS,
     &task::METHODS,
     &task_manager::METHODS,
     &event_manager::METHODS,

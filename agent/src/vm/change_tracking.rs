@@ -4,7 +4,7 @@
 //! QueryChangedDiskAreas over a disk's tree, paged for clients that loop on startOffset.
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::cbt::CbtError;
+use vireo_disk::tree::cbt::CbtError;
 use vireo_disk::tree::DiskTree;
 
 use super::disks::{self, trees};

@@ -7,17 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vireo_api::{DataObject, Fault, MoRef, Value};
-use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::{rebase, MergeError};
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{create as create_qcow2, CreateError};
 use vireo_disk::OpenError;
 
-use super::create::{
-    apply_extra_config, check_new_name, checked_memory_mb, checked_num_cpus, child_of, io_fault,
-    vmx_file_name,
-};
+use super::create::{apply_extra_config, check_new_name, child_of, io_fault, vmx_file_name};
 use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
+use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
 use super::spec::{random_mac, DiskSpec, VmSpec};

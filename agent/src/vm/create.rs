@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
-use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
+use vireo_disk::open::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
+use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::spec::{is_owned_key, random_mac, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
 use super::{lifecycle, uuid, Vm};
 use crate::faults;
@@ -151,30 +152,6 @@ pub(super) fn check_new_name(host: &Host, name: &str, renamed: Option<&Vm>) -> R
         return Err(faults::duplicate_name(schema, name, &existing.moref));
     }
     Ok(())
-}
-
-/// A config's numCPUs, checked (1..=64).
-pub(super) fn checked_num_cpus(host: &Host, num_cpus: i64) -> Result<i32, Fault> {
-    if !(1..=64).contains(&num_cpus) {
-        return Err(Fault::invalid_argument(
-            host.schema,
-            "numCPUs",
-            format!("{num_cpus} vCPUs is out of range (1..64)."),
-        ));
-    }
-    Ok(num_cpus as i32)
-}
-
-/// A config's memoryMB, checked (8 MB..1 TB).
-pub(super) fn checked_memory_mb(host: &Host, memory_mb: i64) -> Result<i64, Fault> {
-    if !(8..=1024 * 1024).contains(&memory_mb) {
-        return Err(Fault::invalid_argument(
-            host.schema,
-            "memoryMB",
-            format!("{memory_mb} MB is out of range."),
-        ));
-    }
-    Ok(memory_mb)
 }
 
 /// Sets (or, with an empty value, removes) each of a config's extraConfig options.

@@ -1,5 +1,6 @@
-//! The guest OS table: which guestIds exist (the schema's VirtualMachineGuestOsIdentifier) and
-//! the full name ESXi shows for each (`debian12_64Guest` → "Debian GNU/Linux 12 (64-bit)").
+//! The guest OS table: which guestIds exist (the schema's VirtualMachineGuestOsIdentifier), the
+//! full name ESXi shows for each (`debian12_64Guest` → "Debian GNU/Linux 12 (64-bit)") and its
+//! family.
 
 use vireo_api::schema::{Schema, TypeKind};
 
@@ -43,11 +44,40 @@ const FAMILIES: &[(&str, &str)] = &[
     ("solaris", "Oracle Solaris"),
 ];
 
+/// Every guest OS identifier of the API, in the schema's order.
+pub fn all(schema: &Schema) -> &[Box<str>] {
+    let ty = schema.known_type("VirtualMachineGuestOsIdentifier");
+    match &schema.ty(ty).kind {
+        TypeKind::Enum { values } => values,
+        _ => &[],
+    }
+}
+
 /// Whether `guest_id` is a guest OS identifier of the API.
 pub fn is_known(schema: &Schema, guest_id: &str) -> bool {
-    schema.type_id("VirtualMachineGuestOsIdentifier").is_some_and(|ty| {
-        matches!(&schema.ty(ty).kind, TypeKind::Enum { values } if values.iter().any(|v| &**v == guest_id))
-    })
+    all(schema).iter().any(|v| &**v == guest_id)
+}
+
+/// The GuestOsFamily of a guest OS (`linuxGuest`, `windowsGuest`, ...).
+pub fn family(guest_id: &str) -> &'static str {
+    let id = guest_id.to_ascii_lowercase();
+    let linux = [
+        "linux", "debian", "ubuntu", "centos", "rhel", "sles", "suse", "fedora", "coreos",
+        "photon", "mandr", "redhat", "asianux", "turbo", "novell", "oracle",
+    ];
+    if id.starts_with("win") {
+        "windowsGuest"
+    } else if id.starts_with("darwin") {
+        "darwinGuestFamily"
+    } else if id.starts_with("solaris") {
+        "solarisGuest"
+    } else if id.starts_with("netware") {
+        "netwareGuest"
+    } else if linux.iter().any(|l| id.contains(l)) {
+        "linuxGuest"
+    } else {
+        "otherGuestFamily"
+    }
 }
 
 /// The full name of a guest OS (`ubuntu64Guest` → "Ubuntu Linux (64-bit)"); an identifier
@@ -110,5 +140,8 @@ mod tests {
         assert!(is_known(schema, "debian12_64Guest"));
         assert!(!is_known(schema, "debian12-64Guest"));
         assert!(!is_known(schema, "../x"));
+        assert_eq!(family("debian12_64Guest"), "linuxGuest");
+        assert_eq!(family("windows9_64Guest"), "windowsGuest");
+        assert_eq!(family("freebsd13_64Guest"), "otherGuestFamily");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_api::{DataObject, Fault};
-use vireo_disk::block::ImageFormat;
+use vireo_disk::open::ImageFormat;
 use vireo_vmm_protocol::control::Request;
 use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 

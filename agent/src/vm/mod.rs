@@ -6,7 +6,9 @@
 pub mod beneath;
 pub mod change_tracking;
 pub mod clone;
+pub mod config_option;
 pub mod control;
+pub mod cpu_usage;
 pub mod create;
 pub mod datastore_path;
 pub mod destroy;
@@ -103,6 +105,8 @@ pub struct VmState {
     pub question: Option<question::Question>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
+    /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
+    pub cpu_usage_mhz: i32,
 }
 
 /// One registered VM.
@@ -353,6 +357,7 @@ impl Vms {
                     taps: Vec::new(),
                     question: None,
                     removed: false,
+                    cpu_usage_mhz: 0,
                 }),
                 changed: Condvar::new(),
             });

@@ -2,7 +2,7 @@
 //! disks (`diskN.fileName`), NICs (`ethernetN.*`), the template flag, and every other key as
 //! extraConfig (the boot source among them: `vireo.boot.kernel`, `.initrd`, `.cmdline`).
 
-use vireo_disk::block::ImageFormat;
+use vireo_disk::open::ImageFormat;
 
 use super::uuid;
 use super::vmx_file::VmxFile;

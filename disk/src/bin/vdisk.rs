@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use vireo_disk::block::{probe_format, ImageFormat};
 use vireo_disk::chain::{commit, rebase};
+use vireo_disk::open::{probe_format, ImageFormat};
 use vireo_disk::qcow2::{
     create, format_name, BackingSpec, CreateOptions, ExtentKind, Qcow2Image, Qcow2Options,
 };

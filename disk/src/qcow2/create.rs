@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use super::header::{self, Extension, Header};
 use super::io::ImageFile;
 use super::refcount;
-use crate::block::{BlockError, ImageFormat};
+use crate::block::BlockError;
+use crate::open::ImageFormat;
 
 const REFCOUNT_ORDER: u32 = 4;
 

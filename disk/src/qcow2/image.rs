@@ -16,7 +16,8 @@ use super::header::{self, Header, HeaderError};
 use super::io::ImageFile;
 use super::l2::{ClusterMapping, COPIED, OFFSET_MASK, ZERO};
 use super::refcount::Refcounts;
-use crate::block::{check_range, BlockDevice, BlockError, ImageFormat, OpenError};
+use crate::block::{check_range, BlockDevice, BlockError};
+use crate::open::{ImageFormat, OpenError};
 use crate::raw::RawDisk;
 
 /// Deepest backing chain accepted.
@@ -948,7 +949,7 @@ fn open_backing(
                 format: other.to_string(),
             })
         }
-        None => crate::block::probe_file(&file, &backing).map_err(wrap)?,
+        None => crate::open::probe_file(&file, &backing).map_err(wrap)?,
     };
     let device: Box<dyn BlockDevice> = match format {
         ImageFormat::Raw => Box::new(RawDisk::from_file(file, &backing, true).map_err(wrap)?),

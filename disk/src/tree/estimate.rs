@@ -8,7 +8,7 @@ use std::path::Path;
 use super::plan::Step;
 use super::sidecar::{LayerId, TreeState};
 use super::{open_read_only, TreeError};
-use crate::block::{probe_format, ImageFormat};
+use crate::open::{probe_format, ImageFormat};
 use crate::qcow2::{AllocationMap, ClusterState, TableState};
 
 /// What one merge of a consolidation costs.

@@ -6,15 +6,16 @@
 //! Callers must keep the layer files closed (no VMM writing the active layer) while they
 //! call mutating methods; the VMM reopens `active_path()` afterwards.
 
+pub mod cbt;
 mod estimate;
 mod plan;
 pub mod sidecar;
 
 use std::path::{Path, PathBuf};
 
-use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
-use crate::cbt;
+use crate::block::BlockError;
 use crate::chain::{self, MergeError, Progress};
+use crate::open::{probe_format, ImageFormat, OpenError};
 use crate::qcow2::check::{self, CheckError};
 use crate::qcow2::{create, BackingSpec, CreateError, CreateOptions, Qcow2Image, Qcow2Options};
 

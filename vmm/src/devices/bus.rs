@@ -32,6 +32,14 @@ pub enum BusError {
     },
 }
 
+/// The two buses vCPUs dispatch exits to.
+pub struct Buses {
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices (virtio transports).
+    pub mmio: Bus,
+}
+
 /// A bus shared by all vCPUs (port I/O or MMIO).
 #[derive(Default)]
 pub struct Bus {

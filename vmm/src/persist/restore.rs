@@ -7,17 +7,16 @@ use std::sync::Arc;
 use vireo_vmm_protocol::DiskConfig;
 
 use super::{memory, read_state_file, vm, MEMORY_FILE, STATE_FILE};
-use crate::builder::{msr_index_list, BuildError};
 use crate::device_manager::{
-    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout,
+    attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
     MachineDevices, VirtioDevices,
 };
-use crate::devices::framebuffer::shared_file::share_through_file;
+use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
-use crate::vstate::vcpu::Vcpu;
-use crate::vstate::vm::Vm;
+use crate::vstate::vcpu::{Vcpu, VcpuError};
+use crate::vstate::vm::{Vm, VmError};
 
 /// Host-side settings of the restored process (everything else comes from the state file).
 #[derive(Clone, Debug, Default)]
@@ -37,8 +36,40 @@ pub struct RestoreOptions {
     pub disks: Vec<DiskConfig>,
 }
 
+/// Errors rebuilding a saved VM.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The saved state does not fit the options given (disk count, vCPUs).
+    #[error("saved device state does not fit: {0}")]
+    DoesNotFit(String),
+    /// The state file could not be read.
+    #[error(transparent)]
+    StateFile(#[from] super::StateFileError),
+    /// The memory file could not be mapped.
+    #[error(transparent)]
+    MemoryFile(#[from] memory::MemoryFileError),
+    /// The framebuffer could not be backed by its file.
+    #[error(transparent)]
+    FramebufferFile(#[from] FramebufferFileError),
+    /// The KVM VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// VM-wide KVM state could not be restored.
+    #[error(transparent)]
+    KvmState(#[from] vm::KvmStateError),
+    /// A device could not be set up with its saved state.
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    /// The MSR index list could not be read.
+    #[error("cannot read KVM's MSR index list: {0}")]
+    MsrList(kvm_ioctls::Error),
+    /// A vCPU could not be restored.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+}
+
 /// Rebuilds the VM saved in `dir`.
-pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, BuildError> {
+pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, RestoreError> {
     let snapshot = read_state_file(&dir.join(STATE_FILE))?;
     let mut config = snapshot.config.clone();
     config.serial_log = options.serial_log.clone();
@@ -51,7 +82,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     }
     if !options.disks.is_empty() {
         if options.disks.len() != config.disks.len() {
-            return Err(BuildError::DeviceState(format!(
+            return Err(RestoreError::DoesNotFit(format!(
                 "{} disk paths given for {} saved disks",
                 options.disks.len(),
                 config.disks.len()
@@ -63,7 +94,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
         }
     }
     if snapshot.vcpus.len() != usize::from(config.vcpus) {
-        return Err(BuildError::DeviceState(format!(
+        return Err(RestoreError::DoesNotFit(format!(
             "the state holds {} vCPUs for a {}-vCPU configuration",
             snapshot.vcpus.len(),
             config.vcpus
@@ -90,7 +121,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Build
     let (mmio, transports) =
         attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
 
-    let msr_indices = msr_index_list(&vm)?;
+    let msr_indices = vm.msr_index_list().map_err(RestoreError::MsrList)?;
     let vcpus = snapshot
         .vcpus
         .iter()

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use vireo_vmm_protocol::SaveReport;
 
 use super::{memory, vm, write_state_file, VmSnapshot, MEMORY_FILE, STATE_FILE};
-use crate::control::VmHandle;
 use crate::devices::bus::lock;
+use crate::handle::VmHandle;
 
 /// How long vCPUs get to hand over their state.
 const VCPU_SAVE_TIMEOUT: Duration = Duration::from_secs(10);

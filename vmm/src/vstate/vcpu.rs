@@ -14,7 +14,7 @@ use crate::arch::{cpuid, kvm_pvm, msr};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
-use crate::machine::Buses;
+use crate::devices::bus::Buses;
 use crate::persist::{self, vcpu::VcpuState};
 use crate::run_state::{RunState, VmExit};
 

@@ -58,6 +58,12 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// The MSRs KVM can save and restore for this VM's vCPUs.
+    pub fn msr_index_list(&self) -> Result<std::sync::Arc<Vec<u32>>, kvm_ioctls::Error> {
+        let list = self.kvm.get_msr_index_list()?;
+        Ok(std::sync::Arc::new(list.as_slice().to_vec()))
+    }
+
     /// Creates the VM, its irqchip and PIT, and registers `memory`.
     pub fn new(memory: &GuestMemoryMmap) -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;

@@ -7,7 +7,7 @@ pub mod trees;
 use std::path::PathBuf;
 
 use vireo_api::Fault;
-use vireo_disk::block::{open_disk_as, probe_format, ImageFormat};
+use vireo_disk::open::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::DiskFormat;
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use vireo_disk::block::ImageFormat;
 use vireo_disk::chain::backing_files;
+use vireo_disk::open::ImageFormat;
 use vireo_disk::tree::{ConsolidationEstimate, DiskTree, TreeError, SIDECAR_SUFFIX};
 
 use super::super::datastore_path::DatastorePathError;

@@ -21,7 +21,7 @@ pub(super) const CAPABILITIES: &[&str] = &[
     "changeTrackingSupported",
 ];
 
-pub(super) fn capability(schema: &Schema) -> DataObject {
+pub fn capability(schema: &Schema) -> DataObject {
     let mut cap = DataObject::of(schema, "VirtualMachineCapability");
     let boolean = schema.known_type("boolean");
     for (i, field) in schema.fields(cap.ty).iter().enumerate() {

@@ -25,7 +25,7 @@ use super::{Vm, VmState};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
-pub use config::change_version;
+pub use config::{capability as vm_capability, change_version};
 pub use devices::DISK_KEY;
 pub use edit::VmEdit;
 
@@ -184,6 +184,7 @@ impl Built {
                 enum_value(schema, "ManagedEntityStatus", state.tools.heartbeat_color()),
             ),
             ("datastore", Value::refs(schema, [&datastore(vm)])),
+            ("environmentBrowser", refs::environment_browser().into()),
             ("network", Value::refs(schema, &networks(state))),
         ];
         if !state.spec.template {

@@ -78,6 +78,7 @@ pub(super) fn quick_stats(schema: &Schema, state: &VmState) -> DataObject {
             .map(|kib| (kib / 1024) as i32)
             .unwrap_or(0);
         stats.set(schema, "hostMemoryUsage", rss_mb);
+        stats.set(schema, "overallCpuUsage", state.cpu_usage_mhz);
         stats.set(
             schema,
             "guestMemoryUsage",

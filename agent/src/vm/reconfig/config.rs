@@ -36,7 +36,7 @@ pub const NEWEST_HW_VERSION: i32 = 21;
 /// Oldest virtual hardware version a VM may have.
 pub const OLDEST_HW_VERSION: i32 = 4;
 /// Most vCPUs the VMM runs.
-const MAX_VCPUS: i64 = 64;
+pub const MAX_VCPUS: i64 = 64;
 
 /// Reads the non-device settings of `config` into `next` (the VM's configuration so far).
 pub fn apply(host: &Host, config: &DataObject, next: &mut VmSpec) -> Result<(), Fault> {
@@ -96,26 +96,56 @@ fn checked_uuid(host: &Host, field: &str, given: &str) -> Result<String, Fault> 
     })
 }
 
+/// Most vCPUs a VM may have here: the VMM's limit or the host's CPU threads, the fewer.
+pub fn max_vcpus(facts: &HostFacts) -> i32 {
+    MAX_VCPUS.min(i64::from(facts.cpu_threads).max(1)) as i32
+}
+
+/// Most memory a VM may have here, in MB: the host's.
+pub fn max_memory_mb(facts: &HostFacts) -> i64 {
+    facts.memory_bytes / (1024 * 1024)
+}
+
+/// A config's numCPUs, within the host's limits ([`max_vcpus`]); InvalidArgument otherwise.
+pub fn checked_num_cpus(host: &Host, num_cpus: i64) -> Result<i32, Fault> {
+    let max = max_vcpus(&HostFacts::read());
+    if !(1..=i64::from(max)).contains(&num_cpus) {
+        return Err(Fault::invalid_argument(
+            host.schema,
+            "numCPUs",
+            format!("{num_cpus} vCPUs: this host runs 1 to {max} per VM"),
+        ));
+    }
+    Ok(num_cpus as i32)
+}
+
+/// A config's memoryMB: a multiple of [`MEMORY_GRANULE_MB`] (the smallest size ESXi accepts)
+/// up to the host's memory; InvalidArgument otherwise.
+pub fn checked_memory_mb(host: &Host, memory_mb: i64) -> Result<i64, Fault> {
+    let max = max_memory_mb(&HostFacts::read());
+    if memory_mb < MEMORY_GRANULE_MB || memory_mb % MEMORY_GRANULE_MB != 0 || memory_mb > max {
+        return Err(Fault::invalid_argument(
+            host.schema,
+            "memoryMB",
+            format!(
+                "{memory_mb} MB: memory is a multiple of {MEMORY_GRANULE_MB} MB, at most the host's {max} MB"
+            ),
+        ));
+    }
+    Ok(memory_mb)
+}
+
 /// Judges the change from `now` to `next` for a VM that is `power`: sizes within the host's
 /// limits, a coherent CPU topology, a known guest OS, and no hardware change while the VM
 /// runs or is suspended (InvalidPowerState, as ESXi answers without hot add).
 pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(), Fault> {
     let schema = host.schema;
-    let invalid = |field: &str, why: String| Fault::invalid_argument(schema, field, why);
-    let facts = HostFacts::read();
-    let max_cpus = MAX_VCPUS.min(i64::from(facts.cpu_threads).max(1));
-    if !(1..=max_cpus).contains(&i64::from(next.num_cpus)) {
-        return Err(invalid(
-            "numCPUs",
-            format!(
-                "{} vCPUs: this host runs 1 to {max_cpus} per VM",
-                next.num_cpus
-            ),
-        ));
-    }
+    checked_num_cpus(host, i64::from(next.num_cpus))?;
+    checked_memory_mb(host, next.memory_mb)?;
     let cores = cores_per_socket(next);
     if next.num_cpus % cores != 0 {
-        return Err(invalid(
+        return Err(Fault::invalid_argument(
+            schema,
             "numCoresPerSocket",
             format!(
                 "{} vCPUs cannot be split into sockets of {cores} cores",
@@ -123,21 +153,9 @@ pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(
             ),
         ));
     }
-    let max_mb = facts.memory_bytes / (1024 * 1024);
-    if next.memory_mb < MEMORY_GRANULE_MB
-        || next.memory_mb % MEMORY_GRANULE_MB != 0
-        || next.memory_mb > max_mb
-    {
-        return Err(invalid(
-            "memoryMB",
-            format!(
-                "{} MB: memory is a multiple of {MEMORY_GRANULE_MB} MB, at most the host's {max_mb} MB",
-                next.memory_mb
-            ),
-        ));
-    }
     if next.guest_id != now.guest_id && !guest_os::is_known(schema, &next.guest_id) {
-        return Err(invalid(
+        return Err(Fault::invalid_argument(
+            schema,
             "guestId",
             format!("'{}' is not a guest OS this host knows", next.guest_id),
         ));

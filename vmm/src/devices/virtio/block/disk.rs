@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use vireo_disk::block::{BlockDevice, BlockError, ImageFormat, OpenError};
+use vireo_disk::block::{BlockDevice, BlockError};
+use vireo_disk::open::{ImageFormat, OpenError};
 use vireo_disk::SharedDisk;
 use vireo_vmm_protocol::DiskFormat;
 

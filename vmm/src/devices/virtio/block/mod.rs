@@ -396,7 +396,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("vireo-blk-{}-{name}.raw", std::process::id()));
         std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
-        let disk = Mutex::new(vireo_disk::block::open_disk(&path, read_only).unwrap());
+        let disk = Mutex::new(vireo_disk::open::open_disk(&path, read_only).unwrap());
         let signals =
             DeviceSignals::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap());
         Fixture {

@@ -13,12 +13,13 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
-use crate::block::{probe_format, BlockError, ImageFormat, OpenError};
+use super::{DiskTree, LayerId, TreeError};
+use crate::block::BlockError;
+use crate::open::{probe_format, ImageFormat, OpenError};
 use crate::qcow2::bitmap_store::is_locked_by_writer;
 use crate::qcow2::bitmaps::{DirtyBitmap, FLAG_AUTO};
 use crate::qcow2::header::AUTOCLEAR_BITMAPS;
 use crate::qcow2::{ExtentKind, Qcow2Image, Qcow2Options};
-use crate::tree::{DiskTree, LayerId, TreeError};
 
 /// log2 of the bytes one tracking bit covers (64 KiB).
 const GRANULARITY_BITS: u8 = 16;
