@@ -13,7 +13,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE, USER_AGENT,
+    HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE,
+    USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -32,6 +33,10 @@ use crate::soap;
 
 /// Responses at least this large are gzipped for clients that accept gzip.
 const GZIP_THRESHOLD: usize = 2048;
+/// The SOAPAction request header.
+const SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
+/// The Content-Type of every SOAP response.
+const TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml; charset=utf-8");
 
 /// Accepts connections until the task is dropped, handing them round-robin to `workers`
 /// (single-threaded runtimes, one per core): a connection lives on one thread, so requests on
@@ -177,27 +182,30 @@ async fn sdk(
     timeouts: Timeouts,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let headers = request.headers();
+    let (parts, body) = request.into_parts();
     let header = |name| {
-        headers
+        parts
+            .headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
-            .map(str::to_string)
     };
-    let session_key = headers
+    let session_key = parts
+        .headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|c| session_key_from_cookie(c).map(str::to_string));
-    let soap_action = header("soapaction");
-    let gzip = header(ACCEPT_ENCODING.as_str()).is_some_and(|e| e.contains("gzip"));
+        .find_map(session_key_from_cookie);
+    let soap_action = header(SOAP_ACTION);
+    let gzip = header(ACCEPT_ENCODING).is_some_and(|e| e.contains("gzip"));
     let peer = Peer {
-        ip: addr.ip().to_string(),
-        user_agent: clip(&header(USER_AGENT.as_str()).unwrap_or_default()).into_owned(),
+        ip: addr.ip(),
+        user_agent: header(USER_AGENT)
+            .map(|agent| clip(agent).into_owned())
+            .unwrap_or_default(),
         server,
     };
     let limit = host.config.max_request_bytes;
-    let read = Limited::new(request.into_body(), limit).collect();
+    let read = Limited::new(body, limit).collect();
     let outcome = match tokio::time::timeout(timeouts.read, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
@@ -211,16 +219,9 @@ async fn sdk(
     };
     let body = match outcome {
         Ok(body) => body,
-        Err(why) => return body_refused(&host, soap_action.as_deref(), why),
+        Err(why) => return body_refused(&host, soap_action, why),
     };
-    let outcome = soap::handle(
-        &host,
-        session_key.as_deref(),
-        soap_action.as_deref(),
-        body,
-        &peer,
-    )
-    .await;
+    let outcome = soap::handle(&host, session_key, soap_action, body, &peer).await;
     soap_http_response(outcome, gzip)
 }
 
@@ -244,7 +245,7 @@ fn soap_http_response(outcome: soap::SoapResponse, gzip: bool) -> Response<Full<
     let mut body = outcome.body;
     let mut builder = Response::builder()
         .status(status)
-        .header(CONTENT_TYPE, "text/xml; charset=utf-8");
+        .header(CONTENT_TYPE, TEXT_XML);
     if let Some(key) = outcome.new_session {
         builder = builder.header(
             SET_COOKIE,

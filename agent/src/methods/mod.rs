@@ -38,10 +38,10 @@ use crate::host::Host;
 use crate::sessions::Session;
 
 /// Who is calling, from where.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// Client IP address.
-    pub ip: String,
+    pub ip: std::net::IpAddr,
     /// Client User-Agent.
     pub user_agent: String,
     /// The address the client reached this server at (tickets point clients back to it).

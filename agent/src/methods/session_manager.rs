@@ -38,9 +38,9 @@ async fn check_login(call: &mut Call<'_>) -> MethodResult {
         .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     if !valid {
         let user = clip(&user);
-        tracing::info!(user = &*user, ip = call.peer.ip, "login refused");
+        tracing::info!(user = &*user, ip = %call.peer.ip, "login refused");
         let event = DataObject::of(schema, "BadUsernameSessionEvent")
-            .with(schema, "ipAddress", call.peer.ip.as_str())
+            .with(schema, "ipAddress", call.peer.ip.to_string())
             .with(
                 schema,
                 "fullFormattedMessage",
@@ -52,14 +52,14 @@ async fn check_login(call: &mut Call<'_>) -> MethodResult {
     let session = call
         .host
         .sessions
-        .create(&user, &call.peer.ip, &call.peer.user_agent)
+        .create(&user, &call.peer.ip.to_string(), &call.peer.user_agent)
         .map_err(|e| {
             Fault::system_error(schema, format!("no randomness for a session key: {e}"))
         })?;
     session.touch();
-    tracing::info!(user, ip = call.peer.ip, "login");
+    tracing::info!(user, ip = %call.peer.ip, "login");
     let event = DataObject::of(schema, "UserLoginSessionEvent")
-        .with(schema, "ipAddress", call.peer.ip.as_str())
+        .with(schema, "ipAddress", call.peer.ip.to_string())
         .with(schema, "userAgent", call.peer.user_agent.as_str())
         .with(schema, "locale", "en")
         .with(schema, "sessionId", &*session.key)

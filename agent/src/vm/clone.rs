@@ -18,8 +18,8 @@ use super::journal::{Intent, Journal};
 use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::snapshots::{self, clone_holds, NewSnapshot};
-use super::spec::{random_mac, DiskSpec, VmSpec};
-use super::{lifecycle, uuid, Power, Vm};
+use super::spec::{DiskSpec, VmSpec};
+use super::{lifecycle, question, uuid, Power, Vm};
 use crate::events::post_event;
 use crate::faults;
 use crate::host::Host;
@@ -371,13 +371,12 @@ fn clone_spec(host: &Host, source: &Vm, wanted: &CloneSpec) -> Result<VmSpec, Fa
     let schema = host.schema;
     let mut spec = source.state().spec.clone();
     spec.name = wanted.name.clone();
-    spec.uuid = uuid::random();
+    spec.renew_identity();
+    // Its location is recorded when it first powers on (no "moved or copied?" for a clone).
+    spec.set_extra(question::UUID_LOCATION, "");
     spec.instance_uuid = uuid::random();
     spec.template = wanted.template;
     spec.disks.clear();
-    for nic in &mut spec.nics {
-        nic.mac = random_mac();
-    }
     let Some(config) = &wanted.config else {
         return Ok(spec);
     };

@@ -100,7 +100,7 @@ pub fn post_vm_event_object(
 /// PowerOnVM: boots the VM, or resumes it when suspended.
 pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault> {
     let schema = host.schema;
-    let mut state = vm.edit(host);
+    let state = vm.edit(host);
     if state.spec.template {
         return Err(Fault::not_supported(
             schema,
@@ -115,6 +115,10 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         ));
     }
     check_memory(host, state.spec.memory_mb)?;
+    drop(state);
+    // May wait for the answer to "moved or copied?", with the state unlocked.
+    question::confirm_identity(host, vm)?;
+    let mut state = vm.edit(host);
     let resuming = state.power == Power::Suspended;
     let suspend_dir = vm.suspend_dir();
     let process = launch(host, vm, &mut state, resuming.then_some(&*suspend_dir))?;

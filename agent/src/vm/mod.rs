@@ -103,6 +103,8 @@ pub struct VmState {
     pub taps: Vec<String>,
     /// The question the VM waits on (`runtime.question`).
     pub question: Option<question::Question>,
+    /// The answer to a question a task waits on ("moved or copied?"), until the task reads it.
+    pub answer: Option<String>,
     /// Set once the VM is unregistered or destroyed.
     pub removed: bool,
     /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
@@ -356,6 +358,7 @@ impl Vms {
                     disk_views: Vec::new(),
                     taps: Vec::new(),
                     question: None,
+                    answer: None,
                     removed: false,
                     cpu_usage_mhz: 0,
                 }),

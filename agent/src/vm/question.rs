@@ -2,6 +2,10 @@
 //! space is paused by its VMM (the guest sees no error); a watch thread per VMM hears of it
 //! (`watch-stalls`) and asks ESXi's out-of-space question: Retry resumes the VM, which retries
 //! the held writes (paused and asked again if the space is still missing), Cancel powers it off.
+//! A VM whose `.vmx` is no longer where its identity was recorded (`uuid.location`: its files
+//! were copied or moved, then registered) asks "moved or copied?" at power-on, which waits for
+//! the answer: a copy gets a new BIOS UUID and new MACs, a moved VM keeps them, Cancel fails
+//! the power-on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +16,25 @@ use vireo_vmm_protocol::control::{IoStalls, Request, STALL_WATCH_MS};
 
 use super::control::{self, ControlError};
 use super::lifecycle::{self, post_vm_event};
-use super::{Vm, VmState};
+use super::{uuid, Vm, VmState};
+use crate::faults;
 use crate::host::Host;
 
 /// ESXi's message id for a disk out of space.
 const OUT_OF_SPACE_ID: &str = "msg.hbacommon.outofspace";
-/// The choices, keyed as ESXi keys them ("1" is Cancel).
+/// Its choices, keyed as ESXi keys them ("1" is Cancel).
 const RETRY: &str = "0";
 const CANCEL: &str = "1";
+/// ESXi's message id for a VM found elsewhere than its identity was recorded.
+const UUID_ALTERED_ID: &str = "msg.uuid.altered";
+/// Its choices, keyed as ESXi keys them.
+const UUID_CANCEL: &str = "0";
+const MOVED: &str = "1";
+const COPIED: &str = "2";
+/// The `.vmx` key recording where the VM's identity belongs.
+pub const UUID_LOCATION: &str = "uuid.location";
+/// How long a power-on waits for "moved or copied?" to be answered before it gives up.
+const IDENTITY_ANSWER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// A question the VM waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +46,8 @@ pub enum Question {
         /// The file the disk writes to.
         disk: String,
     },
+    /// The VM's files are not where its identity was recorded; a power-on waits.
+    UuidAltered,
 }
 
 impl Question {
@@ -38,6 +55,8 @@ impl Question {
     pub fn id(&self) -> &str {
         match self {
             Question::OutOfSpace { id, .. } => id,
+            // Asked before the VMM (whose stalls number the other questions) exists.
+            Question::UuidAltered => "_vmx0",
         }
     }
 
@@ -57,6 +76,13 @@ impl Question {
                      clicking Retry. Click Cancel to terminate this session."
                 ),
             ),
+            Question::UuidAltered => (
+                UUID_ALTERED_ID,
+                "This virtual machine might have been moved or copied. In order to configure \
+                 certain management and networking features, VMware ESX needs to know if this \
+                 virtual machine was moved or copied. If you don't know, answer \"I Copied It\"."
+                    .to_string(),
+            ),
         }
     }
 
@@ -64,6 +90,14 @@ impl Question {
     fn choices(&self) -> (&'static [(&'static str, &'static str)], i32) {
         match self {
             Question::OutOfSpace { .. } => (&[(RETRY, "Retry"), (CANCEL, "Cancel")], 0),
+            Question::UuidAltered => (
+                &[
+                    (UUID_CANCEL, "Cancel"),
+                    (MOVED, "I Moved It"),
+                    (COPIED, "I Copied It"),
+                ],
+                2,
+            ),
         }
     }
 
@@ -197,8 +231,13 @@ pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault>
         ));
     }
     state.question = None;
-    drop(state);
     tracing::info!(vm = vm.id, id, choice, "question answered");
+    if question == Question::UuidAltered {
+        // The power-on waiting for it carries on.
+        state.answer = Some(choice.to_string());
+        vm.notify();
+    }
+    drop(state);
     match (question, choice) {
         (Question::OutOfSpace { .. }, RETRY) => {
             let socket = vm.run_dir.join("control.sock");
@@ -206,5 +245,59 @@ pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault>
                 .map_err(|e| Fault::system_error(schema, e.to_string()))
         }
         (Question::OutOfSpace { .. }, _) => lifecycle::power_off(host, vm),
+        (Question::UuidAltered, _) => Ok(()),
     }
+}
+
+/// Where the VM's identity belongs: the `.vmx` form of a hash of its `.vmx`'s host path.
+fn location_of(vm: &Vm) -> String {
+    let path = std::fs::canonicalize(&vm.vmx_file).unwrap_or_else(|_| vm.vmx_file.clone());
+    let digest = ring::digest::digest(&ring::digest::SHA256, path.as_os_str().as_encoded_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_ref()[..16]);
+    uuid::to_vmx(&uuid::from_bytes(&bytes))
+}
+
+/// Before a power-on (of a VM that may power on): a VM found elsewhere than its recorded
+/// location asks "moved or copied?" and waits for the answer; a copy then gets a new identity.
+/// The location is recorded in the `.vmx` (silently the first time). Cancel, or no answer,
+/// fails the power-on (RequestCanceled).
+pub fn confirm_identity(host: &Host, vm: &Vm) -> Result<(), Fault> {
+    let schema = host.schema;
+    let here = location_of(vm);
+    let recorded = vm.state().spec.extra(UUID_LOCATION).map(str::to_owned);
+    match recorded {
+        Some(recorded) if recorded == here => return Ok(()),
+        Some(_) => {
+            {
+                let mut state = vm.edit(host);
+                state.question = Some(Question::UuidAltered);
+                state.answer = None;
+            }
+            let waited = vm.wait_until(vm.state(), IDENTITY_ANSWER_TIMEOUT, |s| {
+                s.answer.is_some() || s.removed
+            });
+            drop(waited);
+            let mut state = vm.edit(host);
+            state.question = None;
+            match state.answer.take().as_deref() {
+                Some(COPIED) => state.spec.renew_identity(),
+                Some(MOVED) => {}
+                _ => {
+                    return Err(faults::request_canceled(
+                        schema,
+                        "The question \"moved or copied?\" was answered Cancel.",
+                    ))
+                }
+            }
+        }
+        None => {}
+    }
+    let mut state = vm.edit(host);
+    state.spec.set_extra(UUID_LOCATION, &here);
+    state
+        .spec
+        .to_vmx()
+        .write(&vm.vmx_file)
+        .map_err(|e| faults::file_fault(schema, &vm.vmx_path.to_string(), e))
 }

@@ -227,6 +227,14 @@ impl VmSpec {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A new BIOS UUID and new MAC addresses: the identity of a copy of the VM.
+    pub fn renew_identity(&mut self) {
+        self.uuid = uuid::random();
+        for nic in &mut self.nics {
+            nic.mac = random_mac();
+        }
+    }
+
     /// Sets (or, with an empty value, removes) an extraConfig value, as ReconfigVM does.
     pub fn set_extra(&mut self, key: &str, value: &str) {
         self.extra_config

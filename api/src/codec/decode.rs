@@ -4,6 +4,7 @@
 //! linear in the input: every element's attributes and namespace declarations are capped
 //! ([`crate::limits`]) before anything looks them up, and prefixes resolve in constant time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -149,6 +150,9 @@ impl Namespaces {
                 }
             }
         }
+        if !has_attributes(start) {
+            return Ok(());
+        }
         let mut declarations = 0;
         // Duplicates are checked where attributes are read (xsi:type, MoRef type), on at most
         // MAX_ATTRIBUTES of them.
@@ -287,10 +291,8 @@ impl<'i> Decoder<'_, 'i> {
         let (call, empty) = self
             .next_child()?
             .ok_or_else(|| malformed("SOAP Body is empty"))?;
-        let method_name = std::str::from_utf8(call.local_name().into_inner())
-            .map_err(malformed)?
-            .to_string();
-        let method = self.schema.method_id(&method_name);
+        let method_name = std::str::from_utf8(call.local_name().into_inner()).map_err(malformed)?;
+        let method = self.schema.method_id(method_name);
         let param_count = method.map_or(0, |m| self.schema.method(m).params.len());
         let mut this = None;
         let mut args: Vec<Option<Value>> = vec![None; param_count];
@@ -332,7 +334,7 @@ impl<'i> Decoder<'_, 'i> {
         let Some(method) = method else {
             return Err(DecodeRequestError::UnknownMethod {
                 receiver: this,
-                method: clip(&method_name).into_owned(),
+                method: clip(method_name).into_owned(),
             });
         };
         for (param, arg) in self.schema.method(method).params.iter().zip(&args) {
@@ -348,6 +350,9 @@ impl<'i> Decoder<'_, 'i> {
 
     /// The `xsi:type` attribute's local type name, if present.
     fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
+        if !has_attributes(start) {
+            return Ok(None);
+        }
         for attr in start.attributes() {
             let attr = attr.map_err(malformed)?;
             let key = attr.key;
@@ -365,11 +370,14 @@ impl<'i> Decoder<'_, 'i> {
     }
 
     /// The unprefixed `type` attribute of a MoRef element.
-    fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
+    fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<Arc<str>>> {
+        if !has_attributes(start) {
+            return Ok(None);
+        }
         for attr in start.attributes() {
             let attr = attr.map_err(malformed)?;
             if attr.key.as_ref() == b"type" {
-                return Ok(Some(attr.unescape_value().map_err(malformed)?.into_owned()));
+                return Ok(Some(Arc::from(&*attr.unescape_value().map_err(malformed)?)));
             }
         }
         Ok(None)
@@ -383,25 +391,26 @@ impl<'i> Decoder<'_, 'i> {
     ) -> Result<MoRef> {
         let ty = self
             .moref_type_attr(start)?
-            .or_else(|| declared.map(str::to_string));
+            .or_else(|| declared.map(Arc::from));
         let ty = ty.ok_or_else(|| bad_value("managed object reference without a type"))?;
         let id = self.text(empty)?;
-        Ok(MoRef::new(ty, id))
+        Ok(MoRef::new(ty, &*id))
     }
 
-    /// Text content up to the element's end.
-    fn text(&mut self, empty: bool) -> Result<String> {
-        let mut out = String::new();
+    /// Text content up to the element's end: borrowed from the input when it is one run of
+    /// text (the usual case), else assembled.
+    fn text(&mut self, empty: bool) -> Result<Cow<'i, str>> {
+        let mut out = Cow::Borrowed("");
         if empty {
             return Ok(out);
         }
         loop {
-            match self.next()? {
-                Event::Text(t) => out.push_str(&t.decode().map_err(malformed)?),
-                Event::CData(t) => out.push_str(&t.decode().map_err(malformed)?),
-                Event::GeneralRef(r) => out.push(resolve_reference(&r)?),
+            let piece = match self.next()? {
+                Event::Text(t) => t.decode().map_err(malformed)?,
+                Event::CData(t) => t.decode().map_err(malformed)?,
+                Event::GeneralRef(r) => Cow::Owned(resolve_reference(&r)?.to_string()),
                 Event::End(_) => return Ok(out),
-                Event::Comment(_) | Event::PI(_) => {}
+                Event::Comment(_) | Event::PI(_) => continue,
                 Event::Start(_) | Event::Empty(_) => {
                     return Err(bad_value("element inside a simple value"))
                 }
@@ -409,6 +418,11 @@ impl<'i> Decoder<'_, 'i> {
                 Event::Decl(_) | Event::DocType(_) => {
                     return Err(malformed("declaration inside the body"))
                 }
+            };
+            if out.is_empty() {
+                out = piece;
+            } else {
+                out.to_mut().push_str(&piece);
             }
         }
     }
@@ -514,6 +528,11 @@ impl<'i> Decoder<'_, 'i> {
             }
         }
     }
+}
+
+/// Whether an element start carries any attribute (most in a request carry none).
+fn has_attributes(start: &BytesStart<'_>) -> bool {
+    !start.attributes_raw().iter().all(u8::is_ascii_whitespace)
 }
 
 /// Stores a decoded element into its slot, appending when the slot is an array.

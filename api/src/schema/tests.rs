@@ -44,6 +44,9 @@ fn versions_filter_newer_members() {
         s.versions().newest()
     );
     assert_eq!(s.versions().wire_ids().next(), Some("8.0.3.0"));
+    let ids: Vec<&str> = s.versions().wire_ids().collect();
+    let distinct: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a wire id names one version");
 }
 
 #[test]

@@ -47,9 +47,10 @@ impl Versions {
 
     /// The version with this wire id.
     pub fn by_wire_id(&self, id: &str) -> Option<ClientVersion> {
+        // Newest first: clients mostly speak the newest version.
         self.defs
             .iter()
-            .position(|d| d.wire_id.as_deref() == Some(id))
+            .rposition(|d| d.wire_id.as_deref() == Some(id))
             .map(|i| ClientVersion(VersionIdx(i as u8)))
     }
 

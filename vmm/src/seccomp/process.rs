@@ -126,6 +126,7 @@ const IOCTLS: &[(&str, u32)] = &[
     ("KVM_SET_PIT2", 0x4070_aea0),
     ("KVM_GET_VCPU_EVENTS", 0x8040_ae9f),
     ("KVM_SET_VCPU_EVENTS", 0x4040_aea0),
+    ("KVM_SET_GUEST_DEBUG", 0x4048_ae9b),
     ("KVM_GET_DEBUGREGS", 0x8080_aea1),
     ("KVM_SET_DEBUGREGS", 0x4080_aea2),
     ("KVM_SET_TSC_KHZ", 0xaea2),

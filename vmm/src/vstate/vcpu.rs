@@ -8,6 +8,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
+use crate::arch::emulate::syscall::SyscallEntry;
 use crate::arch::emulate::{self, Counts};
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::{cpuid, kvm_pvm, msr};
@@ -81,6 +82,8 @@ pub struct Completion {
 pub struct Vcpu {
     index: u8,
     fd: VcpuFd,
+    /// The page-fault breakpoint that completes ring-3 SYSCALLs on kvm-pvm.
+    syscall: SyscallEntry,
     /// MSRs to save (KVM's index list).
     msr_indices: Arc<Vec<u32>>,
 }
@@ -151,6 +154,7 @@ impl Vcpu {
         Ok(Vcpu {
             index,
             fd,
+            syscall: SyscallEntry::default(),
             msr_indices,
         })
     }
@@ -191,6 +195,7 @@ impl Vcpu {
         Ok(Vcpu {
             index,
             fd,
+            syscall: SyscallEntry::default(),
             msr_indices,
         })
     }
@@ -213,12 +218,14 @@ impl Vcpu {
                 let run = self.fd.get_kvm_run();
                 let mut detail = internal_error(run, index);
                 if let Some(bytes) = refused_instruction(run) {
-                    match emulate::kvm::complete(
+                    let completed = emulate::kvm::complete(
                         &self.fd,
                         &completion.memory,
                         &bytes,
                         &completion.counts,
-                    ) {
+                    )
+                    .and_then(|()| self.syscall.arm(&self.fd, &completion.memory));
+                    match completed {
                         Ok(()) => return None,
                         Err(e) => detail.push_str(&format!(" ({e})")),
                     }
@@ -232,6 +239,18 @@ impl Vcpu {
                     "vCPU {index}: KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
                 );
                 return Some(VmExit::Crashed { detail });
+            }
+            Ok(VcpuExit::Debug(debug)) => {
+                let done = self.syscall.complete(
+                    &self.fd,
+                    &completion.memory,
+                    (debug.pc, debug.dr6),
+                    &completion.counts,
+                );
+                if let Err(e) = done {
+                    let detail = format!("vCPU {index}: debug exit: {e}{}", self.location());
+                    return Some(VmExit::Crashed { detail });
+                }
             }
             Ok(VcpuExit::Hlt) => {}
             Ok(other) => {

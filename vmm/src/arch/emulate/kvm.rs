@@ -28,7 +28,7 @@ pub enum CompleteError {
     NotCovered(String),
 }
 
-fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CompleteError {
+pub(super) fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CompleteError {
     move |source| CompleteError::Kvm { what, source }
 }
 
