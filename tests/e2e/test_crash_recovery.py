@@ -296,6 +296,35 @@ def test_kills_at_every_step_of_tasks_on_a_powered_off_vm(agent):
         WaitForTask(vm.Destroy_Task())
 
 
+def test_a_linked_clone_cut_short_releases_its_hold_on_the_source(agent):
+    """Killed after the hold on the source's layer is taken, before the clone is registered: the
+    source's trees keep no hold, so its snapshot's removal merges the layers into one."""
+    si = agent.vireod.connect()
+    for n, point in enumerate(["clone:begun", "clone:disks-copied"]):
+        vm = create_vm(si, f"held-{n}", nic=False, disk_kb=4096)
+        moid = vm._moId
+        take(si, moid, "base")
+
+        def start(s, moid=moid, n=n):
+            source = by_id(s, moid)
+            relocate = vim.vm.RelocateSpec(diskMoveType="createNewChildDiskBacking")
+            return source.CloneVM_Task(folder=s.content.rootFolder.childEntity[0].vmFolder, name=f"held-link-{n}",
+                                       spec=vim.vm.CloneSpec(location=relocate,
+                                                             snapshot=source.snapshot.rootSnapshotList[0].snapshot))
+
+        si = crash_during(agent, point, start)
+        folder = os.path.join(agent.data_dir, "datastore1", f"held-{n}")
+        with open(os.path.join(folder, f"held-{n}.qcow2.vtree")) as f:
+            tree = json.load(f)
+        assert not [s["name"] for s in tree["snapshots"] if s["name"].startswith("linked-clone-")], (point, tree)
+        assert not os.path.exists(os.path.join(agent.data_dir, "datastore1", f"held-link-{n}")), point
+        vm = check_truthful(agent, si, moid)
+        WaitForTask(vm.snapshot.rootSnapshotList[0].snapshot.RemoveSnapshot_Task(removeChildren=False,
+                                                                                 consolidate=True))
+        assert vtree_uids(folder)[1] == [f"held-{n}.qcow2"], "one layer left"
+        WaitForTask(by_id(si, moid).Destroy_Task())
+
+
 def random_task(si, moid):
     vm = by_id(si, moid)
     choices = ["create", "create-memory", "clone"]

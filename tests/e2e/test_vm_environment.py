@@ -80,3 +80,33 @@ def test_quick_stats_show_the_vmm_s_cpu_time(si, agent):
     assert ticks() > before
     WaitForTask(vm.PowerOffVM_Task())
     wait_for(lambda: not vm.summary.quickStats.overallCpuUsage, "the usage to clear once powered off", timeout=60)
+
+
+def test_layout_resource_config_and_the_pool_of_templates(si, agent):
+    from test_vm_lifecycle import root_pool
+    vm = create_vm(si, "env-layout", disk_kb=65536, nic=False)
+    WaitForTask(vm.CreateSnapshot_Task(name="s1", description="", memory=False, quiesce=False))
+    layout = vm.layout
+    [disk] = layout.disk
+    assert disk.key == vm.layoutEx.disk[0].key
+    ex_files = {f.key: f.name for f in vm.layoutEx.file}
+    assert disk.diskFile == [ex_files[u.fileKey[0]] for u in vm.layoutEx.disk[0].chain]
+    assert disk.diskFile[0] == "[datastore1] env-layout/env-layout.qcow2" and len(disk.diskFile) == 2
+    assert layout.configFile == ["env-layout.vmsd"]
+    [snapshot] = layout.snapshot
+    assert snapshot.key == vm.snapshot.rootSnapshotList[0].snapshot
+    assert disk.diskFile[0] in snapshot.snapshotFile
+
+    resources = vm.resourceConfig
+    assert resources.entity == vm
+    assert resources.cpuAllocation.limit == -1 and resources.cpuAllocation.shares.shares == 2000
+    assert resources.memoryAllocation.shares.level == "normal"
+    assert resources.memoryAllocation.shares.shares == 10 * vm.config.hardware.memoryMB
+    assert vm.config.cpuAllocation.shares.shares == 2000
+
+    pool = root_pool(si)
+    assert vm.resourcePool == pool and vm in pool.vm
+    vm.MarkAsTemplate()
+    assert vm.resourcePool is None and vm not in pool.vm
+    vm.MarkAsVirtualMachine(pool=pool)
+    assert vm.resourcePool == pool and vm in pool.vm

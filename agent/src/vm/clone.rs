@@ -42,6 +42,9 @@ struct CloneSpec {
     template: bool,
     power_on: bool,
     config: Option<DataObject>,
+    /// The clone's instanceUuid, chosen before anything is made: a linked clone's hold on the
+    /// source's layers is named after it, and the journal records it.
+    instance_uuid: String,
 }
 
 /// CloneVM_Task: makes the clone `name` of `source` as `spec` (a VirtualMachineCloneSpec)
@@ -90,6 +93,7 @@ pub fn clone_vm(
         folder,
         vmx: vmx_path.to_string(),
         temporary,
+        hold: (wanted.disk_move == DiskMove::Child).then(|| wanted.instance_uuid.clone()),
     };
     let schema = host.schema;
     let mut journal = Journal::begin(&source.dir, intent).map_err(|e| e.fault(schema))?;
@@ -216,6 +220,7 @@ fn read_spec(host: &Host, source: &Vm, name: &str, spec: &DataObject) -> Result<
         template,
         power_on,
         config: get("config").and_then(Value::as_data).cloned(),
+        instance_uuid: uuid::random(),
     })
 }
 
@@ -374,7 +379,7 @@ fn clone_spec(host: &Host, source: &Vm, wanted: &CloneSpec) -> Result<VmSpec, Fa
     spec.renew_identity();
     // Its location is recorded when it first powers on (no "moved or copied?" for a clone).
     spec.set_extra(question::UUID_LOCATION, "");
-    spec.instance_uuid = uuid::random();
+    spec.instance_uuid = wanted.instance_uuid.clone();
     spec.template = wanted.template;
     spec.disks.clear();
     let Some(config) = &wanted.config else {

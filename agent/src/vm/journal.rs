@@ -52,6 +52,10 @@ pub enum Intent {
         vmx: String,
         /// The temporary snapshot of the running source.
         temporary: Option<u32>,
+        /// A linked clone's instanceUuid: the name of its hold on the source's layers
+        /// (released when the clone was not made).
+        #[serde(default)]
+        hold: Option<String>,
     },
     /// Destroy_Task: the VM leaves the inventory, then the files it owns go.
     Destroy {

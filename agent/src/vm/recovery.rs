@@ -18,7 +18,7 @@ use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
 use super::snapshots::reconcile::reconcile;
-use super::snapshots::{self, memory_dir};
+use super::snapshots::{self, clone_holds, memory_dir};
 use super::{control, network, Vm, VmState};
 use crate::host::Host;
 
@@ -190,15 +190,23 @@ fn repair_snapshots(
         ),
     }
     for (_, record) in journals {
-        if let Intent::Clone {
-            temporary: Some(uid),
+        let Intent::Clone {
+            temporary,
+            hold,
+            vmx,
             ..
-        } = record.intent
-        {
+        } = &record.intent
+        else {
+            continue;
+        };
+        if let Some(uid) = *temporary {
             let temporary = state.snapshots.get(uid);
             if temporary.is_some_and(|s| s.name.starts_with(CLONE_SNAPSHOT_PREFIX)) {
                 drop_snapshot(vm, state, &mut trees, uid, done);
             }
+        }
+        if let Some(instance_uuid) = hold.as_deref().filter(|_| !clone_registered(host, vmx)) {
+            release_hold(vm, &mut trees, instance_uuid, done);
         }
     }
     if trees.iter().any(DiskTree::needs_consolidation) && journals.iter().any(|(_, r)| merges(r)) {
@@ -229,6 +237,36 @@ fn merges(record: &Record) -> bool {
         Intent::SnapshotRemove { consolidate, .. } => *consolidate,
         Intent::Consolidate | Intent::Clone { .. } => true,
         _ => false,
+    }
+}
+
+/// Whether the clone whose `.vmx` is `vmx` was registered (in the table or the inventory file).
+fn clone_registered(host: &Host, vmx: &str) -> bool {
+    host.vms
+        .all()
+        .iter()
+        .any(|v| v.vmx_path.to_string() == *vmx)
+        || recorded_in_inventory(host, vmx)
+}
+
+/// Forgets the hold a linked clone that was never made took on the VM's layers.
+fn release_hold(vm: &Vm, trees: &mut [DiskTree], instance_uuid: &str, done: &mut Recovered) {
+    let name = clone_holds::hold_name(instance_uuid);
+    let mut released = false;
+    let forgotten = each(trees, |tree| {
+        if tree.snapshot_layer(&name).is_err() {
+            return Ok(());
+        }
+        released = true;
+        tree.forget(&name)
+    });
+    match forgotten {
+        Ok(()) if released => done.note(
+            vm,
+            format!("released the hold of the linked clone {instance_uuid}, never made"),
+        ),
+        Ok(()) => {}
+        Err(error) => tracing::warn!(vm = vm.id, "recovery: cannot release a hold: {error}"),
     }
 }
 
@@ -299,12 +337,7 @@ fn finish_task(
             );
         }
         Intent::Clone { folder, vmx, .. } => {
-            let registered = host
-                .vms
-                .all()
-                .iter()
-                .any(|v| v.vmx_path.to_string() == *vmx)
-                || recorded_in_inventory(host, vmx);
+            let registered = clone_registered(host, vmx);
             // A journal sits on a datastore: only a VM folder on a datastore is touched.
             let a_vm_folder = *folder != vm.dir
                 && host.datastores.iter().any(|ds| {

@@ -110,6 +110,9 @@ pub(super) fn config_info(
             disks::tracking_configured(state),
         );
     reconfig::settings::show(schema, spec, &mut info);
+    let (cpu, memory) = allocations(schema, state);
+    info.set(schema, "cpuAllocation", cpu);
+    info.set(schema, "memoryAllocation", memory);
     info
 }
 
@@ -130,4 +133,45 @@ pub(super) fn config_summary(schema: &Schema, vm: &Vm, state: &VmState) -> DataO
         .with(schema, "annotation", spec.annotation.as_str())
         .with(schema, "installBootRequired", false)
         .with(schema, "tpmPresent", false)
+}
+
+/// An allocation with no reservation and no limit at `normal` shares of `shares`: what every
+/// VM here gets (the VMM enforces no reservations, limits or shares).
+fn unlimited_allocation(schema: &Schema, shares: i32) -> DataObject {
+    DataObject::of(schema, "ResourceAllocationInfo")
+        .with(schema, "reservation", 0i64)
+        .with(schema, "expandableReservation", false)
+        .with(schema, "limit", -1i64)
+        .with(
+            schema,
+            "shares",
+            DataObject::of(schema, "SharesInfo")
+                .with(schema, "shares", shares)
+                .with(
+                    schema,
+                    "level",
+                    Value::enumeration(schema, "SharesLevel", "normal"),
+                ),
+        )
+}
+
+/// The VM's CPU and memory allocations: ESXi's `normal` shares (1000 per vCPU, 10 per MB).
+fn allocations(schema: &Schema, state: &VmState) -> (DataObject, DataObject) {
+    let spec = &state.spec;
+    (
+        unlimited_allocation(schema, 1000 * spec.num_cpus),
+        unlimited_allocation(
+            schema,
+            i32::try_from(10 * spec.memory_mb).unwrap_or(i32::MAX),
+        ),
+    )
+}
+
+/// resourceConfig: the VM's allocations as a ResourceConfigSpec.
+pub(super) fn resource_config(schema: &Schema, vm: &Vm, state: &VmState) -> DataObject {
+    let (cpu, memory) = allocations(schema, state);
+    DataObject::of(schema, "ResourceConfigSpec")
+        .with(schema, "entity", vm.moref.clone())
+        .with(schema, "cpuAllocation", cpu)
+        .with(schema, "memoryAllocation", memory)
 }

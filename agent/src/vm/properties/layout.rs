@@ -286,3 +286,103 @@ pub(super) fn storage_summary(schema: &Schema, files: &[VmFile]) -> DataObject {
         .with(schema, "unshared", used)
         .with(schema, "timestamp", Value::DateTime(now_micros()))
 }
+
+/// The legacy `layout` (VirtualMachineFileLayout) of the same files as layoutEx: config and
+/// log files relative to the VM folder, each disk's chain and each snapshot's files as
+/// datastore paths.
+pub(super) fn layout(
+    schema: &Schema,
+    vm: &Vm,
+    datastores: &[DatastoreDir],
+    state: &VmState,
+    files: &[VmFile],
+) -> DataObject {
+    let folder = format!("{}/", vm.vmx_path.parent());
+    let relative = |kind: &str| {
+        let names: Vec<&str> = files
+            .iter()
+            .filter(|f| f.kind == kind)
+            .filter_map(|f| f.name.strip_prefix(&folder))
+            .collect();
+        Value::strings(schema, names)
+    };
+    let chain = |disk_file_name: &str, view: &DiskState| {
+        let names: Vec<String> = view
+            .chain
+            .iter()
+            .rev()
+            .map(|path| layer_name(vm, datastores, disk_file_name, path))
+            .collect();
+        Value::strings(schema, names)
+    };
+    let disks: Vec<Value> = state
+        .spec
+        .disks
+        .iter()
+        .zip(&state.disk_views)
+        .enumerate()
+        .map(|(n, (disk, view))| {
+            DataObject::of(schema, "VirtualMachineFileLayoutDiskLayout")
+                .with(schema, "key", DISK_KEY + n as i32)
+                .with(schema, "diskFile", chain(&disk.file_name, &view.active))
+                .into()
+        })
+        .collect();
+    let snapshots: Vec<Value> = state
+        .snapshots
+        .snapshots
+        .iter()
+        .map(|meta| {
+            let prefix = vm.datastore_path_of(&format!("snapshot-{}/", meta.uid));
+            let own = files
+                .iter()
+                .filter(|f| f.name.starts_with(&prefix))
+                .map(|f| f.name.clone());
+            let disk_files =
+                state
+                    .spec
+                    .disks
+                    .iter()
+                    .zip(&state.disk_views)
+                    .filter_map(|(disk, view)| {
+                        let frozen = view.snapshots.get(&meta.uid)?;
+                        Some(layer_name(
+                            vm,
+                            datastores,
+                            &disk.file_name,
+                            frozen.chain.first()?,
+                        ))
+                    });
+            DataObject::of(schema, "VirtualMachineFileLayoutSnapshotLayout")
+                .with(schema, "key", snapshots::snapshot_moref(vm, meta.uid))
+                .with(
+                    schema,
+                    "snapshotFile",
+                    Value::strings(schema, own.chain(disk_files).collect::<Vec<_>>()),
+                )
+                .into()
+        })
+        .collect();
+    let mut layout = DataObject::of(schema, "VirtualMachineFileLayout")
+        .with(schema, "configFile", relative("snapshotList"))
+        .with(schema, "logFile", relative("log"))
+        .with(
+            schema,
+            "disk",
+            Value::Array(
+                schema.known_type("VirtualMachineFileLayoutDiskLayout"),
+                disks,
+            ),
+        );
+    if !snapshots.is_empty() {
+        layout.set(
+            schema,
+            "snapshot",
+            Value::Array(
+                schema.known_type("VirtualMachineFileLayoutSnapshotLayout"),
+                snapshots,
+            ),
+        );
+    }
+    layout
+}

@@ -163,7 +163,7 @@ impl Built {
                 "overallStatus",
                 enum_value(schema, "ManagedEntityStatus", overall_status(state)),
             );
-        let mut properties: Vec<(&'static str, Value)> = vec![
+        let properties: Vec<(&'static str, Value)> = vec![
             ("name", state.spec.name.as_str().into()),
             (
                 "overallStatus",
@@ -174,6 +174,14 @@ impl Built {
             ("guest", guest.into()),
             ("summary", summary.into()),
             ("storage", storage.into()),
+            (
+                "layout",
+                layout::layout(schema, vm, &host.datastores, state, &files).into(),
+            ),
+            (
+                "resourceConfig",
+                config::resource_config(schema, vm, state).into(),
+            ),
             (
                 "layoutEx",
                 layout::layout_ex(schema, vm, &host.datastores, state, &files).into(),
@@ -187,10 +195,12 @@ impl Built {
             ("environmentBrowser", refs::environment_browser().into()),
             ("network", Value::refs(schema, &networks(state))),
         ];
-        if !state.spec.template {
-            properties.push(("resourcePool", refs::root_pool().into()));
-        }
         let optional = vec![
+            // A template belongs to no resource pool.
+            (
+                "resourcePool",
+                (!state.spec.template).then(|| refs::root_pool().into()),
+            ),
             (
                 "snapshot",
                 snapshot_properties::snapshot_info(schema, vm, state).map(Value::from),

@@ -17,7 +17,7 @@ use crate::host::Host;
 const PREFIX: &str = "linked-clone-";
 
 /// The name of the holds a clone keeps.
-fn hold_name(clone_instance_uuid: &str) -> String {
+pub(crate) fn hold_name(clone_instance_uuid: &str) -> String {
     format!("{PREFIX}{clone_instance_uuid}")
 }
 
