@@ -76,13 +76,17 @@ pub enum LoadConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The TOML is invalid or has unknown keys.
     #[error("invalid config {origin}: {source}")]
     Parse {
+        /// Where the text came from.
         origin: String,
+        /// Why.
         source: toml::de::Error,
     },
 }

@@ -31,7 +31,9 @@ pub enum StartupError {
     /// A directory could not be created.
     #[error("cannot create directory {path}: {source}")]
     CreateDir {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The TLS identity failed.
@@ -43,7 +45,9 @@ pub enum StartupError {
     /// Another vireod holds the data directory (or its lock file cannot be made).
     #[error("cannot lock the data directory {path} (is another vireod using it?): {source}")]
     Locked {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The roles and permissions file failed.

@@ -12,7 +12,9 @@ pub enum TlsSetupError {
     /// Reading or writing the certificate files failed.
     #[error("certificate file {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
     /// Generating the certificate failed.

@@ -13,12 +13,19 @@ pub enum AccountsError {
     /// Reading or writing the account file failed.
     #[error("account file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// A line is not `name:hash`.
     #[error("account file {path} line {line} is not name:hash")]
-    BadLine { path: PathBuf, line: usize },
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// The line number.
+        line: usize,
+    },
     /// Hashing failed.
     #[error("cannot hash a password: {0}")]
     Hash(String),

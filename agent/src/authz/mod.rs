@@ -37,13 +37,17 @@ pub enum StoreError {
     /// Reading or writing the file failed.
     #[error("authorization file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The file is not a valid store.
     #[error("authorization file {path}: {source}")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: serde_json::Error,
     },
 }

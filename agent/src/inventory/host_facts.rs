@@ -102,15 +102,12 @@ impl HostFacts {
 
 /// Capacity and free bytes of the filesystem holding `dir`.
 pub fn filesystem_space(dir: &Path) -> std::io::Result<(i64, i64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let block = stat.f_frsize as i64;
-    Ok((stat.f_blocks as i64 * block, stat.f_bavail as i64 * block))
+    let stat = nix::sys::statvfs::statvfs(dir)?;
+    let block = stat.fragment_size() as i64;
+    Ok((
+        stat.blocks() as i64 * block,
+        stat.blocks_available() as i64 * block,
+    ))
 }
 
 #[cfg(test)]

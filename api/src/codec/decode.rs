@@ -54,10 +54,20 @@ pub enum DecodeRequestError {
     Malformed(String),
     /// The method name is unknown to the schema.
     #[error("unknown method {method}")]
-    UnknownMethod { receiver: MoRef, method: String },
+    UnknownMethod {
+        /// The object the method was called on.
+        receiver: MoRef,
+        /// The method name.
+        method: String,
+    },
     /// An argument has the wrong type or an unparsable value, or a required one is missing.
     #[error("invalid argument {name}: {problem}")]
-    InvalidArgument { name: String, problem: String },
+    InvalidArgument {
+        /// The argument.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The request exceeds one of the decoder's caps ([`crate::limits`]).
     #[error("request too complex: {0}")]
     LimitExceeded(String),

@@ -13,7 +13,12 @@ use super::{
 pub enum LoadSchemaError {
     /// A line does not have the expected shape.
     #[error("schema line {line}: {problem}")]
-    BadLine { line: usize, problem: String },
+    BadLine {
+        /// The line number.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
     /// A type name is referenced but never defined.
     #[error("schema references unknown type {0}")]
     UnknownType(String),

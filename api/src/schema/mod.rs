@@ -31,20 +31,35 @@ pub struct TypeRef {
 /// The xsd/vmodl primitive types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Primitive {
+    /// xsd:string.
     String,
+    /// xsd:boolean.
     Boolean,
+    /// xsd:byte.
     Byte,
+    /// xsd:short.
     Short,
+    /// xsd:int.
     Int,
+    /// xsd:long.
     Long,
+    /// xsd:float.
     Float,
+    /// xsd:double.
     Double,
+    /// xsd:dateTime.
     DateTime,
+    /// xsd:base64Binary.
     Binary,
+    /// xsd:anyType.
     AnyType,
+    /// vmodl TypeName.
     TypeName,
+    /// vmodl MethodName.
     MethodName,
+    /// vmodl PropertyPath.
     PropertyPath,
+    /// xsd:anyURI.
     AnyUri,
 }
 
@@ -111,12 +126,20 @@ pub enum TypeKind {
     /// The pseudo type `ManagedObjectReference`.
     MoRef,
     /// A data object type; `fields` include inherited ones, parents' first.
-    Data { fields: Vec<FieldDef> },
+    Data {
+        /// Its fields.
+        fields: Vec<FieldDef>,
+    },
     /// An enumeration.
-    Enum { values: Vec<Box<str>> },
+    Enum {
+        /// Its values.
+        values: Vec<Box<str>>,
+    },
     /// A managed object type; `properties` include inherited ones, `methods` only its own.
     Managed {
+        /// Its properties.
         properties: Vec<FieldDef>,
+        /// Its methods.
         methods: Vec<MethodId>,
     },
 }

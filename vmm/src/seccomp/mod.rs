@@ -275,28 +275,33 @@ mod tests {
     fn a_filtered_thread_that_opens_a_file_ends_the_process_as_crashed() {
         // In a child process: the filter ends whoever trips it.
         program().unwrap();
-        // SAFETY: the child only applies the prebuilt filter and makes raw system calls.
-        match unsafe { libc::fork() } {
-            0 => {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, getpid, ForkResult};
+        // libc: nix has no _exit, and the child must end without running exit handlers.
+        // SAFETY: _exit ends the process at once; nothing runs after it.
+        let _exit = |code| unsafe { libc::_exit(code) };
+        // SAFETY: the child only applies the prebuilt filter and makes system calls that do not
+        // allocate (the path is a C literal), so no lock another thread held can hang it.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
                 if filter_this_thread().is_err() {
-                    unsafe { libc::_exit(90) };
+                    _exit(90);
                 }
                 // Allowed calls still work...
-                let pid = unsafe { libc::getpid() };
-                if pid <= 0 {
-                    unsafe { libc::_exit(91) };
+                if getpid().as_raw() <= 0 {
+                    _exit(91);
                 }
                 // ...and opening a path does not.
-                unsafe {
-                    libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY);
-                    libc::_exit(92);
-                }
+                let opened = nix::fcntl::open(
+                    c"/etc/hostname",
+                    nix::fcntl::OFlag::O_RDONLY,
+                    nix::sys::stat::Mode::empty(),
+                );
+                drop(opened);
+                _exit(92);
             }
-            child => {
-                let mut status = 0;
-                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
-                assert!(libc::WIFEXITED(status), "status {status:#x}");
-                assert_eq!(libc::WEXITSTATUS(status), 4);
+            ForkResult::Parent { child } => {
+                assert_eq!(waitpid(child, None), Ok(WaitStatus::Exited(child, 4)));
             }
         }
     }

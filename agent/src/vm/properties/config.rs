@@ -21,6 +21,7 @@ pub(super) const CAPABILITIES: &[&str] = &[
     "changeTrackingSupported",
 ];
 
+/// The VirtualMachineCapability of every VM: the flags in `CAPABILITIES` true, the rest false.
 pub fn capability(schema: &Schema) -> DataObject {
     let mut cap = DataObject::of(schema, "VirtualMachineCapability");
     let boolean = schema.known_type("boolean");

@@ -14,7 +14,14 @@ pub enum Kind {
     /// A boolean (`TRUE`/`FALSE` in the file) and its default.
     Bool(bool),
     /// An integer within `min..=max`, and its default.
-    Int { min: i64, max: i64, default: i64 },
+    Int {
+        /// The lowest value allowed.
+        min: i64,
+        /// The highest value allowed.
+        max: i64,
+        /// The value when unset.
+        default: i64,
+    },
     /// One of an enumeration's values (the first is the default).
     Enum(&'static [&'static str]),
 }

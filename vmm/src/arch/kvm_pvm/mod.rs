@@ -26,8 +26,16 @@ pub use lz4::Lz4Error;
 ///   work without scheduling; the lockup and RCU-stall detectors would only print backtraces
 ///   (slowly, to the serial console) about it.
 /// - `cryptomgr.notests`: skips the boot-time self-tests of every crypto algorithm.
+/// - `preempt=full`: two long boot-time work items (ftrace's weak-function check, the trace
+///   eval-map update) otherwise hold both vCPUs for minutes while init waits for a CPU.
+/// - `nohz_full=1`, `skew_tick=1`, `psi=0`, `clocksource=tsc`: less work per timer tick (no
+///   tick on vCPU 1 while it runs one task, ticks not aligned across vCPUs, no pressure
+///   accounting, plain TSC reads instead of kvmclock's), which dominates a loaded host.
+/// - `sysctl.kernel.hung_task_timeout_secs=0`: no hung-task reports (same reason as above).
 pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534 mitigations=off tsc=reliable nowatchdog \
-                                 rcupdate.rcu_cpu_stall_suppress=1 cryptomgr.notests";
+                                 rcupdate.rcu_cpu_stall_suppress=1 cryptomgr.notests \
+                                 preempt=full nohz_full=1 skew_tick=1 psi=0 clocksource=tsc \
+                                 sysctl.kernel.hung_task_timeout_secs=0";
 
 /// KVM paravirtual features whose guest side makes VMCALL/VMMCALL hypercalls, which hang the
 /// vCPU on kvm-pvm: PV_UNHALT (7, spinlock kicks), PV_SEND_IPI (11), PV_SCHED_YIELD (13).
