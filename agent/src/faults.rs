@@ -87,6 +87,29 @@ pub fn invalid_datastore(schema: &Schema, name: &str, why: impl Display) -> Faul
         .with(schema, "datastore", MoRef::new("Datastore", name))
 }
 
+/// `InvalidDatastorePath`: `path` is not a usable datastore path (malformed, leaving its
+/// datastore, or naming the datastore itself).
+pub fn invalid_datastore_path(schema: &Schema, path: &str, why: impl Display) -> Fault {
+    Fault::new(schema, "InvalidDatastorePath", why.to_string())
+        .with(schema, "name", datastore_name(path))
+        .with(schema, "datastorePath", path)
+}
+
+/// `NoDiskSpace`: the datastore holding `file` is full.
+pub fn no_disk_space(schema: &Schema, file: &str, why: impl Display) -> Fault {
+    Fault::new(schema, "NoDiskSpace", why.to_string())
+        .with(schema, "file", file)
+        .with(schema, "datastore", datastore_name(file))
+}
+
+/// The datastore name of a `[name] path` ("" for anything else).
+fn datastore_name(path: &str) -> &str {
+    path.trim()
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .map_or("", |(name, _)| name)
+}
+
 /// `AlreadyExists`: `name` is already there.
 pub fn already_exists(schema: &Schema, name: &str, why: impl Into<String>) -> Fault {
     Fault::new(schema, "AlreadyExists", why).with(schema, "name", name)

@@ -1,8 +1,9 @@
-//! HTTP beside SOAP: `GET /folder/<path>?dsName=<datastore>[&dcPath=ha-datacenter]` serves
-//! datastore files through the datastore resolver (whole, or one byte range with
-//! `Range: bytes=a-b`, as backup clients read the frozen layers of a snapshot), streamed in
-//! bounded chunks and `GET /screen?id=<vm moid>` a PNG of a running VM's
-//! console. Both need a session cookie (`vmware_soap_session`) or Basic credentials.
+//! HTTP beside SOAP: `/folder/<path>?dsName=<datastore>[&dcPath=ha-datacenter]` serves
+//! datastore files through the datastore resolver — GET/HEAD a file (whole, or one byte range
+//! with `Range: bytes=a-b`, as backup clients read the frozen layers of a snapshot) streamed
+//! in bounded chunks, or a folder's index; PUT streams an upload into place; DELETE — and
+//! `GET /screen?id=<vm moid>` a PNG of a running VM's console. All need a session cookie
+//! (`vmware_soap_session`) or Basic credentials, and the datastore privilege of the method.
 
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -21,6 +22,8 @@ use hyper::header::{
 use hyper::{Request, Response, StatusCode};
 use vireo_api::MoRef;
 
+use crate::datastore::files::{self, EntryKind, FileError};
+use crate::datastore::listing;
 use crate::host::Host;
 use crate::methods::access;
 use crate::sessions::session_key_from_cookie;
@@ -153,13 +156,9 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The datastore file a `/folder` URL names, opened for reading through the datastore
-/// resolver (nothing outside the datastore, no symlink), or why not.
-fn open_file(
-    host: &Host,
-    path: &str,
-    query: Option<&str>,
-) -> Result<std::fs::File, (StatusCode, String)> {
+/// The datastore path a `/folder` URL names, checked by the datastore resolver's parser
+/// (no `..`, no absolute path), or why not.
+fn folder_path(path: &str, query: Option<&str>) -> Result<DatastorePath, (StatusCode, String)> {
     let relative = path
         .strip_prefix("/folder/")
         .and_then(|p| percent_decode(p, false))
@@ -169,7 +168,15 @@ fn open_file(
     if let Some(dc) = query_param(query, "dcPath").filter(|dc| dc != "ha-datacenter") {
         return Err((StatusCode::NOT_FOUND, format!("no datacenter {dc}")));
     }
-    let refused = |e: DatastorePathError| match e {
+    if relative.starts_with('/') {
+        return Err(path_refused(DatastorePathError::Escapes(relative)));
+    }
+    DatastorePath::parse(&format!("[{ds_name}] {relative}")).map_err(path_refused)
+}
+
+/// The status a resolver refusal is answered with.
+fn path_refused(e: DatastorePathError) -> (StatusCode, String) {
+    match e {
         DatastorePathError::NoDatastore(_) => (StatusCode::NOT_FOUND, e.to_string()),
         e if e.is_not_found() => (StatusCode::NOT_FOUND, "no such file".to_string()),
         DatastorePathError::Unreachable { .. } => {
@@ -177,13 +184,29 @@ fn open_file(
         }
         DatastorePathError::Symlink(_) => (StatusCode::FORBIDDEN, e.to_string()),
         e => (StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    if relative.starts_with('/') {
-        return Err(refused(DatastorePathError::Escapes(relative)));
     }
-    DatastorePath::parse(&format!("[{ds_name}] {relative}"))
-        .and_then(|p| p.open(&host.datastores, Access::Read))
-        .map_err(refused)
+}
+
+/// A refusal as a response.
+fn refused((status, why): (StatusCode, String)) -> HttpResponse {
+    plain(status, why)
+}
+
+/// The answer to a datastore file operation's failure.
+fn file_refused(e: FileError) -> HttpResponse {
+    let why = e.to_string();
+    let status = match e {
+        FileError::Path(e) => path_refused(e).0,
+        FileError::NotFound(_) => StatusCode::NOT_FOUND,
+        FileError::Exists(_) => StatusCode::CONFLICT,
+        FileError::DatastoreRoot(_) => StatusCode::BAD_REQUEST,
+        FileError::Special(_) => StatusCode::FORBIDDEN,
+        FileError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    plain(status, why)
 }
 
 /// A `Range: bytes=...` header against a file of `size` bytes: the inclusive byte span.
@@ -257,27 +280,58 @@ fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
     FileStream { chunks }
 }
 
-/// `GET /folder/...`: a datastore file, whole or one range, streamed.
+/// `/folder/<path>?dsName=...`: GET and HEAD read a file (whole or one range, streamed) or
+/// list a folder; PUT uploads a file; DELETE deletes one.
 pub async fn folder(host: Arc<Host>, request: Request<Incoming>) -> Response<Body> {
-    serve_file(host, request).await.unwrap_or_else(boxed)
+    let served = match *request.method() {
+        hyper::Method::GET | hyper::Method::HEAD => read(host, request).await,
+        hyper::Method::PUT => upload(host, request).await.map(boxed),
+        hyper::Method::DELETE => delete(host, request).await.map(boxed),
+        _ => Err(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET, HEAD, PUT or DELETE",
+        )),
+    };
+    served.unwrap_or_else(boxed)
 }
 
-/// The streamed file, or the short answer saying why not.
-async fn serve_file(
-    host: Arc<Host>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, HttpResponse> {
-    let privilege = match *request.method() {
-        hyper::Method::GET | hyper::Method::HEAD => "Datastore.Browse",
-        _ => "Datastore.FileManagement",
-    };
+/// Authenticates the request, checks `privilege` on the datastore it names, and returns the
+/// datastore path it names.
+async fn authorized_path(
+    host: &Arc<Host>,
+    request: &Request<Incoming>,
+    privilege: &str,
+) -> Result<DatastorePath, HttpResponse> {
     let datastore = query_param(request.uri().query(), "dsName").unwrap_or_default();
     let datastore = MoRef::new("Datastore", datastore.as_str());
-    authorize(&host, &request, &[privilege], &datastore).await?;
-    let file = match open_file(&host, request.uri().path(), request.uri().query()) {
-        Ok(file) => file,
-        Err((status, why)) => return Err(plain(status, why)),
-    };
+    authorize(host, request, &[privilege], &datastore).await?;
+    folder_path(request.uri().path(), request.uri().query()).map_err(refused)
+}
+
+/// GET or HEAD: the streamed file or the folder's index (HEAD: their headers alone).
+async fn read(host: Arc<Host>, request: Request<Incoming>) -> Result<Response<Body>, HttpResponse> {
+    let path = authorized_path(&host, &request, "Datastore.Browse").await?;
+    let head_only = request.method() == hyper::Method::HEAD;
+    if files::is_folder(&host.datastores, &path) {
+        let page = folder_index(&host, &path, &request).map_err(file_refused)?;
+        let length = page.len();
+        let body = if head_only {
+            Bytes::new()
+        } else {
+            Bytes::from(page)
+        };
+        let mut response = Response::new(Full::new(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        return Ok(boxed(response));
+    }
+    let file = path
+        .open(&host.datastores, Access::Read)
+        .map_err(|e| refused(path_refused(e)))?;
     let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
         _ => return Err(plain(StatusCode::NOT_FOUND, "no such file")),
@@ -310,9 +364,159 @@ async fn serve_file(
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(CONTENT_RANGE, format!("bytes {first}-{last}/{size}"));
     }
-    Ok(builder
-        .body(BodyExt::boxed(stream(file, first, len)))
-        .expect("valid response parts"))
+    let body = if head_only {
+        boxed(Response::new(Full::new(Bytes::new()))).into_body()
+    } else {
+        BodyExt::boxed(stream(file, first, len))
+    };
+    Ok(builder.body(body).expect("valid response parts"))
+}
+
+/// The HTML index of a folder.
+fn folder_index(
+    host: &Host,
+    path: &DatastorePath,
+    request: &Request<Incoming>,
+) -> Result<String, FileError> {
+    let entries = files::read_folder(&host.datastores, path)?;
+    let rows: Vec<listing::Row> = entries
+        .into_iter()
+        .filter(|(name, kind, _)| {
+            matches!(kind, EntryKind::File | EntryKind::Folder) && !files::is_partial(name)
+        })
+        .map(|(name, kind, stat)| listing::Row {
+            name,
+            kind,
+            size: stat.st_size,
+            modified: stat.st_mtime,
+        })
+        .collect();
+    let dc_path =
+        query_param(request.uri().query(), "dcPath").unwrap_or_else(|| "ha-datacenter".to_string());
+    Ok(listing::html(path, &dc_path, &rows))
+}
+
+/// PUT: streams the body into a new file under a temporary name, renamed over `path` once
+/// complete (201 Created, or 200 when it replaced a file); nothing is left when the upload
+/// fails or stops short. A declared length beyond the datastore's free space is refused.
+async fn upload(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpResponse, HttpResponse> {
+    let path = authorized_path(&host, &request, "Datastore.FileManagement").await?;
+    let declared: Option<u64> = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let datastores = host.datastores.clone();
+    let target = path.clone();
+    let begun = tokio::task::spawn_blocking(move || {
+        let replaces = files::Entry::locate(&datastores, &target)?
+            .kind()?
+            .is_some();
+        let new_file = files::NewFile::create(&datastores, &target)?;
+        let free = files::free_bytes(&new_file.file).map_err(|source| FileError::Io {
+            path: target.to_string(),
+            source,
+        })?;
+        Ok::<_, FileError>((new_file, replaces, free))
+    })
+    .await
+    .map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (new_file, replaces, free) = begun.map_err(file_refused)?;
+    if declared.is_some_and(|length| length > free) {
+        return Err(plain(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "{path}: {} bytes do not fit in the {free} bytes free",
+                declared.unwrap_or(0)
+            ),
+        ));
+    }
+    let timeout = Duration::from_secs(host.config.read_timeout_secs);
+    let written = receive(request.into_body(), new_file, timeout).await?;
+    if let Some(length) = declared.filter(|&length| length != written.1) {
+        return Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!("the upload stopped after {} of {length} bytes", written.1),
+        ));
+    }
+    let committed = tokio::task::spawn_blocking(move || written.0.commit()).await;
+    match committed {
+        Ok(Ok(())) if replaces => Ok(plain(StatusCode::OK, format!("{path} replaced"))),
+        Ok(Ok(())) => Ok(plain(StatusCode::CREATED, format!("{path} created"))),
+        Ok(Err(e)) => Err(file_refused(e)),
+        Err(e) => Err(plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// Writes the request body into `new_file` as it arrives (a bounded queue of chunks between
+/// the connection and a writer thread); returns the file and the bytes written. A client
+/// silent for `timeout` ends the upload.
+async fn receive(
+    mut body: Incoming,
+    new_file: files::NewFile,
+    timeout: Duration,
+) -> Result<(files::NewFile, u64), HttpResponse> {
+    let (sender, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_AHEAD);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut new_file = new_file;
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.blocking_recv() {
+            std::io::Write::write_all(&mut new_file.file, &chunk)?;
+            written += chunk.len() as u64;
+        }
+        Ok::<_, std::io::Error>((new_file, written))
+    });
+    let mut failure = None;
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if sender.send(data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                failure = Some(plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("upload failed: {e}"),
+                ));
+                break;
+            }
+            Err(_) => {
+                failure = Some(plain(StatusCode::REQUEST_TIMEOUT, "the upload stalled"));
+                break;
+            }
+        }
+    }
+    drop(sender);
+    let outcome = writer
+        .await
+        .map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match (outcome, failure) {
+        (Err(e), _) if e.raw_os_error() == Some(libc::ENOSPC) => Err(plain(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the datastore is full: {e}"),
+        )),
+        (Err(e), _) => Err(plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        (Ok(_), Some(failure)) => Err(failure),
+        (Ok(done), None) => Ok(done),
+    }
+}
+
+/// DELETE: deletes the file (or folder) at the path.
+async fn delete(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpResponse, HttpResponse> {
+    let path = authorized_path(&host, &request, "Datastore.DeleteFile").await?;
+    let target = path.clone();
+    let deleted =
+        tokio::task::spawn_blocking(move || files::delete(&host.datastores, &target)).await;
+    match deleted {
+        Ok(Ok(())) => Ok(plain(StatusCode::NO_CONTENT, "")),
+        Ok(Err(e)) => Err(file_refused(e)),
+        Err(e) => Err(plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 /// `GET /screen?id=<moid>`: a PNG of the VM's console (409 when it is not running).

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connections;
 pub mod console;
 pub mod crash;
+pub mod datastore;
 pub mod events;
 pub mod faults;
 pub mod host;

@@ -1,7 +1,7 @@
 //! The HTTPS front door: TLS accept, HTTP/1.1 keep-alive via hyper, connection limits and
 //! timeouts (`connections`), request size and read-time limits, gzip
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
-//! (plus `GET /folder/...` and `GET /screen`, served by `http_files`, and the console's
+//! (plus `/folder/...` and `GET /screen`, served by `http_files`, and the console's
 //! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`).
 
 use std::convert::Infallible;
@@ -156,7 +156,7 @@ async fn route(
     request: Request<Incoming>,
 ) -> Result<Response<http_files::Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::GET, path) if path.starts_with("/folder/") => {
+        (_, path) if path.starts_with("/folder/") => {
             return Ok(http_files::folder(host, request).await)
         }
         (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,

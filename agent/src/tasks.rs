@@ -275,6 +275,23 @@ impl Drop for TaskHandle {
     }
 }
 
+/// Runs `work` as the task `handle` on a thread of its own (started, then finished with the
+/// work's result or fault); returns the Task's reference.
+pub fn run_detached(
+    handle: TaskHandle,
+    work: impl FnOnce(&TaskHandle) -> Result<Option<Value>, Fault> + Send + 'static,
+) -> MoRef {
+    let task = handle.task.clone();
+    std::thread::spawn(move || {
+        handle.start();
+        match work(&handle) {
+            Ok(result) => handle.succeed(result),
+            Err(fault) => handle.fail(fault),
+        }
+    });
+    task
+}
+
 /// Stores or replaces a TaskInfo in the history (by key).
 fn record_history(host: &Host, info: &DataObject) {
     let schema = host.schema;

@@ -27,10 +27,11 @@ pub const BASE: [&str; 3] = ["System.Anonymous", "System.View", "System.Read"];
 /// Privileges the API reference requires of methods whose schema entry lists none (dynamic
 /// checks: the entities a method changes, ReconfigVM_Task's per-setting privileges) and of the
 /// HTTP file and console paths.
-const DYNAMIC: [&str; 19] = [
+const DYNAMIC: [&str; 20] = [
     "Authorization.ModifyPermissions",
     "Datastore.AllocateSpace",
     "Datastore.Browse",
+    "Datastore.DeleteFile",
     "Datastore.FileManagement",
     "Folder.Delete",
     "Resource.AssignVMToPool",

@@ -91,6 +91,10 @@ pub mod refs {
     pub fn authorization_manager() -> MoRef {
         MoRef::new("AuthorizationManager", "ha-authmgr")
     }
+    /// The FileManager.
+    pub fn file_manager() -> MoRef {
+        MoRef::new("FileManager", "ha-nfc-file-manager")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -287,7 +291,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "accountManager", refs::account_manager())
         .with(schema, "eventManager", refs::event_manager())
         .with(schema, "taskManager", refs::task_manager())
-        .with(schema, "searchIndex", refs::search_index());
+        .with(schema, "searchIndex", refs::search_index())
+        .with(schema, "fileManager", refs::file_manager());
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)
@@ -325,6 +330,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::environment_browser(),
         refs::account_manager(),
         refs::authorization_manager(),
+        refs::file_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

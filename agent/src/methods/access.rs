@@ -148,7 +148,25 @@ fn requirements(call: &Call<'_>, inv: &Inventory, listed: &str) -> Vec<(String, 
         "RetrieveEntityPermissions" => need("System.Read", arg("entity")),
         _ => {}
     }
+    for (privilege, name) in datastore_file_privileges(method) {
+        let path = call.arg(name).and_then(Value::as_str);
+        need(privilege, datastore_of(path).as_ref());
+    }
     needs
+}
+
+/// The privileges a datastore file or disk method needs on the datastores its path arguments
+/// name (the API reference's), as (privilege, argument).
+fn datastore_file_privileges(method: &str) -> &'static [(&'static str, &'static str)] {
+    const MANAGE: &str = "Datastore.FileManagement";
+    match method {
+        "MakeDirectory" => &[(MANAGE, "name")],
+        "DeleteDatastoreFile_Task" => &[("Datastore.DeleteFile", "name")],
+        "MoveDatastoreFile_Task" | "CopyDatastoreFile_Task" => {
+            &[(MANAGE, "sourceName"), (MANAGE, "destinationName")]
+        }
+        _ => &[],
+    }
 }
 
 /// The datastore a `[name] path` names.

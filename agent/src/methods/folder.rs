@@ -8,7 +8,7 @@ use vireo_api::{Fault, Value};
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::faults;
 use crate::host::Host;
-use crate::tasks::{create_task, TaskSpec};
+use crate::tasks::run_detached;
 use crate::vm::datastore_path::DatastorePath;
 use crate::vm::{create, lifecycle, Vm};
 
@@ -68,26 +68,11 @@ fn in_vm_folder(call: &Call<'_>) -> Result<(), Fault> {
 
 /// Runs `work` as a task on the VM folder; the task's result is the new VM.
 fn vm_task(call: &Call<'_>, description_id: &str, work: MakeVm) -> MethodResult {
-    let handle = create_task(
-        call.host,
-        TaskSpec {
-            entity: call.this(),
-            description_id,
-            method: call.schema.method(call.request.method).name.as_ref(),
-            user: call.user(),
-            cancelable: false,
-            mutating: false,
-        },
-    )?;
-    let task_ref = handle.task.clone();
-    std::thread::spawn(move || {
-        handle.start();
-        match work() {
-            Ok(vm) => handle.succeed(Some(Value::MoRef(vm.moref.clone()))),
-            Err(fault) => handle.fail(fault),
-        }
+    let handle = call.shared_task(call.this(), description_id)?;
+    let task = run_detached(handle, move |_| {
+        work().map(|vm| Some(Value::MoRef(vm.moref.clone())))
     });
-    Ok(Some(Value::MoRef(task_ref)))
+    Ok(Some(Value::MoRef(task)))
 }
 
 /// RegisterVM: adds an existing `.vmx` to the inventory (optionally renamed, or as a template).

@@ -7,6 +7,7 @@ pub mod authorization;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
+pub mod file_manager;
 pub mod folder;
 pub mod history;
 pub mod list_view;
@@ -114,6 +115,7 @@ const TABLES: &[&MethodTable] = &[
     &virtual_machine::METHODS,
     &network_system::METHODS,
     &snapshot::METHODS,
+    &file_manager::METHODS,
 ];
 
 impl Call<'_> {
@@ -182,6 +184,26 @@ impl Call<'_> {
             .vms
             .get(self.this())
             .ok_or_else(|| Fault::managed_object_not_found(self.schema, self.this()))
+    }
+
+    /// A task of this call's method on `entity`, neither cancelable nor exclusive (other tasks
+    /// may act on the entity meanwhile).
+    pub fn shared_task(
+        &self,
+        entity: &MoRef,
+        description_id: &str,
+    ) -> Result<crate::tasks::TaskHandle, Fault> {
+        crate::tasks::create_task(
+            self.host,
+            crate::tasks::TaskSpec {
+                entity,
+                description_id,
+                method: self.schema.method(self.request.method).name.as_ref(),
+                user: self.user(),
+                cancelable: false,
+                mutating: false,
+            },
+        )
     }
 
     /// The calling user's name ("" without a session).
