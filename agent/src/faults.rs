@@ -110,6 +110,11 @@ fn datastore_name(path: &str) -> &str {
         .map_or("", |(name, _)| name)
 }
 
+/// `FileLocked`: `file` is open in a running VM.
+pub fn file_locked(schema: &Schema, file: &str, why: impl Display) -> Fault {
+    Fault::new(schema, "FileLocked", why.to_string()).with(schema, "file", file)
+}
+
 /// `AlreadyExists`: `name` is already there.
 pub fn already_exists(schema: &Schema, name: &str, why: impl Into<String>) -> Fault {
     Fault::new(schema, "AlreadyExists", why).with(schema, "name", name)

@@ -278,3 +278,29 @@ fn backing_chains_both_ways() {
         "past the base's end reads zeros"
     );
 }
+
+#[test]
+fn header_extensions_we_add_survive_qemu_img_and_read_back() {
+    let scratch = Scratch::new("extension");
+    let path = scratch.path("uuid.qcow2");
+    create(&path, &CreateOptions::new(4 * MIB)).unwrap();
+    let kind = 0x7669_7575;
+    {
+        let mut image = Qcow2Image::open(&path, &Qcow2Options::default()).unwrap();
+        image
+            .set_extension(kind, Some(b"0123456789abcdef".to_vec()))
+            .unwrap();
+        image.write_at(&[7u8; 4096], MIB).unwrap();
+        image.close().unwrap();
+    }
+    assert_check_clean(&path, false);
+    // qemu-img rewrites the header when it resizes the image; our extension stays.
+    qemu_img(&["resize", "-f", "qcow2", path.to_str().unwrap(), "8M"]);
+    let mut image = Qcow2Image::open(&path, &Qcow2Options::default()).unwrap();
+    assert_eq!(image.extension(kind), Some(&b"0123456789abcdef"[..]));
+    image.set_extension(kind, None).unwrap();
+    image.close().unwrap();
+    let image = Qcow2Image::open(&path, &Qcow2Options::default()).unwrap();
+    assert_eq!(image.extension(kind), None);
+    assert_eq!(image.capacity(), 8 * MIB);
+}

@@ -7,9 +7,9 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::dir::Dir;
@@ -146,6 +146,66 @@ impl Entry {
             name: CString::new(name).expect("temporary names hold no NUL"),
             path: self.path.parent().join(name),
         })
+    }
+}
+
+impl Entry {
+    /// A host path naming `name` in this entry's folder through the open folder descriptor
+    /// (`/proc/self/fd/N/name`: the folder cannot be swapped for another meanwhile), for
+    /// libraries that open files by path. Valid while the entry lives.
+    pub fn via_folder(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.folder.as_raw_fd())).join(name)
+    }
+
+    /// This entry's own path through the folder descriptor (see [`Entry::via_folder`]).
+    pub fn via_fd(&self) -> PathBuf {
+        self.via_folder(&self.name.to_string_lossy())
+    }
+
+    /// The host path of the entry, read from its opened folder (for comparing with the
+    /// files VMs use).
+    pub fn host_path(&self) -> Result<PathBuf, FileError> {
+        let folder =
+            crate::vm::beneath::host_path(&self.folder).map_err(|source| FileError::Io {
+                path: self.path.to_string(),
+                source,
+            })?;
+        Ok(folder.join(OsStr::from_bytes(self.name.as_bytes())))
+    }
+
+    /// Makes the new file at this entry with `build`, which writes it at the path it is given
+    /// (a temporary name in the same folder); renames it into place once built. Nothing is
+    /// left when `build` fails, and an entry that appeared meanwhile is not replaced.
+    pub fn build_new<E: From<FileError>>(
+        &self,
+        build: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.kind()?.is_some() {
+            return Err(FileError::Exists(self.path.to_string()).into());
+        }
+        let partial = self.sibling(&temporary_name(&self.name))?;
+        let built = build(&partial.via_fd());
+        let placed = built.and_then(|()| {
+            renameat2(
+                &partial.folder,
+                partial.name.as_c_str(),
+                &self.folder,
+                self.name.as_c_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(|errno| match errno {
+                Errno::EEXIST => FileError::Exists(self.path.to_string()).into(),
+                errno => FileError::io(&self.path, errno).into(),
+            })
+        });
+        if placed.is_err() {
+            let _ = unlinkat(
+                &partial.folder,
+                partial.name.as_c_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        placed
     }
 }
 

@@ -95,6 +95,10 @@ pub mod refs {
     pub fn file_manager() -> MoRef {
         MoRef::new("FileManager", "ha-nfc-file-manager")
     }
+    /// The VirtualDiskManager.
+    pub fn virtual_disk_manager() -> MoRef {
+        MoRef::new("VirtualDiskManager", "ha-vdiskmanager")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -292,7 +296,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "eventManager", refs::event_manager())
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index())
-        .with(schema, "fileManager", refs::file_manager());
+        .with(schema, "fileManager", refs::file_manager())
+        .with(schema, "virtualDiskManager", refs::virtual_disk_manager());
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)
@@ -331,6 +336,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::account_manager(),
         refs::authorization_manager(),
         refs::file_manager(),
+        refs::virtual_disk_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

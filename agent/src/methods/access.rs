@@ -165,6 +165,15 @@ fn datastore_file_privileges(method: &str) -> &'static [(&'static str, &'static 
         "MoveDatastoreFile_Task" | "CopyDatastoreFile_Task" => {
             &[(MANAGE, "sourceName"), (MANAGE, "destinationName")]
         }
+        "CreateVirtualDisk_Task"
+        | "DeleteVirtualDisk_Task"
+        | "InflateVirtualDisk_Task"
+        | "ZeroFillVirtualDisk_Task"
+        | "SetVirtualDiskUuid" => &[(MANAGE, "name")],
+        "QueryVirtualDiskUuid" => &[("Datastore.Browse", "name")],
+        "CopyVirtualDisk_Task" | "MoveVirtualDisk_Task" => {
+            &[(MANAGE, "sourceName"), (MANAGE, "destName")]
+        }
         _ => &[],
     }
 }

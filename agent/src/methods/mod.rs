@@ -25,6 +25,7 @@ pub mod task_history_collector;
 pub mod task_manager;
 pub mod view;
 pub mod view_manager;
+pub mod virtual_disk_manager;
 pub mod virtual_machine;
 
 use std::future::Future;
@@ -116,6 +117,7 @@ const TABLES: &[&MethodTable] = &[
     &network_system::METHODS,
     &snapshot::METHODS,
     &file_manager::METHODS,
+    &virtual_disk_manager::METHODS,
 ];
 
 impl Call<'_> {

@@ -61,7 +61,7 @@ pub fn random() -> String {
 }
 
 /// The sixteen bytes spelt by exactly 32 hex digits among other characters.
-fn hex_bytes(text: &str) -> Option<[u8; 16]> {
+pub fn hex_bytes(text: &str) -> Option<[u8; 16]> {
     let digits: Vec<u8> = text
         .chars()
         .filter_map(|c| c.to_digit(16))

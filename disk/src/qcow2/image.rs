@@ -749,6 +749,26 @@ impl Qcow2Image {
         self.write_header()
     }
 
+    /// The payload of the header extension of type `kind`, if the image has one.
+    pub fn extension(&self, kind: u32) -> Option<&[u8]> {
+        self.header
+            .extensions
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.data.as_slice())
+    }
+
+    /// Replaces (or with `None` removes) the header extension of type `kind` and rewrites
+    /// the header (qemu-img keeps extensions it does not know).
+    pub fn set_extension(&mut self, kind: u32, data: Option<Vec<u8>>) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        self.flush()?;
+        self.header.set_extension(kind, data);
+        self.write_header()
+    }
+
     /// Drops every cluster of this layer so that it reads through to its backing file.
     pub fn make_empty(&mut self) -> Result<(), BlockError> {
         if self.read_only {
