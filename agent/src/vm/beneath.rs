@@ -3,13 +3,13 @@
 //! root, so that no `..`, absolute path or symlink (swapped in at any moment) leads out. The
 //! host path handed back is read from the opened fd, not computed from the string.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 /// How a file beneath the root is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +25,13 @@ pub enum Access {
 }
 
 impl Access {
-    fn flags(self) -> libc::c_int {
+    fn flags(self) -> OFlag {
         match self {
             // openat2 refuses any other flag beside O_PATH (O_CLOEXEC and O_DIRECTORY aside).
-            Access::Locate => libc::O_PATH,
-            Access::Read => libc::O_RDONLY | libc::O_NOCTTY,
-            Access::Replace => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOCTTY,
-            Access::Directory => libc::O_PATH | libc::O_DIRECTORY,
+            Access::Locate => OFlag::O_PATH,
+            Access::Read => OFlag::O_RDONLY | OFlag::O_NOCTTY,
+            Access::Replace => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOCTTY,
+            Access::Directory => OFlag::O_PATH | OFlag::O_DIRECTORY,
         }
     }
 }
@@ -39,38 +39,30 @@ impl Access {
 /// Opens `relative` beneath `root`; fails with `EXDEV` when the path would leave `root` and
 /// `ELOOP` when it crosses a symlink. An empty `relative` opens `root` itself.
 pub fn open(root: &Path, relative: &Path, access: Access) -> io::Result<File> {
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(root)?;
+    let root = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let relative = if relative.as_os_str().is_empty() {
         Path::new(".")
     } else {
         relative
     };
-    let name = CString::new(relative.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: open_how is a plain C struct; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (access.flags() | libc::O_CLOEXEC) as u64;
-    how.mode = if access == Access::Replace { 0o600 } else { 0 };
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: the dirfd is open, `name` is NUL-terminated and `how` lives across the call
-    // with the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            name.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+    let mode = if access == Access::Replace {
+        Mode::from_bits_truncate(0o600)
+    } else {
+        Mode::empty()
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd as libc::c_int) })
+    let how = OpenHow::new()
+        .flags(access.flags() | OFlag::O_CLOEXEC)
+        .mode(mode)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    Ok(File::from(openat2(&root, relative, how)?))
 }
 
 /// The host path of an opened file, as the kernel records it for the fd.
@@ -81,6 +73,7 @@ pub fn host_path(file: &File) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vireo-beneath-{name}-{}", std::process::id()));
@@ -120,20 +113,23 @@ mod tests {
         std::os::unix::fs::symlink(&dir, root.join("dirlink")).unwrap();
         assert_eq!(
             errno(open(&root, Path::new("../canary"), Access::Read)),
-            Some(libc::EXDEV)
+            Some(Errno::EXDEV as i32)
         );
-        assert_eq!(errno(open(&root, &canary, Access::Read)), Some(libc::EXDEV));
+        assert_eq!(
+            errno(open(&root, &canary, Access::Read)),
+            Some(Errno::EXDEV as i32)
+        );
         assert_eq!(
             errno(open(&root, Path::new("vm/link"), Access::Read)),
-            Some(libc::ELOOP)
+            Some(Errno::ELOOP as i32)
         );
         assert_eq!(
             errno(open(&root, Path::new("vm/inner-link"), Access::Read)),
-            Some(libc::ELOOP)
+            Some(Errno::ELOOP as i32)
         );
         assert_eq!(
             errno(open(&root, Path::new("dirlink/canary"), Access::Replace)),
-            Some(libc::ELOOP)
+            Some(Errno::ELOOP as i32)
         );
         assert_eq!(std::fs::read(&canary).unwrap(), b"outside");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -150,7 +146,7 @@ mod tests {
         std::os::unix::fs::symlink(&canary, root.join("vm/disk")).unwrap();
         assert_eq!(
             errno(open(&root, Path::new("vm/disk"), Access::Replace)),
-            Some(libc::ELOOP)
+            Some(Errno::ELOOP as i32)
         );
         // And a folder swapped for a symlink to the outside.
         std::fs::remove_file(root.join("vm/disk")).unwrap();
@@ -158,7 +154,7 @@ mod tests {
         std::os::unix::fs::symlink(&dir, root.join("vm")).unwrap();
         assert_eq!(
             errno(open(&root, Path::new("vm/canary"), Access::Read)),
-            Some(libc::ELOOP)
+            Some(Errno::ELOOP as i32)
         );
         assert_eq!(std::fs::read(&canary).unwrap(), b"outside");
         std::fs::remove_dir_all(&dir).unwrap();

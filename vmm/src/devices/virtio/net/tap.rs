@@ -6,15 +6,38 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 
+use nix::fcntl::OFlag;
+
 /// Length of the virtio-net header on the TAP (virtio 1.x: num_buffers included).
 pub const VNET_HDR_LEN: usize = 12;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0; // _IOW('T', 208, unsigned int)
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8; // _IOW('T', 216, int)
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
+// The TUN ioctls (linux/if_tun.h). TUNSETIFF is declared _IOW('T', 202, int) but takes an
+// ifreq, hence the "bad" form with the declared number.
+nix::ioctl_write_ptr_bad!(
+    /// TUNSETIFF: attaches the fd to the named interface with the given flags.
+    tun_set_iff,
+    nix::request_code_write!(b'T', 202, std::mem::size_of::<i32>()),
+    IfReq
+);
+nix::ioctl_write_int!(
+    /// TUNSETOFFLOAD: the offloads (TUN_F_*) the reader accepts.
+    tun_set_offload,
+    b'T',
+    208
+);
+nix::ioctl_write_ptr!(
+    /// TUNSETVNETHDRSZ: the virtio-net header length on reads and writes.
+    tun_set_vnet_hdr_sz,
+    b'T',
+    216,
+    i32
+);
+
+/// Longest interface name with its NUL.
+const IFNAMSIZ: usize = libc::IFNAMSIZ;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
 /// Offload flags for TUNSETOFFLOAD.
 pub const TUN_F_CSUM: u32 = 0x01;
 /// TCPv4 segmentation offload.
@@ -24,8 +47,8 @@ pub const TUN_F_TSO6: u32 = 0x04;
 
 #[repr(C)]
 struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
+    name: [u8; IFNAMSIZ],
+    flags: i16,
     _pad: [u8; 22],
 }
 
@@ -61,17 +84,17 @@ pub struct Tap {
 impl Tap {
     /// Attaches to the TAP interface `name` (it must exist; a persistent TAP from `ip tuntap`).
     pub fn open(name: &str) -> Result<Tap, TapError> {
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        if name.is_empty() || name.len() >= IFNAMSIZ {
             return Err(TapError::Name(name.to_owned()));
         }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
             .open("/dev/net/tun")
             .map_err(TapError::Open)?;
         let mut request = IfReq {
-            name: [0; libc::IFNAMSIZ],
+            name: [0; IFNAMSIZ],
             flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
             _pad: [0; 22],
         };
@@ -80,42 +103,30 @@ impl Tap {
             file,
             name: name.to_owned(),
         };
-        // SAFETY: TUNSETIFF reads an ifreq we own for the duration of the call.
-        tap.ioctl(
-            "TUNSETIFF",
-            TUNSETIFF,
-            &mut request as *mut IfReq as libc::c_ulong,
-        )?;
-        let mut header_len = VNET_HDR_LEN as libc::c_int;
-        tap.ioctl(
-            "TUNSETVNETHDRSZ",
-            TUNSETVNETHDRSZ,
-            &mut header_len as *mut libc::c_int as libc::c_ulong,
-        )?;
+        let fd = tap.file.as_raw_fd();
+        // SAFETY: TUNSETIFF reads the ifreq we own for the duration of the call.
+        tap.check("TUNSETIFF", unsafe { tun_set_iff(fd, &request) })?;
+        let header_len = VNET_HDR_LEN as i32;
+        // SAFETY: TUNSETVNETHDRSZ reads the int we own for the duration of the call.
+        let set = unsafe { tun_set_vnet_hdr_sz(fd, &header_len) };
+        tap.check("TUNSETVNETHDRSZ", set)?;
         Ok(tap)
     }
 
-    fn ioctl(
-        &self,
-        what: &'static str,
-        request: libc::c_ulong,
-        arg: libc::c_ulong,
-    ) -> Result<(), TapError> {
-        // SAFETY: every caller passes a request whose argument matches `arg`'s pointee or value.
-        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), request, arg) };
-        if ret < 0 {
-            return Err(TapError::Ioctl {
-                what,
-                name: self.name.clone(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+    /// The outcome of ioctl `what` on this TAP.
+    fn check(&self, what: &'static str, result: nix::Result<i32>) -> Result<(), TapError> {
+        result.map(drop).map_err(|errno| TapError::Ioctl {
+            what,
+            name: self.name.clone(),
+            source: errno.into(),
+        })
     }
 
     /// Tells the TAP which offloads the guest accepts (TUN_F_* flags).
     pub fn set_offloads(&self, flags: u32) -> Result<(), TapError> {
-        self.ioctl("TUNSETOFFLOAD", TUNSETOFFLOAD, libc::c_ulong::from(flags))
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        let set = unsafe { tun_set_offload(self.file.as_raw_fd(), flags as _) };
+        self.check("TUNSETOFFLOAD", set)
     }
 
     /// The interface name.
