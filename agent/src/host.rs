@@ -46,6 +46,8 @@ pub struct Host {
     pub history_collectors: Mutex<HashMap<MoRef, HistoryCollector>>,
     /// Registered virtual machines.
     pub vms: crate::vm::Vms,
+    /// The standard vSwitches and port groups (HostNetworkSystem).
+    pub switches: Mutex<crate::vm::network::switches::Switches>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
@@ -68,6 +70,7 @@ impl Host {
         Host {
             schema,
             vms: crate::vm::Vms::new(&config.data_dir),
+            switches: Mutex::new(crate::vm::network::switches::Switches::default_network()),
             logins: Logins::new(&config),
             config,
             datastores,

@@ -19,6 +19,7 @@ use crate::methods::session_manager::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
 use crate::vm::datastore_path::ConfinedBacking;
+use crate::vm::network::switches::{SwitchError, Switches};
 use crate::vm::{lifecycle, Vms};
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
@@ -52,6 +53,9 @@ pub enum StartupError {
     /// The roles and permissions file failed.
     #[error(transparent)]
     Authz(#[from] StoreError),
+    /// The vSwitch and port group file failed.
+    #[error(transparent)]
+    Network(#[from] SwitchError),
 }
 
 /// The data directory's lock, held for the life of the process.
@@ -137,7 +141,10 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         identity.sha1.clone(),
     ));
     restore_events(&host);
-    crate::vm::network::reconcile(&host.config);
+    let switches = Switches::load(&host.config.data_dir)?;
+    crate::vm::network::reconcile(&host.config, &switches);
+    crate::vm::network::objects::publish(&host, &switches);
+    *lock(&host.switches) = switches;
     crate::authz::publish::publish(&host);
     Vms::load(&host);
     lifecycle::watch_heartbeats(host.clone());

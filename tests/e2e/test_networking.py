@@ -10,10 +10,11 @@ import os
 import signal
 
 import pytest
+from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan
-from test_vm_lifecycle import Agent, power_on_booted, wait_for
+from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
 from test_vm_snapshots import type_command
 from test_vm_tools import create_tools_vm, wait_tools_running
 
@@ -154,5 +155,88 @@ def test_an_internal_vm_network_removes_what_nat_added(lan):
         assert table not in lan.host.run("nft", "list", "tables").stdout
         assert dnsmasq_pids(agent) == []
         assert "inet " not in lan.host.run("ip", "-4", "addr", "show", bridge).stdout
+    finally:
+        close(agent)
+
+
+def network_system(si):
+    host = si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0]
+    return host, host.configManager.networkSystem
+
+
+def port_group_spec(name, vlan, vswitch="vSwitch1"):
+    return vim.host.PortGroup.Specification(name=name, vlanId=vlan, vswitchName=vswitch,
+                                            policy=vim.host.NetworkPolicy())
+
+
+def static_guest(agent, si, name, ip, port_group):
+    """A powered-on test guest with address `ip`/24 whose NIC is on `port_group`."""
+    spec = config_spec(name, scenario="shell")
+    for option in spec.extraConfig:
+        if option.key == "vireo.boot.cmdline":
+            option.value = f"scenario=shell vireo.tools=on vireo.ip={ip}/24"
+    for change in spec.deviceChange:
+        if isinstance(change.device, vim.vm.device.VirtualEthernetCard):
+            change.device.backing.deviceName = port_group
+    task = si.content.rootFolder.childEntity[0].vmFolder.CreateVM_Task(config=spec, pool=root_pool(si))
+    WaitForTask(task)
+    vm = task.info.result
+    assert [n.name for n in vm.network] == [port_group]
+    power_on_booted(agent, vm)
+    return vm
+
+
+def kernel_filters_vlans(netns):
+    """Whether this kernel's bridges can filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING)."""
+    made = netns.run("ip", "link", "add", "vlanprobe0", "type", "bridge", "vlan_filtering", "1")
+    netns.run("ip", "link", "del", "vlanprobe0")
+    return made.returncode == 0
+
+
+def test_port_groups_on_vswitches_separate_guests_and_a_used_one_cannot_be_removed(lan):
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        host, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64, mtu=1500))
+        with pytest.raises(vim.fault.AlreadyExists):
+            system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        for name in ["Internal-A", "Internal-B"]:
+            system.AddPortGroup(portgrp=port_group_spec(name, 0))
+        info = system.networkInfo
+        assert [v.name for v in info.vswitch] == ["vSwitch0", "vSwitch1"]
+        assert {p.spec.name: p.spec.vswitchName for p in info.portgroup} == {
+            "VM Network": "vSwitch0", "Internal-A": "vSwitch1", "Internal-B": "vSwitch1"}
+        assert sorted(n.name for n in host.network) == ["Internal-A", "Internal-B", "VM Network"]
+        assert [v.name for v in host.config.network.vswitch] == ["vSwitch0", "vSwitch1"]
+        bridge = bridge_of(agent) + "s1"
+        assert lan.host.run("ip", "link", "show", bridge).returncode == 0
+
+        a = static_guest(agent, si, "pg-a", "192.0.2.11", "Internal-A")
+        static_guest(agent, si, "pg-b", "192.0.2.12", "Internal-B")
+        c = static_guest(agent, si, "pg-c", "192.0.2.13", "VM Network")
+        assert type_command(agent, a, "net udp 192.0.2.12 7 same-vswitch", "udp sent") \
+            == "udp sent 12 bytes to 192.0.2.12:7"
+        assert type_command(agent, a, "net udp 192.0.2.13 7 other-vswitch", "error") \
+            == "error: no ARP reply from 192.0.2.13"
+
+        with pytest.raises(vim.fault.ResourceInUse):
+            system.RemovePortGroup(pgName="VM Network")
+        with pytest.raises(vim.fault.ResourceInUse):
+            system.RemoveVirtualSwitch(vswitchName="vSwitch1")
+        WaitForTask(c.PowerOffVM_Task())
+        system.RemovePortGroup(pgName="VM Network")
+        assert "VM Network" not in [n.name for n in host.network]
+        with pytest.raises(vim.fault.NotFound):
+            system.RemovePortGroup(pgName="VM Network")
+
+        if kernel_filters_vlans(lan.host):
+            system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
+            assert lan.host.run("cat", f"/sys/class/net/{bridge}/bridge/vlan_filtering").stdout.strip() == "1"
+        else:
+            with pytest.raises(vim.fault.HostConfigFault) as refused:
+                system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
+            assert "vlan_filtering" in refused.value.msg
+            assert "VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
     finally:
         close(agent)

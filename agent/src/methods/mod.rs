@@ -12,6 +12,7 @@ pub mod folder;
 pub mod history;
 pub mod list_view;
 pub mod managed_object;
+pub mod network_system;
 pub mod object_view;
 pub mod property_collector;
 pub mod property_filter;
@@ -113,6 +114,7 @@ const TABLES: &[&MethodTable] = &[
     &account_manager::METHODS,
     &folder::METHODS,
     &virtual_machine::METHODS,
+    &network_system::METHODS,
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,

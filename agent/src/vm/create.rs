@@ -608,7 +608,10 @@ pub(super) fn nic_network(host: &Host, device: &DataObject) -> Result<String, Fa
                 })
         })
         .unwrap_or_else(|| "VM Network".into());
-    if network != "VM Network" {
+    if crate::locks::lock(&host.switches)
+        .portgroup(&network)
+        .is_err()
+    {
         return Err(Fault::invalid_argument(
             schema,
             "deviceChange.device.backing",

@@ -366,8 +366,18 @@ fn launch(
     let taps: Vec<String> = (0..state.spec.nics.len())
         .map(|i| net.tap_name(vm.id, i))
         .collect();
-    for tap in &taps {
-        if let Err(error) = net.create_tap(tap) {
+    let attachments = {
+        let switches = crate::locks::lock(&host.switches);
+        state
+            .spec
+            .nics
+            .iter()
+            .map(|nic| switches.attachment(&nic.network))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| faults::invalid_vm_config(schema, "deviceChange", e.to_string()))?
+    };
+    for (tap, attachment) in taps.iter().zip(attachments) {
+        if let Err(error) = net.create_tap(tap, attachment) {
             delete_taps(&taps);
             return Err(system_error(error.to_string()));
         }

@@ -8,7 +8,10 @@
 //! one host never share a TAP or an L2 segment; [`Network::tap_name`] is the one naming
 //! function (crash recovery finds stale TAPs with it). `nat` adds the NAT network on the bridge.
 
+pub mod bridge;
 pub mod nat;
+pub mod objects;
+pub mod switches;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -17,6 +20,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::config::VmNetworkMode;
+pub use bridge::Attachment;
+use switches::Switches;
 
 /// The file in the data dir that keeps the instance id.
 const INSTANCE_FILE: &str = "network-instance";
@@ -104,6 +109,11 @@ fn control_socket(name: &str) -> Result<OwnedFd, NetworkError> {
 
 /// Sets IFF_UP on an interface.
 fn bring_up(name: &str) -> Result<(), NetworkError> {
+    set_flags(name, libc::IFF_UP as libc::c_short, 0)
+}
+
+/// Sets the interface flags `set` and clears `clear`.
+fn set_flags(name: &str, set: libc::c_short, clear: libc::c_short) -> Result<(), NetworkError> {
     let socket = control_socket(name)?;
     let mut req = IfReq::new(name);
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq we own.
@@ -111,12 +121,23 @@ fn bring_up(name: &str) -> Result<(), NetworkError> {
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
             return Err(error("read the flags of", name));
         }
-        req.set_short(req.short() | libc::IFF_UP as libc::c_short);
+        req.set_short((req.short() | set) & !clear);
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(error("bring up", name));
+            return Err(error("set the flags of", name));
         }
     }
     Ok(())
+}
+
+/// A system tool by name: from /usr/sbin where Debian puts it (root's PATH may lack it), else
+/// looked up on PATH.
+fn tool(name: &str) -> std::path::PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        sbin
+    } else {
+        std::path::PathBuf::from(name)
+    }
 }
 
 /// Gives `name` the IPv4 address `address`/`prefix` in place of its primary one (`None`: takes
@@ -249,9 +270,14 @@ impl Network {
         format!("vt{:04x}{vm_id:x}n{index}", self.instance)
     }
 
-    /// Creates the bridge if it is missing, and brings it up.
+    /// Creates the default bridge if it is missing, and brings it up.
     pub fn ensure_bridge(&self) -> Result<(), NetworkError> {
-        let bridge = self.bridge();
+        self.ensure_named_bridge(&self.bridge())
+    }
+
+    /// Creates bridge `bridge` if it is missing, and brings it up.
+    fn ensure_named_bridge(&self, bridge: &str) -> Result<(), NetworkError> {
+        let bridge = bridge.to_string();
         if !interface_exists(&bridge) {
             let socket = control_socket(&bridge)?;
             let name = CString::new(bridge.as_str()).expect("no NUL in the bridge name");
@@ -264,25 +290,10 @@ impl Network {
         bring_up(&bridge)
     }
 
-    /// Creates a persistent TAP on the bridge, up, for a VMM to open.
-    pub fn create_tap(&self, name: &str) -> Result<(), NetworkError> {
-        self.ensure_bridge()?;
+    /// Creates a persistent TAP on `attachment`'s bridge and VLAN, up, for a VMM to open.
+    pub fn create_tap(&self, name: &str, attachment: Attachment) -> Result<(), NetworkError> {
         set_tap_persistence(name, true)?;
-        let socket = control_socket(name)?;
-        let index = {
-            let cname = CString::new(name).map_err(|_| NetworkError {
-                action: "name",
-                name: name.to_string(),
-                source: std::io::ErrorKind::InvalidInput.into(),
-            })?;
-            // SAFETY: if_nametoindex reads a NUL-terminated name.
-            unsafe { libc::if_nametoindex(cname.as_ptr()) }
-        };
-        let mut req = IfReq::new(&self.bridge());
-        req.set_int(index as libc::c_int);
-        // SAFETY: SIOCBRADDIF reads an ifreq we own.
-        if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDIF, &req) } < 0 {
-            let failure = error("add to the bridge TAP", name);
+        if let Err(failure) = self.attach(name, attachment) {
             let _ = delete_tap(name);
             return Err(failure);
         }
@@ -293,29 +304,46 @@ impl Network {
 /// Brings "VM Network" to what `config` asks for at start: a NAT network made whole (and what a
 /// killed vireod left of it reconciled), or, for an internal one, what an earlier NAT setup of
 /// this instance left removed. Failures are logged: VMs still get the bridge.
-pub fn reconcile(config: &crate::config::Config) {
+pub fn reconcile(config: &crate::config::Config, switches: &Switches) {
     let data_dir = &config.data_dir;
     let outcome = match Network::of(data_dir) {
         Err(error) => Err(error.to_string()),
-        Ok(network) => match config.vm_network {
-            VmNetworkMode::Nat => nat::Nat::of(network, data_dir).and_then(|nat| {
-                nat.bring_up()?;
-                Ok(format!(
-                    "NAT on {} behind {}",
-                    nat.subnet(),
-                    network.bridge()
-                ))
-            }),
-            VmNetworkMode::Internal => {
-                nat::remove(network, data_dir).map(|()| format!("internal on {}", network.bridge()))
-            }
-        }
-        .map_err(|error| error.to_string()),
+        Ok(network) => reconcile_switches(network, switches)
+            .map_err(|error| error.to_string())
+            .and_then(|()| reconcile_nat(config, network)),
     };
     match outcome {
         Ok(what) => tracing::info!("VM Network: {what}"),
         Err(error) => tracing::error!("VM Network is not set up: {error}"),
     }
+}
+
+/// Every vSwitch's bridge made whole, and this instance's bridges of removed vSwitches gone.
+pub fn reconcile_switches(network: Network, switches: &Switches) -> Result<(), NetworkError> {
+    for vswitch in &switches.vswitches {
+        network.ensure_switch(vswitch, switches.uses_vlans(&vswitch.name))?;
+    }
+    let slots: Vec<u16> = switches.vswitches.iter().map(|v| v.slot).collect();
+    network.remove_other_switches(&slots)
+}
+
+/// The NAT pieces on the default bridge made whole, or removed for an internal network.
+fn reconcile_nat(config: &crate::config::Config, network: Network) -> Result<String, String> {
+    let data_dir = &config.data_dir;
+    match config.vm_network {
+        VmNetworkMode::Nat => nat::Nat::of(network, data_dir).and_then(|nat| {
+            nat.bring_up()?;
+            Ok(format!(
+                "NAT on {} behind {}",
+                nat.subnet(),
+                network.bridge()
+            ))
+        }),
+        VmNetworkMode::Internal => {
+            nat::remove(network, data_dir).map(|()| format!("internal on {}", network.bridge()))
+        }
+    }
+    .map_err(|error| error.to_string())
 }
 
 /// A random instance id whose bridge does not exist on this host.
@@ -367,7 +395,10 @@ mod tests {
         let dir = scratch("taps");
         let network = Network::of(&dir).unwrap();
         let name = network.tap_name(999_000 + std::process::id() % 1000, 0);
-        network.create_tap(&name).expect("create the TAP");
+        network.ensure_bridge().unwrap();
+        network
+            .create_tap(&name, Attachment::DEFAULT)
+            .expect("create the TAP");
         let master = std::fs::read_link(format!("/sys/class/net/{name}/master")).unwrap();
         assert!(master.ends_with(network.bridge()));
         delete_tap(&name).unwrap();

@@ -1,7 +1,7 @@
 //! NAT behind "VM Network": a private /24 per vireod instance on its bridge (the bridge holds
 //! the gateway address `.1`), an nftables table `vireo_<id>` that masquerades the subnet's
 //! traffic leaving through any other interface, and a dnsmasq that vireod starts and keeps
-//! running on the bridge for DHCP and DNS (its lease file is read back by [`Nat::leases`]).
+//! running on the bridge for DHCP and DNS (leases in `<data dir>/network/dnsmasq-<bridge>.leases`).
 //!
 //! Everything here is named by the instance (bridge, table, files under `<data dir>/network`),
 //! so [`Nat::bring_up`] at start reconciles what a killed vireod left and [`remove`] takes away
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{interface_exists, set_ipv4, Network, NetworkError};
+use super::{interface_exists, set_ipv4, tool, Network, NetworkError};
 
 /// The file in the data dir that keeps the chosen subnet.
 const SUBNET_FILE: &str = "network-nat-subnet";
@@ -66,17 +66,6 @@ impl std::fmt::Display for Subnet {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "{}/24", Ipv4Addr::from(self.network))
     }
-}
-
-/// One DHCP lease dnsmasq handed out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The client's MAC address, lower case.
-    pub mac: String,
-    /// The address leased.
-    pub ip: Ipv4Addr,
-    /// When the lease ends (seconds since the epoch).
-    pub expires: u64,
 }
 
 /// Why the NAT network could not be set up or removed.
@@ -173,22 +162,6 @@ impl Nat {
         })?;
         stop_dnsmasq(&self.pid_file(), &self.lease_file());
         self.supervise_dnsmasq()
-    }
-
-    /// The leases dnsmasq has handed out (none if it has not written its file yet).
-    pub fn leases(&self) -> Vec<Lease> {
-        std::fs::read_to_string(self.lease_file())
-            .map(|text| text.lines().filter_map(parse_lease).collect())
-            .unwrap_or_default()
-    }
-
-    /// The address leased to `mac`, if any (the newest lease if dnsmasq kept several).
-    pub fn lease_of(&self, mac: &str) -> Option<Ipv4Addr> {
-        self.leases()
-            .into_iter()
-            .filter(|lease| lease.mac.eq_ignore_ascii_case(mac))
-            .max_by_key(|lease| lease.expires)
-            .map(|lease| lease.ip)
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -428,26 +401,6 @@ fn free_subnet(instance: u16, routes: &[(u32, u32)]) -> Result<Subnet, NatError>
         .ok_or(NatError::NoFreeSubnet)
 }
 
-/// One line of dnsmasq's lease file: `expiry mac ip hostname client-id`.
-fn parse_lease(line: &str) -> Option<Lease> {
-    let mut fields = line.split_whitespace();
-    let expires = fields.next()?.parse().ok()?;
-    let mac = fields.next()?.to_ascii_lowercase();
-    let ip = fields.next()?.parse().ok()?;
-    Some(Lease { mac, ip, expires })
-}
-
-/// A system tool by name: from /usr/sbin where Debian puts it (root's PATH may lack it), else
-/// looked up on PATH.
-fn tool(name: &str) -> PathBuf {
-    let sbin = Path::new("/usr/sbin").join(name);
-    if sbin.exists() {
-        sbin
-    } else {
-        PathBuf::from(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,17 +435,6 @@ mod tests {
             })
         );
         assert_eq!(Subnet::parse("172.20.3.1/24"), None);
-    }
-
-    #[test]
-    fn leases_parse_as_dnsmasq_writes_them() {
-        let lease =
-            parse_lease("1765060000 00:50:56:AB:cd:01 172.16.8.23 guest 01:00:50:56:ab:cd:01")
-                .unwrap();
-        assert_eq!(lease.mac, "00:50:56:ab:cd:01");
-        assert_eq!(lease.ip, Ipv4Addr::new(172, 16, 8, 23));
-        assert_eq!(lease.expires, 1_765_060_000);
-        assert_eq!(parse_lease("garbage"), None);
     }
 
     #[test]

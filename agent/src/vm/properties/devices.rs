@@ -9,7 +9,7 @@ use vireo_api::{DataObject, Value};
 use super::layout::layer_name;
 use super::{datastore, enum_value};
 use crate::host::Host;
-use crate::inventory::esxi::{refs, DatastoreDir};
+use crate::inventory::esxi::DatastoreDir;
 use crate::vm::disks::trees::DiskState;
 use crate::vm::{Power, Vm, VmState};
 
@@ -168,7 +168,11 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
         let backing = DataObject::of(schema, "VirtualEthernetCardNetworkBackingInfo")
             .with(schema, "deviceName", nic.network.as_str())
             .with(schema, "useAutoDetect", false)
-            .with(schema, "network", refs::vm_network());
+            .with(
+                schema,
+                "network",
+                crate::vm::network::objects::network_of(&nic.network),
+            );
         let connectable = DataObject::of(schema, "VirtualDeviceConnectInfo")
             .with(schema, "startConnected", nic.start_connected)
             .with(schema, "allowGuestControl", true)

@@ -74,14 +74,28 @@ fn link(schema: &Schema, inv: &mut Inventory, vm: &Vm, state: &VmState) {
     inv.push_ref(schema, &refs::vm_folder(), "childEntity", obj);
     inv.push_ref(schema, &refs::host(), "vm", obj);
     inv.push_ref(schema, &datastore(vm), "vm", obj);
-    if !state.spec.nics.is_empty() {
-        inv.push_ref(schema, &refs::vm_network(), "vm", obj);
+    for network in networks(state) {
+        if inv.get(&network).is_some() {
+            inv.push_ref(schema, &network, "vm", obj);
+        }
     }
     if state.spec.template {
         unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
     } else {
         inv.push_ref(schema, &refs::root_pool(), "vm", obj);
     }
+}
+
+/// The Network objects of the port groups the VM's NICs are on, each once.
+fn networks(state: &VmState) -> Vec<MoRef> {
+    let mut networks: Vec<MoRef> = Vec::new();
+    for nic in &state.spec.nics {
+        let network = crate::vm::network::objects::network_of(&nic.network);
+        if !networks.contains(&network) {
+            networks.push(network);
+        }
+    }
+    networks
 }
 
 /// Removes the VM object and every reference to it.
@@ -93,7 +107,9 @@ pub fn withdraw(host: &Host, vm: &Vm) {
         unlink_ref(schema, inv, &refs::host(), "vm", obj);
         unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
         unlink_ref(schema, inv, &datastore(vm), "vm", obj);
-        unlink_ref(schema, inv, &refs::vm_network(), "vm", obj);
+        for network in inv.all_of_type(schema, schema.known_type("Network")) {
+            unlink_ref(schema, inv, &network, "vm", obj);
+        }
         snapshot_properties::withdraw_objects(schema, inv, vm, |_| false);
         inv.remove(obj);
     });
@@ -177,13 +193,7 @@ impl Built {
             ),
             ("datastore", Value::refs(schema, [&datastore(vm)])),
             ("environmentBrowser", refs::environment_browser().into()),
-            (
-                "network",
-                Value::refs(
-                    schema,
-                    state.spec.nics.first().map(|_| refs::vm_network()).as_ref(),
-                ),
-            ),
+            ("network", Value::refs(schema, &networks(state))),
         ];
         let optional = vec![
             // A template belongs to no resource pool.

@@ -1,0 +1,228 @@
+//! The Linux side of vSwitches: one bridge per vSwitch (slot 0 is the instance's default
+//! bridge `vbr<id>`, slot n is `vbr<id>s<n>`), its MTU, its uplinks (host interfaces enslaved),
+//! and TAPs joined to a port group. A vSwitch with a port group on a VLAN turns on the bridge's
+//! VLAN filtering (every VLAN tagged on the uplinks) and puts such TAPs in their VLAN (4095:
+//! every VLAN); a kernel built without bridge VLAN filtering refuses that, and the error says so. VLAN membership goes through iproute2's
+//! `bridge` and `ip`; the rest through ioctls.
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+use super::switches::{VSwitch, TRUNK};
+use super::{bring_up, control_socket, error, tool, IfReq, Network, NetworkError, SIOCBRADDIF};
+
+const SIOCBRDELBR: libc::c_ulong = 0x89a1;
+const SIOCBRDELIF: libc::c_ulong = 0x89a3;
+/// The VID untagged frames belong to on our bridges.
+const NATIVE_VID: u16 = 1;
+
+/// Where a TAP joins: the vSwitch's bridge slot and the port group's VLAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// The vSwitch's slot.
+    pub slot: u16,
+    /// The port group's VLAN id.
+    pub vlan: u16,
+}
+
+impl Attachment {
+    /// The default port group "VM Network" on vSwitch0.
+    pub const DEFAULT: Attachment = Attachment { slot: 0, vlan: 0 };
+}
+
+impl Network {
+    /// The bridge behind the vSwitch in `slot`.
+    pub fn switch_bridge(&self, slot: u16) -> String {
+        match slot {
+            0 => self.bridge(),
+            slot => format!("{}s{slot}", self.bridge()),
+        }
+    }
+
+    /// Makes the vSwitch's bridge whole: present, its MTU, exactly its uplinks, and VLAN
+    /// filtering if `vlans` (a port group on it has a VLAN id).
+    pub fn ensure_switch(&self, vswitch: &VSwitch, vlans: bool) -> Result<(), NetworkError> {
+        let bridge = self.switch_bridge(vswitch.slot);
+        self.ensure_named_bridge(&bridge)?;
+        if vlans {
+            run(
+                "ip",
+                &[
+                    "link",
+                    "set",
+                    "dev",
+                    &bridge,
+                    "type",
+                    "bridge",
+                    "vlan_filtering",
+                    "1",
+                ],
+                &bridge,
+            )?;
+        }
+        set_mtu(&bridge, vswitch.mtu)?;
+        for port in ports(&bridge) {
+            let ours = port.starts_with(&format!("vt{:04x}", self.instance));
+            if !ours && !vswitch.uplinks.contains(&port) {
+                bridge_ioctl(&bridge, SIOCBRDELIF, &port, "release the uplink")?;
+            }
+        }
+        for uplink in &vswitch.uplinks {
+            if !ports(&bridge).contains(uplink) {
+                bridge_ioctl(&bridge, SIOCBRADDIF, uplink, "enslave the uplink")?;
+            }
+            if vlans {
+                vlan(uplink, &["add", "vid", &format!("{}-4094", NATIVE_VID + 1)])?;
+            }
+            bring_up(uplink)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the bridge of the vSwitch in `slot` (its uplinks go free; slot 0 stays).
+    pub fn remove_switch(&self, slot: u16) -> Result<(), NetworkError> {
+        if slot == 0 {
+            return Ok(());
+        }
+        remove_bridge(&self.switch_bridge(slot))
+    }
+
+    /// Deletes the bridges of this instance's vSwitches whose slot is not in `kept`.
+    pub fn remove_other_switches(&self, kept: &[u16]) -> Result<(), NetworkError> {
+        let prefix = format!("{}s", self.bridge());
+        let entries = std::fs::read_dir("/sys/class/net").into_iter().flatten();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let slot = name
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse::<u16>().ok());
+            if slot.is_some_and(|slot| !kept.contains(&slot)) {
+                remove_bridge(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts an existing TAP on `attachment`'s bridge and VLAN.
+    pub fn attach(&self, tap: &str, attachment: Attachment) -> Result<(), NetworkError> {
+        let bridge = self.switch_bridge(attachment.slot);
+        if !interface_on(&bridge, tap) {
+            bridge_ioctl(&bridge, SIOCBRADDIF, tap, "add to the bridge TAP")?;
+        }
+        match attachment.vlan {
+            0 => Ok(()),
+            vlan => join_vlan(tap, vlan),
+        }
+    }
+}
+
+/// Makes `port` a member of port group VLAN `vlan_id` only (4095: untagged in the native VID
+/// and tagged in every other).
+fn join_vlan(port: &str, vlan_id: u16) -> Result<(), NetworkError> {
+    let _ = vlan(port, &["del", "vid", &format!("1-{}", TRUNK - 1)]);
+    match vlan_id {
+        TRUNK => {
+            vlan(
+                port,
+                &["add", "vid", &NATIVE_VID.to_string(), "pvid", "untagged"],
+            )?;
+            vlan(port, &["add", "vid", &format!("{}-4094", NATIVE_VID + 1)])
+        }
+        id => vlan(port, &["add", "vid", &id.to_string(), "pvid", "untagged"]),
+    }
+}
+
+/// Runs `bridge vlan <verb> dev <port> <args...>`.
+fn vlan(port: &str, args: &[&str]) -> Result<(), NetworkError> {
+    let mut argv = vec!["vlan", args[0], "dev", port];
+    argv.extend_from_slice(&args[1..]);
+    run("bridge", &argv, port)
+}
+
+/// Runs iproute2's `program` with `args` about interface `name`.
+fn run(program: &str, args: &[&str], name: &str) -> Result<(), NetworkError> {
+    let failed = |source| NetworkError {
+        action: "configure",
+        name: name.into(),
+        source,
+    };
+    let output = Command::new(tool(program))
+        .args(args)
+        .output()
+        .map_err(failed)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let message = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    Err(failed(std::io::Error::other(format!(
+        "{program} {}: {message}",
+        args.join(" ")
+    ))))
+}
+
+/// The interfaces enslaved to `bridge`.
+fn ports(bridge: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn interface_on(bridge: &str, port: &str) -> bool {
+    std::fs::read_link(format!("/sys/class/net/{port}/master"))
+        .is_ok_and(|master| master.ends_with(bridge))
+}
+
+fn set_mtu(name: &str, mtu: u32) -> Result<(), NetworkError> {
+    let socket = control_socket(name)?;
+    let mut req = IfReq::new(name);
+    req.set_int(mtu as libc::c_int);
+    // SAFETY: SIOCSIFMTU reads an ifreq we own.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFMTU, &req) } < 0 {
+        return Err(error("set the MTU of", name));
+    }
+    Ok(())
+}
+
+/// SIOCBRADDIF / SIOCBRDELIF of `port` on `bridge`.
+fn bridge_ioctl(
+    bridge: &str,
+    request: libc::c_ulong,
+    port: &str,
+    action: &'static str,
+) -> Result<(), NetworkError> {
+    let cname = std::ffi::CString::new(port).map_err(|_| NetworkError {
+        action,
+        name: port.into(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(error(action, port));
+    }
+    let socket = control_socket(bridge)?;
+    let mut req = IfReq::new(bridge);
+    req.set_int(index as libc::c_int);
+    // SAFETY: the bridge ioctls read an ifreq we own.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), request, &req) } < 0 {
+        return Err(error(action, port));
+    }
+    Ok(())
+}
+
+fn remove_bridge(name: &str) -> Result<(), NetworkError> {
+    if !super::interface_exists(name) {
+        return Ok(());
+    }
+    super::set_flags(name, 0, libc::IFF_UP as libc::c_short)?;
+    let socket = control_socket(name)?;
+    let cname = std::ffi::CString::new(name).expect("no NUL in a bridge name");
+    // SAFETY: SIOCBRDELBR reads a NUL-terminated name.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRDELBR, cname.as_ptr()) } < 0 {
+        return Err(error("delete bridge", name));
+    }
+    Ok(())
+}
