@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup/10-test-guest.sh >/dev/null
+# "VM Network" is NAT by default: nft and dnsmasq must be there.
+scripts/setup/40-network-tools.sh
 cargo build --release -p vireo-vmm -p vireo-disk -p vireo-agent --bins
 data=${VIREO_DATA_DIR:-vireo-data}
 vm="$data/datastore1/sample-vm"
