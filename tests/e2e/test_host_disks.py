@@ -111,6 +111,37 @@ def test_disks_are_created_copied_and_deleted_as_qemu_img_sees_them(server, si):
     assert [n for n in os.listdir(os.path.join(ds, "disks")) if "vireo-partial" in n] == []
 
 
+def test_disks_grow_with_their_content_and_never_shrink(server, si):
+    vdm = si.content.virtualDiskManager
+    ds = server.datastore_dir
+    os.makedirs(os.path.join(ds, "grow"), exist_ok=True)
+    thin, thick = os.path.join(ds, "grow", "thin.vmdk"), os.path.join(ds, "grow", "thick.vmdk")
+    run(vdm.CreateVirtualDisk_Task(name="[datastore1] grow/thin.vmdk", spec=spec("thin", 4 * 1024)))
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 2M", thin], check=True, capture_output=True)
+    before = os.path.join(ds, "grow", "before.qcow2")
+    qemu_img("convert", "-f", "qcow2", "-O", "qcow2", thin, before)
+
+    run(vdm.ExtendVirtualDisk_Task(name="[datastore1] grow/thin.vmdk", newCapacityKb=96 * 1024))
+    assert info(thin)["virtual-size"] == 96 * MIB
+    qemu_img("check", "-f", "qcow2", thin)
+    # The old content is where it was; qemu-img compare reads the grown tail as zeros.
+    qemu_img("compare", "-f", "qcow2", "-F", "qcow2", before, thin)
+    assert allocated(thin, "qcow2") == 2 * MIB, "a thin disk stays thin when it grows"
+
+    with pytest.raises(vim.fault.FileFault):
+        run(vdm.ExtendVirtualDisk_Task(name="[datastore1] grow/thin.vmdk", newCapacityKb=8 * 1024))
+    assert info(thin)["virtual-size"] == 96 * MIB, "a refused shrink changes nothing"
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        run(vdm.ExtendVirtualDisk_Task(name="[datastore1] grow/thin.vmdk", newCapacityKb=0))
+
+    run(vdm.CreateVirtualDisk_Task(name="[datastore1] grow/thick.vmdk", spec=spec("thick", 1024)))
+    run(vdm.ExtendVirtualDisk_Task(name="[datastore1] grow/thick.vmdk", newCapacityKb=4 * 1024, eagerZero=True))
+    assert info(thick)["format"] == "raw" and info(thick)["virtual-size"] == 4 * MIB
+    assert os.stat(thick).st_blocks * 512 >= 4 * MIB, "eagerZero allocates the new blocks"
+    with pytest.raises(vim.fault.FileNotFound):
+        run(vdm.ExtendVirtualDisk_Task(name="[datastore1] grow/missing.vmdk", newCapacityKb=1024))
+
+
 def test_a_disk_keeps_the_uuid_it_is_given(server, si):
     vdm = si.content.virtualDiskManager
     os.makedirs(os.path.join(server.datastore_dir, "uuid"), exist_ok=True)

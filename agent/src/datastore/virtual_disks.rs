@@ -1,6 +1,6 @@
 //! Virtual disks as VirtualDiskManager handles them, by datastore path: create (qcow2 for
 //! thin types, raw preallocated for thick ones), copy (the guest-visible content, backing chain
-//! flattened, into qcow2 or raw), inflate, zero-fill, move, delete, and the disk's UUID (kept in
+//! flattened, into qcow2 or raw), extend, inflate, zero-fill, move, delete, and the disk's UUID (kept in
 //! a qcow2 header extension; raw disks have nowhere to keep one). Files are reached through
 //! [`files::Entry`] (the datastore resolver) and new disks appear under their name only when
 //! complete. A disk a running VM uses is refused: its VMM has it open.
@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use nix::fcntl::{fallocate, FallocateFlags};
+use vireo_disk::grow::grow_image;
 use vireo_disk::open::{probe_format, ImageFormat};
 use vireo_disk::qcow2::{self, CreateOptions, Qcow2Image, Qcow2Options};
 use vireo_disk::{open_disk, open_disk_as, BlockDevice, BlockError};
@@ -273,23 +274,47 @@ pub fn inflate(
     let mut device = disk.device(false)?;
     let capacity = device.capacity();
     if disk.format == ImageFormat::Raw {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(disk.entry.via_fd())
-            .map_err(|e| disk_error(path, e))?;
-        fallocate(
-            &file,
-            FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            0,
-            capacity as i64,
-        )
-        .map_err(|e| disk_error(path, e))?;
+        allocate_raw(&disk, capacity)?;
         progress(100);
         return Ok(());
     }
     rewrite(path, device.as_mut(), progress, |device, offset, buffer| {
         device.read_at(buffer, offset)
     })
+}
+
+/// Allocates the first `capacity` bytes of a raw disk's file (its holes filled with zeros).
+fn allocate_raw(disk: &Disk, capacity: u64) -> Result<(), VirtualDiskError> {
+    let path = &disk.entry.path;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk.entry.via_fd())
+        .map_err(|e| disk_error(path, e))?;
+    fallocate(
+        &file,
+        FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        capacity as i64,
+    )
+    .map_err(|e| disk_error(path, e))
+}
+
+/// ExtendVirtualDisk: the disk grown to `capacity` bytes, its content unchanged (a disk never
+/// shrinks; one with snapshot layers is refused, as its layers would disagree on the size).
+/// `eager_zero` allocates a raw disk's new blocks; a qcow2 disk stays thin.
+pub fn extend(
+    host: &Host,
+    path: &DatastorePath,
+    capacity: u64,
+    eager_zero: bool,
+) -> Result<(), VirtualDiskError> {
+    let disk = Disk::open(host, path)?;
+    refuse_layered(host, &disk)?;
+    grow_image(&disk.entry.via_fd(), disk.format, capacity).map_err(|e| disk_error(path, e))?;
+    if eager_zero && disk.format == ImageFormat::Raw {
+        allocate_raw(&disk, capacity)?;
+    }
+    Ok(())
 }
 
 /// Writes every step of `device` back with what `fill` leaves in the step's buffer, reporting

@@ -167,6 +167,7 @@ fn datastore_file_privileges(method: &str) -> &'static [(&'static str, &'static 
         }
         "CreateVirtualDisk_Task"
         | "DeleteVirtualDisk_Task"
+        | "ExtendVirtualDisk_Task"
         | "InflateVirtualDisk_Task"
         | "ZeroFillVirtualDisk_Task"
         | "SetVirtualDiskUuid" => &[(MANAGE, "name")],

@@ -20,6 +20,7 @@ pub const METHODS: MethodTable = MethodTable {
     methods: &[
         ("CreateVirtualDisk_Task", Handler::Sync(create)),
         ("CopyVirtualDisk_Task", Handler::Sync(copy)),
+        ("ExtendVirtualDisk_Task", Handler::Sync(extend)),
         ("InflateVirtualDisk_Task", Handler::Sync(inflate)),
         ("ZeroFillVirtualDisk_Task", Handler::Sync(zero_fill)),
         ("DeleteVirtualDisk_Task", Handler::Sync(delete)),
@@ -95,6 +96,32 @@ fn copy(call: &Call<'_>) -> MethodResult {
             let progress = |percent| task.progress(percent);
             virtual_disks::copy(host, &from, &to, kind, force, &progress).map(|()| None)
         },
+    )
+}
+
+fn extend(call: &Call<'_>) -> MethodResult {
+    let path = datastore_path(call, "name", "datacenter")?;
+    let capacity = call
+        .arg("newCapacityKb")
+        .and_then(Value::as_i64)
+        .filter(|&kb| kb > 0)
+        .ok_or_else(|| {
+            Fault::invalid_argument(
+                call.schema,
+                "newCapacityKb",
+                "the new size must be positive",
+            )
+        })? as u64
+        * 1024;
+    let eager_zero = call
+        .arg("eagerZero")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    disk_task(
+        call,
+        "VirtualDiskManager.extendVirtualDisk",
+        &path.clone(),
+        move |host, _| virtual_disks::extend(host, &path, capacity, eager_zero).map(|()| None),
     )
 }
 
