@@ -173,6 +173,18 @@ impl Entry {
         Ok(folder.join(OsStr::from_bytes(self.name.as_bytes())))
     }
 
+    /// Renames this entry (a finished temporary file or folder) to `target`, never replacing
+    /// what is there (EEXIST, or ENOTEMPTY for a folder).
+    fn rename_onto(&self, target: &Entry) -> nix::Result<()> {
+        renameat2(
+            &self.folder,
+            self.name.as_c_str(),
+            &target.folder,
+            target.name.as_c_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        )
+    }
+
     /// Makes the new file at this entry with `build`, which writes it at the path it is given
     /// (a temporary name in the same folder); renames it into place once built. Nothing is
     /// left when `build` fails, and an entry that appeared meanwhile is not replaced.
@@ -186,14 +198,7 @@ impl Entry {
         let partial = self.sibling(&temporary_name(&self.name))?;
         let built = build(&partial.via_fd());
         let placed = built.and_then(|()| {
-            renameat2(
-                &partial.folder,
-                partial.name.as_c_str(),
-                &self.folder,
-                self.name.as_c_str(),
-                RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|errno| match errno {
+            partial.rename_onto(self).map_err(|errno| match errno {
                 Errno::EEXIST => FileError::Exists(self.path.to_string()).into(),
                 errno => FileError::io(&self.path, errno).into(),
             })
@@ -380,15 +385,7 @@ fn copy_into_place(source: &Entry, target: &Entry, kind: EntryKind) -> Result<()
         }
         _ => copy_file(&source.folder, &source.name, &partial.folder, &partial.name),
     };
-    let placed = copied.and_then(|()| {
-        renameat2(
-            &partial.folder,
-            partial.name.as_c_str(),
-            &target.folder,
-            target.name.as_c_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        )
-    });
+    let placed = copied.and_then(|()| partial.rename_onto(target));
     placed.map_err(|errno| {
         let _ = remove(&partial.folder, &partial.name, kind);
         match errno {
