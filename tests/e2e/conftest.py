@@ -82,6 +82,11 @@ def wait_ready(port, process, timeout=60):
     raise RuntimeError("vireod did not become ready")
 
 
+def host_path(agent, datastore_path):
+    """The host file behind `[datastore1] path` in the data dir of `agent`'s vireod."""
+    return os.path.join(agent.data_dir, "datastore1", datastore_path.split("] ", 1)[1])
+
+
 def remove_bridge(data_dir):
     """Deletes the "VM Network" bridge of the vireod that used `data_dir` (one per instance)."""
     try:

@@ -14,6 +14,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import host_path
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import type_command
 
@@ -27,10 +28,6 @@ MIB = 1 << 20
 def si(agent):
     connection = agent.vireod.connect()
     yield connection
-
-
-def host_path(agent, datastore_path):
-    return os.path.join(agent.data_dir, "datastore1", datastore_path.split("] ", 1)[1])
 
 
 def vm_folder(agent, vm):

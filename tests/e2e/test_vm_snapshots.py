@@ -16,6 +16,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from conftest import host_path
 from test_vm_lifecycle import agent, BIN_DIR, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -30,10 +31,6 @@ BOOTED = "vireo-test-guest: booted"
 def si(agent):
     connection = agent.vireod.connect()
     yield connection
-
-
-def host_path(agent, datastore_path):
-    return os.path.join(agent.data_dir, "datastore1", datastore_path.split("] ", 1)[1])
 
 
 def disk(vm):
