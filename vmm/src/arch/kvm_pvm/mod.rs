@@ -14,11 +14,20 @@ use kvm_ioctls::VmFd;
 pub use lz4::Lz4Error;
 
 /// Options appended to a Linux guest's command line on kvm-pvm (docs/kvm-pvm.md says why each):
-/// - `clearcpuid=` with the feature bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) —
-///   by number, which 6.1 kernels parse (they no longer know `noxsave`). XSAVE/XRSTOR are
-///   refused in ring 0 and not completed by `arch::emulate` (the kernel uses FXSAVE instead);
-///   INVPCID flushes a TLB user space cannot reach (the kernel uses CR4.PGE instead); kvm-pvm
-///   raises a wrong #UD for ring-0 RDPID instead of an exit we could complete (LSL instead).
+/// - `clearcpuid=` with feature bit numbers, which 6.1 kernels parse (they no longer know
+///   `noxsave`): XSAVE (154), INVPCID (298), RDPID (534), and the SIMD extensions the kernel's
+///   crypto and library code would use — PCLMULQDQ (129), SSSE3 (137), SSE4.1 (147), SSE4.2
+///   (148), AES (153), ADX (307), SHA (317), GFNI (520). XSAVE/XRSTOR are refused in ring 0 and
+///   not completed by `arch::emulate` (the kernel uses FXSAVE instead); INVPCID flushes a TLB
+///   user space cannot reach (the kernel uses CR4.PGE instead); kvm-pvm raises a wrong #UD for
+///   ring-0 RDPID instead of an exit we could complete (LSL instead). SIMD code in the kernel
+///   starts with `kernel_fpu_begin`'s `ldmxcsr` and is SSE/AVX arithmetic, all refused in ring
+///   0 (found booting: the random pool's BLAKE2s switches to SSSE3 at `blake2s_mod_init`);
+///   without these bits it takes the generic integer code, which kvm-pvm interprets.
+/// - `initcall_blacklist=` three tracing initcalls that each ran for minutes, interpreted,
+///   and serve only tracing: ftrace's weak-function check (a kallsyms lookup for each of
+///   ~37,700 mcount sites), the trace eval-map update, and the tracefs files of every trace
+///   event (`tracer_init_tracefs`); the guest then has no trace-event files in tracefs.
 /// - `mitigations=off`: guest ring 0 never runs on the CPU here (it is interpreted), so the
 ///   speculation mitigations only add interpreted work to every kernel entry and return.
 /// - `tsc=reliable`: the guest TSC is the host's; skips the TSC synchronization checks at CPU
@@ -32,9 +41,10 @@ pub use lz4::Lz4Error;
 /// - `skew_tick=1`, `psi=0`: ticks not aligned across vCPUs (less contention on the
 ///   timekeeping lock), no pressure accounting on every task switch.
 /// - `sysctl.kernel.hung_task_timeout_secs=0`: no hung-task reports (same reason as above).
-const LINUX_OPTIONS: &str = "clearcpuid=154,298,534 mitigations=off tsc=reliable nowatchdog \
-                             rcupdate.rcu_cpu_stall_suppress=1 cryptomgr.notests preempt=full \
-                             skew_tick=1 psi=0 sysctl.kernel.hung_task_timeout_secs=0";
+const LINUX_OPTIONS: &str = "clearcpuid=154,298,534,129,137,147,148,153,307,317,520 \
+     initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs \
+     mitigations=off tsc=reliable nowatchdog rcupdate.rcu_cpu_stall_suppress=1 \
+     cryptomgr.notests preempt=full skew_tick=1 psi=0 sysctl.kernel.hung_task_timeout_secs=0";
 
 /// How many times faster than it does the guest is told its TSC runs (see `linux_cmdline`).
 const TICK_STRETCH: u32 = 10;
