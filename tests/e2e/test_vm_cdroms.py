@@ -3,7 +3,8 @@
 with an ISO image (made here with xorriso) from the datastore in an IDE slot, which the guest
 reads as a read-only virtio-blk disk byte for byte (FNV-1a of the whole image, computed in the
 guest); on the running VM the medium is swapped, ejected (disconnect: zero bytes) and inserted
-again, the guest told each time; the drive is removed again while off. Bad slots, host drives and
+again, the guest told each time; a live snapshot and a suspend/resume keep the medium; the drive is
+removed again while off. Bad slots, host drives and
 ISO paths that leave the datastore are refused with the change's index and change nothing."""
 import os
 import shutil
@@ -145,6 +146,15 @@ def test_iso_is_read_by_the_guest_swapped_ejected_and_inserted_live(si, agent):
     assert cdroms(vm)[0].connectable.connected
     assert guest_sum(agent, vm, 1, len(second) // SECTOR) == fnv1a(second)
 
+    # A live snapshot (hard disks closed and reopened under the VM) and a suspend/resume leave
+    # the medium in the drive.
+    WaitForTask(vm.CreateSnapshot_Task(name="with-cd", memory=False, quiesce=False))
+    assert guest_sum(agent, vm, 1, len(second) // SECTOR) == fnv1a(second)
+    WaitForTask(vm.SuspendVM_Task())
+    WaitForTask(vm.PowerOnVM_Task())
+    assert guest_sum(agent, vm, 1, len(second) // SECTOR) == fnv1a(second)
+    assert cdroms(vm)[0].connectable.connected
+
     # Drives are not hot-plugged; a medium from a folder the running VMM's jail does not show
     # needs the VM off. Neither changes anything.
     before = vmx_text(agent, vm)
@@ -162,6 +172,7 @@ def test_iso_is_read_by_the_guest_swapped_ejected_and_inserted_live(si, agent):
     assert guest_sum(agent, vm, 1, len(second) // SECTOR) == fnv1a(second)
 
     WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.RemoveAllSnapshots_Task())
     reconfigure(vm, vim.vm.device.VirtualDeviceSpec(operation="remove", device=cdroms(vm)[0]))
     assert cdroms(vm) == [] and not any(k.startswith("ide1:0.") for k in vmx(agent, vm))
     assert os.path.isfile(host_path(agent, "[datastore1] iso/second.iso"))
