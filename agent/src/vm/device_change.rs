@@ -401,6 +401,12 @@ fn edit_disk(
                 Power::On,
             ));
         }
+        if mode != disk.mode && has_snapshot_layers(state, index) {
+            return Err(fault(
+                "InvalidDeviceOperation",
+                "A disk's mode cannot change while the VM has snapshots.".into(),
+            ));
+        }
         disk.mode = mode;
     }
     let current = state.disk_capacities.get(index).copied().unwrap_or(0);
@@ -414,6 +420,13 @@ fn edit_disk(
                 return Err(fault(
                     "InvalidDeviceOperation",
                     "A disk with snapshots cannot be extended.".into(),
+                ));
+            }
+            if disk.mode == DiskMode::IndependentNonpersistent && state.power != Power::Off {
+                return Err(faults::invalid_power_state(
+                    schema,
+                    Some(Power::Off),
+                    state.power,
                 ));
             }
             working.grows.push((index, size));

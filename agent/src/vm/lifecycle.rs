@@ -336,6 +336,10 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
+    // Only a resume from the VM's own suspended state runs on its nonpersistent disks'
+    // overlays; a boot, or a snapshot's saved state, starts from the disks as they are.
+    let fresh = restore != Some(vm.suspend_dir().as_path());
+    disks::redo::prepare(host, vm, &state.spec, fresh)?;
     let disk_paths = disks::prepare_launch(host, vm, state)?;
     let mut args = match restore {
         Some(dir) => VmmArgs {
@@ -521,9 +525,11 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     vm.notify();
 }
 
-/// Marks the VM powered off and records it: an error event first when `error` says why.
+/// Marks the VM powered off (what the guest wrote to nonpersistent disks gone) and records
+/// it: an error event first when `error` says why.
 fn powered_off(host: &Host, vm: &Vm, state: &mut VmState, error: Option<String>) {
     state.power = Power::Off;
+    disks::redo::discard(host, vm, &state.spec);
     if let Some(message) = error {
         post_vm_event(host, vm, state, "VmMessageErrorEvent", message, "");
     }

@@ -14,7 +14,7 @@ use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::control::{Request, RunPhase};
 
 use super::disks::refresh;
-use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_name};
+use super::disks::trees::{base_paths, each, open_snapshotted, sidecar_of, tree_snapshot_name};
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
 use super::snapshots::reconcile::reconcile;
@@ -140,7 +140,7 @@ fn repair_snapshots(
             .iter()
             .any(|base| sidecar_of(base).exists());
     let mut trees = if has_trees {
-        match open_all(vm, &state.spec, &host.datastores) {
+        match open_snapshotted(vm, &state.spec, &host.datastores) {
             Ok(trees) => trees,
             Err(error) => {
                 tracing::warn!(vm = vm.id, "recovery: cannot open the disk trees: {error}");
