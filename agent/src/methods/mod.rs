@@ -4,6 +4,7 @@
 pub mod access;
 pub mod account_manager;
 pub mod authorization;
+pub mod datastore_browser;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
@@ -118,6 +119,7 @@ const TABLES: &[&MethodTable] = &[
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
+    &datastore_browser::METHODS,
 ];
 
 impl Call<'_> {
