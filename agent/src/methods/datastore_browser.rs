@@ -120,22 +120,21 @@ fn read_query(schema: &Schema, query: &DataObject) -> Query {
         .and_then(Value::as_data)
         .cloned()
         .unwrap_or_else(|| DataObject::new(schema, schema.known_type("DynamicData")));
-    let ints = |field| -> Vec<i32> {
+    let list = |field| {
         filter
             .lookup(schema, field)
             .map(Value::items)
             .unwrap_or_default()
             .iter()
+    };
+    let ints = |field| -> Vec<i32> {
+        list(field)
             .filter_map(Value::as_i64)
             .map(|v| v as i32)
             .collect()
     };
     let strings = |field| -> Vec<String> {
-        filter
-            .lookup(schema, field)
-            .map(Value::items)
-            .unwrap_or_default()
-            .iter()
+        list(field)
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect()
