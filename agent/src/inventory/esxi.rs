@@ -104,6 +104,10 @@ pub mod refs {
     pub fn datastore_browser() -> MoRef {
         MoRef::new("HostDatastoreBrowser", "ha-host-datastorebrowser")
     }
+    /// The HostAutoStartManager.
+    pub fn autostart_manager() -> MoRef {
+        MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -207,6 +211,7 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     inv.set(schema, &host, "network", Value::refs(schema, [&network]));
     inv.set(schema, &host, "vm", Value::refs(schema, []));
     inv.set(schema, &host, "datastoreBrowser", refs::datastore_browser());
+    inv.set(schema, &host, "configManager", config_manager(schema));
     inv.set(schema, &host, "runtime", host_runtime(schema, facts));
     inv.set(schema, &host, "hardware", host_hardware(schema, facts));
     inv.set(
@@ -262,6 +267,15 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     }
     managers(schema, inv);
     datastore_browser(schema, inv, &ds_refs);
+}
+
+/// The host's configManager: the managers this host has.
+fn config_manager(schema: &Schema) -> DataObject {
+    DataObject::of(schema, "HostConfigManager").with(
+        schema,
+        "autoStartManager",
+        refs::autostart_manager(),
+    )
 }
 
 /// The HostDatastoreBrowser: the datastores it searches and the query types it knows.
@@ -374,6 +388,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::authorization_manager(),
         refs::file_manager(),
         refs::virtual_disk_manager(),
+        refs::autostart_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

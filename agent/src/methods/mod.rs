@@ -4,6 +4,7 @@
 pub mod access;
 pub mod account_manager;
 pub mod authorization;
+pub mod autostart_manager;
 pub mod datastore_browser;
 pub mod environment_browser;
 pub mod event_history_collector;
@@ -120,6 +121,7 @@ const TABLES: &[&MethodTable] = &[
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
     &datastore_browser::METHODS,
+    &autostart_manager::METHODS,
 ];
 
 impl Call<'_> {
