@@ -173,7 +173,12 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         }
         Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
         Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
-        Request::Save { dir } => (reply(crate::persist::save::save_vm(handle, &dir)), None),
+        Request::Save { dir } => {
+            let saved = handle
+                .saving
+                .during(|| crate::persist::save::save_vm(handle, &dir));
+            (reply(saved), None)
+        }
         Request::DetachDisks => {
             let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
             (acked(detached), None)
@@ -188,6 +193,11 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             (acked(attached), None)
         }
         Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),
+        Request::ChangeMedium { disk, path } => {
+            let changed =
+                crate::disk_swap::change_medium(handle, disk, path).map_err(|e| e.to_string());
+            (acked(changed), None)
+        }
         Request::Nmi => (reply(send_nmi(&handle.vm_fd).map(|()| Ack {})), None),
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
         Request::Screenshot => {
@@ -275,5 +285,6 @@ fn status(handle: &VmHandle) -> VmStatus {
             file: lock(&handle.config).framebuffer_file.clone(),
         },
         completed_instructions: handle.completed.snapshot(),
+        saving: handle.saving.is_set(),
     }
 }
