@@ -11,8 +11,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use super::descriptor;
 use super::header::{
-    le32, MarkerKind, SparseHeader, StreamRecord, FLAG_ZERO_GRAIN, GD_AT_END, GRAIN_RECORD_HEADER,
-    SECTOR,
+    le32, MarkerKind, SparseHeader, StreamRecord, FLAG_ZERO_GRAIN, GRAIN_RECORD_HEADER, SECTOR,
 };
 use crate::block::{BlockDevice, BlockError};
 use crate::chain::Progress;
@@ -70,16 +69,16 @@ pub fn import_vmdk_stream<R: Read>(
         read: 0,
     };
     let mut first = [0u8; SECTOR as usize];
-    input.fill(&mut first, "header")?;
-    let header = SparseHeader::parse(&first).map_err(|reason| {
-        if first.starts_with(descriptor::SIGNATURE.as_bytes()) {
-            ImportVmdkError::Unsupported(
-                "a descriptor file holds no data: send its extent (flat or sparse)".into(),
-            )
-        } else {
-            ImportVmdkError::Malformed(reason)
-        }
-    })?;
+    let got = input.fill_up_to(&mut first)?;
+    if first.starts_with(descriptor::SIGNATURE.as_bytes()) {
+        return Err(ImportVmdkError::Unsupported(
+            "a descriptor file holds no data: send its extent (flat or sparse)".into(),
+        ));
+    }
+    if got < first.len() {
+        return Err(ImportVmdkError::Truncated("header"));
+    }
+    let header = SparseHeader::parse(&first).map_err(ImportVmdkError::Malformed)?;
     let capacity = header.capacity * SECTOR;
     create(dest, &CreateOptions::new(capacity))?;
     let result = Qcow2Image::open(dest, &Qcow2Options::default())
@@ -227,22 +226,17 @@ fn import_monolithic<R: Read>(
     }
     let front = read_front(input, header, true)?;
     check_descriptor(&front, header)?;
-    let gtes = grain_table_entries(&front, header)?;
+    let stored = stored_grains(&front, header)?;
     drop(front);
-    let mut order: Vec<u32> = (0..gtes.len() as u32)
-        .filter(|&g| gtes[g as usize] != 0)
-        .collect();
-    order.sort_by_key(|&g| gtes[g as usize]);
-    let grain_bytes = header.grain_bytes() as usize;
-    let mut grain = vec![0u8; grain_bytes];
+    let mut grain = vec![0u8; header.grain_bytes() as usize];
     let mut position = header.overhead;
     let mut last = None;
-    for g in order {
-        let sector = u64::from(gtes[g as usize]);
+    for (sector, index) in stored {
+        let sector = u64::from(sector);
         if last != Some(sector) {
             if sector < position {
                 return Err(ImportVmdkError::Malformed(format!(
-                    "grain at file sector {sector} overlaps the previous grain or the metadata"
+                    "grain at file sector {sector} overlaps the previous grain"
                 )));
             }
             input.skip((sector - position) * SECTOR, "before a grain")?;
@@ -250,48 +244,55 @@ fn import_monolithic<R: Read>(
             position = sector + header.grain_size;
             last = Some(sector);
         }
-        target.grain(u64::from(g) * header.grain_size, &grain)?;
+        target.grain(u64::from(index) * header.grain_size, &grain)?;
     }
     Ok(())
 }
 
-/// Every grain table entry in disk order (0: unallocated or zero), from the metadata `front`
-/// (the file's first `overhead` sectors).
-fn grain_table_entries(front: &[u8], header: &SparseHeader) -> Result<Vec<u32>, ImportVmdkError> {
+/// The stored grains as (file sector, grain index) pairs sorted by file sector, from the
+/// metadata `front` (the file's first `overhead` sectors). At most one pair per 4 bytes of
+/// `front`, so memory stays bounded by `MAX_STREAM_METADATA`.
+fn stored_grains(front: &[u8], header: &SparseHeader) -> Result<Vec<(u32, u32)>, ImportVmdkError> {
     let grains = header.capacity.div_ceil(header.grain_size);
     if grains > u64::from(u32::MAX) {
         return Err(ImportVmdkError::Unsupported(format!("{grains} grains")));
     }
     let table = |sector: u64, entries: u64, what: &str| {
-        let start = (sector * SECTOR) as usize;
-        let end = start + entries as usize * 4;
-        if sector == GD_AT_END || end > front.len() {
+        let range = sector
+            .checked_mul(SECTOR)
+            .and_then(|start| Some(start..start.checked_add(entries * 4)?))
+            .filter(|r| r.end <= front.len() as u64);
+        let Some(range) = range else {
             return Err(ImportVmdkError::Unsupported(format!(
                 "the {what} follows the grains: only a seekable copy can be read"
             )));
-        }
-        Ok((start..end).step_by(4).map(|at| le32(front, at)))
+        };
+        Ok(range.step_by(4).map(|at| le32(front, at as usize)))
     };
     let zero_grain = header.flags & FLAG_ZERO_GRAIN != 0;
     let per_gt = u64::from(header.gtes_per_gt);
-    let mut gtes = Vec::with_capacity(grains as usize);
-    for gt in table(header.gd_offset, header.gd_entries(), "grain directory")?.collect::<Vec<_>>() {
-        let left = grains - gtes.len() as u64;
+    let mut stored = Vec::new();
+    let directory: Vec<u32> =
+        table(header.gd_offset, header.gd_entries(), "grain directory")?.collect();
+    for (index, gt) in directory.into_iter().enumerate() {
         if gt == 0 {
-            gtes.extend(std::iter::repeat_n(0, per_gt.min(left) as usize));
             continue;
         }
-        for entry in table(u64::from(gt), per_gt, "grain table")?.take(left as usize) {
-            let entry = if zero_grain && entry == 1 { 0 } else { entry };
-            if entry != 0 && u64::from(entry) < header.overhead {
+        let first = index as u64 * per_gt;
+        for (grain, entry) in (first..grains).zip(table(u64::from(gt), per_gt, "grain table")?) {
+            if entry == 0 || (zero_grain && entry == 1) {
+                continue;
+            }
+            if u64::from(entry) < header.overhead {
                 return Err(ImportVmdkError::Malformed(format!(
                     "grain table entry {entry} points into the metadata"
                 )));
             }
-            gtes.push(entry);
+            stored.push((entry, grain as u32));
         }
     }
-    Ok(gtes)
+    stored.sort_unstable();
+    Ok(stored)
 }
 
 /// The sectors before the first grain: kept (within `MAX_STREAM_METADATA`) when `keep_all`,
@@ -357,6 +358,21 @@ impl<R: Read> Counting<R> {
         })?;
         self.read += buf.len() as u64;
         Ok(())
+    }
+
+    /// Fills as much of `buf` as the input holds; returns how much.
+    fn fill_up_to(&mut self, buf: &mut [u8]) -> Result<usize, ImportVmdkError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ImportVmdkError::Read(e)),
+            }
+        }
+        self.read += got as u64;
+        Ok(got)
     }
 
     /// Reads and drops `len` bytes.
