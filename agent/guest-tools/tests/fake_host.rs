@@ -85,6 +85,7 @@ fn daemon_reports_beats_and_answers_requests() {
             log: log.clone(),
             frozen: false,
         }),
+        guest_ops: None,
     };
     let reader_half = guest.try_clone().unwrap();
     let daemon = std::thread::spawn(move || serve(Box::new(reader_half), Box::new(guest), options));
