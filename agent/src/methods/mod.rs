@@ -9,6 +9,7 @@ pub mod event_history_collector;
 pub mod event_manager;
 pub mod file_manager;
 pub mod folder;
+pub mod guest_operations;
 pub mod history;
 pub mod list_view;
 pub mod managed_object;
@@ -118,6 +119,9 @@ const TABLES: &[&MethodTable] = &[
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
+    &guest_operations::auth_manager::METHODS,
+    &guest_operations::process_manager::METHODS,
+    &guest_operations::file_manager::METHODS,
 ];
 
 impl Call<'_> {
