@@ -95,6 +95,10 @@ impl Devices {
             net.lease(io);
         }
         if cmdline::value(cmdline, "vireo.tools") == Some("on") {
+            crate::tools::guest_ops::configure(
+                cmdline::value(cmdline, "vireo.guest-user"),
+                cmdline::value(cmdline, "vireo.guest-password"),
+            );
             devices.start_tools_protocol(io);
         }
         io.flush();

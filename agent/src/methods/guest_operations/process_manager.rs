@@ -84,7 +84,7 @@ fn process_info(schema: &Schema, process: ProcessInfo) -> Value {
 fn list_processes<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
     Box::pin(async move {
         let schema = call.schema;
-        let pids = call
+        let pids: Vec<u64> = call
             .arg("pids")
             .map(Value::items)
             .unwrap_or_default()
@@ -92,11 +92,13 @@ fn list_processes<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
             .filter_map(Value::as_i64)
             .filter_map(|pid| u64::try_from(pid).ok())
             .collect();
-        let op = GuestOp::ListProcesses { pids };
+        let op = GuestOp::ListProcesses { pids: pids.clone() };
         let listed: ProcessList = parse(schema, run(call, GuestRequest::on_file(op, "")).await?)?;
+        // A guest may list more than asked for (the test guest lists all it started).
         let infos = listed
             .processes
             .into_iter()
+            .filter(|p| pids.is_empty() || pids.contains(&p.pid))
             .map(|p| process_info(schema, p))
             .collect();
         Ok(Some(Value::Array(
@@ -124,7 +126,7 @@ fn terminate_process<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
 fn read_environment<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
     Box::pin(async move {
         let schema = call.schema;
-        let names = call
+        let names: Vec<String> = call
             .arg("names")
             .map(Value::items)
             .unwrap_or_default()
@@ -132,9 +134,17 @@ fn read_environment<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect();
-        let op = GuestOp::ReadEnvironment { names };
+        let op = GuestOp::ReadEnvironment {
+            names: names.clone(),
+        };
         let read: EnvironmentResult =
             parse(schema, run(call, GuestRequest::on_file(op, "")).await?)?;
-        Ok(Some(Value::strings(schema, read.vars)))
+        // A guest may answer with more than asked for (the test guest sends all it has).
+        let named = |pair: &String| {
+            let name = pair.split_once('=').map_or(pair.as_str(), |(n, _)| n);
+            names.is_empty() || names.iter().any(|n| n == name)
+        };
+        let vars: Vec<String> = read.vars.into_iter().filter(named).collect();
+        Ok(Some(Value::strings(schema, vars)))
     })
 }
