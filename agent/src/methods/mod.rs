@@ -160,6 +160,17 @@ impl Call<'_> {
             .collect()
     }
 
+    /// The strings of an array argument (empty when unset).
+    pub fn string_list_arg(&self, name: &str) -> Vec<String> {
+        self.arg(name)
+            .map(Value::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The caller's session; NotAuthenticated without one.
     pub fn session(&self) -> Result<&Arc<Session>, Fault> {
         self.session

@@ -126,14 +126,7 @@ fn terminate_process<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
 fn read_environment<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
     Box::pin(async move {
         let schema = call.schema;
-        let names: Vec<String> = call
-            .arg("names")
-            .map(Value::items)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
+        let names = call.string_list_arg("names");
         let op = GuestOp::ReadEnvironment {
             names: names.clone(),
         };
