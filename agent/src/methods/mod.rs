@@ -4,6 +4,8 @@
 pub mod access;
 pub mod account_manager;
 pub mod authorization;
+pub mod autostart_manager;
+pub mod datastore_browser;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
@@ -122,6 +124,8 @@ const TABLES: &[&MethodTable] = &[
     &guest_operations::auth_manager::METHODS,
     &guest_operations::process_manager::METHODS,
     &guest_operations::file_manager::METHODS,
+    &datastore_browser::METHODS,
+    &autostart_manager::METHODS,
 ];
 
 impl Call<'_> {
