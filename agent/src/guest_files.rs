@@ -4,8 +4,11 @@
 //! GETs it from. A URL works once (taken on first use, even if that use fails), expires after
 //! [`TRANSFER_TTL`], and carries at most [`MAX_TRANSFER_BYTES`]; a wrong token is refused
 //! without using the URL up. The bytes stream through the tools channel in chunks of the
-//! guest's offered size, never held whole. The guest credentials stay in memory only while
-//! the URL is outstanding, and are never logged.
+//! guest's offered size, never held whole. Where the guest hands out tickets (vireo-tools),
+//! the credentials are exchanged for one when the URL is issued and it is released after the
+//! transfer: vireod keeps no password, and a chunk costs the guest no password check. A guest
+//! without tickets (the test guest) gets the credentials with each chunk, kept in memory only
+//! while the URL is outstanding. They are never logged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +22,7 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use vireo_api::{DataObject, Fault, Value};
 use vireo_tools::guest_ops::wire::{
-    ChunkResult, FileEntry, FileKind, GuestAuth, GuestFault, GuestOp,
+    ChunkResult, FileEntry, FileKind, GuestAuth, GuestFault, GuestOp, TicketResult,
 };
 
 use crate::http_files::{self, plain, Body};
@@ -158,6 +161,23 @@ async fn stat(
     }
 }
 
+/// The credentials a transfer's chunks carry: a guest ticket standing for `auth` where the
+/// guest hands them out, else `auth` itself.
+async fn transfer_auth(call: &Call<'_>, vm: &Arc<Vm>, auth: GuestAuth) -> Result<GuestAuth, Fault> {
+    let schema = call.schema;
+    let request = GuestRequest::on_file(GuestOp::AcquireTicket, "");
+    match run_in(schema, vm.clone(), auth.clone(), request).await {
+        Ok(result) => {
+            let ticket: TicketResult = parse(schema, result)?;
+            Ok(GuestAuth::Ticket {
+                ticket: ticket.ticket,
+            })
+        }
+        Err(fault) if fault.type_name(schema) == "OperationNotSupportedByGuest" => Ok(auth),
+        Err(fault) => Err(fault),
+    }
+}
+
 /// InitiateFileTransferToGuest: a URL to PUT `fileSize` bytes to `guestFilePath` (an
 /// existing file only with `overwrite`).
 pub fn to_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
@@ -197,6 +217,7 @@ pub fn to_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
             _ => {}
         }
         let direction = Direction::ToGuest { size, overwrite };
+        let auth = transfer_auth(call, &vm, auth).await?;
         let url = issue_url(call, vm, auth, path, direction)?;
         Ok(Some(Value::from(url)))
     })
@@ -231,6 +252,7 @@ pub fn from_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
         let info = DataObject::of(schema, "FileTransferInformation")
             .with(schema, "attributes", posix_attributes(schema, &entry))
             .with(schema, "size", entry.size as i64);
+        let auth = transfer_auth(call, &vm, auth).await?;
         let url = issue_url(call, vm, auth, path, Direction::FromGuest)?;
         Ok(Some(info.with(schema, "url", url).into()))
     })
@@ -263,6 +285,13 @@ fn refused(failure: GuestOpFailure) -> Response<Full<Bytes>> {
         },
     };
     plain(status, failure.to_string())
+}
+
+/// Gives back the ticket a transfer used (a guest without tickets has none to release).
+async fn release(transfer: &Transfer) {
+    if matches!(transfer.auth, GuestAuth::Ticket { .. }) {
+        let _ = chunk_op(transfer, GuestOp::ReleaseTicket).await;
+    }
 }
 
 /// Runs one guest operation of a transfer on a blocking thread.
@@ -299,13 +328,18 @@ pub async fn endpoint(host: Arc<crate::host::Host>, request: Request<Incoming>) 
                 overwrite,
                 chunk: chunk as usize,
             };
-            http_files::boxed(upload.run(request.into_body()).await)
+            let response = upload.run(request.into_body()).await;
+            release(&upload.transfer).await;
+            http_files::boxed(response)
         }
         (&Method::GET, Direction::FromGuest) => download(transfer, chunk).await,
-        _ => http_files::boxed(plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "PUT an upload URL, GET a download URL",
-        )),
+        _ => {
+            release(&transfer).await;
+            http_files::boxed(plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PUT an upload URL, GET a download URL",
+            ))
+        }
     }
 }
 
@@ -318,7 +352,7 @@ struct Upload {
 }
 
 impl Upload {
-    async fn run(self, mut body: Incoming) -> Response<Full<Bytes>> {
+    async fn run(&self, mut body: Incoming) -> Response<Full<Bytes>> {
         let mut pending: Vec<u8> = Vec::with_capacity(self.chunk);
         let mut written = 0u64;
         loop {
@@ -410,33 +444,49 @@ async fn read_chunk(
     Ok((Bytes::from(bytes), read.size))
 }
 
+/// Sends the chunks from `at` to `size` as the client takes them; a failure ends the body
+/// with an error.
+async fn stream_rest(
+    transfer: &Transfer,
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    mut at: u64,
+    size: u64,
+    chunk: u32,
+) {
+    while at < size {
+        let failure = match read_chunk(transfer, at, chunk).await {
+            Ok((bytes, _)) if !bytes.is_empty() => {
+                at += bytes.len() as u64;
+                if sender.send(Ok(bytes)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => "the guest file shrank during the download".to_string(),
+            Err(failure) => failure.to_string(),
+        };
+        let _ = sender.send(Err(std::io::Error::other(failure))).await;
+        return;
+    }
+}
+
 /// A GET from the guest: the first chunk fixes the length, the rest stream as the client
 /// takes them.
 async fn download(transfer: Transfer, chunk: u32) -> Response<Body> {
     let (first, size) = match read_chunk(&transfer, 0, chunk).await {
         Ok(read) => read,
-        Err(failure) => return http_files::boxed(refused(failure)),
+        Err(failure) => {
+            release(&transfer).await;
+            return http_files::boxed(refused(failure));
+        }
     };
     let size = size.min(MAX_TRANSFER_BYTES);
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-    let mut at = first.len() as u64;
+    let at = first.len() as u64;
     let _ = sender.try_send(Ok(first));
     tokio::spawn(async move {
-        while at < size {
-            let failure = match read_chunk(&transfer, at, chunk).await {
-                Ok((bytes, _)) if !bytes.is_empty() => {
-                    at += bytes.len() as u64;
-                    if sender.send(Ok(bytes)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                Ok(_) => "the guest file shrank during the download".to_string(),
-                Err(failure) => failure.to_string(),
-            };
-            let _ = sender.send(Err(std::io::Error::other(failure))).await;
-            return;
-        }
+        stream_rest(&transfer, &sender, at, size, chunk).await;
+        release(&transfer).await;
     });
     let mut response = Response::new(http_files::channel_body(chunks));
     let headers = response.headers_mut();
