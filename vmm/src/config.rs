@@ -103,7 +103,7 @@ impl VmConfig {
             return Err(ConfigError::VcpuCount(self.vcpus));
         }
         if let Some(cores) = self.cores_per_socket {
-            if !cores.is_power_of_two() || self.vcpus % cores != 0 {
+            if !cores.is_power_of_two() || !self.vcpus.is_multiple_of(cores) {
                 return Err(ConfigError::CoresPerSocket(cores, self.vcpus));
             }
         }
