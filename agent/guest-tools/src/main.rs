@@ -36,7 +36,7 @@ fn parse_args() -> Result<Args, String> {
         heartbeat: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
         shutdown: "poweroff".into(),
         reboot: "reboot".into(),
-        standby: "echo mem > /sys/power/state".into(),
+        standby: "sync".into(),
         passwd: PathBuf::from("/etc/passwd"),
         shadow: PathBuf::from("/etc/shadow"),
         guest_ops: true,
