@@ -173,7 +173,10 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         }
         Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
         Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
-        Request::Save { dir } => (reply(crate::persist::save::save_vm(handle, &dir)), None),
+        Request::Save { dir, live } => (
+            reply(crate::persist::save::save_vm(handle, &dir, live)),
+            None,
+        ),
         Request::DetachDisks => {
             let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
             (acked(detached), None)
