@@ -2,6 +2,7 @@
 //! disk swaps) act on (`VmHandle`), and the kicker that brings vCPU threads out of KVM_RUN to
 //! pause them (`VcpuKicker`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,32 @@ pub struct VmHandle {
     pub config: Arc<Mutex<VmConfig>>,
     /// Instructions completed for kvm-pvm, per kind.
     pub completed: Arc<crate::arch::emulate::Counts>,
+    /// Set while a save is under way (`status` reports it).
+    pub saving: SaveUnderWay,
+}
+
+/// Whether a save is under way; [`SaveUnderWay::during`] keeps it set for one save.
+#[derive(Default)]
+pub struct SaveUnderWay(AtomicBool);
+
+impl SaveUnderWay {
+    /// Runs `save` with the flag set (cleared when it ends, even by a panic).
+    pub fn during<T>(&self, save: impl FnOnce() -> T) -> T {
+        struct Clear<'a>(&'a AtomicBool);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        self.0.store(true, Ordering::SeqCst);
+        let _clear = Clear(&self.0);
+        save()
+    }
+
+    /// Whether a save is under way.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Signal used to kick vCPU threads out of KVM_RUN.
