@@ -3,7 +3,9 @@
 //! holds a hash of (seed, generation, word index) — never zero, so no page is a hole. `churn`
 //! rewrites the region page by page with the next generation for a number of seconds, checking
 //! each page's previous contents before it overwrites them; the position reached is kept in
-//! RAM, so after a resume every page must hold the generation that position implies.
+//! RAM, so after a resume every page must hold the generation that position implies. `churn`
+//! also reports the longest gap between two pages, which shows how long a live snapshot
+//! paused the guest.
 
 use crate::cell::BootCpuCell;
 use crate::dma::{self, DmaRegion};
@@ -46,7 +48,7 @@ pub fn command(io: &mut Io, argument: &str) {
             Some(seconds) => {
                 crate::console::line(io, format_args!("ram churning"));
                 io.flush();
-                churn(seconds)
+                churn(io, seconds)
             }
             None => Err(Usage.into()),
         },
@@ -70,14 +72,14 @@ impl From<Usage> for Text {
 
 /// A short answer line built without an allocator.
 struct Text {
-    bytes: [u8; 120],
+    bytes: [u8; 96],
     len: usize,
 }
 
 impl Text {
     fn of(args: core::fmt::Arguments) -> Text {
         let mut text = Text {
-            bytes: [0; 120],
+            bytes: [0; 96],
             len: 0,
         };
         let _ = core::fmt::write(&mut text, args);
@@ -190,13 +192,19 @@ fn check() -> Result<Text, Text> {
     })
 }
 
-/// Rewrites pages with the next generation for `seconds`, checking each one first; ends with
-/// a whole check.
-fn churn(seconds: u64) -> Result<Text, Text> {
-    let deadline = ticks::now() + seconds * ticks::HZ;
+/// Rewrites pages with the next generation for `seconds`, checking each one first; reports the
+/// longest time between two pages (a pause of the VM shows there), then checks everything.
+fn churn(io: &mut Io, seconds: u64) -> Result<Text, Text> {
+    let (start_ticks, start_tsc) = (ticks::now(), tsc());
+    let deadline = start_ticks + seconds * ticks::HZ;
+    let mut longest = 0;
     PATTERN.with(|p| {
         let region = p.region.as_mut().ok_or_else(not_filled)?;
+        let mut last = start_tsc;
         while ticks::now() < deadline {
+            let now = tsc();
+            longest = longest.max(now - last);
+            last = now;
             if p.position == p.pages {
                 p.generation += 1;
                 p.position = 0;
@@ -210,5 +218,14 @@ fn churn(seconds: u64) -> Result<Text, Text> {
         }
         Ok(())
     })?;
+    // The TSC runs at a constant rate; the ticks (HZ a second) calibrate it.
+    let per_tick = (tsc() - start_tsc) / (ticks::now() - start_ticks).max(1);
+    let micros = longest * (1_000_000 / ticks::HZ) / per_tick.max(1);
+    crate::console::line(io, format_args!("ram longest stall {micros} us"));
     check()
+}
+
+fn tsc() -> u64 {
+    // SAFETY: rdtsc has no side effects (and is allowed in ring 3).
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
