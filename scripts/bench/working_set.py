@@ -32,8 +32,9 @@ def control(host, vm, request):
 
 
 def answer(host, vm, command, prefix):
-    """Types `command` on the guest's console; returns (monotonic time of the answer, its line)."""
-    before = len(host.console(vm))
+    """Types `command` on the guest's console; returns (monotonic time of the answer, its line):
+    the first line after the echoed command that starts with `prefix`."""
+    before = len(host.console(vm)) + len(command) + 1
     control(host, vm, {"cmd": "serial-input", "text": command + "\n"})
     pattern = re.compile(rf"^({re.escape(prefix)}.*)\n", re.M)
     deadline = time.monotonic() + RAM_TIMEOUT

@@ -13,7 +13,7 @@ import pytest
 from pyVim.task import WaitForTask
 
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
-from test_vm_snapshots import PROMPT, si, snapshot, type_command  # noqa: F401 (fixtures)
+from test_vm_snapshots import PROMPT, control, si, snapshot, type_command  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
@@ -23,15 +23,26 @@ RAM_TIMEOUT = 600
 FILLED = "ram ok 768 MiB generation=0"
 
 
+RAM_ANSWER = re.compile(r"^(ram (?:filled|ok|bad|longest|churning)|error).*$", re.M)
+
+
+def ram(agent, vm, command):
+    """Types a `ram` command and returns the guest's first answer line (not the echoed command)."""
+    before = len(console(agent, vm))
+    control(agent, vm, {"cmd": "serial-input", "text": command + "\n"})
+    wait_for(lambda: RAM_ANSWER.search(console(agent, vm)[before:]), f"the answer to {command!r}", RAM_TIMEOUT)
+    return RAM_ANSWER.search(console(agent, vm)[before:]).group(0)
+
+
 def check_ram(agent, vm):
-    return type_command(agent, vm, "ram check", "ram ", RAM_TIMEOUT)
+    return ram(agent, vm, "ram check")
 
 
 def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     vm = create_vm(si, "mem-filled", scenario="shell", nic=False, memory=1024)
     power_on_booted(agent, vm)
     wait_for(lambda: console(agent, vm).endswith(PROMPT), "the guest's shell prompt")
-    assert type_command(agent, vm, "ram fill 768 5", "ram ", RAM_TIMEOUT) == "ram filled 768 MiB seed=5"
+    assert ram(agent, vm, "ram fill 768 5") == "ram filled 768 MiB seed=5"
 
     WaitForTask(vm.SuspendVM_Task())
     WaitForTask(vm.PowerOnVM_Task())
@@ -39,7 +50,7 @@ def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     assert check_ram(agent, vm) == FILLED
 
     filled = snapshot(vm, "filled", memory=True)
-    assert type_command(agent, vm, "ram fill 768 6", "ram ", RAM_TIMEOUT) == "ram filled 768 MiB seed=6"
+    assert ram(agent, vm, "ram fill 768 6") == "ram filled 768 MiB seed=6"
     WaitForTask(filled.RevertToSnapshot_Task())
     assert vm.runtime.powerState == "poweredOn"
     assert type_command(agent, vm, "echo reverted", "reverted") == "reverted"
@@ -60,9 +71,9 @@ def test_live_memory_snapshot_of_a_writing_guest_is_consistent(si, agent):
     vm = create_vm(si, "mem-live", scenario="shell", nic=False, memory=256)
     power_on_booted(agent, vm)
     wait_for(lambda: console(agent, vm).endswith(PROMPT), "the guest's shell prompt")
-    assert type_command(agent, vm, "ram fill 64 9", "ram ", RAM_TIMEOUT) == "ram filled 64 MiB seed=9"
+    assert ram(agent, vm, "ram fill 64 9") == "ram filled 64 MiB seed=9"
     # The guest rewrites its 64 MiB for 30 s (its ticks), checking every page before it does.
-    assert type_command(agent, vm, "ram churn 30", "ram churning") == "ram churning"
+    assert ram(agent, vm, "ram churn 30") == "ram churning"
     busy = snapshot(vm, "busy", memory=True)
     assert vm.runtime.powerState == "poweredOn"
     done = re.compile(r"^ram (ok|bad).*$", re.M)

@@ -36,13 +36,16 @@ mod tests {
 
     #[test]
     fn only_writes_while_recording_are_kept() {
+        // Other tests of this process may record too: look for these ranges only.
         record(0x1000, 8);
         start();
         record(0x2000, 16);
         record(0x3000, 0);
-        assert_eq!(stop(), vec![(0x2000, 16)]);
+        let ranges = stop();
+        assert!(ranges.contains(&(0x2000, 16)), "{ranges:?}");
+        assert!(!ranges.contains(&(0x1000, 8)) && !ranges.contains(&(0x3000, 0)));
         record(0x4000, 8);
         start();
-        assert_eq!(stop(), Vec::new());
+        assert!(!stop().contains(&(0x4000, 8)));
     }
 }
