@@ -50,6 +50,8 @@ pub struct Host {
     pub switches: Mutex<crate::vm::network::switches::Switches>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
+    /// Live HttpNfcLeases (exports).
+    pub leases: crate::nfc::Leases,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
     pub certificate_sha1: String,
     changes: tokio::sync::watch::Sender<u64>,
@@ -82,6 +84,7 @@ impl Host {
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
             console_tickets: TicketStore::default(),
+            leases: crate::nfc::Leases::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,
             next_id: AtomicU64::new(1),

@@ -10,10 +10,12 @@ pub mod event_manager;
 pub mod file_manager;
 pub mod folder;
 pub mod history;
+pub mod http_nfc_lease;
 pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
+pub mod ovf_manager;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
@@ -118,6 +120,8 @@ const TABLES: &[&MethodTable] = &[
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
+    &http_nfc_lease::METHODS,
+    &ovf_manager::METHODS,
 ];
 
 impl Call<'_> {
