@@ -4,6 +4,7 @@
 //! in bounded chunks, or a folder's index; PUT streams an upload into place; DELETE — and
 //! `GET /screen?id=<vm moid>` a PNG of a running VM's console. All need a session cookie
 //! (`vmware_soap_session`) or Basic credentials, and the datastore privilege of the method.
+//! Also the chunked response body (`ChunkStream`) that export leases stream through.
 
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -60,7 +61,10 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
 }
 
 /// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
-async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Option<String> {
+pub(crate) async fn authenticated_user(
+    host: &Arc<Host>,
+    request: &Request<Incoming>,
+) -> Option<String> {
     let headers = request.headers();
     let from_cookie = headers
         .get_all(COOKIE)
@@ -230,14 +234,22 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (first <= last && last < size).then_some((first, last))
 }
 
-/// A file's bytes sent in chunks as the client takes them: at most [`CHUNKS_AHEAD`] chunks
-/// are read ahead of a slow client, and one that takes nothing for [`WRITE_TIMEOUT`] gets no
-/// more (the connection then ends by its own timeouts).
-struct FileStream {
+/// A response body sent in chunks as the client takes them (a file's: at most
+/// [`CHUNKS_AHEAD`] chunks are read ahead of a slow client, and one that takes nothing for
+/// [`WRITE_TIMEOUT`] gets no more; the connection then ends by its own timeouts). An `Err`
+/// chunk ends the body as failed.
+pub(crate) struct ChunkStream {
     chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
-impl hyper::body::Body for FileStream {
+impl ChunkStream {
+    /// A body made of what `chunks` receives.
+    pub(crate) fn new(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
+        Self { chunks }
+    }
+}
+
+impl hyper::body::Body for ChunkStream {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -252,7 +264,7 @@ impl hyper::body::Body for FileStream {
 }
 
 /// Streams `len` bytes of `file` from `first`.
-fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
+fn stream(file: std::fs::File, first: u64, len: u64) -> ChunkStream {
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let file = Arc::new(file);
     tokio::spawn(async move {
@@ -277,7 +289,7 @@ fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
             at += n;
         }
     });
-    FileStream { chunks }
+    ChunkStream::new(chunks)
 }
 
 /// `/folder/<path>?dsName=...`: GET and HEAD read a file (whole or one range, streamed) or

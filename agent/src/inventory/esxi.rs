@@ -108,6 +108,10 @@ pub mod refs {
     pub fn autostart_manager() -> MoRef {
         MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
     }
+    /// The OvfManager.
+    pub fn ovf_manager() -> MoRef {
+        MoRef::new("OvfManager", "ha-ovf-manager")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -348,7 +352,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index())
         .with(schema, "fileManager", refs::file_manager())
-        .with(schema, "virtualDiskManager", refs::virtual_disk_manager());
+        .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
+        .with(schema, "ovfManager", refs::ovf_manager());
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)
@@ -389,6 +394,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::file_manager(),
         refs::virtual_disk_manager(),
         refs::autostart_manager(),
+        refs::ovf_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

@@ -12,10 +12,12 @@ pub mod event_manager;
 pub mod file_manager;
 pub mod folder;
 pub mod history;
+pub mod http_nfc_lease;
 pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
+pub mod ovf_manager;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
@@ -122,6 +124,8 @@ const TABLES: &[&MethodTable] = &[
     &virtual_disk_manager::METHODS,
     &datastore_browser::METHODS,
     &autostart_manager::METHODS,
+    &http_nfc_lease::METHODS,
+    &ovf_manager::METHODS,
 ];
 
 impl Call<'_> {
