@@ -64,8 +64,12 @@ async fn start(
             format!("{user} lacks VApp.Export on {}", lease.entity),
         ));
     }
-    if lease.state() != LeaseState::Ready {
-        return Err(plain(StatusCode::FORBIDDEN, "the lease is not ready"));
+    match lease.state() {
+        LeaseState::Ready => {}
+        LeaseState::Initializing => {
+            return Err(plain(StatusCode::FORBIDDEN, "the lease is not ready yet"))
+        }
+        LeaseState::Done | LeaseState::Error => return Err(not_found()),
     }
     lease.touch();
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);

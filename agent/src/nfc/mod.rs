@@ -90,14 +90,15 @@ impl Lease {
     }
 }
 
-/// The live leases by id (the id is the lease object's moid and part of its URLs).
+/// The leases by id (the id is the lease object's moid and part of its URLs), kept
+/// `ENDED_LEASE_KEPT` after they end.
 #[derive(Default)]
 pub struct Leases {
     map: Mutex<HashMap<String, Arc<Lease>>>,
 }
 
 impl Leases {
-    /// The live lease `id`.
+    /// The lease `id`.
     pub fn get(&self, id: &str) -> Option<Arc<Lease>> {
         lock(&self.map).get(id).cloned()
     }
@@ -175,6 +176,7 @@ async fn watch(host: &Arc<Host>, lease: &Arc<Lease>) {
         tokio::time::sleep((LEASE_TIMEOUT.saturating_sub(idle)).max(Duration::from_secs(1))).await;
     }
     tokio::time::sleep(ENDED_LEASE_KEPT).await;
+    lock(&host.leases.map).remove(&*lease.moref.id);
     host.mutate(|inv| inv.remove(&lease.moref));
 }
 
@@ -232,7 +234,6 @@ pub fn end(
         progress.state = state;
         progress.timed_out = timed_out;
     }
-    lock(&host.leases.map).remove(&*lease.moref.id);
     let schema = host.schema;
     host.mutate(|inv| {
         inv.set(schema, &lease.moref, "state", state_value(host, state));
