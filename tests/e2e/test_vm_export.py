@@ -3,7 +3,7 @@ HttpNfcLease that becomes ready, each deviceUrl downloaded over HTTPS with the s
 while a thread reports HttpNfcLeaseProgress, OvfManager.CreateDescriptor with the downloaded
 files, HttpNfcLeaseComplete. The downloads are streamOptimized VMDKs generated from the disks'
 qcow2 chains: qemu-img checks them and finds them identical to the VM's disks. Then the lease's
-faults and refusals: no cookie, another user without VApp.Export, unknown leases and files,
+faults and refusals: no power-on while the lease is open, no cookie, another user without VApp.Export, unknown leases and files,
 URLs after the lease ended, abort."""
 import os
 import ssl
@@ -172,6 +172,8 @@ def test_lease_urls_refuse_strangers_and_end_with_the_lease(vireod, si):
     vm = create_vm(si, "export-guarded", [4096])
     lease = vm.ExportVm()
     wait_for_state(lease, "ready")
+    with pytest.raises(vim.fault.InvalidState):
+        vm.PowerOnVM_Task()
     url = lease.info.deviceUrl[0].url
     lease_id = url.split("/")[4]
     assert get(vireod, url)[0] == 401

@@ -102,6 +102,14 @@ impl Leases {
     pub fn get(&self, id: &str) -> Option<Arc<Lease>> {
         lock(&self.map).get(id).cloned()
     }
+
+    /// Whether a lease that has not ended reads `entity`'s disks (it must not power on).
+    pub fn exporting(&self, entity: &MoRef) -> bool {
+        lock(&self.map).values().any(|lease| {
+            lease.entity == *entity
+                && matches!(lease.state(), LeaseState::Initializing | LeaseState::Ready)
+        })
+    }
 }
 
 /// Creates an export lease for `entity`'s `disks`: the object appears initializing, becomes
