@@ -54,6 +54,8 @@ pub struct Host {
     pub console_tickets: TicketStore,
     /// Live HttpNfcLeases (exports).
     pub leases: crate::nfc::Leases,
+    /// Guest file transfer URLs issued and not yet used.
+    pub guest_transfers: crate::guest_files::Transfers,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
     pub certificate_sha1: String,
     changes: tokio::sync::watch::Sender<u64>,
@@ -88,6 +90,7 @@ impl Host {
             autostart: Mutex::default(),
             console_tickets: TicketStore::default(),
             leases: crate::nfc::Leases::default(),
+            guest_transfers: Default::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,
             next_id: AtomicU64::new(1),

@@ -4,7 +4,6 @@
 //! in bounded chunks, or a folder's index; PUT streams an upload into place; DELETE — and
 //! `GET /screen?id=<vm moid>` a PNG of a running VM's console. All need a session cookie
 //! (`vmware_soap_session`) or Basic credentials, and the datastore privilege of the method.
-//! Also the chunked response body (`ChunkStream`) that export leases stream through.
 
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -234,22 +233,14 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (first <= last && last < size).then_some((first, last))
 }
 
-/// A response body sent in chunks as the client takes them (a file's: at most
-/// [`CHUNKS_AHEAD`] chunks are read ahead of a slow client, and one that takes nothing for
-/// [`WRITE_TIMEOUT`] gets no more; the connection then ends by its own timeouts). An `Err`
-/// chunk ends the body as failed.
-pub(crate) struct ChunkStream {
+/// A file's bytes sent in chunks as the client takes them: at most [`CHUNKS_AHEAD`] chunks
+/// are read ahead of a slow client, and one that takes nothing for [`WRITE_TIMEOUT`] gets no
+/// more (the connection then ends by its own timeouts).
+struct FileStream {
     chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
 }
 
-impl ChunkStream {
-    /// A body made of what `chunks` receives.
-    pub(crate) fn new(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Self {
-        Self { chunks }
-    }
-}
-
-impl hyper::body::Body for ChunkStream {
+impl hyper::body::Body for FileStream {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -263,8 +254,13 @@ impl hyper::body::Body for ChunkStream {
     }
 }
 
+/// A response body streaming the chunks `chunks` delivers (an error ends it).
+pub(crate) fn channel_body(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    FileStream { chunks }.boxed()
+}
+
 /// Streams `len` bytes of `file` from `first`.
-fn stream(file: std::fs::File, first: u64, len: u64) -> ChunkStream {
+fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let file = Arc::new(file);
     tokio::spawn(async move {
@@ -289,7 +285,7 @@ fn stream(file: std::fs::File, first: u64, len: u64) -> ChunkStream {
             at += n;
         }
     });
-    ChunkStream::new(chunks)
+    FileStream { chunks }
 }
 
 /// `/folder/<path>?dsName=...`: GET and HEAD read a file (whole or one range, streamed) or

@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
@@ -16,7 +15,7 @@ use vireo_disk::vmdk::write_stream_optimized;
 
 use super::{record_file_size, Lease, LeaseState};
 use crate::host::Host;
-use crate::http_files::{self, authenticated_user, plain, Body, ChunkStream};
+use crate::http_files::{self, authenticated_user, channel_body, plain, Body};
 use crate::methods::access;
 
 /// Bytes per chunk handed to the connection.
@@ -78,7 +77,7 @@ async fn start(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "application/octet-stream")
-        .body(ChunkStream::new(chunks).boxed())
+        .body(channel_body(chunks))
         .expect("valid response parts"))
 }
 
