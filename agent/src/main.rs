@@ -91,8 +91,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let host = started.host;
         tokio::spawn(startup::upkeep(host.clone()));
         tokio::select! {
-            _ = server::serve(host, listener, tls, workers) => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
+            _ = server::serve(host.clone(), listener, tls, workers) => {}
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                startup::stop(&host);
+            }
         }
         Ok(())
     })

@@ -7,12 +7,12 @@ namespace each have their own NAT network; switching to an internal network remo
 pieces."""
 import ipaddress
 import os
-import signal
 
 import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan
 from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
 from test_vm_snapshots import type_command
@@ -37,22 +37,12 @@ def lan():
 
 def dnsmasq_pids(agent):
     """The dnsmasq processes serving this vireod's lease file."""
-    ours = f"--dhcp-leasefile={agent.data_dir}/network/".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if any(arg.startswith(ours) for arg in f.read().split(b"\0")):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            pass
-    return pids
+    return dnsmasq_serving(agent.data_dir)
 
 
 def close(agent):
+    """Stops the agent; it must leave no dnsmasq, bridge, TAP or nft table behind."""
     agent.close()
-    for pid in dnsmasq_pids(agent):
-        os.kill(pid, signal.SIGTERM)
 
 
 def subnet_of(agent):
