@@ -14,6 +14,7 @@ pub mod bridge;
 pub mod nat;
 pub mod objects;
 pub mod switches;
+pub mod vnic;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -84,6 +85,11 @@ impl IfReq {
         self.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         self.data[2..4].fill(0);
         self.data[4..8].copy_from_slice(&ip.octets());
+    }
+
+    /// The IPv4 address of an AF_INET sockaddr in ifr_addr.
+    fn ipv4(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(self.data[4], self.data[5], self.data[6], self.data[7])
     }
 
     fn short(&self) -> libc::c_short {
