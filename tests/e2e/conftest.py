@@ -106,8 +106,8 @@ def dnsmasq_serving(data_dir):
 
 def check_network_removed(data_dir, netns=None):
     """Fails when the stopped vireod that used `data_dir` (in namespace `netns`, if given) left
-    host network objects behind: its bridges (vbr<id>...), TAPs (vt<id>...), nft table
-    (vireo_<id>) or dnsmasq. What it finds is removed first, so that one leak does not pile up."""
+    host network objects behind: its bridges (vbr<id>...), TAPs (vt<id>...), nft tables
+    (vireo_<id>...) or dnsmasq. What it finds is removed first, so that one leak does not pile up."""
     prefix = netns.command([]) if netns else []
     run = lambda *argv: subprocess.run(prefix + list(argv), capture_output=True, text=True).stdout
     try:
@@ -123,7 +123,7 @@ def check_network_removed(data_dir, netns=None):
                 left.append(f"interface {name}")
                 run("ip", "link", "del", name)
         for line in run("nft", "list", "tables").splitlines():
-            if line.split()[-1:] == [f"vireo_{instance}"]:
+            if line.split()[-1:] and line.split()[-1].startswith(f"vireo_{instance}"):
                 left.append(line)
                 run("nft", "delete", "table", *line.split()[1:])
     for pid in dnsmasq_serving(data_dir):

@@ -13,6 +13,7 @@
 pub mod bridge;
 pub mod nat;
 pub mod objects;
+pub mod security;
 pub mod switches;
 pub mod vnic;
 
@@ -356,7 +357,7 @@ fn reconcile_nat(config: &crate::config::Config, network: Network) -> Result<Str
 
 /// On a clean stop of vireod with none of its VMs running: removes everything this instance
 /// added to the host's network — its dnsmasq (stopped explicitly: it drops its uid, so it
-/// would outlive vireod), its nft table, its TAPs and its bridges. With VMs running nothing is
+/// would outlive vireod), its nft tables, its TAPs and its bridges. With VMs running nothing is
 /// removed: they run on across the restart and keep their network.
 pub fn teardown(data_dir: &Path, vms_running: usize) {
     if vms_running > 0 {
@@ -378,6 +379,7 @@ impl Network {
     /// Removes the NAT pieces, every TAP and every bridge of this instance.
     fn remove_everything(&self, data_dir: &Path) -> Result<(), String> {
         nat::remove(*self, data_dir).map_err(|e| e.to_string())?;
+        security::remove(*self).map_err(|e| e.to_string())?;
         let taps = format!("vt{:04x}", self.instance);
         let entries = std::fs::read_dir("/sys/class/net").into_iter().flatten();
         for entry in entries.flatten() {
