@@ -18,7 +18,8 @@ use super::destroy::OwnedFiles;
 use super::snapshots::vmsd::SnapshotMeta;
 use super::vmx_file::write_atomically;
 
-const PREFIX: &str = "vireo-journal-";
+/// Start of the name of every journal file.
+pub const PREFIX: &str = "vireo-journal-";
 const SUFFIX: &str = ".json";
 const RESERVE_SUFFIX: &str = ".reserve";
 /// Space held for a task's last writes (journal steps and a snapshot list are a few KiB).

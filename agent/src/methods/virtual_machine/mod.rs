@@ -56,6 +56,10 @@ pub const METHODS: MethodTable = MethodTable {
             "RefreshStorageInfo",
             Handler::Sync(config::refresh_storage_info),
         ),
+        (
+            "QueryUnownedFiles",
+            Handler::Sync(config::query_unowned_files),
+        ),
         ("CloneVM_Task", Handler::Sync(clone::clone)),
         ("CreateSnapshot_Task", Handler::Sync(snapshot::create)),
         ("CreateSnapshotEx_Task", Handler::Sync(snapshot::create_ex)),
