@@ -201,7 +201,9 @@ fn file_refused(e: FileError) -> HttpResponse {
         FileError::Exists(_) => StatusCode::CONFLICT,
         FileError::DatastoreRoot(_) => StatusCode::BAD_REQUEST,
         FileError::Special(_) => StatusCode::FORBIDDEN,
-        FileError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+        FileError::Io { source, .. }
+            if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
+        {
             StatusCode::INSUFFICIENT_STORAGE
         }
         FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -496,7 +498,7 @@ async fn receive(
         .await
         .map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match (outcome, failure) {
-        (Err(e), _) if e.raw_os_error() == Some(libc::ENOSPC) => Err(plain(
+        (Err(e), _) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => Err(plain(
             StatusCode::INSUFFICIENT_STORAGE,
             format!("the datastore is full: {e}"),
         )),

@@ -2,10 +2,12 @@
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{umask, Mode};
 
 use crate::authz::{Authz, StoreError};
 use crate::config::Config;
@@ -59,7 +61,7 @@ pub enum StartupError {
 }
 
 /// The data directory's lock, held for the life of the process.
-static DATA_DIR_LOCK: OnceLock<File> = OnceLock::new();
+static DATA_DIR_LOCK: OnceLock<Flock<File>> = OnceLock::new();
 
 /// Takes an exclusive `flock` on `<data_dir>/vireod.lock`, so that a second vireod on the same
 /// data directory stops before it touches any VM.
@@ -75,11 +77,9 @@ fn lock_data_dir(data_dir: &Path) -> Result<(), StartupError> {
         .write(true)
         .open(&path)
         .map_err(locked)?;
-    // SAFETY: flock(2) on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(locked(std::io::Error::last_os_error()));
-    }
-    let _ = DATA_DIR_LOCK.set(file);
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| locked(errno.into()))?;
+    let _ = DATA_DIR_LOCK.set(held);
     Ok(())
 }
 
@@ -114,8 +114,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     };
     // Every file vireod and its VMMs create is private to root (VM folders, disks, logs,
     // memory files), whatever umask vireod was started with.
-    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
-    unsafe { libc::umask(0o077) };
+    umask(Mode::from_bits_truncate(0o077));
     create(&config.data_dir)?;
     lock_data_dir(&config.data_dir)?;
     make_private(&config.data_dir)?;

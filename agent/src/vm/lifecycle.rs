@@ -400,7 +400,7 @@ fn launch(
         let exited = process.has_exited();
         if exited || Instant::now() > deadline {
             if !exited {
-                process.killer().signal(libc::SIGKILL);
+                process.killer().signal(nix::sys::signal::Signal::SIGKILL);
             }
             let why = match process.wait() {
                 VmmExit::Failed(why) => why,
@@ -552,7 +552,7 @@ fn stop(
     let (state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
     if !done {
         if let Some(process) = &state.process {
-            process.killer().signal(libc::SIGKILL);
+            process.killer().signal(nix::sys::signal::Signal::SIGKILL);
         }
         let (_state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
         if !done {
@@ -622,7 +622,7 @@ pub fn terminate(host: &Host, vm: &Vm) -> Result<(), Fault> {
 
 fn kill(state: &VmState) {
     if let Some(process) = &state.process {
-        process.killer().signal(libc::SIGKILL);
+        process.killer().signal(nix::sys::signal::Signal::SIGKILL);
     }
 }
 
