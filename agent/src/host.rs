@@ -10,13 +10,13 @@ use vireo_api::schema::Schema;
 use vireo_api::MoRef;
 
 use crate::authz::Authz;
+use crate::collectors::HistoryCollector;
 use crate::config::Config;
 use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
 use crate::logins::Logins;
-use crate::methods::history::HistoryCollector;
 use crate::sessions::Sessions;
 use crate::tasks::TaskLog;
 use crate::users::Accounts;
