@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
 use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
 use super::worker::{self, Worker};
@@ -77,7 +77,7 @@ pub type DiskSlot = Arc<DiskImage>;
 pub struct Block {
     disk: DiskSlot,
     id: [u8; ID_BYTES],
-    config: Vec<u8>,
+    config: BlockConfig,
     features: u64,
     worker: Option<Worker>,
     name: String,
@@ -120,7 +120,7 @@ impl Block {
                 image: Mutex::new(Some(image)),
             }),
             id,
-            config: config_space(),
+            config: BlockConfig::new(),
             features,
             worker: None,
             name: format!("virtio-blk{index}"),
@@ -135,23 +135,53 @@ impl Block {
     }
 }
 
-/// The virtio_blk_config structure (60 bytes) but its first field, `capacity` (in sectors),
-/// which `read_config` fills from the slot.
-fn config_space() -> Vec<u8> {
-    let mut config = vec![0u8; 60];
-    let mut put =
-        |offset: usize, bytes: &[u8]| config[offset..offset + bytes.len()].copy_from_slice(bytes);
-    put(8, &SIZE_MAX.to_le_bytes()); // size_max
-    put(12, &SEG_MAX.to_le_bytes()); // seg_max
-    put(20, &(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
-    put(34, &1u16.to_le_bytes()); // num_queues
-    put(36, &MAX_RANGE_SECTORS.to_le_bytes()); // max_discard_sectors
-    put(40, &1u32.to_le_bytes()); // max_discard_seg
-    put(44, &1u32.to_le_bytes()); // discard_sector_alignment
-    put(48, &MAX_RANGE_SECTORS.to_le_bytes()); // max_write_zeroes_sectors
-    put(52, &1u32.to_le_bytes()); // max_write_zeroes_seg
-    put(56, &[1]); // write_zeroes_may_unmap
-    config
+/// `struct virtio_blk_config` (virtio 1.2, 5.2.4): 60 bytes, packed as Linux declares it, every
+/// multi-byte field little-endian. The geometry, topology and writeback fields stay zero (their
+/// feature bits are not offered).
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed)]
+struct BlockConfig {
+    /// In 512-byte sectors; `read_config` fills it from the slot.
+    capacity: u64,
+    size_max: u32,
+    seg_max: u32,
+    /// cylinders (u16), heads (u8), sectors (u8).
+    geometry: [u8; 4],
+    blk_size: u32,
+    /// physical_block_exp, alignment_offset, min_io_size (u16), opt_io_size (u32).
+    topology: [u8; 8],
+    writeback: u8,
+    unused0: u8,
+    num_queues: u16,
+    max_discard_sectors: u32,
+    max_discard_seg: u32,
+    discard_sector_alignment: u32,
+    max_write_zeroes_sectors: u32,
+    max_write_zeroes_seg: u32,
+    write_zeroes_may_unmap: u8,
+    unused1: [u8; 3],
+}
+
+// SAFETY: a packed repr(C) struct of integers and byte arrays: no padding, every bit pattern valid.
+unsafe impl ByteValued for BlockConfig {}
+
+impl BlockConfig {
+    /// What this device offers, capacity aside.
+    fn new() -> BlockConfig {
+        BlockConfig {
+            size_max: SIZE_MAX.to_le(),
+            seg_max: SEG_MAX.to_le(),
+            blk_size: (SECTOR_SIZE as u32).to_le(),
+            num_queues: 1u16.to_le(),
+            max_discard_sectors: MAX_RANGE_SECTORS.to_le(),
+            max_discard_seg: 1u32.to_le(),
+            discard_sector_alignment: 1u32.to_le(),
+            max_write_zeroes_sectors: MAX_RANGE_SECTORS.to_le(),
+            max_write_zeroes_seg: 1u32.to_le(),
+            write_zeroes_may_unmap: 1,
+            ..BlockConfig::default()
+        }
+    }
 }
 
 impl VirtioDevice for Block {
@@ -168,10 +198,11 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut config = self.config.clone();
-        let sectors = self.disk.capacity() / SECTOR_SIZE;
-        config[..8].copy_from_slice(&sectors.to_le_bytes());
-        read_config_bytes(&config, offset, data);
+        let config = BlockConfig {
+            capacity: (self.disk.capacity() / SECTOR_SIZE).to_le(),
+            ..self.config
+        };
+        read_config_bytes(config.as_slice(), offset, data);
     }
 
     fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
@@ -406,6 +437,44 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+
+    #[test]
+    fn config_space_has_the_virtio_layout() {
+        use std::mem::{offset_of, size_of};
+        use vireo_vmm_protocol::DiskFormat;
+        assert_eq!(size_of::<BlockConfig>(), 60);
+        let offsets = [
+            (offset_of!(BlockConfig, size_max), 8),
+            (offset_of!(BlockConfig, seg_max), 12),
+            (offset_of!(BlockConfig, geometry), 16),
+            (offset_of!(BlockConfig, blk_size), 20),
+            (offset_of!(BlockConfig, topology), 24),
+            (offset_of!(BlockConfig, writeback), 32),
+            (offset_of!(BlockConfig, num_queues), 34),
+            (offset_of!(BlockConfig, max_discard_sectors), 36),
+            (offset_of!(BlockConfig, max_discard_seg), 40),
+            (offset_of!(BlockConfig, discard_sector_alignment), 44),
+            (offset_of!(BlockConfig, max_write_zeroes_sectors), 48),
+            (offset_of!(BlockConfig, max_write_zeroes_seg), 52),
+            (offset_of!(BlockConfig, write_zeroes_may_unmap), 56),
+        ];
+        for (actual, spec) in offsets {
+            assert_eq!(actual, spec);
+        }
+        let fixture = fixture("config", false);
+        let image = disk::open_image(&fixture.path, Some(DiskFormat::Raw), false).unwrap();
+        let block = Block::new(image, false, "config", (0, Arc::default()));
+        let read = |offset: u64, len: usize| {
+            let mut data = vec![0u8; len];
+            block.read_config(offset, &mut data);
+            data
+        };
+        assert_eq!(read(0, 8), ((1u64 << 20) / SECTOR_SIZE).to_le_bytes());
+        assert_eq!(read(8, 4), SIZE_MAX.to_le_bytes());
+        assert_eq!(read(20, 4), (SECTOR_SIZE as u32).to_le_bytes());
+        assert_eq!(read(34, 2), 1u16.to_le_bytes());
+        assert_eq!(read(56, 4), [1, 0, 0, 0]);
     }
 
     fn fixture(name: &str, read_only: bool) -> Fixture {
