@@ -59,6 +59,11 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
         .expect("valid response parts")
 }
 
+/// The address a request came from, which the server puts in the request's extensions (Basic
+/// credentials are checked in turn with other clients' logins).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
 async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Option<String> {
     let headers = request.headers();
@@ -75,7 +80,11 @@ async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Op
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(basic_credentials)?;
-    let valid = host.logins.check(&host.accounts, &user, &password).await;
+    let client = request.extensions().get::<ClientIp>()?.0;
+    let valid = host
+        .logins
+        .check(&host.accounts, (&user, &password), client)
+        .await;
     valid.unwrap_or(false).then_some(user)
 }
 

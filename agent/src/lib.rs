@@ -10,6 +10,7 @@ pub mod console;
 pub mod crash;
 pub mod datastore;
 pub mod events;
+pub mod fair_slots;
 pub mod faults;
 pub mod host;
 pub mod http_files;
