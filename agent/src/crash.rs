@@ -1,6 +1,7 @@
 //! Crash injection for recovery tests: with `VIREO_CRASH_AT=<task>:<step>` in its environment
 //! vireod calls `abort()` right after recording that step of that task (the names are those
-//! the task journal records, e.g. `snapshot-create:disks-detached`; see docs/recovery.md).
+//! the task journal records, e.g. `snapshot-create:disks-detached`; see docs/recovery.md), or
+//! right after sending a VMM request: `vmm:<cmd>` (e.g. `vmm:save`, with the save under way).
 //! Always compiled in; inert unless the variable is set.
 
 use std::sync::OnceLock;

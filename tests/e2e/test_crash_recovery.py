@@ -174,8 +174,9 @@ def next_snapshot_works(vm):
     WaitForTask(task.info.result.RemoveSnapshot_Task(removeChildren=False, consolidate=True))
 
 
-def crash_during(agent, point, start_task):
-    """Restarts vireod with `point` armed, starts the task, waits for the abort, restarts."""
+def crash_during(agent, point, start_task, while_down=None):
+    """Restarts vireod with `point` armed, starts the task, waits for the abort, calls
+    `while_down`, restarts."""
     si = agent.restart(crash_at=point)
     try:
         start_task(si)
@@ -186,6 +187,8 @@ def crash_during(agent, point, start_task):
     except subprocess.TimeoutExpired:
         raise AssertionError(f"vireod never reached {point}")
     assert agent.process.returncode == -signal.SIGABRT, agent.process.returncode
+    if while_down:
+        while_down()
     return agent.restart()
 
 
@@ -216,6 +219,8 @@ RUNNING_MATRIX = (
     + [(f"consolidate:{s}", "consolidate") for s in STUN]
     + [(f"clone:{s}", "clone") for s in ["begun", "disks-copied", "registered", "temporary-removed"]]
     + [(f"suspend:{s}", "suspend") for s in ["begun", "saved", "vmm-stopping"]]
+    # Killed with the VMM's save under way: recovery waits for it, then undoes the task.
+    + [("vmm:save", "suspend"), ("vmm:save", "create-memory")]
 )
 OFF_MATRIX = (
     [(f"snapshot-revert:{s}", "revert") for s in ["begun", "trees-changed", "listed"]]
@@ -327,12 +332,16 @@ def test_a_linked_clone_cut_short_releases_its_hold_on_the_source(agent):
 
 def random_task(si, moid):
     vm = by_id(si, moid)
-    choices = ["create", "create-memory", "clone"]
+    choices = ["create", "create-memory", "clone", "consolidate"]
     if vm.snapshot is not None:
         choices += ["remove", "remove-keep", "revert-current"]
-    if vm.runtime.consolidationNeeded:
-        choices.append("consolidate")
     choice = random.choice(choices)
+    if choice == "consolidate" and not vm.runtime.consolidationNeeded:
+        # Leave layers no snapshot needs, for ConsolidateVMDisks to merge.
+        task = vm.CreateSnapshot_Task(name="to merge", description="", memory=False, quiesce=False)
+        WaitForTask(task)
+        WaitForTask(task.info.result.RemoveSnapshot_Task(removeChildren=False, consolidate=False))
+        assert by_id(si, moid).runtime.consolidationNeeded
     if choice.startswith("create"):
         return choice, vm.CreateSnapshot_Task(name="r", description="", memory=choice == "create-memory",
                                               quiesce=False)
@@ -485,3 +494,57 @@ def test_a_vm_killed_with_vireod_powers_on_again(agent):
     assert vm.runtime.powerState == "poweredOn"
     WaitForTask(vm.PowerOffVM_Task())
     WaitForTask(vm.Destroy_Task())
+
+
+def test_a_vm_whose_disk_is_gone_after_a_kill_stays_paused_with_a_question(agent):
+    """Killed with the VM stunned for a snapshot, and its disk gone (moved away) before vireod
+    restarts: resuming would run the guest without the disk it saw, so recovery leaves the VM
+    paused with a question and keeps the journal. Retry while the disk is missing asks again;
+    once it is back, Retry finishes the task and resumes the guest with its data intact. A
+    second time, Cancel powers the VM off."""
+    si = agent.vireod.connect()
+    vm = create_vm(si, "stranded", scenario="shell", nic=False)
+    moid = vm._moId
+    WaitForTask(vm.PowerOnVM_Task())
+    wait_for(lambda: console(agent, vm).endswith(PROMPT), "the guest's shell prompt")
+    data = GuestData()
+    disk = os.path.join(agent.data_dir, "datastore1", "stranded", "stranded.qcow2")
+
+    def disk_away():
+        os.rename(disk, disk + ".away")
+
+    for answer in ("0", "1"):
+        data.write(agent, by_id(si, moid))
+        si = crash_during(agent, "snapshot-create:disks-detached", snapshot_task(moid), while_down=disk_away)
+        vm = by_id(si, moid)
+        question = vm.runtime.question
+        assert question is not None, "no question for a VM that cannot be resumed"
+        assert question.message[0].id == "msg.vireo.recovery.unsafe", question.message[0].id
+        assert "cannot safely be resumed" in question.text and "stranded.qcow2" in question.text, question.text
+        assert [(c.key, c.label) for c in question.choice.choiceInfo] == [("0", "Retry"), ("1", "Cancel")]
+        assert vm.runtime.powerState == "poweredOn" and vm.runtime.paused and vm.overallStatus == "yellow"
+        assert vmm_state(agent, vm) == "paused"
+        assert os.path.exists(os.path.join(os.path.dirname(disk), "vireo-journal-snapshot-create.json"))
+        assert any("asked question" in m for m in recovery_events(si, vm)), recovery_events(si, vm)
+        if answer == "0":
+            vm.AnswerVM(questionId=question.id, answerChoice="0")
+            again = vm.runtime.question
+            assert again is not None and again.id != question.id and vmm_state(agent, vm) == "paused"
+            os.rename(disk + ".away", disk)
+            vm.AnswerVM(questionId=again.id, answerChoice="0")
+            assert vm.runtime.question is None and not vm.runtime.paused and vm.overallStatus == "green"
+            check_truthful(agent, si, moid, data)
+            next_snapshot_works(vm)
+        else:
+            vm.AnswerVM(questionId=question.id, answerChoice="1")
+            wait_for(lambda: vm.runtime.powerState == "poweredOff", "the VM to power off")
+            assert vm.runtime.question is None
+            os.rename(disk + ".away", disk)
+            si = agent.restart()
+            vm = check_truthful(agent, si, moid)
+            WaitForTask(vm.PowerOnVM_Task())
+            wait_for(lambda: console(agent, vm).rstrip().endswith(PROMPT.strip()), "the guest's shell prompt")
+            data.verify(agent, vm)
+            next_snapshot_works(vm)
+    WaitForTask(by_id(si, moid).PowerOffVM_Task())
+    WaitForTask(by_id(si, moid).Destroy_Task())

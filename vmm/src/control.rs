@@ -173,7 +173,12 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         }
         Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
         Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
-        Request::Save { dir } => (reply(crate::persist::save::save_vm(handle, &dir)), None),
+        Request::Save { dir } => {
+            let saved = handle
+                .saving
+                .during(|| crate::persist::save::save_vm(handle, &dir));
+            (reply(saved), None)
+        }
         Request::DetachDisks => {
             let detached = crate::disk_swap::detach_disks(handle).map_err(|e| e.to_string());
             (acked(detached), None)
@@ -275,5 +280,6 @@ fn status(handle: &VmHandle) -> VmStatus {
             file: lock(&handle.config).framebuffer_file.clone(),
         },
         completed_instructions: handle.completed.snapshot(),
+        saving: handle.saving.is_set(),
     }
 }

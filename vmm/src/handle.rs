@@ -3,14 +3,14 @@
 //! pause them (`VcpuKicker`).
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kvm_ioctls::VmFd;
 // The kick handler's signature (vmm-sys-util's handler type) names libc's siginfo_t.
 use libc::siginfo_t;
 use nix::sys::pthread::Pthread;
-
-use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::VmConfig;
@@ -62,6 +62,32 @@ pub struct VmHandle {
     pub config: Arc<Mutex<VmConfig>>,
     /// Instructions completed for kvm-pvm, per kind.
     pub completed: Arc<crate::arch::emulate::Counts>,
+    /// Set while a save is under way (`status` reports it).
+    pub saving: SaveUnderWay,
+}
+
+/// Whether a save is under way; [`SaveUnderWay::during`] keeps it set for one save.
+#[derive(Default)]
+pub struct SaveUnderWay(AtomicBool);
+
+impl SaveUnderWay {
+    /// Runs `save` with the flag set (cleared when it ends, even by a panic).
+    pub fn during<T>(&self, save: impl FnOnce() -> T) -> T {
+        struct Clear<'a>(&'a AtomicBool);
+        impl Drop for Clear<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        self.0.store(true, Ordering::SeqCst);
+        let _clear = Clear(&self.0);
+        save()
+    }
+
+    /// Whether a save is under way.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Signal used to kick vCPU threads out of KVM_RUN.

@@ -150,6 +150,7 @@ impl Machine {
                 vm_fd: self.vm.fd.clone(),
                 config: Arc::new(Mutex::new(self.config.clone())),
                 completed: self.completed.clone(),
+                saving: Default::default(),
             };
             control::serve(listener, handle)
         });

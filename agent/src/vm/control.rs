@@ -51,6 +51,8 @@ pub fn call<T: DeserializeOwned>(
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     writeln!(stream, "{line}").map_err(io)?;
+    // `vmm:save` dies with a save under way (the VMM goes on writing it).
+    crate::crash::point(&format!("vmm:{}", request.name()));
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(io)?;
     if line.is_empty() {

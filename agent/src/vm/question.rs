@@ -5,8 +5,10 @@
 //! A VM whose `.vmx` is no longer where its identity was recorded (`uuid.location`: its files
 //! were copied or moved, then registered) asks "moved or copied?" at power-on, which waits for
 //! the answer: a copy gets a new BIOS UUID and new MACs, a moved VM keeps them, Cancel fails
-//! the power-on.
+//! the power-on. A VM that recovery after a crash of vireod found paused and could not safely
+//! resume asks why (`msg.vireo.recovery.unsafe`): Retry settles it again, Cancel powers it off.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use vireo_vmm_protocol::control::{IoStalls, Request, STALL_WATCH_MS};
 
 use super::control::{self, ControlError};
 use super::lifecycle::{self, post_vm_event};
-use super::{uuid, Vm, VmState};
+use super::{recovery, uuid, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
 
@@ -31,6 +33,9 @@ const UUID_ALTERED_ID: &str = "msg.uuid.altered";
 const UUID_CANCEL: &str = "0";
 const MOVED: &str = "1";
 const COPIED: &str = "2";
+/// The message id of a VM recovery left paused (ESXi has no such case: its VMX outlives
+/// hostd's restarts without pausing).
+const RESUME_UNSAFE_ID: &str = "msg.vireo.recovery.unsafe";
 /// The `.vmx` key recording where the VM's identity belongs.
 pub const UUID_LOCATION: &str = "uuid.location";
 /// How long a power-on waits for "moved or copied?" to be answered before it gives up.
@@ -48,6 +53,13 @@ pub enum Question {
     },
     /// The VM's files are not where its identity was recorded; a power-on waits.
     UuidAltered,
+    /// Recovery found the VM paused by a task cut short and could not safely resume it.
+    ResumeUnsafe {
+        /// The question's id (`_vmxr<n>`, new at each asking).
+        id: String,
+        /// Why resuming is unsafe.
+        reason: String,
+    },
 }
 
 impl Question {
@@ -57,12 +69,24 @@ impl Question {
             Question::OutOfSpace { id, .. } => id,
             // Asked before the VMM (whose stalls number the other questions) exists.
             Question::UuidAltered => "_vmx0",
+            Question::ResumeUnsafe { id, .. } => id,
         }
     }
 
-    /// Whether the VM is paused while it waits (a running VM out of space).
+    /// The question of a VM recovery could not safely resume, for `reason`.
+    pub fn resume_unsafe(reason: String) -> Question {
+        static ASKED: AtomicU64 = AtomicU64::new(1);
+        let id = format!("_vmxr{}", ASKED.fetch_add(1, Ordering::Relaxed));
+        Question::ResumeUnsafe { id, reason }
+    }
+
+    /// Whether the VM is paused while it waits (a running VM out of space, or left paused by
+    /// recovery).
     pub fn pauses(&self) -> bool {
-        matches!(self, Question::OutOfSpace { .. })
+        matches!(
+            self,
+            Question::OutOfSpace { .. } | Question::ResumeUnsafe { .. }
+        )
     }
 
     /// ESXi's message id and its text.
@@ -83,13 +107,23 @@ impl Question {
                  virtual machine was moved or copied. If you don't know, answer \"I Copied It\"."
                     .to_string(),
             ),
+            Question::ResumeUnsafe { reason, .. } => (
+                RESUME_UNSAFE_ID,
+                format!(
+                    "vireod stopped while a task had this virtual machine paused, and it cannot \
+                     safely be resumed: {reason}. You might be able to continue this session by \
+                     fixing the cause and clicking Retry. Click Cancel to power it off."
+                ),
+            ),
         }
     }
 
     /// The choices as (key, label), and the default's index.
     fn choices(&self) -> (&'static [(&'static str, &'static str)], i32) {
         match self {
-            Question::OutOfSpace { .. } => (&[(RETRY, "Retry"), (CANCEL, "Cancel")], 0),
+            Question::OutOfSpace { .. } | Question::ResumeUnsafe { .. } => {
+                (&[(RETRY, "Retry"), (CANCEL, "Cancel")], 0)
+            }
             Question::UuidAltered => (
                 &[
                     (UUID_CANCEL, "Cancel"),
@@ -180,6 +214,14 @@ pub fn watch_stalls(host: Arc<Host>, vm: Arc<Vm>, generation: u64) {
 /// withdraws it once nothing is held.
 fn apply(host: &Host, vm: &Vm, generation: u64, stalls: &IoStalls) {
     let mut state = vm.edit(host);
+    let other = state
+        .question
+        .as_ref()
+        .is_some_and(|q| !matches!(q, Question::OutOfSpace { .. }));
+    if other {
+        // Recovery's question: the VM is stunned, no disk can be held meanwhile.
+        return state.unpublished();
+    }
     let asked = stalls.disks.first().map(|stall| Question::OutOfSpace {
         id: format!("_vmx{}", stalls.generation),
         disk: disk_file_name(&state, stall.disk),
@@ -244,7 +286,13 @@ pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault>
             control::command(&socket, Request::Resume, Duration::from_secs(10))
                 .map_err(|e| Fault::system_error(schema, e.to_string()))
         }
-        (Question::OutOfSpace { .. }, _) => lifecycle::power_off(host, vm),
+        (Question::ResumeUnsafe { .. }, RETRY) => {
+            recovery::retry(host, vm);
+            Ok(())
+        }
+        (Question::OutOfSpace { .. } | Question::ResumeUnsafe { .. }, _) => {
+            lifecycle::power_off(host, vm)
+        }
         (Question::UuidAltered, _) => Ok(()),
     }
 }

@@ -1,9 +1,11 @@
-//! Recovery at start, per VM as it is registered: a re-adopted VMM that is paused (or whose VM
-//! has a task journal) is stunned, every interrupted task in the VM's journals is rolled
-//! forward or back, the snapshot list is made to agree with the disk trees, debris (half-made
-//! clone folders, orphaned `snapshot-N/` folders, temporary snapshots, stale TAPs) goes, and
-//! the VMM is resumed, or powered off when it cannot be. Each step is logged; the sentences
-//! returned become an event on the VM.
+//! Recovery at start, per VM as it is registered: a save the re-adopted VMM is still writing is
+//! waited for, a VMM that is paused (or whose VM has a task journal) is stunned, every
+//! interrupted task in the VM's journals is rolled forward or back, the snapshot list is made to
+//! agree with the disk trees, debris (half-made clone folders, orphaned `snapshot-N/` folders,
+//! temporary snapshots, stale TAPs) goes, and the VMM is resumed. When resuming is unsafe (the
+//! disk trees cannot be repaired, the VMM refuses its disks, or its save does not end) the VM is
+//! left paused with a `runtime.question` (Retry runs [`retry`], Cancel powers it off) and its
+//! journals are kept. Each step is logged; the sentences returned become an event on the VM.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::disks::refresh;
 use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_name};
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
+use super::question::Question;
 use super::snapshots::reconcile::reconcile;
 use super::snapshots::{self, clone_holds, memory_dir};
 use super::{control, network, Vm, VmState};
@@ -27,6 +30,26 @@ pub const CLONE_SNAPSHOT_PREFIX: &str = "clone ";
 
 /// How long a control request during recovery may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long recovery waits for a save the VMM was writing when vireod died (as long as a
+/// save may take).
+const SAVE_WAIT: Duration = Duration::from_secs(600);
+/// How often the VMM is asked whether its save ended.
+const SAVE_POLL: Duration = Duration::from_millis(100);
+
+/// Why a paused VM cannot safely be resumed: its guest would run on disks other than those it
+/// last saw, or under a save still being written.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeUnsafe {
+    /// The VMM's save did not end in time (its files are still being written).
+    #[error("the VMM was still saving the VM's state after {} s", SAVE_WAIT.as_secs())]
+    SaveUnderWay,
+    /// The disk trees could not be repaired.
+    #[error("its disk trees cannot be repaired: {0}")]
+    Trees(String),
+    /// The VMM could not be given its disks back, or resumed.
+    #[error("its disks cannot be given back: {0}")]
+    Disks(String),
+}
 
 /// What recovery did, one sentence each (each also logged).
 #[derive(Default)]
@@ -69,32 +92,129 @@ pub fn recover(
             ),
         );
     }
+    let settled = if process.is_some() {
+        settle_running(host, vm, state, &journals, process, &mut done)
+    } else {
+        if let Err(error) = repair_snapshots(host, vm, state, &journals, &mut done) {
+            tracing::warn!(vm = vm.id, "recovery: {error}");
+        }
+        finish_tasks(host, vm, &journals, process, &mut done);
+        Ok(())
+    };
+    if process.is_none() {
+        remove_stale_taps(host, vm, state, &mut done);
+    }
+    match settled {
+        Ok(()) => journals.iter().for_each(|(path, _)| journal::remove(path)),
+        Err(why) => ask(vm, state, &why, &mut done),
+    }
+    refresh(host, vm, state);
+    done
+}
+
+/// AnswerVM Retry on the question of a VM recovery left paused: settles it again (waits for
+/// its save, repairs, finishes its tasks, resumes); the question is asked again, with a new
+/// id, while resuming is still unsafe.
+pub fn retry(host: &Host, vm: &Vm) {
+    let mut state = vm.edit(host);
+    let journals = journal::pending(&vm.dir);
+    let mut done = Recovered::default();
+    // The VMM is the watcher's now; a VM with a saved suspend was never asked about.
+    let mut process = None;
+    match settle_running(host, vm, &mut state, &journals, &mut process, &mut done) {
+        Ok(()) => journals.iter().for_each(|(path, _)| journal::remove(path)),
+        Err(why) => ask(vm, &mut state, &why, &mut done),
+    }
+    refresh(host, vm, &mut state);
+    let message = format!("{}: {}", state.spec.name, done.message());
+    super::lifecycle::post_vm_event(host, vm, &state, "VmMessageEvent", message, "");
+}
+
+/// Leaves the VM paused with the question of `why` (its journals stay for [`retry`]).
+fn ask(vm: &Vm, state: &mut VmState, why: &ResumeUnsafe, done: &mut Recovered) {
+    let question = Question::resume_unsafe(why.to_string());
+    done.note(
+        vm,
+        format!(
+            "left the VM paused: resuming it is unsafe ({why}); asked question {}",
+            question.id()
+        ),
+    );
+    state.question = Some(question);
+}
+
+/// Settles a VM whose VMM runs: waits for a save it is writing, stuns it when it is paused or
+/// has a journal, repairs the snapshots, finishes the tasks and resumes it.
+fn settle_running(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    journals: &[(std::path::PathBuf, Record)],
+    process: &mut Option<VmmProcess>,
+    done: &mut Recovered,
+) -> Result<(), ResumeUnsafe> {
     let socket = vm.run_dir.join("control.sock");
-    let stunned = process.is_some() && stun(vm, &socket, !journals.is_empty(), &mut done);
-    let disks_closed = process.is_none() || stunned;
-    if disks_closed || journals.is_empty() {
+    wait_for_save(vm, &socket, done)?;
+    let stunned = stun(vm, &socket, !journals.is_empty(), done);
+    if stunned || journals.is_empty() {
         // Without a journal only sidecars change (the VMM may hold the layers open).
-        repair_snapshots(host, vm, state, &journals, &mut done);
+        let repaired = repair_snapshots(host, vm, state, journals, done);
+        if stunned {
+            repaired?;
+        } else if let Err(error) = repaired {
+            tracing::warn!(vm = vm.id, "recovery: {error}");
+        }
     } else {
         tracing::warn!(
             vm = vm.id,
             "recovery: the VMM could not be stunned; disk trees left as found"
         );
     }
-    for (_, record) in &journals {
-        finish_task(host, vm, record, process, &mut done);
+    let suspended = journals.iter().any(|(_, r)| suspend_saved(vm, r));
+    finish_tasks(host, vm, journals, process, done);
+    if stunned && !suspended {
+        resume(host, vm, state, done)?;
     }
-    if process.is_some() && stunned {
-        resume(host, vm, state, process, &mut done);
+    Ok(())
+}
+
+/// Waits while the VMM at `socket` is writing a save (vireod died before its reply): its files
+/// are complete, or removed by the task's recovery, only once it ends.
+fn wait_for_save(vm: &Vm, socket: &Path, done: &mut Recovered) -> Result<(), ResumeUnsafe> {
+    let deadline = std::time::Instant::now() + SAVE_WAIT;
+    let mut waited = false;
+    loop {
+        match control::status(socket, CONTROL_TIMEOUT) {
+            Ok(status) if status.saving => {}
+            // Not saving, or gone (the rest of recovery finds out).
+            _ => break,
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ResumeUnsafe::SaveUnderWay);
+        }
+        if !waited {
+            tracing::info!(vm = vm.id, "recovery: waiting for the VMM's save to end");
+        }
+        waited = true;
+        std::thread::sleep(SAVE_POLL);
     }
-    if process.is_none() {
-        remove_stale_taps(host, vm, state, &mut done);
+    if waited {
+        done.note(vm, "waited for the save the VMM was writing to end".into());
     }
-    for (path, _) in &journals {
-        journal::remove(path);
+    Ok(())
+}
+
+/// Rolls each task forward or back where the snapshot repair did not already.
+fn finish_tasks(
+    host: &Host,
+    vm: &Vm,
+    journals: &[(std::path::PathBuf, Record)],
+    process: &mut Option<VmmProcess>,
+    done: &mut Recovered,
+) {
+    for (_, record) in journals {
+        finish_task(host, vm, record, process, done);
     }
-    refresh(host, vm, state);
-    done
 }
 
 /// Pauses a re-adopted VMM that is paused already or whose VM has a journal, and closes its
@@ -132,7 +252,7 @@ fn repair_snapshots(
     state: &mut VmState,
     journals: &[(std::path::PathBuf, Record)],
     done: &mut Recovered,
-) {
+) -> Result<(), ResumeUnsafe> {
     let before = state.snapshots.clone();
     let has_trees = !state.snapshots.snapshots.is_empty()
         || base_paths(vm, &state.spec, &host.datastores)
@@ -140,13 +260,8 @@ fn repair_snapshots(
             .iter()
             .any(|base| sidecar_of(base).exists());
     let mut trees = if has_trees {
-        match open_all(vm, &state.spec, &host.datastores) {
-            Ok(trees) => trees,
-            Err(error) => {
-                tracing::warn!(vm = vm.id, "recovery: cannot open the disk trees: {error}");
-                return;
-            }
-        }
+        open_all(vm, &state.spec, &host.datastores)
+            .map_err(|e| ResumeUnsafe::Trees(format!("cannot open the disk trees: {e}")))?
     } else {
         Vec::new()
     };
@@ -182,13 +297,10 @@ fn repair_snapshots(
             _ => {}
         }
     }
-    match reconcile(&mut state.snapshots, &mut trees, created.as_ref()) {
-        Ok(changes) => changes.into_iter().for_each(|c| done.note(vm, c)),
-        Err(error) => tracing::warn!(
-            vm = vm.id,
-            "recovery: cannot reconcile the snapshots: {error}"
-        ),
-    }
+    reconcile(&mut state.snapshots, &mut trees, created.as_ref())
+        .map_err(|e| ResumeUnsafe::Trees(format!("cannot reconcile the snapshots: {e}")))?
+        .into_iter()
+        .for_each(|c| done.note(vm, c));
     for (_, record) in journals {
         let Intent::Clone {
             temporary,
@@ -221,14 +333,12 @@ fn repair_snapshots(
     remove_orphan_memory_dirs(vm, state, done);
     if state.snapshots != before {
         let path = snapshots::vmsd_path(vm);
-        if let Err(error) = state.snapshots.save(&path) {
-            tracing::error!(
-                vm = vm.id,
-                "recovery: cannot write {}: {error}",
-                path.display()
-            );
-        }
+        state
+            .snapshots
+            .save(&path)
+            .map_err(|e| ResumeUnsafe::Trees(format!("cannot write {}: {e}", path.display())))?;
     }
+    Ok(())
 }
 
 /// Whether the task was merging layers (its merge is finished on recovery).
@@ -397,6 +507,13 @@ fn recorded_in_inventory(host: &Host, vmx: &str) -> bool {
     })
 }
 
+/// Whether `record` is a suspend whose state was saved whole (the VM ends suspended).
+fn suspend_saved(vm: &Vm, record: &Record) -> bool {
+    record.intent == Intent::Suspend
+        && record.did("saved")
+        && vm.suspend_dir().join("vm.state").exists()
+}
+
 /// A suspend whose state was saved ends the VMM (the VM is suspended); otherwise the partial
 /// state goes and the VM runs on.
 fn finish_suspend(
@@ -405,8 +522,7 @@ fn finish_suspend(
     process: &mut Option<VmmProcess>,
     done: &mut Recovered,
 ) {
-    let saved = record.did("saved") && vm.suspend_dir().join("vm.state").exists();
-    if saved {
+    if suspend_saved(vm, record) {
         if let Some(vmm) = process.take() {
             end_vmm(vm, &vmm);
         }
@@ -430,38 +546,26 @@ fn end_vmm(vm: &Vm, vmm: &VmmProcess) {
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));
 }
 
-/// Hands a stunned VMM its disks' writable layers and resumes it; a VMM that refuses is
-/// powered off (a VM is never left paused).
+/// Hands a stunned VMM its disks' writable layers and resumes it (a VMM that refuses them is
+/// left paused: its guest never runs on other disks than it saw).
 fn resume(
     host: &Host,
     vm: &Vm,
     state: &mut VmState,
-    process: &mut Option<VmmProcess>,
     done: &mut Recovered,
-) {
+) -> Result<(), ResumeUnsafe> {
     refresh(host, vm, state);
     let socket = vm.run_dir.join("control.sock");
     // A reconfigure may have grown a disk before the crash: its guest is told the new size.
-    let resumed = snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket, true)
+    snapshots::live::attach_writable_layers(host, vm, &state.spec, &socket, true)
         .and_then(|()| {
             control::command(&socket, Request::Resume, CONTROL_TIMEOUT)
                 .map_err(|e| Fault::system_error(host.schema, format!("cannot resume: {e}")))
-        });
-    match resumed {
-        Ok(_) => done.note(vm, "resumed the VM".into()),
-        Err(error) => {
-            if let Some(vmm) = process.take() {
-                end_vmm(vm, &vmm);
-            }
-            done.note(
-                vm,
-                format!(
-                    "could not resume the VM ({}); powered it off",
-                    error.message
-                ),
-            );
-        }
-    }
+        })
+        .map_err(|fault| ResumeUnsafe::Disks(fault.message))?;
+    state.question = None;
+    done.note(vm, "resumed the VM".into());
+    Ok(())
 }
 
 /// Deletes TAPs left by a VMM that is no longer running.

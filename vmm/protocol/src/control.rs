@@ -160,6 +160,10 @@ pub struct VmStatus {
     /// (docs/kvm-pvm.md).
     #[serde(default)]
     pub completed_instructions: BTreeMap<String, u64>,
+    /// Whether a `save` is under way: its files are incomplete until it ends (a client that
+    /// lost the reply waits for this to clear before it touches them or the VM).
+    #[serde(default)]
+    pub saving: bool,
 }
 
 /// The framebuffer as `status` reports it: what a reader of the backing file needs.
@@ -338,6 +342,7 @@ mod tests {
                 file: Some("/run/fb".into()),
             },
             completed_instructions: BTreeMap::from([("int3".into(), 3)]),
+            saving: true,
         };
         let line = encode_reply(Ok(status.clone()));
         assert!(

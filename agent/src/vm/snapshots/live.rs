@@ -130,7 +130,8 @@ pub fn attach_writable_layers(
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
     let views = disks::views(vm, spec, &host.datastores);
-    let layers = super::super::disks::writable_layers(host, vm, spec, &views).unwrap_or_default();
+    let layers = super::super::disks::writable_layers(host, vm, spec, &views)
+        .map_err(|e| Fault::system_error(schema, format!("cannot find the disks: {e}")))?;
     let (paths, formats) = layers
         .into_iter()
         .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
