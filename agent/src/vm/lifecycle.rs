@@ -356,7 +356,9 @@ fn launch(
     args.tools_socket = Some(tools_socket);
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
-    if let Some(jail) = VmmJail::of(&host.config) {
+    let jail = VmmJail::of(&host.config, vm.id)
+        .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
+    if let Some(jail) = jail {
         let dirs = jail_dirs(vm, state, &args);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
@@ -637,7 +639,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = snapshots::live::save(host, &socket, &dir)
+        let saved = snapshots::live::save(host, vm, &socket, &dir)
             .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));

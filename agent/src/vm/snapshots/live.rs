@@ -85,7 +85,7 @@ fn stunned<T>(
         return Err(fault);
     }
     if let Some(dir) = save_to {
-        if let Err(fault) = save(host, &socket, dir) {
+        if let Err(fault) = save(host, vm, &socket, dir) {
             resume();
             return Err(fault);
         }
@@ -137,7 +137,8 @@ pub fn attach_writable_layers(
         .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
         .unzip();
     let chains = views.iter().flat_map(|v| &v.active.chain);
-    jail::grant_chains(VmmJail::of(&host.config), chains)
+    VmmJail::of(&host.config, vm.id)
+        .and_then(|jail| jail::grant_chains(jail, chains))
         .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
     let request = Request::AttachDisks {
         paths,
@@ -148,11 +149,12 @@ pub fn attach_writable_layers(
         .map_err(|e| refused("reattach the disks of", e))
 }
 
-/// Saves the running VM's machine state into `dir` (made for the VMM first; the VM is left
+/// Saves the running VM's machine state into `dir` (made for its VMM first; the VM is left
 /// paused); on failure the directory is removed and the fault names it.
-pub fn save(host: &Host, socket: &Path, dir: &Path) -> Result<(), Fault> {
+pub fn save(host: &Host, vm: &Vm, socket: &Path, dir: &Path) -> Result<(), Fault> {
     let schema = host.schema;
-    let saved = jail::make_save_dir(VmmJail::of(&host.config), dir)
+    let saved = VmmJail::of(&host.config, vm.id)
+        .and_then(|jail| jail::make_save_dir(jail, dir))
         .map_err(|e| e.to_string())
         .and_then(|()| {
             let request = Request::Save {
