@@ -48,6 +48,8 @@ pub struct Host {
     pub vms: crate::vm::Vms,
     /// The standard vSwitches and port groups (HostNetworkSystem).
     pub switches: Mutex<crate::vm::network::switches::Switches>,
+    /// The auto-start settings (HostAutoStartManager).
+    pub autostart: Mutex<crate::autostart::AutoStart>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
@@ -81,6 +83,7 @@ impl Host {
             tasks: Mutex::new(TaskLog::default()),
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
+            autostart: Mutex::default(),
             console_tickets: TicketStore::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,

@@ -3,6 +3,7 @@
 //! managed object methods; the wire model itself lives in vireo-api.
 
 pub mod authz;
+pub mod autostart;
 pub mod collectors;
 pub mod config;
 pub mod connections;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use vireo_agent::config::Config;
 use vireo_agent::users::RootPassword;
-use vireo_agent::{server, startup};
+use vireo_agent::{autostart, server, startup};
 
 /// Command line of vireod.
 #[derive(Parser)]
@@ -91,9 +91,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let host = started.host;
         tokio::spawn(startup::upkeep(host.clone()));
         tokio::select! {
-            _ = server::serve(host, listener, tls, workers) => {}
+            _ = server::serve(host.clone(), listener, tls, workers) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
+        tokio::task::spawn_blocking(move || autostart::stop_with_host(&host)).await?;
         Ok(())
     })
 }

@@ -10,6 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::{umask, Mode};
 
 use crate::authz::{Authz, StoreError};
+use crate::autostart::AutoStart;
 use crate::config::Config;
 use crate::events;
 use crate::host::Host;
@@ -58,6 +59,9 @@ pub enum StartupError {
     /// The vSwitch and port group file failed.
     #[error(transparent)]
     Network(#[from] SwitchError),
+    /// The auto-start settings file failed.
+    #[error(transparent)]
+    AutoStart(#[from] crate::autostart::AutoStartError),
 }
 
 /// The data directory's lock, held for the life of the process.
@@ -146,6 +150,9 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     *lock(&host.switches) = switches;
     crate::authz::publish::publish(&host);
     Vms::load(&host);
+    *lock(&host.autostart) = AutoStart::load(&host.config.data_dir)?;
+    crate::methods::autostart_manager::publish(&host);
+    crate::autostart::start_with_host(&host);
     lifecycle::watch_heartbeats(host.clone());
     crate::vm::cpu_usage::watch(host.clone());
     Ok(Started {

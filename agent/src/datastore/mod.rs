@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod listing;
+pub mod search;
 pub mod virtual_disks;
 
 use vireo_api::schema::Schema;

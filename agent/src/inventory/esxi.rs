@@ -9,6 +9,7 @@ use vireo_api::{DataObject, MoRef, Value};
 
 use super::host_facts::{filesystem_space, HostFacts};
 use super::Inventory;
+use crate::datastore::search::FileType;
 use crate::vm::uuid;
 
 /// Well-known object references of the host.
@@ -98,6 +99,14 @@ pub mod refs {
     /// The VirtualDiskManager.
     pub fn virtual_disk_manager() -> MoRef {
         MoRef::new("VirtualDiskManager", "ha-vdiskmanager")
+    }
+    /// The HostDatastoreBrowser of the host and its datastores.
+    pub fn datastore_browser() -> MoRef {
+        MoRef::new("HostDatastoreBrowser", "ha-host-datastorebrowser")
+    }
+    /// The HostAutoStartManager.
+    pub fn autostart_manager() -> MoRef {
+        MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
     }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
@@ -201,6 +210,8 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     inv.set(schema, &host, "datastore", Value::refs(schema, &ds_refs));
     inv.set(schema, &host, "network", Value::refs(schema, [&network]));
     inv.set(schema, &host, "vm", Value::refs(schema, []));
+    inv.set(schema, &host, "datastoreBrowser", refs::datastore_browser());
+    inv.set(schema, &host, "configManager", config_manager(schema));
     inv.set(schema, &host, "runtime", host_runtime(schema, facts));
     inv.set(schema, &host, "hardware", host_hardware(schema, facts));
     inv.set(
@@ -241,6 +252,7 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
         let obj = ds.moref();
         entity(inv, &obj, &ds.name, Some(refs::datastore_folder()));
         inv.set(schema, &obj, "vm", Value::refs(schema, []));
+        inv.set(schema, &obj, "browser", refs::datastore_browser());
         inv.set(schema, &obj, "capability", datastore_capability(schema));
         inv.set(
             schema,
@@ -254,6 +266,45 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
         refresh_datastore(schema, inv, ds);
     }
     managers(schema, inv);
+    datastore_browser(schema, inv, &ds_refs);
+}
+
+/// The host's configManager: the managers this host has.
+fn config_manager(schema: &Schema) -> DataObject {
+    DataObject::of(schema, "HostConfigManager").with(
+        schema,
+        "autoStartManager",
+        refs::autostart_manager(),
+    )
+}
+
+/// The HostDatastoreBrowser: the datastores it searches and the query types it knows.
+fn datastore_browser(schema: &Schema, inv: &mut Inventory, datastores: &[MoRef]) {
+    let browser = refs::datastore_browser();
+    inv.insert(schema, browser.clone(), None);
+    inv.set(
+        schema,
+        &browser,
+        "datastore",
+        Value::refs(schema, datastores),
+    );
+    inv.set(
+        schema,
+        &refs::environment_browser(),
+        "datastoreBrowser",
+        browser.clone(),
+    );
+    let types = ["FileQuery"]
+        .into_iter()
+        .chain(FileType::QUERIES.iter().map(|(_, query)| *query))
+        .map(|query| DataObject::of(schema, query).into())
+        .collect();
+    inv.set(
+        schema,
+        &browser,
+        "supportedType",
+        Value::Array(schema.known_type("FileQuery"), types),
+    );
 }
 
 /// The host's AboutInfo: ESXi-shaped (HostAgent, API 8.0.3.0) but naming Vireo.
@@ -337,6 +388,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::authorization_manager(),
         refs::file_manager(),
         refs::virtual_disk_manager(),
+        refs::autostart_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

@@ -172,6 +172,9 @@ fn datastore_file_privileges(method: &str) -> &'static [(&'static str, &'static 
         | "ZeroFillVirtualDisk_Task"
         | "SetVirtualDiskUuid" => &[(MANAGE, "name")],
         "QueryVirtualDiskUuid" => &[("Datastore.Browse", "name")],
+        "SearchDatastore_Task" | "SearchDatastoreSubFolders_Task" => {
+            &[("Datastore.Browse", "datastorePath")]
+        }
         "CopyVirtualDisk_Task" | "MoveVirtualDisk_Task" => {
             &[(MANAGE, "sourceName"), (MANAGE, "destName")]
         }

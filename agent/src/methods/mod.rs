@@ -4,6 +4,8 @@
 pub mod access;
 pub mod account_manager;
 pub mod authorization;
+pub mod autostart_manager;
+pub mod datastore_browser;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
@@ -118,6 +120,8 @@ const TABLES: &[&MethodTable] = &[
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
+    &datastore_browser::METHODS,
+    &autostart_manager::METHODS,
 ];
 
 impl Call<'_> {

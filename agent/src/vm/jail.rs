@@ -29,10 +29,15 @@ pub struct VmmJail {
 }
 
 impl VmmJail {
+    /// Whether VMMs are jailed: only a vireod running as root can.
+    pub fn enabled() -> bool {
+        geteuid().is_root()
+    }
+
     /// The jail of VM `vm_id` — its own uid, reserved at its first use and kept while this host
     /// runs — or none when vireod does not run as root.
     pub fn of(config: &Config, vm_id: u32) -> std::io::Result<Option<VmmJail>> {
-        if !geteuid().is_root() {
+        if !VmmJail::enabled() {
             return Ok(None);
         }
         let data_dir = std::fs::canonicalize(&config.data_dir)?;
