@@ -132,18 +132,19 @@ fn answer(
         error: result.err(),
     };
     match op {
-        Operation::Shutdown | Operation::Reboot | Operation::Standby => {
+        Operation::Shutdown | Operation::Reboot => {
             send(writer, &reply(Ok(())))?;
             let started = match op {
                 Operation::Shutdown => actions.shutdown(),
-                Operation::Reboot => actions.reboot(),
-                _ => actions.standby(),
+                _ => actions.reboot(),
             };
             if let Err(error) = started {
                 eprintln!("vireo-tools: {op:?} failed: {error}");
             }
             Ok(())
         }
+        // The guest gets ready to be suspended; the host suspends the VM once it replies ok.
+        Operation::Standby => send(writer, &reply(actions.standby())),
         Operation::Freeze => send(writer, &reply(actions.freeze())),
         Operation::Thaw => send(writer, &reply(actions.thaw())),
         Operation::RefreshInfo => {

@@ -30,7 +30,7 @@ fn parse_args() -> Result<Args, String> {
         heartbeat: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
         shutdown: "poweroff".into(),
         reboot: "reboot".into(),
-        standby: "echo mem > /sys/power/state".into(),
+        standby: "sync".into(),
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {

@@ -168,13 +168,17 @@ pub struct Agent {
     /// Heartbeats sent.
     pub beats: u64,
     frozen: bool,
+    standby: bool,
 }
 
 impl Agent {
-    /// An agent reporting `nic`; call [`Agent::start`] to say hello.
-    pub fn new(nic: Option<Nic>) -> Agent {
+    /// An agent reporting `nic`, accepting standby requests with `standby` (`vireo.standby=ok`
+    /// on the command line: the disks are flushed and the host suspends the VM); call
+    /// [`Agent::start`] to say hello.
+    pub fn new(nic: Option<Nic>, standby: bool) -> Agent {
         Agent {
             nic,
+            standby,
             input: LineAssembler {
                 line: [0; LINE_CAPACITY],
                 len: 0,
@@ -230,7 +234,11 @@ impl Agent {
         let (result, power) = match op {
             Operation::Shutdown => (Ok(()), Some(PowerRequest::Off)),
             Operation::Reboot => (Ok(()), Some(PowerRequest::Reboot)),
-            Operation::Standby => (Err("standby is not supported by this guest"), None),
+            Operation::Standby if !self.standby => {
+                (Err("standby is not supported by this guest"), None)
+            }
+            Operation::Standby if !link.flush_disks() => (Err("flushing the disks failed"), None),
+            Operation::Standby => (Ok(()), None),
             Operation::Freeze => (self.freeze(link), None),
             Operation::Thaw => {
                 self.frozen = false;

@@ -73,9 +73,16 @@ impl ToolsChannel {
         })
     }
 
-    /// Hands the channel to the tools protocol (reporting `nic`) and says hello.
-    pub fn start_protocol(&mut self, io: &mut Io, disks: &mut Disks, nic: Option<Nic>) {
-        let mut agent = Agent::new(nic);
+    /// Hands the channel to the tools protocol (reporting `nic`, accepting standby requests
+    /// with `standby`) and says hello.
+    pub fn start_protocol(
+        &mut self,
+        io: &mut Io,
+        disks: &mut Disks,
+        nic: Option<Nic>,
+        standby: bool,
+    ) {
+        let mut agent = Agent::new(nic, standby);
         agent.start(&mut self.link(io, disks));
         self.agent = Some(agent);
         say!(io, "tools: protocol on");
