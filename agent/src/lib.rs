@@ -13,6 +13,7 @@ pub mod datastore;
 pub mod events;
 pub mod fair_slots;
 pub mod faults;
+pub mod guest_files;
 pub mod host;
 pub mod http_files;
 pub mod inventory;

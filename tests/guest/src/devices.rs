@@ -97,6 +97,10 @@ impl Devices {
             net.lease(io);
         }
         if cmdline::value(cmdline, "vireo.tools") == Some("on") {
+            crate::tools::guest_ops::configure(
+                cmdline::value(cmdline, "vireo.guest-user"),
+                cmdline::value(cmdline, "vireo.guest-password"),
+            );
             let standby = cmdline::value(cmdline, "vireo.standby") == Some("ok");
             devices.start_tools_protocol(io, standby);
         }

@@ -3,6 +3,7 @@
 //! the tools protocol (`agent`); otherwise it is a byte pipe the shell drives (echo, send, read).
 
 pub mod agent;
+pub mod guest_ops;
 mod json;
 
 use agent::{Agent, Link, Nic, PowerRequest};
@@ -180,6 +181,10 @@ impl Link for ChannelLink<'_> {
     fn send(&mut self, bytes: &[u8]) {
         write_to(self.io, self.transport, self.tx, bytes);
         *self.sent += bytes.len() as u64;
+    }
+
+    fn say(&mut self, line: core::fmt::Arguments) {
+        say!(self.io, "{line}");
     }
 
     fn flush_disks(&mut self) -> bool {
