@@ -20,6 +20,8 @@ pub mod inventory;
 pub mod locks;
 pub mod logins;
 pub mod methods;
+pub mod nfc;
+pub mod ovf;
 pub mod server;
 pub mod sessions;
 pub mod soap;

@@ -124,6 +124,10 @@ pub mod refs {
     pub fn autostart_manager() -> MoRef {
         MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
     }
+    /// The OvfManager.
+    pub fn ovf_manager() -> MoRef {
+        MoRef::new("OvfManager", "ha-ovf-manager")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -365,6 +369,7 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "searchIndex", refs::search_index())
         .with(schema, "fileManager", refs::file_manager())
         .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
+        .with(schema, "ovfManager", refs::ovf_manager())
         .with(
             schema,
             "guestOperationsManager",
@@ -413,6 +418,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::guest_process_manager(),
         refs::guest_file_manager(),
         refs::autostart_manager(),
+        refs::ovf_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

@@ -13,10 +13,12 @@ pub mod file_manager;
 pub mod folder;
 pub mod guest_operations;
 pub mod history;
+pub mod http_nfc_lease;
 pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
+pub mod ovf_manager;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
@@ -126,6 +128,8 @@ const TABLES: &[&MethodTable] = &[
     &guest_operations::file_manager::METHODS,
     &datastore_browser::METHODS,
     &autostart_manager::METHODS,
+    &http_nfc_lease::METHODS,
+    &ovf_manager::METHODS,
 ];
 
 impl Call<'_> {

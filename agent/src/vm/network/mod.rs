@@ -7,26 +7,36 @@
 //! it): the bridge is `vbr<id>`, NIC `k` of VM `n` is `vt<id><n in hex>n<k>`. Two vireods on
 //! one host never share a TAP or an L2 segment; [`Network::tap_name`] is the one naming
 //! function (crash recovery finds stale TAPs with it). `nat` adds the NAT network on the bridge.
+//! A clean stop of vireod with none of its VMs running removes all of it ([`teardown`]); the
+//! e2e tests check after every vireod they stop that nothing was left.
 
 pub mod bridge;
-mod ifreq;
 pub mod nat;
 pub mod objects;
+pub mod security;
 pub mod switches;
+pub mod vnic;
 
+use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::config::VmNetworkMode;
 pub use bridge::Attachment;
-use ifreq::set_tap_persistence;
-pub use ifreq::{set_ipv4, IFNAMSIZ};
-use nix::net::if_::InterfaceFlags;
 use switches::Switches;
 
 /// The file in the data dir that keeps the instance id.
 const INSTANCE_FILE: &str = "network-instance";
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const SIOCBRADDBR: libc::c_ulong = 0x89a0;
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 /// Why a network device could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +50,92 @@ pub struct NetworkError {
     pub source: std::io::Error,
 }
 
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    /// ifr_flags / ifr_ifindex, and padding to the kernel's 24-byte union.
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> IfReq {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: [0; 24],
+        };
+        for (slot, byte) in req
+            .name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *slot = byte as libc::c_char;
+        }
+        req
+    }
+
+    fn set_short(&mut self, value: libc::c_short) {
+        self.data[..2].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn set_int(&mut self, value: libc::c_int) {
+        self.data[..4].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    /// Puts an AF_INET sockaddr holding `ip` in ifr_addr.
+    fn set_ipv4(&mut self, ip: std::net::Ipv4Addr) {
+        self.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        self.data[2..4].fill(0);
+        self.data[4..8].copy_from_slice(&ip.octets());
+    }
+
+    /// The IPv4 address of an AF_INET sockaddr in ifr_addr.
+    fn ipv4(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(self.data[4], self.data[5], self.data[6], self.data[7])
+    }
+
+    fn short(&self) -> libc::c_short {
+        libc::c_short::from_ne_bytes([self.data[0], self.data[1]])
+    }
+}
+
+fn error(action: &'static str, name: &str) -> NetworkError {
+    NetworkError {
+        action,
+        name: name.to_string(),
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+fn control_socket(name: &str) -> Result<OwnedFd, NetworkError> {
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(error("open a control socket for", name));
+    }
+    // SAFETY: fd is a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Sets IFF_UP on an interface.
 fn bring_up(name: &str) -> Result<(), NetworkError> {
-    ifreq::set_flags(name, InterfaceFlags::IFF_UP, InterfaceFlags::empty())
+    set_flags(name, libc::IFF_UP as libc::c_short, 0)
+}
+
+/// Sets the interface flags `set` and clears `clear`.
+fn set_flags(name: &str, set: libc::c_short, clear: libc::c_short) -> Result<(), NetworkError> {
+    let socket = control_socket(name)?;
+    let mut req = IfReq::new(name);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq we own.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(error("read the flags of", name));
+        }
+        req.set_short((req.short() | set) & !clear);
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(error("set the flags of", name));
+        }
+    }
+    Ok(())
 }
 
 /// A system tool by name: from /usr/sbin where Debian puts it (root's PATH may lack it), else
@@ -56,9 +149,62 @@ fn tool(name: &str) -> std::path::PathBuf {
     }
 }
 
+/// Gives `name` the IPv4 address `address`/`prefix` in place of its primary one (`None`: takes
+/// its address away).
+pub fn set_ipv4(
+    name: &str,
+    address: Option<std::net::Ipv4Addr>,
+    prefix: u8,
+) -> Result<(), NetworkError> {
+    let socket = control_socket(name)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut steps = vec![(
+        libc::SIOCSIFADDR,
+        address.unwrap_or(unspecified),
+        "set the address of",
+    )];
+    if address.is_some() {
+        steps.push((libc::SIOCSIFNETMASK, mask.into(), "set the netmask of"));
+    }
+    for (request, value, action) in steps {
+        let mut req = IfReq::new(name);
+        req.set_ipv4(value);
+        // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read an ifreq we own.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), request, &req) } < 0 {
+            return Err(error(action, name));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a network interface of this name exists.
 pub fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+fn set_tap_persistence(name: &str, persist: bool) -> Result<(), NetworkError> {
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|source| NetworkError {
+            action: "open /dev/net/tun for",
+            name: name.to_string(),
+            source,
+        })?;
+    let mut req = IfReq::new(name);
+    req.set_short(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+    // SAFETY: TUNSETIFF reads an ifreq we own; TUNSETPERSIST takes an integer.
+    unsafe {
+        if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) < 0 {
+            return Err(error("attach to TAP", name));
+        }
+        if libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, libc::c_ulong::from(persist)) < 0 {
+            return Err(error("set persistence of TAP", name));
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a TAP made by [`Network::create_tap`] (a no-op if it is gone).
@@ -142,7 +288,13 @@ impl Network {
     fn ensure_named_bridge(&self, bridge: &str) -> Result<(), NetworkError> {
         let bridge = bridge.to_string();
         if !interface_exists(&bridge) {
-            ifreq::add_bridge(&bridge)?;
+            let socket = control_socket(&bridge)?;
+            let name = CString::new(bridge.as_str()).expect("no NUL in the bridge name");
+            // SAFETY: SIOCBRADDBR reads a NUL-terminated name.
+            let added = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDBR, name.as_ptr()) };
+            if added < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(error("create bridge", &bridge));
+            }
         }
         bring_up(&bridge)
     }
@@ -203,6 +355,45 @@ fn reconcile_nat(config: &crate::config::Config, network: Network) -> Result<Str
     .map_err(|error| error.to_string())
 }
 
+/// On a clean stop of vireod with none of its VMs running: removes everything this instance
+/// added to the host's network — its dnsmasq (stopped explicitly: it drops its uid, so it
+/// would outlive vireod), its nft tables, its TAPs and its bridges. With VMs running nothing is
+/// removed: they run on across the restart and keep their network.
+pub fn teardown(data_dir: &Path, vms_running: usize) {
+    if vms_running > 0 {
+        return tracing::info!("{vms_running} VMs run on: their network stays");
+    }
+    if !data_dir.join(INSTANCE_FILE).exists() {
+        return;
+    }
+    let removed = Network::of(data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|network| network.remove_everything(data_dir));
+    match removed {
+        Ok(()) => tracing::info!("removed this vireod's bridges, TAPs, nft table and dnsmasq"),
+        Err(error) => tracing::error!("cannot remove this vireod's network: {error}"),
+    }
+}
+
+impl Network {
+    /// Removes the NAT pieces, every TAP and every bridge of this instance.
+    fn remove_everything(&self, data_dir: &Path) -> Result<(), String> {
+        nat::remove(*self, data_dir).map_err(|e| e.to_string())?;
+        security::remove(*self).map_err(|e| e.to_string())?;
+        let taps = format!("vt{:04x}", self.instance);
+        let entries = std::fs::read_dir("/sys/class/net").into_iter().flatten();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&taps) {
+                delete_tap(&name).map_err(|e| e.to_string())?;
+            }
+        }
+        self.remove_other_switches(&[])
+            .and_then(|()| bridge::remove_bridge(&self.bridge()))
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A random instance id whose bridge does not exist on this host.
 fn unused_instance() -> std::io::Result<u16> {
     let mut urandom = std::fs::File::open("/dev/urandom")?;
@@ -235,7 +426,7 @@ mod tests {
         let id = format!("{:04x}", network.instance);
         assert_eq!(network.tap_name(26, 1), format!("vt{id}1an1"));
         assert_eq!(network.bridge(), format!("vbr{id}"));
-        assert!(network.tap_name((1 << 28) - 1, 9).len() < IFNAMSIZ);
+        assert!(network.tap_name((1 << 28) - 1, 9).len() < libc::IFNAMSIZ);
         let other = Network {
             instance: network.instance.wrapping_add(1),
         };
@@ -264,7 +455,8 @@ mod tests {
     }
 
     fn nix_like_root() -> bool {
-        let root = nix::unistd::geteuid().is_root();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
         root && std::path::Path::new("/dev/net/tun").exists()
     }
 }
