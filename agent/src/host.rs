@@ -50,6 +50,8 @@ pub struct Host {
     pub switches: Mutex<crate::vm::network::switches::Switches>,
     /// The auto-start settings (HostAutoStartManager).
     pub autostart: Mutex<crate::autostart::AutoStart>,
+    /// Performance samples (PerformanceManager).
+    pub perf: Mutex<crate::perf::Store>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
@@ -84,6 +86,7 @@ impl Host {
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
             autostart: Mutex::default(),
+            perf: Mutex::default(),
             console_tickets: TicketStore::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod locks;
 pub mod logins;
 pub mod methods;
+pub mod perf;
 pub mod server;
 pub mod sessions;
 pub mod soap;

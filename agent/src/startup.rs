@@ -156,6 +156,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::autostart::start_with_host(&host);
     lifecycle::watch_heartbeats(host.clone());
     crate::vm::cpu_usage::watch(host.clone());
+    crate::perf::watch(host.clone());
     Ok(Started {
         host,
         identity,

@@ -108,6 +108,10 @@ pub mod refs {
     pub fn autostart_manager() -> MoRef {
         MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
     }
+    /// The PerformanceManager.
+    pub fn perf_manager() -> MoRef {
+        MoRef::new("PerformanceManager", "ha-perfmgr")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -267,6 +271,7 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     }
     managers(schema, inv);
     datastore_browser(schema, inv, &ds_refs);
+    crate::methods::performance_manager::publish(schema, inv);
 }
 
 /// The host's configManager: the managers this host has.
@@ -348,7 +353,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index())
         .with(schema, "fileManager", refs::file_manager())
-        .with(schema, "virtualDiskManager", refs::virtual_disk_manager());
+        .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
+        .with(schema, "perfManager", refs::perf_manager());
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)

@@ -16,6 +16,7 @@ pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
+pub mod performance_manager;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
@@ -122,6 +123,7 @@ const TABLES: &[&MethodTable] = &[
     &virtual_disk_manager::METHODS,
     &datastore_browser::METHODS,
     &autostart_manager::METHODS,
+    &performance_manager::METHODS,
 ];
 
 impl Call<'_> {
