@@ -35,27 +35,32 @@ fn add(reading: &mut Reading, counter: i32, instance: &str, value: f64) {
     *reading.entry((counter, instance.to_string())).or_default() += value;
 }
 
-/// Adds one device's request counts and bytes (disk.* per instance and in total).
-fn add_disk(reading: &mut Reading, instance: &str, counts: [f64; 4]) {
-    let [reads, writes, read_bytes, written_bytes] = counts;
-    for at in ["", instance] {
-        add(reading, DISK_NUMBER_READ, at, reads);
-        add(reading, DISK_NUMBER_WRITE, at, writes);
-        add(reading, DISK_READ, at, read_bytes / KB);
-        add(reading, DISK_WRITE, at, written_bytes / KB);
-        add(reading, DISK_USAGE, at, (read_bytes + written_bytes) / KB);
-    }
-}
+/// A disk's counters: requests read and written, KB read and written, KB in all.
+const DISK_COUNTERS: [i32; 5] = [
+    DISK_NUMBER_READ,
+    DISK_NUMBER_WRITE,
+    DISK_READ,
+    DISK_WRITE,
+    DISK_USAGE,
+];
+/// An interface's counters: packets received and sent, KB received and sent, KB in all.
+const NET_COUNTERS: [i32; 5] = [
+    NET_PACKETS_RX,
+    NET_PACKETS_TX,
+    NET_RECEIVED,
+    NET_TRANSMITTED,
+    NET_USAGE,
+];
 
-/// Adds one interface's packets and bytes (net.* per instance and in total).
-fn add_net(reading: &mut Reading, instance: &str, counts: [f64; 4]) {
-    let [rx_packets, tx_packets, rx_bytes, tx_bytes] = counts;
+/// Adds one device's two counts and their bytes (`[a, b, bytes a, bytes b]`) to `counters`,
+/// for the instance and in total.
+fn add_device(reading: &mut Reading, counters: [i32; 5], instance: &str, counts: [f64; 4]) {
+    let [a, b, bytes_a, bytes_b] = counts;
+    let values = [a, b, bytes_a / KB, bytes_b / KB, (bytes_a + bytes_b) / KB];
     for at in ["", instance] {
-        add(reading, NET_PACKETS_RX, at, rx_packets);
-        add(reading, NET_PACKETS_TX, at, tx_packets);
-        add(reading, NET_RECEIVED, at, rx_bytes / KB);
-        add(reading, NET_TRANSMITTED, at, tx_bytes / KB);
-        add(reading, NET_USAGE, at, (rx_bytes + tx_bytes) / KB);
+        for (counter, value) in counters.iter().zip(values) {
+            add(reading, *counter, at, value);
+        }
     }
 }
 
@@ -98,7 +103,7 @@ pub fn host(mhz: f64) -> Reading {
     if let Ok(stats) = std::fs::read_to_string("/proc/diskstats") {
         for (name, counts) in disk_stats(&stats) {
             if Path::new("/sys/block").join(&name).exists() && !is_virtual_block(&name) {
-                add_disk(&mut reading, &name, counts);
+                add_device(&mut reading, DISK_COUNTERS, &name, counts);
             }
         }
     }
@@ -110,7 +115,7 @@ pub fn host(mhz: f64) -> Reading {
                 .join("device")
                 .exists()
             {
-                add_net(&mut reading, &name, counts);
+                add_device(&mut reading, NET_COUNTERS, &name, counts);
             }
         }
     }
@@ -172,7 +177,7 @@ pub fn vm(state: &VmState, run_dir: &Path, mhz: f64, now_micros: i64) -> Option<
         add(&mut reading, VDISK_WRITES_PER_SECOND, &instance, counts[1]);
         add(&mut reading, VDISK_READ, &instance, counts[2] / KB);
         add(&mut reading, VDISK_WRITE, &instance, counts[3] / KB);
-        add_disk(&mut reading, &instance, counts);
+        add_device(&mut reading, DISK_COUNTERS, &instance, counts);
     }
     for (n, tap) in state.taps.iter().enumerate() {
         // The TAP's receive side is what the guest transmitted, and the other way round.
@@ -185,8 +190,9 @@ pub fn vm(state: &VmState, run_dir: &Path, mhz: f64, now_micros: i64) -> Option<
             ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes"].map(stat)
         {
             let instance = (crate::vm::properties::devices::NIC_KEY + n as i32).to_string();
-            add_net(
+            add_device(
                 &mut reading,
+                NET_COUNTERS,
                 &instance,
                 [rx_packets, tx_packets, rx_bytes, tx_bytes],
             );
