@@ -183,3 +183,49 @@ fn cbt_enable_changed_disable() {
         "{out}"
     );
 }
+
+#[test]
+fn convert_to_vmdk_and_import_through_a_pipe() {
+    let dir = Scratch::new("cli-convert");
+    let src = dir.path("src.qcow2");
+    let s = src.to_str().unwrap();
+    assert_eq!(vdisk(&["create", s, "8M"]).0, 0);
+    let pattern = ["--offset", "3M", "--length", "200K", "--pattern", "0x42"];
+    assert_eq!(vdisk(&[&["write", s][..], &pattern[..]].concat()).0, 0);
+    for (format, file) in [
+        ("vmdk", "sparse.vmdk"),
+        ("vmdk,subformat=streamOptimized", "stream.vmdk"),
+        ("raw", "copy.raw"),
+        ("qcow2", "copy.qcow2"),
+    ] {
+        let out = dir.path(file);
+        let o = out.to_str().unwrap();
+        let (code, text) = vdisk(&["convert", "-p", "-O", format, s, o]);
+        assert_eq!(code, 0, "{format}: {text}");
+        assert!(text.contains("100%"), "progress shown: {text}");
+        let (code, text) = run("qemu-img", &["compare", s, o]);
+        assert_eq!(code, 0, "{format}: {text}");
+    }
+    // Export to a pipe, import from a pipe.
+    let back = dir.path("back.qcow2");
+    let script = format!(
+        "{0} convert -O vmdk,subformat=streamOptimized {1} - | {0} import - {2}",
+        env!("CARGO_BIN_EXE_vdisk"),
+        s,
+        back.display()
+    );
+    let (code, text) = run("sh", &["-c", &script]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        run("qemu-img", &["compare", s, back.to_str().unwrap()]).0,
+        0
+    );
+    // Refusals are one line and exit 1.
+    let (code, text) = vdisk(&["convert", "-O", "vmdk,subformat=twoGbMaxExtentFlat", s, "x"]);
+    assert_eq!((code, text.lines().count()), (1, 1), "{text}");
+    let (code, text) = vdisk(&["convert", "-O", "qcow2", s, "-"]);
+    assert_eq!((code, text.lines().count()), (1, 1), "{text}");
+    let (code, text) = vdisk(&["import", s, dir.path("n.qcow2").to_str().unwrap()]);
+    assert_eq!((code, text.lines().count()), (1, 1), "{text}");
+    assert!(text.contains("VMDK"), "{text}");
+}

@@ -193,6 +193,11 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             (acked(attached), None)
         }
         Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),
+        Request::ChangeMedium { disk, path } => {
+            let changed =
+                crate::disk_swap::change_medium(handle, disk, path).map_err(|e| e.to_string());
+            (acked(changed), None)
+        }
         Request::Nmi => (reply(send_nmi(&handle.vm_fd).map(|()| Ack {})), None),
         Request::SerialInput { text } => (acked(type_on_serial(handle, text.as_bytes())), None),
         Request::Screenshot => {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::devices::virtio::block::disk::open_image;
+use crate::devices::virtio::block::disk::open_medium;
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -188,11 +188,9 @@ pub(crate) fn open_virtio_devices(config: &VmConfig) -> Result<VirtioDevices, De
     let mut nic_links = Vec::new();
     let stalls = Arc::new(IoStalls::default());
     for (i, disk) in config.disks.iter().enumerate() {
-        let image = open_image(&disk.path, disk.format, disk.read_only).map_err(|source| {
-            DeviceError::Disk {
-                path: disk.path.clone(),
-                source,
-            }
+        let image = open_medium(disk).map_err(|source| DeviceError::Disk {
+            path: disk.path.clone(),
+            source,
         })?;
         let serial = disk
             .serial

@@ -1,8 +1,9 @@
-//! ReconfigVM's deviceChange on disks and NICs, for the reconfigure pipeline
+//! ReconfigVM's deviceChange on disks, NICs and CD-ROMs ([`super::cdroms`]), for the
+//! reconfigure pipeline
 //! ([`super::reconfig`]): every VirtualDeviceConfigSpec is checked against the VM first
 //! ([`plan`]; a fault names the change's index; new disk files are made then), then the plan
 //! is carried out around the one write of the `.vmx`: disks grown before it (under a stunned
-//! VMM while the VM runs, so that the guest sees its new size), the files of removed disks
+//! VMM while the VM runs, so that the guest sees its new size) and CD-ROM media changed, the files of removed disks
 //! destroyed and NIC links plugged in or out after it. A change that fails leaves the VM and
 //! its files as they were ([`DevicePlan::abandon`]; a disk already grown stays grown).
 
@@ -21,8 +22,9 @@ use super::properties::{DISK_KEY, NIC_KEY};
 use super::snapshots::live;
 use super::spec::{
     is_manual_mac, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
+    MAX_VIRTIO_DEVICES,
 };
-use super::{control, Power, Vm, VmState};
+use super::{cdroms, control, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
 
@@ -41,6 +43,8 @@ pub struct DevicePlan {
     destroys: Vec<PathBuf>,
     /// Links to set on the running VM: index in `spec.nics`, plugged in.
     links: Vec<(usize, bool)>,
+    /// Media to change on the running VM: index in `spec.cdroms`, new medium.
+    media: Vec<(usize, Option<PathBuf>)>,
 }
 
 /// Where the device at `old` among `kept` ends up once the removed ones (`None`) are gone.
@@ -50,19 +54,20 @@ fn new_index<T>(kept: &[Option<T>], old: usize) -> usize {
 
 /// The operation of one change.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Operation {
+pub(super) enum Operation {
     Add,
     Remove,
     Edit,
 }
 
 /// One VirtualDeviceConfigSpec, read.
-struct Change<'a> {
-    index: usize,
-    operation: Operation,
+pub(super) struct Change<'a> {
+    /// Its index in deviceChange.
+    pub index: usize,
+    pub operation: Operation,
     file_operation: Option<&'a str>,
     change: &'a DataObject,
-    device: &'a DataObject,
+    pub device: &'a DataObject,
 }
 
 /// The devices of the VM as the changes leave them (existing ones by their index).
@@ -76,6 +81,7 @@ struct Working {
     links: Vec<(usize, bool)>,
     created: Vec<PathBuf>,
     destroys: Vec<PathBuf>,
+    cdroms: cdroms::Working,
 }
 
 /// Checks every change of `changes` against the VM (`state`), starting from `spec` (the
@@ -96,11 +102,13 @@ pub fn plan(
         links: Vec::new(),
         created: Vec::new(),
         destroys: Vec::new(),
+        cdroms: cdroms::Working::new(&spec.cdroms),
     };
     let checked = changes.iter().enumerate().try_for_each(|(index, value)| {
         let change = read_change(host.schema, index, value)?;
         apply(host, vm, state, &spec, &mut working, &change)
     });
+    let checked = checked.and_then(|()| check_virtio_slots(host.schema, &working, changes.len()));
     if let Err(fault) = checked {
         remove_files(&working.created);
         return Err(fault);
@@ -124,13 +132,38 @@ fn finish(mut spec: VmSpec, working: Working) -> DevicePlan {
     spec.disks.extend(working.added_disks);
     spec.nics = working.nics.into_iter().flatten().collect();
     spec.nics.extend(working.added_nics);
+    let (cdroms, media) = working.cdroms.finish();
+    spec.cdroms = cdroms;
     DevicePlan {
         spec,
         created: working.created,
         grows,
         destroys: working.destroys,
         links,
+        media,
     }
+}
+
+/// InvalidDeviceSpec (naming the last change) when the disks, NICs and CD-ROM drives the
+/// changes leave, with the tools channel, need more virtio devices than the VMM has slots.
+fn check_virtio_slots(schema: &Schema, working: &Working, changes: usize) -> Result<(), Fault> {
+    let devices = working.disks.iter().flatten().count()
+        + working.added_disks.len()
+        + working.nics.iter().flatten().count()
+        + working.added_nics.len()
+        + working.cdroms.count()
+        + 1;
+    if devices <= MAX_VIRTIO_DEVICES {
+        return Ok(());
+    }
+    Err(faults::invalid_device_spec(
+        schema,
+        "InvalidDeviceSpec",
+        changes.saturating_sub(1),
+        format!(
+            "The VM's disks, NICs and CD-ROM drives would need {devices} device slots;              this host gives a VM {MAX_VIRTIO_DEVICES}."
+        ),
+    ))
 }
 
 fn read_change<'a>(schema: &Schema, index: usize, value: &'a Value) -> Result<Change<'a>, Fault> {
@@ -188,6 +221,8 @@ fn apply(
         disk_change(host, vm, state, spec, working, change)
     } else if is("VirtualEthernetCard") {
         nic_change(host, state, working, change)
+    } else if is("VirtualCdrom") {
+        cdroms::change(host, vm, state, &mut working.cdroms, change)
     } else if is("VirtualController") && change.operation == Operation::Add {
         // Disks always sit on the VM's paravirtual controller: an added controller is
         // accepted and that one presented (as CreateVM does).
@@ -366,6 +401,12 @@ fn edit_disk(
                 Power::On,
             ));
         }
+        if mode != disk.mode && has_snapshot_layers(state, index) {
+            return Err(fault(
+                "InvalidDeviceOperation",
+                "A disk's mode cannot change while the VM has snapshots.".into(),
+            ));
+        }
         disk.mode = mode;
     }
     let current = state.disk_capacities.get(index).copied().unwrap_or(0);
@@ -379,6 +420,13 @@ fn edit_disk(
                 return Err(fault(
                     "InvalidDeviceOperation",
                     "A disk with snapshots cannot be extended.".into(),
+                ));
+            }
+            if disk.mode == DiskMode::IndependentNonpersistent && state.power != Power::Off {
+                return Err(faults::invalid_power_state(
+                    schema,
+                    Some(Power::Off),
+                    state.power,
                 ));
             }
             working.grows.push((index, size));
@@ -518,7 +566,8 @@ fn set_connection(schema: &Schema, nic: &mut NicSpec, device: &DataObject) {
     }
 }
 
-fn connectable(schema: &Schema, device: &DataObject, field: &str) -> Option<bool> {
+/// A field of a device's connectable (`connected`, `startConnected`), when given.
+pub(super) fn connectable(schema: &Schema, device: &DataObject, field: &str) -> Option<bool> {
     device
         .get(schema, "connectable")
         .and_then(Value::as_data)
@@ -532,7 +581,13 @@ impl DevicePlan {
         !(self.created.is_empty()
             && self.grows.is_empty()
             && self.destroys.is_empty()
-            && self.links.is_empty())
+            && self.links.is_empty()
+            && self.media.is_empty())
+    }
+
+    /// Before the `.vmx` is written: changes the media of the running VM's CD-ROM drives.
+    pub fn change_media(&self, host: &Host, vm: &Vm, state: &mut VmState) -> Result<(), Fault> {
+        cdroms::change_media(host, vm, state, &self.media)
     }
 
     /// Gives up the plan: the files made for new disks go again.

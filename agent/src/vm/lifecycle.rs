@@ -16,8 +16,8 @@ use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    control, disks, network, question, recovery, snapshots, tools_host, Power, Stopping, Vm,
-    VmState,
+    cdroms, control, disks, network, question, recovery, snapshots, tools_host, Power, Stopping,
+    Vm, VmState,
 };
 use crate::events::post_event;
 use crate::faults;
@@ -304,13 +304,14 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
             format: Some(disks::vmm_format(*format)),
             read_only: false,
             serial: serial.then(|| format!("vireo-disk{n}")),
+            no_medium: false,
         })
         .collect()
 }
 
 /// What a jailed VMM sees: the VM folder, its run directory, the folders of its boot files,
-/// saved state and every layer of its disks' chains.
-fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs) -> Vec<PathBuf> {
+/// saved state, every layer of its disks' chains and its CD-ROM media.
+fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs, media: &cdroms::Drives) -> Vec<PathBuf> {
     let files = [&args.kernel, &args.initrd]
         .into_iter()
         .flatten()
@@ -320,6 +321,7 @@ fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs) -> Vec<PathBuf> {
         .into_iter()
         .chain(args.restore.clone())
         .chain(folders)
+        .chain(media.folders.iter().cloned())
         .collect()
 }
 
@@ -334,6 +336,10 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
+    // Only a resume from the VM's own suspended state runs on its nonpersistent disks'
+    // overlays; a boot, or a snapshot's saved state, starts from the disks as they are.
+    let fresh = restore != Some(vm.suspend_dir().as_path());
+    disks::redo::prepare(host, vm, &state.spec, fresh)?;
     let disk_paths = disks::prepare_launch(host, vm, state)?;
     let mut args = match restore {
         Some(dir) => VmmArgs {
@@ -343,6 +349,8 @@ fn launch(
         },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
+    let (drives, media) = cdroms::vmm_drives(host, vm, &state.spec.cdroms, args.disks.len())?;
+    args.disks.extend(drives);
     jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
     let tools_socket = vm.run_dir.join("tools.sock");
@@ -357,7 +365,7 @@ fn launch(
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
     if let Some(jail) = VmmJail::of(&host.config) {
-        let dirs = jail_dirs(vm, state, &args);
+        let dirs = jail_dirs(vm, state, &args, &media);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
     }
@@ -394,6 +402,7 @@ fn launch(
     loop {
         if control::status(&control_socket, Duration::from_secs(5)).is_ok() {
             state.taps = taps;
+            state.cdroms = media;
             plug_nics(state, &control_socket, restore.is_some());
             return Ok(process);
         }
@@ -408,6 +417,7 @@ fn launch(
                 // request still ran: the watch thread reports how it ended.
                 _ => {
                     state.taps = taps;
+                    state.cdroms = media;
                     return Ok(process);
                 }
             };
@@ -455,6 +465,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     state.generation += 1;
     state.tools.disconnect();
     state.nic_links.clear();
+    state.cdroms = cdroms::Drives::default();
     state.question = None;
     let taps = std::mem::take(&mut state.taps);
     delete_taps(&taps);
@@ -514,9 +525,11 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     vm.notify();
 }
 
-/// Marks the VM powered off and records it: an error event first when `error` says why.
+/// Marks the VM powered off (what the guest wrote to nonpersistent disks gone) and records
+/// it: an error event first when `error` says why.
 fn powered_off(host: &Host, vm: &Vm, state: &mut VmState, error: Option<String>) {
     state.power = Power::Off;
+    disks::redo::discard(host, vm, &state.spec);
     if let Some(message) = error {
         post_vm_event(host, vm, state, "VmMessageErrorEvent", message, "");
     }

@@ -4,6 +4,7 @@
 //! [`properties`] what clients read, [`tools_host`] the host end of the tools channel.
 
 pub mod beneath;
+pub mod cdroms;
 pub mod change_tracking;
 pub mod clone;
 pub mod config_option;
@@ -104,6 +105,8 @@ pub struct VmState {
     pub taps: Vec<String>,
     /// Whether each NIC's cable is plugged in while the VMM runs (empty while it does not).
     pub nic_links: Vec<bool>,
+    /// What the running VMM's CD-ROM drives hold (empty while it does not run).
+    pub cdroms: cdroms::Drives,
     /// The question the VM waits on (`runtime.question`).
     pub question: Option<question::Question>,
     /// The answer to a question a task waits on ("moved or copied?"), until the task reads it.
@@ -361,6 +364,7 @@ impl Vms {
                     disk_views: Vec::new(),
                     taps: Vec::new(),
                     nic_links: Vec::new(),
+                    cdroms: cdroms::Drives::default(),
                     question: None,
                     answer: None,
                     removed: false,

@@ -16,7 +16,7 @@ use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::control::{Request, RunPhase};
 
 use super::disks::refresh;
-use super::disks::trees::{base_paths, each, open_all, sidecar_of, tree_snapshot_name};
+use super::disks::trees::{base_paths, each, open_snapshotted, sidecar_of, tree_snapshot_name};
 use super::journal::{self, Intent, Record};
 use super::process::VmmProcess;
 use super::question::Question;
@@ -260,7 +260,7 @@ fn repair_snapshots(
             .iter()
             .any(|base| sidecar_of(base).exists());
     let mut trees = if has_trees {
-        open_all(vm, &state.spec, &host.datastores)
+        open_snapshotted(vm, &state.spec, &host.datastores)
             .map_err(|e| ResumeUnsafe::Trees(format!("cannot open the disk trees: {e}")))?
     } else {
         Vec::new()

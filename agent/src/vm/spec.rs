@@ -19,6 +19,8 @@ pub const BOOT_CMDLINE: &str = "vireo.boot.cmdline";
 pub const MAX_DISKS: usize = 8;
 /// Most NICs a VM may have.
 pub const MAX_NICS: usize = 4;
+/// virtio devices the VMM gives a VM: its disks, NICs, CD-ROM drives and the tools channel.
+pub const MAX_VIRTIO_DEVICES: usize = 15;
 /// IDE controllers a VM has, and units on each (CD-ROM slots `ide0:0` .. `ide1:1`).
 pub const IDE_CONTROLLERS: u8 = 2;
 /// Units on one IDE controller.

@@ -1,5 +1,5 @@
 //! `vdisk`: a small operator CLI over vireo-disk (create, info, map, read/write patterns,
-//! snapshot, commit, rebase, check, cbt, bench). Exit codes: 0 ok, 1 error, 2 usage, 3 verify
+//! snapshot, commit, rebase, check, cbt, bench, convert, import). Exit codes: 0 ok, 1 error, 2 usage, 3 verify
 //! mismatch, 4 check found corruption, 5 check found leaks only.
 
 use std::io::Write;
@@ -11,17 +11,19 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use vireo_disk::chain::{commit, rebase};
+use vireo_disk::convert::{convert, open_source, TargetFormat};
 use vireo_disk::open::{probe_format, ImageFormat};
 use vireo_disk::qcow2::{
     create, format_name, BackingSpec, CreateOptions, ExtentKind, Qcow2Image, Qcow2Options,
 };
 use vireo_disk::tree::DiskTree;
+use vireo_disk::vmdk::{import_vmdk_stream, write_stream_optimized};
 use vireo_disk::{open_disk, BlockError, SharedDisk};
 
 #[derive(Parser)]
 #[command(
     name = "vdisk",
-    about = "Inspect and manipulate Vireo virtual disks (qcow2/raw)"
+    about = "Inspect and manipulate Vireo virtual disks (qcow2/raw; VMDK convert/import)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -123,6 +125,30 @@ enum Command {
         progress: bool,
         /// The layer to rebase
         file: PathBuf,
+    },
+    /// Copy a disk (raw, qcow2 chain, VMDK) into a new file of another format
+    Convert {
+        /// Output format: qcow2, raw, vmdk[,subformat=monolithicSparse|streamOptimized]
+        #[arg(short = 'O', default_value = "qcow2")]
+        format: String,
+        /// Show progress
+        #[arg(short = 'p')]
+        progress: bool,
+        /// The disk to copy
+        src: PathBuf,
+        /// The new file ("-": standard output, streamOptimized VMDK only)
+        dst: PathBuf,
+    },
+    /// Convert a VMDK read as a stream (streamOptimized, or monolithicSparse with its
+    /// metadata first) into a new qcow2
+    Import {
+        /// Show progress
+        #[arg(short = 'p')]
+        progress: bool,
+        /// The VMDK ("-": standard input)
+        src: PathBuf,
+        /// The new qcow2 image
+        dst: PathBuf,
     },
     /// Changed-block tracking of a disk (FILE: its root layer or its .vtree sidecar)
     Cbt {
@@ -339,6 +365,13 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("copied {done} bytes");
             Ok(())
         }
+        Command::Convert {
+            format,
+            progress,
+            src,
+            dst,
+        } => cmd_convert(&src, &dst, &format, progress),
+        Command::Import { progress, src, dst } => cmd_import(&src, &dst, progress),
         Command::Cbt { action } => cmd_cbt(action),
         Command::Bench {
             write,
@@ -594,6 +627,72 @@ fn cmd_read(file: &Path, offset: u64, len: u64, byte: u8) -> Result<(), Failure>
             Ok(())
         }
     }
+}
+
+/// The target of `-O FORMAT[,subformat=S]`.
+fn parse_target(spec: &str) -> Result<TargetFormat, Failure> {
+    let (format, options) = spec.split_once(',').unwrap_or((spec, ""));
+    let subformat = match options {
+        "" => None,
+        o => Some(o.strip_prefix("subformat=").ok_or_else(|| {
+            Failure::Error(format!("unknown output option {o:?} (subformat= only)"))
+        })?),
+    };
+    match (format, subformat) {
+        ("qcow2", None) => Ok(TargetFormat::Qcow2),
+        ("raw", None) => Ok(TargetFormat::Raw),
+        ("vmdk", None | Some("monolithicSparse")) => Ok(TargetFormat::VmdkSparse),
+        ("vmdk", Some("streamOptimized")) => Ok(TargetFormat::VmdkStream),
+        _ => Err(Failure::Error(format!(
+            "unsupported output format {spec:?}"
+        ))),
+    }
+}
+
+fn cmd_convert(src: &Path, dst: &Path, format: &str, progress: bool) -> Result<(), Failure> {
+    let target = parse_target(format)?;
+    let mut source = open_source(src)?;
+    let mut bar = progress_bar("convert", progress);
+    if dst == Path::new("-") {
+        if target != TargetFormat::VmdkStream {
+            return Err(Failure::Error(
+                "only a streamOptimized VMDK can be written to standard output".into(),
+            ));
+        }
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let name = src.with_extension("vmdk");
+        let name = name.file_name().unwrap_or_default().to_string_lossy();
+        write_stream_optimized(&mut source, &name, out, &mut bar)?;
+        finish_progress(progress);
+        return Ok(());
+    }
+    let len = convert(&mut source, dst, target, &mut bar)?;
+    finish_progress(progress);
+    eprintln!("wrote {len} bytes to {}", dst.display());
+    Ok(())
+}
+
+fn cmd_import(src: &Path, dst: &Path, progress: bool) -> Result<(), Failure> {
+    let mut bar = progress_bar("import", progress);
+    let summary = if src == Path::new("-") {
+        import_vmdk_stream(std::io::stdin().lock(), dst, &mut bar)?
+    } else {
+        let file = std::fs::File::open(src)
+            .map_err(|e| Failure::Error(format!("cannot open {}: {e}", src.display())))?;
+        import_vmdk_stream(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            dst,
+            &mut bar,
+        )?
+    };
+    finish_progress(progress);
+    eprintln!(
+        "imported {} bytes of VMDK into a {}-byte disk {}",
+        summary.bytes_read,
+        summary.capacity,
+        dst.display()
+    );
+    Ok(())
 }
 
 /// A progress reporter for long operations: a bar on stderr when `show`.

@@ -26,7 +26,9 @@ impl DiskFormat {
     }
 }
 
-/// One virtio-blk disk (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`).
+/// One virtio-blk disk (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`),
+/// or a removable-media drive without a medium (`--disk medium=none,readonly=on[,serial=TEXT]`:
+/// a read-only disk of zero bytes until a medium is inserted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskConfig {
     /// Image file (raw or qcow2).
@@ -38,13 +40,21 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Serial number the guest reads with GET_ID.
     pub serial: Option<String>,
+    /// A drive with no medium in it (`path` is then empty).
+    #[serde(default)]
+    pub no_medium: bool,
 }
 
 impl DiskConfig {
     /// The `--disk` value that parses back into this disk.
     pub fn to_arg(&self) -> OsString {
-        let mut arg = OsString::from("path=");
-        arg.push(&self.path);
+        let mut arg = if self.no_medium {
+            OsString::from("medium=none")
+        } else {
+            let mut arg = OsString::from("path=");
+            arg.push(&self.path);
+            arg
+        };
         if let Some(format) = self.format {
             arg.push(format!(",format={}", format.name()));
         }
@@ -61,7 +71,7 @@ impl DiskConfig {
 impl std::str::FromStr for DiskConfig {
     type Err = String;
 
-    /// Parses `path=FILE[,readonly=on|off][,serial=TEXT]`.
+    /// Parses `path=FILE|medium=none[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let mut disk = DiskConfig::default();
         for part in spec.split(',') {
@@ -72,15 +82,21 @@ impl std::str::FromStr for DiskConfig {
                 Some(("readonly", "on")) => disk.read_only = true,
                 Some(("readonly", "off")) => disk.read_only = false,
                 Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
+                Some(("medium", "none")) => disk.no_medium = true,
                 _ => {
                     return Err(format!(
-                    "unknown disk option {part:?} (expected path=FILE,format=raw|qcow2,readonly=on|off,serial=TEXT)"
+                    "unknown disk option {part:?} (expected path=FILE|medium=none,format=raw|qcow2,readonly=on|off,serial=TEXT)"
                 ))
                 }
             }
         }
-        if disk.path.as_os_str().is_empty() {
-            return Err("a disk needs path=FILE".into());
+        match (disk.no_medium, disk.path.as_os_str().is_empty()) {
+            (false, true) => return Err("a disk needs path=FILE".into()),
+            (true, false) => return Err("medium=none names no file".into()),
+            (true, true) if !disk.read_only => {
+                return Err("a drive without a medium is read-only (readonly=on)".into())
+            }
+            _ => {}
         }
         Ok(disk)
     }
@@ -346,6 +362,9 @@ mod tests {
                     .unwrap(),
                 "path=/ds/vm/b.img,format=raw".parse().unwrap(),
                 "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
+                "medium=none,readonly=on,serial=vireo-cd-ide1:0"
+                    .parse()
+                    .unwrap(),
             ],
             nets: vec![
                 "tap=vt1n0,mac=52:54:00:0a:bb:0c".parse().unwrap(),
@@ -377,6 +396,10 @@ mod tests {
     fn bad_disk_and_net_specs_are_refused() {
         assert!("readonly=on".parse::<DiskConfig>().is_err());
         assert!("path=/x,format=vmdk".parse::<DiskConfig>().is_err());
+        assert!("medium=none".parse::<DiskConfig>().is_err());
+        assert!("path=/x,medium=none,readonly=on"
+            .parse::<DiskConfig>()
+            .is_err());
         assert!("tap=vt0,mac=52:54".parse::<NetConfig>().is_err());
         assert!("mac=52:54:00:00:00:01".parse::<NetConfig>().is_err());
     }

@@ -34,10 +34,11 @@ pub enum Request {
         /// Target directory (created if missing).
         dir: PathBuf,
     },
-    /// Close every disk image (VM paused: the block devices are quiesced, the images flushed
-    /// and closed) so that the host may snapshot or merge them.
+    /// Close every writable disk image (VM paused: the block devices are quiesced, the images
+    /// flushed and closed) so that the host may snapshot or merge them. Read-only disks
+    /// (CD-ROM media) stay open.
     DetachDisks,
-    /// Open these images as the disks, in order, and restart the block devices. Each image
+    /// Open these images as the writable disks, in order, and restart the block devices. Each image
     /// must be as large as the disk the guest knows, or larger with `may_grow`: the guest is
     /// then told the new size (configuration-change interrupt).
     AttachDisks {
@@ -58,6 +59,15 @@ pub enum Request {
         nic: usize,
         /// Whether its cable is plugged in.
         connected: bool,
+    },
+    /// Put the medium at `path` (a raw image) into read-only disk `disk` (in `--disk` order),
+    /// or take its medium out (`None`: the drive then holds zero bytes); the guest is told its
+    /// new size (configuration-change interrupt), as a CD-ROM drive reports a media change.
+    ChangeMedium {
+        /// The drive's index among the disks.
+        disk: usize,
+        /// The new medium, if any.
+        path: Option<PathBuf>,
     },
     /// Type `text` on the guest's serial console (COM1), as a user at the console would.
     SerialInput {

@@ -91,6 +91,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
         for (disk, given) in config.disks.iter_mut().zip(&options.disks) {
             disk.path = given.path.clone();
             disk.format = given.format;
+            disk.no_medium = given.no_medium;
         }
     }
     if snapshot.vcpus.len() != usize::from(config.vcpus) {

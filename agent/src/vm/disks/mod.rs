@@ -2,6 +2,7 @@
 //! layers ([`trees`]), its change tracking (`ctkEnabled`), its guest-visible size, and the
 //! boot files a fresh boot reads. Power-on, clone, destroy and snapshots all go through here.
 
+pub mod redo;
 pub mod trees;
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use vireo_disk::open::{open_disk_as, probe_format, ImageFormat};
 use vireo_disk::tree::DiskTree;
 use vireo_vmm_protocol::DiskFormat;
 
-use super::spec::VmSpec;
+use super::spec::{DiskMode, VmSpec};
 use super::{Vm, VmState};
 use crate::faults;
 use crate::host::Host;
@@ -74,8 +75,9 @@ pub fn pin_formats(host: &Host, vm: &Vm, spec: &mut VmSpec) {
     }
 }
 
-/// The file each disk is opened from now (the top of its active chain) and that file's
-/// format: the pinned one while the disk is its base file alone, qcow2 for a tree's layer.
+/// The file each disk is opened from now (the top of its active chain, or a nonpersistent
+/// disk's redo overlay while it has one) and that file's format: the pinned one while the
+/// disk is its base file alone, qcow2 for a tree's layer or an overlay.
 pub fn writable_layers(
     host: &Host,
     vm: &Vm,
@@ -89,6 +91,10 @@ pub fn writable_layers(
         .zip(views)
         .filter_map(|((base, disk), view)| {
             let top = view.active.chain.first()?;
+            let overlay = redo::overlay_of(base);
+            if disk.mode == DiskMode::IndependentNonpersistent && overlay.is_file() {
+                return Some((overlay, ImageFormat::Qcow2));
+            }
             let format = match disk.format {
                 Some(format) if top == base => format,
                 _ => ImageFormat::Qcow2,

@@ -96,6 +96,23 @@ pub fn open_all(
         .collect()
 }
 
+/// Opens (creating when new) the tree of every disk snapshots include, in device order:
+/// independent disks are left out of snapshots, as on ESXi.
+pub fn open_snapshotted(
+    vm: &Vm,
+    spec: &VmSpec,
+    datastores: &[DatastoreDir],
+) -> Result<Vec<DiskTree>, DiskTreeError> {
+    base_paths(vm, spec, datastores)?
+        .into_iter()
+        .zip(&spec.disks)
+        .filter(|(_, disk)| !disk.mode.is_independent())
+        .map(|(path, _)| {
+            DiskTree::open(&path).map_err(|source| DiskTreeError::Tree { path, source })
+        })
+        .collect()
+}
+
 /// Applies `change` to every tree in turn; the first failure stops it.
 pub fn each(
     trees: &mut [DiskTree],

@@ -1,16 +1,20 @@
-//! config.hardware.device: the PCI and SCSI controllers, the video card, each virtual disk
-//! (with its backing chain and changeId) and each network adapter, under ESXi's device keys.
+//! config.hardware.device: the PCI, IDE and SCSI controllers, the video card, each virtual disk
+//! (with its backing chain and changeId), each network adapter and each CD-ROM drive, under
+//! ESXi's device keys.
 
 use std::path::PathBuf;
 
 use vireo_api::schema::Schema;
-use vireo_api::{DataObject, Value};
+use vireo_api::{DataObject, MoRef, Value};
 
 use super::layout::layer_name;
 use super::{datastore, enum_value};
 use crate::host::Host;
 use crate::inventory::esxi::DatastoreDir;
+use crate::vm::cdroms::{CDROM_KEY, IDE_KEY};
+use crate::vm::datastore_path::DatastorePath;
 use crate::vm::disks::trees::DiskState;
+use crate::vm::spec::IDE_CONTROLLERS;
 use crate::vm::{Power, Vm, VmState};
 
 /// Device keys, as ESXi numbers them.
@@ -205,7 +209,75 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
                 .into(),
         );
     }
+    devices.extend(ide_devices(schema, vm, state));
     devices
+}
+
+/// The two IDE controllers and the CD-ROM drives in their slots.
+fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
+    let cdroms = &state.spec.cdroms;
+    let controllers = (0..IDE_CONTROLLERS).map(|bus| {
+        let keys: Vec<Value> = (CDROM_KEY..)
+            .zip(cdroms)
+            .filter(|(_, c)| c.controller == bus)
+            .map(|(key, _)| Value::Int(key))
+            .collect();
+        let label = format!("IDE {bus}");
+        DataObject::of(schema, "VirtualIDEController")
+            .with(schema, "key", IDE_KEY + i32::from(bus))
+            .with(schema, "deviceInfo", description(schema, &label, &label))
+            .with(schema, "busNumber", i32::from(bus))
+            .with(
+                schema,
+                "device",
+                Value::Array(schema.known_type("int"), keys),
+            )
+            .into()
+    });
+    let drives = cdroms.iter().enumerate().map(|(n, cdrom)| {
+        let (backing, summary) = match &cdrom.iso {
+            Some(iso) => {
+                let file = vm.datastore_path_of(iso);
+                let store = DatastorePath::parse(&file)
+                    .map(|p| MoRef::new("Datastore", p.datastore.as_str()))
+                    .unwrap_or_else(|_| datastore(vm));
+                let backing = DataObject::of(schema, "VirtualCdromIsoBackingInfo")
+                    .with(schema, "fileName", file.as_str())
+                    .with(schema, "datastore", store);
+                (backing, format!("ISO {file}"))
+            }
+            None => {
+                let backing = DataObject::of(schema, "VirtualCdromRemotePassthroughBackingInfo")
+                    .with(schema, "deviceName", "")
+                    .with(schema, "useAutoDetect", false)
+                    .with(schema, "exclusive", false);
+                (backing, "Remote device".to_string())
+            }
+        };
+        let connectable = DataObject::of(schema, "VirtualDeviceConnectInfo")
+            .with(schema, "startConnected", cdrom.start_connected)
+            .with(schema, "allowGuestControl", true)
+            .with(
+                schema,
+                "connected",
+                state.power == Power::On && state.cdroms.loaded(n),
+            )
+            .with(schema, "status", "ok");
+        let label = format!("CD/DVD drive {}", n + 1);
+        DataObject::of(schema, "VirtualCdrom")
+            .with(schema, "key", CDROM_KEY + n as i32)
+            .with(schema, "deviceInfo", description(schema, &label, &summary))
+            .with(schema, "backing", backing)
+            .with(schema, "connectable", connectable)
+            .with(
+                schema,
+                "controllerKey",
+                IDE_KEY + i32::from(cdrom.controller),
+            )
+            .with(schema, "unitNumber", i32::from(cdrom.unit))
+            .into()
+    });
+    controllers.chain(drives).collect()
 }
 
 /// A disk's backing UUID derived from the VM's UUID and its index.

@@ -155,6 +155,7 @@ fn write_spec(
         }
         if let Some(plan) = &plan {
             plan.grow_disks(host, vm, &state)?;
+            plan.change_media(host, vm, &mut state)?;
         }
         next.to_vmx()
             .write(&vm.vmx_file)

@@ -19,7 +19,7 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 use vireo_disk::tree::{DiskTree, TreeError};
 use vireo_tools::protocol::Operation;
 
-use super::disks::trees::{each, open_all, tree_snapshot_name, DiskTreeError};
+use super::disks::trees::{each, open_snapshotted, tree_snapshot_name, DiskTreeError};
 use super::disks::{apply_tracking, disk_fault, refresh, tracking_configured};
 use super::journal::{Intent, Journal};
 use super::{lifecycle, tools_host, Power, Vm, VmState};
@@ -213,7 +213,8 @@ fn take_layers(
         })?;
         step(host, journal, "state-linked")?;
     }
-    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut trees =
+        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let tracking = tracking_configured(state);
     let save_to = (meta.power == CapturedPower::On).then_some(dir);
     let name = tree_snapshot_name(meta.uid);
@@ -286,7 +287,8 @@ pub fn revert(
         state.suspend_time = None;
     }
     let mut journal = begin(host, vm, Intent::SnapshotRevert { uid })?;
-    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut trees =
+        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let name = tree_snapshot_name(uid);
     each(&mut trees, |tree| tree.revert(&name).map(drop)).map_err(|e| disk_fault(host, e))?;
     step(host, &mut journal, "trees-changed")?;
@@ -364,7 +366,8 @@ fn delete_snapshots(
         consolidate,
     };
     let mut journal = begin(host, vm, intent)?;
-    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut trees =
+        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     // Only the VM's own snapshots go: a linked clone's hold on a layer stays (see `clone_holds`).
     let forget = |tree: &mut DiskTree| {
         for &uid in uids {
@@ -413,7 +416,8 @@ fn delete_snapshots(
 pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let mut state = vm.edit(host);
     let mut journal = begin(host, vm, Intent::Consolidate)?;
-    let mut trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let mut trees =
+        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let merged = live::with_disks_closed(host, vm, &state, None, &mut journal, || {
         each(&mut trees, |tree| tree.consolidate(&mut |_, _| true)).map_err(|e| disk_fault(host, e))
     });
@@ -427,9 +431,11 @@ pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
 pub fn estimate_consolidation(host: &Host, vm: &Vm) -> Result<Value, Fault> {
     let schema = host.schema;
     let state = vm.state();
-    let trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let trees =
+        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
     let mut per_datastore: Vec<(String, u64)> = Vec::new();
-    for (tree, disk) in trees.iter().zip(&state.spec.disks) {
+    let persistent = state.spec.disks.iter().filter(|d| !d.mode.is_independent());
+    for (tree, disk) in trees.iter().zip(persistent) {
         let estimate = super::disks::trees::estimate_without_snapshots(tree)
             .map_err(|e| disk_fault(host, e))?;
         let datastore =

@@ -2,7 +2,8 @@
 //! Images are opened as `vireo_disk::SharedDisk` (raw or qcow2: plain data I/O runs in parallel,
 //! metadata changes one at a time); any `BlockDevice` behind a mutex serves too, one request at
 //! a time (tests, fuzzing). Reads are tried from the host's page cache first (`read_cached`),
-//! so that only reads that must wait for storage are handed to another thread.
+//! so that only reads that must wait for storage are handed to another thread. A removable-media
+//! drive without a medium serves [`NoMedium`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use vireo_disk::block::{BlockDevice, BlockError};
 use vireo_disk::open::{ImageFormat, OpenError};
 use vireo_disk::SharedDisk;
-use vireo_vmm_protocol::DiskFormat;
+use vireo_vmm_protocol::{DiskConfig, DiskFormat};
 
 use crate::devices::bus::lock;
 
@@ -49,6 +50,52 @@ pub fn open_image(
         None => SharedDisk::open(path, read_only)?,
     };
     Ok(Arc::new(disk))
+}
+
+/// The medium of a disk as its configuration gives it: the image at its path, or
+/// [`NoMedium`] for a drive without one.
+pub fn open_medium(disk: &DiskConfig) -> Result<SharedImage, OpenError> {
+    if disk.no_medium {
+        return Ok(Arc::new(NoMedium));
+    }
+    open_image(&disk.path, disk.format, disk.read_only)
+}
+
+/// An empty removable-media drive: zero bytes; every request is out of range.
+pub struct NoMedium;
+
+impl NoMedium {
+    fn out_of_range(offset: u64, len: usize) -> BlockError {
+        BlockError::OutOfRange {
+            offset,
+            len: len as u64,
+            capacity: 0,
+        }
+    }
+}
+
+impl ConcurrentDisk for NoMedium {
+    fn capacity(&self) -> u64 {
+        0
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
+        Err(Self::out_of_range(offset, buf.len()))
+    }
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError> {
+        Err(Self::out_of_range(offset, buf.len()))
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        Ok(())
+    }
+    fn discard(&self, _offset: u64, _len: u64) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
+    fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<(), BlockError> {
+        Err(BlockError::ReadOnly)
+    }
 }
 
 impl ConcurrentDisk for SharedDisk {
