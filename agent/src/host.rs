@@ -50,6 +50,8 @@ pub struct Host {
     pub switches: Mutex<crate::vm::network::switches::Switches>,
     /// The auto-start settings (HostAutoStartManager).
     pub autostart: Mutex<crate::autostart::AutoStart>,
+    /// The advanced settings changed through the OptionManager.
+    pub settings: Mutex<crate::settings::Settings>,
     /// Performance samples (PerformanceManager).
     pub perf: Mutex<crate::perf::Store>,
     /// Console tickets issued and not yet used.
@@ -87,6 +89,7 @@ impl Host {
             history_collectors: Mutex::new(HashMap::new()),
             autostart: Mutex::default(),
             perf: Mutex::default(),
+            settings: Mutex::default(),
             console_tickets: TicketStore::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,

@@ -20,6 +20,7 @@ pub mod methods;
 pub mod perf;
 pub mod server;
 pub mod sessions;
+pub mod settings;
 pub mod soap;
 pub mod startup;
 pub mod tasks;

@@ -112,6 +112,15 @@ pub mod refs {
     pub fn perf_manager() -> MoRef {
         MoRef::new("PerformanceManager", "ha-perfmgr")
     }
+    /// The OptionManager of vireod's settings (ServiceContent.setting and the host's
+    /// advancedOption).
+    pub fn option_manager() -> MoRef {
+        MoRef::new("OptionManager", "HostAgentSettings")
+    }
+    /// The HostDateTimeSystem.
+    pub fn date_time_system() -> MoRef {
+        MoRef::new("HostDateTimeSystem", "dateTimeSystem")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -276,11 +285,10 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
 
 /// The host's configManager: the managers this host has.
 fn config_manager(schema: &Schema) -> DataObject {
-    DataObject::of(schema, "HostConfigManager").with(
-        schema,
-        "autoStartManager",
-        refs::autostart_manager(),
-    )
+    DataObject::of(schema, "HostConfigManager")
+        .with(schema, "autoStartManager", refs::autostart_manager())
+        .with(schema, "advancedOption", refs::option_manager())
+        .with(schema, "dateTimeSystem", refs::date_time_system())
 }
 
 /// The HostDatastoreBrowser: the datastores it searches and the query types it knows.
@@ -354,7 +362,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "searchIndex", refs::search_index())
         .with(schema, "fileManager", refs::file_manager())
         .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
-        .with(schema, "perfManager", refs::perf_manager());
+        .with(schema, "perfManager", refs::perf_manager())
+        .with(schema, "setting", refs::option_manager());
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)
@@ -395,6 +404,8 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::file_manager(),
         refs::virtual_disk_manager(),
         refs::autostart_manager(),
+        refs::option_manager(),
+        refs::date_time_system(),
     ] {
         inv.insert(schema, obj, None);
     }
