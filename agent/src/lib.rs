@@ -14,6 +14,7 @@ pub mod faults;
 pub mod host;
 pub mod http_files;
 pub mod inventory;
+pub mod json_file;
 pub mod locks;
 pub mod logins;
 pub mod methods;

@@ -103,21 +103,15 @@ impl Settings {
     /// The changed values kept in `data_dir` (none when there is no file).
     pub fn load(data_dir: &Path) -> Result<Settings, SettingsError> {
         let path = data_dir.join(FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SettingsError::File {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        match crate::json_file::load(&path) {
+            Ok(kept) => Ok(kept.unwrap_or_default()),
             Err(source) => Err(SettingsError::File { path, source }),
         }
     }
 
     fn save(&self, data_dir: &Path) -> Result<(), SettingsError> {
         let path = data_dir.join(FILE);
-        let bytes = serde_json::to_vec_pretty(self).expect("plain data serializes");
-        crate::vm::vmx_file::write_atomically(&path, &bytes)
-            .map_err(|source| SettingsError::File { path, source })
+        crate::json_file::save(&path, self).map_err(|source| SettingsError::File { path, source })
     }
 
     /// The value of `key` now (changed, else configured).
