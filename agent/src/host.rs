@@ -56,6 +56,8 @@ pub struct Host {
     pub perf: Mutex<crate::perf::Store>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
+    /// Guest file transfer URLs issued and not yet used.
+    pub guest_transfers: crate::guest_files::Transfers,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
     pub certificate_sha1: String,
     changes: tokio::sync::watch::Sender<u64>,
@@ -91,6 +93,7 @@ impl Host {
             perf: Mutex::default(),
             settings: Mutex::default(),
             console_tickets: TicketStore::default(),
+            guest_transfers: Default::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,
             next_id: AtomicU64::new(1),

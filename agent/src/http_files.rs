@@ -251,6 +251,11 @@ impl hyper::body::Body for FileStream {
     }
 }
 
+/// A response body streaming the chunks `chunks` delivers (an error ends it).
+pub(crate) fn channel_body(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    FileStream { chunks }.boxed()
+}
+
 /// Streams `len` bytes of `file` from `first`.
 fn stream(file: std::fs::File, first: u64, len: u64) -> FileStream {
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);

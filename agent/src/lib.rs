@@ -11,6 +11,7 @@ pub mod crash;
 pub mod datastore;
 pub mod events;
 pub mod faults;
+pub mod guest_files;
 pub mod host;
 pub mod http_files;
 pub mod inventory;

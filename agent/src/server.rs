@@ -2,7 +2,8 @@
 //! timeouts (`connections`), request size and read-time limits, gzip
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
 //! (plus `/folder/...` and `GET /screen`, served by `http_files`, and the console's
-//! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`).
+//! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`, and the one-time
+//! guest file transfer URLs `/guestFile?id=&token=`, served by `guest_files`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -159,6 +160,7 @@ async fn route(
         (_, path) if path.starts_with("/folder/") => {
             return Ok(http_files::folder(host, request).await)
         }
+        (_, "/guestFile") => return Ok(crate::guest_files::endpoint(host, request).await),
         (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())

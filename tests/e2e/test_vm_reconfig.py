@@ -162,6 +162,26 @@ def test_tools_boot_options_topology_and_change_tracking(si, agent):
     assert vm.config.hardware.numCPU == 1
 
 
+def test_guest_sees_cores_per_socket(si, agent):
+    """numCoresPerSocket is applied through CPUID (cores per package in leaves 1, 4 and 0xB,
+    sockets on the APIC id bits above the cores)."""
+    from test_vm_snapshots import type_command
+
+    def topology():
+        fields = dict(f.split("=") for f in type_command(agent, vm, "topology", "topology ").split()[1:])
+        return int(fields["cores_per_socket"]), int(fields["core_bits"]), int(fields["sockets"])
+
+    vm = create_vm(si, "rc-topology", scenario="shell", disk_kb=0, nic=False)
+    reconfigure(vm, numCPUs=2, numCoresPerSocket=1)
+    power_on_booted(agent, vm)
+    assert topology() == (1, 0, 2)
+    WaitForTask(vm.PowerOffVM_Task())
+    reconfigure(vm, numCoresPerSocket=2)
+    power_on_booted(agent, vm)
+    assert topology() == (2, 1, 1)
+    WaitForTask(vm.PowerOffVM_Task())
+
+
 def test_rename_keeps_files_and_refuses_duplicates(si, agent):
     vm = create_vm(si, "rc-old", disk_kb=65536, nic=False)
     create_vm(si, "rc-taken", disk_kb=0, nic=False)

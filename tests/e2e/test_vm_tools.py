@@ -1,6 +1,7 @@
 """Guest tools through the VirtualMachine API: test-guest VMs booted with `vireo.tools=on` speak
 the tools protocol on their tools channel; pyVmomi sees tools running, a green heartbeat and the
-guest's identity and address, ShutdownGuest / RebootGuest / StandbyGuest reach the guest, and
+guest's identity and address, ShutdownGuest / RebootGuest / StandbyGuest reach the guest (a
+guest that accepts standby ends suspended), and
 quiesced snapshots freeze (flush the guest's disks) and thaw it."""
 import os
 
@@ -8,6 +9,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import host_path
 from test_vm_lifecycle import agent, config_spec, console, power_on_booted, root_pool, si, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -72,6 +74,29 @@ def test_shutdown_guest_powers_the_vm_off(si, agent):
     vm.ShutdownGuest()
     wait_for(lambda: vm.runtime.powerState == "poweredOff", "the guest to power off")
     assert "vireo-test-guest: powering off" in console(agent, vm)
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_standby_guest_ends_with_the_vm_suspended(si, agent):
+    """A guest that accepts standby (vireo.standby=ok: it flushes its disks and says ok) ends
+    suspended; powered on again, it carries on where it was (its mark survives)."""
+    from test_vm_snapshots import type_command
+    vm = create_tools_vm(si, "tools-standby", cmdline=TOOLS_CMDLINE + " vireo.standby=ok")
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    type_command(agent, vm, "mark set before-standby", "mark set")
+    assert type_command(agent, vm, "mark get", "mark=") == "mark=before-standby"
+    vm.StandbyGuest()
+    wait_for(lambda: vm.runtime.powerState == "suspended", "the VM to be suspended")
+    assert os.path.isfile(os.path.join(os.path.dirname(host_path(agent, vm.config.files.vmPathName)),
+                                       "suspend", "vm.state"))
+    events = si.content.eventManager.QueryEvents(vim.event.EventFilterSpec(
+        entity=vim.event.EventFilterSpec.ByEntity(entity=vm, recursion="self")))
+    assert any(isinstance(e, vim.event.VmSuspendedEvent) for e in events)
+    WaitForTask(vm.PowerOnVM_Task())
+    assert type_command(agent, vm, "mark get", "mark=") == "mark=before-standby"
+    assert vm.runtime.powerState == "poweredOn"
+    WaitForTask(vm.PowerOffVM_Task())
     WaitForTask(vm.Destroy_Task())
 
 

@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::arch::acpi::MmioDeviceInfo;
 use crate::arch::regs::{self, EntryMode};
 use crate::arch::zero_page::{self, InitrdRegion};
-use crate::arch::{acpi, kvm_pvm, layout, memory_map, pvh};
+use crate::arch::{acpi, cpuid, kvm_pvm, layout, memory_map, pvh};
 use crate::config::{ConfigError, VmConfig};
 use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
@@ -349,7 +349,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
                 &vm.fd,
                 &supported_cpuid,
                 i,
-                config.vcpus,
+                cpuid::Topology::of(config.vcpus, config.cores_per_socket),
                 entry,
                 msr_indices.clone(),
             )

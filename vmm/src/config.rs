@@ -22,6 +22,9 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Number of vCPUs.
     pub vcpus: u8,
+    /// vCPUs per socket (all in one socket when absent).
+    #[serde(default)]
+    pub cores_per_socket: Option<u8>,
     /// Guest memory in MiB.
     pub memory_mib: u64,
     /// File receiving the serial console (appended).
@@ -50,6 +53,7 @@ impl Default for VmConfig {
             initrd: None,
             cmdline: String::new(),
             vcpus: 1,
+            cores_per_socket: None,
             memory_mib: 128,
             serial_log: None,
             serial_stdio: false,
@@ -69,6 +73,9 @@ pub enum ConfigError {
     /// vCPU count out of range.
     #[error("--vcpus must be between 1 and {MAX_VCPUS}, got {0}")]
     VcpuCount(u8),
+    /// Cores per socket that do not split the vCPUs into whole sockets on APIC id bounds.
+    #[error("--cores-per-socket {0} must be a power of two dividing --vcpus {1}")]
+    CoresPerSocket(u8, u8),
     /// Guest memory too small.
     #[error("--memory-mib must be at least {MIN_MEMORY_MIB}, got {0}")]
     MemoryTooSmall(u64),
@@ -94,6 +101,11 @@ impl VmConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::VcpuCount(self.vcpus));
+        }
+        if let Some(cores) = self.cores_per_socket {
+            if !cores.is_power_of_two() || !self.vcpus.is_multiple_of(cores) {
+                return Err(ConfigError::CoresPerSocket(cores, self.vcpus));
+            }
         }
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::MemoryTooSmall(self.memory_mib));

@@ -131,6 +131,7 @@ fn build(args: &VmmArgs) -> Result<Machine, StartError> {
             initrd: args.initrd.clone(),
             cmdline: args.cmdline.clone(),
             vcpus: args.vcpus,
+            cores_per_socket: args.cores_per_socket,
             memory_mib: args.memory_mib,
             serial_log: args.serial_log.clone(),
             control_socket: args.control.clone(),

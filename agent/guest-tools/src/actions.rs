@@ -11,7 +11,7 @@ pub trait GuestActions: Send {
     fn shutdown(&mut self) -> Result<(), String>;
     /// Starts an orderly reboot.
     fn reboot(&mut self) -> Result<(), String>;
-    /// Suspends to RAM.
+    /// Gets the guest ready for the host to suspend the VM (runs to completion).
     fn standby(&mut self) -> Result<(), String>;
     /// Freezes filesystems for a quiesced snapshot.
     fn freeze(&mut self) -> Result<(), String>;
@@ -25,7 +25,7 @@ pub struct SystemActions {
     pub shutdown_command: String,
     /// Command line for reboot.
     pub reboot_command: String,
-    /// Command line for standby.
+    /// Command line run (and waited for) before the host suspends the VM on a standby.
     pub standby_command: String,
     frozen: Vec<String>,
 }
@@ -50,6 +50,20 @@ fn spawn_shell(command: &str) -> Result<(), String> {
         .spawn()
         .map(drop)
         .map_err(|e| format!("cannot run {command:?}: {e}"))
+}
+
+/// Runs `command` with `/bin/sh -c` and waits for it; an error unless it exits with 0.
+fn run_shell(command: &str) -> Result<(), String> {
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}"))
+    }
 }
 
 /// Mount points of writable, disk-backed filesystems, deepest first.
@@ -117,7 +131,7 @@ impl GuestActions for SystemActions {
     }
 
     fn standby(&mut self) -> Result<(), String> {
-        spawn_shell(&self.standby_command)
+        run_shell(&self.standby_command)
     }
 
     fn freeze(&mut self) -> Result<(), String> {

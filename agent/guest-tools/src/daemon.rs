@@ -1,6 +1,7 @@
 //! The guest side of the tools channel over any byte stream: says hello, reports the guest's
 //! facts (again whenever they change or the host says hello), beats every interval, and
-//! answers the host's requests through [`GuestActions`].
+//! answers the host's requests through [`GuestActions`] and its guest operations through
+//! [`GuestOperations`].
 
 use std::io::{BufReader, Read, Write};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::actions::GuestActions;
+use crate::guest_ops::wire::{GuestOpReply, GuestOpsOffer};
+use crate::guest_ops::GuestOperations;
 use crate::protocol::{
     read_message, write_message, GuestInfo, GuestMessage, HostMessage, Operation, ReadMessageError,
     PROTOCOL_VERSION,
@@ -24,6 +27,8 @@ pub struct DaemonOptions {
     pub facts: FactsSource,
     /// What requests do.
     pub actions: Box<dyn GuestActions>,
+    /// What guest operations do (`None`: the guest offers none).
+    pub guest_ops: Option<Box<dyn GuestOperations>>,
 }
 
 /// Why the daemon stopped.
@@ -45,10 +50,11 @@ fn send(writer: &SharedWriter, message: &GuestMessage) -> Result<(), DaemonError
     write_message(&mut *writer, message).map_err(DaemonError::Write)
 }
 
-fn hello() -> GuestMessage {
+fn hello(guest_ops: Option<GuestOpsOffer>) -> GuestMessage {
     GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         tools_version: env!("CARGO_PKG_VERSION").into(),
+        guest_ops,
     }
 }
 
@@ -62,14 +68,16 @@ pub fn serve(
         heartbeat,
         facts,
         mut actions,
+        mut guest_ops,
     } = options;
+    let offer = guest_ops.as_ref().map(|ops| ops.offer());
     let writer: SharedWriter = Arc::new(Mutex::new(writer));
     let facts = Arc::new(Mutex::new(facts));
     let read_facts = {
         let facts = facts.clone();
         move || (facts.lock().unwrap_or_else(|p| p.into_inner()))()
     };
-    send(&writer, &hello())?;
+    send(&writer, &hello(offer))?;
     let mut last_info = read_facts();
     send(&writer, &GuestMessage::GuestInfo(last_info.clone()))?;
 
@@ -101,9 +109,22 @@ pub fn serve(
             Err(error) => break Err(error.into()),
         };
         let sent = match message {
-            HostMessage::Hello { .. } => send(&writer, &hello())
+            HostMessage::Hello { .. } => send(&writer, &hello(offer))
                 .and_then(|_| send(&writer, &GuestMessage::GuestInfo(read_facts()))),
             HostMessage::Request { id, op } => answer(&writer, id, op, &mut *actions, &read_facts),
+            HostMessage::GuestOp { id, auth, op } => {
+                let outcome = match guest_ops.as_mut() {
+                    Some(ops) => ops.run(&auth, op),
+                    None => Err(crate::guest_ops::wire::GuestOpError::new(
+                        crate::guest_ops::wire::GuestFault::Unsupported,
+                        "this guest offers no guest operations",
+                    )),
+                };
+                send(
+                    &writer,
+                    &GuestMessage::GuestOpReply(GuestOpReply::of(id, outcome)),
+                )
+            }
         };
         if let Err(error) = sent {
             break Err(error);
@@ -132,18 +153,19 @@ fn answer(
         error: result.err(),
     };
     match op {
-        Operation::Shutdown | Operation::Reboot | Operation::Standby => {
+        Operation::Shutdown | Operation::Reboot => {
             send(writer, &reply(Ok(())))?;
             let started = match op {
                 Operation::Shutdown => actions.shutdown(),
-                Operation::Reboot => actions.reboot(),
-                _ => actions.standby(),
+                _ => actions.reboot(),
             };
             if let Err(error) = started {
                 eprintln!("vireo-tools: {op:?} failed: {error}");
             }
             Ok(())
         }
+        // The guest gets ready to be suspended; the host suspends the VM once it replies ok.
+        Operation::Standby => send(writer, &reply(actions.standby())),
         Operation::Freeze => send(writer, &reply(actions.freeze())),
         Operation::Thaw => send(writer, &reply(actions.thaw())),
         Operation::RefreshInfo => {

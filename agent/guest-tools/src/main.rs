@@ -1,7 +1,8 @@
 //! `vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD]
-//! [--standby-command CMD]`: the guest tools daemon. PATH is the tools console (default
-//! /dev/hvc0) or, for tests, a Unix socket to connect to. Reopens a device whose host end went
-//! away; exits when a socket closes.
+//! [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops]`: the guest tools
+//! daemon. PATH is the tools console (default /dev/hvc0) or, for tests, a Unix socket to connect
+//! to. Guest operations check credentials against FILEs (default /etc/passwd, /etc/shadow).
+//! Reopens a device whose host end went away; exits when a socket closes.
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
@@ -12,6 +13,8 @@ use std::time::Duration;
 use vireo_tools::actions::SystemActions;
 use vireo_tools::daemon::{serve, DaemonOptions};
 use vireo_tools::facts::read_guest_info;
+use vireo_tools::guest_ops::auth::Accounts;
+use vireo_tools::guest_ops::{GuestOperations, SystemGuestOps};
 use vireo_tools::protocol::HEARTBEAT_INTERVAL_MS;
 
 struct Args {
@@ -20,9 +23,12 @@ struct Args {
     shutdown: String,
     reboot: String,
     standby: String,
+    passwd: PathBuf,
+    shadow: PathBuf,
+    guest_ops: bool,
 }
 
-const USAGE: &str = "usage: vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD] [--standby-command CMD]";
+const USAGE: &str = "usage: vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD] [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -30,7 +36,10 @@ fn parse_args() -> Result<Args, String> {
         heartbeat: Duration::from_millis(HEARTBEAT_INTERVAL_MS),
         shutdown: "poweroff".into(),
         reboot: "reboot".into(),
-        standby: "echo mem > /sys/power/state".into(),
+        standby: "sync".into(),
+        passwd: PathBuf::from("/etc/passwd"),
+        shadow: PathBuf::from("/etc/shadow"),
+        guest_ops: true,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -44,6 +53,9 @@ fn parse_args() -> Result<Args, String> {
             "--shutdown-command" => args.shutdown = value()?,
             "--reboot-command" => args.reboot = value()?,
             "--standby-command" => args.standby = value()?,
+            "--passwd" => args.passwd = value()?.into(),
+            "--shadow" => args.shadow = value()?.into(),
+            "--no-guest-ops" => args.guest_ops = false,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -60,6 +72,12 @@ fn options(args: &Args) -> DaemonOptions {
             &args.reboot,
             &args.standby,
         )),
+        guest_ops: args.guest_ops.then(|| {
+            Box::new(SystemGuestOps::new(Accounts::new(
+                &args.passwd,
+                &args.shadow,
+            ))) as Box<dyn GuestOperations>
+        }),
     }
 }
 

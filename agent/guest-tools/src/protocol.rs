@@ -7,8 +7,10 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Version of this protocol; sent in both hellos.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::guest_ops::wire::{GuestAuth, GuestOp, GuestOpReply, GuestOpsOffer};
+
+/// Version of this protocol; sent in both hellos (2 added guest operations).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Longest line either side accepts; longer lines are skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How often the guest beats unless told otherwise.
@@ -24,6 +26,9 @@ pub enum GuestMessage {
         protocol: u32,
         /// The tools' own version (guest.toolsVersion).
         tools_version: String,
+        /// What the guest offers for guest operations (absent: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guest_ops: Option<GuestOpsOffer>,
     },
     /// The guest's identity and addresses; sent after hello and whenever they change.
     GuestInfo(GuestInfo),
@@ -42,6 +47,8 @@ pub enum GuestMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The outcome of a host guest-op.
+    GuestOpReply(GuestOpReply),
 }
 
 /// What the host sends.
@@ -59,6 +66,17 @@ pub enum HostMessage {
         id: u64,
         /// What to do.
         op: Operation,
+    },
+    /// A guest operation, run with `auth` (checked by the guest); answered by a guest-op-reply.
+    GuestOp {
+        /// Chosen by the host, echoed in the reply.
+        id: u64,
+        /// The credentials, as flat fields.
+        #[serde(flatten)]
+        auth: GuestAuth,
+        /// The operation, as flat fields (`op` names it).
+        #[serde(flatten)]
+        op: GuestOp,
     },
 }
 

@@ -27,7 +27,7 @@ pub const BASE: [&str; 3] = ["System.Anonymous", "System.View", "System.Read"];
 /// Privileges the API reference requires of methods whose schema entry lists none (dynamic
 /// checks: the entities a method changes, ReconfigVM_Task's per-setting privileges) and of the
 /// HTTP file and console paths.
-const DYNAMIC: [&str; 20] = [
+const DYNAMIC: [&str; 23] = [
     "Authorization.ModifyPermissions",
     "Datastore.AllocateSpace",
     "Datastore.Browse",
@@ -44,6 +44,9 @@ const DYNAMIC: [&str; 20] = [
     "VirtualMachine.Config.EditDevice",
     "VirtualMachine.Config.Memory",
     "VirtualMachine.Config.Rename",
+    "VirtualMachine.GuestOperations.Execute",
+    "VirtualMachine.GuestOperations.Modify",
+    "VirtualMachine.GuestOperations.Query",
     "VirtualMachine.Inventory.CreateFromExisting",
     "VirtualMachine.Inventory.Delete",
     "VirtualMachine.Interact.ConsoleInteract",

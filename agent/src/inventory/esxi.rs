@@ -100,6 +100,22 @@ pub mod refs {
     pub fn virtual_disk_manager() -> MoRef {
         MoRef::new("VirtualDiskManager", "ha-vdiskmanager")
     }
+    /// The GuestOperationsManager.
+    pub fn guest_operations_manager() -> MoRef {
+        MoRef::new("GuestOperationsManager", "ha-guest-operations-manager")
+    }
+    /// The GuestAuthManager.
+    pub fn guest_auth_manager() -> MoRef {
+        MoRef::new("GuestAuthManager", "ha-guest-operations-auth-manager")
+    }
+    /// The GuestProcessManager.
+    pub fn guest_process_manager() -> MoRef {
+        MoRef::new("GuestProcessManager", "ha-guest-operations-process-manager")
+    }
+    /// The GuestFileManager.
+    pub fn guest_file_manager() -> MoRef {
+        MoRef::new("GuestFileManager", "ha-guest-operations-file-manager")
+    }
     /// The HostDatastoreBrowser of the host and its datastores.
     pub fn datastore_browser() -> MoRef {
         MoRef::new("HostDatastoreBrowser", "ha-host-datastorebrowser")
@@ -363,7 +379,12 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "fileManager", refs::file_manager())
         .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
         .with(schema, "perfManager", refs::perf_manager())
-        .with(schema, "setting", refs::option_manager());
+        .with(schema, "setting", refs::option_manager())
+        .with(
+            schema,
+            "guestOperationsManager",
+            refs::guest_operations_manager(),
+        );
     let capability = DataObject::of(schema, "Capability")
         .with(schema, "provisioningSupported", false)
         .with(schema, "multiHostSupported", false)
@@ -403,12 +424,25 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::authorization_manager(),
         refs::file_manager(),
         refs::virtual_disk_manager(),
+        refs::guest_auth_manager(),
+        refs::guest_process_manager(),
+        refs::guest_file_manager(),
         refs::autostart_manager(),
         refs::option_manager(),
         refs::date_time_system(),
     ] {
         inv.insert(schema, obj, None);
     }
+    let gom = refs::guest_operations_manager();
+    inv.insert(schema, gom.clone(), None);
+    inv.set(schema, &gom, "authManager", refs::guest_auth_manager());
+    inv.set(
+        schema,
+        &gom,
+        "processManager",
+        refs::guest_process_manager(),
+    );
+    inv.set(schema, &gom, "fileManager", refs::guest_file_manager());
     let sm = refs::session_manager();
     inv.insert(schema, sm.clone(), None);
     inv.set(schema, &sm, "defaultLocale", "en");

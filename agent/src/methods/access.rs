@@ -148,11 +148,40 @@ fn requirements(call: &Call<'_>, inv: &Inventory, listed: &str) -> Vec<(String, 
         "RetrieveEntityPermissions" => need("System.Read", arg("entity")),
         _ => {}
     }
+    if let Some(privilege) = guest_operation_privilege(method) {
+        need(privilege, arg("vm"));
+    }
     for (privilege, name) in datastore_file_privileges(method) {
         let path = call.arg(name).and_then(Value::as_str);
         need(privilege, datastore_of(path).as_ref());
     }
     needs
+}
+
+/// The privilege a guest operation needs on its `vm` argument (the API reference's).
+fn guest_operation_privilege(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "StartProgramInGuest" | "TerminateProcessInGuest" => {
+            "VirtualMachine.GuestOperations.Execute"
+        }
+        "ValidateCredentialsInGuest"
+        | "AcquireCredentialsInGuest"
+        | "ReleaseCredentialsInGuest"
+        | "ListProcessesInGuest"
+        | "ReadEnvironmentVariableInGuest"
+        | "ListFilesInGuest"
+        | "InitiateFileTransferFromGuest" => "VirtualMachine.GuestOperations.Query",
+        "MakeDirectoryInGuest"
+        | "DeleteFileInGuest"
+        | "DeleteDirectoryInGuest"
+        | "MoveFileInGuest"
+        | "MoveDirectoryInGuest"
+        | "CreateTemporaryFileInGuest"
+        | "CreateTemporaryDirectoryInGuest"
+        | "ChangeFileAttributesInGuest"
+        | "InitiateFileTransferToGuest" => "VirtualMachine.GuestOperations.Modify",
+        _ => return None,
+    })
 }
 
 /// The privileges a datastore file or disk method needs on the datastores its path arguments

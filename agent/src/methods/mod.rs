@@ -12,6 +12,7 @@ pub mod event_history_collector;
 pub mod event_manager;
 pub mod file_manager;
 pub mod folder;
+pub mod guest_operations;
 pub mod history;
 pub mod list_view;
 pub mod managed_object;
@@ -123,6 +124,9 @@ const TABLES: &[&MethodTable] = &[
     &snapshot::METHODS,
     &file_manager::METHODS,
     &virtual_disk_manager::METHODS,
+    &guest_operations::auth_manager::METHODS,
+    &guest_operations::process_manager::METHODS,
+    &guest_operations::file_manager::METHODS,
     &datastore_browser::METHODS,
     &autostart_manager::METHODS,
     &performance_manager::METHODS,
@@ -163,6 +167,17 @@ impl Call<'_> {
             .iter()
             .filter_map(Value::as_moref)
             .cloned()
+            .collect()
+    }
+
+    /// The strings of an array argument (empty when unset).
+    pub fn string_list_arg(&self, name: &str) -> Vec<String> {
+        self.arg(name)
+            .map(Value::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
             .collect()
     }
 

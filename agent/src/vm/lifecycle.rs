@@ -14,7 +14,7 @@ use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
 use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
-use super::spec::{BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
+use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
     cdroms, control, disks, network, question, recovery, snapshots, tools_host, Power, Stopping,
     Vm, VmState,
@@ -272,10 +272,19 @@ fn boot_args(
             "memoryMB",
             spec.memory_mb,
         )?,
+        cores_per_socket: sockets_of(spec),
         disks: disk_configs(disk_paths, true),
         nets,
         ..VmmArgs::default()
     })
+}
+
+/// The cores per socket the guest is shown (numCoresPerSocket): the VMM lays sockets out on
+/// APIC id bits, so a count that is not a power of two is recorded but shown as one socket.
+fn sockets_of(spec: &VmSpec) -> Option<u8> {
+    u8::try_from(super::reconfig::config::cores_per_socket(spec))
+        .ok()
+        .filter(|cores| cores.is_power_of_two() && spec.num_cpus % i32::from(*cores) == 0)
 }
 
 /// `converted`, or InvalidVmConfig naming `property` when `value` does not fit the VMM's range.

@@ -1,15 +1,17 @@
 //! The host end of the tools channel (docs/tools-protocol.md): connects to the VMM's tools
 //! socket, says hello, records the guest's hello, facts and heartbeats in [`ToolsState`], and
-//! carries requests (shutdown, reboot, standby, freeze, thaw) to the guest and their replies back.
+//! carries requests (shutdown, reboot, standby, freeze, thaw) and guest operations to the guest
+//! and their replies back.
 
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vireo_tools::guest_ops::wire::{GuestAuth, GuestOp, GuestOpError, GuestOpReply, GuestOpsOffer};
 use vireo_tools::protocol::{
     read_message, write_message, GuestInfo, GuestMessage, HostMessage, Operation, PROTOCOL_VERSION,
 };
@@ -36,8 +38,11 @@ pub struct ToolsState {
     pub last_beat: Option<Instant>,
     /// The guest's latest facts.
     pub info: Option<GuestInfo>,
-    writer: Option<UnixStream>,
+    /// What the guest's hello offered for guest operations.
+    pub guest_ops: Option<GuestOpsOffer>,
+    writer: Option<Arc<Mutex<UnixStream>>>,
     pending: HashMap<u64, mpsc::Sender<Result<(), String>>>,
+    pending_ops: HashMap<u64, mpsc::Sender<GuestOpReply>>,
     next_id: u64,
 }
 
@@ -58,9 +63,19 @@ impl ToolsState {
         self.info = None;
         self.last_beat = None;
         self.writer = None;
+        self.guest_ops = None;
         for (_, waiter) in self.pending.drain() {
             let _ = waiter.send(Err("the tools channel closed".into()));
         }
+        // Dropping the senders tells each waiting guest operation the channel closed.
+        self.pending_ops.clear();
+    }
+
+    /// A new request id and the writer to send it on, if tools run.
+    fn next_request(&mut self) -> Option<(u64, Arc<Mutex<UnixStream>>)> {
+        let writer = self.writer.clone().filter(|_| self.running)?;
+        self.next_id += 1;
+        Some((self.next_id, writer))
     }
 
     /// Marks tools that stopped beating as not running; returns whether anything changed.
@@ -90,17 +105,21 @@ pub enum ToolsRequestError {
     Timeout,
 }
 
+/// Writes one message on the channel (one writer at a time, so lines never interleave).
+fn send(writer: &Mutex<UnixStream>, message: &HostMessage) -> bool {
+    let mut stream = writer.lock().unwrap_or_else(|p| p.into_inner());
+    write_message(&mut *stream, message).is_ok()
+}
+
 /// Sends `op` to the guest and waits for its reply.
 pub fn request(vm: &Vm, op: Operation) -> Result<(), ToolsRequestError> {
     let answer = {
         let mut state = vm.state();
         let tools = &mut state.tools;
-        let Some(writer) = tools.writer.as_mut().filter(|_| tools.running) else {
+        let Some((id, writer)) = tools.next_request() else {
             return Err(ToolsRequestError::Unavailable);
         };
-        tools.next_id += 1;
-        let id = tools.next_id;
-        if write_message(writer, &HostMessage::Request { id, op }).is_err() {
+        if !send(&writer, &HostMessage::Request { id, op }) {
             return Err(ToolsRequestError::Unavailable);
         }
         let (send, answer) = mpsc::channel();
@@ -112,6 +131,70 @@ pub fn request(vm: &Vm, op: Operation) -> Result<(), ToolsRequestError> {
         Ok(Err(why)) => Err(ToolsRequestError::Refused(why)),
         Err(_) => Err(ToolsRequestError::Timeout),
     }
+}
+
+/// Why a guest operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestOpFailure {
+    /// No tools, or tools without guest operations, are running in the guest.
+    #[error("the guest tools are not running or offer no guest operations")]
+    Unavailable,
+    /// No answer in time.
+    #[error("the guest tools did not answer")]
+    Timeout,
+    /// The guest refused or failed.
+    #[error("{}", .0.message)]
+    Guest(GuestOpError),
+}
+
+/// What the running guest offers for guest operations, if anything.
+pub fn guest_ops_offer(vm: &Vm) -> Option<GuestOpsOffer> {
+    let state = vm.state();
+    state.tools.guest_ops.filter(|_| state.tools.running)
+}
+
+/// Sends guest operation `op` with `auth` (which vireod never checks, keeps or logs) and waits
+/// for the guest's result. The message is written outside the VM's lock: a file chunk may take
+/// the guest a while to read.
+pub fn guest_op(
+    vm: &Vm,
+    auth: GuestAuth,
+    op: GuestOp,
+) -> Result<Option<serde_json::Value>, GuestOpFailure> {
+    let (id, writer, answer) = {
+        let mut state = vm.state();
+        let tools = &mut state.tools;
+        if tools.guest_ops.is_none() {
+            return Err(GuestOpFailure::Unavailable);
+        }
+        let Some((id, writer)) = tools.next_request() else {
+            return Err(GuestOpFailure::Unavailable);
+        };
+        let (send, answer) = mpsc::channel();
+        tools.pending_ops.insert(id, send);
+        (id, writer, answer)
+    };
+    if !send(&writer, &HostMessage::GuestOp { id, auth, op }) {
+        vm.state().tools.pending_ops.remove(&id);
+        return Err(GuestOpFailure::Unavailable);
+    }
+    let reply = match answer.recv_timeout(REPLY_TIMEOUT) {
+        Ok(reply) => reply,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            vm.state().tools.pending_ops.remove(&id);
+            return Err(GuestOpFailure::Timeout);
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(GuestOpFailure::Unavailable),
+    };
+    if reply.ok {
+        return Ok(reply.result);
+    }
+    Err(GuestOpFailure::Guest(GuestOpError::new(
+        reply
+            .fault
+            .unwrap_or(vireo_tools::guest_ops::wire::GuestFault::Failed),
+        reply.error.unwrap_or_default(),
+    )))
 }
 
 /// Serves the tools channel of the VMM started as `generation`, on its own thread, until
@@ -139,6 +222,8 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
+    // A guest that stops reading cannot hold a writer (and the VM's requests) forever.
+    let _ = writer.set_write_timeout(Some(REPLY_TIMEOUT));
     if write_message(
         &mut writer,
         &HostMessage::Hello {
@@ -154,7 +239,7 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
         if state.generation != generation {
             return;
         }
-        state.tools.writer = Some(writer);
+        state.tools.writer = Some(Arc::new(Mutex::new(writer)));
     }
     let mut reader = BufReader::new(stream);
     while let Ok(Some(message)) = read_message::<GuestMessage>(&mut reader) {
@@ -165,8 +250,13 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
         let tools = &mut state.tools;
         let was_running = tools.running;
         let changed = match message {
-            GuestMessage::Hello { tools_version, .. } => {
+            GuestMessage::Hello {
+                tools_version,
+                guest_ops,
+                ..
+            } => {
                 tools.version = Some(tools_version);
+                tools.guest_ops = guest_ops;
                 tools.running = true;
                 tools.last_beat = Some(Instant::now());
                 true
@@ -189,6 +279,12 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
                     } else {
                         Err(error.unwrap_or_default())
                     });
+                }
+                false
+            }
+            GuestMessage::GuestOpReply(reply) => {
+                if let Some(waiter) = tools.pending_ops.remove(&reply.id) {
+                    let _ = waiter.send(reply);
                 }
                 false
             }

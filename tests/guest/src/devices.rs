@@ -91,23 +91,30 @@ impl Devices {
                 ),
             }
         }
-        if let (Some(net), Some("dhcp")) = (devices.net.as_mut(), cmdline::value(cmdline, "vireo.ip")) {
+        if let (Some(net), Some("dhcp")) =
+            (devices.net.as_mut(), cmdline::value(cmdline, "vireo.ip"))
+        {
             net.lease(io);
         }
         if cmdline::value(cmdline, "vireo.tools") == Some("on") {
-            devices.start_tools_protocol(io);
+            crate::tools::guest_ops::configure(
+                cmdline::value(cmdline, "vireo.guest-user"),
+                cmdline::value(cmdline, "vireo.guest-password"),
+            );
+            let standby = cmdline::value(cmdline, "vireo.standby") == Some("ok");
+            devices.start_tools_protocol(io, standby);
         }
         io.flush();
         devices
     }
 
-    fn start_tools_protocol(&mut self, io: &mut Io) {
+    fn start_tools_protocol(&mut self, io: &mut Io, standby: bool) {
         let nic = self.net.as_ref().map(|net| Nic {
             mac: net.mac(),
             address: net.address(),
         });
         match self.tools.as_mut() {
-            Some(tools) => tools.start_protocol(io, &mut self.disks, nic),
+            Some(tools) => tools.start_protocol(io, &mut self.disks, nic, standby),
             None => say!(io, "tools: no tools channel for vireo.tools=on"),
         }
     }

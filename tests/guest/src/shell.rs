@@ -22,7 +22,7 @@ const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
 const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, mark set <text>, mark get, \
-poweroff, reboot, triple-fault, bad-insn, cmdline, blk ..., tools ..., net ...";
+poweroff, reboot, triple-fault, bad-insn, cmdline, topology, blk ..., tools ..., net ...";
 
 /// Runs the interpreter forever.
 pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
@@ -41,6 +41,7 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
         "help" => println(io, format_args!("{HELP}")),
         "echo" => println(io, format_args!("{argument}")),
         "cpus" => println(io, format_args!("cpus={}", machine.cpus_online)),
+        "topology" => topology_command(io, machine),
         "ticks" => println(io, format_args!("ticks={}", ticks::now())),
         "mem" => println(io, format_args!("mem={}MiB", machine.ram_mib)),
         "cmdline" => println(io, format_args!("{}", machine.boot.cmdline())),
@@ -66,6 +67,27 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
         }
         unknown => println(io, format_args!("error: unknown command {unknown}")),
     }
+}
+
+/// The CPU topology CPUID describes to this vCPU: cores per socket (leaf 0xB's core level, and
+/// leaf 4), the APIC id bits of the cores, and the sockets the online CPUs fill.
+fn topology_command(io: &mut Io, machine: &Machine) {
+    let core_level = core::arch::x86_64::__cpuid_count(0xb, 1);
+    let cache = core::arch::x86_64::__cpuid_count(4, 0);
+    let features = core::arch::x86_64::__cpuid(1);
+    let cores = core_level.ebx & 0xffff;
+    println(
+        io,
+        format_args!(
+            "topology cores_per_socket={cores} core_bits={} leaf4_cores={} leaf1_logical={} \
+             apic_id={} sockets={}",
+            core_level.eax & 0x1f,
+            (cache.eax >> 26) + 1,
+            (features.ebx >> 16) & 0xff,
+            features.ebx >> 24,
+            machine.cpus_online / (cores.max(1) as usize),
+        ),
+    );
 }
 
 fn mark_command(io: &mut Io, argument: &str) {

@@ -204,6 +204,9 @@ pub struct VmmArgs {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
+    /// vCPUs per socket (a power of two dividing --vcpus); all in one socket when absent.
+    #[arg(long = "cores-per-socket")]
+    pub cores_per_socket: Option<u8>,
     /// Guest memory in MiB.
     #[arg(long = "memory-mib", default_value_t = 128)]
     pub memory_mib: u64,
@@ -265,6 +268,7 @@ impl Default for VmmArgs {
             initrd: None,
             cmdline: String::new(),
             vcpus: 1,
+            cores_per_socket: None,
             memory_mib: 128,
             serial_log: None,
             serial_stdio: false,
@@ -301,6 +305,9 @@ impl VmmArgs {
             }
             option("--cmdline", self.cmdline.clone().into());
             option("--vcpus", self.vcpus.to_string().into());
+            if let Some(cores) = self.cores_per_socket {
+                option("--cores-per-socket", cores.to_string().into());
+            }
             option("--memory-mib", self.memory_mib.to_string().into());
             let (width, height) = self.framebuffer;
             option("--framebuffer", format!("{width}x{height}").into());
@@ -353,6 +360,7 @@ mod tests {
             initrd: Some("/ds/vm/initrd".into()),
             cmdline: "console=ttyS0 quiet".into(),
             vcpus: 4,
+            cores_per_socket: Some(2),
             memory_mib: 512,
             serial_log: Some("/ds/vm/serial.log".into()),
             control: Some("/run/vm/control.sock".into()),

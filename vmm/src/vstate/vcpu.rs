@@ -93,13 +93,13 @@ fn lvt_mode(reg: u32, mode: u32) -> u32 {
 }
 
 impl Vcpu {
-    /// Creates vCPU `index` of `count` and configures it; `entry` is given to the boot vCPU only
+    /// Creates vCPU `index` of `topology` and configures it; `entry` is given to the boot vCPU only
     /// (the others wait for INIT/SIPI from the guest).
     pub fn new(
         vm: &VmFd,
         supported_cpuid: &CpuId,
         index: u8,
-        count: u8,
+        topology: cpuid::Topology,
         entry: Option<BootEntry>,
         msr_indices: Arc<Vec<u32>>,
     ) -> Result<Vcpu, VcpuError> {
@@ -114,7 +114,7 @@ impl Vcpu {
             .create_vcpu(u64::from(index))
             .map_err(kvm("KVM_CREATE_VCPU"))?;
         let mut cpuid = supported_cpuid.clone();
-        cpuid::normalize(&mut cpuid, index, count);
+        cpuid::normalize(&mut cpuid, index, topology);
         if kvm_pvm::detected() {
             kvm_pvm::adjust_cpuid(&mut cpuid);
         }

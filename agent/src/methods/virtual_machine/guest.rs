@@ -7,6 +7,7 @@ use vireo_tools::protocol::Operation;
 use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
+use crate::vm::lifecycle;
 use crate::vm::tools_host::{self, ToolsRequestError};
 use crate::vm::{Power, Vm};
 
@@ -18,8 +19,22 @@ pub(super) fn reboot(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Reboot)
 }
 
+/// StandbyGuest: the guest tools get the guest ready, then the VM is suspended (in the
+/// background: the call returns once the guest has accepted, as on ESXi).
 pub(super) fn standby(call: &Call<'_>) -> MethodResult {
-    guest_request(call.host, &*call.this_vm()?, Operation::Standby)
+    let vm = call.this_vm()?;
+    guest_request(call.host, &vm, Operation::Standby)?;
+    let host = call.host.clone();
+    std::thread::spawn(move || {
+        if let Err(fault) = lifecycle::suspend(&host, &vm) {
+            tracing::warn!(
+                vm = vm.id,
+                "cannot suspend after the guest's standby: {}",
+                fault.message
+            );
+        }
+    });
+    Ok(None)
 }
 
 /// ResetGuestInformation: only while the VM is powered off (as ESXi), since a running guest's

@@ -95,9 +95,7 @@ impl NetCard {
 
     /// The link state after a configuration change since the last call, if one came.
     pub fn link_change(&mut self, io: &mut Io) -> Option<bool> {
-        self.transport
-            .config_changed(io)
-            .then(|| self.link_up(io))
+        self.transport.config_changed(io).then(|| self.link_up(io))
     }
 
     /// Hands every received frame (without the virtio-net header) to `handle`, with a

@@ -297,7 +297,11 @@ impl<'a> Tcp<'a> {
         if header < TCP_HEADER || checksum(pseudo, segment) != 0 {
             return None;
         }
-        let word = |at| Some(u32::from_be_bytes(segment.get(at..at + 4)?.try_into().ok()?));
+        let word = |at| {
+            Some(u32::from_be_bytes(
+                segment.get(at..at + 4)?.try_into().ok()?,
+            ))
+        };
         Some(Tcp {
             source_port: u16_at(segment, 0)?,
             destination_port: u16_at(segment, 2)?,
@@ -323,7 +327,10 @@ pub fn write_tcp(out: &mut [u8], from: (Ipv4, u16), to: (Ipv4, u16), segment: &T
     put_u16(out, 16, 0);
     put_u16(out, 18, 0);
     out[TCP_HEADER..len].copy_from_slice(segment.data);
-    let sum = checksum(pseudo_header_sum(from.0, to.0, PROTOCOL_TCP, len), &out[..len]);
+    let sum = checksum(
+        pseudo_header_sum(from.0, to.0, PROTOCOL_TCP, len),
+        &out[..len],
+    );
     put_u16(out, 16, sum);
     len
 }

@@ -268,7 +268,9 @@ pub fn resolve(
             .and_then(|ethernet| Arp::parse(ethernet.payload))
             .is_some_and(|arp| arp.sender_ip == target)
     });
-    interface.lookup(target).ok_or(SendError::Unresolved(target))
+    interface
+        .lookup(target)
+        .ok_or(SendError::Unresolved(target))
 }
 
 /// Serves received frames for up to `timeout` ticks: each goes to `interface` (ARP and echo

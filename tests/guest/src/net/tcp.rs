@@ -81,7 +81,8 @@ impl Connection {
         sender.send(|out| {
             let ethernet =
                 packet::write_ethernet(out, self.peer_mac, self.mac, packet::ETHERTYPE_IPV4);
-            let len = packet::write_tcp(&mut out[ethernet + 20..], self.local, self.remote, &segment);
+            let len =
+                packet::write_tcp(&mut out[ethernet + 20..], self.local, self.remote, &segment);
             packet::write_ipv4_header(
                 &mut out[ethernet..],
                 self.local.0,
@@ -151,8 +152,11 @@ pub fn http_get(
         len: 0,
     };
     let [a, b, c, d] = remote.0;
-    write!(request, "GET {path} HTTP/1.0\r\nHost: {a}.{b}.{c}.{d}\r\n\r\n")
-        .map_err(|_| FetchError::TooLong)?;
+    write!(
+        request,
+        "GET {path} HTTP/1.0\r\nHost: {a}.{b}.{c}.{d}\r\n\r\n"
+    )
+    .map_err(|_| FetchError::TooLong)?;
     let (address, hop) = interface.next_hop(remote.0)?;
     let peer_mac = stack::resolve(card, interface, io, hop)?;
     let now = ticks::now() as u32;
@@ -188,12 +192,16 @@ pub fn http_get(
                 connection.segment(sender, request_start, flags, data);
             });
         }
-        stack::poll(card, interface, io, RETRANSMIT_TICKS, |frame, sender| {
-            match connection.ours(frame) {
+        stack::poll(
+            card,
+            interface,
+            io,
+            RETRANSMIT_TICKS,
+            |frame, sender| match connection.ours(frame) {
                 Some(tcp) => connection.take(&tcp, &mut response, sender),
                 None => false,
-            }
-        });
+            },
+        );
     }
     if connection.reset {
         return Err(FetchError::Reset);

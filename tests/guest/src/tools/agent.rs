@@ -1,16 +1,18 @@
 //! The guest side of the tools protocol (docs/tools-protocol.md), behaving like vireo-tools:
 //! hello and guest-info when it starts and when the host says hello, a heartbeat every
-//! second, and the host's requests answered (power requests handed to the caller to carry out).
+//! second, the host's requests answered (power requests handed to the caller to carry out)
+//! and its guest operations served by `guest_ops`.
 
 use core::fmt::{self, Write as _};
 
+use super::guest_ops;
 use super::json::{Escaped, Fields, Malformed, Value, MAX_TEXT};
 use crate::net::packet::Mac;
 use crate::net::stack::{Address, Dotted};
 use crate::ticks;
 
-/// The protocol version both hellos carry.
-const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version both hellos carry (2: guest operations).
+const PROTOCOL_VERSION: u32 = 2;
 /// Our tools version (guest.toolsVersion).
 const TOOLS_VERSION: &str = "0.1.0";
 /// Ticks between heartbeats (the protocol's one second).
@@ -21,10 +23,11 @@ const OS_NAME: &str = "Vireo test guest 0.1.0";
 const OS_FAMILY: &str = "other";
 /// The one NIC's name in guest-info.
 const NIC_NAME: &str = "eth0";
-/// Longest host line kept; longer lines are skipped whole (hosts send short ones).
-const LINE_CAPACITY: usize = 1024;
-/// Longest line we send.
-const OUT_CAPACITY: usize = 512;
+/// Longest host line kept; longer lines are skipped whole (a file chunk of
+/// [`guest_ops::CHUNK_BYTES`] in base64 is the longest a host sends).
+const LINE_CAPACITY: usize = 4096;
+/// Longest line we send (a chunk read back, a page of a file listing).
+const OUT_CAPACITY: usize = 4096;
 
 /// A power operation the host asked for, already replied to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -41,6 +44,8 @@ pub trait Link {
     fn send(&mut self, bytes: &[u8]);
     /// Flushes every disk's write cache; false if a disk failed.
     fn flush_disks(&mut self) -> bool;
+    /// Shows a line on the console.
+    fn say(&mut self, line: fmt::Arguments);
 }
 
 /// The network card guest-info describes.
@@ -146,6 +151,24 @@ struct OutLine {
     len: usize,
 }
 
+impl OutLine {
+    fn new() -> OutLine {
+        OutLine {
+            bytes: [0; OUT_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Ends the line and sends it.
+    fn send(mut self, link: &mut impl Link) {
+        if self.write_str("\n").is_err() {
+            // Cut short: end the line anyway so the host skips just this one.
+            self.bytes[OUT_CAPACITY - 1] = b'\n';
+        }
+        link.send(&self.bytes[..self.len]);
+    }
+}
+
 impl fmt::Write for OutLine {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let room = OUT_CAPACITY - self.len;
@@ -168,13 +191,17 @@ pub struct Agent {
     /// Heartbeats sent.
     pub beats: u64,
     frozen: bool,
+    standby: bool,
 }
 
 impl Agent {
-    /// An agent reporting `nic`; call [`Agent::start`] to say hello.
-    pub fn new(nic: Option<Nic>) -> Agent {
+    /// An agent reporting `nic`, accepting standby requests with `standby` (`vireo.standby=ok`
+    /// on the command line: the disks are flushed and the host suspends the VM); call
+    /// [`Agent::start`] to say hello.
+    pub fn new(nic: Option<Nic>, standby: bool) -> Agent {
         Agent {
             nic,
+            standby,
             input: LineAssembler {
                 line: [0; LINE_CAPACITY],
                 len: 0,
@@ -212,7 +239,16 @@ impl Agent {
     /// request, which has been replied to; later bytes are dropped, the guest is going away.
     pub fn receive(&mut self, bytes: &[u8], link: &mut impl Link) -> Option<PowerRequest> {
         for &byte in bytes {
-            let Some(message) = self.input.push(byte).and_then(parse) else {
+            let Some(line) = self.input.push(byte) else {
+                continue;
+            };
+            if let Some(request) = guest_ops::parse(line) {
+                let mut out = OutLine::new();
+                let _ = guest_ops::answer(&request, &mut out, &mut |text| link.say(text));
+                out.send(link);
+                continue;
+            }
+            let Some(message) = parse(line) else {
                 continue;
             };
             if let Some(power) = self.handle(message, link) {
@@ -230,7 +266,11 @@ impl Agent {
         let (result, power) = match op {
             Operation::Shutdown => (Ok(()), Some(PowerRequest::Off)),
             Operation::Reboot => (Ok(()), Some(PowerRequest::Reboot)),
-            Operation::Standby => (Err("standby is not supported by this guest"), None),
+            Operation::Standby if !self.standby => {
+                (Err("standby is not supported by this guest"), None)
+            }
+            Operation::Standby if !link.flush_disks() => (Err("flushing the disks failed"), None),
+            Operation::Standby => (Ok(()), None),
             Operation::Freeze => (self.freeze(link), None),
             Operation::Thaw => {
                 self.frozen = false;
@@ -262,7 +302,8 @@ impl Agent {
         emit(link, |out| {
             write!(
                 out,
-                r#"{{"msg":"hello","protocol":{PROTOCOL_VERSION},"tools_version":"{TOOLS_VERSION}"}}"#
+                r#"{{"msg":"hello","protocol":{PROTOCOL_VERSION},"tools_version":"{TOOLS_VERSION}","guest_ops":{{"chunk_bytes":{}}}}}"#,
+                guest_ops::CHUNK_BYTES
             )
         });
         self.guest_info(link);
@@ -304,14 +345,7 @@ fn reply(link: &mut impl Link, id: u64, result: Result<(), &str>) {
 
 /// Formats one message and sends it as a line.
 fn emit(link: &mut impl Link, format: impl FnOnce(&mut OutLine) -> fmt::Result) {
-    let mut out = OutLine {
-        bytes: [0; OUT_CAPACITY],
-        len: 0,
-    };
+    let mut out = OutLine::new();
     let _ = format(&mut out);
-    if out.write_str("\n").is_err() {
-        // Cut short: end the line anyway so the host skips just this one.
-        out.bytes[OUT_CAPACITY - 1] = b'\n';
-    }
-    link.send(&out.bytes[..out.len]);
+    out.send(link);
 }

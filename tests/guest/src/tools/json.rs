@@ -1,18 +1,23 @@
 //! Just enough JSON for the tools protocol without an allocator: reading the top-level fields
-//! of one flat object (strings and unsigned integers decoded, anything else only skipped) and
-//! writing string values with the escapes JSON requires.
+//! of one flat object (strings, booleans and unsigned integers decoded, long escape-free
+//! strings handed over raw, anything else only skipped) and writing string values with the
+//! escapes JSON requires.
 
 use core::fmt;
 
-/// Longest key or string value decoded; longer ones read as unknown.
-pub const MAX_TEXT: usize = 48;
+/// Longest key or string value decoded; longer ones read as [`Value::Raw`] or unknown.
+pub const MAX_TEXT: usize = 128;
 
-/// A field value, as far as the protocol cares.
-pub enum Value<'b> {
+/// A field value, as far as the protocol cares (`'b` the decode buffers, `'l` the line).
+pub enum Value<'b, 'l> {
     /// A string (decoded).
     Text(&'b str),
     /// An integer that fits a u64.
     Number(u64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// A string too long to decode that holds no escapes: its bytes between the quotes.
+    Raw(&'l [u8]),
     /// Anything else: other numbers, literals, arrays, objects, over-long strings.
     Other,
 }
@@ -46,7 +51,7 @@ impl<'a> Fields<'a> {
         &mut self,
         key: &'b mut [u8; MAX_TEXT],
         text: &'b mut [u8; MAX_TEXT],
-    ) -> Result<Option<(&'b str, Value<'b>)>, Malformed> {
+    ) -> Result<Option<(&'b str, Value<'b, 'a>)>, Malformed> {
         self.skip_space();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -66,8 +71,29 @@ impl<'a> Fields<'a> {
         self.expect(b':')?;
         self.skip_space();
         let value = match self.peek() {
-            Some(b'"') => self.string(text)?.map_or(Value::Other, Value::Text),
+            Some(b'"') => {
+                let start = self.pos + 1;
+                match self.string(text)? {
+                    Some(decoded) => Value::Text(decoded),
+                    None => {
+                        let raw = &self.bytes[start..self.pos - 1];
+                        if raw.contains(&b'\\') {
+                            Value::Other
+                        } else {
+                            Value::Raw(raw)
+                        }
+                    }
+                }
+            }
             Some(b'0'..=b'9') => self.number()?,
+            Some(b't') if self.bytes[self.pos..].starts_with(b"true") => {
+                self.pos += 4;
+                Value::Bool(true)
+            }
+            Some(b'f') if self.bytes[self.pos..].starts_with(b"false") => {
+                self.pos += 5;
+                Value::Bool(false)
+            }
             _ => {
                 self.skip_value()?;
                 Value::Other
@@ -143,7 +169,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A number: an integer fitting a u64 is a `Number`, any other valid number `Other`.
-    fn number(&mut self) -> Result<Value<'static>, Malformed> {
+    fn number(&mut self) -> Result<Value<'static, 'static>, Malformed> {
         let start = self.pos;
         let mut integer: Option<u64> = Some(0);
         while let Some(digit @ b'0'..=b'9') = self.peek() {

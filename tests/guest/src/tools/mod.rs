@@ -3,6 +3,7 @@
 //! the tools protocol (`agent`); otherwise it is a byte pipe the shell drives (echo, send, read).
 
 pub mod agent;
+pub mod guest_ops;
 mod json;
 
 use agent::{Agent, Link, Nic, PowerRequest};
@@ -73,9 +74,16 @@ impl ToolsChannel {
         })
     }
 
-    /// Hands the channel to the tools protocol (reporting `nic`) and says hello.
-    pub fn start_protocol(&mut self, io: &mut Io, disks: &mut Disks, nic: Option<Nic>) {
-        let mut agent = Agent::new(nic);
+    /// Hands the channel to the tools protocol (reporting `nic`, accepting standby requests
+    /// with `standby`) and says hello.
+    pub fn start_protocol(
+        &mut self,
+        io: &mut Io,
+        disks: &mut Disks,
+        nic: Option<Nic>,
+        standby: bool,
+    ) {
+        let mut agent = Agent::new(nic, standby);
         agent.start(&mut self.link(io, disks));
         self.agent = Some(agent);
         say!(io, "tools: protocol on");
@@ -173,6 +181,10 @@ impl Link for ChannelLink<'_> {
     fn send(&mut self, bytes: &[u8]) {
         write_to(self.io, self.transport, self.tx, bytes);
         *self.sent += bytes.len() as u64;
+    }
+
+    fn say(&mut self, line: core::fmt::Arguments) {
+        say!(self.io, "{line}");
     }
 
     fn flush_disks(&mut self) -> bool {
