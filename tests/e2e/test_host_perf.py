@@ -80,14 +80,16 @@ def test_a_vm_running_the_disk_benchmark_shows_its_iops(si, agent):
     vm = create_vm(si, "perf-bench", scenario="shell", disk_kb=64 * 1024, nic=False)
     power_on_booted(agent, vm)
     try:
+        # Counting starts with the VM's first sample: the benchmark starts after it.
+        wanted = [vim.PerformanceManager.MetricId(counterId=iops_counter, instance="*"),
+                  vim.PerformanceManager.MetricId(counterId=names["mem.consumed.average"], instance=""),
+                  vim.PerformanceManager.MetricId(counterId=names["cpu.usage.average"], instance="")]
+        wait_for(lambda: query(perf, vm, wanted) is not None, "the VM's first sample", timeout=60)
         start = time.time()
         line = bench(agent, vm)
         end = time.time()
         guest_ios = int(re.search(r"ios=(\d+)", line).group(1))
         # Wait for the first sample after the benchmark.
-        wanted = [vim.PerformanceManager.MetricId(counterId=iops_counter, instance="*"),
-                  vim.PerformanceManager.MetricId(counterId=names["mem.consumed.average"], instance=""),
-                  vim.PerformanceManager.MetricId(counterId=names["cpu.usage.average"], instance="")]
         wait_for(lambda: query(perf, vm, wanted).sampleInfo[-1].timestamp.timestamp() > end,
                  "a sample after the benchmark", timeout=60)
         metric = query(perf, vm, wanted)
