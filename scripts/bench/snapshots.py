@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The measurements of scripts/bench/snapshots.sh, against a running vireod (--port, --data):
 snapshot create/revert times per guest memory size, consolidation of a 3-deep chain vs
-`qemu-img commit`, QueryChangedDiskAreas latency. Medians; a table with ratios at the end."""
+`qemu-img commit`, QueryChangedDiskAreas latency, and (working_set.py) resume/revert of guests
+with 75% of their RAM filled and the pause a memory snapshot inflicts on a busy guest. Medians;
+a table with ratios at the end."""
 import argparse
 import os
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import tempfile
 import time
 
+import working_set
 from pyVim.connect import SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
@@ -35,11 +38,12 @@ class Host:
         self.pool = self.dc.hostFolder.childEntity[0].resourcePool
         self.data = data
 
-    def create(self, name, memory_mb, disk_mib):
+    def create(self, name, memory_mb, disk_mib, scenario="wait"):
         spec = vim.vm.ConfigSpec(name=name, numCPUs=1, memoryMB=memory_mb,
                                  files=vim.vm.FileInfo(vmPathName="[datastore1]"),
                                  extraConfig=[vim.option.OptionValue(key="vireo.boot.kernel", value=KERNEL),
-                                              vim.option.OptionValue(key="vireo.boot.cmdline", value="scenario=wait")])
+                                              vim.option.OptionValue(key="vireo.boot.cmdline",
+                                                                     value=f"scenario={scenario}")])
         disk = vim.vm.device.VirtualDisk(key=-1, controllerKey=1000, unitNumber=0, capacityInKB=disk_mib * 1024,
                                          backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent",
                                                                                               thinProvisioned=True))
@@ -165,6 +169,16 @@ def query_latency(host, tool, queries):
     return results
 
 
+def disk_rows(host, args):
+    ours, qemu, changed = consolidation(host, args.vdisk, args.runs)
+    rows = [("RemoveAllSnapshots+consolidate, 3 redo logs, 1 GiB changed", ms(ours),
+             f"{changed / MIB / ours:.0f} MiB/s, {ours / qemu:.2f}x qemu-img"),
+            ("qemu-img commit -b base top, same chain (copies)", ms(qemu), f"{changed / MIB / qemu:.0f} MiB/s")]
+    for label, (seconds, areas) in query_latency(host, args.vdisk, args.queries).items():
+        rows.append((f"QueryChangedDiskAreas {label} ({areas} areas), median of {args.queries}", ms(seconds), ""))
+    return rows
+
+
 def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
 
@@ -176,23 +190,25 @@ def main():
     parser.add_argument("--vdisk", required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--working-set", type=int, nargs="*", default=[256, 1024],
+                        help="guest sizes (MiB) for the resume/revert rows; 4096 needs ~12 GB of disk")
+    parser.add_argument("--working-set-only", action="store_true", help="only the working-set rows")
     args = parser.parse_args()
     host = Host(connect(args.port), args.data)
 
     rows = []
-    for memory in (256, 1024):
+    for memory in args.working_set:
+        rows += working_set.resume_and_revert(host, memory)
+    rows += working_set.busy_snapshot_pause(host, 1024)
+    for memory in () if args.working_set_only else (256, 1024):
         t = create_and_revert(host, memory, args.runs)
         rows += [(f"CreateSnapshot, disk only, {memory} MiB running", ms(t["disk"]), ""),
                  (f"CreateSnapshot, with memory, {memory} MiB", ms(t["memory"]),
                   f"{t['memory'] / t['disk']:.1f}x disk-only"),
                  (f"RevertToSnapshot, memory ({memory} MiB, resumes)", ms(t["revert memory"]), ""),
                  (f"RevertToSnapshot, disk only ({memory} MiB, powers off)", ms(t["revert disk"]), "")]
-    ours, qemu, changed = consolidation(host, args.vdisk, args.runs)
-    rows += [("RemoveAllSnapshots+consolidate, 3 redo logs, 1 GiB changed", ms(ours),
-              f"{changed / MIB / ours:.0f} MiB/s, {ours / qemu:.2f}x qemu-img"),
-             ("qemu-img commit -b base top, same chain (copies)", ms(qemu), f"{changed / MIB / qemu:.0f} MiB/s")]
-    for label, (seconds, areas) in query_latency(host, args.vdisk, args.queries).items():
-        rows.append((f"QueryChangedDiskAreas {label} ({areas} areas), median of {args.queries}", ms(seconds), ""))
+    if not args.working_set_only:
+        rows += disk_rows(host, args)
     width = max(len(r[0]) for r in rows)
     print(f"{'operation':<{width}}  {'median':>10}  ratio")
     for name, value, ratio in rows:

@@ -86,6 +86,9 @@ def test_a_program_runs_and_its_exit_code_is_reported(si, agent, guest):
     vm = same_vm(si, guest)
     processes, _, auth = managers(si)
     auth.ValidateCredentialsInGuest(vm=vm, auth=creds())
+    # The test guest hands out no tickets (vireo-tools does; its own tests cover them).
+    with pytest.raises(vim.fault.OperationNotSupportedByGuest):
+        auth.AcquireCredentialsInGuest(vm=vm, requestedAuth=creds())
 
     pid = processes.StartProgramInGuest(vm=vm, auth=creds(), spec=vim.vm.guest.ProcessManager.ProgramSpec(
         programPath="/bin/exit", arguments="7"))

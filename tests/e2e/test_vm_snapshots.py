@@ -74,9 +74,9 @@ def press_power_button(agent, vm):
     control(agent, vm, {"cmd": "power-button"})
 
 
-def type_command(agent, vm, command, answer):
+def type_command(agent, vm, command, answer, timeout=60):
     """Types `command` into the test guest's shell (the VMM's serial input) and returns the first
-    whole console line after it that starts with `answer`."""
+    whole console line after it that starts with `answer` (waiting up to `timeout` seconds)."""
     before = len(console(agent, vm))
     control(agent, vm, {"cmd": "serial-input", "text": command + "\n"})
     pattern = re.compile(rf"^({re.escape(answer)}.*)\n", re.M)
@@ -86,7 +86,7 @@ def type_command(agent, vm, command, answer):
         match = pattern.search(console(agent, vm)[before:])
         return bool(match and not found.append(match.group(1)))
 
-    wait_for(answered, f"the guest's answer to {command!r}")
+    wait_for(answered, f"the guest's answer to {command!r}", timeout)
     return found[0]
 
 

@@ -176,8 +176,13 @@ impl Vmm {
 
     /// Runs a shell command in the test guest and returns its output (without the prompt).
     pub fn shell(&mut self, command: &str) -> String {
+        self.shell_within(command, Duration::from_secs(30))
+    }
+
+    /// [`Vmm::shell`] for a command that may take up to `timeout`.
+    pub fn shell_within(&mut self, command: &str, timeout: Duration) -> String {
         self.send(&format!("{command}\n"));
-        let output = self.expect("vireo> ", Duration::from_secs(30));
+        let output = self.expect("vireo> ", timeout);
         let output = output.trim_end_matches("vireo> ");
         // Drop the echoed command line.
         output

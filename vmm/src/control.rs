@@ -173,10 +173,10 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         }
         Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
         Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
-        Request::Save { dir } => {
+        Request::Save { dir, live } => {
             let saved = handle
                 .saving
-                .during(|| crate::persist::save::save_vm(handle, &dir));
+                .during(|| crate::persist::save::save_vm(handle, &dir, live));
             (reply(saved), None)
         }
         Request::DetachDisks => {

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vireo_tools::actions::SystemActions;
@@ -63,7 +64,10 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn options(args: &Args) -> DaemonOptions {
+/// The guest operations every connection shares.
+type SharedGuestOps = Arc<Mutex<SystemGuestOps>>;
+
+fn options(args: &Args, guest_ops: &Option<SharedGuestOps>) -> DaemonOptions {
     DaemonOptions {
         heartbeat: args.heartbeat,
         facts: Box::new(read_guest_info),
@@ -72,12 +76,9 @@ fn options(args: &Args) -> DaemonOptions {
             &args.reboot,
             &args.standby,
         )),
-        guest_ops: args.guest_ops.then(|| {
-            Box::new(SystemGuestOps::new(Accounts::new(
-                &args.passwd,
-                &args.shadow,
-            ))) as Box<dyn GuestOperations>
-        }),
+        guest_ops: guest_ops
+            .clone()
+            .map(|ops| Box::new(ops) as Box<dyn GuestOperations>),
     }
 }
 
@@ -90,18 +91,24 @@ fn main() -> ExitCode {
         }
     };
     let is_socket = std::fs::metadata(&args.device).is_ok_and(|m| m.file_type().is_socket());
+    let guest_ops = args.guest_ops.then(|| {
+        Arc::new(Mutex::new(SystemGuestOps::new(Accounts::new(
+            &args.passwd,
+            &args.shadow,
+        ))))
+    });
     loop {
         let outcome = if is_socket {
             UnixStream::connect(&args.device)
                 .and_then(|s| Ok((s.try_clone()?, s)))
-                .map(|(r, w)| serve(Box::new(r), Box::new(w), options(&args)))
+                .map(|(r, w)| serve(Box::new(r), Box::new(w), options(&args, &guest_ops)))
         } else {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&args.device)
                 .and_then(|f| Ok((f.try_clone()?, f)))
-                .map(|(r, w)| serve(Box::new(r), Box::new(w), options(&args)))
+                .map(|(r, w)| serve(Box::new(r), Box::new(w), options(&args, &guest_ops)))
         };
         match outcome {
             Ok(Ok(())) if is_socket => return ExitCode::SUCCESS,

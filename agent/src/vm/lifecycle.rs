@@ -659,7 +659,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = snapshots::live::save(host, &socket, &dir)
+        let saved = snapshots::live::save(host, &socket, &dir, false)
             .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));

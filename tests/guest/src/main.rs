@@ -21,6 +21,7 @@ mod net;
 mod phys;
 mod power;
 mod pvh;
+mod ram;
 mod screen;
 mod shell;
 mod smp;

@@ -31,8 +31,12 @@ pub enum Request {
     /// the VM stays paused: resume it (memory snapshot) or power it off (suspend).
     /// Replies with a [`SaveReport`].
     Save {
-        /// Target directory (created if missing).
+        /// Target directory (created if missing; its memory file must not exist).
         dir: PathBuf,
+        /// Copy memory while the guest runs (dirty-page rounds), pausing it only for the last
+        /// pages and the device state.
+        #[serde(default)]
+        live: bool,
     },
     /// Close every writable disk image (VM paused: the block devices are quiesced, the images
     /// flushed and closed) so that the host may snapshot or merge them. Read-only disks
@@ -222,6 +226,12 @@ pub struct SaveReport {
     pub memory_bytes: u64,
     /// Milliseconds the save took.
     pub elapsed_ms: f64,
+    /// Milliseconds of it the vCPUs were paused by the save (a VM paused before stays paused).
+    #[serde(default)]
+    pub paused_ms: f64,
+    /// Rounds of copying memory while the guest ran (0: not a live save).
+    #[serde(default)]
+    pub rounds: u32,
 }
 
 /// The reply to `screenshot`.

@@ -56,74 +56,206 @@ pub enum MemoryFileError {
 
 /// Pages that read as zero are left as holes in the memory file.
 const PAGE_BYTES: usize = 4096;
-/// Longest run of pages written by one call.
-const MAX_RUN_BYTES: usize = 1 << 20;
+/// Most bytes copied out of guest memory and written at once.
+const CHUNK_BYTES: usize = 1 << 20;
 
-/// Writes every region of `memory` to `path` and syncs it; returns the layout. Only pages holding
-/// something are written: the rest stay holes, which read back as zeros, so the time and space a
-/// save takes follow what the guest uses rather than its size. The VM must be paused.
+/// Writes every region of `memory` to `path` and syncs it; returns the layout. The VM must be
+/// paused. See [`MemoryFileWriter`].
 pub fn save(
     memory: &GuestMemoryMmap,
     path: &Path,
 ) -> Result<Vec<MemoryRegionEntry>, MemoryFileError> {
-    let io = |source| MemoryFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io)?;
-    let mut entries = Vec::new();
-    let mut offset = 0;
-    for region in memory.iter() {
-        let slice = region
-            .get_slice(vm_memory::MemoryRegionAddress(0), region.len() as usize)
-            .map_err(|e| MemoryFileError::Map {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let guard = slice.ptr_guard();
-        // SAFETY: the region stays mapped while `memory` lives, and the VM is paused with its
-        // devices quiesced, so nothing writes these bytes while they are read.
-        let bytes = unsafe { std::slice::from_raw_parts(guard.as_ptr(), slice.len()) };
-        write_used_pages(&file, bytes, offset).map_err(io)?;
-        entries.push(MemoryRegionEntry {
-            guest_addr: region.start_addr().0,
-            len: region.len(),
-            file_offset: offset,
-        });
-        offset += region.len();
-    }
-    file.set_len(offset)
-        .and_then(|_| file.sync_all())
-        .map_err(io)?;
-    Ok(entries)
+    let mut writer = MemoryFileWriter::create(path, memory)?;
+    writer.write_all(memory)?;
+    writer.finish()
 }
 
-/// Writes the runs of non-zero pages of `bytes` at `file_offset` onwards.
-fn write_used_pages(file: &File, bytes: &[u8], file_offset: u64) -> std::io::Result<()> {
+/// A memory file being written: the regions of guest memory back to back. Only pages holding
+/// something are written: the rest stay holes, which read back as zeros, so the time and space a
+/// save takes follow what the guest uses rather than its size. The file must not exist: a
+/// memory file is written once, then only read (a VM restored from it maps it privately and
+/// must never see it change), so it is left read-only when finished. Pages are copied out of
+/// guest memory before they are looked at, so a running guest may change them meanwhile: a
+/// live save writes such pages again (see [`MemoryFileWriter::write_dirty`]).
+pub struct MemoryFileWriter {
+    file: File,
+    path: PathBuf,
+    entries: Vec<MemoryRegionEntry>,
+    buffer: Vec<u8>,
+}
+
+impl MemoryFileWriter {
+    /// Creates the file at `path`, sized for `memory`.
+    pub fn create(path: &Path, memory: &GuestMemoryMmap) -> Result<Self, MemoryFileError> {
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        for region in memory.iter() {
+            entries.push(MemoryRegionEntry {
+                guest_addr: region.start_addr().0,
+                len: region.len(),
+                file_offset: offset,
+            });
+            offset += region.len();
+        }
+        let writer = MemoryFileWriter {
+            file: OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(path)
+                .map_err(|source| io_error(path, source))?,
+            path: path.to_owned(),
+            entries,
+            buffer: vec![0; CHUNK_BYTES],
+        };
+        writer.file.set_len(offset).map_err(|e| writer.io(e))?;
+        Ok(writer)
+    }
+
+    fn io(&self, source: std::io::Error) -> MemoryFileError {
+        io_error(&self.path, source)
+    }
+
+    /// Writes every page of every region (zero pages stay holes).
+    pub fn write_all(&mut self, memory: &GuestMemoryMmap) -> Result<(), MemoryFileError> {
+        for (index, region) in memory.iter().enumerate() {
+            self.write_range(region, index, 0, region.len() as usize, false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes again the pages set in `dirty` (one bitmap per region, one bit per page), holes
+    /// punched for those that are zero now; returns how many pages that was.
+    pub fn write_dirty(
+        &mut self,
+        memory: &GuestMemoryMmap,
+        dirty: &[Vec<u64>],
+    ) -> Result<u64, MemoryFileError> {
+        let mut pages = 0;
+        for ((index, region), bitmap) in memory.iter().enumerate().zip(dirty) {
+            let limit = region.len() as usize / PAGE_BYTES;
+            for (first, count) in runs(bitmap, limit) {
+                pages += count as u64;
+                let (mut start, end) = (first * PAGE_BYTES, (first + count) * PAGE_BYTES);
+                while start < end {
+                    let len = (end - start).min(CHUNK_BYTES);
+                    self.write_range(region, index, start, len, true)?;
+                    start += len;
+                }
+            }
+        }
+        Ok(pages)
+    }
+
+    /// Copies `len` bytes at `start` of region `index` out of guest memory, in chunks, and
+    /// writes their non-zero pages (punching holes for zero ones with `punch`).
+    fn write_range(
+        &mut self,
+        region: &GuestRegionMmap,
+        index: usize,
+        start: usize,
+        len: usize,
+        punch: bool,
+    ) -> Result<(), MemoryFileError> {
+        let base = self.entries[index].file_offset;
+        let mut at = start;
+        while at < start + len {
+            let take = (start + len - at).min(CHUNK_BYTES);
+            let slice = region
+                .get_slice(vm_memory::MemoryRegionAddress(at as u64), take)
+                .map_err(|e| MemoryFileError::Map {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+            slice.copy_to(&mut self.buffer[..take]);
+            write_pages(&self.file, &self.buffer[..take], base + at as u64, punch)
+                .map_err(|e| self.io(e))?;
+            at += take;
+        }
+        Ok(())
+    }
+
+    /// Makes what was written so far durable (a live save does this before the pause, so that
+    /// the final sync has little left to do).
+    pub fn sync_data(&self) -> Result<(), MemoryFileError> {
+        self.file.sync_data().map_err(|e| self.io(e))
+    }
+
+    /// Syncs the file, makes it read-only and returns its layout.
+    pub fn finish(self) -> Result<Vec<MemoryRegionEntry>, MemoryFileError> {
+        self.file
+            .sync_all()
+            .and_then(|()| {
+                let mut permissions = self.file.metadata()?.permissions();
+                permissions.set_readonly(true);
+                self.file.set_permissions(permissions)
+            })
+            .map_err(|e| self.io(e))?;
+        Ok(self.entries)
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> MemoryFileError {
+    MemoryFileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The runs of set bits of `bitmap` below `limit`, as (first bit, count).
+fn runs(bitmap: &[u64], limit: usize) -> Vec<(usize, usize)> {
+    let is_set = |bit: usize| bitmap[bit / 64] & (1 << (bit % 64)) != 0;
+    let limit = limit.min(bitmap.len() * 64);
+    let mut runs = Vec::new();
+    let mut bit = 0;
+    while bit < limit {
+        if bitmap[bit / 64] == 0 {
+            bit = (bit / 64 + 1) * 64;
+            continue;
+        }
+        if !is_set(bit) {
+            bit += 1;
+            continue;
+        }
+        let first = bit;
+        while bit < limit && is_set(bit) {
+            bit += 1;
+        }
+        runs.push((first, bit - first));
+    }
+    runs
+}
+
+/// Writes the runs of non-zero pages of `bytes` at `file_offset` onwards; with `punch`, the runs
+/// of zero pages become holes (the file may hold older contents there).
+fn write_pages(file: &File, bytes: &[u8], file_offset: u64, punch: bool) -> std::io::Result<()> {
     let is_used = |start: usize| {
         let page = &bytes[start..(start + PAGE_BYTES).min(bytes.len())];
         page.iter().any(|byte| *byte != 0)
     };
     let mut start = 0;
     while start < bytes.len() {
-        if !is_used(start) {
-            start += PAGE_BYTES;
-            continue;
-        }
+        let used = is_used(start);
         let mut end = start + PAGE_BYTES;
-        while end < bytes.len() && end - start < MAX_RUN_BYTES && is_used(end) {
+        while end < bytes.len() && is_used(end) == used {
             end += PAGE_BYTES;
         }
         let end = end.min(bytes.len());
-        file.write_all_at(&bytes[start..end], file_offset + start as u64)?;
+        let at = file_offset + start as u64;
+        if used {
+            file.write_all_at(&bytes[start..end], at)?;
+        } else if punch {
+            punch_hole(file, at, (end - start) as u64)?;
+        }
         start = end;
     }
     Ok(())
+}
+
+/// Deallocates `len` bytes at `offset` (they read as zeros; the size stays).
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let mode = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    fallocate(file, mode, offset as i64, len as i64).map_err(std::io::Error::from)
 }
 
 /// Maps the regions of `path` privately (copy-on-write) as guest memory.
@@ -194,6 +326,7 @@ mod tests {
             )
             .unwrap();
         let path = std::env::temp_dir().join(format!("vireo-mem-{}.bin", std::process::id()));
+        let _ = std::fs::remove_file(&path);
         let entries = save(&memory, &path).unwrap();
         let metadata = std::fs::metadata(&path).unwrap();
         assert_eq!(metadata.len(), 2 * size as u64);
@@ -202,6 +335,12 @@ mod tests {
             "{} bytes allocated for 4 used pages",
             metadata.blocks() * 512
         );
+        assert!(metadata.permissions().readonly());
+        // A memory file is never written twice: a VM may be running from it.
+        assert!(matches!(
+            save(&memory, &path),
+            Err(MemoryFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists
+        ));
         let restored = restore(&path, &entries).unwrap();
         std::fs::remove_file(&path).unwrap();
         for (address, len) in [(0u64, size), (0x1_0000_0000, size)] {

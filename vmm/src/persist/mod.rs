@@ -4,6 +4,7 @@
 //! into `vm.mem`, which a restore maps MAP_PRIVATE so the file is never written back.
 //! The on-disk layout is described in vmm/FORMAT.md.
 
+pub mod dirty;
 pub mod memory;
 pub mod restore;
 pub mod save;

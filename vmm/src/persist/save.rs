@@ -1,19 +1,28 @@
 //! Saving a running VM: pause, quiesce the devices, collect vCPU and KVM state, write the
-//! memory and state files, and restart the devices (the VM stays paused).
+//! memory and state files, and restart the devices (the VM stays paused). A live save copies
+//! memory while the guest runs first — a full pass, then rounds of the pages written since
+//! (KVM's dirty log and the VMM's own writes) until a round is small — so that the pause only
+//! writes the last dirty pages and the device state.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vireo_vmm_protocol::SaveReport;
 
+use super::dirty::{DirtyLog, DirtyLogError};
+use super::memory::MemoryFileWriter;
 use super::{memory, vm, write_state_file, VmSnapshot, MEMORY_FILE, STATE_FILE};
 use crate::devices::bus::lock;
 use crate::handle::VmHandle;
 
 /// How long vCPUs get to hand over their state.
 const VCPU_SAVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pre-copy ends after a round that wrote at most this many pages (16 MiB)...
+const SMALL_ROUND_PAGES: u64 = 4096;
+/// ...or after this many rounds (a guest writing faster than the save copies).
+const MAX_ROUNDS: u32 = 8;
 
-/// Why a save failed (the VM is left paused and running devices restarted).
+/// Why a save failed (a VM the save paused stays paused; running devices are restarted).
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     /// The directory could not be created.
@@ -33,6 +42,9 @@ pub enum SaveError {
     /// KVM's VM state could not be read.
     #[error(transparent)]
     Kvm(#[from] vm::KvmStateError),
+    /// Dirty pages could not be tracked (live save).
+    #[error(transparent)]
+    DirtyLog(#[from] DirtyLogError),
     /// The memory file could not be written.
     #[error(transparent)]
     Memory(#[from] memory::MemoryFileError),
@@ -41,40 +53,95 @@ pub enum SaveError {
     State(#[from] super::StateFileError),
 }
 
-/// Saves the VM behind `handle` into `dir`.
-pub fn save_vm(handle: &VmHandle, dir: &Path) -> Result<SaveReport, SaveError> {
+/// Saves the VM behind `handle` into `dir`; with `live`, memory is copied while the guest
+/// runs and the VM is paused only for the rest.
+pub fn save_vm(handle: &VmHandle, dir: &Path, live: bool) -> Result<SaveReport, SaveError> {
     let started = Instant::now();
     std::fs::create_dir_all(dir).map_err(|source| SaveError::Dir {
         path: dir.to_owned(),
         source,
     })?;
+    let memory_file = dir.join(MEMORY_FILE);
+    let mut writer = MemoryFileWriter::create(&memory_file, &handle.memory)?;
+    let precopied = if live {
+        Some(precopy(handle, &mut writer)?)
+    } else {
+        None
+    };
+    let rounds = precopied.as_ref().map_or(0, |(_, rounds)| *rounds);
     if !handle.kicker.pause(&handle.run_state) {
         return Err(SaveError::Pause);
     }
+    let paused = Instant::now();
     for transport in &handle.transports {
         lock(transport).quiesce();
     }
-    let result = write_snapshot(handle, dir);
+    let result = write_snapshot(handle, dir, writer, precopied.map(|(log, _)| log));
     for transport in &handle.transports {
         lock(transport).reactivate();
     }
-    let (memory_bytes, state_file, memory_file) = result?;
+    let (memory_bytes, state_file) = result?;
     Ok(SaveReport {
         state_file,
         memory_file,
         memory_bytes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        paused_ms: paused.elapsed().as_secs_f64() * 1e3,
+        rounds,
     })
 }
 
-fn write_snapshot(handle: &VmHandle, dir: &Path) -> Result<(u64, PathBuf, PathBuf), SaveError> {
+/// Starts dirty logging (with the devices briefly quiesced, so that none holds a request taken
+/// before), then copies memory in rounds while the guest runs; returns the log and the rounds.
+fn precopy<'a>(
+    handle: &'a VmHandle,
+    writer: &mut MemoryFileWriter,
+) -> Result<(DirtyLog<'a>, u32), SaveError> {
+    let log = {
+        let mut transports: Vec<_> = handle.transports.iter().map(|t| lock(t)).collect();
+        for transport in &mut transports {
+            transport.quiesce();
+        }
+        let log = DirtyLog::start(&handle.vm_fd, &handle.memory);
+        for transport in &mut transports {
+            transport.reactivate();
+        }
+        log?
+    };
+    writer.write_all(&handle.memory)?;
+    let mut rounds = 1;
+    while rounds < MAX_ROUNDS {
+        let dirty = log.take_vcpu_writes()?;
+        rounds += 1;
+        if writer.write_dirty(&handle.memory, &dirty)? <= SMALL_ROUND_PAGES {
+            break;
+        }
+    }
+    writer.sync_data()?;
+    Ok((log, rounds))
+}
+
+/// Writes the state file and the rest of the memory file (all of it, or after a pre-copy the
+/// pages written since its last round); returns the memory size and the state file.
+fn write_snapshot(
+    handle: &VmHandle,
+    dir: &Path,
+    mut writer: MemoryFileWriter,
+    log: Option<DirtyLog>,
+) -> Result<(u64, PathBuf), SaveError> {
     let vcpus = handle
         .run_state
         .collect_vcpu_states(handle.kicker.count(), VCPU_SAVE_TIMEOUT)
         .map_err(SaveError::Vcpu)?;
     let kvm = vm::save(&handle.vm_fd)?;
-    let memory_file = dir.join(MEMORY_FILE);
-    let regions = memory::save(&handle.memory, &memory_file)?;
+    match log {
+        Some(log) => {
+            let dirty = log.finish()?;
+            writer.write_dirty(&handle.memory, &dirty)?;
+        }
+        None => writer.write_all(&handle.memory)?,
+    }
+    let regions = writer.finish()?;
     let snapshot = VmSnapshot {
         config: lock(&handle.config).clone(),
         vcpus,
@@ -87,5 +154,5 @@ fn write_snapshot(handle: &VmHandle, dir: &Path) -> Result<(u64, PathBuf, PathBu
     };
     let state_file = dir.join(STATE_FILE);
     write_state_file(&state_file, &snapshot)?;
-    Ok((regions.iter().map(|r| r.len).sum(), state_file, memory_file))
+    Ok((regions.iter().map(|r| r.len).sum(), state_file))
 }

@@ -94,6 +94,7 @@ const IOCTLS: &[(&str, u32)] = &[
     ("KVM_GET_VCPU_MMAP_SIZE", 0xae04),
     ("KVM_GET_SUPPORTED_CPUID", 0xc008_ae05),
     ("KVM_CREATE_VCPU", 0xae41),
+    ("KVM_GET_DIRTY_LOG", 0x4010_ae42),
     ("KVM_SET_USER_MEMORY_REGION", 0x4020_ae46),
     ("KVM_SET_TSS_ADDR", 0xae47),
     ("KVM_SET_IDENTITY_MAP_ADDR", 0x4008_ae48),

@@ -28,6 +28,19 @@ pub trait GuestOperations: Send {
     fn run(&mut self, auth: &GuestAuth, op: GuestOp) -> Result<Option<Value>, GuestOpError>;
 }
 
+/// One set of guest operations shared by successive connections (the daemon reopens its
+/// device when the host end goes away): programs started and tickets handed out outlive a
+/// reconnect.
+impl<T: GuestOperations> GuestOperations for std::sync::Arc<std::sync::Mutex<T>> {
+    fn offer(&self) -> GuestOpsOffer {
+        self.lock().unwrap_or_else(|p| p.into_inner()).offer()
+    }
+
+    fn run(&mut self, auth: &GuestAuth, op: GuestOp) -> Result<Option<Value>, GuestOpError> {
+        self.lock().unwrap_or_else(|p| p.into_inner()).run(auth, op)
+    }
+}
+
 /// The real guest: the system's accounts, processes and files.
 pub struct SystemGuestOps {
     accounts: Accounts,

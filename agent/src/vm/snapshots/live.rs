@@ -70,8 +70,6 @@ fn stunned<T>(
     let refused = |what: &str, e: control::ControlError| {
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
-    control::command(&socket, Request::Pause, CONTROL_TIMEOUT).map_err(|e| refused("pause", e))?;
-    let paused = record(journal, "vm-paused");
     let resume = || {
         if let Err(error) = control::command(&socket, Request::Resume, CONTROL_TIMEOUT) {
             tracing::error!(
@@ -80,19 +78,21 @@ fn stunned<T>(
             );
         }
     };
-    if let Err(fault) = paused {
+    // A machine state is saved live: the guest runs while its memory is copied, and is paused
+    // only for the last pages and the device state — the point the disks are frozen at.
+    let paused = match save_to {
+        Some(dir) => save(host, &socket, dir, true),
+        None => control::command(&socket, Request::Pause, CONTROL_TIMEOUT)
+            .map_err(|e| refused("pause", e)),
+    };
+    let paused = paused.and_then(|()| record(journal, "vm-paused"));
+    let saved = match save_to {
+        Some(_) => paused.and_then(|()| record(journal, "state-saved")),
+        None => paused,
+    };
+    if let Err(fault) = saved {
         resume();
         return Err(fault);
-    }
-    if let Some(dir) = save_to {
-        if let Err(fault) = save(host, &socket, dir) {
-            resume();
-            return Err(fault);
-        }
-        if let Err(fault) = record(journal, "state-saved") {
-            resume();
-            return Err(fault);
-        }
     }
     if let Err(error) = control::command(&socket, Request::DetachDisks, CONTROL_TIMEOUT) {
         resume();
@@ -149,14 +149,16 @@ pub fn attach_writable_layers(
 }
 
 /// Saves the running VM's machine state into `dir` (made for the VMM first; the VM is left
-/// paused); on failure the directory is removed and the fault names it.
-pub fn save(host: &Host, socket: &Path, dir: &Path) -> Result<(), Fault> {
+/// paused), copying memory while the guest runs with `live`; on failure the directory is
+/// removed and the fault names it.
+pub fn save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
     let schema = host.schema;
     let saved = jail::make_save_dir(VmmJail::of(&host.config), dir)
         .map_err(|e| e.to_string())
         .and_then(|()| {
             let request = Request::Save {
                 dir: dir.to_owned(),
+                live,
             };
             control::call::<SaveReport>(socket, &request, SAVE_TIMEOUT).map_err(|e| e.to_string())
         });

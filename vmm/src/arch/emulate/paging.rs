@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{host_cmpxchg16b, Exception, Memory, Stop};
+use crate::vstate::host_writes;
 
 const PTE_PRESENT: u64 = 1 << 0;
 const PTE_WRITABLE: u64 = 1 << 1;
@@ -107,6 +108,7 @@ impl PagedMemory<'_> {
     /// A page-table entry in guest RAM, for atomic updates of its A/D bits.
     fn entry(&self, gpa: u64) -> Result<&AtomicU64, Stop> {
         let host = self.host_pointer(gpa, 8)?;
+        host_writes::record(gpa, 8);
         // SAFETY: `host` points to 8 bytes of guest RAM, 8-byte aligned (entries are), that
         // live as long as `self.memory`; the guest may change them concurrently, hence atomics.
         Ok(unsafe { AtomicU64::from_ptr(host.cast::<u64>()) })
@@ -156,6 +158,7 @@ impl Memory for PagedMemory<'_> {
             self.host_pointer(gpa, n)?;
         }
         for (gpa, offset, n) in pieces {
+            host_writes::record(gpa, n as u64);
             self.memory
                 .write_slice(&data[offset..offset + n], GuestAddress(gpa))
                 .map_err(|e| Stop::NotCovered(format!("writing guest memory: {e}")))?;
@@ -168,6 +171,7 @@ impl Memory for PagedMemory<'_> {
         // when the comparison fails (it writes the old value back).
         let gpa = self.translate(addr, true)?;
         let host = self.host_pointer(gpa, 16)?;
+        host_writes::record(gpa, 16);
         // SAFETY: 16 bytes of guest RAM at `host`, 16-byte aligned because `addr` is and pages
         // are; the mapping lives as long as `self.memory`.
         Ok(unsafe { host_cmpxchg16b(host.cast::<u128>(), expected, new) })

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use crate::vstate::host_writes;
+
 /// One descriptor of a chain, validated to lie inside guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Descriptor {
@@ -67,6 +69,7 @@ pub enum QueueError {
 
 /// Takes the next available chain, if any, checking the avail index and every descriptor.
 pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chain>, QueueError> {
+    record_used_ring(queue);
     let mut avail = queue
         .avail_idx(mem, Ordering::Acquire)
         .map_err(|_| QueueError::AvailRing)?;
@@ -116,7 +119,16 @@ pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chai
     if !terminated {
         return Err(QueueError::ChainLoop(head));
     }
+    for desc in descriptors.iter().filter(|d| d.writable) {
+        host_writes::record(desc.addr.0, desc.len.into());
+    }
     Ok(Some(Chain { head, descriptors }))
+}
+
+/// Records the used ring (with its avail_event field) as written by the device.
+fn record_used_ring(queue: &Queue) {
+    let bytes = 6 + 8 * u64::from(queue.size()) + 2;
+    host_writes::record(queue.used_ring(), bytes);
 }
 
 /// Returns a chain to the driver with `len` bytes written.
@@ -126,6 +138,7 @@ pub fn add_used(
     head: u16,
     len: u32,
 ) -> Result<(), QueueError> {
+    record_used_ring(queue);
     queue
         .add_used(mem, head, len)
         .map_err(|_| QueueError::UsedRing)
