@@ -56,6 +56,8 @@ pub struct Host {
     pub perf: Mutex<crate::perf::Store>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
+    /// Live HttpNfcLeases (exports).
+    pub leases: crate::nfc::Leases,
     /// Guest file transfer URLs issued and not yet used.
     pub guest_transfers: crate::guest_files::Transfers,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
@@ -93,6 +95,7 @@ impl Host {
             perf: Mutex::default(),
             settings: Mutex::default(),
             console_tickets: TicketStore::default(),
+            leases: crate::nfc::Leases::default(),
             guest_transfers: Default::default(),
             certificate_sha1,
             changes: tokio::sync::watch::channel(0).0,

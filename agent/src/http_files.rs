@@ -60,7 +60,10 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
 }
 
 /// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
-async fn authenticated_user(host: &Arc<Host>, request: &Request<Incoming>) -> Option<String> {
+pub(crate) async fn authenticated_user(
+    host: &Arc<Host>,
+    request: &Request<Incoming>,
+) -> Option<String> {
     let headers = request.headers();
     let from_cookie = headers
         .get_all(COOKIE)

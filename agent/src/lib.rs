@@ -19,6 +19,8 @@ pub mod json_file;
 pub mod locks;
 pub mod logins;
 pub mod methods;
+pub mod nfc;
+pub mod ovf;
 pub mod perf;
 pub mod server;
 pub mod sessions;

@@ -2,8 +2,9 @@
 //! timeouts (`connections`), request size and read-time limits, gzip
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
 //! (plus `/folder/...` and `GET /screen`, served by `http_files`, and the console's
-//! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`, and the one-time
-//! guest file transfer URLs `/guestFile?id=&token=`, served by `guest_files`).
+//! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`, the one-time
+//! guest file transfer URLs `/guestFile?id=&token=`, served by `guest_files`, and export
+//! leases' disks `GET /nfc/<lease>/<file>`, served by `nfc::download`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -159,6 +160,9 @@ async fn route(
     let response = match (request.method(), request.uri().path()) {
         (_, path) if path.starts_with("/folder/") => {
             return Ok(http_files::folder(host, request).await)
+        }
+        (_, path) if path.starts_with("/nfc/") => {
+            return Ok(crate::nfc::download::serve(host, request).await)
         }
         (_, "/guestFile") => return Ok(crate::guest_files::endpoint(host, request).await),
         (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,

@@ -30,17 +30,8 @@ cd "$work"
 
 stride=$((4096 * 100003))
 
-seconds() { # run a command quietly, print its wall time in seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc -l
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# shellcheck source=timing.sh
+source "$root/scripts/bench/timing.sh"
 
 report() { # name qemu_seconds vdisk_seconds [spread]
     printf '%-40s qemu %8.3f s   vdisk %8.3f s   ratio %5.2f%s\n' "$1" "$2" "$3" \

@@ -46,22 +46,13 @@ make_chain() { # base: every other MiB holds data; top: an overlay rewriting som
     qemu-io -c "write -P 0x5a 0 64M" -c "write -P 0xa5 512M 32M" top.qcow2 >/dev/null
 }
 
-seconds() { # run a command quietly, print its wall time in seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc -l
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# shellcheck source=timing.sh
+source "$root/scripts/bench/timing.sh"
 
 qemu_export() { rm -f q.vmdk; seconds qemu-img convert -O vmdk -o subformat=streamOptimized top.qcow2 q.vmdk; }
-vdisk_export() { rm -f v.vmdk; seconds "$vdisk" convert -O vmdk,subformat=streamOptimized top.qcow2 v.vmdk; }
+vdisk_export() { rm -f v.vmdk; seconds "$vdisk" convert -O vmdk,subformat=streamOptimized top.qcow2 v.vmdk 2>/dev/null; }
 qemu_import() { rm -f qb.qcow2; seconds qemu-img convert -f vmdk -O qcow2 q.vmdk qb.qcow2; }
-vdisk_import() { rm -f vb.qcow2; seconds "$vdisk" import q.vmdk vb.qcow2; }
+vdisk_import() { rm -f vb.qcow2; seconds "$vdisk" import q.vmdk vb.qcow2 2>/dev/null; }
 
 pair() { # name qemu_fn vdisk_fn: interleaved rounds, medians
     local name=$1 qemu_fn=$2 vdisk_fn=$3 q=() v=() r qm vm

@@ -109,8 +109,7 @@ def paused_save(host, vm):
     folder = os.path.dirname(host.path(vm.config.files.vmPathName))
     target = os.path.join(folder, f"paused-save-{time.monotonic_ns()}")
     os.makedirs(target)
-    owner = os.stat(os.path.join(host.data, "run", f"vm-{vm._moId}", "control.sock"))
-    os.chown(target, owner.st_uid, owner.st_gid)
+    os.chmod(target, 0o777)  # the jailed VMM's user writes it; the bench folder goes at the end
     control(host, vm, {"cmd": "pause"})
     control(host, vm, {"cmd": "save", "dir": target, "live": False})
     control(host, vm, {"cmd": "resume"})

@@ -76,6 +76,8 @@ def test_modes_decide_what_snapshots_and_power_off_keep(si, agent):
     power_on_booted(agent, vm)
     redo = files[2] + "-redo.qcow2"
     assert os.path.isfile(redo) and backing_chain(redo) == [redo, files[2]]
+    assert f"[datastore1] modes/{os.path.basename(redo)}" in {f.name for f in vm.layoutEx.file}
+    assert vm.QueryUnownedFiles() == []
     for disk in range(3):
         write(agent, vm, disk, 1)
     snap = snapshot(vm, "before-two")

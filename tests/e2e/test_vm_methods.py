@@ -121,3 +121,26 @@ def test_the_sample_vm_runs_its_guest_tools(si, agent):
     wait_for(lambda: vm.guest.toolsRunningStatus == "guestToolsRunning", "the tools after the reboot")
     vm.ShutdownGuest()
     wait_for(lambda: vm.runtime.powerState == "poweredOff", "the sample VM to shut down")
+
+
+def test_query_unowned_files_lists_only_what_is_not_the_vms(si, agent):
+    """QueryUnownedFiles: the files of the VM's folder that are none of its own; its .vmx,
+    disks (their snapshot layers and tree sidecars), logs and snapshot list never are."""
+    vm = create_vm(si, "unowned", scenario="shell")
+    folder = os.path.join(agent.data_dir, "datastore1", "unowned")
+    assert vm.QueryUnownedFiles() == []
+    with open(os.path.join(folder, "notes.txt"), "w") as f:
+        f.write("left here by hand\n")
+    os.makedirs(os.path.join(folder, "extra"))
+    with open(os.path.join(folder, "extra", "stray.bin"), "wb") as f:
+        f.write(b"\0" * 512)
+    expected = ["[datastore1] unowned/extra/stray.bin", "[datastore1] unowned/notes.txt"]
+    assert sorted(vm.QueryUnownedFiles()) == expected
+    power_on_booted(agent, vm)
+    WaitForTask(vm.CreateSnapshot_Task(name="s", memory=True, quiesce=False))
+    WaitForTask(vm.PowerOffVM_Task())
+    owned = {f.name for f in vm.layoutEx.file}
+    assert len(owned) > 4 and not owned & set(expected)
+    assert sorted(vm.QueryUnownedFiles()) == expected
+    WaitForTask(vm.RemoveAllSnapshots_Task())
+    WaitForTask(vm.Destroy_Task())

@@ -102,7 +102,7 @@ def test_bad_values_are_refused_and_change_nothing(si, agent):
     refused(agent, vm, invalid, tools=vim.vm.ToolsConfigInfo(toolsUpgradePolicy="sometimes"))
     refused(agent, vm, invalid, version="vmx-13")
     refused(agent, vm, vmodl.fault.NotSupported,
-            cpuAllocation=vim.ResourceAllocationInfo(limit=100))
+            latencySensitivity=vim.LatencySensitivity(level="high"))
     refused(agent, vm, vim.fault.ConcurrentAccess, changeVersion="1")
 
 
@@ -160,6 +160,32 @@ def test_tools_boot_options_topology_and_change_tracking(si, agent):
     refused(agent, vm, vmodl.fault.InvalidArgument, numCPUs=1)
     reconfigure(vm, numCPUs=1, numCoresPerSocket=1)
     assert vm.config.hardware.numCPU == 1
+
+
+def test_cpu_and_memory_allocations_are_recorded(si, agent):
+    vm = create_vm(si, "rc-alloc", disk_kb=0, nic=False)
+    assert vm.config.cpuAllocation.shares.level == "normal" and vm.config.cpuAllocation.limit == -1
+    reconfigure(vm, cpuAllocation=vim.ResourceAllocationInfo(
+                    reservation=500, limit=2000, shares=vim.SharesInfo(level="high", shares=0)),
+                memoryAllocation=vim.ResourceAllocationInfo(
+                    reservation=32, shares=vim.SharesInfo(level="custom", shares=4242)))
+    for info in (vm.config, vm.resourceConfig):
+        cpu, memory = info.cpuAllocation, info.memoryAllocation
+        assert (cpu.reservation, cpu.limit, cpu.shares.level, cpu.shares.shares) == (500, 2000, "high", 4000)
+        assert (memory.reservation, memory.limit, memory.shares.level, memory.shares.shares) == \
+            (32, -1, "custom", 4242)
+    keys = vmx(agent, vm)
+    assert (keys["sched.cpu.min"], keys["sched.cpu.max"], keys["sched.cpu.shares"]) == ("500", "2000", "high")
+    assert (keys["sched.mem.min"], keys["sched.mem.shares"]) == ("32", "4242") and "sched.mem.max" not in keys
+    # A limit below the reservation, a negative reservation: refused, nothing changes.
+    before = vmx_bytes(agent, vm)
+    refused(agent, vm, vmodl.fault.InvalidArgument, cpuAllocation=vim.ResourceAllocationInfo(limit=100))
+    refused(agent, vm, vmodl.fault.InvalidArgument, memoryAllocation=vim.ResourceAllocationInfo(reservation=-5))
+    assert vmx_bytes(agent, vm) == before
+    # Back to no limit and normal shares.
+    reconfigure(vm, cpuAllocation=vim.ResourceAllocationInfo(limit=-1, shares=vim.SharesInfo(level="normal", shares=0)))
+    cpu = vm.config.cpuAllocation
+    assert (cpu.reservation, cpu.limit, cpu.shares.level, cpu.shares.shares) == (500, -1, "normal", 2000)
 
 
 def test_guest_sees_cores_per_socket(si, agent):

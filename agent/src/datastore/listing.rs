@@ -80,8 +80,8 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// HTML-escapes text.
-fn escape(text: &str) -> String {
+/// HTML/XML-escapes text.
+pub(crate) fn escape(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '&' => "&amp;".to_string(),

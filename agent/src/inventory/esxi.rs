@@ -137,6 +137,10 @@ pub mod refs {
     pub fn date_time_system() -> MoRef {
         MoRef::new("HostDateTimeSystem", "dateTimeSystem")
     }
+    /// The OvfManager.
+    pub fn ovf_manager() -> MoRef {
+        MoRef::new("OvfManager", "ha-ovf-manager")
+    }
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
@@ -380,6 +384,7 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
         .with(schema, "perfManager", refs::perf_manager())
         .with(schema, "setting", refs::option_manager())
+        .with(schema, "ovfManager", refs::ovf_manager())
         .with(
             schema,
             "guestOperationsManager",
@@ -430,6 +435,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::autostart_manager(),
         refs::option_manager(),
         refs::date_time_system(),
+        refs::ovf_manager(),
     ] {
         inv.insert(schema, obj, None);
     }

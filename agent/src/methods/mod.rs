@@ -14,11 +14,13 @@ pub mod file_manager;
 pub mod folder;
 pub mod guest_operations;
 pub mod history;
+pub mod http_nfc_lease;
 pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
 pub mod option_manager;
+pub mod ovf_manager;
 pub mod performance_manager;
 pub mod property_collector;
 pub mod property_filter;
@@ -132,6 +134,8 @@ const TABLES: &[&MethodTable] = &[
     &performance_manager::METHODS,
     &option_manager::METHODS,
     &date_time_system::METHODS,
+    &http_nfc_lease::METHODS,
+    &ovf_manager::METHODS,
 ];
 
 impl Call<'_> {

@@ -15,7 +15,8 @@ use super::destroy::OwnedFiles;
 use super::snapshots::vmsd::SnapshotMeta;
 use super::vmx_file::write_atomically;
 
-const PREFIX: &str = "vireo-journal-";
+/// Start of the name of every journal file.
+pub const PREFIX: &str = "vireo-journal-";
 const SUFFIX: &str = ".json";
 
 /// What a task set out to do: enough for recovery to finish or undo it.

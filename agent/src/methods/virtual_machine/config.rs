@@ -8,7 +8,7 @@ use crate::faults;
 use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::{disks, Power, Vm};
+use crate::vm::{disks, properties, Power, Vm};
 
 pub(super) fn reload(call: &Call<'_>) -> MethodResult {
     reload_vmx(call.host, &*call.this_vm()?, None).map(|_| None)
@@ -35,6 +35,15 @@ pub(super) fn refresh_storage_info(call: &Call<'_>) -> MethodResult {
     let mut state = vm.edit(call.host);
     state.disk_capacities = disks::capacities(call.host, &vm, &state.spec);
     Ok(None)
+}
+
+/// QueryUnownedFiles: the files of the VM's folder the VM does not own.
+pub(super) fn query_unowned_files(call: &Call<'_>) -> MethodResult {
+    let vm = call.this_vm()?;
+    let state = vm.state();
+    let names = properties::unowned_files(&vm, &call.host.datastores, &state);
+    let items = names.into_iter().map(Value::from).collect();
+    Ok(Some(Value::Array(call.schema.known_type("string"), items)))
 }
 
 /// Reload / reloadVirtualMachineFromPath: re-reads the `.vmx` (the VM must be off).

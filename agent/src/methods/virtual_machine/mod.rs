@@ -6,6 +6,7 @@ mod cbt;
 mod clone;
 mod config;
 mod console;
+mod export;
 mod guest;
 mod inventory;
 mod power;
@@ -22,6 +23,7 @@ use super::{Call, Handler, MethodResult, MethodTable};
 use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::Vm;
+pub use export::device_url_key;
 
 /// VirtualMachine's methods (and ManagedEntity's Destroy_Task and Reload, for VMs).
 pub const METHODS: MethodTable = MethodTable {
@@ -56,6 +58,10 @@ pub const METHODS: MethodTable = MethodTable {
             "RefreshStorageInfo",
             Handler::Sync(config::refresh_storage_info),
         ),
+        (
+            "QueryUnownedFiles",
+            Handler::Sync(config::query_unowned_files),
+        ),
         ("CloneVM_Task", Handler::Sync(clone::clone)),
         ("CreateSnapshot_Task", Handler::Sync(snapshot::create)),
         ("CreateSnapshotEx_Task", Handler::Sync(snapshot::create_ex)),
@@ -88,6 +94,7 @@ pub const METHODS: MethodTable = MethodTable {
             Handler::Sync(config::extract_ovf_environment),
         ),
         ("SendNMI", Handler::Sync(console::send_nmi)),
+        ("ExportVm", Handler::Sync(export::export_vm)),
         (
             "PutUsbScanCodes",
             Handler::Sync(console::put_usb_scan_codes),

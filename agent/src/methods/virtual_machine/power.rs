@@ -6,6 +6,12 @@ use crate::vm::lifecycle;
 
 pub(super) fn power_on(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
+    if call.host.leases.exporting(&vm.moref) {
+        return Err(crate::faults::invalid_state(
+            call.schema,
+            "the VM is being exported: complete or abort its HttpNfcLease first",
+        ));
+    }
     let user = call.user().to_string();
     task(call, &vm, "VirtualMachine.powerOn", move |h, vm| {
         lifecycle::power_on(h, vm, &user).map(|_| None)

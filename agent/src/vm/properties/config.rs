@@ -7,6 +7,7 @@ use super::devices::devices;
 use super::guest::guest_full_name;
 use crate::host::Host;
 use crate::vm::disks::{self, trees::DiskState};
+use crate::vm::reconfig::allocation::{self, Resource};
 use crate::vm::{reconfig, Vm, VmState};
 
 /// Capability flags this host honours; every other required flag is false.
@@ -136,35 +137,12 @@ pub(super) fn config_summary(schema: &Schema, vm: &Vm, state: &VmState) -> DataO
         .with(schema, "tpmPresent", false)
 }
 
-/// An allocation with no reservation and no limit at `normal` shares of `shares`: what every
-/// VM here gets (the VMM enforces no reservations, limits or shares).
-fn unlimited_allocation(schema: &Schema, shares: i32) -> DataObject {
-    DataObject::of(schema, "ResourceAllocationInfo")
-        .with(schema, "reservation", 0i64)
-        .with(schema, "expandableReservation", false)
-        .with(schema, "limit", -1i64)
-        .with(
-            schema,
-            "shares",
-            DataObject::of(schema, "SharesInfo")
-                .with(schema, "shares", shares)
-                .with(
-                    schema,
-                    "level",
-                    Value::enumeration(schema, "SharesLevel", "normal"),
-                ),
-        )
-}
-
-/// The VM's CPU and memory allocations: ESXi's `normal` shares (1000 per vCPU, 10 per MB).
+/// The VM's CPU and memory allocations as its `.vmx` records them.
 fn allocations(schema: &Schema, state: &VmState) -> (DataObject, DataObject) {
     let spec = &state.spec;
     (
-        unlimited_allocation(schema, 1000 * spec.num_cpus),
-        unlimited_allocation(
-            schema,
-            i32::try_from(10 * spec.memory_mb).unwrap_or(i32::MAX),
-        ),
+        allocation::show(schema, spec, Resource::Cpu),
+        allocation::show(schema, spec, Resource::Memory),
     )
 }
 

@@ -1,18 +1,23 @@
-//! The VM's files as clients see them: layoutEx (files, disk chains, snapshot layouts) and
-//! storage (per-datastore usage).
+//! The VM's files as clients see them: layoutEx (files, disk chains, snapshot layouts),
+//! storage (per-datastore usage) and the files of its folder it does not own.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Value};
+use vireo_vmm_protocol::args::SERIAL_LOG_ROTATIONS;
 
 use super::datastore;
 use super::devices::DISK_KEY;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::now_micros;
 use crate::vm::datastore_path::DatastorePath;
-use crate::vm::disks::trees::DiskState;
+use crate::vm::disks::redo;
+use crate::vm::disks::trees::{sidecar_of, DiskState};
+use crate::vm::journal;
 use crate::vm::snapshots;
+use crate::vm::spec::DiskMode;
 use crate::vm::{Vm, VmState};
 
 /// One file of the VM as layoutEx lists it.
@@ -78,6 +83,18 @@ pub(super) fn files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Ve
             size: size(&path).unwrap_or(0),
         });
     }
+    for overlay in redo_overlays(vm, datastores, state) {
+        if let (Some(bytes), Some(name)) = (
+            size(&overlay),
+            DatastorePath::of_host_file(&overlay, datastores),
+        ) {
+            out.push(VmFile {
+                name: name.to_string(),
+                kind: "diskExtent",
+                size: bytes,
+            });
+        }
+    }
     let vmsd = snapshots::vmsd_path(vm);
     if let Some(bytes) = size(&vmsd) {
         let name = vmsd.file_name().unwrap_or_default().to_string_lossy();
@@ -99,11 +116,15 @@ pub(super) fn files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Ve
             }
         }
     }
-    for (name, kind) in [("vireo-vmm.log", "log"), ("serial.log", "log")] {
-        if let Some(bytes) = size(&vm.file(name)) {
+    let rotations = (1..=SERIAL_LOG_ROTATIONS).map(|n| format!("serial.log.{n}"));
+    let logs = ["vireo-vmm.log".to_string(), "serial.log".to_string()]
+        .into_iter()
+        .chain(rotations);
+    for name in logs {
+        if let Some(bytes) = size(&vm.file(&name)) {
             out.push(VmFile {
-                name: vm.datastore_path_of(name),
-                kind,
+                name: vm.datastore_path_of(&name),
+                kind: "log",
                 size: bytes,
             });
         }
@@ -121,6 +142,60 @@ pub(super) fn files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Ve
         }
     }
     out
+}
+
+/// The redo overlays nonpersistent disks run on (while they exist).
+fn redo_overlays(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Vec<PathBuf> {
+    state
+        .spec
+        .disks
+        .iter()
+        .filter(|d| d.mode == DiskMode::IndependentNonpersistent)
+        .filter_map(|d| vm.disk_path(&d.file_name, datastores).ok())
+        .map(|base| redo::overlay_of(&base))
+        .filter(|overlay| overlay.is_file())
+        .collect()
+}
+
+/// QueryUnownedFiles: the files in the VM's folder and its subfolders that are none of its
+/// own (not in layoutEx, not a disk's tree sidecar, not a task's journal), as datastore paths.
+pub fn unowned_files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Vec<String> {
+    let mut owned: BTreeSet<String> = files(vm, datastores, state)
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    for (_, layer) in disk_layers(vm, datastores, state) {
+        if let Some(name) = DatastorePath::of_host_file(&sidecar_of(&layer), datastores) {
+            owned.insert(name.to_string());
+        }
+    }
+    let mut unowned = Vec::new();
+    let mut folders = vec![vm.dir.clone()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let journal = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(journal::PREFIX);
+            let name = DatastorePath::of_host_file(&path, datastores).map(|p| p.to_string());
+            if let Some(name) = name.filter(|n| !journal && !owned.contains(n)) {
+                unowned.push(name);
+            }
+        }
+    }
+    unowned.sort();
+    unowned
 }
 
 /// layoutEx.disk entries for one view of every disk: each chain base first, as file keys.

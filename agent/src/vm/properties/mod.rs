@@ -28,6 +28,7 @@ use crate::inventory::Inventory;
 pub use config::{capability as vm_capability, change_version};
 pub use devices::{DISK_KEY, NIC_KEY};
 pub use edit::VmEdit;
+pub use layout::unowned_files;
 
 /// Writes every property of `vm` into the inventory (inserting and linking it if new); only
 /// through a [`VmEdit`] ending.

@@ -5,6 +5,7 @@
 
 use vireo_api::{DataObject, Fault, Value};
 
+use super::allocation;
 use super::settings::{self, CORES_PER_SOCKET, CPU_HOT_ADD, MEMORY_HOT_ADD};
 use crate::faults;
 use crate::host::Host;
@@ -86,7 +87,8 @@ pub fn apply(host: &Host, config: &DataObject, next: &mut VmSpec) -> Result<(), 
     if let Some(enabled) = get("changeTrackingEnabled").and_then(Value::as_bool) {
         next.set_extra(CTK_ENABLED, if enabled { "TRUE" } else { "FALSE" });
     }
-    settings::apply(schema, config, next)
+    settings::apply(schema, config, next)?;
+    allocation::apply(schema, config, next)
 }
 
 /// An API UUID a client gives (any spelling of 32 hex digits), or InvalidArgument.

@@ -10,6 +10,7 @@
 //!
 //! A spec that fails anywhere leaves the VM, its `.vmx` and its files as they were.
 
+pub mod allocation;
 pub mod config;
 pub mod settings;
 
@@ -255,6 +256,7 @@ fn refuse_unread_fields(host: &Host, config: &DataObject) -> Result<(), Fault> {
         .filter(|name| {
             !config::FIELDS.contains(name)
                 && *name != "deviceChange"
+                && !allocation::FIELDS.contains(name)
                 && !settings::spec_fields().any(|s| s == *name)
         })
         .collect();
