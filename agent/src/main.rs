@@ -94,7 +94,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             _ = server::serve(host.clone(), listener, tls, workers) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
-        tokio::task::spawn_blocking(move || autostart::stop_with_host(&host)).await?;
+        tokio::task::spawn_blocking(move || {
+            autostart::stop_with_host(&host);
+            // After the VMs that stop with the host: their network goes too.
+            startup::stop(&host);
+        })
+        .await?;
         Ok(())
     })
 }

@@ -192,6 +192,17 @@ pub fn datastore_dirs(config: &Config) -> Vec<DatastoreDir> {
         .collect()
 }
 
+/// A clean stop: what vireod added to the host's network goes when none of its VMs runs.
+pub fn stop(host: &Host) {
+    let running = host
+        .vms
+        .all()
+        .iter()
+        .filter(|vm| vm.state().process.as_ref().is_some_and(|p| !p.has_exited()))
+        .count();
+    crate::vm::network::teardown(&host.config.data_dir, running);
+}
+
 /// Re-reads datastore space and logs out idle sessions, forever.
 pub async fn upkeep(host: Arc<Host>) {
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);

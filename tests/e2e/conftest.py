@@ -6,6 +6,7 @@ data dir holding one VM folder, and root's password set through VIREO_ROOT_PASSW
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -83,18 +84,52 @@ def wait_ready(port, process, timeout=60):
 
 
 def host_path(agent, datastore_path):
-    """The host file behind `[datastore1] path` in the data dir of `agent`'s vireod."""
-    return os.path.join(agent.data_dir, "datastore1", datastore_path.split("] ", 1)[1])
+    """The host file behind `[name] path` in the data dir of `agent`'s vireod (whose datastores
+    are folders of the data dir named as the datastores)."""
+    name, path = datastore_path[1:].split("] ", 1)
+    return os.path.join(agent.data_dir, name, path)
 
 
-def remove_bridge(data_dir):
-    """Deletes the "VM Network" bridge of the vireod that used `data_dir` (one per instance)."""
+def dnsmasq_serving(data_dir):
+    """The pids of dnsmasq processes serving a lease file of the vireod that used `data_dir`."""
+    ours = f"--dhcp-leasefile={data_dir}/network/".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if any(arg.startswith(ours) for arg in f.read().split(b"\0")):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def check_network_removed(data_dir, netns=None):
+    """Fails when the stopped vireod that used `data_dir` (in namespace `netns`, if given) left
+    host network objects behind: its bridges (vbr<id>...), TAPs (vt<id>...), nft tables
+    (vireo_<id>...) or dnsmasq. What it finds is removed first, so that one leak does not pile up."""
+    prefix = netns.command([]) if netns else []
+    run = lambda *argv: subprocess.run(prefix + list(argv), capture_output=True, text=True).stdout
     try:
         with open(os.path.join(data_dir, "network-instance")) as f:
             instance = f.read().strip()
     except OSError:
-        return
-    subprocess.run(["ip", "link", "del", f"vbr{instance}"], capture_output=True)
+        instance = None
+    left = []
+    if instance:
+        for line in run("ip", "-o", "link", "show").splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith((f"vbr{instance}", f"vt{instance}")):
+                left.append(f"interface {name}")
+                run("ip", "link", "del", name)
+        for line in run("nft", "list", "tables").splitlines():
+            if line.split()[-1:] and line.split()[-1].startswith(f"vireo_{instance}"):
+                left.append(line)
+                run("nft", "delete", "table", *line.split()[1:])
+    for pid in dnsmasq_serving(data_dir):
+        left.append(f"dnsmasq (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+    assert not left, f"vireod left host network objects behind: {left}"
 
 
 @contextlib.contextmanager
@@ -124,8 +159,10 @@ def start_vireod(config=None):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-        remove_bridge(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            check_network_removed(data_dir)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -138,3 +138,23 @@ def test_search_index(si):
     assert index.FindAllByUuid(None, "564d1234-5678-9abc-def0-123456789abc", True) == [vm]
     assert index.FindByDatastorePath(si.content.rootFolder.childEntity[0], "[datastore1] e2e-vm/e2e-vm.vmx") == vm
     assert index.FindByUuid(None, vim.HostSystem("ha-host", si._stub).hardware.systemInfo.uuid, False)._moId == "ha-host"
+
+
+def test_host_network_facts_show_the_management_interface(si):
+    """What Ansible's vmware_host_facts reads: config.network.vnic holds vmk0, the interface
+    vireod listens on (loopback here) with the kernel's address, netmask, MAC and MTU;
+    consoleVnic is empty as on ESXi; config.network is the network system's networkInfo."""
+    host = si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0]
+    network = host.config.network
+    [vmk0] = network.vnic
+    assert vmk0.device == "vmk0" and vmk0.key == "key-vim.host.VirtualNic-vmk0"
+    assert (vmk0.spec.ip.ipAddress, vmk0.spec.ip.subnetMask) == ("127.0.0.1", "255.0.0.0")
+    with open("/sys/class/net/lo/address") as f:
+        assert vmk0.spec.mac == f.read().strip()
+    with open("/sys/class/net/lo/mtu") as f:
+        assert vmk0.spec.mtu == int(f.read())
+    assert list(network.consoleVnic) == []
+    info = host.configManager.networkSystem.networkInfo
+    assert [v.device for v in info.vnic] == ["vmk0"]
+    assert [v.name for v in network.vswitch] == [v.name for v in info.vswitch]
+    assert [p.spec.name for p in network.portgroup] == [p.spec.name for p in info.portgroup]

@@ -7,12 +7,12 @@ namespace each have their own NAT network; switching to an internal network remo
 pieces."""
 import ipaddress
 import os
-import signal
 
 import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan
 from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
 from test_vm_snapshots import type_command
@@ -37,22 +37,12 @@ def lan():
 
 def dnsmasq_pids(agent):
     """The dnsmasq processes serving this vireod's lease file."""
-    ours = f"--dhcp-leasefile={agent.data_dir}/network/".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if any(arg.startswith(ours) for arg in f.read().split(b"\0")):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            pass
-    return pids
+    return dnsmasq_serving(agent.data_dir)
 
 
 def close(agent):
+    """Stops the agent; it must leave no dnsmasq, bridge, TAP or nft table behind."""
     agent.close()
-    for pid in dnsmasq_pids(agent):
-        os.kill(pid, signal.SIGTERM)
 
 
 def subnet_of(agent):
@@ -238,5 +228,40 @@ def test_port_groups_on_vswitches_separate_guests_and_a_used_one_cannot_be_remov
                 system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
             assert "vlan_filtering" in refused.value.msg
             assert "VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
+    finally:
+        close(agent)
+
+
+def test_forged_transmits_and_mac_changes_follow_the_port_group_policy(lan):
+    """On a new vSwitch's port group (ESXi's policy: promiscuous, MAC changes and forged
+    transmits all rejected) a guest that changed its MAC reaches no neighbour: its ARP request,
+    from the new source MAC, is dropped at its port. On its own MAC it gets through. Once the
+    port group allows MAC changes and forged transmits, the changed MAC works (the neighbour's
+    ARP reply to it is delivered too)."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        _, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        system.AddPortGroup(portgrp=port_group_spec("Guarded", 0))
+        [policy] = [p.computedPolicy.security for p in system.networkInfo.portgroup if p.spec.name == "Guarded"]
+        assert not (policy.allowPromiscuous or policy.macChanges or policy.forgedTransmits)
+        a = static_guest(agent, si, "sec-a", "192.0.2.21", "Guarded")
+        static_guest(agent, si, "sec-b", "192.0.2.22", "Guarded")
+        static_guest(agent, si, "sec-c", "192.0.2.23", "Guarded")
+        own = type_command(agent, a, "net info", "net mac=").split()[1].split("=")[1]
+        changed = "00:50:56:3f:0e:99"
+        assert type_command(agent, a, f"net mac {changed}", "net mac=").startswith(f"net mac={changed} ")
+        assert type_command(agent, a, "net udp 192.0.2.22 7 forged", "error") == "error: no ARP reply from 192.0.2.22"
+        type_command(agent, a, f"net mac {own}", "net mac=")
+        assert type_command(agent, a, "net udp 192.0.2.22 7 own", "udp sent") == "udp sent 3 bytes to 192.0.2.22:7"
+
+        spec = port_group_spec("Guarded", 0)
+        spec.policy = vim.host.NetworkPolicy(security=vim.host.NetworkPolicy.SecurityPolicy(
+            allowPromiscuous=False, macChanges=True, forgedTransmits=True))
+        system.UpdatePortGroup(pgName="Guarded", portgrp=spec)
+        type_command(agent, a, f"net mac {changed}", "net mac=")
+        # 192.0.2.23 was never asked: the ARP exchange must pass both ways.
+        assert type_command(agent, a, "net udp 192.0.2.23 7 forged", "udp sent") == "udp sent 6 bytes to 192.0.2.23:7"
     finally:
         close(agent)

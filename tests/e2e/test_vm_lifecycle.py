@@ -15,7 +15,7 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import INTERNAL_NETWORK, REPO, ROOT_PASSWORD, Vireod, free_port, remove_bridge, wait_ready
+from conftest import INTERNAL_NETWORK, REPO, ROOT_PASSWORD, Vireod, free_port, check_network_removed, wait_ready
 
 BIN_DIR = os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug"))
 GUEST = os.environ.get("VIREO_TEST_GUEST", os.path.join(REPO, ".cache", "test-guest", "vireo-test-guest.elf"))
@@ -73,14 +73,25 @@ class Agent:
         return pids
 
     def close(self):
-        self.stop()
-        for pid in self.vmm_pids():
+        """Ends the VMMs, then stops vireod, which removes its host network objects (checked)."""
+        pids = self.vmm_pids()
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        remove_bridge(self.data_dir)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        # Gone, not just a zombie leader whose other threads may still be exiting.
+        wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), "the VMMs to end")
+        if self.process.poll() is None:
+            self.stop()
+        try:
+            check_network_removed(self.data_dir, self.netns)
+        except AssertionError:
+            with open(os.path.join(self.data_dir, "vireod.log")) as f:
+                print("vireod.log ends:", *f.readlines()[-20:], sep="")
+            raise
+        finally:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

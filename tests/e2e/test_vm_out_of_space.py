@@ -182,3 +182,100 @@ def test_cancel_powers_the_vm_off(agent):
     finally:
         os.remove(filler)
     WaitForTask(vm.Destroy_Task())
+
+
+def leave_free(agent, nbytes):
+    """Fills the small datastore completely, then frees `nbytes` of it."""
+    filler = os.path.join(agent.data_dir, "small", "filler")
+    with open(filler, "ab", buffering=0) as f:
+        for chunk in (1 << 20, 4096):
+            try:
+                while True:
+                    f.write(b"\xff" * chunk)
+            except OSError:
+                pass
+    os.truncate(filler, max(0, os.path.getsize(filler) - nbytes))
+    return filler
+
+
+def snapshot_state(agent, vm):
+    """What a snapshot task may change: the VM folder's files and the API's snapshot list."""
+    folder = os.path.dirname(image_of(agent, vm))
+    names = [s.name for s in (vm.snapshot.rootSnapshotList if vm.snapshot else [])]
+    return sorted(os.listdir(folder)), names
+
+
+def assert_clean(agent, si, vm):
+    """Every qcow2 checks clean, the API tree is the files', the guest runs, nothing asked."""
+    from test_crash_recovery import check_truthful
+    folder = os.path.dirname(image_of(agent, vm))
+    for image in (f for f in os.listdir(folder) if f.endswith(".qcow2")):
+        checked = qemu_img_check(os.path.join(folder, image))
+        assert checked.returncode == 0, (image, checked.stdout + checked.stderr)
+    check_truthful(agent, si, vm._moId)
+    assert vm.runtime.powerState == "poweredOn" and vmm_state(agent, vm) == "running"
+
+
+def test_snapshot_and_merge_tasks_on_a_full_datastore_fail_cleanly(agent):
+    """With too little space, CreateSnapshot (with and without memory) and RemoveSnapshot's merge
+    fail with a FileFault and leave nothing half-made: the VM folder's files and the snapshot
+    list are as before (a removal may leave its layers to consolidation, as ESXi does), every
+    qcow2 checks clean, and the guest runs on. The free space grows a page at a time until the
+    snapshot fits, so each step of the task meets the full disk once. Once space is freed,
+    the merge is done and the guest's data reads back."""
+    si = agent.vireod.connect()
+    vm = start_vm(si, agent, "tight")
+    guest(agent, vm, "blk write 0 0 2048 11", "write ok")
+    WaitForTask(vm.CreateSnapshot_Task(name="kept", description="", memory=False, quiesce=False))
+    # 6 MiB of new clusters in the layer above "kept": its merge has to place them somewhere.
+    guest(agent, vm, "blk write 0 4096 12288 12", "write ok")
+    guest(agent, vm, "blk flush 0", "flush ok")
+
+    filler = leave_free(agent, 1 << 20)
+    before = snapshot_state(agent, vm)
+    with pytest.raises(vim.fault.FileFault):
+        WaitForTask(vm.CreateSnapshot_Task(name="no room", description="", memory=True, quiesce=False))
+    assert snapshot_state(agent, vm) == before
+    assert_clean(agent, si, vm)
+
+    failures = 0
+    for free in range(0, 2 << 20, 4096):
+        os.remove(filler)
+        filler = leave_free(agent, free)
+        before = snapshot_state(agent, vm)
+        try:
+            WaitForTask(vm.CreateSnapshot_Task(name="fits", description="", memory=False, quiesce=False))
+            break
+        except vim.fault.FileFault:
+            failures += 1
+        assert snapshot_state(agent, vm) == before, free
+        assert_clean(agent, si, vm)
+    print(f"a snapshot fitted in {free} bytes, after {failures} clean failures with less")
+    assert failures > 0 and [s.name for s in vm.snapshot.rootSnapshotList] == ["kept"]
+    assert_clean(agent, si, vm)
+
+    for free in (0, 64 << 10, 1 << 20, 3 << 20):
+        os.remove(filler)
+        filler = leave_free(agent, free)
+        kept = vm.snapshot.rootSnapshotList[0].snapshot
+        try:
+            WaitForTask(kept.RemoveSnapshot_Task(removeChildren=False, consolidate=True))
+        except vim.fault.FileFault:
+            # Nothing removed, or (as ESXi does) removed with its layers left to consolidate.
+            names = [s.name for s in vm.snapshot.rootSnapshotList]
+            assert names == ["kept"] or vm.runtime.consolidationNeeded, (free, names)
+        assert_clean(agent, si, vm)
+        if vm.snapshot.rootSnapshotList[0].name != "kept":
+            break
+    os.remove(filler)
+    if vm.snapshot.rootSnapshotList[0].name == "kept":
+        WaitForTask(vm.snapshot.rootSnapshotList[0].snapshot.RemoveSnapshot_Task(removeChildren=False,
+                                                                                 consolidate=True))
+    if vm.runtime.consolidationNeeded:
+        WaitForTask(vm.ConsolidateVMDisks_Task())
+    assert [s.name for s in vm.snapshot.rootSnapshotList] == ["fits"] and not vm.runtime.consolidationNeeded
+    guest(agent, vm, "blk verify 0 0 2048 11", "verify ok")
+    guest(agent, vm, "blk verify 0 4096 12288 12", "verify ok")
+    assert_clean(agent, si, vm)
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())

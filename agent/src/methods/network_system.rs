@@ -57,6 +57,10 @@ fn change(
         .map_err(|e| fault(call.schema, e.into()))?;
     *switches = next;
     objects::publish(host, &switches);
+    // Running VMs' ports follow their port group's policy (VM locks taken without this one).
+    let current = switches.clone();
+    drop(switches);
+    crate::vm::network::security::refresh(host, &current);
     Ok(None)
 }
 

@@ -3,7 +3,10 @@
 //! durable (temp file, fsync, rename, fsync of the folder) before the next step starts; the file
 //! goes when the task ends. After a crash of vireod, [`super::recovery`] reads what is left and
 //! rolls each task forward or back. Each recorded step is also a crash-injection point
-//! ([`crate::crash`]).
+//! ([`crate::crash`]). Beside it `vireo-journal-<task>.reserve` holds [`RESERVE_BYTES`] of the
+//! datastore for the task's last writes (its steps, the snapshot list): a task on a datastore
+//! too full for it fails before it changes anything, and one whose merge took the last free
+//! space can still record what it did ([`Journal::make_room`]).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,9 @@ use super::vmx_file::write_atomically;
 /// Start of the name of every journal file.
 pub const PREFIX: &str = "vireo-journal-";
 const SUFFIX: &str = ".json";
+const RESERVE_SUFFIX: &str = ".reserve";
+/// Space held for a task's last writes (journal steps and a snapshot list are a few KiB).
+pub const RESERVE_BYTES: usize = 256 * 1024;
 
 /// What a task set out to do: enough for recovery to finish or undo it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +91,12 @@ impl Intent {
             Intent::Destroy { .. } => "destroy",
         }
     }
+
+    /// Whether the task holds space for its last writes (a deletion, which frees space, and
+    /// is how a full datastore is helped, does not).
+    fn reserves_space(&self) -> bool {
+        !matches!(self, Intent::Destroy { .. })
+    }
 }
 
 /// A journal as found on disk: the intent and the steps completed, in order.
@@ -103,7 +115,7 @@ impl Record {
     }
 }
 
-/// Why the journal could not be written.
+/// Why the journal (or its space reserve) could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the task journal {path}: {source}")]
 pub struct JournalError {
@@ -125,23 +137,40 @@ impl JournalError {
 pub struct Journal {
     path: PathBuf,
     record: Record,
+    /// The space reserve, until it is released.
+    reserve: Option<PathBuf>,
 }
 
-fn path_of(dir: &Path, task: &str) -> PathBuf {
-    dir.join(format!("{PREFIX}{task}{SUFFIX}"))
+fn path_of(dir: &Path, task: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{PREFIX}{task}{suffix}"))
 }
 
 impl Journal {
-    /// Records `intent` in VM folder `dir` (step `begun`).
+    /// Records `intent` in VM folder `dir` (step `begun`) and reserves space for the task's last
+    /// writes; a datastore without that space fails here, with nothing changed.
     pub fn begin(dir: &Path, intent: Intent) -> Result<Journal, JournalError> {
+        let reserve = path_of(dir, intent.task(), RESERVE_SUFFIX);
         let mut journal = Journal {
-            path: path_of(dir, intent.task()),
+            path: path_of(dir, intent.task(), SUFFIX),
+            reserve: intent.reserves_space().then(|| reserve.clone()),
             record: Record {
                 intent,
-                steps: Vec::new(),
+                steps: vec!["begun".to_string()],
             },
         };
-        journal.step("begun")?;
+        let reserved = match journal.reserve {
+            Some(_) => write_atomically(&reserve, &[0; RESERVE_BYTES]),
+            None => Ok(()),
+        };
+        reserved.and_then(|()| journal.write()).map_err(|source| {
+            journal.release();
+            remove(&journal.path);
+            JournalError {
+                path: journal.path.clone(),
+                source,
+            }
+        })?;
+        crate::crash::point(&format!("{}:begun", journal.record.intent.task()));
         Ok(journal)
     }
 
@@ -155,20 +184,45 @@ impl Journal {
         &self.path
     }
 
-    /// Records that `step` is complete, durably, before the caller goes on.
+    /// Records that `step` is complete, durably, before the caller goes on (releasing the
+    /// space reserve when the datastore is full).
     pub fn step(&mut self, step: &str) -> Result<(), JournalError> {
         self.record.steps.push(step.to_string());
-        let text = serde_json::to_vec_pretty(&self.record).unwrap_or_default();
-        write_atomically(&self.path, &text).map_err(|source| JournalError {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.write()
+            .or_else(|error| match self.make_room() {
+                true => self.write(),
+                false => Err(error),
+            })
+            .map_err(|source| JournalError {
+                path: self.path.clone(),
+                source,
+            })?;
         crate::crash::point(&format!("{}:{step}", self.record.intent.task()));
         Ok(())
     }
 
-    /// The task ended (well or with a clean failure): the journal goes.
-    pub fn finish(self) {
+    fn write(&self) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(&self.record).unwrap_or_default();
+        write_atomically(&self.path, &text)
+    }
+
+    /// Gives the reserved space back to the datastore, for a last write that found it full;
+    /// false when it was given back already.
+    pub fn make_room(&mut self) -> bool {
+        let released = self.reserve.is_some();
+        self.release();
+        released
+    }
+
+    fn release(&mut self) {
+        if let Some(reserve) = self.reserve.take() {
+            remove(&reserve);
+        }
+    }
+
+    /// The task ended (well or with a clean failure): the journal and its reserve go.
+    pub fn finish(mut self) {
+        self.release();
         remove(&self.path);
     }
 }
@@ -200,7 +254,7 @@ pub fn pending(dir: &Path) -> Vec<(PathBuf, Record)> {
         }
         let path = entry.path();
         if !name.ends_with(SUFFIX) {
-            tracing::info!(file = %path.display(), "removing a half-written task journal");
+            tracing::info!(file = %path.display(), "removing a half-written task journal or the space it reserved");
             let _ = std::fs::remove_file(&path);
             continue;
         }
@@ -247,6 +301,12 @@ mod tests {
             quiesced: false,
         };
         let mut journal = Journal::begin(&dir, Intent::SnapshotCreate { meta }).unwrap();
+        let reserve = dir.join("vireo-journal-snapshot-create.reserve");
+        assert_eq!(
+            std::fs::metadata(&reserve).unwrap().len(),
+            RESERVE_BYTES as u64
+        );
+        assert!(journal.make_room() && !reserve.exists() && !journal.make_room());
         journal.step("disks-detached").unwrap();
         let mut clone = Journal::begin(&dir, Intent::Consolidate).unwrap();
         clone.step("vm-paused").unwrap();

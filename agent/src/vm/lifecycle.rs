@@ -383,20 +383,29 @@ fn launch(
     let taps: Vec<String> = (0..state.spec.nics.len())
         .map(|i| net.tap_name(vm.id, i))
         .collect();
-    let attachments = {
+    let ports = {
         let switches = crate::locks::lock(&host.switches);
         state
             .spec
             .nics
             .iter()
-            .map(|nic| switches.attachment(&nic.network))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|nic| {
+                let security = switches.security_of(switches.portgroup(&nic.network)?);
+                Ok((switches.attachment(&nic.network)?, security))
+            })
+            .collect::<Result<Vec<_>, network::switches::SwitchError>>()
             .map_err(|e| faults::invalid_vm_config(schema, "deviceChange", e.to_string()))?
     };
-    for (tap, attachment) in taps.iter().zip(attachments) {
-        if let Err(error) = net.create_tap(tap, attachment) {
+    for ((tap, (attachment, security)), nic) in taps.iter().zip(ports).zip(&state.spec.nics) {
+        let made = net
+            .create_tap(tap, attachment)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                network::security::guard(net, tap, &nic.mac, security).map_err(|e| e.to_string())
+            });
+        if let Err(error) = made {
             delete_taps(&taps);
-            return Err(system_error(error.to_string()));
+            return Err(system_error(error));
         }
     }
     let _ = std::fs::remove_file(&control_socket);

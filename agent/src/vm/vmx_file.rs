@@ -81,19 +81,26 @@ impl VmxFile {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content (a
+/// failed write, e.g. for lack of space, leaves the old one and no temporary file).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&partial)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)?;
+        .open(&partial)
+        .and_then(|mut file| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&partial, path));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

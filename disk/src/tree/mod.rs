@@ -182,40 +182,70 @@ impl DiskTree {
     }
 
     /// Freezes the active layer under snapshot `name` and starts a new active child of it.
-    /// Returns the frozen layer.
+    /// Returns the frozen layer. On failure (a full file system, say) the tree is as before.
     pub fn create_snapshot(&mut self, name: &str) -> Result<LayerId, TreeError> {
         if self.state.snapshots.iter().any(|s| s.name == name) {
             return Err(TreeError::SnapshotExists(name.to_string()));
         }
-        let frozen = self.state.active;
-        let live = cbt::take_live(self, frozen)?;
-        let child = self.new_child(frozen)?;
-        let change_id = cbt::record_snapshot(self, live, child)?;
-        self.state.active = child;
-        self.state.snapshots.push(SnapshotRecord {
-            name: name.to_string(),
-            layer: frozen,
-            change_id,
-        });
-        self.save()?;
-        Ok(frozen)
+        self.all_or_nothing(|tree| {
+            let frozen = tree.state.active;
+            let live = cbt::take_live(tree, frozen)?;
+            let child = tree.new_child(frozen)?;
+            let change_id = cbt::record_snapshot(tree, live, child)?;
+            tree.state.active = child;
+            tree.state.snapshots.push(SnapshotRecord {
+                name: name.to_string(),
+                layer: frozen,
+                change_id,
+            });
+            tree.save()?;
+            Ok(frozen)
+        })
     }
 
     /// Makes the disk read as snapshot `name` again: a new active child of its layer. The
     /// old active layer is dropped (no snapshot can hold it). Returns the new active layer.
+    /// On failure before the new state is saved the tree is as before.
     pub fn revert(&mut self, name: &str) -> Result<LayerId, TreeError> {
         let target = self.snapshot_layer(name)?;
         let old = self.state.active;
-        let child = self.new_child(target)?;
-        let record = self.state.snapshots.iter().find(|s| s.name == name);
-        let change_id = record.and_then(|s| s.change_id.clone());
-        cbt::record_revert(self, change_id.as_deref(), child)?;
         let old_path = self.layer_path(old);
-        self.state.layers.retain(|l| l.id != old);
-        self.state.active = child;
-        self.save()?;
+        let child = self.all_or_nothing(|tree| {
+            let child = tree.new_child(target)?;
+            let record = tree.state.snapshots.iter().find(|s| s.name == name);
+            let change_id = record.and_then(|s| s.change_id.clone());
+            cbt::record_revert(tree, change_id.as_deref(), child)?;
+            tree.state.layers.retain(|l| l.id != old);
+            tree.state.active = child;
+            tree.save()?;
+            Ok(child)
+        })?;
         remove_file(&old_path)?;
         Ok(child)
+    }
+
+    /// Runs `change`; when it fails the tree's state is restored and the layer files it made
+    /// are removed, so that nothing half-made is left.
+    fn all_or_nothing<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, TreeError>,
+    ) -> Result<T, TreeError> {
+        let before = self.state.clone();
+        let result = change(self);
+        if result.is_err() {
+            let made: Vec<PathBuf> = self
+                .state
+                .layers
+                .iter()
+                .filter(|l| !before.layers.iter().any(|b| b.id == l.id))
+                .map(|l| self.folder.join(&l.file))
+                .collect();
+            self.state = before;
+            for path in made {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        result
     }
 
     /// Deletes snapshot `name` and merges the layers nobody needs any more, so that every
@@ -339,7 +369,10 @@ impl DiskTree {
         let file = layer_file_name(&root.map_or(parent_file, |l| l.file.clone()), id);
         let path = self.folder.join(&file);
         let _ = std::fs::remove_file(&path); // a leftover of a process killed before saving
-        create(&path, &options)?;
+        if let Err(error) = create(&path, &options) {
+            let _ = std::fs::remove_file(&path);
+            return Err(error.into());
+        }
         self.state.next_layer += 1;
         self.state.layers.push(LayerRecord {
             id,

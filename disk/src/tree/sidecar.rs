@@ -175,10 +175,17 @@ impl TreeState {
         };
         let tmp = path.with_extension("vtree.tmp");
         let text = serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialise");
-        let mut file = File::create(&tmp).map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        let written = File::create(&tmp)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(error) = written {
+            // A full file system leaves the old sidecar and no temporary file.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(error));
+        }
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
         File::open(folder.unwrap_or(Path::new(".")))
             .and_then(|d| d.sync_all())

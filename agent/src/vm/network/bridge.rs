@@ -213,7 +213,8 @@ fn bridge_ioctl(
     Ok(())
 }
 
-fn remove_bridge(name: &str) -> Result<(), NetworkError> {
+/// Deletes bridge `name` (a no-op if it is gone).
+pub(super) fn remove_bridge(name: &str) -> Result<(), NetworkError> {
     if !super::interface_exists(name) {
         return Ok(());
     }

@@ -7,11 +7,15 @@
 //! it): the bridge is `vbr<id>`, NIC `k` of VM `n` is `vt<id><n in hex>n<k>`. Two vireods on
 //! one host never share a TAP or an L2 segment; [`Network::tap_name`] is the one naming
 //! function (crash recovery finds stale TAPs with it). `nat` adds the NAT network on the bridge.
+//! A clean stop of vireod with none of its VMs running removes all of it ([`teardown`]); the
+//! e2e tests check after every vireod they stop that nothing was left.
 
 pub mod bridge;
 pub mod nat;
 pub mod objects;
+pub mod security;
 pub mod switches;
+pub mod vnic;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -82,6 +86,11 @@ impl IfReq {
         self.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         self.data[2..4].fill(0);
         self.data[4..8].copy_from_slice(&ip.octets());
+    }
+
+    /// The IPv4 address of an AF_INET sockaddr in ifr_addr.
+    fn ipv4(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(self.data[4], self.data[5], self.data[6], self.data[7])
     }
 
     fn short(&self) -> libc::c_short {
@@ -344,6 +353,45 @@ fn reconcile_nat(config: &crate::config::Config, network: Network) -> Result<Str
         }
     }
     .map_err(|error| error.to_string())
+}
+
+/// On a clean stop of vireod with none of its VMs running: removes everything this instance
+/// added to the host's network — its dnsmasq (stopped explicitly: it drops its uid, so it
+/// would outlive vireod), its nft tables, its TAPs and its bridges. With VMs running nothing is
+/// removed: they run on across the restart and keep their network.
+pub fn teardown(data_dir: &Path, vms_running: usize) {
+    if vms_running > 0 {
+        return tracing::info!("{vms_running} VMs run on: their network stays");
+    }
+    if !data_dir.join(INSTANCE_FILE).exists() {
+        return;
+    }
+    let removed = Network::of(data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|network| network.remove_everything(data_dir));
+    match removed {
+        Ok(()) => tracing::info!("removed this vireod's bridges, TAPs, nft table and dnsmasq"),
+        Err(error) => tracing::error!("cannot remove this vireod's network: {error}"),
+    }
+}
+
+impl Network {
+    /// Removes the NAT pieces, every TAP and every bridge of this instance.
+    fn remove_everything(&self, data_dir: &Path) -> Result<(), String> {
+        nat::remove(*self, data_dir).map_err(|e| e.to_string())?;
+        security::remove(*self).map_err(|e| e.to_string())?;
+        let taps = format!("vt{:04x}", self.instance);
+        let entries = std::fs::read_dir("/sys/class/net").into_iter().flatten();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&taps) {
+                delete_tap(&name).map_err(|e| e.to_string())?;
+            }
+        }
+        self.remove_other_switches(&[])
+            .and_then(|()| bridge::remove_bridge(&self.bridge()))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A random instance id whose bridge does not exist on this host.

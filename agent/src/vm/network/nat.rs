@@ -292,7 +292,7 @@ pub fn table_name(network: Network) -> String {
 }
 
 /// Runs `nft -f -` with `script`.
-fn nft(script: &str, action: &'static str, table: &str) -> Result<(), NatError> {
+pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<(), NatError> {
     let failed = |detail: String| NatError::Nft {
         action,
         table: table.to_string(),

@@ -1,12 +1,15 @@
 //! The API's view of the host's networking, projected from [`Switches`]: one `Network` object
 //! per port group (`HaNetwork-<name>`, in `ha-folder-network`, listed by the datacenter, the
 //! compute resource and the host), the `ha-network-system` HostNetworkSystem (networkInfo,
-//! networkConfig, capabilities) and `HostSystem.config.network`.
+//! networkConfig, capabilities) and `HostSystem.config.network`. `vnic` holds the management
+//! interface (`vmk0`, see [`super::vnic`]); `consoleVnic` is empty, as on every ESXi (service
+//! console NICs were ESX classic's).
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
 use super::switches::{PortGroup, Security, Switches, VSwitch};
+use super::vnic::{self, HostInterface};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
@@ -44,7 +47,8 @@ pub fn publish(host: &Host, switches: &Switches) {
         }
         let folder = refs::network_folder();
         inv.set(schema, &folder, "childEntity", Value::refs(schema, &wanted));
-        let info = network_info(schema, switches);
+        let management = vnic::management(host.config.listen.ip());
+        let info = network_info(schema, switches, management.as_ref());
         let config = network_config(schema, switches);
         let system = network_system();
         if inv.get(&system).is_none() {
@@ -162,7 +166,41 @@ fn pnic_key(device: &str) -> String {
     format!("key-vim.host.PhysicalNic-{device}")
 }
 
-fn network_info(schema: &Schema, switches: &Switches) -> DataObject {
+/// ESXi's port group of the management VMkernel NIC.
+const MANAGEMENT_PORT_GROUP: &str = "Management Network";
+
+/// The management interface as a HostVirtualNic (`vmk0`): its address, netmask, MAC and MTU as
+/// the kernel has them (vireod does not know whether the host's own DHCP client set them).
+fn management_vnic(schema: &Schema, switches: &Switches, interface: &HostInterface) -> DataObject {
+    let portgroup = switches
+        .portgroups
+        .iter()
+        .find(|p| p.name == MANAGEMENT_PORT_GROUP)
+        .map_or("", |p| p.name.as_str());
+    let ip = DataObject::of(schema, "HostIpConfig")
+        .with(schema, "dhcp", false)
+        .with(schema, "ipAddress", interface.address.to_string())
+        .with(schema, "subnetMask", interface.netmask.to_string());
+    let spec = DataObject::of(schema, "HostVirtualNicSpec")
+        .with(schema, "ip", ip)
+        .with(schema, "mac", interface.mac.as_str())
+        .with(schema, "mtu", interface.mtu as i32);
+    DataObject::of(schema, "HostVirtualNic")
+        .with(schema, "device", vnic::MANAGEMENT_DEVICE)
+        .with(
+            schema,
+            "key",
+            format!("key-vim.host.VirtualNic-{}", vnic::MANAGEMENT_DEVICE),
+        )
+        .with(schema, "portgroup", portgroup)
+        .with(schema, "spec", spec)
+}
+
+fn network_info(
+    schema: &Schema,
+    switches: &Switches,
+    management: Option<&HostInterface>,
+) -> DataObject {
     let vswitches: Vec<Value> = switches
         .vswitches
         .iter()
@@ -223,7 +261,13 @@ fn network_info(schema: &Schema, switches: &Switches) -> DataObject {
         .with(
             schema,
             "vnic",
-            Value::Array(schema.known_type("HostVirtualNic"), Vec::new()),
+            Value::Array(
+                schema.known_type("HostVirtualNic"),
+                management
+                    .map(|interface| management_vnic(schema, switches, interface).into())
+                    .into_iter()
+                    .collect(),
+            ),
         )
         .with(
             schema,

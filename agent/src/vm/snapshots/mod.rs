@@ -93,6 +93,20 @@ fn save_list(host: &Host, vm: &Vm, list: &SnapshotList) -> Result<(), Fault> {
     })
 }
 
+/// Saves the snapshot list at the end of a task, with the task's reserved space if the
+/// datastore is full.
+fn save_list_of_task(
+    host: &Host,
+    vm: &Vm,
+    list: &SnapshotList,
+    journal: &mut Journal,
+) -> Result<(), Fault> {
+    save_list(host, vm, list).or_else(|fault| match journal.make_room() {
+        true => save_list(host, vm, list),
+        false => Err(fault),
+    })
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -182,7 +196,7 @@ fn create_locked(host: &Host, vm: &Vm, new: &NewSnapshot, quiesced: bool) -> Res
     state.snapshots.last_uid = uid;
     state.snapshots.current = Some(uid);
     state.snapshots.snapshots.push(meta);
-    save_list(host, vm, &state.snapshots)?;
+    save_list_of_task(host, vm, &state.snapshots, &mut journal)?;
     step(host, &mut journal, "listed")?;
     journal.finish();
     refresh(host, vm, &mut state);
@@ -293,7 +307,7 @@ pub fn revert(
     each(&mut trees, |tree| tree.revert(&name).map(drop)).map_err(|e| disk_fault(host, e))?;
     step(host, &mut journal, "trees-changed")?;
     state.snapshots.current = Some(uid);
-    save_list(host, vm, &state.snapshots)?;
+    save_list_of_task(host, vm, &state.snapshots, &mut journal)?;
     step(host, &mut journal, "listed")?;
     refresh(host, vm, &mut state);
     let dir = memory_dir(vm, uid);
@@ -402,7 +416,7 @@ fn delete_snapshots(
     if let Err(error) = &changed {
         tracing::warn!(vm = vm.id, "cannot re-read the disk trees: {error}");
     }
-    save_list(host, vm, &state.snapshots)?;
+    save_list_of_task(host, vm, &state.snapshots, &mut journal)?;
     step(host, &mut journal, "listed")?;
     for &uid in uids {
         let _ = std::fs::remove_dir_all(memory_dir(vm, uid));

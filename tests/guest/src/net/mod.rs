@@ -82,12 +82,21 @@ impl Net {
         }
     }
 
-    /// The shell's `net` command: `info`, `dhcp`, `udp DESTIP PORT TEXT` or
+    /// The shell's `net` command: `info`, `mac MAC`, `dhcp`, `udp DESTIP PORT TEXT` or
     /// `get DESTIP PORT PATH`.
     pub fn command(&mut self, io: &mut Io, args: &str) {
         let mut words = args.splitn(4, ' ');
         match (words.next(), words.next(), words.next(), words.next()) {
             (Some("info"), None, None, None) => self.info(io),
+            (Some("mac"), Some(mac), None, None) => match parse_mac(mac) {
+                // What a guest OS does with `ip link set address`: its frames carry the new
+                // source MAC and it takes frames for that MAC only.
+                Some(mac) => {
+                    self.card.mac = mac;
+                    self.info(io);
+                }
+                None => usage(io),
+            },
             (Some("dhcp"), None, None, None) => self.lease(io),
             (Some("get"), Some(ip), Some(port), Some(path)) => {
                 let (Some(ip), Ok(port)) = (stack::parse_ip(ip), port.parse::<u16>()) else {
@@ -167,7 +176,18 @@ fn usage(io: &mut Io) {
     console::line(
         io,
         format_args!(
-            "error: usage: net info | net dhcp | net udp DESTIP PORT TEXT | net get DESTIP PORT PATH"
+            "error: usage: net info | net mac AA:BB:CC:DD:EE:FF | net dhcp | \
+             net udp DESTIP PORT TEXT | net get DESTIP PORT PATH"
         ),
     );
+}
+
+/// `aa:bb:cc:dd:ee:ff` as six bytes.
+fn parse_mac(text: &str) -> Option<packet::Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
