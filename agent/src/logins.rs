@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,8 @@ pub struct Logins {
     checks: Arc<FairSlots>,
     decoy: Arc<OnceLock<String>>,
     failures: Mutex<HashMap<String, Failures>>,
-    lock_after: u32,
-    unlock_time: Duration,
+    lock_after: AtomicU32,
+    unlock_secs: AtomicU64,
 }
 
 /// Recent failed logins of one account.
@@ -52,9 +53,23 @@ impl Logins {
             checks: FairSlots::new(config.max_concurrent_password_checks),
             decoy: Arc::default(),
             failures: Mutex::default(),
-            lock_after: config.account_lock_failures,
-            unlock_time: Duration::from_secs(config.account_unlock_time_secs),
+            lock_after: AtomicU32::new(config.account_lock_failures),
+            unlock_secs: AtomicU64::new(config.account_unlock_time_secs),
         }
+    }
+
+    /// Changes the lockout (Security.AccountLockFailures / AccountUnlockTime) from now on.
+    pub fn set_policy(&self, lock_after: u32, unlock_secs: u64) {
+        self.lock_after.store(lock_after, Ordering::Relaxed);
+        self.unlock_secs.store(unlock_secs, Ordering::Relaxed);
+    }
+
+    fn lock_after(&self) -> u32 {
+        self.lock_after.load(Ordering::Relaxed)
+    }
+
+    fn unlock_time(&self) -> Duration {
+        Duration::from_secs(self.unlock_secs.load(Ordering::Relaxed))
     }
 
     /// Whether `user` may log in with `password` (asked by `client`): the account exists, is
@@ -104,26 +119,27 @@ impl Logins {
             count: 0,
             last: now,
         });
-        if now.duration_since(entry.last) >= self.unlock_time {
+        if now.duration_since(entry.last) >= self.unlock_time() {
             entry.count = 0;
         }
         entry.count += 1;
         entry.last = now;
-        if entry.count == self.lock_after {
+        if entry.count == self.lock_after() {
             tracing::warn!(
                 user,
                 "account locked for {} s after {} failed logins",
-                self.unlock_time.as_secs(),
-                self.lock_after
+                self.unlock_time().as_secs(),
+                self.lock_after()
             );
         }
         false
     }
 
     fn locked(&self, failures: &Failures, now: Instant) -> bool {
-        self.lock_after > 0
-            && failures.count >= self.lock_after
-            && now.duration_since(failures.last) < self.unlock_time
+        let lock_after = self.lock_after();
+        lock_after > 0
+            && failures.count >= lock_after
+            && now.duration_since(failures.last) < self.unlock_time()
     }
 }
 

@@ -59,6 +59,9 @@ pub enum StartupError {
     /// The vSwitch and port group file failed.
     #[error(transparent)]
     Network(#[from] SwitchError),
+    /// The advanced settings file failed.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// The auto-start settings file failed.
     #[error(transparent)]
     AutoStart(#[from] crate::autostart::AutoStartError),
@@ -149,12 +152,17 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::vm::network::objects::publish(&host, &switches);
     *lock(&host.switches) = switches;
     crate::authz::publish::publish(&host);
+    *lock(&host.settings) = crate::settings::Settings::load(&host.config.data_dir)?;
+    crate::settings::apply(&host);
+    crate::methods::option_manager::publish(&host);
+    crate::methods::date_time_system::publish(&host);
     Vms::load(&host);
     *lock(&host.autostart) = AutoStart::load(&host.config.data_dir)?;
     crate::methods::autostart_manager::publish(&host);
     crate::autostart::start_with_host(&host);
     lifecycle::watch_heartbeats(host.clone());
     crate::vm::cpu_usage::watch(host.clone());
+    crate::perf::watch(host.clone());
     Ok(Started {
         host,
         identity,
@@ -196,7 +204,6 @@ pub fn stop(host: &Host) {
 
 /// Re-reads datastore space and logs out idle sessions, forever.
 pub async fn upkeep(host: Arc<Host>) {
-    let idle_micros = host.config.session_idle_timeout_secs as i64 * 1_000_000;
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -204,6 +211,7 @@ pub async fn upkeep(host: Arc<Host>) {
         for ds in &host.datastores {
             host.mutate_if(|inv| esxi::refresh_datastore(host.schema, inv, ds));
         }
+        let idle_micros = crate::settings::session_timeout_secs(&host) as i64 * 1_000_000;
         for session in host.sessions.idle(idle_micros) {
             tracing::info!(user = session.user, "session idle; logging out");
             end_session(&host, &session.key);

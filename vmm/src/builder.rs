@@ -118,6 +118,9 @@ pub enum BuildError {
     /// The CPUID KVM supports could not be read.
     #[error("cannot read the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
+    /// The TSC frequency (for a Linux guest's options on kvm-pvm) could not be read.
+    #[error("cannot read the guest TSC frequency (KVM_GET_TSC_KHZ): {0}")]
+    TscKhz(std::io::Error),
     /// The MSR index list could not be read.
     #[error("cannot read KVM's MSR index list: {0}")]
     MsrList(kvm_ioctls::Error),
@@ -331,7 +334,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         None => memory,
     };
     let vm = Vm::new(&memory)?;
-    let entry = write_boot_data(&memory, config, &cmdline, &virtio_slots, &framebuffer)?;
+    let entry = write_boot_data(&memory, &vm, config, &cmdline, &virtio_slots, &framebuffer)?;
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, config, &run_state, None)?;
@@ -377,6 +380,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
 /// Loads the kernel, initrd and command line and writes the tables the kernel reads at entry.
 fn write_boot_data(
     memory: &GuestMemoryMmap,
+    vm: &Vm,
     config: &VmConfig,
     cmdline: &str,
     virtio_slots: &[MmioDeviceInfo],
@@ -385,7 +389,8 @@ fn write_boot_data(
     let pvm = kvm_pvm::detected();
     let kernel = load_kernel(memory, &config.kernel, pvm)?;
     let cmdline_size = if pvm && kernel.linux {
-        let full = format!("{cmdline} {}", kvm_pvm::LINUX_CMDLINE);
+        let tsc_khz = kvm_pvm::tsc_khz(&vm.fd).map_err(BuildError::TscKhz)?;
+        let full = format!("{cmdline} {}", kvm_pvm::linux_cmdline(tsc_khz));
         if full.len() >= layout::CMDLINE_MAX_SIZE {
             return Err(ConfigError::CmdlineTooLong(full.len()).into());
         }

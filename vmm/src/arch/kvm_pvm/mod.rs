@@ -9,15 +9,25 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use kvm_bindings::CpuId;
+use kvm_ioctls::VmFd;
 
 pub use lz4::Lz4Error;
 
 /// Options appended to a Linux guest's command line on kvm-pvm (docs/kvm-pvm.md says why each):
-/// - `clearcpuid=` with the feature bit numbers of XSAVE (154), INVPCID (298) and RDPID (534) —
-///   by number, which 6.1 kernels parse (they no longer know `noxsave`). XSAVE/XRSTOR are
-///   refused in ring 0 and not completed by `arch::emulate` (the kernel uses FXSAVE instead);
-///   INVPCID flushes a TLB user space cannot reach (the kernel uses CR4.PGE instead); kvm-pvm
-///   raises a wrong #UD for ring-0 RDPID instead of an exit we could complete (LSL instead).
+/// - `clearcpuid=` with feature bit numbers, which 6.1 kernels parse (they no longer know
+///   `noxsave`): XSAVE (154), INVPCID (298), RDPID (534), and the SIMD extensions the kernel's
+///   crypto and library code would use — PCLMULQDQ (129), SSSE3 (137), SSE4.1 (147), SSE4.2
+///   (148), AES (153), ADX (307), SHA (317), GFNI (520). XSAVE/XRSTOR are refused in ring 0 and
+///   not completed by `arch::emulate` (the kernel uses FXSAVE instead); INVPCID flushes a TLB
+///   user space cannot reach (the kernel uses CR4.PGE instead); kvm-pvm raises a wrong #UD for
+///   ring-0 RDPID instead of an exit we could complete (LSL instead). SIMD code in the kernel
+///   starts with `kernel_fpu_begin`'s `ldmxcsr` and is SSE/AVX arithmetic, all refused in ring
+///   0 (found booting: the random pool's BLAKE2s switches to SSSE3 at `blake2s_mod_init`);
+///   without these bits it takes the generic integer code, which kvm-pvm interprets.
+/// - `initcall_blacklist=` three tracing initcalls that each ran for minutes, interpreted,
+///   and serve only tracing: ftrace's weak-function check (a kallsyms lookup for each of
+///   ~37,700 mcount sites), the trace eval-map update, and the tracefs files of every trace
+///   event (`tracer_init_tracefs`); the guest then has no trace-event files in tracefs.
 /// - `mitigations=off`: guest ring 0 never runs on the CPU here (it is interpreted), so the
 ///   speculation mitigations only add interpreted work to every kernel entry and return.
 /// - `tsc=reliable`: the guest TSC is the host's; skips the TSC synchronization checks at CPU
@@ -28,14 +38,49 @@ pub use lz4::Lz4Error;
 /// - `cryptomgr.notests`: skips the boot-time self-tests of every crypto algorithm.
 /// - `preempt=full`: two long boot-time work items (ftrace's weak-function check, the trace
 ///   eval-map update) otherwise hold both vCPUs for minutes while init waits for a CPU.
-/// - `nohz_full=1`, `skew_tick=1`, `psi=0`, `clocksource=tsc`: less work per timer tick (no
-///   tick on vCPU 1 while it runs one task, ticks not aligned across vCPUs, no pressure
-///   accounting, plain TSC reads instead of kvmclock's), which dominates a loaded host.
+/// - `skew_tick=1`, `psi=0`: ticks not aligned across vCPUs (less contention on the
+///   timekeeping lock), no pressure accounting on every task switch.
 /// - `sysctl.kernel.hung_task_timeout_secs=0`: no hung-task reports (same reason as above).
-pub const LINUX_CMDLINE: &str = "clearcpuid=154,298,534 mitigations=off tsc=reliable nowatchdog \
-                                 rcupdate.rcu_cpu_stall_suppress=1 cryptomgr.notests \
-                                 preempt=full nohz_full=1 skew_tick=1 psi=0 clocksource=tsc \
-                                 sysctl.kernel.hung_task_timeout_secs=0";
+const LINUX_OPTIONS: &str = "clearcpuid=154,298,534,129,137,147,148,153,307,317,520 \
+     initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs \
+     mitigations=off tsc=reliable nowatchdog rcupdate.rcu_cpu_stall_suppress=1 \
+     cryptomgr.notests preempt=full skew_tick=1 psi=0 sysctl.kernel.hung_task_timeout_secs=0";
+
+/// How many times faster than it does the guest is told its TSC runs (see `linux_cmdline`).
+const TICK_STRETCH: u32 = 10;
+
+/// Linux's timer tick rate in Debian's kernels (CONFIG_HZ), which `lpj=` is counted in.
+const LINUX_HZ: u32 = 250;
+
+/// The options appended to a Linux guest's command line on kvm-pvm, for a host TSC of
+/// `tsc_khz`: `LINUX_OPTIONS`, and the tick stretch. Linux's clock events (the TSC-deadline
+/// LAPIC timer) turn nanoseconds into TSC cycles with the TSC frequency, and at ~1 µs per
+/// interpreted instruction its 250 Hz tick alone needs most of a host core. So the guest is
+/// told (`tsc_early_khz=`) that the TSC runs `TICK_STRETCH` times faster than it does, and every
+/// timer interrupt comes that much later: the tick runs at 25 Hz. Its clock stays exact
+/// (`clocksource=kvm-clock`, which reads the host's time, not the TSC frequency), `nohz=off`
+/// keeps the tick running on idle vCPUs so no timer fires more than one stretched tick (40 ms)
+/// late, and `lpj=` (TSC cycles per jiffy at the true frequency) keeps `udelay` exact.
+pub fn linux_cmdline(tsc_khz: u32) -> String {
+    let lpj = u64::from(tsc_khz) * 1000 / u64::from(LINUX_HZ);
+    let stretched = u64::from(tsc_khz) * u64::from(TICK_STRETCH);
+    format!("{LINUX_OPTIONS} clocksource=kvm-clock nohz=off tsc_early_khz={stretched} lpj={lpj}")
+}
+
+/// The one KVM ioctl kvm-ioctls has no VM-level call for.
+mod ioctl {
+    vmm_sys_util::ioctl_io_nr!(KVM_GET_TSC_KHZ, kvm_bindings::KVMIO, 0xa3);
+}
+
+/// The guest TSC frequency of `vm` in kHz (KVM_GET_TSC_KHZ on the VM: the host's, here).
+pub fn tsc_khz(vm: &VmFd) -> Result<u32, std::io::Error> {
+    // SAFETY: KVM_GET_TSC_KHZ takes no argument and only returns a value.
+    let khz = unsafe { vmm_sys_util::ioctl::ioctl(vm, ioctl::KVM_GET_TSC_KHZ()) };
+    if khz <= 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(khz as u32)
+}
 
 /// KVM paravirtual features whose guest side makes VMCALL/VMMCALL hypercalls, which hang the
 /// vCPU on kvm-pvm: PV_UNHALT (7, spinlock kicks), PV_SEND_IPI (11), PV_SCHED_YIELD (13).
@@ -208,6 +253,16 @@ mod tests {
             initrd_for_guest(truncated),
             Err(InitrdError::Gzip(_))
         ));
+    }
+
+    #[test]
+    fn the_tick_stretch_tells_a_faster_tsc_and_keeps_udelay_exact() {
+        let line = linux_cmdline(2_596_128);
+        assert!(line.starts_with(LINUX_OPTIONS), "{line}");
+        assert!(
+            line.ends_with(" clocksource=kvm-clock nohz=off tsc_early_khz=25961280 lpj=10384512"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -27,9 +27,10 @@ use crate::io_stall::IoStalls;
 use disk::{ConcurrentDisk, SharedImage};
 use io_pool::{IoPool, IO_THREADS};
 use request::{
-    execute, execute_without_waiting, parse, OutOfSpace, Request, RequestError, Status, ID_BYTES,
-    SECTOR_SIZE, SIZE_MAX,
+    execute, execute_without_waiting, parse, OutOfSpace, Request, RequestError, RequestKind,
+    Status, ID_BYTES, SECTOR_SIZE, SIZE_MAX,
 };
+use vireo_vmm_protocol::control::DiskCounters;
 
 /// virtio device type of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -56,6 +57,41 @@ pub struct DiskImage {
     capacity: AtomicU64,
     /// The open image (`None` while detached).
     pub image: Mutex<Option<SharedImage>>,
+    /// Requests completed so far (kept across image swaps).
+    pub counters: IoCounters,
+}
+
+/// A disk's completed reads and writes and their bytes (the `stats` control command).
+#[derive(Default)]
+pub struct IoCounters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    read_bytes: AtomicU64,
+    written_bytes: AtomicU64,
+}
+
+impl IoCounters {
+    /// Counts a completed request (only reads and writes count).
+    fn count(&self, request: &Request) {
+        let bytes: u64 = request.data.iter().map(|d| u64::from(d.len)).sum();
+        let (requests, total) = match request.kind {
+            RequestKind::In => (&self.reads, &self.read_bytes),
+            RequestKind::Out => (&self.writes, &self.written_bytes),
+            _ => return,
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn read(&self) -> DiskCounters {
+        DiskCounters {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            written_bytes: self.written_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl DiskImage {
@@ -118,6 +154,7 @@ impl Block {
             disk: Arc::new(DiskImage {
                 capacity: AtomicU64::new(capacity),
                 image: Mutex::new(Some(image)),
+                counters: IoCounters::default(),
             }),
             id,
             config: BlockConfig::new(),
@@ -215,6 +252,7 @@ impl VirtioDevice for Block {
             held: AtomicBool::new(false),
             stalls: self.stalls.clone(),
             index: self.index,
+            disk: self.disk.clone(),
         });
         // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
         let pool = IoPool::start(&self.name, IO_THREADS)?;
@@ -245,6 +283,8 @@ struct RequestQueue {
     held: AtomicBool,
     stalls: Arc<IoStalls>,
     index: usize,
+    /// The disk (its counters).
+    disk: DiskSlot,
 }
 
 impl RequestQueue {
@@ -263,7 +303,10 @@ impl RequestQueue {
         let mut stalled = None;
         for (head, work) in taken {
             match work.perform_without_waiting(&**image, &self.memory, &self.id) {
-                Some(Ok(len)) => answered.push((head, len)),
+                Some(Ok(len)) => {
+                    self.count(&work);
+                    answered.push((head, len));
+                }
                 Some(Err(out_of_space)) => {
                     stalled = Some(out_of_space);
                     break;
@@ -272,7 +315,10 @@ impl RequestQueue {
                     let (requests, image) = (self.clone(), image.clone());
                     pool.submit(Box::new(move || {
                         match work.perform(&*image, &requests.memory, &requests.id) {
-                            Ok(len) => requests.publish(&[(head, len)]),
+                            Ok(len) => {
+                                requests.count(&work);
+                                requests.publish(&[(head, len)]);
+                            }
                             Err(out_of_space) => requests.hold(out_of_space),
                         }
                     }));
@@ -284,6 +330,13 @@ impl RequestQueue {
         }
         if let Some(out_of_space) = stalled {
             self.hold(out_of_space);
+        }
+    }
+
+    /// Counts a request answered (a refused one is not).
+    fn count(&self, work: &Work) {
+        if let Work::Run(request) = work {
+            self.disk.counters.count(request);
         }
     }
 
@@ -658,6 +711,11 @@ mod tests {
             held: AtomicBool::new(false),
             stalls: Arc::default(),
             index: 0,
+            disk: Arc::new(DiskImage {
+                capacity: AtomicU64::new(0),
+                image: Mutex::new(None),
+                counters: IoCounters::default(),
+            }),
         });
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
         let image = disk::open_image(&f.path, None, false).unwrap();
@@ -674,6 +732,9 @@ mod tests {
             heads.iter().map(|h| u32::from(*h)).collect::<Vec<_>>()
         );
         assert!(!requests_queue.signals.is_broken());
+        let counted = requests_queue.disk.counters.read();
+        assert_eq!((counted.writes, counted.written_bytes), (5, 5 * 512));
+        assert_eq!((counted.reads, counted.read_bytes), (0, 0));
         drop(image);
         let file = std::fs::read(&f.path).unwrap();
         for i in 0..requests as usize {
