@@ -154,12 +154,8 @@ impl AutoStart {
     /// Reads the settings kept in `data_dir` (ESXi's defaults when there are none).
     pub fn load(data_dir: &Path) -> Result<AutoStart, AutoStartError> {
         let path = data_dir.join(FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AutoStartError::File {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AutoStart::default()),
+        match crate::json_file::load(&path) {
+            Ok(kept) => Ok(kept.unwrap_or_default()),
             Err(source) => Err(AutoStartError::File { path, source }),
         }
     }
@@ -167,9 +163,7 @@ impl AutoStart {
     /// Keeps the settings in `data_dir` (written whole, then renamed into place).
     pub fn save(&self, data_dir: &Path) -> Result<(), AutoStartError> {
         let path = data_dir.join(FILE);
-        let bytes = serde_json::to_vec_pretty(self).expect("plain data serializes");
-        crate::vm::vmx_file::write_atomically(&path, &bytes)
-            .map_err(|source| AutoStartError::File { path, source })
+        crate::json_file::save(&path, self).map_err(|source| AutoStartError::File { path, source })
     }
 
     /// Sets one VM's settings: an ordered VM goes to its position (those from there on move

@@ -38,9 +38,11 @@ pub struct Config {
     /// Most objects (property filters, collectors, views, history collectors) one session
     /// may hold.
     pub max_session_objects: usize,
-    /// The user each jailed `vireo-vmm` runs as.
+    /// The first uid of the range jailed `vireo-vmm`s run as (one uid per VM).
     pub vmm_uid: u32,
-    /// The group each jailed `vireo-vmm` runs as.
+    /// How many uids the range holds.
+    pub vmm_uid_count: u32,
+    /// The group every jailed `vireo-vmm` runs as.
     pub vmm_gid: u32,
     /// What backs "VM Network": `nat` (a private subnet with DHCP, masqueraded) or
     /// `internal` (a host-only bridge).

@@ -10,13 +10,13 @@ use vireo_api::schema::Schema;
 use vireo_api::MoRef;
 
 use crate::authz::Authz;
+use crate::collectors::HistoryCollector;
 use crate::config::Config;
 use crate::console::tickets::TicketStore;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
 use crate::logins::Logins;
-use crate::methods::history::HistoryCollector;
 use crate::sessions::Sessions;
 use crate::tasks::TaskLog;
 use crate::users::Accounts;
@@ -50,6 +50,10 @@ pub struct Host {
     pub switches: Mutex<crate::vm::network::switches::Switches>,
     /// The auto-start settings (HostAutoStartManager).
     pub autostart: Mutex<crate::autostart::AutoStart>,
+    /// The advanced settings changed through the OptionManager.
+    pub settings: Mutex<crate::settings::Settings>,
+    /// Performance samples (PerformanceManager).
+    pub perf: Mutex<crate::perf::Store>,
     /// Console tickets issued and not yet used.
     pub console_tickets: TicketStore,
     /// Live HttpNfcLeases (exports).
@@ -88,6 +92,8 @@ impl Host {
             events: Mutex::new(EventLog::default()),
             history_collectors: Mutex::new(HashMap::new()),
             autostart: Mutex::default(),
+            perf: Mutex::default(),
+            settings: Mutex::default(),
             console_tickets: TicketStore::default(),
             leases: crate::nfc::Leases::default(),
             guest_transfers: Default::default(),

@@ -59,6 +59,11 @@ pub(crate) fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse
         .expect("valid response parts")
 }
 
+/// The address a request came from, which the server puts in the request's extensions (Basic
+/// credentials are checked in turn with other clients' logins).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// The user a request authenticates as: a live session cookie's, or valid Basic credentials'.
 pub(crate) async fn authenticated_user(
     host: &Arc<Host>,
@@ -78,7 +83,11 @@ pub(crate) async fn authenticated_user(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(basic_credentials)?;
-    let valid = host.logins.check(&host.accounts, &user, &password).await;
+    let client = request.extensions().get::<ClientIp>()?.0;
+    let valid = host
+        .logins
+        .check(&host.accounts, (&user, &password), client)
+        .await;
     valid.unwrap_or(false).then_some(user)
 }
 
@@ -204,7 +213,9 @@ fn file_refused(e: FileError) -> HttpResponse {
         FileError::Exists(_) => StatusCode::CONFLICT,
         FileError::DatastoreRoot(_) => StatusCode::BAD_REQUEST,
         FileError::Special(_) => StatusCode::FORBIDDEN,
-        FileError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+        FileError::Io { source, .. }
+            if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
+        {
             StatusCode::INSUFFICIENT_STORAGE
         }
         FileError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -504,7 +515,7 @@ async fn receive(
         .await
         .map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match (outcome, failure) {
-        (Err(e), _) if e.raw_os_error() == Some(libc::ENOSPC) => Err(plain(
+        (Err(e), _) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => Err(plain(
             StatusCode::INSUFFICIENT_STORAGE,
             format!("the datastore is full: {e}"),
         )),

@@ -1,6 +1,8 @@
 //! Password checks for every way in (SOAP Login, `/folder` Basic credentials). Argon2 runs on
 //! blocking threads, outside the accounts lock, at most `max_concurrent_password_checks` at a
-//! time, so a login flood neither stalls the runtime nor holds up other logins' lookups. An
+//! time, so a login flood neither stalls the runtime nor holds up other logins' lookups; waiting
+//! checks take turns by client address ([`FairSlots`]), so one client's flood delays another
+//! client's login by about one check, not by the flood. An
 //! unknown user is checked against a decoy hash, so the answer takes as long as for a real
 //! account. As ESXi does (Security.AccountLockFailures / AccountUnlockTime), an account is
 //! locked after `account_lock_failures` failed logins within `account_unlock_time_secs` and
@@ -8,22 +10,23 @@
 //! fail exactly like wrong passwords, after the same work.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use crate::config::Config;
+use crate::fair_slots::FairSlots;
 use crate::locks::lock;
 use crate::users::{decoy_hash, verify_hash, Accounts, AccountsError};
 
 /// Password checking and failed-login accounting.
 pub struct Logins {
-    checks: Semaphore,
+    checks: Arc<FairSlots>,
     decoy: Arc<OnceLock<String>>,
     failures: Mutex<HashMap<String, Failures>>,
-    lock_after: u32,
-    unlock_time: Duration,
+    lock_after: AtomicU32,
+    unlock_secs: AtomicU64,
 }
 
 /// Recent failed logins of one account.
@@ -47,27 +50,41 @@ impl Logins {
     /// Limits as configured.
     pub fn new(config: &Config) -> Logins {
         Logins {
-            checks: Semaphore::new(config.max_concurrent_password_checks.max(1)),
+            checks: FairSlots::new(config.max_concurrent_password_checks),
             decoy: Arc::default(),
             failures: Mutex::default(),
-            lock_after: config.account_lock_failures,
-            unlock_time: Duration::from_secs(config.account_unlock_time_secs),
+            lock_after: AtomicU32::new(config.account_lock_failures),
+            unlock_secs: AtomicU64::new(config.account_unlock_time_secs),
         }
     }
 
-    /// Whether `user` may log in with `password`: the account exists, is not locked and the
-    /// password matches. Records the attempt for the lockout.
+    /// Changes the lockout (Security.AccountLockFailures / AccountUnlockTime) from now on.
+    pub fn set_policy(&self, lock_after: u32, unlock_secs: u64) {
+        self.lock_after.store(lock_after, Ordering::Relaxed);
+        self.unlock_secs.store(unlock_secs, Ordering::Relaxed);
+    }
+
+    fn lock_after(&self) -> u32 {
+        self.lock_after.load(Ordering::Relaxed)
+    }
+
+    fn unlock_time(&self) -> Duration {
+        Duration::from_secs(self.unlock_secs.load(Ordering::Relaxed))
+    }
+
+    /// Whether `user` may log in with `password` (asked by `client`): the account exists, is
+    /// not locked and the password matches. Records the attempt for the lockout.
     pub async fn check(
         &self,
         accounts: &Mutex<Accounts>,
-        user: &str,
-        password: &str,
+        (user, password): (&str, &str),
+        client: IpAddr,
     ) -> Result<bool, CheckPasswordError> {
         let hash = lock(accounts).password_hash(user);
         let known = hash.is_some();
         let locked = self.is_locked(user);
         let matches = {
-            let _permit = self.checks.acquire().await;
+            let _slot = self.checks.acquire(client).await;
             let decoy = self.decoy.clone();
             let password = password.to_string();
             tokio::task::spawn_blocking(move || -> Result<bool, AccountsError> {
@@ -102,26 +119,27 @@ impl Logins {
             count: 0,
             last: now,
         });
-        if now.duration_since(entry.last) >= self.unlock_time {
+        if now.duration_since(entry.last) >= self.unlock_time() {
             entry.count = 0;
         }
         entry.count += 1;
         entry.last = now;
-        if entry.count == self.lock_after {
+        if entry.count == self.lock_after() {
             tracing::warn!(
                 user,
                 "account locked for {} s after {} failed logins",
-                self.unlock_time.as_secs(),
-                self.lock_after
+                self.unlock_time().as_secs(),
+                self.lock_after()
             );
         }
         false
     }
 
     fn locked(&self, failures: &Failures, now: Instant) -> bool {
-        self.lock_after > 0
-            && failures.count >= self.lock_after
-            && now.duration_since(failures.last) < self.unlock_time
+        let lock_after = self.lock_after();
+        lock_after > 0
+            && failures.count >= lock_after
+            && now.duration_since(failures.last) < self.unlock_time()
     }
 }
 

@@ -124,6 +124,7 @@ fn start_workers() -> std::io::Result<Vec<tokio::runtime::Handle>> {
 /// Argon2 hashes use a 19 MiB block. glibc would raise its mmap threshold after freeing one
 /// and keep later blocks on the heap for good; a fixed threshold returns them to the system.
 fn keep_large_allocations_out_of_the_heap() {
+    // nix has no wrapper for glibc's mallopt.
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);

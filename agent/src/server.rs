@@ -155,8 +155,11 @@ async fn route(
     addr: SocketAddr,
     server: Option<SocketAddr>,
     timeouts: Timeouts,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<http_files::Body>, Infallible> {
+    request
+        .extensions_mut()
+        .insert(http_files::ClientIp(addr.ip()));
     let response = match (request.method(), request.uri().path()) {
         (_, path) if path.starts_with("/folder/") => {
             return Ok(http_files::folder(host, request).await)

@@ -9,9 +9,9 @@ use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
+use crate::collectors::CollectorState;
 use crate::inventory::now_micros;
 use crate::locks::lock;
-use crate::methods::property_collector::CollectorState;
 
 /// One logged-in session.
 pub struct Session {

@@ -2,10 +2,12 @@
 //! VMs found on the datastores), and the background upkeep (datastore space, idle sessions).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{umask, Mode};
 
 use crate::authz::{Authz, StoreError};
 use crate::autostart::AutoStart;
@@ -57,13 +59,16 @@ pub enum StartupError {
     /// The vSwitch and port group file failed.
     #[error(transparent)]
     Network(#[from] SwitchError),
+    /// The advanced settings file failed.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// The auto-start settings file failed.
     #[error(transparent)]
     AutoStart(#[from] crate::autostart::AutoStartError),
 }
 
 /// The data directory's lock, held for the life of the process.
-static DATA_DIR_LOCK: OnceLock<File> = OnceLock::new();
+static DATA_DIR_LOCK: OnceLock<Flock<File>> = OnceLock::new();
 
 /// Takes an exclusive `flock` on `<data_dir>/vireod.lock`, so that a second vireod on the same
 /// data directory stops before it touches any VM.
@@ -79,11 +84,9 @@ fn lock_data_dir(data_dir: &Path) -> Result<(), StartupError> {
         .write(true)
         .open(&path)
         .map_err(locked)?;
-    // SAFETY: flock(2) on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(locked(std::io::Error::last_os_error()));
-    }
-    let _ = DATA_DIR_LOCK.set(file);
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| locked(errno.into()))?;
+    let _ = DATA_DIR_LOCK.set(held);
     Ok(())
 }
 
@@ -118,8 +121,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     };
     // Every file vireod and its VMMs create is private to root (VM folders, disks, logs,
     // memory files), whatever umask vireod was started with.
-    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
-    unsafe { libc::umask(0o077) };
+    umask(Mode::from_bits_truncate(0o077));
     create(&config.data_dir)?;
     lock_data_dir(&config.data_dir)?;
     make_private(&config.data_dir)?;
@@ -150,12 +152,17 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::vm::network::objects::publish(&host, &switches);
     *lock(&host.switches) = switches;
     crate::authz::publish::publish(&host);
+    *lock(&host.settings) = crate::settings::Settings::load(&host.config.data_dir)?;
+    crate::settings::apply(&host);
+    crate::methods::option_manager::publish(&host);
+    crate::methods::date_time_system::publish(&host);
     Vms::load(&host);
     *lock(&host.autostart) = AutoStart::load(&host.config.data_dir)?;
     crate::methods::autostart_manager::publish(&host);
     crate::autostart::start_with_host(&host);
     lifecycle::watch_heartbeats(host.clone());
     crate::vm::cpu_usage::watch(host.clone());
+    crate::perf::watch(host.clone());
     Ok(Started {
         host,
         identity,
@@ -197,7 +204,6 @@ pub fn stop(host: &Host) {
 
 /// Re-reads datastore space and logs out idle sessions, forever.
 pub async fn upkeep(host: Arc<Host>) {
-    let idle_micros = host.config.session_idle_timeout_secs as i64 * 1_000_000;
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -205,6 +211,7 @@ pub async fn upkeep(host: Arc<Host>) {
         for ds in &host.datastores {
             host.mutate_if(|inv| esxi::refresh_datastore(host.schema, inv, ds));
         }
+        let idle_micros = crate::settings::session_timeout_secs(&host) as i64 * 1_000_000;
         for session in host.sessions.idle(idle_micros) {
             tracing::info!(user = session.user, "session idle; logging out");
             end_session(&host, &session.key);

@@ -80,21 +80,9 @@ impl RawDisk {
 
 /// Deallocates `[offset, offset + len)` of `file`, keeping its size.
 pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate only reads its integer arguments; the fd is owned by `file`.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as i64,
-            len as i64,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    fallocate(file, flags, offset as i64, len as i64).map_err(std::io::Error::from)
 }
 
 impl BlockDevice for RawDisk {

@@ -299,14 +299,17 @@ fn read_cached_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
+    // libc's: nix has no preadv2 (RWF_NOWAIT is the point of this read).
     // SAFETY: one iovec covering `buf`, which we own mutably for the call.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
     if n >= 0 {
         return Ok(n as usize);
     }
     let error = std::io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+    match error.raw_os_error().map(nix::errno::Errno::from_raw) {
+        Some(nix::errno::Errno::EOPNOTSUPP) => {
+            Err(std::io::Error::from(std::io::ErrorKind::WouldBlock))
+        }
         _ => Err(error),
     }
 }
@@ -330,7 +333,6 @@ mod tests {
 
     #[test]
     fn cached_reads_match_plain_reads_and_decline_rather_than_wait() {
-        use std::os::unix::io::AsRawFd;
         let path = std::env::temp_dir().join(format!("vireo-cached-{}.raw", std::process::id()));
         let data: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
@@ -344,8 +346,8 @@ mod tests {
         // Evicted (where the file system lets us): declined, or still the right bytes.
         let file = std::fs::File::open(&path).unwrap();
         file.sync_all().unwrap();
-        // SAFETY: advice on our own descriptor.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let dont_need = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
+        let _ = nix::fcntl::posix_fadvise(&file, 0, 0, dont_need);
         let mut again = vec![0u8; 64 << 10];
         if disk.read_cached(&mut again, 512 << 10).unwrap() {
             assert_eq!(again, &data[512 << 10..576 << 10]);

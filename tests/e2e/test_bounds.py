@@ -1,6 +1,7 @@
 """Every input bounded, the server never stalls for others: hostile XML bodies, huge user names,
 half-open and idle connections, login floods, repeated failed logins (ESXi's lockout) and
 per-session object quotas, each refused with a clear answer while other clients are served."""
+import http.client
 import re
 import resource
 import select
@@ -144,6 +145,51 @@ def test_login_flood_does_not_starve_root(vireod):
             thread.join()
     assert during > before, "the flood was not in progress while root logged in"
     assert faults == {(500, "InvalidLogin")}
+
+
+def post_from(vireod, source, body):
+    """POST /sdk from the local address `source` (every 127.x address is this host's)."""
+    context = ssl._create_unverified_context()
+    connection = http.client.HTTPSConnection(vireod.host, vireod.port, context=context, timeout=300,
+                                             source_address=(source, 0))
+    try:
+        connection.request("POST", "/sdk", body=body, headers={
+            "Content-Type": "text/xml", "SOAPAction": '"urn:vim25/8.0.3.0"'})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_a_login_flood_from_one_client_does_not_queue_another_clients_login(vireod):
+    """Password checks take turns by client address: while 127.0.0.2 has 40 logins waiting, a
+    login from 127.0.0.1 gets the next turn instead of waiting behind the whole flood (counted
+    in answers, not timed: before, it was answered after every queued flood login)."""
+    flood_size = 40
+    answers, answered = [], threading.Lock()
+
+    def flood(n):
+        status, text = post_from(vireod, "127.0.0.2", login_body(f"flood-{n}", "wrong"))
+        with answered:
+            answers.append((status, fault_type(text)))
+
+    flooders = [threading.Thread(target=flood, args=(n,)) for n in range(flood_size)]
+    for thread in flooders:
+        thread.start()
+    try:
+        while len(answers) < 2:
+            time.sleep(0.02)
+        # Every flood login has been sent by now (each answer takes a password check); most wait.
+        waiting = flood_size - len(answers)
+        assert post_from(vireod, "127.0.0.1", login_body("root", ROOT_PASSWORD))[0] == 200
+        with answered:
+            overtaken = flood_size - len(answers)
+    finally:
+        for thread in flooders:
+            thread.join()
+    assert set(answers) == {(500, "InvalidLogin")}
+    assert waiting > 20, "the flood was not queued when root logged in"
+    assert overtaken >= waiting - 6, f"root's login waited behind {waiting - overtaken} flood logins"
 
 
 BOUNDED_CONFIG = """

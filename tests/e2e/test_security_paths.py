@@ -389,3 +389,64 @@ def test_folder_streams_to_slow_readers_in_bounded_memory(si, agent):
         for conn in stalled:
             conn.close()
     shutil.rmtree(big)
+
+
+def vmm_credentials(agent, vm):
+    """(real uid, real gid) of the VM's running VMM."""
+    with open(os.path.join(agent.data_dir, "run", f"vm-{vm._moId}", "vmm.pid")) as f:
+        pid = int(f.read().split()[0])
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+def opens_as(uid, gid, folder_fd, name):
+    """Whether a process with only `uid`/`gid` (as a jailed VMM has) can open `name` in the
+    folder `folder_fd` for writing."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os.close(os.open(name, os.O_RDWR, dir_fd=folder_fd))
+            os._exit(0)
+        except PermissionError:
+            os._exit(1)
+        except BaseException:
+            os._exit(2)
+    status = os.waitpid(pid, 0)[1]
+    assert os.WEXITSTATUS(status) in (0, 1), "the check itself failed"
+    return os.WEXITSTATUS(status) == 0
+
+
+# 12. the VMMs shared one uid: one VM's VMM could open what another's was given
+def test_each_vmm_runs_as_a_user_of_its_own(si, agent):
+    first = create_vm(si, "uid-a", disk_kb=1024, nic=False)
+    second = create_vm(si, "uid-b", disk_kb=1024, nic=False)
+    for vm in (first, second):
+        WaitForTask(vm.PowerOnVM_Task())
+    (uid_a, gid), (uid_b, gid_b) = vmm_credentials(agent, first), vmm_credentials(agent, second)
+    assert uid_a != uid_b and 0 not in (uid_a, uid_b), "a uid per VM, never root"
+    assert gid == gid_b, "one group, which only lets the VMMs search their folders"
+    # A snapshot of the running VM hands its disk layers to its VMM's uid...
+    WaitForTask(first.CreateSnapshot_Task(name="s", memory=False, quiesce=False))
+    folder_path = os.path.join(datastore(agent), "uid-a")
+    given = [name for name in os.listdir(folder_path) if os.path.isfile(os.path.join(folder_path, name))
+             and os.stat(os.path.join(folder_path, name)).st_uid == uid_a]
+    assert given, "the layers were given to the first VMM's user"
+    # ...which the second VMM's user cannot open, while the first's can (so the check can tell).
+    folder_fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in given:
+            assert opens_as(uid_a, gid, folder_fd, name), name
+            assert not opens_as(uid_b, gid, folder_fd, name), name
+    finally:
+        os.close(folder_fd)
+    # The second VM keeps its own uid across a restart of its VMM.
+    WaitForTask(second.PowerOffVM_Task())
+    WaitForTask(second.PowerOnVM_Task())
+    assert vmm_credentials(agent, second)[0] == uid_b
+    for vm in (first, second):
+        WaitForTask(vm.PowerOffVM_Task())
+        WaitForTask(vm.Destroy_Task())

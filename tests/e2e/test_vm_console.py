@@ -256,6 +256,44 @@ def test_a_webmks_ticket_opens_the_console_once(agent):
         vm.AcquireTicket("webmks")
 
 
+def test_a_ticket_is_checked_again_when_it_is_used(agent):
+    """A ticket is only as good as its holder when it is used: once the session that acquired it
+    has logged out, or its user has lost VirtualMachine.Interact.ConsoleInteract on the VM, the
+    endpoint refuses it (403) although it was issued rightly; a ticket whose holder still may
+    opens the console."""
+    si = agent.vireod.connect()
+    vm = create_vm(si, "ticket-holder", scenario="shell", disk_kb=0, nic=False)
+    WaitForTask(vm.PowerOnVM_Task())
+    spec = vim.host.LocalAccountManager.AccountSpecification(id="operator", password="Operator-pass-1",
+                                                             description="operator")
+    si.content.accountManager.CreateUser(spec)
+    auth = si.content.authorizationManager
+    admin = vim.AuthorizationManager.Permission(principal="operator", group=False, roleId=-1, propagate=True)
+    auth.SetEntityPermissions(vm, [admin])
+    operator = agent.vireod.connect("operator", "Operator-pass-1")
+    op_vm = vim.VirtualMachine(vm._moId, operator._stub)
+
+    # Issued to a session that then logs out: refused.
+    ended = op_vm.AcquireTicket("webmks")
+    operator.content.sessionManager.Logout()
+    assert refused(ended.url) == 403, "the holder's session has ended"
+
+    # Issued while the user held ConsoleInteract, which is then taken away: refused.
+    operator = agent.vireod.connect("operator", "Operator-pass-1")
+    op_vm = vim.VirtualMachine(vm._moId, operator._stub)
+    revoked = op_vm.AcquireTicket("webmks")
+    kept = op_vm.AcquireTicket("webmks")
+    read_only = vim.AuthorizationManager.Permission(principal="operator", group=False, roleId=-2, propagate=True)
+    auth.SetEntityPermissions(vm, [read_only])
+    assert refused(revoked.url) == 403, "ConsoleInteract was taken away"
+
+    # Given back: a ticket of a holder who still may opens the console.
+    auth.SetEntityPermissions(vm, [admin])
+    viewer = RfbClient(kept.url)
+    viewer.close()
+    WaitForTask(vm.PowerOffVM_Task())
+
+
 def ends_with_the_vm(vm, stop):
     """Opens a console, runs the task `stop` and checks the console closes normally (1000)."""
     viewer = RfbClient(vm.AcquireTicket("webmks").url)

@@ -18,7 +18,7 @@ use crate::devices::irq::send_nmi;
 use crate::handle::VmHandle;
 use crate::run_state::{Phase, VmExit};
 use vireo_vmm_protocol::control::{
-    encode_reply, Ack, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
+    encode_reply, Ack, DeviceStats, FramebufferStatus, Request, RunPhase, Screenshot, VmStatus,
     MAX_REQUEST_BYTES, STALL_WATCH_MS,
 };
 
@@ -203,6 +203,14 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
         Request::Screenshot => {
             let taken = screenshot_png(&handle.memory, &handle.framebuffer);
             (reply(taken.map(|png| Screenshot { png })), None)
+        }
+        Request::Stats => {
+            let disks = handle
+                .disk_slots
+                .iter()
+                .map(|slot| slot.counters.read())
+                .collect();
+            (reply::<_, String>(Ok(DeviceStats { disks })), None)
         }
         Request::WatchStalls { seen } => {
             let wait = Duration::from_millis(STALL_WATCH_MS);

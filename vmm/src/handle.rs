@@ -2,11 +2,15 @@
 //! disk swaps) act on (`VmHandle`), and the kicker that brings vCPU threads out of KVM_RUN to
 //! pause them (`VcpuKicker`).
 
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::VmFd;
+// The kick handler's signature (vmm-sys-util's handler type) names libc's siginfo_t.
+use libc::siginfo_t;
+use nix::sys::pthread::Pthread;
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::VmConfig;
@@ -87,31 +91,27 @@ impl SaveUnderWay {
 }
 
 /// Signal used to kick vCPU threads out of KVM_RUN.
-pub(crate) fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> c_int {
     vmm_sys_util::signal::SIGRTMIN()
 }
 
-pub(crate) extern "C" fn ignore_kick(
-    _: libc::c_int,
-    _: *mut libc::siginfo_t,
-    _: *mut libc::c_void,
-) {
-}
+pub(crate) extern "C" fn ignore_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {}
 
 /// Interrupts vCPU threads so that they return from KVM_RUN and look at the run state.
 pub struct VcpuKicker {
-    threads: Vec<libc::pthread_t>,
+    threads: Vec<Pthread>,
 }
 
 impl VcpuKicker {
     /// A kicker for the threads running the vCPUs.
-    pub fn new(threads: Vec<libc::pthread_t>) -> Self {
+    pub fn new(threads: Vec<Pthread>) -> Self {
         VcpuKicker { threads }
     }
 
     /// Sends the kick signal to every vCPU thread.
     pub fn kick(&self) {
         for thread in &self.threads {
+            // Not nix's pthread_kill: its Signal has no real-time signals.
             // SAFETY: the threads are joined only after the last kick (see `Machine::run`).
             unsafe { libc::pthread_kill(*thread, kick_signal()) };
         }

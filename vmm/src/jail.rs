@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -120,7 +121,7 @@ fn bind(item: &Exposed) -> Result<(), JailError> {
     };
     made.map_err(|e| JailError::Step {
         step: "make a mount point",
-        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)),
     })?;
     let source = format!("/proc/self/fd/{}", item.source.as_raw_fd());
     let none = None::<&str>;

@@ -4,9 +4,12 @@
 //! VMM's `status` reply.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::time::Duration;
+
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 use crate::vm::{control, Vm};
 
@@ -94,21 +97,19 @@ impl FramebufferView {
         // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked above
         // to be at least that long; it is unmapped in Drop and never handed out as a reference.
         let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
+            mmap(
+                None,
+                NonZeroUsize::new(len).expect("checked above to be non-zero"),
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                &file,
                 0,
             )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(map_error(std::io::Error::last_os_error()));
         }
+        .map_err(|errno| map_error(errno.into()))?;
         Ok(FramebufferView {
             geometry,
-            base: base.cast(),
+            base: base.cast().as_ptr(),
             len,
             _file: file,
         })
@@ -131,9 +132,9 @@ impl FramebufferView {
 
 impl Drop for FramebufferView {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`.
-        unsafe {
-            libc::munmap(self.base.cast_mut().cast(), self.len);
+        if let Some(base) = NonNull::new(self.base.cast_mut()) {
+            // SAFETY: unmaps exactly the mapping made in `map`.
+            let _ = unsafe { munmap(base.cast(), self.len) };
         }
     }
 }

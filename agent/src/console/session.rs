@@ -17,6 +17,7 @@ use super::framebuffer::{FramebufferView, OpenFramebufferError};
 use super::keyboard::SerialKeyboard;
 use super::rfb::{self, ClientMessage, PixelFormat, Rect};
 use super::screen::Screen;
+use super::tickets::Redeemed;
 use super::websocket::{self, Event, WebSocket, WebSocketError};
 use crate::host::Host;
 use crate::http_files::plain;
@@ -31,20 +32,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const SERIAL_INPUT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The WebSocket subprotocol noVNC and VMware's WebMKS clients offer for binary RFB.
 const BINARY_PROTOCOL: &str = "binary";
+/// The privilege a console needs.
+const CONSOLE_INTERACT: &str = "VirtualMachine.Interact.ConsoleInteract";
 
 /// `GET /ticket/<ticket>`: 101 and an RFB session, or 400 (not a WebSocket handshake),
-/// 403 (unknown, used or expired ticket), 409 (the VM is not running).
+/// 403 (unknown, used or expired ticket, or its holder's session ended or lost
+/// ConsoleInteract on the VM since it was issued), 409 (the VM is not running).
 pub async fn endpoint(host: Arc<Host>, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     let accept = match websocket::check_handshake(request.headers()) {
         Ok(accept) => accept,
         Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let ticket = request.uri().path().trim_start_matches("/ticket/");
-    let vm = match host.console_tickets.redeem(ticket) {
-        Ok(vm) => vm,
+    let redeemed = match host.console_tickets.redeem(ticket) {
+        Ok(redeemed) => redeemed,
         Err(error) => return plain(StatusCode::FORBIDDEN, error.to_string()),
     };
-    let Some(vm) = host.vms.get(&vm) else {
+    if let Err(why) = still_allowed(&host, &redeemed) {
+        return plain(StatusCode::FORBIDDEN, why);
+    }
+    let Some(vm) = host.vms.get(&redeemed.vm) else {
         return plain(StatusCode::NOT_FOUND, "the virtual machine is gone");
     };
     let opened = tokio::task::spawn_blocking(move || LiveScreen::open(vm)).await;
@@ -78,6 +85,31 @@ pub async fn endpoint(host: Arc<Host>, mut request: Request<Incoming>) -> Respon
     response
         .body(Full::new(Bytes::new()))
         .expect("valid response parts")
+}
+
+/// A ticket is only as good as its holder at the time it is used: their session still open
+/// and VirtualMachine.Interact.ConsoleInteract still theirs on the VM.
+fn still_allowed(host: &Host, redeemed: &Redeemed) -> Result<(), &'static str> {
+    let holder = &redeemed.holder;
+    let open = host
+        .sessions
+        .get(&holder.session)
+        .is_some_and(|session| session.user == holder.user);
+    if !open {
+        return Err("the session that acquired the ticket has ended");
+    }
+    let inv = host.inventory();
+    let allowed = host.authz().holds_on(
+        host.schema,
+        &inv,
+        &holder.user,
+        CONSOLE_INTERACT,
+        &redeemed.vm,
+    );
+    if !allowed {
+        return Err("the ticket's user no longer holds VirtualMachine.Interact.ConsoleInteract");
+    }
+    Ok(())
 }
 
 /// Why a console cannot be opened or kept open.

@@ -1,5 +1,6 @@
 //! One-time console tickets: AcquireTicket/AcquireMksTicket issue a random ticket bound to one
-//! VM; the console endpoint redeems it once. A ticket is gone after its first use and expires
+//! VM and to the session that acquired it; the console endpoint redeems it once and checks its
+//! holder again then (`console::session`). A ticket is gone after its first use and expires
 //! unused after [`TICKET_LIFETIME`]. The clock is injected so expiry is testable.
 
 use std::collections::HashMap;
@@ -33,8 +34,26 @@ pub enum RedeemError {
     Expired,
 }
 
+/// Who acquired a ticket: the console endpoint checks them again when the ticket is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The session key.
+    pub session: String,
+    /// The session's user.
+    pub user: String,
+}
+
+/// What a used ticket unlocks, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    /// The VM whose console it opens.
+    pub vm: MoRef,
+    /// Who acquired it.
+    pub holder: Holder,
+}
+
 struct Issued {
-    vm: MoRef,
+    redeemed: Redeemed,
     expires: Instant,
 }
 
@@ -59,8 +78,8 @@ impl TicketStore {
         }
     }
 
-    /// A new ticket for the console of `vm`.
-    pub fn issue(&self, vm: &MoRef) -> Result<String, IssueError> {
+    /// A new ticket for the console of `vm`, acquired by `holder`.
+    pub fn issue(&self, vm: &MoRef, holder: Holder) -> Result<String, IssueError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(IssueError::Random)?;
         let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -70,15 +89,18 @@ impl TicketStore {
         issued.insert(
             ticket.clone(),
             Issued {
-                vm: vm.clone(),
+                redeemed: Redeemed {
+                    vm: vm.clone(),
+                    holder,
+                },
                 expires: now + TICKET_LIFETIME,
             },
         );
         Ok(ticket)
     }
 
-    /// Uses up `ticket`: the VM it unlocks, or why it does not.
-    pub fn redeem(&self, ticket: &str) -> Result<MoRef, RedeemError> {
+    /// Uses up `ticket`: the VM it unlocks and its holder, or why it does not.
+    pub fn redeem(&self, ticket: &str) -> Result<Redeemed, RedeemError> {
         let now = (self.clock)();
         let issued = crate::locks::lock(&self.issued)
             .remove(ticket)
@@ -86,7 +108,7 @@ impl TicketStore {
         if issued.expires <= now {
             return Err(RedeemError::Expired);
         }
-        Ok(issued.vm)
+        Ok(issued.redeemed)
     }
 }
 
@@ -94,6 +116,13 @@ impl TicketStore {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    fn holder() -> Holder {
+        Holder {
+            session: "52a1".into(),
+            user: "root".into(),
+        }
+    }
 
     /// A store whose clock moves only when the test says so.
     fn store_with_manual_clock() -> (TicketStore, Arc<Mutex<Instant>>) {
@@ -107,10 +136,11 @@ mod tests {
     fn a_ticket_opens_its_vm_once() {
         let (store, _) = store_with_manual_clock();
         let vm = MoRef::new("VirtualMachine", "7");
-        let ticket = store.issue(&vm).unwrap();
+        let ticket = store.issue(&vm, holder()).unwrap();
         assert_eq!(ticket.len(), 32);
-        assert_ne!(store.issue(&vm).unwrap(), ticket);
-        assert_eq!(store.redeem(&ticket), Ok(vm));
+        assert_ne!(store.issue(&vm, holder()).unwrap(), ticket);
+        let redeemed = store.redeem(&ticket).unwrap();
+        assert_eq!((redeemed.vm, redeemed.holder), (vm, holder()));
         assert_eq!(store.redeem(&ticket), Err(RedeemError::Unknown));
         assert_eq!(store.redeem("not-a-ticket"), Err(RedeemError::Unknown));
     }
@@ -119,10 +149,10 @@ mod tests {
     fn unused_tickets_expire_after_their_lifetime() {
         let (store, now) = store_with_manual_clock();
         let vm = MoRef::new("VirtualMachine", "1");
-        let late = store.issue(&vm).unwrap();
-        let in_time = store.issue(&vm).unwrap();
+        let late = store.issue(&vm, holder()).unwrap();
+        let in_time = store.issue(&vm, holder()).unwrap();
         *now.lock().unwrap() += TICKET_LIFETIME - Duration::from_millis(1);
-        assert_eq!(store.redeem(&in_time), Ok(vm.clone()));
+        assert_eq!(store.redeem(&in_time).map(|r| r.vm), Ok(vm.clone()));
         *now.lock().unwrap() += Duration::from_millis(1);
         assert_eq!(store.redeem(&late), Err(RedeemError::Expired));
         assert_eq!(store.redeem(&late), Err(RedeemError::Unknown));
@@ -132,9 +162,9 @@ mod tests {
     fn expired_tickets_are_dropped_when_new_ones_are_issued() {
         let (store, now) = store_with_manual_clock();
         let vm = MoRef::new("VirtualMachine", "1");
-        let old = store.issue(&vm).unwrap();
+        let old = store.issue(&vm, holder()).unwrap();
         *now.lock().unwrap() += TICKET_LIFETIME;
-        store.issue(&vm).unwrap();
+        store.issue(&vm, holder()).unwrap();
         assert_eq!(store.issued.lock().unwrap().len(), 1);
         assert_eq!(store.redeem(&old), Err(RedeemError::Unknown));
     }

@@ -456,7 +456,7 @@ pub fn create_new(dir: impl AsFd, name: &CStr) -> Result<File, Errno> {
 }
 
 fn errno_of(error: std::io::Error) -> Errno {
-    Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+    Errno::from_raw(error.raw_os_error().unwrap_or(Errno::EIO as i32))
 }
 
 /// A new file being written in a datastore: under a temporary name until [`NewFile::commit`]

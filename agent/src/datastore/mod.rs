@@ -30,7 +30,9 @@ pub fn file_error_fault(schema: &Schema, error: FileError) -> Fault {
         }
         FileError::NotFound(path) => faults::file_not_found(schema, &path, message),
         FileError::Exists(path) => faults::file_already_exists(schema, &path),
-        FileError::Io { path, source } if source.raw_os_error() == Some(libc::ENOSPC) => {
+        FileError::Io { path, source }
+            if source.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) =>
+        {
             faults::no_disk_space(schema, &path, message)
         }
         FileError::Io { path, .. } | FileError::Special(path) => {

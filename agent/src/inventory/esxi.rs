@@ -124,6 +124,19 @@ pub mod refs {
     pub fn autostart_manager() -> MoRef {
         MoRef::new("HostAutoStartManager", "ha-autostart-mgr")
     }
+    /// The PerformanceManager.
+    pub fn perf_manager() -> MoRef {
+        MoRef::new("PerformanceManager", "ha-perfmgr")
+    }
+    /// The OptionManager of vireod's settings (ServiceContent.setting and the host's
+    /// advancedOption).
+    pub fn option_manager() -> MoRef {
+        MoRef::new("OptionManager", "HostAgentSettings")
+    }
+    /// The HostDateTimeSystem.
+    pub fn date_time_system() -> MoRef {
+        MoRef::new("HostDateTimeSystem", "dateTimeSystem")
+    }
     /// The OvfManager.
     pub fn ovf_manager() -> MoRef {
         MoRef::new("OvfManager", "ha-ovf-manager")
@@ -287,15 +300,15 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     }
     managers(schema, inv);
     datastore_browser(schema, inv, &ds_refs);
+    crate::methods::performance_manager::publish(schema, inv);
 }
 
 /// The host's configManager: the managers this host has.
 fn config_manager(schema: &Schema) -> DataObject {
-    DataObject::of(schema, "HostConfigManager").with(
-        schema,
-        "autoStartManager",
-        refs::autostart_manager(),
-    )
+    DataObject::of(schema, "HostConfigManager")
+        .with(schema, "autoStartManager", refs::autostart_manager())
+        .with(schema, "advancedOption", refs::option_manager())
+        .with(schema, "dateTimeSystem", refs::date_time_system())
 }
 
 /// The HostDatastoreBrowser: the datastores it searches and the query types it knows.
@@ -369,6 +382,8 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
         .with(schema, "searchIndex", refs::search_index())
         .with(schema, "fileManager", refs::file_manager())
         .with(schema, "virtualDiskManager", refs::virtual_disk_manager())
+        .with(schema, "perfManager", refs::perf_manager())
+        .with(schema, "setting", refs::option_manager())
         .with(schema, "ovfManager", refs::ovf_manager())
         .with(
             schema,
@@ -418,6 +433,8 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::guest_process_manager(),
         refs::guest_file_manager(),
         refs::autostart_manager(),
+        refs::option_manager(),
+        refs::date_time_system(),
         refs::ovf_manager(),
     ] {
         inv.insert(schema, obj, None);

@@ -120,7 +120,7 @@ async fn check_and_change_password(call: &Call<'_>) -> MethodResult {
     let valid = call
         .host
         .logins
-        .check(&call.host.accounts, user, old)
+        .check(&call.host.accounts, (user, old), call.peer.ip)
         .await
         .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     if !valid {

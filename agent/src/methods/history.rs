@@ -1,6 +1,7 @@
 //! HistoryCollector, the base of the event and task history collectors: a filter over the event
 //! log or task history, a latest page, and a scroll position moved by Rewind and Reset here and
-//! by ReadNext/ReadPrevious (the subtypes' methods, served by `read`).
+//! by ReadNext/ReadPrevious (the subtypes' methods, served by `read`). The collectors' state is
+//! `crate::collectors::HistoryCollector`.
 
 use std::collections::HashSet;
 
@@ -9,6 +10,8 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::access;
 use super::{Call, Handler, MethodResult, MethodTable};
+use crate::collectors::HistoryCollector;
+pub use crate::collectors::HistoryKind;
 use crate::events::event_entities;
 use crate::host::Host;
 use crate::inventory::esxi::refs;
@@ -18,33 +21,18 @@ use crate::locks::lock;
 /// Default latest-page size.
 const DEFAULT_PAGE_SIZE: usize = 10;
 
-/// What a collector reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryKind {
-    /// Events (EventFilterSpec).
-    Events,
-    /// Task infos (TaskFilterSpec).
-    Tasks,
-}
-
-/// One collector's state.
-pub struct HistoryCollector {
-    kind: HistoryKind,
-    filter: Option<DataObject>,
-    page_size: usize,
-    /// Index into the matching items (oldest first) where the scroll view stands.
-    position: usize,
-}
-
-impl HistoryCollector {
-    /// The newest `page_size` matching items, newest first.
-    pub fn latest_page(&self, host: &Host, inv: &Inventory, viewer: &str) -> Value {
-        let mut items = matching_items(host, inv, self.kind, self.filter.as_ref(), viewer);
-        let start = items.len().saturating_sub(self.page_size);
-        let mut page: Vec<Value> = items.drain(start..).map(Value::from).collect();
-        page.reverse();
-        Value::Array(item_type(host.schema, self.kind), page)
-    }
+/// The newest `page_size` items matching `collector`'s filter, newest first (its latestPage).
+pub fn latest_page(
+    collector: &HistoryCollector,
+    host: &Host,
+    inv: &Inventory,
+    viewer: &str,
+) -> Value {
+    let mut items = matching_items(host, inv, collector.kind, collector.filter.as_ref(), viewer);
+    let start = items.len().saturating_sub(collector.page_size);
+    let mut page: Vec<Value> = items.drain(start..).map(Value::from).collect();
+    page.reverse();
+    Value::Array(item_type(host.schema, collector.kind), page)
 }
 
 fn item_type(schema: &Schema, kind: HistoryKind) -> vireo_api::schema::TypeId {

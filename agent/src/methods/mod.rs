@@ -6,6 +6,7 @@ pub mod account_manager;
 pub mod authorization;
 pub mod autostart_manager;
 pub mod datastore_browser;
+pub mod date_time_system;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
@@ -18,7 +19,9 @@ pub mod list_view;
 pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
+pub mod option_manager;
 pub mod ovf_manager;
+pub mod performance_manager;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
@@ -128,6 +131,9 @@ const TABLES: &[&MethodTable] = &[
     &guest_operations::file_manager::METHODS,
     &datastore_browser::METHODS,
     &autostart_manager::METHODS,
+    &performance_manager::METHODS,
+    &option_manager::METHODS,
+    &date_time_system::METHODS,
     &http_nfc_lease::METHODS,
     &ovf_manager::METHODS,
 ];

@@ -91,7 +91,7 @@ impl ObjectView<'_> {
                 let collectors = lock(&self.host.history_collectors);
                 collectors.get(obj).map(|c| {
                     let viewer = session.map(|s| s.user.as_str()).unwrap_or_default();
-                    c.latest_page(self.host, self.inventory, viewer)
+                    super::history::latest_page(c, self.host, self.inventory, viewer)
                 })
             }
             _ => return None,

@@ -2,40 +2,17 @@
 //! maxObjects paging, filters per session and collector, and WaitForUpdates(Ex)/CheckForUpdates
 //! with real increasing versions, blocking without holding any lock, cancellable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vireo_api::collector::{diff, retrieve, FilterSnapshot, FilterSpec, ObjectContent};
-use vireo_api::{DataObject, Fault, MoRef, Value};
+use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
+use crate::collectors::FilterState;
 use crate::faults;
 use crate::sessions::Session;
-
-/// One session's state on one PropertyCollector.
-#[derive(Default)]
-pub struct CollectorState {
-    filters: Vec<FilterState>,
-    version: u64,
-    /// Objects still to be returned per token, with the page size asked for.
-    pages: HashMap<String, (VecDeque<ObjectContent>, usize)>,
-    next_token: u64,
-    cancel: Arc<tokio::sync::Notify>,
-}
-
-struct FilterState {
-    obj: MoRef,
-    spec: FilterSpec,
-    snapshot: FilterSnapshot,
-}
-
-impl CollectorState {
-    /// References of this collector's filters.
-    pub fn filter_refs(&self) -> Vec<MoRef> {
-        self.filters.iter().map(|f| f.obj.clone()).collect()
-    }
-}
 
 /// PropertyCollector's methods.
 pub const METHODS: MethodTable = MethodTable {
@@ -57,13 +34,6 @@ pub const METHODS: MethodTable = MethodTable {
         ("WaitForUpdatesEx", Handler::Async(wait_for_updates_ex)),
     ],
 };
-
-impl CollectorState {
-    /// Drops the filter `obj` from this collector.
-    pub fn forget_filter(&mut self, obj: &MoRef) {
-        self.filters.retain(|f| f.obj != *obj);
-    }
-}
 
 fn retrieve_properties(call: &Call<'_>) -> MethodResult {
     let objects = retrieve_all(call)?;

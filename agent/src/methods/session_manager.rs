@@ -33,7 +33,7 @@ async fn check_login(call: &mut Call<'_>) -> MethodResult {
     let valid = call
         .host
         .logins
-        .check(&call.host.accounts, &user, password)
+        .check(&call.host.accounts, (&user, password), call.peer.ip)
         .await
         .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     if !valid {

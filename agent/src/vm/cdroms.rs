@@ -335,7 +335,7 @@ fn edit(
 /// the VM folder and the folders of the media it started with): the VM must be powered off
 /// for that medium.
 fn check_visible(host: &Host, vm: &Vm, state: &VmState, path: &Path) -> Result<(), Fault> {
-    if VmmJail::of(&host.config).is_none() {
+    if !VmmJail::enabled() {
         return Ok(());
     }
     let folder = path.parent().unwrap_or(path);

@@ -21,7 +21,7 @@ struct Sample {
 }
 
 /// The CPU time (user + system, in clock ticks) a process used, from `/proc/<pid>/stat`.
-fn process_ticks(pid: i32) -> Option<u64> {
+pub fn process_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     cpu_ticks(&stat)
 }

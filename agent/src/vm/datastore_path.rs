@@ -6,6 +6,8 @@
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
+
 use super::beneath::{self, Access};
 use crate::inventory::esxi::DatastoreDir;
 
@@ -128,9 +130,9 @@ impl DatastorePath {
     }
 
     fn unreachable(&self, source: std::io::Error) -> DatastorePathError {
-        match source.raw_os_error() {
-            Some(libc::EXDEV) => DatastorePathError::Escapes(self.to_string()),
-            Some(libc::ELOOP) => DatastorePathError::Symlink(self.to_string()),
+        match source.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EXDEV) => DatastorePathError::Escapes(self.to_string()),
+            Some(Errno::ELOOP) => DatastorePathError::Symlink(self.to_string()),
             _ => DatastorePathError::Unreachable {
                 path: self.to_string(),
                 source,
@@ -226,9 +228,9 @@ impl vireo_disk::backing::BackingOpener for ConfinedBacking {
             .find_map(|root| Some((root, dir.strip_prefix(root).ok()?)))
             .ok_or_else(|| refused("belongs to an image outside every datastore"))?;
         let file = beneath::open(root, &inside.join(name), Access::Read).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EXDEV) => refused("leaves the datastore"),
-                Some(libc::ELOOP) => refused("crosses a symbolic link"),
+            match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::EXDEV) => refused("leaves the datastore"),
+                Some(Errno::ELOOP) => refused("crosses a symbolic link"),
                 _ => e,
             }
         })?;

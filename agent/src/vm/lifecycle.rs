@@ -373,7 +373,9 @@ fn launch(
     args.tools_socket = Some(tools_socket);
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
-    if let Some(jail) = VmmJail::of(&host.config) {
+    let jail = VmmJail::of(&host.config, vm.id)
+        .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
+    if let Some(jail) = jail {
         let dirs = jail_dirs(vm, state, &args, &media);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
@@ -427,7 +429,7 @@ fn launch(
         let exited = process.has_exited();
         if exited || Instant::now() > deadline {
             if !exited {
-                process.killer().signal(libc::SIGKILL);
+                process.killer().signal(nix::sys::signal::Signal::SIGKILL);
             }
             let why = match process.wait() {
                 VmmExit::Failed(why) => why,
@@ -583,7 +585,7 @@ fn stop(
     let (state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
     if !done {
         if let Some(process) = &state.process {
-            process.killer().signal(libc::SIGKILL);
+            process.killer().signal(nix::sys::signal::Signal::SIGKILL);
         }
         let (_state, done) = vm.wait_until(state, STOP_TIMEOUT, |s| s.generation != generation);
         if !done {
@@ -653,7 +655,7 @@ pub fn terminate(host: &Host, vm: &Vm) -> Result<(), Fault> {
 
 fn kill(state: &VmState) {
     if let Some(process) = &state.process {
-        process.killer().signal(libc::SIGKILL);
+        process.killer().signal(nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -668,7 +670,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = snapshots::live::save(host, &socket, &dir, false)
+        let saved = snapshots::live::save(host, vm, &socket, &dir, false)
             .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
 
 /// How a VMM process ended.
@@ -202,14 +203,15 @@ pub struct VmmKiller {
 
 impl VmmKiller {
     /// Sends `signal` (SIGKILL for TerminateVM).
-    pub fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: Signal) {
+        // nix has no pidfd_send_signal, so this is the raw system call.
         // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo, no flags.
         unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
+                signal as i32,
+                std::ptr::null::<std::ffi::c_void>(),
                 0,
             );
         }
@@ -305,7 +307,7 @@ mod tests {
         let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
         assert_eq!(adopted.pid, process.pid);
         assert!(!adopted.has_exited());
-        adopted.killer().signal(libc::SIGKILL);
+        adopted.killer().signal(Signal::SIGKILL);
         assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("signal 9")));
         assert!(adopted.has_exited());
         assert!(VmmProcess::adopt(&dir, &log).is_none());

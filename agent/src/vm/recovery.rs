@@ -540,7 +540,7 @@ fn finish_suspend(
 fn end_vmm(vm: &Vm, vmm: &VmmProcess) {
     let socket = vm.run_dir.join("control.sock");
     if control::command(&socket, Request::PowerOff, CONTROL_TIMEOUT).is_err() {
-        vmm.killer().signal(libc::SIGKILL);
+        vmm.killer().signal(nix::sys::signal::Signal::SIGKILL);
     }
     vmm.wait();
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));

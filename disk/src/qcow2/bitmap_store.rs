@@ -33,6 +33,8 @@ pub struct ImageBitmaps {
 
 /// True when another process holds the flock a writer with enabled bitmaps takes.
 pub fn is_locked_by_writer(file: &std::fs::File) -> bool {
+    // libc's flock: nix's Flock takes ownership of the descriptor, and these locks belong to
+    // the image's own descriptor for as long as it is open.
     // SAFETY: flock on a descriptor we own; a shared lock taken here is released at once.
     let got = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
     if got {
@@ -168,6 +170,7 @@ impl Qcow2Image {
         if bitmaps.locked {
             return Ok(());
         }
+        // libc's flock, as in is_locked_by_writer.
         // SAFETY: flock on the image's own descriptor; released when it is closed.
         let rc =
             unsafe { libc::flock(self.file.file().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

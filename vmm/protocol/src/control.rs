@@ -91,6 +91,28 @@ pub enum Request {
         #[serde(default)]
         seen: Option<u64>,
     },
+    /// Report the devices' cumulative request counters ([`DeviceStats`]).
+    Stats,
+}
+
+/// One disk's requests completed since the VMM started (reads and writes, with their bytes).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskCounters {
+    /// Read requests.
+    pub reads: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub written_bytes: u64,
+}
+
+/// The reply to `stats`: each disk's counters, in `--disk` order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Per disk.
+    pub disks: Vec<DiskCounters>,
 }
 
 /// Longest a `watch-stalls` request waits for a change before answering.

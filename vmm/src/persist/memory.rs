@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use nix::sys::mman::{MapFlags, ProtFlags};
 use serde::{Deserialize, Serialize};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{
@@ -291,8 +292,8 @@ pub fn restore(
         let mapping = MmapRegion::<()>::build(
             Some(FileOffset::new(handle, entry.file_offset)),
             entry.len as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+            (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits(),
+            (MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE).bits(),
         )
         .map_err(|e| map_error(e.to_string()))?;
         let region = GuestRegionMmap::new(mapping, GuestAddress(entry.guest_addr))

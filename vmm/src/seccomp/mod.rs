@@ -7,7 +7,13 @@
 
 mod process;
 
+use std::ffi::{c_int, c_void};
+use std::os::fd::AsFd;
 use std::sync::{Once, OnceLock};
+
+// The SIGSYS handler's signature (vmm-sys-util's handler type) names libc's siginfo_t.
+use libc::siginfo_t;
+use nix::sys::signal::Signal;
 
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
@@ -27,7 +33,7 @@ pub enum SeccompError {
 
 /// Calls on descriptors that both filters allow whatever their arguments: reads, writes,
 /// syncs, sizes and metadata of descriptors already open.
-const DESCRIPTOR_IO: &[libc::c_long] = &[
+const DESCRIPTOR_IO: &[i64] = &[
     libc::SYS_read,
     libc::SYS_readv,
     libc::SYS_write,
@@ -52,7 +58,7 @@ const DESCRIPTOR_IO: &[libc::c_long] = &[
 ];
 
 /// Waiting for and signalling wake-ups, allowed by both filters.
-const WAKE_UPS: &[libc::c_long] = &[
+const WAKE_UPS: &[i64] = &[
     libc::SYS_eventfd2,
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
@@ -63,9 +69,7 @@ const WAKE_UPS: &[libc::c_long] = &[
 ];
 
 /// `extra` and the calls both filters share, each allowed whatever its arguments.
-fn unconditional(
-    extra: &'static [libc::c_long],
-) -> impl Iterator<Item = (libc::c_long, Vec<SeccompRule>)> {
+fn unconditional(extra: &'static [i64]) -> impl Iterator<Item = (i64, Vec<SeccompRule>)> {
     DESCRIPTOR_IO
         .iter()
         .chain(WAKE_UPS)
@@ -74,7 +78,7 @@ fn unconditional(
 }
 
 /// What guest-facing threads may call besides the shared lists.
-const ALLOWED: &[libc::c_long] = &[
+const ALLOWED: &[i64] = &[
     // Descriptors handed to us: KVM, eventfds, disk images, the TAP, the serial log.
     libc::SYS_ioctl,
     // The tools socket's accepted client (the listener was bound by the main thread).
@@ -174,6 +178,7 @@ pub fn filter_process() -> Result<(), SeccompError> {
 /// own, unless the arena limit is set; setting it keeps filtered threads from opening that file.
 fn limit_malloc_arenas() {
     static LIMITED: Once = Once::new();
+    // nix has no wrapper for glibc's mallopt.
     // SAFETY: mallopt only adjusts malloc's tunables.
     LIMITED.call_once(|| unsafe {
         libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
@@ -181,40 +186,39 @@ fn limit_malloc_arenas() {
 }
 
 /// Malloc arenas for the whole process (glibc's default is 8 per core).
-const MALLOC_ARENAS: libc::c_int = 8;
+const MALLOC_ARENAS: c_int = 8;
 
 /// Installs, once, the SIGSYS handler that reports a forbidden call and ends the process.
 fn install_reporter() -> Result<(), SeccompError> {
     static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, report_forbidden_call)
-                .map_err(|e| e.errno())
+            vmm_sys_util::signal::register_signal_handler(
+                Signal::SIGSYS as c_int,
+                report_forbidden_call,
+            )
+            .map_err(|e| e.errno())
         })
         .map_err(|errno| SeccompError::Handler(vmm_sys_util::errno::Error::new(errno)))
 }
 
 /// SIGSYS handler: writes the exit record vireod reads and exits as crashed (code 4). Only
 /// async-signal-safe work: no allocation, prctl for the thread's name, one write, _exit.
-extern "C" fn report_forbidden_call(
-    _signal: libc::c_int,
-    info: *mut libc::siginfo_t,
-    _context: *mut libc::c_void,
-) {
+extern "C" fn report_forbidden_call(_signal: c_int, info: *mut siginfo_t, _context: *mut c_void) {
     // SAFETY: the kernel hands a valid siginfo_t; for SIGSYS its union holds
     // {void *call_addr; int syscall; unsigned arch} from byte 16 on x86_64, so the call is at 24.
     let call = unsafe { *(info.cast::<u8>().add(24).cast::<i32>()) };
     let mut name = [0u8; 16];
+    // Not nix's prctl::get_name: it allocates, which a signal handler must not.
     // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL-terminated, into `name`.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     let name_len = name.iter().position(|b| *b == 0).unwrap_or(0);
     let mut line = [0u8; RECORD_BYTES];
     let len = exit_record(call, &name[..name_len], &mut line);
-    // SAFETY: writes our own stack buffer to stderr, then ends the process without unwinding.
-    unsafe {
-        libc::write(2, line.as_ptr().cast(), len);
-        libc::_exit(4);
-    }
+    let _ = nix::unistd::write(std::io::stderr().as_fd(), &line[..len]);
+    // nix has no _exit, and the process must end without running exit handlers.
+    // SAFETY: ends the process at once, without unwinding.
+    unsafe { libc::_exit(4) }
 }
 
 /// Room for the exit record: fixed text, a call number, a 15-byte thread name.

@@ -8,6 +8,11 @@
 //! on top (see the parent module).
 
 use std::collections::BTreeMap;
+use std::ffi::c_int;
+
+use nix::errno::Errno;
+use nix::sys::mman::ProtFlags;
+use nix::sys::socket::AddressFamily;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -16,7 +21,7 @@ use seccompiler::{
 
 /// Calls allowed whatever their arguments, besides the lists shared with the guest-facing
 /// threads' filter.
-const ALLOWED: &[libc::c_long] = &[
+const ALLOWED: &[i64] = &[
     libc::SYS_copy_file_range,
     libc::SYS_flock,
     libc::SYS_fstatfs,
@@ -148,7 +153,8 @@ const IOCTLS: &[(&str, u32)] = &[
     ("FIOCLEX", 0x5451),
 ];
 
-/// The flags glibc's pthread_create passes to clone: a thread, never a process.
+/// The flags glibc's pthread_create passes to clone: a thread, never a process. (libc's:
+/// nix's CloneFlags lacks CLONE_SETTLS, CLONE_PARENT_SETTID and CLONE_CHILD_CLEARTID.)
 const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_FS
     | libc::CLONE_FILES
@@ -160,7 +166,8 @@ const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_CHILD_CLEARTID) as u64;
 
 /// prctl options: thread names (set and read) and no-new-privileges (seccompiler sets it).
-const PRCTL_OPTIONS: &[libc::c_int] = &[
+/// (libc's: nix names no prctl options.)
+const PRCTL_OPTIONS: &[c_int] = &[
     libc::PR_SET_NAME,
     libc::PR_GET_NAME,
     libc::PR_SET_NO_NEW_PRIVS,
@@ -182,7 +189,13 @@ fn condition(
 
 /// Rules with argument conditions: ioctl, mmap, mprotect, clone, prctl, socket, tgkill.
 fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
-    let no_exec = || condition(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0);
+    let no_exec = || {
+        condition(
+            2,
+            SeccompCmpOp::MaskedEq(ProtFlags::PROT_EXEC.bits() as u64),
+            0,
+        )
+    };
     let ioctls = IOCTLS
         .iter()
         .map(|&(_, request)| {
@@ -206,7 +219,7 @@ fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
     let clone = condition(0, SeccompCmpOp::Eq, THREAD_FLAGS)?;
     rules.insert(libc::SYS_clone, vec![rule(vec![clone])?]);
     rules.insert(libc::SYS_prctl, prctls);
-    let unix = condition(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
+    let unix = condition(0, SeccompCmpOp::Eq, AddressFamily::Unix as u64)?;
     rules.insert(libc::SYS_socket, vec![rule(vec![unix])?]);
     // Signals to our own threads only (vCPU kicks, glibc's set*id broadcast), never to
     // another process, not even one of the same user.
@@ -230,7 +243,7 @@ pub(super) fn programs() -> Result<Vec<BpfProgram>, String> {
     let no_clone3 = SeccompFilter::new(
         [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(Errno::ENOSYS as u32),
         TargetArch::x86_64,
     );
     [allow, no_clone3]

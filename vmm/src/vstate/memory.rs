@@ -1,6 +1,9 @@
 //! Guest memory: anonymous private mappings advised as huge pages (first touch from ring 3 is
 //! ten times cheaper with THP on these machines) — RAM, plus regions such as the framebuffer.
 
+use std::ptr::NonNull;
+
+use nix::sys::mman::{madvise, MmapAdvise};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::arch::layout;
@@ -35,11 +38,12 @@ pub fn create_guest_memory(
     })?;
     for region in memory.iter() {
         let host = region.as_ptr();
+        let Some(host) = NonNull::new(host.cast()) else {
+            continue;
+        };
         // SAFETY: the range is exactly the mapping vm-memory just created; madvise only changes
         // how the kernel backs it. Failure (no THP) is harmless, so the result is ignored.
-        unsafe {
-            libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE);
-        }
+        let _ = unsafe { madvise(host, region.len() as usize, MmapAdvise::MADV_HUGEPAGE) };
     }
     Ok(memory)
 }

@@ -7,6 +7,7 @@ use kvm_bindings::{
     KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use nix::errno::Errno;
 
 use crate::arch::emulate::syscall::SyscallEntry;
 use crate::arch::emulate::{self, Counts};
@@ -257,7 +258,7 @@ impl Vcpu {
                 let detail = format!("vCPU {index}: unexpected KVM exit {other:?}");
                 return Some(VmExit::Crashed { detail });
             }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) if [Errno::EINTR, Errno::EAGAIN].contains(&Errno::from_raw(e.errno())) => {}
             Err(e) => {
                 return Some(VmExit::Crashed {
                     detail: format!("vCPU {index}: KVM_RUN failed: {e}"),

@@ -11,6 +11,7 @@ use vireo_api::{DataObject, Fault, Value};
 use vireo_vmm_protocol::Request;
 
 use crate::console::keyboard::hid_usage_byte;
+use crate::console::tickets::Holder;
 use crate::vm::control;
 
 use crate::faults;
@@ -132,9 +133,14 @@ fn require_powered_on(call: &Call<'_>, vm: &Vm) -> Result<(), Fault> {
 fn ticket(call: &Call<'_>, vm: &Vm, ty: &str, with_url: bool) -> MethodResult {
     let (host, schema) = (call.host, call.schema);
     require_powered_on(call, vm)?;
+    let session = call.session()?;
+    let holder = Holder {
+        session: session.key.to_string(),
+        user: session.user.clone(),
+    };
     let ticket = host
         .console_tickets
-        .issue(&vm.moref)
+        .issue(&vm.moref, holder)
         .map_err(|e| Fault::system_error(schema, e.to_string()))?;
     let server: SocketAddr = call.peer.server.unwrap_or(host.config.listen);
     let mut result = DataObject::of(schema, ty)

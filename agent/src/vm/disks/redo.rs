@@ -62,7 +62,9 @@ pub fn prepare(host: &Host, vm: &Vm, spec: &VmSpec, fresh: bool) -> Result<(), F
         });
         create_qcow2(&overlay, &options)
             .map_err(|e| fault(format!("cannot create the redo overlay: {e}")))?;
-        if let Some(jail) = VmmJail::of(&host.config) {
+        let jail = VmmJail::of(&host.config, vm.id)
+            .map_err(|e| fault(format!("cannot reserve the VM's user: {e}")))?;
+        if let Some(jail) = jail {
             jail.grant(&overlay)
                 .map_err(|e| fault(format!("cannot give the overlay to the VM: {e}")))?;
         }

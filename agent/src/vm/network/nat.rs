@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use super::{interface_exists, set_ipv4, tool, Network, NetworkError};
 
 /// The file in the data dir that keeps the chosen subnet.
@@ -327,7 +330,7 @@ pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<(),
 fn stop_dnsmasq(pid_file: &Path, lease_file: &Path) {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
-        .and_then(|text| text.trim().parse::<libc::pid_t>().ok())
+        .and_then(|text| text.trim().parse::<i32>().ok())
     else {
         return;
     };
@@ -341,13 +344,12 @@ fn stop_dnsmasq(pid_file: &Path, lease_file: &Path) {
         return;
     }
     tracing::info!(pid, "stopping the dnsmasq an earlier vireod left");
-    // SAFETY: kill(2) on a pid whose command line shows it is our dnsmasq.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // The pid's command line shows it is our dnsmasq.
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(5);
     while serves_ours(pid) && !is_zombie(pid) {
         if Instant::now() > deadline {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -355,7 +357,7 @@ fn stop_dnsmasq(pid_file: &Path, lease_file: &Path) {
     let _ = std::fs::remove_file(pid_file);
 }
 
-fn is_zombie(pid: libc::pid_t) -> bool {
+fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             stat.rsplit_once(')')

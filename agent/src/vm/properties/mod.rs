@@ -7,7 +7,7 @@
 //! summary.guest), [`layout`] (layoutEx, storage).
 
 mod config;
-mod devices;
+pub(crate) mod devices;
 mod edit;
 mod guest;
 mod layout;

@@ -81,7 +81,7 @@ fn stunned<T>(
     // A machine state is saved live: the guest runs while its memory is copied, and is paused
     // only for the last pages and the device state — the point the disks are frozen at.
     let paused = match save_to {
-        Some(dir) => save(host, &socket, dir, true),
+        Some(dir) => save(host, vm, &socket, dir, true),
         None => control::command(&socket, Request::Pause, CONTROL_TIMEOUT)
             .map_err(|e| refused("pause", e)),
     };
@@ -137,7 +137,8 @@ pub fn attach_writable_layers(
         .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
         .unzip();
     let chains = views.iter().flat_map(|v| &v.active.chain);
-    jail::grant_chains(VmmJail::of(&host.config), chains)
+    VmmJail::of(&host.config, vm.id)
+        .and_then(|jail| jail::grant_chains(jail, chains))
         .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
     let request = Request::AttachDisks {
         paths,
@@ -148,12 +149,13 @@ pub fn attach_writable_layers(
         .map_err(|e| refused("reattach the disks of", e))
 }
 
-/// Saves the running VM's machine state into `dir` (made for the VMM first; the VM is left
+/// Saves the running VM's machine state into `dir` (made for its VMM first; the VM is left
 /// paused), copying memory while the guest runs with `live`; on failure the directory is
 /// removed and the fault names it.
-pub fn save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
+pub fn save(host: &Host, vm: &Vm, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
     let schema = host.schema;
-    let saved = jail::make_save_dir(VmmJail::of(&host.config), dir)
+    let saved = VmmJail::of(&host.config, vm.id)
+        .and_then(|jail| jail::make_save_dir(jail, dir))
         .map_err(|e| e.to_string())
         .and_then(|()| {
             let request = Request::Save {

@@ -2,7 +2,10 @@
 //! this (ring-3) test process with the same registers, flags and memory, and the emulated
 //! result must match the CPU's (registers, the flags the instruction defines, memory).
 
+use std::num::NonZeroUsize;
+
 use iced_x86::{Decoder, DecoderOptions};
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 
 use super::{exec, host_cmpxchg16b, CpuState, Exception, Memory, Platform, Stop};
 
@@ -80,20 +83,18 @@ extern "C" {
 fn run_native(bytes: &[u8], state: &mut Native) {
     // SAFETY: a fresh anonymous mapping, written then executed, unmapped below.
     unsafe {
-        let page = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(page, libc::MAP_FAILED);
-        let code = page.cast::<u8>();
+        let page = mmap_anonymous(
+            None,
+            NonZeroUsize::new(4096).unwrap(),
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE | ProtFlags::PROT_EXEC,
+            MapFlags::MAP_PRIVATE,
+        )
+        .expect("map a page for the code");
+        let code = page.cast::<u8>().as_ptr();
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), code, bytes.len());
         *code.add(bytes.len()) = 0xc3;
         vireo_native_exec(state, code);
-        libc::munmap(page, 4096);
+        munmap(page, 4096).expect("unmap the code page");
     }
 }
 

@@ -8,6 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::mman::{MapFlags, ProtFlags};
+
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
@@ -71,8 +73,8 @@ pub fn share_through_file(
     let mapping = MmapRegion::<()>::build(
         Some(FileOffset::new(file, 0)),
         pixels.len(),
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_SHARED,
+        (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits(),
+        MapFlags::MAP_SHARED.bits(),
     )
     .map_err(|e| map(e.to_string()))?;
     let region = GuestRegionMmap::new(mapping, GuestAddress(info.addr))

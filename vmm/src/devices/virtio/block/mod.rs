@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
 use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
 use super::worker::{self, Worker};
@@ -27,9 +27,10 @@ use crate::io_stall::IoStalls;
 use disk::{ConcurrentDisk, SharedImage};
 use io_pool::{IoPool, IO_THREADS};
 use request::{
-    execute, execute_without_waiting, parse, OutOfSpace, Request, RequestError, Status, ID_BYTES,
-    SECTOR_SIZE, SIZE_MAX,
+    execute, execute_without_waiting, parse, OutOfSpace, Request, RequestError, RequestKind,
+    Status, ID_BYTES, SECTOR_SIZE, SIZE_MAX,
 };
+use vireo_vmm_protocol::control::DiskCounters;
 
 /// virtio device type of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -56,6 +57,41 @@ pub struct DiskImage {
     capacity: AtomicU64,
     /// The open image (`None` while detached).
     pub image: Mutex<Option<SharedImage>>,
+    /// Requests completed so far (kept across image swaps).
+    pub counters: IoCounters,
+}
+
+/// A disk's completed reads and writes and their bytes (the `stats` control command).
+#[derive(Default)]
+pub struct IoCounters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    read_bytes: AtomicU64,
+    written_bytes: AtomicU64,
+}
+
+impl IoCounters {
+    /// Counts a completed request (only reads and writes count).
+    fn count(&self, request: &Request) {
+        let bytes: u64 = request.data.iter().map(|d| u64::from(d.len)).sum();
+        let (requests, total) = match request.kind {
+            RequestKind::In => (&self.reads, &self.read_bytes),
+            RequestKind::Out => (&self.writes, &self.written_bytes),
+            _ => return,
+        };
+        requests.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn read(&self) -> DiskCounters {
+        DiskCounters {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            written_bytes: self.written_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl DiskImage {
@@ -77,7 +113,7 @@ pub type DiskSlot = Arc<DiskImage>;
 pub struct Block {
     disk: DiskSlot,
     id: [u8; ID_BYTES],
-    config: Vec<u8>,
+    config: BlockConfig,
     features: u64,
     worker: Option<Worker>,
     name: String,
@@ -118,9 +154,10 @@ impl Block {
             disk: Arc::new(DiskImage {
                 capacity: AtomicU64::new(capacity),
                 image: Mutex::new(Some(image)),
+                counters: IoCounters::default(),
             }),
             id,
-            config: config_space(),
+            config: BlockConfig::new(),
             features,
             worker: None,
             name: format!("virtio-blk{index}"),
@@ -135,23 +172,53 @@ impl Block {
     }
 }
 
-/// The virtio_blk_config structure (60 bytes) but its first field, `capacity` (in sectors),
-/// which `read_config` fills from the slot.
-fn config_space() -> Vec<u8> {
-    let mut config = vec![0u8; 60];
-    let mut put =
-        |offset: usize, bytes: &[u8]| config[offset..offset + bytes.len()].copy_from_slice(bytes);
-    put(8, &SIZE_MAX.to_le_bytes()); // size_max
-    put(12, &SEG_MAX.to_le_bytes()); // seg_max
-    put(20, &(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
-    put(34, &1u16.to_le_bytes()); // num_queues
-    put(36, &MAX_RANGE_SECTORS.to_le_bytes()); // max_discard_sectors
-    put(40, &1u32.to_le_bytes()); // max_discard_seg
-    put(44, &1u32.to_le_bytes()); // discard_sector_alignment
-    put(48, &MAX_RANGE_SECTORS.to_le_bytes()); // max_write_zeroes_sectors
-    put(52, &1u32.to_le_bytes()); // max_write_zeroes_seg
-    put(56, &[1]); // write_zeroes_may_unmap
-    config
+/// `struct virtio_blk_config` (virtio 1.2, 5.2.4): 60 bytes, packed as Linux declares it, every
+/// multi-byte field little-endian. The geometry, topology and writeback fields stay zero (their
+/// feature bits are not offered).
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed)]
+struct BlockConfig {
+    /// In 512-byte sectors; `read_config` fills it from the slot.
+    capacity: u64,
+    size_max: u32,
+    seg_max: u32,
+    /// cylinders (u16), heads (u8), sectors (u8).
+    geometry: [u8; 4],
+    blk_size: u32,
+    /// physical_block_exp, alignment_offset, min_io_size (u16), opt_io_size (u32).
+    topology: [u8; 8],
+    writeback: u8,
+    unused0: u8,
+    num_queues: u16,
+    max_discard_sectors: u32,
+    max_discard_seg: u32,
+    discard_sector_alignment: u32,
+    max_write_zeroes_sectors: u32,
+    max_write_zeroes_seg: u32,
+    write_zeroes_may_unmap: u8,
+    unused1: [u8; 3],
+}
+
+// SAFETY: a packed repr(C) struct of integers and byte arrays: no padding, every bit pattern valid.
+unsafe impl ByteValued for BlockConfig {}
+
+impl BlockConfig {
+    /// What this device offers, capacity aside.
+    fn new() -> BlockConfig {
+        BlockConfig {
+            size_max: SIZE_MAX.to_le(),
+            seg_max: SEG_MAX.to_le(),
+            blk_size: (SECTOR_SIZE as u32).to_le(),
+            num_queues: 1u16.to_le(),
+            max_discard_sectors: MAX_RANGE_SECTORS.to_le(),
+            max_discard_seg: 1u32.to_le(),
+            discard_sector_alignment: 1u32.to_le(),
+            max_write_zeroes_sectors: MAX_RANGE_SECTORS.to_le(),
+            max_write_zeroes_seg: 1u32.to_le(),
+            write_zeroes_may_unmap: 1,
+            ..BlockConfig::default()
+        }
+    }
 }
 
 impl VirtioDevice for Block {
@@ -168,10 +235,11 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut config = self.config.clone();
-        let sectors = self.disk.capacity() / SECTOR_SIZE;
-        config[..8].copy_from_slice(&sectors.to_le_bytes());
-        read_config_bytes(&config, offset, data);
+        let config = BlockConfig {
+            capacity: (self.disk.capacity() / SECTOR_SIZE).to_le(),
+            ..self.config
+        };
+        read_config_bytes(config.as_slice(), offset, data);
     }
 
     fn activate(&mut self, mut activation: Activation) -> Result<(), ActivateError> {
@@ -184,6 +252,7 @@ impl VirtioDevice for Block {
             held: AtomicBool::new(false),
             stalls: self.stalls.clone(),
             index: self.index,
+            disk: self.disk.clone(),
         });
         // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
         let pool = IoPool::start(&self.name, IO_THREADS)?;
@@ -214,6 +283,8 @@ struct RequestQueue {
     held: AtomicBool,
     stalls: Arc<IoStalls>,
     index: usize,
+    /// The disk (its counters).
+    disk: DiskSlot,
 }
 
 impl RequestQueue {
@@ -232,7 +303,10 @@ impl RequestQueue {
         let mut stalled = None;
         for (head, work) in taken {
             match work.perform_without_waiting(&**image, &self.memory, &self.id) {
-                Some(Ok(len)) => answered.push((head, len)),
+                Some(Ok(len)) => {
+                    self.count(&work);
+                    answered.push((head, len));
+                }
                 Some(Err(out_of_space)) => {
                     stalled = Some(out_of_space);
                     break;
@@ -241,7 +315,10 @@ impl RequestQueue {
                     let (requests, image) = (self.clone(), image.clone());
                     pool.submit(Box::new(move || {
                         match work.perform(&*image, &requests.memory, &requests.id) {
-                            Ok(len) => requests.publish(&[(head, len)]),
+                            Ok(len) => {
+                                requests.count(&work);
+                                requests.publish(&[(head, len)]);
+                            }
                             Err(out_of_space) => requests.hold(out_of_space),
                         }
                     }));
@@ -253,6 +330,13 @@ impl RequestQueue {
         }
         if let Some(out_of_space) = stalled {
             self.hold(out_of_space);
+        }
+    }
+
+    /// Counts a request answered (a refused one is not).
+    fn count(&self, work: &Work) {
+        if let Work::Run(request) = work {
+            self.disk.counters.count(request);
         }
     }
 
@@ -406,6 +490,44 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+
+    #[test]
+    fn config_space_has_the_virtio_layout() {
+        use std::mem::{offset_of, size_of};
+        use vireo_vmm_protocol::DiskFormat;
+        assert_eq!(size_of::<BlockConfig>(), 60);
+        let offsets = [
+            (offset_of!(BlockConfig, size_max), 8),
+            (offset_of!(BlockConfig, seg_max), 12),
+            (offset_of!(BlockConfig, geometry), 16),
+            (offset_of!(BlockConfig, blk_size), 20),
+            (offset_of!(BlockConfig, topology), 24),
+            (offset_of!(BlockConfig, writeback), 32),
+            (offset_of!(BlockConfig, num_queues), 34),
+            (offset_of!(BlockConfig, max_discard_sectors), 36),
+            (offset_of!(BlockConfig, max_discard_seg), 40),
+            (offset_of!(BlockConfig, discard_sector_alignment), 44),
+            (offset_of!(BlockConfig, max_write_zeroes_sectors), 48),
+            (offset_of!(BlockConfig, max_write_zeroes_seg), 52),
+            (offset_of!(BlockConfig, write_zeroes_may_unmap), 56),
+        ];
+        for (actual, spec) in offsets {
+            assert_eq!(actual, spec);
+        }
+        let fixture = fixture("config", false);
+        let image = disk::open_image(&fixture.path, Some(DiskFormat::Raw), false).unwrap();
+        let block = Block::new(image, false, "config", (0, Arc::default()));
+        let read = |offset: u64, len: usize| {
+            let mut data = vec![0u8; len];
+            block.read_config(offset, &mut data);
+            data
+        };
+        assert_eq!(read(0, 8), ((1u64 << 20) / SECTOR_SIZE).to_le_bytes());
+        assert_eq!(read(8, 4), SIZE_MAX.to_le_bytes());
+        assert_eq!(read(20, 4), (SECTOR_SIZE as u32).to_le_bytes());
+        assert_eq!(read(34, 2), 1u16.to_le_bytes());
+        assert_eq!(read(56, 4), [1, 0, 0, 0]);
     }
 
     fn fixture(name: &str, read_only: bool) -> Fixture {
@@ -589,6 +711,11 @@ mod tests {
             held: AtomicBool::new(false),
             stalls: Arc::default(),
             index: 0,
+            disk: Arc::new(DiskImage {
+                capacity: AtomicU64::new(0),
+                image: Mutex::new(None),
+                counters: IoCounters::default(),
+            }),
         });
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
         let image = disk::open_image(&f.path, None, false).unwrap();
@@ -605,6 +732,9 @@ mod tests {
             heads.iter().map(|h| u32::from(*h)).collect::<Vec<_>>()
         );
         assert!(!requests_queue.signals.is_broken());
+        let counted = requests_queue.disk.counters.read();
+        assert_eq!((counted.writes, counted.written_bytes), (5, 5 * 512));
+        assert_eq!((counted.reads, counted.read_bytes), (0, 0));
         drop(image);
         let file = std::fs::read(&f.path).unwrap();
         for i in 0..requests as usize {

@@ -1,6 +1,7 @@
 //! virtio-blk requests: parsing a descriptor chain into a request (pure, checked against the
 //! device's limits) and carrying it out against the image.
 
+use nix::errno::Errno;
 use vireo_disk::block::BlockError;
 use vireo_vmm_protocol::StallCause;
 
@@ -221,9 +222,9 @@ impl From<BlockError> for Failure {
         let BlockError::Io { source, .. } = &error else {
             return Failure::Io;
         };
-        match source.raw_os_error() {
-            Some(libc::ENOSPC) => Failure::Space(StallCause::NoSpace),
-            Some(libc::EDQUOT) => Failure::Space(StallCause::QuotaExceeded),
+        match source.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOSPC) => Failure::Space(StallCause::NoSpace),
+            Some(Errno::EDQUOT) => Failure::Space(StallCause::QuotaExceeded),
             _ => Failure::Io,
         }
     }

@@ -34,7 +34,7 @@ nix::ioctl_write_ptr!(
 );
 
 /// Longest interface name with its NUL.
-const IFNAMSIZ: usize = libc::IFNAMSIZ;
+const IFNAMSIZ: usize = 16;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
