@@ -50,7 +50,11 @@ fn start(guest: &Path, cmdline: &str, extra: &[&str], control: &Path) -> Vmm {
 /// The kvm-pvm side of the boot: its command-line options reached the kernel and the VMM
 /// completed what the backend refused, the system calls of userspace among them.
 fn check_kvm_pvm_completions(vmm: &Vmm, log: &str) {
-    for option in ["clearcpuid=154,298,534", "tsc_early_khz=", "initcall_blacklist="] {
+    for option in [
+        "clearcpuid=154,298,534",
+        "tsc_early_khz=",
+        "initcall_blacklist=",
+    ] {
         assert!(
             log.contains(option),
             "kvm-pvm's {option} is on the command line: {log}"
