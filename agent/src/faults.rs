@@ -303,3 +303,12 @@ mod tests {
         }
     }
 }
+
+/// `NotSupported` for a change to something that belongs to the machine vireod runs on (its
+/// clock, firmware, power policy, services): vireod shows it and leaves it to the machine.
+pub fn machine_owned(schema: &Schema, what: &str) -> Fault {
+    Fault::not_supported(
+        schema,
+        format!("{what} belongs to the machine vireod runs on; change it there."),
+    )
+}

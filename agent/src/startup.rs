@@ -156,6 +156,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::settings::apply(&host);
     crate::methods::option_manager::publish(&host);
     crate::methods::date_time_system::publish(&host);
+    crate::inventory::host_config::publish(&host);
     Vms::load(&host);
     *lock(&host.autostart) = AutoStart::load(&host.config.data_dir)?;
     crate::methods::autostart_manager::publish(&host);

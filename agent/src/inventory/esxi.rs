@@ -8,6 +8,7 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
 use super::host_facts::{filesystem_space, HostFacts};
+use super::machine;
 use super::Inventory;
 use crate::datastore::search::FileType;
 use crate::vm::uuid;
@@ -144,6 +145,57 @@ pub mod refs {
     /// The HostLocalAccountManager.
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
+    }
+    /// The HostStorageSystem.
+    pub fn storage_system() -> MoRef {
+        MoRef::new("HostStorageSystem", "storageSystem")
+    }
+    /// The HostDatastoreSystem.
+    pub fn datastore_system() -> MoRef {
+        MoRef::new("HostDatastoreSystem", "ha-datastoresystem")
+    }
+    /// The HostVsanSystem.
+    pub fn vsan_system() -> MoRef {
+        MoRef::new("HostVsanSystem", "vsanSystem")
+    }
+    /// The HostServiceSystem.
+    pub fn service_system() -> MoRef {
+        MoRef::new("HostServiceSystem", "serviceSystem")
+    }
+    /// The HostFirewallSystem.
+    pub fn firewall_system() -> MoRef {
+        MoRef::new("HostFirewallSystem", "firewallSystem")
+    }
+    /// The HostMemorySystem.
+    pub fn memory_manager() -> MoRef {
+        MoRef::new("HostMemorySystem", "memoryManagerSystem")
+    }
+    /// The HostPowerSystem.
+    pub fn power_system() -> MoRef {
+        MoRef::new("HostPowerSystem", "powerSystem")
+    }
+    /// The HostBootDeviceSystem.
+    pub fn boot_device_system() -> MoRef {
+        MoRef::new("HostBootDeviceSystem", "bootDeviceSystem")
+    }
+    /// The HostCpuSchedulerSystem.
+    pub fn cpu_scheduler() -> MoRef {
+        MoRef::new("HostCpuSchedulerSystem", "cpuSchedulerSystem")
+    }
+
+    /// The managers of the host's configManager that `host_config` publishes.
+    pub fn host_config_managers() -> [(&'static str, MoRef); 9] {
+        [
+            ("storageSystem", storage_system()),
+            ("datastoreSystem", datastore_system()),
+            ("vsanSystem", vsan_system()),
+            ("serviceSystem", service_system()),
+            ("firewallSystem", firewall_system()),
+            ("memoryManager", memory_manager()),
+            ("powerSystem", power_system()),
+            ("bootDeviceSystem", boot_device_system()),
+            ("cpuScheduler", cpu_scheduler()),
+        ]
     }
 }
 
@@ -305,10 +357,15 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
 
 /// The host's configManager: the managers this host has.
 fn config_manager(schema: &Schema) -> DataObject {
-    DataObject::of(schema, "HostConfigManager")
+    let managers = DataObject::of(schema, "HostConfigManager")
         .with(schema, "autoStartManager", refs::autostart_manager())
         .with(schema, "advancedOption", refs::option_manager())
-        .with(schema, "dateTimeSystem", refs::date_time_system())
+        .with(schema, "dateTimeSystem", refs::date_time_system());
+    refs::host_config_managers()
+        .into_iter()
+        .fold(managers, |managers, (field, manager)| {
+            managers.with(schema, field, manager)
+        })
 }
 
 /// The HostDatastoreBrowser: the datastores it searches and the query types it knows.
@@ -436,7 +493,10 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::option_manager(),
         refs::date_time_system(),
         refs::ovf_manager(),
-    ] {
+    ]
+    .into_iter()
+    .chain(refs::host_config_managers().map(|(_, obj)| obj))
+    {
         inv.insert(schema, obj, None);
     }
     let gom = refs::guest_operations_manager();
@@ -517,6 +577,7 @@ fn host_hardware(schema: &Schema, facts: &HostFacts) -> DataObject {
         );
     DataObject::of(schema, "HostHardwareInfo")
         .with(schema, "systemInfo", system)
+        .with(schema, "biosInfo", bios_info(schema, &machine::firmware()))
         .with(schema, "cpuInfo", cpu)
         .with(
             schema,
@@ -524,6 +585,38 @@ fn host_hardware(schema: &Schema, facts: &HostFacts) -> DataObject {
             Value::Array(schema.known_type("HostCpuPackage"), vec![package.into()]),
         )
         .with(schema, "memorySize", facts.memory_bytes)
+}
+
+/// The firmware as DMI describes it; what the machine does not report stays unset.
+fn bios_info(schema: &Schema, firmware: &machine::Firmware) -> DataObject {
+    let mut bios = DataObject::of(schema, "HostBIOSInfo");
+    let fields = [
+        ("vendor", &firmware.vendor),
+        ("biosVersion", &firmware.version),
+    ];
+    for (field, value) in fields {
+        if let Some(value) = value {
+            bios.set(schema, field, value.as_str());
+        }
+    }
+    if let Some(date) = firmware.date.as_deref().and_then(dmi_date_micros) {
+        bios.set(schema, "releaseDate", Value::DateTime(date));
+    }
+    if firmware.uefi || firmware.vendor.is_some() {
+        bios.set(
+            schema,
+            "firmwareType",
+            if firmware.uefi { "UEFI" } else { "BIOS" },
+        );
+    }
+    bios
+}
+
+/// DMI's `MM/DD/YYYY` as microseconds since the epoch (midnight UTC).
+fn dmi_date_micros(date: &str) -> Option<i64> {
+    let mut parts = date.split('/').map(|p| p.parse::<u32>().ok());
+    let (month, day, year) = (parts.next()??, parts.next()??, parts.next()??);
+    vireo_api::codec::datetime::parse(&format!("{year:04}-{month:02}-{day:02}T00:00:00Z"))
 }
 
 fn host_summary(schema: &Schema, facts: &HostFacts, about: &DataObject) -> DataObject {
@@ -562,6 +655,49 @@ fn host_summary(schema: &Schema, facts: &HostFacts, about: &DataObject) -> DataO
             Value::enumeration(schema, "ManagedEntityStatus", "green"),
         )
         .with(schema, "rebootRequired", false)
+}
+
+/// Sets the host's `summary.quickStats` CPU (MHz) and memory (MB) use, where known, and its
+/// uptime.
+pub fn set_host_usage(
+    schema: &Schema,
+    inv: &mut Inventory,
+    cpu_mhz: Option<i32>,
+    memory_mb: Option<i32>,
+) {
+    let host = refs::host();
+    let Some(summary) = inv
+        .stored(schema, &host, "summary")
+        .and_then(Value::as_data)
+        .cloned()
+    else {
+        return;
+    };
+    let mut stats = summary
+        .get(schema, "quickStats")
+        .and_then(Value::as_data)
+        .cloned()
+        .unwrap_or_else(|| DataObject::of(schema, "HostListSummaryQuickStats"));
+    let boot = HostFacts::read().boot_time_micros;
+    stats.set(
+        schema,
+        "uptime",
+        ((super::now_micros() - boot) / 1_000_000) as i32,
+    );
+    for (field, value) in [
+        ("overallCpuUsage", cpu_mhz),
+        ("overallMemoryUsage", memory_mb),
+    ] {
+        if let Some(value) = value {
+            stats.set(schema, field, value);
+        }
+    }
+    inv.set(
+        schema,
+        &host,
+        "summary",
+        summary.with(schema, "quickStats", stats),
+    );
 }
 
 fn compute_summary(schema: &Schema, facts: &HostFacts) -> DataObject {
@@ -661,4 +797,20 @@ fn host_uuid() -> String {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest.as_ref()[..16]);
     uuid::from_bytes(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dmi_date_micros;
+
+    #[test]
+    fn dmi_dates_are_civil_dates() {
+        assert_eq!(dmi_date_micros("01/01/1970"), Some(0));
+        assert_eq!(
+            dmi_date_micros("04/01/2014"),
+            Some(1_396_310_400 * 1_000_000)
+        );
+        assert_eq!(dmi_date_micros("13/01/2014"), None);
+        assert_eq!(dmi_date_micros("garbage"), None);
+    }
 }

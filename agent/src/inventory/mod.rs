@@ -3,7 +3,9 @@
 //! session. [`esxi`] builds the host's fixed tree; VMs enter through `crate::vm`.
 
 pub mod esxi;
+pub mod host_config;
 pub mod host_facts;
+pub mod machine;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -203,7 +203,10 @@ pub fn publish(host: &Host) {
             "powerInfo",
             Value::Array(schema.known_type("AutoStartPowerInfo"), infos),
         );
-    host.mutate(|inv| inv.set(schema, &refs::autostart_manager(), "config", config));
+    host.mutate(|inv| {
+        inv.set(schema, &refs::autostart_manager(), "config", config.clone());
+        crate::inventory::host_config::set_section(schema, inv, "autoStart", config);
+    });
 }
 
 fn power_info(schema: &Schema, info: &PowerInfo, vm: vireo_api::MoRef) -> DataObject {

@@ -71,7 +71,15 @@ pub fn publish(host: &Host) {
         );
         info.set(schema, "systemClockProtocol", "ntp");
     }
-    host.mutate(|inv| inv.set(schema, &refs::date_time_system(), "dateTimeInfo", info));
+    host.mutate(|inv| {
+        inv.set(
+            schema,
+            &refs::date_time_system(),
+            "dateTimeInfo",
+            info.clone(),
+        );
+        crate::inventory::host_config::set_section(schema, inv, "dateTimeInfo", info);
+    });
 }
 
 /// The machine's zone: the name `/etc/localtime` links to, with its offset now.

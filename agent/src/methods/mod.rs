@@ -5,29 +5,37 @@ pub mod access;
 pub mod account_manager;
 pub mod authorization;
 pub mod autostart_manager;
+pub mod boot_device_system;
+pub mod cpu_scheduler;
 pub mod datastore_browser;
+pub mod datastore_system;
 pub mod date_time_system;
 pub mod environment_browser;
 pub mod event_history_collector;
 pub mod event_manager;
 pub mod file_manager;
+pub mod firewall_system;
 pub mod folder;
 pub mod guest_operations;
 pub mod history;
 pub mod http_nfc_lease;
 pub mod list_view;
 pub mod managed_object;
+pub mod memory_manager;
 pub mod network_system;
 pub mod object_view;
 pub mod option_manager;
 pub mod ovf_manager;
 pub mod performance_manager;
+pub mod power_system;
 pub mod property_collector;
 pub mod property_filter;
 pub mod search_index;
 pub mod service_instance;
+pub mod service_system;
 pub mod session_manager;
 pub mod snapshot;
+pub mod storage_system;
 pub mod task;
 pub mod task_history_collector;
 pub mod task_manager;
@@ -35,6 +43,7 @@ pub mod view;
 pub mod view_manager;
 pub mod virtual_disk_manager;
 pub mod virtual_machine;
+pub mod vsan_system;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -136,6 +145,15 @@ const TABLES: &[&MethodTable] = &[
     &date_time_system::METHODS,
     &http_nfc_lease::METHODS,
     &ovf_manager::METHODS,
+    &storage_system::METHODS,
+    &datastore_system::METHODS,
+    &vsan_system::METHODS,
+    &service_system::METHODS,
+    &firewall_system::METHODS,
+    &memory_manager::METHODS,
+    &power_system::METHODS,
+    &boot_device_system::METHODS,
+    &cpu_scheduler::METHODS,
 ];
 
 impl Call<'_> {

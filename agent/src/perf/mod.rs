@@ -128,6 +128,8 @@ pub fn watch(host: Arc<Host>) {
         .name("perf".into())
         .spawn(move || {
             let mhz = f64::from(HostFacts::read().cpu_mhz);
+            let first = readings::host(mhz);
+            publish_host_quick_stats(&host, |key| first.get(&(key, String::new())).copied());
             loop {
                 let now = now_micros();
                 let period = INTERVAL_SECS * 1_000_000;
@@ -149,11 +151,27 @@ fn sample_all(host: &Host, timestamp: i64, mhz: f64) {
             readings.push((vm.moref.clone(), Some(pid), reading));
         }
     }
-    let mut store = lock(&host.perf);
-    for (entity, pid, reading) in readings {
-        store.record(entity, timestamp, at, pid, reading);
+    let latest = {
+        let mut store = lock(&host.perf);
+        for (entity, pid, reading) in readings {
+            store.record(entity, timestamp, at, pid, reading);
+        }
+        store.forget_others(&read);
+        store.samples(&refs::host()).last().cloned()
+    };
+    if let Some(sample) = latest {
+        publish_host_quick_stats(host, |key| {
+            sample.values.get(&(key, String::new())).map(|&v| v as f64)
+        });
     }
-    store.forget_others(&read);
+}
+
+/// Sets the host's `summary.quickStats` CPU (MHz) and memory (MB) use from counter values.
+fn publish_host_quick_stats(host: &Host, value: impl Fn(i32) -> Option<f64>) {
+    use catalogue::{CPU_USAGE_MHZ, MEM_CONSUMED};
+    let cpu_mhz = value(CPU_USAGE_MHZ).map(|mhz| mhz as i32);
+    let memory_mb = value(MEM_CONSUMED).map(|kb| (kb / 1024.0) as i32);
+    host.mutate(|inv| crate::inventory::esxi::set_host_usage(host.schema, inv, cpu_mhz, memory_mb));
 }
 
 #[cfg(test)]
