@@ -236,6 +236,15 @@ pub fn invalid_device_spec(
         )
 }
 
+/// `NotSupported` for a change to something that belongs to the machine vireod runs on (its
+/// clock, firmware, power policy, services): vireod shows it and leaves it to the machine.
+pub fn machine_owned(schema: &Schema, what: &str) -> Fault {
+    Fault::not_supported(
+        schema,
+        format!("{what} belongs to the machine vireod runs on; change it there."),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use vireo_api::schema::vim25;
@@ -302,13 +311,4 @@ mod tests {
             assert_eq!(fault.type_name(schema), ty);
         }
     }
-}
-
-/// `NotSupported` for a change to something that belongs to the machine vireod runs on (its
-/// clock, firmware, power policy, services): vireod shows it and leaves it to the machine.
-pub fn machine_owned(schema: &Schema, what: &str) -> Fault {
-    Fault::not_supported(
-        schema,
-        format!("{what} belongs to the machine vireod runs on; change it there."),
-    )
 }
