@@ -47,6 +47,9 @@ pub struct Config {
     /// What backs "VM Network": `nat` (a private subnet with DHCP, masqueraded) or
     /// `internal` (a host-only bridge).
     pub vm_network: VmNetworkMode,
+    /// The folder CreateLocalDatastore makes datastores in (relative to the data dir unless
+    /// absolute).
+    pub local_datastore_root: PathBuf,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,
@@ -119,6 +122,11 @@ impl Config {
                 origin: "(merged)".into(),
                 source,
             })
+    }
+
+    /// The folder local datastores are made in, resolved against the data dir.
+    pub fn local_datastore_root(&self) -> PathBuf {
+        self.data_dir.join(&self.local_datastore_root)
     }
 
     /// A datastore's directory, resolved against the data dir.

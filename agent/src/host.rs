@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use vireo_api::schema::Schema;
 use vireo_api::MoRef;
@@ -13,6 +13,7 @@ use crate::authz::Authz;
 use crate::collectors::HistoryCollector;
 use crate::config::Config;
 use crate::console::tickets::TicketStore;
+use crate::datastore::registry::Datastores;
 use crate::events::EventLog;
 use crate::inventory::esxi::DatastoreDir;
 use crate::inventory::Inventory;
@@ -27,8 +28,7 @@ pub struct Host {
     pub schema: &'static Schema,
     /// Effective configuration.
     pub config: Config,
-    /// Configured datastores.
-    pub datastores: Vec<DatastoreDir>,
+    datastores: Arc<Datastores>,
     inventory: RwLock<Inventory>,
     /// Logged-in sessions.
     pub sessions: Sessions,
@@ -71,7 +71,7 @@ impl Host {
     pub fn new(
         schema: &'static Schema,
         config: Config,
-        datastores: Vec<DatastoreDir>,
+        datastores: Arc<Datastores>,
         inventory: Inventory,
         accounts: Accounts,
         authz: Authz,
@@ -101,6 +101,16 @@ impl Host {
             changes: tokio::sync::watch::channel(0).0,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The datastores now (configured and added).
+    pub fn datastores(&self) -> Arc<[DatastoreDir]> {
+        self.datastores.list()
+    }
+
+    /// The datastore registry (to add or remove datastores).
+    pub fn datastore_registry(&self) -> &Datastores {
+        &self.datastores
     }
 
     /// Reads the inventory. Never hold the guard across an await.
@@ -170,11 +180,11 @@ impl Host {
 
 /// A host for unit tests; its scratch data directory goes when it is dropped.
 #[cfg(test)]
-pub struct TestHost(std::sync::Arc<Host>);
+pub struct TestHost(Arc<Host>);
 
 #[cfg(test)]
 impl std::ops::Deref for TestHost {
-    type Target = std::sync::Arc<Host>;
+    type Target = Arc<Host>;
 
     fn deref(&self) -> &Self::Target {
         &self.0
@@ -203,13 +213,18 @@ pub fn test_host() -> TestHost {
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = Config::load(None).expect("default config");
     config.data_dir = dir.clone();
-    let datastores = crate::startup::datastore_dirs(&config);
-    for datastore in &datastores {
+    let datastores = Arc::new(Datastores::open(&config).expect("the datastore list"));
+    for datastore in datastores.list().iter() {
         std::fs::create_dir_all(&datastore.dir).expect("a scratch datastore");
     }
     let mut inventory = Inventory::default();
-    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
-    let host = std::sync::Arc::new(Host::new(
+    esxi::build(
+        schema,
+        &mut inventory,
+        &HostFacts::read(),
+        &datastores.list(),
+    );
+    let host = Arc::new(Host::new(
         schema,
         config,
         datastores,

@@ -331,7 +331,7 @@ async fn authorized_path(
 async fn read(host: Arc<Host>, request: Request<Incoming>) -> Result<Response<Body>, HttpResponse> {
     let path = authorized_path(&host, &request, "Datastore.Browse").await?;
     let head_only = request.method() == hyper::Method::HEAD;
-    if files::is_folder(&host.datastores, &path) {
+    if files::is_folder(&host.datastores(), &path) {
         let page = folder_index(&host, &path, &request).map_err(file_refused)?;
         let length = page.len();
         let body = if head_only {
@@ -349,7 +349,7 @@ async fn read(host: Arc<Host>, request: Request<Incoming>) -> Result<Response<Bo
         return Ok(boxed(response));
     }
     let file = path
-        .open(&host.datastores, Access::Read)
+        .open(&host.datastores(), Access::Read)
         .map_err(|e| refused(path_refused(e)))?;
     let size = match file.metadata() {
         Ok(m) if m.is_file() => m.len(),
@@ -397,7 +397,7 @@ fn folder_index(
     path: &DatastorePath,
     request: &Request<Incoming>,
 ) -> Result<String, FileError> {
-    let entries = files::read_folder(&host.datastores, path)?;
+    let entries = files::read_folder(&host.datastores(), path)?;
     let rows: Vec<listing::Row> = entries
         .into_iter()
         .filter(|(name, kind, _)| {
@@ -425,7 +425,7 @@ async fn upload(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpRespo
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let datastores = host.datastores.clone();
+    let datastores = host.datastores().clone();
     let target = path.clone();
     let begun = tokio::task::spawn_blocking(move || {
         let replaces = files::Entry::locate(&datastores, &target)?
@@ -530,7 +530,7 @@ async fn delete(host: Arc<Host>, request: Request<Incoming>) -> Result<HttpRespo
     let path = authorized_path(&host, &request, "Datastore.DeleteFile").await?;
     let target = path.clone();
     let deleted =
-        tokio::task::spawn_blocking(move || files::delete(&host.datastores, &target)).await;
+        tokio::task::spawn_blocking(move || files::delete(&host.datastores(), &target)).await;
     match deleted {
         Ok(Ok(())) => Ok(plain(StatusCode::NO_CONTENT, "")),
         Ok(Err(e)) => Err(file_refused(e)),

@@ -12,6 +12,7 @@ use nix::sys::stat::{umask, Mode};
 use crate::authz::{Authz, StoreError};
 use crate::autostart::AutoStart;
 use crate::config::Config;
+use crate::datastore::registry::{Datastores, RegistryError};
 use crate::events;
 use crate::host::Host;
 use crate::inventory::esxi::{self, refs, DatastoreDir};
@@ -62,6 +63,9 @@ pub enum StartupError {
     /// The advanced settings file failed.
     #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
+    /// The list of added datastores failed.
+    #[error(transparent)]
+    Datastores(#[from] RegistryError),
     /// The auto-start settings file failed.
     #[error(transparent)]
     AutoStart(#[from] crate::autostart::AutoStartError),
@@ -125,18 +129,23 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     create(&config.data_dir)?;
     lock_data_dir(&config.data_dir)?;
     make_private(&config.data_dir)?;
-    let datastores = datastore_dirs(&config);
-    for ds in &datastores {
+    let datastores = Arc::new(Datastores::open(&config)?);
+    for ds in datastores.list().iter() {
         create(&ds.dir)?;
     }
     // Every backing file any disk operation follows stays inside its datastore.
-    vireo_disk::backing::confine(Box::new(ConfinedBacking::new(&datastores)));
+    vireo_disk::backing::confine(Box::new(ConfinedBacking::new(datastores.clone())));
     let identity = TlsIdentity::load_or_create(&config.data_dir)?;
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();
     let authz = Authz::open(&config.data_dir, schema)?;
     let mut inventory = Inventory::default();
-    esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    esxi::build(
+        schema,
+        &mut inventory,
+        &HostFacts::read(),
+        &datastores.list(),
+    );
     let host = Arc::new(Host::new(
         schema,
         config,
@@ -209,7 +218,7 @@ pub async fn upkeep(host: Arc<Host>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        for ds in &host.datastores {
+        for ds in host.datastores().iter() {
             host.mutate_if(|inv| esxi::refresh_datastore(host.schema, inv, ds));
         }
         let idle_micros = crate::settings::session_timeout_secs(&host) as i64 * 1_000_000;

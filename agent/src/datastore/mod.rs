@@ -4,6 +4,8 @@
 
 pub mod files;
 pub mod listing;
+pub mod local;
+pub mod registry;
 pub mod search;
 pub mod virtual_disks;
 

@@ -134,7 +134,7 @@ struct Disk {
 
 impl Disk {
     fn open(host: &Host, path: &DatastorePath) -> Result<Disk, VirtualDiskError> {
-        let entry = Entry::locate(&host.datastores, path)?;
+        let entry = Entry::locate(&host.datastores(), path)?;
         match entry.kind()? {
             Some(EntryKind::File) => {}
             None => return Err(FileError::NotFound(path.to_string()).into()),
@@ -175,7 +175,7 @@ fn refuse_in_use(host: &Host, entry: &Entry) -> Result<(), VirtualDiskError> {
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores()).ok())
             .any(|p| p == file);
         if uses {
             return Err(VirtualDiskError::InUse {
@@ -194,7 +194,7 @@ pub fn create(
     kind: NewDisk,
     capacity: u64,
 ) -> Result<(), VirtualDiskError> {
-    let entry = Entry::locate(&host.datastores, path)?;
+    let entry = Entry::locate(&host.datastores(), path)?;
     entry.build_new(|at| kind.make(at, capacity).map_err(|why| disk_error(path, why)))
 }
 
@@ -213,7 +213,7 @@ pub fn copy(
     let mut reader = source.device(true)?;
     let capacity = reader.capacity();
     let kind = kind.unwrap_or(NewDisk::of_format(source.format));
-    let target = Entry::locate(&host.datastores, to)?;
+    let target = Entry::locate(&host.datastores(), to)?;
     if target.kind()?.is_some() {
         if !force {
             return Err(FileError::Exists(to.to_string()).into());
@@ -353,7 +353,7 @@ pub fn zero_fill(
 pub fn delete(host: &Host, path: &DatastorePath) -> Result<(), VirtualDiskError> {
     let disk = Disk::open(host, path)?;
     refuse_layered(host, &disk)?;
-    Ok(files::delete(&host.datastores, path)?)
+    Ok(files::delete(&host.datastores(), path)?)
 }
 
 /// MoveVirtualDisk: the disk file to `to` (replacing one there only with `force`).
@@ -365,10 +365,10 @@ pub fn rename(
 ) -> Result<(), VirtualDiskError> {
     let disk = Disk::open(host, from)?;
     refuse_layered(host, &disk)?;
-    if force && Entry::locate(&host.datastores, to)?.kind()?.is_some() {
+    if force && Entry::locate(&host.datastores(), to)?.kind()?.is_some() {
         delete(host, to)?;
     }
-    Ok(files::move_entry(&host.datastores, from, to, false)?)
+    Ok(files::move_entry(&host.datastores(), from, to, false)?)
 }
 
 /// A disk with a snapshot tree (a `.vtree` sidecar beside it) is one file of several; moving
@@ -379,7 +379,10 @@ fn refuse_layered(host: &Host, disk: &Disk) -> Result<(), VirtualDiskError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sidecar = disk.entry.path.parent().join(&format!("{name}.vtree"));
-    if Entry::locate(&host.datastores, &sidecar)?.kind()?.is_some() {
+    if Entry::locate(&host.datastores(), &sidecar)?
+        .kind()?
+        .is_some()
+    {
         return Err(disk_error(
             &disk.entry.path,
             "the disk has snapshot layers; remove its snapshots (or its VM) first",

@@ -219,17 +219,8 @@ impl DatastoreDir {
 pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores: &[DatastoreDir]) {
     let about = about(schema);
     service_instance(schema, inv, &about);
-    let green = Value::enumeration(schema, "ManagedEntityStatus", "green");
-    let gray = Value::enumeration(schema, "ManagedEntityStatus", "gray");
     let entity = |inv: &mut Inventory, obj: &MoRef, name: &str, parent: Option<MoRef>| {
-        inv.insert(schema, obj.clone(), None);
-        inv.set(schema, obj, "name", name);
-        if let Some(parent) = parent {
-            inv.set(schema, obj, "parent", parent);
-        }
-        inv.set(schema, obj, "overallStatus", green.clone());
-        inv.set(schema, obj, "configStatus", gray.clone());
-        inv.set(schema, obj, "alarmActionsEnabled", false);
+        entity(schema, inv, obj, name, parent)
     };
     let ds_refs: Vec<MoRef> = datastores.iter().map(DatastoreDir::moref).collect();
     let network = refs::vm_network();
@@ -333,26 +324,73 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
             .with(schema, "accessible", true),
     );
 
-    for ds in datastores {
-        let obj = ds.moref();
-        entity(inv, &obj, &ds.name, Some(refs::datastore_folder()));
-        inv.set(schema, &obj, "vm", Value::refs(schema, []));
-        inv.set(schema, &obj, "browser", refs::datastore_browser());
-        inv.set(schema, &obj, "capability", datastore_capability(schema));
-        inv.set(
-            schema,
-            &obj,
-            "host",
-            Value::Array(
-                schema.known_type("DatastoreHostMount"),
-                vec![datastore_mount(schema, &ds.dir).into()],
-            ),
-        );
-        refresh_datastore(schema, inv, ds);
-    }
     managers(schema, inv);
     datastore_browser(schema, inv, &ds_refs);
+    for ds in datastores {
+        add_datastore(schema, inv, ds);
+    }
     crate::methods::performance_manager::publish(schema, inv);
+}
+
+/// Adds a managed entity: its name, parent and the statuses of a healthy object.
+fn entity(schema: &Schema, inv: &mut Inventory, obj: &MoRef, name: &str, parent: Option<MoRef>) {
+    inv.insert(schema, obj.clone(), None);
+    inv.set(schema, obj, "name", name);
+    if let Some(parent) = parent {
+        inv.set(schema, obj, "parent", parent);
+    }
+    for (field, status) in [("overallStatus", "green"), ("configStatus", "gray")] {
+        inv.set(
+            schema,
+            obj,
+            field,
+            Value::enumeration(schema, "ManagedEntityStatus", status),
+        );
+    }
+    inv.set(schema, obj, "alarmActionsEnabled", false);
+}
+
+/// The lists a datastore appears in: its folder's children and the datacenter's, compute
+/// resource's, host's and browser's datastores.
+fn datastore_lists() -> [(MoRef, &'static str); 5] {
+    [
+        (refs::datastore_folder(), "childEntity"),
+        (refs::datacenter(), "datastore"),
+        (refs::compute_resource(), "datastore"),
+        (refs::host(), "datastore"),
+        (refs::datastore_browser(), "datastore"),
+    ]
+}
+
+/// Adds a Datastore object for `ds` (space read now) and lists it where datastores appear.
+pub fn add_datastore(schema: &Schema, inv: &mut Inventory, ds: &DatastoreDir) {
+    let obj = ds.moref();
+    entity(schema, inv, &obj, &ds.name, Some(refs::datastore_folder()));
+    inv.set(schema, &obj, "vm", Value::refs(schema, []));
+    inv.set(schema, &obj, "browser", refs::datastore_browser());
+    inv.set(schema, &obj, "capability", datastore_capability(schema));
+    inv.set(
+        schema,
+        &obj,
+        "host",
+        Value::Array(
+            schema.known_type("DatastoreHostMount"),
+            vec![datastore_mount(schema, &ds.dir).into()],
+        ),
+    );
+    refresh_datastore(schema, inv, ds);
+    for (list, field) in datastore_lists() {
+        inv.push_ref(schema, &list, field, &obj);
+    }
+}
+
+/// Removes a Datastore object and every list it appears in.
+pub fn remove_datastore(schema: &Schema, inv: &mut Inventory, ds: &DatastoreDir) {
+    let obj = ds.moref();
+    for (list, field) in datastore_lists() {
+        inv.pull_ref(schema, &list, field, &obj);
+    }
+    inv.remove(&obj);
 }
 
 /// The host's configManager: the managers this host has.

@@ -157,6 +157,19 @@ impl Inventory {
         );
     }
 
+    /// Removes `item` from the reference array `name` of `obj` (if `obj` exists).
+    pub fn pull_ref(&mut self, schema: &Schema, obj: &MoRef, name: &str, item: &MoRef) {
+        if self.get(obj).is_none() {
+            return;
+        }
+        let kept: Vec<MoRef> = self
+            .refs(schema, obj, name)
+            .into_iter()
+            .filter(|r| r != item)
+            .collect();
+        self.set(schema, obj, name, Value::refs(schema, &kept));
+    }
+
     /// References to every object whose type is `ty` or derives from it.
     pub fn all_of_type(&self, schema: &Schema, ty: TypeId) -> Vec<MoRef> {
         let mut refs: Vec<MoRef> = self

@@ -63,7 +63,7 @@ fn start(call: &Call<'_>, recurse: bool) -> MethodResult {
     let host = call.host.clone();
     let task = run_detached(handle, move |_| {
         let users = disk_users(&host);
-        let results = search::search(&host.datastores, &folder, &spec, recurse, &users)
+        let results = search::search(&host.datastores(), &folder, &spec, recurse, &users)
             .map_err(|e| search_fault(schema, e))?;
         let answers: Vec<Value> = results
             .iter()

@@ -31,7 +31,7 @@ fn make_directory(call: &Call<'_>) -> MethodResult {
         .arg("createParentDirectories")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    files::make_directory(&call.host.datastores, &path, parents)
+    files::make_directory(&call.host.datastores(), &path, parents)
         .map_err(|e| file_error_fault(call.schema, e))?;
     Ok(None)
 }
@@ -41,7 +41,7 @@ fn delete_file(call: &Call<'_>) -> MethodResult {
     let host = call.host.clone();
     let datastore = path.datastore.clone();
     file_task(call, "FileManager.deleteFile", &datastore, move || {
-        files::delete(&host.datastores, &path)
+        files::delete(&host.datastores(), &path)
     })
 }
 
@@ -72,7 +72,7 @@ fn two_path_task(
     let host = call.host.clone();
     let datastore = to.datastore.clone();
     file_task(call, description_id, &datastore, move || {
-        operation(&host.datastores, &from, &to, force)
+        operation(&host.datastores(), &from, &to, force)
     })
 }
 

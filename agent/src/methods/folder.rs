@@ -93,7 +93,7 @@ fn register(
         ));
     }
     let not_found = || Fault::not_found(schema, format!("{path} does not exist"));
-    let file = parsed.resolve(&host.datastores).map_err(|e| match e {
+    let file = parsed.resolve(&host.datastores()).map_err(|e| match e {
         e if e.is_not_found() => not_found(),
         e => faults::invalid_datastore(schema, &parsed.datastore, e),
     })?;

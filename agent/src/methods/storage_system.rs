@@ -35,7 +35,7 @@ pub fn publish(host: &Host) {
     let devices = machine::block_devices();
     let mounts = machine::mounts();
     let device_info = device_info(schema, &devices);
-    let volumes = volume_info(schema, &mounts, &host.datastores);
+    let volumes = volume_info(schema, &mounts, &host.datastores());
     host.mutate(|inv| {
         let system = refs::storage_system();
         inv.set(schema, &system, "storageDeviceInfo", device_info.clone());

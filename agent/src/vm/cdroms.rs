@@ -49,7 +49,7 @@ impl Drives {
 fn iso_path(host: &Host, vm: &Vm, iso: &str) -> Result<PathBuf, Fault> {
     let schema = host.schema;
     let file = vm.datastore_path_of(iso);
-    let path = vm.disk_path(iso, &host.datastores).map_err(|e| {
+    let path = vm.disk_path(iso, &host.datastores()).map_err(|e| {
         if e.is_not_found() {
             faults::file_not_found(schema, &file, format!("{file} does not exist"))
         } else {

@@ -61,7 +61,7 @@ pub fn query(host: &Host, vm: &Vm, q: &ChangeQuery) -> Result<DataObject, Fault>
             }
             None => None,
         };
-        let bases = trees::base_paths(vm, &state.spec, &host.datastores)
+        let bases = trees::base_paths(vm, &state.spec, &host.datastores())
             .map_err(|e| disks::disk_fault(host, e))?;
         let capacity = state.disk_capacities.get(index).copied().unwrap_or(0);
         (bases[index].clone(), capacity, snapshot_name)

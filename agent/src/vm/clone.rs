@@ -67,7 +67,7 @@ pub fn clone_vm(
         .join(&format!("{}.vmx", wanted.name));
     let vmx_file = vmx_path
         .parent()
-        .resolve_new(&host.datastores)
+        .resolve_new(&host.datastores())
         .map_err(|e| faults::invalid_datastore(host.schema, &vmx_path.datastore, e))?
         .join(vmx_file_name(&vmx_path));
     if vmx_file
@@ -185,7 +185,7 @@ fn read_spec(host: &Host, source: &Vm, name: &str, spec: &DataObject) -> Result<
     };
     let datastore = match at("datastore").and_then(Value::as_moref) {
         Some(ds) => host
-            .datastores
+            .datastores()
             .iter()
             .find(|d| d.moref() == *ds)
             .map(|d| d.name.clone())

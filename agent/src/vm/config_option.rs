@@ -302,7 +302,7 @@ pub fn config_target(host: &Host) -> DataObject {
     let inv = host.inventory();
     let summary = |obj: &MoRef| inv.stored(schema, obj, "summary").cloned();
     let datastores: Vec<Value> = host
-        .datastores
+        .datastores()
         .iter()
         .filter_map(|ds| {
             let obj = ds.moref();

@@ -43,7 +43,7 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         checked_memory_mb(host, get("memoryMB").and_then(Value::as_i64).unwrap_or(256))?;
     let (dir, made_dir) = vmx_path
         .parent()
-        .create_folder(&host.datastores)
+        .create_folder(&host.datastores())
         .map_err(|e| faults::invalid_datastore(schema, &vmx_path.datastore, e))?;
     let vmx_file = dir.join(vmx_file_name(&vmx_path));
     if std::fs::symlink_metadata(&vmx_file).is_ok() {
@@ -210,8 +210,8 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
         .and_then(Value::as_str)
         .unwrap_or("");
     let path = if given.is_empty() {
-        let ds = host
-            .datastores
+        let datastores = host.datastores();
+        let ds = datastores
             .first()
             .ok_or_else(|| faults::invalid_datastore(schema, "", "no datastore"))?;
         DatastorePath {
@@ -221,7 +221,7 @@ fn vmx_path(host: &Host, config: &DataObject, name: &str) -> Result<DatastorePat
     } else {
         DatastorePath::parse(given).map_err(|e| faults::invalid_datastore(schema, "", e))?
     };
-    path.datastore(&host.datastores)
+    path.datastore(&host.datastores())
         .map_err(|e| faults::invalid_datastore(schema, &path.datastore, e))?;
     if path.path.ends_with(".vmx") && path.is_at_root() {
         return Err(Fault::invalid_argument(
@@ -283,10 +283,12 @@ fn child_disk_options(
     let field = "deviceChange.device.backing.parent.fileName";
     let parent_path = DatastorePath::parse(parent)
         .map_err(|e| Fault::invalid_argument(schema, field, e.to_string()))?;
-    let file = parent_path.resolve(&host.datastores).map_err(|e| match e {
-        e if e.is_not_found() => missing_file(schema, parent),
-        e => faults::invalid_datastore(schema, &parent_path.datastore, e),
-    })?;
+    let file = parent_path
+        .resolve(&host.datastores())
+        .map_err(|e| match e {
+            e if e.is_not_found() => missing_file(schema, parent),
+            e => faults::invalid_datastore(schema, &parent_path.datastore, e),
+        })?;
     if !file.is_file() {
         return Err(missing_file(schema, parent));
     }
@@ -464,9 +466,9 @@ pub(super) fn add_disk(
         })?
     };
     let resolved = if creating {
-        target.resolve_new(&host.datastores)
+        target.resolve_new(&host.datastores())
     } else {
-        target.resolve(&host.datastores)
+        target.resolve(&host.datastores())
     };
     let path = resolved.map_err(|e| match e {
         e if e.is_not_found() => missing_file(schema, &target.to_string()),
@@ -526,7 +528,7 @@ fn free_disk_name(
                 .any(|d| d.file_name == name || d.file_name == candidate.to_string());
             !taken
                 && candidate
-                    .resolve_new(&host.datastores)
+                    .resolve_new(&host.datastores())
                     .is_ok_and(|p| std::fs::symlink_metadata(p).is_err())
         })
         .expect("some disk name is free")

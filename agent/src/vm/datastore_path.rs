@@ -5,10 +5,12 @@
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
 use super::beneath::{self, Access};
+use crate::datastore::registry::Datastores;
 use crate::inventory::esxi::DatastoreDir;
 
 /// A parsed `[name] relative/path`.
@@ -193,18 +195,14 @@ impl DatastorePath {
 /// of the image naming it — relative to the image's folder, beneath the datastore's root, no
 /// symlinks; absolute names are refused.
 pub struct ConfinedBacking {
-    /// The datastores' roots (canonical).
-    roots: Vec<PathBuf>,
+    /// The host's datastores (read at each open: datastores come and go).
+    datastores: Arc<Datastores>,
 }
 
 impl ConfinedBacking {
     /// An opener for images on these datastores.
-    pub fn new(datastores: &[DatastoreDir]) -> ConfinedBacking {
-        let roots = datastores
-            .iter()
-            .filter_map(|d| std::fs::canonicalize(&d.dir).ok())
-            .collect();
-        ConfinedBacking { roots }
+    pub fn new(datastores: Arc<Datastores>) -> ConfinedBacking {
+        ConfinedBacking { datastores }
     }
 }
 
@@ -222,8 +220,13 @@ impl vireo_disk::backing::BackingOpener for ConfinedBacking {
             ));
         }
         let dir = std::fs::canonicalize(child_dir)?;
-        let (root, inside) = self
-            .roots
+        let roots: Vec<PathBuf> = self
+            .datastores
+            .list()
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(&d.dir).ok())
+            .collect();
+        let (root, inside) = roots
             .iter()
             .find_map(|root| Some((root, dir.strip_prefix(root).ok()?)))
             .ok_or_else(|| refused("belongs to an image outside every datastore"))?;

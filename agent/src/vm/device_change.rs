@@ -338,13 +338,13 @@ fn disk_files(
     let schema = host.schema;
     let file = vm.datastore_path_of(&disk.file_name);
     let path = vm
-        .disk_path(&disk.file_name, &host.datastores)
+        .disk_path(&disk.file_name, &host.datastores())
         .map_err(|e| faults::file_fault(schema, &file, e))?;
     let shared = host.vms.all().into_iter().any(|other| {
         other.id != vm.id
             && other.state().spec.disks.iter().any(|d| {
                 other
-                    .disk_path(&d.file_name, &host.datastores)
+                    .disk_path(&d.file_name, &host.datastores())
                     .is_ok_and(|p| p == path)
             })
     });
@@ -607,7 +607,7 @@ impl DevicePlan {
                 let disk = &self.spec.disks[index];
                 let file = vm.datastore_path_of(&disk.file_name);
                 let path = vm
-                    .disk_path(&disk.file_name, &host.datastores)
+                    .disk_path(&disk.file_name, &host.datastores())
                     .map_err(|e| faults::file_fault(schema, &file, e))?;
                 let format = disk.format.unwrap_or(ImageFormat::Qcow2);
                 grow_image(&path, format, size).map_err(|e| {

@@ -292,7 +292,7 @@ impl Vms {
                     Some((Some(id.parse().ok()?), DatastorePath::parse(path).ok()?))
                 })
                 .collect(),
-            Err(_) => scan(&host.datastores)
+            Err(_) => scan(&host.datastores())
                 .into_iter()
                 .map(|p| (None, p))
                 .collect(),
@@ -320,7 +320,7 @@ impl Vms {
         if path.is_at_root() {
             return Err(RegisterError::AtRoot(path.to_string()));
         }
-        let vmx_file = path.resolve(&host.datastores)?;
+        let vmx_file = path.resolve(&host.datastores())?;
         let vmx = VmxFile::read(&vmx_file).map_err(|source| RegisterError::Read {
             path: path.to_string(),
             source,

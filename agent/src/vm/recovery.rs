@@ -255,12 +255,12 @@ fn repair_snapshots(
 ) -> Result<(), ResumeUnsafe> {
     let before = state.snapshots.clone();
     let has_trees = !state.snapshots.snapshots.is_empty()
-        || base_paths(vm, &state.spec, &host.datastores)
+        || base_paths(vm, &state.spec, &host.datastores())
             .unwrap_or_default()
             .iter()
             .any(|base| sidecar_of(base).exists());
     let mut trees = if has_trees {
-        open_snapshotted(vm, &state.spec, &host.datastores)
+        open_snapshotted(vm, &state.spec, &host.datastores())
             .map_err(|e| ResumeUnsafe::Trees(format!("cannot open the disk trees: {e}")))?
     } else {
         Vec::new()
@@ -450,7 +450,7 @@ fn finish_task(
             let registered = clone_registered(host, vmx);
             // A journal sits on a datastore: only a VM folder on a datastore is touched.
             let a_vm_folder = *folder != vm.dir
-                && host.datastores.iter().any(|ds| {
+                && host.datastores().iter().any(|ds| {
                     confined(folder, &ds.dir) && folder.parent() == Some(ds.dir.as_path())
                 });
             if !registered && a_vm_folder && folder.exists() {
@@ -590,7 +590,7 @@ fn remove_stale_taps(host: &Host, vm: &Vm, state: &VmState, done: &mut Recovered
 /// holding a destroy journal and no registered `.vmx` loses what the VM owned, its holds on
 /// other disks released.
 pub fn finish_destroys(host: &Arc<Host>) {
-    for ds in &host.datastores {
+    for ds in host.datastores().iter() {
         let Ok(entries) = std::fs::read_dir(&ds.dir) else {
             continue;
         };
@@ -609,7 +609,7 @@ pub fn finish_destroys(host: &Arc<Host>) {
                 }
                 let on_datastores = parents
                     .iter()
-                    .all(|p| host.datastores.iter().any(|ds| confined(p, &ds.dir)));
+                    .all(|p| host.datastores().iter().any(|ds| confined(p, &ds.dir)));
                 if !owned.all_within(&folder) || !on_datastores {
                     tracing::warn!(journal = %path.display(), "recovery: ignoring a deletion journal naming files elsewhere");
                     continue;

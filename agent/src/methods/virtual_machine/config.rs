@@ -41,7 +41,7 @@ pub(super) fn refresh_storage_info(call: &Call<'_>) -> MethodResult {
 pub(super) fn query_unowned_files(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
     let state = vm.state();
-    let names = properties::unowned_files(&vm, &call.host.datastores, &state);
+    let names = properties::unowned_files(&vm, &call.host.datastores(), &state);
     let items = names.into_iter().map(Value::from).collect();
     Ok(Some(Value::Array(call.schema.known_type("string"), items)))
 }

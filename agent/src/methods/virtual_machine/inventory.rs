@@ -51,7 +51,7 @@ fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
             .spec
             .disks
             .iter()
-            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores).ok())
+            .filter_map(|d| vm.disk_path(&d.file_name, &host.datastores()).ok())
             .collect();
         let owned = destroy::owned_files(vm, &state, &bases);
         (bases, owned, state.spec.instance_uuid.clone())

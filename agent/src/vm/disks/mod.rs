@@ -31,7 +31,7 @@ pub fn tracking_configured(state: &VmState) -> bool {
 
 /// Re-reads what the VM shows of its disks (after any change to their trees).
 pub fn refresh(host: &Host, vm: &Vm, state: &mut VmState) {
-    state.disk_views = trees::views(vm, &state.spec, &host.datastores);
+    state.disk_views = trees::views(vm, &state.spec, &host.datastores());
 }
 
 /// Reads each disk's guest-visible size from its image, opened as its pinned format.
@@ -40,7 +40,7 @@ pub fn capacities(host: &Host, vm: &Vm, spec: &VmSpec) -> Vec<u64> {
         .iter()
         .map(|d| {
             let format = d.format.unwrap_or(ImageFormat::Qcow2);
-            vm.disk_path(&d.file_name, &host.datastores)
+            vm.disk_path(&d.file_name, &host.datastores())
                 .ok()
                 .and_then(|p| open_disk_as(&p, format, true).ok())
                 .map(|disk| disk.capacity())
@@ -55,7 +55,7 @@ pub fn pin_formats(host: &Host, vm: &Vm, spec: &mut VmSpec) {
     let mut pinned = false;
     for disk in spec.disks.iter_mut().filter(|d| d.format.is_none()) {
         let probed = vm
-            .disk_path(&disk.file_name, &host.datastores)
+            .disk_path(&disk.file_name, &host.datastores())
             .map_err(|e| e.to_string())
             .and_then(|p| probe_format(&p).map_err(|e| e.to_string()));
         match probed {
@@ -84,7 +84,7 @@ pub fn writable_layers(
     spec: &VmSpec,
     views: &[DiskView],
 ) -> Result<Vec<(PathBuf, ImageFormat)>, DiskTreeError> {
-    let bases = base_paths(vm, spec, &host.datastores)?;
+    let bases = base_paths(vm, spec, &host.datastores())?;
     Ok(bases
         .iter()
         .zip(&spec.disks)
@@ -120,7 +120,7 @@ pub fn prepare_launch(
     vm: &Vm,
     state: &mut VmState,
 ) -> Result<Vec<(PathBuf, ImageFormat)>, Fault> {
-    base_paths(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    base_paths(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let tracking = tracking_configured(state);
     let has_trees = state
         .disk_views
@@ -128,7 +128,7 @@ pub fn prepare_launch(
         .any(|v| v.active.chain.len() > 1 || v.active.change_id.is_some());
     if tracking || has_trees {
         let mut trees =
-            open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+            open_all(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
         apply_tracking(host, &mut trees, tracking)?;
     }
     refresh(host, vm, state);
@@ -181,7 +181,7 @@ pub fn disk_fault(host: &Host, error: DiskTreeError) -> Fault {
 pub fn boot_file(host: &Host, vm: &Vm, key: &str, value: &str) -> Result<PathBuf, Fault> {
     let schema = host.schema;
     let path = super::datastore_path::DatastorePath::parse(value)
-        .and_then(|p| p.resolve(&host.datastores))
+        .and_then(|p| p.resolve(&host.datastores()))
         .map_err(|e| faults::invalid_vm_config(schema, key, format!("{key}: {e}")))?;
     if !path.is_file() {
         return Err(faults::file_not_found(

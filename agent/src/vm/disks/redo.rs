@@ -29,7 +29,7 @@ fn nonpersistent(host: &Host, vm: &Vm, spec: &VmSpec) -> Vec<(PathBuf, ImageForm
         .iter()
         .filter(|d| d.mode == DiskMode::IndependentNonpersistent)
         .filter_map(|d| {
-            let path = vm.disk_path(&d.file_name, &host.datastores).ok()?;
+            let path = vm.disk_path(&d.file_name, &host.datastores()).ok()?;
             Some((path, d.format.unwrap_or(ImageFormat::Qcow2)))
         })
         .collect()

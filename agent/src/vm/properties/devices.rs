@@ -138,7 +138,7 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
     for n in 0..state.spec.disks.len() {
         let capacity = state.disk_capacities.get(n).copied().unwrap_or(0) as i64;
         let shown = disks.get(n).cloned().unwrap_or_default();
-        let backing = disk_backing(schema, vm, &host.datastores, state, n, &shown);
+        let backing = disk_backing(schema, vm, &host.datastores(), state, n, &shown);
         let label = format!("Hard disk {}", n + 1);
         devices.push(
             DataObject::of(schema, "VirtualDisk")

@@ -81,7 +81,7 @@ fn link(schema: &Schema, inv: &mut Inventory, vm: &Vm, state: &VmState) {
         }
     }
     if state.spec.template {
-        unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
+        inv.pull_ref(schema, &refs::root_pool(), "vm", obj);
     } else {
         inv.push_ref(schema, &refs::root_pool(), "vm", obj);
     }
@@ -104,28 +104,16 @@ pub fn withdraw(host: &Host, vm: &Vm) {
     let schema = host.schema;
     host.mutate(|inv| {
         let obj = &vm.moref;
-        unlink_ref(schema, inv, &refs::vm_folder(), "childEntity", obj);
-        unlink_ref(schema, inv, &refs::host(), "vm", obj);
-        unlink_ref(schema, inv, &refs::root_pool(), "vm", obj);
-        unlink_ref(schema, inv, &datastore(vm), "vm", obj);
+        inv.pull_ref(schema, &refs::vm_folder(), "childEntity", obj);
+        inv.pull_ref(schema, &refs::host(), "vm", obj);
+        inv.pull_ref(schema, &refs::root_pool(), "vm", obj);
+        inv.pull_ref(schema, &datastore(vm), "vm", obj);
         for network in inv.all_of_type(schema, schema.known_type("Network")) {
-            unlink_ref(schema, inv, &network, "vm", obj);
+            inv.pull_ref(schema, &network, "vm", obj);
         }
         snapshot_properties::withdraw_objects(schema, inv, vm, |_| false);
         inv.remove(obj);
     });
-}
-
-fn unlink_ref(schema: &Schema, inv: &mut Inventory, obj: &MoRef, name: &str, item: &MoRef) {
-    if inv.get(obj).is_none() {
-        return;
-    }
-    let kept: Vec<MoRef> = inv
-        .refs(schema, obj, name)
-        .into_iter()
-        .filter(|r| r != item)
-        .collect();
-    inv.set(schema, obj, name, Value::refs(schema, &kept));
 }
 
 fn datastore(vm: &Vm) -> MoRef {
@@ -146,7 +134,7 @@ struct Built {
 impl Built {
     fn new(host: &Host, vm: &Vm, state: &VmState) -> Built {
         let schema = host.schema;
-        let files = layout::files(vm, &host.datastores, state);
+        let files = layout::files(vm, &host.datastores(), state);
         let active: Vec<DiskState> = state.disk_views.iter().map(|v| v.active.clone()).collect();
         let config = config::config_info(host, vm, state, &active);
         let runtime = runtime::runtime_info(schema, state);
@@ -177,7 +165,7 @@ impl Built {
             ("storage", storage.into()),
             (
                 "layout",
-                layout::layout(schema, vm, &host.datastores, state, &files).into(),
+                layout::layout(schema, vm, &host.datastores(), state, &files).into(),
             ),
             (
                 "resourceConfig",
@@ -185,7 +173,7 @@ impl Built {
             ),
             (
                 "layoutEx",
-                layout::layout_ex(schema, vm, &host.datastores, state, &files).into(),
+                layout::layout_ex(schema, vm, &host.datastores(), state, &files).into(),
             ),
             ("capability", config::capability(schema).into()),
             (

@@ -33,7 +33,7 @@ pub fn hold(
     let name = hold_name(clone_instance_uuid);
     let snapshot = tree_snapshot_name(uid);
     let mut trees =
-        open_all(source, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_all(source, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let mut layers = Vec::new();
     let held = each(&mut trees, |tree| {
         let layer = tree.hold(&name, &snapshot)?;
@@ -97,7 +97,7 @@ pub fn release(host: &Host, parents: &[PathBuf], clone_instance_uuid: &str) {
 
 /// The clones (their instanceUuids) holding layers of this VM's disks.
 pub fn holders(host: &Host, vm: &Vm, state: &VmState) -> Vec<String> {
-    let mut found: Vec<String> = base_paths(vm, &state.spec, &host.datastores)
+    let mut found: Vec<String> = base_paths(vm, &state.spec, &host.datastores())
         .unwrap_or_default()
         .iter()
         .filter_map(|base| {

@@ -129,7 +129,7 @@ pub fn attach_writable_layers(
     let refused = |what: &str, e: control::ControlError| {
         Fault::system_error(schema, format!("cannot {what} the VM: {e}"))
     };
-    let views = disks::views(vm, spec, &host.datastores);
+    let views = disks::views(vm, spec, &host.datastores());
     let layers = super::super::disks::writable_layers(host, vm, spec, &views)
         .map_err(|e| Fault::system_error(schema, format!("cannot find the disks: {e}")))?;
     let (paths, formats) = layers

@@ -228,7 +228,7 @@ fn take_layers(
         step(host, journal, "state-linked")?;
     }
     let mut trees =
-        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_snapshotted(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let tracking = tracking_configured(state);
     let save_to = (meta.power == CapturedPower::On).then_some(dir);
     let name = tree_snapshot_name(meta.uid);
@@ -302,7 +302,7 @@ pub fn revert(
     }
     let mut journal = begin(host, vm, Intent::SnapshotRevert { uid })?;
     let mut trees =
-        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_snapshotted(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let name = tree_snapshot_name(uid);
     each(&mut trees, |tree| tree.revert(&name).map(drop)).map_err(|e| disk_fault(host, e))?;
     step(host, &mut journal, "trees-changed")?;
@@ -381,7 +381,7 @@ fn delete_snapshots(
     };
     let mut journal = begin(host, vm, intent)?;
     let mut trees =
-        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_snapshotted(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     // Only the VM's own snapshots go: a linked clone's hold on a layer stays (see `clone_holds`).
     let forget = |tree: &mut DiskTree| {
         for &uid in uids {
@@ -431,7 +431,7 @@ pub fn consolidate(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let mut state = vm.edit(host);
     let mut journal = begin(host, vm, Intent::Consolidate)?;
     let mut trees =
-        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_snapshotted(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let merged = live::with_disks_closed(host, vm, &state, None, &mut journal, || {
         each(&mut trees, |tree| tree.consolidate(&mut |_, _| true)).map_err(|e| disk_fault(host, e))
     });
@@ -446,7 +446,7 @@ pub fn estimate_consolidation(host: &Host, vm: &Vm) -> Result<Value, Fault> {
     let schema = host.schema;
     let state = vm.state();
     let trees =
-        open_snapshotted(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+        open_snapshotted(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let mut per_datastore: Vec<(String, u64)> = Vec::new();
     let persistent = state.spec.disks.iter().filter(|d| !d.mode.is_independent());
     for (tree, disk) in trees.iter().zip(persistent) {

@@ -29,7 +29,7 @@ pub fn promote(host: &Host, vm: &Vm, unlink: bool, keys: &[i32]) -> Result<(), F
         ));
     }
     let chosen = chosen_disks(host, state.spec.disks.len(), keys)?;
-    let trees = open_all(vm, &state.spec, &host.datastores).map_err(|e| disk_fault(host, e))?;
+    let trees = open_all(vm, &state.spec, &host.datastores()).map_err(|e| disk_fault(host, e))?;
     let mut trees: Vec<DiskTree> = trees
         .into_iter()
         .zip(chosen)
