@@ -224,6 +224,7 @@ pub fn test_host() -> TestHost {
         &HostFacts::read(),
         &datastores.list(),
     );
+    crate::perf::publish::publish(schema, &mut inventory);
     let host = Arc::new(Host::new(
         schema,
         config,

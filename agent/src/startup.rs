@@ -146,6 +146,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
         &HostFacts::read(),
         &datastores.list(),
     );
+    crate::perf::publish::publish(schema, &mut inventory);
     let host = Arc::new(Host::new(
         schema,
         config,

@@ -7,24 +7,19 @@ import os
 import secrets
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVmomi import vmodl
 
 from ansible_modules import run_module
-from conftest import start_vireod
+from conftest import connection_to, own_vireod
 
 
-@pytest.fixture(scope="module")
-def server():
-    with start_vireod() as vireod:
-        yield vireod
+server = own_vireod()
+si = connection_to("server")
 
 
 @pytest.fixture
-def host(server):
-    connection = server.connect()
-    yield connection.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0]
-    Disconnect(connection)
+def host(si):
+    return si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0]
 
 
 def meminfo_mb(field):

@@ -14,21 +14,11 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from ansible_modules import run_module
-from test_vm_lifecycle import Agent, config_spec, root_pool, wait_for
+from conftest import connection_to
+from test_vm_lifecycle import agent, config_spec, root_pool, wait_for  # noqa: F401 (agent: fixture)
 
 
-@pytest.fixture(scope="module")
-def agent():
-    a = Agent()
-    yield a
-    a.close()
-
-
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
-    Disconnect(connection)
+si = connection_to("agent")
 
 
 def host_of(si):

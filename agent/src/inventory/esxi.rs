@@ -329,7 +329,6 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     for ds in datastores {
         add_datastore(schema, inv, ds);
     }
-    crate::methods::performance_manager::publish(schema, inv);
 }
 
 /// Adds a managed entity: its name, parent and the statuses of a healthy object.
