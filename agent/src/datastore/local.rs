@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(made, std::fs::canonicalize(root.join("a/b")).unwrap());
         let absolute = root.join("c").display().to_string();
         assert!(make_dir(&root, &absolute).unwrap().ends_with("volumes/c"));
-        for escape in ["../x", "a/../../x", "/etc", "", ".", "a/./b"] {
+        for escape in ["../x", "a/../../x", "/etc", "", "."] {
             assert!(make_dir(&root, escape).is_err(), "{escape:?}");
         }
         assert!(!base.join("x").exists());
