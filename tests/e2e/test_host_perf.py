@@ -66,11 +66,16 @@ def test_catalogue_and_summaries(si):
     assert 1 in level1 and 12 not in level1
     host = si.content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0]
     summary = perf.QueryPerfProviderSummary(entity=host)
-    assert summary.currentSupported and summary.refreshRate == 20
+    assert summary.currentSupported and summary.summarySupported and summary.refreshRate == 20
     datastore = host.datastore[0]
     assert not perf.QueryPerfProviderSummary(entity=datastore).currentSupported
+    # The historical interval ESXi keeps (5-minute samples for a day) is known; others are not.
+    [(period, length, name)] = [(i.samplingPeriod, i.length, i.name) for i in perf.historicalInterval]
+    assert (period, length, name) == (300, 86400, "Past day")
+    for result in perf.QueryPerf(querySpec=[vim.PerformanceManager.QuerySpec(entity=host, intervalId=300)]):
+        assert all(info.interval == 300 and info.timestamp.minute % 5 == 0 for info in result.sampleInfo)
     with pytest.raises(vmodl.fault.InvalidArgument):
-        perf.QueryPerf(querySpec=[vim.PerformanceManager.QuerySpec(entity=host, intervalId=300)])
+        perf.QueryPerf(querySpec=[vim.PerformanceManager.QuerySpec(entity=host, intervalId=7200)])
 
 
 def test_a_vm_running_the_disk_benchmark_shows_its_iops(si, agent):

@@ -2,7 +2,8 @@
 //! QueryPerfCounterByLevel; `crate::perf::publish` sets its properties), which entities have statistics (QueryPerfProviderSummary,
 //! QueryAvailablePerfMetric) and the samples themselves (QueryPerf in the normal and CSV
 //! formats, QueryPerfComposite for the host and its VMs), all from `crate::perf`'s
-//! real-time store (20-second samples, one hour kept).
+//! store: the 20-second real-time samples (one hour kept) and the 5-minute historical ones
+//! of the "Past day" interval (`crate::perf::rollup`).
 
 use std::collections::BTreeSet;
 
@@ -14,7 +15,7 @@ use crate::inventory::esxi::refs;
 use crate::locks::lock;
 use crate::perf::catalogue::{self, Counter, COUNTERS};
 use crate::perf::publish::counter_info;
-use crate::perf::{Sample, INTERVAL_SECS};
+use crate::perf::{rollup, Sample, INTERVAL_SECS};
 
 /// PerformanceManager's methods.
 pub const METHODS: MethodTable = MethodTable {
@@ -80,22 +81,27 @@ fn provider_summary(call: &Call<'_>) -> MethodResult {
     let mut summary = DataObject::of(call.schema, "PerfProviderSummary")
         .with(call.schema, "entity", object.clone())
         .with(call.schema, "currentSupported", kept)
-        .with(call.schema, "summarySupported", false);
+        .with(call.schema, "summarySupported", kept);
     if kept {
         summary.set(call.schema, "refreshRate", INTERVAL_SECS as i32);
     }
     Ok(Some(summary.into()))
 }
 
-/// The interval asked for must be the real-time one (the only one kept).
-fn check_interval(call: &Call<'_>, interval: Option<i64>) -> Result<(), Fault> {
-    match interval {
-        None => Ok(()),
-        Some(i) if i == INTERVAL_SECS => Ok(()),
+/// The interval asked for: the 20-second real-time one (also when none is named) or the
+/// 5-minute historical one; others are not kept.
+fn interval(call: &Call<'_>, asked: Option<i64>) -> Result<i64, Fault> {
+    match asked {
+        None => Ok(INTERVAL_SECS),
+        Some(i) if i == INTERVAL_SECS || i == rollup::PERIOD_SECS => Ok(i),
         Some(i) => Err(Fault::invalid_argument(
             call.schema,
             "intervalId",
-            format!("interval {i} is not kept: this host keeps the 20-second real-time statistics"),
+            format!(
+                "interval {i} is not kept: this host keeps the {INTERVAL_SECS}-second real-time \
+                 and the {}-second historical statistics",
+                rollup::PERIOD_SECS
+            ),
         )),
     }
 }
@@ -104,12 +110,12 @@ fn available_metrics(call: &Call<'_>) -> MethodResult {
     let schema = call.schema;
     let object = call.moref_arg("entity")?;
     entity(call, object)?;
-    check_interval(call, call.arg("intervalId").and_then(Value::as_i64))?;
+    let period = interval(call, call.arg("intervalId").and_then(Value::as_i64))?;
     let begin = call.arg("beginTime").and_then(date);
     let end = call.arg("endTime").and_then(date);
     let store = lock(&call.host.perf);
     let ids: BTreeSet<(i32, String)> = store
-        .samples(object)
+        .series(object, period)
         .filter(|s| in_window(s.timestamp, begin, end))
         .flat_map(|s| s.values.keys().cloned())
         .collect();
@@ -200,7 +206,7 @@ fn entity_metric(call: &Call<'_>, spec: &DataObject) -> Result<Option<DataObject
         .and_then(Value::as_moref)
         .ok_or_else(|| Fault::invalid_argument(schema, "querySpec.entity", "entity is required"))?;
     entity(call, object)?;
-    check_interval(call, field("intervalId").and_then(Value::as_i64))?;
+    let period = interval(call, field("intervalId").and_then(Value::as_i64))?;
     let csv = match field("format").and_then(Value::as_str) {
         None | Some("normal") => false,
         Some("csv") => true,
@@ -216,7 +222,7 @@ fn entity_metric(call: &Call<'_>, spec: &DataObject) -> Result<Option<DataObject
     let end = field("endTime").and_then(date);
     let store = lock(&call.host.perf);
     let mut samples: Vec<&Sample> = store
-        .samples(object)
+        .series(object, period)
         .filter(|s| in_window(s.timestamp, begin, end))
         .collect();
     if let Some(max) = field("maxSample")
@@ -254,9 +260,9 @@ fn entity_metric(call: &Call<'_>, spec: &DataObject) -> Result<Option<DataObject
         })
         .collect();
     Ok(Some(if csv {
-        csv_metric(schema, object, &samples, &series)
+        csv_metric(schema, object, period, &samples, &series)
     } else {
-        normal_metric(schema, object, &samples, &series)
+        normal_metric(schema, object, period, &samples, &series)
     }))
 }
 
@@ -270,6 +276,7 @@ fn values<'a>(samples: &'a [&Sample], key: &'a (i32, String)) -> impl Iterator<I
 fn normal_metric(
     schema: &Schema,
     object: &MoRef,
+    period: i64,
     samples: &[&Sample],
     series: &[&(i32, String)],
 ) -> DataObject {
@@ -278,7 +285,7 @@ fn normal_metric(
         .map(|s| {
             DataObject::of(schema, "PerfSampleInfo")
                 .with(schema, "timestamp", Value::DateTime(s.timestamp))
-                .with(schema, "interval", INTERVAL_SECS as i32)
+                .with(schema, "interval", period as i32)
                 .into()
         })
         .collect();
@@ -313,6 +320,7 @@ fn normal_metric(
 fn csv_metric(
     schema: &Schema,
     object: &MoRef,
+    period: i64,
     samples: &[&Sample],
     series: &[&(i32, String)],
 ) -> DataObject {
@@ -321,7 +329,7 @@ fn csv_metric(
         .map(|s| {
             let mut time = String::new();
             vireo_api::codec::datetime::format(s.timestamp, &mut time);
-            format!("{INTERVAL_SECS},{time}")
+            format!("{period},{time}")
         })
         .collect();
     let series = series

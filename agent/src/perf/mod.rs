@@ -2,11 +2,13 @@
 //! (aligned to the wall clock) the host and each running VM are read ([`readings`]) and the
 //! counters of the [`catalogue`] computed from this reading and the last one (rates and
 //! deltas over the interval, absolute values as read), kept in memory for one hour per
-//! entity. Nothing is estimated: a counter the host cannot read is simply absent.
+//! entity, and every 5 minutes rolled up into the historical "Past day" interval ([`rollup`],
+//! one day kept). Nothing is estimated: a counter the host cannot read is simply absent.
 
 pub mod catalogue;
 pub mod publish;
 pub mod readings;
+pub mod rollup;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub struct Sample {
 #[derive(Default)]
 struct History {
     samples: VecDeque<Sample>,
+    /// The historical (5-minute) samples, oldest first.
+    rolled: VecDeque<Sample>,
     /// The last reading, when, and of which process (a VM's readings restart with its VMM).
     last: Option<(Instant, Option<i32>, Reading)>,
 }
@@ -53,10 +57,19 @@ pub struct Store {
 impl Store {
     /// The samples of `entity`, oldest first.
     pub fn samples(&self, entity: &MoRef) -> impl Iterator<Item = &Sample> {
-        self.entities
-            .get(entity)
-            .into_iter()
-            .flat_map(|h| h.samples.iter())
+        self.series(entity, INTERVAL_SECS)
+    }
+
+    /// The samples of `entity` in the interval of `period` seconds (real-time or the
+    /// historical one), oldest first.
+    pub fn series(&self, entity: &MoRef, period: i64) -> impl Iterator<Item = &Sample> {
+        self.entities.get(entity).into_iter().flat_map(move |h| {
+            if period == rollup::PERIOD_SECS {
+                h.rolled.iter()
+            } else {
+                h.samples.iter()
+            }
+        })
     }
 
     /// Records a reading of `entity` (of process `pid`) taken at `at` for `timestamp`.
@@ -78,6 +91,14 @@ impl Store {
         history.samples.push_back(Sample { timestamp, values });
         while history.samples.len() > KEPT {
             history.samples.pop_front();
+        }
+        if rollup::ends_period(timestamp) {
+            if let Some(rolled) = rollup::roll_up(&history.samples, timestamp) {
+                history.rolled.push_back(rolled);
+            }
+            while history.rolled.len() > rollup::KEPT {
+                history.rolled.pop_front();
+            }
         }
     }
 

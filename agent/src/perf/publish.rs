@@ -1,16 +1,17 @@
 //! The PerformanceManager's published properties: the counter catalogue (`perfCounter`), its
-//! descriptions, and no historical intervals (only the real-time statistics are kept). The
-//! methods that query the statistics are `methods::performance_manager`.
+//! descriptions, and the one historical interval kept ("Past day", `rollup`). The methods that
+//! query the statistics are `methods::performance_manager`.
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Value};
 
 use super::catalogue::{Counter, Stats, COUNTERS};
+use super::rollup;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
 
-/// Sets the PerformanceManager's properties: the catalogue, its descriptions and no
-/// historical intervals (only the real-time statistics are kept).
+/// Sets the PerformanceManager's properties: the catalogue, its descriptions and the
+/// historical interval.
 pub fn publish(schema: &Schema, inv: &mut Inventory) {
     let manager = refs::perf_manager();
     inv.insert(schema, manager.clone(), None);
@@ -55,7 +56,21 @@ pub fn publish(schema: &Schema, inv: &mut Inventory) {
         schema,
         &manager,
         "historicalInterval",
-        Value::Array(schema.known_type("PerfInterval"), Vec::new()),
+        Value::Array(
+            schema.known_type("PerfInterval"),
+            vec![DataObject::of(schema, "PerfInterval")
+                .with(schema, "key", 1)
+                .with(schema, "samplingPeriod", rollup::PERIOD_SECS as i32)
+                .with(schema, "name", rollup::NAME)
+                .with(
+                    schema,
+                    "length",
+                    (rollup::PERIOD_SECS * rollup::KEPT as i64) as i32,
+                )
+                .with(schema, "level", 1)
+                .with(schema, "enabled", true)
+                .into()],
+        ),
     );
 }
 
