@@ -20,6 +20,7 @@ pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
 pub mod option_manager;
+pub mod ovf_import;
 pub mod ovf_manager;
 pub mod performance_manager;
 pub mod property_collector;

@@ -35,6 +35,12 @@ pub struct ExportDisk {
     pub capacity: u64,
 }
 
+/// The deviceUrl `importKey` (and CreateImportSpec's `fileItem.deviceId`) of the disk at SCSI
+/// `unit` of the VM `vm_name` an import makes.
+pub fn import_key(vm_name: &str, unit: i32) -> String {
+    format!("/{vm_name}/ParaVirtualSCSIController0:{unit}")
+}
+
 /// Where a lease is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
