@@ -1,12 +1,26 @@
 """Importing OVF packages the way stock clients do: OvfManager.ParseDescriptor, ValidateHost and
 CreateImportSpec on descriptors in the form ESXi exports (and hostile ones: entity expansion,
 file names that climb out of the package, absurd capacities), then ResourcePool.ImportVApp and
-the disk uploads through the lease."""
+the disk uploads through the lease, as the pyVmomi community's deploy_ova.py does them: an OVA
+built by hand from a qemu-img streamOptimized VMDK, and the round trip of an exported VM that
+then boots and finds its data. Then what must leave nothing behind (abort mid-upload, a lease
+that times out) and what the lease URLs refuse."""
+import hashlib
+import http.client
+import os
+import ssl
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.parse
+
 import pytest
 from pyVim.connect import Disconnect
-from pyVmomi import vim
+from pyVim.task import WaitForTask
+from pyVmomi import vim, vmodl
 
-from conftest import start_vireod
+from conftest import host_path, start_vireod
 
 STREAM_OPTIMIZED = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
 
@@ -159,3 +173,329 @@ def test_hostile_descriptors_are_reported_and_never_obeyed(vireod, si):
     with pytest.raises(vim.fault.InvalidDatastore):
         ovf.CreateImportSpec(descriptor(), pool, vim.Datastore("no-such-store", si._stub), params)
     assert si.content.about.name  # still serving
+
+
+# --- A stock deploy script (the pyVmomi community sample deploy_ova.py, condensed) ----------
+
+def upload(vireod, url, stream, size, method="POST", cookie=None, chunk=1 << 20, headers=None):
+    """Sends `size` bytes of `stream` to a lease URL ('*' is this vireod) as the sample does;
+    returns (status, body). Without `size` the body goes chunked."""
+    parts = urllib.parse.urlsplit(url.replace("*", f"{vireod.host}:{vireod.port}"))
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port,
+                                             context=ssl._create_unverified_context(), timeout=120)
+    try:
+        connection.putrequest(method, parts.path)
+        connection.putheader("Content-Type", "application/x-vnd.vmware-streamVmdk")
+        if size is not None:
+            connection.putheader("Content-Length", str(size))
+        else:
+            connection.putheader("Transfer-Encoding", "chunked")
+        if cookie:
+            connection.putheader("Cookie", cookie)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        try:
+            while True:
+                data = stream.read(chunk)
+                if not data:
+                    break
+                connection.send(data if size is not None else b"%x\r\n%s\r\n" % (len(data), data))
+            if size is None:
+                connection.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def wait_ready(lease):
+    deadline = time.monotonic() + 60
+    while lease.state == "initializing":
+        assert time.monotonic() < deadline, "lease still initializing"
+        time.sleep(0.1)
+    assert lease.state == "ready", lease.error
+
+
+def deploy(si, vireod, ovf_text, open_file, name=None):
+    """Deploys a package: `open_file(path)` gives (stream, size) of a package file. Returns the
+    new VM and the sizes uploaded."""
+    datacenter, pool, datastore = placement(si)
+    params = vim.OvfManager.CreateImportSpecParams(entityName=name or "", diskProvisioning="thin")
+    spec = si.content.ovfManager.CreateImportSpec(ovf_text, pool, datastore, params)
+    assert not spec.error, [e.msg for e in spec.error]
+    lease = pool.ImportVApp(spec.importSpec, datacenter.vmFolder)
+    wait_ready(lease)
+    sent = []
+    for item in spec.fileItem:
+        url = next(u.url for u in lease.info.deviceUrl if u.importKey == item.deviceId)
+        stream, size = open_file(item.path)
+        status, body = upload(vireod, url, stream, size, cookie=si._stub.cookie)
+        assert status == 200, body
+        sent.append(size)
+        lease.HttpNfcLeaseProgress(int(100 * len(sent) / len(spec.fileItem)))
+    lease.HttpNfcLeaseComplete()
+    assert lease.state == "done"
+    return lease.info.entity, lease
+
+
+def write_pattern(path, size, chunks):
+    """A raw image of `size` bytes with `chunks` [(offset, length, byte)] of data."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, length, byte in chunks:
+            f.seek(offset)
+            f.write(bytes([byte]) * length)
+
+
+def stream_optimized(raw, vmdk):
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, vmdk],
+                   check=True, capture_output=True)
+
+
+def qemu_compare(a, b):
+    return subprocess.run(["qemu-img", "compare", a, b], capture_output=True, text=True)
+
+
+def vm_disks(vm):
+    return [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+
+
+def make_ova(tmp_path, name, disk_size):
+    """An OVA built by hand: a qemu-img streamOptimized VMDK of a patterned raw disk and an
+    OVF descriptor in the form ESXi exports, descriptor first. Returns (ova, raw)."""
+    raw = str(tmp_path / f"{name}.raw")
+    write_pattern(raw, disk_size, [(0, 65536, 0x11), (disk_size // 2, 3 << 20, 0x22), (disk_size - 4096, 4096, 0x33)])
+    vmdk = str(tmp_path / f"{name}-disk1.vmdk")
+    stream_optimized(raw, vmdk)
+    ovf = tmp_path / f"{name}.ovf"
+    ovf.write_text(descriptor(name=name, disks=(((f"{name}-disk1.vmdk", os.path.getsize(vmdk)), disk_size),),
+                              network="VM Network"))
+    ova = str(tmp_path / f"{name}.ova")
+    with tarfile.open(ova, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(str(ovf), arcname=ovf.name)
+        tar.add(vmdk, arcname=os.path.basename(vmdk))
+    return ova, raw
+
+
+def test_an_ova_built_by_hand_deploys_through_a_stock_script(vireod, si, tmp_path):
+    ova, raw = make_ova(tmp_path, "hand-made", 16 << 20)
+    with tarfile.open(ova) as tar:
+        ovf_text = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith(".ovf"))).read().decode()
+
+        def member(path):
+            info = tar.getmember(path)
+            return tar.extractfile(info), info.size
+
+        vm, lease = deploy(si, vireod, ovf_text, member)
+    assert vm.name == "hand-made" and vm.runtime.powerState == "poweredOff"
+    hardware = vm.config.hardware
+    assert (hardware.numCPU, hardware.memoryMB) == (2, 96)
+    assert vm.config.annotation == "made by hand"
+    disks = vm_disks(vm)
+    assert [d.capacityInBytes for d in disks] == [16 << 20]
+    assert [n.backing.deviceName for n in hardware.device if isinstance(n, vim.vm.device.VirtualEthernetCard)] == ["VM Network"]
+    compare = qemu_compare(raw, host_path(vireod, disks[0].backing.fileName))
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert [u.fileSize for u in lease.info.deviceUrl] == [os.path.getsize(str(tmp_path / "hand-made-disk1.vmdk"))]
+    WaitForTask(vm.Destroy_Task())
+
+
+class HeldStream:
+    """A file whose reading stops after `first` bytes until `go` is set (a client mid-upload)."""
+
+    def __init__(self, path, first):
+        self.f = open(path, "rb")
+        self.first = first
+        self.sent = 0
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def read(self, n):
+        if self.sent >= self.first:
+            self.reached.set()
+            self.go.wait(60)
+        data = self.f.read(min(n, self.first - self.sent) if self.sent < self.first else n)
+        self.sent += len(data)
+        return data
+
+
+def random_package(tmp_path, name, disk_size=32 << 20, data=8 << 20):
+    """An OVF (text) and its streamOptimized VMDK holding `data` random bytes."""
+    raw = str(tmp_path / f"{name}.raw")
+    with open(raw, "wb") as f:
+        f.truncate(disk_size)
+        f.write(os.urandom(data))
+    vmdk = str(tmp_path / f"{name}-disk1.vmdk")
+    stream_optimized(raw, vmdk)
+    text = descriptor(name=name, disks=(((os.path.basename(vmdk), os.path.getsize(vmdk)), disk_size),),
+                      network="VM Network")
+    return text, vmdk, raw
+
+
+def start_import(si, text):
+    datacenter, pool, datastore = placement(si)
+    spec = si.content.ovfManager.CreateImportSpec(text, pool, datastore, vim.OvfManager.CreateImportSpecParams())
+    assert not spec.error
+    lease = pool.ImportVApp(spec.importSpec, datacenter.vmFolder)
+    wait_ready(lease)
+    return lease, spec
+
+
+def vm_names(si):
+    return [vm.name for vm in si.content.rootFolder.childEntity[0].vmFolder.childEntity]
+
+
+def wait_gone(vireod, si, name):
+    folder = os.path.join(vireod.datastore_dir, name)
+    deadline = time.monotonic() + 60
+    while name in vm_names(si) or os.path.exists(folder):
+        assert time.monotonic() < deadline, (vm_names(si), os.listdir(folder) if os.path.exists(folder) else None)
+        time.sleep(0.2)
+
+
+def test_abort_mid_upload_leaves_nothing(vireod, si, tmp_path):
+    text, vmdk, _ = random_package(tmp_path, "aborted-import")
+    lease, spec = start_import(si, text)
+    vm = lease.info.entity
+    assert vm.name == "aborted-import" and vm.runtime.powerState == "poweredOff"
+    with pytest.raises(vim.fault.InvalidState):
+        vm.PowerOnVM_Task()
+    stream = HeldStream(vmdk, os.path.getsize(vmdk) // 2)
+    result = {}
+    url = lease.info.deviceUrl[0].url
+
+    def send():
+        try:
+            result["answer"] = upload(vireod, url, stream, os.path.getsize(vmdk), cookie=si._stub.cookie)[0]
+        except (OSError, http.client.HTTPException) as error:
+            result["answer"] = error
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert stream.reached.wait(60)
+    lease.HttpNfcLeaseAbort(vmodl.fault.SystemError(reason="the client gave up"))
+    assert lease.state == "error" and lease.error is not None
+    wait_gone(vireod, si, "aborted-import")
+    stream.go.set()
+    sender.join(120)
+    # The upload was refused (410 Gone), or cut off while the client was still sending.
+    assert result["answer"] == 410 or isinstance(result["answer"], Exception), result
+
+
+def test_lease_urls_refuse_strangers_other_leases_and_oversized_uploads(vireod, si, tmp_path):
+    text, vmdk, raw = random_package(tmp_path, "guarded-import", disk_size=8 << 20, data=1 << 20)
+    lease, _ = start_import(si, text)
+    url = lease.info.deviceUrl[0].url
+    lease_id = url.split("/")[4]
+    size = os.path.getsize(vmdk)
+    cookie = si._stub.cookie
+
+    def send(target=url, stream=None, length=size, method="POST", who=cookie):
+        return upload(vireod, target, stream or open(vmdk, "rb"), length, method=method, cookie=who)[0]
+
+    assert send(who=None) == 401
+    # Another lease's URLs reach only that lease's disks: an export lease refuses uploads.
+    source, _ = deploy(si, vireod, descriptor(name="export-source", disks=((None, 1 << 20),), network="VM Network"), None)
+    other = source.ExportVm()
+    wait_ready(other)
+    other_id = other.info.deviceUrl[0].url.split("/")[4]
+    assert send(f"https://*/nfc/{other_id}/disk-0.vmdk") == 405
+    other.HttpNfcLeaseAbort()
+    WaitForTask(source.Destroy_Task())
+    for name in ["disk-1.vmdk", "..%2Fguarded-import.vmx", "../guarded-import/guarded-import.vmx", ""]:
+        assert send(f"https://*/nfc/{lease_id}/{name}") == 404, name
+    assert send("https://*/nfc/52-no-such-lease/disk-0.vmdk") == 404
+    # A user without VApp.Import.
+    spec = vim.host.LocalAccountManager.AccountSpecification(id="importless", password="Importless-pass-1")
+    si.content.accountManager.CreateUser(spec)
+    permission = vim.AuthorizationManager.Permission(principal="importless", group=False, roleId=-2, propagate=True)
+    si.content.authorizationManager.SetEntityPermissions(si.content.rootFolder, [permission])
+    reader = vireod.connect("importless", "Importless-pass-1")
+    assert send(who=reader._stub.cookie) == 403
+    # Beyond what the disk can take: declared, then sent chunked without a length.
+    assert send(length=1 << 40) == 413
+
+    class Endless:
+        def read(self, n):
+            return b"\0" * n
+
+    assert send(stream=Endless(), length=None) in (400, 413)
+    # A VMDK of a larger disk than the one declared.
+    bigger = str(tmp_path / "bigger.raw")
+    write_pattern(bigger, 64 << 20, [(0, 4096, 1)])
+    stream_optimized(bigger, str(tmp_path / "bigger.vmdk"))
+    assert send(stream=open(str(tmp_path / "bigger.vmdk"), "rb"), length=os.path.getsize(str(tmp_path / "bigger.vmdk"))) == 400
+    assert send(method="GET", length=None) == 405
+    # Then the real upload (PUT works as POST does), once.
+    status, body = upload(vireod, url, open(vmdk, "rb"), size, method="PUT", cookie=cookie)
+    assert status == 200, body
+    assert send() == 409
+    manifest = lease.HttpNfcLeaseGetManifest()
+    with open(vmdk, "rb") as f:
+        assert [(m.sha1, m.size, m.disk) for m in manifest] == [(hashlib.sha1(f.read()).hexdigest(), size, True)]
+    lease.HttpNfcLeaseComplete()
+    vm = lease.info.entity
+    assert qemu_compare(raw, host_path(vireod, vm_disks(vm)[0].backing.fileName)).returncode == 0
+    assert not [f for f in os.listdir(os.path.join(vireod.datastore_dir, "guarded-import")) if f.endswith(".upload")]
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_import_vapp_makes_only_new_bounded_disks(si):
+    datacenter, pool, datastore = placement(si)
+    spec = si.content.ovfManager.CreateImportSpec(descriptor(name="bounded-import", disks=((None, 1 << 20),), network="VM Network"),
+                                                  pool, datastore, vim.OvfManager.CreateImportSpecParams()).importSpec
+    disk_change = next(c for c in spec.configSpec.deviceChange if isinstance(c.device, vim.vm.device.VirtualDisk))
+    disk_change.device.capacityInBytes = 1 << 62
+    disk_change.device.capacityInKB = 1 << 52
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        pool.ImportVApp(spec, datacenter.vmFolder)
+    disk_change.device.capacityInBytes = 1 << 20
+    disk_change.device.capacityInKB = 1 << 10
+    disk_change.fileOperation = None
+    disk_change.device.backing.fileName = "[datastore1] e2e-vm/e2e-vm.vmx"
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        pool.ImportVApp(spec, datacenter.vmFolder)
+    assert "bounded-import" not in vm_names(si)
+
+
+def test_an_export_lease_gives_its_manifest(vireod, si, tmp_path):
+    text, vmdk, raw = random_package(tmp_path, "manifested", disk_size=4 << 20, data=1 << 20)
+    vm, _ = deploy(si, vireod, text, lambda path: (open(vmdk, "rb"), os.path.getsize(vmdk)))
+    lease = vm.ExportVm()
+    wait_ready(lease)
+    url = lease.info.deviceUrl[0].url.replace("*", f"{vireod.host}:{vireod.port}")
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port, context=ssl._create_unverified_context())
+    connection.request("GET", parts.path, headers={"Cookie": si._stub.cookie})
+    body = connection.getresponse().read()
+    connection.close()
+    manifest = lease.HttpNfcLeaseGetManifest()
+    assert [(m.key, m.sha1, m.size) for m in manifest] == [(lease.info.deviceUrl[0].key, hashlib.sha1(body).hexdigest(), len(body))]
+    lease.HttpNfcLeaseComplete()
+    with pytest.raises(vim.fault.InvalidState):
+        lease.HttpNfcLeaseGetManifest()
+    out = tmp_path / "back.vmdk"
+    out.write_bytes(body)
+    assert qemu_compare(raw, str(out)).returncode == 0
+    WaitForTask(vm.Destroy_Task())
+
+
+def test_an_idle_import_lease_times_out_and_leaves_nothing(tmp_path):
+    with start_vireod(config="lease_timeout_secs = 2\n") as server:
+        connection = server.connect()
+        try:
+            lease, _ = start_import(connection, descriptor(name="idle-import", network="VM Network"))
+            assert lease.info.leaseTimeout == 2
+            deadline = time.monotonic() + 60
+            while lease.state == "ready":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert lease.state == "error" and isinstance(lease.error, vim.fault.Timedout)
+            wait_gone(server, connection, "idle-import")
+            with pytest.raises(vim.fault.Timedout):
+                lease.HttpNfcLeaseComplete()
+        finally:
+            Disconnect(connection)

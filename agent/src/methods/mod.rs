@@ -25,6 +25,7 @@ pub mod ovf_manager;
 pub mod performance_manager;
 pub mod property_collector;
 pub mod property_filter;
+pub mod resource_pool;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
@@ -137,6 +138,7 @@ const TABLES: &[&MethodTable] = &[
     &date_time_system::METHODS,
     &http_nfc_lease::METHODS,
     &ovf_manager::METHODS,
+    &resource_pool::METHODS,
 ];
 
 impl Call<'_> {
