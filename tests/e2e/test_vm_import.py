@@ -21,6 +21,8 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from conftest import host_path, start_vireod
+from test_vm_lifecycle import KERNEL, Agent, config_spec, power_on_booted, root_pool
+from test_vm_snapshots import type_command
 
 STREAM_OPTIMIZED = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
 
@@ -74,10 +76,17 @@ def descriptor(name="tiny", disks=((("tiny-disk1.vmdk", 68096), 2 << 30),), netw
 
 
 @pytest.fixture(scope="module")
-def vireod():
-    """A vireod of this module's own: the VMs imported here stay out of other tests' inventory."""
-    with start_vireod() as server:
-        yield server
+def agent():
+    """A vireod of this module's own (with the test guest on its datastore): the VMs imported
+    here stay out of other tests' inventory."""
+    a = Agent()
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def vireod(agent):
+    return agent.vireod
 
 
 @pytest.fixture
@@ -499,3 +508,74 @@ def test_an_idle_import_lease_times_out_and_leaves_nothing(tmp_path):
                 lease.HttpNfcLeaseComplete()
         finally:
             Disconnect(connection)
+
+
+def export_package(vireod, si, vm, folder):
+    """A stock export script: ExportVm, every deviceUrl downloaded with the session cookie,
+    CreateDescriptor with the files, HttpNfcLeaseComplete. Returns the OVF text."""
+    lease = vm.ExportVm()
+    wait_ready(lease)
+    files = []
+    for url in lease.info.deviceUrl:
+        parts = urllib.parse.urlsplit(url.url.replace("*", f"{vireod.host}:{vireod.port}"))
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, context=ssl._create_unverified_context(),
+                                                 timeout=120)
+        connection.request("GET", parts.path, headers={"Cookie": si._stub.cookie})
+        response = connection.getresponse()
+        assert response.status == 200
+        target = folder / url.targetId
+        with open(target, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+        connection.close()
+        files.append(vim.OvfManager.OvfFile(deviceId=url.key, path=url.targetId, size=os.path.getsize(target)))
+        lease.HttpNfcLeaseProgress(int(100 * len(files) / len(lease.info.deviceUrl)))
+    cdp = vim.OvfManager.CreateDescriptorParams(name=vm.name, ovfFiles=files)
+    descriptor_result = si.content.ovfManager.CreateDescriptor(obj=vm, cdp=cdp)
+    assert not descriptor_result.error
+    lease.HttpNfcLeaseComplete()
+    (folder / f"{vm.name}.ovf").write_text(descriptor_result.ovfDescriptor)
+    return descriptor_result.ovfDescriptor
+
+
+def test_an_exported_vm_imports_back_and_boots_with_its_data(agent, vireod, si, tmp_path):
+    spec = config_spec("roundtrip", scenario="shell", disk_kb=16384)
+    second = vim.vm.device.VirtualDisk(key=-5, controllerKey=1000, unitNumber=1, capacityInKB=8192,
+                                       backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                                           diskMode="persistent", thinProvisioned=True))
+    spec.deviceChange.append(vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=second))
+    folder = si.content.rootFolder.childEntity[0].vmFolder
+    task = folder.CreateVM_Task(config=spec, pool=root_pool(si))
+    WaitForTask(task)
+    vm = task.info.result
+    power_on_booted(agent, vm)
+    assert type_command(agent, vm, "blk write 0 0 64 7", "write") == "write ok"
+    assert type_command(agent, vm, "blk write 1 100 64 8", "write") == "write ok"
+    assert type_command(agent, vm, "blk flush 0", "flush") == "flush ok"
+    assert type_command(agent, vm, "blk flush 1", "flush") == "flush ok"
+    WaitForTask(vm.PowerOffVM_Task())
+
+    ovf_text = export_package(vireod, si, vm, tmp_path)
+    copy, _ = deploy(si, vireod, ovf_text,
+                     lambda path: (open(tmp_path / path, "rb"), os.path.getsize(tmp_path / path)),
+                     name="roundtrip-copy")
+    assert copy.runtime.powerState == "poweredOff"
+    original, imported = vm.config.hardware, copy.config.hardware
+    assert (imported.numCPU, imported.memoryMB) == (original.numCPU, original.memoryMB)
+    assert [d.capacityInBytes for d in vm_disks(copy)] == [d.capacityInBytes for d in vm_disks(vm)]
+    assert len([d for d in imported.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]) == 1
+    assert copy.config.guestId == vm.config.guestId
+    for mine, theirs in zip(vm_disks(vm), vm_disks(copy)):
+        compare = qemu_compare(host_path(vireod, mine.backing.fileName), host_path(vireod, theirs.backing.fileName))
+        assert compare.returncode == 0, compare.stdout + compare.stderr
+
+    # Where the guest kernel is, is this host's business (vireo.* never travels in a package).
+    boot = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="vireo.boot.kernel", value=KERNEL),
+                                          vim.option.OptionValue(key="vireo.boot.cmdline", value="scenario=shell")])
+    WaitForTask(copy.ReconfigVM_Task(boot))
+    power_on_booted(agent, copy)
+    assert type_command(agent, copy, "blk verify 0 0 64 7", "verify") == "verify ok"
+    assert type_command(agent, copy, "blk verify 1 100 64 8", "verify") == "verify ok"
+    WaitForTask(copy.PowerOffVM_Task())
+    WaitForTask(copy.Destroy_Task())
+    WaitForTask(vm.Destroy_Task())
