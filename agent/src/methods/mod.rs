@@ -25,11 +25,13 @@ pub mod memory_manager;
 pub mod network_system;
 pub mod object_view;
 pub mod option_manager;
+pub mod ovf_import;
 pub mod ovf_manager;
 pub mod performance_manager;
 pub mod power_system;
 pub mod property_collector;
 pub mod property_filter;
+pub mod resource_pool;
 pub mod search_index;
 pub mod service_instance;
 pub mod service_system;
@@ -154,6 +156,7 @@ const TABLES: &[&MethodTable] = &[
     &power_system::METHODS,
     &boot_device_system::METHODS,
     &cpu_scheduler::METHODS,
+    &resource_pool::METHODS,
 ];
 
 impl Call<'_> {
