@@ -316,3 +316,52 @@ def test_a_vswitch_with_a_veth_uplink_puts_its_guests_on_the_lan(lan):
     finally:
         close(agent)
         uplink.close()
+
+
+def frames_received(agent, vm):
+    """The frames the guest's card has received (`net info`'s rx)."""
+    info = type_command(agent, vm, "net info", "net mac=")
+    return int(next(word for word in info.split() if word.startswith("rx=")).split("=")[1])
+
+
+def test_a_promiscuous_port_sees_its_neighbours_unicast_and_a_strict_one_does_not(lan):
+    """On one vSwitch, A sends B unicast datagrams. The guest on a port group that allows
+    promiscuous mode receives each of them (its rx count grows by at least their number); the
+    guest on a strict port group receives none of them; once the policy is turned off, neither
+    does the first."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        _, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        system.AddPortGroup(portgrp=port_group_spec("Strict", 0))
+        sniffing = port_group_spec("Sniffing", 0)
+        sniffing.policy = vim.host.NetworkPolicy(
+            security=vim.host.NetworkPolicy.SecurityPolicy(allowPromiscuous=True))
+        system.AddPortGroup(portgrp=sniffing)
+        a = static_guest(agent, si, "pm-a", "192.0.2.31", "Strict")
+        static_guest(agent, si, "pm-b", "192.0.2.32", "Strict")
+        watcher = static_guest(agent, si, "pm-watch", "192.0.2.33", "Sniffing")
+        bystander = static_guest(agent, si, "pm-by", "192.0.2.34", "Strict")
+        count = 12
+
+        def unicast_seen():
+            """What the watcher and the bystander received while A sent B `count` datagrams."""
+            type_command(agent, a, "net udp 192.0.2.32 7 warm", "udp sent")  # ARP resolved
+            before = [frames_received(agent, vm) for vm in (watcher, bystander)]
+            for n in range(count):
+                assert type_command(agent, a, f"net udp 192.0.2.32 7 u{n:02}", "udp sent") \
+                    == "udp sent 3 bytes to 192.0.2.32:7"
+            after = [frames_received(agent, vm) for vm in (watcher, bystander)]
+            return [later - earlier for earlier, later in zip(before, after)]
+
+        watched, passed_by = unicast_seen()
+        assert watched >= count and passed_by < count, (watched, passed_by)
+
+        sniffing.policy = vim.host.NetworkPolicy(
+            security=vim.host.NetworkPolicy.SecurityPolicy(allowPromiscuous=False))
+        system.UpdatePortGroup(pgName="Sniffing", portgrp=sniffing)
+        watched, passed_by = unicast_seen()
+        assert watched < count and passed_by < count, (watched, passed_by)
+    finally:
+        close(agent)

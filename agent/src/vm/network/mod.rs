@@ -11,6 +11,7 @@
 //! e2e tests check after every vireod they stop that nothing was left.
 
 pub mod bridge;
+pub mod mirror;
 pub mod nat;
 pub mod objects;
 pub mod security;
