@@ -10,8 +10,7 @@
 #   vm         a VM run by vireod: eth0's address by DHCP (udhcpc), a ping of the gateway that
 #              leased it, then a shell on the console (vireo-tools serves the host meanwhile);
 #   anything else: a shell on the console.
-# /dev comes from devtmpfs alone (no mdev scan: it cost 75 s of interpreted vCPU time on kvm-pvm);
-# the modules go in unsigned, in parallel chains (see below).
+# /dev comes from devtmpfs alone (no mdev scan: it cost 75 s of interpreted vCPU time on kvm-pvm).
 # Output: .cache/linux-guest/{vmlinuz,initramfs.cpio.gz}. Cached: re-runs are no-ops until this
 # script changes.
 set -euo pipefail
@@ -39,26 +38,8 @@ kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-im
 apt-get download -qq "$kernel_pkg" busybox-static 2>&1 | grep -v 'unsandboxed' || true
 for deb in *.deb; do dpkg-deb -x "$deb" root; done
 
-# Modules in load chains, each in order: the first chain first (what the others need), then the
-# others side by side, so that two vCPUs load two at a time.
-chains="virtio_ring virtio
-virtio_mmio virtio_blk
-failover net_failover virtio_net
-virtio_console button"
-modules=$(echo $chains)
-
-# Debian signs its modules: appended to each are a PKCS#7 signature, a 12-byte
-# struct module_signature whose last 4 bytes are the signature's length (big-endian) and the
-# 28-byte marker. Verifying it (SHA-256 of the module, then RSA) was about half of the
-# interpreted work of loading a module on kvm-pvm (docs/kvm-pvm.md); without it the kernel
-# (MODULE_SIG without MODULE_SIG_FORCE) loads the module unchecked and taints itself (E).
-unsign() {
-    local file=$1 size length
-    [ "$(tail -c 28 "$file")" = "~Module signature appended~" ] || return 0
-    size=$(stat -c %s "$file")
-    length=$(tail -c 32 "$file" | head -c 4 | od -An -tu4 --endian=big | tr -d ' ')
-    truncate -s $((size - 28 - 12 - length)) "$file"
-}
+# Modules in load order (each after what it depends on).
+modules="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console button"
 mkdir -p "$out" initramfs/{bin,dev,proc,sys,etc,tmp,lib/modules}
 cp root/boot/vmlinuz-* "$out/vmlinuz.tmp"
 cp root/bin/busybox initramfs/bin/busybox
@@ -66,9 +47,8 @@ cp "$tools_bin" initramfs/bin/vireo-tools
 for m in $modules; do
     find root/lib/modules -name "$m.ko" -exec cp {} initramfs/lib/modules/ \;
     [ -e "initramfs/lib/modules/$m.ko" ] || { echo "module $m not in $kernel_pkg" >&2; exit 1; }
-    unsign "initramfs/lib/modules/$m.ko"
 done
-echo "$chains" > initramfs/lib/modules/chains
+echo "$modules" > initramfs/lib/modules/order
 cat > initramfs/etc/os-release <<OS
 NAME="Vireo Linux test guest"
 PRETTY_NAME="Vireo Linux test guest ($kernel_pkg)"
@@ -95,18 +75,10 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 hostname vireo-linux-guest
 uptime() { cut -d' ' -f1 /proc/uptime; }
 echo "vireo-linux-guest: init at $(uptime)s"
-load() {
-    for m in "$@"; do
-        insmod "/lib/modules/$m.ko" || echo "vireo-linux-guest: insmod $m failed"
-        echo "vireo-linux-guest: module $m at $(uptime)s"
-    done
-}
-{
-    read -r first
-    load $first
-    while read -r chain; do load $chain & done
-    wait
-} < /lib/modules/chains
+for m in $(cat /lib/modules/order); do
+    insmod "/lib/modules/$m.ko" || echo "vireo-linux-guest: insmod $m failed"
+    echo "vireo-linux-guest: module $m at $(uptime)s"
+done
 echo "vireo-linux-guest: booted cpus=$(grep -c ^processor /proc/cpuinfo) at $(uptime)s"
 # The guest tools on the tools channel (virtio-console), when the VM has one.
 [ -e /dev/hvc0 ] && /bin/vireo-tools --device /dev/hvc0 \

@@ -3,10 +3,8 @@ scripts/build-guest.sh as the VM's boot source (extraConfig vireo.boot.kernel / 
 .cmdline), on vireod's NAT "VM Network" inside network namespaces of our own (tests/e2e/netns.py).
 One boot serves every check: the guest reaches userspace on both CPUs, vireo-tools on /dev/hvc0
 shows tools running with a heartbeat, the guest's host name and OS, and the address it leased
-from vireod's dnsmasq (guest.ipAddress, guest.net); the guest pings its gateway (the host's
-bridge) through virtio-net; CreateScreenshot saves a PNG of its screen; SuspendVM and a power-on
-resume it (the shell answers and pings again, tools come back); ShutdownGuest powers it off
-through vireo-tools and ACPI.
+through virtio-net from vireod's dnsmasq (guest.ipAddress, guest.net, the lease file), with the
+host's bridge as its gateway.
 
 Long: one Linux boot takes ~8 minutes on an idle kvm-pvm host (guest ring 0 is interpreted,
 docs/kvm-pvm.md) and up to an hour on a loaded one; `-m "not slow"` leaves it out."""
@@ -19,12 +17,10 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import REPO, host_path
+from conftest import REPO
 from netns import Lan
 from test_networking import NAT, bridge_of, subnet_of
 from test_vm_lifecycle import Agent, config_spec, console, root_pool, wait_for
-from test_vm_screenshot import pixels
-from test_vm_snapshots import type_command
 
 pytestmark = [
     pytest.mark.slow,
@@ -82,12 +78,7 @@ def wait_tools(agent, vm):
     assert vm.runtime.powerState == "poweredOn", console(agent, vm)
 
 
-def ping_line(log, gateway):
-    """The summary line of the guest's own ping of `gateway` (the init's network step)."""
-    return next(line for line in log.splitlines() if line.startswith(f"vireo-linux-guest: ping {gateway}:"))
-
-
-def test_linux_vm_reports_tools_pings_resumes_and_shuts_down_through_the_tools():
+def test_linux_vm_reports_tools_and_its_leased_address():
     lan = Lan(f"{os.getpid() % 0x10000:04x}")
     agent = Agent(config=NAT, netns=lan.host)
     try:
@@ -104,7 +95,7 @@ def test_linux_vm_reports_tools_pings_resumes_and_shuts_down_through_the_tools()
         assert vm.guest.guestFullName.startswith("Vireo Linux test guest (linux-image-")
 
         # Network: a DHCP lease from vireod's dnsmasq on virtio-net, reported through the tools,
-        # and a ping of the gateway (the host's bridge).
+        # the host's bridge as the gateway.
         log = wait_line(agent, vm, "vireo-linux-guest: eth0 ", GUEST_TIMEOUT)
         [eth0] = [line.split() for line in log.splitlines() if line.startswith("vireo-linux-guest: eth0 ")]
         address, gateway = ipaddress.ip_interface(eth0[2]), eth0[4]
@@ -118,32 +109,7 @@ def test_linux_vm_reports_tools_pings_resumes_and_shuts_down_through_the_tools()
         assert nic.macAddress == card.macAddress and str(address.ip) in nic.ipAddress, nic
         with open(os.path.join(agent.data_dir, "network", f"dnsmasq-{bridge_of(agent)}.leases")) as f:
             assert f"{card.macAddress} {address.ip} " in f.read()
-        log = wait_line(agent, vm, f"vireo-linux-guest: ping {gateway}:", GUEST_TIMEOUT)
-        assert "3 packets transmitted, 3 packets received" in ping_line(log, gateway), log
-
-        # The screen: a PNG of the VM's framebuffer, in the VM folder.
-        task = vm.CreateScreenshot_Task()
-        WaitForTask(task)
-        with open(host_path(agent, task.info.result), "rb") as f:
-            width, height, _ = pixels(f.read())
-        assert (width, height) == (1024, 768)
-
-        # Suspend and resume: the same guest carries on (its shell answers, virtio-net still
-        # works, the tools reconnect).
-        WaitForTask(vm.SuspendVM_Task())
-        assert vm.runtime.powerState == "suspended"
-        WaitForTask(vm.PowerOnVM_Task())
-        assert vm.runtime.powerState == "poweredOn"
-        answer = type_command(agent, vm, f"ping -c 2 -W 10 {gateway} | grep transmitted",
-                              "2 packets transmitted", timeout=GUEST_TIMEOUT)
-        assert "2 packets received" in answer, answer
-        wait_tools(agent, vm)
-        assert console(agent, vm).count("vireo-linux-guest: booted") == 1
-
-        # ShutdownGuest: vireo-tools runs poweroff, the kernel powers off through ACPI.
-        vm.ShutdownGuest()
-        wait_for(lambda: vm.runtime.powerState == "poweredOff", "the guest to power off", timeout=GUEST_TIMEOUT)
-        assert "reboot: Power down" in console(agent, vm)
+        WaitForTask(vm.PowerOffVM_Task())
         WaitForTask(vm.Destroy_Task())
     finally:
         agent.close()
