@@ -20,4 +20,5 @@ pub use create::{create, BackingSpec, CreateError, CreateOptions};
 pub use image::{
     format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
 };
+pub(crate) use image::{backing_name, file_id};
 pub use resize::Qcow2GrowError;
