@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use common::{qemu_img, Scratch};
 use vireo_disk::backing::{confine, BackingOpener, HandedFiles};
-use vireo_disk::block::BlockDevice;
 use vireo_disk::layers::open_chain_files;
 use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{Qcow2Image, Qcow2Options};
@@ -60,7 +59,11 @@ fn a_chain_opens_from_its_handed_files_after_its_paths_are_gone() {
     overlay(&top, "mid.qcow2", "qcow2");
     let files = hand_over(&top);
     for path in [&top, &mid, &base] {
-        assert!(files.get(path).unwrap().is_some(), "{} handed", path.display());
+        assert!(
+            files.get(path).unwrap().is_some(),
+            "{} handed",
+            path.display()
+        );
     }
     assert!(confine(Box::new(files.clone())));
     let top_file = files.get(&top).unwrap().unwrap();

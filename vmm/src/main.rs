@@ -14,6 +14,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::getuid;
 use vireo_vmm::control::{self, ControlError, ControlListener};
+use vireo_vmm::handed::{self, HandedError};
 use vireo_vmm::jail::{self, JailError};
 use vireo_vmm::persist::restore::{restore_vm, RestoreError, RestoreOptions};
 use vireo_vmm::seccomp::{self, SeccompError};
@@ -26,6 +27,8 @@ use vireo_vmm_protocol::VmmArgs;
 enum StartError {
     #[error(transparent)]
     Jail(#[from] JailError),
+    #[error(transparent)]
+    Handed(#[from] HandedError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
@@ -70,6 +73,8 @@ fn main() -> ExitCode {
 
 /// Jails, filters and builds the VM; returns it with its control socket, ready to run.
 fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError> {
+    // The files vireod handed over, before anything else takes descriptor numbers.
+    handed::adopt(&args.files)?;
     // Control clients must run as whoever started the VMM (vireod).
     let owner = getuid();
     if args.jail_uid.is_some() {
