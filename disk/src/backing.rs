@@ -52,9 +52,20 @@ impl HandedFiles {
         self.lock().insert(path, file);
     }
 
+    /// Makes `files` the whole set (what was recorded before is closed).
+    pub fn replace(&self, files: impl IntoIterator<Item = (PathBuf, File)>) {
+        *self.lock() = files.into_iter().collect();
+    }
+
     /// A descriptor of the file recorded at `path`, if any.
     pub fn get(&self, path: &Path) -> io::Result<Option<File>> {
         self.lock().get(path).map(File::try_clone).transpose()
+    }
+
+    /// The file recorded at `path`, taken out of the set (so that no copy of it outlives the
+    /// taker's: a writer's lock on it ends when the taker closes it).
+    pub fn take(&self, path: &Path) -> Option<File> {
+        self.lock().remove(path)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, File>> {

@@ -11,7 +11,7 @@ from pyVmomi import vim
 
 from test_security_paths import (Canary, assert_data_dir_survives, datastore, register, si,  # noqa: F401
                                  write_vmx)
-from test_vm_lifecycle import agent  # noqa: F401 (fixture)
+from test_vm_lifecycle import KERNEL, agent  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
@@ -54,7 +54,9 @@ def test_the_vmm_gets_its_chain_open_and_cannot_see_its_folders(si, agent):
     os.makedirs(base_dir)
     base = os.path.join(base_dir, "base.qcow2")
     qemu_img("create", "-q", "-f", "qcow2", base, "4M")
-    vm_dir = write_vmx(agent, "handed-vm", [("disk0.present", "TRUE"), ("disk0.fileName", "handed-vm.qcow2")])
+    vm_dir = write_vmx(agent, "handed-vm", [("disk0.present", "TRUE"), ("disk0.fileName", "handed-vm.qcow2"),
+                                            ("vireo.boot.kernel", KERNEL),
+                                            ("vireo.boot.cmdline", "scenario=wait")])
     top = os.path.join(vm_dir, "handed-vm.qcow2")
     qemu_img("create", "-q", "-f", "qcow2", "-b", "../handed-base/base.qcow2", "-F", "qcow2", top)
     vm = register(si, "[datastore1] handed-vm/handed-vm.vmx", "handed-vm")

@@ -3,8 +3,9 @@
 //! the VMM takes them at start ([`adopt`]) and from then on opens those paths from the
 //! descriptors ([`open`]), and installs them as `vireo_disk`'s backing opener, so a qcow2
 //! backing name is followed only to a file vireod resolved and handed over — never to a path
-//! of the VMM's choosing. Images the VMM opens later by path (a chain reattached after a
-//! snapshot, inside its jail's view) join the set, as backing files of later layers.
+//! of the VMM's choosing. Each reattach of the disks after a snapshot operation comes with the
+//! new chains' files (SCM_RIGHTS), which replace the set; a medium the VMM is told to insert
+//! by path (inside its jail's view) joins it.
 
 use std::fs::File;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -80,8 +81,9 @@ pub fn adopt(files: &[HandedFd]) -> Result<(), HandedError> {
     FILES.set(set).map_err(|_| HandedError::Twice)
 }
 
-/// Adds the descriptors a control request carried, one per path of `paths` (replacing what
-/// was recorded there: they are the files as vireod resolved them now).
+/// Makes the descriptors a control request carried, one per path of `paths`, the whole set
+/// (they are the files as vireod resolved them now; the earlier ones are closed, so a layer
+/// deleted since is not kept open).
 pub fn take_sent(paths: &[PathBuf], fds: Vec<OwnedFd>) -> Result<(), HandedError> {
     if paths.len() != fds.len() {
         return Err(HandedError::Count {
@@ -93,22 +95,26 @@ pub fn take_sent(paths: &[PathBuf], fds: Vec<OwnedFd>) -> Result<(), HandedError
         return Ok(());
     }
     let files = FILES.get().ok_or(HandedError::NotHanding)?;
-    for (path, fd) in paths.iter().zip(fds) {
-        files.insert(path.clone(), File::from(fd));
-    }
+    files.replace(paths.iter().cloned().zip(fds.into_iter().map(File::from)));
     Ok(())
 }
 
-/// The file at `path`: a descriptor of the handed one, else opened by path (read, and write
-/// unless `read_only`), which then joins the handed set when there is one.
+/// The file at `path`: the handed one (taken out of the set when opened for writing, so that
+/// the image's writer lock ends when the VMM closes it; a descriptor of it otherwise), else
+/// opened by path (read, and write unless `read_only`); a medium opened by path joins the
+/// handed set when there is one.
 pub fn open(path: &Path, read_only: bool) -> std::io::Result<File> {
     if let Some(files) = FILES.get() {
-        if let Some(file) = files.get(path)? {
+        let handed = match read_only {
+            true => files.get(path)?,
+            false => files.take(path),
+        };
+        if let Some(file) = handed {
             return Ok(file);
         }
     }
     let file = File::options().read(true).write(!read_only).open(path)?;
-    if let Some(files) = FILES.get() {
+    if let Some(files) = FILES.get().filter(|_| read_only) {
         files.insert(path.to_owned(), file.try_clone()?);
     }
     Ok(file)
