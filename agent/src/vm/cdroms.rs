@@ -338,7 +338,7 @@ pub fn change_media(
         let mut handoff = Handoff::default();
         let path = medium
             .as_deref()
-            .map(|path| handoff.add_file(&host.datastores, path))
+            .map(|path| handoff.add_file(&host.datastores(), path))
             .transpose()
             .map_err(|e| {
                 faults::file_fault(
