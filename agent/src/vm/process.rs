@@ -1,5 +1,5 @@
-//! One `vireo-vmm` process: started in its own session (so it outlives vireod, as a VM on ESXi
-//! outlives hostd) with stderr appended to the VM folder's `vireo-vmm.log`, recorded in a pid
+//! One `vireo-vmm` process: started in a process group of its own (so it outlives vireod, as a
+//! VM on ESXi outlives hostd) with stderr appended to the VM folder's `vireo-vmm.log`, recorded in a pid
 //! file, re-adopted after a vireod restart, and waited for through a pidfd. How it ended comes
 //! from its exit record (`vireo-vmm: exit {...}`, its last log line) or, failing that, its status.
 
@@ -48,6 +48,14 @@ fn pid_file(run_dir: &Path) -> PathBuf {
     run_dir.join("vmm.pid")
 }
 
+/// Replaces the pid file atomically (a reader sees the old or the new one) but without syncing:
+/// it only matters while the process runs, which a host crash ends.
+fn write_pid_file(run_dir: &Path, text: &str) -> std::io::Result<()> {
+    let partial = pid_file(run_dir).with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, pid_file(run_dir))
+}
+
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -83,28 +91,20 @@ impl VmmProcess {
             .append(true)
             .mode(0o600)
             .open(log)?;
-        let mut command = Command::new(binary);
-        command
+        // A process group of its own: signals aimed at vireod's group (Ctrl-C, service stop)
+        // do not reach it. Without a pre-exec hook the standard library starts it with
+        // posix_spawn (vfork), not a fork that copies vireod's page tables.
+        let child = Command::new(binary)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr);
-        // SAFETY: setsid is async-signal-safe; it puts the VMM in its own session so that
-        // signals aimed at vireod's process group (Ctrl-C, service stop) do not reach it.
-        unsafe {
-            command.pre_exec(|| {
-                let _ = nix::unistd::setsid();
-                Ok(())
-            });
-        }
-        let child = command.spawn()?;
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()?;
         let pid = child.id() as i32;
         let pidfd = pidfd_open(pid)?;
         let started = start_time(pid).unwrap_or(0);
-        super::vmx_file::write_atomically(
-            &pid_file(run_dir),
-            format!("{pid} {started}\n").as_bytes(),
-        )?;
+        write_pid_file(run_dir, &format!("{pid} {started}\n"))?;
         Ok(VmmProcess {
             pid,
             pidfd: Arc::new(pidfd),
