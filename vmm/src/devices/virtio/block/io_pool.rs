@@ -80,20 +80,20 @@ impl IoPool {
     }
 }
 
-/// A pool thread's life: the job that started it (counted in `spare` by its submitter), then
-/// one job after another, each announced in `spare` as the thread waits for it.
+/// A pool thread's life: one job after another, the thread counted in `spare` each time it
+/// waits for one.
 fn run_jobs(receiver: &Mutex<Receiver<Job>>, spare: &AtomicIsize) {
     if let Err(e) = crate::seccomp::filter_this_thread() {
         return eprintln!("vireo-vmm: block I/O thread not started: {e}");
     }
     loop {
+        spare.fetch_add(1, Ordering::SeqCst);
         // The lock is held only while waiting for the next job, never while running one.
         let job = lock(receiver).recv();
         match job {
             Ok(job) => job(),
             Err(_) => return,
         }
-        spare.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -130,6 +130,20 @@ mod tests {
     fn threads_start_only_as_jobs_need_them_and_up_to_the_limit() {
         let pool = IoPool::new("test", 4);
         assert_eq!(lock(&pool.threads).len(), 0, "no thread before a job");
+        for _ in 0..3 {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            pool.submit(Box::new(move || sender.send(()).unwrap()));
+            receiver.recv().unwrap();
+            // The thread counts itself free just after the job ends.
+            while pool.spare.load(Ordering::SeqCst) < 1 {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(
+            lock(&pool.threads).len(),
+            1,
+            "jobs one after another share a thread"
+        );
         // Four jobs that can only end together: each needs a thread of its own.
         let together = Arc::new(Barrier::new(4 + 1));
         for _ in 0..4 {
