@@ -1,17 +1,18 @@
-//! One `vireo-vmm` process: started in a process group of its own (so it outlives vireod, as a
-//! VM on ESXi outlives hostd) with stderr appended to the VM folder's `vireo-vmm.log`, recorded in a pid
+//! One `vireo-vmm` process: started in its own session (so it outlives vireod, as a VM on ESXi
+//! outlives hostd) with stderr appended to the VM folder's `vireo-vmm.log`, recorded in a pid
 //! file, re-adopted after a vireod restart, and waited for through a pidfd. How it ended comes
 //! from its exit record (`vireo-vmm: exit {...}`, its last log line) or, failing that, its status.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
@@ -78,10 +79,12 @@ fn log_len(log: &Path) -> u64 {
 }
 
 impl VmmProcess {
-    /// Starts `binary args...` detached from vireod, logging to `log`; records it in `run_dir`.
+    /// Starts `binary args...` detached from vireod, logging to `log`, with the descriptors
+    /// `inherit` open at the same numbers; records it in `run_dir`.
     pub fn spawn(
         binary: &Path,
         args: &[std::ffi::OsString],
+        inherit: &[RawFd],
         run_dir: &Path,
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
@@ -91,16 +94,28 @@ impl VmmProcess {
             .append(true)
             .mode(0o600)
             .open(log)?;
-        // A process group of its own: signals aimed at vireod's group (Ctrl-C, service stop)
-        // do not reach it. Without a pre-exec hook the standard library starts it with
-        // posix_spawn (vfork), not a fork that copies vireod's page tables.
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()?;
+            .stderr(stderr);
+        let inherit = inherit.to_vec();
+        // SAFETY: setsid and fcntl are async-signal-safe. setsid puts the VMM in its own
+        // session so that signals aimed at vireod's process group (Ctrl-C, service stop) do not
+        // reach it; clearing close-on-exec in the child alone passes it the handed files (they
+        // stay open in vireod until the spawn returns, and no other child inherits them).
+        unsafe {
+            command.pre_exec(move || {
+                let _ = nix::unistd::setsid();
+                for &fd in &inherit {
+                    let fd = BorrowedFd::borrow_raw(fd);
+                    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
         let pid = child.id() as i32;
         let pidfd = pidfd_open(pid)?;
         let started = start_time(pid).unwrap_or(0);
@@ -303,13 +318,7 @@ mod tests {
             vec!["-c".into(), script.into(), dir.clone().into()]
         };
         let sh = Path::new("/bin/sh");
-        let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &dir, &log).unwrap();
-        // posix_spawn returns while the exec is still under way (its command line not yet set);
-        // a vireod adopts VMMs long after that.
-        let cmdline = format!("/proc/{}/cmdline", process.pid);
-        while std::fs::read(&cmdline).unwrap().is_empty() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &[], &dir, &log).unwrap();
         let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
         assert_eq!(adopted.pid, process.pid);
         assert!(!adopted.has_exited());
@@ -319,7 +328,7 @@ mod tests {
         assert!(VmmProcess::adopt(&dir, &log).is_none());
 
         let failing = shell("echo cannot start >&2; exit 1");
-        let process = VmmProcess::spawn(sh, &failing, &dir, &log).unwrap();
+        let process = VmmProcess::spawn(sh, &failing, &[], &dir, &log).unwrap();
         assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("cannot start")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
