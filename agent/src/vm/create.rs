@@ -14,6 +14,7 @@ use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
 use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
+use super::slots::{DiskSlot, SataController};
 use super::spec::{
     is_owned_key, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
 };
@@ -80,14 +81,24 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
             disks: Vec::new(),
             nics: Vec::new(),
             cdroms: Vec::new(),
+            sata: false,
             extra_config: Vec::new(),
         };
+        let mut sata = SataController::new(false);
         apply_extra_config(host, &mut spec, config)?;
         for change in get("deviceChange").map(Value::items).unwrap_or_default() {
             let change = change.as_data().ok_or_else(|| {
                 Fault::invalid_argument(schema, "deviceChange", "not a VirtualDeviceConfigSpec")
             })?;
-            add_device(host, &vmx_path, &name, &mut spec, change, &mut created)?;
+            add_device(
+                host,
+                &vmx_path,
+                &name,
+                &mut spec,
+                &mut sata,
+                change,
+                &mut created,
+            )?;
         }
         spec.to_vmx()
             .write(&vmx_file)
@@ -353,6 +364,7 @@ fn add_device(
     vmx_path: &DatastorePath,
     vm_name: &str,
     spec: &mut VmSpec,
+    sata: &mut SataController,
     change: &DataObject,
     created: &mut Vec<PathBuf>,
 ) -> Result<(), Fault> {
@@ -383,15 +395,16 @@ fn add_device(
                 format!("at most {MAX_DISKS} disks"),
             ));
         }
-        let disk = add_disk(
-            host,
-            vmx_path,
-            vm_name,
-            &spec.disks,
+        let taken: Vec<DiskSlot> = spec.disks.iter().map(|d| d.slot).collect();
+        let slot = sata
+            .slot_for(schema, device, &taken)
+            .map_err(|e| Fault::invalid_argument(schema, "deviceChange", e.to_string()))?;
+        let new = NewDisk {
             change,
             device,
-            created,
-        )?;
+            slot,
+        };
+        let disk = add_disk(host, vmx_path, vm_name, &spec.disks, new, created)?;
         spec.disks.push(disk);
         return Ok(());
     }
@@ -418,15 +431,28 @@ fn add_device(
         });
         return Ok(());
     }
+    if SataController::is_sata(schema, device) {
+        sata.add(schema, device)
+            .map_err(|e| Fault::invalid_argument(schema, "deviceChange", e.to_string()))?;
+        spec.sata = true;
+        return Ok(());
+    }
     if schema.is_a(device.ty, schema.known_type("VirtualController")) {
-        // Disks always sit on the VM's one paravirtual controller; a client's controller is
-        // accepted and that one presented.
+        // Other disks sit on the VM's one paravirtual controller; a client's SCSI controller
+        // is accepted and that one presented.
         return Ok(());
     }
     Err(Fault::not_supported(
         schema,
         format!("{ty} devices are not supported on this host"),
     ))
+}
+
+/// A disk one `add` change (`change`, its `device`) brings, and the slot chosen for it.
+pub(super) struct NewDisk<'a> {
+    pub change: &'a DataObject,
+    pub device: &'a DataObject,
+    pub slot: DiskSlot,
 }
 
 /// The disk one `add` change describes, made now when fileOperation is `create` (recorded in
@@ -438,11 +464,15 @@ pub(super) fn add_disk(
     vmx_path: &DatastorePath,
     vm_name: &str,
     disks: &[DiskSpec],
-    change: &DataObject,
-    device: &DataObject,
+    new: NewDisk<'_>,
     created: &mut Vec<PathBuf>,
 ) -> Result<DiskSpec, Fault> {
     let schema = host.schema;
+    let NewDisk {
+        change,
+        device,
+        slot,
+    } = new;
     let creating = change.get(schema, "fileOperation").and_then(Value::as_str) == Some("create");
     let backing = device.get(schema, "backing").and_then(Value::as_data);
     let file_name = backing
@@ -500,6 +530,7 @@ pub(super) fn add_disk(
         file_name,
         format: Some(format),
         mode,
+        slot,
     })
 }
 

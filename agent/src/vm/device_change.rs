@@ -15,10 +15,11 @@ use vireo_disk::grow::grow_image;
 use vireo_disk::open::ImageFormat;
 use vireo_vmm_protocol::control::Request;
 
-use super::create::{add_disk, nic_model, nic_network};
+use super::create::{add_disk, nic_model, nic_network, NewDisk};
 use super::disks::{self, trees};
 use super::journal::{Intent, Journal};
 use super::properties::{DISK_KEY, NIC_KEY};
+use super::slots::{DiskSlot, SataController};
 use super::snapshots::live;
 use super::spec::{
     is_manual_mac, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
@@ -82,6 +83,15 @@ struct Working {
     created: Vec<PathBuf>,
     destroys: Vec<PathBuf>,
     cdroms: cdroms::Working,
+    sata: SataController,
+}
+
+impl Working {
+    /// The slots of the disks the changes so far leave.
+    fn disk_slots(&self) -> Vec<DiskSlot> {
+        let kept = self.disks.iter().flatten();
+        kept.chain(&self.added_disks).map(|d| d.slot).collect()
+    }
 }
 
 /// Checks every change of `changes` against the VM (`state`), starting from `spec` (the
@@ -103,6 +113,7 @@ pub fn plan(
         created: Vec::new(),
         destroys: Vec::new(),
         cdroms: cdroms::Working::new(&spec.cdroms),
+        sata: SataController::new(spec.sata),
     };
     let checked = changes.iter().enumerate().try_for_each(|(index, value)| {
         let change = read_change(host.schema, index, value)?;
@@ -134,6 +145,7 @@ fn finish(mut spec: VmSpec, working: Working) -> DevicePlan {
     spec.nics.extend(working.added_nics);
     let (cdroms, media) = working.cdroms.finish();
     spec.cdroms = cdroms;
+    spec.sata = working.sata.present;
     DevicePlan {
         spec,
         created: working.created,
@@ -223,8 +235,10 @@ fn apply(
         nic_change(host, state, working, change)
     } else if is("VirtualCdrom") {
         cdroms::change(host, vm, state, &mut working.cdroms, change)
+    } else if SataController::is_sata(schema, change.device) {
+        sata_change(schema, working, change)
     } else if is("VirtualController") && change.operation == Operation::Add {
-        // Disks always sit on the VM's paravirtual controller: an added controller is
+        // Other disks sit on the VM's paravirtual controller: an added SCSI controller is
         // accepted and that one presented (as CreateVM does).
         Ok(())
     } else {
@@ -236,6 +250,21 @@ fn apply(
             format!("{ty} devices cannot be changed on this host"),
         ))
     }
+}
+
+/// Adds or removes the VM's SATA controller (removed only when it holds no disk).
+fn sata_change(schema: &Schema, working: &mut Working, change: &Change<'_>) -> Result<(), Fault> {
+    let done = match change.operation {
+        Operation::Add => working.sata.add(schema, change.device),
+        Operation::Remove => {
+            let taken = working.disk_slots();
+            working.sata.remove(&taken)
+        }
+        Operation::Edit => return Ok(()),
+    };
+    done.map_err(|e| {
+        faults::invalid_device_spec(schema, "InvalidDeviceSpec", change.index, e.to_string())
+    })
 }
 
 /// The index of the existing device of `kind` that `change` names by key (`base` + index).
@@ -284,13 +313,21 @@ fn disk_change(
             }
             let mut all: Vec<DiskSpec> = working.disks.iter().flatten().cloned().collect();
             all.extend(working.added_disks.iter().cloned());
+            let slot = working
+                .sata
+                .slot_for(schema, change.device, &working.disk_slots())
+                .map_err(|e| fault("InvalidDeviceSpec", e.to_string()))?;
+            let new = NewDisk {
+                change: change.change,
+                device: change.device,
+                slot,
+            };
             let disk = add_disk(
                 host,
                 &vm.vmx_path,
                 &spec.name,
                 &all,
-                change.change,
-                change.device,
+                new,
                 &mut working.created,
             )?;
             working.added_disks.push(disk);

@@ -26,6 +26,7 @@ pub mod question;
 pub mod reconfig;
 pub mod recovery;
 pub mod screenshot;
+pub mod slots;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
