@@ -5,6 +5,7 @@
 
 pub mod beneath;
 pub mod cdroms;
+pub mod cgroup;
 pub mod change_tracking;
 pub mod clone;
 pub mod config_option;
