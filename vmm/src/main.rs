@@ -13,6 +13,7 @@ use clap::Parser;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::getuid;
+use vireo_vmm::arch::kvm_pvm;
 use vireo_vmm::control::{self, ControlError, ControlListener};
 use vireo_vmm::jail::{self, JailError};
 use vireo_vmm::persist::restore::{restore_vm, RestoreError, RestoreOptions};
@@ -72,6 +73,9 @@ fn main() -> ExitCode {
 fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError> {
     // Control clients must run as whoever started the VMM (vireod).
     let owner = getuid();
+    // Looked up while /sys is in view: the jail hides it, and a Linux guest on kvm-pvm needs
+    // the VMM to know (docs/kvm-pvm.md).
+    kvm_pvm::detected();
     if args.jail_uid.is_some() {
         // The TAP device too (a restored VM's NICs are not on the command line).
         let tun = Path::new("/dev/net/tun");

@@ -97,7 +97,7 @@ const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Whether /dev/kvm is provided by kvm-pvm (its module is loaded); looked up once, when the
-/// VMM first asks (while building the VM).
+/// VMM first asks: `main` asks before entering the jail, whose view has no /sys.
 pub fn detected() -> bool {
     static DETECTED: OnceLock<bool> = OnceLock::new();
     *DETECTED.get_or_init(|| Path::new("/sys/module/kvm_pvm").exists())
