@@ -29,6 +29,9 @@ pub struct Config {
     pub read_timeout_secs: u64,
     /// Longest wait between requests on a keep-alive connection.
     pub idle_timeout_secs: u64,
+    /// How long an HttpNfcLease lives without progress reports or transfers (ESXi's
+    /// `leaseTimeout`); an idle upload stalls out after the same time.
+    pub lease_timeout_secs: u64,
     /// Failed logins (within `account_unlock_time_secs`) that lock an account; 0 disables.
     pub account_lock_failures: u32,
     /// How long a locked account stays locked after its last failed login.

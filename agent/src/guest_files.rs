@@ -1,7 +1,8 @@
-//! Guest file transfers as ESXi hands them out: InitiateFileTransferToGuest / FromGuest check
-//! the credentials and the file in the guest, then return a one-time URL
-//! `https://<host>:<port>/guestFile?id=<n>&token=<random>` that the client PUTs the file to or
-//! GETs it from. A URL works once (taken on first use, even if that use fails), expires after
+//! Guest file transfers as ESXi hands them out: the one-time URLs
+//! `https://<host>:<port>/guestFile?id=<n>&token=<random>` that InitiateFileTransferToGuest /
+//! FromGuest (`methods::guest_operations::file_transfer`) issue once they have checked the
+//! credentials and the file in the guest, and the endpoint the client PUTs the file to or GETs
+//! it from. A URL works once (taken on first use, even if that use fails), expires after
 //! [`TRANSFER_TTL`], and carries at most [`MAX_TRANSFER_BYTES`]; a wrong token is refused
 //! without using the URL up. The bytes stream through the tools channel in chunks of the
 //! guest's offered size, never held whole. Where the guest hands out tickets (vireo-tools),
@@ -11,7 +12,6 @@
 //! while the URL is outstanding. They are never logged.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,15 +20,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use vireo_api::{DataObject, Fault, Value};
-use vireo_tools::guest_ops::wire::{
-    ChunkResult, FileEntry, FileKind, GuestAuth, GuestFault, GuestOp, TicketResult,
-};
+use vireo_tools::guest_ops::wire::{ChunkResult, GuestAuth, GuestFault, GuestOp};
 
 use crate::http_files::{self, plain, Body};
-use crate::methods::guest_operations::file_manager::posix_attributes;
-use crate::methods::guest_operations::{guest_auth, parse, run_in, target_vm, GuestRequest};
-use crate::methods::{Call, PendingResult};
 use crate::vm::tools_host::{self, GuestOpFailure};
 use crate::vm::Vm;
 
@@ -37,15 +31,20 @@ pub const TRANSFER_TTL: Duration = Duration::from_secs(300);
 /// The largest file one transfer carries.
 pub const MAX_TRANSFER_BYTES: u64 = 1 << 30;
 /// Most transfer URLs outstanding at once.
-const MAX_TRANSFERS: usize = 64;
+pub const MAX_TRANSFERS: usize = 64;
 /// Chunks read from the guest ahead of a slow client.
 const CHUNKS_AHEAD: usize = 2;
 
 /// Which way a transfer goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    /// The client PUTs `size` bytes into the guest file.
-    ToGuest { size: u64, overwrite: bool },
+pub enum Direction {
+    /// The client PUTs the guest file.
+    ToGuest {
+        /// The bytes the client sends.
+        size: u64,
+        /// Whether an existing file is replaced.
+        overwrite: bool,
+    },
     /// The client GETs the guest file.
     FromGuest,
 }
@@ -73,10 +72,30 @@ pub enum IssueError {
     /// Too many are outstanding.
     #[error("{MAX_TRANSFERS} guest file transfers are outstanding; use or let some expire first")]
     TooMany,
+    /// No random token could be made.
+    #[error("cannot make a transfer token: {0}")]
+    Token(getrandom::Error),
 }
 
 impl Transfers {
-    fn issue(&self, transfer: Transfer) -> Result<u64, IssueError> {
+    /// Registers a transfer of guest file `path` of `vm`, its chunks sent with `auth`, for
+    /// [`TRANSFER_TTL`]: its id and one-time token.
+    pub fn issue(
+        &self,
+        vm: Arc<Vm>,
+        auth: GuestAuth,
+        path: String,
+        direction: Direction,
+    ) -> Result<(u64, String), IssueError> {
+        let token = random_token().map_err(IssueError::Token)?;
+        let transfer = Transfer {
+            token: token.clone(),
+            vm,
+            auth,
+            path,
+            direction,
+            expires: Instant::now() + TRANSFER_TTL,
+        };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         entries.retain(|_, t| t.expires > now);
@@ -88,7 +107,7 @@ impl Transfers {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         entries.insert(id, transfer);
-        Ok(id)
+        Ok((id, token))
     }
 
     /// The transfer `id` if `token` is its token: removed, so it serves once.
@@ -113,149 +132,6 @@ fn random_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Registers a transfer and returns its URL.
-fn issue_url(
-    call: &Call<'_>,
-    vm: Arc<Vm>,
-    auth: GuestAuth,
-    path: String,
-    direction: Direction,
-) -> Result<String, Fault> {
-    let schema = call.schema;
-    let token = random_token().map_err(|e| Fault::system_error(schema, e.to_string()))?;
-    let transfer = Transfer {
-        token: token.clone(),
-        vm,
-        auth,
-        path,
-        direction,
-        expires: Instant::now() + TRANSFER_TTL,
-    };
-    let id = call
-        .host
-        .guest_transfers
-        .issue(transfer)
-        .map_err(|e| crate::faults::limit_exceeded(schema, MAX_TRANSFERS, e.to_string()))?;
-    let server: SocketAddr = call.peer.server.unwrap_or(call.host.config.listen);
-    Ok(format!("https://{server}/guestFile?id={id}&token={token}"))
-}
-
-/// The guest's facts of `path`, or `None` when it does not exist (the credentials are
-/// checked either way).
-async fn stat(
-    call: &Call<'_>,
-    vm: &Arc<Vm>,
-    auth: &GuestAuth,
-    path: &str,
-) -> Result<Option<FileEntry>, Fault> {
-    let op = GuestOp::StatFile {
-        path: path.to_string(),
-    };
-    let request = GuestRequest::on_file(op, path);
-    match run_in(call.schema, vm.clone(), auth.clone(), request).await {
-        Ok(result) => parse(call.schema, result).map(Some),
-        Err(fault) if fault.type_name(call.schema) == "FileNotFound" => Ok(None),
-        Err(fault) => Err(fault),
-    }
-}
-
-/// The credentials a transfer's chunks carry: a guest ticket standing for `auth` where the
-/// guest hands them out, else `auth` itself.
-async fn transfer_auth(call: &Call<'_>, vm: &Arc<Vm>, auth: GuestAuth) -> Result<GuestAuth, Fault> {
-    let schema = call.schema;
-    let request = GuestRequest::on_file(GuestOp::AcquireTicket, "");
-    match run_in(schema, vm.clone(), auth.clone(), request).await {
-        Ok(result) => {
-            let ticket: TicketResult = parse(schema, result)?;
-            Ok(GuestAuth::Ticket {
-                ticket: ticket.ticket,
-            })
-        }
-        Err(fault) if fault.type_name(schema) == "OperationNotSupportedByGuest" => Ok(auth),
-        Err(fault) => Err(fault),
-    }
-}
-
-/// InitiateFileTransferToGuest: a URL to PUT `fileSize` bytes to `guestFilePath` (an
-/// existing file only with `overwrite`).
-pub fn to_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
-    Box::pin(async move {
-        let schema = call.schema;
-        let vm = target_vm(call)?;
-        let auth = guest_auth(schema, call.arg("auth").and_then(Value::as_data))?;
-        let path = call.str_arg("guestFilePath")?.to_string();
-        let size = call.arg("fileSize").and_then(Value::as_i64).unwrap_or(-1);
-        let size = u64::try_from(size)
-            .ok()
-            .filter(|&s| s <= MAX_TRANSFER_BYTES)
-            .ok_or_else(|| {
-                Fault::invalid_argument(
-                    schema,
-                    "fileSize",
-                    format!("a transfer carries 0 to {MAX_TRANSFER_BYTES} bytes"),
-                )
-            })?;
-        let overwrite = call
-            .arg("overwrite")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        match stat(call, &vm, &auth, &path).await? {
-            Some(entry) if entry.kind == FileKind::Directory => {
-                return Err(
-                    Fault::new(schema, "NotAFile", format!("{path} is a directory")).with(
-                        schema,
-                        "file",
-                        path.as_str(),
-                    ),
-                );
-            }
-            Some(_) if !overwrite => {
-                return Err(crate::faults::file_already_exists(schema, &path));
-            }
-            _ => {}
-        }
-        let direction = Direction::ToGuest { size, overwrite };
-        let auth = transfer_auth(call, &vm, auth).await?;
-        let url = issue_url(call, vm, auth, path, direction)?;
-        Ok(Some(Value::from(url)))
-    })
-}
-
-/// InitiateFileTransferFromGuest: the file's size and attributes and a URL to GET it from.
-pub fn from_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
-    Box::pin(async move {
-        let schema = call.schema;
-        let vm = target_vm(call)?;
-        let auth = guest_auth(schema, call.arg("auth").and_then(Value::as_data))?;
-        let path = call.str_arg("guestFilePath")?.to_string();
-        let entry = stat(call, &vm, &auth, &path).await?.ok_or_else(|| {
-            crate::faults::file_not_found(schema, &path, format!("{path} does not exist"))
-        })?;
-        if entry.kind != FileKind::File {
-            return Err(
-                Fault::new(schema, "NotAFile", format!("{path} is not a file")).with(
-                    schema,
-                    "file",
-                    path.as_str(),
-                ),
-            );
-        }
-        if entry.size > MAX_TRANSFER_BYTES {
-            return Err(crate::faults::file_fault(
-                schema,
-                &path,
-                format!("{path} is larger than a transfer carries ({MAX_TRANSFER_BYTES} bytes)"),
-            ));
-        }
-        let info = DataObject::of(schema, "FileTransferInformation")
-            .with(schema, "attributes", posix_attributes(schema, &entry))
-            .with(schema, "size", entry.size as i64);
-        let auth = transfer_auth(call, &vm, auth).await?;
-        let url = issue_url(call, vm, auth, path, Direction::FromGuest)?;
-        Ok(Some(info.with(schema, "url", url).into()))
-    })
 }
 
 /// `?id=<n>&token=<t>` of a transfer URL.

@@ -209,6 +209,7 @@ pub fn test_host() -> TestHost {
     }
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    crate::perf::publish::publish(schema, &mut inventory);
     let host = std::sync::Arc::new(Host::new(
         schema,
         config,

@@ -3,8 +3,9 @@
 //! for clients that accept it, and the routes `POST /sdk` and `GET /sdk/vimServiceVersions.xml`
 //! (plus `/folder/...` and `GET /screen`, served by `http_files`, and the console's
 //! WebSocket upgrade `GET /ticket/<ticket>`, served by `console::session`, the one-time
-//! guest file transfer URLs `/guestFile?id=&token=`, served by `guest_files`, and export
-//! leases' disks `GET /nfc/<lease>/<file>`, served by `nfc::download`).
+//! guest file transfer URLs `/guestFile?id=&token=`, served by `guest_files`, and the
+//! disks of export and import leases, `GET`/`PUT`/`POST /nfc/<lease>/<file>`, served by
+//! `nfc::endpoint`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -165,7 +166,7 @@ async fn route(
             return Ok(http_files::folder(host, request).await)
         }
         (_, path) if path.starts_with("/nfc/") => {
-            return Ok(crate::nfc::download::serve(host, request).await)
+            return Ok(crate::nfc::endpoint::serve(host, request).await)
         }
         (_, "/guestFile") => return Ok(crate::guest_files::endpoint(host, request).await),
         (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,

@@ -137,6 +137,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let authz = Authz::open(&config.data_dir, schema)?;
     let mut inventory = Inventory::default();
     esxi::build(schema, &mut inventory, &HostFacts::read(), &datastores);
+    crate::perf::publish::publish(schema, &mut inventory);
     let host = Arc::new(Host::new(
         schema,
         config,

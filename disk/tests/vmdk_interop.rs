@@ -133,6 +133,43 @@ fn we_read_and_import_what_qemu_img_writes() {
     }
 }
 
+/// qemu-img writes no end-of-stream marker (nor padding) after a last grain that fills the
+/// file: incompressible data up to the last stored grain still imports whole.
+#[test]
+fn a_qemu_img_stream_ending_with_a_full_grain_imports() {
+    let dir = Scratch::new("vmdk-no-eos");
+    let raw = dir.path("random.raw");
+    let mut rng = Rng::new(9);
+    let data: Vec<u8> = (0..(1 << 20) / 8)
+        .flat_map(|_| rng.next().to_le_bytes())
+        .collect();
+    std::fs::write(&raw, &data).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let vmdk = dir.path("random.vmdk");
+    let (src, dst) = (raw.to_str().unwrap(), vmdk.to_str().unwrap());
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        src,
+        dst,
+    ]);
+    let imported = dir.path("random.qcow2");
+    let summary = import_vmdk_stream(trickle(&vmdk, 9), &imported, &mut no_progress()).unwrap();
+    assert_eq!(summary.bytes_read, std::fs::metadata(&vmdk).unwrap().len());
+    assert_check_clean(&imported, false);
+    assert_same_content(&imported, &raw);
+}
+
 #[test]
 fn our_stream_imports_back_and_converts_to_raw() {
     let dir = Scratch::new("vmdk-roundtrip");

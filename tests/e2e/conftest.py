@@ -171,11 +171,32 @@ def vireod():
         yield server
 
 
-@pytest.fixture
-def si(vireod):
-    connection = vireod.connect()
-    yield connection
-    try:
-        Disconnect(connection)
-    except Exception:
-        pass
+def own_vireod(config=None):
+    """A module-scoped fixture: a vireod of the module's own, so that the VMs it makes stay out of
+    other modules' inventory (`config` as for `start_vireod`). Use: `server = own_vireod()`."""
+
+    @pytest.fixture(scope="module")
+    def fixture():
+        with start_vireod(config) as server:
+            yield server
+
+    return fixture
+
+
+def connection_to(server):
+    """A per-test fixture: a pyVmomi connection as root to the vireod of fixture `server` (a
+    `Vireod`, or an agent whose current vireod is its `.vireod`), logged out after the test unless
+    that vireod went away under it. Use: `si = connection_to("agent")`."""
+
+    @pytest.fixture
+    def fixture(request):
+        target = request.getfixturevalue(server)
+        connection = getattr(target, "vireod", target).connect()
+        yield connection
+        with contextlib.suppress(Exception):
+            Disconnect(connection)  # a test may have restarted or stopped vireod under it
+
+    return fixture
+
+
+si = connection_to("vireod")

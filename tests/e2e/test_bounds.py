@@ -13,7 +13,7 @@ import time
 import pytest
 from pyVmomi import vim, vmodl
 
-from conftest import ROOT_PASSWORD, start_vireod
+from conftest import ROOT_PASSWORD, own_vireod
 from test_protocol import CONTENT, ENVELOPE, fault_type
 
 PROPERTY_SPEC = ('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">ha-property-collector</_this>'
@@ -201,10 +201,7 @@ idle_timeout_secs = 2
 """
 
 
-@pytest.fixture(scope="module")
-def bounded():
-    with start_vireod(BOUNDED_CONFIG) as server:
-        yield server
+bounded = own_vireod(BOUNDED_CONFIG)
 
 
 def test_failed_logins_lock_the_account_until_the_unlock_time(bounded):

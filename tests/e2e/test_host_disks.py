@@ -7,26 +7,16 @@ import os
 import subprocess
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import start_vireod
+from conftest import connection_to, own_vireod
 
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def server():
-    with start_vireod() as vireod:
-        yield vireod
-
-
-@pytest.fixture
-def si(server):
-    connection = server.connect()
-    yield connection
-    Disconnect(connection)
+server = own_vireod()
+si = connection_to("server")
 
 
 def qemu_img(*args):

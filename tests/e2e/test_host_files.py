@@ -15,22 +15,13 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import ROOT_PASSWORD, start_vireod
+from conftest import ROOT_PASSWORD, connection_to, own_vireod
 
 ISO_BYTES = 3 * 1024 * 1024 + 123
 
 
-@pytest.fixture(scope="module")
-def server():
-    with start_vireod() as vireod:
-        yield vireod
-
-
-@pytest.fixture
-def si(server):
-    connection = server.connect()
-    yield connection
-    Disconnect(connection)
+server = own_vireod()
+si = connection_to("server")
 
 
 def basic(user="root", password=ROOT_PASSWORD):

@@ -15,6 +15,7 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import connection_to
 from test_vm_lifecycle import agent, config_spec, create_vm, power_on_booted, root_pool  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -23,14 +24,7 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 READ_ONLY, NO_ACCESS = -2, -5
 
 
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
-    try:
-        Disconnect(connection)
-    except Exception:
-        pass  # a test restarted vireod under it
+si = connection_to("agent")
 
 
 def create_user(si, name, password):

@@ -18,7 +18,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import ROOT_PASSWORD
+from conftest import ROOT_PASSWORD, connection_to
 from test_vm_lifecycle import agent, config_spec, create_vm, root_pool  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -59,9 +59,7 @@ def canary():
     c.remove()
 
 
-@pytest.fixture
-def si(agent):
-    return agent.vireod.connect()
+si = connection_to("agent")
 
 
 def folder(si):

@@ -20,7 +20,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import ROOT_PASSWORD
+from conftest import ROOT_PASSWORD, connection_to
 from test_vm_lifecycle import agent, console, create_vm, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import WAITING, disk, host_path, snapshot, vdisk
 
@@ -31,9 +31,7 @@ DISK_BYTES = 64 << 20
 CHUNK = 4 << 20
 
 
-@pytest.fixture
-def si(agent):
-    return agent.vireod.connect()
+si = connection_to("agent")
 
 
 def folder_url(agent, datastore_path):

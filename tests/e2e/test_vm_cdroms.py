@@ -14,7 +14,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import host_path
+from conftest import host_path, connection_to
 from test_vm_devices import devices, reconfigure, refused, vmx, vmx_text  # noqa: F401
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import type_command
@@ -29,9 +29,7 @@ pytestmark = [
 SECTOR = 512
 
 
-@pytest.fixture
-def si(agent):
-    yield agent.vireod.connect()
+si = connection_to("agent")
 
 
 def make_iso(agent, name, files):

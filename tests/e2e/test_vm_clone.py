@@ -11,6 +11,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import connection_to
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import (BOOTED, chain, disk, holds, host_path, press_power_button, qemu_img_check_all,
                                snapshot, write)
@@ -19,9 +20,7 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 
-@pytest.fixture
-def si(agent):
-    return agent.vireod.connect()
+si = connection_to("agent")
 
 
 def vm_folder(si):

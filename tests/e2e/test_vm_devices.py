@@ -14,7 +14,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import host_path
+from conftest import host_path, connection_to
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import type_command
 
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 MIB = 1 << 20
 
 
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
+si = connection_to("agent")
 
 
 def vm_folder(agent, vm):

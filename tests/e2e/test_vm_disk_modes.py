@@ -13,7 +13,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import host_path
+from conftest import host_path, connection_to
 from test_vm_devices import devices, new_disk, reconfigure, refused, vmx, vmx_text  # noqa: F401
 from test_vm_lifecycle import agent, create_vm, power_on_booted  # noqa: F401 (fixtures)
 from test_vm_snapshots import snapshot, type_command
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 SECTORS = 64
 
 
-@pytest.fixture
-def si(agent):
-    yield agent.vireod.connect()
+si = connection_to("agent")
 
 
 def sha256(path):

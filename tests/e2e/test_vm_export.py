@@ -15,29 +15,19 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
-from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import host_path, start_vireod
+from conftest import host_path, own_vireod
 
 BIN_DIR = os.environ.get("VIREO_BIN_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug"))
 OVF = "{http://schemas.dmtf.org/ovf/envelope/1}"
 RASD = "{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData}"
 
 
-@pytest.fixture(scope="module")
-def vireod():
-    """A vireod of this module's own: the VMs made here stay out of other tests' inventory."""
-    with start_vireod() as server:
-        yield server
-
-
-@pytest.fixture
-def si(vireod):
-    connection = vireod.connect()
-    yield connection
-    Disconnect(connection)
+# A vireod of this module's own (the VMs made here stay out of other tests' inventory); conftest's
+# `si` connects to it.
+vireod = own_vireod()
 
 
 def create_vm(si, name, disk_kbs):

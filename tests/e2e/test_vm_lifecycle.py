@@ -15,7 +15,8 @@ from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import INTERNAL_NETWORK, REPO, ROOT_PASSWORD, Vireod, free_port, check_network_removed, wait_ready
+from conftest import (INTERNAL_NETWORK, REPO, ROOT_PASSWORD, Vireod, check_network_removed, connection_to, free_port,
+                      wait_ready)
 
 BIN_DIR = os.environ.get("VIREO_BIN_DIR", os.path.join(REPO, "target", "debug"))
 GUEST = os.environ.get("VIREO_TEST_GUEST", os.path.join(REPO, ".cache", "test-guest", "vireo-test-guest.elf"))
@@ -101,14 +102,7 @@ def agent():
     a.close()
 
 
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
-    try:
-        Disconnect(connection)
-    except Exception:
-        pass
+si = connection_to("agent")
 
 
 def config_spec(name, scenario="wait", disk_kb=65536, nic=True, memory=64):

@@ -13,6 +13,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import connection_to
 from test_vm_lifecycle import agent, config_spec, console, create_vm, root_pool, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import (WAITING, chain, disk, holds, host_path, press_power_button, qemu_img_check_all,
                                snapshot, write)
@@ -23,9 +24,7 @@ pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
 GUEST_DATA = [(0, "0x5a"), (65536, "0x11"), (131072, "0x6b"), (196608, "0x22")]
 
 
-@pytest.fixture
-def si(agent):
-    return agent.vireod.connect()
+si = connection_to("agent")
 
 
 def create_linked_clone(si, name, parent):

@@ -9,15 +9,14 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
+from conftest import connection_to
 from test_vm_lifecycle import agent, create_vm, root_pool, wait_for  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
 
 
-@pytest.fixture
-def si(agent):
-    return agent.vireod.connect()
+si = connection_to("agent")
 
 
 def identity(vm):

@@ -16,7 +16,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import host_path
+from conftest import host_path, connection_to
 from test_vm_lifecycle import agent, BIN_DIR, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
@@ -27,10 +27,7 @@ PROMPT = "vireo> "
 BOOTED = "vireo-test-guest: booted"
 
 
-@pytest.fixture
-def si(agent):
-    connection = agent.vireod.connect()
-    yield connection
+si = connection_to("agent")
 
 
 def disk(vm):

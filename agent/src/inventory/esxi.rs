@@ -300,7 +300,6 @@ pub fn build(schema: &Schema, inv: &mut Inventory, facts: &HostFacts, datastores
     }
     managers(schema, inv);
     datastore_browser(schema, inv, &ds_refs);
-    crate::methods::performance_manager::publish(schema, inv);
 }
 
 /// The host's configManager: the managers this host has.

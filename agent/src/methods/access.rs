@@ -129,6 +129,17 @@ fn requirements(call: &Call<'_>, inv: &Inventory, listed: &str) -> Vec<(String, 
                 need("Datastore.AllocateSpace", datastore_of(vmx).as_ref());
             }
         }
+        "ImportVApp" => {
+            need("VApp.Import", arg("folder"));
+            let vmx = data("spec")
+                .and_then(|s| s.get(schema, "configSpec"))
+                .and_then(Value::as_data)
+                .and_then(|c| c.get(schema, "files"))
+                .and_then(Value::as_data)
+                .and_then(|f| f.get(schema, "vmPathName"))
+                .and_then(Value::as_str);
+            need("Datastore.AllocateSpace", datastore_of(vmx).as_ref());
+        }
         "CloneVM_Task" => {
             need("VirtualMachine.Inventory.CreateFromExisting", arg("folder"));
             let location = data("spec")

@@ -102,6 +102,7 @@ fn time_zone(schema: &Schema) -> DataObject {
 /// The local time's offset from UTC now, in seconds.
 fn utc_offset_secs() -> i32 {
     let now = libc::time_t::try_from(now_micros() / 1_000_000).unwrap_or_default();
+    // libc's: nix has no localtime_r, and the offset is the C library's reading of the zone.
     // SAFETY: an all-zero tm is a valid value; localtime_r fills the tm we own from a time_t
     // we own and keeps no pointer to either.
     unsafe {

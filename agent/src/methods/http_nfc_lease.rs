@@ -1,12 +1,12 @@
 //! HttpNfcLease: HttpNfcLeaseProgress (keeps the lease alive), HttpNfcLeaseComplete (ready →
-//! done) and HttpNfcLeaseAbort (→ error with the client's fault). The lease itself lives in
-//! `crate::nfc`.
+//! done), HttpNfcLeaseAbort (→ error with the client's fault) and HttpNfcLeaseGetManifest
+//! (the SHA-1 of each file transferred). The lease itself lives in `crate::nfc`.
 
 use vireo_api::{Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::faults;
-use crate::nfc::{end, lease_of, report_progress, LeaseState};
+use crate::nfc::{end, lease_of, manifest, report_progress, LeaseState};
 
 /// HttpNfcLease's methods.
 pub const METHODS: MethodTable = MethodTable {
@@ -15,6 +15,7 @@ pub const METHODS: MethodTable = MethodTable {
         ("HttpNfcLeaseProgress", Handler::Sync(progress)),
         ("HttpNfcLeaseComplete", Handler::Sync(complete)),
         ("HttpNfcLeaseAbort", Handler::Sync(abort)),
+        ("HttpNfcLeaseGetManifest", Handler::Sync(get_manifest)),
     ],
 };
 
@@ -39,4 +40,13 @@ fn abort(call: &Call<'_>) -> MethodResult {
         None => faults::request_canceled(call.schema, "The lease was aborted by the client").data,
     };
     end(call.host, &lease, LeaseState::Error, Some(fault), false).map(|()| None)
+}
+
+fn get_manifest(call: &Call<'_>) -> MethodResult {
+    let lease = lease_of(call.host, call.this())?;
+    let entries = manifest(call.host, &lease)?;
+    Ok(Some(Value::Array(
+        call.schema.known_type("HttpNfcLeaseManifestEntry"),
+        entries,
+    )))
 }

@@ -20,10 +20,12 @@ pub mod managed_object;
 pub mod network_system;
 pub mod object_view;
 pub mod option_manager;
+pub mod ovf_import;
 pub mod ovf_manager;
 pub mod performance_manager;
 pub mod property_collector;
 pub mod property_filter;
+pub mod resource_pool;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
@@ -136,6 +138,7 @@ const TABLES: &[&MethodTable] = &[
     &date_time_system::METHODS,
     &http_nfc_lease::METHODS,
     &ovf_manager::METHODS,
+    &resource_pool::METHODS,
 ];
 
 impl Call<'_> {

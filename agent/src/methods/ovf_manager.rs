@@ -1,17 +1,29 @@
 //! OvfManager: CreateDescriptor — the OVF envelope of a VM for the package an export builds
-//! (the disks' files as the client downloaded them, `cdp.ovfFiles`, matched by deviceId).
+//! (the disks' files as the client downloaded them, `cdp.ovfFiles`, matched by deviceId) —
+//! and the import side (ParseDescriptor, ValidateHost, CreateImportSpec) in `ovf_import`.
 
 use vireo_api::{DataObject, Fault, Value};
 use vireo_disk::source::CopySource;
 
 use super::virtual_machine::device_url_key;
-use super::{Call, Handler, MethodResult, MethodTable};
+use super::{ovf_import, Call, Handler, MethodResult, MethodTable};
 use crate::ovf::{envelope, OvfDisk, OvfNic, OvfSystem};
 
 /// OvfManager's methods.
 pub const METHODS: MethodTable = MethodTable {
     ty: "OvfManager",
-    methods: &[("CreateDescriptor", Handler::Sync(create_descriptor))],
+    methods: &[
+        ("CreateDescriptor", Handler::Sync(create_descriptor)),
+        (
+            "ParseDescriptor",
+            Handler::Sync(ovf_import::parse_descriptor),
+        ),
+        ("ValidateHost", Handler::Sync(ovf_import::validate_host)),
+        (
+            "CreateImportSpec",
+            Handler::Sync(ovf_import::create_import_spec),
+        ),
+    ],
 };
 
 /// A file the client put in the package: (deviceId, path, size).

@@ -1,5 +1,5 @@
-//! PerformanceManager: the counter catalogue (`perfCounter`, QueryPerfCounter,
-//! QueryPerfCounterByLevel), which entities have statistics (QueryPerfProviderSummary,
+//! PerformanceManager's methods: the counter catalogue (QueryPerfCounter,
+//! QueryPerfCounterByLevel; `crate::perf::publish` sets its properties), which entities have statistics (QueryPerfProviderSummary,
 //! QueryAvailablePerfMetric) and the samples themselves (QueryPerf in the normal and CSV
 //! formats, QueryPerfComposite for the host and its VMs), all from `crate::perf`'s
 //! real-time store (20-second samples, one hour kept).
@@ -11,9 +11,9 @@ use vireo_api::{DataObject, Fault, MoRef, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::inventory::esxi::refs;
-use crate::inventory::Inventory;
 use crate::locks::lock;
-use crate::perf::catalogue::{self, Counter, Stats, COUNTERS};
+use crate::perf::catalogue::{self, Counter, COUNTERS};
+use crate::perf::publish::counter_info;
 use crate::perf::{Sample, INTERVAL_SECS};
 
 /// PerformanceManager's methods.
@@ -31,100 +31,6 @@ pub const METHODS: MethodTable = MethodTable {
         ("QueryPerfComposite", Handler::Sync(query_composite)),
     ],
 };
-
-/// Sets the PerformanceManager's properties: the catalogue, its descriptions and no
-/// historical intervals (only the real-time statistics are kept).
-pub fn publish(schema: &Schema, inv: &mut Inventory) {
-    let manager = refs::perf_manager();
-    inv.insert(schema, manager.clone(), None);
-    let counters: Vec<Value> = COUNTERS
-        .iter()
-        .map(|c| counter_info(schema, c).into())
-        .collect();
-    inv.set(
-        schema,
-        &manager,
-        "perfCounter",
-        Value::Array(schema.known_type("PerfCounterInfo"), counters),
-    );
-    let describe = |items: &[(&str, &str)]| {
-        let items = items
-            .iter()
-            .map(|(key, label)| element(schema, key, label, label).into())
-            .collect();
-        Value::Array(schema.known_type("ElementDescription"), items)
-    };
-    let description = DataObject::of(schema, "PerformanceDescription")
-        .with(
-            schema,
-            "counterType",
-            describe(&[
-                ("average", "Average"),
-                ("summation", "Summation"),
-                ("latest", "Latest"),
-            ]),
-        )
-        .with(
-            schema,
-            "statsType",
-            describe(&[
-                ("absolute", "Absolute"),
-                ("delta", "Delta"),
-                ("rate", "Rate"),
-            ]),
-        );
-    inv.set(schema, &manager, "description", description);
-    inv.set(
-        schema,
-        &manager,
-        "historicalInterval",
-        Value::Array(schema.known_type("PerfInterval"), Vec::new()),
-    );
-}
-
-fn element(schema: &Schema, key: &str, label: &str, summary: &str) -> DataObject {
-    DataObject::of(schema, "ElementDescription")
-        .with(schema, "key", key)
-        .with(schema, "label", label)
-        .with(schema, "summary", summary)
-}
-
-fn counter_info(schema: &Schema, counter: &Counter) -> DataObject {
-    let stats = match counter.stats {
-        Stats::Absolute => "absolute",
-        Stats::Delta => "delta",
-        Stats::Rate => "rate",
-    };
-    DataObject::of(schema, "PerfCounterInfo")
-        .with(schema, "key", counter.id)
-        .with(
-            schema,
-            "nameInfo",
-            element(schema, counter.name, counter.label, counter.summary),
-        )
-        .with(
-            schema,
-            "groupInfo",
-            element(schema, counter.group, counter.group, counter.group),
-        )
-        .with(
-            schema,
-            "unitInfo",
-            element(schema, counter.unit, counter.unit, counter.unit),
-        )
-        .with(
-            schema,
-            "rollupType",
-            Value::enumeration(schema, "PerfSummaryType", counter.rollup),
-        )
-        .with(
-            schema,
-            "statsType",
-            Value::enumeration(schema, "PerfStatsType", stats),
-        )
-        .with(schema, "level", counter.level)
-        .with(schema, "perDeviceLevel", 3)
-}
 
 fn counter_infos<'a>(schema: &Schema, counters: impl Iterator<Item = &'a Counter>) -> Value {
     let infos = counters.map(|c| counter_info(schema, c).into()).collect();

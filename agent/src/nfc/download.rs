@@ -1,84 +1,36 @@
 //! `GET /nfc/<lease>/<disk-N.vmdk>`: an export lease's disk sent as a streamOptimized VMDK
-//! generated on the fly from the disk's qcow2 chain (no temporary copy), to a caller with a
-//! session cookie (or Basic credentials) holding VApp.Export on the exported VM. Only the
-//! file names the lease lists are served; nothing in the URL is ever used as a path.
+//! generated on the fly from the disk's qcow2 chain (no temporary copy), with its SHA-1
+//! recorded for the manifest once sent whole.
 
 use std::io::Write;
 use std::sync::Arc;
 
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::CONTENT_TYPE;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use tokio::sync::mpsc::Sender;
 use vireo_disk::source::CopySource;
 use vireo_disk::vmdk::write_stream_optimized;
 
-use super::{record_file_size, Lease, LeaseState};
+use super::{hex, record_download, Lease, Transfer};
 use crate::host::Host;
-use crate::http_files::{self, authenticated_user, channel_body, plain, Body};
-use crate::methods::access;
+use crate::http_files::{channel_body, Body};
 
 /// Bytes per chunk handed to the connection.
 const CHUNK_BYTES: usize = 256 << 10;
 /// Chunks generated ahead of a slow client.
 const CHUNKS_AHEAD: usize = 4;
 
-/// Serves one `/nfc/...` request.
-pub async fn serve(host: Arc<Host>, request: Request<Incoming>) -> Response<Body> {
-    match start(&host, &request).await {
-        Ok(response) => response,
-        Err(refusal) => http_files::boxed(refusal),
-    }
-}
-
-async fn start(
-    host: &Arc<Host>,
-    request: &Request<Incoming>,
-) -> Result<Response<Body>, Response<http_body_util::Full<Bytes>>> {
-    if request.method() != hyper::Method::GET {
-        return Err(plain(StatusCode::METHOD_NOT_ALLOWED, "GET only"));
-    }
-    let Some(user) = authenticated_user(host, request).await else {
-        return Err(plain(
-            StatusCode::UNAUTHORIZED,
-            "log in first (session cookie)",
-        ));
-    };
-    let not_found = || plain(StatusCode::NOT_FOUND, "no such lease file");
-    let rest = request
-        .uri()
-        .path()
-        .strip_prefix("/nfc/")
-        .ok_or_else(not_found)?;
-    let (id, target) = rest.split_once('/').ok_or_else(not_found)?;
-    let lease = host.leases.get(id).ok_or_else(not_found)?;
-    let index = lease
-        .disks
-        .iter()
-        .position(|d| d.target_id == target)
-        .ok_or_else(not_found)?;
-    if !access::user_holds_any(host, &user, &["VApp.Export"], &lease.entity) {
-        return Err(plain(
-            StatusCode::FORBIDDEN,
-            format!("{user} lacks VApp.Export on {}", lease.entity),
-        ));
-    }
-    match lease.state() {
-        LeaseState::Ready => {}
-        LeaseState::Initializing => {
-            return Err(plain(StatusCode::FORBIDDEN, "the lease is not ready yet"))
-        }
-        LeaseState::Done | LeaseState::Error => return Err(not_found()),
-    }
-    lease.touch();
+/// The response streaming disk `index` of the export lease `lease`.
+pub fn send(host: &Arc<Host>, lease: Arc<Lease>, index: usize) -> Response<Body> {
     let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let host = host.clone();
     tokio::task::spawn_blocking(move || generate(&host, &lease, index, sender));
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "application/octet-stream")
         .body(channel_body(chunks))
-        .expect("valid response parts"))
+        .expect("valid response parts")
 }
 
 /// Writes disk `index` of `lease` into `sender` as a streamOptimized VMDK; records its size
@@ -88,8 +40,9 @@ fn generate(host: &Host, lease: &Lease, index: usize, sender: Sender<std::io::Re
     let mut out = ChannelWriter {
         sender: sender.clone(),
         buffer: Vec::with_capacity(CHUNK_BYTES),
+        sha1: ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
     };
-    let written = CopySource::open_chain(&disk.top)
+    let written = CopySource::open_chain(&disk.path)
         .map_err(|e| e.to_string())
         .and_then(|mut source| {
             let mut keep_alive = |_: u64, _: u64| {
@@ -100,7 +53,10 @@ fn generate(host: &Host, lease: &Lease, index: usize, sender: Sender<std::io::Re
                 .map_err(|e| e.to_string())
         });
     match written {
-        Ok(bytes) => record_file_size(host, lease, index, bytes),
+        Ok(bytes) => {
+            let sha1 = hex(out.sha1.finish());
+            record_download(host, lease, index, Transfer { bytes, sha1 });
+        }
         Err(why) => {
             tracing::warn!(lease = %lease.moref.id, disk = %disk.target_id, "export stopped: {why}");
             let _ = sender.blocking_send(Err(std::io::Error::other(why)));
@@ -108,10 +64,12 @@ fn generate(host: &Host, lease: &Lease, index: usize, sender: Sender<std::io::Re
     }
 }
 
-/// A `Write` that hands full chunks to the response body, waiting while the client is slow.
+/// A `Write` that hands full chunks to the response body, waiting while the client is slow,
+/// and hashes what it sends.
 struct ChannelWriter {
     sender: Sender<std::io::Result<Bytes>>,
     buffer: Vec<u8>,
+    sha1: ring::digest::Context,
 }
 
 impl ChannelWriter {
@@ -128,6 +86,7 @@ impl ChannelWriter {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.sha1.update(data);
         self.buffer.extend_from_slice(data);
         if self.buffer.len() >= CHUNK_BYTES {
             self.send()?;

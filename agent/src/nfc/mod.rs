@@ -1,10 +1,14 @@
-//! HttpNfcLease objects handed out by VirtualMachine.ExportVm: the registry of live leases,
-//! their state machine (initializing → ready → done, or error when aborted or timed out),
-//! the `info` they publish (one deviceUrl per disk, file sizes once a download completed),
-//! and the lease timeout ESXi applies (no progress or download for `LEASE_TIMEOUT` → error
-//! Timedout). The disks themselves are served by `download`.
+//! HttpNfcLease objects handed out by VirtualMachine.ExportVm and ResourcePool.ImportVApp:
+//! the registry of live leases, their state machine (initializing → ready → done, or error
+//! when aborted or timed out), the `info` they publish (one deviceUrl per disk, file sizes
+//! once a transfer completed), the manifest (SHA-1 of each file sent or received), and the
+//! lease timeout ESXi applies (no progress or transfer for `lease_timeout_secs` → error
+//! Timedout). An import lease that ends in error removes the VM it made, once no upload
+//! runs any more. Disks go out through `download` and come in through `upload`.
 
 pub mod download;
+pub mod endpoint;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,22 +21,46 @@ use crate::faults;
 use crate::host::Host;
 use crate::locks::lock;
 
-/// How long a lease lives without progress reports or transfers (ESXi's `leaseTimeout`).
-pub const LEASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long an ended lease stays in the inventory for clients to read its state.
 const ENDED_LEASE_KEPT: Duration = Duration::from_secs(60);
 
-/// One disk an export lease serves.
+/// Which way a lease moves disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// ExportVm: clients GET the disks.
+    Export,
+    /// ImportVApp: clients PUT or POST the disks.
+    Import,
+}
+
+/// One disk a lease serves or receives.
 #[derive(Debug, Clone)]
-pub struct ExportDisk {
+pub struct LeaseDisk {
     /// The deviceUrl key (the disk's device, as CreateDescriptor's ovfFiles name it back).
     pub key: String,
+    /// The deviceUrl importKey (CreateImportSpec's `fileItem.deviceId`; the key on export).
+    pub import_key: String,
     /// The file name in the URL and the OVF package (`disk-N.vmdk`).
     pub target_id: String,
-    /// The top layer of the disk's chain.
-    pub top: PathBuf,
+    /// Export: the top layer of the disk's chain; import: the disk file an upload replaces.
+    pub path: PathBuf,
     /// The disk's size in bytes.
     pub capacity: u64,
+}
+
+/// What a completed transfer of one disk's file recorded.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Bytes sent or received.
+    pub bytes: u64,
+    /// Their SHA-1, lowercase hex.
+    pub sha1: String,
+}
+
+/// The deviceUrl `importKey` (and CreateImportSpec's `fileItem.deviceId`) of the disk at SCSI
+/// `unit` of the VM `vm_name` an import makes.
+pub fn import_key(vm_name: &str, unit: i32) -> String {
+    format!("/{vm_name}/ParaVirtualSCSIController0:{unit}")
 }
 
 /// Where a lease is in its life.
@@ -64,17 +92,25 @@ struct Progress {
     state: LeaseState,
     timed_out: bool,
     last_activity: Instant,
-    file_sizes: Vec<Option<u64>>,
+    transfers: Vec<Option<Transfer>>,
+    /// Import: which disks an upload is writing now.
+    uploading: Vec<bool>,
+    /// Import: the partial VM was removed.
+    cleaned: bool,
 }
 
-/// An export lease.
+/// A lease.
 pub struct Lease {
     /// The HttpNfcLease object.
     pub moref: MoRef,
-    /// The exported VM.
+    /// The exported or imported VM.
     pub entity: MoRef,
-    /// The disks it serves, in the VM's order.
-    pub disks: Vec<ExportDisk>,
+    /// Which way it moves disks.
+    pub direction: Direction,
+    /// The disks it serves or receives, in the VM's order.
+    pub disks: Vec<LeaseDisk>,
+    /// How long it lives without activity.
+    pub timeout: Duration,
     progress: Mutex<Progress>,
 }
 
@@ -87,6 +123,22 @@ impl Lease {
     /// Records client activity (a progress report or a transfer), which keeps the lease alive.
     pub fn touch(&self) {
         lock(&self.progress).last_activity = Instant::now();
+    }
+
+    /// Import: claims disk `index` for an upload (false when one runs or one completed).
+    pub fn begin_upload(&self, index: usize) -> bool {
+        let mut progress = lock(&self.progress);
+        let free = progress.uploading.get(index) == Some(&false)
+            && progress.transfers.get(index).is_some_and(Option::is_none);
+        if free {
+            progress.uploading[index] = true;
+        }
+        free
+    }
+
+    /// Whether any upload runs.
+    fn uploads_running(&self) -> bool {
+        lock(&self.progress).uploading.contains(&true)
     }
 }
 
@@ -103,8 +155,9 @@ impl Leases {
         lock(&self.map).get(id).cloned()
     }
 
-    /// Whether a lease that has not ended reads `entity`'s disks (it must not power on).
-    pub fn exporting(&self, entity: &MoRef) -> bool {
+    /// Whether a lease that has not ended reads or writes `entity`'s disks (it must not
+    /// power on).
+    pub fn transferring(&self, entity: &MoRef) -> bool {
         lock(&self.map).values().any(|lease| {
             lease.entity == *entity
                 && matches!(lease.state(), LeaseState::Initializing | LeaseState::Ready)
@@ -112,20 +165,30 @@ impl Leases {
     }
 }
 
-/// Creates an export lease for `entity`'s `disks`: the object appears initializing, becomes
-/// ready once its info is published, and times out after `LEASE_TIMEOUT` without activity.
-pub fn start_export(host: &Arc<Host>, entity: &MoRef, disks: Vec<ExportDisk>) -> MoRef {
+/// Creates a lease moving `entity`'s `disks` in `direction`: the object appears
+/// initializing, becomes ready once its info is published, and times out after the
+/// configured lease timeout without activity.
+pub fn start(
+    host: &Arc<Host>,
+    entity: &MoRef,
+    direction: Direction,
+    disks: Vec<LeaseDisk>,
+) -> MoRef {
     let schema = host.schema;
     let id = crate::vm::uuid::random();
     let moref = MoRef::new("HttpNfcLease", id.as_str());
     let lease = Arc::new(Lease {
         moref: moref.clone(),
         entity: entity.clone(),
+        direction,
+        timeout: Duration::from_secs(host.config.lease_timeout_secs),
         progress: Mutex::new(Progress {
             state: LeaseState::Initializing,
             timed_out: false,
             last_activity: Instant::now(),
-            file_sizes: vec![None; disks.len()],
+            transfers: vec![None; disks.len()],
+            uploading: vec![false; disks.len()],
+            cleaned: false,
         }),
         disks,
     });
@@ -175,13 +238,13 @@ async fn watch(host: &Arc<Host>, lease: &Arc<Lease>) {
         if matches!(state, LeaseState::Done | LeaseState::Error) {
             break;
         }
-        if idle >= LEASE_TIMEOUT {
+        if idle >= lease.timeout {
             let fault = Fault::new(host.schema, "Timedout", "The lease timed out");
             if end(host, lease, LeaseState::Error, Some(fault.data), true).is_ok() {
                 break;
             }
         }
-        tokio::time::sleep((LEASE_TIMEOUT.saturating_sub(idle)).max(Duration::from_secs(1))).await;
+        tokio::time::sleep((lease.timeout.saturating_sub(idle)).max(Duration::from_secs(1))).await;
     }
     tokio::time::sleep(ENDED_LEASE_KEPT).await;
     lock(&host.leases.map).remove(&*lease.moref.id);
@@ -221,9 +284,10 @@ pub fn report_progress(host: &Host, lease: &Lease, percent: i64) -> Result<(), F
 }
 
 /// Moves a ready (or initializing) lease to `state` (done, or error with the MethodFault
-/// object `fault`).
+/// object `fault`). An import completes only when no upload runs; one that ends in error
+/// loses its VM.
 pub fn end(
-    host: &Host,
+    host: &Arc<Host>,
     lease: &Lease,
     state: LeaseState,
     fault: Option<DataObject>,
@@ -239,6 +303,12 @@ pub fn end(
             drop(progress);
             return Err(not_ready(host, lease));
         }
+        if state == LeaseState::Done && progress.uploading.contains(&true) {
+            return Err(faults::invalid_state(
+                host.schema,
+                "an upload through the lease is still running",
+            ));
+        }
         progress.state = state;
         progress.timed_out = timed_out;
     }
@@ -252,32 +322,108 @@ pub fn end(
             inv.set(schema, &lease.moref, "error", fault);
         }
     });
+    if state == LeaseState::Error {
+        remove_partial_import(host, lease);
+    }
     Ok(())
 }
 
-/// Records that disk `index` was sent whole in `bytes` bytes (deviceUrl.fileSize).
-pub fn record_file_size(host: &Host, lease: &Lease, index: usize, bytes: u64) {
-    if let Some(size) = lock(&lease.progress).file_sizes.get_mut(index) {
-        *size = Some(bytes);
+/// Import: an upload of disk `index` ended (`transfer` when it completed); removes the
+/// partial VM when the lease ended in error meanwhile.
+pub fn end_upload(host: &Arc<Host>, lease: &Lease, index: usize, transfer: Option<Transfer>) {
+    {
+        let mut progress = lock(&lease.progress);
+        progress.uploading[index] = false;
+        if transfer.is_some() {
+            progress.transfers[index] = transfer;
+        }
+        progress.last_activity = Instant::now();
     }
     publish(host, lease);
+    remove_partial_import(host, lease);
+}
+
+/// Destroys the VM of an import lease that ended in error, once no upload writes into its
+/// folder any more (whoever comes last does it, once).
+fn remove_partial_import(host: &Arc<Host>, lease: &Lease) {
+    if lease.direction != Direction::Import || lease.uploads_running() {
+        return;
+    }
+    {
+        let mut progress = lock(&lease.progress);
+        if progress.state != LeaseState::Error || progress.cleaned {
+            return;
+        }
+        progress.cleaned = true;
+    }
+    let Some(vm) = host.vms.get(&lease.entity) else {
+        return;
+    };
+    if let Err(fault) = crate::methods::virtual_machine::destroy_vm(host, &vm) {
+        tracing::warn!(lease = %lease.moref.id, vm = %vm.moref, "the failed import's VM stays: {}", fault.message);
+    }
+}
+
+/// Export: records that disk `index` was sent whole (deviceUrl.fileSize, the manifest).
+pub fn record_download(host: &Host, lease: &Lease, index: usize, transfer: Transfer) {
+    if let Some(slot) = lock(&lease.progress).transfers.get_mut(index) {
+        *slot = Some(transfer);
+    }
+    publish(host, lease);
+}
+
+/// HttpNfcLeaseGetManifest: one entry per file transferred whole so far, with its SHA-1.
+pub fn manifest(host: &Host, lease: &Lease) -> Result<Vec<Value>, Fault> {
+    if lease.state() != LeaseState::Ready {
+        return Err(not_ready(host, lease));
+    }
+    let schema = host.schema;
+    let transfers = lock(&lease.progress).transfers.clone();
+    Ok(lease
+        .disks
+        .iter()
+        .zip(transfers)
+        .filter_map(|(disk, transfer)| {
+            let transfer = transfer?;
+            Some(
+                DataObject::of(schema, "HttpNfcLeaseManifestEntry")
+                    .with(schema, "key", disk.key.as_str())
+                    .with(schema, "sha1", transfer.sha1.as_str())
+                    .with(schema, "checksum", transfer.sha1.as_str())
+                    .with(
+                        schema,
+                        "checksumType",
+                        Value::enumeration(schema, "HttpNfcLeaseManifestEntryChecksumType", "sha1"),
+                    )
+                    .with(schema, "size", transfer.bytes as i64)
+                    .with(schema, "disk", true)
+                    .with(schema, "capacity", disk.capacity as i64)
+                    .into(),
+            )
+        })
+        .collect())
+}
+
+/// Lowercase hex SHA-1 of a finished digest.
+pub fn hex(digest: ring::digest::Digest) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Publishes the lease's `info` and `state`.
 fn publish(host: &Host, lease: &Lease) {
     let schema = host.schema;
-    let (state, sizes) = {
+    let (state, transfers) = {
         let progress = lock(&lease.progress);
-        (progress.state, progress.file_sizes.clone())
+        (progress.state, progress.transfers.clone())
     };
     let urls: Vec<Value> = lease
         .disks
         .iter()
-        .zip(sizes)
-        .map(|(disk, size)| {
+        .zip(transfers)
+        .map(|(disk, transfer)| {
             let mut url = DataObject::of(schema, "HttpNfcLeaseDeviceUrl")
                 .with(schema, "key", disk.key.as_str())
-                .with(schema, "importKey", disk.key.as_str())
+                .with(schema, "importKey", disk.import_key.as_str())
                 .with(
                     schema,
                     "url",
@@ -286,8 +432,8 @@ fn publish(host: &Host, lease: &Lease) {
                 .with(schema, "sslThumbprint", host.certificate_sha1.as_str())
                 .with(schema, "disk", true)
                 .with(schema, "targetId", disk.target_id.as_str());
-            if let Some(size) = size {
-                url.set(schema, "fileSize", size as i64);
+            if let Some(transfer) = transfer {
+                url.set(schema, "fileSize", transfer.bytes as i64);
             }
             url.into()
         })
@@ -302,7 +448,11 @@ fn publish(host: &Host, lease: &Lease) {
             Value::Array(schema.known_type("HttpNfcLeaseDeviceUrl"), urls),
         )
         .with(schema, "totalDiskCapacityInKB", total_kb as i64)
-        .with(schema, "leaseTimeout", LEASE_TIMEOUT.as_secs() as i32);
+        .with(
+            schema,
+            "leaseTimeout",
+            lease.timeout.as_secs().min(i32::MAX as u64) as i32,
+        );
     host.mutate(|inv| {
         inv.set(schema, &lease.moref, "info", info);
         inv.set(schema, &lease.moref, "initializeProgress", 100);

@@ -5,6 +5,7 @@
 //! entity. Nothing is estimated: a counter the host cannot read is simply absent.
 
 pub mod catalogue;
+pub mod publish;
 pub mod readings;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

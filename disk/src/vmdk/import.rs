@@ -152,7 +152,17 @@ fn import_stream_optimized<R: Read>(
     let mut grain = vec![0u8; grain_bytes];
     let mut inflater = Decompress::new(true);
     loop {
-        input.fill(&mut sector, "before the end-of-stream marker")?;
+        // qemu-img ends a stream whose last grain fills the file with no marker after it:
+        // the end of the input at a record boundary ends the stream too.
+        match input.fill_up_to(&mut sector)? {
+            0 => return Ok(()),
+            n if n < sector.len() => {
+                return Err(ImportVmdkError::Truncated(
+                    "before the end-of-stream marker",
+                ))
+            }
+            _ => {}
+        }
         match StreamRecord::parse(&sector).map_err(ImportVmdkError::Malformed)? {
             StreamRecord::Grain { lba, size } => {
                 if lba % header.grain_size != 0 || lba >= header.capacity {

@@ -18,7 +18,8 @@ pub use sparse_writer::write_monolithic_sparse;
 pub use stream_writer::write_stream_optimized;
 
 use crate::source::SourceError;
-use header::{SparseHeader, MAX_CAPACITY_SECTORS};
+use header::{SparseHeader, FLAG_NEWLINE_TEST, MAX_CAPACITY_SECTORS, SECTOR};
+use stream_writer::{DESCRIPTOR_SECTORS, GRAIN_SECTORS, GTES_PER_GT};
 
 /// Why a VMDK could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +38,29 @@ pub enum WriteVmdkError {
     TooLarge(String),
 }
 
-/// Refuses capacities beyond what readers accept.
-fn check_capacity(header: &SparseHeader) -> Result<(), WriteVmdkError> {
+/// What every VMDK vireo writes has in its header, for a disk of `capacity` bytes: 64 KiB
+/// grains, 512-entry grain tables, the descriptor right after the header, no compression;
+/// each writer sets what its format changes. Capacities beyond what readers accept are refused.
+fn written_header(capacity: u64) -> Result<SparseHeader, WriteVmdkError> {
+    let header = SparseHeader {
+        version: 1,
+        flags: FLAG_NEWLINE_TEST,
+        capacity: capacity.div_ceil(SECTOR),
+        grain_size: GRAIN_SECTORS,
+        descriptor_offset: 1,
+        descriptor_size: DESCRIPTOR_SECTORS,
+        gtes_per_gt: GTES_PER_GT,
+        rgd_offset: 0,
+        gd_offset: 0,
+        overhead: 0,
+        unclean_shutdown: false,
+        compress_algorithm: 0,
+    };
     if header.capacity > MAX_CAPACITY_SECTORS {
         return Err(WriteVmdkError::TooLarge(format!(
             "a disk of {} sectors",
             header.capacity
         )));
     }
-    Ok(())
+    Ok(header)
 }

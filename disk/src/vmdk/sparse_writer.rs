@@ -6,8 +6,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::descriptor;
-use super::header::{SparseHeader, FLAG_NEWLINE_TEST, SECTOR};
-use super::stream_writer::{table_bytes, DESCRIPTOR_SECTORS, GRAIN_SECTORS, GTES_PER_GT};
+use super::header::{SparseHeader, SECTOR};
+use super::stream_writer::{table_bytes, DESCRIPTOR_SECTORS, GTES_PER_GT};
 use super::WriteVmdkError;
 use crate::chain::Progress;
 use crate::source::CopySource;
@@ -75,20 +75,9 @@ pub fn write_monolithic_sparse(
 /// The header of a monolithicSparse file of `capacity` bytes: metadata, then grains.
 fn sparse_header(capacity: u64) -> Result<SparseHeader, WriteVmdkError> {
     let mut header = SparseHeader {
-        version: 1,
-        flags: FLAG_NEWLINE_TEST,
-        capacity: capacity.div_ceil(SECTOR),
-        grain_size: GRAIN_SECTORS,
-        descriptor_offset: 1,
-        descriptor_size: DESCRIPTOR_SECTORS,
-        gtes_per_gt: GTES_PER_GT,
-        rgd_offset: 0,
         gd_offset: 1 + DESCRIPTOR_SECTORS,
-        overhead: 0,
-        unclean_shutdown: false,
-        compress_algorithm: 0,
+        ..super::written_header(capacity)?
     };
-    super::check_capacity(&header)?;
     let gd_sectors = (header.gd_entries() * 4).div_ceil(SECTOR);
     let metadata = header.gd_offset + gd_sectors + header.gd_entries() * header.gt_sectors();
     header.overhead = metadata.next_multiple_of(header.grain_size);

@@ -45,22 +45,14 @@ pub fn write_stream_optimized<W: Write>(
 
 /// The header of a streamOptimized file of `capacity` bytes (directory at the end).
 fn stream_header(capacity: u64) -> Result<SparseHeader, WriteVmdkError> {
-    let header = SparseHeader {
+    Ok(SparseHeader {
         version: 3,
         flags: FLAG_NEWLINE_TEST | FLAG_COMPRESSED | FLAG_MARKERS,
-        capacity: capacity.div_ceil(SECTOR),
-        grain_size: GRAIN_SECTORS,
-        descriptor_offset: 1,
-        descriptor_size: DESCRIPTOR_SECTORS,
-        gtes_per_gt: GTES_PER_GT,
-        rgd_offset: 0,
         gd_offset: GD_AT_END,
         overhead: GRAIN_SECTORS,
-        unclean_shutdown: false,
         compress_algorithm: COMPRESS_DEFLATE,
-    };
-    super::check_capacity(&header)?;
-    Ok(header)
+        ..super::written_header(capacity)?
+    })
 }
 
 /// The state of a stream being written.

@@ -1,6 +1,6 @@
 //! GuestFileManager: directories and files in the guest (make, delete, move, temporary
 //! names, list, attributes), run by the guest as the authenticated user, and the one-time
-//! transfer URLs of InitiateFileTransferToGuest / FromGuest (served by `crate::guest_files`).
+//! transfer URLs of InitiateFileTransferToGuest / FromGuest (`file_transfer.rs`).
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
@@ -33,11 +33,11 @@ pub const METHODS: MethodTable = MethodTable {
         ),
         (
             "InitiateFileTransferToGuest",
-            Handler::Async(crate::guest_files::to_guest),
+            Handler::Async(super::file_transfer::to_guest),
         ),
         (
             "InitiateFileTransferFromGuest",
-            Handler::Async(crate::guest_files::from_guest),
+            Handler::Async(super::file_transfer::from_guest),
         ),
     ],
 };

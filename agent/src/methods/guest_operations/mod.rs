@@ -6,6 +6,7 @@
 
 pub mod auth_manager;
 pub mod file_manager;
+mod file_transfer;
 pub mod process_manager;
 
 use std::sync::Arc;

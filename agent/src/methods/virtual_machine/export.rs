@@ -5,7 +5,7 @@ use vireo_api::{Fault, Value};
 
 use super::super::{Call, MethodResult};
 use crate::faults;
-use crate::nfc::{start_export, ExportDisk};
+use crate::nfc::{start, Direction, LeaseDisk};
 use crate::vm::properties::DISK_KEY;
 use crate::vm::Power;
 
@@ -30,17 +30,22 @@ pub fn export_vm(call: &Call<'_>) -> MethodResult {
                             "the disk cannot be read",
                         )
                     })?;
-                Ok(ExportDisk {
-                    key: device_url_key(&vm.moref.id, n),
+                let key = device_url_key(&vm.moref.id, n);
+                Ok(LeaseDisk {
+                    import_key: key.clone(),
+                    key,
                     target_id: format!("disk-{n}.vmdk"),
-                    top: top.clone(),
+                    path: top.clone(),
                     capacity: state.disk_capacities.get(n).copied().unwrap_or(0),
                 })
             })
             .collect::<Result<Vec<_>, Fault>>()?
     };
-    Ok(Some(Value::MoRef(start_export(
-        call.host, &vm.moref, disks,
+    Ok(Some(Value::MoRef(start(
+        call.host,
+        &vm.moref,
+        Direction::Export,
+        disks,
     ))))
 }
 

@@ -31,7 +31,7 @@ pub(super) fn mark_as_virtual_machine(call: &Call<'_>) -> MethodResult {
 
 /// Destroy: deletes the files the VM owns, then its folder if empty (a folder holding other
 /// files stays), and forgets it. Only when not running.
-fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
+pub(crate) fn destroy_vm(host: &Arc<Host>, vm: &Arc<Vm>) -> Result<Option<Value>, Fault> {
     let (bases, owned, instance_uuid) = {
         let state = vm.state();
         if state.power == Power::On {

@@ -6,7 +6,7 @@ use crate::vm::lifecycle;
 
 pub(super) fn power_on(call: &Call<'_>) -> MethodResult {
     let vm = call.this_vm()?;
-    if call.host.leases.exporting(&vm.moref) {
+    if call.host.leases.transferring(&vm.moref) {
         return Err(crate::faults::invalid_state(
             call.schema,
             "the VM is being exported: complete or abort its HttpNfcLease first",

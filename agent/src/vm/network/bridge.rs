@@ -5,14 +5,14 @@
 //! every VLAN); a kernel built without bridge VLAN filtering refuses that, and the error says so. VLAN membership goes through iproute2's
 //! `bridge` and `ip`; the rest through ioctls.
 
-use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use super::switches::{VSwitch, TRUNK};
-use super::{bring_up, control_socket, error, tool, IfReq, Network, NetworkError, SIOCBRADDIF};
+use nix::net::if_::InterfaceFlags;
 
-const SIOCBRDELBR: libc::c_ulong = 0x89a1;
-const SIOCBRDELIF: libc::c_ulong = 0x89a3;
+use super::ifreq::{self, change_port, set_mtu, PortChange};
+use super::switches::{VSwitch, TRUNK};
+use super::{bring_up, tool, Network, NetworkError};
+
 /// The VID untagged frames belong to on our bridges.
 const NATIVE_VID: u16 = 1;
 
@@ -64,12 +64,12 @@ impl Network {
         for port in ports(&bridge) {
             let ours = port.starts_with(&format!("vt{:04x}", self.instance));
             if !ours && !vswitch.uplinks.contains(&port) {
-                bridge_ioctl(&bridge, SIOCBRDELIF, &port, "release the uplink")?;
+                change_port(&bridge, &port, PortChange::Remove, "release the uplink")?;
             }
         }
         for uplink in &vswitch.uplinks {
             if !ports(&bridge).contains(uplink) {
-                bridge_ioctl(&bridge, SIOCBRADDIF, uplink, "enslave the uplink")?;
+                change_port(&bridge, uplink, PortChange::Add, "enslave the uplink")?;
             }
             if vlans {
                 vlan(uplink, &["add", "vid", &format!("{}-4094", NATIVE_VID + 1)])?;
@@ -107,7 +107,7 @@ impl Network {
     pub fn attach(&self, tap: &str, attachment: Attachment) -> Result<(), NetworkError> {
         let bridge = self.switch_bridge(attachment.slot);
         if !interface_on(&bridge, tap) {
-            bridge_ioctl(&bridge, SIOCBRADDIF, tap, "add to the bridge TAP")?;
+            change_port(&bridge, tap, PortChange::Add, "add to the bridge TAP")?;
         }
         match attachment.vlan {
             0 => Ok(()),
@@ -175,55 +175,11 @@ fn interface_on(bridge: &str, port: &str) -> bool {
         .is_ok_and(|master| master.ends_with(bridge))
 }
 
-fn set_mtu(name: &str, mtu: u32) -> Result<(), NetworkError> {
-    let socket = control_socket(name)?;
-    let mut req = IfReq::new(name);
-    req.set_int(mtu as libc::c_int);
-    // SAFETY: SIOCSIFMTU reads an ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFMTU, &req) } < 0 {
-        return Err(error("set the MTU of", name));
-    }
-    Ok(())
-}
-
-/// SIOCBRADDIF / SIOCBRDELIF of `port` on `bridge`.
-fn bridge_ioctl(
-    bridge: &str,
-    request: libc::c_ulong,
-    port: &str,
-    action: &'static str,
-) -> Result<(), NetworkError> {
-    let cname = std::ffi::CString::new(port).map_err(|_| NetworkError {
-        action,
-        name: port.into(),
-        source: std::io::ErrorKind::InvalidInput.into(),
-    })?;
-    // SAFETY: if_nametoindex reads a NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(error(action, port));
-    }
-    let socket = control_socket(bridge)?;
-    let mut req = IfReq::new(bridge);
-    req.set_int(index as libc::c_int);
-    // SAFETY: the bridge ioctls read an ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), request, &req) } < 0 {
-        return Err(error(action, port));
-    }
-    Ok(())
-}
-
 /// Deletes bridge `name` (a no-op if it is gone).
 pub(super) fn remove_bridge(name: &str) -> Result<(), NetworkError> {
     if !super::interface_exists(name) {
         return Ok(());
     }
-    super::set_flags(name, 0, libc::IFF_UP as libc::c_short)?;
-    let socket = control_socket(name)?;
-    let cname = std::ffi::CString::new(name).expect("no NUL in a bridge name");
-    // SAFETY: SIOCBRDELBR reads a NUL-terminated name.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRDELBR, cname.as_ptr()) } < 0 {
-        return Err(error("delete bridge", name));
-    }
-    Ok(())
+    ifreq::set_flags(name, InterfaceFlags::empty(), InterfaceFlags::IFF_UP)?;
+    ifreq::delete_bridge(name)
 }

@@ -11,32 +11,26 @@
 //! e2e tests check after every vireod they stop that nothing was left.
 
 pub mod bridge;
+mod ifreq;
 pub mod nat;
 pub mod objects;
 pub mod security;
 pub mod switches;
 pub mod vnic;
 
-use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use nix::net::if_::InterfaceFlags;
+
 use crate::config::VmNetworkMode;
 pub use bridge::Attachment;
+pub use ifreq::set_ipv4;
 use switches::Switches;
 
 /// The file in the data dir that keeps the instance id.
 const INSTANCE_FILE: &str = "network-instance";
-
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-const SIOCBRADDBR: libc::c_ulong = 0x89a0;
-const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 
 /// Why a network device could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,92 +44,9 @@ pub struct NetworkError {
     pub source: std::io::Error,
 }
 
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    /// ifr_flags / ifr_ifindex, and padding to the kernel's 24-byte union.
-    data: [u8; 24],
-}
-
-impl IfReq {
-    fn new(name: &str) -> IfReq {
-        let mut req = IfReq {
-            name: [0; libc::IFNAMSIZ],
-            data: [0; 24],
-        };
-        for (slot, byte) in req
-            .name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *slot = byte as libc::c_char;
-        }
-        req
-    }
-
-    fn set_short(&mut self, value: libc::c_short) {
-        self.data[..2].copy_from_slice(&value.to_ne_bytes());
-    }
-
-    fn set_int(&mut self, value: libc::c_int) {
-        self.data[..4].copy_from_slice(&value.to_ne_bytes());
-    }
-
-    /// Puts an AF_INET sockaddr holding `ip` in ifr_addr.
-    fn set_ipv4(&mut self, ip: std::net::Ipv4Addr) {
-        self.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        self.data[2..4].fill(0);
-        self.data[4..8].copy_from_slice(&ip.octets());
-    }
-
-    /// The IPv4 address of an AF_INET sockaddr in ifr_addr.
-    fn ipv4(&self) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(self.data[4], self.data[5], self.data[6], self.data[7])
-    }
-
-    fn short(&self) -> libc::c_short {
-        libc::c_short::from_ne_bytes([self.data[0], self.data[1]])
-    }
-}
-
-fn error(action: &'static str, name: &str) -> NetworkError {
-    NetworkError {
-        action,
-        name: name.to_string(),
-        source: std::io::Error::last_os_error(),
-    }
-}
-
-fn control_socket(name: &str) -> Result<OwnedFd, NetworkError> {
-    // SAFETY: plain socket(2); the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(error("open a control socket for", name));
-    }
-    // SAFETY: fd is a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Sets IFF_UP on an interface.
 fn bring_up(name: &str) -> Result<(), NetworkError> {
-    set_flags(name, libc::IFF_UP as libc::c_short, 0)
-}
-
-/// Sets the interface flags `set` and clears `clear`.
-fn set_flags(name: &str, set: libc::c_short, clear: libc::c_short) -> Result<(), NetworkError> {
-    let socket = control_socket(name)?;
-    let mut req = IfReq::new(name);
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq we own.
-    unsafe {
-        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(error("read the flags of", name));
-        }
-        req.set_short((req.short() | set) & !clear);
-        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(error("set the flags of", name));
-        }
-    }
-    Ok(())
+    ifreq::set_flags(name, InterfaceFlags::IFF_UP, InterfaceFlags::empty())
 }
 
 /// A system tool by name: from /usr/sbin where Debian puts it (root's PATH may lack it), else
@@ -149,62 +60,9 @@ fn tool(name: &str) -> std::path::PathBuf {
     }
 }
 
-/// Gives `name` the IPv4 address `address`/`prefix` in place of its primary one (`None`: takes
-/// its address away).
-pub fn set_ipv4(
-    name: &str,
-    address: Option<std::net::Ipv4Addr>,
-    prefix: u8,
-) -> Result<(), NetworkError> {
-    let socket = control_socket(name)?;
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
-    let mut steps = vec![(
-        libc::SIOCSIFADDR,
-        address.unwrap_or(unspecified),
-        "set the address of",
-    )];
-    if address.is_some() {
-        steps.push((libc::SIOCSIFNETMASK, mask.into(), "set the netmask of"));
-    }
-    for (request, value, action) in steps {
-        let mut req = IfReq::new(name);
-        req.set_ipv4(value);
-        // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read an ifreq we own.
-        if unsafe { libc::ioctl(socket.as_raw_fd(), request, &req) } < 0 {
-            return Err(error(action, name));
-        }
-    }
-    Ok(())
-}
-
 /// Whether a network interface of this name exists.
 pub fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
-}
-
-fn set_tap_persistence(name: &str, persist: bool) -> Result<(), NetworkError> {
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map_err(|source| NetworkError {
-            action: "open /dev/net/tun for",
-            name: name.to_string(),
-            source,
-        })?;
-    let mut req = IfReq::new(name);
-    req.set_short(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
-    // SAFETY: TUNSETIFF reads an ifreq we own; TUNSETPERSIST takes an integer.
-    unsafe {
-        if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) < 0 {
-            return Err(error("attach to TAP", name));
-        }
-        if libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, libc::c_ulong::from(persist)) < 0 {
-            return Err(error("set persistence of TAP", name));
-        }
-    }
-    Ok(())
 }
 
 /// Deletes a TAP made by [`Network::create_tap`] (a no-op if it is gone).
@@ -212,7 +70,7 @@ pub fn delete_tap(name: &str) -> Result<(), NetworkError> {
     if !interface_exists(name) {
         return Ok(());
     }
-    set_tap_persistence(name, false)
+    ifreq::set_tap_persistence(name, false)
 }
 
 /// The interfaces of one vireod instance.
@@ -286,22 +144,15 @@ impl Network {
 
     /// Creates bridge `bridge` if it is missing, and brings it up.
     fn ensure_named_bridge(&self, bridge: &str) -> Result<(), NetworkError> {
-        let bridge = bridge.to_string();
-        if !interface_exists(&bridge) {
-            let socket = control_socket(&bridge)?;
-            let name = CString::new(bridge.as_str()).expect("no NUL in the bridge name");
-            // SAFETY: SIOCBRADDBR reads a NUL-terminated name.
-            let added = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCBRADDBR, name.as_ptr()) };
-            if added < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-                return Err(error("create bridge", &bridge));
-            }
+        if !interface_exists(bridge) {
+            ifreq::add_bridge(bridge)?;
         }
-        bring_up(&bridge)
+        bring_up(bridge)
     }
 
     /// Creates a persistent TAP on `attachment`'s bridge and VLAN, up, for a VMM to open.
     pub fn create_tap(&self, name: &str, attachment: Attachment) -> Result<(), NetworkError> {
-        set_tap_persistence(name, true)?;
+        ifreq::set_tap_persistence(name, true)?;
         if let Err(failure) = self.attach(name, attachment) {
             let _ = delete_tap(name);
             return Err(failure);
@@ -426,7 +277,7 @@ mod tests {
         let id = format!("{:04x}", network.instance);
         assert_eq!(network.tap_name(26, 1), format!("vt{id}1an1"));
         assert_eq!(network.bridge(), format!("vbr{id}"));
-        assert!(network.tap_name((1 << 28) - 1, 9).len() < libc::IFNAMSIZ);
+        assert!(network.tap_name((1 << 28) - 1, 9).len() < ifreq::IFNAMSIZ);
         let other = Network {
             instance: network.instance.wrapping_add(1),
         };
@@ -455,8 +306,6 @@ mod tests {
     }
 
     fn nix_like_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        root && std::path::Path::new("/dev/net/tun").exists()
+        nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/net/tun").exists()
     }
 }

@@ -383,7 +383,7 @@ fn check_vswitch(vswitch: &VSwitch) -> Result<(), SwitchError> {
     }
     for uplink in &vswitch.uplinks {
         let plain = !uplink.is_empty()
-            && uplink.len() < libc::IFNAMSIZ
+            && uplink.len() < super::ifreq::IFNAMSIZ
             && uplink
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));

@@ -5,9 +5,8 @@
 //! read from the kernel. Nothing here changes the host.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 
-use super::{control_socket, IfReq};
+use super::ifreq::{ipv4_of, Ipv4Setting};
 
 /// The VMkernel device name the management interface is shown as.
 pub const MANAGEMENT_DEVICE: &str = "vmk0";
@@ -38,11 +37,11 @@ pub fn management(listen: IpAddr) -> Option<HostInterface> {
     } else {
         interfaces()
             .into_iter()
-            .find(|name| ipv4_of(name, libc::SIOCGIFADDR) == Some(listen))?
+            .find(|name| ipv4_of(name, Ipv4Setting::Address) == Some(listen))?
     };
     Some(HostInterface {
-        address: ipv4_of(&name, libc::SIOCGIFADDR)?,
-        netmask: ipv4_of(&name, libc::SIOCGIFNETMASK)?,
+        address: ipv4_of(&name, Ipv4Setting::Address)?,
+        netmask: ipv4_of(&name, Ipv4Setting::Netmask)?,
         mac: sys_attribute(&name, "address")?,
         mtu: sys_attribute(&name, "mtu")?.parse().ok()?,
         name,
@@ -80,17 +79,6 @@ fn default_route_in(text: &str) -> Option<String> {
             _ => None,
         }
     })
-}
-
-/// An IPv4 address of `name` read with `request` (SIOCGIFADDR, SIOCGIFNETMASK).
-fn ipv4_of(name: &str, request: libc::c_ulong) -> Option<Ipv4Addr> {
-    let socket = control_socket(name).ok()?;
-    let mut req = IfReq::new(name);
-    // SAFETY: the request fills the ifreq we own.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), request, &mut req) } < 0 {
-        return None;
-    }
-    Some(req.ipv4())
 }
 
 #[cfg(test)]

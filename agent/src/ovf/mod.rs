@@ -4,6 +4,10 @@
 //! memory, the SCSI controller, disks, network adapters, portable extraConfig). Pure text
 //! building: the caller gathers the facts.
 
+pub mod package;
+pub mod plan;
+pub mod xml;
+
 use std::fmt::Write;
 
 use crate::datastore::listing::escape;
