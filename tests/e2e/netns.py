@@ -145,3 +145,44 @@ class Lan:
         self.host.delete()
         self.lan.delete()
         subprocess.run(["rm", "-rf", self.www])
+
+
+class Uplink:
+    """A second veth pair between `lan`'s two namespaces for a vSwitch uplink: the host end
+    (`device`, no address: vireod bridges it) and the LAN end at `GATEWAY`/24, where a dnsmasq of
+    the LAN serves DHCP (router `GATEWAY`) with its leases in `lease_file`. Bridged guests lease
+    from it and reach the LAN's HTTP server at `LAN_IP` with their own address."""
+
+    GATEWAY = "198.51.100.1"
+    SUBNET = "198.51.100.0/24"
+
+    def __init__(self, lan, tag):
+        self.lan = lan
+        self.device, lan_end = f"vu-{tag}", f"vw-{tag}"
+        ip("link", "add", self.device, "netns", lan.host.name, "type", "veth",
+           "peer", "name", lan_end, "netns", lan.lan.name)
+        ip("addr", "add", f"{self.GATEWAY}/24", "dev", lan_end, netns=lan.lan.name)
+        ip("link", "set", lan_end, "up", netns=lan.lan.name)
+        self.lease_file = os.path.join(lan.www, "uplink.leases")
+        self.dhcp_log = open(os.path.join(lan.www, "uplink-dnsmasq.log"), "w")
+        self.dnsmasq = subprocess.Popen(
+            lan.lan.command(["/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                             "--port=0", "--user=root", f"--interface={lan_end}", "--bind-interfaces",
+                             "--dhcp-range=198.51.100.50,198.51.100.99,255.255.255.0,1h",
+                             f"--dhcp-option=option:router,{self.GATEWAY}", "--dhcp-authoritative",
+                             f"--dhcp-leasefile={self.lease_file}", "--log-facility=-", "--log-dhcp"]),
+            stdout=self.dhcp_log, stderr=subprocess.STDOUT)
+
+    def leases(self):
+        """The LAN dnsmasq's leases as {MAC: address}."""
+        try:
+            with open(self.lease_file) as f:
+                return {line.split()[1]: line.split()[2] for line in f if len(line.split()) > 2}
+        except FileNotFoundError:
+            return {}
+
+    def close(self):
+        self.dnsmasq.terminate()
+        self.dnsmasq.wait(timeout=10)
+        self.dhcp_log.close()
+        subprocess.run(["ip", "-n", self.lan.host.name, "link", "del", self.device], capture_output=True)

@@ -13,7 +13,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from conftest import dnsmasq_serving
-from netns import HOST_IP, LAN_IP, LAN_PORT, Lan
+from netns import HOST_IP, LAN_IP, LAN_PORT, Lan, Uplink
 from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
 from test_vm_snapshots import type_command
 from test_vm_tools import create_tools_vm, wait_tools_running
@@ -161,10 +161,15 @@ def port_group_spec(name, vlan, vswitch="vSwitch1"):
 
 def static_guest(agent, si, name, ip, port_group):
     """A powered-on test guest with address `ip`/24 whose NIC is on `port_group`."""
+    return guest_on(agent, si, name, f"scenario=shell vireo.tools=on vireo.ip={ip}/24", port_group)
+
+
+def guest_on(agent, si, name, cmdline, port_group):
+    """A powered-on test guest booted with `cmdline` whose NIC is on `port_group`."""
     spec = config_spec(name, scenario="shell")
     for option in spec.extraConfig:
         if option.key == "vireo.boot.cmdline":
-            option.value = f"scenario=shell vireo.tools=on vireo.ip={ip}/24"
+            option.value = cmdline
     for change in spec.deviceChange:
         if isinstance(change.device, vim.vm.device.VirtualEthernetCard):
             change.device.backing.deviceName = port_group
@@ -263,5 +268,100 @@ def test_forged_transmits_and_mac_changes_follow_the_port_group_policy(lan):
         type_command(agent, a, f"net mac {changed}", "net mac=")
         # 192.0.2.23 was never asked: the ARP exchange must pass both ways.
         assert type_command(agent, a, "net udp 192.0.2.23 7 forged", "udp sent") == "udp sent 6 bytes to 192.0.2.23:7"
+    finally:
+        close(agent)
+
+
+def test_a_vswitch_with_a_veth_uplink_puts_its_guests_on_the_lan(lan):
+    """A vSwitch whose uplink is a veth into the LAN namespace: its guest leases its address
+    from the LAN's own DHCP server (not vireod's) and reaches the LAN's HTTP server with that
+    address, unmasqueraded. The uplink is shown as a pnic and goes free with the vSwitch."""
+    uplink = Uplink(lan, f"{os.getpid() % 0x10000:04x}")
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        host, system = network_system(si)
+        bond = vim.host.VirtualSwitch.BondBridge(nicDevice=[uplink.device])
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(
+            numPorts=64, mtu=1500, bridge=bond))
+        system.AddPortGroup(portgrp=port_group_spec("LAN", 0))
+        info = system.networkInfo
+        assert uplink.device in [p.device for p in info.pnic]
+        [vswitch] = [v for v in info.vswitch if v.name == "vSwitch1"]
+        assert list(vswitch.spec.bridge.nicDevice) == [uplink.device]
+        bridge = bridge_of(agent) + "s1"
+        master = lan.host.run("readlink", f"/sys/class/net/{uplink.device}/master").stdout
+        assert master.strip().endswith("/" + bridge)
+
+        vm = guest_on(agent, si, "bridged", DHCP_CMDLINE, "LAN")
+        wait_tools_running(agent, vm)
+        wait_for(lambda: vm.guest.ipAddress, "the guest to report its leased address")
+        address = ipaddress.ip_address(vm.guest.ipAddress)
+        assert address in ipaddress.ip_network(Uplink.SUBNET)
+        card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
+        assert uplink.leases().get(card.macAddress) == str(address)
+
+        before = len(lan.requests())
+        answer = type_command(agent, vm, f"net get {LAN_IP} {LAN_PORT} /hello.txt", "http ")
+        assert "status=HTTP/1.0 200 OK" in answer and f"body={lan.marker}" in answer, answer
+        [request] = lan.requests()[before:]
+        assert request.startswith(f"{address} "), request
+
+        WaitForTask(vm.PowerOffVM_Task())
+        system.RemovePortGroup(pgName="LAN")
+        system.RemoveVirtualSwitch(vswitchName="vSwitch1")
+        assert lan.host.run("ip", "link", "show", bridge).returncode != 0
+        assert lan.host.run("ip", "link", "show", uplink.device).returncode == 0
+        assert lan.host.run("test", "-e", f"/sys/class/net/{uplink.device}/master").returncode != 0
+    finally:
+        close(agent)
+        uplink.close()
+
+
+def frames_received(agent, vm):
+    """The frames the guest's card has received (`net info`'s rx)."""
+    info = type_command(agent, vm, "net info", "net mac=")
+    return int(next(word for word in info.split() if word.startswith("rx=")).split("=")[1])
+
+
+def test_a_promiscuous_port_sees_its_neighbours_unicast_and_a_strict_one_does_not(lan):
+    """On one vSwitch, A sends B unicast datagrams. The guest on a port group that allows
+    promiscuous mode receives each of them (its rx count grows by at least their number); the
+    guest on a strict port group receives none of them; once the policy is turned off, neither
+    does the first."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        _, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        system.AddPortGroup(portgrp=port_group_spec("Strict", 0))
+        sniffing = port_group_spec("Sniffing", 0)
+        sniffing.policy = vim.host.NetworkPolicy(
+            security=vim.host.NetworkPolicy.SecurityPolicy(allowPromiscuous=True))
+        system.AddPortGroup(portgrp=sniffing)
+        a = static_guest(agent, si, "pm-a", "192.0.2.31", "Strict")
+        static_guest(agent, si, "pm-b", "192.0.2.32", "Strict")
+        watcher = static_guest(agent, si, "pm-watch", "192.0.2.33", "Sniffing")
+        bystander = static_guest(agent, si, "pm-by", "192.0.2.34", "Strict")
+        count = 12
+
+        def unicast_seen():
+            """What the watcher and the bystander received while A sent B `count` datagrams."""
+            type_command(agent, a, "net udp 192.0.2.32 7 warm", "udp sent")  # ARP resolved
+            before = [frames_received(agent, vm) for vm in (watcher, bystander)]
+            for n in range(count):
+                assert type_command(agent, a, f"net udp 192.0.2.32 7 u{n:02}", "udp sent") \
+                    == "udp sent 3 bytes to 192.0.2.32:7"
+            after = [frames_received(agent, vm) for vm in (watcher, bystander)]
+            return [later - earlier for earlier, later in zip(before, after)]
+
+        watched, passed_by = unicast_seen()
+        assert watched >= count and passed_by < count, (watched, passed_by)
+
+        sniffing.policy = vim.host.NetworkPolicy(
+            security=vim.host.NetworkPolicy.SecurityPolicy(allowPromiscuous=False))
+        system.UpdatePortGroup(pgName="Sniffing", portgrp=sniffing)
+        watched, passed_by = unicast_seen()
+        assert watched < count and passed_by < count, (watched, passed_by)
     finally:
         close(agent)

@@ -73,8 +73,8 @@ def wait_for_state(lease, wanted):
 
 
 def get(vireod, url, cookie=None):
-    """(status, body) of a GET on the lease URL `url` ('*' is this vireod)."""
-    url = url.replace("*", f"{vireod.host}:{vireod.port}")
+    """(status, body) of a GET on the lease URL `url` (host '*' is this vireod)."""
+    url = url.replace("*", vireod.host)
     headers = {"Cookie": cookie} if cookie else {}
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -117,7 +117,7 @@ def test_a_stock_export_script_downloads_identical_disks_and_a_descriptor(vireod
     assert info.leaseTimeout == 300
     urls = list(info.deviceUrl)
     assert [u.targetId for u in urls] == ["disk-0.vmdk", "disk-1.vmdk"]
-    assert all(u.disk and u.url.startswith("https://*/nfc/") and u.fileSize is None for u in urls)
+    assert all(u.disk and u.url.startswith(f"https://*:{vireod.port}/nfc/") and u.fileSize is None for u in urls)
 
     updater = LeaseProgressUpdater(lease)
     updater.start()
@@ -182,10 +182,10 @@ def test_lease_urls_refuse_strangers_and_end_with_the_lease(vireod, si):
     url = lease.info.deviceUrl[0].url
     lease_id = url.split("/")[4]
     assert get(vireod, url)[0] == 401
-    base = f"https://*/nfc/{lease_id}/"
+    base = f"https://*:{vireod.port}/nfc/{lease_id}/"
     for name in ["disk-7.vmdk", "..%2F..%2Fe2e-vm%2Fe2e-vm.vmx", "../../folder/e2e-vm/e2e-vm.vmx", ""]:
         assert get(vireod, base + name, si._stub.cookie)[0] == 404, name
-    assert get(vireod, "https://*/nfc/52-no-such-lease/disk-0.vmdk", si._stub.cookie)[0] == 404
+    assert get(vireod, f"https://*:{vireod.port}/nfc/52-no-such-lease/disk-0.vmdk", si._stub.cookie)[0] == 404
 
     # A user without VApp.Export on the VM gets nothing.
     spec = vim.host.LocalAccountManager.AccountSpecification(id="exportless", password="Exportless-pass-1")

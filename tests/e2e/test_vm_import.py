@@ -187,9 +187,9 @@ def test_hostile_descriptors_are_reported_and_never_obeyed(vireod, si):
 # --- A stock deploy script (the pyVmomi community sample deploy_ova.py, condensed) ----------
 
 def upload(vireod, url, stream, size, method="POST", cookie=None, chunk=1 << 20, headers=None):
-    """Sends `size` bytes of `stream` to a lease URL ('*' is this vireod) as the sample does;
+    """Sends `size` bytes of `stream` to a lease URL (host '*' is this vireod) as the sample does;
     returns (status, body). Without `size` the body goes chunked."""
-    parts = urllib.parse.urlsplit(url.replace("*", f"{vireod.host}:{vireod.port}"))
+    parts = urllib.parse.urlsplit(url.replace("*", vireod.host))
     connection = http.client.HTTPSConnection(parts.hostname, parts.port,
                                              context=ssl._create_unverified_context(), timeout=120)
     try:
@@ -405,18 +405,18 @@ def test_lease_urls_refuse_strangers_other_leases_and_oversized_uploads(vireod, 
     def send(target=url, stream=None, length=size, method="POST", who=cookie):
         return upload(vireod, target, stream or open(vmdk, "rb"), length, method=method, cookie=who)[0]
 
-    assert send(who=None) == 401
+    assert send(who='vmware_soap_session="52-forged"') == 401
     # Another lease's URLs reach only that lease's disks: an export lease refuses uploads.
     source, _ = deploy(si, vireod, descriptor(name="export-source", disks=((None, 1 << 20),), network="VM Network"), None)
     other = source.ExportVm()
     wait_ready(other)
     other_id = other.info.deviceUrl[0].url.split("/")[4]
-    assert send(f"https://*/nfc/{other_id}/disk-0.vmdk") == 405
+    assert send(f"https://*:{vireod.port}/nfc/{other_id}/disk-0.vmdk") == 405
     other.HttpNfcLeaseAbort()
     WaitForTask(source.Destroy_Task())
     for name in ["disk-1.vmdk", "..%2Fguarded-import.vmx", "../guarded-import/guarded-import.vmx", ""]:
-        assert send(f"https://*/nfc/{lease_id}/{name}") == 404, name
-    assert send("https://*/nfc/52-no-such-lease/disk-0.vmdk") == 404
+        assert send(f"https://*:{vireod.port}/nfc/{lease_id}/{name}") == 404, name
+    assert send(f"https://*:{vireod.port}/nfc/52-no-such-lease/disk-0.vmdk") == 404
     # A user without VApp.Import.
     spec = vim.host.LocalAccountManager.AccountSpecification(id="importless", password="Importless-pass-1")
     si.content.accountManager.CreateUser(spec)
@@ -475,7 +475,7 @@ def test_an_export_lease_gives_its_manifest(vireod, si, tmp_path):
     vm, _ = deploy(si, vireod, text, lambda path: (open(vmdk, "rb"), os.path.getsize(vmdk)))
     lease = vm.ExportVm()
     wait_ready(lease)
-    url = lease.info.deviceUrl[0].url.replace("*", f"{vireod.host}:{vireod.port}")
+    url = lease.info.deviceUrl[0].url.replace("*", vireod.host)
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPSConnection(parts.hostname, parts.port, context=ssl._create_unverified_context())
     connection.request("GET", parts.path, headers={"Cookie": si._stub.cookie})
@@ -517,7 +517,7 @@ def export_package(vireod, si, vm, folder):
     wait_ready(lease)
     files = []
     for url in lease.info.deviceUrl:
-        parts = urllib.parse.urlsplit(url.url.replace("*", f"{vireod.host}:{vireod.port}"))
+        parts = urllib.parse.urlsplit(url.url.replace("*", vireod.host))
         connection = http.client.HTTPSConnection(parts.hostname, parts.port, context=ssl._create_unverified_context(),
                                                  timeout=120)
         connection.request("GET", parts.path, headers={"Cookie": si._stub.cookie})

@@ -9,7 +9,9 @@ use vireo_api::{DataObject, Fault, Value};
 use super::{Call, Handler, MethodResult, MethodTable};
 use crate::faults::{already_exists, resource_in_use};
 use crate::locks::lock;
-use crate::vm::network::switches::{PortGroup, Security, SwitchError, Switches, VSwitch};
+use crate::vm::network::switches::{
+    PortGroup, Security, SecurityOverride, SwitchError, Switches, VSwitch,
+};
 use crate::vm::network::{objects, Network};
 use crate::vm::Power;
 
@@ -248,7 +250,8 @@ fn query_network_hint(call: &Call<'_>) -> MethodResult {
     )))
 }
 
-/// A vSwitch from a HostVirtualSwitchSpec (absent fields: `current`'s, else ESXi's defaults).
+/// A vSwitch from a HostVirtualSwitchSpec (absent fields, security ones included: `current`'s,
+/// else ESXi's defaults).
 fn vswitch_from(
     schema: &Schema,
     name: String,
@@ -275,7 +278,8 @@ fn vswitch_from(
     let security = spec
         .and_then(|s| s.get(schema, "policy"))
         .and_then(Value::as_data)
-        .and_then(|p| security_from(schema, p));
+        .and_then(|p| security_from(schema, p))
+        .unwrap_or_default();
     VSwitch {
         name,
         slot: current.map_or(0, |c| c.slot),
@@ -284,22 +288,15 @@ fn vswitch_from(
         uplinks: uplinks
             .or_else(|| current.map(|c| c.uplinks.clone()))
             .unwrap_or_default(),
-        security: security
-            .or(current.map(|c| c.security))
-            .unwrap_or(Security::STRICT),
+        security: security.over(current.map_or(Security::STRICT, |c| c.security)),
     }
 }
 
-/// The security part of a HostNetworkPolicy (unset booleans: rejected).
-fn security_from(schema: &Schema, policy: &DataObject) -> Option<Security> {
+/// The security part of a HostNetworkPolicy (unset booleans stay unset).
+fn security_from(schema: &Schema, policy: &DataObject) -> Option<SecurityOverride> {
     let security = policy.get(schema, "security")?.as_data()?;
-    let flag = |name: &str| {
-        security
-            .get(schema, name)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
-    Some(Security {
+    let flag = |name: &str| security.get(schema, name).and_then(Value::as_bool);
+    Some(SecurityOverride {
         allow_promiscuous: flag("allowPromiscuous"),
         mac_changes: flag("macChanges"),
         forged_transmits: flag("forgedTransmits"),
@@ -336,6 +333,7 @@ fn portgroup_from(call: &Call<'_>) -> Result<PortGroup, Fault> {
         security: spec
             .get(schema, "policy")
             .and_then(Value::as_data)
-            .and_then(|p| security_from(schema, p)),
+            .and_then(|p| security_from(schema, p))
+            .unwrap_or_default(),
     })
 }

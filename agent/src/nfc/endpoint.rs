@@ -1,8 +1,12 @@
 //! `/nfc/<lease>/<disk-N.vmdk>`: the URLs a lease's deviceUrls name. A caller with a session
 //! cookie (or Basic credentials) holding VApp.Export (export leases) or VApp.Import (import
-//! leases) on the lease's VM GETs an export's disks or PUTs/POSTs an import's. Only the file
-//! names the lease lists are served; nothing in the URL is ever used as a path, and a lease's
-//! URLs reach that lease's disks only.
+//! leases) on the lease's VM GETs an export's disks or PUTs/POSTs an import's. As on ESXi,
+//! whose NFC URLs are tickets, an upload that brings no credentials at all is admitted on the
+//! strength of the URL: its lease id is a random UUID only the lease's holder was given, and
+//! it works only while that lease is ready (stock clients such as Ansible's vmware_deploy_ovf
+//! upload that way); credentials that are brought must be valid and hold the privilege. Only
+//! the file names the lease lists are served; nothing in the URL is ever used as a path, and
+//! a lease's URLs reach that lease's disks only.
 
 use std::sync::Arc;
 
@@ -15,6 +19,13 @@ use crate::http_files::{self, authenticated_user, plain, Body};
 use crate::methods::access;
 
 type Refusal = Response<http_body_util::Full<Bytes>>;
+
+/// Whether the request carries a session cookie or Basic credentials.
+fn has_credentials(request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(hyper::header::COOKIE)
+        || headers.contains_key(hyper::header::AUTHORIZATION)
+}
 
 /// Serves one `/nfc/...` request.
 pub async fn serve(host: Arc<Host>, request: Request<Incoming>) -> Response<Body> {
@@ -34,12 +45,6 @@ async fn admit(
     host: &Arc<Host>,
     request: &Request<Incoming>,
 ) -> Result<(Arc<Lease>, usize), Refusal> {
-    let Some(user) = authenticated_user(host, request).await else {
-        return Err(plain(
-            StatusCode::UNAUTHORIZED,
-            "log in first (session cookie)",
-        ));
-    };
     let not_found = || plain(StatusCode::NOT_FOUND, "no such lease file");
     let rest = request
         .uri()
@@ -66,11 +71,21 @@ async fn admit(
             },
         ));
     }
-    if !access::user_holds_any(host, &user, &[privilege], &lease.entity) {
-        return Err(plain(
-            StatusCode::FORBIDDEN,
-            format!("{user} lacks {privilege} on {}", lease.entity),
-        ));
+    match authenticated_user(host, request).await {
+        Some(user) if !access::user_holds_any(host, &user, &[privilege], &lease.entity) => {
+            return Err(plain(
+                StatusCode::FORBIDDEN,
+                format!("{user} lacks {privilege} on {}", lease.entity),
+            ));
+        }
+        Some(_) => {}
+        None if lease.direction == Direction::Import && !has_credentials(request) => {}
+        None => {
+            return Err(plain(
+                StatusCode::UNAUTHORIZED,
+                "log in first (session cookie)",
+            ))
+        }
     }
     match lease.state() {
         LeaseState::Ready => {}

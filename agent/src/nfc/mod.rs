@@ -416,6 +416,11 @@ fn publish(host: &Host, lease: &Lease) {
         let progress = lock(&lease.progress);
         (progress.state, progress.transfers.clone())
     };
+    // Host `*` is whatever name the client reached this host by; the port is ours unless 443.
+    let port = match host.config.listen.port() {
+        443 => String::new(),
+        port => format!(":{port}"),
+    };
     let urls: Vec<Value> = lease
         .disks
         .iter()
@@ -427,7 +432,7 @@ fn publish(host: &Host, lease: &Lease) {
                 .with(
                     schema,
                     "url",
-                    format!("https://*/nfc/{}/{}", lease.moref.id, disk.target_id),
+                    format!("https://*{port}/nfc/{}/{}", lease.moref.id, disk.target_id),
                 )
                 .with(schema, "sslThumbprint", host.certificate_sha1.as_str())
                 .with(schema, "disk", true)

@@ -20,7 +20,7 @@ use super::recovery::CLONE_SNAPSHOT_PREFIX;
 use super::slots::{self, DiskSlot};
 use super::snapshots::{self, clone_holds, NewSnapshot};
 use super::spec::{DiskSpec, VmSpec};
-use super::{lifecycle, question, uuid, Power, Vm};
+use super::{lifecycle, macs, question, uuid, Power, Vm};
 use crate::events::post_event;
 use crate::faults;
 use crate::host::Host;
@@ -387,7 +387,7 @@ fn clone_spec(host: &Host, source: &Vm, wanted: &CloneSpec) -> Result<VmSpec, Fa
     let schema = host.schema;
     let mut spec = source.state().spec.clone();
     spec.name = wanted.name.clone();
-    spec.renew_identity();
+    spec.renew_identity(&macs::in_use(host, None));
     // Its location is recorded when it first powers on (no "moved or copied?" for a clone).
     spec.set_extra(question::UUID_LOCATION, "");
     spec.instance_uuid = wanted.instance_uuid.clone();

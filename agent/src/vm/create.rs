@@ -13,12 +13,11 @@ use vireo_disk::qcow2::{create as create_qcow2, BackingSpec, CreateOptions};
 use vireo_disk::{open_disk, OpenError};
 
 use super::datastore_path::DatastorePath;
+use super::device_change::set_mac;
 use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::slots::{DiskSlot, SataController};
-use super::spec::{
-    is_owned_key, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
-};
-use super::{lifecycle, uuid, Vm};
+use super::spec::{is_owned_key, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
+use super::{lifecycle, macs, uuid, Vm};
 use crate::faults;
 use crate::host::Host;
 
@@ -86,16 +85,17 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
         };
         let mut sata = SataController::new(false);
         apply_extra_config(host, &mut spec, config)?;
-        for change in get("deviceChange").map(Value::items).unwrap_or_default() {
+        let changes = get("deviceChange").map(Value::items).unwrap_or_default();
+        for (index, change) in changes.iter().enumerate() {
             let change = change.as_data().ok_or_else(|| {
                 Fault::invalid_argument(schema, "deviceChange", "not a VirtualDeviceConfigSpec")
             })?;
             add_device(
                 host,
                 &vmx_path,
-                &name,
                 &mut spec,
                 &mut sata,
+                index,
                 change,
                 &mut created,
             )?;
@@ -362,9 +362,9 @@ fn existing_disk_format(schema: &Schema, path: &Path, name: &str) -> Result<Imag
 fn add_device(
     host: &Host,
     vmx_path: &DatastorePath,
-    vm_name: &str,
     spec: &mut VmSpec,
     sata: &mut SataController,
+    index: usize,
     change: &DataObject,
     created: &mut Vec<PathBuf>,
 ) -> Result<(), Fault> {
@@ -404,7 +404,7 @@ fn add_device(
             device,
             slot,
         };
-        let disk = add_disk(host, vmx_path, vm_name, &spec.disks, new, created)?;
+        let disk = add_disk(host, vmx_path, &spec.name, &spec.disks, new, created)?;
         spec.disks.push(disk);
         return Ok(());
     }
@@ -416,19 +416,19 @@ fn add_device(
                 format!("at most {MAX_NICS} NICs"),
             ));
         }
-        let mac = device
-            .get(schema, "macAddress")
-            .and_then(Value::as_str)
-            .filter(|m| m.len() == 17)
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_else(random_mac);
-        spec.nics.push(NicSpec {
+        let mut nic = NicSpec {
             network: nic_network(host, device)?,
-            mac,
+            mac: String::new(),
             virtual_dev: nic_model(schema, device),
-            generated_mac: false,
+            generated_mac: true,
             start_connected: true,
-        });
+        };
+        let mut taken = macs::in_use(host, None);
+        for other in &spec.nics {
+            taken.insert(other.mac.clone(), spec.name.clone());
+        }
+        set_mac(schema, &mut nic, index, device, &taken)?;
+        spec.nics.push(nic);
         return Ok(());
     }
     if SataController::is_sata(schema, device) {

@@ -18,12 +18,12 @@ use vireo_vmm_protocol::control::Request;
 use super::create::{add_disk, nic_model, nic_network, NewDisk};
 use super::disks::{self, trees};
 use super::journal::{Intent, Journal};
+use super::macs::{self, MacsInUse};
 use super::properties::{DISK_KEY, NIC_KEY};
 use super::slots::{DiskSlot, SataController};
 use super::snapshots::live;
 use super::spec::{
-    is_manual_mac, random_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS,
-    MAX_VIRTIO_DEVICES,
+    is_manual_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS, MAX_VIRTIO_DEVICES,
 };
 use super::{cdroms, control, Power, Vm, VmState};
 use crate::faults;
@@ -84,6 +84,8 @@ struct Working {
     destroys: Vec<PathBuf>,
     cdroms: cdroms::Working,
     sata: SataController,
+    /// The MACs of the host's other VMs.
+    used_macs: MacsInUse,
 }
 
 impl Working {
@@ -92,16 +94,34 @@ impl Working {
         let kept = self.disks.iter().flatten();
         kept.chain(&self.added_disks).map(|d| d.slot).collect()
     }
+
+    /// The MACs a NIC of this VM may not take: the other VMs', and its other NICs' (all but
+    /// existing NIC `except`).
+    fn macs_taken(&self, vm_name: &str, except: Option<usize>) -> MacsInUse {
+        let existing = self
+            .nics
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except);
+        let own = existing.filter_map(|(_, nic)| nic.as_ref());
+        let mut taken = self.used_macs.clone();
+        for nic in own.chain(&self.added_nics) {
+            taken.insert(nic.mac.clone(), vm_name.to_string());
+        }
+        taken
+    }
 }
 
 /// Checks every change of `changes` against the VM (`state`), starting from `spec` (the
 /// configuration the rest of the reconfigure leaves), and makes the files of new disks.
+/// `used_macs`: the MACs of the host's other VMs, which its NICs may not take.
 pub fn plan(
     host: &Host,
     vm: &Vm,
     state: &VmState,
     spec: VmSpec,
     changes: &[&Value],
+    used_macs: MacsInUse,
 ) -> Result<DevicePlan, Fault> {
     let mut working = Working {
         disks: spec.disks.iter().cloned().map(Some).collect(),
@@ -114,6 +134,7 @@ pub fn plan(
         destroys: Vec::new(),
         cdroms: cdroms::Working::new(&spec.cdroms),
         sata: SataController::new(spec.sata),
+        used_macs,
     };
     let checked = changes.iter().enumerate().try_for_each(|(index, value)| {
         let change = read_change(host.schema, index, value)?;
@@ -517,7 +538,8 @@ fn nic_change(
                 generated_mac: true,
                 start_connected: true,
             };
-            set_mac(schema, &mut nic, change)?;
+            let taken = working.macs_taken(&state.spec.name, None);
+            set_mac(schema, &mut nic, change.index, change.device, &taken)?;
             set_connection(schema, &mut nic, change.device);
             working.added_nics.push(nic);
             Ok(())
@@ -529,10 +551,11 @@ fn nic_change(
         }
         Operation::Edit => {
             let index = existing(schema, &working.nics, NIC_KEY, change)?;
+            let taken = working.macs_taken(&state.spec.name, Some(index));
             let nic = working.nics[index].as_mut().expect("checked");
             let before = nic.clone();
             nic.network = nic_network(host, change.device)?;
-            set_mac(schema, nic, change)?;
+            set_mac(schema, nic, change.index, change.device, &taken)?;
             set_connection(schema, nic, change.device);
             let identity_changed = nic.mac != before.mac || nic.network != before.network;
             if state.power == Power::On {
@@ -552,10 +575,17 @@ fn nic_change(
     }
 }
 
-/// The MAC of an added or edited NIC: a manual one must be in the range ESXi allows
-/// (`00:50:56:00:00:00`-`00:50:56:3f:ff:ff`); a generated one is made here unless it stays.
-fn set_mac(schema: &Schema, nic: &mut NicSpec, change: &Change<'_>) -> Result<(), Fault> {
-    let get = |name: &str| change.device.get(schema, name).and_then(Value::as_str);
+/// The MAC of an added or edited NIC (`device`, of device change `index`): a manual one must be
+/// in the range ESXi allows (`00:50:56:00:00:00`-`00:50:56:3f:ff:ff`) and, if new, none of
+/// `taken`; a generated one is made here, none of `taken`, unless it stays.
+pub(super) fn set_mac(
+    schema: &Schema,
+    nic: &mut NicSpec,
+    index: usize,
+    device: &DataObject,
+    taken: &MacsInUse,
+) -> Result<(), Fault> {
+    let get = |name: &str| device.get(schema, name).and_then(Value::as_str);
     let given = get("macAddress")
         .filter(|m| !m.is_empty())
         .map(str::to_ascii_lowercase);
@@ -564,7 +594,7 @@ fn set_mac(schema: &Schema, nic: &mut NicSpec, change: &Change<'_>) -> Result<()
         (Some("manual"), None) => Err(faults::invalid_device_spec(
             schema,
             "InvalidDeviceSpec",
-            change.index,
+            index,
             "A manual MAC address needs macAddress.",
         )),
         (Some("manual"), Some(mac)) | (None, Some(mac)) if mac != nic.mac || !nic.generated_mac => {
@@ -572,11 +602,19 @@ fn set_mac(schema: &Schema, nic: &mut NicSpec, change: &Change<'_>) -> Result<()
                 return Err(faults::invalid_device_spec(
                     schema,
                     "InvalidDeviceSpec",
-                    change.index,
+                    index,
                     format!(
                         "The MAC address {mac} is not in the range allowed for manual addresses \
                          (00:50:56:00:00:00 - 00:50:56:3F:FF:FF)."
                     ),
+                ));
+            }
+            if let Some(owner) = taken.get(&mac).filter(|_| mac != nic.mac) {
+                return Err(faults::invalid_device_spec(
+                    schema,
+                    "InvalidDeviceSpec",
+                    index,
+                    format!("The MAC address {mac} is in use by the virtual machine {owner}."),
                 ));
             }
             nic.mac = mac;
@@ -584,12 +622,12 @@ fn set_mac(schema: &Schema, nic: &mut NicSpec, change: &Change<'_>) -> Result<()
             Ok(())
         }
         (Some("generated" | "assigned"), _) if !nic.generated_mac || nic.mac.is_empty() => {
-            nic.mac = random_mac();
+            nic.mac = macs::unique(taken);
             nic.generated_mac = true;
             Ok(())
         }
         _ if nic.mac.is_empty() => {
-            nic.mac = random_mac();
+            nic.mac = macs::unique(taken);
             Ok(())
         }
         _ => Ok(()),

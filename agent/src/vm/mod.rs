@@ -20,6 +20,7 @@ pub mod guest_os;
 pub mod jail;
 pub mod journal;
 pub mod lifecycle;
+pub mod macs;
 pub mod network;
 pub mod process;
 pub mod properties;

@@ -18,7 +18,7 @@ use vireo_vmm_protocol::control::{IoStalls, Request, STALL_WATCH_MS};
 
 use super::control::{self, ControlError};
 use super::lifecycle::{self, post_vm_event};
-use super::{recovery, uuid, Vm, VmState};
+use super::{macs, recovery, uuid, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
 
@@ -326,10 +326,11 @@ pub fn confirm_identity(host: &Host, vm: &Vm) -> Result<(), Fault> {
                 s.answer.is_some() || s.removed
             });
             drop(waited);
+            let used = macs::in_use(host, Some(vm.id));
             let mut state = vm.edit(host);
             state.question = None;
             match state.answer.take().as_deref() {
-                Some(COPIED) => state.spec.renew_identity(),
+                Some(COPIED) => state.spec.renew_identity(&used),
                 Some(MOVED) => {}
                 _ => {
                     return Err(faults::request_canceled(

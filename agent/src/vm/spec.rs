@@ -5,6 +5,7 @@
 
 use vireo_disk::open::ImageFormat;
 
+use super::macs::{self, MacsInUse};
 use super::slots::{self, Bus, DiskSlot};
 use super::uuid;
 use super::vmx_file::VmxFile;
@@ -377,11 +378,18 @@ impl VmSpec {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A new BIOS UUID and new MAC addresses: the identity of a copy of the VM.
-    pub fn renew_identity(&mut self) {
+    /// A new BIOS UUID and new generated MACs: the identity of a copy of the VM. A manual MAC
+    /// stays unless a NIC of `used` (the host's other VMs) has it; then it is replaced by a
+    /// generated one too.
+    pub fn renew_identity(&mut self, used: &MacsInUse) {
         self.uuid = uuid::random();
+        let mut taken = used.clone();
         for nic in &mut self.nics {
-            nic.mac = random_mac();
+            if nic.generated_mac || nic.mac.is_empty() || taken.contains_key(&nic.mac) {
+                nic.mac = macs::unique(&taken);
+                nic.generated_mac = true;
+            }
+            taken.insert(nic.mac.clone(), self.name.clone());
         }
     }
 

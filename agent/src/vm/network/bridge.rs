@@ -161,13 +161,19 @@ fn run(program: &str, args: &[&str], name: &str) -> Result<(), NetworkError> {
 }
 
 /// The interfaces enslaved to `bridge`.
-fn ports(bridge: &str) -> Vec<String> {
+pub(super) fn ports(bridge: &str) -> Vec<String> {
     std::fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
         .into_iter()
         .flatten()
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect()
+}
+
+/// The bridge `port` is enslaved to, if any.
+pub(super) fn master_of(port: &str) -> Option<String> {
+    let master = std::fs::read_link(format!("/sys/class/net/{port}/master")).ok()?;
+    Some(master.file_name()?.to_string_lossy().into_owned())
 }
 
 fn interface_on(bridge: &str, port: &str) -> bool {

@@ -294,8 +294,8 @@ pub fn table_name(network: Network) -> String {
     format!("vireo_{:04x}", network.instance)
 }
 
-/// Runs `nft -f -` with `script`.
-pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<(), NatError> {
+/// Runs `nft -f -` with `script`; returns what nft printed (for `list` commands).
+pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<String, NatError> {
     let failed = |detail: String| NatError::Nft {
         action,
         table: table.to_string(),
@@ -304,7 +304,7 @@ pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<(),
     let mut child = Command::new(tool("nft"))
         .args(["-f", "-"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| failed(e.to_string()))?;
@@ -317,7 +317,7 @@ pub(super) fn nft(script: &str, action: &'static str, table: &str) -> Result<(),
         .wait_with_output()
         .map_err(|e| failed(e.to_string()))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(failed(
             String::from_utf8_lossy(&output.stderr).trim().to_string(),

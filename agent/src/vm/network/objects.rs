@@ -8,7 +8,7 @@
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
-use super::switches::{PortGroup, Security, Switches, VSwitch};
+use super::switches::{PortGroup, SecurityOverride, Switches, VSwitch};
 use super::vnic::{self, HostInterface};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
@@ -113,26 +113,27 @@ fn set_host_config_network(schema: &Schema, inv: &mut Inventory, info: DataObjec
     );
 }
 
-fn security_policy(schema: &Schema, security: Security) -> DataObject {
-    DataObject::of(schema, "HostNetworkSecurityPolicy")
-        .with(schema, "allowPromiscuous", security.allow_promiscuous)
-        .with(schema, "macChanges", security.mac_changes)
-        .with(schema, "forgedTransmits", security.forged_transmits)
-}
-
-fn policy(schema: &Schema, security: Option<Security>) -> DataObject {
-    let policy = DataObject::of(schema, "HostNetworkPolicy");
-    match security {
-        Some(security) => policy.with(schema, "security", security_policy(schema, security)),
-        None => policy,
+/// A HostNetworkPolicy whose security policy has the fields `security` sets (ESXi's port groups
+/// show an empty one when they override nothing).
+fn policy(schema: &Schema, security: SecurityOverride) -> DataObject {
+    let mut fields = DataObject::of(schema, "HostNetworkSecurityPolicy");
+    for (name, value) in [
+        ("allowPromiscuous", security.allow_promiscuous),
+        ("macChanges", security.mac_changes),
+        ("forgedTransmits", security.forged_transmits),
+    ] {
+        if let Some(value) = value {
+            fields.set(schema, name, value);
+        }
     }
+    DataObject::of(schema, "HostNetworkPolicy").with(schema, "security", fields)
 }
 
 /// The HostVirtualSwitchSpec of a vSwitch.
 pub fn vswitch_spec(schema: &Schema, vswitch: &VSwitch) -> DataObject {
     let mut spec = DataObject::of(schema, "HostVirtualSwitchSpec")
         .with(schema, "numPorts", vswitch.ports as i32)
-        .with(schema, "policy", policy(schema, Some(vswitch.security)))
+        .with(schema, "policy", policy(schema, vswitch.security.into()))
         .with(schema, "mtu", vswitch.mtu as i32);
     if !vswitch.uplinks.is_empty() {
         let bridge = DataObject::of(schema, "HostVirtualSwitchBondBridge").with(
@@ -227,7 +228,7 @@ fn network_info(
         .portgroups
         .iter()
         .map(|portgroup| {
-            let computed = Some(switches.security_of(portgroup));
+            let computed = switches.security_of(portgroup).into();
             DataObject::of(schema, "HostPortGroup")
                 .with(schema, "key", portgroup_key(&portgroup.name))
                 .with(schema, "vswitch", vswitch_key(&portgroup.vswitch))

@@ -45,6 +45,39 @@ impl Security {
     };
 }
 
+/// A port group's own security choices (HostNetworkSecurityPolicy with optional fields): each
+/// one left unset is its vSwitch's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityOverride {
+    /// Promiscuous mode, if set here.
+    pub allow_promiscuous: Option<bool>,
+    /// MAC address changes, if set here.
+    pub mac_changes: Option<bool>,
+    /// Forged transmits, if set here.
+    pub forged_transmits: Option<bool>,
+}
+
+impl SecurityOverride {
+    /// The policy these choices make over `base`.
+    pub fn over(self, base: Security) -> Security {
+        Security {
+            allow_promiscuous: self.allow_promiscuous.unwrap_or(base.allow_promiscuous),
+            mac_changes: self.mac_changes.unwrap_or(base.mac_changes),
+            forged_transmits: self.forged_transmits.unwrap_or(base.forged_transmits),
+        }
+    }
+}
+
+impl From<Security> for SecurityOverride {
+    fn from(security: Security) -> SecurityOverride {
+        SecurityOverride {
+            allow_promiscuous: Some(security.allow_promiscuous),
+            mac_changes: Some(security.mac_changes),
+            forged_transmits: Some(security.forged_transmits),
+        }
+    }
+}
+
 /// One standard vSwitch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VSwitch {
@@ -71,8 +104,9 @@ pub struct PortGroup {
     pub vswitch: String,
     /// VLAN id: 0 none, 1-4094 one VLAN, 4095 every VLAN.
     pub vlan: u16,
-    /// Its own policy, if it overrides the vSwitch's.
-    pub security: Option<Security>,
+    /// What of the vSwitch's policy it overrides.
+    #[serde(default)]
+    pub security: SecurityOverride,
 }
 
 /// Every vSwitch and port group of the host.
@@ -152,7 +186,7 @@ impl Switches {
                 name: DEFAULT_PORT_GROUP.into(),
                 vswitch: DEFAULT_SWITCH.into(),
                 vlan: 0,
-                security: None,
+                security: SecurityOverride::default(),
             }],
         }
     }
@@ -212,13 +246,10 @@ impl Switches {
             .any(|p| p.vswitch == name && p.vlan != 0)
     }
 
-    /// The policy in force on a port group (its own, else its vSwitch's).
+    /// The policy in force on a port group (its overrides over its vSwitch's).
     pub fn security_of(&self, portgroup: &PortGroup) -> Security {
-        portgroup.security.unwrap_or_else(|| {
-            self.vswitch(&portgroup.vswitch)
-                .map(|v| v.security)
-                .unwrap_or(Security::STRICT)
-        })
+        let base = self.vswitch(&portgroup.vswitch).map(|v| v.security);
+        portgroup.security.over(base.unwrap_or(Security::STRICT))
     }
 
     /// Adds a vSwitch in the first free bridge slot.
@@ -417,7 +448,7 @@ mod tests {
             name: name.into(),
             vswitch: vswitch.into(),
             vlan,
-            security: None,
+            security: SecurityOverride::default(),
         }
     }
 
@@ -456,6 +487,25 @@ mod tests {
             net.add_vswitch(switch("vSwitch3")).unwrap().slot,
             1,
             "slot reused"
+        );
+    }
+
+    #[test]
+    fn a_port_group_overrides_only_what_it_sets() {
+        let mut net = Switches::default_network();
+        let mut lab = group("Lab", DEFAULT_SWITCH, 0);
+        lab.security.allow_promiscuous = Some(true);
+        lab.security.forged_transmits = Some(false);
+        net.add_portgroup(lab).unwrap();
+        let computed = net.security_of(net.portgroup("Lab").unwrap());
+        // MAC changes: vSwitch0's (accepted).
+        assert_eq!(
+            computed,
+            Security {
+                allow_promiscuous: true,
+                mac_changes: true,
+                forged_transmits: false,
+            }
         );
     }
 

@@ -11,7 +11,8 @@ use crate::vm::Vm;
 
 /// Disk sizes of the fixture, in bytes.
 const DISK_SIZES: [i64; 2] = [1 << 20, 2 << 20];
-const MAC: &str = "00:50:56:aa:bb:01";
+/// A manual MAC (CreateVM refuses one outside 00:50:56:00:00:00-00:50:56:3f:ff:ff, as ESXi does).
+const MAC: &str = "00:50:56:2a:bb:01";
 
 /// The test host with "fixture": two new disks, one vmxnet3 NIC, then a snapshot "s1".
 fn fixture() -> (TestHost, Arc<Vm>) {

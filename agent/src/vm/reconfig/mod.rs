@@ -20,7 +20,7 @@ use vireo_api::{DataObject, Fault, Value};
 
 use super::device_change::{self, DevicePlan};
 use super::spec::VmSpec;
-use super::{create, lifecycle, properties, Vm};
+use super::{create, lifecycle, macs, properties, Vm};
 use crate::host::Host;
 
 /// ReconfigVM_Task: applies `config` (a VirtualMachineConfigSpec) to the VM.
@@ -39,7 +39,9 @@ pub fn reconfigure(
     let (next, plan) = if changes.is_empty() {
         (next, None)
     } else {
-        let plan = device_change::plan(host, vm, &vm.state(), next, &changes)?;
+        // Read before this VM's lock is taken (macs::in_use locks the others in turn).
+        let used = macs::in_use(host, Some(vm.id));
+        let plan = device_change::plan(host, vm, &vm.state(), next, &changes, used)?;
         (plan.spec.clone(), Some(plan))
     };
     let change = Change::Reconfigure(config);
