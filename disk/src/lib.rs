@@ -7,6 +7,7 @@ pub mod block;
 pub mod chain;
 pub mod convert;
 pub mod grow;
+pub mod layers;
 pub mod open;
 pub mod qcow2;
 pub mod raw;

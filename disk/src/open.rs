@@ -3,7 +3,7 @@
 //! and, for a qcow2 image's backing file (which may be of any format), its probe.
 
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::block::BlockDevice;
@@ -64,19 +64,22 @@ pub fn probe_format(path: &Path) -> Result<ImageFormat, OpenError> {
     probe_file(&file, path)
 }
 
-/// Detects the format of the open image `file` (found at `path`) by its magic bytes.
+/// Detects the format of the open image `file` (found at `path`) by its magic bytes (read at
+/// offset 0, whatever the file's position).
 pub fn probe_file(file: &File, path: &Path) -> Result<ImageFormat, OpenError> {
-    let io_err = |source| OpenError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut magic = [0u8; 4];
-    let mut file = file;
     let mut got = 0;
     while got < magic.len() {
-        match file.read(&mut magic[got..]).map_err(io_err)? {
-            0 => break,
-            n => got += n,
+        match file.read_at(&mut magic[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(OpenError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         }
     }
     if got == 4 && magic == crate::qcow2::header::MAGIC {

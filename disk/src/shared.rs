@@ -120,14 +120,33 @@ impl SharedDisk {
 
     /// Opens the image at `path` as `format` (a raw disk is never probed).
     pub fn open_as(path: &Path, format: ImageFormat, read_only: bool) -> Result<Self, OpenError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| OpenError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_file_as(file, path, format, read_only)
+    }
+
+    /// Opens the image already open as `file` (found at `path`) as `format`; a qcow2 image's
+    /// backing chain comes from the installed backing opener.
+    pub fn from_file_as(
+        file: std::fs::File,
+        path: &Path,
+        format: ImageFormat,
+        read_only: bool,
+    ) -> Result<Self, OpenError> {
         let device: Box<dyn RoutableDevice> = match format {
-            ImageFormat::Raw => Box::new(RawDisk::open(path, read_only)?),
+            ImageFormat::Raw => Box::new(RawDisk::from_file(file, path, read_only)?),
             ImageFormat::Qcow2 => {
                 let options = Qcow2Options {
                     read_only,
                     ..Qcow2Options::default()
                 };
-                Box::new(Qcow2Image::open(path, &options)?)
+                Box::new(Qcow2Image::open_file(file, path, &options)?)
             }
         };
         Self::new(device)

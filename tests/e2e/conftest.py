@@ -31,6 +31,10 @@ ethernet0.present = "TRUE"
 """
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: boots a stock Linux guest (minutes to an hour on kvm-pvm)")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

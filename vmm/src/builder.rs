@@ -137,7 +137,7 @@ enum KernelFormat {
 }
 
 fn open(what: &'static str, path: &Path) -> Result<File, BuildError> {
-    File::open(path).map_err(|source| BuildError::File {
+    crate::handed::open(path, true).map_err(|source| BuildError::File {
         what,
         path: path.to_owned(),
         source,

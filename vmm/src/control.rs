@@ -2,7 +2,8 @@
 //! (one JSON object per line) and carries them out on the running machine; vireod drives VMs
 //! through it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use crate::devices::bus::lock;
 use crate::devices::framebuffer::screenshot_png;
 use crate::devices::irq::send_nmi;
+use crate::fd_lines::{LineError, LineReader};
 use crate::handle::VmHandle;
 use crate::run_state::{Phase, VmExit};
 use vireo_vmm_protocol::control::{
@@ -110,26 +112,21 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(stream);
+    let mut reader = LineReader::new(stream, MAX_REQUEST_BYTES as usize);
     loop {
-        let mut line = String::new();
-        match (&mut reader).take(MAX_REQUEST_BYTES).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
-                let _ = writeln!(
-                    writer,
-                    "{}",
-                    encode_reply::<Ack>(Err("request line too long".into()))
-                );
+        let (line, fds) = match reader.next_line() {
+            Ok(Some(line)) => (line.text, line.fds),
+            Ok(None) | Err(LineError::Closed(_)) => return,
+            Err(refused) => {
+                let _ = writeln!(writer, "{}", encode_reply::<Ack>(Err(refused.to_string())));
                 return;
             }
-            Ok(_) => {}
-        }
+        };
         if line.trim().is_empty() {
             continue;
         }
         let (reply, after) = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(request) => execute(request, handle),
+            Ok(request) => execute(request, fds, handle),
             Err(e) => (encode_reply::<Ack>(Err(format!("bad request: {e}"))), None),
         };
         if writeln!(writer, "{reply}")
@@ -150,8 +147,9 @@ fn reply<T: serde::Serialize, E: std::fmt::Display>(outcome: Result<T, E>) -> St
     encode_reply(outcome.map_err(|e| e.to_string()))
 }
 
-/// Carries out `request`; returns the reply line and an exit to request once it is sent.
-fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
+/// Carries out `request` (with the descriptors sent beside it); returns the reply line and an
+/// exit to request once it is sent.
+fn execute(request: Request, fds: Vec<OwnedFd>, handle: &VmHandle) -> (String, Option<VmExit>) {
     let acked = |outcome: Result<(), String>| reply(outcome.map(|()| Ack {}));
     match request {
         Request::Status => (reply::<_, String>(Ok(status(handle))), None),
@@ -187,9 +185,14 @@ fn execute(request: Request, handle: &VmHandle) -> (String, Option<VmExit>) {
             paths,
             formats,
             may_grow,
+            files,
         } => {
-            let attached = crate::disk_swap::attach_disks(handle, &paths, &formats, may_grow)
-                .map_err(|e| e.to_string());
+            let attached = crate::handed::take_sent(&files, fds)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    crate::disk_swap::attach_disks(handle, &paths, &formats, may_grow)
+                        .map_err(|e| e.to_string())
+                });
             (acked(attached), None)
         }
         Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),

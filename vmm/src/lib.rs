@@ -14,6 +14,8 @@ pub mod control;
 pub mod device_manager;
 pub mod devices;
 pub mod disk_swap;
+pub mod fd_lines;
+pub mod handed;
 pub mod handle;
 pub mod io_stall;
 pub mod jail;

@@ -15,6 +15,7 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::getuid;
 use vireo_vmm::arch::kvm_pvm;
 use vireo_vmm::control::{self, ControlError, ControlListener};
+use vireo_vmm::handed::{self, HandedError};
 use vireo_vmm::jail::{self, JailError};
 use vireo_vmm::persist::restore::{restore_vm, RestoreError, RestoreOptions};
 use vireo_vmm::seccomp::{self, SeccompError};
@@ -27,6 +28,8 @@ use vireo_vmm_protocol::VmmArgs;
 enum StartError {
     #[error(transparent)]
     Jail(#[from] JailError),
+    #[error(transparent)]
+    Handed(#[from] HandedError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
@@ -71,6 +74,8 @@ fn main() -> ExitCode {
 
 /// Jails, filters and builds the VM; returns it with its control socket, ready to run.
 fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError> {
+    // The files vireod handed over, before anything else takes descriptor numbers.
+    handed::adopt(&args.files)?;
     // Control clients must run as whoever started the VMM (vireod).
     let owner = getuid();
     // Looked up while /sys is in view: the jail hides it, and a Linux guest on kvm-pvm needs

@@ -1,6 +1,7 @@
 //! Authorization as ESXi does it: roles ([`roles`]), permissions on inventory entities with
-//! propagation ([`permissions`]), and the store that holds both, persisted in the data dir
-//! (`authz.json`, mode 0600, replaced atomically). Root holds Admin on the root folder from
+//! propagation ([`permissions`]), local groups of users (which permissions may name), and the
+//! store that holds them, persisted in the data dir (`authz.json`, mode 0600, replaced
+//! atomically). Root holds Admin on the root folder from
 //! the first start; any other account holds nothing until granted.
 //!
 //! Lock order: callers may hold the inventory lock while reading this store, so nothing here
@@ -11,7 +12,7 @@ pub mod permissions;
 pub mod publish;
 pub mod roles;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use vireo_api::{MoRef, Value};
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
 use memo::{Memo, Reach};
-pub use permissions::{EntityRef, Permission};
+pub use permissions::{EntityRef, Permission, Principal};
 pub use roles::Role;
 
 /// The file, under the data dir.
@@ -95,10 +96,46 @@ pub enum PermissionError {
     Store(#[from] StoreError),
 }
 
+/// Why a group or a membership could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// A group of this name exists.
+    #[error("group {0} exists")]
+    Exists(String),
+    /// No group of this name.
+    #[error("no group {0}")]
+    NotFound(String),
+    /// The user is in the group already.
+    #[error("{user} is already a member of {group}")]
+    Member {
+        /// The user.
+        user: String,
+        /// The group.
+        group: String,
+    },
+    /// The user is not in the group.
+    #[error("{user} is not a member of {group}")]
+    NotMember {
+        /// The user.
+        user: String,
+        /// The group.
+        group: String,
+    },
+    /// The group's permissions could not be removed.
+    #[error(transparent)]
+    Permission(#[from] PermissionError),
+    /// Saving failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct Stored {
     roles: Vec<Role>,
     permissions: Vec<Permission>,
+    /// Each local group and its members.
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Roles and permissions.
@@ -108,6 +145,7 @@ pub struct Authz {
     known: BTreeSet<String>,
     roles: Vec<Role>,
     permissions: Vec<Permission>,
+    groups: BTreeMap<String, BTreeSet<String>>,
     /// Who reaches what through which roles; forgotten on every change ([`Authz::commit`]).
     memo: Memo,
 }
@@ -123,8 +161,8 @@ impl Authz {
                 source,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored {
-                roles: Vec::new(),
                 permissions: vec![root_admin()],
+                ..Stored::default()
             },
             Err(source) => return Err(StoreError::Io { path, source }),
         };
@@ -135,6 +173,7 @@ impl Authz {
             known,
             roles: all,
             permissions: stored.permissions,
+            groups: stored.groups,
             memo: Memo::default(),
         };
         authz.commit()?;
@@ -150,6 +189,7 @@ impl Authz {
             roles: roles::system_roles(&known),
             known,
             permissions: vec![root_admin()],
+            groups: BTreeMap::new(),
             memo: Memo::default(),
         }
     }
@@ -169,6 +209,7 @@ impl Authz {
                 .cloned()
                 .collect(),
             permissions: self.permissions.clone(),
+            groups: self.groups.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&stored).map_err(|source| StoreError::Parse {
             path: path.clone(),
@@ -339,10 +380,81 @@ impl Authz {
         })
     }
 
-    /// Removes every permission of a user (whose account is being removed).
+    /// Removes every permission and group membership of a user (whose account is being
+    /// removed).
     pub fn remove_principal(&mut self, user: &str) -> Result<(), PermissionError> {
         self.change_permissions(|list| {
             list.retain(|q| q.group || q.principal != user);
+            Ok(())
+        })?;
+        for members in self.groups.values_mut() {
+            members.remove(user);
+        }
+        Ok(self.commit()?)
+    }
+
+    /// Every local group with its members.
+    pub fn groups(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.groups
+    }
+
+    /// The groups `user` is a member of.
+    pub fn groups_of(&self, user: &str) -> BTreeSet<String> {
+        self.groups
+            .iter()
+            .filter(|(_, members)| members.contains(user))
+            .map(|(group, _)| group.clone())
+            .collect()
+    }
+
+    /// Adds an empty group.
+    pub fn add_group(&mut self, group: &str) -> Result<(), GroupError> {
+        if self.groups.contains_key(group) {
+            return Err(GroupError::Exists(group.to_string()));
+        }
+        self.groups.insert(group.to_string(), BTreeSet::new());
+        Ok(self.commit()?)
+    }
+
+    /// Removes a group and every permission naming it.
+    pub fn remove_group(&mut self, group: &str) -> Result<(), GroupError> {
+        if !self.groups.contains_key(group) {
+            return Err(GroupError::NotFound(group.to_string()));
+        }
+        self.change_permissions(|list| {
+            list.retain(|q| !(q.group && q.principal == group));
+            Ok(())
+        })?;
+        self.groups.remove(group);
+        Ok(self.commit()?)
+    }
+
+    /// Makes `user` a member of `group` (`add`) or no longer one.
+    pub fn set_membership(&mut self, group: &str, user: &str, add: bool) -> Result<(), GroupError> {
+        let members = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| GroupError::NotFound(group.to_string()))?;
+        let (user, group) = (user.to_string(), group.to_string());
+        match add {
+            true if !members.insert(user.clone()) => Err(GroupError::Member { user, group }),
+            false if !members.remove(&user) => Err(GroupError::NotMember { user, group }),
+            _ => Ok(self.commit()?),
+        }
+    }
+
+    /// Moves every permission of role `from` to role `to` (MergePermissions); the last Admin
+    /// permission on the root folder cannot move away.
+    pub fn merge_permissions(&mut self, from: i32, to: i32) -> Result<(), PermissionError> {
+        for id in [from, to] {
+            if self.role(id).is_none() {
+                return Err(PermissionError::UnknownRole(id));
+            }
+        }
+        self.change_permissions(|list| {
+            for p in list.iter_mut().filter(|p| p.role_id == from) {
+                p.role_id = to;
+            }
             Ok(())
         })
     }
@@ -361,15 +473,22 @@ impl Authz {
         if inv.get(obj).is_none() {
             return false;
         }
-        let reach = || match paths(schema, inv, obj) {
-            Some(paths) => {
-                Reach::Tree(permissions::deciding_roles(&self.permissions, user, &paths))
-            }
-            None => Reach::Outside(permissions::deciding_roles(
-                &self.permissions,
+        let reach = || {
+            let groups = self.groups_of(user);
+            let who = Principal {
                 user,
-                &[vec![refs::root_folder()]],
-            )),
+                groups: &groups,
+            };
+            match paths(schema, inv, obj) {
+                Some(paths) => {
+                    Reach::Tree(permissions::deciding_roles(&self.permissions, who, &paths))
+                }
+                None => Reach::Outside(permissions::deciding_roles(
+                    &self.permissions,
+                    who,
+                    &[vec![refs::root_folder()]],
+                )),
+            }
         };
         self.memo.with(inv, user, obj, reach, |reach| match reach {
             Reach::Tree(roles) => self.any_grants(roles, privilege),
@@ -388,7 +507,12 @@ impl Authz {
 
     /// Every privilege `user` holds on the entity whose parent paths are `paths`.
     pub fn privileges(&self, user: &str, paths: &[Vec<MoRef>]) -> BTreeSet<String> {
-        permissions::deciding_roles(&self.permissions, user, paths)
+        let groups = self.groups_of(user);
+        let who = Principal {
+            user,
+            groups: &groups,
+        };
+        permissions::deciding_roles(&self.permissions, who, paths)
             .into_iter()
             .filter_map(|id| self.role(id))
             .flat_map(|role| role.privileges.iter().cloned())

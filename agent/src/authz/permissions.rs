@@ -1,9 +1,13 @@
-//! Permissions: (entity, principal, group flag, role, propagate) and how they resolve. Along a
-//! path from an entity up to the root folder, the nearest permission naming the user decides
-//! (one on the entity itself, or a propagating one on an ancestor); a permission set lower down
-//! overrides one inherited from above. An entity with several parents in the inventory (a VM
-//! has its folder and its resource pool) gets the union of what each path grants, as vSphere
-//! merges permissions inherited from two parents.
+//! Permissions: (entity, principal, group flag, role, propagate) and how they resolve, as
+//! vSphere merges them. Along a path from an entity up to the root folder, the nearest entity
+//! with a permission that applies to the user decides (one on the entity itself, or a
+//! propagating one on an ancestor), so a permission set lower down overrides one inherited from
+//! above. On that entity a permission naming the user takes precedence over every group
+//! permission; without one, the user gets the union of the roles of the groups it belongs to
+//! that have a permission there. An entity with several parents in the inventory (a VM has its
+//! folder and its resource pool) gets the union of what each path grants.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use vireo_api::MoRef;
@@ -53,28 +57,58 @@ pub struct Permission {
     pub propagate: bool,
 }
 
+/// Who is asking: a user and the groups it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    /// The user name.
+    pub user: &'a str,
+    /// The groups the user is a member of.
+    pub groups: &'a BTreeSet<String>,
+}
+
 impl Permission {
-    /// Whether this permission names `user` (local accounts belong to no groups, so only user
-    /// permissions can match).
-    fn names(&self, user: &str) -> bool {
-        !self.group && self.principal == user
+    /// Whether this permission names the user itself.
+    fn names_user(&self, who: Principal<'_>) -> bool {
+        !self.group && self.principal == who.user
+    }
+
+    /// Whether this permission names one of the user's groups.
+    fn names_group_of(&self, who: Principal<'_>) -> bool {
+        self.group && who.groups.contains(&self.principal)
     }
 }
 
-/// The roles that decide `user`'s access along each of `paths` (each path runs from the entity
-/// up to the root folder): on each path, the role of the nearest applicable permission.
-pub fn deciding_roles(permissions: &[Permission], user: &str, paths: &[Vec<MoRef>]) -> Vec<i32> {
-    paths
-        .iter()
-        .filter_map(|path| {
-            path.iter().enumerate().find_map(|(depth, obj)| {
-                permissions
-                    .iter()
-                    .find(|p| p.names(user) && p.entity.is(obj) && (depth == 0 || p.propagate))
-                    .map(|p| p.role_id)
-            })
-        })
-        .collect()
+/// The roles that decide `who`'s access along each of `paths` (each path runs from the entity
+/// up to the root folder): on each path, those of the nearest entity with an applicable
+/// permission — the user's own permission there, else every permission of its groups there.
+pub fn deciding_roles(
+    permissions: &[Permission],
+    who: Principal<'_>,
+    paths: &[Vec<MoRef>],
+) -> Vec<i32> {
+    let mut roles = Vec::new();
+    for path in paths {
+        for (depth, obj) in path.iter().enumerate() {
+            let here: Vec<&Permission> = permissions
+                .iter()
+                .filter(|p| p.entity.is(obj) && (depth == 0 || p.propagate))
+                .collect();
+            if let Some(own) = here.iter().find(|p| p.names_user(who)) {
+                roles.push(own.role_id);
+                break;
+            }
+            let from_groups: Vec<i32> = here
+                .iter()
+                .filter(|p| p.names_group_of(who))
+                .map(|p| p.role_id)
+                .collect();
+            if !from_groups.is_empty() {
+                roles.extend(from_groups);
+                break;
+            }
+        }
+    }
+    roles
 }
 
 #[cfg(test)]
@@ -94,6 +128,24 @@ mod tests {
         }
     }
 
+    /// What `user` (in `groups`) gets along `paths`.
+    fn roles_of(
+        perms: &[Permission],
+        user: &str,
+        groups: &[&str],
+        paths: &[Vec<MoRef>],
+    ) -> Vec<i32> {
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        deciding_roles(
+            perms,
+            Principal {
+                user,
+                groups: &groups,
+            },
+            paths,
+        )
+    }
+
     fn path(ids: &[(&str, &str)]) -> Vec<MoRef> {
         ids.iter().map(|(ty, id)| MoRef::new(*ty, *id)).collect()
     }
@@ -108,8 +160,8 @@ mod tests {
     #[test]
     fn a_propagating_permission_reaches_descendants() {
         let perms = [perm("Folder", "ha-folder-root", "alice", -2, true)];
-        assert_eq!(deciding_roles(&perms, "alice", &[path(&VM_PATH)]), [-2]);
-        assert!(deciding_roles(&perms, "bob", &[path(&VM_PATH)]).is_empty());
+        assert_eq!(roles_of(&perms, "alice", &[], &[path(&VM_PATH)]), [-2]);
+        assert!(roles_of(&perms, "bob", &[], &[path(&VM_PATH)]).is_empty());
     }
 
     #[test]
@@ -118,11 +170,8 @@ mod tests {
             perm("Folder", "ha-folder-root", "alice", -1, true),
             perm("Datacenter", "ha-datacenter", "alice", -2, false),
         ];
-        assert_eq!(deciding_roles(&perms, "alice", &[path(&VM_PATH)]), [-1]);
-        assert_eq!(
-            deciding_roles(&perms, "alice", &[path(&VM_PATH[2..])]),
-            [-2]
-        );
+        assert_eq!(roles_of(&perms, "alice", &[], &[path(&VM_PATH)]), [-1]);
+        assert_eq!(roles_of(&perms, "alice", &[], &[path(&VM_PATH[2..])]), [-2]);
     }
 
     #[test]
@@ -131,9 +180,9 @@ mod tests {
             perm("Folder", "ha-folder-root", "alice", -1, true),
             perm("VirtualMachine", "1", "alice", -5, true),
         ];
-        assert_eq!(deciding_roles(&perms, "alice", &[path(&VM_PATH)]), [-5]);
+        assert_eq!(roles_of(&perms, "alice", &[], &[path(&VM_PATH)]), [-5]);
         let other_vm = path(&[("VirtualMachine", "2"), VM_PATH[1], VM_PATH[2], VM_PATH[3]]);
-        assert_eq!(deciding_roles(&perms, "alice", &[other_vm]), [-1]);
+        assert_eq!(roles_of(&perms, "alice", &[], &[other_vm]), [-1]);
     }
 
     #[test]
@@ -148,15 +197,56 @@ mod tests {
             ("ComputeResource", "ha-compute-res"),
         ]);
         assert_eq!(
-            deciding_roles(&perms, "alice", &[path(&VM_PATH), pool_path]),
+            roles_of(&perms, "alice", &[], &[path(&VM_PATH), pool_path]),
             [10, 11]
         );
     }
 
     #[test]
-    fn group_permissions_match_no_local_user() {
-        let mut p = perm("Folder", "ha-folder-root", "alice", -1, true);
+    fn group_permissions_reach_members_only() {
+        let mut p = perm("Folder", "ha-folder-root", "admins", -1, true);
         p.group = true;
-        assert!(deciding_roles(&[p], "alice", &[path(&VM_PATH)]).is_empty());
+        let perms = [p];
+        assert_eq!(
+            roles_of(&perms, "alice", &["admins"], &[path(&VM_PATH)]),
+            [-1]
+        );
+        assert!(roles_of(&perms, "admins", &[], &[path(&VM_PATH)]).is_empty());
+        assert!(roles_of(&perms, "bob", &["others"], &[path(&VM_PATH)]).is_empty());
+    }
+
+    fn group_perm(ty: &str, id: &str, group: &str, role_id: i32) -> Permission {
+        Permission {
+            group: true,
+            ..perm(ty, id, group, role_id, true)
+        }
+    }
+
+    #[test]
+    fn groups_on_one_entity_merge_and_the_users_own_permission_wins() {
+        let perms = [
+            group_perm("Folder", "ha-folder-vm", "operators", 10),
+            group_perm("Folder", "ha-folder-vm", "auditors", -2),
+            group_perm("Folder", "ha-folder-root", "everyone", -1),
+        ];
+        let vm = [path(&VM_PATH)];
+        // Two groups on the same entity: the union of their roles; the root's is overridden.
+        let mut both = roles_of(&perms, "alice", &["operators", "auditors", "everyone"], &vm);
+        both.sort();
+        assert_eq!(both, [-2, 10]);
+        // The user's own permission on that entity takes precedence over its groups'.
+        let mut with_own = perms.to_vec();
+        with_own.push(perm("Folder", "ha-folder-vm", "alice", -5, true));
+        assert_eq!(
+            roles_of(&with_own, "alice", &["operators", "auditors"], &vm),
+            [-5]
+        );
+        // A group permission lower down overrides the user's own one higher up.
+        let lower = [
+            perm("Folder", "ha-folder-root", "alice", -1, true),
+            group_perm("VirtualMachine", "1", "auditors", -2),
+        ];
+        assert_eq!(roles_of(&lower, "alice", &["auditors"], &vm), [-2]);
+        assert_eq!(roles_of(&lower, "alice", &[], &vm), [-1]);
     }
 }

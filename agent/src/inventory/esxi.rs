@@ -145,6 +145,10 @@ pub mod refs {
     pub fn account_manager() -> MoRef {
         MoRef::new("HostLocalAccountManager", "ha-localacctmgr")
     }
+    /// The UserDirectory.
+    pub fn user_directory() -> MoRef {
+        MoRef::new("UserDirectory", "ha-user-directory")
+    }
 }
 
 /// A configured datastore as the inventory sees it.
@@ -376,6 +380,7 @@ fn service_instance(schema: &Schema, inv: &mut Inventory, about: &DataObject) {
             refs::authorization_manager(),
         )
         .with(schema, "accountManager", refs::account_manager())
+        .with(schema, "userDirectory", refs::user_directory())
         .with(schema, "eventManager", refs::event_manager())
         .with(schema, "taskManager", refs::task_manager())
         .with(schema, "searchIndex", refs::search_index())
@@ -425,6 +430,7 @@ fn managers(schema: &Schema, inv: &mut Inventory) {
         refs::search_index(),
         refs::environment_browser(),
         refs::account_manager(),
+        refs::user_directory(),
         refs::authorization_manager(),
         refs::file_manager(),
         refs::virtual_disk_manager(),

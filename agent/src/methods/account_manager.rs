@@ -1,7 +1,9 @@
 //! HostLocalAccountManager: CreateUser, UpdateUser, RemoveUser and ChangePassword over the local
-//! accounts (`crate::users`). A new account holds no permission until one is granted; removing
-//! an account removes its permissions (never the last Admin one) and ends its sessions.
-//! Passwords are hashed on a blocking thread, outside the accounts lock.
+//! accounts (`crate::users`), and CreateGroup, RemoveGroup, AssignUserToGroup and
+//! UnassignUserFromGroup over the local groups (kept with the permissions, `crate::authz`). A
+//! new account holds no permission until one is granted (to it or to a group of its);
+//! removing an account removes its permissions (never the last Admin one) and memberships and
+//! ends its sessions. Passwords are hashed on a blocking thread, outside the accounts lock.
 
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, Value};
@@ -9,6 +11,7 @@ use vireo_api::{Fault, Value};
 use super::authorization::permission_fault;
 use super::session_manager::end_session;
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
+use crate::authz::GroupError;
 use crate::faults::{already_exists, user_not_found};
 use crate::locks::lock;
 use crate::users::{hash_password, Accounts, AccountsError};
@@ -16,7 +19,7 @@ use crate::users::{hash_password, Accounts, AccountsError};
 /// Longest user name accepted (ESXi's limit for local accounts).
 const MAX_NAME: usize = 31;
 
-/// HostLocalAccountManager's methods (local accounts have no groups, so not the group ones).
+/// HostLocalAccountManager's methods.
 pub const METHODS: MethodTable = MethodTable {
     ty: "HostLocalAccountManager",
     methods: &[
@@ -24,8 +27,65 @@ pub const METHODS: MethodTable = MethodTable {
         ("UpdateUser", Handler::Async(update_user)),
         ("RemoveUser", Handler::Sync(remove_user)),
         ("ChangePassword", Handler::Async(change_password)),
+        ("CreateGroup", Handler::Sync(create_group)),
+        ("RemoveGroup", Handler::Sync(remove_group)),
+        ("AssignUserToGroup", Handler::Sync(|c| membership(c, true))),
+        (
+            "UnassignUserFromGroup",
+            Handler::Sync(|c| membership(c, false)),
+        ),
     ],
 };
+
+/// CreateGroup(group: HostAccountSpec): an empty group (its description is not kept).
+fn create_group(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let id = call
+        .arg("group")
+        .and_then(Value::as_data)
+        .and_then(|spec| spec.get(schema, "id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check_name(schema, "group.id", id)?;
+    call.host
+        .change_authz(|a| a.add_group(id))
+        .map(|()| None)
+        .map_err(|e| group_fault(schema, e))
+}
+
+/// RemoveGroup(groupName): the group and the permissions naming it.
+fn remove_group(call: &Call<'_>) -> MethodResult {
+    let group = call.str_arg("groupName")?;
+    call.host
+        .change_authz(|a| a.remove_group(group))
+        .map(|()| None)
+        .map_err(|e| group_fault(call.schema, e))
+}
+
+/// AssignUserToGroup / UnassignUserFromGroup(user, group).
+fn membership(call: &Call<'_>, add: bool) -> MethodResult {
+    let schema = call.schema;
+    let (user, group) = (call.str_arg("user")?, call.str_arg("group")?);
+    if !lock(&call.host.accounts).exists(user) {
+        return Err(user_not_found(schema, user));
+    }
+    call.host
+        .change_authz(|a| a.set_membership(group, user, add))
+        .map(|()| None)
+        .map_err(|e| group_fault(schema, e))
+}
+
+fn group_fault(schema: &Schema, error: GroupError) -> Fault {
+    let message = error.to_string();
+    match error {
+        GroupError::Exists(group) => already_exists(schema, &group, message),
+        GroupError::Member { user, .. } => already_exists(schema, &user, message),
+        GroupError::NotFound(group) => user_not_found(schema, &group),
+        GroupError::NotMember { user, .. } => user_not_found(schema, &user),
+        GroupError::Permission(e) => permission_fault(schema, e),
+        GroupError::Store(e) => Fault::system_error(schema, e.to_string()),
+    }
+}
 
 fn create_user<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
     Box::pin(save_user(call, true))
@@ -51,7 +111,7 @@ async fn save_user(call: &Call<'_>, create: bool) -> MethodResult {
     let id = text("id").unwrap_or_default();
     let password = text("password");
     if create {
-        check_name(schema, id)?;
+        check_name(schema, "user.id", id)?;
         if password.is_none() {
             return Err(Fault::invalid_argument(
                 schema,
@@ -143,8 +203,9 @@ async fn hash_off_runtime(call: &Call<'_>, password: &str) -> Result<String, Fau
         .map_err(|e| accounts_fault(schema, e))
 }
 
-/// Names stay within what the account file and log lines can hold unambiguously.
-fn check_name(schema: &Schema, id: &str) -> Result<(), Fault> {
+/// Names (of users and groups, argument `field`) stay within what the account file and log
+/// lines can hold unambiguously.
+fn check_name(schema: &Schema, field: &str, id: &str) -> Result<(), Fault> {
     let valid = !id.is_empty()
         && id.len() <= MAX_NAME
         && id
@@ -155,8 +216,8 @@ fn check_name(schema: &Schema, id: &str) -> Result<(), Fault> {
     }
     Err(Fault::invalid_argument(
         schema,
-        "user.id",
-        format!("a user name is 1 to {MAX_NAME} letters, digits, '.', '_', '-' or '@'"),
+        field,
+        format!("a name is 1 to {MAX_NAME} letters, digits, '.', '_', '-' or '@'"),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! AuthorizationManager over the host's roles and permissions (`crate::authz`): role changes
 //! (AddAuthorizationRole, UpdateAuthorizationRole, RemoveAuthorizationRole), permission changes
-//! (SetEntityPermissions, ResetEntityPermissions, RemoveEntityPermission), the Retrieve*
+//! (SetEntityPermissions, ResetEntityPermissions, RemoveEntityPermission, MergePermissions;
+//! a permission names a local user or, with `group`, a local group), the Retrieve*
 //! queries, and privilege questions about a session or a user (HasPrivilegeOnEntity/-ies,
 //! HasUserPrivilegeOnEntities, FetchUserPrivilegeOnEntities). `crate::authz::publish` keeps the
 //! manager's roleList, privilegeList and description current.
@@ -104,8 +105,12 @@ fn permissions_arg(call: &Call<'_>, entity: &MoRef) -> Result<Vec<Permission>, F
                 .get(schema, "group")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            // Local accounts have no groups, so no group principal exists.
-            if group || !lock(&call.host.accounts).exists(principal) {
+            let exists = if group {
+                call.host.authz().groups().contains_key(principal)
+            } else {
+                lock(&call.host.accounts).exists(principal)
+            };
+            if !exists {
                 return Err(faults::user_not_found(schema, principal));
             }
             Ok(Permission {
@@ -156,6 +161,7 @@ pub const METHODS: MethodTable = MethodTable {
             "RemoveEntityPermission",
             Handler::Sync(|c| change_permissions(c, "RemoveEntityPermission")),
         ),
+        ("MergePermissions", Handler::Sync(merge_permissions)),
         (
             "RetrieveAllPermissions",
             Handler::Sync(|c| retrieve_permissions(c, "RetrieveAllPermissions")),
@@ -239,6 +245,16 @@ fn change_permissions(call: &Call<'_>, method: &str) -> MethodResult {
     result
         .map(|()| None)
         .map_err(|e| permission_fault(schema, e))
+}
+
+/// MergePermissions(srcRoleId, dstRoleId): every permission of the first role now grants the
+/// second.
+fn merge_permissions(call: &Call<'_>) -> MethodResult {
+    let (from, to) = (int_arg(call, "srcRoleId")?, int_arg(call, "dstRoleId")?);
+    call.host
+        .change_authz(|a| a.merge_permissions(from, to))
+        .map(|()| None)
+        .map_err(|e| permission_fault(call.schema, e))
 }
 
 fn retrieve_permissions(call: &Call<'_>, method: &str) -> MethodResult {

@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod task;
 pub mod task_history_collector;
 pub mod task_manager;
+pub mod user_directory;
 pub mod view;
 pub mod view_manager;
 pub mod virtual_disk_manager;
@@ -122,6 +123,7 @@ const TABLES: &[&MethodTable] = &[
     &event_history_collector::METHODS,
     &authorization::METHODS,
     &account_manager::METHODS,
+    &user_directory::METHODS,
     &folder::METHODS,
     &virtual_machine::METHODS,
     &network_system::METHODS,

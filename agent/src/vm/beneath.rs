@@ -18,6 +18,8 @@ pub enum Access {
     Locate,
     /// Reading.
     Read,
+    /// Reading and writing an existing file (nothing created or truncated).
+    Modify,
     /// Writing an existing file, or creating it with mode 0600; truncated.
     Replace,
     /// A directory (a handle naming it).
@@ -30,6 +32,7 @@ impl Access {
             // openat2 refuses any other flag beside O_PATH (O_CLOEXEC and O_DIRECTORY aside).
             Access::Locate => OFlag::O_PATH,
             Access::Read => OFlag::O_RDONLY | OFlag::O_NOCTTY,
+            Access::Modify => OFlag::O_RDWR | OFlag::O_NOCTTY,
             Access::Replace => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOCTTY,
             Access::Directory => OFlag::O_PATH | OFlag::O_DIRECTORY,
         }

@@ -1,11 +1,13 @@
 //! Client of a `vireo-vmm` control socket: one [`Request`] line out, one reply line back, read
 //! as the reply type the command has (the protocol is `vireo_vmm_protocol::control`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::de::DeserializeOwned;
 use vireo_vmm_protocol::control::{decode_reply, Ack, Request, VmStatus};
 
@@ -42,6 +44,17 @@ pub fn call<T: DeserializeOwned>(
     request: &Request,
     timeout: Duration,
 ) -> Result<T, ControlError> {
+    call_with_files(socket, request, &[], timeout)
+}
+
+/// Sends `request` with the open files `fds` beside it (SCM_RIGHTS, in the same message as
+/// the request line) and returns its reply, read as `T`.
+pub fn call_with_files<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    fds: &[RawFd],
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let io = |source| ControlError::Io {
         path: socket.display().to_string(),
         source,
@@ -50,7 +63,7 @@ pub fn call<T: DeserializeOwned>(
     let mut stream = UnixStream::connect(socket).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    writeln!(stream, "{line}").map_err(io)?;
+    send_line(&mut stream, format!("{line}\n").as_bytes(), fds).map_err(io)?;
     // `vmm:save` dies with a save under way (the VMM goes on writing it).
     crate::crash::point(&format!("vmm:{}", request.name()));
     let mut line = String::new();
@@ -62,6 +75,22 @@ pub fn call<T: DeserializeOwned>(
         command: request.name(),
         message,
     })
+}
+
+/// Writes `line`, its first bytes in one message with `fds` attached.
+fn send_line(stream: &mut UnixStream, line: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    if fds.is_empty() {
+        return stream.write_all(line);
+    }
+    let rights = [ControlMessage::ScmRights(fds)];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(line)],
+        &rights,
+        MsgFlags::empty(),
+        None,
+    )?;
+    stream.write_all(&line[sent..])
 }
 
 /// Sends a request whose reply is a bare acknowledgement.

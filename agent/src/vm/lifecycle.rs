@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use vireo_api::{DataObject, Fault};
 use vireo_disk::open::ImageFormat;
 use vireo_vmm_protocol::control::Request;
-use vireo_vmm_protocol::{DiskConfig, NetConfig, VmmArgs};
+use vireo_vmm_protocol::{DiskConfig, DiskFormat, NetConfig, VmmArgs};
 
+use super::handoff::{Handoff, HandoffError};
 use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
@@ -319,20 +320,48 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
         .collect()
 }
 
-/// What a jailed VMM sees: the VM folder, its run directory, the folders of its boot files,
-/// saved state, every layer of its disks' chains and its CD-ROM media.
-fn jail_dirs(vm: &Vm, state: &VmState, args: &VmmArgs, media: &cdroms::Drives) -> Vec<PathBuf> {
-    let files = [&args.kernel, &args.initrd]
-        .into_iter()
-        .flatten()
-        .chain(state.disk_views.iter().flat_map(|v| &v.active.chain));
-    let folders = files.filter_map(|file| file.parent().map(Path::to_owned));
+/// What a jailed VMM sees: the VM folder, its run directory, saved state and the folders of
+/// its CD-ROM media (which it may be told to change). Its disk chains, media and boot files
+/// are handed to it open ([`hand_over`]), so their folders are not shown.
+fn jail_dirs(vm: &Vm, args: &VmmArgs, media: &cdroms::Drives) -> Vec<PathBuf> {
     [vm.dir.clone(), vm.run_dir.clone()]
         .into_iter()
         .chain(args.restore.clone())
-        .chain(folders)
         .chain(media.folders.iter().cloned())
         .collect()
+}
+
+/// Opens every file on a datastore that `args` names — each disk's whole chain, media, the
+/// kernel and initrd — for the VMM, and makes `args` name them by the host paths the VMM
+/// gets them at.
+fn hand_over(host: &Host, args: &mut VmmArgs) -> Result<Handoff, Fault> {
+    let datastores = &host.datastores;
+    let refused = |path: &Path, e: HandoffError| {
+        faults::file_fault(
+            host.schema,
+            &path.display().to_string(),
+            format!("cannot open the file for the VM: {e}"),
+        )
+    };
+    let mut handoff = Handoff::default();
+    for disk in args.disks.iter_mut().filter(|d| !d.no_medium) {
+        let format = match disk.format {
+            Some(DiskFormat::Raw) => ImageFormat::Raw,
+            Some(DiskFormat::Qcow2) => ImageFormat::Qcow2,
+            None => vireo_disk::open::probe_format(&disk.path)
+                .map_err(|e| refused(&disk.path, HandoffError::Chain(e)))?,
+        };
+        disk.path = handoff
+            .add_chain(datastores, &disk.path, format, disk.read_only)
+            .map_err(|e| refused(&disk.path, e))?;
+    }
+    for file in [&mut args.kernel, &mut args.initrd].into_iter().flatten() {
+        *file = handoff
+            .add_file(datastores, file)
+            .map_err(|e| refused(file, e))?;
+    }
+    args.files = handoff.args();
+    Ok(handoff)
 }
 
 /// Creates the TAPs, starts the VMM (booting, or restoring the machine state saved in
@@ -361,6 +390,7 @@ fn launch(
     };
     let (drives, media) = cdroms::vmm_drives(host, vm, &state.spec.cdroms, args.disks.len())?;
     args.disks.extend(drives);
+    let handoff = hand_over(host, &mut args)?;
     jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
     let tools_socket = vm.run_dir.join("tools.sock");
@@ -377,7 +407,7 @@ fn launch(
     let jail = VmmJail::of(&host.config, vm.id)
         .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
     if let Some(jail) = jail {
-        let dirs = jail_dirs(vm, state, &args, &media);
+        let dirs = jail_dirs(vm, &args, &media);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
     }
@@ -415,6 +445,7 @@ fn launch(
     let process = VmmProcess::spawn(
         &vmm_binary(),
         &args.to_argv(),
+        &handoff.fds(),
         &vm.run_dir,
         &vm.file("vireo-vmm.log"),
     )

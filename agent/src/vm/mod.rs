@@ -17,6 +17,7 @@ pub mod destroy;
 pub mod device_change;
 pub mod disks;
 pub mod guest_os;
+pub mod handoff;
 pub mod jail;
 pub mod journal;
 pub mod lifecycle;

@@ -5,13 +5,14 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
@@ -70,10 +71,12 @@ fn log_len(log: &Path) -> u64 {
 }
 
 impl VmmProcess {
-    /// Starts `binary args...` detached from vireod, logging to `log`; records it in `run_dir`.
+    /// Starts `binary args...` detached from vireod, logging to `log`, with the descriptors
+    /// `inherit` open at the same numbers; records it in `run_dir`.
     pub fn spawn(
         binary: &Path,
         args: &[std::ffi::OsString],
+        inherit: &[RawFd],
         run_dir: &Path,
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
@@ -89,11 +92,18 @@ impl VmmProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        // SAFETY: setsid is async-signal-safe; it puts the VMM in its own session so that
-        // signals aimed at vireod's process group (Ctrl-C, service stop) do not reach it.
+        let inherit = inherit.to_vec();
+        // SAFETY: setsid and fcntl are async-signal-safe. setsid puts the VMM in its own
+        // session so that signals aimed at vireod's process group (Ctrl-C, service stop) do not
+        // reach it; clearing close-on-exec in the child alone passes it the handed files (they
+        // stay open in vireod until the spawn returns, and no other child inherits them).
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 let _ = nix::unistd::setsid();
+                for &fd in &inherit {
+                    let fd = BorrowedFd::borrow_raw(fd);
+                    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                }
                 Ok(())
             });
         }
@@ -303,7 +313,7 @@ mod tests {
             vec!["-c".into(), script.into(), dir.clone().into()]
         };
         let sh = Path::new("/bin/sh");
-        let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &dir, &log).unwrap();
+        let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &[], &dir, &log).unwrap();
         let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
         assert_eq!(adopted.pid, process.pid);
         assert!(!adopted.has_exited());
@@ -313,7 +323,7 @@ mod tests {
         assert!(VmmProcess::adopt(&dir, &log).is_none());
 
         let failing = shell("echo cannot start >&2; exit 1");
-        let process = VmmProcess::spawn(sh, &failing, &dir, &log).unwrap();
+        let process = VmmProcess::spawn(sh, &failing, &[], &dir, &log).unwrap();
         assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("cannot start")));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -144,10 +144,20 @@ impl Qcow2Image {
         Self::open_in_chain(path, options, &mut HashSet::new())
     }
 
+    /// Opens the image already open as `file` (found at `path`) and its backing chain, which
+    /// the installed backing opener finds.
+    pub fn open_file(
+        file: std::fs::File,
+        path: &Path,
+        options: &Qcow2Options,
+    ) -> Result<Self, Qcow2OpenError> {
+        Self::from_file_in_chain(file, path, options, &mut HashSet::new())
+    }
+
     fn open_in_chain(
         path: &Path,
         options: &Qcow2Options,
-        seen: &mut HashSet<PathBuf>,
+        seen: &mut HashSet<FileId>,
     ) -> Result<Self, Qcow2OpenError> {
         let file = OpenOptions::new()
             .read(true)
@@ -162,10 +172,10 @@ impl Qcow2Image {
         file: std::fs::File,
         path: &Path,
         options: &Qcow2Options,
-        seen: &mut HashSet<PathBuf>,
+        seen: &mut HashSet<FileId>,
     ) -> Result<Self, Qcow2OpenError> {
-        let canonical = std::fs::canonicalize(path).map_err(|e| io_open_err(path, e))?;
-        if !seen.insert(canonical) || seen.len() > MAX_CHAIN_DEPTH {
+        let id = file_id(&file).map_err(|e| io_open_err(path, e))?;
+        if !seen.insert(id) || seen.len() > MAX_CHAIN_DEPTH {
             return Err(Qcow2OpenError::BackingLoop(path.to_path_buf()));
         }
         let file = ImageFile::new(file, path);
@@ -937,10 +947,47 @@ pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
 
 type Backing = (Option<Box<dyn BlockDevice>>, Option<PathBuf>);
 
+/// A file's identity (device, inode): a chain loops when one comes back, whatever the names.
+pub(crate) type FileId = (u64, u64);
+
+/// The identity of the open `file`.
+pub(crate) fn file_id(file: &std::fs::File) -> std::io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// The backing file the qcow2 image open as `file` (found at `path`) names, with the format
+/// its header declares for it (none: to be probed), if it has one.
+pub(crate) fn backing_name(
+    file: std::fs::File,
+    path: &Path,
+) -> Result<Option<(String, Option<ImageFormat>)>, Qcow2OpenError> {
+    let header = read_header(&ImageFile::new(file, path))?;
+    let format = declared_backing_format(&header, path)?;
+    Ok(header.backing_file.clone().map(|name| (name, format)))
+}
+
+/// The backing format the header's extension names, if any; an unknown one is refused.
+fn declared_backing_format(
+    header: &Header,
+    path: &Path,
+) -> Result<Option<ImageFormat>, Qcow2OpenError> {
+    match header.backing_format() {
+        Some("qcow2") => Ok(Some(ImageFormat::Qcow2)),
+        Some("raw") => Ok(Some(ImageFormat::Raw)),
+        Some(other) => Err(Qcow2OpenError::BackingFormat {
+            path: path.to_path_buf(),
+            format: other.to_string(),
+        }),
+        None => Ok(None),
+    }
+}
+
 fn open_backing(
     path: &Path,
     header: &Header,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut HashSet<FileId>,
 ) -> Result<Backing, Qcow2OpenError> {
     let Some(name) = &header.backing_file else {
         return Ok((None, None));
@@ -960,15 +1007,8 @@ fn open_backing(
                 source,
             })
         })?;
-    let format = match header.backing_format() {
-        Some("qcow2") => ImageFormat::Qcow2,
-        Some("raw") => ImageFormat::Raw,
-        Some(other) => {
-            return Err(Qcow2OpenError::BackingFormat {
-                path: path.to_path_buf(),
-                format: other.to_string(),
-            })
-        }
+    let format = match declared_backing_format(header, path)? {
+        Some(format) => format,
         None => crate::open::probe_file(&file, &backing).map_err(wrap)?,
     };
     let device: Box<dyn BlockDevice> = match format {

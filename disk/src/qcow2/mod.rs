@@ -17,6 +17,7 @@ mod routes;
 
 pub use allocation::{AllocationMap, ClusterState, TableState};
 pub use create::{create, BackingSpec, CreateError, CreateOptions};
+pub(crate) use image::{backing_name, file_id};
 pub use image::{
     format_name, resolve_backing, ExtentKind, LayerExtent, Qcow2Image, Qcow2OpenError, Qcow2Options,
 };

@@ -179,6 +179,44 @@ impl std::str::FromStr for NetConfig {
     }
 }
 
+/// An open file vireod hands the VMM (`--file FD:PATH`): inherited descriptor `fd` is the file
+/// vireod resolved at `path`; the VMM opens that path from the descriptor, never by name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandedFd {
+    /// The inherited descriptor's number.
+    pub fd: i32,
+    /// The host path it stands for.
+    pub path: PathBuf,
+}
+
+impl HandedFd {
+    /// The `--file` value that parses back into this one.
+    pub fn to_arg(&self) -> OsString {
+        let mut arg = OsString::from(format!("{}:", self.fd));
+        arg.push(&self.path);
+        arg
+    }
+}
+
+impl std::str::FromStr for HandedFd {
+    type Err = String;
+
+    /// Parses `FD:PATH` (the path may hold any character).
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (fd, path) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("expected FD:PATH, got {spec:?}"))?;
+        let fd = fd.parse().map_err(|_| format!("bad descriptor {fd:?}"))?;
+        if path.is_empty() {
+            return Err("a handed file needs a path".into());
+        }
+        Ok(HandedFd {
+            fd,
+            path: PathBuf::from(path),
+        })
+    }
+}
+
 /// Rotations of the serial log the VMM keeps beside it (`--serial-log F`: `F.1` ... `F.3`,
 /// newest first), so the owner of the VM folder knows the files.
 pub const SERIAL_LOG_ROTATIONS: usize = 3;
@@ -249,6 +287,11 @@ pub struct VmmArgs {
     /// must lie in one.
     #[arg(long = "jail-dir", requires = "jail_uid")]
     pub jail_dirs: Vec<PathBuf>,
+    /// An open file handed over, FD:PATH (repeatable): the VMM opens PATH (a disk layer, medium,
+    /// kernel or initrd) from inherited descriptor FD, and follows qcow2 backing names only to
+    /// handed files.
+    #[arg(long = "file")]
+    pub files: Vec<HandedFd>,
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
@@ -281,6 +324,7 @@ impl Default for VmmArgs {
             jail_uid: None,
             jail_gid: None,
             jail_dirs: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -336,6 +380,9 @@ impl VmmArgs {
                 option("--jail-dir", dir.into());
             }
         }
+        for file in &self.files {
+            option("--file", file.to_arg());
+        }
         if self.serial_stdio {
             argv.push("--serial-stdio".into());
         }
@@ -384,6 +431,7 @@ mod tests {
             jail_uid: Some(65534),
             jail_gid: Some(65534),
             jail_dirs: vec!["/ds/vm".into(), "/run/vm".into()],
+            files: vec!["7:/ds/vm/a:b.qcow2".parse().unwrap()],
             ..VmmArgs::default()
         };
         assert_eq!(parse(args.to_argv()), args);
@@ -410,5 +458,8 @@ mod tests {
             .is_err());
         assert!("tap=vt0,mac=52:54".parse::<NetConfig>().is_err());
         assert!("mac=52:54:00:00:00:01".parse::<NetConfig>().is_err());
+        assert!("/x".parse::<HandedFd>().is_err());
+        assert!("x:/x".parse::<HandedFd>().is_err());
+        assert!("3:".parse::<HandedFd>().is_err());
     }
 }

@@ -54,6 +54,10 @@ pub enum Request {
         /// Whether an image may be larger than its disk was (a disk grown while detached).
         #[serde(default)]
         may_grow: bool,
+        /// The host paths of the open files sent with this request (SCM_RIGHTS), in order:
+        /// every layer of the new chains, which the VMM opens from them and not by path.
+        #[serde(default)]
+        files: Vec<PathBuf>,
     },
     /// Connect or disconnect NIC `nic` (in `--net` order): the guest sees its link go up or
     /// down (virtio-net status, configuration-change interrupt); frames of a disconnected NIC
@@ -341,7 +345,8 @@ mod tests {
             Request::AttachDisks {
                 paths: vec!["/d".into()],
                 formats: vec![],
-                may_grow: false
+                may_grow: false,
+                files: vec![],
             }
         );
         assert_eq!(

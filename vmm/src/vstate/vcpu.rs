@@ -162,6 +162,15 @@ impl Vcpu {
 
     /// Runs the vCPU until the VM ends, parking while it is paused.
     pub fn run(mut self, buses: &Buses, run_state: &RunState, completion: &Completion) {
+        // On kvm-pvm a restored guest may have set LSTAR before it was saved, and its next
+        // SYSCALL may come before any refused instruction: the breakpoint goes on now (a fresh
+        // boot has no LSTAR yet, so nothing happens).
+        if kvm_pvm::detected() {
+            if let Err(e) = self.syscall.arm(&self.fd, &completion.memory) {
+                let detail = format!("vCPU {}: SYSCALL breakpoint: {e}", self.index);
+                run_state.request_exit(VmExit::Crashed { detail });
+            }
+        }
         loop {
             let (fd, msr_indices) = (&self.fd, &self.msr_indices);
             let mut save = || persist::vcpu::save(fd, msr_indices).map_err(|e| e.to_string());

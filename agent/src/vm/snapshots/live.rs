@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use vireo_api::Fault;
-use vireo_vmm_protocol::control::{Request, SaveReport};
+use vireo_vmm_protocol::control::{Ack, Request, SaveReport};
 
 use super::super::disks::trees as disks;
+use super::super::handoff::Handoff;
 use super::super::jail::{self, VmmJail};
 use super::super::journal::Journal;
 use super::super::spec::VmSpec;
@@ -132,20 +133,34 @@ pub fn attach_writable_layers(
     let views = disks::views(vm, spec, &host.datastores);
     let layers = super::super::disks::writable_layers(host, vm, spec, &views)
         .map_err(|e| Fault::system_error(schema, format!("cannot find the disks: {e}")))?;
-    let (paths, formats) = layers
-        .into_iter()
-        .map(|(path, format)| (path, super::super::disks::vmm_format(format)))
-        .unzip();
     let chains = views.iter().flat_map(|v| &v.active.chain);
     VmmJail::of(&host.config, vm.id)
         .and_then(|jail| jail::grant_chains(jail, chains))
         .map_err(|e| refused("give the disks to", control::ControlError::Grant(e)))?;
+    let mut handoff = Handoff::default();
+    let mut paths = Vec::with_capacity(layers.len());
+    let mut formats = Vec::with_capacity(layers.len());
+    for (path, format) in layers {
+        let handed = handoff
+            .add_chain(&host.datastores, &path, format, false)
+            .map_err(|e| {
+                faults::file_fault(
+                    schema,
+                    &path.display().to_string(),
+                    format!("cannot open the disk for the VM: {e}"),
+                )
+            })?;
+        paths.push(handed);
+        formats.push(super::super::disks::vmm_format(format));
+    }
     let request = Request::AttachDisks {
         paths,
         formats,
         may_grow,
+        files: handoff.paths(),
     };
-    control::command(socket, request, CONTROL_TIMEOUT)
+    control::call_with_files::<Ack>(socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
+        .map(drop)
         .map_err(|e| refused("reattach the disks of", e))
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use vireo_disk::block::{BlockDevice, BlockError};
-use vireo_disk::open::{ImageFormat, OpenError};
+use vireo_disk::open::{probe_file, ImageFormat, OpenError};
 use vireo_disk::SharedDisk;
 use vireo_vmm_protocol::{DiskConfig, DiskFormat};
 
@@ -38,18 +38,24 @@ pub trait ConcurrentDisk: Send + Sync {
 pub type SharedImage = Arc<dyn ConcurrentDisk>;
 
 /// Opens an image for the block device as `format` (chosen by magic when vireod gave none;
-/// a raw disk is never probed).
+/// a raw disk is never probed), from the file vireod handed over for `path` if there is one.
 pub fn open_image(
     path: &Path,
     format: Option<DiskFormat>,
     read_only: bool,
 ) -> Result<SharedImage, OpenError> {
-    let disk = match format {
-        Some(DiskFormat::Raw) => SharedDisk::open_as(path, ImageFormat::Raw, read_only)?,
-        Some(DiskFormat::Qcow2) => SharedDisk::open_as(path, ImageFormat::Qcow2, read_only)?,
-        None => SharedDisk::open(path, read_only)?,
+    let file = crate::handed::open(path, read_only).map_err(|source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let format = match format {
+        Some(DiskFormat::Raw) => ImageFormat::Raw,
+        Some(DiskFormat::Qcow2) => ImageFormat::Qcow2,
+        None => probe_file(&file, path)?,
     };
-    Ok(Arc::new(disk))
+    Ok(Arc::new(SharedDisk::from_file_as(
+        file, path, format, read_only,
+    )?))
 }
 
 /// The medium of a disk as its configuration gives it: the image at its path, or

@@ -1,0 +1,109 @@
+"""The VMM gets its files open (issue 12, deliver 4): vireod opens every layer of each disk's
+chain beneath its datastore and hands the descriptors to `vireo-vmm` (`--file FD:PATH` at
+start, SCM_RIGHTS with each reattach), so the VMM follows qcow2 backing names only to files
+vireod resolved, and the folders of its chains and boot files are not in its mount view."""
+import os
+import subprocess
+
+import pytest
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from test_security_paths import (Canary, assert_data_dir_survives, datastore, register, si,  # noqa: F401
+                                 write_vmx)
+from test_vm_lifecycle import KERNEL, agent  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                                reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
+
+
+def qemu_img(*args):
+    subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=True)
+
+
+def vmm_pid(agent, vm):
+    with open(os.path.join(agent.data_dir, "run", f"vm-{vm._moId}", "vmm.pid")) as f:
+        return int(f.read().split()[0])
+
+
+def handed_files(pid):
+    """{path: fd} of the `--file FD:PATH` arguments of the VMM `pid`."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().decode().split("\0")
+    handed = {}
+    for option, value in zip(argv, argv[1:]):
+        if option == "--file":
+            fd, path = value.split(":", 1)
+            handed[path] = int(fd)
+    return handed
+
+
+def open_paths(pid):
+    fds = f"/proc/{pid}/fd"
+    return {os.readlink(os.path.join(fds, fd)) for fd in os.listdir(fds)}
+
+
+def visible_to(pid, path):
+    """Whether `path` exists in the mount namespace of process `pid` (seen through its root)."""
+    return os.path.exists(f"/proc/{pid}/root{path}")
+
+
+def test_the_vmm_gets_its_chain_open_and_cannot_see_its_folders(si, agent):
+    store = os.path.realpath(datastore(agent))
+    base_dir = os.path.join(store, "handed-base")
+    os.makedirs(base_dir)
+    base = os.path.join(base_dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "4M")
+    vm_dir = write_vmx(agent, "handed-vm", [("disk0.present", "TRUE"), ("disk0.fileName", "handed-vm.qcow2"),
+                                            ("vireo.boot.kernel", KERNEL),
+                                            ("vireo.boot.cmdline", "scenario=wait")])
+    top = os.path.join(vm_dir, "handed-vm.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "../handed-base/base.qcow2", "-F", "qcow2", top)
+    vm = register(si, "[datastore1] handed-vm/handed-vm.vmx", "handed-vm")
+    WaitForTask(vm.PowerOnVM_Task())
+    pid = vmm_pid(agent, vm)
+    handed = handed_files(pid)
+    kernel = os.path.join(store, "images", "vireo-test-guest.elf")
+    for path in (top, base, kernel):
+        assert path in handed, f"{path} handed over ({handed})"
+        assert os.readlink(f"/proc/{pid}/fd/{handed[path]}") == path
+    if os.geteuid() == 0:
+        # Jailed: the VM folder is there (serial log, saves), the chain's and the kernel's
+        # folders are not, nor is the rest of the datastore.
+        assert visible_to(pid, vm_dir)
+        for hidden in (base_dir, os.path.join(store, "images"), "/etc/passwd"):
+            assert not visible_to(pid, hidden), f"{hidden} is in the VMM's view"
+    # A snapshot of the running VM reattaches a new chain: its layers are sent open too.
+    WaitForTask(vm.CreateSnapshot_Task(name="s", memory=False, quiesce=False))
+    layers = [os.path.join(vm_dir, n) for n in os.listdir(vm_dir) if n.endswith(".qcow2")]
+    assert len(layers) == 2
+    assert set(layers) | {base} <= open_paths(pid)
+    assert vm.runtime.powerState == "poweredOn"
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
+    assert os.path.exists(base), "a parent disk outside the VM's folder is not the VM's to delete"
+    assert_data_dir_survives(agent, si)
+
+
+def test_backing_names_leaving_the_datastore_are_refused_at_power_on(si, agent):
+    canary = Canary("secret.raw", b"canary\n" * 4096)
+    try:
+        store = os.path.realpath(datastore(agent))
+        climb = "../" * (store.count("/") + 2) + canary.path.lstrip("/")
+        for n, backing in enumerate([canary.path, climb, "link.raw"]):
+            name = f"escape-{n}"
+            vm_dir = write_vmx(agent, name, [("disk0.present", "TRUE"), ("disk0.fileName", f"{name}.qcow2")])
+            os.symlink(canary.path, os.path.join(vm_dir, "link.raw"))
+            qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw",
+                     os.path.join(vm_dir, f"{name}.qcow2"), "1M")
+            vm = register(si, f"[datastore1] {name}/{name}.vmx", name)
+            with pytest.raises(vim.fault.FileFault) as refused:
+                WaitForTask(vm.PowerOnVM_Task())
+            assert "backing file" in refused.value.msg, refused.value.msg
+            assert vm.runtime.powerState == "poweredOff"
+            assert not agent.vmm_pids()
+        canary.assert_untouched()
+        assert canary.path not in open_paths(agent.process.pid)
+    finally:
+        canary.remove()
+    assert_data_dir_survives(agent, si)
