@@ -197,8 +197,11 @@ fn execute(request: Request, fds: Vec<OwnedFd>, handle: &VmHandle) -> (String, O
         }
         Request::SetLink { nic, connected } => (acked(set_link(handle, nic, connected)), None),
         Request::ChangeMedium { disk, path } => {
-            let changed =
-                crate::disk_swap::change_medium(handle, disk, path).map_err(|e| e.to_string());
+            let changed = crate::handed::add_sent(path.as_slice(), fds)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    crate::disk_swap::change_medium(handle, disk, path).map_err(|e| e.to_string())
+                });
             (acked(changed), None)
         }
         Request::Nmi => (reply(send_nmi(&handle.vm_fd).map(|()| Ack {})), None),

@@ -99,6 +99,25 @@ pub fn take_sent(paths: &[PathBuf], fds: Vec<OwnedFd>) -> Result<(), HandedError
     Ok(())
 }
 
+/// Adds the descriptors a control request carried, one per path of `paths` (none: the
+/// request names paths in the VMM's view only).
+pub fn add_sent(paths: &[PathBuf], fds: Vec<OwnedFd>) -> Result<(), HandedError> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    if paths.len() != fds.len() {
+        return Err(HandedError::Count {
+            paths: paths.len(),
+            fds: fds.len(),
+        });
+    }
+    let files = FILES.get().ok_or(HandedError::NotHanding)?;
+    for (path, fd) in paths.iter().zip(fds) {
+        files.insert(path.clone(), File::from(fd));
+    }
+    Ok(())
+}
+
 /// The file at `path`: the handed one (taken out of the set when opened for writing, so that
 /// the image's writer lock ends when the VMM closes it; a descriptor of it otherwise), else
 /// opened by path (read, and write unless `read_only`); a medium opened by path joins the

@@ -5,16 +5,16 @@
 //! deviceChange on `VirtualCdrom` (add, remove, edit; media swapped, inserted and ejected on
 //! the running VM), the drives the VMM is started with, and what a running VM's drives hold.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use vireo_api::schema::Schema;
 use vireo_api::{Fault, Value};
-use vireo_vmm_protocol::control::Request;
+use vireo_vmm_protocol::control::{Ack, Request};
 use vireo_vmm_protocol::{DiskConfig, DiskFormat};
 
 use super::device_change::{connectable, Change, Operation};
-use super::jail::VmmJail;
+use super::handoff::Handoff;
 use super::spec::{CdromSpec, IDE_CONTROLLERS, IDE_UNITS};
 use super::{control, Power, Vm, VmState};
 use crate::faults;
@@ -34,8 +34,6 @@ pub struct Drives {
     /// Per CD-ROM (in `spec.cdroms` order): its index among the VMM's disks and whether its
     /// medium is in.
     pub drives: Vec<(usize, bool)>,
-    /// The folders of the images its drives had when it started: the only ones its jail shows.
-    pub folders: Vec<PathBuf>,
 }
 
 impl Drives {
@@ -83,9 +81,6 @@ pub fn vmm_drives(
             Some(iso) => iso_path(host, vm, iso).ok(),
             None => None,
         };
-        if let Some(folder) = image.as_deref().and_then(Path::parent) {
-            drives.folders.push(folder.to_owned());
-        }
         let medium = image.filter(|_| cdrom.start_connected);
         drives.drives.push((first + n, medium.is_some()));
         configs.push(DiskConfig {
@@ -323,30 +318,8 @@ fn edit(
     if load == loaded && !(load && changed_medium) {
         return Ok(());
     }
-    let medium = path.filter(|_| load);
-    if let Some(path) = &medium {
-        check_visible(host, vm, state, path)?;
-    }
-    working.media.push((index, medium));
+    working.media.push((index, path.filter(|_| load)));
     Ok(())
-}
-
-/// InvalidPowerState when the running VMM's jail does not show the folder of `path` (it sees
-/// the VM folder and the folders of the media it started with): the VM must be powered off
-/// for that medium.
-fn check_visible(host: &Host, vm: &Vm, state: &VmState, path: &Path) -> Result<(), Fault> {
-    if !VmmJail::enabled() {
-        return Ok(());
-    }
-    let folder = path.parent().unwrap_or(path);
-    if folder == vm.dir || state.cdroms.folders.iter().any(|f| f == folder) {
-        return Ok(());
-    }
-    Err(faults::invalid_power_state(
-        host.schema,
-        Some(Power::Off),
-        Power::On,
-    ))
 }
 
 /// Changes the media of the running VM's drives (`media`: CD-ROM index, new medium) and
@@ -362,13 +335,26 @@ pub fn change_media(
         let Some(drive) = state.cdroms.drives.get_mut(*index) else {
             continue;
         };
+        let mut handoff = Handoff::default();
+        let path = medium
+            .as_deref()
+            .map(|path| handoff.add_file(&host.datastores, path))
+            .transpose()
+            .map_err(|e| {
+                faults::file_fault(
+                    host.schema,
+                    &e.to_string(),
+                    format!("cannot open the medium: {e}"),
+                )
+            })?;
         let request = Request::ChangeMedium {
             disk: drive.0,
-            path: medium.clone(),
+            path,
         };
-        control::command(&socket, request, CONTROL_TIMEOUT).map_err(|e| {
-            Fault::system_error(host.schema, format!("cannot change the medium: {e}"))
-        })?;
+        control::call_with_files::<Ack>(&socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
+            .map_err(|e| {
+                Fault::system_error(host.schema, format!("cannot change the medium: {e}"))
+            })?;
         drive.1 = medium.is_some();
     }
     Ok(())

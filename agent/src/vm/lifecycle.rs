@@ -320,14 +320,12 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
         .collect()
 }
 
-/// What a jailed VMM sees: the VM folder, its run directory, saved state and the folders of
-/// its CD-ROM media (which it may be told to change). Its disk chains, media and boot files
-/// are handed to it open ([`hand_over`]), so their folders are not shown.
-fn jail_dirs(vm: &Vm, args: &VmmArgs, media: &cdroms::Drives) -> Vec<PathBuf> {
+/// What a jailed VMM sees: the VM folder, its run directory and saved state. Its disk chains,
+/// media and boot files are handed to it open ([`hand_over`]), so their folders are not shown.
+fn jail_dirs(vm: &Vm, args: &VmmArgs) -> Vec<PathBuf> {
     [vm.dir.clone(), vm.run_dir.clone()]
         .into_iter()
         .chain(args.restore.clone())
-        .chain(media.folders.iter().cloned())
         .collect()
 }
 
@@ -407,7 +405,7 @@ fn launch(
     let jail = VmmJail::of(&host.config, vm.id)
         .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
     if let Some(jail) = jail {
-        let dirs = jail_dirs(vm, &args, &media);
+        let dirs = jail_dirs(vm, &args);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
     }

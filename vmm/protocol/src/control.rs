@@ -71,6 +71,8 @@ pub enum Request {
     /// Put the medium at `path` (a raw image) into read-only disk `disk` (in `--disk` order),
     /// or take its medium out (`None`: the drive then holds zero bytes); the guest is told its
     /// new size (configuration-change interrupt), as a CD-ROM drive reports a media change.
+    /// vireod sends the image open beside the request (SCM_RIGHTS); the VMM opens it from
+    /// that descriptor.
     ChangeMedium {
         /// The drive's index among the disks.
         disk: usize,
