@@ -34,6 +34,7 @@ def connect(port):
 
 class Host:
     def __init__(self, si, data):
+        self.collector = si.content.propertyCollector
         self.dc = si.content.rootFolder.childEntity[0]
         self.pool = self.dc.hostFolder.childEntity[0].resourcePool
         self.data = data

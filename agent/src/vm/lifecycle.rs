@@ -27,6 +27,8 @@ use crate::inventory::now_micros;
 
 /// How long a new VMM may take to answer on its control socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a starting VMM's control socket is tried.
+const START_POLL: Duration = Duration::from_millis(1);
 /// How long a VMM may take to end after power-off before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -373,6 +375,7 @@ fn launch(
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
+    let began = Instant::now();
     // Only a resume from the VM's own suspended state runs on its nonpersistent disks'
     // overlays; a boot, or a snapshot's saved state, starts from the disks as they are.
     let fresh = restore != Some(vm.suspend_dir().as_path());
@@ -402,6 +405,7 @@ fn launch(
     args.tools_socket = Some(tools_socket);
     args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
+    let files_ready = began.elapsed();
     let jail = VmmJail::of(&host.config, vm.id)
         .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
     if let Some(jail) = jail {
@@ -440,6 +444,7 @@ fn launch(
         }
     }
     let _ = std::fs::remove_file(&control_socket);
+    let jailed = began.elapsed();
     let process = VmmProcess::spawn(
         &vmm_binary(),
         &args.to_argv(),
@@ -448,9 +453,21 @@ fn launch(
         &vm.file("vireo-vmm.log"),
     )
     .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
+    let spawned = began.elapsed();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if control::status(&control_socket, Duration::from_secs(5)).is_ok() {
+            let answered = began.elapsed();
+            tracing::info!(
+                vm = vm.id,
+                restore = restore.is_some(),
+                "VMM answering {:.1} ms after its launch began: disks and media {:.1} ms, jail and TAPs {:.1} ms, spawn {:.1} ms, VMM start {:.1} ms",
+                ms(answered),
+                ms(files_ready),
+                ms(jailed - files_ready),
+                ms(spawned - jailed),
+                ms(answered - spawned),
+            );
             state.taps = taps;
             state.cdroms = media;
             plug_nics(state, &control_socket, restore.is_some());
@@ -474,8 +491,12 @@ fn launch(
             delete_taps(&taps);
             return Err(faults::generic_vm_config_fault(schema, &why));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(START_POLL);
     }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
 }
 
 /// Records each NIC's link as it starts (startConnected); a VMM restored from a saved state

@@ -49,6 +49,14 @@ fn pid_file(run_dir: &Path) -> PathBuf {
     run_dir.join("vmm.pid")
 }
 
+/// Replaces the pid file atomically (a reader sees the old or the new one) but without syncing:
+/// it only matters while the process runs, which a host crash ends.
+fn write_pid_file(run_dir: &Path, text: &str) -> std::io::Result<()> {
+    let partial = pid_file(run_dir).with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, pid_file(run_dir))
+}
+
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -111,10 +119,7 @@ impl VmmProcess {
         let pid = child.id() as i32;
         let pidfd = pidfd_open(pid)?;
         let started = start_time(pid).unwrap_or(0);
-        super::vmx_file::write_atomically(
-            &pid_file(run_dir),
-            format!("{pid} {started}\n").as_bytes(),
-        )?;
+        write_pid_file(run_dir, &format!("{pid} {started}\n"))?;
         Ok(VmmProcess {
             pid,
             pidfd: Arc::new(pidfd),

@@ -255,7 +255,7 @@ impl VirtioDevice for Block {
             disk: self.disk.clone(),
         });
         // Owned by the worker's handler: stopping the worker drains and joins the I/O threads.
-        let pool = IoPool::start(&self.name, IO_THREADS)?;
+        let pool = IoPool::new(&self.name, IO_THREADS);
         let disk = self.disk.clone();
         let worker = Worker::spawn(self.name.clone(), activation.queue_events, move |_| {
             // The slot is only emptied while the device is quiesced (no worker running).
@@ -719,7 +719,7 @@ mod tests {
         });
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
         let image = disk::open_image(&f.path, None, false).unwrap();
-        let pool = IoPool::start("test-blk", 3).unwrap();
+        let pool = IoPool::new("test-blk", 3);
         requests_queue.serve(&image, &pool);
         drop(pool);
         assert_eq!(used_idx(&f.mem), requests);
