@@ -53,7 +53,7 @@ fn send(writer: &SharedWriter, message: &GuestMessage) -> Result<(), DaemonError
 fn hello(guest_ops: Option<GuestOpsOffer>) -> GuestMessage {
     GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
-        tools_version: env!("CARGO_PKG_VERSION").into(),
+        tools_version: crate::protocol::TOOLS_VERSION.into(),
         guest_ops,
     }
 }

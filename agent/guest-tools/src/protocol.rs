@@ -11,6 +11,9 @@ use crate::guest_ops::wire::{GuestAuth, GuestOp, GuestOpReply, GuestOpsOffer};
 
 /// Version of this protocol; sent in both hellos (2 added guest operations).
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The version of these tools (guest.toolsVersion), which vireod's own copy compares a guest's with.
+pub const TOOLS_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Longest line either side accepts; longer lines are skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How often the guest beats unless told otherwise.

@@ -17,6 +17,7 @@ use super::datastore_path::{make_private_dir, DatastorePath};
 use super::journal::{Intent, Journal};
 use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
 use super::recovery::CLONE_SNAPSHOT_PREFIX;
+use super::slots::{self, DiskSlot};
 use super::snapshots::{self, clone_holds, NewSnapshot};
 use super::spec::{DiskSpec, VmSpec};
 use super::{lifecycle, macs, question, uuid, Power, Vm};
@@ -285,6 +286,14 @@ fn make_clone(
             ),
         }
     };
+    // Each copied disk keeps its controller and unit.
+    let recorded: Vec<Option<DiskSlot>> = {
+        let state = source.state();
+        (0..layers.len())
+            .map(|n| state.spec.disks.get(n).map(|d| d.slot))
+            .collect()
+    };
+    let disk_slots = slots::settle(&recorded);
     let made = (|| {
         make_private_dir(&folder)
             .map_err(|e| io_fault(schema, &vmx_path.parent().to_string(), e))?;
@@ -303,6 +312,7 @@ fn make_clone(
                 file_name,
                 format: Some(ImageFormat::Qcow2),
                 mode: Default::default(),
+                slot: disk_slots[n],
             });
         }
         journal.step("disks-copied").map_err(|e| e.fault(schema))?;

@@ -15,6 +15,7 @@ use vireo_disk::{open_disk, OpenError};
 use super::datastore_path::DatastorePath;
 use super::device_change::set_mac;
 use super::reconfig::config::{checked_memory_mb, checked_num_cpus};
+use super::slots::{DiskSlot, SataController};
 use super::spec::{is_owned_key, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS};
 use super::{lifecycle, macs, uuid, Vm};
 use crate::faults;
@@ -79,15 +80,25 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
             disks: Vec::new(),
             nics: Vec::new(),
             cdroms: Vec::new(),
+            sata: false,
             extra_config: Vec::new(),
         };
+        let mut sata = SataController::new(false);
         apply_extra_config(host, &mut spec, config)?;
         let changes = get("deviceChange").map(Value::items).unwrap_or_default();
         for (index, change) in changes.iter().enumerate() {
             let change = change.as_data().ok_or_else(|| {
                 Fault::invalid_argument(schema, "deviceChange", "not a VirtualDeviceConfigSpec")
             })?;
-            add_device(host, &vmx_path, &mut spec, index, change, &mut created)?;
+            add_device(
+                host,
+                &vmx_path,
+                &mut spec,
+                &mut sata,
+                index,
+                change,
+                &mut created,
+            )?;
         }
         spec.to_vmx()
             .write(&vmx_file)
@@ -354,6 +365,7 @@ fn add_device(
     host: &Host,
     vmx_path: &DatastorePath,
     spec: &mut VmSpec,
+    sata: &mut SataController,
     index: usize,
     change: &DataObject,
     created: &mut Vec<PathBuf>,
@@ -385,15 +397,16 @@ fn add_device(
                 format!("at most {MAX_DISKS} disks"),
             ));
         }
-        let disk = add_disk(
-            host,
-            vmx_path,
-            &spec.name,
-            &spec.disks,
+        let taken: Vec<DiskSlot> = spec.disks.iter().map(|d| d.slot).collect();
+        let slot = sata
+            .slot_for(schema, device, &taken)
+            .map_err(|e| Fault::invalid_argument(schema, "deviceChange", e.to_string()))?;
+        let new = NewDisk {
             change,
             device,
-            created,
-        )?;
+            slot,
+        };
+        let disk = add_disk(host, vmx_path, &spec.name, &spec.disks, new, created)?;
         spec.disks.push(disk);
         return Ok(());
     }
@@ -420,15 +433,28 @@ fn add_device(
         spec.nics.push(nic);
         return Ok(());
     }
+    if SataController::is_sata(schema, device) {
+        sata.add(schema, device)
+            .map_err(|e| Fault::invalid_argument(schema, "deviceChange", e.to_string()))?;
+        spec.sata = true;
+        return Ok(());
+    }
     if schema.is_a(device.ty, schema.known_type("VirtualController")) {
-        // Disks always sit on the VM's one paravirtual controller; a client's controller is
-        // accepted and that one presented.
+        // Other disks sit on the VM's one paravirtual controller; a client's SCSI controller
+        // is accepted and that one presented.
         return Ok(());
     }
     Err(Fault::not_supported(
         schema,
         format!("{ty} devices are not supported on this host"),
     ))
+}
+
+/// A disk one `add` change (`change`, its `device`) brings, and the slot chosen for it.
+pub(super) struct NewDisk<'a> {
+    pub change: &'a DataObject,
+    pub device: &'a DataObject,
+    pub slot: DiskSlot,
 }
 
 /// The disk one `add` change describes, made now when fileOperation is `create` (recorded in
@@ -440,11 +466,15 @@ pub(super) fn add_disk(
     vmx_path: &DatastorePath,
     vm_name: &str,
     disks: &[DiskSpec],
-    change: &DataObject,
-    device: &DataObject,
+    new: NewDisk<'_>,
     created: &mut Vec<PathBuf>,
 ) -> Result<DiskSpec, Fault> {
     let schema = host.schema;
+    let NewDisk {
+        change,
+        device,
+        slot,
+    } = new;
     let creating = change.get(schema, "fileOperation").and_then(Value::as_str) == Some("create");
     let backing = device.get(schema, "backing").and_then(Value::as_data);
     let file_name = backing
@@ -502,6 +532,7 @@ pub(super) fn add_disk(
         file_name,
         format: Some(format),
         mode,
+        slot,
     })
 }
 

@@ -15,11 +15,12 @@ use vireo_disk::grow::grow_image;
 use vireo_disk::open::ImageFormat;
 use vireo_vmm_protocol::control::Request;
 
-use super::create::{add_disk, nic_model, nic_network};
+use super::create::{add_disk, nic_model, nic_network, NewDisk};
 use super::disks::{self, trees};
 use super::journal::{Intent, Journal};
 use super::macs::{self, MacsInUse};
 use super::properties::{DISK_KEY, NIC_KEY};
+use super::slots::{DiskSlot, SataController};
 use super::snapshots::live;
 use super::spec::{
     is_manual_mac, DiskMode, DiskSpec, NicSpec, VmSpec, MAX_DISKS, MAX_NICS, MAX_VIRTIO_DEVICES,
@@ -82,11 +83,18 @@ struct Working {
     created: Vec<PathBuf>,
     destroys: Vec<PathBuf>,
     cdroms: cdroms::Working,
+    sata: SataController,
     /// The MACs of the host's other VMs.
     used_macs: MacsInUse,
 }
 
 impl Working {
+    /// The slots of the disks the changes so far leave.
+    fn disk_slots(&self) -> Vec<DiskSlot> {
+        let kept = self.disks.iter().flatten();
+        kept.chain(&self.added_disks).map(|d| d.slot).collect()
+    }
+
     /// The MACs a NIC of this VM may not take: the other VMs', and its other NICs' (all but
     /// existing NIC `except`).
     fn macs_taken(&self, vm_name: &str, except: Option<usize>) -> MacsInUse {
@@ -125,6 +133,7 @@ pub fn plan(
         created: Vec::new(),
         destroys: Vec::new(),
         cdroms: cdroms::Working::new(&spec.cdroms),
+        sata: SataController::new(spec.sata),
         used_macs,
     };
     let checked = changes.iter().enumerate().try_for_each(|(index, value)| {
@@ -157,6 +166,7 @@ fn finish(mut spec: VmSpec, working: Working) -> DevicePlan {
     spec.nics.extend(working.added_nics);
     let (cdroms, media) = working.cdroms.finish();
     spec.cdroms = cdroms;
+    spec.sata = working.sata.present;
     DevicePlan {
         spec,
         created: working.created,
@@ -246,8 +256,10 @@ fn apply(
         nic_change(host, state, working, change)
     } else if is("VirtualCdrom") {
         cdroms::change(host, vm, state, &mut working.cdroms, change)
+    } else if SataController::is_sata(schema, change.device) {
+        sata_change(schema, working, change)
     } else if is("VirtualController") && change.operation == Operation::Add {
-        // Disks always sit on the VM's paravirtual controller: an added controller is
+        // Other disks sit on the VM's paravirtual controller: an added SCSI controller is
         // accepted and that one presented (as CreateVM does).
         Ok(())
     } else {
@@ -259,6 +271,21 @@ fn apply(
             format!("{ty} devices cannot be changed on this host"),
         ))
     }
+}
+
+/// Adds or removes the VM's SATA controller (removed only when it holds no disk).
+fn sata_change(schema: &Schema, working: &mut Working, change: &Change<'_>) -> Result<(), Fault> {
+    let done = match change.operation {
+        Operation::Add => working.sata.add(schema, change.device),
+        Operation::Remove => {
+            let taken = working.disk_slots();
+            working.sata.remove(&taken)
+        }
+        Operation::Edit => return Ok(()),
+    };
+    done.map_err(|e| {
+        faults::invalid_device_spec(schema, "InvalidDeviceSpec", change.index, e.to_string())
+    })
 }
 
 /// The index of the existing device of `kind` that `change` names by key (`base` + index).
@@ -307,13 +334,21 @@ fn disk_change(
             }
             let mut all: Vec<DiskSpec> = working.disks.iter().flatten().cloned().collect();
             all.extend(working.added_disks.iter().cloned());
+            let slot = working
+                .sata
+                .slot_for(schema, change.device, &working.disk_slots())
+                .map_err(|e| fault("InvalidDeviceSpec", e.to_string()))?;
+            let new = NewDisk {
+                change: change.change,
+                device: change.device,
+                slot,
+            };
             let disk = add_disk(
                 host,
                 &vm.vmx_path,
                 &spec.name,
                 &all,
-                change.change,
-                change.device,
+                new,
                 &mut working.created,
             )?;
             working.added_disks.push(disk);

@@ -17,8 +17,8 @@ use super::journal::{Intent, Journal};
 use super::process::{VmmExit, VmmProcess};
 use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
-    cdroms, control, disks, network, question, recovery, snapshots, tools_host, Power, Stopping,
-    Vm, VmState,
+    cdroms, cgroup, control, disks, network, question, recovery, snapshots, tools_host, Power,
+    Stopping, Vm, VmState,
 };
 use crate::events::post_event;
 use crate::faults;
@@ -199,6 +199,7 @@ fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProc
     state.process = Some(process.clone());
     state.generation += 1;
     state.stopping = None;
+    cgroup::enforce_running(vm, state);
     let generation = state.generation;
     let (watch_host, watch_vm) = (host.clone(), vm.clone());
     let _ = std::thread::Builder::new()
@@ -541,6 +542,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
     delete_taps(&taps);
     let _ = std::fs::remove_file(vm.run_dir.join("vmm.pid"));
     let _ = std::fs::remove_file(crate::console::framebuffer::file_of(vm));
+    cgroup::remove(vm);
     let stopping = state.stopping.take();
     let name = state.spec.name.clone();
     tracing::info!(vm = vm.id, ?exit, ?stopping, "VMM ended");

@@ -5,6 +5,7 @@
 
 pub mod beneath;
 pub mod cdroms;
+pub mod cgroup;
 pub mod change_tracking;
 pub mod clone;
 pub mod config_option;
@@ -28,6 +29,7 @@ pub mod question;
 pub mod reconfig;
 pub mod recovery;
 pub mod screenshot;
+pub mod slots;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;

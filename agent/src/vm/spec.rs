@@ -6,6 +6,7 @@
 use vireo_disk::open::ImageFormat;
 
 use super::macs::{self, MacsInUse};
+use super::slots::{self, Bus, DiskSlot};
 use super::uuid;
 use super::vmx_file::VmxFile;
 
@@ -81,6 +82,8 @@ pub struct DiskSpec {
     pub format: Option<ImageFormat>,
     /// How it takes part in snapshots (`diskN.mode`).
     pub mode: DiskMode,
+    /// Its controller and unit (`diskN.slot`).
+    pub slot: DiskSlot,
 }
 
 /// One virtual NIC.
@@ -144,6 +147,8 @@ pub struct VmSpec {
     pub nics: Vec<NicSpec>,
     /// CD-ROM drives in slot order.
     pub cdroms: Vec<CdromSpec>,
+    /// Whether it has a SATA controller (`sata0.present`).
+    pub sata: bool,
     /// Every other setting, in file order.
     pub extra_config: Vec<(String, String)>,
 }
@@ -165,7 +170,7 @@ const OWN_KEYS: &[&str] = &[
 
 fn is_device_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    ["disk", "ethernet", "ide"].iter().any(|prefix| {
+    ["disk", "ethernet", "ide", "sata"].iter().any(|prefix| {
         lower
             .strip_prefix(prefix)
             .and_then(|rest| rest.split_once('.'))
@@ -205,28 +210,42 @@ impl VmSpec {
             vmx.get(&format!("{prefix}.present"))
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"))
         };
-        let disks = (0..MAX_DISKS)
+        let read: Vec<(Option<DiskSlot>, DiskSpec)> = (0..MAX_DISKS)
             .filter(|n| present(format!("disk{n}")))
             .filter_map(|n| {
-                Some(DiskSpec {
-                    file_name: vmx.get(&format!("disk{n}.fileName"))?.to_string(),
-                    format: vmx
-                        .get(&format!("disk{n}.format"))
-                        .and_then(ImageFormat::from_name),
-                    mode: vmx
-                        .get(&format!("disk{n}.mode"))
+                let get = |k: &str| vmx.get(&format!("disk{n}.{k}"));
+                let disk = DiskSpec {
+                    file_name: get("fileName")?.to_string(),
+                    format: get("format").and_then(ImageFormat::from_name),
+                    mode: get("mode")
                         .and_then(|m| DiskMode::from_api(&m.replace('-', "_")))
                         .unwrap_or_default(),
-                })
+                    // Settled below, with the other disks' slots.
+                    slot: DiskSlot {
+                        bus: Bus::Scsi,
+                        unit: 0,
+                    },
+                };
+                Some((get("slot").and_then(DiskSlot::parse), disk))
             })
             .collect();
+        let recorded: Vec<Option<DiskSlot>> = read.iter().map(|(slot, _)| *slot).collect();
+        let disks: Vec<DiskSpec> = read
+            .into_iter()
+            .zip(slots::settle(&recorded))
+            .map(|((_, disk), slot)| DiskSpec { slot, ..disk })
+            .collect();
+        let sata = present("sata0".into()) || disks.iter().any(|d| d.slot.bus == Bus::Sata);
         let nics = (0..MAX_NICS)
             .filter(|n| present(format!("ethernet{n}")))
             .map(|n| {
                 let get = |k: &str| vmx.get(&format!("ethernet{n}.{k}")).map(str::to_string);
-                let generated_mac = get("addressType").is_some_and(|t| {
-                    t.eq_ignore_ascii_case("generated") || t.eq_ignore_ascii_case("vpx")
-                });
+                // Without an addressType (a hand-written file), ESXi generates the MAC unless
+                // the file gives one.
+                let generated_mac = match get("addressType") {
+                    Some(t) => t.eq_ignore_ascii_case("generated") || t.eq_ignore_ascii_case("vpx"),
+                    None => get("address").is_none(),
+                };
                 let (first, second) = if generated_mac {
                     ("generatedAddress", "address")
                 } else {
@@ -264,6 +283,7 @@ impl VmSpec {
             disks,
             nics,
             cdroms: cdroms(vmx),
+            sata,
             extra_config: vmx
                 .entries()
                 .filter(|(k, _)| {
@@ -305,6 +325,10 @@ impl VmSpec {
             if disk.mode != DiskMode::Persistent {
                 vmx.set(&format!("disk{n}.mode"), &disk.mode.vmx_name());
             }
+            vmx.set(&format!("disk{n}.slot"), &disk.slot.to_vmx());
+        }
+        if self.sata {
+            vmx.set("sata0.present", "TRUE");
         }
         for (n, nic) in self.nics.iter().enumerate() {
             vmx.set(&format!("ethernet{n}.present"), "TRUE");
@@ -528,5 +552,24 @@ mod tests {
         assert!(spec.cdroms[1].start_connected && !spec.cdroms[0].start_connected);
         assert!(spec.extra_config.is_empty(), "{:?}", spec.extra_config);
         assert_eq!(VmSpec::from_vmx(&spec.to_vmx(), "x"), spec);
+    }
+
+    #[test]
+    fn disk_slots_the_sata_controller_and_unset_address_types_round_trip() {
+        let text = "disk0.present = \"TRUE\"\ndisk0.fileName = \"a.qcow2\"\n\
+                    disk0.slot = \"sata0:2\"\ndisk1.present = \"TRUE\"\n\
+                    disk1.fileName = \"b.qcow2\"\nethernet0.present = \"TRUE\"\n";
+        let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
+        assert!(spec.sata, "a disk on SATA means the VM has the controller");
+        assert_eq!(spec.disks[0].slot, DiskSlot::parse("sata0:2").unwrap());
+        assert_eq!(spec.disks[1].slot, DiskSlot::parse("scsi0:0").unwrap());
+        assert!(
+            spec.nics[0].generated_mac,
+            "ESXi generates a MAC nobody wrote"
+        );
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("sata0.present"), Some("TRUE"));
+        assert_eq!(VmSpec::from_vmx(&vmx, "x"), spec);
+        assert!(spec.extra_config.is_empty(), "{:?}", spec.extra_config);
     }
 }

@@ -14,13 +14,15 @@ use crate::inventory::esxi::DatastoreDir;
 use crate::vm::cdroms::{CDROM_KEY, IDE_KEY};
 use crate::vm::datastore_path::DatastorePath;
 use crate::vm::disks::trees::DiskState;
+use crate::vm::slots::{Bus, SATA_KEY, SCSI_KEY};
 use crate::vm::spec::IDE_CONTROLLERS;
 use crate::vm::{Power, Vm, VmState};
 
 /// Device keys, as ESXi numbers them.
 const PCI_KEY: i32 = 100;
 const VIDEO_KEY: i32 = 500;
-const SCSI_KEY: i32 = 1000;
+/// PCI unit of the SATA controller.
+const SATA_PCI_UNIT: i32 = 24;
 /// Key of the first virtual disk (the others follow in device order).
 pub const DISK_KEY: i32 = 2000;
 /// Key of the first NIC (the others follow in device order).
@@ -81,15 +83,23 @@ pub(super) fn disk_backing(
 
 pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]) -> Vec<Value> {
     let schema = host.schema;
-    let disk_keys: Vec<i32> = (0..state.spec.disks.len() as i32)
-        .map(|n| DISK_KEY + n)
-        .collect();
+    let disk_keys = |bus: Bus| -> Vec<i32> {
+        (DISK_KEY..)
+            .zip(&state.spec.disks)
+            .filter(|(_, d)| d.slot.bus == bus)
+            .map(|(key, _)| key)
+            .collect()
+    };
     let int_array = |keys: &[i32]| {
         Value::Array(
             schema.known_type("int"),
             keys.iter().map(|&k| Value::Int(k)).collect(),
         )
     };
+    let mut pci_devices = vec![VIDEO_KEY, SCSI_KEY];
+    if state.spec.sata {
+        pci_devices.push(SATA_KEY);
+    }
     let mut devices: Vec<Value> = vec![
         DataObject::of(schema, "VirtualPCIController")
             .with(schema, "key", PCI_KEY)
@@ -99,7 +109,7 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
                 description(schema, "PCI controller 0", "PCI controller 0"),
             )
             .with(schema, "busNumber", 0)
-            .with(schema, "device", int_array(&[VIDEO_KEY, SCSI_KEY]))
+            .with(schema, "device", int_array(&pci_devices))
             .into(),
         DataObject::of(schema, "VirtualMachineVideoCard")
             .with(schema, "key", VIDEO_KEY)
@@ -125,7 +135,7 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
             .with(schema, "controllerKey", PCI_KEY)
             .with(schema, "unitNumber", 3)
             .with(schema, "busNumber", 0)
-            .with(schema, "device", int_array(&disk_keys))
+            .with(schema, "device", int_array(&disk_keys(Bus::Scsi)))
             .with(schema, "hotAddRemove", true)
             .with(
                 schema,
@@ -135,11 +145,28 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
             .with(schema, "scsiCtlrUnitNumber", 7)
             .into(),
     ];
+    if state.spec.sata {
+        devices.push(
+            DataObject::of(schema, "VirtualAHCIController")
+                .with(schema, "key", SATA_KEY)
+                .with(
+                    schema,
+                    "deviceInfo",
+                    description(schema, "SATA controller 0", "AHCI"),
+                )
+                .with(schema, "controllerKey", PCI_KEY)
+                .with(schema, "unitNumber", SATA_PCI_UNIT)
+                .with(schema, "busNumber", 0)
+                .with(schema, "device", int_array(&disk_keys(Bus::Sata)))
+                .into(),
+        );
+    }
     for n in 0..state.spec.disks.len() {
         let capacity = state.disk_capacities.get(n).copied().unwrap_or(0) as i64;
         let shown = disks.get(n).cloned().unwrap_or_default();
         let backing = disk_backing(schema, vm, &host.datastores(), state, n, &shown);
         let label = format!("Hard disk {}", n + 1);
+        let slot = state.spec.disks[n].slot;
         devices.push(
             DataObject::of(schema, "VirtualDisk")
                 .with(schema, "key", DISK_KEY + n as i32)
@@ -149,12 +176,8 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
                     description(schema, &label, &format!("{} KB", capacity / 1024)),
                 )
                 .with(schema, "backing", backing)
-                .with(schema, "controllerKey", SCSI_KEY)
-                .with(
-                    schema,
-                    "unitNumber",
-                    if n >= 7 { n as i32 + 1 } else { n as i32 },
-                )
+                .with(schema, "controllerKey", slot.bus.controller_key())
+                .with(schema, "unitNumber", i32::from(slot.unit))
                 .with(schema, "capacityInKB", capacity / 1024)
                 .with(schema, "capacityInBytes", capacity)
                 .into(),

@@ -25,6 +25,49 @@ pub(super) fn tools_status(state: &VmState) -> (&'static str, &'static str) {
     }
 }
 
+/// A tools version (`major.minor.patch`) as VMware numbers them in guest.toolsVersion:
+/// `major << 10 | minor << 5 | patch`; None when it is not one.
+fn version_number(version: &str) -> Option<u32> {
+    let parts: Vec<u32> = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    match parts[..] {
+        [major, minor, patch] if minor < 32 && patch < 32 => {
+            Some(major.checked_mul(1024)? + minor * 32 + patch)
+        }
+        _ => None,
+    }
+}
+
+/// guest.toolsVersionStatus2: the guest's tools compared with the ones this host installs
+/// (the vireo-tools it was built with).
+pub(super) fn tools_version_status(state: &VmState) -> &'static str {
+    match &state.tools.version {
+        Some(version) => compare_versions(version, vireo_tools::protocol::TOOLS_VERSION),
+        None => "guestToolsNotInstalled",
+    }
+}
+
+/// The VirtualMachineToolsVersionStatus of a guest's tools `guest` beside the host's `host`.
+fn compare_versions(guest: &str, host: &str) -> &'static str {
+    match (version_number(guest), version_number(host)) {
+        (Some(guest), Some(host)) if guest == host => "guestToolsCurrent",
+        (Some(guest), Some(host)) if guest < host => "guestToolsNeedUpgrade",
+        (Some(_), Some(_)) => "guestToolsTooNew",
+        _ => "guestToolsUnmanaged",
+    }
+}
+
+/// guest.toolsVersionStatus (the older field): no "too new" there.
+fn old_tools_version_status(state: &VmState) -> &'static str {
+    match tools_version_status(state) {
+        "guestToolsTooNew" => "guestToolsUnmanaged",
+        status => status,
+    }
+}
+
 /// The address clients show: the first IPv4, else the first non-link-local address.
 pub(super) fn primary_ip(state: &VmState) -> Option<String> {
     let info = state.tools.info.as_ref()?;
@@ -51,13 +94,10 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState) -> DataObject {
         .with(schema, "toolsRunningStatus", running)
         .with(
             schema,
-            "toolsVersionStatus2",
-            if state.tools.version.is_some() {
-                "guestToolsUnmanaged"
-            } else {
-                "guestToolsNotInstalled"
-            },
+            "toolsVersionStatus",
+            old_tools_version_status(state),
         )
+        .with(schema, "toolsVersionStatus2", tools_version_status(state))
         .with(schema, "guestId", state.spec.guest_id.as_str())
         .with(
             schema,
@@ -72,8 +112,8 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState) -> DataObject {
         .with(schema, "guestOperationsReady", false)
         .with(schema, "interactiveGuestOperationsReady", false)
         .with(schema, "guestStateChangeSupported", state.tools.running);
-    if let Some(version) = &state.tools.version {
-        guest.set(schema, "toolsVersion", version.as_str());
+    if let Some(number) = state.tools.version.as_deref().and_then(version_number) {
+        guest.set(schema, "toolsVersion", number.to_string());
     }
     if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
         guest.set(schema, "guestFullName", info.os_name.as_str());
@@ -159,7 +199,13 @@ pub(super) fn guest_summary(schema: &Schema, state: &VmState) -> DataObject {
             "toolsStatus",
             enum_value(schema, "VirtualMachineToolsStatus", status),
         )
-        .with(schema, "toolsRunningStatus", running);
+        .with(schema, "toolsRunningStatus", running)
+        .with(
+            schema,
+            "toolsVersionStatus",
+            old_tools_version_status(state),
+        )
+        .with(schema, "toolsVersionStatus2", tools_version_status(state));
     if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
         summary.set(schema, "hostName", info.hostname.as_str());
     }
@@ -167,4 +213,29 @@ pub(super) fn guest_summary(schema: &Schema, state: &VmState) -> DataObject {
         summary.set(schema, "ipAddress", ip);
     }
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{compare_versions, version_number};
+
+    #[test]
+    fn guest_tools_compare_with_the_host_s() {
+        assert_eq!(compare_versions("0.1.0", "0.1.0"), "guestToolsCurrent");
+        assert_eq!(compare_versions("0.0.9", "0.1.0"), "guestToolsNeedUpgrade");
+        assert_eq!(compare_versions("1.0.0", "0.1.0"), "guestToolsTooNew");
+        assert_eq!(
+            compare_versions("open-vm-tools", "0.1.0"),
+            "guestToolsUnmanaged"
+        );
+    }
+
+    #[test]
+    fn tools_versions_are_numbered_as_vmware_numbers_them() {
+        assert_eq!(version_number("12.1.5"), Some(12325));
+        assert_eq!(version_number("0.1.0"), Some(32));
+        for refused in ["", "1.2", "1.2.3.4", "1.32.0", "x.1.0", "1.0.-1"] {
+            assert_eq!(version_number(refused), None, "{refused}");
+        }
+    }
 }

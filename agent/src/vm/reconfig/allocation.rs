@@ -1,7 +1,7 @@
 //! ConfigSpec cpuAllocation and memoryAllocation: a VM's reservation, limit and shares, kept in
 //! the `.vmx` under ESXi's keys (`sched.cpu.min` / `.max` / `.shares`, `sched.mem.*`) and shown
-//! in config.cpuAllocation, config.memoryAllocation and resourceConfig. They are recorded, not
-//! enforced: the VMM schedules every vCPU alike.
+//! in config.cpuAllocation, config.memoryAllocation and resourceConfig; limits and shares are
+//! enforced on the running VMM by [`crate::vm::cgroup`].
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
@@ -114,20 +114,36 @@ fn stored(spec: &VmSpec, resource: Resource, what: &str) -> Option<i64> {
     spec.extra(&resource.key(what))?.trim().parse().ok()
 }
 
-/// The ResourceAllocationInfo the `.vmx` records for `resource` (ESXi's defaults: no
-/// reservation, no limit, normal shares).
-pub fn show(schema: &Schema, spec: &VmSpec, resource: Resource) -> DataObject {
+/// The limit the `.vmx` records for `resource` (MHz or MB); None: unlimited.
+pub fn limit(spec: &VmSpec, resource: Resource) -> Option<i64> {
+    stored(spec, resource, "max").filter(|l| *l >= 0)
+}
+
+/// The shares level the `.vmx` records for `resource` and its shares.
+fn level_and_shares(spec: &VmSpec, resource: Resource) -> (&'static str, i64) {
     let recorded = spec.extra(&resource.key("shares")).unwrap_or("normal");
-    let (level, shares) = match recorded.trim().parse::<i64>() {
+    match recorded.trim().parse::<i64>() {
         Ok(custom) => ("custom", custom),
         Err(_) => {
             let level = match recorded {
-                "low" | "high" => recorded,
+                "low" => "low",
+                "high" => "high",
                 _ => "normal",
             };
             (level, resource.level_shares(spec, level))
         }
-    };
+    }
+}
+
+/// The shares the `.vmx` records for `resource` (ESXi's for its level, or custom ones).
+pub fn shares(spec: &VmSpec, resource: Resource) -> i64 {
+    level_and_shares(spec, resource).1
+}
+
+/// The ResourceAllocationInfo the `.vmx` records for `resource` (ESXi's defaults: no
+/// reservation, no limit, normal shares).
+pub fn show(schema: &Schema, spec: &VmSpec, resource: Resource) -> DataObject {
+    let (level, shares) = level_and_shares(spec, resource);
     DataObject::of(schema, "ResourceAllocationInfo")
         .with(
             schema,
@@ -135,7 +151,7 @@ pub fn show(schema: &Schema, spec: &VmSpec, resource: Resource) -> DataObject {
             stored(spec, resource, "min").unwrap_or(0),
         )
         .with(schema, "expandableReservation", false)
-        .with(schema, "limit", stored(spec, resource, "max").unwrap_or(-1))
+        .with(schema, "limit", limit(spec, resource).unwrap_or(-1))
         .with(
             schema,
             "shares",

@@ -174,6 +174,7 @@ fn write_spec(
         return Ok(None);
     }
     let old_name = std::mem::replace(&mut state.spec, next).name;
+    crate::vm::cgroup::enforce_running(vm, &state);
     if let Some(plan) = plan {
         plan.finish(host, vm, &mut state)?;
     }
