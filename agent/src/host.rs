@@ -202,7 +202,6 @@ impl Drop for TestHost {
 /// one VM, "vm1", made by CreateVM's own code; the `.vmx` is written to the datastore.
 #[cfg(test)]
 pub fn test_host() -> TestHost {
-    use crate::inventory::{esxi, host_facts::HostFacts};
     static HOSTS: AtomicU64 = AtomicU64::new(0);
     let schema = vireo_api::vim25();
     let dir = std::env::temp_dir().join(format!(
@@ -217,14 +216,7 @@ pub fn test_host() -> TestHost {
     for datastore in datastores.list().iter() {
         std::fs::create_dir_all(&datastore.dir).expect("a scratch datastore");
     }
-    let mut inventory = Inventory::default();
-    esxi::build(
-        schema,
-        &mut inventory,
-        &HostFacts::read(),
-        &datastores.list(),
-    );
-    crate::perf::publish::publish(schema, &mut inventory);
+    let inventory = crate::startup::host_inventory(schema, &datastores);
     let host = Arc::new(Host::new(
         schema,
         config,

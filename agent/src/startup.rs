@@ -25,6 +25,7 @@ use crate::users::{Accounts, AccountsError, RootPassword};
 use crate::vm::datastore_path::ConfinedBacking;
 use crate::vm::network::switches::{SwitchError, Switches};
 use crate::vm::{lifecycle, Vms};
+use vireo_api::schema::Schema;
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(20);
@@ -139,14 +140,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     let (accounts, generated_root_password) = Accounts::open(&config.data_dir, root)?;
     let schema = vireo_api::vim25();
     let authz = Authz::open(&config.data_dir, schema)?;
-    let mut inventory = Inventory::default();
-    esxi::build(
-        schema,
-        &mut inventory,
-        &HostFacts::read(),
-        &datastores.list(),
-    );
-    crate::perf::publish::publish(schema, &mut inventory);
+    let inventory = host_inventory(schema, &datastores);
     let host = Arc::new(Host::new(
         schema,
         config,
@@ -228,4 +222,18 @@ pub async fn upkeep(host: Arc<Host>) {
             end_session(&host, &session.key);
         }
     }
+}
+
+/// The host's inventory as vireod starts it: the ESXi object tree over this machine's facts and
+/// datastores, with the PerformanceManager's counters published.
+pub(crate) fn host_inventory(schema: &Schema, datastores: &Datastores) -> Inventory {
+    let mut inventory = Inventory::default();
+    esxi::build(
+        schema,
+        &mut inventory,
+        &HostFacts::read(),
+        &datastores.list(),
+    );
+    crate::perf::publish::publish(schema, &mut inventory);
+    inventory
 }

@@ -54,6 +54,18 @@ impl ImageFormat {
     }
 }
 
+/// Opens the image file at `path` for reading, and for writing unless `read_only`.
+pub(crate) fn open_image_file(path: &Path, read_only: bool) -> Result<File, OpenError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(path)
+        .map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Detects the format of the image at `path` by its magic bytes (anything not qcow2 is raw).
 /// Only for images whose owner is trusted: a guest can write any magic into a raw disk.
 pub fn probe_format(path: &Path) -> Result<ImageFormat, OpenError> {

@@ -1,7 +1,7 @@
 //! Raw images: the disk's bytes stored flat in one file.
 //! Owns `RawDisk`; discard and zero-writes punch holes where the filesystem allows.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -20,14 +20,7 @@ pub struct RawDisk {
 impl RawDisk {
     /// Opens the raw image at `path`; its size is the disk's capacity.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, OpenError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| OpenError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let file = crate::open::open_image_file(path, read_only)?;
         Self::from_file(file, path, read_only)
     }
 

@@ -120,14 +120,7 @@ impl SharedDisk {
 
     /// Opens the image at `path` as `format` (a raw disk is never probed).
     pub fn open_as(path: &Path, format: ImageFormat, read_only: bool) -> Result<Self, OpenError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| OpenError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let file = crate::open::open_image_file(path, read_only)?;
         Self::from_file_as(file, path, format, read_only)
     }
 

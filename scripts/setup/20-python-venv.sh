@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Creates .cache/venv with the pinned Python clients the end-to-end tests drive vireod with
-# (pyVmomi, pytest). Idempotent: does nothing when the pinned versions are already installed.
+# Creates .cache/venv with the pinned Python clients the end-to-end tests drive vireod with:
+# pyVmomi, pytest, and Ansible (the PyPI `ansible` package bundles community.vmware, whose modules
+# also import requests). Idempotent: does nothing when the pinned versions are already installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=$PWD/.cache/venv
-pins=(pyvmomi==9.1.1.0 pytest==9.2.0)
+pins=(pyvmomi==9.1.1.0 pytest==9.2.0 ansible==12.3.0 requests==2.32.5)
 
 installed() {
     [ -x "$venv/bin/python" ] || return 1

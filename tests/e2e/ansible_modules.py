@@ -1,5 +1,5 @@
 """Runs one stock Ansible module (community.vmware, from the PyPI `ansible` package that
-scripts/setup/22-ansible.sh installs into .cache/venv) against a test vireod and returns its result.
+scripts/setup/20-python-venv.sh installs into .cache/venv) against a test vireod and returns its result.
 
 Modules run unmodified as an admin would run them: ad hoc on localhost, with the venv's Python
 (which has pyVmomi) as the module interpreter and the json stdout callback, so the test reads the

@@ -14,6 +14,7 @@ use crate::nfc::import_key;
 use crate::ovf::package::{self, Package, PackageError};
 use crate::ovf::plan::{plan, Finding, ImportPlan, PlannedDisk, PlannedNic};
 use crate::vm::network::objects::network_of;
+use crate::vm::properties::option_values;
 
 /// The controller key of the disks' paravirtual SCSI controller in an import spec.
 const SCSI_KEY: i32 = 1000;
@@ -269,16 +270,7 @@ fn config_spec(
             .with(schema, "addressType", "generated");
         changes.push(add(schema, device, false));
     }
-    let extra: Vec<Value> = planned
-        .extra_config
-        .iter()
-        .map(|(k, v)| {
-            DataObject::of(schema, "OptionValue")
-                .with(schema, "key", k.as_str())
-                .with(schema, "value", v.as_str())
-                .into()
-        })
-        .collect();
+    let extra = option_values(schema, &planned.extra_config);
     let mut config = DataObject::of(schema, "VirtualMachineConfigSpec")
         .with(schema, "name", planned.name.as_str())
         .with(schema, "version", format!("vmx-{:02}", planned.hw_version))

@@ -83,18 +83,8 @@ fn check_new_disks(host: &Host, config: &DataObject) -> Result<(), Fault> {
         if backing.and_then(|b| b.get(schema, "parent")).is_some() {
             return Err(bad("an imported disk cannot be a child of another disk"));
         }
-        let bytes = device
-            .get(schema, "capacityInBytes")
-            .and_then(Value::as_i64)
-            .filter(|b| *b > 0)
-            .or_else(|| {
-                device
-                    .get(schema, "capacityInKB")
-                    .and_then(Value::as_i64)
-                    .map(|kb| kb.saturating_mul(1024))
-            })
-            .unwrap_or(0);
-        if bytes as u64 > MAX_DISK_BYTES {
+        let bytes = create::requested_capacity(schema, device).unwrap_or(0);
+        if bytes > MAX_DISK_BYTES {
             return Err(bad(&format!(
                 "a disk may have at most {MAX_DISK_BYTES} bytes, not {bytes}"
             )));

@@ -261,13 +261,14 @@ fn hardware_items(out: &mut String, system: &OvfSystem<'_>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn envelope_lists_files_disks_networks_and_hardware() {
-        let system = OvfSystem {
-            name: "web <1>",
+    /// A two-disk, one-NIC system named `name`, as an export describes it (shared with the
+    /// import tests, which parse it back).
+    pub(crate) fn two_disk_system(name: &str) -> OvfSystem<'_> {
+        OvfSystem {
+            name,
             annotation: "a & b",
             guest_id: "debian12_64Guest",
             hw_version: 19,
@@ -291,7 +292,12 @@ mod tests {
                 start_connected: true,
             }],
             extra_config: vec![("guestinfo.role", "web")],
-        };
+        }
+    }
+
+    #[test]
+    fn envelope_lists_files_disks_networks_and_hardware() {
+        let system = two_disk_system("web <1>");
         let text = envelope(&system);
         assert!(
             text.contains("<File ovf:href=\"disk-0.vmdk\" ovf:id=\"file1\" ovf:size=\"1234\"/>")

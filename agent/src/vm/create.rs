@@ -605,7 +605,7 @@ fn create_disk(
 
 /// A VirtualDisk's size in bytes: capacityInBytes, else capacityInKB (unset or not positive:
 /// none).
-fn requested_capacity(schema: &Schema, device: &DataObject) -> Option<u64> {
+pub(crate) fn requested_capacity(schema: &Schema, device: &DataObject) -> Option<u64> {
     device
         .get(schema, "capacityInBytes")
         .and_then(Value::as_i64)

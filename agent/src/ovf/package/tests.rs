@@ -2,36 +2,12 @@
 //! descriptor, and hostile descriptors.
 
 use super::*;
+use crate::ovf::envelope;
 use crate::ovf::plan::{plan, Finding};
-use crate::ovf::{envelope, OvfDisk, OvfNic, OvfSystem};
+use crate::ovf::tests::two_disk_system;
 
 fn exported() -> String {
-    envelope(&OvfSystem {
-        name: "web",
-        annotation: "a & b",
-        guest_id: "debian12_64Guest",
-        hw_version: 19,
-        num_cpus: 2,
-        memory_mb: 512,
-        disks: vec![
-            OvfDisk {
-                capacity: 1 << 30,
-                populated: 65536,
-                file: Some(("disk-0.vmdk".into(), 1234)),
-            },
-            OvfDisk {
-                capacity: 1 << 20,
-                populated: 0,
-                file: None,
-            },
-        ],
-        nics: vec![OvfNic {
-            network: "VM Network",
-            device: "e1000",
-            start_connected: true,
-        }],
-        extra_config: vec![("guestinfo.role", "web")],
-    })
+    envelope(&two_disk_system("web"))
 }
 
 #[test]

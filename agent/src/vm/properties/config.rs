@@ -22,6 +22,20 @@ pub(super) const CAPABILITIES: &[&str] = &[
     "changeTrackingSupported",
 ];
 
+/// `(key, value)` pairs as vim25 OptionValues (extraConfig as the config shows it and as an
+/// import's config spec carries it).
+pub fn option_values(schema: &Schema, pairs: &[(String, String)]) -> Vec<Value> {
+    pairs
+        .iter()
+        .map(|(key, value)| {
+            DataObject::of(schema, "OptionValue")
+                .with(schema, "key", key.as_str())
+                .with(schema, "value", value.as_str())
+                .into()
+        })
+        .collect()
+}
+
 /// The VirtualMachineCapability of every VM: the flags in `CAPABILITIES` true, the rest false.
 pub fn capability(schema: &Schema) -> DataObject {
     let mut cap = DataObject::of(schema, "VirtualMachineCapability");
@@ -76,16 +90,7 @@ pub(super) fn config_info(
                 devices(host, vm, state, disks),
             ),
         );
-    let extra: Vec<Value> = spec
-        .extra_config
-        .iter()
-        .map(|(k, v)| {
-            DataObject::of(schema, "OptionValue")
-                .with(schema, "key", k.as_str())
-                .with(schema, "value", v.as_str())
-                .into()
-        })
-        .collect();
+    let extra = option_values(schema, &spec.extra_config);
     let mut info = DataObject::of(schema, "VirtualMachineConfigInfo")
         .with(schema, "changeVersion", modified.to_string())
         .with(schema, "modified", Value::DateTime(modified))

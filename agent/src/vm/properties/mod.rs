@@ -25,7 +25,7 @@ use super::{Vm, VmState};
 use crate::host::Host;
 use crate::inventory::esxi::refs;
 use crate::inventory::Inventory;
-pub use config::{capability as vm_capability, change_version};
+pub use config::{capability as vm_capability, change_version, option_values};
 pub use devices::{DISK_KEY, NIC_KEY};
 pub use edit::VmEdit;
 pub use layout::unowned_files;
