@@ -419,7 +419,7 @@ impl<'i> Decoder<'_, 'i> {
                 Event::Text(t) => t.decode().map_err(malformed)?,
                 Event::CData(t) => t.decode().map_err(malformed)?,
                 Event::GeneralRef(r) => Cow::Owned(resolve_reference(&r)?.to_string()),
-                Event::End(_) => return Ok(out),
+                Event::End(_) => return xml_chars_only(out),
                 Event::Comment(_) | Event::PI(_) => continue,
                 Event::Start(_) | Event::Empty(_) => {
                     return Err(bad_value("element inside a simple value"))
@@ -583,6 +583,18 @@ fn lower_first(s: &str) -> String {
         .next()
         .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
         .unwrap_or_default()
+}
+
+/// `text` if every character in it is one XML 1.0 allows (a NUL or other control character,
+/// raw or as a character reference, makes the request malformed).
+fn xml_chars_only(text: Cow<'_, str>) -> Result<Cow<'_, str>> {
+    match text.chars().find(|&c| !crate::codec::xml_char(c)) {
+        Some(c) => Err(malformed(format!(
+            "character U+{:04X} is not allowed in XML",
+            c as u32
+        ))),
+        None => Ok(text),
+    }
 }
 
 fn resolve_reference(r: &quick_xml::events::BytesRef<'_>) -> Result<char> {

@@ -292,7 +292,9 @@ fn primitive_of(value: &Value) -> Primitive {
     }
 }
 
-/// Appends `text` with XML's special characters escaped (safe in text and attributes).
+/// Appends `text` with XML's special characters escaped (safe in text and attributes). A
+/// character XML 1.0 cannot carry at all (a control character, e.g. from a file name on disk)
+/// becomes U+FFFD, so the document stays well-formed.
 pub fn escape(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
@@ -303,11 +305,19 @@ pub fn escape(out: &mut Vec<u8>, text: &str) {
             b'>' => b"&gt;",
             b'"' => b"&quot;",
             b'\'' => b"&apos;",
+            b if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') => "\u{FFFD}".as_bytes(),
+            0xEF if is_nonchar_at(bytes, i) => "\u{FFFD}".as_bytes(),
             _ => continue,
         };
+        let width = if b == 0xEF { 3 } else { 1 };
         out.extend_from_slice(&bytes[start..i]);
         out.extend_from_slice(replacement);
-        start = i + 1;
+        start = i + width;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether the UTF-8 at `bytes[i..]` is U+FFFE or U+FFFF (which XML does not allow).
+fn is_nonchar_at(bytes: &[u8], i: usize) -> bool {
+    matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF]))
 }

@@ -136,6 +136,27 @@ fn entities_and_any_arrays_decode() {
 }
 
 #[test]
+fn characters_xml_forbids_are_refused_in_requests_and_replaced_in_responses() {
+    let s = vim25();
+    for name in ["a\u{0}b", "a&#0;b", "a&#1;b", "a\u{1b}b", "a&#xFFFE;b"] {
+        let body = envelope(&format!(
+            r#"<Login xmlns="urn:vim25"><_this type="SessionManager">ha-sessionmgr</_this><userName>{name}</userName><password>p</password></Login>"#
+        ));
+        let error = decode_request(s, body.as_bytes()).expect_err(name);
+        assert!(
+            matches!(error, DecodeRequestError::Malformed(_)),
+            "{name}: {error:?}"
+        );
+    }
+    let mut out = Vec::new();
+    encode::escape(&mut out, "a\u{0}b\u{7}c\u{FFFF}d\té<&\u{FFFD}");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\té&lt;&amp;\u{FFFD}"
+    );
+}
+
+#[test]
 fn fetch_response_carries_xsi_type_and_version_filtered_fields() {
     let s = vim25();
     let runtime = DataObject::of(s, "VirtualMachineRuntimeInfo")
