@@ -70,9 +70,9 @@ def refused(vm, fault, *changes):
     return raised.value
 
 
-def new_disk(size_kb, file_name="", mode="persistent"):
+def new_disk(size_kb, file_name="", mode="persistent", unit=1):
     disk = vim.vm.device.VirtualDisk(
-        key=-10, controllerKey=1000, unitNumber=1, capacityInKB=size_kb,
+        key=-10, controllerKey=1000, unitNumber=unit, capacityInKB=size_kb,
         backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=file_name, diskMode=mode,
                                                               thinProvisioned=True))
     return vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk)

@@ -61,7 +61,7 @@ def disk_files(agent, vm):
 def test_modes_decide_what_snapshots_and_power_off_keep(si, agent):
     vm = create_vm(si, "modes", scenario="shell", disk_kb=8 * 1024, nic=False)
     reconfigure(vm, new_disk(8 * 1024, mode="independent_persistent"))
-    reconfigure(vm, new_disk(8 * 1024, mode="independent_nonpersistent"))
+    reconfigure(vm, new_disk(8 * 1024, mode="independent_nonpersistent", unit=2))
     entries = vmx(agent, vm)
     assert "disk0.mode" not in entries
     assert entries["disk1.mode"] == "independent-persistent"
