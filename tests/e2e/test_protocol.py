@@ -68,3 +68,15 @@ def test_large_responses_are_gzipped_for_clients_that_accept_it(vireod):
     assert 'xsi:type="ArrayOfAuthorizationPrivilege"' in text
     from pyVim.connect import Disconnect
     Disconnect(si)
+
+
+def test_characters_xml_forbids_are_refused_and_never_echoed(vireod):
+    import xml.etree.ElementTree as ElementTree
+    for name in ["a&#0;b", "a\x00b", "a&#27;b", "a\x07b"]:
+        body = ENVELOPE.format('<MakeDirectory xmlns="urn:vim25"><_this type="FileManager">FileManager</_this>'
+                               f'<name>[datastore1] {name}</name></MakeDirectory>')
+        status, text = vireod.post(body.encode())
+        assert status == 500 and fault_type(text) == "InvalidRequest", (name, text)
+        ElementTree.fromstring(text.encode())
+    status, text = vireod.post(CONTENT.encode())
+    assert status == 200
