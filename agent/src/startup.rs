@@ -160,7 +160,7 @@ pub fn start(config: Config, root: RootPassword) -> Result<Started, StartupError
     crate::settings::apply(&host);
     crate::methods::option_manager::publish(&host);
     crate::methods::date_time_system::publish(&host);
-    crate::inventory::host_config::publish(&host);
+    publish_host_systems(&host);
     Vms::load(&host);
     *lock(&host.autostart) = AutoStart::load(&host.config.data_dir)?;
     crate::methods::autostart_manager::publish(&host);
@@ -236,4 +236,21 @@ pub(crate) fn host_inventory(schema: &Schema, datastores: &Datastores) -> Invent
     );
     crate::perf::publish::publish(schema, &mut inventory);
     inventory
+}
+
+/// Has every configManager manager that mirrors the machine publish its view of it (and its
+/// `config` section).
+fn publish_host_systems(host: &Host) {
+    use crate::methods::{
+        cpu_scheduler, datastore_system, firewall_system, memory_manager, power_system,
+        service_system, storage_system, vsan_system,
+    };
+    storage_system::publish(host);
+    datastore_system::publish(host);
+    vsan_system::publish(host);
+    service_system::publish(host);
+    firewall_system::publish(host);
+    power_system::publish(host);
+    cpu_scheduler::publish(host);
+    memory_manager::publish(host);
 }
