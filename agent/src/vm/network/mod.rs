@@ -303,6 +303,8 @@ mod tests {
         assert!(master.ends_with(network.bridge()));
         delete_tap(&name).unwrap();
         assert!(!interface_exists(&name));
+        bridge::remove_bridge(&network.bridge()).unwrap();
+        assert!(!interface_exists(&network.bridge()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
