@@ -289,3 +289,17 @@ def test_guest_credentials_are_never_logged(agent, guest):
         log = f.read()
     # The log is at debug level and saw the guest's refusals.
     assert b"InvalidGuestLogin" in log
+
+
+def test_ansible_vmware_vm_shell_runs_programs_and_reports_exit_codes(agent, guest):
+    """Stock community.vmware.vmware_vm_shell, unmodified: it finds the VM by name, starts the
+    program through the GuestOperationsManager and waits for its exit code."""
+    from ansible_modules import run_module
+    shell = dict(vm_id=guest.name, vm_id_type="vm_name", vm_username=GUEST_USER, vm_password=GUEST_PASSWORD,
+                 wait_for_process=True)
+    done = run_module(agent.vireod, "vmware_vm_shell", vm_shell="/bin/echo", vm_shell_args="hello", **shell)
+    assert not done.get("failed"), done.get("msg")
+    assert done["changed"] and done["exit_code"] == 0 and done["cmd_line"] == "/bin/echo hello", done
+    assert done["owner"] == GUEST_USER and done["uuid"] == guest.config.uuid
+    failed = run_module(agent.vireod, "vmware_vm_shell", vm_shell="/bin/exit", vm_shell_args="7", **shell)
+    assert failed.get("failed") and failed["exit_code"] == 7, failed
