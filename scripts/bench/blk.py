@@ -5,32 +5,15 @@ vireo-vmm), plus fio on the host on that file as the limit; interleaved in one r
 ratios (vireo-vmm / each QEMU) printed."""
 import argparse
 import json
-import os
 import re
-import select
 import statistics
 import subprocess
-import time
+
+from guest_console import read_until
 
 WORKLOADS = [("randread", 4096, 1), ("randread", 4096, 32), ("randwrite", 4096, 1), ("randwrite", 4096, 32),
              ("seqread", 1 << 20, 8), ("seqwrite", 1 << 20, 8)]
 BENCH = re.compile(rb"bench mode=(\w+) bs=(\d+) qd=(\d+) ios=(\d+) secs=([\d.]+) iops=(\d+) mbps=([\d.]+)")
-
-
-def read_until(proc, needle, timeout):
-    buf = b""
-    end = time.time() + timeout
-    fd = proc.stdout.fileno()
-    while time.time() < end:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            if needle in buf:
-                return buf
-    raise RuntimeError(f"timed out waiting for {needle!r}; got {buf[-400:]!r}")
 
 
 def guest_run(cmd, seconds):

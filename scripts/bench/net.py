@@ -10,7 +10,6 @@ over). Prints medians, the ratios vireo-vmm / QEMU, and the load average around 
 import argparse
 import os
 import re
-import select
 import shutil
 import statistics
 import subprocess
@@ -18,28 +17,14 @@ import sys
 import tempfile
 import time
 
+from guest_console import read_until
+
 NETNS = f"vireo-nb-{os.getpid()}"
 TAP = "vnb0"
 HOST_IP, GUEST_IP, PORT = "10.77.0.1", "10.77.0.2", 8080
 MAC = "52:54:00:12:34:56"
 CMDLINE = f"scenario=shell vireo.ip={GUEST_IP}/24"
 HTTP = re.compile(rb"http bytes=(\d+) ")
-
-
-def read_until(proc, needle, timeout):
-    buf = b""
-    end = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    while time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            if needle in buf:
-                return buf
-    raise RuntimeError(f"timed out waiting for {needle!r}; got {buf[-400:]!r}")
 
 
 def fetch(proc, path):
