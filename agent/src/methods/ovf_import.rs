@@ -13,6 +13,7 @@ use crate::faults;
 use crate::nfc::import_key;
 use crate::ovf::package::{self, Package, PackageError};
 use crate::ovf::plan::{plan, Finding, ImportPlan, PlannedDisk, PlannedNic};
+use crate::vm::device_change::add_spec;
 use crate::vm::network::objects::network_of;
 use crate::vm::properties::option_values;
 
@@ -235,7 +236,7 @@ fn config_spec(
 ) -> DataObject {
     let schema = call.schema;
     let folder = format!("[{datastore}]");
-    let mut changes: Vec<Value> = vec![add(
+    let mut changes: Vec<Value> = vec![add_spec(
         schema,
         DataObject::of(schema, "ParaVirtualSCSIController")
             .with(schema, "key", SCSI_KEY)
@@ -248,7 +249,7 @@ fn config_spec(
         false,
     )];
     for (n, disk) in planned.disks.iter().enumerate() {
-        changes.push(add(
+        changes.push(add_spec(
             schema,
             disk_device(schema, n, disk, &folder, datastore),
             true,
@@ -268,7 +269,7 @@ fn config_spec(
             .with(schema, "backing", backing)
             .with(schema, "connectable", connectable)
             .with(schema, "addressType", "generated");
-        changes.push(add(schema, device, false));
+        changes.push(add_spec(schema, device, false));
     }
     let extra = option_values(schema, &planned.extra_config);
     let mut config = DataObject::of(schema, "VirtualMachineConfigSpec")
@@ -318,25 +319,6 @@ fn disk_device(
         .with(schema, "capacityInKB", disk.capacity.div_ceil(1024) as i64)
         .with(schema, "capacityInBytes", disk.capacity as i64)
         .with(schema, "backing", backing)
-}
-
-/// An `add` device change (`create` makes the disk's file).
-fn add(schema: &Schema, device: DataObject, create: bool) -> Value {
-    let mut change = DataObject::of(schema, "VirtualDeviceConfigSpec")
-        .with(
-            schema,
-            "operation",
-            Value::enumeration(schema, "VirtualDeviceConfigSpecOperation", "add"),
-        )
-        .with(schema, "device", device);
-    if create {
-        change.set(
-            schema,
-            "fileOperation",
-            Value::enumeration(schema, "VirtualDeviceConfigSpecFileOperation", "create"),
-        );
-    }
-    change.into()
 }
 
 /// downloadSize / flatDeploymentSize / sparseDeploymentSize, with `prefix` ("approximate"

@@ -740,3 +740,23 @@ fn remove_files(files: &[PathBuf]) {
         }
     }
 }
+
+/// An `add` VirtualDeviceConfigSpec for `device`, with fileOperation `create` when `create`
+/// (how a client asks for a new device; an import builds its VM's config spec this way).
+pub fn add_spec(schema: &Schema, device: DataObject, create: bool) -> Value {
+    let mut change = DataObject::of(schema, "VirtualDeviceConfigSpec")
+        .with(
+            schema,
+            "operation",
+            Value::enumeration(schema, "VirtualDeviceConfigSpecOperation", "add"),
+        )
+        .with(schema, "device", device);
+    if create {
+        change.set(
+            schema,
+            "fileOperation",
+            Value::enumeration(schema, "VirtualDeviceConfigSpecFileOperation", "create"),
+        );
+    }
+    change.into()
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vireo_api::{DataObject, Value};
 
 use crate::host::{test_host, TestHost};
+use crate::vm::device_change::add_spec;
 use crate::vm::snapshots::{self, NewSnapshot};
 use crate::vm::Vm;
 
@@ -18,21 +19,7 @@ const MAC: &str = "00:50:56:2a:bb:01";
 fn fixture() -> (TestHost, Arc<Vm>) {
     let host = test_host();
     let schema = host.schema;
-    let change = |device: DataObject, create: bool| {
-        let mut change = DataObject::of(schema, "VirtualDeviceConfigSpec")
-            .with(
-                schema,
-                "operation",
-                Value::enumeration(schema, "VirtualDeviceConfigSpecOperation", "add"),
-            )
-            .with(schema, "device", device);
-        if create {
-            let create =
-                Value::enumeration(schema, "VirtualDeviceConfigSpecFileOperation", "create");
-            change.set(schema, "fileOperation", create);
-        }
-        Value::from(change)
-    };
+    let change = |device: DataObject, create: bool| add_spec(schema, device, create);
     let disk = |bytes: i64| {
         DataObject::of(schema, "VirtualDisk")
             .with(schema, "key", -1)
