@@ -4,6 +4,7 @@
 //! `.initrd`, `.cmdline`).
 
 use vireo_disk::open::ImageFormat;
+use vireo_vmm_protocol::CacheMode;
 
 use super::macs::{self, MacsInUse};
 use super::slots::{self, Bus, DiskSlot};
@@ -84,6 +85,9 @@ pub struct DiskSpec {
     pub mode: DiskMode,
     /// Its controller and unit (`diskN.slot`).
     pub slot: DiskSlot,
+    /// How the host caches it (`diskN.cache`: `writeback`, the default, or `none` for direct
+    /// I/O).
+    pub cache: CacheMode,
 }
 
 /// One virtual NIC.
@@ -220,6 +224,9 @@ impl VmSpec {
                     mode: get("mode")
                         .and_then(|m| DiskMode::from_api(&m.replace('-', "_")))
                         .unwrap_or_default(),
+                    cache: get("cache")
+                        .and_then(CacheMode::from_name)
+                        .unwrap_or_default(),
                     // Settled below, with the other disks' slots.
                     slot: DiskSlot {
                         bus: Bus::Scsi,
@@ -326,6 +333,9 @@ impl VmSpec {
                 vmx.set(&format!("disk{n}.mode"), &disk.mode.vmx_name());
             }
             vmx.set(&format!("disk{n}.slot"), &disk.slot.to_vmx());
+            if disk.cache != CacheMode::default() {
+                vmx.set(&format!("disk{n}.cache"), disk.cache.name());
+            }
         }
         if self.sata {
             vmx.set("sata0.present", "TRUE");
