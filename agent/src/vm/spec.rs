@@ -541,6 +541,9 @@ mod tests {
     fn modes_connections_and_cdroms_round_trip_through_the_vmx() {
         let text = "disk0.present = \"TRUE\"\ndisk0.fileName = \"a.qcow2\"\n\
                     disk0.mode = \"independent-nonpersistent\"\n\
+                    disk0.cache = \"none\"\n\
+                    disk1.present = \"TRUE\"\ndisk1.fileName = \"b.qcow2\"\n\
+                    disk1.cache = \"writeback\"\n\
                     ethernet0.present = \"TRUE\"\nethernet0.addressType = \"generated\"\n\
                     ethernet0.generatedAddress = \"00:0C:29:01:02:03\"\n\
                     ethernet0.startConnected = \"FALSE\"\n\
@@ -550,6 +553,11 @@ mod tests {
                     ide0:1.startConnected = \"FALSE\"\n";
         let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
         assert_eq!(spec.disks[0].mode, DiskMode::IndependentNonpersistent);
+        assert_eq!(spec.disks[0].cache, CacheMode::None);
+        assert_eq!(spec.disks[1].cache, CacheMode::Writeback);
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("disk0.cache"), Some("none"));
+        assert_eq!(vmx.get("disk1.cache"), None, "the default is not written");
         assert!(spec.nics[0].generated_mac && !spec.nics[0].start_connected);
         assert_eq!(spec.nics[0].mac, "00:0c:29:01:02:03");
         assert_eq!(spec.cdroms.len(), 2);

@@ -55,14 +55,15 @@ pub fn open_image(
         source,
     };
     let file = crate::handed::open(path, read_only).map_err(io_error)?;
-    if cache == CacheMode::None {
-        vireo_disk::direct::set_direct(&file).map_err(io_error)?;
-    }
     let format = match format {
         Some(DiskFormat::Raw) => ImageFormat::Raw,
         Some(DiskFormat::Qcow2) => ImageFormat::Qcow2,
         None => probe_file(&file, path)?,
     };
+    // After the probe's small read; from here on the disk crate aligns or bounces every request.
+    if cache == CacheMode::None {
+        vireo_disk::direct::set_direct(&file).map_err(io_error)?;
+    }
     Ok(Arc::new(SharedDisk::from_file_as(
         file, path, format, read_only,
     )?))

@@ -34,8 +34,14 @@ struct Rig {
 }
 
 impl Rig {
-    /// The device on `path` (opened as the VMM opens it); `None` where io_uring is unavailable.
-    fn new(path: &Path, format: DiskFormat, read_only: bool, cache: CacheMode) -> Option<Rig> {
+    /// The device on `path` (opened as the VMM opens it, probed when `format` is `None`);
+    /// `None` where io_uring is unavailable.
+    fn new(
+        path: &Path,
+        format: Option<DiskFormat>,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> Option<Rig> {
         let ring = match Ring::new() {
             Ok(ring) => ring,
             Err(e) => {
@@ -60,7 +66,7 @@ impl Rig {
                 counters: IoCounters::default(),
             }),
         });
-        let image = disk::open_image(path, Some(format), read_only, cache).unwrap();
+        let image = disk::open_image(path, format, read_only, cache).unwrap();
         let direct = image.shared().and_then(SharedDisk::direct).is_some();
         assert_eq!(
             direct,
@@ -157,7 +163,7 @@ fn scratch(name: &str) -> PathBuf {
 fn writes_reach_the_file_and_read_back(cache: CacheMode) {
     let path = scratch(&format!("raw-{}", cache.name()));
     std::fs::write(&path, vec![0x11u8; 1 << 20]).unwrap();
-    let Some(mut rig) = Rig::new(&path, DiskFormat::Raw, false, cache) else {
+    let Some(mut rig) = Rig::new(&path, None, false, cache) else {
         return;
     };
     rig.fill(0x20000, 4096, 0xa1);
@@ -225,7 +231,7 @@ fn a_qcow2_image_written_with_cache_none_matches_for_qemu_img() {
     let path = scratch("image.qcow2");
     let model = scratch("model.raw");
     create(&path, &CreateOptions::new(1 << 20)).unwrap();
-    let Some(mut rig) = Rig::new(&path, DiskFormat::Qcow2, false, CacheMode::None) else {
+    let Some(mut rig) = Rig::new(&path, Some(DiskFormat::Qcow2), false, CacheMode::None) else {
         return;
     };
     rig.fill(0x20000, 8192, 0x5a);
@@ -262,7 +268,7 @@ fn a_qcow2_image_written_with_cache_none_matches_for_qemu_img() {
 fn hostile_chains_are_refused_through_the_ring() {
     let path = scratch("hostile");
     std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
-    let Some(mut rig) = Rig::new(&path, DiskFormat::Raw, true, CacheMode::None) else {
+    let Some(mut rig) = Rig::new(&path, Some(DiskFormat::Raw), true, CacheMode::None) else {
         return;
     };
     let answers = rig.run(&[
