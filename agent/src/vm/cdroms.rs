@@ -34,6 +34,19 @@ pub struct Drives {
     /// Per CD-ROM (in `spec.cdroms` order): its index among the VMM's disks and whether its
     /// medium is in.
     pub drives: Vec<(usize, bool)>,
+    /// The tools installer, while it is mounted in a drive.
+    pub tools_installer: Option<ToolsMount>,
+}
+
+/// The tools installer ISO in a running VM's drive (MountToolsInstaller).
+#[derive(Debug, Clone)]
+pub struct ToolsMount {
+    /// The CD-ROM holding it.
+    pub index: usize,
+    /// The drive's backing while it does (`[] /host/path.iso`, as ESXi names host images).
+    pub file_name: String,
+    /// Whether the drive's own medium was in before.
+    pub was_loaded: bool,
 }
 
 impl Drives {
@@ -330,11 +343,7 @@ pub fn change_media(
     state: &mut VmState,
     media: &[(usize, Option<PathBuf>)],
 ) -> Result<(), Fault> {
-    let socket = vm.run_dir.join("control.sock");
     for (index, medium) in media {
-        let Some(drive) = state.cdroms.drives.get_mut(*index) else {
-            continue;
-        };
         let mut handoff = Handoff::default();
         let path = medium
             .as_deref()
@@ -347,15 +356,48 @@ pub fn change_media(
                     format!("cannot open the medium: {e}"),
                 )
             })?;
-        let request = Request::ChangeMedium {
-            disk: drive.0,
-            path,
-        };
-        control::call_with_files::<Ack>(&socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
-            .map_err(|e| {
-                Fault::system_error(host.schema, format!("cannot change the medium: {e}"))
-            })?;
-        drive.1 = medium.is_some();
+        if state
+            .cdroms
+            .tools_installer
+            .as_ref()
+            .is_some_and(|m| m.index == *index)
+        {
+            state.cdroms.tools_installer = None;
+        }
+        load(host, vm, state, *index, &handoff, path)?;
     }
     Ok(())
+}
+
+/// Puts the medium `path` (handed over in `handoff`; None: none) into CD-ROM `index` of the
+/// running VM.
+pub fn load(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    index: usize,
+    handoff: &Handoff,
+    path: Option<PathBuf>,
+) -> Result<(), Fault> {
+    let Some(drive) = state.cdroms.drives.get_mut(index) else {
+        return Ok(());
+    };
+    let loaded = path.is_some();
+    let request = Request::ChangeMedium {
+        disk: drive.0,
+        path,
+    };
+    let socket = vm.run_dir.join("control.sock");
+    control::call_with_files::<Ack>(&socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
+        .map_err(|e| Fault::system_error(host.schema, format!("cannot change the medium: {e}")))?;
+    drive.1 = loaded;
+    Ok(())
+}
+
+/// The host file of `cdrom`'s own medium, if it has one.
+pub fn own_medium(host: &Host, vm: &Vm, cdrom: &CdromSpec) -> Option<PathBuf> {
+    cdrom
+        .iso
+        .as_ref()
+        .and_then(|iso| iso_path(host, vm, iso).ok())
 }

@@ -258,8 +258,21 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
             .into()
     });
     let drives = cdroms.iter().enumerate().map(|(n, cdrom)| {
-        let (backing, summary) = match &cdrom.iso {
-            Some(iso) => {
+        let tools = state
+            .cdroms
+            .tools_installer
+            .as_ref()
+            .filter(|m| m.index == n);
+        let (backing, summary) = match (tools, &cdrom.iso) {
+            (Some(mount), _) => {
+                let backing = DataObject::of(schema, "VirtualCdromIsoBackingInfo").with(
+                    schema,
+                    "fileName",
+                    mount.file_name.as_str(),
+                );
+                (backing, format!("ISO {}", mount.file_name))
+            }
+            (None, Some(iso)) => {
                 let file = vm.datastore_path_of(iso);
                 let store = DatastorePath::parse(&file)
                     .map(|p| MoRef::new("Datastore", p.datastore.as_str()))
@@ -269,7 +282,7 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
                     .with(schema, "datastore", store);
                 (backing, format!("ISO {file}"))
             }
-            None => {
+            (None, None) => {
                 let backing = DataObject::of(schema, "VirtualCdromRemotePassthroughBackingInfo")
                     .with(schema, "deviceName", "")
                     .with(schema, "useAutoDetect", false)
