@@ -205,3 +205,33 @@ def test_a_host_without_the_iso_has_no_installer(agent):
         WaitForTask(vm.PowerOffVM_Task())
     finally:
         other.close()
+
+
+def test_the_sample_vm_mounts_the_installer_out_of_the_box(si, agent):
+    """scripts/run.sh's sample VM has an empty CD-ROM drive: the installer goes in and out."""
+    from test_vm_lifecycle import GUEST, root_pool
+    folder_dir = os.path.join(agent.data_dir, "datastore1", "sample-vm")
+    os.makedirs(folder_dir)
+    shutil.copy(os.path.join(REPO, "scripts", "sample-vm.vmx"), folder_dir)
+    shutil.copy(GUEST, folder_dir)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(folder_dir, "sample-vm.qcow2"), "64M"],
+                   check=True)
+    folder = si.content.rootFolder.childEntity[0].vmFolder
+    task = folder.RegisterVM_Task(path="[datastore1] sample-vm/sample-vm.vmx", asTemplate=False, pool=root_pool(si))
+    WaitForTask(task)
+    vm = task.info.result
+    with open(TOOLS_ISO, "rb") as f:
+        tools = f.read()
+    power_on_booted(agent, vm)
+    wait_tools_running(agent, vm)
+    assert vm.guest.toolsVersionStatus2 == "guestToolsCurrent"
+    assert drive_line(agent, vm, 1) == "blk1 capacity=0 ro=1 serial=vireo-cd-ide1:0"
+    before = len(console(agent, vm))
+    vm.MountToolsInstaller()
+    wait_capacity(agent, vm, before, 1, len(tools) // SECTOR)
+    assert guest_sum(agent, vm, 1, len(tools) // SECTOR) == fnv1a(tools)
+    before = len(console(agent, vm))
+    vm.UnmountToolsInstaller()
+    wait_capacity(agent, vm, before, 1, 0)
+    vm.ShutdownGuest()
+    wait_for(lambda: vm.runtime.powerState == "poweredOff", "the sample VM to shut down")
