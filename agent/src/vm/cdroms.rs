@@ -104,6 +104,7 @@ pub fn vmm_drives(
             path: medium.unwrap_or_default(),
             read_only: true,
             serial: Some(format!("vireo-cd-{}", cdrom.slot_name())),
+            cache: Default::default(),
         });
     }
     Ok((configs, drives))
