@@ -20,6 +20,7 @@ from conftest import INTERNAL_NETWORK, REPO, connection_to
 from test_vm_cdroms import SECTOR, cdroms, drive_line, fnv1a, guest_sum, iso_backing, make_iso, new_cdrom
 from test_vm_devices import reconfigure
 from test_vm_lifecycle import Agent, console, create_vm, power_on_booted, wait_for
+from test_vm_methods import register_sample_vm
 from test_vm_tools import create_tools_vm, wait_tools_running
 
 TOOLS_ISO = os.path.join(REPO, ".cache", "tools-iso", "vireo-tools.iso")
@@ -209,17 +210,7 @@ def test_a_host_without_the_iso_has_no_installer(agent):
 
 def test_the_sample_vm_mounts_the_installer_out_of_the_box(si, agent):
     """scripts/run.sh's sample VM has an empty CD-ROM drive: the installer goes in and out."""
-    from test_vm_lifecycle import GUEST, root_pool
-    folder_dir = os.path.join(agent.data_dir, "datastore1", "sample-vm")
-    os.makedirs(folder_dir)
-    shutil.copy(os.path.join(REPO, "scripts", "sample-vm.vmx"), folder_dir)
-    shutil.copy(GUEST, folder_dir)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(folder_dir, "sample-vm.qcow2"), "64M"],
-                   check=True)
-    folder = si.content.rootFolder.childEntity[0].vmFolder
-    task = folder.RegisterVM_Task(path="[datastore1] sample-vm/sample-vm.vmx", asTemplate=False, pool=root_pool(si))
-    WaitForTask(task)
-    vm = task.info.result
+    vm = register_sample_vm(si, agent)
     with open(TOOLS_ISO, "rb") as f:
         tools = f.read()
     power_on_booted(agent, vm)
