@@ -89,6 +89,7 @@ pub fn vmm_drives(
             path: medium.unwrap_or_default(),
             read_only: true,
             serial: Some(format!("vireo-cd-ide{}:{}", cdrom.controller, cdrom.unit)),
+            cache: Default::default(),
         });
     }
     Ok((configs, drives))

@@ -4,6 +4,7 @@
 //! `.initrd`, `.cmdline`).
 
 use vireo_disk::open::ImageFormat;
+use vireo_vmm_protocol::CacheMode;
 
 use super::macs::{self, MacsInUse};
 use super::slots::{self, Bus, DiskSlot};
@@ -84,6 +85,9 @@ pub struct DiskSpec {
     pub mode: DiskMode,
     /// Its controller and unit (`diskN.slot`).
     pub slot: DiskSlot,
+    /// How the host caches it (`diskN.cache`: `writeback`, the default, or `none` for direct
+    /// I/O).
+    pub cache: CacheMode,
 }
 
 /// One virtual NIC.
@@ -220,6 +224,9 @@ impl VmSpec {
                     mode: get("mode")
                         .and_then(|m| DiskMode::from_api(&m.replace('-', "_")))
                         .unwrap_or_default(),
+                    cache: get("cache")
+                        .and_then(CacheMode::from_name)
+                        .unwrap_or_default(),
                     // Settled below, with the other disks' slots.
                     slot: DiskSlot {
                         bus: Bus::Scsi,
@@ -326,6 +333,9 @@ impl VmSpec {
                 vmx.set(&format!("disk{n}.mode"), &disk.mode.vmx_name());
             }
             vmx.set(&format!("disk{n}.slot"), &disk.slot.to_vmx());
+            if disk.cache != CacheMode::default() {
+                vmx.set(&format!("disk{n}.cache"), disk.cache.name());
+            }
         }
         if self.sata {
             vmx.set("sata0.present", "TRUE");
@@ -531,6 +541,9 @@ mod tests {
     fn modes_connections_and_cdroms_round_trip_through_the_vmx() {
         let text = "disk0.present = \"TRUE\"\ndisk0.fileName = \"a.qcow2\"\n\
                     disk0.mode = \"independent-nonpersistent\"\n\
+                    disk0.cache = \"none\"\n\
+                    disk1.present = \"TRUE\"\ndisk1.fileName = \"b.qcow2\"\n\
+                    disk1.cache = \"writeback\"\n\
                     ethernet0.present = \"TRUE\"\nethernet0.addressType = \"generated\"\n\
                     ethernet0.generatedAddress = \"00:0C:29:01:02:03\"\n\
                     ethernet0.startConnected = \"FALSE\"\n\
@@ -540,6 +553,11 @@ mod tests {
                     ide0:1.startConnected = \"FALSE\"\n";
         let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
         assert_eq!(spec.disks[0].mode, DiskMode::IndependentNonpersistent);
+        assert_eq!(spec.disks[0].cache, CacheMode::None);
+        assert_eq!(spec.disks[1].cache, CacheMode::Writeback);
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("disk0.cache"), Some("none"));
+        assert_eq!(vmx.get("disk1.cache"), None, "the default is not written");
         assert!(spec.nics[0].generated_mac && !spec.nics[0].start_connected);
         assert_eq!(spec.nics[0].mac, "00:0c:29:01:02:03");
         assert_eq!(spec.cdroms.len(), 2);
