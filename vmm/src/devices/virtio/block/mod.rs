@@ -1,7 +1,6 @@
 //! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
-//! wakes the worker thread, which takes every available request off the queue. Reads the
-//! host's page cache holds are answered at once; other reads, and writes, whose bytes lie at
-//! known places of the image file go to the device's io_uring
+//! wakes the worker thread, which takes every available request off the queue. Reads and
+//! writes whose bytes lie at known places of the image file go to the device's io_uring
 //! (`uring`), all of a kick's in one submission, and are answered as their completions come in
 //! (an eventfd in the worker's epoll); everything else (flush, discard, allocating writes,
 //! reads through backing files) runs on the worker once the ring has drained. Without
@@ -430,9 +429,8 @@ struct RingServer {
 }
 
 impl RingServer {
-    /// Answers a kick: reads the page cache holds are answered here at once; other reads and
-    /// writes with a route go to the ring, submitted together; any other request runs here
-    /// once everything before it completed. Answers are published
+    /// Answers a kick: reads and writes with a route go to the ring, submitted together; any
+    /// other request runs here once everything before it completed. Answers are published
     /// together. A request out of space stops the pass, as in `RequestQueue::serve`.
     fn serve(&mut self, image: &SharedImage) {
         let requests = self.requests.clone();
@@ -443,21 +441,6 @@ impl RingServer {
         let mut answered = Vec::with_capacity(taken.len());
         let mut stalled = None;
         for (head, work) in taken {
-            // A read the host's page cache holds (cache=writeback) is answered at once.
-            if matches!(&work, Work::Run(request) if request.kind == RequestKind::In) {
-                match work.perform_without_waiting(&**image, &requests.memory, &requests.id) {
-                    Some(Ok(len)) => {
-                        requests.count(&work);
-                        answered.push((head, len));
-                        continue;
-                    }
-                    Some(Err(out_of_space)) => {
-                        stalled = Some(out_of_space);
-                        break;
-                    }
-                    None => {}
-                }
-            }
             let work = match (work, image.shared()) {
                 (Work::Run(request), Some(disk)) => {
                     match self.ring.queue(head, request, disk, &requests.memory) {
