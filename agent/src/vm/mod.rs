@@ -21,6 +21,7 @@ pub mod handoff;
 pub mod jail;
 pub mod journal;
 pub mod lifecycle;
+pub mod logs;
 pub mod macs;
 pub mod network;
 pub mod process;
@@ -34,6 +35,7 @@ pub mod slots;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
+pub mod tools_installer;
 pub mod uuid;
 pub mod vmx_file;
 

@@ -105,12 +105,24 @@ pub struct NicSpec {
     pub start_connected: bool,
 }
 
-/// One CD-ROM drive on an IDE slot (`ideC:U.*`); the guest sees a read-only virtio-blk disk.
+/// The controller a CD-ROM drive sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CdromBus {
+    /// One of the two IDE controllers.
+    Ide,
+    /// The SATA controller (which the VM's disks may share).
+    Sata,
+}
+
+/// One CD-ROM drive in an IDE slot (`ideC:U.*`) or a SATA one (`sata0:U.*`); the guest sees a
+/// read-only virtio-blk disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CdromSpec {
-    /// IDE controller (0 or 1).
+    /// Its controller.
+    pub bus: CdromBus,
+    /// IDE controller (0 or 1; 0 on SATA).
     pub controller: u8,
-    /// Unit on it (0 or 1).
+    /// Unit on it (IDE: 0 or 1; SATA: 0 to 29).
     pub unit: u8,
     /// The ISO image (a datastore path, or a name in the VM folder); none: an empty drive.
     pub iso: Option<String>,
@@ -119,8 +131,25 @@ pub struct CdromSpec {
 }
 
 impl CdromSpec {
-    fn key_prefix(&self) -> String {
-        format!("ide{}:{}", self.controller, self.unit)
+    /// Its slot as the `.vmx` names it (`ide1:0`, `sata0:3`).
+    pub fn slot_name(&self) -> String {
+        match self.bus {
+            CdromBus::Ide => format!("ide{}:{}", self.controller, self.unit),
+            CdromBus::Sata => format!("sata0:{}", self.unit),
+        }
+    }
+
+    /// Where it sits, in the order drives are listed.
+    pub fn order(&self) -> (CdromBus, u8, u8) {
+        (self.bus, self.controller, self.unit)
+    }
+
+    /// Its SATA slot, if it sits on the SATA controller.
+    pub fn sata_slot(&self) -> Option<DiskSlot> {
+        (self.bus == CdromBus::Sata).then_some(DiskSlot {
+            bus: Bus::Sata,
+            unit: self.unit,
+        })
     }
 }
 
@@ -242,7 +271,10 @@ impl VmSpec {
             .zip(slots::settle(&recorded))
             .map(|((_, disk), slot)| DiskSpec { slot, ..disk })
             .collect();
-        let sata = present("sata0".into()) || disks.iter().any(|d| d.slot.bus == Bus::Sata);
+        let cdroms = cdroms(vmx);
+        let sata = present("sata0".into())
+            || disks.iter().any(|d| d.slot.bus == Bus::Sata)
+            || cdroms.iter().any(|c| c.bus == CdromBus::Sata);
         let nics = (0..MAX_NICS)
             .filter(|n| present(format!("ethernet{n}")))
             .map(|n| {
@@ -289,7 +321,7 @@ impl VmSpec {
             hw_version: number("virtualHW.version", 21) as i32,
             disks,
             nics,
-            cdroms: cdroms(vmx),
+            cdroms,
             sata,
             extra_config: vmx
                 .entries()
@@ -356,7 +388,7 @@ impl VmSpec {
             }
         }
         for cdrom in &self.cdroms {
-            let key = |k: &str| format!("{}.{k}", cdrom.key_prefix());
+            let key = |k: &str| format!("{}.{k}", cdrom.slot_name());
             vmx.set(&key("present"), "TRUE");
             match &cdrom.iso {
                 Some(iso) => {
@@ -415,25 +447,33 @@ impl VmSpec {
 
 /// The CD-ROM drives of `ideC:U.present = "TRUE"` slots whose deviceType is a CD-ROM.
 fn cdroms(vmx: &VmxFile) -> Vec<CdromSpec> {
-    let mut found = Vec::new();
-    for controller in 0..IDE_CONTROLLERS {
-        for unit in 0..IDE_UNITS {
-            let get = |k: &str| vmx.get(&format!("ide{controller}:{unit}.{k}"));
+    let ide = (0..IDE_CONTROLLERS)
+        .flat_map(|controller| (0..IDE_UNITS).map(move |unit| (CdromBus::Ide, controller, unit)));
+    let sata = (0..slots::SATA_UNITS).map(|unit| (CdromBus::Sata, 0, unit));
+    ide.chain(sata)
+        .filter_map(|(bus, controller, unit)| {
+            let slot = CdromSpec {
+                bus,
+                controller,
+                unit,
+                iso: None,
+                start_connected: true,
+            };
+            let prefix = slot.slot_name();
+            let get = |k: &str| vmx.get(&format!("{prefix}.{k}"));
             let yes = |k: &str| get(k).map(|v| v.eq_ignore_ascii_case("true"));
             let cdrom = get("deviceType").is_some_and(|t| t.to_ascii_lowercase().contains("cdrom"));
             if yes("present") != Some(true) || !cdrom {
-                continue;
+                return None;
             }
             let image = get("deviceType").is_some_and(|t| t.eq_ignore_ascii_case("cdrom-image"));
-            found.push(CdromSpec {
-                controller,
-                unit,
+            Some(CdromSpec {
                 iso: get("fileName").filter(|_| image).map(str::to_string),
                 start_connected: yes("startConnected").unwrap_or(true),
-            });
-        }
-    }
-    found
+                ..slot
+            })
+        })
+        .collect()
 }
 
 /// Whether `mac` (lower case) is in the range ESXi lets a client set by hand:
@@ -570,6 +610,28 @@ mod tests {
         assert!(spec.cdroms[1].start_connected && !spec.cdroms[0].start_connected);
         assert!(spec.extra_config.is_empty(), "{:?}", spec.extra_config);
         assert_eq!(VmSpec::from_vmx(&spec.to_vmx(), "x"), spec);
+    }
+
+    #[test]
+    fn cdroms_on_sata_round_trip_after_the_ide_ones() {
+        let text = "sata0:3.present = \"TRUE\"\nsata0:3.deviceType = \"cdrom-image\"\n\
+                    sata0:3.fileName = \"[datastore1] iso/a.iso\"\n\
+                    ide1:1.present = \"TRUE\"\nide1:1.deviceType = \"atapi-cdrom\"\n";
+        let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
+        assert!(
+            spec.sata,
+            "a CD-ROM on SATA means the VM has the controller"
+        );
+        let slots: Vec<String> = spec.cdroms.iter().map(CdromSpec::slot_name).collect();
+        assert_eq!(slots, ["ide1:1", "sata0:3"]);
+        assert_eq!(
+            spec.cdroms[1].iso.as_deref(),
+            Some("[datastore1] iso/a.iso")
+        );
+        assert_eq!(spec.cdroms[1].sata_slot(), DiskSlot::parse("sata0:3"));
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("sata0:3.deviceType"), Some("cdrom-image"));
+        assert_eq!(VmSpec::from_vmx(&vmx, "x"), spec);
     }
 
     #[test]
