@@ -7,6 +7,7 @@ namespace each have their own NAT network; switching to an internal network remo
 pieces."""
 import ipaddress
 import os
+import re
 
 import pytest
 from pyVim.task import WaitForTask
@@ -14,8 +15,8 @@ from pyVmomi import vim
 
 from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan, Uplink
-from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
-from test_vm_snapshots import type_command
+from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, wait_for
+from test_vm_snapshots import control, type_command
 from test_vm_tools import create_tools_vm, wait_tools_running
 
 pytestmark = [
@@ -181,6 +182,16 @@ def guest_on(agent, si, name, cmdline, port_group):
     return vm
 
 
+def udp_probe(agent, vm, ip):
+    """Has the guest send "probe" to `ip` port 7; returns its answer ("udp sent ..." or, when
+    nothing answers its ARP request, "error: ...")."""
+    before = len(console(agent, vm))
+    control(agent, vm, {"cmd": "serial-input", "text": f"net udp {ip} 7 probe\n"})
+    pattern = re.compile(r"^((?:udp sent|error).*)\n", re.M)
+    wait_for(lambda: pattern.search(console(agent, vm)[before:]), f"the guest's answer about {ip}")
+    return pattern.search(console(agent, vm)[before:]).group(1)
+
+
 def kernel_filters_vlans(netns):
     """Whether this kernel's bridges can filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING)."""
     made = netns.run("ip", "link", "add", "vlanprobe0", "type", "bridge", "vlan_filtering", "1")
@@ -225,14 +236,46 @@ def test_port_groups_on_vswitches_separate_guests_and_a_used_one_cannot_be_remov
         with pytest.raises(vim.fault.NotFound):
             system.RemovePortGroup(pgName="VM Network")
 
+        system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
         if kernel_filters_vlans(lan.host):
-            system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
             assert lan.host.run("cat", f"/sys/class/net/{bridge}/bridge/vlan_filtering").stdout.strip() == "1"
-        else:
-            with pytest.raises(vim.fault.HostConfigFault) as refused:
-                system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
-            assert "vlan_filtering" in refused.value.msg
-            assert "VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
+    finally:
+        close(agent)
+
+
+def test_port_groups_on_different_vlans_cannot_reach_each_other_and_on_one_vlan_can(lan):
+    """Four guests on one vSwitch: two on two port groups with VLAN 10, one on VLAN 20, one
+    untagged. The two on VLAN 10 reach each other (two port groups, one VLAN: one segment, as
+    on ESXi); the VLAN 20 and the untagged guest neither reach VLAN 10 nor are reached from it.
+    Where the kernel's bridges cannot filter VLANs, vireod's nftables table keeps them apart.
+    Moving the VLAN 20 port group to VLAN 10 puts its running guest with the other two."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        _, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        groups = {"VLAN10-A": 10, "VLAN10-B": 10, "VLAN20": 20, "Untagged": 0}
+        for name, vlan in groups.items():
+            system.AddPortGroup(portgrp=port_group_spec(name, vlan))
+        assert {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup
+                if p.spec.vswitchName == "vSwitch1"} == groups
+        a = static_guest(agent, si, "vlan-a", "192.0.2.51", "VLAN10-A")
+        static_guest(agent, si, "vlan-b", "192.0.2.52", "VLAN10-B")
+        c = static_guest(agent, si, "vlan-c", "192.0.2.53", "VLAN20")
+        d = static_guest(agent, si, "vlan-d", "192.0.2.54", "Untagged")
+
+        def reaches(vm, ip):
+            answer = udp_probe(agent, vm, ip)
+            assert answer in (f"udp sent 5 bytes to {ip}:7", f"error: no ARP reply from {ip}"), answer
+            return answer.startswith("udp sent")
+
+        assert reaches(a, "192.0.2.52")
+        assert not reaches(a, "192.0.2.53") and not reaches(a, "192.0.2.54")
+        assert not reaches(c, "192.0.2.51") and not reaches(d, "192.0.2.52")
+        assert not reaches(c, "192.0.2.54")
+
+        system.UpdatePortGroup(pgName="VLAN20", portgrp=port_group_spec("VLAN20", 10))
+        assert reaches(c, "192.0.2.51") and not reaches(c, "192.0.2.54")
     finally:
         close(agent)
 
@@ -292,6 +335,12 @@ def test_a_vswitch_with_a_veth_uplink_puts_its_guests_on_the_lan(lan):
         bridge = bridge_of(agent) + "s1"
         master = lan.host.run("readlink", f"/sys/class/net/{uplink.device}/master").stdout
         assert master.strip().endswith("/" + bridge)
+        if not kernel_filters_vlans(lan.host):
+            # Nothing here can tag a frame for the LAN: a VLAN port group on it is refused.
+            with pytest.raises(vim.fault.HostConfigFault) as refused:
+                system.AddPortGroup(portgrp=port_group_spec("LAN-VLAN10", 10))
+            assert "cannot be tagged toward an uplink" in refused.value.msg
+            assert "LAN-VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
 
         vm = guest_on(agent, si, "bridged", DHCP_CMDLINE, "LAN")
         wait_tools_running(agent, vm)

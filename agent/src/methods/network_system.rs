@@ -100,7 +100,7 @@ fn add_virtual_switch(call: &Call<'_>) -> MethodResult {
     let vswitch = vswitch_from(call.schema, name, spec, None);
     change(call, |switches, network| {
         let added = switches.add_vswitch(vswitch)?;
-        network.ensure_switch(added, false)?;
+        network.ensure_switch(added, &[])?;
         Ok(())
     })
 }
@@ -136,7 +136,7 @@ fn remove_virtual_switch(call: &Call<'_>) -> MethodResult {
 /// Makes vSwitch `name`'s bridge match the model.
 fn ensure(switches: &Switches, network: Network, name: &str) -> Result<(), ApplyError> {
     let vswitch = switches.vswitch(name)?;
-    network.ensure_switch(vswitch, switches.uses_vlans(name))?;
+    network.ensure_switch(vswitch, &switches.vlans_on(name))?;
     Ok(())
 }
 

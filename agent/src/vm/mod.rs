@@ -215,6 +215,8 @@ impl Vm {
 pub struct Vms {
     data_dir: PathBuf,
     table: Mutex<BTreeMap<u32, Arc<Vm>>>,
+    /// The MACs changes in flight are giving to NICs.
+    pub macs: macs::Claims,
 }
 
 /// Why a VM could not be registered.
@@ -248,6 +250,7 @@ impl Vms {
         Vms {
             data_dir: data_dir.to_owned(),
             table: Mutex::new(BTreeMap::new()),
+            macs: macs::Claims::default(),
         }
     }
 
