@@ -1,10 +1,10 @@
 """PerformanceManager as ESXi and VM performance scripts read it: the counter catalogue (names,
 ids, levels), the provider summary, the available metrics, and the 20-second real-time
 samples. Values are measured, so they are checked against the machine: a VM running the test
-guest's disk benchmark shows the IOPS the guest itself reports (within 10 %: the benchmark runs
-exactly three 20-second samples, started at a sample boundary, so the samples and the guest
-measure the same reads over the same minute), its consumed memory is its VMM's resident set,
-and the host's uptime is /proc/uptime's."""
+guest's disk benchmark shows the IOPS of the guest's own reads (within 10 %: the benchmark is
+started at a sample boundary and runs through three whole 20-second samples) and, over the
+samples covering it, the number of reads the guest reports (within 5 %); its consumed memory
+is its VMM's resident set, and the host's uptime is /proc/uptime's."""
 import os
 import re
 import time
@@ -101,7 +101,6 @@ def test_a_vm_running_the_disk_benchmark_shows_its_iops(si, agent):
         line = bench(agent, vm)
         end = time.time()
         guest_ios = int(re.search(r"ios=(\d+)", line).group(1))
-        guest_iops = int(re.search(r"iops=(\d+)", line).group(1))
         # Wait for the first sample after the benchmark.
         wait_for(lambda: query(perf, vm, wanted).sampleInfo[-1].timestamp.timestamp() > end,
                  "a sample after the benchmark", timeout=60)
@@ -109,12 +108,17 @@ def test_a_vm_running_the_disk_benchmark_shows_its_iops(si, agent):
         stamps = [s.timestamp.timestamp() for s in metric.sampleInfo]
         assert all(s.interval == 20 for s in metric.sampleInfo)
         iops = series(metric, iops_counter, "scsi0:0")
-        # The IOPS of the three samples the benchmark ran in, as a chart shows them, against the
-        # IOPS the guest reports for its run.
+        # The IOPS of the three samples the benchmark ran through, as a chart shows them,
+        # against the IOPS of the guest's reads. The guest's own iops divides by its 100 Hz
+        # tick, which loses ticks while its vCPU waits for a CPU on a loaded host (60.00 guest
+        # seconds took 67.4 s here under load), so its reads are divided by the run's seconds on
+        # the host's clock, which the samples use too.
         ran_in = [v for t, v in zip(stamps, iops) if boundary < t <= boundary + BENCH_SECONDS]
         assert len(ran_in) == 3, (boundary, stamps)
-        print(f"perf IOPS {sum(ran_in) / 3:.0f} (samples {ran_in}) against the guest's {guest_iops}: {line}; host {end - start:.2f} s, all {list(zip(stamps, iops))}, boundary {boundary}")
-        assert sum(ran_in) / 3 == pytest.approx(guest_iops, rel=0.10), (ran_in, line)
+        guest_rate = guest_ios / (end - start)
+        print(f"perf IOPS {sum(ran_in) / 3:.0f} (samples {ran_in}); the guest's reads {guest_rate:.0f}/s "
+              f"over {end - start:.2f} s; its own report: {line}")
+        assert sum(ran_in) / 3 == pytest.approx(guest_rate, rel=0.10), (ran_in, guest_rate, line)
         # The reads per second of the samples covering the benchmark add up to the reads the
         # guest made (the idle shell reads nothing else). The guest's own iops divides by its
         # own clock, which lags the host's on a loaded machine, so the count is the oracle.

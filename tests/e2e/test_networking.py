@@ -8,6 +8,7 @@ pieces."""
 import ipaddress
 import os
 import re
+import time
 
 import pytest
 from pyVim.task import WaitForTask
@@ -72,9 +73,19 @@ def leased_guest(agent, name):
     card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
     [nic] = vm.guest.net
     assert nic.macAddress == card.macAddress and list(nic.ipAddress) == [str(address)]
-    with open(os.path.join(agent.data_dir, "network", f"dnsmasq-{bridge_of(agent)}.leases")) as f:
-        assert f"{card.macAddress} {address} " in f.read()
+    assert f"{card.macAddress} {address} " in leases_of(agent)
+    # vireod read the lease back: the address the tools report is known to be leased, and until when.
+    wait_for(lambda: vm.guest.net[0].ipConfig.ipAddress[0].origin == "dhcp", "the lease read back")
+    [config] = vm.guest.net[0].ipConfig.ipAddress
+    assert (config.ipAddress, config.state) == (str(address), "preferred")
+    assert config.lifetime.timestamp() > time.time()
     return vm, address
+
+
+def leases_of(agent):
+    """The text of the lease file of the agent's dnsmasq."""
+    with open(os.path.join(agent.data_dir, "network", f"dnsmasq-{bridge_of(agent)}.leases")) as f:
+        return f.read()
 
 
 def fetch_from_lan(agent, vm, lan):
@@ -106,6 +117,34 @@ def test_nat_guest_leases_an_address_and_reaches_the_lan_across_a_vireod_crash(l
         assert vm.runtime.powerState == "poweredOn"
         wait_for(lambda: vm.guest.ipAddress == str(address), "the re-adopted guest's address")
         fetch_from_lan(agent, vm, lan)
+    finally:
+        close(agent)
+
+
+def test_a_guest_without_tools_shows_the_address_its_nic_leased(lan):
+    """A guest with no tools takes a lease: vireod reads it back from its dnsmasq and shows it
+    as the guest's address, on a guest.net entry for that card (origin dhcp; state unknown, as
+    only the guest could say whether it uses it). Powered off, the VM shows none."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        vm = create_tools_vm(si, "no-tools", cmdline="scenario=shell vireo.ip=dhcp")
+        power_on_booted(agent, vm)
+        wait_for(lambda: vm.guest.ipAddress, "the leased address")
+        address = vm.guest.ipAddress
+        assert ipaddress.ip_address(address) in subnet_of(agent)
+        assert vm.guest.toolsRunningStatus == "guestToolsNotRunning"
+        card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
+        assert f"{card.macAddress} {address} " in leases_of(agent)
+        [nic] = vm.guest.net
+        assert (nic.macAddress, nic.deviceConfigId, nic.network) == (card.macAddress, card.key, "VM Network")
+        assert list(nic.ipAddress) == [address]
+        [config] = nic.ipConfig.ipAddress
+        assert (config.ipAddress, config.prefixLength, config.origin, config.state) == (address, 24, "dhcp", "unknown")
+        assert vm.summary.guest.ipAddress == address
+
+        WaitForTask(vm.PowerOffVM_Task())
+        assert vm.guest.ipAddress is None and not vm.guest.net
     finally:
         close(agent)
 

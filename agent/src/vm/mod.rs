@@ -119,6 +119,8 @@ pub struct VmState {
     pub removed: bool,
     /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
     pub cpu_usage_mhz: i32,
+    /// The DHCP leases vireod's dnsmasq holds for its NICs' MACs.
+    pub leases: Vec<network::leases::Lease>,
 }
 
 /// One registered VM.
@@ -376,6 +378,7 @@ impl Vms {
                     answer: None,
                     removed: false,
                     cpu_usage_mhz: 0,
+                    leases: Vec::new(),
                 }),
                 changed: Condvar::new(),
             });

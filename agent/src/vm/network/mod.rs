@@ -12,6 +12,7 @@
 
 pub mod bridge;
 mod ifreq;
+pub mod leases;
 pub mod mirror;
 pub mod nat;
 pub mod objects;
