@@ -12,7 +12,7 @@ import time
 
 import pytest
 from pyVim.task import WaitForTask
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan, Uplink
@@ -315,6 +315,55 @@ def test_port_groups_on_different_vlans_cannot_reach_each_other_and_on_one_vlan_
 
         system.UpdatePortGroup(pgName="VLAN20", portgrp=port_group_spec("VLAN20", 10))
         assert reaches(c, "192.0.2.51") and not reaches(c, "192.0.2.54")
+    finally:
+        close(agent)
+
+
+def test_update_network_config_changes_vswitches_and_port_groups_in_one_go(lan):
+    """UpdateNetworkConfig (modify): a vSwitch and two port groups added at once, then one port
+    group retagged and the other removed, then everything removed; a change that fails
+    anywhere changes nothing; parts of the config that belong to the machine are refused."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        host, system = network_system(si)
+        config = vim.host.NetworkConfig
+        switch = vim.host.VirtualSwitch.Config(changeOperation="add", name="vSwitch7",
+                                               spec=vim.host.VirtualSwitch.Specification(numPorts=64, mtu=1500))
+        groups = [vim.host.PortGroup.Config(changeOperation="add", spec=port_group_spec(name, vlan, "vSwitch7"))
+                  for name, vlan in [("Seven-A", 7), ("Seven-B", 0)]]
+        system.UpdateNetworkConfig(config=config(vswitch=[switch], portgroup=groups), changeMode="modify")
+        bridge = bridge_of(agent) + "s1"
+        assert lan.host.run("ip", "link", "show", bridge).returncode == 0
+        found = {p.spec.name: (p.spec.vswitchName, p.spec.vlanId) for p in system.networkInfo.portgroup}
+        assert found["Seven-A"] == ("vSwitch7", 7) and found["Seven-B"] == ("vSwitch7", 0)
+        assert {"Seven-A", "Seven-B"} <= {n.name for n in host.network}
+
+        # A removal of a port group that is not there fails the whole change.
+        with pytest.raises(vim.fault.NotFound):
+            system.UpdateNetworkConfig(config=config(portgroup=[
+                vim.host.PortGroup.Config(changeOperation="edit", spec=port_group_spec("Seven-A", 8, "vSwitch7")),
+                vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Nope", 0, "vSwitch7"))]),
+                changeMode="modify")
+        assert {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup}["Seven-A"] == 7
+
+        system.UpdateNetworkConfig(config=config(portgroup=[
+            vim.host.PortGroup.Config(changeOperation="edit", spec=port_group_spec("Seven-A", 8, "vSwitch7")),
+            vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Seven-B", 0, "vSwitch7"))]),
+            changeMode="modify")
+        found = {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup}
+        assert found["Seven-A"] == 8 and "Seven-B" not in found
+
+        with pytest.raises(vmodl.fault.NotSupported):
+            system.UpdateNetworkConfig(config=config(dnsConfig=vim.host.DnsConfig(hostName="x")), changeMode="modify")
+        with pytest.raises(vmodl.fault.NotSupported):
+            system.UpdateNetworkConfig(config=config(), changeMode="replace")
+
+        system.UpdateNetworkConfig(config=config(
+            portgroup=[vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Seven-A", 8, "vSwitch7"))],
+            vswitch=[vim.host.VirtualSwitch.Config(changeOperation="remove", name="vSwitch7")]), changeMode="modify")
+        assert [v.name for v in system.networkInfo.vswitch] == ["vSwitch0"]
+        assert lan.host.run("ip", "link", "show", bridge).returncode != 0
     finally:
         close(agent)
 
