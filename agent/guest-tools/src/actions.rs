@@ -5,6 +5,8 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
+use crate::upgrade::Installer;
+
 /// What the daemon can ask the guest to do; tests substitute their own.
 pub trait GuestActions: Send {
     /// Starts an orderly power-off.
@@ -17,6 +19,14 @@ pub trait GuestActions: Send {
     fn freeze(&mut self) -> Result<(), String>;
     /// Thaws what `freeze` froze.
     fn thaw(&mut self) -> Result<(), String>;
+    /// Whether [`GuestActions::upgrade_tools`] can install tools (offered in the hello).
+    fn upgrades(&self) -> bool {
+        false
+    }
+    /// Installs the tools from the installer CD; the daemon restarts once it has replied.
+    fn upgrade_tools(&mut self) -> Result<(), String> {
+        Err("this guest does not install tools upgrades".into())
+    }
 }
 
 /// The real guest: shell commands for power, ioctls for freeze.
@@ -27,6 +37,8 @@ pub struct SystemActions {
     pub reboot_command: String,
     /// Command line run (and waited for) before the host suspends the VM on a standby.
     pub standby_command: String,
+    /// Where tools upgrades come from and what they replace (none: no upgrades).
+    pub installer: Option<Installer>,
     frozen: Vec<String>,
 }
 
@@ -37,8 +49,14 @@ impl SystemActions {
             shutdown_command: shutdown.into(),
             reboot_command: reboot.into(),
             standby_command: standby.into(),
+            installer: None,
             frozen: Vec::new(),
         }
+    }
+
+    /// These actions, installing tools upgrades with `installer` (none: no upgrades).
+    pub fn with_installer(self, installer: Option<Installer>) -> SystemActions {
+        SystemActions { installer, ..self }
     }
 }
 
@@ -107,17 +125,30 @@ fn freezable_mounts(mounts: &str) -> Vec<String> {
     points
 }
 
-/// FIFREEZE / FITHAW from linux/fs.h.
-const FIFREEZE: libc::c_ulong = 0xc004_5877;
-const FITHAW: libc::c_ulong = 0xc004_5878;
+nix::ioctl_readwrite!(
+    /// FIFREEZE (linux/fs.h: `_IOWR('X', 119, int)`): freezes the filesystem.
+    fifreeze,
+    b'X',
+    119,
+    libc::c_int
+);
+nix::ioctl_readwrite!(
+    /// FITHAW (linux/fs.h: `_IOWR('X', 120, int)`): thaws it.
+    fithaw,
+    b'X',
+    120,
+    libc::c_int
+);
 
-fn fs_ioctl(point: &str, request: libc::c_ulong) -> Result<(), String> {
+/// One of the freeze ioctls.
+type FsIoctl = unsafe fn(libc::c_int, *mut libc::c_int) -> nix::Result<libc::c_int>;
+
+fn fs_ioctl(point: &str, request: FsIoctl) -> Result<(), String> {
     let dir = std::fs::File::open(point).map_err(|e| format!("{point}: {e}"))?;
     let mut unused: libc::c_int = 0;
     // SAFETY: FIFREEZE/FITHAW take an int argument the kernel ignores; `dir` is open.
-    if unsafe { libc::ioctl(dir.as_raw_fd(), request, &mut unused) } != 0 {
-        return Err(format!("{point}: {}", std::io::Error::last_os_error()));
-    }
+    unsafe { request(dir.as_raw_fd(), &mut unused) }
+        .map_err(|e| format!("{point}: {}", std::io::Error::from(e)))?;
     Ok(())
 }
 
@@ -134,13 +165,22 @@ impl GuestActions for SystemActions {
         run_shell(&self.standby_command)
     }
 
+    fn upgrades(&self) -> bool {
+        self.installer.is_some()
+    }
+
+    fn upgrade_tools(&mut self) -> Result<(), String> {
+        let installer = self.installer.as_ref().ok_or("tools upgrades are off")?;
+        installer.install().map(drop).map_err(|e| e.to_string())
+    }
+
     fn freeze(&mut self) -> Result<(), String> {
         if !self.frozen.is_empty() {
             return Err("filesystems are already frozen".into());
         }
         let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
         for point in freezable_mounts(&mounts) {
-            if let Err(error) = fs_ioctl(&point, FIFREEZE) {
+            if let Err(error) = fs_ioctl(&point, fifreeze) {
                 self.thaw()?;
                 return Err(error);
             }
@@ -152,7 +192,7 @@ impl GuestActions for SystemActions {
     fn thaw(&mut self) -> Result<(), String> {
         let mut first_error = None;
         while let Some(point) = self.frozen.pop() {
-            if let Err(error) = fs_ioctl(&point, FITHAW) {
+            if let Err(error) = fs_ioctl(&point, fithaw) {
                 first_error.get_or_insert(error);
             }
         }

@@ -28,11 +28,13 @@ pub mod properties;
 pub mod question;
 pub mod reconfig;
 pub mod recovery;
+pub mod removal;
 pub mod screenshot;
 pub mod slots;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
+pub mod tools_installer;
 pub mod uuid;
 pub mod vmx_file;
 

@@ -24,7 +24,6 @@ use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::Vm;
 pub use export::device_url_key;
-pub(crate) use inventory::destroy_vm;
 
 /// VirtualMachine's methods (and ManagedEntity's Destroy_Task and Reload, for VMs).
 pub const METHODS: MethodTable = MethodTable {
@@ -39,6 +38,15 @@ pub const METHODS: MethodTable = MethodTable {
         ("ShutdownGuest", Handler::Sync(guest::shutdown)),
         ("RebootGuest", Handler::Sync(guest::reboot)),
         ("StandbyGuest", Handler::Sync(guest::standby)),
+        (
+            "MountToolsInstaller",
+            Handler::Sync(guest::mount_tools_installer),
+        ),
+        (
+            "UnmountToolsInstaller",
+            Handler::Sync(guest::unmount_tools_installer),
+        ),
+        ("UpgradeTools_Task", Handler::Sync(guest::upgrade_tools)),
         (
             "ResetGuestInformation",
             Handler::Sync(guest::reset_information),
