@@ -245,6 +245,31 @@ pub fn machine_owned(schema: &Schema, what: &str) -> Fault {
     )
 }
 
+/// `Timedout`: the operation (a lease, ...) ran out of time.
+pub fn timed_out(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "Timedout", why)
+}
+
+/// `NotAFile`: `file` is a directory or another non-file.
+pub fn not_a_file(schema: &Schema, file: &str, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "NotAFile", why).with(schema, "file", file)
+}
+
+/// `HostConfigFault`: the host's configuration could not be changed as asked.
+pub fn host_config_fault(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "HostConfigFault", why)
+}
+
+/// `ConcurrentAccess`: someone else changed the object (or answered the question) first.
+pub fn concurrent_access(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "ConcurrentAccess", why)
+}
+
+/// `AlreadyUpgraded`: the VM already has the hardware version asked for.
+pub fn already_upgraded(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "AlreadyUpgraded", why)
+}
+
 #[cfg(test)]
 mod tests {
     use vireo_api::schema::vim25;
@@ -275,6 +300,11 @@ mod tests {
             (file_fault(schema, "[ds] a", "x"), "FileFault"),
             (file_not_found(schema, "[ds] a", "x"), "FileNotFound"),
             (file_already_exists(schema, "[ds] a"), "FileAlreadyExists"),
+            (timed_out(schema, "x"), "Timedout"),
+            (not_a_file(schema, "/a", "x"), "NotAFile"),
+            (host_config_fault(schema, "x"), "HostConfigFault"),
+            (concurrent_access(schema, "x"), "ConcurrentAccess"),
+            (already_upgraded(schema, "x"), "AlreadyUpgraded"),
             (invalid_datastore(schema, "ds", "x"), "InvalidDatastore"),
             (already_exists(schema, "a", "x"), "AlreadyExists"),
             (duplicate_name(schema, "a", &vm), "DuplicateName"),

@@ -1,12 +1,16 @@
 //! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
-//! wakes the worker thread, which takes every available request off the queue. Reads and
-//! writes whose bytes lie at known places of the image file go to the device's io_uring
-//! (`uring`), all of a kick's in one submission, and are answered as their completions come in
-//! (an eventfd in the worker's epoll); everything else (flush, discard, allocating writes,
-//! reads through backing files) runs on the worker once the ring has drained. Without
-//! io_uring, the worker carries requests out itself, except reads that would wait for storage
-//! (not in the host's page cache, or any read with cache=none): those run on the device's I/O
-//! threads, in parallel. A chain that breaks the queue rules
+//! wakes the worker thread, which takes every available request off the queue.
+//!
+//! With cache=none (direct I/O), reads and writes whose bytes lie at known places of the image
+//! file go to the device's io_uring (`uring`), all of a kick's in one submission, and are
+//! answered as their completions come in (an eventfd in the worker's epoll); everything else
+//! (flush, discard, allocating writes, reads through backing files) runs on the worker once the
+//! ring has drained.
+//!
+//! With cache=writeback, or where io_uring is unavailable, the worker carries requests out
+//! itself, except reads that would wait for storage (not in the host's page cache, or any read
+//! with cache=none): those run on the device's I/O threads, in parallel. (Cold buffered reads
+//! through io_uring measured slower here than through the threads: `scripts/bench/blk.sh`.) A chain that breaks the queue rules
 //! marks the device broken; a bad request gets an error status and the device carries on.
 //! A request the host has no space for is held unanswered and the device takes no more
 //! (`crate::io_stall`: the VM pauses until a restart of the device retries it).
@@ -131,6 +135,8 @@ pub struct Block {
     /// Where it reports requests held for lack of space, as disk `index`.
     stalls: Arc<IoStalls>,
     index: usize,
+    /// Whether the image is open for direct I/O (cache=none): served through an io_uring.
+    direct: bool,
 }
 
 impl Block {
@@ -162,12 +168,10 @@ impl Block {
         }
         let capacity = image.capacity();
         // Direct I/O needs requests aligned to the host's block: the guest is told its size.
-        let block_size = image
-            .shared()
-            .and_then(SharedDisk::direct)
-            .map_or(SECTOR_SIZE as u32, |align| {
-                align.offset.max(SECTOR_SIZE as usize) as u32
-            });
+        let direct = image.shared().and_then(SharedDisk::direct);
+        let block_size = direct.map_or(SECTOR_SIZE as u32, |align| {
+            align.offset.max(SECTOR_SIZE as usize) as u32
+        });
         Block {
             disk: Arc::new(DiskImage {
                 capacity: AtomicU64::new(capacity),
@@ -181,6 +185,7 @@ impl Block {
             name: format!("virtio-blk{index}"),
             stalls,
             index,
+            direct: direct.is_some(),
         }
     }
 
@@ -275,7 +280,11 @@ impl VirtioDevice for Block {
         let disk = self.disk.clone();
         // The slot is only emptied while the device is quiesced (no worker running).
         let image = move || lock(&disk.image).clone();
-        let worker = match Ring::new() {
+        let ring = match self.direct {
+            true => Ring::new().map_err(|e| format!("no io_uring: {e}")),
+            false => Err("cache=writeback".to_owned()),
+        };
+        let worker = match ring {
             Ok(ring) => {
                 eprintln!("vireo-vmm: {}: requests through io_uring", self.name);
                 let completions = ring.completions();
@@ -291,9 +300,9 @@ impl VirtioDevice for Block {
                     },
                 )?
             }
-            Err(e) => {
+            Err(why) => {
                 eprintln!(
-                    "vireo-vmm: {}: no io_uring ({e}): requests through I/O threads",
+                    "vireo-vmm: {}: requests through I/O threads ({why})",
                     self.name
                 );
                 // Owned by the worker's handler: stopping the worker drains and joins the I/O
