@@ -339,7 +339,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, config, &run_state, None)?;
-    let (mmio, transports, io_events) = attach_virtio_devices(&vm, &memory, devices, &virtio_slots, None)?;
+    let (mmio, transports, io_events) =
+        attach_virtio_devices(&vm, &memory, devices, &virtio_slots, None)?;
 
     let supported_cpuid = vm
         .kvm

@@ -164,14 +164,16 @@ impl Journal {
             Some(_) => write_unsynced(&reserve, &[0; RESERVE_BYTES]),
             None => Ok(()),
         };
-        reserved.and_then(|()| journal.write(true)).map_err(|source| {
-            journal.release();
-            remove(&journal.path);
-            JournalError {
-                path: journal.path.clone(),
-                source,
-            }
-        })?;
+        reserved
+            .and_then(|()| journal.write(true))
+            .map_err(|source| {
+                journal.release();
+                remove(&journal.path);
+                JournalError {
+                    path: journal.path.clone(),
+                    source,
+                }
+            })?;
         crate::crash::point(&format!("{}:begun", journal.record.intent.task()));
         Ok(journal)
     }

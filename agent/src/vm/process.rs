@@ -3,13 +3,13 @@
 //! file, re-adopted after a vireod restart, and waited for through a pidfd. How it ended comes
 //! from its exit record (`vireo-vmm: exit {...}`, its last log line) or, failing that, its status.
 
+use std::ffi::CString;
 use std::fs::OpenOptions;
+use std::io::ErrorKind;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::ffi::CString;
-use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
