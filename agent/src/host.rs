@@ -154,6 +154,17 @@ impl Host {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether `user` holds any of `privileges` on `obj`, locking the inventory, then the
+    /// roles and permissions (for callers outside a method call: the HTTP file, screen and NFC
+    /// paths).
+    pub fn user_holds_any(&self, user: &str, privileges: &[&str], obj: &MoRef) -> bool {
+        let inv = self.inventory();
+        let authz = self.authz();
+        privileges
+            .iter()
+            .any(|p| authz.holds_on(self.schema, &inv, user, p, obj))
+    }
+
     /// Changes the roles and permissions (never while holding the inventory lock), then
     /// republishes the role list and wakes update waiters: what sessions may see has changed.
     pub fn change_authz<R>(&self, change: impl FnOnce(&mut Authz) -> R) -> R {

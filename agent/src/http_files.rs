@@ -25,7 +25,6 @@ use vireo_api::MoRef;
 use crate::datastore::files::{self, EntryKind, FileError};
 use crate::datastore::listing;
 use crate::host::Host;
-use crate::methods::access;
 use crate::sessions::session_key_from_cookie;
 use crate::vm::beneath::Access;
 use crate::vm::datastore_path::{DatastorePath, DatastorePathError};
@@ -103,7 +102,7 @@ async fn authorize(
         .await
         .ok_or_else(unauthorized)?;
     let exists = host.inventory().get(obj).is_some();
-    if !exists || access::user_holds_any(host, &user, privileges, obj) {
+    if !exists || host.user_holds_any(&user, privileges, obj) {
         return Ok(());
     }
     Err(plain(

@@ -1,5 +1,6 @@
 //! Logged-in sessions: keys (the `vmware_soap_session` cookie), users, activity counters, and
-//! each session's PropertyCollector state. Objects a session creates die with it.
+//! each session's PropertyCollector state. Objects a session creates die with it
+//! ([`end_session`]: Logout, TerminateSession, idle expiry, a removed account).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,6 +11,8 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, MoRef, Value};
 
 use crate::collectors::CollectorState;
+use crate::events::post_event;
+use crate::host::Host;
 use crate::inventory::now_micros;
 use crate::locks::lock;
 
@@ -165,6 +168,28 @@ pub fn session_key_from_cookie(header: &str) -> Option<&str> {
             .then(|| value.trim().trim_matches('"'))
             .filter(|v| !v.is_empty())
     })
+}
+
+/// Ends a session: forgets it and removes every object it created.
+pub fn end_session(host: &Host, key: &str) {
+    let Some(session) = host.sessions.remove(key) else {
+        return;
+    };
+    let schema = host.schema;
+    lock(&host.history_collectors).retain(|obj, _| !obj.id.starts_with(&format!("session[{key}]")));
+    host.mutate(|inv| inv.remove_owned_by(key));
+    let event = DataObject::of(schema, "UserLogoutSessionEvent")
+        .with(schema, "ipAddress", session.ip.as_str())
+        .with(schema, "userAgent", session.user_agent.as_str())
+        .with(schema, "sessionId", key)
+        .with(schema, "loginTime", Value::DateTime(session.login_time))
+        .with(
+            schema,
+            "fullFormattedMessage",
+            format!("User {}@{} logged out", session.user, session.ip),
+        );
+    post_event(host, event, None, &session.user);
+    tracing::info!(user = session.user, "logout");
 }
 
 #[cfg(test)]

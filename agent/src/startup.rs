@@ -19,7 +19,7 @@ use crate::inventory::esxi::{self, refs, DatastoreDir};
 use crate::inventory::host_facts::HostFacts;
 use crate::inventory::Inventory;
 use crate::locks::lock;
-use crate::methods::session_manager::end_session;
+use crate::sessions::end_session;
 use crate::tls::{TlsIdentity, TlsSetupError};
 use crate::users::{Accounts, AccountsError, RootPassword};
 use crate::vm::datastore_path::ConfinedBacking;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use common::{qemu_img, qemu_io, Rng, Scratch};
 use vireo_disk::block::{BlockDevice, BlockError};
 use vireo_disk::convert::{convert, open_source, TargetFormat};
-use vireo_disk::vmdk::{import_vmdk_stream, ImportVmdkError, VmdkDisk, VmdkOpenError};
+use vireo_disk::vmdk::{
+    import_disk_stream, import_vmdk_stream, ImportVmdkError, VmdkDisk, VmdkOpenError,
+};
 
 const SIZE: u64 = 64 << 20;
 
@@ -280,6 +282,53 @@ fn monolithic_sparse_metadata_that_lies_is_refused() {
     assert_eq!(a, b);
     let dest = dir.path("dup.qcow2");
     import_vmdk_stream(std::fs::File::open(&path).unwrap(), &dest, &mut |_, _| true).unwrap();
+}
+
+/// What an upload of `bytes` into a disk of `capacity` bytes gives (a failed import leaves
+/// no image).
+fn upload(bytes: &[u8], capacity: u64, dir: &Scratch) -> Result<u64, ImportVmdkError> {
+    let dest = dir.path("uploaded.qcow2");
+    let _ = std::fs::remove_file(&dest);
+    let result = import_disk_stream(bytes, &dest, capacity, &mut |_, _| true);
+    assert_eq!(dest.exists(), result.is_ok(), "{result:?}");
+    result.map(|summary| summary.bytes_read)
+}
+
+#[test]
+fn flat_extents_that_do_not_fit_and_false_magic_are_refused() {
+    let dir = Scratch::new("vmdk-flat-lies");
+    let capacity = 1 << 20;
+    let data = vec![0x5au8; (capacity + 65536) as usize];
+    // One byte, one sector, one chunk more than the disk; a sector cut short.
+    for length in [capacity + 1, capacity + 512, capacity + 65536] {
+        let error = upload(&data[..length as usize], capacity, &dir).unwrap_err();
+        assert!(
+            matches!(&error, ImportVmdkError::Flat { why, .. } if why.contains("larger than")),
+            "{length}: {error}"
+        );
+    }
+    let error = upload(&data[..100_000], capacity, &dir).unwrap_err();
+    assert!(matches!(&error, ImportVmdkError::Flat { why, .. } if why.contains("inside a sector")));
+    assert!(matches!(
+        upload(&[], capacity, &dir),
+        Err(ImportVmdkError::Truncated(_))
+    ));
+    // Exactly the disk, or shorter: taken.
+    assert_eq!(
+        upload(&data[..capacity as usize], capacity, &dir).unwrap(),
+        capacity
+    );
+    assert_eq!(upload(&data[..4096], capacity, &dir).unwrap(), 4096);
+    // The sparse magic with a header that lies is a malformed VMDK, not a flat extent; a
+    // descriptor is refused with the reason.
+    let mut magic = data[..4096].to_vec();
+    magic[..4].copy_from_slice(b"KDMV");
+    assert!(matches!(
+        upload(&magic, capacity, &dir),
+        Err(ImportVmdkError::Malformed(_))
+    ));
+    let error = upload(b"# Disk DescriptorFile\nversion=1\n", capacity, &dir).unwrap_err();
+    assert!(matches!(&error, ImportVmdkError::Unsupported(why) if why.contains("extent")));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! VMDK interop with qemu-img as the oracle: qemu-img checks and compares what we write
 //! (monolithicSparse and streamOptimized, from qcow2 chains with random content, the stream
 //! written to a non-seekable sink), and we read and import what qemu-img writes
-//! (monolithicSparse, streamOptimized, monolithicFlat), the imports fed through a reader that
+//! (monolithicSparse, streamOptimized, monolithicFlat: its extent as a flat upload), the imports fed through a reader that
 //! hands out small irregular pieces like a network socket.
 
 mod common;
@@ -14,7 +14,9 @@ use vireo_disk::convert::{convert, open_source, TargetFormat};
 use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::{create, BackingSpec, CreateOptions};
 use vireo_disk::source::CopySource;
-use vireo_disk::vmdk::{import_vmdk_stream, write_stream_optimized, ImportVmdkError};
+use vireo_disk::vmdk::{
+    import_disk_stream, import_vmdk_stream, write_stream_optimized, ImportVmdkError,
+};
 
 /// Disk size: not a multiple of the 64 KiB grain nor of a grain table's 32 MiB.
 const SIZE: u64 = (70 << 20) + 3 * 512;
@@ -120,13 +122,25 @@ fn we_read_and_import_what_qemu_img_writes() {
             convert(&mut source, &copy, TargetFormat::Qcow2, &mut no_progress()).unwrap();
             assert_check_clean(&copy, false);
             assert_same_content(&copy, &model);
-            if subformat == "monolithicFlat" {
-                continue;
-            }
+            // What an upload carries: the sparse file itself, or a flat disk's extent.
+            let (sent, flat) = match subformat {
+                "monolithicFlat" => (dir.path(&format!("{subformat}-flat.vmdk")), true),
+                _ => (vmdk.clone(), false),
+            };
             let imported = dir.path(&format!("{subformat}-import.qcow2"));
             let summary =
-                import_vmdk_stream(trickle(&vmdk, seed), &imported, &mut no_progress()).unwrap();
+                import_disk_stream(trickle(&sent, seed), &imported, SIZE, &mut no_progress())
+                    .unwrap();
             assert_eq!(summary.capacity, SIZE);
+            if flat {
+                assert_eq!(summary.bytes_read, SIZE);
+                let refused = dir.path("refused.qcow2");
+                assert!(
+                    import_vmdk_stream(trickle(&sent, seed), &refused, &mut no_progress()).is_err(),
+                    "a VMDK-only import refuses a flat extent"
+                );
+                assert!(!refused.exists());
+            }
             assert_check_clean(&imported, false);
             assert_same_content(&imported, &model);
         }

@@ -9,6 +9,7 @@ import os
 import ssl
 import time
 import urllib.parse
+from datetime import datetime, timezone
 
 import pytest
 from pyVim.task import WaitForTask
@@ -119,6 +120,34 @@ def test_a_program_runs_and_its_exit_code_is_reported(si, agent, guest):
     with pytest.raises(vim.fault.FileNotFound):
         processes.StartProgramInGuest(vm=vm, auth=creds(), spec=vim.vm.guest.ProcessManager.ProgramSpec(
             programPath="/bin/no-such-program", arguments=""))
+
+
+def test_process_and_file_times_are_the_guests_wall_clock(si, guest):
+    """The test guest reads its platform's real-time clock (the VMM's CMOS RTC keeps UTC) for
+    each request, so times are today's, to the second, not seconds since 1970."""
+    vm = same_vm(si, guest)
+    processes, files, _ = managers(si)
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    pid = processes.StartProgramInGuest(vm=vm, auth=creds(), spec=vim.vm.guest.ProcessManager.ProgramSpec(
+        programPath="/bin/true", arguments=""))
+    [info] = processes.ListProcessesInGuest(vm=vm, auth=creds(), pids=[pid])
+    files.MakeDirectoryInGuest(vm=vm, auth=creds(), directoryPath="/clock", createParentDirectories=False)
+    url = files.InitiateFileTransferToGuest(vm=vm, auth=creds(), guestFilePath="/clock/now.txt",
+                                            fileAttributes=vim.vm.guest.FileManager.PosixFileAttributes(),
+                                            fileSize=3, overwrite=False)
+    assert transfer(url, "PUT", b"now")[0] == 200
+    [written] = files.ListFilesInGuest(vm=vm, auth=creds(), filePath="/clock").files
+    after = datetime.now(timezone.utc)
+    assert before <= info.startTime <= info.endTime <= after, (before, info.startTime, info.endTime, after)
+    assert before <= written.attributes.modificationTime <= after, (before, written.attributes, after)
+    # A time set by the client is kept as given.
+    chosen = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    files.ChangeFileAttributesInGuest(vm=vm, auth=creds(), guestFilePath="/clock/now.txt",
+                                      fileAttributes=vim.vm.guest.FileManager.PosixFileAttributes(
+                                          modificationTime=chosen))
+    [changed] = files.ListFilesInGuest(vm=vm, auth=creds(), filePath="/clock").files
+    assert changed.attributes.modificationTime == chosen
+    files.DeleteDirectoryInGuest(vm=vm, auth=creds(), directoryPath="/clock", recursive=True)
 
 
 def test_a_file_goes_in_and_comes_back_identical(si, guest):

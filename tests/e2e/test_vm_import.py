@@ -6,6 +6,7 @@ built by hand from a qemu-img streamOptimized VMDK, and the round trip of an exp
 then boots and finds its data. Then what must leave nothing behind (abort mid-upload, a lease
 that times out) and what the lease URLs refuse."""
 import hashlib
+import io
 import http.client
 import os
 import ssl
@@ -28,7 +29,7 @@ STREAM_OPTIMIZED = "http://www.vmware.com/interfaces/specifications/vmdk.html#st
 
 
 def descriptor(name="tiny", disks=((("tiny-disk1.vmdk", 68096), 2 << 30),), network="Lab", extra=(),
-               families="vmx-13 vmx-19", head=""):
+               families="vmx-13 vmx-19", head="", disk_format=STREAM_OPTIMIZED):
     """An OVF envelope as ESXi writes it: `disks` are ((href, size) or None, capacity in bytes)."""
     files, disk_section, items = [], [], []
     instance = 5
@@ -38,7 +39,7 @@ def descriptor(name="tiny", disks=((("tiny-disk1.vmdk", 68096), 2 << 30),), netw
             files.append(f'<File ovf:href="{file[0]}" ovf:id="file{n + 1}" ovf:size="{file[1]}"/>')
             ref = f' ovf:fileRef="file{n + 1}"'
         disk_section.append(f'<Disk ovf:capacity="{capacity}" ovf:capacityAllocationUnits="byte" '
-                            f'ovf:diskId="vmdisk{n + 1}"{ref} ovf:format="{STREAM_OPTIMIZED}"/>')
+                            f'ovf:diskId="vmdisk{n + 1}"{ref} ovf:format="{disk_format}"/>')
         items.append(f"<Item><rasd:AddressOnParent>{n}</rasd:AddressOnParent><rasd:ElementName>Hard disk {n + 1}"
                      f"</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk{n + 1}</rasd:HostResource>"
                      f"<rasd:InstanceID>{instance}</rasd:InstanceID><rasd:Parent>3</rasd:Parent>"
@@ -312,6 +313,41 @@ def test_an_ova_built_by_hand_deploys_through_a_stock_script(vireod, si, tmp_pat
     WaitForTask(vm.Destroy_Task())
 
 
+@pytest.mark.parametrize("subformat", ["monolithicFlat", "monolithicSparse"])
+def test_flat_and_sparse_vmdks_deploy_as_they_stream(vireod, si, tmp_path, subformat):
+    """A package whose disk qemu-img wrote as a flat VMDK (the package carries its extent, the
+    disk's bytes) or as a monolithicSparse VMDK: the stock script uploads that file as it is and
+    the disk becomes identical to the source; nothing is left beside it."""
+    name = f"{subformat.lower()}-import"
+    disk_size = 24 << 20
+    raw = str(tmp_path / f"{name}.raw")
+    write_pattern(raw, disk_size, [(0, 512, 0x44), (5 << 20, 1 << 20, 0x55), (disk_size - 512, 512, 0x66)])
+    with open(raw, "r+b") as f:
+        f.seek(9 << 20)
+        f.write(os.urandom(3 << 20))
+    vmdk = str(tmp_path / f"{name}.vmdk")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}", raw, vmdk],
+                   check=True, capture_output=True)
+    sent = str(tmp_path / f"{name}-flat.vmdk") if subformat == "monolithicFlat" else vmdk
+    assert qemu_compare(raw, vmdk).returncode == 0
+    fmt = "http://www.vmware.com/interfaces/specifications/vmdk.html#" + (
+        "monolithicFlat" if subformat == "monolithicFlat" else "sparse")
+    text = descriptor(name=name, disks=(((os.path.basename(sent), os.path.getsize(sent)), disk_size),),
+                      network="VM Network", disk_format=fmt)
+    vm, lease = deploy(si, vireod, text, lambda path: (open(str(tmp_path / path), "rb"), os.path.getsize(sent)))
+    disks = vm_disks(vm)
+    assert [d.capacityInBytes for d in disks] == [disk_size]
+    image = host_path(vireod, disks[0].backing.fileName)
+    compare = qemu_compare(raw, image)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    info = subprocess.run(["qemu-img", "info", "--output=json", image], capture_output=True, text=True, check=True)
+    assert '"format": "qcow2"' in info.stdout
+    assert [u.fileSize for u in lease.info.deviceUrl] == [os.path.getsize(sent)]
+    assert sorted(os.listdir(os.path.join(vireod.datastore_dir, name))) == sorted(
+        [f"{name}.vmx", os.path.basename(image)]), os.listdir(os.path.join(vireod.datastore_dir, name))
+    WaitForTask(vm.Destroy_Task())
+
+
 class HeldStream:
     """A file whose reading stops after `first` bytes until `go` is set (a client mid-upload)."""
 
@@ -385,8 +421,10 @@ def test_abort_mid_upload_leaves_nothing(vireod, si, tmp_path):
     sender = threading.Thread(target=send)
     sender.start()
     assert stream.reached.wait(60)
-    lease.HttpNfcLeaseAbort(vmodl.fault.SystemError(reason="the client gave up"))
-    assert lease.state == "error" and lease.error is not None
+    lease.HttpNfcLeaseAbort(vmodl.fault.SystemError(reason="the client gave up", msg="upload abandoned"))
+    # The lease records the client's fault as sent: its type, fields and message.
+    assert lease.state == "error" and isinstance(lease.error, vmodl.fault.SystemError), lease.error
+    assert (lease.error.reason, lease.error.msg) == ("the client gave up", "upload abandoned")
     wait_gone(vireod, si, "aborted-import")
     stream.go.set()
     sender.join(120)
@@ -438,6 +476,18 @@ def test_lease_urls_refuse_strangers_other_leases_and_oversized_uploads(vireod, 
     stream_optimized(bigger, str(tmp_path / "bigger.vmdk"))
     assert send(stream=open(str(tmp_path / "bigger.vmdk"), "rb"), length=os.path.getsize(str(tmp_path / "bigger.vmdk"))) == 400
     assert send(method="GET", length=None) == 405
+    # A flat extent (no VMDK header) one sector larger than the disk, and a VMDK descriptor
+    # (it holds no data): refused with the reason, nothing kept.
+    flat = str(tmp_path / "flat.raw")
+    write_pattern(flat, (8 << 20) + 512, [(0, 4096, 7)])
+    status, body = upload(vireod, url, open(flat, "rb"), os.path.getsize(flat), cookie=cookie)
+    assert status == 400 and b"flat extent" in body and b"larger than the disk" in body, (status, body)
+    status, body = upload(vireod, url, open(flat, "rb"), None, cookie=cookie)
+    assert status == 400 and b"larger than the disk" in body, (status, body)
+    descriptor_file = b'# Disk DescriptorFile\nversion=1\nRW 16384 FLAT "guarded-flat.vmdk" 0\n'
+    status, body = upload(vireod, url, io.BytesIO(descriptor_file), len(descriptor_file), cookie=cookie)
+    assert status == 400 and b"descriptor" in body, (status, body)
+    assert not [f for f in os.listdir(os.path.join(vireod.datastore_dir, "guarded-import")) if f.endswith(".upload")]
     # Then the real upload (PUT works as POST does), once.
     status, body = upload(vireod, url, open(vmdk, "rb"), size, method="PUT", cookie=cookie)
     assert status == 200, body

@@ -107,17 +107,30 @@ fn freezable_mounts(mounts: &str) -> Vec<String> {
     points
 }
 
-/// FIFREEZE / FITHAW from linux/fs.h.
-const FIFREEZE: libc::c_ulong = 0xc004_5877;
-const FITHAW: libc::c_ulong = 0xc004_5878;
+nix::ioctl_readwrite!(
+    /// FIFREEZE (linux/fs.h: `_IOWR('X', 119, int)`): freezes the filesystem.
+    fifreeze,
+    b'X',
+    119,
+    libc::c_int
+);
+nix::ioctl_readwrite!(
+    /// FITHAW (linux/fs.h: `_IOWR('X', 120, int)`): thaws it.
+    fithaw,
+    b'X',
+    120,
+    libc::c_int
+);
 
-fn fs_ioctl(point: &str, request: libc::c_ulong) -> Result<(), String> {
+/// One of the freeze ioctls.
+type FsIoctl = unsafe fn(libc::c_int, *mut libc::c_int) -> nix::Result<libc::c_int>;
+
+fn fs_ioctl(point: &str, request: FsIoctl) -> Result<(), String> {
     let dir = std::fs::File::open(point).map_err(|e| format!("{point}: {e}"))?;
     let mut unused: libc::c_int = 0;
     // SAFETY: FIFREEZE/FITHAW take an int argument the kernel ignores; `dir` is open.
-    if unsafe { libc::ioctl(dir.as_raw_fd(), request, &mut unused) } != 0 {
-        return Err(format!("{point}: {}", std::io::Error::last_os_error()));
-    }
+    unsafe { request(dir.as_raw_fd(), &mut unused) }
+        .map_err(|e| format!("{point}: {}", std::io::Error::from(e)))?;
     Ok(())
 }
 
@@ -140,7 +153,7 @@ impl GuestActions for SystemActions {
         }
         let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
         for point in freezable_mounts(&mounts) {
-            if let Err(error) = fs_ioctl(&point, FIFREEZE) {
+            if let Err(error) = fs_ioctl(&point, fifreeze) {
                 self.thaw()?;
                 return Err(error);
             }
@@ -152,7 +165,7 @@ impl GuestActions for SystemActions {
     fn thaw(&mut self) -> Result<(), String> {
         let mut first_error = None;
         while let Some(point) = self.frozen.pop() {
-            if let Err(error) = fs_ioctl(&point, FITHAW) {
+            if let Err(error) = fs_ioctl(&point, fithaw) {
                 first_error.get_or_insert(error);
             }
         }

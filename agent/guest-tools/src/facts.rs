@@ -1,9 +1,11 @@
 //! What the guest reports about itself: host name (/proc/sys/kernel/hostname), OS name
-//! (/etc/os-release) and, from getifaddrs, each non-loopback interface's MAC and addresses.
+//! (/etc/os-release) and, from getifaddrs (nix's), each non-loopback interface's MAC and addresses.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
-use std::net::{Ipv4Addr, Ipv6Addr};
+
+use nix::ifaddrs::getifaddrs;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::SockaddrStorage;
 
 use crate::protocol::{GuestInfo, NicInfo};
 
@@ -40,74 +42,50 @@ fn os_pretty_name(os_release: &str) -> String {
 /// Every interface but loopback, by name, with its MAC and addresses.
 fn interfaces() -> Vec<NicInfo> {
     let mut nics: BTreeMap<String, NicInfo> = BTreeMap::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+    let Ok(entries) = getifaddrs() else {
         return Vec::new();
-    }
-    let mut cursor = head;
-    while !cursor.is_null() {
-        // SAFETY: cursor walks the list getifaddrs returned; it stays valid until freeifaddrs.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_addr.is_null() || entry.ifa_flags & libc::IFF_LOOPBACK as u32 != 0 {
+    };
+    for entry in entries {
+        if entry.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
             continue;
         }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(entry.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
+        let Some(address) = entry.address else {
+            continue;
+        };
+        let name = entry.interface_name;
         let nic = nics.entry(name.clone()).or_insert_with(|| NicInfo {
             name,
             ..NicInfo::default()
         });
-        // SAFETY: ifa_addr is non-null and its family says which sockaddr it is.
-        unsafe { describe_address(entry, nic) };
+        describe_address(&address, entry.netmask.as_ref(), nic);
     }
-    // SAFETY: head came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
     nics.into_values().collect()
 }
 
-/// Adds the MAC (AF_PACKET) or address/prefix (AF_INET, AF_INET6) of one ifaddrs entry.
-///
-/// # Safety
-/// `entry.ifa_addr` must be non-null and, with `ifa_netmask`, point at sockaddrs of its family.
-unsafe fn describe_address(entry: &libc::ifaddrs, nic: &mut NicInfo) {
-    match i32::from((*entry.ifa_addr).sa_family) {
-        libc::AF_PACKET => {
-            let ll = &*(entry.ifa_addr as *const libc::sockaddr_ll);
-            if ll.sll_halen == 6 {
-                nic.mac = ll.sll_addr[..6]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":");
-            }
+/// Adds the MAC (a link address) or address/prefix (IPv4, IPv6) of one interface address.
+fn describe_address(
+    address: &SockaddrStorage,
+    netmask: Option<&SockaddrStorage>,
+    nic: &mut NicInfo,
+) {
+    if let Some(link) = address.as_link_addr() {
+        if let Some(mac) = link.addr().filter(|_| link.halen() == 6) {
+            nic.mac = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
         }
-        libc::AF_INET => {
-            let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
-            let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-            let prefix = if entry.ifa_netmask.is_null() {
-                32
-            } else {
-                let mask = &*(entry.ifa_netmask as *const libc::sockaddr_in);
-                u32::from_be(mask.sin_addr.s_addr).count_ones()
-            };
-            nic.ips.push(format!("{ip}/{prefix}"));
-        }
-        libc::AF_INET6 => {
-            let addr = &*(entry.ifa_addr as *const libc::sockaddr_in6);
-            let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
-            let prefix: u32 = if entry.ifa_netmask.is_null() {
-                128
-            } else {
-                let mask = &*(entry.ifa_netmask as *const libc::sockaddr_in6);
-                mask.sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum()
-            };
-            nic.ips.push(format!("{ip}/{prefix}"));
-        }
-        _ => {}
+    } else if let Some(v4) = address.as_sockaddr_in() {
+        let prefix = netmask
+            .and_then(SockaddrStorage::as_sockaddr_in)
+            .map_or(32, |mask| mask.ip().to_bits().count_ones());
+        nic.ips.push(format!("{}/{prefix}", v4.ip()));
+    } else if let Some(v6) = address.as_sockaddr_in6() {
+        let prefix = netmask
+            .and_then(SockaddrStorage::as_sockaddr_in6)
+            .map_or(128, |mask| mask.ip().to_bits().count_ones());
+        nic.ips.push(format!("{}/{prefix}", v6.ip()));
     }
 }
 

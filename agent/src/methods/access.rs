@@ -29,16 +29,6 @@ pub fn holds(
     authz.holds_on(schema, inv, user, privilege, obj)
 }
 
-/// Whether `user` holds any of `privileges` on `obj`, locking what it reads (for callers outside
-/// a method call: the HTTP file and screen paths).
-pub fn user_holds_any(host: &Host, user: &str, privileges: &[&str], obj: &MoRef) -> bool {
-    let inv = host.inventory();
-    let authz = host.authz();
-    privileges
-        .iter()
-        .any(|p| holds(host.schema, &inv, &authz, user, p, obj))
-}
-
 /// Whether `user` may see every session (their keys among them): Sessions.TerminateSession.
 pub fn may_see_sessions(host: &Host, inv: &Inventory, user: &str) -> bool {
     let privilege = "Sessions.TerminateSession";

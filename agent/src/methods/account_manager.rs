@@ -9,11 +9,11 @@ use vireo_api::schema::Schema;
 use vireo_api::{Fault, Value};
 
 use super::authorization::permission_fault;
-use super::session_manager::end_session;
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::authz::GroupError;
 use crate::faults::{already_exists, user_not_found};
 use crate::locks::lock;
+use crate::sessions::end_session;
 use crate::users::{hash_password, Accounts, AccountsError};
 
 /// Longest user name accepted (ESXi's limit for local accounts).

@@ -7,8 +7,7 @@ use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable, PendingResult};
 use crate::events::post_event;
-use crate::host::Host;
-use crate::locks::lock;
+use crate::sessions::end_session;
 
 /// SessionManager's methods.
 pub const METHODS: MethodTable = MethodTable {
@@ -119,26 +118,4 @@ fn terminate_session(call: &Call<'_>) -> MethodResult {
         end_session(call.host, &key);
     }
     Ok(None)
-}
-
-/// Ends a session: forgets it and removes every object it created.
-pub fn end_session(host: &Host, key: &str) {
-    let Some(session) = host.sessions.remove(key) else {
-        return;
-    };
-    let schema = host.schema;
-    lock(&host.history_collectors).retain(|obj, _| !obj.id.starts_with(&format!("session[{key}]")));
-    host.mutate(|inv| inv.remove_owned_by(key));
-    let event = DataObject::of(schema, "UserLogoutSessionEvent")
-        .with(schema, "ipAddress", session.ip.as_str())
-        .with(schema, "userAgent", session.user_agent.as_str())
-        .with(schema, "sessionId", key)
-        .with(schema, "loginTime", Value::DateTime(session.login_time))
-        .with(
-            schema,
-            "fullFormattedMessage",
-            format!("User {}@{} logged out", session.user, session.ip),
-        );
-    post_event(host, event, None, &session.user);
-    tracing::info!(user = session.user, "logout");
 }

@@ -16,7 +16,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::{download, upload, Direction, Lease, LeaseState};
 use crate::host::Host;
 use crate::http_files::{self, authenticated_user, plain, Body};
-use crate::methods::access;
 
 type Refusal = Response<http_body_util::Full<Bytes>>;
 
@@ -72,7 +71,7 @@ async fn admit(
         ));
     }
     match authenticated_user(host, request).await {
-        Some(user) if !access::user_holds_any(host, &user, &[privilege], &lease.entity) => {
+        Some(user) if !host.user_holds_any(&user, &[privilege], &lease.entity) => {
             return Err(plain(
                 StatusCode::FORBIDDEN,
                 format!("{user} lacks {privilege} on {}", lease.entity),

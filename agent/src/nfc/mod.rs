@@ -359,8 +359,8 @@ fn remove_partial_import(host: &Arc<Host>, lease: &Lease) {
     let Some(vm) = host.vms.get(&lease.entity) else {
         return;
     };
-    if let Err(fault) = crate::methods::virtual_machine::destroy_vm(host, &vm) {
-        tracing::warn!(lease = %lease.moref.id, vm = %vm.moref, "the failed import's VM stays: {}", fault.message);
+    if let Err(error) = crate::vm::removal::destroy(host, &vm) {
+        tracing::warn!(lease = %lease.moref.id, vm = %vm.moref, "the failed import's VM stays: {error}");
     }
 }
 

@@ -1,10 +1,12 @@
 //! `PUT`/`POST /nfc/<lease>/<disk-N.vmdk>`: an import lease's disk arriving as a VMDK
-//! (streamOptimized, as OVF packages carry it, or a monolithicSparse file), converted into a
-//! qcow2 as it streams (the disk crate's `import_vmdk_stream`) under a temporary name in the
-//! VM's folder and renamed over the disk once whole. Bounded: a body larger than the disk
-//! could ever need is refused (by its Content-Length at once, else when it gets there), a
-//! VMDK larger than the disk is refused, a client silent for the lease timeout is cut off,
-//! and an upload stops as soon as its lease ends. One upload per disk, once.
+//! (streamOptimized, as OVF packages carry it, or a monolithicSparse file) or as a flat
+//! extent (the disk's raw bytes: what a package holding a flat VMDK references), converted
+//! into a qcow2 as it streams (the disk crate's `import_disk_stream`: the sparse magic
+//! decides which) under a temporary name in the VM's folder and renamed over the disk once
+//! whole. Bounded: a body larger than the disk could ever need is refused (by its
+//! Content-Length at once, else when it gets there), a VMDK or flat extent larger than the
+//! disk is refused, a client silent for the lease timeout is cut off, and an upload stops as
+//! soon as its lease ends. One upload per disk, once.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc::{Receiver, Sender};
 use vireo_disk::grow::grow_image;
 use vireo_disk::open::ImageFormat;
-use vireo_disk::vmdk::{import_vmdk_stream, ImportVmdkError, MAX_STREAM_METADATA};
+use vireo_disk::vmdk::{import_disk_stream, ImportVmdkError, MAX_STREAM_METADATA};
 
 use super::{end_upload, hex, Lease, LeaseState, Transfer};
 use crate::host::Host;
@@ -203,7 +205,7 @@ fn convert(
         sha1: ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
     };
     let mut still_leased = |_: u64, _: u64| lease.state() == LeaseState::Ready;
-    let summary = import_vmdk_stream(&mut reader, &staging, &mut still_leased)?;
+    let summary = import_disk_stream(&mut reader, &staging, disk.capacity, &mut still_leased)?;
     // What follows the end-of-stream marker (padding) is part of the file the client sent.
     let placed = std::io::copy(&mut reader, &mut std::io::sink())
         .map_err(|e| UploadError::Vmdk(ImportVmdkError::Read(e)))

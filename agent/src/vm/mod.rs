@@ -28,6 +28,7 @@ pub mod properties;
 pub mod question;
 pub mod reconfig;
 pub mod recovery;
+pub mod removal;
 pub mod screenshot;
 pub mod slots;
 pub mod snapshots;

@@ -109,6 +109,7 @@ fn spawn_detached(
 }
 
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // nix has no pidfd_open, so this is the raw system call.
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

@@ -489,6 +489,15 @@ impl<'i> Decoder<'_, 'i> {
             return Err(malformed("request nests too deeply"));
         }
         let (ty, array) = self.actual_type(start, declared)?;
+        let known = self.schema.well_known();
+        if !array
+            && declared == known.method_fault
+            && (ty == known.method_fault || ty == known.localized_method_fault)
+        {
+            // A MethodFault-typed value travels as a LocalizedMethodFault (as we encode it).
+            let wrapper = self.value_of(start, empty, known.localized_method_fault, depth)?;
+            return Ok(unwrap_localized(self.schema, wrapper));
+        }
         if array {
             let mut items = Vec::new();
             if !empty {
@@ -498,6 +507,17 @@ impl<'i> Decoder<'_, 'i> {
             }
             return Ok(Value::Array(ty, items));
         }
+        self.value_of(start, empty, ty, depth)
+    }
+
+    /// The value of an element of (actual, not array) type `ty`.
+    fn value_of(
+        &mut self,
+        start: &BytesStart<'i>,
+        empty: bool,
+        ty: TypeId,
+        depth: usize,
+    ) -> Result<Value> {
         let schema = self.schema;
         match &schema.ty(ty).kind {
             TypeKind::Primitive(p) => parse_primitive(*p, &self.text(empty)?),
@@ -538,6 +558,31 @@ impl<'i> Decoder<'_, 'i> {
             }
         }
     }
+}
+
+/// The fault inside a decoded LocalizedMethodFault `wrapper` (its `localizedMessage` as the
+/// fault's `msg` when the fault has none), as pyVmomi and govmomi send MethodFault-typed
+/// arguments; a wrapper without a `fault` is a bare MethodFault whose fields it carries.
+fn unwrap_localized(schema: &Schema, wrapper: Value) -> Value {
+    let Value::Data(mut wrapper) = wrapper else {
+        return wrapper;
+    };
+    let message = wrapper.get(schema, "localizedMessage").cloned();
+    let mut fault = match wrapper.get(schema, "fault") {
+        Some(Value::Data(fault)) => (**fault).clone(),
+        _ => {
+            let method_fault = schema.well_known().method_fault;
+            wrapper.fields.truncate(schema.fields(method_fault).len());
+            DataObject {
+                ty: method_fault,
+                fields: wrapper.fields,
+            }
+        }
+    };
+    if let (None, Some(message)) = (fault.get(schema, "msg"), message) {
+        fault.set(schema, "msg", message);
+    }
+    Value::Data(Box::new(fault))
 }
 
 /// Whether an element start carries any attribute (most in a request carry none).

@@ -480,3 +480,45 @@ fn a_misspelt_field_name_panics() {
     );
     spec.get(s, "powerOnn");
 }
+
+#[test]
+fn fault_arguments_arrive_unwrapped_from_their_localized_method_fault() {
+    let s = vim25();
+    let abort = |fault: &str| {
+        let body = envelope(&format!(
+            r#"<HttpNfcLeaseAbort xmlns="urn:vim25"><_this type="HttpNfcLease">l1</_this>{fault}</HttpNfcLeaseAbort>"#
+        ));
+        let request = decode_request(s, body.as_bytes()).unwrap();
+        let Some(Value::Data(fault)) = request.arg(s, "fault") else {
+            panic!("no fault in {body}");
+        };
+        (*fault.clone(), s.ty(fault.ty).name.to_string())
+    };
+    // pyVmomi's and govmomi's form: the wrapper without xsi:type, the fault typed inside it.
+    let (fault, ty) = abort(
+        r#"<fault><fault xsi:type="SystemError"><reason>gave up</reason></fault><localizedMessage>the client gave up</localizedMessage></fault>"#,
+    );
+    assert_eq!(ty, "SystemError");
+    assert_eq!(
+        fault.get(s, "reason").and_then(Value::as_str),
+        Some("gave up")
+    );
+    assert_eq!(
+        fault.get(s, "msg").and_then(Value::as_str),
+        Some("the client gave up")
+    );
+    let (_, ty) =
+        abort(r#"<fault xsi:type="LocalizedMethodFault"><fault xsi:type="NotFound"/></fault>"#);
+    assert_eq!(ty, "NotFound");
+    // A bare fault is taken as it is.
+    let (fault, ty) = abort(r#"<fault xsi:type="InvalidState"><msg>no</msg></fault>"#);
+    assert_eq!(
+        (ty.as_str(), fault.get(s, "msg").and_then(Value::as_str)),
+        ("InvalidState", Some("no"))
+    );
+    let (fault, ty) = abort(r#"<fault><msg>plain</msg></fault>"#);
+    assert_eq!(
+        (ty.as_str(), fault.get(s, "msg").and_then(Value::as_str)),
+        ("MethodFault", Some("plain"))
+    );
+}

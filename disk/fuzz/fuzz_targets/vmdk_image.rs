@@ -1,14 +1,15 @@
 //! Arbitrary bytes as a VMDK (sparse extent, streamOptimized file or descriptor): opening it,
 //! listing its stored grains, reading it, and importing the same bytes as a stream into a new
-//! qcow2 must never panic, hang or allocate absurdly. Input: 8 bytes choosing read offsets,
-//! then the file.
+//! qcow2 (as a VMDK, and as an upload that may also be a flat extent of a disk sized by the
+//! selector) must never panic, hang or allocate absurdly. Input: 8 bytes choosing read offsets
+//! and the flat disk's size, then the file.
 #![no_main]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vireo_disk::vmdk::{import_vmdk_stream, VmdkDisk};
+use vireo_disk::vmdk::{import_disk_stream, import_vmdk_stream, VmdkDisk};
 use vireo_disk::BlockDevice;
 
 /// A private folder for the input and the imported image (descriptor extents resolve here).
@@ -49,5 +50,8 @@ fuzz_target!(|input: &[u8]| {
     let dest = scratch().join("imported.qcow2");
     let _ = std::fs::remove_file(&dest);
     let _ = import_vmdk_stream(file, &dest, &mut |_, _| true);
+    let _ = std::fs::remove_file(&dest);
+    let flat_capacity = u64::from(selector[0]) * 4096;
+    let _ = import_disk_stream(file, &dest, flat_capacity, &mut |_, _| true);
     let _ = std::fs::remove_file(&dest);
 });

@@ -1,8 +1,10 @@
-//! Converting a VMDK that arrives on a `Read` (an HTTP upload) into a new qcow2 as it streams,
-//! with bounded memory: streamOptimized files record by record (the grains carry their own
-//! disk addresses, so grain tables are skipped); monolithicSparse files when their grain
+//! Converting a disk that arrives on a `Read` (an HTTP upload) into a new qcow2 as it streams,
+//! with bounded memory: streamOptimized VMDKs record by record (the grains carry their own
+//! disk addresses, so grain tables are skipped); monolithicSparse VMDKs when their grain
 //! directory and tables precede the grains (they are read first, then the grains in file
-//! order). Anything else is refused with a reason. A failed import removes the new image.
+//! order); and, where the caller allows it, flat extents (the disk's bytes as they are, read
+//! a grain at a time). Anything else is refused with a reason. A failed import removes the
+//! new image.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -11,7 +13,8 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use super::descriptor;
 use super::header::{
-    le32, MarkerKind, SparseHeader, StreamRecord, FLAG_ZERO_GRAIN, GRAIN_RECORD_HEADER, SECTOR,
+    le32, MarkerKind, SparseHeader, StreamRecord, FLAG_ZERO_GRAIN, GRAIN_RECORD_HEADER, MAGIC,
+    SECTOR,
 };
 use crate::block::{BlockDevice, BlockError};
 use crate::chain::Progress;
@@ -20,6 +23,8 @@ use crate::qcow2::{create, CreateError, CreateOptions, Qcow2Image, Qcow2Options}
 /// The most metadata (bytes before the first grain) a monolithicSparse stream may carry:
 /// enough for the fully preallocated grain tables of a 1 TiB disk.
 pub const MAX_STREAM_METADATA: u64 = 64 << 20;
+/// How much of a flat extent is read and written at once (one 64 KiB qcow2 cluster).
+const FLAT_CHUNK: usize = 64 << 10;
 
 /// Why a streamed VMDK could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,14 @@ pub enum ImportVmdkError {
     /// A valid VMDK this importer cannot take as a stream
     #[error("unsupported VMDK: {0}")]
     Unsupported(String),
+    /// A flat extent that does not fit the disk
+    #[error("flat extent of {bytes} bytes: {why}")]
+    Flat {
+        /// How many bytes had arrived when it was refused.
+        bytes: u64,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The qcow2 image could not be created
     #[error(transparent)]
     Create(#[from] CreateError),
@@ -52,16 +65,37 @@ pub enum ImportVmdkError {
 pub struct ImportSummary {
     /// The disk's size in bytes.
     pub capacity: u64,
-    /// VMDK bytes consumed (up to the end-of-stream marker or the last grain).
+    /// Bytes consumed (up to the end-of-stream marker or the last grain; a flat extent whole).
     pub bytes_read: u64,
 }
 
-/// Reads a VMDK from `input` into a new qcow2 image at `dest` (which must not exist).
-/// `progress(disk_offset, capacity)` follows the grains and may cancel; on any error `dest`
-/// is removed.
+/// Reads a sparse VMDK (streamOptimized or monolithicSparse) from `input` into a new qcow2
+/// image at `dest` (which must not exist). `progress(disk_offset, capacity)` follows the
+/// grains and may cancel; on any error `dest` is removed.
 pub fn import_vmdk_stream<R: Read>(
     input: R,
     dest: &Path,
+    progress: Progress,
+) -> Result<ImportSummary, ImportVmdkError> {
+    import_stream(input, dest, None, progress)
+}
+
+/// As [`import_vmdk_stream`], and input that does not start with the sparse VMDK magic is a
+/// flat extent: the bytes of a disk of `flat_capacity` bytes (whole sectors, never more than
+/// the capacity; a shorter extent leaves the rest of the disk reading zeros).
+pub fn import_disk_stream<R: Read>(
+    input: R,
+    dest: &Path,
+    flat_capacity: u64,
+    progress: Progress,
+) -> Result<ImportSummary, ImportVmdkError> {
+    import_stream(input, dest, Some(flat_capacity), progress)
+}
+
+fn import_stream<R: Read>(
+    input: R,
+    dest: &Path,
+    flat_capacity: Option<u64>,
     progress: Progress,
 ) -> Result<ImportSummary, ImportVmdkError> {
     let mut input = Counting {
@@ -75,11 +109,16 @@ pub fn import_vmdk_stream<R: Read>(
             "a descriptor file holds no data: send its extent (flat or sparse)".into(),
         ));
     }
-    if got < first.len() {
-        return Err(ImportVmdkError::Truncated("header"));
-    }
-    let header = SparseHeader::parse(&first).map_err(ImportVmdkError::Malformed)?;
-    let capacity = header.capacity * SECTOR;
+    let sparse = first[..got].starts_with(&MAGIC.to_le_bytes());
+    let (header, capacity) = match flat_capacity {
+        Some(capacity) if !sparse && got > 0 => (None, capacity),
+        _ if got < first.len() => return Err(ImportVmdkError::Truncated("header")),
+        _ => {
+            let header = SparseHeader::parse(&first).map_err(ImportVmdkError::Malformed)?;
+            let capacity = header.capacity * SECTOR;
+            (Some(header), capacity)
+        }
+    };
     create(dest, &CreateOptions::new(capacity))?;
     let result = Qcow2Image::open(dest, &Qcow2Options::default())
         .map_err(|e| {
@@ -94,10 +133,12 @@ pub fn import_vmdk_stream<R: Read>(
                 capacity,
                 progress,
             };
-            if header.compressed() {
-                import_stream_optimized(&mut input, &header, &mut target)?;
-            } else {
-                import_monolithic(&mut input, &header, &mut target)?;
+            match &header {
+                None => import_flat(&mut input, &first[..got], &mut target)?,
+                Some(header) if header.compressed() => {
+                    import_stream_optimized(&mut input, header, &mut target)?
+                }
+                Some(header) => import_monolithic(&mut input, header, &mut target)?,
             }
             image.close()?;
             Ok(ImportSummary {
@@ -221,6 +262,43 @@ pub(super) fn inflate(
     let produced = inflater.total_out() as usize;
     grain[produced..].fill(0);
     Ok(())
+}
+
+/// A flat extent (`first` being its start, already read) copied a chunk at a time: refused
+/// once it passes the disk's capacity or when it ends inside a sector.
+fn import_flat<R: Read>(
+    input: &mut Counting<R>,
+    first: &[u8],
+    target: &mut Target,
+) -> Result<(), ImportVmdkError> {
+    let mut chunk = vec![0u8; FLAT_CHUNK];
+    chunk[..first.len()].copy_from_slice(first);
+    let mut filled = first.len();
+    let mut offset = 0u64;
+    loop {
+        filled += input.fill_up_to(&mut chunk[filled..])?;
+        let end = offset + filled as u64;
+        if end > target.capacity {
+            return Err(ImportVmdkError::Flat {
+                bytes: end,
+                why: format!("larger than the disk's {} bytes", target.capacity),
+            });
+        }
+        if !filled.is_multiple_of(SECTOR as usize) {
+            return Err(ImportVmdkError::Flat {
+                bytes: end,
+                why: "it ends inside a sector".into(),
+            });
+        }
+        if filled > 0 {
+            target.grain(offset / SECTOR, &chunk[..filled])?;
+        }
+        if filled < chunk.len() {
+            return Ok(());
+        }
+        offset = end;
+        filled = 0;
+    }
 }
 
 /// The grain tables (read up front), then the grains in file order.

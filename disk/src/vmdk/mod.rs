@@ -13,7 +13,9 @@ mod sparse_writer;
 mod stream_writer;
 
 pub use disk::{is_vmdk, VmdkDisk, VmdkOpenError};
-pub use import::{import_vmdk_stream, ImportSummary, ImportVmdkError, MAX_STREAM_METADATA};
+pub use import::{
+    import_disk_stream, import_vmdk_stream, ImportSummary, ImportVmdkError, MAX_STREAM_METADATA,
+};
 pub use sparse_writer::write_monolithic_sparse;
 pub use stream_writer::write_stream_optimized;
 

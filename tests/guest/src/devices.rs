@@ -100,6 +100,7 @@ impl Devices {
             crate::tools::guest_ops::configure(
                 cmdline::value(cmdline, "vireo.guest-user"),
                 cmdline::value(cmdline, "vireo.guest-password"),
+                crate::rtc::unix_seconds(io),
             );
             let standby = cmdline::value(cmdline, "vireo.standby") == Some("ok");
             devices.start_tools_protocol(io, standby);

@@ -22,6 +22,7 @@ mod phys;
 mod power;
 mod pvh;
 mod ram;
+mod rtc;
 mod screen;
 mod shell;
 mod smp;

@@ -41,6 +41,8 @@ pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> std::io::Result<()> {
             Err(std::io::Error::last_os_error())
         }
     };
+    // Raw system calls, not nix's setgroups/setresgid/setresuid: those are glibc's, which
+    // change every thread of the process, and only this thread runs as the user.
     // SAFETY: plain system calls on this thread's credentials with valid arguments; `groups`
     // outlives the call.
     unsafe {

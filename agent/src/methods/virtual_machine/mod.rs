@@ -24,7 +24,6 @@ use crate::host::Host;
 use crate::tasks::{create_task, TaskSpec};
 use crate::vm::Vm;
 pub use export::device_url_key;
-pub(crate) use inventory::destroy_vm;
 
 /// VirtualMachine's methods (and ManagedEntity's Destroy_Task and Reload, for VMs).
 pub const METHODS: MethodTable = MethodTable {

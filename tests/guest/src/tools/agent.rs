@@ -46,6 +46,8 @@ pub trait Link {
     fn flush_disks(&mut self) -> bool;
     /// Shows a line on the console.
     fn say(&mut self, line: fmt::Arguments);
+    /// The wall clock in Unix seconds, if the guest has a valid one.
+    fn wall_clock(&mut self) -> Option<u64>;
 }
 
 /// The network card guest-info describes.
@@ -244,7 +246,9 @@ impl Agent {
             };
             if let Some(request) = guest_ops::parse(line) {
                 let mut out = OutLine::new();
-                let _ = guest_ops::answer(&request, &mut out, &mut |text| link.say(text));
+                let wall_clock = link.wall_clock();
+                let _ =
+                    guest_ops::answer(&request, wall_clock, &mut out, &mut |text| link.say(text));
                 out.send(link);
                 continue;
             }

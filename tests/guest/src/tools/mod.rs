@@ -187,6 +187,10 @@ impl Link for ChannelLink<'_> {
         say!(self.io, "{line}");
     }
 
+    fn wall_clock(&mut self) -> Option<u64> {
+        crate::rtc::unix_seconds(self.io)
+    }
+
     fn flush_disks(&mut self) -> bool {
         match self.disks.flush_all(self.io) {
             Ok(flushed) => say!(self.io, "tools: freeze: {flushed} disk(s) flushed"),

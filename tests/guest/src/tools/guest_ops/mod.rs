@@ -3,8 +3,10 @@
 //! without them every login fails), built-in "programs" with exit codes (`/bin/true`,
 //! `/bin/false`, `/bin/exit N`, `/bin/echo TEXT`, `/bin/sleep SECONDS`), and files in a small
 //! RAM file system (at most [`MAX_ENTRIES`] files and directories, [`FILE_SLOTS`] files of
-//! [`FILE_BYTES`] each). Times count from boot: the guest has no wall clock. Tickets are not
-//! offered (OperationNotSupportedByGuest).
+//! [`FILE_BYTES`] each). Times (process start and end, file modification) are the wall clock
+//! the caller reads for each request from the platform's real-time clock, in milliseconds
+//! since the Unix epoch; without a valid clock they count from boot. Tickets are not offered
+//! (OperationNotSupportedByGuest).
 
 use core::fmt;
 
@@ -82,6 +84,8 @@ struct State {
     processes: [Option<Process>; MAX_PROCESSES],
     next_pid: u64,
     next_temp: u64,
+    /// The time of the request being served (see the module header), in milliseconds.
+    now: u64,
 }
 
 static STATE: BootCpuCell<State> = BootCpuCell::new(State {
@@ -92,11 +96,14 @@ static STATE: BootCpuCell<State> = BootCpuCell::new(State {
     processes: [None; MAX_PROCESSES],
     next_pid: FIRST_PID,
     next_temp: 1,
+    now: 0,
 });
 
-/// Sets the one account from the command line, and the file system's `/tmp`.
-pub fn configure(user: Option<&str>, password: Option<&str>) {
+/// Sets the one account from the command line, and the file system's `/tmp` (made at
+/// `wall_clock`, as in [`answer`]).
+pub fn configure(user: Option<&str>, password: Option<&str>, wall_clock: Option<u64>) {
     STATE.with(|state| {
+        state.set_clock(wall_clock);
         state.user = user.and_then(Text::of).unwrap_or(Text::EMPTY);
         state.password = password.and_then(Text::of).unwrap_or(Text::EMPTY);
         let _ = state.make_directory("/tmp", false);
@@ -292,16 +299,19 @@ fn data_span<'l>(line: &'l [u8], decoded: &str) -> &'l [u8] {
         .unwrap_or(&[])
 }
 
-/// Carries out `request` and writes its reply (without the line end) into `out`; `say` shows
-/// a program's output on the console.
+/// Carries out `request` at `wall_clock` (Unix seconds by the real-time clock, if it has a
+/// valid time) and writes its reply (without the line end) into `out`; `say` shows a
+/// program's output on the console.
 pub fn answer(
     request: &Request<'_>,
+    wall_clock: Option<u64>,
     out: &mut impl fmt::Write,
     say: &mut dyn FnMut(fmt::Arguments),
 ) -> fmt::Result {
     let id = request.id;
     write!(out, r#"{{"msg":"guest-op-reply","id":{id},"#)?;
     STATE.with(|state| {
+        state.set_clock(wall_clock);
         let mut result = ResultWriter {
             out,
             started: false,
@@ -337,11 +347,16 @@ impl<W: fmt::Write> ResultWriter<'_, W> {
 type Outcome = Result<(), Failure>;
 
 /// The uptime in milliseconds.
-fn now_ms() -> u64 {
+fn uptime_ms() -> u64 {
     ticks::now() * 1000 / ticks::HZ
 }
 
 impl State {
+    /// Sets the time of what follows: `wall_clock` (Unix seconds), else the uptime.
+    fn set_clock(&mut self, wall_clock: Option<u64>) {
+        self.now = wall_clock.map_or_else(uptime_ms, |seconds| seconds.saturating_mul(1000));
+    }
+
     fn run<W: fmt::Write>(
         &mut self,
         r: &Request<'_>,

@@ -5,8 +5,7 @@
 use core::fmt::{self, Write as _};
 
 use super::{
-    now_ms, Failure, Outcome, Path, ResultWriter, State, Text, TextWriter, FULL, NOT_FOUND,
-    PATH_BYTES,
+    Failure, Outcome, Path, ResultWriter, State, Text, TextWriter, FULL, NOT_FOUND, PATH_BYTES,
 };
 use crate::tools::json::Escaped;
 
@@ -37,7 +36,7 @@ impl State {
         say: &mut dyn FnMut(fmt::Arguments),
     ) -> Outcome {
         let name = path.strip_prefix("/bin/").ok_or(NOT_FOUND)?;
-        let now = now_ms();
+        let now = self.now;
         let (due, exit_code) = match name {
             "true" => (None, 0),
             "false" => (None, 1),
@@ -94,7 +93,7 @@ impl State {
 
     /// Ends the sleeps that are due.
     pub(super) fn update_processes(&mut self) {
-        let now = now_ms();
+        let now = self.now;
         for process in self.processes.iter_mut().flatten() {
             if process.end.is_none() && process.due.is_some_and(|due| due <= now) {
                 process.end = process.due;
@@ -124,7 +123,7 @@ impl State {
             .flatten()
             .find(|p| p.pid == pid && p.end.is_none())
             .ok_or(Failure("process-not-found", "no such running process"))?;
-        process.end = Some(now_ms());
+        process.end = Some(self.now);
         // Killed: the shell's 128 + SIGKILL.
         process.exit_code = 137;
         Ok(())

@@ -6,9 +6,8 @@ use core::fmt::{self, Write as _};
 
 use super::base64::{decode, encode};
 use super::{
-    now_ms, Failure, Outcome, Path, Request, ResultWriter, State, Text, TextWriter, BAD_PATH,
-    CHUNK_BYTES, EXISTS, FILE_BYTES, FILE_SLOTS, FULL, LIST_PAGE, MAX_ENTRIES, NOT_DIR, NOT_FILE,
-    NOT_FOUND,
+    Failure, Outcome, Path, Request, ResultWriter, State, Text, TextWriter, BAD_PATH, CHUNK_BYTES,
+    EXISTS, FILE_BYTES, FILE_SLOTS, FULL, LIST_PAGE, MAX_ENTRIES, NOT_DIR, NOT_FILE, NOT_FOUND,
 };
 use crate::cell::BootCpuCell;
 use crate::tools::json::Escaped;
@@ -119,7 +118,7 @@ impl State {
             path: Text::of(path).ok_or(BAD_PATH)?,
             slot,
             size: 0,
-            mtime: now_ms(),
+            mtime: self.now,
             mode: if dir { 0o755 } else { 0o644 },
         };
         Ok(index)
@@ -368,7 +367,7 @@ impl State {
             ))?;
         let entry = &mut self.entries[index];
         entry.size += written;
-        entry.mtime = now_ms();
+        entry.mtime = self.now;
         Ok(())
     }
 }
