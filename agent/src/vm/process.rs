@@ -141,12 +141,15 @@ impl VmmProcess {
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
         let log_offset = log_len(log);
+        // Both above 2 (a duplicate takes the lowest free number from 3), so the spawn's dup2
+        // onto 0, 1 and 2 cannot overwrite one with the other.
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(log)?;
-        let null = std::fs::File::open("/dev/null")?;
+            .open(log)?
+            .try_clone()?;
+        let null = std::fs::File::open("/dev/null")?.try_clone()?;
         let pid = spawn_detached(binary, args, inherit, null.as_fd(), stderr.as_fd())?;
         let pidfd = pidfd_open(pid)?;
         let started = start_time(pid).unwrap_or(0);
