@@ -53,6 +53,9 @@ pub struct Config {
     /// The folder CreateLocalDatastore makes datastores in (relative to the data dir unless
     /// absolute).
     pub local_datastore_root: PathBuf,
+    /// The tools installer ISO offered to guests (relative to the working directory unless
+    /// absolute); a missing one means no tools installer.
+    pub tools_iso: PathBuf,
     /// Datastores, one per directory.
     #[serde(rename = "datastore")]
     pub datastores: Vec<DatastoreConfig>,

@@ -60,6 +60,8 @@ pub struct Host {
     pub leases: crate::nfc::Leases,
     /// Guest file transfer URLs issued and not yet used.
     pub guest_transfers: crate::guest_files::Transfers,
+    /// The tools installer ISO (`tools_iso`), if there is a usable one.
+    pub tools_image: Option<crate::vm::tools_installer::ToolsImage>,
     /// SHA-1 thumbprint of the HTTPS certificate (`AA:BB:...`), as tickets report it.
     pub certificate_sha1: String,
     changes: tokio::sync::watch::Sender<u64>,
@@ -82,6 +84,7 @@ impl Host {
             vms: crate::vm::Vms::new(&config.data_dir),
             switches: Mutex::new(crate::vm::network::switches::Switches::default_network()),
             logins: Logins::new(&config),
+            tools_image: crate::vm::tools_installer::ToolsImage::configured(&config.tools_iso),
             config,
             datastores,
             inventory: RwLock::new(inventory),

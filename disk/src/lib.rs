@@ -6,6 +6,7 @@ pub mod backing;
 pub mod block;
 pub mod chain;
 pub mod convert;
+pub mod direct;
 pub mod grow;
 pub mod layers;
 pub mod open;

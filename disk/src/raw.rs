@@ -2,16 +2,16 @@
 //! Owns `RawDisk`; discard and zero-writes punch holes where the filesystem allows.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::block::{check_range, BlockDevice, BlockError};
+use crate::direct::FileIo;
 use crate::open::OpenError;
 use crate::shared::{HostExtent, RoutableDevice, Segment};
 
 /// A raw image file behind the `BlockDevice` trait.
 pub struct RawDisk {
-    file: File,
+    file: FileIo,
     path: PathBuf,
     capacity: u64,
     read_only: bool,
@@ -32,7 +32,7 @@ impl RawDisk {
         };
         let capacity = file.metadata().map_err(io_err)?.len();
         Ok(Self {
-            file,
+            file: FileIo::new(file),
             path: path.to_path_buf(),
             capacity,
             read_only,
@@ -55,7 +55,7 @@ impl RawDisk {
 
     /// Zeroes the range by punching a hole, or by writing zeros if the filesystem cannot.
     fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
-        if len == 0 || punch_hole(&self.file, offset, len).is_ok() {
+        if len == 0 || punch_hole(self.file.file(), offset, len).is_ok() {
             return Ok(());
         }
         let chunk = vec![0u8; len.min(1 << 20) as usize];
@@ -105,7 +105,7 @@ impl BlockDevice for RawDisk {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| self.io_err(e))
+        self.file.file().sync_data().map_err(|e| self.io_err(e))
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
@@ -121,7 +121,7 @@ impl BlockDevice for RawDisk {
 
 impl RoutableDevice for RawDisk {
     fn data_file(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+        self.file.file().try_clone()
     }
 
     fn data_path(&self) -> &Path {

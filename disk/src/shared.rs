@@ -5,12 +5,12 @@
 //! clusters or races another) runs alone, after in-flight requests drain.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::block::{BlockDevice, BlockError};
+use crate::direct::{Alignment, FileIo};
 use crate::open::{probe_format, ImageFormat, OpenError};
 use crate::qcow2::{Qcow2Image, Qcow2Options};
 use crate::raw::RawDisk;
@@ -89,9 +89,9 @@ pub trait RoutableDevice: BlockDevice {
 /// its range; a prepared write's storage is referenced by nothing until it is committed.
 pub struct SharedDisk {
     device: Mutex<Box<dyn RoutableDevice>>,
-    gate: RwLock<()>,
+    gate: Arc<Gate>,
     writer: Mutex<()>,
-    data: File,
+    data: FileIo,
     path: PathBuf,
     capacity: u64,
 }
@@ -104,10 +104,10 @@ impl SharedDisk {
             source,
         })?;
         Ok(Self {
-            data,
+            data: FileIo::new(data),
             path: device.data_path().to_path_buf(),
             capacity: device.capacity(),
-            gate: RwLock::new(()),
+            gate: Arc::default(),
             writer: Mutex::new(()),
             device: Mutex::new(device),
         })
@@ -153,11 +153,11 @@ impl SharedDisk {
     /// Fills `buf` with the disk's contents at `offset`.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
         {
-            let _shared = self.gate.read().expect("disk gate poisoned");
+            let _shared = self.gate.shared(true);
             // the device lock is released before the I/O: only the shared gate stays held
             let route = self.device().read_route(offset, buf.len() as u64)?;
             if let Some(route) = route {
-                self.read_route(&route, buf, FileExt::read_at)?;
+                self.read_route(&route, buf, FileIo::read_at)?;
                 return Ok(());
             }
         }
@@ -168,9 +168,14 @@ impl SharedDisk {
     /// filled) when the read would wait for storage or needs the disk to itself, so the caller
     /// can hand it to a thread that may block.
     pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<bool, BlockError> {
-        let _shared = self.gate.read().expect("disk gate poisoned");
+        if self.data.direct().is_some() {
+            return Ok(false); // no page cache to read from
+        }
+        let _shared = self.gate.shared(true);
         match self.device().read_route(offset, buf.len() as u64)? {
-            Some(route) => self.read_route(&route, buf, read_cached_at),
+            Some(route) => self.read_route(&route, buf, |data, buf, at| {
+                read_cached_at(data.file(), buf, at)
+            }),
             None => Ok(false),
         }
     }
@@ -178,7 +183,7 @@ impl SharedDisk {
     /// Writes `buf` at `offset`; durable after `flush`.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
         {
-            let _shared = self.gate.read().expect("disk gate poisoned");
+            let _shared = self.gate.shared(true);
             let route = self.device().write_route(offset, buf.len() as u64)?;
             if let Some(route) = route {
                 return self.write_route(&route, buf);
@@ -211,6 +216,43 @@ impl SharedDisk {
         self.exclusive(|device| device.write_zeroes(offset, len))
     }
 
+    /// Where `[offset, offset + len)` can be read with plain I/O on [`SharedDisk::data_file`],
+    /// for a caller that carries the I/O out itself (e.g. through io_uring); `None` when the read
+    /// needs the disk itself. The route stays valid while the returned permit lives: a caller
+    /// holding permits must drop them before any other request on this disk, which may wait
+    /// for them.
+    pub fn plan_read(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Planned<Vec<Segment>>>, BlockError> {
+        let permit = self.gate.shared(false);
+        let route = self.device().read_route(offset, len)?;
+        Ok(route.map(|route| Planned { route, permit }))
+    }
+
+    /// Like [`SharedDisk::plan_read`], for an overwrite in place (recorded as done, as a routed
+    /// write is); `None` when the write needs the disk (allocation, copy-on-write).
+    pub fn plan_write(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Planned<Vec<HostExtent>>>, BlockError> {
+        let permit = self.gate.shared(false);
+        let route = self.device().write_route(offset, len)?;
+        Ok(route.map(|route| Planned { route, permit }))
+    }
+
+    /// The file routes point into.
+    pub fn data_file(&self) -> &File {
+        self.data.file()
+    }
+
+    /// The alignment I/O on the data file needs when it is open with `O_DIRECT`.
+    pub fn direct(&self) -> Option<Alignment> {
+        self.data.direct()
+    }
+
     /// The wrapped device, e.g. to close it.
     pub fn into_inner(self) -> Box<dyn RoutableDevice> {
         self.device.into_inner().expect("disk lock poisoned")
@@ -225,7 +267,7 @@ impl SharedDisk {
         &self,
         op: impl FnOnce(&mut dyn RoutableDevice) -> Result<T, BlockError>,
     ) -> Result<T, BlockError> {
-        let _exclusive = self.gate.write().expect("disk gate poisoned");
+        let _exclusive = self.gate.exclusive();
         op(self.device().as_mut())
     }
 
@@ -235,7 +277,7 @@ impl SharedDisk {
         &self,
         route: &[Segment],
         buf: &mut [u8],
-        read_once: impl Fn(&File, &mut [u8], u64) -> std::io::Result<usize>,
+        read_once: impl Fn(&FileIo, &mut [u8], u64) -> std::io::Result<usize>,
     ) -> Result<bool, BlockError> {
         let mut at = 0;
         for segment in route {
@@ -258,8 +300,12 @@ impl SharedDisk {
 
     fn write_route(&self, route: &[HostExtent], buf: &[u8]) -> Result<(), BlockError> {
         // Buffered writes to one file serialize on its inode lock in the kernel anyway; taking
-        // them one at a time here spares the threads the kernel's lock spinning.
-        let _writer = self.writer.lock().expect("disk writer lock poisoned");
+        // them one at a time here spares the threads the kernel's lock spinning. Direct writes
+        // run in parallel.
+        let _writer = match self.data.direct() {
+            None => Some(self.writer.lock().expect("disk writer lock poisoned")),
+            Some(_) => None,
+        };
         let mut at = 0;
         for extent in route {
             self.data
@@ -276,7 +322,7 @@ impl SharedDisk {
         &self,
         buf: &mut [u8],
         host: u64,
-        read_once: impl Fn(&File, &mut [u8], u64) -> std::io::Result<usize>,
+        read_once: impl Fn(&FileIo, &mut [u8], u64) -> std::io::Result<usize>,
     ) -> Result<bool, BlockError> {
         let mut done = 0;
         while done < buf.len() {
@@ -299,6 +345,83 @@ impl SharedDisk {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+/// A route planned by [`SharedDisk::plan_read`] or [`SharedDisk::plan_write`] and the
+/// permission to use it.
+pub struct Planned<R> {
+    /// Where the request's bytes are in the data file.
+    pub route: R,
+    /// Keeps the route valid until dropped.
+    pub permit: Permit,
+}
+
+/// Who holds a disk's storage map: any number of routed requests, or one request that may
+/// change it. Routed requests yield to waiting exclusive ones, except planned ones (their
+/// caller may already hold permits and would wait for itself).
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    shared: usize,
+    exclusive: bool,
+    waiting: usize,
+}
+
+/// Shared use of a disk's storage map: while it lives, no request replaces the storage a
+/// planned route points at.
+pub struct Permit(Arc<Gate>);
+
+/// Exclusive use of the gate, until dropped.
+struct Exclusive<'a>(&'a Gate);
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for shared use; behind waiting exclusive requests when `yield_to_exclusive`.
+    fn shared(self: &Arc<Self>, yield_to_exclusive: bool) -> Permit {
+        let mut state = self.lock();
+        while state.exclusive || (yield_to_exclusive && state.waiting > 0) {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.shared += 1;
+        Permit(self.clone())
+    }
+
+    /// Waits until nothing else holds the gate.
+    fn exclusive(&self) -> Exclusive<'_> {
+        let mut state = self.lock();
+        state.waiting += 1;
+        while state.exclusive || state.shared > 0 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.waiting -= 1;
+        state.exclusive = true;
+        Exclusive(self)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.shared -= 1;
+        if state.shared == 0 {
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.0.lock().exclusive = false;
+        self.0.changed.notify_all();
     }
 }
 

@@ -1,7 +1,8 @@
 //! Crash safety: a child process writes, zeroes and flushes at random and is SIGKILLed at a
 //! random moment. Afterwards `qemu-img check` must find no corruption (leaks are allowed)
 //! and every write completed before the last acknowledged flush must be present.
-//! Default run: a few kills; `VIREO_DISK_LONG_TESTS=1`: 100.
+//! Default run: a few kills; `VIREO_DISK_LONG_TESTS=1`: 100. The writer runs in both cache
+//! modes: buffered, and with `O_DIRECT` through `SharedDisk` as the VMM opens a cache=none disk.
 
 mod common;
 
@@ -11,15 +12,21 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Rng, Scratch};
-use vireo_disk::open_disk;
+use std::os::unix::fs::OpenOptionsExt;
+
+use vireo_disk::direct;
+use vireo_disk::open::ImageFormat;
 use vireo_disk::qcow2::check::check;
 use vireo_disk::qcow2::{create, CreateOptions};
+use vireo_disk::{open_disk, SharedDisk};
 
 const SIZE: u64 = 16 << 20;
 const SECTOR: u64 = 512;
 /// The child flushes after every this many operations.
 const FLUSH_EVERY: u64 = 8;
 const CHILD_ENV: &str = "VIREO_CRASH_CHILD_IMAGE";
+/// Set for a child that opens the image with `O_DIRECT` (cache=none).
+const DIRECT_ENV: &str = "VIREO_CRASH_DIRECT";
 
 /// Operation `n` of the sequence for `seed`: (offset, len, byte) where byte 0 is a zero-write.
 fn op(seed: u64, n: u64) -> (u64, u64, u8) {
@@ -45,7 +52,7 @@ fn crash_child_process() {
         .append(true)
         .open(format!("{image}.log"))
         .unwrap();
-    let mut disk = open_disk(Path::new(&image), false).unwrap();
+    let disk = child_disk(Path::new(&image));
     for n in 0.. {
         let (offset, len, byte) = op(seed, n);
         if byte == 0 {
@@ -59,6 +66,18 @@ fn crash_child_process() {
             log.sync_data().unwrap();
         }
     }
+}
+
+/// The child's disk: as the VMM opens it, with `O_DIRECT` when the parent asks for cache=none.
+fn child_disk(image: &Path) -> SharedDisk {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    if std::env::var(DIRECT_ENV).is_ok() {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let file = options.open(image).unwrap();
+    assert_eq!(direct::is_direct(&file), std::env::var(DIRECT_ENV).is_ok());
+    SharedDisk::from_file_as(file, image, ImageFormat::Qcow2, false).unwrap()
 }
 
 /// Checks the image after a kill: per sector, the content is the value after the last
@@ -104,7 +123,17 @@ fn kill_rounds() -> u64 {
 
 #[test]
 fn killed_writer_leaves_a_consistent_image_with_every_flushed_write() {
-    let scratch = Scratch::new("crash");
+    kill_and_verify(false);
+}
+
+#[test]
+fn killed_direct_writer_leaves_a_consistent_image_with_every_flushed_write() {
+    kill_and_verify(true);
+}
+
+/// Kills a writer (`direct`: with O_DIRECT) a few times and checks what it left.
+fn kill_and_verify(direct: bool) {
+    let scratch = Scratch::new(if direct { "crash-direct" } else { "crash" });
     let exe = std::env::current_exe().unwrap();
     let seeds = common::seeds(&[]);
     let mut rng = Rng::new(seeds[0]);
@@ -125,6 +154,7 @@ fn killed_writer_leaves_a_consistent_image_with_every_flushed_write() {
             ])
             .env(CHILD_ENV, &image)
             .env("VIREO_CRASH_SEED", seed.to_string())
+            .envs(direct.then_some((DIRECT_ENV, "1")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """virtio-blk benchmark: the test guest's `blk bench` workload on the same raw file under
-vireo-vmm and under QEMU microvm (virtio-blk-device; cache=none aio=native, and cache=writeback like
-vireo-vmm), plus fio on the host on that file as the limit; interleaved in one run, medians and
-ratios (vireo-vmm / each QEMU) printed."""
+vireo-vmm and QEMU microvm (virtio-blk-device), each with cache=none (direct I/O; QEMU with
+aio=io_uring) and with cache=writeback, plus fio on the host on that file (direct I/O, io_uring)
+as the limit; interleaved in one run, medians, ratios and the host's load average printed."""
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -41,7 +42,7 @@ def fio_run(path, seconds):
     for mode, bs, qd in WORKLOADS:
         rw = {"randread": "randread", "randwrite": "randwrite", "seqread": "read", "seqwrite": "write"}[mode]
         out = subprocess.run(["fio", "--name=host", f"--filename={path}", f"--rw={rw}", f"--bs={bs}",
-                              f"--iodepth={qd}", "--ioengine=libaio", "--direct=1", "--time_based",
+                              f"--iodepth={qd}", "--ioengine=io_uring", "--direct=1", "--time_based",
                               f"--runtime={seconds}", "--output-format=json"],
                              capture_output=True, check=True, text=True).stdout
         job = json.loads(out)["jobs"][0]
@@ -58,8 +59,9 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
-    vmm = [args.vmm, "--kernel", args.guest, "--vcpus", "2", "--memory-mib", "256", "--cmdline", "scenario=shell",
-           "--disk", f"path={args.file}"]
+    def vmm(cache):
+        return [args.vmm, "--kernel", args.guest, "--vcpus", "2", "--memory-mib", "256", "--cmdline",
+                "scenario=shell", "--disk", f"path={args.file},cache={cache}"]
     # microvm puts virtio-mmio devices on the command line only without ACPI; modern transport.
     def qemu(cache, aio):
         return ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false",
@@ -68,26 +70,32 @@ def main():
                 "-drive", f"id=d0,file={args.file},format=raw,if=none,cache={cache},aio={aio}",
                 "-device", "virtio-blk-device,drive=d0"]
 
-    # vireo-vmm goes through the host page cache (a FLUSH is an fdatasync), so QEMU runs both as the
-    # issue names it (cache=none, O_DIRECT) and with the same caching as ours (cache=writeback).
-    runners = {"vireo-vmm": lambda: guest_run(vmm, args.seconds),
-               "qemu cache=none": lambda: guest_run(qemu("none", "native"), args.seconds),
-               "qemu writeback": lambda: guest_run(qemu("writeback", "threads"), args.seconds),
-               "fio (host)": lambda: fio_run(args.file, args.seconds)}
+    # Each caching mode against the same mode of QEMU; direct I/O also against fio on the host.
+    runners = {"vireo none": lambda: guest_run(vmm("none"), args.seconds),
+               "qemu none io_uring": lambda: guest_run(qemu("none", "io_uring"), args.seconds),
+               "fio direct (host)": lambda: fio_run(args.file, args.seconds),
+               "vireo writeback": lambda: guest_run(vmm("writeback"), args.seconds),
+               "qemu writeback": lambda: guest_run(qemu("writeback", "threads"), args.seconds)}
+    ratios = [("none/qemu", "vireo none", "qemu none io_uring"), ("none/fio", "vireo none", "fio direct (host)"),
+              ("wb/qemu", "vireo writeback", "qemu writeback")]
     samples = {name: [] for name in runners}
+    load_before = os.getloadavg()
     for _ in range(args.runs):
         for name, run in runners.items():
             samples[name].append(run())
-    print(f"virtio-blk benchmark: {args.runs} interleaved runs x {args.seconds}s, file {args.file}")
-    print(f"{'workload':24}" + "".join(f"{name:>22}" for name in samples) + f"{'/none':>7}{'/wback':>7}")
+    load_after = os.getloadavg()
+    print(f"virtio-blk benchmark: {args.runs} interleaved runs x {args.seconds}s, file {args.file}; "
+          f"load average before {load_before[0]:.2f} {load_before[1]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f}")
+    print(f"{'workload':20}" + "".join(f"{name:>20}" for name in samples) + "".join(f"{r[0]:>10}" for r in ratios))
     for key in WORKLOADS:
         mode, bs, qd = key
         medians = {name: (statistics.median(r[key][0] for r in runs), statistics.median(r[key][1] for r in runs))
                    for name, runs in samples.items()}
-        cells = "".join(f"{m[0]:>10.0f} IOPS {m[1]:>6.0f}MB/s" for m in medians.values())
-        ratios = "".join(f"{medians['vireo-vmm'][0] / max(medians[name][0], 1):>7.2f}"
-                         for name in ("qemu cache=none", "qemu writeback"))
-        print(f"{mode + ' ' + str(bs) + ' qd' + str(qd):24}{cells}{ratios}")
+        cells = "".join(f"{m[0]:>8.0f} IOPS {m[1]:>5.0f}MB/s" for m in medians.values())
+        cells += "".join(f"{medians[ours][0] / max(medians[theirs][0], 1):>10.2f}" for _, ours, theirs in ratios)
+        print(f"{mode + ' ' + str(bs) + ' qd' + str(qd):20}{cells}")
+        for name, runs in samples.items():
+            print(f"{'':22}{name}: " + " ".join(f"{r[key][0]}" for r in runs) + " IOPS")
 
 
 if __name__ == "__main__":

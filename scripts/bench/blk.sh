@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # virtio-blk benchmark: the test guest's I/O workload on one raw file under vireo-vmm and QEMU
-# microvm (cache=none aio=native, and cache=writeback), plus fio on the host on that file; ratios printed.
+# microvm, each with cache=none (QEMU aio=io_uring) and cache=writeback, plus fio --direct=1 on the host
+# on that file; ratios and load average printed.
 # Usage: scripts/bench/blk.sh [RUNS] [SECONDS]   (installs qemu-system-x86 and fio if missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

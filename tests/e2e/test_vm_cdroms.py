@@ -236,3 +236,65 @@ def test_bad_drives_and_paths_are_refused_and_change_nothing(si, agent):
             reconfigure(vm, edited(cdroms(vm)[0], backing=backing))
     assert vmx_text(agent, vm) == before
     assert [d.backing.fileName for d in cdroms(vm)] == ["[datastore1] iso/good.iso"]
+
+
+def sata_controller(key=-50):
+    return vim.vm.device.VirtualDeviceSpec(operation="add", device=vim.vm.device.VirtualAHCIController(
+        key=key, busNumber=0))
+
+
+def test_a_cdrom_on_the_sata_controller_works_like_the_ide_one(si, agent):
+    """The SATA controller (added in the same spec, named by its temporary key) takes a CD-ROM
+    in a unit its disks share; the guest reads the medium, which is swapped and ejected live;
+    the unit is refused to a disk, and the controller cannot go while the drive is on it."""
+    first = make_iso(agent, "sata-first.iso", {"S.TXT": "on sata\n" * 400})
+    second = make_iso(agent, "sata-second.iso", {"T.TXT": "second on sata\n" * 3000})
+    vm = create_vm(si, "cd-sata", scenario="shell", disk_kb=16 * 1024, nic=False)
+    # No SATA controller yet: a drive cannot sit on it.
+    refused(vm, vim.fault.InvalidDeviceSpec, new_cdrom(iso_backing("sata-first.iso"), controller=15000, unit=0))
+    reconfigure(vm, sata_controller(), new_cdrom(iso_backing("sata-first.iso"), controller=-50, unit=3))
+    [drive] = cdroms(vm)
+    assert (drive.key, drive.controllerKey, drive.unitNumber) == (3000, 15000, 3)
+    [ahci] = devices(vm, vim.vm.device.VirtualAHCIController)
+    assert ahci.key == 15000 and list(ahci.device) == [3000]
+    assert all(not c.device for c in devices(vm, vim.vm.device.VirtualIDEController))
+    entries = vmx(agent, vm)
+    assert entries["sata0.present"] == "TRUE" and entries["sata0:3.devicetype"] == "cdrom-image"
+    assert entries["sata0:3.filename"] == "[datastore1] iso/sata-first.iso"
+    assert not any(k.startswith("ide") for k in entries)
+
+    # Its unit is taken for disks and other drives; a unit SATA has not is refused; the
+    # controller stays while the drive is on it. Nothing changes.
+    before = vmx_text(agent, vm)
+    disk = vim.vm.device.VirtualDisk(
+        key=-10, controllerKey=15000, unitNumber=3, capacityInKB=1024,
+        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName="", diskMode="persistent"))
+    fault = refused(vm, vim.fault.InvalidDeviceSpec,
+                    vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk))
+    assert fault.deviceIndex == 0
+    refused(vm, vim.fault.InvalidDeviceSpec, new_cdrom(iso_backing("sata-first.iso"), controller=15000, unit=3))
+    refused(vm, vim.fault.InvalidDeviceSpec, new_cdrom(iso_backing("sata-first.iso"), controller=15000, unit=30))
+    refused(vm, vim.fault.InvalidDeviceSpec, vim.vm.device.VirtualDeviceSpec(operation="remove", device=ahci))
+    assert vmx_text(agent, vm) == before
+    # A disk added to the controller without a unit takes the first free one.
+    disk.unitNumber = None
+    reconfigure(vm, vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=disk))
+    assert sorted(devices(vm, vim.vm.device.VirtualAHCIController)[0].device) == [2001, 3000]
+    assert vmx(agent, vm)["disk1.slot"] == "sata0:0"
+
+    power_on_booted(agent, vm)
+    assert cdroms(vm)[0].connectable.connected
+    # blk0 and blk1 are the disks, blk2 the CD-ROM.
+    line = drive_line(agent, vm, 2)
+    assert line == f"blk2 capacity={len(first) // SECTOR} ro=1 serial=vireo-cd-sata0:3", line
+    assert guest_sum(agent, vm, 2, len(first) // SECTOR) == fnv1a(first)
+    reconfigure_live(agent, vm, edited(cdroms(vm)[0], backing=iso_backing("sata-second.iso"), connected=True),
+                     2, len(second) // SECTOR)
+    assert guest_sum(agent, vm, 2, len(second) // SECTOR) == fnv1a(second)
+    reconfigure_live(agent, vm, edited(cdroms(vm)[0], connected=False), 2, 0)
+    assert vmx(agent, vm)["sata0:3.filename"] == "[datastore1] iso/sata-second.iso"
+    WaitForTask(vm.PowerOffVM_Task())
+
+    reconfigure(vm, vim.vm.device.VirtualDeviceSpec(operation="remove", device=cdroms(vm)[0]))
+    assert cdroms(vm) == [] and not any(k.startswith("sata0:3") for k in vmx(agent, vm))
+    assert list(devices(vm, vim.vm.device.VirtualAHCIController)[0].device) == [2001]

@@ -401,8 +401,11 @@ def wait_gone(vireod, si, name):
         time.sleep(0.2)
 
 
-def test_abort_mid_upload_leaves_nothing(vireod, si, tmp_path):
-    text, vmdk, _ = random_package(tmp_path, "aborted-import")
+@pytest.mark.parametrize("sent", ["streamOptimized", "flat"])
+def test_abort_mid_upload_leaves_nothing(vireod, si, tmp_path, sent):
+    text, vmdk, raw = random_package(tmp_path, "aborted-import")
+    if sent == "flat":
+        vmdk = raw  # a flat extent: the disk's bytes
     lease, spec = start_import(si, text)
     vm = lease.info.entity
     assert vm.name == "aborted-import" and vm.runtime.powerState == "poweredOff"

@@ -99,7 +99,8 @@ def test_usb_scan_codes_type_on_the_console_and_nmi_reaches_the_guest(si, agent)
         vm.SendNMI()
 
 
-def test_the_sample_vm_runs_its_guest_tools(si, agent):
+def register_sample_vm(si, agent):
+    """Registers scripts/run.sh's sample VM (its .vmx, the test guest, a new 64 MiB disk)."""
     folder_dir = os.path.join(agent.data_dir, "datastore1", "sample-vm")
     os.makedirs(folder_dir)
     shutil.copy(os.path.join(REPO, "scripts", "sample-vm.vmx"), folder_dir)
@@ -109,7 +110,11 @@ def test_the_sample_vm_runs_its_guest_tools(si, agent):
     folder = si.content.rootFolder.childEntity[0].vmFolder
     task = folder.RegisterVM_Task(path="[datastore1] sample-vm/sample-vm.vmx", asTemplate=False, pool=root_pool(si))
     WaitForTask(task)
-    vm = task.info.result
+    return task.info.result
+
+
+def test_the_sample_vm_runs_its_guest_tools(si, agent):
+    vm = register_sample_vm(si, agent)
     assert vm.name == "sample-vm"
     power_on_booted(agent, vm)
     wait_for(lambda: vm.guest.toolsRunningStatus == "guestToolsRunning", "the sample VM's tools", timeout=60)

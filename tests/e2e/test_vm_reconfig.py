@@ -68,8 +68,10 @@ def test_cpus_and_memory_take_effect_at_the_next_boot(si, agent):
 def test_hardware_changes_of_a_running_vm_get_esxi_s_faults(si, agent):
     vm = create_vm(si, "rc-live", disk_kb=0, nic=False)
     power_on_booted(agent, vm)
-    for fields in ({"numCPUs": 1}, {"memoryMB": 128}, {"cpuHotAddEnabled": True}, {"guestId": "debian12_64Guest"},
-                   {"numCoresPerSocket": 2}):
+    # Without hot add, CPUs and memory get ESXi's hot-plug faults; other hardware needs the VM off.
+    refused(agent, vm, vim.fault.CpuHotPlugNotSupported, numCPUs=1)
+    refused(agent, vm, vim.fault.MemoryHotPlugNotSupported, memoryMB=128)
+    for fields in ({"cpuHotAddEnabled": True}, {"guestId": "debian12_64Guest"}, {"numCoresPerSocket": 2}):
         fault = refused(agent, vm, vim.fault.InvalidPowerState, **fields)
         assert fault.existingState == "poweredOn" and fault.requestedState == "poweredOff"
     reconfigure(vm, annotation="noted while running", extraConfig=[vim.option.OptionValue(key="guestinfo.a", value="1")])
@@ -83,6 +85,8 @@ def test_hardware_changes_of_a_running_vm_get_esxi_s_faults(si, agent):
     power_on_booted(agent, vm)
     # Hot add is recorded, but this host's VMM does not add CPUs or memory to a running guest.
     refused(agent, vm, vmodl.fault.NotSupported, numCPUs=1)
+    refused(agent, vm, vmodl.fault.NotSupported, memoryMB=128)
+    assert vm.config.hardware.numCPU == 2 and vm.config.hardware.memoryMB == 64
     WaitForTask(vm.PowerOffVM_Task())
 
 

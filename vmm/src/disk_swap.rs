@@ -113,13 +113,14 @@ pub fn attach_disks(
     // Open everything first so that a failure changes nothing.
     let mut opened = Vec::with_capacity(indices.len());
     for (&index, path) in indices.iter().zip(paths) {
-        let read_only = config.disks[index].read_only;
+        let (read_only, cache) = (config.disks[index].read_only, config.disks[index].cache);
         let format = formats.get(opened.len()).copied();
-        let image = open_image(path, format, read_only).map_err(|source| DiskSwapError::Open {
-            index,
-            path: path.clone(),
-            source,
-        })?;
+        let image =
+            open_image(path, format, read_only, cache).map_err(|source| DiskSwapError::Open {
+                index,
+                path: path.clone(),
+                source,
+            })?;
         let expected = handle.disk_slots[index].capacity();
         let grows = may_grow && image.capacity() > expected;
         if image.capacity() != expected && !grows {
@@ -183,6 +184,7 @@ pub fn change_medium(
         read_only: true,
         serial: disk.serial.clone(),
         no_medium: path.is_none(),
+        cache: disk.cache,
     };
     let image = open_medium(&medium).map_err(|source| MediumError::Open {
         path: medium.path.clone(),

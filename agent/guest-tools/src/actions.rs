@@ -5,6 +5,8 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
+use crate::upgrade::Installer;
+
 /// What the daemon can ask the guest to do; tests substitute their own.
 pub trait GuestActions: Send {
     /// Starts an orderly power-off.
@@ -17,6 +19,14 @@ pub trait GuestActions: Send {
     fn freeze(&mut self) -> Result<(), String>;
     /// Thaws what `freeze` froze.
     fn thaw(&mut self) -> Result<(), String>;
+    /// Whether [`GuestActions::upgrade_tools`] can install tools (offered in the hello).
+    fn upgrades(&self) -> bool {
+        false
+    }
+    /// Installs the tools from the installer CD; the daemon restarts once it has replied.
+    fn upgrade_tools(&mut self) -> Result<(), String> {
+        Err("this guest does not install tools upgrades".into())
+    }
 }
 
 /// The real guest: shell commands for power, ioctls for freeze.
@@ -27,6 +37,8 @@ pub struct SystemActions {
     pub reboot_command: String,
     /// Command line run (and waited for) before the host suspends the VM on a standby.
     pub standby_command: String,
+    /// Where tools upgrades come from and what they replace (none: no upgrades).
+    pub installer: Option<Installer>,
     frozen: Vec<String>,
 }
 
@@ -37,8 +49,14 @@ impl SystemActions {
             shutdown_command: shutdown.into(),
             reboot_command: reboot.into(),
             standby_command: standby.into(),
+            installer: None,
             frozen: Vec::new(),
         }
+    }
+
+    /// These actions, installing tools upgrades with `installer` (none: no upgrades).
+    pub fn with_installer(self, installer: Option<Installer>) -> SystemActions {
+        SystemActions { installer, ..self }
     }
 }
 
@@ -145,6 +163,15 @@ impl GuestActions for SystemActions {
 
     fn standby(&mut self) -> Result<(), String> {
         run_shell(&self.standby_command)
+    }
+
+    fn upgrades(&self) -> bool {
+        self.installer.is_some()
+    }
+
+    fn upgrade_tools(&mut self) -> Result<(), String> {
+        let installer = self.installer.as_ref().ok_or("tools upgrades are off")?;
+        installer.install().map(drop).map_err(|e| e.to_string())
     }
 
     fn freeze(&mut self) -> Result<(), String> {

@@ -50,20 +50,36 @@ fn send(writer: &SharedWriter, message: &GuestMessage) -> Result<(), DaemonError
     write_message(&mut *writer, message).map_err(DaemonError::Write)
 }
 
-fn hello(guest_ops: Option<GuestOpsOffer>) -> GuestMessage {
+fn hello(guest_ops: Option<GuestOpsOffer>, upgrades: bool) -> GuestMessage {
     GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         tools_version: crate::protocol::TOOLS_VERSION.into(),
         guest_ops,
+        upgrades,
     }
 }
 
-/// Serves the channel until the host end closes it (Ok) or it fails.
+/// How serving the channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The host end closed the channel.
+    Closed,
+    /// New tools were installed: the caller restarts the daemon as the new version.
+    Upgraded,
+}
+
+/// What answering one host message leads to.
+enum Next {
+    Serve,
+    Restart,
+}
+
+/// Serves the channel until the host end closes it, new tools are installed, or it fails.
 pub fn serve(
     reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
     options: DaemonOptions,
-) -> Result<(), DaemonError> {
+) -> Result<Ended, DaemonError> {
     let DaemonOptions {
         heartbeat,
         facts,
@@ -71,13 +87,14 @@ pub fn serve(
         mut guest_ops,
     } = options;
     let offer = guest_ops.as_ref().map(|ops| ops.offer());
+    let upgrades = actions.upgrades();
     let writer: SharedWriter = Arc::new(Mutex::new(writer));
     let facts = Arc::new(Mutex::new(facts));
     let read_facts = {
         let facts = facts.clone();
         move || (facts.lock().unwrap_or_else(|p| p.into_inner()))()
     };
-    send(&writer, &hello(offer))?;
+    send(&writer, &hello(offer, upgrades))?;
     let mut last_info = read_facts();
     send(&writer, &GuestMessage::GuestInfo(last_info.clone()))?;
 
@@ -105,12 +122,13 @@ pub fn serve(
     let outcome = loop {
         let message = match read_message::<HostMessage>(&mut reader) {
             Ok(Some(message)) => message,
-            Ok(None) => break Ok(()),
+            Ok(None) => break Ok(Ended::Closed),
             Err(error) => break Err(error.into()),
         };
         let sent = match message {
-            HostMessage::Hello { .. } => send(&writer, &hello(offer))
-                .and_then(|_| send(&writer, &GuestMessage::GuestInfo(read_facts()))),
+            HostMessage::Hello { .. } => send(&writer, &hello(offer, upgrades))
+                .and_then(|_| send(&writer, &GuestMessage::GuestInfo(read_facts())))
+                .map(|()| Next::Serve),
             HostMessage::Request { id, op } => answer(&writer, id, op, &mut *actions, &read_facts),
             HostMessage::GuestOp { id, auth, op } => {
                 let outcome = match guest_ops.as_mut() {
@@ -124,29 +142,34 @@ pub fn serve(
                     &writer,
                     &GuestMessage::GuestOpReply(GuestOpReply::of(id, outcome)),
                 )
+                .map(|()| Next::Serve)
             }
         };
-        if let Err(error) = sent {
-            break Err(error);
+        match sent {
+            Ok(Next::Serve) => {}
+            Ok(Next::Restart) => break Ok(Ended::Upgraded),
+            Err(error) => break Err(error),
         }
     };
     drop(stop);
     let beat_outcome = beater.join().unwrap_or(Ok(()));
-    outcome.and(beat_outcome.or_else(|e| match e {
+    beat_outcome.or_else(|e| match e {
         // The host closing the channel also ends the beats; that is not a failure.
         DaemonError::Write(_) => Ok(()),
         other => Err(other),
-    }))
+    })?;
+    outcome
 }
 
-/// Carries out one request and replies; power operations are replied to before they start.
+/// Carries out one request and replies; power operations are replied to before they start,
+/// a tools upgrade once installed (the daemon then restarts).
 fn answer(
     writer: &SharedWriter,
     id: u64,
     op: Operation,
     actions: &mut dyn GuestActions,
     read_facts: &impl Fn() -> GuestInfo,
-) -> Result<(), DaemonError> {
+) -> Result<Next, DaemonError> {
     let reply = |result: Result<(), String>| GuestMessage::Reply {
         id,
         ok: result.is_ok(),
@@ -162,15 +185,24 @@ fn answer(
             if let Err(error) = started {
                 eprintln!("vireo-tools: {op:?} failed: {error}");
             }
-            Ok(())
+            Ok(Next::Serve)
+        }
+        Operation::UpgradeTools => {
+            let installed = actions.upgrade_tools();
+            let next = if installed.is_ok() {
+                Next::Restart
+            } else {
+                Next::Serve
+            };
+            send(writer, &reply(installed)).map(|()| next)
         }
         // The guest gets ready to be suspended; the host suspends the VM once it replies ok.
-        Operation::Standby => send(writer, &reply(actions.standby())),
-        Operation::Freeze => send(writer, &reply(actions.freeze())),
-        Operation::Thaw => send(writer, &reply(actions.thaw())),
+        Operation::Standby => send(writer, &reply(actions.standby())).map(|()| Next::Serve),
+        Operation::Freeze => send(writer, &reply(actions.freeze())).map(|()| Next::Serve),
+        Operation::Thaw => send(writer, &reply(actions.thaw())).map(|()| Next::Serve),
         Operation::RefreshInfo => {
             send(writer, &GuestMessage::GuestInfo(read_facts()))?;
-            send(writer, &reply(Ok(())))
+            send(writer, &reply(Ok(()))).map(|()| Next::Serve)
         }
     }
 }

@@ -1,22 +1,29 @@
 //! `vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD]
-//! [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops]`: the guest tools
-//! daemon. PATH is the tools console (default /dev/hvc0) or, for tests, a Unix socket to connect
-//! to. Guest operations check credentials against FILEs (default /etc/passwd, /etc/shadow).
-//! Reopens a device whose host end went away; exits when a socket closes.
+//! [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops]
+//! [--installer-medium PATH]... [--work-dir DIR] [--no-upgrades]`: the guest tools daemon. PATH
+//! is the tools console (default /dev/hvc0) or, for tests, a Unix socket to connect to. Guest
+//! operations check credentials against FILEs (default /etc/passwd, /etc/shadow). Tools
+//! upgrades come from the installer CD (looked for on the `--installer-medium`s, default every
+//! /dev/vd* disk and /dev/sr* drive), are unpacked in DIR (default /tmp) and replace this
+//! binary, which then re-executes itself with the same arguments. Reopens a device whose host
+//! end went away; exits when a socket closes.
 
+use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vireo_tools::actions::SystemActions;
-use vireo_tools::daemon::{serve, DaemonOptions};
+use vireo_tools::daemon::{serve, DaemonOptions, Ended};
 use vireo_tools::facts::read_guest_info;
 use vireo_tools::guest_ops::auth::Accounts;
 use vireo_tools::guest_ops::{GuestOperations, SystemGuestOps};
 use vireo_tools::protocol::HEARTBEAT_INTERVAL_MS;
+use vireo_tools::upgrade::Installer;
 
 struct Args {
     device: PathBuf,
@@ -27,9 +34,10 @@ struct Args {
     passwd: PathBuf,
     shadow: PathBuf,
     guest_ops: bool,
+    installer: Option<Installer>,
 }
 
-const USAGE: &str = "usage: vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD] [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops]";
+const USAGE: &str = "usage: vireo-tools [--device PATH] [--heartbeat-ms N] [--shutdown-command CMD] [--reboot-command CMD] [--standby-command CMD] [--passwd FILE] [--shadow FILE] [--no-guest-ops] [--installer-medium PATH]... [--work-dir DIR] [--no-upgrades]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -41,6 +49,11 @@ fn parse_args() -> Result<Args, String> {
         passwd: PathBuf::from("/etc/passwd"),
         shadow: PathBuf::from("/etc/shadow"),
         guest_ops: true,
+        installer: Some(Installer {
+            media: Vec::new(),
+            work_dir: PathBuf::from("/tmp"),
+            target: std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?,
+        }),
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -57,6 +70,19 @@ fn parse_args() -> Result<Args, String> {
             "--passwd" => args.passwd = value()?.into(),
             "--shadow" => args.shadow = value()?.into(),
             "--no-guest-ops" => args.guest_ops = false,
+            "--installer-medium" => {
+                let medium = value()?.into();
+                if let Some(installer) = args.installer.as_mut() {
+                    installer.media.push(medium);
+                }
+            }
+            "--work-dir" => {
+                let dir = value()?.into();
+                if let Some(installer) = args.installer.as_mut() {
+                    installer.work_dir = dir;
+                }
+            }
+            "--no-upgrades" => args.installer = None,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -71,11 +97,10 @@ fn options(args: &Args, guest_ops: &Option<SharedGuestOps>) -> DaemonOptions {
     DaemonOptions {
         heartbeat: args.heartbeat,
         facts: Box::new(read_guest_info),
-        actions: Box::new(SystemActions::new(
-            &args.shutdown,
-            &args.reboot,
-            &args.standby,
-        )),
+        actions: Box::new(
+            SystemActions::new(&args.shutdown, &args.reboot, &args.standby)
+                .with_installer(args.installer.clone()),
+        ),
         guest_ops: guest_ops
             .clone()
             .map(|ops| Box::new(ops) as Box<dyn GuestOperations>),
@@ -111,8 +136,9 @@ fn main() -> ExitCode {
                 .map(|(r, w)| serve(Box::new(r), Box::new(w), options(&args, &guest_ops)))
         };
         match outcome {
-            Ok(Ok(())) if is_socket => return ExitCode::SUCCESS,
-            Ok(Ok(())) => {}
+            Ok(Ok(Ended::Upgraded)) => return restart(&args),
+            Ok(Ok(Ended::Closed)) if is_socket => return ExitCode::SUCCESS,
+            Ok(Ok(Ended::Closed)) => {}
             Ok(Err(error)) => eprintln!("vireo-tools: {error}"),
             Err(error) => eprintln!(
                 "vireo-tools: cannot open {}: {error}",
@@ -124,4 +150,20 @@ fn main() -> ExitCode {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Runs the newly installed binary in place of this process, with the same arguments.
+fn restart(args: &Args) -> ExitCode {
+    let Some(installer) = &args.installer else {
+        return ExitCode::FAILURE;
+    };
+    let given: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let error = std::process::Command::new(&installer.target)
+        .args(given)
+        .exec();
+    eprintln!(
+        "vireo-tools: cannot start the upgraded {}: {error}",
+        installer.target.display()
+    );
+    ExitCode::FAILURE
 }

@@ -32,6 +32,9 @@ pub enum GuestMessage {
         /// What the guest offers for guest operations (absent: none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         guest_ops: Option<GuestOpsOffer>,
+        /// Whether the guest installs tools upgrades from the installer CD (`upgrade-tools`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        upgrades: bool,
     },
     /// The guest's identity and addresses; sent after hello and whenever they change.
     GuestInfo(GuestInfo),
@@ -99,6 +102,9 @@ pub enum Operation {
     Thaw,
     /// Send guest-info now.
     RefreshInfo,
+    /// Install the tools from the installer CD (replied to once installed; the tools then
+    /// restart as the new version).
+    UpgradeTools,
 }
 
 /// The guest's identity and network addresses.

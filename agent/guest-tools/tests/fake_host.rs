@@ -290,3 +290,137 @@ fn the_binary_runs_the_shutdown_command_after_replying() {
     assert_eq!(printed, "the shutdown command ran\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Builds an ISO at `iso` whose application identifier is `application` from the files of
+/// `staging`, as scripts/build-tools-iso.sh does.
+fn make_iso(staging: &std::path::Path, application: &str, iso: &std::path::Path) {
+    let status = std::process::Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-R",
+            "-J",
+            "-iso-level",
+            "3",
+            "-A",
+        ])
+        .arg(application)
+        .arg("-o")
+        .arg(iso)
+        .arg(staging)
+        .output()
+        .expect("xorriso runs")
+        .status;
+    assert!(status.success());
+}
+
+#[test]
+fn the_binary_installs_an_upgrade_from_the_installer_medium_and_restarts_as_it() {
+    if std::process::Command::new("xorriso")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: xorriso is missing (scripts/setup/35-iso-tools.sh installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vireo-tools-upgrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (bin, staging, work) = (dir.join("bin"), dir.join("staging"), dir.join("work"));
+    for folder in [&bin, &staging, &work] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    // The running tools, and on the medium a new build: the same program with bytes after
+    // its end (an ELF runs all the same), so the installed file tells which one is there.
+    let installed = bin.join("vireo-tools");
+    std::fs::copy(env!("CARGO_BIN_EXE_vireo-tools"), &installed).unwrap();
+    let mut upgraded = std::fs::read(env!("CARGO_BIN_EXE_vireo-tools")).unwrap();
+    upgraded.extend_from_slice(b"\0the upgraded build\0");
+    std::fs::write(staging.join("vireo-tools"), &upgraded).unwrap();
+    let installer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/tools-iso/install.sh"
+    );
+    std::fs::copy(installer, staging.join("install.sh")).unwrap();
+    // An ISO that is not the tools installer, and where the installer's will be.
+    let other = dir.join("other.iso");
+    make_iso(&staging, "SOMETHING ELSE", &other);
+    let medium = dir.join("tools.iso");
+
+    let socket = dir.join("tools.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let mut daemon = std::process::Command::new(&installed)
+        .arg("--device")
+        .arg(&socket)
+        .arg("--installer-medium")
+        .arg(&other)
+        .arg("--installer-medium")
+        .arg(&medium)
+        .arg("--work-dir")
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    let connect = || {
+        let (stream, _) = listener.accept().unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let GuestMessage::Hello { upgrades, .. } = next(&mut reader) else {
+            panic!("hello first")
+        };
+        assert!(upgrades, "vireo-tools offers upgrades");
+        (writer, reader)
+    };
+    let (mut writer, mut reader) = connect();
+    let mut upgrade = |id| {
+        write_message(
+            &mut writer,
+            &HostMessage::Request {
+                id,
+                op: Operation::UpgradeTools,
+            },
+        )
+        .unwrap();
+        next_answer(&mut reader)
+    };
+    // No installer medium yet: refused, nothing installed.
+    let GuestMessage::Reply {
+        id: 1,
+        ok: false,
+        error: Some(error),
+    } = upgrade(1)
+    else {
+        panic!("a refusal")
+    };
+    assert!(
+        error.contains("no CD-ROM holds the vireo-tools installer"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_vireo-tools")).unwrap()
+    );
+
+    make_iso(&staging, "VIREO-TOOLS 9.9.9", &medium);
+    assert_eq!(
+        upgrade(2),
+        GuestMessage::Reply {
+            id: 2,
+            ok: true,
+            error: None
+        }
+    );
+    // The daemon runs again as the installed file, which is the medium's build.
+    let (writer, mut reader) = connect();
+    assert_eq!(std::fs::read(&installed).unwrap(), upgraded);
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "the unpacked installer is removed"
+    );
+    // Closed from this end, read to the daemon's end: it exits cleanly.
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    while read_message::<GuestMessage>(&mut reader).unwrap().is_some() {}
+    assert!(daemon.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,6 @@
 //! CD-ROM drives. A VM has ESXi's two IDE controllers (keys 200 and 201, two units each) and
-//! its CD-ROMs sit in their slots; underneath each drive is a read-only virtio-blk disk after
+//! its CD-ROMs sit in their slots, or in units of its SATA controller (key 15000, shared with
+//! disks) once it has one; underneath each drive is a read-only virtio-blk disk after
 //! the VM's hard disks, holding the ISO image (a raw file from a datastore, reached only through
 //! the datastore resolver) or no medium at all (zero bytes). This module owns ReconfigVM's
 //! deviceChange on `VirtualCdrom` (add, remove, edit; media swapped, inserted and ejected on
@@ -15,7 +16,8 @@ use vireo_vmm_protocol::{DiskConfig, DiskFormat};
 
 use super::device_change::{connectable, Change, Operation};
 use super::handoff::Handoff;
-use super::spec::{CdromSpec, IDE_CONTROLLERS, IDE_UNITS};
+use super::slots::{Bus, DiskSlot, SataController, SlotError, SATA_KEY, SATA_UNITS};
+use super::spec::{CdromBus, CdromSpec, IDE_CONTROLLERS, IDE_UNITS};
 use super::{control, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
@@ -34,6 +36,19 @@ pub struct Drives {
     /// Per CD-ROM (in `spec.cdroms` order): its index among the VMM's disks and whether its
     /// medium is in.
     pub drives: Vec<(usize, bool)>,
+    /// The tools installer, while it is mounted in a drive.
+    pub tools_installer: Option<ToolsMount>,
+}
+
+/// The tools installer ISO in a running VM's drive (MountToolsInstaller).
+#[derive(Debug, Clone)]
+pub struct ToolsMount {
+    /// The CD-ROM holding it.
+    pub index: usize,
+    /// The drive's backing while it does (`[] /host/path.iso`, as ESXi names host images).
+    pub file_name: String,
+    /// Whether the drive's own medium was in before.
+    pub was_loaded: bool,
 }
 
 impl Drives {
@@ -88,7 +103,8 @@ pub fn vmm_drives(
             no_medium: medium.is_none(),
             path: medium.unwrap_or_default(),
             read_only: true,
-            serial: Some(format!("vireo-cd-ide{}:{}", cdrom.controller, cdrom.unit)),
+            serial: Some(format!("vireo-cd-{}", cdrom.slot_name())),
+            cache: Default::default(),
         });
     }
     Ok((configs, drives))
@@ -117,21 +133,34 @@ impl Working {
         self.cdroms.iter().flatten().count() + self.added.len()
     }
 
-    fn taken(&self, controller: u8, unit: u8) -> bool {
-        self.cdroms
-            .iter()
-            .flatten()
-            .chain(&self.added)
-            .any(|c| (c.controller, c.unit) == (controller, unit))
+    fn all(&self) -> impl Iterator<Item = &CdromSpec> {
+        self.cdroms.iter().flatten().chain(&self.added)
+    }
+
+    fn taken(&self, bus: CdromBus, controller: u8, unit: u8) -> bool {
+        self.all().any(|c| c.order() == (bus, controller, unit))
+    }
+
+    /// The SATA units the drives the changes leave hold.
+    pub fn sata_slots(&self) -> Vec<DiskSlot> {
+        self.all().filter_map(CdromSpec::sata_slot).collect()
     }
 
     /// The CD-ROMs in slot order, and the media changes for the running VM.
     pub fn finish(self) -> (Vec<CdromSpec>, Vec<(usize, Option<PathBuf>)>) {
         let mut cdroms: Vec<CdromSpec> = self.cdroms.into_iter().flatten().collect();
         cdroms.extend(self.added);
-        cdroms.sort_by_key(|c| (c.controller, c.unit));
+        cdroms.sort_by_key(CdromSpec::order);
         (cdroms, self.media)
     }
+}
+
+/// The SATA controller as the changes leave it, and the units its disks hold.
+pub(super) struct Sata<'a> {
+    /// The controller.
+    pub controller: &'a SataController,
+    /// The units the VM's disks hold.
+    pub disks: Vec<DiskSlot>,
 }
 
 /// Applies one VirtualCdrom change.
@@ -140,14 +169,25 @@ pub(super) fn change(
     vm: &Vm,
     state: &VmState,
     working: &mut Working,
+    sata: &Sata<'_>,
     change: &Change<'_>,
 ) -> Result<(), Fault> {
     let schema = host.schema;
     match change.operation {
         Operation::Add => {
-            let (controller, unit) = slot(schema, working, change)?;
+            let names_sata = change
+                .device
+                .get(schema, "controllerKey")
+                .and_then(Value::as_i64)
+                .is_some_and(|key| sata.controller.is_named_by(key));
+            let (bus, controller, unit) = if names_sata {
+                sata_slot(schema, working, sata, change)?
+            } else {
+                slot(schema, working, change)?
+            };
             let (iso, _) = backing(host, vm, change)?;
             working.added.push(CdromSpec {
+                bus,
                 controller,
                 unit,
                 iso,
@@ -168,9 +208,49 @@ pub(super) fn change(
     }
 }
 
+/// The SATA unit an added drive asks for (the first one no disk or drive holds when unset).
+fn sata_slot(
+    schema: &Schema,
+    working: &Working,
+    sata: &Sata<'_>,
+    change: &Change<'_>,
+) -> Result<(CdromBus, u8, u8), Fault> {
+    let mut taken = sata.disks.clone();
+    taken.extend(working.sata_slots());
+    let unit = change
+        .device
+        .get(schema, "unitNumber")
+        .and_then(Value::as_i64);
+    let free = |unit: u8| !taken.iter().any(|s| s.unit == unit);
+    let found = match unit {
+        _ if !sata.controller.present => Err(SlotError::NoSataController),
+        None => (0..SATA_UNITS)
+            .find(|&u| free(u))
+            .ok_or(SlotError::Full(Bus::Sata)),
+        Some(unit) => match u8::try_from(unit).ok().filter(|&u| u < SATA_UNITS) {
+            None => Err(SlotError::NoSuchUnit {
+                unit,
+                bus: Bus::Sata,
+            }),
+            Some(u) if !free(u) => Err(SlotError::Taken(DiskSlot {
+                bus: Bus::Sata,
+                unit: u,
+            })),
+            Some(u) => Ok(u),
+        },
+    };
+    found.map(|unit| (CdromBus::Sata, 0, unit)).map_err(|e| {
+        faults::invalid_device_spec(schema, "InvalidDeviceSpec", change.index, e.to_string())
+    })
+}
+
 /// The IDE slot an added drive asks for: controller 200 or 201 (any other controller the
 /// spec adds stands for the first free slot), unit 0 or 1 (the first free one when unset).
-fn slot(schema: &Schema, working: &Working, change: &Change<'_>) -> Result<(u8, u8), Fault> {
+fn slot(
+    schema: &Schema,
+    working: &Working,
+    change: &Change<'_>,
+) -> Result<(CdromBus, u8, u8), Fault> {
     let fault = |ty: &str, why: String| faults::invalid_device_spec(schema, ty, change.index, why);
     let get = |name: &str| change.device.get(schema, name).and_then(Value::as_i64);
     let controllers: Vec<u8> = match get("controllerKey") {
@@ -180,8 +260,8 @@ fn slot(schema: &Schema, working: &Working, change: &Change<'_>) -> Result<(u8, 
                 return Err(fault(
                     "InvalidController",
                     format!(
-                        "CD-ROM drives sit on the IDE controllers ({IDE_KEY}, {}); there is \
-                         no controller {key} for them.",
+                        "CD-ROM drives sit on the IDE controllers ({IDE_KEY}, {}) or the SATA \
+                         controller ({SATA_KEY}); there is no controller {key} for them.",
                         IDE_KEY + 1
                     ),
                 ));
@@ -203,7 +283,8 @@ fn slot(schema: &Schema, working: &Working, change: &Change<'_>) -> Result<(u8, 
     controllers
         .iter()
         .flat_map(|&c| units.iter().map(move |&u| (c, u)))
-        .find(|&(c, u)| !working.taken(c, u))
+        .find(|&(c, u)| !working.taken(CdromBus::Ide, c, u))
+        .map(|(c, u)| (CdromBus::Ide, c, u))
         .ok_or_else(|| {
             fault(
                 "InvalidDeviceSpec",
@@ -260,6 +341,14 @@ fn backing(
     Ok((Some(name), Some(path)))
 }
 
+/// The key of the controller `cdrom` sits on.
+pub fn controller_key(cdrom: &CdromSpec) -> i32 {
+    match cdrom.bus {
+        CdromBus::Ide => IDE_KEY + i32::from(cdrom.controller),
+        CdromBus::Sata => SATA_KEY,
+    }
+}
+
 /// The index of the existing drive a change names by key.
 fn existing(schema: &Schema, working: &Working, change: &Change<'_>) -> Result<usize, Fault> {
     let key = change
@@ -293,15 +382,14 @@ fn edit(
     let schema = host.schema;
     let drive = working.cdroms[index].as_mut().expect("checked");
     let get = |name: &str| change.device.get(schema, name).and_then(Value::as_i64);
-    let moved = get("controllerKey")
-        .is_some_and(|k| k != i64::from(IDE_KEY + i32::from(drive.controller)))
+    let moved = get("controllerKey").is_some_and(|k| k != i64::from(controller_key(drive)))
         || get("unitNumber").is_some_and(|u| u != i64::from(drive.unit));
     if moved {
         return Err(faults::invalid_device_spec(
             schema,
             "InvalidDeviceSpec",
             change.index,
-            "A CD-ROM drive keeps its IDE slot: remove it and add it in the other one.",
+            "A CD-ROM drive keeps its slot: remove it and add it in the other one.",
         ));
     }
     let (iso, path) = backing(host, vm, change)?;
@@ -330,11 +418,7 @@ pub fn change_media(
     state: &mut VmState,
     media: &[(usize, Option<PathBuf>)],
 ) -> Result<(), Fault> {
-    let socket = vm.run_dir.join("control.sock");
     for (index, medium) in media {
-        let Some(drive) = state.cdroms.drives.get_mut(*index) else {
-            continue;
-        };
         let mut handoff = Handoff::default();
         let path = medium
             .as_deref()
@@ -347,15 +431,48 @@ pub fn change_media(
                     format!("cannot open the medium: {e}"),
                 )
             })?;
-        let request = Request::ChangeMedium {
-            disk: drive.0,
-            path,
-        };
-        control::call_with_files::<Ack>(&socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
-            .map_err(|e| {
-                Fault::system_error(host.schema, format!("cannot change the medium: {e}"))
-            })?;
-        drive.1 = medium.is_some();
+        if state
+            .cdroms
+            .tools_installer
+            .as_ref()
+            .is_some_and(|m| m.index == *index)
+        {
+            state.cdroms.tools_installer = None;
+        }
+        load(host, vm, state, *index, &handoff, path)?;
     }
     Ok(())
+}
+
+/// Puts the medium `path` (handed over in `handoff`; None: none) into CD-ROM `index` of the
+/// running VM.
+pub fn load(
+    host: &Host,
+    vm: &Vm,
+    state: &mut VmState,
+    index: usize,
+    handoff: &Handoff,
+    path: Option<PathBuf>,
+) -> Result<(), Fault> {
+    let Some(drive) = state.cdroms.drives.get_mut(index) else {
+        return Ok(());
+    };
+    let loaded = path.is_some();
+    let request = Request::ChangeMedium {
+        disk: drive.0,
+        path,
+    };
+    let socket = vm.run_dir.join("control.sock");
+    control::call_with_files::<Ack>(&socket, &request, &handoff.fds(), CONTROL_TIMEOUT)
+        .map_err(|e| Fault::system_error(host.schema, format!("cannot change the medium: {e}")))?;
+    drive.1 = loaded;
+    Ok(())
+}
+
+/// The host file of `cdrom`'s own medium, if it has one.
+pub fn own_medium(host: &Host, vm: &Vm, cdrom: &CdromSpec) -> Option<PathBuf> {
+    cdrom
+        .iso
+        .as_ref()
+        .and_then(|iso| iso_path(host, vm, iso).ok())
 }

@@ -313,6 +313,7 @@ fn make_clone(
                 format: Some(ImageFormat::Qcow2),
                 mode: Default::default(),
                 slot: disk_slots[n],
+                cache: Default::default(),
             });
         }
         journal.step("disks-copied").map_err(|e| e.fault(schema))?;

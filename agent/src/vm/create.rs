@@ -533,6 +533,7 @@ pub(super) fn add_disk(
         format: Some(format),
         mode,
         slot,
+        cache: Default::default(),
     })
 }
 

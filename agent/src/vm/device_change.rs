@@ -95,6 +95,13 @@ impl Working {
         kept.chain(&self.added_disks).map(|d| d.slot).collect()
     }
 
+    /// The slots the disks and the CD-ROM drives on SATA the changes so far leave hold.
+    fn taken_slots(&self) -> Vec<DiskSlot> {
+        let mut taken = self.disk_slots();
+        taken.extend(self.cdroms.sata_slots());
+        taken
+    }
+
     /// The MACs a NIC of this VM may not take: the other VMs', and its other NICs' (all but
     /// existing NIC `except`).
     fn macs_taken(&self, vm_name: &str, except: Option<usize>) -> MacsInUse {
@@ -255,7 +262,11 @@ fn apply(
     } else if is("VirtualEthernetCard") {
         nic_change(host, state, working, change)
     } else if is("VirtualCdrom") {
-        cdroms::change(host, vm, state, &mut working.cdroms, change)
+        let sata = cdroms::Sata {
+            controller: &working.sata,
+            disks: working.disk_slots(),
+        };
+        cdroms::change(host, vm, state, &mut working.cdroms, &sata, change)
     } else if SataController::is_sata(schema, change.device) {
         sata_change(schema, working, change)
     } else if is("VirtualController") && change.operation == Operation::Add {
@@ -278,7 +289,7 @@ fn sata_change(schema: &Schema, working: &mut Working, change: &Change<'_>) -> R
     let done = match change.operation {
         Operation::Add => working.sata.add(schema, change.device),
         Operation::Remove => {
-            let taken = working.disk_slots();
+            let taken = working.taken_slots();
             working.sata.remove(&taken)
         }
         Operation::Edit => return Ok(()),
@@ -336,7 +347,7 @@ fn disk_change(
             all.extend(working.added_disks.iter().cloned());
             let slot = working
                 .sata
-                .slot_for(schema, change.device, &working.disk_slots())
+                .slot_for(schema, change.device, &working.taken_slots())
                 .map_err(|e| fault("InvalidDeviceSpec", e.to_string()))?;
             let new = NewDisk {
                 change: change.change,

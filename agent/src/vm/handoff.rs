@@ -55,6 +55,19 @@ impl Handoff {
         Ok(host_path)
     }
 
+    /// Adds a file of the host's own that is no datastore's (the tools installer ISO), opened
+    /// for reading; returns the host path the VMM knows it by.
+    pub fn add_host_file(&mut self, path: &Path) -> Result<PathBuf, HandoffError> {
+        let open_error = |source| HandoffError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(open_error)?;
+        let host_path = beneath::host_path(&file).map_err(open_error)?;
+        self.files.push((host_path.clone(), file));
+        Ok(host_path)
+    }
+
     /// Adds every layer of the disk whose top is `path` (of `format`), the top writable
     /// unless `read_only`; returns the top's host path.
     pub fn add_chain(

@@ -358,6 +358,7 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
             read_only: false,
             serial: serial.then(|| format!("vireo-disk{n}")),
             no_medium: false,
+            cache: Default::default(),
         })
         .collect()
 }
@@ -429,6 +430,9 @@ fn launch(
         },
         None => boot_args(host, vm, state, &disk_paths)?,
     };
+    for (disk, spec) in args.disks.iter_mut().zip(&state.spec.disks) {
+        disk.cache = spec.cache;
+    }
     let (drives, media) = cdroms::vmm_drives(host, vm, &state.spec.cdroms, args.disks.len())?;
     args.disks.extend(drives);
     let handoff = hand_over(host, &mut args)?;

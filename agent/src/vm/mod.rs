@@ -34,6 +34,7 @@ pub mod slots;
 pub mod snapshots;
 pub mod spec;
 pub mod tools_host;
+pub mod tools_installer;
 pub mod uuid;
 pub mod vmx_file;
 

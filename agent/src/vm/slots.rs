@@ -131,6 +131,11 @@ impl SataController {
         }
     }
 
+    /// Whether a change's device names this controller by `key`.
+    pub fn is_named_by(&self, key: i64) -> bool {
+        self.keys.contains(&key)
+    }
+
     /// Whether `device` is a SATA controller.
     pub fn is_sata(schema: &Schema, device: &DataObject) -> bool {
         schema.is_a(device.ty, schema.known_type("VirtualSATAController"))

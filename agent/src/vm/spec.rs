@@ -4,6 +4,7 @@
 //! `.initrd`, `.cmdline`).
 
 use vireo_disk::open::ImageFormat;
+use vireo_vmm_protocol::CacheMode;
 
 use super::macs::{self, MacsInUse};
 use super::slots::{self, Bus, DiskSlot};
@@ -84,6 +85,9 @@ pub struct DiskSpec {
     pub mode: DiskMode,
     /// Its controller and unit (`diskN.slot`).
     pub slot: DiskSlot,
+    /// How the host caches it (`diskN.cache`: `writeback`, the default, or `none` for direct
+    /// I/O).
+    pub cache: CacheMode,
 }
 
 /// One virtual NIC.
@@ -101,12 +105,24 @@ pub struct NicSpec {
     pub start_connected: bool,
 }
 
-/// One CD-ROM drive on an IDE slot (`ideC:U.*`); the guest sees a read-only virtio-blk disk.
+/// The controller a CD-ROM drive sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CdromBus {
+    /// One of the two IDE controllers.
+    Ide,
+    /// The SATA controller (which the VM's disks may share).
+    Sata,
+}
+
+/// One CD-ROM drive in an IDE slot (`ideC:U.*`) or a SATA one (`sata0:U.*`); the guest sees a
+/// read-only virtio-blk disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CdromSpec {
-    /// IDE controller (0 or 1).
+    /// Its controller.
+    pub bus: CdromBus,
+    /// IDE controller (0 or 1; 0 on SATA).
     pub controller: u8,
-    /// Unit on it (0 or 1).
+    /// Unit on it (IDE: 0 or 1; SATA: 0 to 29).
     pub unit: u8,
     /// The ISO image (a datastore path, or a name in the VM folder); none: an empty drive.
     pub iso: Option<String>,
@@ -115,8 +131,25 @@ pub struct CdromSpec {
 }
 
 impl CdromSpec {
-    fn key_prefix(&self) -> String {
-        format!("ide{}:{}", self.controller, self.unit)
+    /// Its slot as the `.vmx` names it (`ide1:0`, `sata0:3`).
+    pub fn slot_name(&self) -> String {
+        match self.bus {
+            CdromBus::Ide => format!("ide{}:{}", self.controller, self.unit),
+            CdromBus::Sata => format!("sata0:{}", self.unit),
+        }
+    }
+
+    /// Where it sits, in the order drives are listed.
+    pub fn order(&self) -> (CdromBus, u8, u8) {
+        (self.bus, self.controller, self.unit)
+    }
+
+    /// Its SATA slot, if it sits on the SATA controller.
+    pub fn sata_slot(&self) -> Option<DiskSlot> {
+        (self.bus == CdromBus::Sata).then_some(DiskSlot {
+            bus: Bus::Sata,
+            unit: self.unit,
+        })
     }
 }
 
@@ -220,6 +253,9 @@ impl VmSpec {
                     mode: get("mode")
                         .and_then(|m| DiskMode::from_api(&m.replace('-', "_")))
                         .unwrap_or_default(),
+                    cache: get("cache")
+                        .and_then(CacheMode::from_name)
+                        .unwrap_or_default(),
                     // Settled below, with the other disks' slots.
                     slot: DiskSlot {
                         bus: Bus::Scsi,
@@ -235,7 +271,10 @@ impl VmSpec {
             .zip(slots::settle(&recorded))
             .map(|((_, disk), slot)| DiskSpec { slot, ..disk })
             .collect();
-        let sata = present("sata0".into()) || disks.iter().any(|d| d.slot.bus == Bus::Sata);
+        let cdroms = cdroms(vmx);
+        let sata = present("sata0".into())
+            || disks.iter().any(|d| d.slot.bus == Bus::Sata)
+            || cdroms.iter().any(|c| c.bus == CdromBus::Sata);
         let nics = (0..MAX_NICS)
             .filter(|n| present(format!("ethernet{n}")))
             .map(|n| {
@@ -282,7 +321,7 @@ impl VmSpec {
             hw_version: number("virtualHW.version", 21) as i32,
             disks,
             nics,
-            cdroms: cdroms(vmx),
+            cdroms,
             sata,
             extra_config: vmx
                 .entries()
@@ -326,6 +365,9 @@ impl VmSpec {
                 vmx.set(&format!("disk{n}.mode"), &disk.mode.vmx_name());
             }
             vmx.set(&format!("disk{n}.slot"), &disk.slot.to_vmx());
+            if disk.cache != CacheMode::default() {
+                vmx.set(&format!("disk{n}.cache"), disk.cache.name());
+            }
         }
         if self.sata {
             vmx.set("sata0.present", "TRUE");
@@ -346,7 +388,7 @@ impl VmSpec {
             }
         }
         for cdrom in &self.cdroms {
-            let key = |k: &str| format!("{}.{k}", cdrom.key_prefix());
+            let key = |k: &str| format!("{}.{k}", cdrom.slot_name());
             vmx.set(&key("present"), "TRUE");
             match &cdrom.iso {
                 Some(iso) => {
@@ -405,25 +447,33 @@ impl VmSpec {
 
 /// The CD-ROM drives of `ideC:U.present = "TRUE"` slots whose deviceType is a CD-ROM.
 fn cdroms(vmx: &VmxFile) -> Vec<CdromSpec> {
-    let mut found = Vec::new();
-    for controller in 0..IDE_CONTROLLERS {
-        for unit in 0..IDE_UNITS {
-            let get = |k: &str| vmx.get(&format!("ide{controller}:{unit}.{k}"));
+    let ide = (0..IDE_CONTROLLERS)
+        .flat_map(|controller| (0..IDE_UNITS).map(move |unit| (CdromBus::Ide, controller, unit)));
+    let sata = (0..slots::SATA_UNITS).map(|unit| (CdromBus::Sata, 0, unit));
+    ide.chain(sata)
+        .filter_map(|(bus, controller, unit)| {
+            let slot = CdromSpec {
+                bus,
+                controller,
+                unit,
+                iso: None,
+                start_connected: true,
+            };
+            let prefix = slot.slot_name();
+            let get = |k: &str| vmx.get(&format!("{prefix}.{k}"));
             let yes = |k: &str| get(k).map(|v| v.eq_ignore_ascii_case("true"));
             let cdrom = get("deviceType").is_some_and(|t| t.to_ascii_lowercase().contains("cdrom"));
             if yes("present") != Some(true) || !cdrom {
-                continue;
+                return None;
             }
             let image = get("deviceType").is_some_and(|t| t.eq_ignore_ascii_case("cdrom-image"));
-            found.push(CdromSpec {
-                controller,
-                unit,
+            Some(CdromSpec {
                 iso: get("fileName").filter(|_| image).map(str::to_string),
                 start_connected: yes("startConnected").unwrap_or(true),
-            });
-        }
-    }
-    found
+                ..slot
+            })
+        })
+        .collect()
 }
 
 /// Whether `mac` (lower case) is in the range ESXi lets a client set by hand:
@@ -531,6 +581,9 @@ mod tests {
     fn modes_connections_and_cdroms_round_trip_through_the_vmx() {
         let text = "disk0.present = \"TRUE\"\ndisk0.fileName = \"a.qcow2\"\n\
                     disk0.mode = \"independent-nonpersistent\"\n\
+                    disk0.cache = \"none\"\n\
+                    disk1.present = \"TRUE\"\ndisk1.fileName = \"b.qcow2\"\n\
+                    disk1.cache = \"writeback\"\n\
                     ethernet0.present = \"TRUE\"\nethernet0.addressType = \"generated\"\n\
                     ethernet0.generatedAddress = \"00:0C:29:01:02:03\"\n\
                     ethernet0.startConnected = \"FALSE\"\n\
@@ -540,6 +593,11 @@ mod tests {
                     ide0:1.startConnected = \"FALSE\"\n";
         let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
         assert_eq!(spec.disks[0].mode, DiskMode::IndependentNonpersistent);
+        assert_eq!(spec.disks[0].cache, CacheMode::None);
+        assert_eq!(spec.disks[1].cache, CacheMode::Writeback);
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("disk0.cache"), Some("none"));
+        assert_eq!(vmx.get("disk1.cache"), None, "the default is not written");
         assert!(spec.nics[0].generated_mac && !spec.nics[0].start_connected);
         assert_eq!(spec.nics[0].mac, "00:0c:29:01:02:03");
         assert_eq!(spec.cdroms.len(), 2);
@@ -552,6 +610,28 @@ mod tests {
         assert!(spec.cdroms[1].start_connected && !spec.cdroms[0].start_connected);
         assert!(spec.extra_config.is_empty(), "{:?}", spec.extra_config);
         assert_eq!(VmSpec::from_vmx(&spec.to_vmx(), "x"), spec);
+    }
+
+    #[test]
+    fn cdroms_on_sata_round_trip_after_the_ide_ones() {
+        let text = "sata0:3.present = \"TRUE\"\nsata0:3.deviceType = \"cdrom-image\"\n\
+                    sata0:3.fileName = \"[datastore1] iso/a.iso\"\n\
+                    ide1:1.present = \"TRUE\"\nide1:1.deviceType = \"atapi-cdrom\"\n";
+        let spec = VmSpec::from_vmx(&VmxFile::parse(text), "x");
+        assert!(
+            spec.sata,
+            "a CD-ROM on SATA means the VM has the controller"
+        );
+        let slots: Vec<String> = spec.cdroms.iter().map(CdromSpec::slot_name).collect();
+        assert_eq!(slots, ["ide1:1", "sata0:3"]);
+        assert_eq!(
+            spec.cdroms[1].iso.as_deref(),
+            Some("[datastore1] iso/a.iso")
+        );
+        assert_eq!(spec.cdroms[1].sata_slot(), DiskSlot::parse("sata0:3"));
+        let vmx = spec.to_vmx();
+        assert_eq!(vmx.get("sata0:3.deviceType"), Some("cdrom-image"));
+        assert_eq!(VmSpec::from_vmx(&vmx, "x"), spec);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The host end of the tools channel (docs/tools-protocol.md): connects to the VMM's tools
 //! socket, says hello, records the guest's hello, facts and heartbeats in [`ToolsState`], and
-//! carries requests (shutdown, reboot, standby, freeze, thaw) and guest operations to the guest
+//! carries requests (shutdown, reboot, standby, freeze, thaw, upgrade-tools) and guest operations to the guest
 //! and their replies back.
 
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct ToolsState {
     pub info: Option<GuestInfo>,
     /// What the guest's hello offered for guest operations.
     pub guest_ops: Option<GuestOpsOffer>,
+    /// Whether the guest's tools install upgrades from the installer CD.
+    pub upgrades: bool,
     writer: Option<Arc<Mutex<UnixStream>>>,
     pending: HashMap<u64, mpsc::Sender<Result<(), String>>>,
     pending_ops: HashMap<u64, mpsc::Sender<GuestOpReply>>,
@@ -64,6 +66,7 @@ impl ToolsState {
         self.last_beat = None;
         self.writer = None;
         self.guest_ops = None;
+        self.upgrades = false;
         for (_, waiter) in self.pending.drain() {
             let _ = waiter.send(Err("the tools channel closed".into()));
         }
@@ -253,10 +256,12 @@ fn serve(host: &Arc<Host>, vm: &Arc<Vm>, socket: &PathBuf, generation: u64) {
             GuestMessage::Hello {
                 tools_version,
                 guest_ops,
+                upgrades,
                 ..
             } => {
                 tools.version = Some(tools_version);
                 tools.guest_ops = guest_ops;
+                tools.upgrades = upgrades;
                 tools.running = true;
                 tools.last_beat = Some(Instant::now());
                 true

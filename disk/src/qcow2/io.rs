@@ -1,15 +1,17 @@
 //! The image file with errors that name it: positional reads and writes, sync, and the
 //! rule that a read running into end-of-file is corruption unless the caller allows zero fill.
+//! A file open with `O_DIRECT` (cache=none) is read and written through `FileIo`'s bounce
+//! buffers where a request is not aligned.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::block::BlockError;
+use crate::direct::FileIo;
 
 /// An open qcow2 image file.
 pub struct ImageFile {
-    file: File,
+    file: FileIo,
     path: PathBuf,
 }
 
@@ -17,7 +19,7 @@ impl ImageFile {
     /// Wraps an open file.
     pub fn new(file: File, path: &Path) -> Self {
         Self {
-            file,
+            file: FileIo::new(file),
             path: path.to_path_buf(),
         }
     }
@@ -82,21 +84,26 @@ impl ImageFile {
 
     /// Makes written data durable (fdatasync).
     pub fn sync(&self) -> Result<(), BlockError> {
-        self.file.sync_data().map_err(|e| self.io_err(e))
+        self.file.file().sync_data().map_err(|e| self.io_err(e))
     }
 
     /// Current file length in bytes.
     pub fn len(&self) -> Result<u64, BlockError> {
-        Ok(self.file.metadata().map_err(|e| self.io_err(e))?.len())
+        Ok(self
+            .file
+            .file()
+            .metadata()
+            .map_err(|e| self.io_err(e))?
+            .len())
     }
 
     /// Sets the file length (used when creating images).
     pub fn set_len(&self, len: u64) -> Result<(), BlockError> {
-        self.file.set_len(len).map_err(|e| self.io_err(e))
+        self.file.file().set_len(len).map_err(|e| self.io_err(e))
     }
 
     /// The underlying file (for hole punching).
     pub fn file(&self) -> &File {
-        &self.file
+        self.file.file()
     }
 }

@@ -26,7 +26,39 @@ impl DiskFormat {
     }
 }
 
-/// One virtio-blk disk (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`),
+/// How a disk's image file is cached on the host (`cache=` of `--disk`, `diskN.cache` in the
+/// `.vmx`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Through the host's page cache; a FLUSH is an fdatasync.
+    #[default]
+    Writeback,
+    /// Direct I/O (`O_DIRECT`): no host page cache; a FLUSH is still an fdatasync.
+    None,
+}
+
+impl CacheMode {
+    /// `writeback` or `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Writeback => "writeback",
+            CacheMode::None => "none",
+        }
+    }
+
+    /// The mode a name means.
+    pub fn from_name(name: &str) -> Option<CacheMode> {
+        match name.trim() {
+            n if n.eq_ignore_ascii_case("writeback") => Some(CacheMode::Writeback),
+            n if n.eq_ignore_ascii_case("none") => Some(CacheMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// One virtio-blk disk
+/// (`--disk path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT][,cache=none|writeback]`),
 /// or a removable-media drive without a medium (`--disk medium=none,readonly=on[,serial=TEXT]`:
 /// a read-only disk of zero bytes until a medium is inserted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,6 +75,9 @@ pub struct DiskConfig {
     /// A drive with no medium in it (`path` is then empty).
     #[serde(default)]
     pub no_medium: bool,
+    /// How the image file is cached on the host.
+    #[serde(default)]
+    pub cache: CacheMode,
 }
 
 impl DiskConfig {
@@ -64,6 +99,9 @@ impl DiskConfig {
         if let Some(serial) = &self.serial {
             arg.push(format!(",serial={serial}"));
         }
+        if self.cache != CacheMode::default() {
+            arg.push(format!(",cache={}", self.cache.name()));
+        }
         arg
     }
 }
@@ -71,7 +109,8 @@ impl DiskConfig {
 impl std::str::FromStr for DiskConfig {
     type Err = String;
 
-    /// Parses `path=FILE|medium=none[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]`.
+    /// Parses
+    /// `path=FILE|medium=none[,format=raw|qcow2][,readonly=on|off][,serial=TEXT][,cache=none|writeback]`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let mut disk = DiskConfig::default();
         for part in spec.split(',') {
@@ -83,9 +122,11 @@ impl std::str::FromStr for DiskConfig {
                 Some(("readonly", "off")) => disk.read_only = false,
                 Some(("serial", serial)) => disk.serial = Some(serial.to_owned()),
                 Some(("medium", "none")) => disk.no_medium = true,
+                Some(("cache", "none")) => disk.cache = CacheMode::None,
+                Some(("cache", "writeback")) => disk.cache = CacheMode::Writeback,
                 _ => {
                     return Err(format!(
-                    "unknown disk option {part:?} (expected path=FILE|medium=none,format=raw|qcow2,readonly=on|off,serial=TEXT)"
+                    "unknown disk option {part:?} (expected path=FILE|medium=none,format=raw|qcow2,readonly=on|off,serial=TEXT,cache=none|writeback)"
                 ))
                 }
             }
@@ -258,8 +299,9 @@ pub struct VmmArgs {
     /// Serve the JSON-lines control protocol on this Unix socket.
     #[arg(long)]
     pub control: Option<PathBuf>,
-    /// A virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT]
-    /// (repeatable).
+    /// A virtio-blk disk:
+    /// path=FILE[,format=raw|qcow2][,readonly=on|off][,serial=TEXT][,cache=none|writeback]
+    /// (repeatable; cache=none is direct I/O, writeback the default).
     #[arg(long = "disk")]
     pub disks: Vec<DiskConfig>,
     /// A virtio-net card on an existing TAP: tap=NAME[,mac=52:54:00:XX:XX:XX][,link=up|down]
@@ -415,7 +457,7 @@ mod tests {
                 "path=/ds/vm/a.qcow2,format=qcow2,serial=vireo-disk0"
                     .parse()
                     .unwrap(),
-                "path=/ds/vm/b.img,format=raw".parse().unwrap(),
+                "path=/ds/vm/b.img,format=raw,cache=none".parse().unwrap(),
                 "path=/ds/vm/b.raw,readonly=on".parse().unwrap(),
                 "medium=none,readonly=on,serial=vireo-cd-ide1:0"
                     .parse()
@@ -452,6 +494,7 @@ mod tests {
     fn bad_disk_and_net_specs_are_refused() {
         assert!("readonly=on".parse::<DiskConfig>().is_err());
         assert!("path=/x,format=vmdk".parse::<DiskConfig>().is_err());
+        assert!("path=/x,cache=directsync".parse::<DiskConfig>().is_err());
         assert!("medium=none".parse::<DiskConfig>().is_err());
         assert!("path=/x,medium=none,readonly=on"
             .parse::<DiskConfig>()

@@ -10,7 +10,7 @@ pub mod args;
 pub mod control;
 pub mod exit;
 
-pub use args::{DiskConfig, DiskFormat, HandedFd, NetConfig, VmmArgs};
+pub use args::{CacheMode, DiskConfig, DiskFormat, HandedFd, NetConfig, VmmArgs};
 pub use control::{
     decode_reply, encode_reply, Ack, BadReply, DiskStall, FramebufferStatus, IoStalls, Request,
     RunPhase, SaveReport, Screenshot, StallCause, VmStatus,

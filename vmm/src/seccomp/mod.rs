@@ -15,7 +15,10 @@ use std::sync::{Once, OnceLock};
 use libc::siginfo_t;
 use nix::sys::signal::Signal;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// Why a thread could not be filtered.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,29 @@ fn unconditional(extra: &'static [i64]) -> impl Iterator<Item = (i64, Vec<Seccom
         .map(|&call| (call, Vec::new()))
 }
 
+/// io_uring for the block devices (`devices::virtio::block::uring`), allowed by both filters:
+/// setting a ring up, submitting and waiting, and of the registrations only the three the
+/// device makes while the ring is still disabled (completion eventfd, restrictions, enabling).
+/// The ring's operations bypass these filters, so the ring itself is restricted to READV and
+/// WRITEV on the descriptors the thread could already read and write.
+fn io_uring_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::BackendError> {
+    /// IORING_REGISTER_EVENTFD, IORING_REGISTER_RESTRICTIONS, IORING_REGISTER_ENABLE_RINGS
+    /// (the io-uring crate keeps its constants private).
+    const REGISTER_OPS: [u64; 3] = [4, 11, 12];
+    let register = REGISTER_OPS
+        .iter()
+        .map(|&op| {
+            let opcode = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op)?;
+            SeccompRule::new(vec![opcode])
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(vec![
+        (libc::SYS_io_uring_setup, Vec::new()),
+        (libc::SYS_io_uring_enter, Vec::new()),
+        (libc::SYS_io_uring_register, register),
+    ])
+}
+
 /// What guest-facing threads may call besides the shared lists.
 const ALLOWED: &[i64] = &[
     // Descriptors handed to us: KVM, eventfds, disk images, the TAP, the serial log.
@@ -133,7 +159,8 @@ fn program() -> Result<&'static BpfProgram, SeccompError> {
     static PROGRAM: OnceLock<Result<BpfProgram, String>> = OnceLock::new();
     PROGRAM
         .get_or_init(|| {
-            let rules = unconditional(ALLOWED).collect();
+            let mut rules: std::collections::BTreeMap<_, _> = unconditional(ALLOWED).collect();
+            rules.extend(io_uring_rules().map_err(|e| e.to_string())?);
             SeccompFilter::new(
                 rules,
                 SeccompAction::Trap,

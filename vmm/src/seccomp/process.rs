@@ -233,6 +233,7 @@ fn conditional_rules() -> Result<Rules, seccompiler::BackendError> {
 pub(super) fn programs() -> Result<Vec<BpfProgram>, String> {
     let mut rules = conditional_rules().map_err(|e| e.to_string())?;
     rules.extend(super::unconditional(ALLOWED));
+    rules.extend(super::io_uring_rules().map_err(|e| e.to_string())?);
     rules.insert(libc::SYS_clone3, Vec::new());
     let allow = SeccompFilter::new(
         rules,

@@ -1,5 +1,6 @@
 //! VirtualMachine guest operations through the tools: ShutdownGuest, RebootGuest, StandbyGuest,
-//! and ResetGuestInformation (forgets what the tools reported).
+//! ResetGuestInformation (forgets what the tools reported), and the tools installer
+//! (MountToolsInstaller, UnmountToolsInstaller, UpgradeTools_Task).
 
 use vireo_api::Fault;
 use vireo_tools::protocol::Operation;
@@ -9,7 +10,7 @@ use crate::host::Host;
 use crate::methods::{Call, MethodResult};
 use crate::vm::lifecycle;
 use crate::vm::tools_host::{self, ToolsRequestError};
-use crate::vm::{Power, Vm};
+use crate::vm::{tools_installer, Power, Vm};
 
 pub(super) fn shutdown(call: &Call<'_>) -> MethodResult {
     guest_request(call.host, &*call.this_vm()?, Operation::Shutdown)
@@ -35,6 +36,23 @@ pub(super) fn standby(call: &Call<'_>) -> MethodResult {
         }
     });
     Ok(None)
+}
+
+pub(super) fn mount_tools_installer(call: &Call<'_>) -> MethodResult {
+    tools_installer::mount(call.host, &*call.this_vm()?).map(|()| None)
+}
+
+pub(super) fn unmount_tools_installer(call: &Call<'_>) -> MethodResult {
+    tools_installer::unmount(call.host, &*call.this_vm()?).map(|()| None)
+}
+
+/// UpgradeTools_Task: a task on the VM (the installer's options are not used: vireo-tools'
+/// installer takes none).
+pub(super) fn upgrade_tools(call: &Call<'_>) -> MethodResult {
+    let vm = call.this_vm()?;
+    super::task(call, &vm, "VirtualMachine.upgradeTools", |host, vm| {
+        tools_installer::upgrade(host, vm).map(|()| None)
+    })
 }
 
 /// ResetGuestInformation: only while the VM is powered off (as ESXi), since a running guest's

@@ -39,6 +39,15 @@ pub const METHODS: MethodTable = MethodTable {
         ("RebootGuest", Handler::Sync(guest::reboot)),
         ("StandbyGuest", Handler::Sync(guest::standby)),
         (
+            "MountToolsInstaller",
+            Handler::Sync(guest::mount_tools_installer),
+        ),
+        (
+            "UnmountToolsInstaller",
+            Handler::Sync(guest::unmount_tools_installer),
+        ),
+        ("UpgradeTools_Task", Handler::Sync(guest::upgrade_tools)),
+        (
             "ResetGuestInformation",
             Handler::Sync(guest::reset_information),
         ),

@@ -11,11 +11,11 @@ use super::layout::layer_name;
 use super::{datastore, enum_value};
 use crate::host::Host;
 use crate::inventory::esxi::DatastoreDir;
-use crate::vm::cdroms::{CDROM_KEY, IDE_KEY};
+use crate::vm::cdroms::{self, CDROM_KEY, IDE_KEY};
 use crate::vm::datastore_path::DatastorePath;
 use crate::vm::disks::trees::DiskState;
 use crate::vm::slots::{Bus, SATA_KEY, SCSI_KEY};
-use crate::vm::spec::IDE_CONTROLLERS;
+use crate::vm::spec::{CdromBus, IDE_CONTROLLERS};
 use crate::vm::{Power, Vm, VmState};
 
 /// Device keys, as ESXi numbers them.
@@ -146,6 +146,13 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
             .into(),
     ];
     if state.spec.sata {
+        let mut sata_keys = disk_keys(Bus::Sata);
+        sata_keys.extend(
+            (CDROM_KEY..)
+                .zip(&state.spec.cdroms)
+                .filter(|(_, c)| c.bus == CdromBus::Sata)
+                .map(|(key, _)| key),
+        );
         devices.push(
             DataObject::of(schema, "VirtualAHCIController")
                 .with(schema, "key", SATA_KEY)
@@ -157,7 +164,7 @@ pub(super) fn devices(host: &Host, vm: &Vm, state: &VmState, disks: &[DiskState]
                 .with(schema, "controllerKey", PCI_KEY)
                 .with(schema, "unitNumber", SATA_PCI_UNIT)
                 .with(schema, "busNumber", 0)
-                .with(schema, "device", int_array(&disk_keys(Bus::Sata)))
+                .with(schema, "device", int_array(&sata_keys))
                 .into(),
         );
     }
@@ -242,7 +249,7 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
     let controllers = (0..IDE_CONTROLLERS).map(|bus| {
         let keys: Vec<Value> = (CDROM_KEY..)
             .zip(cdroms)
-            .filter(|(_, c)| c.controller == bus)
+            .filter(|(_, c)| c.bus == CdromBus::Ide && c.controller == bus)
             .map(|(key, _)| Value::Int(key))
             .collect();
         let label = format!("IDE {bus}");
@@ -258,8 +265,21 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
             .into()
     });
     let drives = cdroms.iter().enumerate().map(|(n, cdrom)| {
-        let (backing, summary) = match &cdrom.iso {
-            Some(iso) => {
+        let tools = state
+            .cdroms
+            .tools_installer
+            .as_ref()
+            .filter(|m| m.index == n);
+        let (backing, summary) = match (tools, &cdrom.iso) {
+            (Some(mount), _) => {
+                let backing = DataObject::of(schema, "VirtualCdromIsoBackingInfo").with(
+                    schema,
+                    "fileName",
+                    mount.file_name.as_str(),
+                );
+                (backing, format!("ISO {}", mount.file_name))
+            }
+            (None, Some(iso)) => {
                 let file = vm.datastore_path_of(iso);
                 let store = DatastorePath::parse(&file)
                     .map(|p| MoRef::new("Datastore", p.datastore.as_str()))
@@ -269,7 +289,7 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
                     .with(schema, "datastore", store);
                 (backing, format!("ISO {file}"))
             }
-            None => {
+            (None, None) => {
                 let backing = DataObject::of(schema, "VirtualCdromRemotePassthroughBackingInfo")
                     .with(schema, "deviceName", "")
                     .with(schema, "useAutoDetect", false)
@@ -292,11 +312,7 @@ fn ide_devices(schema: &Schema, vm: &Vm, state: &VmState) -> Vec<Value> {
             .with(schema, "deviceInfo", description(schema, &label, &summary))
             .with(schema, "backing", backing)
             .with(schema, "connectable", connectable)
-            .with(
-                schema,
-                "controllerKey",
-                IDE_KEY + i32::from(cdrom.controller),
-            )
+            .with(schema, "controllerKey", cdroms::controller_key(cdrom))
             .with(schema, "unitNumber", i32::from(cdrom.unit))
             .into()
     });

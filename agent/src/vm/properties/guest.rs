@@ -5,6 +5,7 @@ use vireo_api::{DataObject, Value};
 
 use super::devices::NIC_KEY;
 use super::enum_value;
+use crate::host::Host;
 use crate::vm::{guest_os, Power, VmState};
 
 pub(super) fn guest_full_name(state: &VmState) -> String {
@@ -41,11 +42,20 @@ fn version_number(version: &str) -> Option<u32> {
     }
 }
 
-/// guest.toolsVersionStatus2: the guest's tools compared with the ones this host installs
-/// (the vireo-tools it was built with).
-pub(super) fn tools_version_status(state: &VmState) -> &'static str {
+/// The tools version this host installs: its tools ISO's, else (no ISO) that of the
+/// vireo-tools it was built with.
+pub(super) fn offered_tools_version(host: &Host) -> &str {
+    host.tools_image
+        .as_ref()
+        .map_or(vireo_tools::protocol::TOOLS_VERSION, |image| {
+            image.version.as_str()
+        })
+}
+
+/// guest.toolsVersionStatus2: the guest's tools compared with the `offered` ones.
+fn tools_version_status(state: &VmState, offered: &str) -> &'static str {
     match &state.tools.version {
-        Some(version) => compare_versions(version, vireo_tools::protocol::TOOLS_VERSION),
+        Some(version) => compare_versions(version, offered),
         None => "guestToolsNotInstalled",
     }
 }
@@ -61,8 +71,8 @@ fn compare_versions(guest: &str, host: &str) -> &'static str {
 }
 
 /// guest.toolsVersionStatus (the older field): no "too new" there.
-fn old_tools_version_status(state: &VmState) -> &'static str {
-    match tools_version_status(state) {
+fn old_tools_version_status(state: &VmState, offered: &str) -> &'static str {
+    match tools_version_status(state, offered) {
         "guestToolsTooNew" => "guestToolsUnmanaged",
         status => status,
     }
@@ -83,7 +93,8 @@ pub(super) fn primary_ip(state: &VmState) -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
-pub(super) fn guest_info(schema: &Schema, state: &VmState) -> DataObject {
+/// guest, with the tools compared with the `offered` version.
+pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> DataObject {
     let (status, running) = tools_status(state);
     let mut guest = DataObject::of(schema, "GuestInfo")
         .with(
@@ -95,9 +106,13 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState) -> DataObject {
         .with(
             schema,
             "toolsVersionStatus",
-            old_tools_version_status(state),
+            old_tools_version_status(state, offered),
         )
-        .with(schema, "toolsVersionStatus2", tools_version_status(state))
+        .with(
+            schema,
+            "toolsVersionStatus2",
+            tools_version_status(state, offered),
+        )
         .with(schema, "guestId", state.spec.guest_id.as_str())
         .with(
             schema,
@@ -189,7 +204,8 @@ pub(super) fn guest_nic(
     info
 }
 
-pub(super) fn guest_summary(schema: &Schema, state: &VmState) -> DataObject {
+/// summary.guest, with the tools compared with the `offered` version.
+pub(super) fn guest_summary(schema: &Schema, state: &VmState, offered: &str) -> DataObject {
     let (status, running) = tools_status(state);
     let mut summary = DataObject::of(schema, "VirtualMachineGuestSummary")
         .with(schema, "guestId", state.spec.guest_id.as_str())
@@ -203,9 +219,13 @@ pub(super) fn guest_summary(schema: &Schema, state: &VmState) -> DataObject {
         .with(
             schema,
             "toolsVersionStatus",
-            old_tools_version_status(state),
+            old_tools_version_status(state, offered),
         )
-        .with(schema, "toolsVersionStatus2", tools_version_status(state));
+        .with(
+            schema,
+            "toolsVersionStatus2",
+            tools_version_status(state, offered),
+        );
     if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
         summary.set(schema, "hostName", info.hostname.as_str());
     }

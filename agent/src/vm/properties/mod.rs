@@ -138,12 +138,17 @@ impl Built {
         let active: Vec<DiskState> = state.disk_views.iter().map(|v| v.active.clone()).collect();
         let config = config::config_info(host, vm, state, &active);
         let runtime = runtime::runtime_info(schema, state);
-        let guest = guest::guest_info(schema, state);
+        let offered = guest::offered_tools_version(host);
+        let guest = guest::guest_info(schema, state, offered);
         let storage = layout::storage_info(schema, vm, &files);
         let summary = DataObject::of(schema, "VirtualMachineSummary")
             .with(schema, "vm", vm.moref.clone())
             .with(schema, "runtime", runtime.clone())
-            .with(schema, "guest", guest::guest_summary(schema, state))
+            .with(
+                schema,
+                "guest",
+                guest::guest_summary(schema, state, offered),
+            )
             .with(schema, "config", config::config_summary(schema, vm, state))
             .with(schema, "storage", layout::storage_summary(schema, &files))
             .with(schema, "quickStats", runtime::quick_stats(schema, state))

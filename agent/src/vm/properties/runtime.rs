@@ -28,7 +28,11 @@ pub(super) fn runtime_info(schema: &Schema, state: &VmState) -> DataObject {
             "faultToleranceState",
             enum_value(schema, "VirtualMachineFaultToleranceState", "notConfigured"),
         )
-        .with(schema, "toolsInstallerMounted", false)
+        .with(
+            schema,
+            "toolsInstallerMounted",
+            state.cdroms.tools_installer.is_some(),
+        )
         .with(schema, "suspendInterval", 0i64)
         .with(schema, "maxMemoryUsage", state.spec.memory_mb as i32)
         .with(schema, "numMksConnections", 0)

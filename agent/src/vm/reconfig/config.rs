@@ -139,7 +139,9 @@ pub fn checked_memory_mb(host: &Host, memory_mb: i64) -> Result<i64, Fault> {
 
 /// Judges the change from `now` to `next` for a VM that is `power`: sizes within the host's
 /// limits, a coherent CPU topology, a known guest OS, and no hardware change while the VM
-/// runs or is suspended (InvalidPowerState, as ESXi answers without hot add).
+/// runs or is suspended: CPUs or memory of a running VM without hot add get ESXi's
+/// CpuHotPlugNotSupported / MemoryHotPlugNotSupported, with hot add NotSupported (this host's
+/// VMM adds neither), other settings InvalidPowerState.
 pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(), Fault> {
     let schema = host.schema;
     checked_num_cpus(host, i64::from(next.num_cpus))?;
@@ -170,6 +172,16 @@ pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(
                 format!("This host's VMM cannot change {field} of a running VM; power it off."),
             ))
         }
+        Some("numCPUs") if power == Power::On => Err(Fault::new(
+            schema,
+            "CpuHotPlugNotSupported",
+            "CPU hot plug is not supported for this virtual machine (cpuHotAddEnabled is off).",
+        )),
+        Some("memoryMB") if power == Power::On => Err(Fault::new(
+            schema,
+            "MemoryHotPlugNotSupported",
+            "Memory hot plug is not supported for this virtual machine (memoryHotAddEnabled is off).",
+        )),
         Some(_) => Err(faults::invalid_power_state(schema, Some(Power::Off), power)),
         None => Ok(()),
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use vireo_disk::block::{BlockDevice, BlockError};
 use vireo_disk::open::{probe_file, ImageFormat, OpenError};
 use vireo_disk::SharedDisk;
-use vireo_vmm_protocol::{DiskConfig, DiskFormat};
+use vireo_vmm_protocol::{CacheMode, DiskConfig, DiskFormat};
 
 use crate::devices::bus::lock;
 
@@ -32,27 +32,38 @@ pub trait ConcurrentDisk: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> Result<(), BlockError>;
     /// Makes the range read as zeros.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError>;
+    /// The disk as a `SharedDisk`, whose routes the device's io_uring can follow.
+    fn shared(&self) -> Option<&SharedDisk> {
+        None
+    }
 }
 
 /// An open image as the block device holds it.
 pub type SharedImage = Arc<dyn ConcurrentDisk>;
 
 /// Opens an image for the block device as `format` (chosen by magic when vireod gave none;
-/// a raw disk is never probed), from the file vireod handed over for `path` if there is one.
+/// a raw disk is never probed), from the file vireod handed over for `path` if there is one;
+/// with cache=none the file is switched to direct I/O (`O_DIRECT`).
 pub fn open_image(
     path: &Path,
     format: Option<DiskFormat>,
     read_only: bool,
+    cache: CacheMode,
 ) -> Result<SharedImage, OpenError> {
-    let file = crate::handed::open(path, read_only).map_err(|source| OpenError::Io {
+    let io_error = |source| OpenError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let file = crate::handed::open(path, read_only).map_err(io_error)?;
     let format = match format {
         Some(DiskFormat::Raw) => ImageFormat::Raw,
         Some(DiskFormat::Qcow2) => ImageFormat::Qcow2,
         None => probe_file(&file, path)?,
     };
+    // After the probe's small read; from here on the disk crate aligns or bounces every request.
+    if cache == CacheMode::None {
+        vireo_disk::direct::set_direct(&file).map_err(io_error)?;
+    }
     Ok(Arc::new(SharedDisk::from_file_as(
         file, path, format, read_only,
     )?))
@@ -64,7 +75,7 @@ pub fn open_medium(disk: &DiskConfig) -> Result<SharedImage, OpenError> {
     if disk.no_medium {
         return Ok(Arc::new(NoMedium));
     }
-    open_image(&disk.path, disk.format, disk.read_only)
+    open_image(&disk.path, disk.format, disk.read_only, disk.cache)
 }
 
 /// An empty removable-media drive: zero bytes; every request is out of range.
@@ -125,6 +136,9 @@ impl ConcurrentDisk for SharedDisk {
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         SharedDisk::write_zeroes(self, offset, len)
+    }
+    fn shared(&self) -> Option<&SharedDisk> {
+        Some(self)
     }
 }
 

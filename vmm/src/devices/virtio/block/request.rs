@@ -222,11 +222,19 @@ impl From<BlockError> for Failure {
         let BlockError::Io { source, .. } = &error else {
             return Failure::Io;
         };
-        match source.raw_os_error().map(Errno::from_raw) {
-            Some(Errno::ENOSPC) => Failure::Space(StallCause::NoSpace),
-            Some(Errno::EDQUOT) => Failure::Space(StallCause::QuotaExceeded),
-            _ => Failure::Io,
+        match source.raw_os_error().and_then(out_of_space) {
+            Some(OutOfSpace(cause)) => Failure::Space(cause),
+            None => Failure::Io,
         }
+    }
+}
+
+/// Whether the host's error `errno` means it has no space for the image (the request is held).
+pub fn out_of_space(errno: i32) -> Option<OutOfSpace> {
+    match Errno::from_raw(errno) {
+        Errno::ENOSPC => Some(OutOfSpace(StallCause::NoSpace)),
+        Errno::EDQUOT => Some(OutOfSpace(StallCause::QuotaExceeded)),
+        _ => None,
     }
 }
 
