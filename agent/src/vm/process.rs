@@ -358,6 +358,12 @@ mod tests {
         };
         let sh = Path::new("/bin/sh");
         let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &[], &dir, &log).unwrap();
+        // posix_spawn may return while the exec is still under way (its command line not yet
+        // set); a vireod adopts VMMs long after that.
+        let cmdline = format!("/proc/{}/cmdline", process.pid);
+        while std::fs::read(&cmdline).unwrap().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
         assert_eq!(adopted.pid, process.pid);
         assert!(!adopted.has_exited());
