@@ -6,18 +6,23 @@
 # starts vireo-tools (the guest tools daemon, built here as a static binary) on the tools
 # channel /dev/hvc0, and runs the scenario named by `vireo.scenario=`:
 #   power-off  power off at once;   reboot  reboot at once;
-#   checks     the Linux test's checks (disk write/read-back on /dev/vda, /dev/hvc0), then power off;
+#   checks     the Linux test's checks (disk write/read-back on /dev/vda, /dev/hvc0), then wait
+#              for the ACPI power button and power off when it is pressed;
 #   vm         a VM run by vireod: eth0's address by DHCP (udhcpc), a ping of the gateway that
-#              leased it, then a shell on the console (vireo-tools serves the host meanwhile);
+#              leased it, a line of text on the framebuffer console (tty1, efifb), the clock
+#              every 20 s, then a shell on the serial console (vireo-tools serves the host);
 #   anything else: a shell on the console.
+# In every scenario after the modules, the ACPI power button (button.ko's input device, read
+# through evdev) powers the guest off.
 # /dev comes from devtmpfs alone (no mdev scan: it cost 75 s of interpreted vCPU time on kvm-pvm).
-# Output: .cache/linux-guest/{vmlinuz,initramfs.cpio.gz}. Cached: re-runs are no-ops until this
-# script changes.
+# Output: .cache/linux-guest/RECIPE/{vmlinuz,initramfs.cpio.gz}, RECIPE a hash of this script (so
+# worktrees sharing .cache never swap guests under each other); the folder is printed last.
+# Cached: re-runs are no-ops until this script changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="$PWD/.cache/linux-guest"
 recipe=$(sha256sum "$0" | cut -c1-16)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/recipe" 2>/dev/null)" = "$recipe" ]; then
+out="$PWD/.cache/linux-guest/$recipe"
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ]; then
     echo "$out"
     exit 0
 fi
@@ -39,7 +44,7 @@ apt-get download -qq "$kernel_pkg" busybox-static 2>&1 | grep -v 'unsandboxed' |
 for deb in *.deb; do dpkg-deb -x "$deb" root; done
 
 # Modules in load order (each after what it depends on).
-modules="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console button"
+modules="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console button evdev"
 mkdir -p "$out" initramfs/{bin,dev,proc,sys,etc,tmp,lib/modules}
 cp root/boot/vmlinuz-* "$out/vmlinuz.tmp"
 cp root/bin/busybox initramfs/bin/busybox
@@ -83,6 +88,32 @@ echo "vireo-linux-guest: booted cpus=$(grep -c ^processor /proc/cpuinfo) at $(up
 # The guest tools on the tools channel (virtio-console), when the VM has one.
 [ -e /dev/hvc0 ] && /bin/vireo-tools --device /dev/hvc0 \
     --shutdown-command "poweroff -f" --reboot-command "reboot -f" &
+# The ACPI power button: button.ko's input device sends events only when it is pressed.
+power_button() {
+    for event in /sys/class/input/event*; do
+        grep -q "Power Button" "$event/device/name" 2>/dev/null || continue
+        (head -c 24 "/dev/input/${event##*/}" >/dev/null
+         echo "vireo-linux-guest: power button pressed at $(uptime)s"; sync; poweroff -f) &
+        echo "vireo-linux-guest: waiting for the power button"
+        return
+    done
+    echo "vireo-linux-guest: no power button"
+}
+# A line on the framebuffer console (efifb + fbcon on tty1), at its top left corner; the
+# cursor does not blink (each blink is a glyph drawn in interpreted ring 0 on kvm-pvm).
+screen() {
+    echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null
+    if [ -e /dev/fb0 ]; then
+        printf '\033[H\033[J%s\n' "vireo-linux-guest: hello, framebuffer" > /dev/tty1
+        echo "vireo-linux-guest: screen $(cat /sys/class/graphics/fb0/name) $(cat /sys/class/graphics/fb0/virtual_size)"
+    else
+        echo "vireo-linux-guest: no framebuffer"
+    fi
+}
+# The guest's clocks every 20 s: wall clock (seconds since the epoch) and uptime.
+clock() {
+    while sleep 20; do echo "vireo-linux-guest: clock $(date +%s) $(uptime)"; done
+}
 checks() {
     [ -e /dev/hvc0 ] && echo "vireo-linux-guest: hvc0 present" || echo "vireo-linux-guest: hvc0 missing"
     if [ -b /dev/vda ]; then
@@ -110,8 +141,8 @@ network() {
 case " $(cat /proc/cmdline) " in
     *" vireo.scenario=power-off "*) echo "vireo-linux-guest: powering off"; poweroff -f ;;
     *" vireo.scenario=reboot "*) echo "vireo-linux-guest: rebooting"; reboot -f ;;
-    *" vireo.scenario=checks "*) checks; echo "vireo-linux-guest: powering off at $(uptime)s"; poweroff -f ;;
-    *" vireo.scenario=vm "*) network ;;
+    *" vireo.scenario=checks "*) checks; power_button ;;
+    *" vireo.scenario=vm "*) power_button; network; screen; clock & ;;
 esac
 exec setsid cttyhack sh
 INIT
@@ -120,5 +151,4 @@ chmod +x initramfs/init
 (cd initramfs && find . | ../root/bin/busybox cpio -o -H newc) | gzip -9 > "$out/initramfs.cpio.gz.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 mv "$out/initramfs.cpio.gz.tmp" "$out/initramfs.cpio.gz"
-echo "$recipe" > "$out/recipe"
 echo "$out"

@@ -38,6 +38,10 @@ pub struct Config {
     pub account_unlock_time_secs: u64,
     /// Most password checks running at once; more wait their turn.
     pub max_concurrent_password_checks: usize,
+    /// Size in bytes at which a VM's logs rotate, unless its `.vmx` sets `log.rotateSize`.
+    pub vm_log_rotate_size: u64,
+    /// Older logs a VM keeps of each, unless its `.vmx` sets `log.keepOld`.
+    pub vm_log_keep_old: usize,
     /// Most objects (property filters, collectors, views, history collectors) one session
     /// may hold.
     pub max_session_objects: usize,

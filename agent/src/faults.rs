@@ -245,6 +245,117 @@ pub fn machine_owned(schema: &Schema, what: &str) -> Fault {
     )
 }
 
+/// `Timedout`: the operation (a lease, ...) ran out of time.
+pub fn timed_out(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "Timedout", why)
+}
+
+/// `NotAFile`: `file` is a directory or another non-file.
+pub fn not_a_file(schema: &Schema, file: &str, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "NotAFile", why).with(schema, "file", file)
+}
+
+/// `HostConfigFault`: the host's configuration could not be changed as asked.
+pub fn host_config_fault(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "HostConfigFault", why)
+}
+
+/// `ConcurrentAccess`: someone else changed the object (or answered the question) first.
+pub fn concurrent_access(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "ConcurrentAccess", why)
+}
+
+/// `AlreadyUpgraded`: the VM already has the hardware version asked for.
+pub fn already_upgraded(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "AlreadyUpgraded", why)
+}
+
+/// `FileFault` or its subtype `ty` (FileNotFound, NotADirectory, DirectoryNotEmpty, ...) about
+/// `file`, with the message of whoever found it (the guest, for guest operations).
+pub fn file_fault_of_type(schema: &Schema, ty: &str, file: &str, why: impl Into<String>) -> Fault {
+    Fault::new(schema, ty, why).with(schema, "file", file)
+}
+
+/// `GuestOperationsUnavailable`: the guest operations agent could not be reached.
+pub fn guest_operations_unavailable(schema: &Schema, why: impl Display) -> Fault {
+    Fault::new(
+        schema,
+        "GuestOperationsUnavailable",
+        format!("The guest operations agent could not be contacted ({why})."),
+    )
+}
+
+/// `InvalidGuestLogin`: the guest refused the credentials.
+pub fn invalid_guest_login(schema: &Schema) -> Fault {
+    Fault::new(
+        schema,
+        "InvalidGuestLogin",
+        "Failed to authenticate with the guest operating system using the supplied credentials.",
+    )
+}
+
+/// `GuestPermissionDenied`: the guest user may not do this.
+pub fn guest_permission_denied(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "GuestPermissionDenied", why)
+}
+
+/// `GuestProcessNotFound`: the guest has no process `pid`.
+pub fn guest_process_not_found(schema: &Schema, pid: i64, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "GuestProcessNotFound", why).with(schema, "pid", pid)
+}
+
+/// `OperationNotSupportedByGuest`: the guest's tools cannot do this operation.
+pub fn operation_not_supported_by_guest(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "OperationNotSupportedByGuest", why)
+}
+
+/// `CpuHotPlugNotSupported`: a running VM's CPU count changed while cpuHotAddEnabled is off.
+pub fn cpu_hot_plug_not_supported(schema: &Schema) -> Fault {
+    Fault::new(
+        schema,
+        "CpuHotPlugNotSupported",
+        "CPU hot plug is not supported for this virtual machine (cpuHotAddEnabled is off).",
+    )
+}
+
+/// `MemoryHotPlugNotSupported`: a running VM's memory changed while memoryHotAddEnabled is off.
+pub fn memory_hot_plug_not_supported(schema: &Schema) -> Fault {
+    Fault::new(
+        schema,
+        "MemoryHotPlugNotSupported",
+        "Memory hot plug is not supported for this virtual machine (memoryHotAddEnabled is off).",
+    )
+}
+
+/// `VmConfigFault`: the VM's configuration lacks what the operation needs.
+pub fn vm_config_fault(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "VmConfigFault", why)
+}
+
+/// `ToolsImageNotAvailable`: this host has no tools installer image.
+pub fn tools_image_not_available(schema: &Schema) -> Fault {
+    Fault::new(
+        schema,
+        "ToolsImageNotAvailable",
+        "The VMware Tools (vireo-tools) installer image is not available on this host.",
+    )
+}
+
+/// `ToolsAutoUpgradeNotSupported`: the guest's tools cannot upgrade themselves.
+pub fn tools_auto_upgrade_not_supported(schema: &Schema) -> Fault {
+    Fault::new(
+        schema,
+        "ToolsAutoUpgradeNotSupported",
+        "The guest's tools cannot upgrade themselves; mount the installer \
+         (MountToolsInstaller) and install them in the guest.",
+    )
+}
+
+/// `VmToolsUpgradeFault`: the tools upgrade in the guest failed.
+pub fn vm_tools_upgrade_fault(schema: &Schema, why: impl Into<String>) -> Fault {
+    Fault::new(schema, "VmToolsUpgradeFault", why)
+}
+
 #[cfg(test)]
 mod tests {
     use vireo_api::schema::vim25;
@@ -275,6 +386,11 @@ mod tests {
             (file_fault(schema, "[ds] a", "x"), "FileFault"),
             (file_not_found(schema, "[ds] a", "x"), "FileNotFound"),
             (file_already_exists(schema, "[ds] a"), "FileAlreadyExists"),
+            (timed_out(schema, "x"), "Timedout"),
+            (not_a_file(schema, "/a", "x"), "NotAFile"),
+            (host_config_fault(schema, "x"), "HostConfigFault"),
+            (concurrent_access(schema, "x"), "ConcurrentAccess"),
+            (already_upgraded(schema, "x"), "AlreadyUpgraded"),
             (invalid_datastore(schema, "ds", "x"), "InvalidDatastore"),
             (already_exists(schema, "a", "x"), "AlreadyExists"),
             (duplicate_name(schema, "a", &vm), "DuplicateName"),

@@ -1,11 +1,14 @@
 //! The host's advanced settings as the OptionManager (`ServiceContent.setting`,
 //! `configManager.advancedOption`) shows and changes them: each one an ESXi setting that
-//! vireod honours at once (the session idle timeout, the failed-login lockout), its range
+//! vireod honours at once (the session idle timeout, the failed-login lockout, the default
+//! rotation of VM logs), its range
 //! and default (from vireod's configuration), and the values changed through the API, kept
 //! in `settings.json` in the data dir and applied again at start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use vireo_vmm_protocol::LogRotation;
 
 use crate::config::Config;
 use crate::host::Host;
@@ -20,6 +23,11 @@ pub const SESSION_TIMEOUT: &str = "UserVars.HostClientSessionTimeout";
 pub const LOCK_FAILURES: &str = "Security.AccountLockFailures";
 /// Security.AccountUnlockTime: seconds a locked account stays locked.
 pub const UNLOCK_TIME: &str = "Security.AccountUnlockTime";
+/// vmx.log.rotateSize: the host-wide default of a VM's `log.rotateSize` (ESXi reads `vmx.*`
+/// defaults from /etc/vmware/config).
+pub const VM_LOG_ROTATE_SIZE: &str = "vmx.log.rotateSize";
+/// vmx.log.keepOld: the host-wide default of a VM's `log.keepOld`.
+pub const VM_LOG_KEEP_OLD: &str = "vmx.log.keepOld";
 
 /// One setting: its key, what it is, its range, and its default from the configuration.
 pub struct Definition {
@@ -62,6 +70,22 @@ pub const DEFINITIONS: &[Definition] = &[
         min: 0,
         max: 30 * 86_400,
         default: |c| c.account_unlock_time_secs as i64,
+    },
+    Definition {
+        key: VM_LOG_ROTATE_SIZE,
+        label: "VM log rotation size",
+        summary: "Bytes at which a VM's serial.log and vireo-vmm.log rotate, unless its .vmx sets log.rotateSize (taken at its next power-on)",
+        min: LogRotation::MIN_SIZE as i64,
+        max: LogRotation::MAX_SIZE as i64,
+        default: |c| c.vm_log_rotate_size as i64,
+    },
+    Definition {
+        key: VM_LOG_KEEP_OLD,
+        label: "VM logs kept",
+        summary: "Older files a VM keeps of each log, unless its .vmx sets log.keepOld (taken at its next power-on)",
+        min: 0,
+        max: LogRotation::MAX_KEEP as i64,
+        default: |c| c.vm_log_keep_old as i64,
     },
 ];
 
@@ -178,6 +202,18 @@ pub fn apply(host: &Host) {
     let value = |key| settings.value(&host.config, key).unwrap_or_default();
     host.logins
         .set_policy(value(LOCK_FAILURES) as u32, value(UNLOCK_TIME) as u64);
+}
+
+/// How a VM's logs rotate when its `.vmx` does not say.
+pub fn vm_log_rotation(host: &Host) -> LogRotation {
+    let settings = lock(&host.settings);
+    let value = |key| settings.value(&host.config, key).unwrap_or_default();
+    // Clamped: the configured defaults are not range-checked as API changes are.
+    LogRotation {
+        size: (value(VM_LOG_ROTATE_SIZE) as u64)
+            .clamp(LogRotation::MIN_SIZE, LogRotation::MAX_SIZE),
+        keep: (value(VM_LOG_KEEP_OLD) as usize).min(LogRotation::MAX_KEEP),
+    }
 }
 
 /// The session idle timeout now in force, in seconds.

@@ -16,12 +16,14 @@ kinds=("$@")
 target=${CARGO_TARGET_DIR:-$root/target}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 [ -x "$root/.cache/venv/bin/python" ] || scripts/setup/20-python-venv.sh
-cargo build --release -q -p vireo-agent --bin vireod
+# VIREOD=path measures that binary instead (e.g. a copy of the build before a change).
+vireod=${VIREOD:-}
+[ -n "$vireod" ] || { cargo build --release -q -p vireo-agent --bin vireod; vireod=$target/release/vireod; }
 
 work=$(mktemp -d /tmp/vireo-bench.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 VIREO_ROOT_PASSWORD=bench-password VIREO_LOG=warn valgrind --tool=callgrind \
-    --callgrind-out-file="$work/callgrind.%p" "$target/release/vireod" --listen "127.0.0.1:$port" \
+    --callgrind-out-file="$work/callgrind.%p" "$vireod" --listen "127.0.0.1:$port" \
     --data-dir "$work/data" >"$work/vireod.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT

@@ -19,12 +19,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 [ -x "$root/.cache/venv/bin/python" ] || scripts/setup/20-python-venv.sh
-cargo build --release -q -p vireo-agent --bin vireod
+# VIREOD=path measures that binary instead (e.g. a copy of the build before a change).
+vireod=${VIREOD:-}
+[ -n "$vireod" ] || { cargo build --release -q -p vireo-agent --bin vireod; vireod=$target/release/vireod; }
 
 work=$(mktemp -d /tmp/vireo-bench.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 password=bench-password
-VIREO_ROOT_PASSWORD=$password VIREO_LOG=warn "$target/release/vireod" --listen "127.0.0.1:$port" --data-dir "$work/data" \
+VIREO_ROOT_PASSWORD=$password VIREO_LOG=warn "$vireod" --listen "127.0.0.1:$port" --data-dir "$work/data" \
     >"$work/vireod.log" 2>&1 &
 pid=$!
 nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -1,7 +1,9 @@
 """The VMM gets its files open (issue 12, deliver 4): vireod opens every layer of each disk's
-chain beneath its datastore and hands the descriptors to `vireo-vmm` (`--file FD:PATH` at
-start, SCM_RIGHTS with each reattach), so the VMM follows qcow2 backing names only to files
-vireod resolved, and the folders of its chains and boot files are not in its mount view."""
+chain, the boot files, the serial log and its older files, and a saved VM's state and memory
+beneath their datastore and hands the descriptors to `vireo-vmm` (`--file FD:PATH` at start,
+SCM_RIGHTS with each reattach and each save), so the VMM follows qcow2 backing names only to
+files vireod resolved, and no folder of a datastore — not even the VM's own — is in its mount
+view."""
 import os
 import subprocess
 
@@ -11,7 +13,8 @@ from pyVmomi import vim
 
 from test_security_paths import (Canary, assert_data_dir_survives, datastore, register, si,  # noqa: F401
                                  write_vmx)
-from test_vm_lifecycle import KERNEL, agent  # noqa: F401 (fixture)
+from test_vm_lifecycle import KERNEL, agent, console, create_vm, wait_for  # noqa: F401 (fixture)
+from test_vm_snapshots import BOOTED, WAITING, press_power_button, snapshot
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; these tests boot real guests")
@@ -68,10 +71,9 @@ def test_the_vmm_gets_its_chain_open_and_cannot_see_its_folders(si, agent):
         assert path in handed, f"{path} handed over ({handed})"
         assert os.readlink(f"/proc/{pid}/fd/{handed[path]}") == path
     if os.geteuid() == 0:
-        # Jailed: the VM folder is there (serial log, saves), the chain's and the kernel's
-        # folders are not, nor is the rest of the datastore.
-        assert visible_to(pid, vm_dir)
-        for hidden in (base_dir, os.path.join(store, "images"), "/etc/passwd"):
+        # Jailed: neither the VM folder nor the chain's or the kernel's folders are there, nor
+        # is the rest of the datastore.
+        for hidden in (vm_dir, base_dir, os.path.join(store, "images"), "/etc/passwd"):
             assert not visible_to(pid, hidden), f"{hidden} is in the VMM's view"
     # A snapshot of the running VM reattaches a new chain: its layers are sent open too.
     WaitForTask(vm.CreateSnapshot_Task(name="s", memory=False, quiesce=False))
@@ -106,4 +108,62 @@ def test_backing_names_leaving_the_datastore_are_refused_at_power_on(si, agent):
         assert canary.path not in open_paths(agent.process.pid)
     finally:
         canary.remove()
+    assert_data_dir_survives(agent, si)
+
+
+def assert_folder_unseen(agent, vm, vm_dir, resumed=False):
+    """The running VMM of `vm` has its serial log (and with `resumed` its saved state) handed to it
+    and, jailed, cannot open any path of the VM folder or the datastore."""
+    pid = vmm_pid(agent, vm)
+    handed = handed_files(pid)
+    wanted = ["serial.log", "serial-1.log"] + (["vm.state", "vm.mem"] if resumed else [])
+    names = {os.path.basename(path) for path in handed}
+    assert set(wanted) <= names, f"{wanted} handed over ({handed})"
+    assert os.path.join(vm_dir, "serial.log") in handed
+    if os.geteuid() == 0:
+        store = os.path.realpath(datastore(agent))
+        # (The data dir's path exists there only as the way to the VM's run directory.)
+        inventory = os.path.join(agent.data_dir, "vm-inventory")
+        for hidden in (vm_dir, os.path.join(vm_dir, "serial.log"), store, inventory):
+            assert not visible_to(pid, hidden), f"{hidden} is in the VMM's view"
+            with pytest.raises(FileNotFoundError):
+                os.open(f"/proc/{pid}/root{hidden}", os.O_RDONLY)
+    return pid
+
+
+def test_no_vmm_of_a_vm_sees_its_folder_through_suspend_snapshots_and_revert(si, agent):
+    """The serial log, the suspend state and memory snapshots go through descriptors vireod
+    opened: the VMM that boots, the one that saves a memory snapshot and a suspend, the one that
+    resumes and the one a revert starts all run without the VM folder in their view."""
+    vm = create_vm(si, "unseen", scenario="wait", nic=False)
+    vm_dir = os.path.dirname(os.path.realpath(os.path.join(datastore(agent), "unseen", "unseen.vmx")))
+    WaitForTask(vm.PowerOnVM_Task())
+    wait_for(lambda: WAITING in console(agent, vm), "the guest to wait for its power button")
+    booted = assert_folder_unseen(agent, vm, vm_dir)
+
+    s1 = snapshot(vm, "with-memory", memory=True)
+    assert vmm_pid(agent, vm) == booted, "a memory snapshot keeps the VMM"
+    memory = os.path.join(vm_dir, "snapshot-1", "vm.mem")
+    made = os.stat(memory)
+    assert (made.st_uid, made.st_mode & 0o777) == (os.geteuid(), 0o400), "vireod's file, sealed"
+    assert os.path.exists(os.path.join(vm_dir, "snapshot-1", "vm.state"))
+    assert not os.path.exists(os.path.join(vm_dir, "snapshot-1", "vm.state.partial"))
+
+    WaitForTask(vm.SuspendVM_Task())
+    assert vm.runtime.powerState == "suspended"
+    WaitForTask(vm.PowerOnVM_Task())
+    assert_folder_unseen(agent, vm, vm_dir, resumed=True)
+    press_power_button(agent, vm)
+    wait_for(lambda: vm.runtime.powerState == "poweredOff", "the resumed guest to power off")
+
+    WaitForTask(s1.RevertToSnapshot_Task())
+    assert vm.runtime.powerState == "poweredOn"
+    assert_folder_unseen(agent, vm, vm_dir, resumed=True)
+    press_power_button(agent, vm)
+    wait_for(lambda: vm.runtime.powerState == "poweredOff", "the reverted guest to power off")
+    log = console(agent, vm)
+    assert log.count(BOOTED) == 1, "resumed twice from saved memory, never booted again"
+    assert log.count("vireo-test-guest: power button pressed") == 2
+    WaitForTask(vm.Destroy_Task())
+    assert not os.path.exists(vm_dir)
     assert_data_dir_survives(agent, si)

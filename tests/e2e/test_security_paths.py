@@ -433,13 +433,22 @@ def test_each_vmm_runs_as_a_user_of_its_own(si, agent):
     given = [name for name in os.listdir(folder_path) if os.path.isfile(os.path.join(folder_path, name))
              and os.stat(os.path.join(folder_path, name)).st_uid == uid_a]
     assert given, "the layers were given to the first VMM's user"
-    # ...which the second VMM's user cannot open, while the first's can (so the check can tell).
+    # The VM folder is not the VMMs' to search (they get every file open): no VMM user opens
+    # a layer by path...
     folder_fd = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+    mode = os.stat(folder_path).st_mode & 0o777
     try:
+        assert mode & 0o011 == 0, f"VM folder mode {mode:o}"
+        for name in given:
+            assert not opens_as(uid_a, gid, folder_fd, name), name
+        # ...and were it searchable, the second VMM's user still could not open what the
+        # first's was given, while the first's could (so the check can tell).
+        os.chmod(folder_path, 0o711)
         for name in given:
             assert opens_as(uid_a, gid, folder_fd, name), name
             assert not opens_as(uid_b, gid, folder_fd, name), name
     finally:
+        os.chmod(folder_path, mode)
         os.close(folder_fd)
     # The second VM keeps its own uid across a restart of its VMM.
     WaitForTask(second.PowerOffVM_Task())

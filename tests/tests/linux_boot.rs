@@ -1,7 +1,8 @@
 //! Debian's stock cloud kernel with a busybox initramfs (scripts/build-guest.sh) under
 //! `vireo-vmm --vcpus 2`: one boot serves every check — userspace on both CPUs, virtio-blk write
-//! and read-back (the host file holds the bytes), /dev/hvc0, no ACPI errors, ACPI power-off with
-//! exit status 0. On kvm-pvm (our build and CI machines) the VMM boots the bzImage's payload
+//! and read-back (the host file holds the bytes), /dev/hvc0, no ACPI errors, pause and resume
+//! (the guest's shell answers after it), the ACPI power button and the orderly power-off it
+//! starts, with exit status 0. On kvm-pvm (our build and CI machines) the VMM boots the bzImage's payload
 //! through PVH, appends its command-line options and completes the ring-0 instructions and the
 //! ring-3 SYSCALLs the backend leaves undone (docs/kvm-pvm.md); the test checks those too.
 
@@ -17,14 +18,20 @@ use vireo_tests::{hardware_kvm, kvm_available, repo_root, scratch_dir, Vmm};
 /// reported, not asserted): on a loaded kvm-pvm host the vCPUs get a fraction of a core.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(50 * 60);
 
-/// Builds (or finds cached) the kernel and initramfs.
+/// Builds (or finds cached) the kernel and initramfs; returns their folder.
 fn linux_guest() -> PathBuf {
-    let status = Command::new(repo_root().join("scripts/build-guest.sh"))
-        .stdout(std::process::Stdio::null())
-        .status()
+    let output = Command::new(repo_root().join("scripts/build-guest.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .expect("run build-guest.sh");
-    assert!(status.success(), "scripts/build-guest.sh failed");
-    repo_root().join(".cache/linux-guest")
+    assert!(output.status.success(), "scripts/build-guest.sh failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build-guest.sh names its folder"),
+    )
 }
 
 /// Starts the guest with 2 vCPUs, 256 MiB and the given extra arguments.
@@ -71,9 +78,25 @@ fn check_kvm_pvm_completions(vmm: &Vmm, log: &str) {
     }
 }
 
+/// Pauses the VM and resumes it; the guest's shell then still runs a command.
+fn pause_and_resume(vmm: &mut Vmm, timeout: Duration) {
+    assert_eq!(vmm.control(json!({"cmd": "pause"})), json!({"ok": true}));
+    assert_eq!(
+        vmm.control(json!({"cmd": "status"}))["state"],
+        json!("paused")
+    );
+    assert_eq!(vmm.control(json!({"cmd": "resume"})), json!({"ok": true}));
+    assert_eq!(
+        vmm.control(json!({"cmd": "status"}))["state"],
+        json!("running")
+    );
+    vmm.send("echo resumed-$((6 * 7))\n");
+    vmm.expect("resumed-42", timeout);
+}
+
 #[test]
-fn debian_kernel_boots_to_userspace_uses_virtio_and_powers_off() {
-    let name = "debian_kernel_boots_to_userspace_uses_virtio_and_powers_off";
+fn debian_kernel_boots_pauses_and_takes_the_power_button() {
+    let name = "debian_kernel_boots_pauses_and_takes_the_power_button";
     if !kvm_available(name) {
         return;
     }
@@ -110,7 +133,7 @@ fn debian_kernel_boots_to_userspace_uses_virtio_and_powers_off() {
         check_kvm_pvm_completions(&vmm, &booted);
     }
     vmm.expect("vireo-linux-guest: hvc0 present", left());
-    let checks = vmm.expect("vireo-linux-guest: powering off", left());
+    let checks = vmm.expect("vireo-linux-guest: waiting for the power button", left());
     let written = format!("written-by-linux:{token}");
     assert!(
         checks.contains(&format!("disk token read: {token}")),
@@ -121,8 +144,19 @@ fn debian_kernel_boots_to_userspace_uses_virtio_and_powers_off() {
         "{checks}"
     );
     assert!(!checks.contains("acpi:"), "ACPI errors in dmesg: {checks}");
+
+    pause_and_resume(&mut vmm, left());
+    assert_eq!(
+        vmm.control(json!({"cmd": "power-button"})),
+        json!({"ok": true})
+    );
+    vmm.expect("vireo-linux-guest: power button pressed", left());
     let exit = vmm.wait(left().max(Duration::from_secs(60)));
-    assert_eq!(exit.status.code(), Some(0), "{exit:?}");
+    assert_eq!(
+        (exit.status.code(), exit.reason()),
+        (Some(0), "guest-power-off"),
+        "{exit:?}"
+    );
     eprintln!("{name}: powered off after {:?}", started.elapsed());
 
     let mut on_host = vec![0u8; written.len()];

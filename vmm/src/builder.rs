@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use linux_loader::bootparam::setup_header;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
@@ -198,14 +199,16 @@ where
     }
 }
 
-/// On kvm-pvm, a bzImage's payload decompressed here and booted through its PVH entry (the
-/// bzImage's own decompressor would run in interpreted ring 0 for minutes); None when the
-/// payload has no PVH entry, so the bzImage boots as it is.
+/// On kvm-pvm, a bzImage's payload (vmlinux) decompressed here and entered where the bzImage's
+/// own decompressor would have jumped: its 64-bit entry (the ELF entry, `startup_64`) with the
+/// zero page built from the bzImage's setup header. The decompressor would run in interpreted
+/// ring 0 for minutes; the zero page carries what a PVH start info cannot, among it the
+/// framebuffer (`screen_info`) that efifb takes.
 fn load_bzimage_payload(
     mem: &GuestMemoryMmap,
     file: &mut File,
     path: &Path,
-) -> Result<Option<LoadedKernel>, BuildError> {
+) -> Result<LoadedKernel, BuildError> {
     let io = |source| BuildError::File {
         what: "kernel",
         path: path.to_owned(),
@@ -214,18 +217,42 @@ fn load_bzimage_payload(
     let mut image = Vec::new();
     file.rewind().map_err(io)?;
     file.read_to_end(&mut image).map_err(io)?;
+    let header = kvm_pvm::bzimage_setup_header(&image).map_err(|source| BuildError::Payload {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_boot_protocol(&header, path)?;
     let elf = kvm_pvm::bzimage_payload(&image).map_err(|source| BuildError::Payload {
         path: path.to_owned(),
         source,
     })?;
-    match load_pvh_elf(mem, &mut std::io::Cursor::new(elf), path) {
-        Ok(kernel) => Ok(Some(LoadedKernel {
-            linux: true,
-            ..kernel
-        })),
-        Err(BuildError::NoPvhEntry(_)) => Ok(None),
-        Err(e) => Err(e),
+    let start = Some(GuestAddress(layout::HIGH_MEMORY_START));
+    let loaded = Elf::load(mem, None, &mut std::io::Cursor::new(elf), start).map_err(|source| {
+        BuildError::KernelLoad {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(LoadedKernel {
+        entry: BootEntry {
+            mode: EntryMode::Linux64,
+            address: loaded.kernel_load.0,
+        },
+        setup_header: Some(header),
+        linux: true,
+    })
+}
+
+/// Refuses a bzImage older than the boot protocol this VMM drives.
+fn check_boot_protocol(header: &setup_header, path: &Path) -> Result<(), BuildError> {
+    let version = header.version;
+    if version < zero_page::MIN_BOOT_PROTOCOL {
+        return Err(BuildError::OldBootProtocol {
+            path: path.to_owned(),
+            version,
+        });
     }
+    Ok(())
 }
 
 fn load_kernel(mem: &GuestMemoryMmap, path: &Path, pvm: bool) -> Result<LoadedKernel, BuildError> {
@@ -240,21 +267,13 @@ fn load_kernel(mem: &GuestMemoryMmap, path: &Path, pvm: bool) -> Result<LoadedKe
         KernelFormat::Elf => load_pvh_elf(mem, &mut file, path),
         KernelFormat::BzImage => {
             if pvm {
-                if let Some(kernel) = load_bzimage_payload(mem, &mut file, path)? {
-                    return Ok(kernel);
-                }
+                return load_bzimage_payload(mem, &mut file, path);
             }
             let result = BzImage::load(mem, None, &mut file, start).map_err(load_error)?;
             let header = result
                 .setup_header
                 .ok_or_else(|| BuildError::NotAKernel(path.to_owned()))?;
-            let version = header.version;
-            if version < zero_page::MIN_BOOT_PROTOCOL {
-                return Err(BuildError::OldBootProtocol {
-                    path: path.to_owned(),
-                    version,
-                });
-            }
+            check_boot_protocol(&header, path)?;
             // The 64-bit entry point is 0x200 past the protected-mode kernel's load address.
             let address = result.kernel_load.0 + 0x200;
             Ok(LoadedKernel {

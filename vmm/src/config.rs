@@ -9,7 +9,7 @@ pub const MAX_VCPUS: u8 = 254;
 /// Smallest guest memory we boot (the boot structures and a kernel must fit).
 pub const MIN_MEMORY_MIB: u64 = 8;
 
-pub use vireo_vmm_protocol::{DiskConfig, NetConfig};
+pub use vireo_vmm_protocol::{DiskConfig, LogRotation, NetConfig};
 
 /// The VM to build.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -29,6 +29,9 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// File receiving the serial console (appended).
     pub serial_log: Option<PathBuf>,
+    /// How the serial log rotates.
+    #[serde(default)]
+    pub serial_log_rotation: LogRotation,
     /// Whether the serial console also goes to stdout and stdin feeds it.
     pub serial_stdio: bool,
     /// Unix socket on which to serve the control protocol.
@@ -56,6 +59,7 @@ impl Default for VmConfig {
             cores_per_socket: None,
             memory_mib: 128,
             serial_log: None,
+            serial_log_rotation: LogRotation::default(),
             serial_stdio: false,
             control_socket: None,
             disks: Vec::new(),

@@ -171,10 +171,17 @@ fn execute(request: Request, fds: Vec<OwnedFd>, handle: &VmHandle) -> (String, O
         }
         Request::PowerOff => (acked(Ok(())), Some(VmExit::HostPowerOff)),
         Request::Reset => (acked(Ok(())), Some(VmExit::HostReset)),
-        Request::Save { dir, live } => {
-            let saved = handle
-                .saving
-                .during(|| crate::persist::save::save_vm(handle, &dir, live));
+        Request::Save {
+            dir,
+            live,
+            files_sent,
+        } => {
+            let saved = sent_save_files(files_sent, fds).and_then(|sent| {
+                handle
+                    .saving
+                    .during(|| crate::persist::save::save_vm(handle, &dir, live, sent))
+                    .map_err(|e| e.to_string())
+            });
             (reply(saved), None)
         }
         Request::DetachDisks => {
@@ -226,6 +233,29 @@ fn execute(request: Request, fds: Vec<OwnedFd>, handle: &VmHandle) -> (String, O
             )
         }
     }
+}
+
+/// The memory and state files a `save` request carried, when it says it carries them.
+fn sent_save_files(
+    files_sent: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Option<crate::persist::save::SentFiles>, String> {
+    if !files_sent {
+        return match fds.is_empty() {
+            true => Ok(None),
+            false => Err("save: files were sent but the request names none".into()),
+        };
+    }
+    let [memory, state] = <[OwnedFd; 2]>::try_from(fds).map_err(|fds| {
+        format!(
+            "save: the memory and state files must come with the request ({} sent)",
+            fds.len()
+        )
+    })?;
+    Ok(Some(crate::persist::save::SentFiles {
+        memory: memory.into(),
+        state: state.into(),
+    }))
 }
 
 /// Restarts every disk that holds requests for lack of space, so that it takes them off its

@@ -24,7 +24,7 @@ use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
 use crate::devices::legacy::serial::{
     ConsoleSinks, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
-use crate::devices::legacy::serial_log::{RotatingLog, LOG_CAP_BYTES, LOG_ROTATIONS};
+use crate::devices::legacy::serial_log::RotatingLog;
 use crate::devices::virtio::block::{Block, DiskSlot};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::TransportError;
@@ -163,7 +163,7 @@ fn console_sinks(config: &VmConfig) -> Result<ConsoleSinks, DeviceError> {
         sinks.push(Box::new(std::io::stdout()));
     }
     if let Some(path) = &config.serial_log {
-        let log = RotatingLog::open(path, LOG_CAP_BYTES, LOG_ROTATIONS).map_err(|source| {
+        let log = RotatingLog::open(path, config.serial_log_rotation).map_err(|source| {
             DeviceError::SerialLog {
                 path: path.clone(),
                 source,

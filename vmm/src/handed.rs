@@ -1,5 +1,5 @@
 //! The files vireod hands the VMM already open (`--file FD:PATH`: the layers of every disk
-//! chain, CD-ROM media, the kernel and initrd). vireod resolved each one beneath its datastore;
+//! chain, CD-ROM media, the kernel and initrd, the serial logs, a saved VM's state and memory). vireod resolved each one beneath its datastore;
 //! the VMM takes them at start ([`adopt`]) and from then on opens those paths from the
 //! descriptors ([`open`]), and installs them as `vireo_disk`'s backing opener, so a qcow2
 //! backing name is followed only to a file vireod resolved and handed over — never to a path
@@ -116,6 +116,17 @@ pub fn add_sent(paths: &[PathBuf], fds: Vec<OwnedFd>) -> Result<(), HandedError>
         files.insert(path.clone(), File::from(fd));
     }
     Ok(())
+}
+
+/// The handed file at `path`, taken out of the set (so that it never serves as a backing
+/// file and closes with its user): the serial logs, a saved VM's state and memory files.
+pub fn take(path: &Path) -> Option<File> {
+    FILES.get().and_then(|files| files.take(path))
+}
+
+/// The handed file at `path` ([`take`]), else opened by path for reading (a VMM run by hand).
+pub fn open_once(path: &Path) -> std::io::Result<File> {
+    take(path).map_or_else(|| File::open(path), Ok)
 }
 
 /// The file at `path`: the handed one (taken out of the set when opened for writing, so that

@@ -126,6 +126,7 @@ fn build(args: &VmmArgs) -> Result<Machine, StartError> {
         Some(dir) => {
             let options = RestoreOptions {
                 serial_log: args.serial_log.clone(),
+                serial_log_rotation: args.serial_log_rotation(),
                 serial_stdio,
                 control_socket: args.control.clone(),
                 tools_socket: args.tools_socket.clone(),
@@ -143,6 +144,7 @@ fn build(args: &VmmArgs) -> Result<Machine, StartError> {
             cores_per_socket: args.cores_per_socket,
             memory_mib: args.memory_mib,
             serial_log: args.serial_log.clone(),
+            serial_log_rotation: args.serial_log_rotation(),
             control_socket: args.control.clone(),
             disks: args.disks.clone(),
             nets: args.nets.clone(),

@@ -107,7 +107,7 @@ fn local_fault(schema: &vireo_api::Schema, error: LocalDatastoreError) -> Fault 
     let message = error.to_string();
     match error {
         LocalDatastoreError::Name { name, .. } => faults::invalid_name(schema, &name, message),
-        LocalDatastoreError::Io { .. } => Fault::new(schema, "HostConfigFault", message),
+        LocalDatastoreError::Io { .. } => faults::host_config_fault(schema, message),
         _ => Fault::invalid_argument(schema, "path", message),
     }
 }
@@ -123,7 +123,7 @@ fn registry_fault(schema: &vireo_api::Schema, error: RegistryError) -> Fault {
         RegistryError::Overlaps { .. } => Fault::invalid_argument(schema, "path", message),
         RegistryError::NotFound(_) => Fault::not_found(schema, message),
         RegistryError::Configured(_) | RegistryError::File { .. } => {
-            Fault::new(schema, "HostConfigFault", message)
+            faults::host_config_fault(schema, message)
         }
     }
 }

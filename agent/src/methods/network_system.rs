@@ -7,7 +7,7 @@ use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, Value};
 
 use super::{Call, Handler, MethodResult, MethodTable};
-use crate::faults::{already_exists, resource_in_use};
+use crate::faults::{already_exists, host_config_fault, resource_in_use};
 use crate::locks::lock;
 use crate::vm::network::switches::{
     PortGroup, Security, SecurityOverride, SwitchError, Switches, VSwitch,
@@ -72,8 +72,7 @@ fn fault(schema: &Schema, error: ApplyError) -> Fault {
             already_exists(schema, name, error.to_string())
         }
         ApplyError::Model(SwitchError::NotFound { .. }) => {
-            let message = error.to_string();
-            Fault::new(schema, "NotFound", message)
+            Fault::not_found(schema, error.to_string())
         }
         ApplyError::Model(SwitchError::InUse { kind, ref name, .. }) => {
             let ty = match kind {
@@ -88,10 +87,6 @@ fn fault(schema: &Schema, error: ApplyError) -> Fault {
         }
         other => host_config_fault(schema, other.to_string()),
     }
-}
-
-fn host_config_fault(schema: &Schema, why: String) -> Fault {
-    Fault::new(schema, "HostConfigFault", why)
 }
 
 fn add_virtual_switch(call: &Call<'_>) -> MethodResult {
@@ -228,9 +223,8 @@ fn query_network_hint(call: &Call<'_>) -> MethodResult {
         .collect();
     for device in &asked {
         if !uplinks.contains(&device) {
-            return Err(Fault::new(
+            return Err(Fault::not_found(
                 schema,
-                "NotFound",
                 format!("no physical NIC {device}"),
             ));
         }

@@ -21,12 +21,7 @@ pub const METHODS: MethodTable = MethodTable {
 };
 
 fn invalid_name(schema: &Schema, name: &str) -> Fault {
-    Fault::new(
-        schema,
-        "InvalidName",
-        format!("no setting is named '{name}'"),
-    )
-    .with(schema, "name", name)
+    crate::faults::invalid_name(schema, name, format!("no setting is named '{name}'"))
 }
 
 fn option_value(schema: &Schema, key: &str, value: i64) -> Value {

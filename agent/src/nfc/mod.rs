@@ -239,7 +239,7 @@ async fn watch(host: &Arc<Host>, lease: &Arc<Lease>) {
             break;
         }
         if idle >= lease.timeout {
-            let fault = Fault::new(host.schema, "Timedout", "The lease timed out");
+            let fault = faults::timed_out(host.schema, "The lease timed out");
             if end(host, lease, LeaseState::Error, Some(fault.data), true).is_ok() {
                 break;
             }
@@ -262,7 +262,7 @@ pub fn lease_of(host: &Host, this: &MoRef) -> Result<Arc<Lease>, Fault> {
 fn not_ready(host: &Host, lease: &Lease) -> Fault {
     let progress = lock(&lease.progress);
     if progress.timed_out {
-        Fault::new(host.schema, "Timedout", "The lease timed out")
+        faults::timed_out(host.schema, "The lease timed out")
     } else {
         faults::invalid_state(
             host.schema,

@@ -22,6 +22,12 @@ pub enum Access {
     Modify,
     /// Writing an existing file, or creating it with mode 0600; truncated.
     Replace,
+    /// Reading and appending to a file, created with mode 0600 when missing (a live log).
+    Append,
+    /// Reading and writing a file, created with mode 0600 when missing; never truncated.
+    Update,
+    /// Reading and writing a new file, created with mode 0600 (it must not exist).
+    New,
     /// A directory (a handle naming it).
     Directory,
 }
@@ -34,6 +40,9 @@ impl Access {
             Access::Read => OFlag::O_RDONLY | OFlag::O_NOCTTY,
             Access::Modify => OFlag::O_RDWR | OFlag::O_NOCTTY,
             Access::Replace => OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOCTTY,
+            Access::Append => OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NOCTTY,
+            Access::Update => OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOCTTY,
+            Access::New => OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOCTTY,
             Access::Directory => OFlag::O_PATH | OFlag::O_DIRECTORY,
         }
     }
@@ -52,10 +61,11 @@ pub fn open(root: &Path, relative: &Path, access: Access) -> io::Result<File> {
     } else {
         relative
     };
-    let mode = if access == Access::Replace {
-        Mode::from_bits_truncate(0o600)
-    } else {
-        Mode::empty()
+    let mode = match access {
+        Access::Replace | Access::Append | Access::Update | Access::New => {
+            Mode::from_bits_truncate(0o600)
+        }
+        Access::Locate | Access::Read | Access::Modify | Access::Directory => Mode::empty(),
     };
     let how = OpenHow::new()
         .flags(access.flags() | OFlag::O_CLOEXEC)
@@ -167,9 +177,21 @@ mod tests {
     fn creates_files_private_whatever_the_umask() {
         let dir = scratch("mode");
         let root = dir.join("root");
-        let file = open(&root, Path::new("vm/new"), Access::Replace).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        for (name, access) in [
+            ("new", Access::Replace),
+            ("log", Access::Append),
+            ("log-1", Access::Update),
+            ("vm.mem", Access::New),
+        ] {
+            let file = open(&root, &Path::new("vm").join(name), access).unwrap();
+            assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(
+            errno(open(&root, Path::new("vm/vm.mem"), Access::New)),
+            Some(Errno::EEXIST as i32),
+            "a new file must not exist"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

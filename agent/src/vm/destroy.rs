@@ -9,13 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vireo_disk::tree::SIDECAR_SUFFIX;
 
+use super::logs::{self, SERIAL_LOG, VMM_LOG};
+use super::snapshots::live::SAVED_FILES;
 use super::snapshots::{memory_dir, vmsd_path};
 use super::{Vm, VmState};
-
-/// Machine-state files of a snapshot or of a suspended VM.
-const STATE_FILES: [&str; 2] = ["vm.state", "vm.mem"];
-/// Logs the VMM writes into the VM folder.
-const LOGS: [&str; 2] = ["vireo-vmm.log", "serial.log"];
 
 /// The files and folders (removed after the files in them) the VM owns, as host paths.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,12 +46,11 @@ pub fn owned_files(vm: &Vm, state: &VmState, bases: &[PathBuf]) -> OwnedFiles {
         .map(|uid| memory_dir(vm, uid))
         .chain([vm.suspend_dir()])
     {
-        files.extend(STATE_FILES.iter().map(|f| dir.join(f)));
+        files.extend(SAVED_FILES.iter().map(|f| dir.join(f)));
         folders.push(dir);
     }
-    files.extend(LOGS.iter().map(|f| vm.file(f)));
-    let rotations = 1..=vireo_vmm_protocol::args::SERIAL_LOG_ROTATIONS;
-    files.extend(rotations.map(|n| vm.file(&format!("serial.log.{n}"))));
+    files.extend([VMM_LOG, SERIAL_LOG].map(|f| vm.file(f)));
+    files.extend(logs::rotations(vm));
     files.extend(screenshots(vm));
     files.sort();
     files.dedup();

@@ -43,14 +43,25 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// Adds the file at `path` (a kernel, initrd or medium) opened for reading; returns the
-    /// host path the VMM knows it by.
+    /// Adds the file at `path` (a kernel, initrd, medium or saved state) opened for reading;
+    /// returns the host path the VMM knows it by.
     pub fn add_file(
         &mut self,
         datastores: &[DatastoreDir],
         path: &Path,
     ) -> Result<PathBuf, HandoffError> {
-        let (file, host_path) = open_beneath(datastores, path, Access::Read)?;
+        self.add_opened(datastores, path, Access::Read)
+    }
+
+    /// Adds the file at `path` opened with `access` (a log, a file a save writes); returns the
+    /// host path the VMM knows it by.
+    pub fn add_opened(
+        &mut self,
+        datastores: &[DatastoreDir],
+        path: &Path,
+        access: Access,
+    ) -> Result<PathBuf, HandoffError> {
+        let (file, host_path) = open_beneath(datastores, path, access)?;
         self.files.push((host_path.clone(), file));
         Ok(host_path)
     }

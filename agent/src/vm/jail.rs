@@ -1,10 +1,9 @@
 //! How vireod confines each `vireo-vmm` (the VMM side is `vireo_vmm::jail`): the user it runs
 //! as — a uid of its own per VM, from the range `vmm_uid` .. `vmm_uid + vmm_uid_count`, reserved
 //! for the VM on this host for every vireod (files in [`UID_RESERVATIONS`]) — and the group
-//! (`vmm_gid`, shared: it only grants search on folders), the directories its mount namespace shows (the VM
-//! folder, its run directory, the folders of its disk chains and boot files), and access to
-//! the files vireod makes for it while it runs (a save directory, the layers of a disk chain
-//! it reopens), which are given to the jail's user. A vireod that is not root cannot change
+//! (`vmm_gid`, shared: it only grants search on folders), the directories its mount namespace
+//! shows (its run directory only: every file it needs on a datastore is handed to it open),
+//! and the layers of a disk chain it reopens, which are also given to the jail's user. A vireod that is not root cannot change
 //! users or make namespaces: its VMMs then run as its own user, unjailed.
 
 use std::collections::BTreeSet;
@@ -90,12 +89,6 @@ impl VmmJail {
         )?;
         Ok(())
     }
-
-    /// Makes `dir` (mode 0700) for the jailed VMM to write in.
-    pub fn make_dir(&self, dir: &Path) -> std::io::Result<()> {
-        ensure_private_dir(dir)?;
-        self.grant(dir)
-    }
 }
 
 /// The uid in `reservations` whose file names `owner`, or the first free one of `(first,
@@ -150,14 +143,6 @@ fn reserve_uid(
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Makes `dir` for a VMM to save into: the jail's user's when there is a jail.
-pub fn make_save_dir(jail: Option<VmmJail>, dir: &Path) -> std::io::Result<()> {
-    match jail {
-        Some(jail) => jail.make_dir(dir),
-        None => ensure_private_dir(dir),
-    }
 }
 
 /// Gives every file of `chains` to the jail's user (no-op without a jail).

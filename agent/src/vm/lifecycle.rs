@@ -14,7 +14,9 @@ use vireo_vmm_protocol::{DiskConfig, DiskFormat, NetConfig, VmmArgs};
 use super::handoff::{Handoff, HandoffError};
 use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
+use super::logs;
 use super::process::{VmmExit, VmmProcess};
+use super::snapshots::live::SAVED_FILES;
 use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
 use super::{
     cdroms, cgroup, control, disks, network, question, recovery, snapshots, tools_host, Power,
@@ -38,7 +40,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
     let mut state = vm.edit(host);
     disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
-    let log = vm.file("vireo-vmm.log");
+    let log = vm.file(logs::VMM_LOG);
     let mut adopted = VmmProcess::adopt(&vm.run_dir, &log);
     let recovered = recovery::recover(host, vm, &mut state, &mut adopted);
     state.disk_capacities = disks::capacities(host, vm, &state.spec);
@@ -363,18 +365,16 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
         .collect()
 }
 
-/// What a jailed VMM sees: the VM folder, its run directory and saved state. Its disk chains,
-/// media and boot files are handed to it open ([`hand_over`]), so their folders are not shown.
-fn jail_dirs(vm: &Vm, args: &VmmArgs) -> Vec<PathBuf> {
-    [vm.dir.clone(), vm.run_dir.clone()]
-        .into_iter()
-        .chain(args.restore.clone())
-        .collect()
+/// What a jailed VMM sees: its run directory (sockets, framebuffer), nothing else. Every file
+/// it needs on a datastore is handed to it open ([`hand_over`]), so no folder of a datastore
+/// is shown, not even the VM's own.
+fn jail_dirs(vm: &Vm) -> Vec<PathBuf> {
+    vec![vm.run_dir.clone()]
 }
 
 /// Opens every file on a datastore that `args` names — each disk's whole chain, media, the
-/// kernel and initrd — for the VMM, and makes `args` name them by the host paths the VMM
-/// gets them at.
+/// kernel and initrd, the saved state it resumes from, the serial log and its older files —
+/// for the VMM, and makes `args` name them by the host paths the VMM gets them at.
 fn hand_over(host: &Host, args: &mut VmmArgs) -> Result<Handoff, Fault> {
     let datastores = &host.datastores();
     let refused = |path: &Path, e: HandoffError| {
@@ -400,6 +400,26 @@ fn hand_over(host: &Host, args: &mut VmmArgs) -> Result<Handoff, Fault> {
         *file = handoff
             .add_file(datastores, file)
             .map_err(|e| refused(file, e))?;
+    }
+    if let Some(dir) = &mut args.restore {
+        let mut handed = Vec::new();
+        for name in SAVED_FILES {
+            let path = dir.join(name);
+            handed.push(
+                handoff
+                    .add_file(datastores, &path)
+                    .map_err(|e| refused(&path, e))?,
+            );
+        }
+        // The folder as the VMM knows the handed files.
+        if let Some(folder) = handed.first().and_then(|state| state.parent()) {
+            *dir = folder.to_owned();
+        }
+    }
+    let rotation = args.serial_log_rotation();
+    if let Some(log) = &mut args.serial_log {
+        *log = logs::hand_serial_log(&mut handoff, datastores, log, rotation)
+            .map_err(|e| refused(log, e))?;
     }
     args.files = handoff.args();
     Ok(handoff)
@@ -435,6 +455,10 @@ fn launch(
     }
     let (drives, media) = cdroms::vmm_drives(host, vm, &state.spec.cdroms, args.disks.len())?;
     args.disks.extend(drives);
+    let rotation = logs::rotation(host, &state.spec);
+    args.serial_log = Some(vm.file(logs::SERIAL_LOG));
+    args.serial_log_rotate_size = rotation.size;
+    args.serial_log_keep_old = rotation.keep;
     let handoff = hand_over(host, &mut args)?;
     jail::ensure_private_dir(&vm.run_dir).map_err(|e| system_error(e.to_string()))?;
     let control_socket = vm.run_dir.join("control.sock");
@@ -447,13 +471,12 @@ fn launch(
     }
     args.control = Some(control_socket.clone());
     args.tools_socket = Some(tools_socket);
-    args.serial_log = Some(vm.file("serial.log"));
     args.framebuffer_file = Some(crate::console::framebuffer::file_of(vm));
     let files_ready = began.elapsed();
     let jail = VmmJail::of(&host.config, vm.id)
         .map_err(|e| system_error(format!("cannot reserve the VM's user: {e}")))?;
     if let Some(jail) = jail {
-        let dirs = jail_dirs(vm, &args);
+        let dirs = jail_dirs(vm);
         jail.confine(&mut args, dirs)
             .map_err(|e| system_error(format!("cannot prepare the VM's jail: {e}")))?;
     }
@@ -488,13 +511,17 @@ fn launch(
         }
     }
     let _ = std::fs::remove_file(&control_socket);
+    let vmm_log = vm.file(logs::VMM_LOG);
+    if let Err(error) = logs::rotate_when_full(&vmm_log, rotation) {
+        tracing::warn!(vm = vm.id, "cannot rotate {}: {error}", vmm_log.display());
+    }
     let jailed = began.elapsed();
     let process = VmmProcess::spawn(
         &vmm_binary(),
         &args.to_argv(),
         &handoff.fds(),
         &vm.run_dir,
-        &vm.file("vireo-vmm.log"),
+        &vmm_log,
     )
     .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
     let spawned = began.elapsed();
@@ -766,7 +793,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
-        let saved = snapshots::live::save(host, vm, &socket, &dir, false)
+        let saved = snapshots::live::save(host, &socket, &dir, false)
             .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));

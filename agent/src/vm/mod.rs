@@ -21,6 +21,7 @@ pub mod handoff;
 pub mod jail;
 pub mod journal;
 pub mod lifecycle;
+pub mod logs;
 pub mod macs;
 pub mod network;
 pub mod process;

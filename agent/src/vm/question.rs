@@ -258,9 +258,8 @@ pub fn answer(host: &Host, vm: &Vm, id: &str, choice: &str) -> Result<(), Fault>
     let question = match &state.question {
         Some(question) if question.id() == id => question.clone(),
         _ => {
-            return Err(Fault::new(
+            return Err(crate::faults::concurrent_access(
                 schema,
-                "ConcurrentAccess",
                 format!("The question {id} is not pending: it was answered or withdrawn."),
             ))
         }

@@ -75,24 +75,6 @@ impl ToolsImage {
     }
 }
 
-/// `ToolsImageNotAvailable`: this host has no tools ISO.
-fn image_not_available(schema: &Schema) -> Fault {
-    Fault::new(
-        schema,
-        "ToolsImageNotAvailable",
-        "The VMware Tools (vireo-tools) installer image is not available on this host.",
-    )
-}
-
-/// `VmConfigFault`: the VM has no CD-ROM drive to mount the installer in.
-fn no_cdrom(schema: &Schema) -> Fault {
-    Fault::new(
-        schema,
-        "VmConfigFault",
-        "The virtual machine has no CD-ROM drive to mount the VMware Tools installer in.",
-    )
-}
-
 /// The checks every installer operation starts with: a running VM with a CD-ROM drive.
 fn check_running_with_cdrom(schema: &Schema, state: &VmState) -> Result<(), Fault> {
     if state.power != Power::On {
@@ -103,7 +85,10 @@ fn check_running_with_cdrom(schema: &Schema, state: &VmState) -> Result<(), Faul
         ));
     }
     if state.spec.cdroms.is_empty() {
-        return Err(no_cdrom(schema));
+        return Err(faults::vm_config_fault(
+            schema,
+            "The virtual machine has no CD-ROM drive to mount the VMware Tools installer in.",
+        ));
     }
     Ok(())
 }
@@ -114,7 +99,7 @@ pub fn mount(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let image = host
         .tools_image
         .as_ref()
-        .ok_or_else(|| image_not_available(schema))?;
+        .ok_or_else(|| faults::tools_image_not_available(schema))?;
     let mut state = vm.edit(host);
     check_running_with_cdrom(schema, &state)?;
     if state.cdroms.tools_installer.is_some() {
@@ -170,12 +155,7 @@ pub fn upgrade(host: &Host, vm: &Vm) -> Result<(), Fault> {
             return Err(faults::tools_unavailable(schema, "upgrade the tools"));
         }
         if !state.tools.upgrades {
-            return Err(Fault::new(
-                schema,
-                "ToolsAutoUpgradeNotSupported",
-                "The guest's tools cannot upgrade themselves; mount the installer \
-                 (MountToolsInstaller) and install them in the guest.",
-            ));
+            return Err(faults::tools_auto_upgrade_not_supported(schema));
         }
         state.cdroms.tools_installer.is_none()
     };
@@ -188,6 +168,6 @@ pub fn upgrade(host: &Host, vm: &Vm) -> Result<(), Fault> {
     }
     installed.map_err(|error| match error {
         ToolsRequestError::Unavailable => faults::tools_unavailable(schema, "upgrade the tools"),
-        other => Fault::new(schema, "VmToolsUpgradeFault", other.to_string()),
+        other => faults::vm_tools_upgrade_fault(schema, other.to_string()),
     })
 }

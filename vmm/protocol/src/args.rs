@@ -2,7 +2,7 @@
 //! vireod turns into an argv with [`VmmArgs::to_argv`], so the two cannot drift apart.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
@@ -258,9 +258,47 @@ impl std::str::FromStr for HandedFd {
     }
 }
 
-/// Rotations of the serial log the VMM keeps beside it (`--serial-log F`: `F.1` ... `F.3`,
-/// newest first), so the owner of the VM folder knows the files.
-pub const SERIAL_LOG_ROTATIONS: usize = 3;
+/// How a log rotates, as ESXi rotates `vmware.log` (the `.vmx` keys `log.rotateSize` and
+/// `log.keepOld`): when the live file would pass `size` bytes its text becomes the newest older
+/// file, `NAME-1.log` (`-1` becomes `-2`, ...), and only `keep` older files are kept. So the
+/// log and its rotations never hold more than `size` × (`keep` + 1) bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogRotation {
+    /// Largest live file, in bytes.
+    pub size: u64,
+    /// Older files kept.
+    pub keep: usize,
+}
+
+impl LogRotation {
+    /// Smallest rotation size (a console line must fit).
+    pub const MIN_SIZE: u64 = 4096;
+    /// Largest rotation size.
+    pub const MAX_SIZE: u64 = 1 << 30;
+    /// Most older files kept.
+    pub const MAX_KEEP: usize = 99;
+}
+
+impl Default for LogRotation {
+    /// 4 MiB, 6 older files (ESXi's default `log.keepOld`).
+    fn default() -> Self {
+        LogRotation {
+            size: 4 << 20,
+            keep: 6,
+        }
+    }
+}
+
+/// The path of older file `n` (from 1) of the log at `path`, named as ESXi names vmware.log's
+/// rotations: `serial.log` → `serial-1.log`.
+pub fn log_rotation(path: &Path, n: usize) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}-{n}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    path.with_file_name(name)
+}
 
 /// Boot a guest kernel on KVM.
 #[derive(Parser, Debug, Clone, PartialEq)]
@@ -290,9 +328,17 @@ pub struct VmmArgs {
     #[arg(long = "memory-mib", default_value_t = 128)]
     pub memory_mib: u64,
     /// Append the serial console to this file (and not to stdout, unless --serial-stdio); it
-    /// rotates at a size cap into FILE.1 .. FILE.3.
+    /// rotates at --serial-log-rotate-size into NAME-1.log .. NAME-N.log (N: --serial-log-keep-old).
     #[arg(long = "serial-log")]
     pub serial_log: Option<PathBuf>,
+    /// Size in bytes at which the serial log rotates.
+    #[arg(long = "serial-log-rotate-size", default_value_t = LogRotation::default().size,
+          value_parser = clap::value_parser!(u64).range(LogRotation::MIN_SIZE..=LogRotation::MAX_SIZE))]
+    pub serial_log_rotate_size: u64,
+    /// Older serial logs kept.
+    #[arg(long = "serial-log-keep-old", default_value_t = LogRotation::default().keep,
+          value_parser = parse_keep)]
+    pub serial_log_keep_old: usize,
     /// Also put the serial console on stdout/stdin when --serial-log is given.
     #[arg(long = "serial-stdio")]
     pub serial_stdio: bool,
@@ -336,6 +382,13 @@ pub struct VmmArgs {
     pub files: Vec<HandedFd>,
 }
 
+fn parse_keep(text: &str) -> Result<usize, String> {
+    text.parse()
+        .ok()
+        .filter(|keep| *keep <= LogRotation::MAX_KEEP)
+        .ok_or_else(|| format!("expected 0..={}", LogRotation::MAX_KEEP))
+}
+
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let (w, h) = text.split_once('x').ok_or("expected WIDTHxHEIGHT")?;
     Ok((
@@ -356,6 +409,8 @@ impl Default for VmmArgs {
             cores_per_socket: None,
             memory_mib: 128,
             serial_log: None,
+            serial_log_rotate_size: LogRotation::default().size,
+            serial_log_keep_old: LogRotation::default().keep,
             serial_stdio: false,
             control: None,
             disks: Vec::new(),
@@ -372,6 +427,14 @@ impl Default for VmmArgs {
 }
 
 impl VmmArgs {
+    /// How the serial log rotates.
+    pub fn serial_log_rotation(&self) -> LogRotation {
+        LogRotation {
+            size: self.serial_log_rotate_size,
+            keep: self.serial_log_keep_old,
+        }
+    }
+
     /// The arguments (after the program name) that [`VmmArgs::parse_from`] turns back into
     /// these. A restore leaves out the options it takes from the saved VM.
     pub fn to_argv(&self) -> Vec<OsString> {
@@ -415,6 +478,11 @@ impl VmmArgs {
                 option(name, path.into());
             }
         }
+        if self.serial_log.is_some() {
+            let rotation = self.serial_log_rotation();
+            option("--serial-log-rotate-size", rotation.size.to_string().into());
+            option("--serial-log-keep-old", rotation.keep.to_string().into());
+        }
         if let (Some(uid), Some(gid)) = (self.jail_uid, self.jail_gid) {
             option("--jail-uid", uid.to_string().into());
             option("--jail-gid", gid.to_string().into());
@@ -452,6 +520,8 @@ mod tests {
             cores_per_socket: Some(2),
             memory_mib: 512,
             serial_log: Some("/ds/vm/serial.log".into()),
+            serial_log_rotate_size: 65536,
+            serial_log_keep_old: 2,
             control: Some("/run/vm/control.sock".into()),
             disks: vec![
                 "path=/ds/vm/a.qcow2,format=qcow2,serial=vireo-disk0"
@@ -504,5 +574,24 @@ mod tests {
         assert!("/x".parse::<HandedFd>().is_err());
         assert!("x:/x".parse::<HandedFd>().is_err());
         assert!("3:".parse::<HandedFd>().is_err());
+    }
+
+    #[test]
+    fn rotations_are_named_as_esxi_names_vmware_logs() {
+        let log = Path::new("/ds/vm/serial.log");
+        assert_eq!(log_rotation(log, 1), Path::new("/ds/vm/serial-1.log"));
+        assert_eq!(
+            log_rotation(Path::new("/ds/vm/vireo-vmm.log"), 12),
+            Path::new("/ds/vm/vireo-vmm-12.log")
+        );
+        let mut argv = vec![OsString::from("vireo-vmm"), "--kernel".into(), "/k".into()];
+        argv.extend(["--serial-log-keep-old".into(), "100".into()]);
+        assert!(
+            VmmArgs::try_parse_from(&argv).is_err(),
+            "keep-old is capped"
+        );
+        argv.truncate(3);
+        argv.extend(["--serial-log-rotate-size".into(), "10".into()]);
+        assert!(VmmArgs::try_parse_from(&argv).is_err(), "a line must fit");
     }
 }

@@ -31,12 +31,18 @@ pub enum Request {
     /// the VM stays paused: resume it (memory snapshot) or power it off (suspend).
     /// Replies with a [`SaveReport`].
     Save {
-        /// Target directory (created if missing; its memory file must not exist).
+        /// Target directory (created if missing; its memory file must not exist), or with
+        /// `files_sent` only the name of where the sent files are.
         dir: PathBuf,
         /// Copy memory while the guest runs (dirty-page rounds), pausing it only for the last
         /// pages and the device state.
         #[serde(default)]
         live: bool,
+        /// vireod made the files and sent them open beside the request (SCM_RIGHTS): the
+        /// empty memory file, then the empty state file. The VMM writes into them and opens
+        /// nothing by path (a jailed VMM does not see `dir`).
+        #[serde(default)]
+        files_sent: bool,
     },
     /// Close every writable disk image (VM paused: the block devices are quiesced, the images
     /// flushed and closed) so that the host may snapshot or merge them. Read-only disks

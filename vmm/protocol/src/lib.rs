@@ -10,7 +10,9 @@ pub mod args;
 pub mod control;
 pub mod exit;
 
-pub use args::{CacheMode, DiskConfig, DiskFormat, HandedFd, NetConfig, VmmArgs};
+pub use args::{
+    log_rotation, CacheMode, DiskConfig, DiskFormat, HandedFd, LogRotation, NetConfig, VmmArgs,
+};
 pub use control::{
     decode_reply, encode_reply, Ack, BadReply, DiskStall, FramebufferStatus, IoStalls, Request,
     RunPhase, SaveReport, Screenshot, StallCause, VmStatus,

@@ -83,11 +83,26 @@ pub struct MemoryFileWriter {
     path: PathBuf,
     entries: Vec<MemoryRegionEntry>,
     buffer: Vec<u8>,
+    /// Whether [`MemoryFileWriter::finish`] makes the file read-only (the writer created it).
+    seal: bool,
 }
 
 impl MemoryFileWriter {
     /// Creates the file at `path`, sized for `memory`.
     pub fn create(path: &Path, memory: &GuestMemoryMmap) -> Result<Self, MemoryFileError> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| io_error(path, source))?;
+        let mut writer = MemoryFileWriter::new(file, path, memory)?;
+        writer.seal = true;
+        Ok(writer)
+    }
+
+    /// Writes into `file` (empty, made by whoever sent it, who also makes it read-only when
+    /// done; known as `path`), sized for `memory`.
+    pub fn new(file: File, path: &Path, memory: &GuestMemoryMmap) -> Result<Self, MemoryFileError> {
         let mut entries = Vec::new();
         let mut offset = 0;
         for region in memory.iter() {
@@ -99,14 +114,11 @@ impl MemoryFileWriter {
             offset += region.len();
         }
         let writer = MemoryFileWriter {
-            file: OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(path)
-                .map_err(|source| io_error(path, source))?,
+            file,
             path: path.to_owned(),
             entries,
             buffer: vec![0; CHUNK_BYTES],
+            seal: false,
         };
         writer.file.set_len(offset).map_err(|e| writer.io(e))?;
         Ok(writer)
@@ -181,11 +193,14 @@ impl MemoryFileWriter {
         self.file.sync_data().map_err(|e| self.io(e))
     }
 
-    /// Syncs the file, makes it read-only and returns its layout.
+    /// Syncs the file, makes it read-only (when it made it) and returns its layout.
     pub fn finish(self) -> Result<Vec<MemoryRegionEntry>, MemoryFileError> {
         self.file
             .sync_all()
             .and_then(|()| {
+                if !self.seal {
+                    return Ok(());
+                }
                 let mut permissions = self.file.metadata()?.permissions();
                 permissions.set_readonly(true);
                 self.file.set_permissions(permissions)
@@ -268,7 +283,7 @@ pub fn restore(
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let file = crate::handed::open_once(path).map_err(io)?;
     let actual = file.metadata().map_err(io)?.len();
     let needed = entries
         .iter()

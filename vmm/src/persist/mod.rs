@@ -112,6 +112,32 @@ pub fn write_state_file(path: &Path, snapshot: &VmSnapshot) -> Result<(), StateF
         path: path.to_owned(),
         source,
     };
+    let bytes = encode_state(path, snapshot)?;
+    let partial = path.with_extension("state.partial");
+    let mut file = File::create(&partial).map_err(io)?;
+    file.write_all(&bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&partial, path).map_err(io)
+}
+
+/// Writes `snapshot` into `file` (empty, sent by vireod, which names it `path`) and syncs it.
+pub fn write_state_into(
+    mut file: File,
+    path: &Path,
+    snapshot: &VmSnapshot,
+) -> Result<(), StateFileError> {
+    let bytes = encode_state(path, snapshot)?;
+    file.write_all(&bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|source| StateFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The bytes of a state file holding `snapshot` (`path` names it in errors).
+fn encode_state(path: &Path, snapshot: &VmSnapshot) -> Result<Vec<u8>, StateFileError> {
     let payload = serde_json::to_vec(snapshot).map_err(|source| StateFileError::Decode {
         path: path.to_owned(),
         source,
@@ -122,12 +148,7 @@ pub fn write_state_file(path: &Path, snapshot: &VmSnapshot) -> Result<(), StateF
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc32(&payload).to_le_bytes());
     bytes.extend_from_slice(&payload);
-    let partial = path.with_extension("state.partial");
-    let mut file = File::create(&partial).map_err(io)?;
-    file.write_all(&bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&partial, path).map_err(io)
+    Ok(bytes)
 }
 
 /// Reads and checks a state file.
@@ -136,7 +157,7 @@ pub fn read_state_file(path: &Path) -> Result<VmSnapshot, StateFileError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = crate::handed::open_once(path).map_err(io)?;
     let mut header = [0u8; HEADER_BYTES];
     file.read_exact(&mut header)
         .map_err(|_| StateFileError::Magic(path.to_owned()))?;

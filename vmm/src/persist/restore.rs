@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vireo_vmm_protocol::DiskConfig;
+use vireo_vmm_protocol::{DiskConfig, LogRotation};
 
 use super::{memory, read_state_file, vm, MEMORY_FILE, STATE_FILE};
 use crate::device_manager::{
@@ -23,6 +23,8 @@ use crate::vstate::vm::{VmError, VmUnderway};
 pub struct RestoreOptions {
     /// Serial log file.
     pub serial_log: Option<PathBuf>,
+    /// How it rotates.
+    pub serial_log_rotation: LogRotation,
     /// Serial console on stdio.
     pub serial_stdio: bool,
     /// Control socket.
@@ -74,6 +76,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
     let snapshot = read_state_file(&dir.join(STATE_FILE))?;
     let mut config = snapshot.config.clone();
     config.serial_log = options.serial_log.clone();
+    config.serial_log_rotation = options.serial_log_rotation;
     config.serial_stdio = options.serial_stdio;
     config.control_socket = options.control_socket.clone();
     config.framebuffer_file = options.framebuffer_file.clone();

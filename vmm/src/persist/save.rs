@@ -4,6 +4,7 @@
 //! (KVM's dirty log and the VMM's own writes) until a round is small — so that the pause only
 //! writes the last dirty pages and the device state.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use vireo_vmm_protocol::SaveReport;
 
 use super::dirty::{DirtyLog, DirtyLogError};
 use super::memory::MemoryFileWriter;
-use super::{memory, vm, write_state_file, VmSnapshot, MEMORY_FILE, STATE_FILE};
+use super::{memory, vm, write_state_file, write_state_into, VmSnapshot, MEMORY_FILE, STATE_FILE};
 use crate::devices::bus::lock;
 use crate::handle::VmHandle;
 
@@ -53,16 +54,42 @@ pub enum SaveError {
     State(#[from] super::StateFileError),
 }
 
-/// Saves the VM behind `handle` into `dir`; with `live`, memory is copied while the guest
-/// runs and the VM is paused only for the rest.
-pub fn save_vm(handle: &VmHandle, dir: &Path, live: bool) -> Result<SaveReport, SaveError> {
+/// The files of a save that vireod made and sent open (empty): the VMM opens nothing by path.
+#[derive(Debug)]
+pub struct SentFiles {
+    /// The memory file.
+    pub memory: File,
+    /// The state file.
+    pub state: File,
+}
+
+/// Saves the VM behind `handle` into `dir` — into the files `sent`, or files it creates there
+/// — with `live`, memory is copied while the guest runs and the VM is paused only for the
+/// rest.
+pub fn save_vm(
+    handle: &VmHandle,
+    dir: &Path,
+    live: bool,
+    sent: Option<SentFiles>,
+) -> Result<SaveReport, SaveError> {
     let started = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|source| SaveError::Dir {
-        path: dir.to_owned(),
-        source,
-    })?;
     let memory_file = dir.join(MEMORY_FILE);
-    let mut writer = MemoryFileWriter::create(&memory_file, &handle.memory)?;
+    let (mut writer, state) = match sent {
+        Some(files) => (
+            MemoryFileWriter::new(files.memory, &memory_file, &handle.memory)?,
+            Some(files.state),
+        ),
+        None => {
+            std::fs::create_dir_all(dir).map_err(|source| SaveError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            (
+                MemoryFileWriter::create(&memory_file, &handle.memory)?,
+                None,
+            )
+        }
+    };
     let precopied = if live {
         Some(precopy(handle, &mut writer)?)
     } else {
@@ -76,7 +103,7 @@ pub fn save_vm(handle: &VmHandle, dir: &Path, live: bool) -> Result<SaveReport, 
     for transport in &handle.transports {
         lock(transport).quiesce();
     }
-    let result = write_snapshot(handle, dir, writer, precopied.map(|(log, _)| log));
+    let result = write_snapshot(handle, dir, writer, precopied.map(|(log, _)| log), state);
     for transport in &handle.transports {
         lock(transport).reactivate();
     }
@@ -121,13 +148,15 @@ fn precopy<'a>(
     Ok((log, rounds))
 }
 
-/// Writes the state file and the rest of the memory file (all of it, or after a pre-copy the
-/// pages written since its last round); returns the memory size and the state file.
+/// Writes the state file (into `state` when it was sent) and the rest of the memory file (all
+/// of it, or after a pre-copy the pages written since its last round); returns the memory
+/// size and the state file.
 fn write_snapshot(
     handle: &VmHandle,
     dir: &Path,
     mut writer: MemoryFileWriter,
     log: Option<DirtyLog>,
+    state: Option<File>,
 ) -> Result<(u64, PathBuf), SaveError> {
     let vcpus = handle
         .run_state
@@ -153,6 +182,9 @@ fn write_snapshot(
         memory: regions.clone(),
     };
     let state_file = dir.join(STATE_FILE);
-    write_state_file(&state_file, &snapshot)?;
+    match state {
+        Some(file) => write_state_into(file, &state_file, &snapshot)?,
+        None => write_state_file(&state_file, &snapshot)?,
+    }
     Ok((regions.iter().map(|r| r.len).sum(), state_file))
 }

@@ -99,13 +99,11 @@ pub fn to_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
             .unwrap_or(false);
         match stat(call, &vm, &auth, &path).await? {
             Some(entry) if entry.kind == FileKind::Directory => {
-                return Err(
-                    Fault::new(schema, "NotAFile", format!("{path} is a directory")).with(
-                        schema,
-                        "file",
-                        path.as_str(),
-                    ),
-                );
+                return Err(crate::faults::not_a_file(
+                    schema,
+                    &path,
+                    format!("{path} is a directory"),
+                ));
             }
             Some(_) if !overwrite => {
                 return Err(crate::faults::file_already_exists(schema, &path));
@@ -130,13 +128,11 @@ pub fn from_guest<'c>(call: &'c mut Call<'_>) -> PendingResult<'c> {
             crate::faults::file_not_found(schema, &path, format!("{path} does not exist"))
         })?;
         if entry.kind != FileKind::File {
-            return Err(
-                Fault::new(schema, "NotAFile", format!("{path} is not a file")).with(
-                    schema,
-                    "file",
-                    path.as_str(),
-                ),
-            );
+            return Err(crate::faults::not_a_file(
+                schema,
+                &path,
+                format!("{path} is not a file"),
+            ));
         }
         if entry.size > MAX_TRANSFER_BYTES {
             return Err(crate::faults::file_fault(

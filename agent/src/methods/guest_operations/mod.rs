@@ -65,34 +65,24 @@ pub(crate) fn guest_auth(schema: &Schema, auth: Option<&DataObject>) -> Result<G
 fn guest_fault(schema: &Schema, failure: GuestOpFailure, file: &str, pid: i64) -> Fault {
     let error = match failure {
         GuestOpFailure::Unavailable | GuestOpFailure::Timeout => {
-            return Fault::new(
-                schema,
-                "GuestOperationsUnavailable",
-                format!("The guest operations agent could not be contacted ({failure})."),
-            )
+            return faults::guest_operations_unavailable(schema, failure)
         }
         GuestOpFailure::Guest(error) => error,
     };
     let message = error.message;
-    let file_fault = |ty: &str| Fault::new(schema, ty, message.clone()).with(schema, "file", file);
+    let file_fault = |ty: &str| faults::file_fault_of_type(schema, ty, file, message.clone());
     match error.fault {
-        GuestFault::InvalidLogin => Fault::new(
-            schema,
-            "InvalidGuestLogin",
-            "Failed to authenticate with the guest operating system using the supplied credentials.",
-        ),
-        GuestFault::PermissionDenied => Fault::new(schema, "GuestPermissionDenied", message),
+        GuestFault::InvalidLogin => faults::invalid_guest_login(schema),
+        GuestFault::PermissionDenied => faults::guest_permission_denied(schema, message),
         GuestFault::NotFound => file_fault("FileNotFound"),
         GuestFault::AlreadyExists => file_fault("FileAlreadyExists"),
         GuestFault::NotADirectory => file_fault("NotADirectory"),
         GuestFault::NotAFile => file_fault("NotAFile"),
         GuestFault::DirectoryNotEmpty => file_fault("DirectoryNotEmpty"),
         GuestFault::NoSpace => file_fault("FileFault"),
-        GuestFault::ProcessNotFound => {
-            Fault::new(schema, "GuestProcessNotFound", message).with(schema, "pid", pid)
-        }
+        GuestFault::ProcessNotFound => faults::guest_process_not_found(schema, pid, message),
         GuestFault::BadRequest => Fault::invalid_argument(schema, "", message),
-        GuestFault::Unsupported => Fault::new(schema, "OperationNotSupportedByGuest", message),
+        GuestFault::Unsupported => faults::operation_not_supported_by_guest(schema, message),
         GuestFault::Failed => Fault::system_error(schema, message),
     }
 }

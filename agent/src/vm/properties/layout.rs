@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Value};
-use vireo_vmm_protocol::args::SERIAL_LOG_ROTATIONS;
 
 use super::datastore;
 use super::devices::DISK_KEY;
@@ -16,6 +15,7 @@ use crate::vm::datastore_path::DatastorePath;
 use crate::vm::disks::redo;
 use crate::vm::disks::trees::{sidecar_of, DiskState};
 use crate::vm::journal;
+use crate::vm::logs::{self, SERIAL_LOG, VMM_LOG};
 use crate::vm::snapshots;
 use crate::vm::spec::DiskMode;
 use crate::vm::{Vm, VmState};
@@ -116,12 +116,10 @@ pub(super) fn files(vm: &Vm, datastores: &[DatastoreDir], state: &VmState) -> Ve
             }
         }
     }
-    let rotations = (1..=SERIAL_LOG_ROTATIONS).map(|n| format!("serial.log.{n}"));
-    let logs = ["vireo-vmm.log".to_string(), "serial.log".to_string()]
-        .into_iter()
-        .chain(rotations);
-    for name in logs {
-        if let Some(bytes) = size(&vm.file(&name)) {
+    let live = [VMM_LOG, SERIAL_LOG].map(|name| vm.file(name));
+    for path in live.into_iter().chain(logs::rotations(vm)) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if let Some(bytes) = size(&path) {
             out.push(VmFile {
                 name: vm.datastore_path_of(&name),
                 kind: "log",

@@ -172,16 +172,10 @@ pub fn check(host: &Host, now: &VmSpec, next: &VmSpec, power: Power) -> Result<(
                 format!("This host's VMM cannot change {field} of a running VM; power it off."),
             ))
         }
-        Some("numCPUs") if power == Power::On => Err(Fault::new(
-            schema,
-            "CpuHotPlugNotSupported",
-            "CPU hot plug is not supported for this virtual machine (cpuHotAddEnabled is off).",
-        )),
-        Some("memoryMB") if power == Power::On => Err(Fault::new(
-            schema,
-            "MemoryHotPlugNotSupported",
-            "Memory hot plug is not supported for this virtual machine (memoryHotAddEnabled is off).",
-        )),
+        Some("numCPUs") if power == Power::On => Err(faults::cpu_hot_plug_not_supported(schema)),
+        Some("memoryMB") if power == Power::On => {
+            Err(faults::memory_hot_plug_not_supported(schema))
+        }
         Some(_) => Err(faults::invalid_power_state(schema, Some(Power::Off), power)),
         None => Ok(()),
     }

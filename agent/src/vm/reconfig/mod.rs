@@ -87,9 +87,8 @@ pub fn upgrade(
     };
     let now = vm.state().spec.clone();
     if now.hw_version >= target {
-        return Err(Fault::new(
+        return Err(crate::faults::already_upgraded(
             schema,
-            "AlreadyUpgraded",
             format!(
                 "{} already has hardware version vmx-{}.",
                 now.name, now.hw_version
@@ -143,9 +142,8 @@ fn write_spec(
     let mut state = vm.edit(host);
     let judged = checked.and_then(|()| {
         if state.removed || state.spec != *now {
-            return Err(Fault::new(
+            return Err(crate::faults::concurrent_access(
                 host.schema,
-                "ConcurrentAccess",
                 "The VM's configuration changed while this change was checked.",
             ));
         }
@@ -281,9 +279,8 @@ fn check_change_version(host: &Host, vm: &Vm, config: &DataObject) -> Result<(),
     if asked == properties::change_version(vm) {
         return Ok(());
     }
-    Err(Fault::new(
+    Err(crate::faults::concurrent_access(
         schema,
-        "ConcurrentAccess",
         format!("The VM's configuration is no longer at changeVersion {asked}."),
     ))
 }

@@ -3,12 +3,14 @@
 //! attach the (possibly new) writable layers and resume. A VM that is not running needs none
 //! of this: its layer files are closed already. Each step is recorded in the task's journal.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Ack, Request, SaveReport};
 
+use super::super::beneath::Access;
 use super::super::disks::trees as disks;
 use super::super::handoff::Handoff;
 use super::super::jail::{self, VmmJail};
@@ -83,7 +85,7 @@ fn stunned<T>(
     // A machine state is saved live: the guest runs while its memory is copied, and is paused
     // only for the last pages and the device state — the point the disks are frozen at.
     let paused = match save_to {
-        Some(dir) => save(host, vm, &socket, dir, true),
+        Some(dir) => save(host, &socket, dir, true),
         None => control::command(&socket, Request::Pause, CONTROL_TIMEOUT)
             .map_err(|e| refused("pause", e)),
     };
@@ -176,32 +178,20 @@ pub fn attach_writable_layers(
         .map_err(|e| refused("reattach the disks of", e))
 }
 
-/// Saves the running VM's machine state into `dir` (made for its VMM first; the VM is left
-/// paused), copying memory while the guest runs with `live`; on failure the directory is
-/// removed and the fault names it.
-pub fn save(host: &Host, vm: &Vm, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
+/// The files of a saved VM, in the order the VMM takes them: its state, then its memory.
+pub const SAVED_FILES: [&str; 2] = ["vm.state", "vm.mem"];
+/// The state file while it is written (renamed to `vm.state` once the save is whole).
+const PARTIAL_STATE: &str = "vm.state.partial";
+
+/// Saves the running VM's machine state into `dir` (the VM is left paused), copying memory
+/// while the guest runs with `live`. vireod makes the folder and the files beneath the
+/// datastore and sends them open with the request, so the VMM opens nothing by path; the
+/// state file gets its name once the save is whole. On failure the directory is removed and
+/// the fault names it.
+pub fn save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
     let schema = host.schema;
-    let saved = VmmJail::of(&host.config, vm.id)
-        .and_then(|jail| jail::make_save_dir(jail, dir))
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            let request = Request::Save {
-                dir: dir.to_owned(),
-                live,
-            };
-            control::call::<SaveReport>(socket, &request, SAVE_TIMEOUT).map_err(|e| e.to_string())
-        });
-    if let Ok(report) = &saved {
-        tracing::info!(
-            vm = vm.id,
-            live,
-            "saved in {:.1} ms, {:.1} ms of it paused, {} copy rounds",
-            report.elapsed_ms,
-            report.paused_ms,
-            report.rounds
-        );
-    }
-    saved.map(drop).map_err(|error| {
+    let saved = send_save(host, socket, dir, live);
+    saved.map_err(|error| {
         let _ = std::fs::remove_dir_all(dir);
         faults::file_fault(
             schema,
@@ -209,4 +199,29 @@ pub fn save(host: &Host, vm: &Vm, socket: &Path, dir: &Path, live: bool) -> Resu
             format!("cannot save the VM: {error}"),
         )
     })
+}
+
+/// Makes `dir` and the empty memory and state files in it, has the VMM save into them, and
+/// names the state file and makes the memory file read-only once it has.
+fn send_save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), String> {
+    jail::ensure_private_dir(dir).map_err(|e| e.to_string())?;
+    let datastores = host.datastores();
+    let [state_name, memory_name] = SAVED_FILES;
+    let mut files = Handoff::default();
+    let memory = files
+        .add_opened(&datastores, &dir.join(memory_name), Access::New)
+        .map_err(|e| e.to_string())?;
+    let partial = files
+        .add_opened(&datastores, &dir.join(PARTIAL_STATE), Access::Replace)
+        .map_err(|e| e.to_string())?;
+    let request = Request::Save {
+        dir: dir.to_owned(),
+        live,
+        files_sent: true,
+    };
+    control::call_with_files::<SaveReport>(socket, &request, &files.fds(), SAVE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o400))
+        .and_then(|()| std::fs::rename(&partial, partial.with_file_name(state_name)))
+        .map_err(|e| format!("cannot keep the saved state: {e}"))
 }

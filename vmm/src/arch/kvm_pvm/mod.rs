@@ -1,7 +1,8 @@
 //! What the VMM does differently when /dev/kvm is kvm-pvm (a software backend that interprets
 //! guest ring 0; see docs/kvm-pvm.md): detection, the Linux command-line options added for it,
-//! and booting a bzImage's payload through its PVH entry instead of running the bzImage's own
-//! decompressor in interpreted ring 0. Nothing here applies on hardware KVM.
+//! and the bzImage's payload decompressed on the host (then entered at its 64-bit entry with
+//! the zero page) instead of by the bzImage's own decompressor in interpreted ring 0. Nothing
+//! here applies on hardware KVM.
 
 mod lz4;
 
@@ -10,6 +11,8 @@ use std::sync::OnceLock;
 
 use kvm_bindings::CpuId;
 use kvm_ioctls::VmFd;
+use linux_loader::bootparam::setup_header;
+use vm_memory::ByteValued;
 
 pub use lz4::Lz4Error;
 
@@ -134,6 +137,19 @@ pub enum PayloadError {
 
 fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The setup header of a bzImage (at 0x1f1), as a boot loader hands it on in the zero page.
+pub fn bzimage_setup_header(image: &[u8]) -> Result<setup_header, PayloadError> {
+    let mut header = setup_header::default();
+    let bytes = header.as_mut_slice();
+    let len = bytes.len();
+    bytes.copy_from_slice(
+        image
+            .get(SETUP_SECTS..SETUP_SECTS + len)
+            .ok_or(PayloadError::Bounds)?,
+    );
+    Ok(header)
 }
 
 /// The kernel ELF (vmlinux) inside a bzImage, decompressed on the host.

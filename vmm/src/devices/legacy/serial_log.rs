@@ -1,55 +1,50 @@
 //! The serial log with a size cap, so that a guest cannot fill the host's disk through its
-//! console: when `serial.log` would pass [`LOG_CAP_BYTES`] its text moves to `serial.log.1`
-//! (`.1` to `.2`, ... the oldest of [`LOG_ROTATIONS`] dropped), as ESXi keeps vmware.log
-//! rotations. Every file is opened at start-up and rotation copies between the open files, so
-//! a jailed VMM needs no right to create or rename files in the VM folder, and the copy uses
-//! only positional reads and writes (the vCPU threads that write the console are filtered).
+//! console: when `serial.log` would pass its rotation size its text moves to `serial-1.log`
+//! (`-1` to `-2`, ... the oldest kept one dropped), as ESXi rotates vmware.log
+//! ([`LogRotation`]). Every file is opened at start-up — handed over open by vireod (a jailed
+//! VMM does not see the VM folder), or opened by path when run by hand — and rotation copies
+//! between the open files, so the VMM needs no right to create or rename files, and the copy
+//! uses only positional reads and writes (the vCPU threads that write the console are
+//! filtered).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Largest `serial.log` before it rotates.
-pub const LOG_CAP_BYTES: u64 = 4 << 20;
-/// Rotated logs kept beside it.
-pub const LOG_ROTATIONS: usize = vireo_vmm_protocol::args::SERIAL_LOG_ROTATIONS;
+use vireo_vmm_protocol::{log_rotation, LogRotation};
 
 /// `serial.log` and its rotations, open.
 pub struct RotatingLog {
-    /// The live log first, then `.1`, `.2`, ...
+    /// The live log first, then `-1`, `-2`, ...
     files: Vec<File>,
     len: u64,
     cap: u64,
 }
 
-/// The path of rotation `n` of `path` (`serial.log.1`).
-fn rotation(path: &Path, n: usize) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
+/// The handed file at `path`, else `path` opened (created when missing) with `options`.
+fn open_log(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    crate::handed::take(path).map_or_else(|| options.create(true).read(true).open(path), Ok)
 }
 
 impl RotatingLog {
-    /// Opens (creating) `path` for appending and its `rotations` older files, capped at `cap`.
-    pub fn open(path: &Path, cap: u64, rotations: usize) -> io::Result<RotatingLog> {
-        let live = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)?;
+    /// Opens `path` for appending and its older files, rotating as `rotation` says.
+    pub fn open(path: &Path, rotation: LogRotation) -> io::Result<RotatingLog> {
+        let live = open_log(path, OpenOptions::new().append(true))?;
         let len = live.metadata()?.len();
         let mut files = vec![live];
-        for n in 1..=rotations {
-            let older = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(rotation(path, n))?;
-            files.push(older);
+        for n in 1..=rotation.keep {
+            let older = log_rotation(path, n);
+            files.push(open_log(
+                &older,
+                OpenOptions::new().truncate(false).write(true),
+            )?);
         }
-        Ok(RotatingLog { files, len, cap })
+        Ok(RotatingLog {
+            files,
+            len,
+            cap: rotation.size,
+        })
     }
 
     /// Moves every file's text one rotation older and empties the live log.
@@ -105,25 +100,26 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("serial.log");
         std::fs::write(&path, b"old\n").unwrap();
-        let mut log = RotatingLog::open(&path, 10, 2).unwrap();
+        let rotation = LogRotation { size: 10, keep: 2 };
+        let mut log = RotatingLog::open(&path, rotation).unwrap();
         for line in ["aaaa\n", "bbbb\n", "cccc\n", "dddd\n", "eeee\n"] {
             log.write_all(line.as_bytes()).unwrap();
         }
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
         // old\naaaa\n (9) + bbbb\n > 10: rotate; bbbb\ncccc\n; dddd rotates again; eeee joins it.
         assert_eq!(read(&path), "dddd\neeee\n");
-        assert_eq!(read(&rotation(&path, 1)), "bbbb\ncccc\n");
-        assert_eq!(read(&rotation(&path, 2)), "old\naaaa\n");
-        assert!(!rotation(&path, 3).exists());
+        assert_eq!(read(&log_rotation(&path, 1)), "bbbb\ncccc\n");
+        assert_eq!(read(&log_rotation(&path, 2)), "old\naaaa\n");
+        assert!(!log_rotation(&path, 3).exists());
         // A burst larger than the cap keeps only what fits.
         log.write_all(&[b'x'; 25]).unwrap();
         assert_eq!(read(&path), "x".repeat(10));
-        assert_eq!(read(&rotation(&path, 1)), "dddd\neeee\n");
+        assert_eq!(read(&log_rotation(&path, 1)), "dddd\neeee\n");
         // Reopening goes on from the live log's size.
-        let mut again = RotatingLog::open(&path, 10, 2).unwrap();
+        let mut again = RotatingLog::open(&path, rotation).unwrap();
         again.write_all(b"y").unwrap();
         assert_eq!(read(&path), "y");
-        assert_eq!(read(&rotation(&path, 1)), "x".repeat(10));
+        assert_eq!(read(&log_rotation(&path, 1)), "x".repeat(10));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

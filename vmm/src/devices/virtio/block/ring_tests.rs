@@ -153,9 +153,7 @@ impl Rig {
 
 fn scratch(name: &str) -> PathBuf {
     // On disk, not tmpfs: direct I/O needs a file system that offers it.
-    let dir = std::env::temp_dir().join(format!("vireo-blk-ring-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    std::env::temp_dir().join(format!("vireo-blk-ring-{}-{name}", std::process::id()))
 }
 
 /// Writes through the ring (aligned, misaligned and split buffers, a flush queued behind
