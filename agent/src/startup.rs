@@ -29,6 +29,8 @@ use vireo_api::schema::Schema;
 
 /// How often datastore capacity/free space is re-read and idle sessions are reaped.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(20);
+/// How often the NAT network's DHCP leases are read back.
+const LEASE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why vireod could not start.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +211,7 @@ pub fn stop(host: &Host) {
 
 /// Re-reads datastore space and logs out idle sessions, forever.
 pub async fn upkeep(host: Arc<Host>) {
+    tokio::spawn(follow_leases(host.clone()));
     let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -220,6 +223,23 @@ pub async fn upkeep(host: Arc<Host>) {
         for session in host.sessions.idle(idle_micros) {
             tracing::info!(user = session.user, "session idle; logging out");
             end_session(&host, &session.key);
+        }
+    }
+}
+
+/// Reads the NAT network's DHCP leases back into the VMs every [`LEASE_INTERVAL`] (off the
+/// runtime's thread: it reads a file and takes VM locks).
+async fn follow_leases(host: Arc<Host>) {
+    let mut ticker = tokio::time::interval(LEASE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let host = host.clone();
+        let refreshed = tokio::task::spawn_blocking(move || {
+            crate::vm::network::leases::refresh(&host);
+        });
+        if let Err(error) = refreshed.await {
+            tracing::error!("reading the DHCP leases failed: {error}");
         }
     }
 }

@@ -88,6 +88,12 @@ def test_portgroup_module_creates_changes_and_removes_a_port_group(agent, host_n
           security={"promiscuous_mode": False, "forged_transmits": True, "mac_changes": False})
     assert portgroups(agent, host_name)["Lab"]["security"] == [False, False, True]
 
+    # A port group on a VLAN (kept apart on the vSwitch; test_networking checks the isolation).
+    twice(agent, "vmware_portgroup", hosts=[host_name], switch="vSwitchB", portgroup="Lab10", vlan_id=10)
+    assert portgroups(agent, host_name)["Lab10"]["vlan_id"] == 10
+    twice(agent, "vmware_portgroup", hosts=[host_name], switch="vSwitchB", portgroup="Lab10",
+          state="absent")
+
     # A vSwitch with a port group on it stays.
     refused = run_module(agent.vireod, "vmware_vswitch", esxi_hostname=host_name, switch="vSwitchB",
                          state="absent")

@@ -7,15 +7,17 @@ namespace each have their own NAT network; switching to an internal network remo
 pieces."""
 import ipaddress
 import os
+import re
+import time
 
 import pytest
 from pyVim.task import WaitForTask
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan, Uplink
-from test_vm_lifecycle import Agent, config_spec, power_on_booted, root_pool, wait_for
-from test_vm_snapshots import type_command
+from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, wait_for
+from test_vm_snapshots import control, type_command
 from test_vm_tools import create_tools_vm, wait_tools_running
 
 pytestmark = [
@@ -71,9 +73,19 @@ def leased_guest(agent, name):
     card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
     [nic] = vm.guest.net
     assert nic.macAddress == card.macAddress and list(nic.ipAddress) == [str(address)]
-    with open(os.path.join(agent.data_dir, "network", f"dnsmasq-{bridge_of(agent)}.leases")) as f:
-        assert f"{card.macAddress} {address} " in f.read()
+    assert f"{card.macAddress} {address} " in leases_of(agent)
+    # vireod read the lease back: the address the tools report is known to be leased, and until when.
+    wait_for(lambda: vm.guest.net[0].ipConfig.ipAddress[0].origin == "dhcp", "the lease read back")
+    [config] = vm.guest.net[0].ipConfig.ipAddress
+    assert (config.ipAddress, config.state) == (str(address), "preferred")
+    assert config.lifetime.timestamp() > time.time()
     return vm, address
+
+
+def leases_of(agent):
+    """The text of the lease file of the agent's dnsmasq."""
+    with open(os.path.join(agent.data_dir, "network", f"dnsmasq-{bridge_of(agent)}.leases")) as f:
+        return f.read()
 
 
 def fetch_from_lan(agent, vm, lan):
@@ -105,6 +117,34 @@ def test_nat_guest_leases_an_address_and_reaches_the_lan_across_a_vireod_crash(l
         assert vm.runtime.powerState == "poweredOn"
         wait_for(lambda: vm.guest.ipAddress == str(address), "the re-adopted guest's address")
         fetch_from_lan(agent, vm, lan)
+    finally:
+        close(agent)
+
+
+def test_a_guest_without_tools_shows_the_address_its_nic_leased(lan):
+    """A guest with no tools takes a lease: vireod reads it back from its dnsmasq and shows it
+    as the guest's address, on a guest.net entry for that card (origin dhcp; state unknown, as
+    only the guest could say whether it uses it). Powered off, the VM shows none."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        vm = create_tools_vm(si, "no-tools", cmdline="scenario=shell vireo.ip=dhcp")
+        power_on_booted(agent, vm)
+        wait_for(lambda: vm.guest.ipAddress, "the leased address")
+        address = vm.guest.ipAddress
+        assert ipaddress.ip_address(address) in subnet_of(agent)
+        assert vm.guest.toolsRunningStatus == "guestToolsNotRunning"
+        card = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
+        assert f"{card.macAddress} {address} " in leases_of(agent)
+        [nic] = vm.guest.net
+        assert (nic.macAddress, nic.deviceConfigId, nic.network) == (card.macAddress, card.key, "VM Network")
+        assert list(nic.ipAddress) == [address]
+        [config] = nic.ipConfig.ipAddress
+        assert (config.ipAddress, config.prefixLength, config.origin, config.state) == (address, 24, "dhcp", "unknown")
+        assert vm.summary.guest.ipAddress == address
+
+        WaitForTask(vm.PowerOffVM_Task())
+        assert vm.guest.ipAddress is None and not vm.guest.net
     finally:
         close(agent)
 
@@ -181,6 +221,16 @@ def guest_on(agent, si, name, cmdline, port_group):
     return vm
 
 
+def udp_probe(agent, vm, ip):
+    """Has the guest send "probe" to `ip` port 7; returns its answer ("udp sent ..." or, when
+    nothing answers its ARP request, "error: ...")."""
+    before = len(console(agent, vm))
+    control(agent, vm, {"cmd": "serial-input", "text": f"net udp {ip} 7 probe\n"})
+    pattern = re.compile(r"^((?:udp sent|error).*)\n", re.M)
+    wait_for(lambda: pattern.search(console(agent, vm)[before:]), f"the guest's answer about {ip}")
+    return pattern.search(console(agent, vm)[before:]).group(1)
+
+
 def kernel_filters_vlans(netns):
     """Whether this kernel's bridges can filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING)."""
     made = netns.run("ip", "link", "add", "vlanprobe0", "type", "bridge", "vlan_filtering", "1")
@@ -225,14 +275,95 @@ def test_port_groups_on_vswitches_separate_guests_and_a_used_one_cannot_be_remov
         with pytest.raises(vim.fault.NotFound):
             system.RemovePortGroup(pgName="VM Network")
 
+        system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
         if kernel_filters_vlans(lan.host):
-            system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
             assert lan.host.run("cat", f"/sys/class/net/{bridge}/bridge/vlan_filtering").stdout.strip() == "1"
-        else:
-            with pytest.raises(vim.fault.HostConfigFault) as refused:
-                system.AddPortGroup(portgrp=port_group_spec("VLAN10", 10))
-            assert "vlan_filtering" in refused.value.msg
-            assert "VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
+    finally:
+        close(agent)
+
+
+def test_port_groups_on_different_vlans_cannot_reach_each_other_and_on_one_vlan_can(lan):
+    """Four guests on one vSwitch: two on two port groups with VLAN 10, one on VLAN 20, one
+    untagged. The two on VLAN 10 reach each other (two port groups, one VLAN: one segment, as
+    on ESXi); the VLAN 20 and the untagged guest neither reach VLAN 10 nor are reached from it.
+    Where the kernel's bridges cannot filter VLANs, vireod's nftables table keeps them apart.
+    Moving the VLAN 20 port group to VLAN 10 puts its running guest with the other two."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        _, system = network_system(si)
+        system.AddVirtualSwitch(vswitchName="vSwitch1", spec=vim.host.VirtualSwitch.Specification(numPorts=64))
+        groups = {"VLAN10-A": 10, "VLAN10-B": 10, "VLAN20": 20, "Untagged": 0}
+        for name, vlan in groups.items():
+            system.AddPortGroup(portgrp=port_group_spec(name, vlan))
+        assert {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup
+                if p.spec.vswitchName == "vSwitch1"} == groups
+        a = static_guest(agent, si, "vlan-a", "192.0.2.51", "VLAN10-A")
+        static_guest(agent, si, "vlan-b", "192.0.2.52", "VLAN10-B")
+        c = static_guest(agent, si, "vlan-c", "192.0.2.53", "VLAN20")
+        d = static_guest(agent, si, "vlan-d", "192.0.2.54", "Untagged")
+
+        def reaches(vm, ip):
+            answer = udp_probe(agent, vm, ip)
+            assert answer in (f"udp sent 5 bytes to {ip}:7", f"error: no ARP reply from {ip}"), answer
+            return answer.startswith("udp sent")
+
+        assert reaches(a, "192.0.2.52")
+        assert not reaches(a, "192.0.2.53") and not reaches(a, "192.0.2.54")
+        assert not reaches(c, "192.0.2.51") and not reaches(d, "192.0.2.52")
+        assert not reaches(c, "192.0.2.54")
+
+        system.UpdatePortGroup(pgName="VLAN20", portgrp=port_group_spec("VLAN20", 10))
+        assert reaches(c, "192.0.2.51") and not reaches(c, "192.0.2.54")
+    finally:
+        close(agent)
+
+
+def test_update_network_config_changes_vswitches_and_port_groups_in_one_go(lan):
+    """UpdateNetworkConfig (modify): a vSwitch and two port groups added at once, then one port
+    group retagged and the other removed, then everything removed; a change that fails
+    anywhere changes nothing; parts of the config that belong to the machine are refused."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        si = agent.vireod.connect()
+        host, system = network_system(si)
+        config = vim.host.NetworkConfig
+        switch = vim.host.VirtualSwitch.Config(changeOperation="add", name="vSwitch7",
+                                               spec=vim.host.VirtualSwitch.Specification(numPorts=64, mtu=1500))
+        groups = [vim.host.PortGroup.Config(changeOperation="add", spec=port_group_spec(name, vlan, "vSwitch7"))
+                  for name, vlan in [("Seven-A", 7), ("Seven-B", 0)]]
+        system.UpdateNetworkConfig(config=config(vswitch=[switch], portgroup=groups), changeMode="modify")
+        bridge = bridge_of(agent) + "s1"
+        assert lan.host.run("ip", "link", "show", bridge).returncode == 0
+        found = {p.spec.name: (p.spec.vswitchName, p.spec.vlanId) for p in system.networkInfo.portgroup}
+        assert found["Seven-A"] == ("vSwitch7", 7) and found["Seven-B"] == ("vSwitch7", 0)
+        assert {"Seven-A", "Seven-B"} <= {n.name for n in host.network}
+
+        # A removal of a port group that is not there fails the whole change.
+        with pytest.raises(vim.fault.NotFound):
+            system.UpdateNetworkConfig(config=config(portgroup=[
+                vim.host.PortGroup.Config(changeOperation="edit", spec=port_group_spec("Seven-A", 8, "vSwitch7")),
+                vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Nope", 0, "vSwitch7"))]),
+                changeMode="modify")
+        assert {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup}["Seven-A"] == 7
+
+        system.UpdateNetworkConfig(config=config(portgroup=[
+            vim.host.PortGroup.Config(changeOperation="edit", spec=port_group_spec("Seven-A", 8, "vSwitch7")),
+            vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Seven-B", 0, "vSwitch7"))]),
+            changeMode="modify")
+        found = {p.spec.name: p.spec.vlanId for p in system.networkInfo.portgroup}
+        assert found["Seven-A"] == 8 and "Seven-B" not in found
+
+        with pytest.raises(vmodl.fault.NotSupported):
+            system.UpdateNetworkConfig(config=config(dnsConfig=vim.host.DnsConfig(hostName="x")), changeMode="modify")
+        with pytest.raises(vmodl.fault.NotSupported):
+            system.UpdateNetworkConfig(config=config(), changeMode="replace")
+
+        system.UpdateNetworkConfig(config=config(
+            portgroup=[vim.host.PortGroup.Config(changeOperation="remove", spec=port_group_spec("Seven-A", 8, "vSwitch7"))],
+            vswitch=[vim.host.VirtualSwitch.Config(changeOperation="remove", name="vSwitch7")]), changeMode="modify")
+        assert [v.name for v in system.networkInfo.vswitch] == ["vSwitch0"]
+        assert lan.host.run("ip", "link", "show", bridge).returncode != 0
     finally:
         close(agent)
 
@@ -292,6 +423,12 @@ def test_a_vswitch_with_a_veth_uplink_puts_its_guests_on_the_lan(lan):
         bridge = bridge_of(agent) + "s1"
         master = lan.host.run("readlink", f"/sys/class/net/{uplink.device}/master").stdout
         assert master.strip().endswith("/" + bridge)
+        if not kernel_filters_vlans(lan.host):
+            # Nothing here can tag a frame for the LAN: a VLAN port group on it is refused.
+            with pytest.raises(vim.fault.HostConfigFault) as refused:
+                system.AddPortGroup(portgrp=port_group_spec("LAN-VLAN10", 10))
+            assert "cannot be tagged toward an uplink" in refused.value.msg
+            assert "LAN-VLAN10" not in [p.spec.name for p in system.networkInfo.portgroup]
 
         vm = guest_on(agent, si, "bridged", DHCP_CMDLINE, "LAN")
         wait_tools_running(agent, vm)

@@ -4,10 +4,12 @@ drawn among those free. A clone, and a copy registered and answered "I Copied It
 generated MACs; a manual MAC stays with a copy only when no other VM on the host has it (as
 ESXi keeps manual MACs)."""
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pyVim.task import WaitForTask
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from test_vm_clone import clone
 from test_vm_lifecycle import agent, config_spec, create_vm, root_pool  # noqa: F401 (fixture)
@@ -15,6 +17,7 @@ from test_vm_moved_or_copied import power_on_asked, register
 
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
                                 reason="SKIPPED: /dev/kvm is not usable here; the copy test powers on")
+RACE_ROUNDS = 4
 
 
 @pytest.fixture
@@ -31,14 +34,20 @@ def all_macs(si):
     return [c.macAddress for vm in folder.childEntity for c in cards(vm)]
 
 
-def create_with_mac(si, name, mac):
-    """A powered-off VM whose one NIC has the manual MAC `mac`."""
+def spec_with_mac(name, mac):
+    """The config spec of a VM whose one NIC has the manual MAC `mac`."""
     spec = config_spec(name)
     for change in spec.deviceChange:
         if isinstance(change.device, vim.vm.device.VirtualEthernetCard):
             change.device.addressType = "manual"
             change.device.macAddress = mac
-    task = si.content.rootFolder.childEntity[0].vmFolder.CreateVM_Task(config=spec, pool=root_pool(si))
+    return spec
+
+
+def create_with_mac(si, name, mac):
+    """A powered-off VM whose one NIC has the manual MAC `mac`."""
+    task = si.content.rootFolder.childEntity[0].vmFolder.CreateVM_Task(config=spec_with_mac(name, mac),
+                                                                       pool=root_pool(si))
     WaitForTask(task)
     return task.info.result
 
@@ -112,5 +121,52 @@ def test_clones_and_copies_get_new_macs_and_keep_a_manual_one_only_when_free(si,
     [first, second] = cards(kept)
     assert (first.addressType, first.macAddress) == ("manual", manual)
     assert second.macAddress != generated
+    macs = all_macs(si)
+    assert len(macs) == len(set(macs)), macs
+
+
+def race(starts):
+    """Calls each task-starting function at the same moment, each on its own thread; returns
+    what each task gave: its result, or the fault it failed with."""
+    barrier = threading.Barrier(len(starts))
+
+    def run(start):
+        barrier.wait()
+        task = start()
+        try:
+            WaitForTask(task)
+        except vmodl.MethodFault as fault:
+            return fault
+        return task.info.result
+
+    with ThreadPoolExecutor(len(starts)) as pool:
+        return list(pool.map(run, starts))
+
+
+def one_won(outcomes):
+    """Exactly one outcome is a success; the other is the MAC's refusal."""
+    refused = [o for o in outcomes if isinstance(o, vmodl.MethodFault)]
+    assert len(refused) == len(outcomes) - 1, outcomes
+    for fault in refused:
+        assert isinstance(fault, vim.fault.InvalidDeviceSpec) and "is in use by the virtual machine" in fault.msg
+
+
+def test_concurrent_changes_giving_one_manual_mac_leave_it_to_exactly_one(si, agent):
+    """Two CreateVM_Task, and two ReconfigVM_Task adding a NIC to two VMs, each pair started at
+    once on two sessions with one manual MAC: exactly one of each pair gets it, the other is
+    refused. Repeated so that the two tasks overlap (a CreateVM makes a disk between choosing
+    the MAC and registering the VM)."""
+    sessions = [agent.vireod.connect() for _ in range(2)]
+    folders = [s.content.rootFolder.childEntity[0].vmFolder for s in sessions]
+    for round in range(RACE_ROUNDS):
+        mac = f"00:50:56:02:00:{round:02x}"
+        one_won(race([lambda n=n: folders[n].CreateVM_Task(config=spec_with_mac(f"race{round}-{n}", mac),
+                                                           pool=root_pool(sessions[n]))
+                      for n in range(2)]))
+        mac = f"00:50:56:02:01:{round:02x}"
+        vms = [create_vm(si, f"grow{round}-{n}", nic=False, disk_kb=0) for n in range(2)]
+        own = [vim.VirtualMachine(vm._moId, sessions[n]._stub) for n, vm in enumerate(vms)]
+        one_won(race([lambda n=n: own[n].ReconfigVM_Task(spec=nic_change("add", mac)) for n in range(2)]))
+        assert sorted(len(cards(vm)) for vm in vms) == [0, 1]
     macs = all_macs(si)
     assert len(macs) == len(set(macs)), macs

@@ -72,6 +72,7 @@ pub fn dynamic_privilege(method: &str, this_ty: &str) -> Option<&'static str> {
         ("CloneVM_Task", _) => "VirtualMachine.Provisioning.Clone",
         ("ReconfigVM_Task", _) => "VirtualMachine.Config.Settings",
         ("AcquireTicket", _) => "VirtualMachine.Interact.ConsoleInteract",
+        ("UpdateNetworkConfig", _) => "Host.Config.Network",
         _ => return None,
     })
 }

@@ -1,5 +1,6 @@
-//! HostNetworkSystem: standard vSwitches and port groups (Add/Update/Remove for both,
-//! RefreshNetworkSystem, QueryNetworkHint). Each change is checked against the model
+//! HostNetworkSystem: standard vSwitches and port groups (Add/Update/Remove for both, and
+//! UpdateNetworkConfig's vSwitch and port group changes in one go), RefreshNetworkSystem,
+//! QueryNetworkHint. Each change is checked against the model
 //! (`vm::network::switches`), made on the host (bridges, VLANs, uplinks), kept, and published.
 //! A port group that a powered-on VM's NIC is on cannot be removed (ResourceInUse).
 
@@ -25,6 +26,7 @@ pub const METHODS: MethodTable = MethodTable {
         ("AddPortGroup", Handler::Sync(add_port_group)),
         ("UpdatePortGroup", Handler::Sync(update_port_group)),
         ("RemovePortGroup", Handler::Sync(remove_port_group)),
+        ("UpdateNetworkConfig", Handler::Sync(update_network_config)),
         ("RefreshNetworkSystem", Handler::Sync(refresh)),
         ("QueryNetworkHint", Handler::Sync(query_network_hint)),
     ],
@@ -94,9 +96,7 @@ fn add_virtual_switch(call: &Call<'_>) -> MethodResult {
     let spec = call.arg("spec").and_then(Value::as_data);
     let vswitch = vswitch_from(call.schema, name, spec, None);
     change(call, |switches, network| {
-        let added = switches.add_vswitch(vswitch)?;
-        network.ensure_switch(added, false)?;
-        Ok(())
+        add_vswitch(switches, network, vswitch)
     })
 }
 
@@ -104,34 +104,181 @@ fn update_virtual_switch(call: &Call<'_>) -> MethodResult {
     let name = call.str_arg("vswitchName")?.to_string();
     let spec = call.arg("spec").and_then(Value::as_data);
     change(call, |switches, network| {
-        let current = switches.vswitch(&name)?.clone();
-        let update = vswitch_from(call.schema, name.clone(), spec, Some(&current));
-        switches.update_vswitch(&name, update)?;
-        ensure(switches, network, &name)
+        update_vswitch(call.schema, switches, network, &name, spec)
     })
 }
 
 fn remove_virtual_switch(call: &Call<'_>) -> MethodResult {
     let name = call.str_arg("vswitchName")?.to_string();
     change(call, |switches, network| {
-        let removed = switches.remove_vswitch(&name)?;
-        if removed.slot == 0 {
-            return Err(SwitchError::InUse {
-                kind: "vSwitch",
-                name,
-                by: "the host's default bridge".into(),
-            }
-            .into());
-        }
-        network.remove_switch(removed.slot)?;
-        Ok(())
+        remove_vswitch(switches, network, name)
     })
+}
+
+/// Adds `vswitch` to the model and makes its bridge.
+fn add_vswitch(
+    switches: &mut Switches,
+    network: Network,
+    vswitch: VSwitch,
+) -> Result<(), ApplyError> {
+    let added = switches.add_vswitch(vswitch)?;
+    network.ensure_switch(added, &[])?;
+    Ok(())
+}
+
+/// Changes vSwitch `name` to what `spec` sets (the rest stays) and its bridge with it.
+fn update_vswitch(
+    schema: &Schema,
+    switches: &mut Switches,
+    network: Network,
+    name: &str,
+    spec: Option<&DataObject>,
+) -> Result<(), ApplyError> {
+    let current = switches.vswitch(name)?.clone();
+    let update = vswitch_from(schema, name.to_string(), spec, Some(&current));
+    switches.update_vswitch(name, update)?;
+    ensure(switches, network, name)
+}
+
+/// Removes vSwitch `name` (not the default bridge's) and its bridge.
+fn remove_vswitch(
+    switches: &mut Switches,
+    network: Network,
+    name: String,
+) -> Result<(), ApplyError> {
+    let removed = switches.remove_vswitch(&name)?;
+    if removed.slot == 0 {
+        return Err(SwitchError::InUse {
+            kind: "vSwitch",
+            name,
+            by: "the host's default bridge".into(),
+        }
+        .into());
+    }
+    network.remove_switch(removed.slot)?;
+    Ok(())
+}
+
+/// One `changeOperation` of a HostNetworkConfig entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Add,
+    Edit,
+    Remove,
+}
+
+/// An entry's changeOperation (required in modify mode).
+fn operation_of(
+    schema: &Schema,
+    entry: &DataObject,
+    field: &'static str,
+) -> Result<Operation, Fault> {
+    match entry.get(schema, "changeOperation").and_then(Value::as_str) {
+        Some("add") => Ok(Operation::Add),
+        Some("edit") => Ok(Operation::Edit),
+        Some("remove") => Ok(Operation::Remove),
+        other => Err(Fault::invalid_argument(
+            schema,
+            field,
+            format!("changeOperation {other:?} is not add, edit or remove"),
+        )),
+    }
+}
+
+/// UpdateNetworkConfig in `modify` mode: its vSwitch and port group changes, checked and made
+/// as one change (vSwitches added or edited first, then port groups, then vSwitches removed).
+/// Other parts of a HostNetworkConfig (physical NICs, VMkernel NICs, DNS, routes...) belong
+/// to the machine and are refused, as is `replace` mode.
+fn update_network_config(call: &Call<'_>) -> MethodResult {
+    let schema = call.schema;
+    let config = call.arg("config").and_then(Value::as_data).ok_or_else(|| {
+        Fault::invalid_argument(schema, "config", "a HostNetworkConfig is required")
+    })?;
+    let mode = call.str_arg("changeMode")?;
+    if mode != "modify" {
+        return Err(Fault::not_supported(
+            schema,
+            format!("changeMode {mode}: this host applies network changes in modify mode only"),
+        ));
+    }
+    let set: Vec<&str> = schema
+        .fields(config.ty)
+        .iter()
+        .zip(&config.fields)
+        .filter(|(_, value)| value.is_some())
+        .map(|(field, _)| &*field.name)
+        .filter(|name| !matches!(*name, "vswitch" | "portgroup"))
+        .collect();
+    if !set.is_empty() {
+        return Err(crate::faults::machine_owned(
+            schema,
+            &format!("The host's {}", set.join(", ")),
+        ));
+    }
+    let entries = |field: &str| -> Vec<&DataObject> {
+        let items = config
+            .get(schema, field)
+            .map(Value::items)
+            .unwrap_or_default();
+        items.iter().filter_map(Value::as_data).collect()
+    };
+    let mut vswitches = Vec::new();
+    for entry in entries("vswitch") {
+        let operation = operation_of(schema, entry, "config.vswitch")?;
+        let name = entry
+            .get(schema, "name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let spec = entry.get(schema, "spec").and_then(Value::as_data);
+        vswitches.push((operation, name.to_string(), spec));
+    }
+    let mut portgroups = Vec::new();
+    for entry in entries("portgroup") {
+        let operation = operation_of(schema, entry, "config.portgroup")?;
+        let portgroup = portgroup_of(schema, entry.get(schema, "spec").and_then(Value::as_data))?;
+        if operation != Operation::Add {
+            refuse_if_used(call, &portgroup.name)?;
+        }
+        portgroups.push((operation, portgroup));
+    }
+    change(call, |switches, network| {
+        for (operation, name, spec) in &vswitches {
+            match operation {
+                Operation::Add => {
+                    let vswitch = vswitch_from(schema, name.clone(), *spec, None);
+                    add_vswitch(switches, network, vswitch)?;
+                }
+                Operation::Edit => update_vswitch(schema, switches, network, name, *spec)?,
+                Operation::Remove => {}
+            }
+        }
+        for (operation, portgroup) in &portgroups {
+            let vswitch = portgroup.vswitch.clone();
+            match operation {
+                Operation::Add => switches.add_portgroup(portgroup.clone())?,
+                Operation::Edit => switches.update_portgroup(&portgroup.name, portgroup.clone())?,
+                Operation::Remove => drop(switches.remove_portgroup(&portgroup.name)?),
+            }
+            if switches.vswitch(&vswitch).is_ok() {
+                ensure(switches, network, &vswitch)?;
+            }
+        }
+        for (operation, name, _) in &vswitches {
+            if *operation == Operation::Remove {
+                remove_vswitch(switches, network, name.clone())?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Some(
+        DataObject::of(schema, "HostNetworkConfigResult").into(),
+    ))
 }
 
 /// Makes vSwitch `name`'s bridge match the model.
 fn ensure(switches: &Switches, network: Network, name: &str) -> Result<(), ApplyError> {
     let vswitch = switches.vswitch(name)?;
-    network.ensure_switch(vswitch, switches.uses_vlans(name))?;
+    network.ensure_switch(vswitch, &switches.vlans_on(name))?;
     Ok(())
 }
 
@@ -299,13 +446,14 @@ fn security_from(schema: &Schema, policy: &DataObject) -> Option<SecurityOverrid
 
 /// The `portgrp` HostPortGroupSpec.
 fn portgroup_from(call: &Call<'_>) -> Result<PortGroup, Fault> {
-    let schema = call.schema;
-    let spec = call
-        .arg("portgrp")
-        .and_then(Value::as_data)
-        .ok_or_else(|| {
-            Fault::invalid_argument(schema, "portgrp", "a HostPortGroupSpec is required")
-        })?;
+    portgroup_of(call.schema, call.arg("portgrp").and_then(Value::as_data))
+}
+
+/// The port group a HostPortGroupSpec describes.
+fn portgroup_of(schema: &Schema, spec: Option<&DataObject>) -> Result<PortGroup, Fault> {
+    let spec = spec.ok_or_else(|| {
+        Fault::invalid_argument(schema, "portgrp", "a HostPortGroupSpec is required")
+    })?;
     let text = |name: &str| {
         spec.get(schema, name)
             .and_then(Value::as_str)

@@ -2,6 +2,10 @@
 //! InflateVirtualDisk_Task, ZeroFillVirtualDisk_Task, DeleteVirtualDisk_Task,
 //! MoveVirtualDisk_Task, QueryVirtualDiskUuid and SetVirtualDiskUuid on `[datastore] path`
 //! names, done by `crate::datastore::virtual_disks`. Each task's entity is the datastore.
+//!
+//! QueryVirtualDiskInfo is not offered: it is no method of the public vim25 API this host
+//! speaks (api/schema/vim25.schema, derived from pyVmomi 9.1's tables, lists none, nor do those
+//! tables), so a call to it is answered MethodNotFound like any other unknown method.
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Fault, MoRef, Value};

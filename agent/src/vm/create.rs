@@ -100,6 +100,11 @@ pub fn create_vm(host: &Arc<Host>, config: &DataObject) -> Result<Arc<Vm>, Fault
                 &mut created,
             )?;
         }
+        // Its MACs stay claimed until the VM is registered with them.
+        let macs = spec.nics.iter().map(|n| n.mac.clone()).collect();
+        let _claim = macs::claim(host, None, &spec.name, macs).map_err(|taken| {
+            macs::taken_fault(schema, &changes.iter().collect::<Vec<_>>(), &taken)
+        })?;
         spec.to_vmx()
             .write(&vmx_file)
             .map_err(|e| io_fault(schema, &vmx_path.to_string(), e))?;

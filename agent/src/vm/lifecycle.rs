@@ -503,7 +503,12 @@ fn launch(
             .create_tap(tap, attachment)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                network::security::guard(net, tap, &nic.mac, security).map_err(|e| e.to_string())
+                let port = network::security::Port {
+                    mac: &nic.mac,
+                    security,
+                    vlan: attachment.vlan,
+                };
+                network::security::guard(net, tap, &port).map_err(|e| e.to_string())
             });
         if let Err(error) = made {
             delete_taps(&taps);

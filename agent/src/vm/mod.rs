@@ -122,6 +122,8 @@ pub struct VmState {
     pub removed: bool,
     /// CPU its VMM used over the last sample, in MHz ([`cpu_usage`]).
     pub cpu_usage_mhz: i32,
+    /// The DHCP leases vireod's dnsmasq holds for its NICs' MACs.
+    pub leases: Vec<network::leases::Lease>,
 }
 
 /// One registered VM.
@@ -218,6 +220,8 @@ impl Vm {
 pub struct Vms {
     data_dir: PathBuf,
     table: Mutex<BTreeMap<u32, Arc<Vm>>>,
+    /// The MACs changes in flight are giving to NICs.
+    pub macs: macs::Claims,
 }
 
 /// Why a VM could not be registered.
@@ -251,6 +255,7 @@ impl Vms {
         Vms {
             data_dir: data_dir.to_owned(),
             table: Mutex::new(BTreeMap::new()),
+            macs: macs::Claims::default(),
         }
     }
 
@@ -376,6 +381,7 @@ impl Vms {
                     answer: None,
                     removed: false,
                     cpu_usage_mhz: 0,
+                    leases: Vec::new(),
                 }),
                 changed: Condvar::new(),
             });

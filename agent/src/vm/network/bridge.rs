@@ -1,9 +1,12 @@
 //! The Linux side of vSwitches: one bridge per vSwitch (slot 0 is the instance's default
 //! bridge `vbr<id>`, slot n is `vbr<id>s<n>`), its MTU, its uplinks (host interfaces enslaved),
-//! and TAPs joined to a port group. A vSwitch with a port group on a VLAN turns on the bridge's
-//! VLAN filtering (every VLAN tagged on the uplinks) and puts such TAPs in their VLAN (4095:
-//! every VLAN); a kernel built without bridge VLAN filtering refuses that, and the error says so. VLAN membership goes through iproute2's
-//! `bridge` and `ip`; the rest through ioctls.
+//! and TAPs joined to a port group. Where the kernel's bridges filter VLANs
+//! (CONFIG_BRIDGE_VLAN_FILTERING, seen as the bridge's `vlan_filtering` attribute), a vSwitch
+//! with a port group on a VLAN turns that on (every VLAN tagged on the uplinks) and puts such
+//! TAPs in their VLAN (4095: every VLAN); VLAN membership goes through iproute2's `bridge` and
+//! `ip`, the rest through ioctls. Where they cannot, `security` keeps the VLANs apart with
+//! nftables, and since nothing can then tag a frame toward an uplink, a port group on VLAN
+//! 1-4094 on a vSwitch with an uplink is refused.
 
 use std::process::Command;
 
@@ -40,11 +43,12 @@ impl Network {
     }
 
     /// Makes the vSwitch's bridge whole: present, its MTU, exactly its uplinks, and VLAN
-    /// filtering if `vlans` (a port group on it has a VLAN id).
-    pub fn ensure_switch(&self, vswitch: &VSwitch, vlans: bool) -> Result<(), NetworkError> {
+    /// filtering if `vlans` (the VLAN ids of its port groups other than 0) has any.
+    pub fn ensure_switch(&self, vswitch: &VSwitch, vlans: &[u16]) -> Result<(), NetworkError> {
         let bridge = self.switch_bridge(vswitch.slot);
         self.ensure_named_bridge(&bridge)?;
-        if vlans {
+        let kernel_vlans = !vlans.is_empty() && filters_vlans(&bridge);
+        if kernel_vlans {
             run(
                 "ip",
                 &[
@@ -59,6 +63,19 @@ impl Network {
                 ],
                 &bridge,
             )?;
+        } else if let (Some(uplink), Some(vlan)) = (
+            vswitch.uplinks.first(),
+            vlans.iter().find(|vlan| **vlan != TRUNK),
+        ) {
+            return Err(NetworkError {
+                action: "carry a VLAN over the uplink",
+                name: uplink.clone(),
+                source: std::io::Error::other(format!(
+                    "this kernel's bridges do not filter VLANs (no CONFIG_BRIDGE_VLAN_FILTERING, \
+                     no 802.1Q): VLAN {vlan} is kept apart on the vSwitch but cannot be tagged \
+                     toward an uplink"
+                )),
+            });
         }
         set_mtu(&bridge, vswitch.mtu)?;
         for port in ports(&bridge) {
@@ -71,7 +88,7 @@ impl Network {
             if !ports(&bridge).contains(uplink) {
                 change_port(&bridge, uplink, PortChange::Add, "enslave the uplink")?;
             }
-            if vlans {
+            if kernel_vlans {
                 vlan(uplink, &["add", "vid", &format!("{}-4094", NATIVE_VID + 1)])?;
             }
             bring_up(uplink)?;
@@ -103,24 +120,30 @@ impl Network {
         Ok(())
     }
 
-    /// Puts an existing TAP on `attachment`'s bridge and VLAN.
+    /// Puts an existing TAP on `attachment`'s bridge and, where the bridge filters VLANs, in
+    /// its VLAN (a TAP new to the bridge is untagged already).
     pub fn attach(&self, tap: &str, attachment: Attachment) -> Result<(), NetworkError> {
         let bridge = self.switch_bridge(attachment.slot);
-        if !interface_on(&bridge, tap) {
+        let joined = interface_on(&bridge, tap);
+        if !joined {
             change_port(&bridge, tap, PortChange::Add, "add to the bridge TAP")?;
         }
-        match attachment.vlan {
-            0 => Ok(()),
-            vlan => join_vlan(tap, vlan),
+        if (attachment.vlan == 0 && !joined) || !filters_vlans(&bridge) {
+            return Ok(());
         }
+        join_vlan(tap, attachment.vlan)
     }
 }
 
-/// Makes `port` a member of port group VLAN `vlan_id` only (4095: untagged in the native VID
-/// and tagged in every other).
+/// Makes `port` a member of port group VLAN `vlan_id` only (0: untagged in the native VID;
+/// 4095: that and tagged in every other VID).
 fn join_vlan(port: &str, vlan_id: u16) -> Result<(), NetworkError> {
     let _ = vlan(port, &["del", "vid", &format!("1-{}", TRUNK - 1)]);
     match vlan_id {
+        0 => vlan(
+            port,
+            &["add", "vid", &NATIVE_VID.to_string(), "pvid", "untagged"],
+        ),
         TRUNK => {
             vlan(
                 port,
@@ -158,6 +181,12 @@ fn run(program: &str, args: &[&str], name: &str) -> Result<(), NetworkError> {
         "{program} {}: {message}",
         args.join(" ")
     ))))
+}
+
+/// Whether the kernel's bridge `bridge` can filter VLANs (it has the `vlan_filtering`
+/// attribute only when built with CONFIG_BRIDGE_VLAN_FILTERING).
+pub fn filters_vlans(bridge: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{bridge}/bridge/vlan_filtering")).exists()
 }
 
 /// The interfaces enslaved to `bridge`.

@@ -12,6 +12,7 @@
 
 pub mod bridge;
 mod ifreq;
+pub mod leases;
 pub mod mirror;
 pub mod nat;
 pub mod objects;
@@ -182,7 +183,7 @@ pub fn reconcile(config: &crate::config::Config, switches: &Switches) {
 /// Every vSwitch's bridge made whole, and this instance's bridges of removed vSwitches gone.
 pub fn reconcile_switches(network: Network, switches: &Switches) -> Result<(), NetworkError> {
     for vswitch in &switches.vswitches {
-        network.ensure_switch(vswitch, switches.uses_vlans(&vswitch.name))?;
+        network.ensure_switch(vswitch, &switches.vlans_on(&vswitch.name))?;
     }
     let slots: Vec<u16> = switches.vswitches.iter().map(|v| v.slot).collect();
     network.remove_other_switches(&slots)

@@ -173,8 +173,7 @@ impl Nat {
     }
 
     fn lease_file(&self) -> PathBuf {
-        self.state_dir
-            .join(format!("dnsmasq-{}.leases", self.network.bridge()))
+        lease_file_in(&self.state_dir, self.network)
     }
 
     /// The table: masquerade what leaves the subnet through another interface; let nothing
@@ -267,6 +266,15 @@ impl Nat {
     }
 }
 
+/// dnsmasq's lease file for the NAT network of `network` in the vireod data dir `data_dir`.
+pub fn lease_file_of(network: Network, data_dir: &Path) -> PathBuf {
+    lease_file_in(&data_dir.join(STATE_DIR), network)
+}
+
+fn lease_file_in(state_dir: &Path, network: Network) -> PathBuf {
+    state_dir.join(format!("dnsmasq-{}.leases", network.bridge()))
+}
+
 /// Removes what the NAT network of `network` added: its dnsmasq, its nft table, the bridge's
 /// address. The bridge itself stays (internal networks keep using it). Nothing missing is an
 /// error.
@@ -275,7 +283,7 @@ pub fn remove(network: Network, data_dir: &Path) -> Result<(), NatError> {
     let bridge = network.bridge();
     stop_dnsmasq(
         &nat_state.join(format!("dnsmasq-{bridge}.pid")),
-        &nat_state.join(format!("dnsmasq-{bridge}.leases")),
+        &lease_file_in(&nat_state, network),
     );
     let table = table_name(network);
     nft(

@@ -1,33 +1,57 @@
-//! Port-group security policy enforced per TAP (HostNetworkSecurityPolicy): an nftables
-//! bridge-family table per vireod instance (`vireo_<id>_ports`) maps each guarded TAP to its own
-//! two chains. Frames a guest sends with a source MAC other than its NIC's are dropped unless
-//! forged transmits are allowed; unicast frames for another MAC are not delivered to it unless
-//! MAC address changes are allowed (a Linux bridge floods unicast it has not learnt; a guest
-//! that changed its MAC receives for the new one only when MAC changes are allowed). Broadcast
-//! and multicast pass. A promiscuous port is in the table's `promiscuous` set: it gets a copy
-//! of every frame of its vSwitch ([`super::mirror`]) and none of the bridge's own deliveries.
-//! A TAP's chains are rewritten whenever it is made and when its port group's policy changes;
+//! Port-group security policy and VLANs enforced per TAP (HostNetworkSecurityPolicy, vlanId):
+//! an nftables bridge-family table per vireod instance (`vireo_<id>_ports`) maps each guarded
+//! TAP to its own two chains. Frames a guest sends with a source MAC other than its NIC's are
+//! dropped unless forged transmits are allowed; unicast frames for another MAC are not
+//! delivered to it unless MAC address changes are allowed (a Linux bridge floods unicast it has
+//! not learnt; a guest that changed its MAC receives for the new one only when MAC changes are
+//! allowed). Broadcast and multicast pass. A promiscuous port is in the table's `promiscuous`
+//! set: it gets a copy of every frame of its VLAN on its vSwitch ([`super::mirror`]) and none
+//! of the bridge's own deliveries.
+//!
+//! VLANs: where the kernel's bridges filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING) the bridge
+//! keeps them apart ([`super::bridge`]). Where they cannot, this table does: a TAP of a port
+//! group on VLAN `n` (1-4094) is in the set `vlan_<n>`, and its chains drop what it sends to,
+//! or is sent from, any port outside that set — other VLANs, the untagged ports (VLAN 0,
+//! uplinks) and the host itself. Ports on VLAN 0 and the trunk (4095) share the untagged
+//! segment; 802.1Q-tagged frames pass only between trunk ports and uplinks, as nothing here
+//! can add or strip a tag (every non-trunk TAP is in the set `access`).
+//!
+//! A TAP's chains and sets are rewritten whenever it is made and when its port group changes;
 //! the tables go with the rest of the instance's network ([`super::teardown`]).
 
-use super::mirror;
+use std::collections::BTreeMap;
+
 use super::nat::{nft, NatError};
-use super::switches::{Security, Switches};
-use super::Network;
+use super::switches::{Security, Switches, TRUNK};
+use super::{bridge, mirror, Network};
 use crate::host::Host;
+
+/// What guards one TAP: its card's MAC, and its port group's policy and VLAN id.
+#[derive(Debug, Clone, Copy)]
+pub struct Port<'a> {
+    /// The card's MAC.
+    pub mac: &'a str,
+    /// The policy in force on its port group.
+    pub security: Security,
+    /// Its port group's VLAN id.
+    pub vlan: u16,
+}
 
 /// The instance's table of TAP guards.
 pub fn table_name(network: Network) -> String {
     format!("vireo_{:04x}_ports", network.instance)
 }
 
-/// The table with its two verdict maps (TAP → its chain) and the base chains consulting them
-/// (frames between ports, to the host, from the host); safe to load again.
+/// The table with its two verdict maps (TAP → its chain), its sets, and the base chains
+/// consulting them (frames between ports, to the host, from the host); safe to load again.
 fn table_script(table: &str) -> String {
     format!(
         "table bridge {table} {{\n\
          map from_port {{ type ifname : verdict; }}\n\
          map to_port {{ type ifname : verdict; }}\n\
          set promiscuous {{ type ifname; }}\n\
+         set access {{ type ifname; }}\n\
+         set trunk {{ type ifname; }}\n\
          chain forward {{ type filter hook forward priority 0; policy accept; }}\n\
          chain input {{ type filter hook input priority 0; policy accept; }}\n\
          chain output {{ type filter hook output priority 0; policy accept; }}\n\
@@ -35,11 +59,62 @@ fn table_script(table: &str) -> String {
          flush chain bridge {table} forward\n\
          flush chain bridge {table} input\n\
          flush chain bridge {table} output\n\
+         add rule bridge {table} forward iifname @access ether type {{ 8021q, 8021ad }} drop\n\
+         add rule bridge {table} forward oifname @access ether type {{ 8021q, 8021ad }} drop\n\
          add rule bridge {table} forward iifname vmap @from_port\n\
          add rule bridge {table} forward oifname vmap @to_port\n\
          add rule bridge {table} input iifname vmap @from_port\n\
          add rule bridge {table} output oifname vmap @to_port\n"
     )
+}
+
+/// The set holding the TAPs of VLAN `vlan` (1-4094).
+fn vlan_set(vlan: u16) -> String {
+    format!("vlan_{vlan}")
+}
+
+/// The VLAN id a set of the table stands for (`vlan_<n>`: n, `trunk`: 4095).
+fn vlan_of_set(name: &str) -> Option<u16> {
+    match name {
+        "trunk" => Some(TRUNK),
+        other => other.strip_prefix("vlan_")?.parse().ok(),
+    }
+}
+
+/// Takes `tap` out of every VLAN set of `listed` (and `access`, `trunk`), then places it on
+/// `vlan` when this table keeps VLANs apart (`None`: the bridge does): its chains (just
+/// flushed) drop frames to and from ports off its VLAN.
+fn vlan_script(table: &str, tap: &str, vlan: Option<u16>, listed: &[String]) -> String {
+    let mut script = String::new();
+    let sets = listed.iter().filter(|name| name.starts_with("vlan_"));
+    for set in sets.map(String::as_str).chain(["access", "trunk"]) {
+        script.push_str(&format!(
+            "add element bridge {table} {set} {{ \"{tap}\" }}\n\
+             delete element bridge {table} {set} {{ \"{tap}\" }}\n"
+        ));
+    }
+    let Some(vlan) = vlan else {
+        return script;
+    };
+    if vlan == TRUNK {
+        script.push_str(&format!(
+            "add element bridge {table} trunk {{ \"{tap}\" }}\n"
+        ));
+        return script;
+    }
+    script.push_str(&format!(
+        "add element bridge {table} access {{ \"{tap}\" }}\n"
+    ));
+    if vlan != 0 {
+        let set = vlan_set(vlan);
+        script.push_str(&format!(
+            "add set bridge {table} {set} {{ type ifname; }}\n\
+             add element bridge {table} {set} {{ \"{tap}\" }}\n\
+             add rule bridge {table} from_{tap} oifname != @{set} drop\n\
+             add rule bridge {table} to_{tap} iifname != @{set} drop\n"
+        ));
+    }
+    script
 }
 
 /// The rules guarding `tap`, whose card has MAC `mac`, under `security`.
@@ -79,35 +154,56 @@ fn tap_script(table: &str, tap: &str, mac: &str, security: Security) -> String {
     script
 }
 
-/// Guards `tap` (a NIC with MAC `mac`) by `security`, replacing what guarded it before, and
-/// brings the instance's mirrors up to date with the bridges' ports.
-pub fn guard(network: Network, tap: &str, mac: &str, security: Security) -> Result<(), NatError> {
+/// Guards `tap` by its `port`'s policy and VLAN, replacing what guarded it before, and brings
+/// the instance's mirrors up to date with the bridges' ports.
+pub fn guard(network: Network, tap: &str, port: &Port<'_>) -> Result<(), NatError> {
     let table = table_name(network);
-    let script = table_script(&table) + &tap_script(&table, tap, mac, security);
+    // The table may not exist yet: then it has no sets.
+    let before = nft(&format!("list table bridge {table}\n"), "read", &table).unwrap_or_default();
+    let listed: Vec<String> = sets(&before).into_keys().collect();
+    let bridge_filters = bridge::master_of(tap).is_some_and(|b| bridge::filters_vlans(&b));
+    let vlan = (!bridge_filters).then_some(port.vlan);
+    let script = table_script(&table)
+        + &tap_script(&table, tap, port.mac, port.security)
+        + &vlan_script(&table, tap, vlan, &listed);
     nft(&script, "guard a port in", &table)?;
-    let listed = nft(
-        &format!("list set bridge {table} promiscuous\n"),
-        "read the promiscuous ports of",
+    let after = nft(
+        &format!("list table bridge {table}\n"),
+        "read the ports of",
         &table,
     )?;
-    mirror::rebuild(network, &set_elements(&listed))
+    let sets = sets(&after);
+    let mut vlans = BTreeMap::new();
+    for (set, taps) in &sets {
+        if let Some(vlan) = vlan_of_set(set) {
+            vlans.extend(taps.iter().map(|tap| (tap.clone(), vlan)));
+        }
+    }
+    let promiscuous = sets.get("promiscuous").cloned().unwrap_or_default();
+    mirror::rebuild(network, &promiscuous, &vlans)
 }
 
-/// The quoted names in nft's listing of a set's `elements = { "a", "b" }`.
-fn set_elements(listing: &str) -> Vec<String> {
-    let Some((_, elements)) = listing.split_once("elements") else {
-        return Vec::new();
-    };
-    elements
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
+/// The sets of nft's listing of a table, each with the quoted names of its
+/// `elements = { "a", "b" }`.
+fn sets(listing: &str) -> BTreeMap<String, Vec<String>> {
+    let mut sets = BTreeMap::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in listing.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("set ").and_then(|l| l.strip_suffix(" {")) {
+            current = Some((name.to_string(), Vec::new()));
+        } else if line == "}" {
+            if let Some((name, elements)) = current.take() {
+                sets.insert(name, elements);
+            }
+        } else if let Some((_, elements)) = current.as_mut() {
+            elements.extend(line.split('"').skip(1).step_by(2).map(str::to_string));
+        }
+    }
+    sets
 }
 
-/// Guards every TAP of the running VMs by the policy its port group has now in `switches`
-/// (after a port group or vSwitch changed); failures are logged.
+/// Puts every TAP of the running VMs in the VLAN and under the policy its port group has now
+/// in `switches` (after a port group or vSwitch changed); failures are logged.
 pub fn refresh(host: &Host, switches: &Switches) {
     let Ok(network) = Network::of(&host.config.data_dir) else {
         return;
@@ -118,8 +214,16 @@ pub fn refresh(host: &Host, switches: &Switches) {
             let Ok(portgroup) = switches.portgroup(&nic.network) else {
                 continue;
             };
-            let security = switches.security_of(portgroup);
-            if let Err(error) = guard(network, tap, &nic.mac, security) {
+            let port = Port {
+                mac: &nic.mac,
+                security: switches.security_of(portgroup),
+                vlan: portgroup.vlan,
+            };
+            let attached = switches.attachment(&nic.network).map_err(|e| e.to_string());
+            let guarded = attached
+                .and_then(|attachment| network.attach(tap, attachment).map_err(|e| e.to_string()))
+                .and_then(|()| guard(network, tap, &port).map_err(|e| e.to_string()));
+            if let Err(error) = guarded {
                 tracing::error!(vm = vm.id, "{error}");
             }
         }
@@ -167,8 +271,49 @@ mod tests {
         assert!(script.contains("add rule bridge t to_vt1n0 drop\n"));
         assert!(!script.contains("delete element"));
         let listing = "table bridge t {\n\tset promiscuous {\n\t\ttype ifname\n\t\t\
-                       elements = { \"vt1a\",\n\t\t\t     \"vt1b\" }\n\t}\n}\n";
-        assert_eq!(set_elements(listing), ["vt1a", "vt1b"]);
-        assert!(set_elements("table bridge t { set promiscuous { type ifname } }").is_empty());
+                       elements = { \"vt1a\",\n\t\t\t     \"vt1b\" }\n\t}\n\n\
+                       \tset vlan_10 {\n\t\ttype ifname\n\t}\n\n\
+                       \tchain from_vt1a {\n\t\toifname != @vlan_10 drop\n\t}\n}\n";
+        let sets = sets(listing);
+        assert_eq!(sets["promiscuous"], ["vt1a", "vt1b"]);
+        assert!(sets["vlan_10"].is_empty());
+        assert_eq!(sets.len(), 2);
+    }
+
+    #[test]
+    fn a_vlan_port_reaches_only_its_vlan() {
+        let listed = ["promiscuous".to_string(), "vlan_20".to_string()];
+        let script = vlan_script("t", "vt1n0", Some(10), &listed);
+        // Out of its old VLAN (and the other sets) first.
+        for set in ["vlan_20", "access", "trunk"] {
+            assert!(script.contains(&format!(
+                "add element bridge t {set} {{ \"vt1n0\" }}\ndelete element bridge t {set} {{ \"vt1n0\" }}\n"
+            )));
+        }
+        assert!(!script.contains("promiscuous"));
+        assert!(script.ends_with(
+            "add element bridge t access { \"vt1n0\" }\n\
+             add set bridge t vlan_10 { type ifname; }\n\
+             add element bridge t vlan_10 { \"vt1n0\" }\n\
+             add rule bridge t from_vt1n0 oifname != @vlan_10 drop\n\
+             add rule bridge t to_vt1n0 iifname != @vlan_10 drop\n"
+        ));
+        let untagged = vlan_script("t", "vt1n0", Some(0), &[]);
+        assert!(untagged.ends_with("add element bridge t access { \"vt1n0\" }\n"));
+        assert!(!untagged.contains("add rule"));
+        let trunk = vlan_script("t", "vt1n0", Some(TRUNK), &[]);
+        assert!(trunk.ends_with("add element bridge t trunk { \"vt1n0\" }\n"));
+        // Not in `access`: only left.
+        let access = |verb: &str| {
+            trunk
+                .matches(&format!("{verb} element bridge t access"))
+                .count()
+        };
+        assert!(!trunk.contains("add rule") && access("add") == access("delete"));
+        // Where the bridge filters VLANs the TAP only leaves the sets.
+        assert!(!vlan_script("t", "vt1n0", None, &[]).contains("add rule"));
+        assert_eq!(vlan_of_set("vlan_10"), Some(10));
+        assert_eq!(vlan_of_set("trunk"), Some(TRUNK));
+        assert_eq!(vlan_of_set("promiscuous"), None);
     }
 }

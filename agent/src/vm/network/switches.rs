@@ -239,11 +239,13 @@ impl Switches {
         })
     }
 
-    /// Whether a port group on vSwitch `name` has a VLAN id (its bridge must filter VLANs).
-    pub fn uses_vlans(&self, name: &str) -> bool {
+    /// The VLAN ids other than 0 of the port groups on vSwitch `name`.
+    pub fn vlans_on(&self, name: &str) -> Vec<u16> {
         self.portgroups
             .iter()
-            .any(|p| p.vswitch == name && p.vlan != 0)
+            .filter(|p| p.vswitch == name && p.vlan != 0)
+            .map(|p| p.vlan)
+            .collect()
     }
 
     /// The policy in force on a port group (its overrides over its vSwitch's).

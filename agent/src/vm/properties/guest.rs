@@ -1,4 +1,8 @@
-//! guest (GuestInfo with its NICs) and summary.guest, from what the guest tools last said.
+//! guest (GuestInfo with its NICs) and summary.guest, from what the guest tools last said and
+//! the DHCP leases vireod's dnsmasq holds for the VM's NICs (`network::leases`): a leased
+//! address carries origin `dhcp` and its lease's end; a NIC the tools say nothing of (no tools,
+//! or none running) is shown with its leased address in state `unknown`, and that address is
+//! `ipAddress` when the tools give none.
 
 use vireo_api::schema::Schema;
 use vireo_api::{DataObject, Value};
@@ -6,6 +10,7 @@ use vireo_api::{DataObject, Value};
 use super::devices::NIC_KEY;
 use super::enum_value;
 use crate::host::Host;
+use crate::vm::network::leases::Lease;
 use crate::vm::{guest_os, Power, VmState};
 
 pub(super) fn guest_full_name(state: &VmState) -> String {
@@ -78,19 +83,35 @@ fn old_tools_version_status(state: &VmState, offered: &str) -> &'static str {
     }
 }
 
-/// The address clients show: the first IPv4, else the first non-link-local address.
+/// The guest tools' facts, while they run.
+fn tools_info(state: &VmState) -> Option<&vireo_tools::protocol::GuestInfo> {
+    state.tools.info.as_ref().filter(|_| state.tools.running)
+}
+
+/// The leases of the VM's NICs while it runs.
+fn leases(state: &VmState) -> &[Lease] {
+    match state.power {
+        Power::On => &state.leases,
+        _ => &[],
+    }
+}
+
+/// The address clients show: the tools' first IPv4, else their first non-link-local address,
+/// else the first address leased to one of its NICs.
 pub(super) fn primary_ip(state: &VmState) -> Option<String> {
-    let info = state.tools.info.as_ref()?;
-    let all: Vec<&str> = info
-        .nics
-        .iter()
-        .flat_map(|n| n.ips.iter())
-        .map(|ip| ip.split('/').next().unwrap_or(ip))
-        .collect();
-    all.iter()
-        .find(|ip| ip.contains('.'))
-        .or_else(|| all.iter().find(|ip| !ip.starts_with("fe80")))
-        .map(|ip| ip.to_string())
+    let reported = tools_info(state).and_then(|info| {
+        let all: Vec<&str> = info
+            .nics
+            .iter()
+            .flat_map(|n| n.ips.iter())
+            .map(|ip| ip.split('/').next().unwrap_or(ip))
+            .collect();
+        all.iter()
+            .find(|ip| ip.contains('.'))
+            .or_else(|| all.iter().find(|ip| !ip.starts_with("fe80")))
+            .map(|ip| ip.to_string())
+    });
+    reported.or_else(|| leases(state).first().map(|lease| lease.ip.to_string()))
 }
 
 /// guest, with the tools compared with the `offered` version.
@@ -130,18 +151,34 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> Dat
     if let Some(number) = state.tools.version.as_deref().and_then(version_number) {
         guest.set(schema, "toolsVersion", number.to_string());
     }
-    if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
+    let info = tools_info(state);
+    if let Some(info) = info {
         guest.set(schema, "guestFullName", info.os_name.as_str());
         guest.set(schema, "guestFamily", format!("{}Guest", info.os_family));
         guest.set(schema, "hostName", info.hostname.as_str());
-        if let Some(ip) = primary_ip(state) {
-            guest.set(schema, "ipAddress", ip);
-        }
-        let nics: Vec<Value> = info
-            .nics
+    }
+    if let Some(ip) = primary_ip(state) {
+        guest.set(schema, "ipAddress", ip);
+    }
+    let reported = info.map(|info| info.nics.as_slice()).unwrap_or_default();
+    let mut nics: Vec<Value> = reported
+        .iter()
+        .map(|nic| guest_nic(schema, state, nic).into())
+        .collect();
+    let silent = |lease: &&Lease| {
+        let told = |nic: &&vireo_tools::protocol::NicInfo| nic.mac.eq_ignore_ascii_case(&lease.mac);
+        reported
             .iter()
-            .map(|nic| guest_nic(schema, state, nic).into())
-            .collect();
+            .find(told)
+            .is_none_or(|nic| nic.ips.is_empty())
+    };
+    nics.extend(
+        leases(state)
+            .iter()
+            .filter(silent)
+            .map(|lease| leased_nic(schema, state, lease).into()),
+    );
+    if info.is_some() || !nics.is_empty() {
         guest.set(
             schema,
             "net",
@@ -151,38 +188,69 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> Dat
     guest
 }
 
+/// One NetIpConfigInfoIpAddress: `ip` (`address/prefix`), `dhcp` with its lease's end when a
+/// lease of `mac` holds it.
+fn ip_config_address(schema: &Schema, state: &VmState, mac: &str, ip: &str, status: &str) -> Value {
+    let (address, prefix) = ip.split_once('/').unwrap_or((ip, "0"));
+    let mut config = DataObject::of(schema, "NetIpConfigInfoIpAddress")
+        .with(schema, "ipAddress", address)
+        .with(schema, "prefixLength", prefix.parse::<i32>().unwrap_or(0))
+        .with(schema, "state", status);
+    let leased = leases(state)
+        .iter()
+        .find(|lease| lease.mac.eq_ignore_ascii_case(mac) && lease.ip.to_string() == address);
+    if let Some(lease) = leased {
+        config.set(schema, "origin", "dhcp");
+        if let Some(end) = lease.expires {
+            config.set(schema, "lifetime", Value::DateTime(end * 1_000_000));
+        }
+    }
+    config.into()
+}
+
+/// A GuestNicInfo for the NIC (of the VM's spec) `lease` was given to, which the tools do not
+/// report: its leased address (a NAT network's /24), in state `unknown`.
+fn leased_nic(schema: &Schema, state: &VmState, lease: &Lease) -> DataObject {
+    let ip = lease.ip.to_string();
+    let address = ip_config_address(schema, state, &lease.mac, &format!("{ip}/24"), "unknown");
+    nic_info(schema, state, &lease.mac, &[ip.as_str()], vec![address])
+}
+
 pub(super) fn guest_nic(
     schema: &Schema,
     state: &VmState,
     nic: &vireo_tools::protocol::NicInfo,
 ) -> DataObject {
+    let addresses: Vec<Value> = nic
+        .ips
+        .iter()
+        .map(|ip| ip_config_address(schema, state, &nic.mac, ip, "preferred"))
+        .collect();
+    let ips: Vec<&str> = nic
+        .ips
+        .iter()
+        .map(|ip| ip.split('/').next().unwrap_or(ip))
+        .collect();
+    nic_info(schema, state, &nic.mac, &ips, addresses)
+}
+
+/// A GuestNicInfo of the card with `mac`: `ips`, their `addresses` (NetIpConfigInfoIpAddress),
+/// and its device and port group when a card of the VM has that MAC.
+fn nic_info(
+    schema: &Schema,
+    state: &VmState,
+    mac: &str,
+    ips: &[&str],
+    addresses: Vec<Value>,
+) -> DataObject {
     let device = state
         .spec
         .nics
         .iter()
-        .position(|n| n.mac.eq_ignore_ascii_case(&nic.mac));
-    let addresses: Vec<Value> = nic
-        .ips
-        .iter()
-        .map(|ip| {
-            let (address, prefix) = ip.split_once('/').unwrap_or((ip, "0"));
-            DataObject::of(schema, "NetIpConfigInfoIpAddress")
-                .with(schema, "ipAddress", address)
-                .with(schema, "prefixLength", prefix.parse::<i32>().unwrap_or(0))
-                .with(schema, "state", "preferred")
-                .into()
-        })
-        .collect();
+        .position(|n| n.mac.eq_ignore_ascii_case(mac));
     let mut info = DataObject::of(schema, "GuestNicInfo")
-        .with(
-            schema,
-            "ipAddress",
-            Value::strings(
-                schema,
-                nic.ips.iter().map(|ip| ip.split('/').next().unwrap_or(ip)),
-            ),
-        )
-        .with(schema, "macAddress", nic.mac.as_str())
+        .with(schema, "ipAddress", Value::strings(schema, ips))
+        .with(schema, "macAddress", mac)
         .with(schema, "connected", true)
         .with(
             schema,
@@ -229,7 +297,7 @@ pub(super) fn guest_summary(schema: &Schema, state: &VmState, offered: &str) -> 
     if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
         summary.set(schema, "hostName", info.hostname.as_str());
     }
-    if let Some(ip) = primary_ip(state).filter(|_| state.tools.running) {
+    if let Some(ip) = primary_ip(state) {
         summary.set(schema, "ipAddress", ip);
     }
     summary

@@ -44,8 +44,24 @@ pub fn reconfigure(
         let plan = device_change::plan(host, vm, &vm.state(), next, &changes, used)?;
         (plan.spec.clone(), Some(plan))
     };
+    // The new MACs stay claimed until the change is committed or has failed.
+    let new_macs = next.nics.iter().map(|n| n.mac.clone());
+    let new_macs = new_macs.filter(|mac| !now.nics.iter().any(|n| n.mac == *mac));
+    let claim = macs::claim(host, Some(vm.id), &next.name, new_macs.collect());
+    let claim = claim.map_err(|taken| macs::taken_fault(host.schema, &changes, &taken));
+    let claim = match claim {
+        Ok(claim) => claim,
+        Err(fault) => {
+            if let Some(plan) = plan {
+                plan.abandon();
+            }
+            return Err(fault);
+        }
+    };
     let change = Change::Reconfigure(config);
-    commit(host, vm, &now, next, user, change, plan)
+    let committed = commit(host, vm, &now, next, user, change, plan);
+    drop(claim);
+    committed
 }
 
 /// Rename_Task: the VM's display name changes; its folder and files keep theirs (as on ESXi).
