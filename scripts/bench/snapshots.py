@@ -199,8 +199,8 @@ def main():
 
     rows = []
     for memory in args.working_set:
-        rows += working_set.resume_and_revert(host, memory)
-    rows += working_set.busy_snapshot_pause(host, 1024)
+        rows += working_set.resume_and_revert(host, memory, args.runs)
+    rows += working_set.busy_snapshot_pause(host, 1024, args.runs)
     for memory in () if args.working_set_only else (256, 1024):
         t = create_and_revert(host, memory, args.runs)
         rows += [(f"CreateSnapshot, disk only, {memory} MiB running", ms(t["disk"]), ""),

@@ -22,5 +22,7 @@ VIREO_ROOT_PASSWORD=bench VIREO_VMM="$bin/vireo-vmm" "$bin/vireod" --data-dir "$
     >"$data/vireod.log" 2>&1 &
 vireod=$!
 trap 'kill $vireod 2>/dev/null; wait $vireod 2>/dev/null; rm -rf "$data"' EXIT
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg)"
 .cache/venv/bin/python scripts/bench/snapshots.py --port "$port" --data "$data" --vdisk "$bin/vdisk" \
     --runs "${1:-3}" --queries "${2:-50}" ${3:+--working-set "${@:3}"} ${VIREO_BENCH_WORKING_SET_ONLY:+--working-set-only}
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)"

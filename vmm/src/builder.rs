@@ -27,7 +27,7 @@ use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{BootEntry, Vcpu, VcpuError};
-use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::vm::{Vm, VmError, VmUnderway};
 
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 const BZIMAGE_HDRS_OFFSET: u64 = 0x202;
@@ -329,6 +329,7 @@ fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<usize, BuildErr
 /// Builds a ready-to-run VM from `config`.
 pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
     config.validate()?;
+    let vm = VmUnderway::start();
     // Check the files before committing guest memory.
     open("kernel", &config.kernel)?;
     if let Some(initrd) = &config.initrd {
@@ -352,12 +353,13 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         Some(path) => share_through_file(&memory, &framebuffer, path)?,
         None => memory,
     };
-    let vm = Vm::new(&memory)?;
+    let vm = vm.finish(&memory)?;
     let entry = write_boot_data(&memory, &vm, config, &cmdline, &virtio_slots, &framebuffer)?;
 
     let run_state = Arc::new(RunState::default());
     let legacy = attach_legacy_devices(&vm, config, &run_state, None)?;
-    let (mmio, transports) = attach_virtio_devices(&vm, &memory, devices, &virtio_slots, None)?;
+    let (mmio, transports, io_events) =
+        attach_virtio_devices(&vm, &memory, devices, &virtio_slots, None)?;
 
     let supported_cpuid = vm
         .kvm
@@ -385,6 +387,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         nic_links,
         stalls,
         framebuffer,
+        io_events,
     };
     Ok(Machine::new(
         memory,

@@ -1,6 +1,7 @@
 //! The devices of a machine: the legacy devices on the port bus, the virtio devices opened
 //! from the configuration, and their wiring to KVM (irqfds, ioeventfds) and the MMIO bus.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +96,8 @@ pub(crate) struct MachineDevices {
     /// The disks' held requests.
     pub stalls: Arc<IoStalls>,
     pub framebuffer: FramebufferInfo,
+    /// The queues' ioeventfds, registered once the vCPUs run.
+    pub io_events: Vec<PendingIoEvent>,
 }
 
 /// The legacy devices and the port bus they sit on.
@@ -240,7 +243,7 @@ pub(crate) fn attach_virtio_devices(
     devices: Vec<Box<dyn VirtioDevice>>,
     slots: &[MmioDeviceInfo],
     saved: Option<&VmSnapshot>,
-) -> Result<(Bus, Vec<SharedTransport>), DeviceError> {
+) -> Result<(Bus, Vec<SharedTransport>, Vec<PendingIoEvent>), DeviceError> {
     if let Some(snapshot) = saved {
         if snapshot.virtio.len() != devices.len() {
             return Err(DeviceError::DeviceState(format!(
@@ -252,8 +255,10 @@ pub(crate) fn attach_virtio_devices(
     }
     let mut bus = Bus::default();
     let mut transports = Vec::new();
+    let mut io_events = Vec::new();
     for (i, (device, slot)) in devices.into_iter().zip(slots).enumerate() {
-        let mut transport = virtio_transport(vm, memory, device, slot)?;
+        let (mut transport, pending) = virtio_transport(vm, memory, device, slot)?;
+        io_events.extend(pending);
         if let Some(state) = saved.map(|s| &s.virtio[i]) {
             transport
                 .restore(state)
@@ -263,16 +268,51 @@ pub(crate) fn attach_virtio_devices(
         bus.insert(slot.addr, slot.len, transport.clone())?;
         transports.push(transport);
     }
-    Ok((bus, transports))
+    Ok((bus, transports, io_events))
 }
 
-/// Wires `device` to KVM: an irqfd on its GSI and an ioeventfd per queue on QueueNotify.
+/// A queue's ioeventfd, handed to KVM once the guest runs ([`register_io_events`]).
+pub(crate) struct PendingIoEvent {
+    event: EventFd,
+    notify_address: u64,
+    queue: u32,
+}
+
+/// Registers `pending` with KVM, on a thread of its own so that the guest need not wait: each
+/// registration waits for a KVM grace period (milliseconds on a loaded host). Until its
+/// ioeventfd is in place a queue's notify reaches the transport as an MMIO exit, which signals
+/// the same eventfd, so the device sees no difference.
+pub(crate) fn register_io_events(vm: Arc<kvm_ioctls::VmFd>, pending: Vec<PendingIoEvent>) {
+    let spawned = std::thread::Builder::new()
+        .name("ioeventfds".into())
+        .spawn(move || {
+            for io_event in pending {
+                let address = IoEventAddress::Mmio(io_event.notify_address);
+                if let Err(e) = vm.register_ioevent(&io_event.event, &address, io_event.queue) {
+                    exits_instead(&e.to_string());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        exits_instead(&e.to_string());
+    }
+}
+
+/// Logs why ioeventfds are missing: harmless, notifies keep coming through MMIO exits.
+fn exits_instead(why: &str) {
+    // Not eprintln!, which panics when the log's file system is full.
+    let line = format!("vireo-vmm: no ioeventfd ({why}); queue notifies exit to the VMM");
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Wires `device` to KVM: an irqfd on its GSI now, and an ioeventfd per queue on QueueNotify
+/// returned for [`register_io_events`].
 pub(crate) fn virtio_transport(
     vm: &Vm,
     memory: &GuestMemoryMmap,
     device: Box<dyn VirtioDevice>,
     slot: &MmioDeviceInfo,
-) -> Result<MmioTransport, DeviceError> {
+) -> Result<(MmioTransport, Vec<PendingIoEvent>), DeviceError> {
     let kvm = |what: &'static str| move |source| DeviceError::VirtioWiring { what, source };
     let eventfd = || {
         EventFd::new(EFD_NONBLOCK).map_err(|e| DeviceError::VirtioWiring {
@@ -284,20 +324,21 @@ pub(crate) fn virtio_transport(
     vm.fd
         .register_irqfd(&irq, slot.irq)
         .map_err(kvm("KVM_IRQFD"))?;
-    let notify = IoEventAddress::Mmio(slot.addr + QUEUE_NOTIFY_OFFSET);
     let mut queue_events = Vec::new();
-    for index in 0..device.queue_max_sizes().len() as u32 {
+    let mut pending = Vec::new();
+    for queue in 0..device.queue_max_sizes().len() as u32 {
         let event = eventfd()?;
-        vm.fd
-            .register_ioevent(&event, &notify, index)
-            .map_err(kvm("KVM_IOEVENTFD"))?;
+        pending.push(PendingIoEvent {
+            event: event.try_clone().map_err(|e| DeviceError::VirtioWiring {
+                what: "eventfd",
+                source: e.into(),
+            })?,
+            notify_address: slot.addr + QUEUE_NOTIFY_OFFSET,
+            queue,
+        });
         queue_events.push(event);
     }
     let signals = Arc::new(DeviceSignals::new(irq));
-    Ok(MmioTransport::new(
-        device,
-        memory.clone(),
-        signals,
-        queue_events,
-    )?)
+    let transport = MmioTransport::new(device, memory.clone(), signals, queue_events)?;
+    Ok((transport, pending))
 }

@@ -11,7 +11,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::arch::emulate::Counts;
 use crate::config::VmConfig;
 use crate::control;
-use crate::device_manager::MachineDevices;
+use crate::device_manager::{register_io_events, MachineDevices, PendingIoEvent};
 use crate::devices::bus::{lock, Buses};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::legacy::pm::PowerManagement;
@@ -42,6 +42,8 @@ pub struct Machine {
     nic_links: Vec<NicLink>,
     stalls: Arc<IoStalls>,
     framebuffer: FramebufferInfo,
+    /// Handed to KVM once the vCPUs run.
+    io_events: Vec<PendingIoEvent>,
     config: VmConfig,
     /// Instructions completed for kvm-pvm, per kind.
     completed: Arc<Counts>,
@@ -64,6 +66,7 @@ impl Machine {
             nic_links,
             stalls,
             framebuffer,
+            io_events,
         } = devices;
         Machine {
             vcpus,
@@ -82,6 +85,7 @@ impl Machine {
             nic_links,
             stalls,
             framebuffer,
+            io_events,
             config,
             completed: Arc::default(),
         }
@@ -128,6 +132,7 @@ impl Machine {
         let kicker = Arc::new(VcpuKicker::new(
             handles.iter().map(|h| h.as_pthread_t()).collect(),
         ));
+        register_io_events(self.vm.fd.clone(), std::mem::take(&mut self.io_events));
         self.stalls.arm(self.run_state.clone(), kicker.clone());
 
         if self.config.serial_stdio {

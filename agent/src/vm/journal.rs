@@ -16,7 +16,7 @@ use vireo_api::Fault;
 
 use super::destroy::OwnedFiles;
 use super::snapshots::vmsd::SnapshotMeta;
-use super::vmx_file::write_atomically;
+use super::vmx_file::{write_atomically, write_unsynced};
 
 /// Start of the name of every journal file.
 pub const PREFIX: &str = "vireo-journal-";
@@ -158,18 +158,22 @@ impl Journal {
                 steps: vec!["begun".to_string()],
             },
         };
+        // The space is taken when the write returns; the reserve's contents never matter, so
+        // it is not synced.
         let reserved = match journal.reserve {
-            Some(_) => write_atomically(&reserve, &[0; RESERVE_BYTES]),
+            Some(_) => write_unsynced(&reserve, &[0; RESERVE_BYTES]),
             None => Ok(()),
         };
-        reserved.and_then(|()| journal.write()).map_err(|source| {
-            journal.release();
-            remove(&journal.path);
-            JournalError {
-                path: journal.path.clone(),
-                source,
-            }
-        })?;
+        reserved
+            .and_then(|()| journal.write(true))
+            .map_err(|source| {
+                journal.release();
+                remove(&journal.path);
+                JournalError {
+                    path: journal.path.clone(),
+                    source,
+                }
+            })?;
         crate::crash::point(&format!("{}:begun", journal.record.intent.task()));
         Ok(journal)
     }
@@ -187,10 +191,22 @@ impl Journal {
     /// Records that `step` is complete, durably, before the caller goes on (releasing the
     /// space reserve when the datastore is full).
     pub fn step(&mut self, step: &str) -> Result<(), JournalError> {
+        self.record_step(step, true)
+    }
+
+    /// Records a step that recovery does not read (it learns how far such a task got from the
+    /// disk trees and the VMM): as [`Journal::step`], but without waiting for the disk, so a
+    /// crash of the host may forget it (a crash of vireod does not). A stunned guest waits for
+    /// every durable step; these keep that pause short.
+    pub fn mark(&mut self, step: &str) -> Result<(), JournalError> {
+        self.record_step(step, false)
+    }
+
+    fn record_step(&mut self, step: &str, durable: bool) -> Result<(), JournalError> {
         self.record.steps.push(step.to_string());
-        self.write()
+        self.write(durable)
             .or_else(|error| match self.make_room() {
-                true => self.write(),
+                true => self.write(durable),
                 false => Err(error),
             })
             .map_err(|source| JournalError {
@@ -201,9 +217,12 @@ impl Journal {
         Ok(())
     }
 
-    fn write(&self) -> std::io::Result<()> {
+    fn write(&self, durable: bool) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(&self.record).unwrap_or_default();
-        write_atomically(&self.path, &text)
+        match durable {
+            true => write_atomically(&self.path, &text),
+            false => write_unsynced(&self.path, &text),
+        }
     }
 
     /// Gives the reserved space back to the datastore, for a last write that found it full;
@@ -310,6 +329,8 @@ mod tests {
         journal.step("disks-detached").unwrap();
         let mut clone = Journal::begin(&dir, Intent::Consolidate).unwrap();
         clone.step("vm-paused").unwrap();
+        // A marked step is not synced, but a reader (recovery after vireod dies) sees it.
+        clone.mark("disks-attached").unwrap();
         std::fs::write(dir.join("vireo-journal-suspend.partial"), b"{").unwrap();
         let found = pending(&dir);
         assert_eq!(found.len(), 2);
@@ -317,6 +338,7 @@ mod tests {
         assert_eq!(create.intent.task(), "snapshot-create");
         assert!(create.did("begun") && create.did("disks-detached"));
         assert!(!create.did("trees-changed"));
+        assert!(found[0].1.did("vm-paused") && found[0].1.did("disks-attached"));
         assert!(!dir.join("vireo-journal-suspend.partial").exists());
         journal.finish();
         clone.finish();

@@ -36,6 +36,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prepares a just-registered VM: disk sizes, a running VMM to re-adopt or a suspended state.
 pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
+    remove_discarded(vm);
     let mut state = vm.edit(host);
     disks::pin_formats(host, vm, &mut state.spec);
     snapshots::load(host, vm, &mut state);
@@ -128,7 +129,7 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
     let suspend_dir = vm.suspend_dir();
     let process = launch(host, vm, &mut state, resuming.then_some(&*suspend_dir))?;
     if resuming {
-        let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        discard_in_background(vm);
         state.suspend_time = None;
     }
     state.boot_time = Some(now_micros());
@@ -148,6 +149,45 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         user,
     );
     Ok(())
+}
+
+/// Start of the name of a resumed VM's `suspend/` while it is deleted in the background.
+const DISCARDED_PREFIX: &str = "suspend.discarded-";
+
+/// Moves a resumed VM's `suspend/` aside (one rename) and deletes it on a thread of its own:
+/// deleting a large memory file (which the new VMM maps; its inode lives on) is not on the
+/// resumed guest's way. What a stop of vireod leaves behind goes in [`bring_up`].
+fn discard_in_background(vm: &Vm) {
+    let aside = vm.file(&format!("{DISCARDED_PREFIX}{}", now_micros()));
+    let doomed = match std::fs::rename(vm.suspend_dir(), &aside) {
+        Ok(()) => aside,
+        Err(_) => vm.suspend_dir(),
+    };
+    let removed = std::thread::Builder::new()
+        .name(format!("discard-vm{}", vm.id))
+        .spawn({
+            let doomed = doomed.clone();
+            move || std::fs::remove_dir_all(doomed)
+        });
+    if removed.is_err() {
+        let _ = std::fs::remove_dir_all(doomed);
+    }
+}
+
+/// Deletes the `suspend/` folders [`discard_in_background`] had not finished with.
+fn remove_discarded(vm: &Vm) {
+    let Ok(entries) = std::fs::read_dir(&vm.dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(DISCARDED_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Starts the VM from a machine state saved in `dir` (a memory snapshot being reverted to).

@@ -3,18 +3,21 @@
 //! file, re-adopted after a vireod restart, and waited for through a pidfd. How it ended comes
 //! from its exit record (`vireo-vmm: exit {...}`, its last log line) or, failing that, its status.
 
+use std::ffi::CString;
 use std::fs::OpenOptions;
+use std::io::ErrorKind;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
 
 /// How a VMM process ended.
@@ -39,7 +42,8 @@ pub struct VmmProcess {
     /// Its process id.
     pub pid: i32,
     pidfd: Arc<OwnedFd>,
-    child: Mutex<Option<Child>>,
+    /// Started by this vireod (so it is reaped here for its status), not re-adopted.
+    our_child: bool,
     log: PathBuf,
     log_offset: u64,
 }
@@ -55,6 +59,53 @@ fn write_pid_file(run_dir: &Path, text: &str) -> std::io::Result<()> {
     let partial = pid_file(run_dir).with_extension("partial");
     std::fs::write(&partial, text)?;
     std::fs::rename(&partial, pid_file(run_dir))
+}
+
+/// posix_spawn (no fork of vireod) of `binary args...` in a session of its own (so signals
+/// aimed at vireod's process group — Ctrl-C, service stop — do not reach it), with stdin and
+/// stdout on `null`, stderr on `stderr` and the descriptors `inherit` at their own numbers: a
+/// dup2 onto itself clears close-on-exec in the child alone, so no other child inherits them.
+fn spawn_detached(
+    binary: &Path,
+    args: &[std::ffi::OsString],
+    inherit: &[RawFd],
+    null: BorrowedFd,
+    stderr: BorrowedFd,
+) -> std::io::Result<i32> {
+    let c_string = |text: &std::ffi::OsStr| {
+        CString::new(text.as_bytes()).map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e))
+    };
+    let argv = std::iter::once(binary.as_os_str())
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .map(c_string)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let envp = std::env::vars_os()
+        .map(|(key, value)| {
+            let mut pair = key;
+            pair.push("=");
+            pair.push(value);
+            c_string(&pair)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_dup2(null.as_raw_fd(), 0)?;
+    actions.add_dup2(null.as_raw_fd(), 1)?;
+    actions.add_dup2(stderr.as_raw_fd(), 2)?;
+    for &fd in inherit {
+        actions.add_dup2(fd, fd)?;
+    }
+    let mut attr = PosixSpawnAttr::init()?;
+    // glibc's POSIX_SPAWN_SETSID (nix names only the POSIX flags); SIGPIPE, which Rust
+    // ignores in vireod, back to its default, and no signal blocked.
+    let setsid = PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID.into());
+    attr.set_flags(
+        setsid | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK,
+    )?;
+    let mut sigpipe = SigSet::empty();
+    sigpipe.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&sigpipe)?;
+    attr.set_sigmask(&SigSet::empty())?;
+    Ok(posix_spawn(binary, &actions, &attr, &argv, &envp)?.as_raw())
 }
 
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
@@ -90,41 +141,23 @@ impl VmmProcess {
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
         let log_offset = log_len(log);
+        // Both above 2 (a duplicate takes the lowest free number from 3), so the spawn's dup2
+        // onto 0, 1 and 2 cannot overwrite one with the other.
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(log)?;
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let inherit = inherit.to_vec();
-        // SAFETY: setsid and fcntl are async-signal-safe. setsid puts the VMM in its own
-        // session so that signals aimed at vireod's process group (Ctrl-C, service stop) do not
-        // reach it; clearing close-on-exec in the child alone passes it the handed files (they
-        // stay open in vireod until the spawn returns, and no other child inherits them).
-        unsafe {
-            command.pre_exec(move || {
-                let _ = nix::unistd::setsid();
-                for &fd in &inherit {
-                    let fd = BorrowedFd::borrow_raw(fd);
-                    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn()?;
-        let pid = child.id() as i32;
+            .open(log)?
+            .try_clone()?;
+        let null = std::fs::File::open("/dev/null")?.try_clone()?;
+        let pid = spawn_detached(binary, args, inherit, null.as_fd(), stderr.as_fd())?;
         let pidfd = pidfd_open(pid)?;
         let started = start_time(pid).unwrap_or(0);
         write_pid_file(run_dir, &format!("{pid} {started}\n"))?;
         Ok(VmmProcess {
             pid,
             pidfd: Arc::new(pidfd),
-            child: Mutex::new(Some(child)),
+            our_child: true,
             log: log.to_owned(),
             log_offset,
         })
@@ -145,7 +178,7 @@ impl VmmProcess {
         Some(VmmProcess {
             pid,
             pidfd: Arc::new(pidfd),
-            child: Mutex::new(None),
+            our_child: false,
             log: log.to_owned(),
             log_offset: log_len(log),
         })
@@ -172,14 +205,19 @@ impl VmmProcess {
     /// Blocks until the process ends and says how.
     pub fn wait(&self) -> VmmExit {
         while self.poll_exit(PollTimeout::NONE).is_err() {}
-        let status = self
-            .child
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-            .and_then(|child| child.wait().ok());
+        let status = self.our_child.then(|| self.reap()).flatten();
         let record = self.exit_record();
         classify(record.as_ref(), status, &self.log_tail())
+    }
+
+    /// Collects the ended child's status (once: later calls get None).
+    fn reap(&self) -> Option<std::process::ExitStatus> {
+        let raw = match waitid(Id::PIDFd(self.pidfd.as_fd()), WaitPidFlag::WEXITED).ok()? {
+            WaitStatus::Exited(_, code) => code << 8,
+            WaitStatus::Signaled(_, signal, _) => signal as i32,
+            _ => return None,
+        };
+        Some(std::process::ExitStatus::from_raw(raw))
     }
 
     fn new_log_text(&self) -> String {
@@ -320,6 +358,12 @@ mod tests {
         };
         let sh = Path::new("/bin/sh");
         let process = VmmProcess::spawn(sh, &shell("sleep 600; exit 0"), &[], &dir, &log).unwrap();
+        // posix_spawn may return while the exec is still under way (its command line not yet
+        // set); a vireod adopts VMMs long after that.
+        let cmdline = format!("/proc/{}/cmdline", process.pid);
+        while std::fs::read(&cmdline).unwrap().is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let adopted = VmmProcess::adopt(&dir, &log).expect("still running");
         assert_eq!(adopted.pid, process.pid);
         assert!(!adopted.has_exited());
@@ -331,6 +375,17 @@ mod tests {
         let failing = shell("echo cannot start >&2; exit 1");
         let process = VmmProcess::spawn(sh, &failing, &[], &dir, &log).unwrap();
         assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("cannot start")));
+
+        // A handed file arrives at its own number (close-on-exec cleared in the child alone).
+        std::fs::write(dir.join("handed"), "from vireod").unwrap();
+        let handed = std::fs::File::open(dir.join("handed")).unwrap();
+        let fd = handed.as_raw_fd();
+        let reading = shell(&format!("echo \"read: $(cat <&{fd})\" >&2; exit 1"));
+        let process = VmmProcess::spawn(sh, &reading, &[fd], &dir, &log).unwrap();
+        assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("read: from vireod")));
+        let reading = shell(&format!("cat <&{fd} >&2 || echo not handed >&2; exit 1"));
+        let process = VmmProcess::spawn(sh, &reading, &[], &dir, &log).unwrap();
+        assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("not handed")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -84,6 +84,16 @@ impl VmxFile {
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content (a
 /// failed write, e.g. for lack of space, leaves the old one and no temporary file).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_file(path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` as [`write_atomically`] does, but without waiting for the disk:
+/// a crash of the process leaves the new content, a crash of the host the old or the new.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_file(path, bytes, false)
+}
+
+fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -94,17 +104,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .and_then(|mut file| {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.write_all(bytes)?;
-            file.sync_all()
+            match durable {
+                true => file.sync_all(),
+                false => Ok(()),
+            }
         })
         .and_then(|()| std::fs::rename(&partial, path));
     if let Err(error) = written {
         let _ = std::fs::remove_file(&partial);
         return Err(error);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    match path.parent() {
+        Some(dir) if durable => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn escape(value: &str) -> String {

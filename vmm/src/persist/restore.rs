@@ -16,7 +16,7 @@ use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
-use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::vm::{VmError, VmUnderway};
 
 /// Host-side settings of the restored process (everything else comes from the state file).
 #[derive(Clone, Debug, Default)]
@@ -72,6 +72,7 @@ pub enum RestoreError {
 
 /// Rebuilds the VM saved in `dir`.
 pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, RestoreError> {
+    let vm = VmUnderway::start();
     let snapshot = read_state_file(&dir.join(STATE_FILE))?;
     let mut config = snapshot.config.clone();
     config.serial_log = options.serial_log.clone();
@@ -111,19 +112,19 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
         Some(path) => share_through_file(&guest_memory, &framebuffer, path)?,
         None => guest_memory,
     };
-    let vm = Vm::new(&guest_memory)?;
-    vm::restore(&vm.fd, &snapshot.kvm)?;
-
-    let run_state = Arc::new(RunState::default());
-    let legacy = attach_legacy_devices(&vm, &config, &run_state, Some(&snapshot))?;
     let VirtioDevices {
         devices,
         disk_slots,
         nic_links,
         stalls,
     } = open_virtio_devices(&config)?;
+    let vm = vm.finish(&guest_memory)?;
+    vm::restore(&vm.fd, &snapshot.kvm)?;
+
+    let run_state = Arc::new(RunState::default());
+    let legacy = attach_legacy_devices(&vm, &config, &run_state, Some(&snapshot))?;
     let slots = virtio_layout(devices.len());
-    let (mmio, transports) =
+    let (mmio, transports, io_events) =
         attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
 
     let msr_indices = vm.msr_index_list().map_err(RestoreError::MsrList)?;
@@ -141,6 +142,7 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
         nic_links,
         stalls,
         framebuffer,
+        io_events,
     };
     Ok(Machine::new(
         guest_memory,

@@ -2,6 +2,7 @@
 //! and guest memory registered as slots.
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use kvm_bindings::{
     kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER,
@@ -66,6 +67,13 @@ impl Vm {
 
     /// Creates the VM, its irqchip and PIT, and registers `memory`.
     pub fn new(memory: &GuestMemoryMmap) -> Result<Vm, VmError> {
+        let vm = Vm::create()?;
+        vm.register_memory(memory)?;
+        Ok(vm)
+    }
+
+    /// Creates the VM with its irqchip and PIT, without memory yet.
+    fn create() -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
@@ -77,6 +85,14 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(setup("KVM_CREATE_PIT2"))?;
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+        })
+    }
+
+    /// Registers the regions of `memory` as memory slots 0.. in order.
+    fn register_memory(&self, memory: &GuestMemoryMmap) -> Result<(), VmError> {
         for (slot, region) in memory.iter().enumerate() {
             let mem_region = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -86,12 +102,37 @@ impl Vm {
                 flags: 0,
             };
             // SAFETY: the region stays mapped for the VM's lifetime: `Machine` owns both.
-            unsafe { fd.set_user_memory_region(mem_region) }
+            unsafe { self.fd.set_user_memory_region(mem_region) }
                 .map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
         }
-        Ok(Vm {
-            kvm,
-            fd: Arc::new(fd),
-        })
+        Ok(())
+    }
+}
+
+/// A VM being created on a thread of its own while the caller prepares guest memory and opens
+/// devices: creating the irqchip and PIT mostly waits for KVM grace periods (milliseconds each
+/// on a loaded host), which then overlaps that work.
+pub struct VmUnderway(Option<JoinHandle<Result<Vm, VmError>>>);
+
+impl VmUnderway {
+    /// Starts creating the VM (on the caller's thread if no thread can start).
+    pub fn start() -> VmUnderway {
+        VmUnderway(
+            std::thread::Builder::new()
+                .name("create-vm".into())
+                .spawn(Vm::create)
+                .ok(),
+        )
+    }
+
+    /// The created VM with `memory` registered.
+    pub fn finish(self, memory: &GuestMemoryMmap) -> Result<Vm, VmError> {
+        let vm = match self.0.map(JoinHandle::join) {
+            Some(Ok(created)) => created?,
+            // No thread could start, or it panicked (the panic was reported): create it here.
+            _ => Vm::create()?,
+        };
+        vm.register_memory(memory)?;
+        Ok(vm)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vireo_api::Fault;
 use vireo_vmm_protocol::control::{Ack, Request, SaveReport};
@@ -26,8 +26,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `change` while the VM's disk images are closed, saving the machine state into
-/// `save_to` first when given (the VM must then be running). Records in `journal` the steps
-/// `vm-paused`, `state-saved`, `disks-detached`, `trees-changed`, `disks-attached`.
+/// `save_to` first when given (the VM must then be running). Marks in `journal` the steps
+/// `vm-paused`, `state-saved`, `disks-detached`, `trees-changed`, `disks-attached` (not synced:
+/// the guest is paused meanwhile, and recovery reads the disk trees and the VMM, not them).
 pub fn with_disks_closed<T>(
     host: &Host,
     vm: &Vm,
@@ -63,7 +64,7 @@ fn stunned<T>(
 ) -> Result<T, Fault> {
     let schema = host.schema;
     let record =
-        |journal: &mut Journal, step: &str| journal.step(step).map_err(|e| e.fault(schema));
+        |journal: &mut Journal, step: &str| journal.mark(step).map_err(|e| e.fault(schema));
     if state.power != Power::On {
         let result = change()?;
         record(journal, "trees-changed")?;
@@ -97,13 +98,16 @@ fn stunned<T>(
         resume();
         return Err(fault);
     }
+    let stunned_at = Instant::now();
     if let Err(error) = control::command(&socket, Request::DetachDisks, CONTROL_TIMEOUT) {
         resume();
         return Err(refused("detach the disks of", error));
     }
+    let detached = stunned_at.elapsed();
     let result = record(journal, "disks-detached")
         .and_then(|()| change())
         .and_then(|result| record(journal, "trees-changed").map(|()| result));
+    let changed = stunned_at.elapsed();
     if let Err(error) = attach_writable_layers(host, vm, &state.spec, &socket, may_grow) {
         // A guest without its disks cannot go on: power it off rather than leave it hanging.
         tracing::error!(
@@ -116,6 +120,14 @@ fn stunned<T>(
     }
     let attached = record(journal, "disks-attached");
     resume();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(
+        vm = vm.id,
+        "disks stunned for {:.1} ms: detached at {:.1} ms, trees changed at {:.1} ms",
+        ms(stunned_at.elapsed()),
+        ms(detached),
+        ms(changed)
+    );
     attached.and(result)
 }
 
