@@ -627,6 +627,30 @@ fn write_status(mem: &GuestMemoryMmap, addr: GuestAddress, status: Status) {
 }
 
 #[cfg(test)]
+impl RequestQueue {
+    /// A 16-entry queue over `memory` with no image yet (capacity 0), as the tests drive it.
+    fn for_test(memory: GuestMemoryMmap) -> Arc<Self> {
+        use crate::devices::virtio::queue::testing::queue;
+        Arc::new(RequestQueue {
+            queue: Mutex::new(queue(16)),
+            memory,
+            signals: Arc::new(DeviceSignals::new(
+                vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+            )),
+            id: [0; ID_BYTES],
+            held: AtomicBool::new(false),
+            stalls: Arc::default(),
+            index: 0,
+            disk: Arc::new(DiskImage {
+                capacity: AtomicU64::new(0),
+                image: Mutex::new(None),
+                counters: IoCounters::default(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::devices::virtio::queue::testing::*;
@@ -869,22 +893,7 @@ mod tests {
         }
         let heads: Vec<u16> = (0..requests).map(|i| 3 * i).collect();
         publish(&f.mem, &heads);
-        let requests_queue = Arc::new(RequestQueue {
-            queue: Mutex::new(queue(16)),
-            memory: f.mem.clone(),
-            signals: Arc::new(DeviceSignals::new(
-                EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
-            )),
-            id: [0; ID_BYTES],
-            held: AtomicBool::new(false),
-            stalls: Arc::default(),
-            index: 0,
-            disk: Arc::new(DiskImage {
-                capacity: AtomicU64::new(0),
-                image: Mutex::new(None),
-                counters: IoCounters::default(),
-            }),
-        });
+        let requests_queue = RequestQueue::for_test(f.mem.clone());
         // The image as the VMM opens it (SharedDisk), beside the fixture's own handle.
         let image = disk::open_image(&f.path, None, false, CacheMode::Writeback).unwrap();
         let pool = IoPool::new("test-blk", 3);

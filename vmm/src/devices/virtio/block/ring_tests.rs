@@ -4,17 +4,13 @@
 //! behind writes waits for them, and hostile chains are refused as on the thread path.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
 
 use vireo_vmm_protocol::{CacheMode, DiskFormat};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::uring::Ring;
 use super::*;
 use crate::devices::virtio::queue::testing::*;
-use crate::devices::virtio::DeviceSignals;
 
 const HEADERS: u64 = 0x8000;
 const STATUSES: u64 = 0x9000;
@@ -50,22 +46,7 @@ impl Rig {
             }
         };
         let mem = memory();
-        let requests = Arc::new(RequestQueue {
-            queue: Mutex::new(queue(16)),
-            memory: mem.clone(),
-            signals: Arc::new(DeviceSignals::new(
-                EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
-            )),
-            id: [0; ID_BYTES],
-            held: AtomicBool::new(false),
-            stalls: Arc::default(),
-            index: 0,
-            disk: Arc::new(DiskImage {
-                capacity: AtomicU64::new(0),
-                image: Mutex::new(None),
-                counters: IoCounters::default(),
-            }),
-        });
+        let requests = RequestQueue::for_test(mem.clone());
         let image = disk::open_image(path, format, read_only, cache).unwrap();
         let direct = image.shared().and_then(SharedDisk::direct).is_some();
         assert_eq!(

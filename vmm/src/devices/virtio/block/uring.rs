@@ -314,6 +314,17 @@ impl InFlight {
 }
 
 impl Op {
+    /// The operation straight on the guest's `pieces`.
+    fn unbounced(host: u64, pieces: Vec<libc::iovec>) -> Op {
+        let iovecs = pieces.clone();
+        Op {
+            host,
+            pieces,
+            bounce: None,
+            iovecs,
+        }
+    }
+
     /// The operation at `host` on guest `pieces`, bounced when direct I/O (`direct`) cannot
     /// take them as they are; `None` when even a bounce buffer would not be aligned.
     fn new(
@@ -324,13 +335,7 @@ impl Op {
     ) -> Option<Op> {
         let len: usize = pieces.iter().map(|p| p.iov_len).sum();
         let Some(align) = direct else {
-            let iovecs = pieces.clone();
-            return Some(Op {
-                host,
-                pieces,
-                bounce: None,
-                iovecs,
-            });
+            return Some(Op::unbounced(host, pieces));
         };
         if !host.is_multiple_of(align.offset as u64) || !len.is_multiple_of(align.offset) {
             return None;
@@ -340,13 +345,7 @@ impl Op {
                 && p.iov_len.is_multiple_of(align.offset)
         };
         if pieces.iter().all(fits) {
-            let iovecs = pieces.clone();
-            return Some(Op {
-                host,
-                pieces,
-                bounce: None,
-                iovecs,
-            });
+            return Some(Op::unbounced(host, pieces));
         }
         let mut bounce = AlignedBuf::zeroed(len, align.memory.max(align.offset));
         if kind == RequestKind::Out {
