@@ -171,7 +171,7 @@ def check_screenshot(agent, vm):
 
 def clocks(log):
     """The guest's clock lines: (seconds since the epoch, uptime in seconds)."""
-    return [(int(wall), float(up)) for wall, up in re.findall(r"vireo-linux-guest: clock (\d+) ([\d.]+)s", log)]
+    return [(int(wall), float(up)) for wall, up in re.findall(r"vireo-linux-guest: clock (\d+) ([\d.]+)s?", log)]
 
 
 def check_suspend_resume(agent, lan, vm, address):
