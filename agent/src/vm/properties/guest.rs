@@ -114,10 +114,16 @@ pub(super) fn primary_ip(state: &VmState) -> Option<String> {
     reported.or_else(|| leases(state).first().map(|lease| lease.ip.to_string()))
 }
 
-/// guest, with the tools compared with the `offered` version.
-pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> DataObject {
+/// `object` (a GuestInfo or a guest summary) with the tools' status, running status and
+/// version status against the `offered` version.
+fn with_tools_status(
+    object: DataObject,
+    schema: &Schema,
+    state: &VmState,
+    offered: &str,
+) -> DataObject {
     let (status, running) = tools_status(state);
-    let mut guest = DataObject::of(schema, "GuestInfo")
+    object
         .with(
             schema,
             "toolsStatus",
@@ -134,6 +140,11 @@ pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> Dat
             "toolsVersionStatus2",
             tools_version_status(state, offered),
         )
+}
+
+/// guest, with the tools compared with the `offered` version.
+pub(super) fn guest_info(schema: &Schema, state: &VmState, offered: &str) -> DataObject {
+    let mut guest = with_tools_status(DataObject::of(schema, "GuestInfo"), schema, state, offered)
         .with(schema, "guestId", state.spec.guest_id.as_str())
         .with(
             schema,
@@ -274,26 +285,10 @@ fn nic_info(
 
 /// summary.guest, with the tools compared with the `offered` version.
 pub(super) fn guest_summary(schema: &Schema, state: &VmState, offered: &str) -> DataObject {
-    let (status, running) = tools_status(state);
-    let mut summary = DataObject::of(schema, "VirtualMachineGuestSummary")
+    let summary = DataObject::of(schema, "VirtualMachineGuestSummary")
         .with(schema, "guestId", state.spec.guest_id.as_str())
-        .with(schema, "guestFullName", guest_full_name(state))
-        .with(
-            schema,
-            "toolsStatus",
-            enum_value(schema, "VirtualMachineToolsStatus", status),
-        )
-        .with(schema, "toolsRunningStatus", running)
-        .with(
-            schema,
-            "toolsVersionStatus",
-            old_tools_version_status(state, offered),
-        )
-        .with(
-            schema,
-            "toolsVersionStatus2",
-            tools_version_status(state, offered),
-        );
+        .with(schema, "guestFullName", guest_full_name(state));
+    let mut summary = with_tools_status(summary, schema, state, offered);
     if let Some(info) = state.tools.info.as_ref().filter(|_| state.tools.running) {
         summary.set(schema, "hostName", info.hostname.as_str());
     }
