@@ -82,6 +82,14 @@ pub fn pop_chain_unarmed(
     take_chain(queue, mem, false)
 }
 
+/// Whether the driver has made a chain available that the device has not taken (a bad avail
+/// ring reads as one, for `pop_chain` to report).
+pub fn has_available(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+    queue
+        .avail_idx(mem, Ordering::Acquire)
+        .map_or(true, |avail| avail.0 != queue.next_avail())
+}
+
 /// The next chain; with `arm`, a drained queue asks the driver to notify again.
 fn take_chain(
     queue: &mut Queue,

@@ -25,11 +25,14 @@ mod ring_tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use virtio_queue::Queue;
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
-use super::queue::{add_used, needs_notification, pop_chain, pop_chain_unarmed, Chain, QueueError};
+use super::queue::{
+    add_used, has_available, needs_notification, pop_chain, pop_chain_unarmed, Chain, QueueError,
+};
 use super::worker::{self, Worker};
 use super::{
     read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
@@ -61,6 +64,9 @@ const VIRTIO_BLK_F_BLK_SIZE: u32 = 6;
 const VIRTIO_BLK_F_FLUSH: u32 = 9;
 const VIRTIO_BLK_F_DISCARD: u32 = 13;
 const VIRTIO_BLK_F_WRITE_ZEROES: u32 = 14;
+/// How long the worker watches the queue for the driver's next request after answering, before
+/// it asks to be notified instead (`RequestQueue::take_next`).
+const POLL: Duration = Duration::from_micros(20);
 /// Sectors one discard / write-zeroes segment may cover.
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 
@@ -352,10 +358,29 @@ impl RequestQueue {
     /// A request out of space stops the pass: it and the requests taken after it stay
     /// unanswered (taken again when the device restarts) and the stall is reported.
     fn serve(self: &Arc<Self>, image: &SharedImage, pool: &IoPool) {
-        let taken = match self.take_available(true) {
-            Ok(taken) => taken,
-            Err(_) => return self.signals.mark_broken(),
-        };
+        let mut answered_any = false;
+        loop {
+            let taken = match self.take_next(answered_any, true) {
+                Ok(taken) if taken.is_empty() => return,
+                Ok(taken) => taken,
+                Err(_) => return self.signals.mark_broken(),
+            };
+            let answered = self.start(image, pool, taken);
+            if self.held.load(Ordering::SeqCst) {
+                return;
+            }
+            answered_any = answered > 0;
+        }
+    }
+
+    /// Carries out `taken` on this thread, or on the I/O threads for reads that would wait;
+    /// publishes what was answered here and returns how many.
+    fn start(
+        self: &Arc<Self>,
+        image: &SharedImage,
+        pool: &IoPool,
+        taken: Vec<(u16, Work)>,
+    ) -> usize {
         let mut answered = Vec::with_capacity(taken.len());
         let mut stalled = None;
         for (head, work) in taken {
@@ -383,6 +408,7 @@ impl RequestQueue {
             }
         }
         self.conclude(&answered, stalled);
+        answered.len()
     }
 
     /// Publishes `answered`; then, if a request ran out of space, stops taking requests.
@@ -406,6 +432,37 @@ impl RequestQueue {
     fn hold(&self, OutOfSpace(cause): OutOfSpace) {
         self.held.store(true, Ordering::SeqCst);
         self.stalls.report(self.index, cause);
+    }
+
+    /// The requests to serve next: every available one. When there are none and nothing the
+    /// device started still runs (`idle`), then, if the pass just answered requests
+    /// (`answered`), the queue is watched for up to [`POLL`] first: a driver that waits for
+    /// its answers by polling the used ring publishes its next request within microseconds,
+    /// and catching it here spares the driver's notification (an exit) and the worker's
+    /// wake-up. Failing that, the driver is asked to notify the next request.
+    fn take_next(&self, answered: bool, idle: bool) -> Result<Vec<(u16, Work)>, QueueError> {
+        let taken = self.take_available(false)?;
+        if !taken.is_empty() || !idle {
+            return Ok(taken);
+        }
+        if answered && self.poll_available() {
+            return self.take_available(false);
+        }
+        self.take_available(true)
+    }
+
+    /// Whether a request becomes available within [`POLL`] (spinning on the avail index).
+    fn poll_available(&self) -> bool {
+        let start = Instant::now();
+        loop {
+            if has_available(&lock(&self.queue), &self.memory) {
+                return true;
+            }
+            if start.elapsed() >= POLL {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Every request the driver made available (none once the device is broken). With `arm`,
@@ -458,30 +515,19 @@ impl RingServer {
             let mut answered = Vec::new();
             let done = self.ring.reap(false);
             let stalled = self.settle(done, &mut answered);
-            if stalled.is_some() {
-                return requests.conclude(&answered, stalled);
+            requests.conclude(&answered, stalled);
+            if requests.held.load(Ordering::SeqCst) {
+                return;
             }
-            let taken = match self.take() {
+            let taken = match requests.take_next(!answered.is_empty(), !self.ring.busy()) {
+                Ok(taken) if taken.is_empty() => return,
                 Ok(taken) => taken,
                 Err(_) => return requests.signals.mark_broken(),
             };
-            let more = !taken.is_empty();
+            let mut answered = Vec::new();
             let stalled = self.start(image, taken, &mut answered);
             requests.conclude(&answered, stalled);
-            if !more {
-                return;
-            }
         }
-    }
-
-    /// Every available request; with none and nothing in flight, the driver is asked to
-    /// notify the next one (and the queue looked at once more).
-    fn take(&self) -> Result<Vec<(u16, Work)>, QueueError> {
-        let taken = self.requests.take_available(false)?;
-        if !taken.is_empty() || self.ring.busy() {
-            return Ok(taken);
-        }
-        self.requests.take_available(true)
     }
 
     /// Carries out `taken`: queued on the ring and submitted, or run here; what ran here is
