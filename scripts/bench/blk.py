@@ -3,7 +3,7 @@
 vireo-vmm and QEMU microvm (virtio-blk-device), each with cache=none (direct I/O; QEMU with
 aio=io_uring) and with cache=writeback, plus fio on the host on that file (direct I/O, io_uring)
 as the limit; interleaved in one run, each runner starting from the same state of the file (written
-back, wholly in the host's page cache), medians, ratios and the host's load average printed."""
+back, out of the host's page cache), medians, ratios and the host's load average printed."""
 import argparse
 import json
 import os
@@ -39,16 +39,16 @@ def guest_run(cmd, seconds):
 
 
 def settle(path):
-    """Writes the file back and reads all of it into the host's page cache, so that every runner
-    starts alike: with no dirty pages left by the one before (a direct read must first write back
-    the dirty pages it covers, and the flusher writes the rest 30 s after the fact, under whoever
-    runs then) and with every page cached (direct writes drop the pages they cover, which the next
-    writeback runner would have to read from storage while the one after it finds them cached)."""
+    """Writes the file back and drops it from the host's page cache, so that every runner starts
+    alike: with no dirty pages left by the one before (a direct read must first write back the
+    dirty pages it covers, and the flusher writes the rest 30 s later, under whoever runs then)
+    and with nothing cached (what one runner leaves cached, and in which folio sizes, decides the
+    cost of the next one's buffered I/O: a 4 KiB write into a page-cache folio that readahead
+    made large costs the kernel tens of microseconds, into a small one about one)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-        while os.read(fd, 1 << 20):
-            pass
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 

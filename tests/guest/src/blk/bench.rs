@@ -4,7 +4,7 @@
 use core::fmt;
 
 use super::pattern::SECTOR;
-use super::pipeline::{self, Staging};
+use super::pipeline::{self, Order, Staging};
 use super::{Disk, Op, Status, Transfer};
 use crate::dma::DmaRegion;
 use crate::io::Io;
@@ -130,6 +130,8 @@ pub fn run(
         buffer: Some(buffer),
         depth,
         chunk: block as usize,
+        // As fio does: a slow request holds up no other slot.
+        order: Order::Completion,
     };
     let next = |_: &mut [u8]| {
         (ticks::now() < deadline).then(|| Transfer {

@@ -5,7 +5,7 @@ use core::fmt::Write as _;
 
 use super::bench::{self, BenchError};
 use super::pattern::{self, Fnv1a, SECTOR};
-use super::pipeline::{self, Staging};
+use super::pipeline::{self, Order, Staging};
 use super::{Disk, Op, Status, Transfer};
 use crate::console;
 use crate::dma::{self, DmaError, DmaRegion};
@@ -295,6 +295,7 @@ fn stream_staging<'a>(disk: &Disk, buffer: &'a mut DmaRegion) -> (Staging<'a>, u
     let staging = Staging {
         buffer: Some(buffer),
         depth: STREAM_DEPTH,
+        order: Order::Submission,
         chunk: sectors as usize * SECTOR,
     };
     (staging, sectors)
@@ -421,6 +422,7 @@ fn ranged(
     let staging = Staging {
         buffer: None,
         depth: STREAM_DEPTH,
+        order: Order::Submission,
         chunk: 0,
     };
     pipeline::run(

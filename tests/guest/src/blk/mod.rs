@@ -299,12 +299,39 @@ impl Disk {
 
     /// The status of `slot` if its request completed (the slot is then free), without waiting.
     pub fn slot_status(&mut self, slot: usize) -> Option<Status> {
+        self.collect_used();
+        self.take_status(slot)
+    }
+
+    /// Some slot whose request completed, and its status (waiting for one as needed).
+    pub fn wait_for_any(&mut self, io: &mut Io) -> (usize, Status) {
+        loop {
+            if let Some(done) = self.any_done() {
+                return done;
+            }
+            self.transport.wait_for_used(io, &mut self.queue);
+        }
+    }
+
+    /// Some slot whose request completed, and its status, without waiting.
+    pub fn any_done(&mut self) -> Option<(usize, Status)> {
+        self.collect_used();
+        let slot = self.status.iter().position(|&s| s != NO_STATUS)?;
+        self.take_status(slot).map(|status| (slot, status))
+    }
+
+    /// Records the status of every request the device returned.
+    fn collect_used(&mut self) {
         while let Some(used) = self.queue.pop_used() {
             let done = usize::from(used.id / 3);
             let area = self.slots.addr() + SLOT_BYTES * done as u64;
             // SAFETY: the completed slot's status byte; the device is done with it.
             self.status[done] = unsafe { read_volatile((area + STATUS_OFFSET) as *const u8) };
         }
+    }
+
+    /// The recorded status of `slot`, if its request completed (the slot is then free).
+    fn take_status(&mut self, slot: usize) -> Option<Status> {
         (self.status[slot] != NO_STATUS)
             .then(|| Status(core::mem::replace(&mut self.status[slot], NO_STATUS)))
     }
