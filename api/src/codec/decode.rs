@@ -131,13 +131,16 @@ struct Decoder<'s, 'i> {
 /// The namespace prefixes in scope, for resolving `xsi:type`. Bindings are dropped lazily: on
 /// entering an element at level `n`, every binding made at level `n` or deeper belongs to an
 /// element already closed. Each binding is added and dropped once, and a lookup is one hash.
+/// Only prefixes with an XSI binding in scope are tracked (from that binding on): another
+/// prefix's innermost binding cannot be the XSI namespace, so its bindings are only counted.
 #[derive(Default)]
 struct Namespaces {
-    /// Per prefix, its bindings in scope, innermost last: whether each is the XSI namespace.
+    /// Per tracked prefix, its bindings in scope, innermost last: whether each is the XSI
+    /// namespace.
     by_prefix: HashMap<Box<[u8]>, Vec<bool>>,
-    /// Every binding in scope in document order: the level of the element that made it and
-    /// its prefix.
-    in_scope: Vec<(usize, Box<[u8]>)>,
+    /// Every binding in scope in document order: the level of the element that made it and,
+    /// if tracked, its prefix.
+    in_scope: Vec<(usize, Option<Box<[u8]>>)>,
 }
 
 impl Namespaces {
@@ -150,8 +153,8 @@ impl Namespaces {
             )));
         }
         while self.in_scope.last().is_some_and(|(l, _)| *l >= level) {
-            let Some((_, prefix)) = self.in_scope.pop() else {
-                break;
+            let Some((_, Some(prefix))) = self.in_scope.pop() else {
+                continue;
             };
             if let Some(stack) = self.by_prefix.get_mut(&prefix) {
                 stack.pop();
@@ -196,8 +199,18 @@ impl Namespaces {
                 )));
             }
             let xsi = attr.unescape_value().map_err(malformed)? == XSI_NAMESPACE;
-            self.by_prefix.entry(prefix.into()).or_default().push(xsi);
-            self.in_scope.push((level, prefix.into()));
+            let tracked = match self.by_prefix.get_mut(prefix) {
+                Some(stack) => {
+                    stack.push(xsi);
+                    true
+                }
+                None if xsi => {
+                    self.by_prefix.insert(prefix.into(), vec![xsi]);
+                    true
+                }
+                None => false,
+            };
+            self.in_scope.push((level, tracked.then(|| prefix.into())));
         }
         Ok(())
     }
