@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::PrefixDeclaration;
+use quick_xml::name::{PrefixDeclaration, QName};
 use quick_xml::Reader;
 
 use super::datetime;
@@ -373,37 +373,23 @@ impl<'i> Decoder<'_, 'i> {
 
     /// The `xsi:type` attribute's local type name, if present.
     fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
-        if !has_attributes(start) {
-            return Ok(None);
-        }
-        for attr in start.attributes() {
-            let attr = attr.map_err(malformed)?;
-            let key = attr.key;
-            if key.local_name().as_ref() == b"type"
+        let xsi_type = |key: QName<'_>| {
+            key.local_name().as_ref() == b"type"
                 && key
                     .prefix()
                     .is_some_and(|p| self.namespaces.is_xsi(p.as_ref()))
-            {
-                let value = attr.unescape_value().map_err(malformed)?;
-                let local = value.rsplit(':').next().unwrap_or_default();
-                return Ok(Some(local.to_string()));
-            }
-        }
-        Ok(None)
+        };
+        let Some(value) = attribute(start, xsi_type)? else {
+            return Ok(None);
+        };
+        let local = value.rsplit(':').next().unwrap_or_default();
+        Ok(Some(local.to_string()))
     }
 
     /// The unprefixed `type` attribute of a MoRef element.
     fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<Arc<str>>> {
-        if !has_attributes(start) {
-            return Ok(None);
-        }
-        for attr in start.attributes() {
-            let attr = attr.map_err(malformed)?;
-            if attr.key.as_ref() == b"type" {
-                return Ok(Some(Arc::from(&*attr.unescape_value().map_err(malformed)?)));
-            }
-        }
-        Ok(None)
+        let value = attribute(start, |key| key.as_ref() == b"type")?;
+        Ok(value.map(|value| Arc::from(&*value)))
     }
 
     fn moref(
@@ -596,6 +582,33 @@ fn unwrap_localized(schema: &Schema, wrapper: Value) -> Value {
         fault.set(schema, "msg", message);
     }
     Value::Data(Box::new(fault))
+}
+
+/// The unescaped value of the one attribute whose name `wanted` accepts; two are malformed.
+/// (Attribute names are not collected for a general duplicate check, which would cost an
+/// allocation per element; [`Namespaces::enter`] has already capped their number.)
+fn attribute<'a>(
+    start: &'a BytesStart<'_>,
+    wanted: impl Fn(QName<'_>) -> bool,
+) -> Result<Option<Cow<'a, str>>> {
+    if !has_attributes(start) {
+        return Ok(None);
+    }
+    let mut found = None;
+    for attr in start.attributes().with_checks(false) {
+        let attr = attr.map_err(malformed)?;
+        if !wanted(attr.key) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(malformed(format!(
+                "duplicate attribute {}",
+                String::from_utf8_lossy(attr.key.as_ref())
+            )));
+        }
+        found = Some(attr.unescape_value().map_err(malformed)?);
+    }
+    Ok(found)
 }
 
 /// Whether an element start carries any attribute (most in a request carry none).
