@@ -325,9 +325,7 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
             let root = prop.split('.').next().unwrap_or(prop);
             let field = schema.field_index(ty, root).map(|i| &schema.fields(ty)[i]);
             match field {
-                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => {
-                    "System.Anonymous"
-                }
+                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => "System.Anonymous",
                 Some(_) => "System.Read",
                 None if call.session.is_none() => "System.View",
                 None => return Err(Fault::invalid_property(schema, prop)),

@@ -462,7 +462,9 @@ fn a_repeated_type_attribute_is_malformed() {
     let xsi = "http://www.w3.org/2001/XMLSchema-instance";
     for attributes in [
         r#"<obj type="Folder" type="HostSystem">f</obj>"#.to_string(),
-        format!(r#"<obj xmlns:q="{xsi}" type="Folder" q:type="ManagedObjectReference" xsi:type="ManagedObjectReference">f</obj>"#),
+        format!(
+            r#"<obj xmlns:q="{xsi}" type="Folder" q:type="ManagedObjectReference" xsi:type="ManagedObjectReference">f</obj>"#
+        ),
     ] {
         let body = envelope(&format!(
             r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet><objectSet>{attributes}</objectSet></specSet><options/></RetrievePropertiesEx>"#
