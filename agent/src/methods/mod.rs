@@ -50,9 +50,10 @@ pub mod vsan_system;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use vireo_api::codec::Request;
+use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::{ClientVersion, Schema, TypeId};
 use vireo_api::{Fault, MoRef, Value};
 
@@ -325,26 +326,20 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
             let root = prop.split('.').next().unwrap_or(prop);
             let field = schema.field_index(ty, root).map(|i| &schema.fields(ty)[i]);
             match field {
-                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => {
-                    "System.Anonymous".to_string()
-                }
-                Some(_) => "System.Read".to_string(),
-                None if call.session.is_none() => "System.View".to_string(),
+                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => "System.Anonymous",
+                Some(_) => "System.Read",
+                None if call.session.is_none() => "System.View",
                 None => return Err(Fault::invalid_property(schema, prop)),
             }
         }
-        _ => method
-            .privilege
-            .as_deref()
-            .unwrap_or("System.View")
-            .to_string(),
+        _ => method.privilege.as_deref().unwrap_or("System.View"),
     };
     if privilege == "System.Anonymous" {
         return Ok(());
     }
     match &call.session {
-        Some(session) => access::check(call, &session.user, &privilege),
-        None => Err(Fault::not_authenticated(schema, call.this(), &privilege)),
+        Some(session) => access::check(call, &session.user, privilege),
+        None => Err(Fault::not_authenticated(schema, call.this(), privilege)),
     }
 }
 
@@ -355,13 +350,10 @@ fn handler(schema: &Schema, ty: TypeId, method: &str) -> Option<Handler> {
     let owner = schema.method(schema.method_id(method)?).owner;
     let mut current = Some(ty);
     while let Some(id) = current {
-        let name = &*schema.ty(id).name;
-        let found = TABLES
-            .iter()
-            .filter(|table| table.ty == name)
-            .flat_map(|table| table.methods)
-            .find(|(m, _)| *m == method);
-        if let Some((_, handler)) = found {
+        let found = handlers()
+            .get(&*schema.ty(id).name)
+            .and_then(|methods| methods.get(method));
+        if let Some(handler) = found {
             return Some(*handler);
         }
         if id == owner {
@@ -370,6 +362,23 @@ fn handler(schema: &Schema, ty: TypeId, method: &str) -> Option<Handler> {
         current = schema.ty(id).parent;
     }
     None
+}
+
+/// [`TABLES`] indexed by managed type and method name (the first entry of each pair wins),
+/// built on first use.
+fn handlers() -> &'static FastMap<&'static str, FastMap<&'static str, Handler>> {
+    static HANDLERS: OnceLock<FastMap<&'static str, FastMap<&'static str, Handler>>> =
+        OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        let mut by_type: FastMap<&'static str, FastMap<&'static str, Handler>> = FastMap::default();
+        for table in TABLES {
+            let methods = by_type.entry(table.ty).or_default();
+            for (method, handler) in table.methods {
+                methods.entry(*method).or_insert(*handler);
+            }
+        }
+        by_type
+    })
 }
 
 /// Runs the handler of the method on `_this`'s type; NotSupported when no table has it.
