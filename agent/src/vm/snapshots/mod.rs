@@ -279,6 +279,19 @@ pub fn revert(
     let Some(uid) = uid.or(vm.state().snapshots.current) else {
         return Ok(());
     };
+    // A VMM for the saved state is made ready while the running one powers off.
+    let standby = {
+        let state = vm.state();
+        let resumes = state
+            .snapshots
+            .get(uid)
+            .is_some_and(|meta| meta.power == CapturedPower::On && !suppress_power_on);
+        let memory_mb = state.spec.memory_mb;
+        drop(state);
+        resumes
+            .then(|| lifecycle::standby_for(host, vm, memory_mb))
+            .flatten()
+    };
     if vm.state().power == Power::On {
         lifecycle::power_off(host, vm)?;
     }
@@ -297,6 +310,7 @@ pub fn revert(
     }
     if state.power == Power::Suspended {
         let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        state.standby = None;
         state.power = Power::Off;
         state.suspend_time = None;
     }
@@ -315,7 +329,7 @@ pub fn revert(
     match meta.power {
         CapturedPower::Off => {}
         CapturedPower::On if !suppress_power_on => {
-            lifecycle::resume_from(host, vm, &mut state, &dir, user)?;
+            lifecycle::resume_from(host, vm, &mut state, &dir, standby, user)?;
         }
         CapturedPower::On | CapturedPower::Suspended => {
             link_machine_state(&dir, &vm.suspend_dir()).map_err(|e| {

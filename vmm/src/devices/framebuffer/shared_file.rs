@@ -1,19 +1,17 @@
 //! The framebuffer's guest memory as a shared mapping of a file (`--framebuffer-file`), so that
 //! a console server (vireod) can map the same file read-only and read the pixels the guest draws
-//! without a copy through this process. Only the framebuffer slot moves; RAM stays anonymous.
+//! without a copy through this process. The file is mapped over the framebuffer's region in
+//! place; RAM stays as it is.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use nix::sys::mman::{MapFlags, ProtFlags};
-
-use vm_memory::mmap::MmapRegion;
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::FramebufferInfo;
+use crate::vstate::memory::map_file_over;
 
 /// Why the framebuffer could not be moved onto its file.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +37,8 @@ pub enum FramebufferFileError {
     },
 }
 
-/// Returns `memory` with the framebuffer region replaced by a shared mapping of a new file at
-/// `path` holding the same pixels. The file is built beside `path` and renamed into place, so
+/// Returns `memory` with the framebuffer region's pages replaced, at the same address, by a
+/// shared mapping of a new file at `path` holding the same pixels. The file is built beside `path` and renamed into place, so
 /// a reader never maps a half-written one and a previous VMM's file is replaced, not reused.
 pub fn share_through_file(
     memory: &GuestMemoryMmap,
@@ -70,21 +68,13 @@ pub fn share_through_file(
     file.write_all(&pixels).map_err(create)?;
     std::fs::rename(&partial, path).map_err(create)?;
 
-    let mapping = MmapRegion::<()>::build(
-        Some(FileOffset::new(file, 0)),
-        pixels.len(),
-        (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits(),
-        MapFlags::MAP_SHARED.bits(),
-    )
-    .map_err(|e| map(e.to_string()))?;
-    let region = GuestRegionMmap::new(mapping, GuestAddress(info.addr))
-        .ok_or_else(|| map("region wraps the address space".into()))?;
-    let (without, _anonymous) = memory
-        .remove_region(GuestAddress(info.addr), info.size())
-        .map_err(|e| map(format!("no framebuffer region to replace: {e}")))?;
-    without
-        .insert_region(Arc::new(region))
-        .map_err(|e| map(e.to_string()))
+    let region = memory
+        .find_region(GuestAddress(info.addr))
+        .filter(|region| region.start_addr().0 == info.addr && region.len() == info.size())
+        .ok_or_else(|| map("no framebuffer region to map it over".into()))?;
+    // In place: a memory slot already registered over the region (a standby VMM's) stays valid.
+    map_file_over(region, &file, 0, true).map_err(|e| map(e.to_string()))?;
+    Ok(memory.clone())
 }
 
 #[cfg(test)]
