@@ -63,6 +63,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         started(host, vm, &mut state, process);
     } else if vm.suspend_dir().join("vm.state").exists() {
         state.power = Power::Suspended;
+        state.standby = standby_for(host, vm, state.spec.memory_mb);
     }
     drop(state);
     if !recovered.is_empty() {
