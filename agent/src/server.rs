@@ -158,6 +158,11 @@ async fn route(
     timeouts: Timeouts,
     mut request: Request<Incoming>,
 ) -> Result<Response<http_files::Body>, Infallible> {
+    if request.method() == Method::POST && request.uri().path() == "/sdk" {
+        let response = sdk(host, addr, server, timeouts, request).await;
+        return Ok(http_files::boxed(response));
+    }
+    // The SOAP path takes the address from `addr`; the others read it from the request.
     request
         .extensions_mut()
         .insert(http_files::ClientIp(addr.ip()));
@@ -169,7 +174,6 @@ async fn route(
             return Ok(crate::nfc::endpoint::serve(host, request).await)
         }
         (_, "/guestFile") => return Ok(crate::guest_files::endpoint(host, request).await),
-        (&Method::POST, "/sdk") => sdk(host, addr, server, timeouts, request).await,
         (&Method::GET, "/sdk/vimServiceVersions.xml") => {
             xml(StatusCode::OK, service_versions(&host).into_bytes())
         }
@@ -215,9 +219,8 @@ async fn sdk(
         server,
     };
     let limit = host.config.max_request_bytes;
-    let read = Limited::new(body, limit).collect();
-    let outcome = match tokio::time::timeout(timeouts.read, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    let outcome = match tokio::time::timeout(timeouts.read, read_body(body, limit)).await {
+        Ok(Ok(body)) => Ok(body),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(format!("request body exceeds {limit} bytes"))
         }
@@ -233,6 +236,30 @@ async fn sdk(
     };
     let outcome = soap::handle(&host, session_key, soap_action, body, &peer).await;
     soap_http_response(outcome, gzip)
+}
+
+/// A request body of at most `limit` bytes: as received when it came in one piece (the usual
+/// case for SOAP, kept without a copy), else joined. Trailers are ignored.
+async fn read_body(
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = Limited::new(body, limit);
+    let mut first: Option<Bytes> = None;
+    let mut joined = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue;
+        };
+        match first.take() {
+            None if joined.is_empty() => first = Some(chunk),
+            earlier => {
+                joined.extend_from_slice(earlier.as_deref().unwrap_or_default());
+                joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.into()))
 }
 
 /// The fault for a body that could not be read, closing the connection.

@@ -3,6 +3,7 @@
 //! bodies are decoded on blocking threads, a few at a time, so that they never hold up the
 //! other connections of a worker runtime.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use hyper::body::Bytes;
@@ -61,15 +62,13 @@ pub async fn handle(
     let result = dispatch(&mut call).await;
     let new_session = call.new_session.as_ref().map(|s| s.key.clone());
     match result {
-        Ok(value) => {
-            let mut out = Vec::with_capacity(1024);
-            encode_response(schema, version, request.method, value.as_ref(), &mut out);
-            SoapResponse {
-                status: 200,
-                body: out,
-                new_session,
-            }
-        }
+        Ok(value) => SoapResponse {
+            status: 200,
+            body: encoded(|out| {
+                encode_response(schema, version, request.method, value.as_ref(), out)
+            }),
+            new_session,
+        },
         Err(fault) => {
             tracing::debug!(
                 method = &*schema.method(request.method).name,
@@ -102,11 +101,31 @@ pub fn fault_response(
     version: vireo_api::schema::ClientVersion,
     fault: &Fault,
 ) -> SoapResponse {
-    let mut out = Vec::with_capacity(512);
-    encode_fault(host.schema, version, fault, &mut out);
     SoapResponse {
         status: 500,
-        body: out,
+        body: encoded(|out| encode_fault(host.schema, version, fault, out)),
         new_session: None,
     }
+}
+
+thread_local! {
+    /// The buffer this thread encodes responses into, kept from one response to the next.
+    static ENCODING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer kept beyond this capacity (after a very large response) is released.
+const ENCODING_KEPT_MAX: usize = 1 << 20;
+
+/// What `encode` writes, encoded into this thread's kept buffer (so a large response does not
+/// grow a fresh one step by step) and returned in one allocation of its exact size.
+fn encoded(encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    ENCODING.with_borrow_mut(|out| {
+        out.clear();
+        encode(out);
+        let body = out.to_vec();
+        if out.capacity() > ENCODING_KEPT_MAX {
+            *out = Vec::new();
+        }
+        body
+    })
 }

@@ -412,7 +412,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.shared -= 1;
-        if state.shared == 0 {
+        // Only exclusive requests wait for the last permit (a wake-up is a system call).
+        if state.shared == 0 && state.waiting > 0 {
             self.0.changed.notify_all();
         }
     }

@@ -2,7 +2,8 @@
 """virtio-blk benchmark: the test guest's `blk bench` workload on the same raw file under
 vireo-vmm and QEMU microvm (virtio-blk-device), each with cache=none (direct I/O; QEMU with
 aio=io_uring) and with cache=writeback, plus fio on the host on that file (direct I/O, io_uring)
-as the limit; interleaved in one run, medians, ratios and the host's load average printed."""
+as the limit; interleaved in one run, each runner starting from the same state of the file (written
+back, wholly in the host's page cache), medians, ratios and the host's load average printed."""
 import argparse
 import json
 import os
@@ -35,6 +36,21 @@ def guest_run(cmd, seconds):
         proc.kill()
         proc.wait()
     return results
+
+
+def settle(path):
+    """Writes the file back and reads all of it into the host's page cache, so that every runner
+    starts alike: with no dirty pages left by the one before (a direct read must first write back
+    the dirty pages it covers, and the flusher writes the rest 30 s after the fact, under whoever
+    runs then) and with every page cached (direct writes drop the pages they cover, which the next
+    writeback runner would have to read from storage while the one after it finds them cached)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        while os.read(fd, 1 << 20):
+            pass
+    finally:
+        os.close(fd)
 
 
 def fio_run(path, seconds):
@@ -82,6 +98,7 @@ def main():
     load_before = os.getloadavg()
     for _ in range(args.runs):
         for name, run in runners.items():
+            settle(args.file)
             samples[name].append(run())
     load_after = os.getloadavg()
     print(f"virtio-blk benchmark: {args.runs} interleaved runs x {args.seconds}s, file {args.file}; "

@@ -21,7 +21,9 @@ port=$(.cache/venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127
 VIREO_ROOT_PASSWORD=bench VIREO_VMM="$bin/vireo-vmm" "$bin/vireod" --data-dir "$data" --listen "127.0.0.1:$port" \
     >"$data/vireod.log" 2>&1 &
 vireod=$!
-trap 'kill $vireod 2>/dev/null; wait $vireod 2>/dev/null; rm -rf "$data"' EXIT
+# VMMs outlive vireod (a restarted vireod adopts them): a bench that failed midway ends its own.
+end_vmms() { for pid in "$data"/run/vm-*/vmm.pid; do [ -f "$pid" ] && kill -9 "$(cat "$pid")" 2>/dev/null; done; true; }
+trap 'kill $vireod 2>/dev/null; wait $vireod 2>/dev/null; end_vmms; rm -rf "$data"' EXIT
 echo "load average before: $(cut -d" " -f1-3 /proc/loadavg)"
 .cache/venv/bin/python scripts/bench/snapshots.py --port "$port" --data "$data" --vdisk "$bin/vdisk" \
     --runs "${1:-3}" --queries "${2:-50}" ${3:+--working-set "${@:3}"} ${VIREO_BENCH_WORKING_SET_ONLY:+--working-set-only}

@@ -23,13 +23,16 @@ from pyVmomi import vim, vmodl
 RAM_TIMEOUT = 1800
 
 
-def control(host, vm, request):
-    """One request on the VM's VMM control socket; returns its reply."""
+def control(host, vm, request, fds=()):
+    """One request on the VM's VMM control socket, with `fds` sent beside it; returns its
+    reply."""
     path = os.path.join(host.data, "run", f"vm-{vm._moId}", "control.sock")
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(RAM_TIMEOUT)
         s.connect(path)
-        s.sendall(json.dumps(request).encode() + b"\n")
+        line = json.dumps(request).encode() + b"\n"
+        sent = socket.send_fds(s, [line], list(fds)) if fds else 0
+        s.sendall(line[sent:])
         reply = json.loads(s.makefile().readline())
     if not reply["ok"]:
         raise SystemExit(f"{request['cmd']}: {reply}")
@@ -174,14 +177,22 @@ def churn_stall(host, vm, seconds, during):
 
 
 def paused_save(host, vm):
-    """Pause, save (not live) and resume through the control socket."""
+    """Pause, save (not live) and resume through the control socket. As vireod does for a save
+    (the jailed VMM sees no datastore folder), the bench makes the folder and the empty memory
+    and state files and sends them open with the request (SCM_RIGHTS, `files_sent`)."""
     folder = os.path.dirname(host.path(vm.config.files.vmPathName))
     target = os.path.join(folder, f"paused-save-{time.monotonic_ns()}")
-    os.makedirs(target)
-    os.chmod(target, 0o777)  # the jailed VMM's user writes it; the bench folder goes at the end
-    control(host, vm, {"cmd": "pause"})
-    control(host, vm, {"cmd": "save", "dir": target, "live": False})
-    control(host, vm, {"cmd": "resume"})
+    os.mkdir(target, 0o700)
+    memory = os.open(os.path.join(target, "vm.mem"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    state = os.open(os.path.join(target, "vm.state.partial"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        control(host, vm, {"cmd": "pause"})
+        control(host, vm, {"cmd": "save", "dir": target, "live": False, "files_sent": True},
+                fds=[memory, state])
+        control(host, vm, {"cmd": "resume"})
+    finally:
+        os.close(memory)
+        os.close(state)
 
 
 def busy_snapshot_pause(host, memory_mb, runs=1):

@@ -325,26 +325,20 @@ fn check_privilege(call: &Call<'_>) -> Result<(), Fault> {
             let root = prop.split('.').next().unwrap_or(prop);
             let field = schema.field_index(ty, root).map(|i| &schema.fields(ty)[i]);
             match field {
-                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => {
-                    "System.Anonymous".to_string()
-                }
-                Some(_) => "System.Read".to_string(),
-                None if call.session.is_none() => "System.View".to_string(),
+                Some(f) if f.privilege.as_deref() == Some("System.Anonymous") => "System.Anonymous",
+                Some(_) => "System.Read",
+                None if call.session.is_none() => "System.View",
                 None => return Err(Fault::invalid_property(schema, prop)),
             }
         }
-        _ => method
-            .privilege
-            .as_deref()
-            .unwrap_or("System.View")
-            .to_string(),
+        _ => method.privilege.as_deref().unwrap_or("System.View"),
     };
     if privilege == "System.Anonymous" {
         return Ok(());
     }
     match &call.session {
-        Some(session) => access::check(call, &session.user, &privilege),
-        None => Err(Fault::not_authenticated(schema, call.this(), &privilege)),
+        Some(session) => access::check(call, &session.user, privilege),
+        None => Err(Fault::not_authenticated(schema, call.this(), privilege)),
     }
 }
 

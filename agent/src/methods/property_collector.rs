@@ -38,8 +38,8 @@ pub const METHODS: MethodTable = MethodTable {
 fn retrieve_properties(call: &Call<'_>) -> MethodResult {
     let objects = retrieve_all(call)?;
     let items = objects
-        .iter()
-        .map(|c| c.to_value(call.schema).into())
+        .into_iter()
+        .map(|c| c.into_value(call.schema).into())
         .collect();
     Ok(Some(Value::Array(
         call.schema.known_type("ObjectContent"),
@@ -203,6 +203,9 @@ fn retrieve_ex(call: &Call<'_>) -> MethodResult {
         return Ok(None);
     }
     let page_size = max.unwrap_or(usize::MAX);
+    if objects.len() <= page_size {
+        return Ok(Some(retrieve_result(call, objects, None).into()));
+    }
     let mut pending: VecDeque<ObjectContent> = objects.into();
     let page: Vec<ObjectContent> = pending.drain(..page_size.min(pending.len())).collect();
     let token = if pending.is_empty() {
@@ -240,7 +243,10 @@ fn continue_retrieve(call: &Call<'_>) -> MethodResult {
 
 fn retrieve_result(call: &Call<'_>, page: Vec<ObjectContent>, token: Option<String>) -> DataObject {
     let schema = call.schema;
-    let objects = page.iter().map(|c| c.to_value(schema).into()).collect();
+    let objects = page
+        .into_iter()
+        .map(|c| c.into_value(schema).into())
+        .collect();
     let mut result = DataObject::of(schema, "RetrieveResult").with(
         schema,
         "objects",

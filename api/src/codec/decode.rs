@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::PrefixDeclaration;
+use quick_xml::name::{PrefixDeclaration, QName};
 use quick_xml::Reader;
 
 use super::datetime;
@@ -131,13 +131,16 @@ struct Decoder<'s, 'i> {
 /// The namespace prefixes in scope, for resolving `xsi:type`. Bindings are dropped lazily: on
 /// entering an element at level `n`, every binding made at level `n` or deeper belongs to an
 /// element already closed. Each binding is added and dropped once, and a lookup is one hash.
+/// Only prefixes with an XSI binding in scope are tracked (from that binding on): another
+/// prefix's innermost binding cannot be the XSI namespace, so its bindings are only counted.
 #[derive(Default)]
 struct Namespaces {
-    /// Per prefix, its bindings in scope, innermost last: whether each is the XSI namespace.
+    /// Per tracked prefix, its bindings in scope, innermost last: whether each is the XSI
+    /// namespace.
     by_prefix: HashMap<Box<[u8]>, Vec<bool>>,
-    /// Every binding in scope in document order: the level of the element that made it and
-    /// its prefix.
-    in_scope: Vec<(usize, Box<[u8]>)>,
+    /// Every binding in scope in document order: the level of the element that made it and,
+    /// if tracked, its prefix.
+    in_scope: Vec<(usize, Option<Box<[u8]>>)>,
 }
 
 impl Namespaces {
@@ -150,8 +153,8 @@ impl Namespaces {
             )));
         }
         while self.in_scope.last().is_some_and(|(l, _)| *l >= level) {
-            let Some((_, prefix)) = self.in_scope.pop() else {
-                break;
+            let Some((_, Some(prefix))) = self.in_scope.pop() else {
+                continue;
             };
             if let Some(stack) = self.by_prefix.get_mut(&prefix) {
                 stack.pop();
@@ -196,8 +199,18 @@ impl Namespaces {
                 )));
             }
             let xsi = attr.unescape_value().map_err(malformed)? == XSI_NAMESPACE;
-            self.by_prefix.entry(prefix.into()).or_default().push(xsi);
-            self.in_scope.push((level, prefix.into()));
+            let tracked = match self.by_prefix.get_mut(prefix) {
+                Some(stack) => {
+                    stack.push(xsi);
+                    true
+                }
+                None if xsi => {
+                    self.by_prefix.insert(prefix.into(), vec![xsi]);
+                    true
+                }
+                None => false,
+            };
+            self.in_scope.push((level, tracked.then(|| prefix.into())));
         }
         Ok(())
     }
@@ -360,37 +373,23 @@ impl<'i> Decoder<'_, 'i> {
 
     /// The `xsi:type` attribute's local type name, if present.
     fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
-        if !has_attributes(start) {
-            return Ok(None);
-        }
-        for attr in start.attributes() {
-            let attr = attr.map_err(malformed)?;
-            let key = attr.key;
-            if key.local_name().as_ref() == b"type"
+        let xsi_type = |key: QName<'_>| {
+            key.local_name().as_ref() == b"type"
                 && key
                     .prefix()
                     .is_some_and(|p| self.namespaces.is_xsi(p.as_ref()))
-            {
-                let value = attr.unescape_value().map_err(malformed)?;
-                let local = value.rsplit(':').next().unwrap_or_default();
-                return Ok(Some(local.to_string()));
-            }
-        }
-        Ok(None)
+        };
+        let Some(value) = attribute(start, xsi_type)? else {
+            return Ok(None);
+        };
+        let local = value.rsplit(':').next().unwrap_or_default();
+        Ok(Some(local.to_string()))
     }
 
     /// The unprefixed `type` attribute of a MoRef element.
     fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<Arc<str>>> {
-        if !has_attributes(start) {
-            return Ok(None);
-        }
-        for attr in start.attributes() {
-            let attr = attr.map_err(malformed)?;
-            if attr.key.as_ref() == b"type" {
-                return Ok(Some(Arc::from(&*attr.unescape_value().map_err(malformed)?)));
-            }
-        }
-        Ok(None)
+        let value = attribute(start, |key| key.as_ref() == b"type")?;
+        Ok(value.map(|value| Arc::from(&*value)))
     }
 
     fn moref(
@@ -583,6 +582,33 @@ fn unwrap_localized(schema: &Schema, wrapper: Value) -> Value {
         fault.set(schema, "msg", message);
     }
     Value::Data(Box::new(fault))
+}
+
+/// The unescaped value of the one attribute whose name `wanted` accepts; two are malformed.
+/// (Attribute names are not collected for a general duplicate check, which would cost an
+/// allocation per element; [`Namespaces::enter`] has already capped their number.)
+fn attribute<'a>(
+    start: &'a BytesStart<'_>,
+    wanted: impl Fn(QName<'_>) -> bool,
+) -> Result<Option<Cow<'a, str>>> {
+    if !has_attributes(start) {
+        return Ok(None);
+    }
+    let mut found = None;
+    for attr in start.attributes().with_checks(false) {
+        let attr = attr.map_err(malformed)?;
+        if !wanted(attr.key) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(malformed(format!(
+                "duplicate attribute {}",
+                String::from_utf8_lossy(attr.key.as_ref())
+            )));
+        }
+        found = Some(attr.unescape_value().map_err(malformed)?);
+    }
+    Ok(found)
 }
 
 /// Whether an element start carries any attribute (most in a request carry none).

@@ -442,11 +442,39 @@ fn xsi_prefixes_resolve_by_scope() {
     ));
     assert!(decode_request(s, body.as_bytes()).is_ok());
     // The same binding on an ancestor is in scope.
-    let body = body.replace(
+    let in_scope = body.replace(
         r#"<RetrievePropertiesEx xmlns="urn:vim25">"#,
         &format!(r#"<RetrievePropertiesEx xmlns="urn:vim25" xmlns:q="{xsi}">"#),
     );
-    assert!(decode_request(s, body.as_bytes()).is_err());
+    assert!(decode_request(s, in_scope.as_bytes()).is_err());
+    // Bound to another namespace on the ancestor and to XSI only on a sibling: out of scope
+    // again once the sibling closes.
+    let rebound = body.replace(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25">"#,
+        r#"<RetrievePropertiesEx xmlns="urn:vim25" xmlns:q="urn:other">"#,
+    );
+    assert!(decode_request(s, rebound.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_repeated_type_attribute_is_malformed() {
+    let s = vim25();
+    let xsi = "http://www.w3.org/2001/XMLSchema-instance";
+    for attributes in [
+        r#"<obj type="Folder" type="HostSystem">f</obj>"#.to_string(),
+        format!(
+            r#"<obj xmlns:q="{xsi}" type="Folder" q:type="ManagedObjectReference" xsi:type="ManagedObjectReference">f</obj>"#
+        ),
+    ] {
+        let body = envelope(&format!(
+            r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">pc</_this><specSet><objectSet>{attributes}</objectSet></specSet><options/></RetrievePropertiesEx>"#
+        ));
+        let error = decode_request(s, body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&error, DecodeRequestError::Malformed(why) if why.contains("duplicate attribute")),
+            "{error}"
+        );
+    }
 }
 
 /// A name the schema lacks is a bug in our code, not an unset value: debug builds (and so every

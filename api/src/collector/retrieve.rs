@@ -41,15 +41,14 @@ pub struct ObjectContent {
 }
 
 impl ObjectContent {
-    /// As an `ObjectContent` data object.
-    pub fn to_value(&self, schema: &Schema) -> DataObject {
-        let mut content =
-            DataObject::of(schema, "ObjectContent").with(schema, "obj", self.obj.clone());
+    /// As an `ObjectContent` data object (the values move, not copied).
+    pub fn into_value(self, schema: &Schema) -> DataObject {
+        let mut content = DataObject::of(schema, "ObjectContent").with(schema, "obj", self.obj);
         if !self.props.is_empty() {
             let props = self
                 .props
-                .iter()
-                .map(|p| dynamic_property(schema, &p.path, Some(&p.value)).into())
+                .into_iter()
+                .map(|p| dynamic_property(schema, p.path, p.value).into())
                 .collect();
             content.set(
                 schema,
@@ -69,12 +68,10 @@ impl ObjectContent {
 }
 
 /// A `DynamicProperty` (name, val).
-pub(crate) fn dynamic_property(schema: &Schema, path: &str, value: Option<&Value>) -> DataObject {
-    let mut property = DataObject::of(schema, "DynamicProperty").with(schema, "name", path);
-    if let Some(value) = value {
-        property.set(schema, "val", value.clone());
-    }
-    property
+fn dynamic_property(schema: &Schema, path: Arc<str>, value: Value) -> DataObject {
+    DataObject::of(schema, "DynamicProperty")
+        .with(schema, "name", Value::String(path))
+        .with(schema, "val", value)
 }
 
 /// `MissingProperty[]` for (path, fault) pairs.
@@ -232,7 +229,7 @@ fn requested_paths(
         for path in &prop_spec.paths {
             check_path(schema, prop_spec.ty, path)?;
             if !paths.iter().any(|p| **p == **path) {
-                paths.push(Arc::from(path.as_str()));
+                paths.push(path.clone());
             }
         }
     }

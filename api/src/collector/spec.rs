@@ -29,7 +29,7 @@ pub struct PropertySpec {
     /// All properties.
     pub all: bool,
     /// Dotted property paths.
-    pub paths: Vec<String>,
+    pub paths: Vec<Arc<str>>,
 }
 
 /// A starting object.
@@ -200,7 +200,10 @@ fn parse_property_spec(schema: &Schema, spec: &DataObject) -> Result<PropertySpe
             .map(Value::items)
             .unwrap_or_default()
             .iter()
-            .filter_map(|p| p.as_str().map(str::to_string))
+            .filter_map(|p| match p {
+                Value::String(path) | Value::Enum(_, path) => Some(path.clone()),
+                _ => None,
+            })
             .collect(),
     })
 }

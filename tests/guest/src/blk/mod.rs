@@ -290,17 +290,23 @@ impl Disk {
     /// The status of `slot` once its request completed (waiting for completions as needed).
     pub fn wait_for_slot(&mut self, io: &mut Io, slot: usize) -> Status {
         loop {
-            while let Some(used) = self.queue.pop_used() {
-                let done = usize::from(used.id / 3);
-                let area = self.slots.addr() + SLOT_BYTES * done as u64;
-                // SAFETY: the completed slot's status byte; the device is done with it.
-                self.status[done] = unsafe { read_volatile((area + STATUS_OFFSET) as *const u8) };
-            }
-            if self.status[slot] != NO_STATUS {
-                return Status(core::mem::replace(&mut self.status[slot], NO_STATUS));
+            if let Some(status) = self.slot_status(slot) {
+                return status;
             }
             self.transport.wait_for_used(io, &mut self.queue);
         }
+    }
+
+    /// The status of `slot` if its request completed (the slot is then free), without waiting.
+    pub fn slot_status(&mut self, slot: usize) -> Option<Status> {
+        while let Some(used) = self.queue.pop_used() {
+            let done = usize::from(used.id / 3);
+            let area = self.slots.addr() + SLOT_BYTES * done as u64;
+            // SAFETY: the completed slot's status byte; the device is done with it.
+            self.status[done] = unsafe { read_volatile((area + STATUS_OFFSET) as *const u8) };
+        }
+        (self.status[slot] != NO_STATUS)
+            .then(|| Status(core::mem::replace(&mut self.status[slot], NO_STATUS)))
     }
 
     /// The serial number (GET_ID), up to its first NUL; empty if the device has none.

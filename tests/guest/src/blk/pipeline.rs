@@ -1,6 +1,7 @@
 //! Streams transfers through a disk's slots: up to `depth` requests in flight, slot s using
 //! its own `chunk`-byte piece of a staging buffer, completions handled in submission order
-//! (so checksums see the bytes in disk order). One kick per refill keeps exits few.
+//! (so checksums see the bytes in disk order). Every request found done is handled before the
+//! slots are refilled, with one kick per refill: exits stay few.
 
 use super::{Disk, Status, Transfer, MAX_DEPTH};
 use crate::dma::DmaRegion;
@@ -53,15 +54,22 @@ pub fn run<E>(
         if submitted == finished {
             return result.map(|()| finished as u64);
         }
-        let slot = finished % depth;
-        let status = disk.wait_for_slot(io, slot);
-        finished += 1;
-        if let (Ok(()), Some(transfer)) = (&result, pending[slot].take()) {
-            let piece = match buffer.as_ref() {
-                Some(buffer) => &buffer.bytes()[slot * chunk..(slot + 1) * chunk],
-                None => &[],
-            };
-            result = done(&transfer, status, piece);
+        // Wait for the oldest request, then take every later one already done, in order,
+        // before refilling: the freed slots go to the device together, with one kick.
+        let mut status = Some(disk.wait_for_slot(io, finished % depth));
+        while let Some(slot_status) = status {
+            let slot = finished % depth;
+            finished += 1;
+            if let (Ok(()), Some(transfer)) = (&result, pending[slot].take()) {
+                let piece = match buffer.as_ref() {
+                    Some(buffer) => &buffer.bytes()[slot * chunk..(slot + 1) * chunk],
+                    None => &[],
+                };
+                result = done(&transfer, slot_status, piece);
+            }
+            status = (finished < submitted)
+                .then(|| disk.slot_status(finished % depth))
+                .flatten();
         }
     }
 }

@@ -69,6 +69,25 @@ pub enum QueueError {
 
 /// Takes the next available chain, if any, checking the avail index and every descriptor.
 pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chain>, QueueError> {
+    take_chain(queue, mem, true)
+}
+
+/// Like [`pop_chain`], but when no chain is available the driver's notifications stay as they
+/// are: for a device that looks at the queue again without being told (one with I/O in flight,
+/// whose completion wakes it), so that the driver need not exit to notify it.
+pub fn pop_chain_unarmed(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<Option<Chain>, QueueError> {
+    take_chain(queue, mem, false)
+}
+
+/// The next chain; with `arm`, a drained queue asks the driver to notify again.
+fn take_chain(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    arm: bool,
+) -> Result<Option<Chain>, QueueError> {
     record_used_ring(queue);
     let mut avail = queue
         .avail_idx(mem, Ordering::Acquire)
@@ -76,9 +95,10 @@ pub fn pop_chain(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Chai
     let next = Wrapping(queue.next_avail());
     if avail == next {
         // Drained: publish avail_event (EVENT_IDX) so the driver notifies again, then re-check.
-        if !queue
-            .enable_notification(mem)
-            .map_err(|_| QueueError::AvailRing)?
+        if !arm
+            || !queue
+                .enable_notification(mem)
+                .map_err(|_| QueueError::AvailRing)?
         {
             return Ok(None);
         }

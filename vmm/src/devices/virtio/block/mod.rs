@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::Queue;
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
-use super::queue::{add_used, needs_notification, pop_chain, Chain, QueueError};
+use super::queue::{add_used, needs_notification, pop_chain, pop_chain_unarmed, Chain, QueueError};
 use super::worker::{self, Worker};
 use super::{
     read_config_bytes, ActivateError, Activation, DeviceSignals, VirtioDevice, INTERRUPT_USED_RING,
@@ -294,9 +294,15 @@ impl VirtioDevice for Block {
                     self.name.clone(),
                     activation.queue_events,
                     &[completions],
-                    move |source| match (source, image()) {
-                        (0, Some(image)) => server.serve(&image),
-                        _ => server.reap(),
+                    move |source| {
+                        // Sources: the queue's kick (0), then the ring's completions.
+                        if source == 1 {
+                            server.ring.acknowledge();
+                        }
+                        match image() {
+                            Some(image) => server.serve(&image),
+                            None => server.reap(),
+                        }
                     },
                 )?
             }
@@ -346,7 +352,7 @@ impl RequestQueue {
     /// A request out of space stops the pass: it and the requests taken after it stay
     /// unanswered (taken again when the device restarts) and the stall is reported.
     fn serve(self: &Arc<Self>, image: &SharedImage, pool: &IoPool) {
-        let taken = match self.take_available() {
+        let taken = match self.take_available(true) {
             Ok(taken) => taken,
             Err(_) => return self.signals.mark_broken(),
         };
@@ -402,15 +408,17 @@ impl RequestQueue {
         self.stalls.report(self.index, cause);
     }
 
-    /// Every request the driver made available (none once the device is broken). pop_chain
-    /// re-arms kicks (EVENT_IDX) when the queue runs dry.
-    fn take_available(&self) -> Result<Vec<(u16, Work)>, QueueError> {
+    /// Every request the driver made available (none once the device is broken). With `arm`,
+    /// a queue that runs dry asks the driver to notify again (EVENT_IDX); without, the caller
+    /// promises to look again by itself.
+    fn take_available(&self, arm: bool) -> Result<Vec<(u16, Work)>, QueueError> {
         let mut taken = Vec::new();
         if self.signals.is_broken() || self.held.load(Ordering::SeqCst) {
             return Ok(taken);
         }
+        let pop = if arm { pop_chain } else { pop_chain_unarmed };
         let mut queue = lock(&self.queue);
-        while let Some(chain) = pop_chain(&mut queue, &self.memory)? {
+        while let Some(chain) = pop(&mut queue, &self.memory)? {
             taken.push((chain.head, Work::of(&chain, &self.memory)));
         }
         Ok(taken)
@@ -438,16 +446,53 @@ struct RingServer {
 }
 
 impl RingServer {
-    /// Answers a kick: reads and writes with a route go to the ring, submitted together; any
-    /// other request runs here once everything before it completed. Answers are published
-    /// together. A request out of space stops the pass, as in `RequestQueue::serve`.
+    /// Answers a kick or completions, until neither is left: completed requests are answered,
+    /// then every available request taken — reads and writes with a route go to the ring,
+    /// submitted together; any other request runs here once everything before it completed.
+    /// Answers are published together. While the ring has I/O in flight the driver is not
+    /// asked to notify: each completion wakes the worker, which looks at the queue then.
+    /// A request out of space stops the pass, as in `RequestQueue::serve`.
     fn serve(&mut self, image: &SharedImage) {
         let requests = self.requests.clone();
-        let taken = match requests.take_available() {
-            Ok(taken) => taken,
-            Err(_) => return requests.signals.mark_broken(),
-        };
-        let mut answered = Vec::with_capacity(taken.len());
+        loop {
+            let mut answered = Vec::new();
+            let done = self.ring.reap(false);
+            let stalled = self.settle(done, &mut answered);
+            if stalled.is_some() {
+                return requests.conclude(&answered, stalled);
+            }
+            let taken = match self.take() {
+                Ok(taken) => taken,
+                Err(_) => return requests.signals.mark_broken(),
+            };
+            let more = !taken.is_empty();
+            let stalled = self.start(image, taken, &mut answered);
+            requests.conclude(&answered, stalled);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Every available request; with none and nothing in flight, the driver is asked to
+    /// notify the next one (and the queue looked at once more).
+    fn take(&self) -> Result<Vec<(u16, Work)>, QueueError> {
+        let taken = self.requests.take_available(false)?;
+        if !taken.is_empty() || self.ring.busy() {
+            return Ok(taken);
+        }
+        self.requests.take_available(true)
+    }
+
+    /// Carries out `taken`: queued on the ring and submitted, or run here; what ran here is
+    /// added to `answered`. Returns the request the host had no space for, if one had not.
+    fn start(
+        &mut self,
+        image: &SharedImage,
+        taken: Vec<(u16, Work)>,
+        answered: &mut Vec<(u16, u32)>,
+    ) -> Option<OutOfSpace> {
+        let requests = self.requests.clone();
         let mut stalled = None;
         for (head, work) in taken {
             let work = match (work, image.shared()) {
@@ -462,7 +507,7 @@ impl RingServer {
             // It may need the disk to itself, which waits for the ring's requests.
             if self.ring.busy() {
                 let done = self.ring.drain();
-                stalled = stalled.or(self.settle(done, &mut answered));
+                stalled = stalled.or(self.settle(done, answered));
             }
             match work.perform(&**image, &requests.memory, &requests.id) {
                 Ok(len) => {
@@ -476,9 +521,7 @@ impl RingServer {
             }
         }
         self.ring.submit();
-        let done = self.ring.reap(false);
-        stalled = stalled.or(self.settle(done, &mut answered));
-        requests.conclude(&answered, stalled);
+        stalled
     }
 
     /// Answers the requests whose I/O completed.

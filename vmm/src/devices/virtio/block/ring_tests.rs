@@ -1,11 +1,13 @@
 //! The block device served through its io_uring, with cache=writeback and cache=none: data
 //! written by the guest reaches the image file (read back by plain reads and by `qemu-img
 //! compare`), guest buffers at any address work (bounced for direct I/O), a flush queued
-//! behind writes waits for them, and hostile chains are refused as on the thread path.
+//! behind writes waits for them, hostile chains are refused as on the thread path, and the
+//! driver is asked to notify only while nothing is in flight.
 
 use std::path::{Path, PathBuf};
 
 use vireo_vmm_protocol::{CacheMode, DiskFormat};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::uring::Ring;
@@ -64,6 +66,35 @@ impl Rig {
 
     /// Queues `requests` together, serves them, waits for all; their statuses and used lengths.
     fn run(&mut self, requests: &[Req]) -> Vec<(u8, u32)> {
+        let heads = self.publish(requests);
+        self.server.serve(&self.image);
+        self.server.drain();
+        assert_eq!(
+            used_idx(&self.mem),
+            self.published,
+            "every request answered"
+        );
+        // Completions come in any order: the used lengths by head.
+        let first = self.published - requests.len() as u16;
+        let used: Vec<(u32, u32)> = (first..self.published)
+            .map(|slot| used_entry(&self.mem, slot % 16))
+            .collect();
+        heads
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                let status = self
+                    .mem
+                    .read_obj(GuestAddress(STATUSES + i as u64))
+                    .unwrap();
+                let (_, len) = used.iter().find(|(h, _)| *h == u32::from(*head)).unwrap();
+                (status, *len)
+            })
+            .collect()
+    }
+
+    /// Lays `requests` out and makes them available together; their head descriptors.
+    fn publish(&mut self, requests: &[Req]) -> Vec<u16> {
         let mut heads = Vec::new();
         let mut next = 0u16;
         for (i, Req(kind, sector, data)) in requests.iter().enumerate() {
@@ -93,30 +124,14 @@ impl Rig {
             self.published = self.published.wrapping_add(1);
         }
         set_avail_idx(&self.mem, self.published);
-        self.server.serve(&self.image);
-        self.server.drain();
-        assert_eq!(
-            used_idx(&self.mem),
-            self.published,
-            "every request answered"
-        );
-        // Completions come in any order: the used lengths by head.
-        let first = self.published - requests.len() as u16;
-        let used: Vec<(u32, u32)> = (first..self.published)
-            .map(|slot| used_entry(&self.mem, slot % 16))
-            .collect();
         heads
-            .iter()
-            .enumerate()
-            .map(|(i, head)| {
-                let status = self
-                    .mem
-                    .read_obj(GuestAddress(STATUSES + i as u64))
-                    .unwrap();
-                let (_, len) = used.iter().find(|(h, _)| *h == u32::from(*head)).unwrap();
-                (status, *len)
-            })
-            .collect()
+    }
+
+    /// The avail index at which the device asked the driver to notify it (EVENT_IDX).
+    fn avail_event(&self) -> u16 {
+        self.mem
+            .read_obj(GuestAddress(USED_RING + 4 + 8 * 16))
+            .unwrap()
     }
 
     fn fill(&self, addr: u64, len: usize, byte: u8) {
@@ -274,5 +289,43 @@ fn hostile_chains_are_refused_through_the_ring() {
     rig.server.serve(&rig.image);
     assert!(rig.server.requests.signals.is_broken());
     assert_eq!(used_idx(&rig.mem), rig.published);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// With EVENT_IDX, the device asks the driver to notify it only once nothing is in flight:
+/// while the ring has I/O, each completion wakes the worker, which looks at the queue then
+/// (the driver publishes without exiting to the VMM); once the last request is answered and the
+/// queue is empty, the driver is asked to notify at the next request.
+#[test]
+fn the_driver_is_asked_to_notify_only_when_nothing_is_in_flight() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::BorrowedFd;
+    let path = scratch("notify");
+    std::fs::write(&path, vec![0x22u8; 1 << 20]).unwrap();
+    let Some(mut rig) = Rig::new(&path, Some(DiskFormat::Raw), false, CacheMode::None) else {
+        return;
+    };
+    lock(&rig.server.requests.queue).set_event_idx(true);
+    let reads: Vec<Req> = (0..4)
+        .map(|i| Req(IN, 8 * i, vec![(0x20000 + 0x1000 * i, 4096)]))
+        .collect();
+    rig.publish(&reads);
+    loop {
+        rig.server.serve(&rig.image);
+        if !rig.server.ring.busy() {
+            break;
+        }
+        assert_eq!(rig.avail_event(), 0, "not asked while I/O is in flight");
+        // SAFETY: the ring's eventfd, open while the rig lives.
+        let completions = unsafe { BorrowedFd::borrow_raw(rig.server.ring.completions()) };
+        let mut ready = [PollFd::new(completions, PollFlags::POLLIN)];
+        poll(&mut ready, PollTimeout::NONE).unwrap();
+        rig.server.ring.acknowledge();
+    }
+    assert_eq!(used_idx(&rig.mem), 4, "every read answered");
+    assert_eq!(rig.avail_event(), 4, "asked to notify at the next request");
+    for i in 0..4 {
+        assert_eq!(rig.read(0x20000 + 0x1000 * i, 4096), vec![0x22u8; 4096]);
+    }
     std::fs::remove_file(&path).unwrap();
 }
