@@ -50,9 +50,10 @@ pub mod vsan_system;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use vireo_api::codec::Request;
+use vireo_api::fast_hash::FastMap;
 use vireo_api::schema::{ClientVersion, Schema, TypeId};
 use vireo_api::{Fault, MoRef, Value};
 
@@ -349,13 +350,10 @@ fn handler(schema: &Schema, ty: TypeId, method: &str) -> Option<Handler> {
     let owner = schema.method(schema.method_id(method)?).owner;
     let mut current = Some(ty);
     while let Some(id) = current {
-        let name = &*schema.ty(id).name;
-        let found = TABLES
-            .iter()
-            .filter(|table| table.ty == name)
-            .flat_map(|table| table.methods)
-            .find(|(m, _)| *m == method);
-        if let Some((_, handler)) = found {
+        let found = handlers()
+            .get(&*schema.ty(id).name)
+            .and_then(|methods| methods.get(method));
+        if let Some(handler) = found {
             return Some(*handler);
         }
         if id == owner {
@@ -364,6 +362,23 @@ fn handler(schema: &Schema, ty: TypeId, method: &str) -> Option<Handler> {
         current = schema.ty(id).parent;
     }
     None
+}
+
+/// [`TABLES`] indexed by managed type and method name (the first entry of each pair wins),
+/// built on first use.
+fn handlers() -> &'static FastMap<&'static str, FastMap<&'static str, Handler>> {
+    static HANDLERS: OnceLock<FastMap<&'static str, FastMap<&'static str, Handler>>> =
+        OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        let mut by_type: FastMap<&'static str, FastMap<&'static str, Handler>> = FastMap::default();
+        for table in TABLES {
+            let methods = by_type.entry(table.ty).or_default();
+            for (method, handler) in table.methods {
+                methods.entry(*method).or_insert(*handler);
+            }
+        }
+        by_type
+    })
 }
 
 /// Runs the handler of the method on `_this`'s type; NotSupported when no table has it.
