@@ -81,16 +81,17 @@ class BootWatch:
         self.filter.Destroy()
 
 
-def launch_phases(host):
-    """vireod's last "VMM answering ..." log line, from "answering"."""
+def launch_phases(host, marker="VMM answering", start="answering"):
+    """vireod's last log line holding `marker`, from `start`."""
     with open(os.path.join(host.data, "vireod.log")) as log:
-        lines = [l for l in log if "VMM answering" in l]
-    return re.sub(r"\x1b\[[0-9;]*m", "", lines[-1][lines[-1].index("answering"):]).strip() if lines else "?"
+        lines = [l for l in log if marker in l]
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[-1][lines[-1].index(start):]).strip() if lines else "?"
 
 
-def back_again(host, vm, request, fill_mib, check):
+def back_again(host, vm, request, fill_mib, check, revert=False):
     """(ms from `request()` to the first console answer, s to read the pattern back or None
-    without `check`, where the time to the first answer went)."""
+    without `check`, where the time to the first answer went; with `revert` vireod's revert
+    phases too)."""
     watch = BootWatch(host, vm)
     start = time.monotonic()
     task = request()
@@ -101,6 +102,8 @@ def back_again(host, vm, request, fill_mib, check):
     ended = time.monotonic()
     breakdown = (f"bootTime changed at {(running - start) * 1000:.0f} ms, task ended at "
                  f"{(ended - start) * 1000:.0f} ms; vireod: VMM {launch_phases(host)}")
+    if revert:
+        breakdown += f"; revert: {launch_phases(host, 'reverted and running', 'reverted')}"
     if not check:
         return (first - start) * 1000, None, breakdown
     done, line = answer(host, vm, "ram check", "ram ")
@@ -109,14 +112,14 @@ def back_again(host, vm, request, fill_mib, check):
     return (first - start) * 1000, done - first, breakdown
 
 
-def repeated(host, vm, before, request, fill_mib, runs):
+def repeated(host, vm, before, request, fill_mib, runs, revert=False):
     """`runs` times `before()` then [`back_again`]; the pattern is read back after the last
     (the first runs leave most of it untouched, as a resumed guest that only answers does).
     Returns (median ms, every ms, s to read back, the median run's breakdown)."""
     results = []
     for run in range(runs):
         before()
-        results.append(back_again(host, vm, request, fill_mib, run == runs - 1))
+        results.append(back_again(host, vm, request, fill_mib, run == runs - 1, revert))
     times = [r[0] for r in results]
     median = statistics.median(times)
     closest = min(results, key=lambda r: abs(r[0] - median))
@@ -146,7 +149,7 @@ def resume_and_revert(host, memory_mb, runs=1):
     WaitForTask(vm.CreateSnapshot_Task(name="filled", description="", memory=True, quiesce=False))
     snapshot = vm.snapshot.currentSnapshot
     revert_ms, revert_all, revert_set, revert_why = repeated(
-        host, vm, lambda: None, snapshot.RevertToSnapshot_Task, fill, runs)
+        host, vm, lambda: None, snapshot.RevertToSnapshot_Task, fill, runs, revert=True)
     WaitForTask(vm.PowerOffVM_Task())
     WaitForTask(vm.RemoveAllSnapshots_Task())
     WaitForTask(vm.Destroy_Task())

@@ -348,6 +348,68 @@ def test_power_on_is_observed_running_by_wait_for_updates(si, agent):
 # Security attack 15: interface names are host-global, so each vireod names its bridge and
 # TAPs with its own instance id; two fresh vireods (whose first VMs have the same id) both
 # power on a VM with a NIC, each TAP on its own instance's bridge.
+def standby_pids(data_dir):
+    """The live standby VMMs (`--standby`, started ahead of a resume) of the vireod of `data_dir`."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if "--standby" in argv and not zombie and any(a.startswith(data_dir) for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_standby_vmms_are_each_vireods_own_and_end_with_it():
+    """A suspended VM gets a VMM started ahead of its resume (docs/memory.md). Two vireods whose
+    suspended VMs have the same id each get their own; a resume goes through it and brings the
+    guest back without a reboot; one still waiting ends when its vireod stops, and the restarted
+    vireod starts another, which resumes its VM."""
+    agents = [Agent(), Agent()]
+    try:
+        vms = []
+        for a in agents:
+            vm = create_vm(a.vireod.connect(), "standby", nic=False)
+            power_on_booted(a, vm)
+            WaitForTask(vm.SuspendVM_Task())
+            vms.append(vm)
+        assert vms[0]._moId == vms[1]._moId, "the same VM id in both"
+        standbys = [standby_pids(a.data_dir) for a in agents]
+        assert [len(s) for s in standbys] == [1, 1], standbys
+        assert standbys[0] != standbys[1]
+
+        WaitForTask(vms[0].PowerOnVM_Task())
+        assert agents[0].vmm_pids() == standbys[0], "resumed by its standby"
+        assert standby_pids(agents[1].data_dir) == standbys[1], "the other vireod's is untouched"
+
+        agents[1].stop()
+        wait_for(lambda: not standby_pids(agents[1].data_dir), "the standby to end with its vireod")
+        agents[1].start()
+        folder = agents[1].vireod.connect().content.rootFolder.childEntity[0].vmFolder
+        vm = next(v for v in folder.childEntity if v.name == "standby")
+        again = standby_pids(agents[1].data_dir)
+        assert len(again) == 1 and again != standbys[1], "a restarted vireod starts another"
+        WaitForTask(vm.PowerOnVM_Task())
+        assert agents[1].vmm_pids() == again
+
+        for a, vm in zip(agents, [vms[0], vm]):
+            time.sleep(0.5)
+            assert vm.runtime.powerState == "poweredOn"
+            assert console(a, vm).count("vireo-test-guest: booted") == 1, "resumed, not rebooted"
+        # Suspended again, then powered off: the standby goes with the saved state.
+        WaitForTask(vms[0].SuspendVM_Task())
+        assert len(standby_pids(agents[0].data_dir)) == 1
+        WaitForTask(vms[0].PowerOffVM_Task())
+        wait_for(lambda: not standby_pids(agents[0].data_dir), "the unused standby to end")
+    finally:
+        for a in agents:
+            a.close()
+
+
 def test_two_vireods_power_on_vms_with_nics_side_by_side():
     agents = [Agent(), Agent()]
     try:

@@ -23,6 +23,7 @@ pub mod machine;
 pub mod persist;
 pub mod run_state;
 pub mod seccomp;
+pub mod standby;
 pub mod vstate;
 
 pub use builder::{build_vm, BuildError};

@@ -19,6 +19,7 @@ use vireo_vmm::handed::{self, HandedError};
 use vireo_vmm::jail::{self, JailError};
 use vireo_vmm::persist::restore::{restore_vm, RestoreError, RestoreOptions};
 use vireo_vmm::seccomp::{self, SeccompError};
+use vireo_vmm::standby::{self, Premade, StandbyError};
 use vireo_vmm::{build_vm, BuildError, Machine, VmConfig, VmExit};
 use vireo_vmm_protocol::exit::{ExitRecord, EXIT_START_FAILED};
 use vireo_vmm_protocol::VmmArgs;
@@ -38,6 +39,8 @@ enum StartError {
     Restore(#[from] RestoreError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Standby(#[from] StandbyError),
     #[error("cannot watch for termination signals: {0}")]
     Signals(std::io::Error),
 }
@@ -96,7 +99,17 @@ fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|e| StartError::Signals(e.into()))?;
     seccomp::filter_process()?;
-    let machine = build(&args)?;
+    // A standby makes its VM now, then takes the restore's arguments and files when they come.
+    let (args, premade) = match args.standby {
+        Some(channel) => {
+            let premade = Premade::make(args.memory_mib, args.framebuffer)?;
+            let restore = standby::wait_for_restore(channel)?;
+            handed::adopt(&restore.files)?;
+            (restore, Some(premade))
+        }
+        None => (args, None),
+    };
+    let machine = build(&args, premade)?;
     let control = args
         .control
         .as_deref()
@@ -119,8 +132,9 @@ fn start(args: VmmArgs) -> Result<(Machine, Option<ControlListener>), StartError
     Ok((machine, control))
 }
 
-/// Boots the kernel, or restores the saved VM, that `args` name.
-fn build(args: &VmmArgs) -> Result<Machine, StartError> {
+/// Boots the kernel, or restores the saved VM (into the VM `premade` ahead, if any), that
+/// `args` name.
+fn build(args: &VmmArgs, premade: Option<Premade>) -> Result<Machine, StartError> {
     let serial_stdio = args.serial_stdio || args.serial_log.is_none();
     match &args.restore {
         Some(dir) => {
@@ -133,7 +147,7 @@ fn build(args: &VmmArgs) -> Result<Machine, StartError> {
                 framebuffer_file: args.framebuffer_file.clone(),
                 disks: args.disks.clone(),
             };
-            Ok(restore_vm(dir, &options)?)
+            Ok(restore_vm(dir, &options, premade)?)
         }
         None => Ok(build_vm(&VmConfig {
             serial_stdio,

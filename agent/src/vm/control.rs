@@ -78,7 +78,11 @@ pub fn call_with_files<T: DeserializeOwned>(
 }
 
 /// Writes `line`, its first bytes in one message with `fds` attached.
-fn send_line(stream: &mut UnixStream, line: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+pub(super) fn send_line(
+    stream: &mut UnixStream,
+    line: &[u8],
+    fds: &[RawFd],
+) -> std::io::Result<()> {
     if fds.is_empty() {
         return stream.write_all(line);
     }

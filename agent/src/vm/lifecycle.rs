@@ -18,6 +18,7 @@ use super::logs;
 use super::process::{VmmExit, VmmProcess};
 use super::snapshots::live::SAVED_FILES;
 use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
+use super::standby::Standby;
 use super::{
     cdroms, cgroup, control, disks, network, question, recovery, snapshots, tools_host, Power,
     Stopping, Vm, VmState,
@@ -62,6 +63,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
         started(host, vm, &mut state, process);
     } else if vm.suspend_dir().join("vm.state").exists() {
         state.power = Power::Suspended;
+        state.standby = standby_for(host, vm, state.spec.memory_mb);
     }
     drop(state);
     if !recovered.is_empty() {
@@ -127,7 +129,14 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
     let mut state = vm.edit(host);
     let resuming = state.power == Power::Suspended;
     let suspend_dir = vm.suspend_dir();
-    let process = launch(host, vm, &mut state, resuming.then_some(&*suspend_dir))?;
+    let standby = state.standby.take();
+    let process = launch(
+        host,
+        vm,
+        &mut state,
+        resuming.then_some(&*suspend_dir),
+        standby,
+    )?;
     if resuming {
         discard_in_background(vm);
         state.suspend_time = None;
@@ -190,16 +199,18 @@ fn remove_discarded(vm: &Vm) {
     }
 }
 
-/// Starts the VM from a machine state saved in `dir` (a memory snapshot being reverted to).
+/// Starts the VM from a machine state saved in `dir` (a memory snapshot being reverted to),
+/// through `standby` if it fits.
 pub fn resume_from(
     host: &Arc<Host>,
     vm: &Arc<Vm>,
     state: &mut VmState,
     dir: &Path,
+    standby: Option<Standby>,
     user: &str,
 ) -> Result<(), Fault> {
     check_memory(host, state.spec.memory_mb)?;
-    let process = launch(host, vm, state, Some(dir))?;
+    let process = launch(host, vm, state, Some(dir), standby)?;
     state.boot_time = Some(now_micros());
     started(host, vm, state, process);
     let name = state.spec.name.clone();
@@ -261,7 +272,7 @@ fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProc
 }
 
 /// The `vireo-vmm` binary: `$VIREO_VMM`, else next to vireod.
-fn vmm_binary() -> PathBuf {
+pub(super) fn vmm_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("VIREO_VMM") {
         return path.into();
     }
@@ -368,7 +379,7 @@ fn disk_configs(layers: &[(PathBuf, ImageFormat)], serial: bool) -> Vec<DiskConf
 /// What a jailed VMM sees: its run directory (sockets, framebuffer), nothing else. Every file
 /// it needs on a datastore is handed to it open ([`hand_over`]), so no folder of a datastore
 /// is shown, not even the VM's own.
-fn jail_dirs(vm: &Vm) -> Vec<PathBuf> {
+pub(super) fn jail_dirs(vm: &Vm) -> Vec<PathBuf> {
     vec![vm.run_dir.clone()]
 }
 
@@ -426,13 +437,14 @@ fn hand_over(host: &Host, args: &mut VmmArgs) -> Result<Handoff, Fault> {
 }
 
 /// Creates the TAPs, starts the VMM (booting, or restoring the machine state saved in
-/// `restore`, on the disks' current writable layers) and waits until it answers on its
-/// control socket.
+/// `restore`, on the disks' current writable layers — through `standby` if it fits) and
+/// waits until it answers on its control socket.
 fn launch(
     host: &Host,
     vm: &Vm,
     state: &mut VmState,
     restore: Option<&Path>,
+    standby: Option<Standby>,
 ) -> Result<VmmProcess, Fault> {
     let schema = host.schema;
     let system_error = |e: String| Fault::system_error(schema, e);
@@ -521,14 +533,9 @@ fn launch(
         tracing::warn!(vm = vm.id, "cannot rotate {}: {error}", vmm_log.display());
     }
     let jailed = began.elapsed();
-    let process = VmmProcess::spawn(
-        &vmm_binary(),
-        &args.to_argv(),
-        &handoff.fds(),
-        &vm.run_dir,
-        &vmm_log,
-    )
-    .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
+    let standby = standby.filter(|s| restore.is_some() && s.fits(state.spec.memory_mb));
+    let process = start_vmm(vm, &args, &handoff, standby, &vmm_log)
+        .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
     let spawned = began.elapsed();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -569,6 +576,32 @@ fn launch(
         }
         std::thread::sleep(START_POLL);
     }
+}
+
+/// A standby VMM for the next restore of `vm` (None, with a warning, when none can start:
+/// the restore then starts its VMM itself).
+pub(super) fn standby_for(host: &Host, vm: &Vm, memory_mb: i64) -> Option<Standby> {
+    Standby::start(host, vm, memory_mb)
+        .map_err(|error| tracing::warn!(vm = vm.id, "{error}"))
+        .ok()
+}
+
+/// The VMM for `args`: `standby` handed them when there is one, else a new process.
+fn start_vmm(
+    vm: &Vm,
+    args: &VmmArgs,
+    handoff: &Handoff,
+    standby: Option<Standby>,
+    vmm_log: &Path,
+) -> std::io::Result<VmmProcess> {
+    if let Some(standby) = standby {
+        match standby.restore(args, &handoff.fds(), &vm.run_dir) {
+            Ok(process) => return Ok(process),
+            Err(error) => tracing::warn!(vm = vm.id, "{error}; starting a new VMM"),
+        }
+    }
+    let argv = args.to_argv();
+    VmmProcess::spawn(&vmm_binary(), &argv, &handoff.fds(), &vm.run_dir, vmm_log)
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -634,6 +667,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
                 format!("{name} is suspended"),
                 "",
             );
+            state.standby = standby_for(host, vm, state.spec.memory_mb);
         }
         (VmmExit::Reset { by_guest }, None) => {
             let (ty, what) = if by_guest {
@@ -642,7 +676,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
                 ("VmResettingEvent", "reset")
             };
             post_vm_event(host, vm, &state, ty, format!("{name} is {what}"), "");
-            match launch(host, vm, &mut state, None) {
+            match launch(host, vm, &mut state, None, None) {
                 Ok(process) => {
                     state.boot_time = Some(now_micros());
                     started(host, vm, &mut state, process);
@@ -768,6 +802,7 @@ fn discard_suspended_state(host: &Host, vm: &Vm) -> bool {
     if let Err(error) = std::fs::remove_dir_all(vm.suspend_dir()) {
         tracing::warn!(vm = vm.id, "cannot remove the suspended state: {error}");
     }
+    state.standby = None;
     state.suspend_time = None;
     powered_off(host, vm, &mut state, None);
     true

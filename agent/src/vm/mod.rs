@@ -34,6 +34,7 @@ pub mod screenshot;
 pub mod slots;
 pub mod snapshots;
 pub mod spec;
+pub mod standby;
 pub mod tools_host;
 pub mod tools_installer;
 pub mod uuid;
@@ -124,6 +125,8 @@ pub struct VmState {
     pub cpu_usage_mhz: i32,
     /// The DHCP leases vireod's dnsmasq holds for its NICs' MACs.
     pub leases: Vec<network::leases::Lease>,
+    /// A VMM started ahead for the resume of the suspended VM ([`standby`]).
+    pub standby: Option<standby::Standby>,
 }
 
 /// One registered VM.
@@ -382,6 +385,7 @@ impl Vms {
                     removed: false,
                     cpu_usage_mhz: 0,
                     leases: Vec::new(),
+                    standby: None,
                 }),
                 changed: Condvar::new(),
             });

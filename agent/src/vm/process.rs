@@ -140,6 +140,19 @@ impl VmmProcess {
         run_dir: &Path,
         log: &Path,
     ) -> std::io::Result<VmmProcess> {
+        let process = VmmProcess::spawn_unrecorded(binary, args, inherit, log)?;
+        process.record(run_dir)?;
+        Ok(process)
+    }
+
+    /// As [`VmmProcess::spawn`] without the pid file: a standby VMM, which [`VmmProcess::record`]
+    /// records once it becomes the VM's VMM.
+    pub fn spawn_unrecorded(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        inherit: &[RawFd],
+        log: &Path,
+    ) -> std::io::Result<VmmProcess> {
         let log_offset = log_len(log);
         // Both above 2 (a duplicate takes the lowest free number from 3), so the spawn's dup2
         // onto 0, 1 and 2 cannot overwrite one with the other.
@@ -152,8 +165,6 @@ impl VmmProcess {
         let null = std::fs::File::open("/dev/null")?.try_clone()?;
         let pid = spawn_detached(binary, args, inherit, null.as_fd(), stderr.as_fd())?;
         let pidfd = pidfd_open(pid)?;
-        let started = start_time(pid).unwrap_or(0);
-        write_pid_file(run_dir, &format!("{pid} {started}\n"))?;
         Ok(VmmProcess {
             pid,
             pidfd: Arc::new(pidfd),
@@ -161,6 +172,12 @@ impl VmmProcess {
             log: log.to_owned(),
             log_offset,
         })
+    }
+
+    /// Records the process in `run_dir`'s pid file (so a restarted vireod adopts it).
+    pub fn record(&self, run_dir: &Path) -> std::io::Result<()> {
+        let started = start_time(self.pid).unwrap_or(0);
+        write_pid_file(run_dir, &format!("{} {started}\n", self.pid))
     }
 
     /// The VMM recorded in `run_dir`, if that very process is still running.

@@ -141,6 +141,7 @@ pub fn unregister(
         user,
     );
     state.removed = true;
+    state.standby = None;
     properties::withdraw(host, vm);
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{PrefixDeclaration, QName};
 use quick_xml::Reader;
@@ -198,7 +199,7 @@ impl Namespaces {
                     "more than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
                 )));
             }
-            let xsi = attr.unescape_value().map_err(malformed)? == XSI_NAMESPACE;
+            let xsi = attribute_value(&attr)? == XSI_NAMESPACE;
             let tracked = match self.by_prefix.get_mut(prefix) {
                 Some(stack) => {
                     stack.push(xsi);
@@ -606,9 +607,20 @@ fn attribute<'a>(
                 String::from_utf8_lossy(attr.key.as_ref())
             )));
         }
-        found = Some(attr.unescape_value().map_err(malformed)?);
+        found = Some(attribute_value(&attr)?);
     }
     Ok(found)
+}
+
+/// An attribute's value: its text as written when it holds no reference (the usual case; the
+/// body is already known to be UTF-8), else unescaped.
+fn attribute_value<'a>(attr: &Attribute<'a>) -> Result<Cow<'a, str>> {
+    match &attr.value {
+        Cow::Borrowed(raw) if !raw.contains(&b'&') => std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(malformed),
+        _ => attr.unescape_value().map_err(malformed),
+    }
 }
 
 /// Whether an element start carries any attribute (most in a request carry none).

@@ -550,3 +550,17 @@ fn fault_arguments_arrive_unwrapped_from_their_localized_method_fault() {
         ("MethodFault", Some("plain"))
     );
 }
+
+#[test]
+fn attribute_values_with_references_are_unescaped() {
+    let s = vim25();
+    let xsi_escaped = "http://www.w3.org/2001/XMLSchema&#45;instance";
+    let body = envelope(&format!(
+        r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="Property&#67;ollector">pc</_this><specSet xmlns:q="{xsi_escaped}" q:type="NoSuchType"><objectSet><obj type="Folder">f</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#
+    ));
+    // The escaped URI is the XSI namespace, so q:type is an xsi:type naming an unknown type.
+    assert!(decode_request(s, body.as_bytes()).is_err());
+    let body = body.replace(r#" q:type="NoSuchType""#, "");
+    let request = decode_request(s, body.as_bytes()).unwrap();
+    assert_eq!(request.this, MoRef::new("PropertyCollector", "pc"));
+}

@@ -305,13 +305,19 @@ pub fn log_rotation(path: &Path, n: usize) -> PathBuf {
 #[command(name = "vireo-vmm", version, about)]
 pub struct VmmArgs {
     /// Kernel: a PVH ELF (the test guest, Linux vmlinux) or a Linux bzImage.
-    #[arg(long, required_unless_present = "restore")]
+    #[arg(long, required_unless_present_any = ["restore", "standby"])]
     pub kernel: Option<PathBuf>,
     /// Resume the VM saved in this directory (vm.state + vm.mem) instead of booting a kernel;
     /// only the serial, control and tools options apply, and --disk path=... replaces the
     /// saved disk images in order (same sizes).
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "nets"])]
     pub restore: Option<PathBuf>,
+    /// Start ahead of a restore: jail, make the KVM VM and memory slots for --memory-mib and
+    /// --framebuffer, then wait on this inherited socket for the restore's command line (a
+    /// JSON array of arguments, `--restore` among them) with its `--file` descriptors sent
+    /// beside it, in order (SCM_RIGHTS); exit if the socket ends first.
+    #[arg(long, conflicts_with_all = ["kernel", "restore", "initrd", "nets"])]
+    pub standby: Option<i32>,
     /// Initial ramdisk.
     #[arg(long)]
     pub initrd: Option<PathBuf>,
@@ -403,6 +409,7 @@ impl Default for VmmArgs {
         VmmArgs {
             kernel: None,
             restore: None,
+            standby: None,
             initrd: None,
             cmdline: String::new(),
             vcpus: 1,
@@ -445,6 +452,11 @@ impl VmmArgs {
         };
         if let Some(dir) = &self.restore {
             option("--restore", dir.into());
+        } else if let Some(channel) = self.standby {
+            option("--standby", channel.to_string().into());
+            option("--memory-mib", self.memory_mib.to_string().into());
+            let (width, height) = self.framebuffer;
+            option("--framebuffer", format!("{width}x{height}").into());
         } else {
             if let Some(kernel) = &self.kernel {
                 option("--kernel", kernel.into());
@@ -558,6 +570,26 @@ mod tests {
             ..VmmArgs::default()
         };
         assert_eq!(parse(args.to_argv()), args);
+    }
+
+    #[test]
+    fn a_standby_command_line_parses_back_into_itself() {
+        let args = VmmArgs {
+            standby: Some(5),
+            memory_mib: 1024,
+            framebuffer: (800, 600),
+            control: Some("/run/vm/control.sock".into()),
+            jail_uid: Some(65534),
+            jail_gid: Some(65534),
+            jail_dirs: vec!["/run/vm".into()],
+            ..VmmArgs::default()
+        };
+        assert_eq!(parse(args.to_argv()), args);
+        let mut argv = args.to_argv();
+        argv.extend(["--restore".into(), "/ds/vm/suspend".into()]);
+        let mut full = vec![OsString::from("vireo-vmm")];
+        full.extend(argv);
+        assert!(VmmArgs::try_parse_from(full).is_err());
     }
 
     #[test]

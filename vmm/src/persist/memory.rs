@@ -6,6 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::mman::{MapFlags, ProtFlags};
+
+use crate::vstate::memory::map_file_over;
 use serde::{Deserialize, Serialize};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{
@@ -274,36 +276,20 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     fallocate(file, mode, offset as i64, len as i64).map_err(std::io::Error::from)
 }
 
-/// Maps the regions of `path` privately (copy-on-write) as guest memory.
+/// Maps the regions `entries` name from the memory file at `path` privately (copy-on-write:
+/// the file is never written); pages are read when the guest first touches them.
 pub fn restore(
     path: &Path,
     entries: &[MemoryRegionEntry],
 ) -> Result<GuestMemoryMmap, MemoryFileError> {
-    let io = |source| MemoryFileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = crate::handed::open_once(path).map_err(io)?;
-    let actual = file.metadata().map_err(io)?.len();
-    let needed = entries
-        .iter()
-        .map(|e| e.file_offset + e.len)
-        .max()
-        .unwrap_or(0);
-    if actual < needed {
-        return Err(MemoryFileError::Short {
-            path: path.to_owned(),
-            actual,
-            needed,
-        });
-    }
+    let file = open_memory_file(path, entries)?;
     let map_error = |reason: String| MemoryFileError::Map {
         path: path.to_owned(),
         reason,
     };
     let mut regions = Vec::new();
     for entry in entries {
-        let handle = file.try_clone().map_err(io)?;
+        let handle = file.try_clone().map_err(|source| io_error(path, source))?;
         let mapping = MmapRegion::<()>::build(
             Some(FileOffset::new(handle, entry.file_offset)),
             entry.len as usize,
@@ -316,6 +302,55 @@ pub fn restore(
         regions.push(region);
     }
     GuestMemoryMmap::from_regions(regions).map_err(|e| map_error(e.to_string()))
+}
+
+/// Whether `memory` is laid out as `entries` (the same regions, in order).
+pub fn fits(memory: &GuestMemoryMmap, entries: &[MemoryRegionEntry]) -> bool {
+    memory.num_regions() == entries.len()
+        && memory.iter().zip(entries).all(|(region, entry)| {
+            region.start_addr().0 == entry.guest_addr && region.len() == entry.len
+        })
+}
+
+/// As [`restore`], but over `memory` (laid out as `entries`: see [`fits`]) in place, so that
+/// memory slots registered over it stay valid: a standby VMM's.
+pub fn restore_over(
+    path: &Path,
+    entries: &[MemoryRegionEntry],
+    memory: GuestMemoryMmap,
+) -> Result<GuestMemoryMmap, MemoryFileError> {
+    let file = open_memory_file(path, entries)?;
+    for (region, entry) in memory.iter().zip(entries) {
+        map_file_over(region, &file, entry.file_offset, false).map_err(|e| {
+            MemoryFileError::Map {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+    }
+    Ok(memory)
+}
+
+/// The memory file at `path`, checked to hold every region of `entries`.
+fn open_memory_file(path: &Path, entries: &[MemoryRegionEntry]) -> Result<File, MemoryFileError> {
+    let file = crate::handed::open_once(path).map_err(|source| io_error(path, source))?;
+    let actual = file
+        .metadata()
+        .map_err(|source| io_error(path, source))?
+        .len();
+    let needed = entries
+        .iter()
+        .map(|e| e.file_offset + e.len)
+        .max()
+        .unwrap_or(0);
+    if actual < needed {
+        return Err(MemoryFileError::Short {
+            path: path.to_owned(),
+            actual,
+            needed,
+        });
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

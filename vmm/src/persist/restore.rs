@@ -15,6 +15,7 @@ use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFi
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
+use crate::standby::Premade;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use crate::vstate::vm::{VmError, VmUnderway};
 
@@ -70,9 +71,15 @@ pub enum RestoreError {
     Vcpu(#[from] VcpuError),
 }
 
-/// Rebuilds the VM saved in `dir`.
-pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, RestoreError> {
-    let vm = VmUnderway::start();
+/// Rebuilds the VM saved in `dir` — in the VM a standby VMM made ahead (`premade`) when its
+/// memory is laid out as the saved one, else in a new one.
+pub fn restore_vm(
+    dir: &Path,
+    options: &RestoreOptions,
+    premade: Option<Premade>,
+) -> Result<Machine, RestoreError> {
+    // Without a VM made ahead, it is made on a thread while the files are read.
+    let underway = premade.is_none().then(VmUnderway::start);
     let snapshot = read_state_file(&dir.join(STATE_FILE))?;
     let mut config = snapshot.config.clone();
     config.serial_log = options.serial_log.clone();
@@ -107,7 +114,22 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
     }
 
     let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
-    let guest_memory = memory::restore(&dir.join(MEMORY_FILE), &snapshot.memory)?;
+    let memory_file = dir.join(MEMORY_FILE);
+    let (premade_vm, guest_memory) = match premade {
+        Some(Premade { vm, memory }) if memory::fits(&memory, &snapshot.memory) => (
+            Some(vm),
+            memory::restore_over(&memory_file, &snapshot.memory, memory)?,
+        ),
+        unfit => {
+            // Made for another size: dropped off the way (destroying a VM takes grace periods).
+            if let Some(unfit) = unfit {
+                let _ = std::thread::Builder::new()
+                    .name("drop-vm".into())
+                    .spawn(move || drop(unfit));
+            }
+            (None, memory::restore(&memory_file, &snapshot.memory)?)
+        }
+    };
     let guest_memory = match &config.framebuffer_file {
         Some(path) => share_through_file(&guest_memory, &framebuffer, path)?,
         None => guest_memory,
@@ -118,7 +140,12 @@ pub fn restore_vm(dir: &Path, options: &RestoreOptions) -> Result<Machine, Resto
         nic_links,
         stalls,
     } = open_virtio_devices(&config)?;
-    let vm = vm.finish(&guest_memory)?;
+    let vm = match premade_vm {
+        Some(vm) => vm,
+        None => underway
+            .unwrap_or_else(VmUnderway::start)
+            .finish(&guest_memory)?,
+    };
     vm::restore(&vm.fd, &snapshot.kvm)?;
 
     let run_state = Arc::new(RunState::default());

@@ -73,7 +73,7 @@ impl Vm {
     }
 
     /// Creates the VM with its irqchip and PIT, without memory yet.
-    fn create() -> Result<Vm, VmError> {
+    pub(crate) fn create() -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
@@ -92,7 +92,7 @@ impl Vm {
     }
 
     /// Registers the regions of `memory` as memory slots 0.. in order.
-    fn register_memory(&self, memory: &GuestMemoryMmap) -> Result<(), VmError> {
+    pub(crate) fn register_memory(&self, memory: &GuestMemoryMmap) -> Result<(), VmError> {
         for (slot, region) in memory.iter().enumerate() {
             let mem_region = kvm_userspace_memory_region {
                 slot: slot as u32,

@@ -49,8 +49,14 @@ const LINUX_OPTIONS: &str = "clearcpuid=154,298,534,129,137,147,148,153,307,317,
      mitigations=off tsc=reliable nowatchdog rcupdate.rcu_cpu_stall_suppress=1 \
      cryptomgr.notests preempt=full skew_tick=1 psi=0 sysctl.kernel.hung_task_timeout_secs=0";
 
-/// How many times faster than it does the guest is told its TSC runs (see `linux_cmdline`).
+/// How many times faster than it does the guest is told its TSC runs (see `linux_cmdline`)
+/// where the kernel's clock-event arithmetic allows: a 25 Hz tick, timers at most 40 ms late.
 const TICK_STRETCH: u32 = 10;
+
+/// Linux registers its TSC-deadline clock event at `tsc_khz * (1000 / 8)` Hz computed in 32
+/// bits (`setup_APIC_timer`), so the TSC frequency it is told must stay below this many kHz:
+/// beyond it the frequency wraps and the tick runs faster, not slower.
+const DEADLINE_KHZ_LIMIT: u64 = u32::MAX as u64 / 125;
 
 /// Linux's timer tick rate in Debian's kernels (CONFIG_HZ), which `lpj=` is counted in.
 const LINUX_HZ: u32 = 250;
@@ -59,15 +65,24 @@ const LINUX_HZ: u32 = 250;
 /// `tsc_khz`: `LINUX_OPTIONS`, and the tick stretch. Linux's clock events (the TSC-deadline
 /// LAPIC timer) turn nanoseconds into TSC cycles with the TSC frequency, and at ~1 µs per
 /// interpreted instruction its 250 Hz tick alone needs most of a host core. So the guest is
-/// told (`tsc_early_khz=`) that the TSC runs `TICK_STRETCH` times faster than it does, and every
-/// timer interrupt comes that much later: the tick runs at 25 Hz. Its clock stays exact
-/// (`clocksource=kvm-clock`, which reads the host's time, not the TSC frequency), `nohz=off`
-/// keeps the tick running on idle vCPUs so no timer fires more than one stretched tick (40 ms)
-/// late, and `lpj=` (TSC cycles per jiffy at the true frequency) keeps `udelay` exact.
+/// told (`tsc_early_khz=`) that the TSC runs `tick_stretch` times faster than it does, and
+/// every timer interrupt comes that much later: the tick runs at 25 Hz (faster on a host whose
+/// TSC is above 3.44 GHz, see `tick_stretch`). Its clock stays exact (`clocksource=kvm-clock`,
+/// which reads the host's time, not the TSC frequency), `nohz=off` keeps the tick running on
+/// idle vCPUs so no timer fires more than one stretched tick late, and `lpj=` (TSC cycles per
+/// jiffy at the true frequency) keeps `udelay` exact.
 pub fn linux_cmdline(tsc_khz: u32) -> String {
     let lpj = u64::from(tsc_khz) * 1000 / u64::from(LINUX_HZ);
-    let stretched = u64::from(tsc_khz) * u64::from(TICK_STRETCH);
+    let stretched = u64::from(tsc_khz) * u64::from(tick_stretch(tsc_khz));
     format!("{LINUX_OPTIONS} clocksource=kvm-clock nohz=off tsc_early_khz={stretched} lpj={lpj}")
+}
+
+/// How many times faster than it does the guest is told its TSC of `tsc_khz` runs:
+/// `TICK_STRETCH`, or less where that would wrap the kernel's 32-bit clock-event frequency
+/// (a TSC above 3.44 GHz), at least 1.
+fn tick_stretch(tsc_khz: u32) -> u32 {
+    let fits = DEADLINE_KHZ_LIMIT / u64::from(tsc_khz.max(1));
+    fits.clamp(1, u64::from(TICK_STRETCH)) as u32
 }
 
 /// The one KVM ioctl kvm-ioctls has no VM-level call for.
@@ -279,6 +294,23 @@ mod tests {
             line.ends_with(" clocksource=kvm-clock nohz=off tsc_early_khz=25961280 lpj=10384512"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn the_tick_stretch_never_wraps_the_kernels_clock_event_frequency() {
+        // 10 times on this 2.6 GHz machine and on slower hosts; 9 at 3.5 GHz (10 would wrap:
+        // 3.5e6 * 10 * 125 > 2^32); never below 1.
+        for (khz, stretch) in [
+            (2_596_128, 10),
+            (1_000_000, 10),
+            (3_500_000, 9),
+            (40_000_000, 1),
+        ] {
+            assert_eq!(tick_stretch(khz), stretch, "{khz} kHz");
+            if stretch > 1 {
+                assert!(u64::from(khz) * u64::from(stretch) * 125 <= u64::from(u32::MAX));
+            }
+        }
     }
 
     #[test]

@@ -1,19 +1,16 @@
 //! The framebuffer's guest memory as a shared mapping of a file (`--framebuffer-file`), so that
 //! a console server (vireod) can map the same file read-only and read the pixels the guest draws
-//! without a copy through this process. Only the framebuffer slot moves; RAM stays anonymous.
+//! without a copy through this process. The file is mapped over the framebuffer's region in
+//! place; RAM stays as it is.
 
 use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use nix::sys::mman::{MapFlags, ProtFlags};
-
-use vm_memory::mmap::MmapRegion;
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::FramebufferInfo;
+use crate::vstate::memory::map_file_over;
 
 /// Why the framebuffer could not be moved onto its file.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +36,8 @@ pub enum FramebufferFileError {
     },
 }
 
-/// Returns `memory` with the framebuffer region replaced by a shared mapping of a new file at
-/// `path` holding the same pixels. The file is built beside `path` and renamed into place, so
+/// Returns `memory` with the framebuffer region's pages replaced, at the same address, by a
+/// shared mapping of a new file at `path` holding the same pixels. The file is built beside `path` and renamed into place, so
 /// a reader never maps a half-written one and a previous VMM's file is replaced, not reused.
 pub fn share_through_file(
     memory: &GuestMemoryMmap,
@@ -59,7 +56,7 @@ pub fn share_through_file(
     memory.read_slice(&mut pixels, GuestAddress(info.addr))?;
 
     let partial = path.with_extension("partial");
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -67,25 +64,34 @@ pub fn share_through_file(
         .mode(0o600)
         .open(&partial)
         .map_err(create)?;
-    file.write_all(&pixels).map_err(create)?;
+    write_sparse(&file, &pixels).map_err(create)?;
     std::fs::rename(&partial, path).map_err(create)?;
 
-    let mapping = MmapRegion::<()>::build(
-        Some(FileOffset::new(file, 0)),
-        pixels.len(),
-        (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).bits(),
-        MapFlags::MAP_SHARED.bits(),
-    )
-    .map_err(|e| map(e.to_string()))?;
-    let region = GuestRegionMmap::new(mapping, GuestAddress(info.addr))
-        .ok_or_else(|| map("region wraps the address space".into()))?;
-    let (without, _anonymous) = memory
-        .remove_region(GuestAddress(info.addr), info.size())
-        .map_err(|e| map(format!("no framebuffer region to replace: {e}")))?;
-    without
-        .insert_region(Arc::new(region))
-        .map_err(|e| map(e.to_string()))
+    let region = memory
+        .find_region(GuestAddress(info.addr))
+        .filter(|region| region.start_addr().0 == info.addr && region.len() == info.size())
+        .ok_or_else(|| map("no framebuffer region to map it over".into()))?;
+    // In place: a memory slot already registered over the region (a standby VMM's) stays valid.
+    map_file_over(region, &file, 0, true).map_err(|e| map(e.to_string()))?;
+    Ok(memory.clone())
 }
+
+/// Writes `bytes` into the empty `file`, leaving pages that are zero as holes (a blank or
+/// mostly dark screen costs next to no writing).
+fn write_sparse(file: &std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    file.set_len(bytes.len() as u64)?;
+    let mut offset = 0;
+    for page in bytes.chunks(PAGE_BYTES) {
+        if page.iter().any(|&b| b != 0) {
+            file.write_all_at(page, offset)?;
+        }
+        offset += page.len() as u64;
+    }
+    Ok(())
+}
+
+/// The unit [`write_sparse`] leaves as a hole.
+const PAGE_BYTES: usize = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -120,6 +126,40 @@ mod tests {
         assert_eq!(&file[..4], &[1, 2, 3, 4]);
         assert_eq!(&file[64..66], &[9, 9]);
         assert!(!path.with_extension("partial").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_mapped_in_place_and_blank_pages_stay_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let info = FramebufferInfo {
+            addr: 0x10_0000,
+            width: 1024,
+            height: 64,
+            stride: 4096,
+        };
+        let memory =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(info.addr), info.size() as usize)])
+                .unwrap();
+        let at = |offset: u64| GuestAddress(info.addr + offset);
+        memory.write_slice(&[7; 8], at(9 * 4096 + 5)).unwrap();
+        let before = memory.find_region(at(0)).unwrap().as_ptr();
+        let dir = std::env::temp_dir().join(format!("vireo-fb-holes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("framebuffer");
+
+        let shared = share_through_file(&memory, &info, &path).unwrap();
+        assert_eq!(
+            shared.find_region(at(0)).unwrap().as_ptr(),
+            before,
+            "same address"
+        );
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len() as u64, info.size());
+        assert_eq!(&file[9 * 4096 + 5..9 * 4096 + 13], &[7; 8]);
+        assert_eq!(file.iter().filter(|&&b| b != 0).count(), 8);
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < info.size() / 2, "{allocated} bytes allocated");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
