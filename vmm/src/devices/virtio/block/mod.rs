@@ -1,5 +1,8 @@
 //! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
-//! wakes the worker thread, which takes every available request off the queue.
+//! wakes the worker thread, which takes every available request off the queue. Kicks are asked
+//! for (EVENT_IDX) only when the worker would otherwise not look again: while requests are in
+//! the io_uring their completions wake it, and after answering it watches the queue briefly
+//! for the driver's next request (`POLL`), so a busy driver rarely has to exit to notify.
 //!
 //! With cache=none (direct I/O), reads and writes whose bytes lie at known places of the image
 //! file go to the device's io_uring (`uring`), all of a kick's in one submission, and are
