@@ -215,7 +215,7 @@ def check_reboot(agent, si, vm):
     assert vm.runtime.powerState == "poweredOn", log
     assert log.count("vireo-linux-guest: init at") == inits + 1, log
     query = vim.event.EventFilterSpec(entity=vim.event.EventFilterSpec.ByEntity(entity=vm, recursion="self"),
-                                      type=["VmGuestRebootEvent"])
+                                      type=[vim.event.VmGuestRebootEvent])
     assert len(si.content.eventManager.QueryEvents(query)) == 1
     wait_tools(agent, vm)
     wait_for(lambda: console(agent, vm).count("vireo-linux-guest: eth0 ") > leases, "the lease after the reboot",
