@@ -58,6 +58,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    // Paths handed to the VMM (its jail, sockets) must not depend on its working directory.
+    config.data_dir = std::path::absolute(&config.data_dir)?;
     let root = match (
         &args.root_password_file,
         std::env::var("VIREO_ROOT_PASSWORD"),
