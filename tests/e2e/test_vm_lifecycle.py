@@ -31,8 +31,10 @@ class Agent:
     `netns` (test_networking's namespaces) runs it in a network namespace, reached through a
     forwarded loopback port."""
 
-    def __init__(self, config=INTERNAL_NETWORK, netns=None):
+    def __init__(self, config=INTERNAL_NETWORK, netns=None, relative_data_dir=False):
         self.data_dir = tempfile.mkdtemp(prefix="vireo-vm-")
+        # As scripts/run.sh does: the data directory named relative to vireod's working directory.
+        self.relative_data_dir = relative_data_dir
         os.makedirs(os.path.join(self.data_dir, "datastore1", "images"))
         shutil.copy(GUEST, os.path.join(self.data_dir, "datastore1", "images", "vireo-test-guest.elf"))
         self.config_file = os.path.join(self.data_dir, "vireod.toml")
@@ -50,11 +52,13 @@ class Agent:
                    VIREO_VMM=os.path.join(BIN_DIR, "vireo-vmm"))
         env.pop("VIREO_CRASH_AT", None)
         env.update(extra_env or {})
+        given_dir, cwd = ((os.path.basename(self.data_dir), os.path.dirname(self.data_dir))
+                          if self.relative_data_dir else (self.data_dir, None))
         command = [os.path.join(BIN_DIR, "vireod"), "--listen", f"127.0.0.1:{self.port}",
-                   "--data-dir", self.data_dir, "--config", self.config_file]
+                   "--data-dir", given_dir, "--config", self.config_file]
         if self.netns:
             command = self.netns.command(command)
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         wait_ready(self.client_port, self.process)
         self.vireod = Vireod(self.client_port, self.data_dir, self.process)
 
@@ -436,3 +440,17 @@ def test_two_vireods_power_on_vms_with_nics_side_by_side():
     finally:
         for a in agents:
             a.close()
+
+
+def test_a_vm_boots_when_vireod_was_given_its_data_directory_relative():
+    """scripts/run.sh names ./vireo-data relative to vireod's working directory; the VMM must
+    still get absolute paths (its jail refuses others)."""
+    relative = Agent(relative_data_dir=True)
+    try:
+        si = relative.vireod.connect()
+        vm = create_vm(si, "relative-1")
+        power_on_booted(relative, vm)
+        WaitForTask(vm.PowerOffVM_Task())
+        assert vm.runtime.powerState == "poweredOff"
+    finally:
+        relative.close()
