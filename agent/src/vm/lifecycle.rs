@@ -604,7 +604,8 @@ fn start_vmm(
     VmmProcess::spawn(&vmm_binary(), &argv, &handoff.fds(), &vm.run_dir, vmm_log)
 }
 
-fn ms(duration: Duration) -> f64 {
+/// `duration` in milliseconds, for the timing lines of the VM's log.
+pub(super) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 

@@ -15,6 +15,7 @@ use super::super::disks::trees as disks;
 use super::super::handoff::Handoff;
 use super::super::jail::{self, VmmJail};
 use super::super::journal::Journal;
+use super::super::lifecycle::ms;
 use super::super::spec::VmSpec;
 use super::super::{control, Power, Vm, VmState};
 use crate::faults;
@@ -120,7 +121,6 @@ fn stunned<T>(
     }
     let attached = record(journal, "disks-attached");
     resume();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         vm = vm.id,
         "disks stunned for {:.1} ms: detached at {:.1} ms, trees changed at {:.1} ms",

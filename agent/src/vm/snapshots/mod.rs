@@ -341,13 +341,12 @@ pub fn revert(
                 .and_then(|thread| thread.join().ok())
                 .flatten();
             lifecycle::resume_from(host, vm, &mut state, &dir, standby, user)?;
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             tracing::info!(
                 vm = vm.id,
                 "reverted and running {:.1} ms after the revert began: old VMM off at {:.1} ms, disk trees reverted at {:.1} ms",
-                ms(began.elapsed()),
-                ms(powered_off),
-                ms(reverted),
+                lifecycle::ms(began.elapsed()),
+                lifecycle::ms(powered_off),
+                lifecycle::ms(reverted),
             );
         }
         CapturedPower::On | CapturedPower::Suspended => {
