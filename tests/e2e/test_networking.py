@@ -121,6 +121,45 @@ def test_nat_guest_leases_an_address_and_reaches_the_lan_across_a_vireod_crash(l
         close(agent)
 
 
+def vmm_pids(data_dir):
+    """The live vireo-vmm processes of the vireod of `data_dir`."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if argv[0].endswith("vireo-vmm") and not zombie and any(a.startswith(data_dir) for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_running_guest_reverted_to_its_memory_snapshot_is_on_the_lan_again(lan):
+    """A revert starts the VM's next VMM as soon as the running one has let go of its TAP,
+    before that one has freed its memory: the reverted guest reaches the LAN through the same
+    TAP, and the old VMM ends."""
+    agent = Agent(config=NAT, netns=lan.host)
+    try:
+        vm, _ = leased_guest(agent, "net-revert")
+        WaitForTask(vm.CreateSnapshot_Task(name="on the lan", memory=True, quiesce=False))
+        snapshot = vm.snapshot.currentSnapshot
+        [before] = vmm_pids(agent.data_dir)
+        fetch_from_lan(agent, vm, lan)
+
+        WaitForTask(snapshot.RevertToSnapshot_Task())
+        assert vm.runtime.powerState == "poweredOn"
+        fetch_from_lan(agent, vm, lan)
+        wait_for(lambda: len(vmm_pids(agent.data_dir)) == 1, "the old VMM to end")
+        assert vmm_pids(agent.data_dir) != [before]
+        WaitForTask(vm.PowerOffVM_Task())
+        assert vmm_pids(agent.data_dir) == []
+    finally:
+        close(agent)
+
+
 def test_a_guest_without_tools_shows_the_address_its_nic_leased(lan):
     """A guest with no tools takes a lease: vireod reads it back from its dnsmasq and shows it
     as the guest's address, on a guest.net entry for that card (origin dhcp; state unknown, as

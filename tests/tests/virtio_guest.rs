@@ -1,9 +1,12 @@
 //! The test guest's virtio drivers against `vireo-vmm`'s devices: seeded blocks written by the
 //! guest are on the host file and the other way round, flushed data survives SIGKILL, a
 //! read-only disk refuses writes, two disks, the tools channel echoes, the guest answers ping
-//! inside a network namespace. Shell commands and outputs: tests/guest/README.md.
+//! inside a network namespace, a power-off is answered once the VMM has let go of its TAP.
+//! Shell commands and outputs: tests/guest/README.md.
 
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -598,4 +601,56 @@ fn unplugging_a_nic_takes_its_link_down_in_the_guest_and_stops_its_frames() {
         vmm.control(serde_json::json!({"cmd": "set-link", "nic": 1, "connected": true}))["ok"],
         false
     );
+}
+
+/// Attaches a new descriptor to TAP `name` as a VMM does (TUNSETIFF); false when the kernel
+/// refuses (EBUSY while another process still holds it).
+fn attach_tap(name: &str) -> bool {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as _;
+    let Ok(tun) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    else {
+        return false;
+    };
+    // An ifreq: the name (NUL-padded to 16 bytes), the flags, then padding to 40 bytes.
+    let mut request = [0u8; 40];
+    request[..name.len()].copy_from_slice(name.as_bytes());
+    request[16..18].copy_from_slice(&FLAGS.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes the 40-byte ifreq we own, nothing else.
+    unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, request.as_mut_ptr()) == 0 }
+}
+
+#[test]
+fn a_power_off_is_answered_once_the_vmm_let_go_of_its_tap_and_socket() {
+    if !kvm_available("a_power_off_is_answered_once_the_vmm_let_go_of_its_tap_and_socket") {
+        return;
+    }
+    let pid = std::process::id();
+    let network = TapNamespace::create(&format!("vireo-off-{pid}"), &format!("voff{pid}"));
+    let dir = scratch_dir("power-off-release");
+    let disk = raw_disk(&dir, "disk.img", 2048);
+    let vmm = boot_shell_with_control(
+        &dir,
+        "",
+        &[
+            "--net".into(),
+            format!("tap={}", network.tap),
+            "--disk".into(),
+            disk_arg(&disk, ""),
+        ],
+    );
+    assert!(!attach_tap(&network.tap), "the running VMM holds its TAP");
+    let control = dir.join("control.sock");
+    assert_eq!(
+        vmm.control(serde_json::json!({"cmd": "power-off"})),
+        serde_json::json!({"ok": true})
+    );
+    // The VM's next VMM could start right now, whether or not this one has ended yet.
+    assert!(!control.exists(), "the control socket is gone");
+    assert!(attach_tap(&network.tap), "the TAP is free for the next VMM");
+    assert_eq!(vmm.wait(BOOT).reason(), "host-power-off");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -129,17 +129,45 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
             Ok(request) => execute(request, fds, handle),
             Err(e) => (encode_reply::<Ack>(Err(format!("bad request: {e}"))), None),
         };
-        if writeln!(writer, "{reply}")
-            .and_then(|_| writer.flush())
-            .is_err()
-        {
+        let sent = match after {
+            // A power-off is answered once the VM has let go of its disks, TAPs and control
+            // socket: its next VMM may start then, while this one frees its memory.
+            Some(exit @ VmExit::HostPowerOff) => {
+                handle.run_state.request_exit(exit);
+                handle
+                    .run_state
+                    .answer_on_release(RELEASE_WAIT, |released| {
+                        let reply = match released {
+                            true => reply,
+                            false => encode_reply::<Ack>(Err(NOT_RELEASED.into())),
+                        };
+                        send_line(&mut writer, &reply)
+                    })
+            }
+            // Other actions that end the VM happen after the reply is on its way.
+            after => {
+                let sent = send_line(&mut writer, &reply);
+                if let (true, Some(exit)) = (sent, after) {
+                    handle.run_state.request_exit(exit);
+                }
+                sent
+            }
+        };
+        if !sent {
             return;
         }
-        // Actions that end the VM happen after the reply is on its way.
-        if let Some(exit) = after {
-            handle.run_state.request_exit(exit);
-        }
     }
+}
+
+/// Longest a power-off waits for the VM to let go of its host resources before answering.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+const NOT_RELEASED: &str = "the VM is ending but has not let go of its disks and TAPs yet";
+
+/// Writes `line` and a newline; false when the client is gone.
+fn send_line(writer: &mut UnixStream, line: &str) -> bool {
+    writeln!(writer, "{line}")
+        .and_then(|_| writer.flush())
+        .is_ok()
 }
 
 /// The reply line of a command whose failure is any displayable error.

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use vm_memory::GuestMemoryMmap;
 
@@ -25,6 +26,9 @@ use crate::io_stall::IoStalls;
 use crate::run_state::{RunState, VmExit};
 use crate::vstate::vcpu::{Completion, Vcpu};
 use crate::vstate::vm::Vm;
+
+/// Longest the ending VMM waits for the control clients told of its release to be answered.
+const ANSWER_RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// A VM ready to run.
 pub struct Machine {
@@ -178,6 +182,10 @@ impl Machine {
         if let Some(path) = &self.config.control_socket {
             let _ = std::fs::remove_file(path);
         }
+        for transport in &self.transports {
+            lock(transport).release();
+        }
+        self.run_state.mark_released(ANSWER_RELEASE_WAIT);
         exit
     }
 

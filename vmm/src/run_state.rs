@@ -1,7 +1,7 @@
 //! Whether the VM runs, is paused, or is ending (and why). Shared by the vCPU threads, the
 //! devices that end a VM (ACPI S5, reset), the control socket and the main thread.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::persist::vcpu::VcpuState;
@@ -28,6 +28,10 @@ struct Inner {
     save_generation: u64,
     /// What each vCPU saved for the current generation.
     saved: Vec<Option<Result<VcpuState, String>>>,
+    /// The ending VM has let go of its host resources (disks, TAPs, control socket).
+    released: bool,
+    /// Control clients waiting to answer once it has.
+    release_waiters: usize,
 }
 
 /// The shared run state of one VM.
@@ -46,6 +50,8 @@ impl Default for RunState {
                 boot_marker: None,
                 save_generation: 0,
                 saved: Vec::new(),
+                released: false,
+                release_waiters: 0,
             }),
             changed: Condvar::new(),
             started: Instant::now(),
@@ -54,7 +60,7 @@ impl Default for RunState {
 }
 
 impl RunState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -181,6 +187,53 @@ impl RunState {
         }
     }
 
+    /// Records that the ending VM has let go of its host resources, then gives the clients
+    /// waiting for that (see [`RunState::answer_on_release`]) up to `timeout` to answer
+    /// before the process goes on to end.
+    pub fn mark_released(&self, timeout: Duration) {
+        let mut inner = self.lock();
+        inner.released = true;
+        self.changed.notify_all();
+        drop(self.wait_until(inner, timeout, |inner| inner.release_waiters == 0));
+    }
+
+    /// Waits up to `timeout` for the ending VM to let go of its host resources, then calls
+    /// `answer` with whether it did; the process does not end while `answer` runs (within the
+    /// time [`RunState::mark_released`] gives).
+    pub fn answer_on_release<T>(&self, timeout: Duration, answer: impl FnOnce(bool) -> T) -> T {
+        let mut inner = self.lock();
+        inner.release_waiters += 1;
+        let inner = self.wait_until(inner, timeout, |inner| inner.released);
+        let released = inner.released;
+        drop(inner);
+        let answered = answer(released);
+        self.lock().release_waiters -= 1;
+        self.changed.notify_all();
+        answered
+    }
+
+    /// Waits up to `timeout` for `done` to hold (it may not, when the time is up).
+    fn wait_until<'a>(
+        &self,
+        mut inner: MutexGuard<'a, Inner>,
+        timeout: Duration,
+        done: impl Fn(&Inner) -> bool,
+    ) -> MutexGuard<'a, Inner> {
+        let deadline = Instant::now() + timeout;
+        while !done(&inner) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        inner
+    }
+
     /// Waits up to `timeout` for the phase to change; used while kicking vCPUs.
     pub fn wait_change(&self, timeout: Duration) {
         let inner = self.lock();
@@ -229,5 +282,28 @@ mod tests {
         assert_eq!(vcpu.join().unwrap(), Some(VmExit::GuestPowerOff));
         assert_eq!(state.wait_for_exit().exit_code(), 0);
         assert!(!state.resume());
+    }
+
+    #[test]
+    fn a_release_is_answered_before_the_process_may_end() {
+        let state = Arc::new(RunState::default());
+        assert!(!state.answer_on_release(Duration::from_millis(5), |released| released));
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiter = {
+            let (state, answered) = (state.clone(), answered.clone());
+            std::thread::spawn(move || {
+                state.answer_on_release(Duration::from_secs(10), |released| {
+                    std::thread::sleep(Duration::from_millis(50));
+                    answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                    released
+                })
+            })
+        };
+        while state.lock().release_waiters == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        state.mark_released(Duration::from_secs(10));
+        assert!(answered.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(waiter.join().unwrap());
     }
 }

@@ -23,7 +23,9 @@ pub enum Request {
     Resume,
     /// Press the ACPI power button (the guest decides what to do).
     PowerButton,
-    /// Hard power-off: the VMM exits.
+    /// Hard power-off: the VMM stops its vCPUs, closes its disks and TAPs and removes this
+    /// socket, then replies (the VM's next VMM may start from then on) and exits, freeing its
+    /// memory. An error reply: it has not let go of them in time (it still ends).
     PowerOff,
     /// Hard reset: the VMM exits with the reset status; the caller restarts it.
     Reset,

@@ -298,7 +298,7 @@ pub fn revert(
         })
     };
     if vm.state().power == Power::On {
-        lifecycle::power_off(host, vm)?;
+        lifecycle::power_off_released(host, vm)?;
     }
     let powered_off = began.elapsed();
     let mut state = vm.edit(host);

@@ -334,6 +334,12 @@ impl MmioTransport {
         }
     }
 
+    /// Stops the device for good and lets go of its host resources (the VM is ending).
+    pub fn release(&mut self) {
+        self.quiesce();
+        self.device.release();
+    }
+
     /// Restarts an active device where its queues stand in guest memory: the requests it took
     /// and did not answer are taken again.
     pub fn restart(&mut self) {

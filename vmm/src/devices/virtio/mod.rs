@@ -153,6 +153,9 @@ pub enum ActivateError {
     /// The driver configured a queue the device cannot use.
     #[error("queue {0} is not valid (addresses outside guest memory or bad size)")]
     InvalidQueue(usize),
+    /// The device let go of its host resources: the VM is ending.
+    #[error("the device was released (the VM is ending)")]
+    Released,
 }
 
 /// A virtio device behind the MMIO transport.
@@ -171,6 +174,9 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops serving the queues (driver reset); the device can be activated again.
     fn reset(&mut self);
+    /// Lets go of the host resources behind the device (the VM is ending, its queues
+    /// stopped): what the next VMM of the VM needs must be free before this one exits.
+    fn release(&mut self) {}
 }
 
 /// Copies `config[offset..]` into `data`, leaving bytes past the end untouched (reads as zero

@@ -89,7 +89,8 @@ impl NicLink {
 
 /// A virtio network card on a TAP.
 pub struct Net {
-    tap: Arc<Tap>,
+    /// None once released: the TAP is closed, so the next VMM of the VM can attach to it.
+    tap: Option<Arc<Tap>>,
     mac: [u8; 6],
     link: NicLink,
     worker: Option<Worker>,
@@ -100,7 +101,7 @@ impl Net {
     /// A card with address `mac` on `tap`, its cable as `link` says.
     pub fn new(tap: Tap, mac: [u8; 6], link: NicLink, name: String) -> Net {
         Net {
-            tap: Arc::new(tap),
+            tap: Some(Arc::new(tap)),
             mac,
             link,
             worker: None,
@@ -171,18 +172,18 @@ impl VirtioDevice for Net {
                 offloads |= TUN_F_TSO6;
             }
         }
-        self.tap
-            .set_offloads(offloads)
+        let tap = self.tap.clone().ok_or(ActivateError::Released)?;
+        tap.set_offloads(offloads)
             .map_err(|e| ActivateError::Worker(io::Error::other(e.to_string())))?;
         let mut queues = NetQueues::new(
             rx,
             tx,
             memory,
-            self.tap.clone(),
+            tap.clone(),
             has(acked_features, VIRTIO_NET_F_MRG_RXBUF),
         )
         .with_link(self.link.clone());
-        let tap_fd = self.tap.as_raw_fd();
+        let tap_fd = tap.as_raw_fd();
         let worker =
             Worker::spawn_with_fds(self.name.clone(), queue_events, &[tap_fd], move |source| {
                 queues.serve(source, &signals);
@@ -193,6 +194,12 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         worker::stop(&mut self.worker);
+    }
+
+    fn release(&mut self) {
+        worker::stop(&mut self.worker);
+        // The stopped worker held the only other reference: this closes the TAP.
+        self.tap = None;
     }
 }
 
