@@ -20,6 +20,7 @@
 
 pub mod disk;
 pub mod io_pool;
+mod poll;
 pub mod request;
 pub mod uring;
 
@@ -45,6 +46,7 @@ use crate::devices::bus::lock;
 use crate::io_stall::IoStalls;
 use disk::{ConcurrentDisk, SharedImage};
 use io_pool::{IoPool, IO_THREADS};
+use poll::PollWindow;
 use request::{
     execute, execute_without_waiting, out_of_space, parse, OutOfSpace, Request, RequestError,
     RequestKind, Status, ID_BYTES, SECTOR_SIZE, SIZE_MAX,
@@ -298,7 +300,7 @@ impl VirtioDevice for Block {
                 eprintln!("vireo-vmm: {}: requests through io_uring", self.name);
                 let completions = ring.completions();
                 // Owned by the worker's handler: stopping the worker drains the ring.
-                let mut server = RingServer { ring, requests };
+                let mut server = RingServer::new(ring, requests);
                 Worker::spawn_with_fds(
                     self.name.clone(),
                     activation.queue_events,
@@ -503,16 +505,39 @@ impl RequestQueue {
 struct RingServer {
     ring: Ring,
     requests: Arc<RequestQueue>,
+    /// How long to watch for completions and requests while I/O is in flight.
+    poll: PollWindow,
 }
 
 impl RingServer {
-    /// Answers a kick or completions, until neither is left: completed requests are answered,
-    /// then every available request taken — reads and writes with a route go to the ring,
-    /// submitted together; any other request runs here once everything before it completed.
-    /// Answers are published together. While the ring has I/O in flight the driver is not
-    /// asked to notify: each completion wakes the worker, which looks at the queue then.
-    /// A request out of space stops the pass, as in `RequestQueue::serve`.
+    fn new(ring: Ring, requests: Arc<RequestQueue>) -> RingServer {
+        RingServer {
+            ring,
+            requests,
+            poll: PollWindow::default(),
+        }
+    }
+
+    /// Answers a kick or completions, until neither is left (`serve_awake`). Completions
+    /// raise the eventfd only while the worker sleeps: awake, it looks for them itself.
     fn serve(&mut self, image: &SharedImage) {
+        self.poll.woke();
+        loop {
+            self.ring.mute();
+            self.serve_awake(image);
+            if !self.ring.unmute() {
+                return;
+            }
+        }
+    }
+
+    /// Completed requests are answered, then every available request taken — reads and
+    /// writes with a route go to the ring, submitted together; any other request runs here
+    /// once everything before it completed. Answers are published together. While the ring
+    /// has I/O in flight the driver is not asked to notify: the worker watches the ring and
+    /// the queue for the poll window, and after that each completion wakes it, and it looks
+    /// at the queue then. A request out of space stops the pass, as in `RequestQueue::serve`.
+    fn serve_awake(&mut self, image: &SharedImage) {
         let requests = self.requests.clone();
         loop {
             let mut answered = Vec::new();
@@ -523,6 +548,7 @@ impl RingServer {
                 return;
             }
             let taken = match requests.take_next(!answered.is_empty(), !self.ring.busy()) {
+                Ok(taken) if taken.is_empty() && self.ring.busy() && self.poll_busy() => continue,
                 Ok(taken) if taken.is_empty() => return,
                 Ok(taken) => taken,
                 Err(_) => return requests.signals.mark_broken(),
@@ -571,6 +597,14 @@ impl RingServer {
         }
         self.ring.submit();
         stalled
+    }
+
+    /// Whether a completion or a request comes within the poll window.
+    fn poll_busy(&mut self) -> bool {
+        let (ring, requests) = (&mut self.ring, &self.requests);
+        self.poll.watch(|| {
+            ring.has_completions() || has_available(&lock(&requests.queue), &requests.memory)
+        })
     }
 
     /// Answers the requests whose I/O completed.

@@ -58,7 +58,7 @@ impl Rig {
         );
         Some(Rig {
             mem,
-            server: RingServer { ring, requests },
+            server: RingServer::new(ring, requests),
             image,
             published: 0,
         })

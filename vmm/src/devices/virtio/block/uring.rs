@@ -225,6 +225,27 @@ impl Ring {
         }
     }
 
+    /// Whether completions wait to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Stops completions from raising the eventfd, while the worker is awake and reaps them
+    /// itself (each raise would cost the kernel a wake-up and the worker a pass for nothing).
+    pub fn mute(&mut self) {
+        self.ring.completion().disable_eventfd();
+    }
+
+    /// Lets completions raise the eventfd again, before the worker sleeps; whether completions
+    /// came in while it was muted (they raised nothing: the worker must reap them first).
+    pub fn unmute(&mut self) -> bool {
+        self.ring.completion().enable_eventfd();
+        // The kernel reads the flag after it posts a completion: order the flag before our
+        // look at the queue, so that a completion is either seen here or raises the eventfd.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.has_completions()
+    }
+
     /// Resets the eventfd completions raise, before reaping what raised it (completions
     /// reaped without it only cost a pass that finds nothing).
     pub fn acknowledge(&self) {
