@@ -1,11 +1,12 @@
 //! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
 //! wakes the worker thread, which takes every available request off the queue. Kicks are asked
 //! for (EVENT_IDX) only when the worker would otherwise not look again: while requests are in
-//! the io_uring their completions wake it, and after answering it watches the queue briefly
-//! for the driver's next request (`POLL`), so a busy driver rarely has to exit to notify.
+//! the io_uring their completions wake it (and the worker watches the ring and the queue for
+//! an adaptive window first, `poll`), and after answering it watches the queue briefly for the
+//! driver's next request (`POLL`), so a busy driver rarely has to exit to notify.
 //!
 //! With cache=none (direct I/O), reads and writes whose bytes lie at known places of the image
-//! file go to the device's io_uring (`uring`), all of a kick's in one submission, and are
+//! file go to the device's io_uring (`uring`), each submitted as soon as it is taken, and are
 //! answered as their completions come in (an eventfd in the worker's epoll); everything else
 //! (flush, discard, allocating writes, reads through backing files) runs on the worker once the
 //! ring has drained.
@@ -532,7 +533,7 @@ impl RingServer {
     }
 
     /// Completed requests are answered, then every available request taken — reads and
-    /// writes with a route go to the ring, submitted together; any other request runs here
+    /// writes with a route go to the ring, each submitted at once; any other request runs here
     /// once everything before it completed. Answers are published together. While the ring
     /// has I/O in flight the driver is not asked to notify: the worker watches the ring and
     /// the queue for the poll window, and after that each completion wakes it, and it looks
@@ -559,7 +560,7 @@ impl RingServer {
         }
     }
 
-    /// Carries out `taken`: queued on the ring and submitted, or run here; what ran here is
+    /// Carries out `taken`: submitted to the ring, or run here; what ran here is
     /// added to `answered`. Returns the request the host had no space for, if one had not.
     fn start(
         &mut self,
@@ -595,15 +596,17 @@ impl RingServer {
                 }
             }
         }
-        self.ring.submit();
         stalled
     }
 
-    /// Whether a completion or a request comes within the poll window.
+    /// Whether a completion or a request (to a device that takes them) comes within the poll
+    /// window.
     fn poll_busy(&mut self) -> bool {
         let (ring, requests) = (&mut self.ring, &self.requests);
         self.poll.watch(|| {
-            ring.has_completions() || has_available(&lock(&requests.queue), &requests.memory)
+            ring.has_completions()
+                || (!requests.signals.is_broken()
+                    && has_available(&lock(&requests.queue), &requests.memory))
         })
     }
 
