@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # SOAP throughput of vireod: RetrievePropertiesEx of ha-host's summary.runtime.powerState under
 # wrk (Debian's package; a Lua script adds body, SOAPAction and session cookie) over keep-alive
-# TLS with 1 and 8 connections, then the same call through pyVmomi. Prints requests/s, p50/p99
-# and vireod's RSS (idle and after load). Uses a release build. As the floor of what any TLS HTTP
-# server reaches here, nginx (Debian's package) answers the same request with a fixed copy of
-# vireod's response, with the same certificate and as many worker processes as vireod has threads.
-#   scripts/bench/soap.sh [seconds-per-run]
+# TLS with 1 and 8 connections, then the same call through pyVmomi. Uses a release build. As the
+# floor of what any TLS HTTP server reaches here, nginx (Debian's package) answers the same
+# request with a fixed copy of vireod's response, with the same certificate and as many worker
+# processes as vireod has threads.
+# On a shared machine one run of each proves little (nginx alone varies by a third between
+# runs), so the runs are interleaved: each round runs vireod and nginx (alternately first) on
+# 1 connection, then on 8, and the rounds' medians are printed at the end: requests/s of each
+# side, the ratio vireod/nginx (the median of the rounds' ratios) and the CPU time per request
+# of each server (utime+stime from /proc, and each apart: vireod's process; nginx's master
+# and workers).
+# Also prints p50/p99 and vireod's RSS (idle and after load).
+#   scripts/bench/soap.sh [seconds-per-run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-duration=${1:-10}
+duration=${1:-5}
+rounds=${2:-5}
 target=${CARGO_TARGET_DIR:-$root/target}
 
 missing=()
@@ -81,36 +89,59 @@ done = function(summary, latency, requests)
 end
 LUA
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-# wrk with N connections against vireod; also prints CPU time per request of vireod and of wrk
-# itself, which on a shared 2-core machine says more than the rate.
-run_wrk() {
-    local connections=$1 before after requests
-    echo "== wrk, $connections connection(s), ${duration}s"
-    before=$(cpu_ticks)
-    wrk_to "$port" "$connections"
-    after=$(cpu_ticks)
-    grep -E '=>|Non-2xx' "$work/wrk.out"
-    requests=$(grep -oE '[0-9]+ requests in' "$work/wrk.out" | grep -oE '^[0-9]+')
-    awk -v v="$(( (after - before) * 10000 ))" -v n="$requests" -v w="$(cat "$work/wrk.time")" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { split(w, t, " "); printf "     CPU per request: vireod %.1f us, wrk %.1f us (load %s)\n", v * 100 / hz / n, (t[1] + t[2]) * 1e6 / n, "'"$(cut -d' ' -f1 /proc/loadavg)"'" }'
-}
+# CPU ticks of the given processes together: "user system".
+cpu_ticks() { for p in "$@"; do cat "/proc/$p/stat"; done | awk '{user += $14; sys += $15} END {print user, sys}'; }
+nginx_pids() { local master; master=$(cat "$work/nginx.pid"); echo "$master" $(ps -o pid= --ppid "$master"); }
 # wrk against PORT with N connections; output in $work/wrk.out, its CPU time in $work/wrk.time.
 wrk_to() {
     local threads=$(( $2 > 1 ? 2 : 1 ))
     /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
         wrk -t"$threads" -c"$2" -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$1/sdk" >"$work/wrk.out"
 }
-# The same load against nginx's fixed response.
-run_nginx() {
-    echo "== wrk, $1 connection(s), ${duration}s, nginx floor (fixed response)"
-    wrk_to "$nginx_port" "$1"
-    grep -E '=>|Non-2xx' "$work/wrk.out"
+# One wrk run of SERVER (vireod or nginx) with N connections in round R: prints its line and
+# appends "R N SERVER req/s cpu-us-per-request user-us system-us" to $work/results.
+run() {
+    local round=$1 server=$2 connections=$3 port_of pids before after requests rate
+    if [ "$server" = vireod ]; then port_of=$port; pids=$pid; else port_of=$nginx_port; pids=$(nginx_pids); fi
+    # shellcheck disable=SC2086 # the pids are words
+    before=$(cpu_ticks $pids)
+    wrk_to "$port_of" "$connections"
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $pids)
+    if grep -q 'Non-2xx' "$work/wrk.out" || ! grep -q '=>.*errors 0$' "$work/wrk.out"; then
+        cat "$work/wrk.out"; echo "$server answered with errors"; exit 1
+    fi
+    requests=$(grep -oE '[0-9]+ requests in' "$work/wrk.out" | grep -oE '^[0-9]+')
+    rate=$(grep -oE '=> [0-9]+ req/s' "$work/wrk.out" | grep -oE '[0-9]+')
+    awk -v r="$round" -v s="$server" -v c="$connections" -v rate="$rate" -v n="$requests" \
+        -v before="$before" -v after="$after" -v hz="$(getconf CLK_TCK)" -v w="$(cat "$work/wrk.time")" \
+        -v line="$(grep -oE '=>.*' "$work/wrk.out")" -v load="$(cut -d' ' -f1 /proc/loadavg)" -v out="$work/results" \
+        'BEGIN { split(w, t, " "); split(before, b, " "); split(after, a, " ")
+                 user = (a[1] - b[1]) * 1e6 / hz / n; sys = (a[2] - b[2]) * 1e6 / hz / n
+                 printf "  %-6s %d conn: %s; CPU per request %.1f us (user %.1f, system %.1f; wrk %.1f us), load %s\n", s, c, line, user + sys, user, sys, (t[1] + t[2]) * 1e6 / n, load
+                 printf "%d %d %s %d %.2f %.2f %.2f\n", r, c, s, rate, user + sys, user, sys >> out }'
 }
-echo "vireod idle RSS: $(rss)"
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# Column COLUMN (4 req/s, 5 CPU us, 6 user, 7 system) of SERVER's results with N connections.
+column() { awk -v s="$1" -v c="$2" -v k="$3" '$3 == s && $2 == c {print $k}' "$work/results"; }
+echo "vireod idle RSS: $(rss); ${rounds} rounds of ${duration}s per run (load $(cut -d' ' -f1-3 /proc/loadavg))"
+: >"$work/results"
+for round in $(seq "$rounds"); do
+    echo "== round $round"
+    for connections in 1 8; do
+        # Who runs first alternates, so that neither side always inherits the other's wake.
+        if [ $((round % 2)) = 1 ]; then order="vireod nginx"; else order="nginx vireod"; fi
+        for server in $order; do run "$round" "$server" "$connections"; done
+    done
+done
+echo "== medians over $rounds rounds (load $(cut -d' ' -f1-3 /proc/loadavg))"
 for connections in 1 8; do
-    run_wrk "$connections"
-    run_nginx "$connections"
+    ratio=$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (k in rate) {split(k, p, SUBSEP); if (p[2] == "vireod") print rate[k] / rate[p[1], "nginx"]}}' "$work/results" | median)
+    printf "  %d conn: vireod %.0f req/s, nginx %.0f req/s, ratio %.2f (rounds: %s); CPU per request vireod %.1f us (user %.1f, system %.1f), nginx %.1f us (user %.1f, system %.1f)\n" \
+        "$connections" "$(column vireod "$connections" 4 | median)" "$(column nginx "$connections" 4 | median)" "$ratio" \
+        "$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (r = 1; rate[r, "vireod"]; r++) printf "%s%.2f", (r > 1 ? " " : ""), rate[r, "vireod"] / rate[r, "nginx"]}' "$work/results")" \
+        "$(column vireod "$connections" 5 | median)" "$(column vireod "$connections" 6 | median)" "$(column vireod "$connections" 7 | median)" \
+        "$(column nginx "$connections" 5 | median)" "$(column nginx "$connections" 6 | median)" "$(column nginx "$connections" 7 | median)"
 done
 echo "vireod RSS after load: $(rss)"
 echo "== pyVmomi, 1 client, ${duration}s"

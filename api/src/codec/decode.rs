@@ -671,6 +671,9 @@ fn lower_first(s: &str) -> String {
 /// `text` if every character in it is one XML 1.0 allows (a NUL or other control character,
 /// raw or as a character reference, makes the request malformed).
 fn xml_chars_only(text: Cow<'_, str>) -> Result<Cow<'_, str>> {
+    if !text.bytes().any(crate::codec::may_start_non_xml_char) {
+        return Ok(text);
+    }
     match text.chars().find(|&c| !crate::codec::xml_char(c)) {
         Some(c) => Err(malformed(format!(
             "character U+{:04X} is not allowed in XML",

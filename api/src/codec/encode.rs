@@ -299,15 +299,18 @@ pub fn escape(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if !ESCAPE_CANDIDATE[b as usize] {
+            continue;
+        }
         let replacement: &[u8] = match b {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
             b'"' => b"&quot;",
             b'\'' => b"&apos;",
-            b if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') => "\u{FFFD}".as_bytes(),
             0xEF if is_nonchar_at(bytes, i) => "\u{FFFD}".as_bytes(),
-            _ => continue,
+            0xEF => continue,
+            _ => "\u{FFFD}".as_bytes(),
         };
         let width = if b == 0xEF { 3 } else { 1 };
         out.extend_from_slice(&bytes[start..i]);
@@ -316,6 +319,19 @@ pub fn escape(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
 }
+
+/// The bytes [`escape`] looks at (one table lookup per byte of text): XML's special
+/// characters and every byte [`super::may_start_non_xml_char`] flags.
+static ESCAPE_CANDIDATE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = super::may_start_non_xml_char(b as u8)
+            || matches!(b as u8, b'&' | b'<' | b'>' | b'"' | b'\'');
+        b += 1;
+    }
+    table
+};
 
 /// Whether the UTF-8 at `bytes[i..]` is U+FFFE or U+FFFF (which XML does not allow).
 fn is_nonchar_at(bytes: &[u8], i: usize) -> bool {

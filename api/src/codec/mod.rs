@@ -14,5 +14,13 @@ pub(crate) fn xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
+/// Whether UTF-8 text whose byte at some position is `b` may hold a character [`xml_char`]
+/// refuses there: a C0 control other than tab, newline and carriage return, or 0xEF (the
+/// first byte of U+FFFE and U+FFFF, and of other characters). Text without such a byte is all
+/// XML characters.
+pub(crate) const fn may_start_non_xml_char(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF
+}
+
 #[cfg(test)]
 mod tests;

