@@ -133,16 +133,14 @@ fn serve_connection(stream: UnixStream, handle: &VmHandle) {
             // A power-off is answered once the VM has let go of its disks, TAPs and control
             // socket: its next VMM may start then, while this one frees its memory.
             Some(exit @ VmExit::HostPowerOff) => {
-                handle.run_state.request_exit(exit);
-                handle
-                    .run_state
-                    .answer_on_release(RELEASE_WAIT, |released| {
-                        let reply = match released {
-                            true => reply,
-                            false => encode_reply::<Ack>(Err(NOT_RELEASED.into())),
-                        };
-                        send_line(&mut writer, &reply)
-                    })
+                let run_state = &handle.run_state;
+                run_state.exit_answering_on_release(exit, RELEASE_WAIT, |released| {
+                    let reply = match released {
+                        true => reply,
+                        false => encode_reply::<Ack>(Err(NOT_RELEASED.into())),
+                    };
+                    send_line(&mut writer, &reply)
+                })
             }
             // Other actions that end the VM happen after the reply is on its way.
             after => {

@@ -72,6 +72,10 @@ impl RunState {
     /// Ends the VM for `exit`; the first reason recorded wins.
     pub fn request_exit(&self, exit: VmExit) {
         let mut inner = self.lock();
+        self.exit_locked(&mut inner, exit);
+    }
+
+    fn exit_locked(&self, inner: &mut Inner, exit: VmExit) {
         if !matches!(inner.phase, Phase::Exiting(_)) {
             inner.phase = Phase::Exiting(exit);
             self.changed.notify_all();
@@ -188,7 +192,7 @@ impl RunState {
     }
 
     /// Records that the ending VM has let go of its host resources, then gives the clients
-    /// waiting for that (see [`RunState::answer_on_release`]) up to `timeout` to answer
+    /// waiting for that (see [`RunState::exit_answering_on_release`]) up to `timeout` to answer
     /// before the process goes on to end.
     pub fn mark_released(&self, timeout: Duration) {
         let mut inner = self.lock();
@@ -197,12 +201,19 @@ impl RunState {
         drop(self.wait_until(inner, timeout, |inner| inner.release_waiters == 0));
     }
 
-    /// Waits up to `timeout` for the ending VM to let go of its host resources, then calls
-    /// `answer` with whether it did; the process does not end while `answer` runs (within the
-    /// time [`RunState::mark_released`] gives).
-    pub fn answer_on_release<T>(&self, timeout: Duration, answer: impl FnOnce(bool) -> T) -> T {
+    /// Ends the VM for `exit` (see [`RunState::request_exit`]), waits up to `timeout` for it to
+    /// let go of its host resources, then calls `answer` with whether it did; the process does
+    /// not end while `answer` runs (within the time [`RunState::mark_released`] gives).
+    pub fn exit_answering_on_release<T>(
+        &self,
+        exit: VmExit,
+        timeout: Duration,
+        answer: impl FnOnce(bool) -> T,
+    ) -> T {
         let mut inner = self.lock();
+        // Counted before the exit is asked for: the release cannot pass unanswered.
         inner.release_waiters += 1;
+        self.exit_locked(&mut inner, exit);
         let inner = self.wait_until(inner, timeout, |inner| inner.released);
         let released = inner.released;
         drop(inner);
@@ -287,23 +298,30 @@ mod tests {
     #[test]
     fn a_release_is_answered_before_the_process_may_end() {
         let state = Arc::new(RunState::default());
-        assert!(!state.answer_on_release(Duration::from_millis(5), |released| released));
+        assert!(state.request_pause());
         let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let waiter = {
             let (state, answered) = (state.clone(), answered.clone());
             std::thread::spawn(move || {
-                state.answer_on_release(Duration::from_secs(10), |released| {
+                let wait = Duration::from_secs(10);
+                state.exit_answering_on_release(VmExit::HostPowerOff, wait, |released| {
                     std::thread::sleep(Duration::from_millis(50));
                     answered.store(true, std::sync::atomic::Ordering::SeqCst);
                     released
                 })
             })
         };
-        while state.lock().release_waiters == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The main thread of an ending VM: nothing left to stop, it lets go at once.
+        assert_eq!(state.wait_for_exit(), VmExit::HostPowerOff);
         state.mark_released(Duration::from_secs(10));
         assert!(answered.load(std::sync::atomic::Ordering::SeqCst));
         assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_release_that_does_not_come_is_answered_after_the_wait() {
+        let state = RunState::default();
+        let wait = Duration::from_millis(5);
+        assert!(!state.exit_answering_on_release(VmExit::HostPowerOff, wait, |released| released));
     }
 }

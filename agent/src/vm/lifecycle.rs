@@ -815,6 +815,9 @@ pub fn power_off_released(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let socket = vm.run_dir.join("control.sock");
         close_disks(&socket, false);
         if control::command(&socket, Request::PowerOff, Duration::from_secs(10)).is_ok() {
+            if let Some(process) = &state.process {
+                process.run_when_idle();
+            }
             forget_process(vm, &mut state);
             powered_off(host, vm, &mut state, None);
             state.boot_time = None;

@@ -208,6 +208,24 @@ impl VmmProcess {
         }
     }
 
+    /// Puts every thread of the process under SCHED_IDLE: it runs only on CPU time nothing
+    /// else wants (a VMM that let go of its VM frees its memory without slowing the next one).
+    pub fn run_when_idle(&self) {
+        // The pidfd pins nothing by number: look only while it says the process lives.
+        if self.has_exited() {
+            return;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return;
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            // SAFETY: sched_setscheduler reads `param`, which outlives the call; a thread that
+            // ended meanwhile gives ESRCH, which changes nothing.
+            unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) };
+        }
+    }
+
     /// Waits up to `timeout` for the pidfd to say the process ended.
     fn poll_exit(&self, timeout: PollTimeout) -> nix::Result<bool> {
         let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
@@ -403,6 +421,33 @@ mod tests {
         let reading = shell(&format!("cat <&{fd} >&2 || echo not handed >&2; exit 1"));
         let process = VmmProcess::spawn(sh, &reading, &[], &dir, &log).unwrap();
         assert!(matches!(process.wait(), VmmExit::Failed(m) if m.contains("not handed")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_process_let_go_of_runs_only_when_the_cpu_is_idle() {
+        let dir = std::env::temp_dir().join(format!("vireo-vmm-idle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args: Vec<std::ffi::OsString> = vec!["-c".into(), "sleep 600".into()];
+        let sh = Path::new("/bin/sh");
+        let process = VmmProcess::spawn(sh, &args, &[], &dir, &dir.join("log")).unwrap();
+        // The scheduling policy is field 41 of /proc/<pid>/stat (after the parenthesised name).
+        let policy = || -> String {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)).unwrap();
+            stat.rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .nth(38)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(policy(), "0", "SCHED_OTHER at start");
+        process.run_when_idle();
+        assert_eq!(policy(), libc::SCHED_IDLE.to_string());
+        process.killer().signal(Signal::SIGKILL);
+        process.wait();
+        process.run_when_idle();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
