@@ -16,7 +16,7 @@ from pyVmomi import vim, vmodl
 
 from conftest import dnsmasq_serving
 from netns import HOST_IP, LAN_IP, LAN_PORT, Lan, Uplink
-from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, wait_for
+from test_vm_lifecycle import Agent, config_spec, console, power_on_booted, root_pool, standby_pids, vmm_processes, wait_for
 from test_vm_snapshots import control, type_command
 from test_vm_tools import create_tools_vm, wait_tools_running
 
@@ -121,41 +121,34 @@ def test_nat_guest_leases_an_address_and_reaches_the_lan_across_a_vireod_crash(l
         close(agent)
 
 
-def vmm_pids(data_dir):
-    """The live vireo-vmm processes of the vireod of `data_dir`."""
-    pids = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-            with open(f"/proc/{entry}/stat") as f:
-                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            continue
-        if argv[0].endswith("vireo-vmm") and not zombie and any(a.startswith(data_dir) for a in argv):
-            pids.append(int(entry))
-    return pids
+def running_vmm(agent, vm):
+    """The pid the VM's running VMM recorded."""
+    with open(os.path.join(agent.data_dir, "run", f"vm-{vm._moId}", "vmm.pid")) as f:
+        return int(f.read().split()[0])
 
 
 def test_a_running_guest_reverted_to_its_memory_snapshot_is_on_the_lan_again(lan):
-    """A revert starts the VM's next VMM as soon as the running one has let go of its TAP,
-    before that one has freed its memory: the reverted guest reaches the LAN through the same
-    TAP, and the old VMM ends."""
+    """A revert starts the VM's next VMM (a standby kept ready since the memory snapshot) as
+    soon as the running one has let go of its TAP, before that one has freed its memory: the
+    reverted guest reaches the LAN through the same TAP, the old VMM ends, and powering off
+    ends every VMM of the VM."""
     agent = Agent(config=NAT, netns=lan.host)
     try:
         vm, _ = leased_guest(agent, "net-revert")
         WaitForTask(vm.CreateSnapshot_Task(name="on the lan", memory=True, quiesce=False))
         snapshot = vm.snapshot.currentSnapshot
-        [before] = vmm_pids(agent.data_dir)
+        # A VM with a memory snapshot keeps a standby VMM ready for its revert.
+        wait_for(lambda: len(standby_pids(agent.data_dir)) == 1, "a standby for the revert")
+        before = running_vmm(agent, vm)
         fetch_from_lan(agent, vm, lan)
 
         WaitForTask(snapshot.RevertToSnapshot_Task())
         assert vm.runtime.powerState == "poweredOn"
         fetch_from_lan(agent, vm, lan)
-        wait_for(lambda: len(vmm_pids(agent.data_dir)) == 1, "the old VMM to end")
-        assert vmm_pids(agent.data_dir) != [before]
+        wait_for(lambda: before not in vmm_processes(agent.data_dir), "the old VMM to end")
+        assert running_vmm(agent, vm) in vmm_processes(agent.data_dir)
         WaitForTask(vm.PowerOffVM_Task())
-        assert vmm_pids(agent.data_dir) == []
+        wait_for(lambda: vmm_processes(agent.data_dir) == [], "the VMM and its standby to end")
     finally:
         close(agent)
 

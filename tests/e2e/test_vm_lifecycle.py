@@ -352,8 +352,9 @@ def test_power_on_is_observed_running_by_wait_for_updates(si, agent):
 # Security attack 15: interface names are host-global, so each vireod names its bridge and
 # TAPs with its own instance id; two fresh vireods (whose first VMs have the same id) both
 # power on a VM with a NIC, each TAP on its own instance's bridge.
-def standby_pids(data_dir):
-    """The live standby VMMs (`--standby`, started ahead of a resume) of the vireod of `data_dir`."""
+def vmm_processes(data_dir, standby_only=False):
+    """The live vireo-vmm processes of the vireod of `data_dir` (with `standby_only`, those
+    started as standbys: `--standby`, ahead of a resume)."""
     pids = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -363,9 +364,15 @@ def standby_pids(data_dir):
                 zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
         except OSError:
             continue
-        if "--standby" in argv and not zombie and any(a.startswith(data_dir) for a in argv):
+        ours = argv[0].endswith("vireo-vmm") and any(a.startswith(data_dir) for a in argv)
+        if ours and not zombie and ("--standby" in argv or not standby_only):
             pids.append(int(entry))
     return pids
+
+
+def standby_pids(data_dir):
+    """The live standby VMMs of the vireod of `data_dir`."""
+    return vmm_processes(data_dir, standby_only=True)
 
 
 def test_standby_vmms_are_each_vireods_own_and_end_with_it():

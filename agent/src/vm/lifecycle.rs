@@ -586,6 +586,27 @@ pub(super) fn standby_for(host: &Host, vm: &Vm, memory_mb: i64) -> Option<Standb
         .ok()
 }
 
+/// Starts, on a thread, a standby VMM that a running `vm` keeps for its next revert to a memory
+/// snapshot (or its next suspend); it is dropped when the VM powers off.
+pub(super) fn keep_standby_ready(host: &Arc<Host>, vm: &Arc<Vm>) {
+    let (for_host, for_vm) = (host.clone(), vm.clone());
+    let started = std::thread::Builder::new()
+        .name("standby".into())
+        .spawn(move || {
+            let memory_mb = for_vm.state().spec.memory_mb;
+            let Some(standby) = standby_for(&for_host, &for_vm, memory_mb) else {
+                return;
+            };
+            let mut state = for_vm.state();
+            if state.power == Power::On && state.standby.is_none() {
+                state.standby = Some(standby);
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(vm = vm.id, "cannot start a standby VMM: {error}");
+    }
+}
+
 /// The VMM for `args`: `standby` handed them when there is one, else a new process.
 fn start_vmm(
     vm: &Vm,
@@ -664,7 +685,9 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
                 format!("{name} is suspended"),
                 "",
             );
-            state.standby = standby_for(host, vm, state.spec.memory_mb);
+            let memory_mb = state.spec.memory_mb;
+            let kept = state.standby.take().filter(|s| s.fits(memory_mb));
+            state.standby = kept.or_else(|| standby_for(host, vm, memory_mb));
         }
         (VmmExit::Reset { by_guest }, None) => {
             let (ty, what) = if by_guest {
@@ -708,6 +731,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
 /// it: an error event first when `error` says why.
 fn powered_off(host: &Host, vm: &Vm, state: &mut VmState, error: Option<String>) {
     state.power = Power::Off;
+    state.standby = None;
     disks::redo::discard(host, vm, &state.spec);
     if let Some(message) = error {
         post_vm_event(host, vm, state, "VmMessageErrorEvent", message, "");

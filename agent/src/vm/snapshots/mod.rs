@@ -139,6 +139,9 @@ pub fn create(host: &Arc<Host>, vm: &Arc<Vm>, new: NewSnapshot) -> Result<MoRef,
         tools_request(host, vm, Operation::Freeze)?;
     }
     let result = create_locked(host, vm, &new, quiesce);
+    if result.is_ok() && new.memory {
+        lifecycle::keep_standby_ready(host, vm);
+    }
     if quiesce {
         if let Err(fault) = tools_request(host, vm, Operation::Thaw) {
             tracing::warn!(
@@ -281,21 +284,27 @@ pub fn revert(
         return Ok(());
     };
     let began = Instant::now();
-    // A VMM for the saved state is made ready (on a thread) while the running one powers off.
-    let standby = {
-        let state = vm.state();
+    // A VMM for the saved state: the one kept ready while the VM ran, else one made ready (on
+    // a thread) while the running one powers off.
+    let (kept, starting) = {
+        let mut state = vm.state();
         let resumes = state
             .snapshots
             .get(uid)
             .is_some_and(|meta| meta.power == CapturedPower::On && !suppress_power_on);
         let memory_mb = state.spec.memory_mb;
+        let kept = state
+            .standby
+            .take()
+            .filter(|s| resumes && state.power == Power::On && s.fits(memory_mb));
         drop(state);
         let (host, vm) = (host.clone(), vm.clone());
-        resumes.then(|| {
+        let starting = (resumes && kept.is_none()).then(|| {
             std::thread::Builder::new()
                 .name("standby".into())
                 .spawn(move || lifecycle::standby_for(&host, &vm, memory_mb))
-        })
+        });
+        (kept, starting)
     };
     if vm.state().power == Power::On {
         lifecycle::power_off_released(host, vm)?;
@@ -336,11 +345,14 @@ pub fn revert(
     match meta.power {
         CapturedPower::Off => {}
         CapturedPower::On if !suppress_power_on => {
-            let standby = standby
-                .and_then(Result::ok)
-                .and_then(|thread| thread.join().ok())
-                .flatten();
+            let standby = kept.or_else(|| {
+                starting
+                    .and_then(Result::ok)
+                    .and_then(|thread| thread.join().ok())
+                    .flatten()
+            });
             lifecycle::resume_from(host, vm, &mut state, &dir, standby, user)?;
+            lifecycle::keep_standby_ready(host, vm);
             tracing::info!(
                 vm = vm.id,
                 "reverted and running {:.1} ms after the revert began: old VMM off at {:.1} ms, disk trees reverted at {:.1} ms",
