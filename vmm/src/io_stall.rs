@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vireo_vmm_protocol::control::{DiskStall, IoStalls as StallReport, StallCause};
 
@@ -78,19 +78,10 @@ impl IoStalls {
     /// The held disks once the generation is not `seen` (at once when it is not), or after
     /// `timeout` as they are.
     pub fn watch(&self, seen: Option<u64>, timeout: Duration) -> StallReport {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.lock();
-        while seen == Some(inner.generation) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            inner = self
-                .changed
-                .wait_timeout(inner, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let (inner, _) = self
+            .changed
+            .wait_timeout_while(self.lock(), timeout, |inner| seen == Some(inner.generation))
+            .unwrap_or_else(|p| p.into_inner());
         StallReport {
             generation: inner.generation,
             disks: inner

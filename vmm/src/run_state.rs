@@ -226,23 +226,14 @@ impl RunState {
     /// Waits up to `timeout` for `done` to hold (it may not, when the time is up).
     fn wait_until<'a>(
         &self,
-        mut inner: MutexGuard<'a, Inner>,
+        inner: MutexGuard<'a, Inner>,
         timeout: Duration,
         done: impl Fn(&Inner) -> bool,
     ) -> MutexGuard<'a, Inner> {
-        let deadline = Instant::now() + timeout;
-        while !done(&inner) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            inner = self
-                .changed
-                .wait_timeout(inner, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        inner
+        self.changed
+            .wait_timeout_while(inner, timeout, |inner| !done(inner))
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     /// Waits up to `timeout` for the phase to change; used while kicking vCPUs.
