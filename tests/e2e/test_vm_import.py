@@ -390,7 +390,14 @@ def start_import(si, text):
 
 
 def vm_names(si):
-    return [vm.name for vm in si.content.rootFolder.childEntity[0].vmFolder.childEntity]
+    """The VM folder's names; a VM destroyed between the listing and the read of its name is left out."""
+    names = []
+    for vm in si.content.rootFolder.childEntity[0].vmFolder.childEntity:
+        try:
+            names.append(vm.name)
+        except vmodl.fault.ManagedObjectNotFound:
+            pass
+    return names
 
 
 def wait_gone(vireod, si, name):

@@ -587,18 +587,22 @@ pub(super) fn standby_for(host: &Host, vm: &Vm, memory_mb: i64) -> Option<Standb
 }
 
 /// Starts, on a thread, a standby VMM that a running `vm` keeps for its next revert to a memory
-/// snapshot (or its next suspend); it is dropped when the VM powers off.
-pub(super) fn keep_standby_ready(host: &Arc<Host>, vm: &Arc<Vm>) {
-    let (for_host, for_vm) = (host.clone(), vm.clone());
+/// snapshot (or its next suspend); it is dropped when the VM powers off. `state` is the VM's,
+/// as the caller holds it: a VM that is off or keeps one already starts none.
+pub(super) fn keep_standby_ready(host: &Arc<Host>, vm: &Arc<Vm>, state: &VmState) {
+    let wanted = |state: &VmState| state.power == Power::On && state.standby.is_none();
+    if !wanted(state) {
+        return;
+    }
+    let (for_host, for_vm, memory_mb) = (host.clone(), vm.clone(), state.spec.memory_mb);
     let started = std::thread::Builder::new()
         .name("standby".into())
         .spawn(move || {
-            let memory_mb = for_vm.state().spec.memory_mb;
             let Some(standby) = standby_for(&for_host, &for_vm, memory_mb) else {
                 return;
             };
             let mut state = for_vm.state();
-            if state.power == Power::On && state.standby.is_none() {
+            if wanted(&state) {
                 state.standby = Some(standby);
             }
         });
@@ -835,13 +839,12 @@ pub fn power_off(host: &Host, vm: &Vm) -> Result<(), Fault> {
 /// when the VMM does not answer so.
 pub fn power_off_released(host: &Host, vm: &Vm) -> Result<(), Fault> {
     let mut state = vm.edit(host);
-    if state.power == Power::On && state.process.is_some() {
+    let running = state.process.clone().filter(|_| state.power == Power::On);
+    if let Some(process) = running {
         let socket = vm.run_dir.join("control.sock");
         close_disks(&socket, false);
         if control::command(&socket, Request::PowerOff, Duration::from_secs(10)).is_ok() {
-            if let Some(process) = &state.process {
-                process.run_when_idle();
-            }
+            process.run_when_idle();
             forget_process(vm, &mut state);
             powered_off(host, vm, &mut state, None);
             state.boot_time = None;

@@ -140,7 +140,7 @@ pub fn create(host: &Arc<Host>, vm: &Arc<Vm>, new: NewSnapshot) -> Result<MoRef,
     }
     let result = create_locked(host, vm, &new, quiesce);
     if result.is_ok() && new.memory {
-        lifecycle::keep_standby_ready(host, vm);
+        lifecycle::keep_standby_ready(host, vm, &vm.state());
     }
     if quiesce {
         if let Err(fault) = tools_request(host, vm, Operation::Thaw) {
@@ -293,10 +293,11 @@ pub fn revert(
             .get(uid)
             .is_some_and(|meta| meta.power == CapturedPower::On && !suppress_power_on);
         let memory_mb = state.spec.memory_mb;
-        let kept = state
-            .standby
-            .take()
-            .filter(|s| resumes && state.power == Power::On && s.fits(memory_mb));
+        // A suspended VM keeps its standby until the revert has discarded its saved state.
+        let kept = (resumes && state.power == Power::On)
+            .then(|| state.standby.take())
+            .flatten()
+            .filter(|s| s.fits(memory_mb));
         drop(state);
         let (host, vm) = (host.clone(), vm.clone());
         let starting = (resumes && kept.is_none()).then(|| {
@@ -352,7 +353,7 @@ pub fn revert(
                     .flatten()
             });
             lifecycle::resume_from(host, vm, &mut state, &dir, standby, user)?;
-            lifecycle::keep_standby_ready(host, vm);
+            lifecycle::keep_standby_ready(host, vm, &state);
             tracing::info!(
                 vm = vm.id,
                 "reverted and running {:.1} ms after the revert began: old VMM off at {:.1} ms, disk trees reverted at {:.1} ms",

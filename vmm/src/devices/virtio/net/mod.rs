@@ -197,7 +197,7 @@ impl VirtioDevice for Net {
     }
 
     fn release(&mut self) {
-        worker::stop(&mut self.worker);
+        self.reset();
         // The stopped worker held the only other reference: this closes the TAP.
         self.tap = None;
     }
