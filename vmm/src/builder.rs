@@ -21,7 +21,9 @@ use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
     MachineDevices, VirtioDevices,
 };
-use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
+use crate::devices::framebuffer::shared_file::{
+    share_through_file, FirstPixels, FramebufferFileError,
+};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
@@ -350,7 +352,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         &[(framebuffer.addr, framebuffer.size())],
     )?;
     let memory = match &config.framebuffer_file {
-        Some(path) => share_through_file(&memory, &framebuffer, path)?,
+        Some(path) => share_through_file(&memory, &framebuffer, path, FirstPixels::Blank)?,
         None => memory,
     };
     let vm = vm.finish(&memory)?;

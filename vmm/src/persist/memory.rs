@@ -276,13 +276,14 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     fallocate(file, mode, offset as i64, len as i64).map_err(std::io::Error::from)
 }
 
-/// Maps the regions `entries` name from the memory file at `path` privately (copy-on-write:
-/// the file is never written); pages are read when the guest first touches them.
+/// Maps the regions `entries` name from the memory `file` (opened by [`open`] from `path`)
+/// privately (copy-on-write: the file is never written); pages are read when the guest first
+/// touches them.
 pub fn restore(
+    file: &File,
     path: &Path,
     entries: &[MemoryRegionEntry],
 ) -> Result<GuestMemoryMmap, MemoryFileError> {
-    let file = open_memory_file(path, entries)?;
     let map_error = |reason: String| MemoryFileError::Map {
         path: path.to_owned(),
         reason,
@@ -315,13 +316,13 @@ pub fn fits(memory: &GuestMemoryMmap, entries: &[MemoryRegionEntry]) -> bool {
 /// As [`restore`], but over `memory` (laid out as `entries`: see [`fits`]) in place, so that
 /// memory slots registered over it stay valid: a standby VMM's.
 pub fn restore_over(
+    file: &File,
     path: &Path,
     entries: &[MemoryRegionEntry],
     memory: GuestMemoryMmap,
 ) -> Result<GuestMemoryMmap, MemoryFileError> {
-    let file = open_memory_file(path, entries)?;
     for (region, entry) in memory.iter().zip(entries) {
-        map_file_over(region, &file, entry.file_offset, false).map_err(|e| {
+        map_file_over(region, file, entry.file_offset, false).map_err(|e| {
             MemoryFileError::Map {
                 path: path.to_owned(),
                 reason: e.to_string(),
@@ -332,7 +333,7 @@ pub fn restore_over(
 }
 
 /// The memory file at `path`, checked to hold every region of `entries`.
-fn open_memory_file(path: &Path, entries: &[MemoryRegionEntry]) -> Result<File, MemoryFileError> {
+pub fn open(path: &Path, entries: &[MemoryRegionEntry]) -> Result<File, MemoryFileError> {
     let file = crate::handed::open_once(path).map_err(|source| io_error(path, source))?;
     let actual = file
         .metadata()
@@ -392,7 +393,7 @@ mod tests {
             save(&memory, &path),
             Err(MemoryFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists
         ));
-        let restored = restore(&path, &entries).unwrap();
+        let restored = restore(&open(&path, &entries).unwrap(), &path, &entries).unwrap();
         std::fs::remove_file(&path).unwrap();
         for (address, len) in [(0u64, size), (0x1_0000_0000, size)] {
             let (mut before, mut after) = (vec![0u8; len], vec![1u8; len]);

@@ -11,7 +11,9 @@ use crate::device_manager::{
     attach_legacy_devices, attach_virtio_devices, open_virtio_devices, virtio_layout, DeviceError,
     MachineDevices, VirtioDevices,
 };
-use crate::devices::framebuffer::shared_file::{share_through_file, FramebufferFileError};
+use crate::devices::framebuffer::shared_file::{
+    share_through_file, FirstPixels, FramebufferFileError,
+};
 use crate::devices::framebuffer::FramebufferInfo;
 use crate::machine::Machine;
 use crate::run_state::RunState;
@@ -114,11 +116,12 @@ pub fn restore_vm(
     }
 
     let framebuffer = FramebufferInfo::new(config.framebuffer.0, config.framebuffer.1);
-    let memory_file = dir.join(MEMORY_FILE);
+    let memory_path = dir.join(MEMORY_FILE);
+    let memory_file = memory::open(&memory_path, &snapshot.memory)?;
     let (premade_vm, guest_memory) = match premade {
         Some(Premade { vm, memory }) if memory::fits(&memory, &snapshot.memory) => (
             Some(vm),
-            memory::restore_over(&memory_file, &snapshot.memory, memory)?,
+            memory::restore_over(&memory_file, &memory_path, &snapshot.memory, memory)?,
         ),
         unfit => {
             // Made for another size: dropped off the way (destroying a VM takes grace periods).
@@ -127,11 +130,28 @@ pub fn restore_vm(
                     .name("drop-vm".into())
                     .spawn(move || drop(unfit));
             }
-            (None, memory::restore(&memory_file, &snapshot.memory)?)
+            (
+                None,
+                memory::restore(&memory_file, &memory_path, &snapshot.memory)?,
+            )
         }
     };
     let guest_memory = match &config.framebuffer_file {
-        Some(path) => share_through_file(&guest_memory, &framebuffer, path)?,
+        Some(path) => {
+            let offset = snapshot
+                .memory
+                .iter()
+                .find(|entry| entry.guest_addr == framebuffer.addr)
+                .ok_or_else(|| {
+                    RestoreError::DoesNotFit("no framebuffer in the memory file".into())
+                })?
+                .file_offset;
+            let first = FirstPixels::Saved {
+                file: &memory_file,
+                offset,
+            };
+            share_through_file(&guest_memory, &framebuffer, path, first)?
+        }
         None => guest_memory,
     };
     let VirtioDevices {
