@@ -5,13 +5,15 @@ The memory file a reverted VM runs from is mapped, never rewritten: removing tha
 the VM runs, or suspending it again, leaves the guest's memory intact. A memory snapshot taken
 while the guest rewrites its memory (`ram churn`: each page is checked before it is rewritten)
 is consistent: after the revert, the guest carries on from the snapshot and finds every page as
-the snapshot's moment left it."""
+the snapshot's moment left it. The suspended state a VM was resumed from is deleted once no VMM
+maps it any more."""
 import os
 import re
 
 import pytest
 from pyVim.task import WaitForTask
 
+from conftest import host_path
 from test_vm_lifecycle import agent, console, create_vm, power_on_booted, wait_for  # noqa: F401 (fixtures)
 from test_vm_snapshots import PROMPT, control, si, snapshot, type_command  # noqa: F401 (fixtures)
 
@@ -38,6 +40,12 @@ def check_ram(agent, vm):
     return ram(agent, vm, "ram check")
 
 
+def resumed_states(agent, vm):
+    """The suspended states set aside in the VM's folder (kept while the VMM resumed from one runs)."""
+    folder = os.path.dirname(host_path(agent, vm.config.files.vmPathName))
+    return [name for name in os.listdir(folder) if name.startswith("suspend")]
+
+
 def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     vm = create_vm(si, "mem-filled", scenario="shell", nic=False, memory=1024)
     power_on_booted(agent, vm)
@@ -55,6 +63,8 @@ def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     assert vm.runtime.powerState == "poweredOn"
     assert type_command(agent, vm, "echo reverted", "reverted") == "reverted"
     assert check_ram(agent, vm) == FILLED
+    # The VMM resumed from the suspended state has gone: so has that state.
+    wait_for(lambda: not resumed_states(agent, vm), "the state the VM was resumed from to be deleted")
 
     # The VM runs from the snapshot's memory file: removing the snapshot leaves it intact...
     WaitForTask(filled.RemoveSnapshot_Task(removeChildren=False))
@@ -63,7 +73,9 @@ def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     WaitForTask(vm.SuspendVM_Task())
     WaitForTask(vm.PowerOnVM_Task())
     assert check_ram(agent, vm) == FILLED
+    assert len(resumed_states(agent, vm)) == 1
     WaitForTask(vm.PowerOffVM_Task())
+    wait_for(lambda: not resumed_states(agent, vm), "the state the VM was resumed from to be deleted")
     WaitForTask(vm.Destroy_Task())
 
 

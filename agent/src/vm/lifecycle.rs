@@ -15,6 +15,7 @@ use super::handoff::{Handoff, HandoffError};
 use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
 use super::logs;
+use super::paced_delete;
 use super::process::{VmmExit, VmmProcess};
 use super::snapshots::live::SAVED_FILES;
 use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
@@ -60,7 +61,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_micros() as i64);
-        started(host, vm, &mut state, process);
+        started(host, vm, &mut state, process, None);
     } else if vm.suspend_dir().join("vm.state").exists() {
         state.power = Power::Suspended;
         state.standby = standby_for(host, vm, state.spec.memory_mb);
@@ -137,12 +138,12 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         resuming.then_some(&*suspend_dir),
         standby,
     )?;
+    let set_aside = resuming.then(|| set_aside(vm)).flatten();
     if resuming {
-        discard_in_background(vm);
         state.suspend_time = None;
     }
     state.boot_time = Some(now_micros());
-    started(host, vm, &mut state, process);
+    started(host, vm, &mut state, process, set_aside);
     let name = state.spec.name.clone();
     let (ty, what) = if resuming {
         ("VmResumingEvent", "resumed")
@@ -163,27 +164,24 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
 /// Start of the name of a resumed VM's `suspend/` while it is deleted in the background.
 const DISCARDED_PREFIX: &str = "suspend.discarded-";
 
-/// Moves a resumed VM's `suspend/` aside (one rename) and deletes it on a thread of its own:
-/// deleting a large memory file (which the new VMM maps; its inode lives on) is not on the
-/// resumed guest's way. What a stop of vireod leaves behind goes in [`bring_up`].
-fn discard_in_background(vm: &Vm) {
+/// Moves a resumed VM's `suspend/` aside (one rename), so that the VM can be suspended again
+/// while its new VMM still maps the memory file; returns where it went. It is deleted once
+/// that VMM has exited ([`started`]). When it cannot be moved it goes now (a plain unlink:
+/// the file's blocks are freed when the VMM exits).
+fn set_aside(vm: &Vm) -> Option<PathBuf> {
     let aside = vm.file(&format!("{DISCARDED_PREFIX}{}", now_micros()));
-    let doomed = match std::fs::rename(vm.suspend_dir(), &aside) {
-        Ok(()) => aside,
-        Err(_) => vm.suspend_dir(),
-    };
-    let removed = std::thread::Builder::new()
-        .name(format!("discard-vm{}", vm.id))
-        .spawn({
-            let doomed = doomed.clone();
-            move || std::fs::remove_dir_all(doomed)
-        });
-    if removed.is_err() {
-        let _ = std::fs::remove_dir_all(doomed);
+    match std::fs::rename(vm.suspend_dir(), &aside) {
+        Ok(()) => Some(aside),
+        Err(error) => {
+            tracing::warn!(vm = vm.id, "cannot set the resumed state aside: {error}");
+            let _ = std::fs::remove_dir_all(vm.suspend_dir());
+            None
+        }
     }
 }
 
-/// Deletes the `suspend/` folders [`discard_in_background`] had not finished with.
+/// Deletes the `suspend/` folders [`set_aside`] left (vireod stopped before their VMM did; a
+/// re-adopted VMM may still map one, so they are only unlinked).
 fn remove_discarded(vm: &Vm) {
     let Ok(entries) = std::fs::read_dir(&vm.dir) else {
         return;
@@ -212,7 +210,7 @@ pub fn resume_from(
     check_memory(host, state.spec.memory_mb)?;
     let process = launch(host, vm, state, Some(dir), standby)?;
     state.boot_time = Some(now_micros());
-    started(host, vm, state, process);
+    started(host, vm, state, process, None);
     let name = state.spec.name.clone();
     post_vm_event(
         host,
@@ -245,8 +243,16 @@ fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
     }
 }
 
-/// Records a started VMM and starts watching it and its tools channel.
-fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProcess) {
+/// Records a started VMM and starts watching it and its tools channel; `set_aside`, the
+/// suspended state it was resumed from, is deleted (step by step: [`paced_delete`]) once it
+/// has exited and nothing maps the memory file any more.
+fn started(
+    host: &Arc<Host>,
+    vm: &Arc<Vm>,
+    state: &mut VmState,
+    process: VmmProcess,
+    set_aside: Option<PathBuf>,
+) {
     let process = Arc::new(process);
     state.power = Power::On;
     state.process = Some(process.clone());
@@ -260,6 +266,9 @@ fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProc
         .spawn(move || {
             let exit = process.wait();
             ended(&watch_host, &watch_vm, &process, exit);
+            if let Some(dir) = set_aside {
+                paced_delete::remove_dir(&dir);
+            }
         });
     tools_host::spawn(
         host.clone(),
@@ -703,7 +712,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
             match launch(host, vm, &mut state, None, None) {
                 Ok(process) => {
                     state.boot_time = Some(now_micros());
-                    started(host, vm, &mut state, process);
+                    started(host, vm, &mut state, process, None);
                 }
                 Err(fault) => {
                     powered_off(

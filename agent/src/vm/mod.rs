@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod macs;
 pub mod network;
+pub mod paced_delete;
 pub mod process;
 pub mod properties;
 pub mod question;
