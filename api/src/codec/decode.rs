@@ -111,7 +111,7 @@ pub fn decode_request(schema: &Schema, body: &[u8]) -> Result<Request> {
     reader.config_mut().check_end_names = true;
     let mut decoder = Decoder {
         schema,
-        input: body,
+        input: text,
         reader,
         open: 0,
         elements: 0,
@@ -123,8 +123,9 @@ pub fn decode_request(schema: &Schema, body: &[u8]) -> Result<Request> {
 
 struct Decoder<'s, 'i> {
     schema: &'s Schema,
-    /// The body the reader reads: the events' names and raw attribute values are slices of it.
-    input: &'i [u8],
+    /// The body the reader reads: the events' names, raw attribute values and texts are
+    /// slices of it.
+    input: &'i str,
     reader: Reader<&'i [u8]>,
     /// Elements open around the reader's position.
     open: usize,
@@ -135,9 +136,11 @@ struct Decoder<'s, 'i> {
     types: TypeAttributes<'i>,
 }
 
-/// `part`, a slice of `input`, borrowed for as long as `input` is. Every element name and raw
-/// attribute value the slice reader returns is one; anything else is an error, not a panic.
-fn within<'i>(input: &'i [u8], part: &[u8]) -> Result<&'i [u8]> {
+/// `part`, a slice of `input`, borrowed for as long as `input` is. Every element name, raw
+/// attribute value and text the slice reader returns is one, cut where markup begins or ends
+/// (never inside a character), so this checks character boundaries rather than validating the
+/// bytes again. Anything else is an error, not a panic.
+fn within<'i>(input: &'i str, part: &[u8]) -> Result<&'i str> {
     let offset = (part.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
     input
         .get(offset..offset.wrapping_add(part.len()))
@@ -298,7 +301,7 @@ impl<'i> Decoder<'_, 'i> {
         let level = self.open + 1;
         self.namespaces.leave_closed(level);
         self.types = TypeAttributes {
-            element: within(self.input, name)?,
+            element: within(self.input, name)?.as_bytes(),
             ..TypeAttributes::default()
         };
         if !has_attributes(start) {
@@ -359,11 +362,11 @@ impl<'i> Decoder<'_, 'i> {
     /// An attribute of an element start, as slices of the input.
     fn borrowed(&self, attr: &Attribute<'_>) -> Result<Attribute<'i>> {
         let value = match &attr.value {
-            Cow::Borrowed(raw) => Cow::Borrowed(within(self.input, raw)?),
+            Cow::Borrowed(raw) => Cow::Borrowed(within(self.input, raw)?.as_bytes()),
             Cow::Owned(value) => Cow::Owned(value.clone()),
         };
         Ok(Attribute {
-            key: QName(within(self.input, attr.key.into_inner())?),
+            key: QName(within(self.input, attr.key.into_inner())?.as_bytes()),
             value,
         })
     }
@@ -550,7 +553,7 @@ impl<'i> Decoder<'_, 'i> {
         }
         loop {
             let piece = match self.next()? {
-                Event::Text(t) => t.decode().map_err(malformed)?,
+                Event::Text(t) => Cow::Borrowed(within(self.input, &t)?),
                 Event::CData(t) => t.decode().map_err(malformed)?,
                 Event::GeneralRef(r) => Cow::Owned(resolve_reference(&r)?.to_string()),
                 Event::End(_) => return xml_chars_only(out),
