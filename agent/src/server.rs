@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 use vireo_api::limits::clip;
 
-use crate::connections::{Admission, Connections, Timeouts, Tracked};
+use crate::connections::{peer_closed, Admission, Connections, Timeouts, Tracked, PEER_CHECK};
 use crate::console;
 use crate::host::Host;
 use crate::http_files;
@@ -95,6 +95,13 @@ async fn connection(
     addr: SocketAddr,
     admission: Admission,
 ) {
+    // A second handle on the socket, to see whether the client has gone while a request is
+    // served: hyper is told not to look (`half_close`), as its look, a read in the middle of
+    // every request, takes a fresh read buffer each time.
+    let watch = match tcp.try_clone() {
+        Ok(watch) => watch,
+        Err(error) => return tracing::warn!(%addr, %error, "cannot watch a connection"),
+    };
     let tcp = match tokio::net::TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(error) => return tracing::warn!(%addr, %error, "cannot register a connection"),
@@ -126,12 +133,16 @@ async fn connection(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
         .serve_connection(TokioIo::new(Tracked::new(tls, tracker.clone())), service)
         .with_upgrades();
     tokio::pin!(connection);
     loop {
         let deadline = tracker.deadline(&timeouts);
-        let wake = deadline.unwrap_or_else(|| std::time::Instant::now() + timeouts.read);
+        // Woken at the deadline, and at least every PEER_CHECK to look for a client that left
+        // while a request is served (there is no deadline then).
+        let check = std::time::Instant::now() + PEER_CHECK;
+        let wake = deadline.map_or(check, |deadline| deadline.min(check));
         // Biased: the connection comes first (it is what wakes the task nearly every time),
         // and no random number is drawn to pick an order.
         tokio::select! {
@@ -145,10 +156,14 @@ async fn connection(
             _ = tracker.evicted.notified() => {
                 return tracing::debug!(%addr, "idle connection closed to make room");
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                if deadline.is_some() && tracker.deadline(&timeouts) == deadline {
+            _ = tokio::time::sleep_until(wake.into()) => match tracker.deadline(&timeouts) {
+                Some(deadline) if deadline <= std::time::Instant::now() => {
                     return tracing::debug!(%addr, "connection timed out");
                 }
+                None if peer_closed(&watch) => {
+                    return tracing::debug!(%addr, "client left during its request");
+                }
+                _ => {}
             }
         }
     }
