@@ -294,7 +294,7 @@ async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut joined = Vec::new();
     // Once the announced length has all arrived the body is not polled again: that poll would
-    // find the channel still open and cost the connection's task another wake-up.
+    // only lock hyper's body channel to find its end (or wait for the end to be sent).
     while !body.is_end_stream() {
         let Some(frame) = body.frame().await else {
             break;
