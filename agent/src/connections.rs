@@ -3,7 +3,8 @@
 //! never completed a request first, then an idle keep-alive one), so half-open connections can
 //! never lock legitimate clients out. Each connection must send a request head within the read
 //! timeout once it starts one (or once its TLS handshake ends), and is closed after the idle
-//! timeout between requests.
+//! timeout between requests. While it serves a request, a connection whose client has closed
+//! its side ([`peer_closed`], looked at every [`PEER_CHECK`]) ends, and the request with it.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -39,6 +40,21 @@ impl Timeouts {
             idle: Duration::from_secs(config.idle_timeout_secs),
         }
     }
+}
+
+/// How often a connection serving a request looks whether its client has gone.
+pub const PEER_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether the client has closed its side of `socket` (or the connection failed). A FIN counts
+/// even behind bytes not read yet, as a TLS close_notify often is. One `poll`, no reading.
+pub fn peer_closed(socket: &std::net::TcpStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    // nix does not name POLLRDHUP (Linux's "peer closed its side"), nor reads it back: the
+    // count of descriptors with events says it, as POLLHUP and POLLERR are always reported.
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(socket.as_fd(), rdhup)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
 }
 
 /// The open connections, capped.
@@ -290,6 +306,25 @@ mod tests {
         assert!(connections.admit().is_none());
         drop((first_request, second_request));
         assert!(connections.admit().is_some());
+    }
+
+    #[test]
+    fn a_client_that_shuts_its_side_is_seen_gone_even_behind_unread_bytes() {
+        use std::io::Write;
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.write_all(b"a request").unwrap();
+        assert!(!peer_closed(&server), "the client is still there");
+        client.shutdown(Shutdown::Write).unwrap();
+        // Wait for the FIN to arrive, however long that takes.
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&server),
+            nix::poll::PollFlags::from_bits_retain(libc::POLLRDHUP),
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+        assert!(peer_closed(&server), "the request bytes are still unread");
     }
 
     #[test]

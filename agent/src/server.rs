@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{
-    HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE,
-    USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE,
+    SET_COOKIE, USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio_rustls::TlsAcceptor;
 use vireo_api::limits::clip;
 
-use crate::connections::{Admission, Connections, Timeouts, Tracked};
+use crate::connections::{peer_closed, Admission, Connections, Timeouts, Tracked, PEER_CHECK};
 use crate::console;
 use crate::host::Host;
 use crate::http_files;
@@ -95,6 +95,13 @@ async fn connection(
     addr: SocketAddr,
     admission: Admission,
 ) {
+    // A second handle on the socket, to see whether the client has gone while a request is
+    // served: hyper is told not to look (`half_close`), as its look, a read in the middle of
+    // every request, takes a fresh read buffer each time.
+    let watch = match tcp.try_clone() {
+        Ok(watch) => watch,
+        Err(error) => return tracing::warn!(%addr, %error, "cannot watch a connection"),
+    };
     let tcp = match tokio::net::TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(error) => return tracing::warn!(%addr, %error, "cannot register a connection"),
@@ -126,13 +133,24 @@ async fn connection(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
+        // A response's head and body go to rustls as one buffer: cheaper for the small
+        // responses most calls get than a vectored write of two, at the cost of one more copy
+        // of large bodies (cheap beside encrypting them).
+        .writev(false)
         .serve_connection(TokioIo::new(Tracked::new(tls, tracker.clone())), service)
         .with_upgrades();
     tokio::pin!(connection);
     loop {
         let deadline = tracker.deadline(&timeouts);
-        let wake = deadline.unwrap_or_else(|| std::time::Instant::now() + timeouts.read);
+        // Woken at the deadline, and at least every PEER_CHECK to look for a client that left
+        // while a request is served (there is no deadline then).
+        let check = std::time::Instant::now() + PEER_CHECK;
+        let wake = deadline.map_or(check, |deadline| deadline.min(check));
+        // Biased: the connection comes first (it is what wakes the task nearly every time),
+        // and no random number is drawn to pick an order.
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%addr, %error, "connection ended with an error");
@@ -142,10 +160,14 @@ async fn connection(
             _ = tracker.evicted.notified() => {
                 return tracing::debug!(%addr, "idle connection closed to make room");
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                if deadline.is_some() && tracker.deadline(&timeouts) == deadline {
+            _ = tokio::time::sleep_until(wake.into()) => match tracker.deadline(&timeouts) {
+                Some(deadline) if deadline <= std::time::Instant::now() => {
                     return tracing::debug!(%addr, "connection timed out");
                 }
+                None if peer_closed(&watch) => {
+                    return tracing::debug!(%addr, "client left during its request");
+                }
+                _ => {}
             }
         }
     }
@@ -197,23 +219,13 @@ async fn sdk(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let header = |name| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    let session_key = parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(session_key_from_cookie);
-    let soap_action = header(SOAP_ACTION);
-    let gzip = header(ACCEPT_ENCODING).is_some_and(|e| e.contains("gzip"));
+    let headers = SoapHeaders::read(&parts.headers);
+    let (session_key, soap_action) = (headers.session_key, headers.soap_action);
+    let gzip = headers.accept_encoding.is_some_and(|e| e.contains("gzip"));
     let peer = Peer {
         ip: addr.ip(),
-        user_agent: header(USER_AGENT)
+        user_agent: headers
+            .user_agent
             .map(|agent| clip(agent).into_owned())
             .unwrap_or_default(),
         server,
@@ -238,6 +250,44 @@ async fn sdk(
     soap_http_response(outcome, gzip)
 }
 
+/// The request headers a SOAP call reads, found in one pass over the headers (rather than a
+/// hashed lookup for each). Each is its name's first value, if that is text; the session key
+/// comes from the first `Cookie` header that holds one.
+#[derive(Default)]
+struct SoapHeaders<'a> {
+    session_key: Option<&'a str>,
+    soap_action: Option<&'a str>,
+    accept_encoding: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+impl<'a> SoapHeaders<'a> {
+    fn read(headers: &'a HeaderMap) -> SoapHeaders<'a> {
+        let mut found = SoapHeaders::default();
+        // Whether each single-valued header has been met, text or not.
+        let (mut soap_action, mut accept_encoding, mut user_agent) = (false, false, false);
+        for (name, value) in headers {
+            let first = |seen: &mut bool| !std::mem::replace(seen, true);
+            let slot = if name == COOKIE {
+                if found.session_key.is_none() {
+                    found.session_key = value.to_str().ok().and_then(session_key_from_cookie);
+                }
+                continue;
+            } else if name == SOAP_ACTION && first(&mut soap_action) {
+                &mut found.soap_action
+            } else if name == ACCEPT_ENCODING && first(&mut accept_encoding) {
+                &mut found.accept_encoding
+            } else if name == USER_AGENT && first(&mut user_agent) {
+                &mut found.user_agent
+            } else {
+                continue;
+            };
+            *slot = value.to_str().ok();
+        }
+        found
+    }
+}
+
 /// A request body of at most `limit` bytes: as received when it came in one piece (the usual
 /// case for SOAP, kept without a copy), else joined. Trailers are ignored.
 async fn read_body(
@@ -247,7 +297,12 @@ async fn read_body(
     let mut body = Limited::new(body, limit);
     let mut first: Option<Bytes> = None;
     let mut joined = Vec::new();
-    while let Some(frame) = body.frame().await {
+    // Once the announced length has all arrived the body is not polled again: that poll would
+    // only lock hyper's body channel to find its end (or wait for the end to be sent).
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let Ok(chunk) = frame?.into_data() else {
             continue;
         };
@@ -280,15 +335,7 @@ fn soap_http_response(outcome: soap::SoapResponse, gzip: bool) -> Response<Full<
         StatusCode::INTERNAL_SERVER_ERROR
     };
     let mut body = outcome.body;
-    let mut builder = Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, TEXT_XML);
-    if let Some(key) = outcome.new_session {
-        builder = builder.header(
-            SET_COOKIE,
-            format!("vmware_soap_session=\"{key}\"; Path=/; HttpOnly; Secure;"),
-        );
-    }
+    let mut gzipped = false;
     if gzip && body.len() >= GZIP_THRESHOLD {
         let mut encoder = flate2::write::GzEncoder::new(
             Vec::with_capacity(body.len() / 4),
@@ -297,13 +344,27 @@ fn soap_http_response(outcome: soap::SoapResponse, gzip: bool) -> Response<Full<
         if encoder.write_all(&body).is_ok() {
             if let Ok(compressed) = encoder.finish() {
                 body = compressed;
-                builder = builder.header(CONTENT_ENCODING, "gzip");
+                gzipped = true;
             }
         }
     }
-    builder
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response parts")
+    // Built in place rather than through `Response::builder`, which moves the parts through a
+    // `Result` at every step: this runs for every SOAP call.
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, TEXT_XML);
+    if let Some(key) = outcome.new_session {
+        let cookie = format!("vmware_soap_session=\"{key}\"; Path=/; HttpOnly; Secure;");
+        headers.insert(
+            SET_COOKIE,
+            HeaderValue::try_from(cookie).expect("a session key is header text"),
+        );
+    }
+    if gzipped {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 fn xml(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

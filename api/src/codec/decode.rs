@@ -111,22 +111,41 @@ pub fn decode_request(schema: &Schema, body: &[u8]) -> Result<Request> {
     reader.config_mut().check_end_names = true;
     let mut decoder = Decoder {
         schema,
+        input: text,
         reader,
         open: 0,
         elements: 0,
         namespaces: Namespaces::default(),
+        types: TypeAttributes::default(),
     };
     decoder.envelope()
 }
 
 struct Decoder<'s, 'i> {
     schema: &'s Schema,
+    /// The body the reader reads: the events' names, raw attribute values and texts are
+    /// slices of it.
+    input: &'i str,
     reader: Reader<&'i [u8]>,
     /// Elements open around the reader's position.
     open: usize,
     /// Elements read so far (skipped subtrees are not read element by element).
     elements: usize,
-    namespaces: Namespaces,
+    namespaces: Namespaces<'i>,
+    /// The `type` attributes of the element entered last.
+    types: TypeAttributes<'i>,
+}
+
+/// `part`, a slice of `input`, borrowed for as long as `input` is. Every element name, raw
+/// attribute value and text the slice reader returns is one, cut where markup begins or ends
+/// (never inside a character), so this checks character boundaries rather than validating the
+/// bytes again. Anything else is an error, not a panic.
+fn within<'i>(input: &'i str, part: &[u8]) -> Result<&'i str> {
+    let offset = (part.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
+    input
+        .get(offset..offset.wrapping_add(part.len()))
+        .filter(|slice| slice.as_ptr() == part.as_ptr())
+        .ok_or_else(|| malformed("the XML reader returned text outside the request"))
 }
 
 /// The namespace prefixes in scope, for resolving `xsi:type`. Bindings are dropped lazily: on
@@ -134,94 +153,119 @@ struct Decoder<'s, 'i> {
 /// element already closed. Each binding is added and dropped once, and a lookup is one hash.
 /// Only prefixes with an XSI binding in scope are tracked (from that binding on): another
 /// prefix's innermost binding cannot be the XSI namespace, so its bindings are only counted.
+/// Prefixes are borrowed from the request, so tracking one costs no allocation.
 #[derive(Default)]
-struct Namespaces {
-    /// Per tracked prefix, its bindings in scope, innermost last: whether each is the XSI
-    /// namespace.
-    by_prefix: HashMap<Box<[u8]>, Vec<bool>>,
-    /// Every binding in scope in document order: the level of the element that made it and,
-    /// if tracked, its prefix.
-    in_scope: Vec<(usize, Option<Box<[u8]>>)>,
+struct Namespaces<'i> {
+    /// Per tracked prefix, the position in `in_scope` of its innermost binding.
+    innermost: HashMap<&'i [u8], usize>,
+    /// Every binding in scope in document order.
+    in_scope: Vec<Binding<'i>>,
 }
 
-impl Namespaces {
-    /// Checks an element's name length and attribute counts and records its prefix
-    /// declarations.
-    fn enter(&mut self, level: usize, start: &BytesStart<'_>) -> Result<()> {
-        if start.name().as_ref().len() > MAX_NAME {
+/// A namespace declaration in scope.
+struct Binding<'i> {
+    /// The level of the element that made it.
+    level: usize,
+    /// For a tracked prefix: the prefix, whether it is bound to the XSI namespace, and the
+    /// position in `in_scope` of the binding of the same prefix it shadows.
+    tracked: Option<(&'i [u8], bool, Option<usize>)>,
+}
+
+/// The attributes of an element the decoder reads by name, found in the one pass over its
+/// attributes that [`Decoder::enter`] makes: the unprefixed `type` of a MoRef and `xsi:type`.
+#[derive(Default)]
+struct TypeAttributes<'i> {
+    /// The element's name, which identifies the element (it is a slice of the input).
+    element: &'i [u8],
+    /// The unprefixed `type` attribute.
+    plain: Found<'i>,
+    /// The `type` attribute whose prefix is bound to the XSI namespace.
+    xsi: Found<'i>,
+}
+
+/// What an element holds of an attribute it may carry once.
+#[derive(Default)]
+enum Found<'i> {
+    /// None.
+    #[default]
+    Absent,
+    /// One.
+    One(Attribute<'i>),
+    /// More than one, under this name: the request is malformed if the value is read.
+    Duplicate(&'i [u8]),
+}
+
+impl<'i> Found<'i> {
+    fn add(&mut self, attr: Attribute<'i>) {
+        *self = match self {
+            Found::Absent => Found::One(attr),
+            _ => Found::Duplicate(attr.key.into_inner()),
+        };
+    }
+
+    /// The unescaped value, if the attribute is there once.
+    fn value(&self) -> Result<Option<Cow<'i, str>>> {
+        match self {
+            Found::Absent => Ok(None),
+            Found::One(attr) => attribute_value(attr).map(Some),
+            Found::Duplicate(name) => Err(malformed(format!(
+                "duplicate attribute {}",
+                String::from_utf8_lossy(name)
+            ))),
+        }
+    }
+}
+
+impl<'i> Namespaces<'i> {
+    /// Drops the bindings of the elements closed before an element at `level` begins.
+    fn leave_closed(&mut self, level: usize) {
+        while self.in_scope.last().is_some_and(|b| b.level >= level) {
+            let Some(Binding {
+                tracked: Some((prefix, _, shadows)),
+                ..
+            }) = self.in_scope.pop()
+            else {
+                continue;
+            };
+            match shadows {
+                Some(shadowed) => self.innermost.insert(prefix, shadowed),
+                None => self.innermost.remove(prefix),
+            };
+        }
+    }
+
+    /// Records the binding of `prefix` (the default namespace when `None`) to `uri` made by
+    /// the element at `level`, counted against the caps.
+    fn declare(
+        &mut self,
+        level: usize,
+        prefix: Option<&'i [u8]>,
+        uri: &Attribute<'i>,
+    ) -> Result<()> {
+        let Some(prefix) = prefix else {
+            return Ok(());
+        };
+        if self.in_scope.len() == MAX_NAMESPACES_IN_SCOPE {
             return Err(too_complex(format!(
-                "an element name is longer than {MAX_NAME} bytes"
+                "more than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
             )));
         }
-        while self.in_scope.last().is_some_and(|(l, _)| *l >= level) {
-            let Some((_, Some(prefix))) = self.in_scope.pop() else {
-                continue;
-            };
-            if let Some(stack) = self.by_prefix.get_mut(&prefix) {
-                stack.pop();
-                if stack.is_empty() {
-                    self.by_prefix.remove(&prefix);
-                }
-            }
-        }
-        if !has_attributes(start) {
-            return Ok(());
-        }
-        let mut declarations = 0;
-        // Duplicates are checked where attributes are read (xsi:type, MoRef type), on at most
-        // MAX_ATTRIBUTES of them.
-        for (count, attr) in start.attributes().with_checks(false).enumerate() {
-            if count == MAX_ATTRIBUTES {
-                return Err(too_complex(format!(
-                    "an element has more than {MAX_ATTRIBUTES} attributes"
-                )));
-            }
-            let attr = attr.map_err(malformed)?;
-            if attr.key.as_ref().len() > MAX_NAME {
-                return Err(too_complex(format!(
-                    "an attribute name is longer than {MAX_NAME} bytes"
-                )));
-            }
-            let Some(declaration) = attr.key.as_namespace_binding() else {
-                continue;
-            };
-            declarations += 1;
-            if declarations > MAX_NAMESPACE_DECLARATIONS {
-                return Err(too_complex(format!(
-                    "an element declares more than {MAX_NAMESPACE_DECLARATIONS} namespaces"
-                )));
-            }
-            let PrefixDeclaration::Named(prefix) = declaration else {
-                continue;
-            };
-            if self.in_scope.len() == MAX_NAMESPACES_IN_SCOPE {
-                return Err(too_complex(format!(
-                    "more than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
-                )));
-            }
-            let xsi = attribute_value(&attr)? == XSI_NAMESPACE;
-            let tracked = match self.by_prefix.get_mut(prefix) {
-                Some(stack) => {
-                    stack.push(xsi);
-                    true
-                }
-                None if xsi => {
-                    self.by_prefix.insert(prefix.into(), vec![xsi]);
-                    true
-                }
-                None => false,
-            };
-            self.in_scope.push((level, tracked.then(|| prefix.into())));
-        }
+        let xsi = attribute_value(uri)? == XSI_NAMESPACE;
+        let shadows = self.innermost.get(prefix).copied();
+        let tracked = (xsi || shadows.is_some()).then(|| {
+            self.innermost.insert(prefix, self.in_scope.len());
+            (prefix, xsi, shadows)
+        });
+        self.in_scope.push(Binding { level, tracked });
         Ok(())
     }
 
     /// Whether `prefix` is bound to the XSI namespace where the last entered element is.
     fn is_xsi(&self, prefix: &[u8]) -> bool {
-        self.by_prefix
+        self.innermost
             .get(prefix)
-            .and_then(|stack| stack.last())
-            .is_some_and(|xsi| *xsi)
+            .and_then(|&i| self.in_scope[i].tracked)
+            .is_some_and(|(_, xsi, _)| xsi)
     }
 }
 
@@ -241,12 +285,107 @@ impl<'i> Decoder<'_, 'i> {
         Ok(event)
     }
 
+    /// Counts an element start against the caps, checks its name and attributes, records its
+    /// namespace declarations and its `type` attributes: one pass over its attributes.
     fn enter(&mut self, start: &BytesStart<'_>) -> Result<()> {
         self.elements += 1;
         if self.elements > MAX_ELEMENTS {
             return Err(too_complex(format!("more than {MAX_ELEMENTS} elements")));
         }
-        self.namespaces.enter(self.open + 1, start)
+        let name = start.name().into_inner();
+        if name.len() > MAX_NAME {
+            return Err(too_complex(format!(
+                "an element name is longer than {MAX_NAME} bytes"
+            )));
+        }
+        let level = self.open + 1;
+        self.namespaces.leave_closed(level);
+        self.types = TypeAttributes {
+            element: within(self.input, name)?.as_bytes(),
+            ..TypeAttributes::default()
+        };
+        if !has_attributes(start) {
+            return Ok(());
+        }
+        let mut declarations = 0;
+        // Prefixed `type` attributes: whether the prefix is XSI's is known once every
+        // declaration of the element is read. The first is kept; more are rare and re-read.
+        let (mut prefixed_type, mut more_prefixed_types) = (None, false);
+        // Duplicates are checked where attributes are read (xsi:type, MoRef type), on at most
+        // MAX_ATTRIBUTES of them.
+        for (count, attr) in start.attributes().with_checks(false).enumerate() {
+            if count == MAX_ATTRIBUTES {
+                return Err(too_complex(format!(
+                    "an element has more than {MAX_ATTRIBUTES} attributes"
+                )));
+            }
+            let attr = attr.map_err(malformed)?;
+            if attr.key.as_ref().len() > MAX_NAME {
+                return Err(too_complex(format!(
+                    "an attribute name is longer than {MAX_NAME} bytes"
+                )));
+            }
+            let attr = self.borrowed(&attr)?;
+            if let Some(declaration) = attr.key.as_namespace_binding() {
+                declarations += 1;
+                if declarations > MAX_NAMESPACE_DECLARATIONS {
+                    return Err(too_complex(format!(
+                        "an element declares more than {MAX_NAMESPACE_DECLARATIONS} namespaces"
+                    )));
+                }
+                let prefix = match declaration {
+                    PrefixDeclaration::Named(prefix) => Some(prefix),
+                    PrefixDeclaration::Default => None,
+                };
+                self.namespaces.declare(level, prefix, &attr)?;
+            } else if attr.key.local_name().as_ref() == b"type" {
+                match attr.key.prefix() {
+                    None => self.types.plain.add(attr),
+                    Some(_) if prefixed_type.is_none() => prefixed_type = Some(attr),
+                    Some(_) => more_prefixed_types = true,
+                }
+            }
+        }
+        if more_prefixed_types {
+            for attr in start.attributes().with_checks(false) {
+                let attr = self.borrowed(&attr.map_err(malformed)?)?;
+                if self.is_xsi_type(attr.key) {
+                    self.types.xsi.add(attr);
+                }
+            }
+        } else if let Some(attr) = prefixed_type.filter(|attr| self.is_xsi_type(attr.key)) {
+            self.types.xsi.add(attr);
+        }
+        Ok(())
+    }
+
+    /// An attribute of an element start, as slices of the input.
+    fn borrowed(&self, attr: &Attribute<'_>) -> Result<Attribute<'i>> {
+        let value = match &attr.value {
+            Cow::Borrowed(raw) => Cow::Borrowed(within(self.input, raw)?.as_bytes()),
+            Cow::Owned(value) => Cow::Owned(value.clone()),
+        };
+        Ok(Attribute {
+            key: QName(within(self.input, attr.key.into_inner())?.as_bytes()),
+            value,
+        })
+    }
+
+    /// Whether `key` is `type` with a prefix bound to the XSI namespace.
+    fn is_xsi_type(&self, key: QName<'_>) -> bool {
+        key.local_name().as_ref() == b"type"
+            && key
+                .prefix()
+                .is_some_and(|p| self.namespaces.is_xsi(p.as_ref()))
+    }
+
+    /// The `type` attributes of `start`, the element entered last.
+    fn types_of(&self, start: &BytesStart<'_>) -> &TypeAttributes<'i> {
+        debug_assert!(
+            std::ptr::eq(start.name().into_inner(), self.types.element),
+            "the type attributes asked for are not the last entered element's"
+        );
+        &self.types
     }
 
     /// The next child element start of the current element, or `None` at its end.
@@ -372,24 +511,22 @@ impl<'i> Decoder<'_, 'i> {
         Ok(Request { method, this, args })
     }
 
-    /// The `xsi:type` attribute's local type name, if present.
-    fn xsi_type(&self, start: &BytesStart<'i>) -> Result<Option<String>> {
-        let xsi_type = |key: QName<'_>| {
-            key.local_name().as_ref() == b"type"
-                && key
-                    .prefix()
-                    .is_some_and(|p| self.namespaces.is_xsi(p.as_ref()))
-        };
-        let Some(value) = attribute(start, xsi_type)? else {
+    /// The local type name of the `xsi:type` attribute of `start`, if present.
+    fn xsi_type(&self, start: &BytesStart<'_>) -> Result<Option<Cow<'i, str>>> {
+        let Some(value) = self.types_of(start).xsi.value()? else {
             return Ok(None);
         };
-        let local = value.rsplit(':').next().unwrap_or_default();
-        Ok(Some(local.to_string()))
+        Ok(Some(match value {
+            Cow::Borrowed(value) => Cow::Borrowed(value.rsplit(':').next().unwrap_or_default()),
+            Cow::Owned(value) => {
+                Cow::Owned(value.rsplit(':').next().unwrap_or_default().to_string())
+            }
+        }))
     }
 
     /// The unprefixed `type` attribute of a MoRef element.
-    fn moref_type_attr(&self, start: &BytesStart<'i>) -> Result<Option<Arc<str>>> {
-        let value = attribute(start, |key| key.as_ref() == b"type")?;
+    fn moref_type_attr(&self, start: &BytesStart<'_>) -> Result<Option<Arc<str>>> {
+        let value = self.types_of(start).plain.value()?;
         Ok(value.map(|value| Arc::from(&*value)))
     }
 
@@ -416,7 +553,7 @@ impl<'i> Decoder<'_, 'i> {
         }
         loop {
             let piece = match self.next()? {
-                Event::Text(t) => t.decode().map_err(malformed)?,
+                Event::Text(t) => Cow::Borrowed(within(self.input, &t)?),
                 Event::CData(t) => t.decode().map_err(malformed)?,
                 Event::GeneralRef(r) => Cow::Owned(resolve_reference(&r)?.to_string()),
                 Event::End(_) => return xml_chars_only(out),
@@ -583,33 +720,6 @@ fn unwrap_localized(schema: &Schema, wrapper: Value) -> Value {
         fault.set(schema, "msg", message);
     }
     Value::Data(Box::new(fault))
-}
-
-/// The unescaped value of the one attribute whose name `wanted` accepts; two are malformed.
-/// (Attribute names are not collected for a general duplicate check, which would cost an
-/// allocation per element; [`Namespaces::enter`] has already capped their number.)
-fn attribute<'a>(
-    start: &'a BytesStart<'_>,
-    wanted: impl Fn(QName<'_>) -> bool,
-) -> Result<Option<Cow<'a, str>>> {
-    if !has_attributes(start) {
-        return Ok(None);
-    }
-    let mut found = None;
-    for attr in start.attributes().with_checks(false) {
-        let attr = attr.map_err(malformed)?;
-        if !wanted(attr.key) {
-            continue;
-        }
-        if found.is_some() {
-            return Err(malformed(format!(
-                "duplicate attribute {}",
-                String::from_utf8_lossy(attr.key.as_ref())
-            )));
-        }
-        found = Some(attribute_value(&attr)?);
-    }
-    Ok(found)
 }
 
 /// An attribute's value: its text as written when it holds no reference (the usual case; the
