@@ -346,20 +346,25 @@ pub fn revert(
     match meta.power {
         CapturedPower::Off => {}
         CapturedPower::On if !suppress_power_on => {
+            let was_kept = kept.is_some();
             let standby = kept.or_else(|| {
                 starting
                     .and_then(Result::ok)
                     .and_then(|thread| thread.join().ok())
                     .flatten()
             });
+            let standby_ready = began.elapsed();
             lifecycle::resume_from(host, vm, &mut state, &dir, standby, user)?;
+            let running = began.elapsed();
             lifecycle::keep_standby_ready(host, vm, &state);
             tracing::info!(
                 vm = vm.id,
-                "reverted and running {:.1} ms after the revert began: old VMM off at {:.1} ms, disk trees reverted at {:.1} ms",
-                lifecycle::ms(began.elapsed()),
+                "reverted and running {:.1} ms after the revert began: old VMM off at {:.1} ms, disk trees reverted at {:.1} ms, standby ({}) at {:.1} ms",
+                lifecycle::ms(running),
                 lifecycle::ms(powered_off),
                 lifecycle::ms(reverted),
+                if was_kept { "kept" } else { "made now" },
+                lifecycle::ms(standby_ready),
             );
         }
         CapturedPower::On | CapturedPower::Suspended => {
