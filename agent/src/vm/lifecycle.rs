@@ -161,7 +161,8 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
     Ok(())
 }
 
-/// Start of the name of a resumed VM's `suspend/` while it is deleted in the background.
+/// Start of the name of a resumed VM's `suspend/` once set aside, until its VMM has exited and
+/// it is deleted.
 const DISCARDED_PREFIX: &str = "suspend.discarded-";
 
 /// Moves a resumed VM's `suspend/` aside (one rename), so that the VM can be suspended again

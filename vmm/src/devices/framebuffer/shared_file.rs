@@ -118,12 +118,11 @@ fn copy_data(from: &File, offset: u64, to: &File, len: u64) -> std::io::Result<(
             return Ok(());
         }
         let hole = (lseek(from, to_off(data)?, Whence::SeekHole)? as u64).min(end);
-        let (mut from_at, mut to_at) = (to_off(data)?, to_off(data - offset)?);
-        while from_at < to_off(hole)? {
-            let left = (to_off(hole)? - from_at) as usize;
-            match copy_file_range(from, Some(&mut from_at), to, Some(&mut to_at), left)? {
-                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                _ => continue,
+        let (mut from_at, mut to_at, stop) = (to_off(data)?, to_off(data - offset)?, to_off(hole)?);
+        while from_at < stop {
+            let left = (stop - from_at) as usize;
+            if copy_file_range(from, Some(&mut from_at), to, Some(&mut to_at), left)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
         at = hole;
