@@ -38,6 +38,8 @@ class Host:
         self.dc = si.content.rootFolder.childEntity[0]
         self.pool = self.dc.hostFolder.childEntity[0].resourcePool
         self.data = data
+        # Where each VM's console log is (its folder does not move): a poll reads only the file.
+        self.serial_logs = {}
 
     def create(self, name, memory_mb, disk_mib, scenario="wait"):
         spec = vim.vm.ConfigSpec(name=name, numCPUs=1, memoryMB=memory_mb,
@@ -60,8 +62,11 @@ class Host:
         return os.path.join(self.data, "datastore1", datastore_path.split("] ", 1)[1])
 
     def console(self, vm):
+        if vm._moId not in self.serial_logs:
+            folder = os.path.dirname(self.path(vm.config.files.vmPathName))
+            self.serial_logs[vm._moId] = os.path.join(folder, "serial.log")
         try:
-            with open(os.path.join(os.path.dirname(self.path(vm.config.files.vmPathName)), "serial.log")) as f:
+            with open(self.serial_logs[vm._moId]) as f:
                 return f.read()
         except FileNotFoundError:
             return ""

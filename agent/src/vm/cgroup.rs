@@ -175,6 +175,17 @@ fn group_name(vm: &Vm) -> String {
     format!("vireo-vm-{:016x}", hasher.finish())
 }
 
+/// The directories of `vm`'s cgroup (one on v2, the cpu and memory ones on v1); none where no
+/// hierarchy is usable.
+fn group_dirs(vm: &Vm) -> Vec<PathBuf> {
+    let name = group_name(vm);
+    match Layout::here() {
+        Some(Layout::V2(parent)) => vec![parent.join(&name)],
+        Some(Layout::V1 { cpu, memory }) => vec![cpu.join(&name), memory.join(&name)],
+        None => Vec::new(),
+    }
+}
+
 fn write_files<'a>(
     dir: &Path,
     files: impl IntoIterator<Item = &'a (&'static str, String)>,
@@ -185,51 +196,52 @@ fn write_files<'a>(
     Ok(())
 }
 
-/// Puts `vm`'s VMM (`pid`) into the VM's cgroup with the limits `spec` records (made first
-/// if need be; called again when they change); does nothing where no hierarchy is usable.
-pub fn enforce(vm: &Vm, spec: &VmSpec, pid: i32) -> std::io::Result<()> {
+/// Gives `vm`'s cgroup the limits `spec` records (making it first if need be; called again
+/// when they change); does nothing where no hierarchy is usable.
+pub fn enforce(vm: &Vm, spec: &VmSpec) -> std::io::Result<()> {
     let Some(layout) = Layout::here() else {
         return Ok(());
     };
     let cpu_mhz = u64::try_from(HostFacts::read().cpu_mhz).unwrap_or(0);
     let limits = Limits::of(spec, cpu_mhz);
     let name = group_name(vm);
-    let place = |dir: &Path, files: &[(&'static str, String)]| {
+    let made = |dir: &Path, files: &[(&'static str, String)]| {
         std::fs::create_dir_all(dir)?;
-        write_files(dir, files)?;
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+        write_files(dir, files)
     };
     match layout {
-        Layout::V2(parent) => place(&parent.join(&name), &limits.v2_files()),
+        Layout::V2(parent) => made(&parent.join(&name), &limits.v2_files()),
         Layout::V1 { cpu, memory } => {
             let (cpu_files, memory_file) = limits.v1_files();
-            place(&cpu.join(&name), &cpu_files)?;
-            place(&memory.join(&name), &[memory_file])
+            made(&cpu.join(&name), &cpu_files)?;
+            made(&memory.join(&name), &[memory_file])
         }
     }
 }
 
+/// Moves `vm`'s VMM (`pid`) into the VM's cgroup, made by [`enforce`]. This can take
+/// milliseconds (a v1 hierarchy waits for an RCU grace period before it moves a process), so
+/// it is done off the VM's lock and off the path of its start.
+pub fn join(vm: &Vm, pid: i32) -> std::io::Result<()> {
+    for dir in group_dirs(vm) {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    }
+    Ok(())
+}
+
 /// [`enforce`] for a VM that runs, a warning when it fails (the VM runs on unconstrained).
 pub fn enforce_running(vm: &Vm, state: &super::VmState) {
-    let Some(process) = &state.process else {
+    if state.process.is_none() {
         return;
-    };
-    if let Err(error) = enforce(vm, &state.spec, process.pid) {
+    }
+    if let Err(error) = enforce(vm, &state.spec) {
         tracing::warn!(vm = vm.id, "cannot enforce the VM's allocations: {error}");
     }
 }
 
 /// Removes the cgroup of `vm` once its VMM has ended.
 pub fn remove(vm: &Vm) {
-    let Some(layout) = Layout::here() else {
-        return;
-    };
-    let name = group_name(vm);
-    let dirs = match layout {
-        Layout::V2(parent) => vec![parent.join(&name)],
-        Layout::V1 { cpu, memory } => vec![cpu.join(&name), memory.join(&name)],
-    };
-    for dir in dirs {
+    for dir in group_dirs(vm) {
         if let Err(error) = std::fs::remove_dir(&dir) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("cannot remove the cgroup {}: {error}", dir.display());

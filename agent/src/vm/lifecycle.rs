@@ -244,7 +244,8 @@ fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
     }
 }
 
-/// Records a started VMM and starts watching it and its tools channel; `set_aside`, the
+/// Records a started VMM, gives its cgroup the VM's limits and starts watching it and its tools
+/// channel (the watch thread moves the VMM into the cgroup first); `set_aside`, the
 /// suspended state it was resumed from, is deleted (step by step: [`paced_delete`]) once it
 /// has exited and nothing maps the memory file any more.
 fn started(
@@ -265,6 +266,12 @@ fn started(
     let _ = std::thread::Builder::new()
         .name(format!("vmm-vm{}", vm.id))
         .spawn(move || {
+            if let Err(error) = cgroup::join(&watch_vm, process.pid) {
+                tracing::warn!(
+                    vm = watch_vm.id,
+                    "cannot move the VMM into its cgroup: {error}"
+                );
+            }
             let exit = process.wait();
             ended(&watch_host, &watch_vm, &process, exit);
             if let Some(dir) = set_aside {
