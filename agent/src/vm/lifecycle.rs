@@ -915,6 +915,7 @@ pub fn suspend(host: &Host, vm: &Vm) -> Result<(), Fault> {
         let dir = vm.suspend_dir();
         let _ = std::fs::remove_dir_all(&dir);
         let saved = snapshots::live::save(host, &socket, &dir, false)
+            .and_then(|unsynced| unsynced.keep(host))
             .and_then(|()| journal.step("saved").map_err(|e| e.fault(schema)));
         if let Err(fault) = saved {
             let _ = control::command(&socket, Request::Resume, Duration::from_secs(10));

@@ -42,7 +42,9 @@ pub enum Request {
         live: bool,
         /// vireod made the files and sent them open beside the request (SCM_RIGHTS): the
         /// empty memory file, then the empty state file. The VMM writes into them and opens
-        /// nothing by path (a jailed VMM does not see `dir`).
+        /// nothing by path (a jailed VMM does not see `dir`); it does not sync them: vireod
+        /// does, after the guest runs again, so that the guest's pause does not wait for the
+        /// disk.
         #[serde(default)]
         files_sent: bool,
     },

@@ -77,7 +77,8 @@ pub fn save(
 /// something are written: the rest stay holes, which read back as zeros, so the time and space a
 /// save takes follow what the guest uses rather than its size. The file must not exist: a
 /// memory file is written once, then only read (a VM restored from it maps it privately and
-/// must never see it change), so it is left read-only when finished. Pages are copied out of
+/// must never see it change), so a file the writer created is synced and left read-only when
+/// finished; a file it was sent is its sender's to sync and seal. Pages are copied out of
 /// guest memory before they are looked at, so a running guest may change them meanwhile: a
 /// live save writes such pages again (see [`MemoryFileWriter::write_dirty`]).
 pub struct MemoryFileWriter {
@@ -85,8 +86,9 @@ pub struct MemoryFileWriter {
     path: PathBuf,
     entries: Vec<MemoryRegionEntry>,
     buffer: Vec<u8>,
-    /// Whether [`MemoryFileWriter::finish`] makes the file read-only (the writer created it).
-    seal: bool,
+    /// Whether the writer created the file ([`MemoryFileWriter::finish`] then syncs it and
+    /// makes it read-only).
+    owned: bool,
 }
 
 impl MemoryFileWriter {
@@ -98,12 +100,12 @@ impl MemoryFileWriter {
             .open(path)
             .map_err(|source| io_error(path, source))?;
         let mut writer = MemoryFileWriter::new(file, path, memory)?;
-        writer.seal = true;
+        writer.owned = true;
         Ok(writer)
     }
 
-    /// Writes into `file` (empty, made by whoever sent it, who also makes it read-only when
-    /// done; known as `path`), sized for `memory`.
+    /// Writes into `file` (empty, made by whoever sent it, who also syncs it and makes it
+    /// read-only when done; known as `path`), sized for `memory`.
     pub fn new(file: File, path: &Path, memory: &GuestMemoryMmap) -> Result<Self, MemoryFileError> {
         let mut entries = Vec::new();
         let mut offset = 0;
@@ -120,7 +122,7 @@ impl MemoryFileWriter {
             path: path.to_owned(),
             entries,
             buffer: vec![0; CHUNK_BYTES],
-            seal: false,
+            owned: false,
         };
         writer.file.set_len(offset).map_err(|e| writer.io(e))?;
         Ok(writer)
@@ -189,20 +191,21 @@ impl MemoryFileWriter {
         Ok(())
     }
 
-    /// Makes what was written so far durable (a live save does this before the pause, so that
-    /// the final sync has little left to do).
+    /// Makes what was written so far durable (a live save does this after its full pass,
+    /// while the guest runs, so that the final sync has little left to do).
     pub fn sync_data(&self) -> Result<(), MemoryFileError> {
         self.file.sync_data().map_err(|e| self.io(e))
     }
 
-    /// Syncs the file, makes it read-only (when it made it) and returns its layout.
+    /// Syncs the file and makes it read-only when the writer made it (a sent file is left to
+    /// its sender); returns its layout.
     pub fn finish(self) -> Result<Vec<MemoryRegionEntry>, MemoryFileError> {
+        if !self.owned {
+            return Ok(self.entries);
+        }
         self.file
             .sync_all()
             .and_then(|()| {
-                if !self.seal {
-                    return Ok(());
-                }
                 let mut permissions = self.file.metadata()?.permissions();
                 permissions.set_readonly(true);
                 self.file.set_permissions(permissions)

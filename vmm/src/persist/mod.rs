@@ -121,19 +121,18 @@ pub fn write_state_file(path: &Path, snapshot: &VmSnapshot) -> Result<(), StateF
     std::fs::rename(&partial, path).map_err(io)
 }
 
-/// Writes `snapshot` into `file` (empty, sent by vireod, which names it `path`) and syncs it.
+/// Writes `snapshot` into `file` (empty, sent by vireod, which names it `path` and syncs it
+/// once the guest runs again).
 pub fn write_state_into(
     mut file: File,
     path: &Path,
     snapshot: &VmSnapshot,
 ) -> Result<(), StateFileError> {
     let bytes = encode_state(path, snapshot)?;
-    file.write_all(&bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|source| StateFileError::Io {
-            path: path.to_owned(),
-            source,
-        })
+    file.write_all(&bytes).map_err(|source| StateFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The bytes of a state file holding `snapshot` (`path` names it in errors).

@@ -1,5 +1,7 @@
 //! Saving a running VM: pause, quiesce the devices, collect vCPU and KVM state, write the
-//! memory and state files, and restart the devices (the VM stays paused). A live save copies
+//! memory and state files, and restart the devices (the VM stays paused). Files the VMM made
+//! are synced before it replies; files vireod sent are vireod's to sync, which it does once the
+//! guest runs again, so that the pause does not wait for the disk. A live save copies
 //! memory while the guest runs first — a full pass, then rounds of the pages written since
 //! (KVM's dirty log and the VMM's own writes) until a round is small — so that the pause only
 //! writes the last dirty pages and the device state.
@@ -136,6 +138,8 @@ fn precopy<'a>(
         log?
     };
     writer.write_all(&handle.memory)?;
+    // The bulk goes to the disk now: the rounds then copy what the guest wrote meanwhile.
+    writer.sync_data()?;
     let mut rounds = 1;
     while rounds < MAX_ROUNDS {
         let dirty = log.take_vcpu_writes()?;
@@ -144,7 +148,6 @@ fn precopy<'a>(
             break;
         }
     }
-    writer.sync_data()?;
     Ok((log, rounds))
 }
 

@@ -3,8 +3,9 @@
 //! attach the (possibly new) writable layers and resume. A VM that is not running needs none
 //! of this: its layer files are closed already. Each step is recorded in the task's journal.
 
+use std::fs::{File, Permissions};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vireo_api::Fault;
@@ -27,7 +28,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `change` while the VM's disk images are closed, saving the machine state into
-/// `save_to` first when given (the VM must then be running). Marks in `journal` the steps
+/// `save_to` first when given (the VM must then be running; the state is made durable once
+/// the guest runs again). Marks in `journal` the steps
 /// `vm-paused`, `state-saved`, `disks-detached`, `trees-changed`, `disks-attached` (not synced:
 /// the guest is paused meanwhile, and recovery reads the disk trees and the VMM, not them).
 pub fn with_disks_closed<T>(
@@ -85,20 +87,25 @@ fn stunned<T>(
     };
     // A machine state is saved live: the guest runs while its memory is copied, and is paused
     // only for the last pages and the device state — the point the disks are frozen at.
+    // It is made durable once the guest runs again.
     let paused = match save_to {
-        Some(dir) => save(host, &socket, dir, true),
+        Some(dir) => save(host, &socket, dir, true).map(Some),
         None => control::command(&socket, Request::Pause, CONTROL_TIMEOUT)
+            .map(|()| None)
             .map_err(|e| refused("pause", e)),
     };
-    let paused = paused.and_then(|()| record(journal, "vm-paused"));
+    let paused = paused.and_then(|saved| record(journal, "vm-paused").map(|()| saved));
     let saved = match save_to {
-        Some(_) => paused.and_then(|()| record(journal, "state-saved")),
+        Some(_) => paused.and_then(|saved| record(journal, "state-saved").map(|()| saved)),
         None => paused,
     };
-    if let Err(fault) = saved {
-        resume();
-        return Err(fault);
-    }
+    let unsynced = match saved {
+        Ok(unsynced) => unsynced,
+        Err(fault) => {
+            resume();
+            return Err(fault);
+        }
+    };
     let stunned_at = Instant::now();
     if let Err(error) = control::command(&socket, Request::DetachDisks, CONTROL_TIMEOUT) {
         resume();
@@ -128,7 +135,8 @@ fn stunned<T>(
         ms(detached),
         ms(changed)
     );
-    attached.and(result)
+    let kept = unsynced.map_or(Ok(()), |unsynced| unsynced.keep(host));
+    attached.and(kept).and(result)
 }
 
 /// Hands the stunned VMM at `socket` each disk's writable layer as the trees say now (each
@@ -185,33 +193,55 @@ const PARTIAL_STATE: &str = "vm.state.partial";
 
 /// Saves the running VM's machine state into `dir` (the VM is left paused), copying memory
 /// while the guest runs with `live`. vireod makes the folder and the files beneath the
-/// datastore and sends them open with the request, so the VMM opens nothing by path; the
-/// state file gets its name once the save is whole. On failure the directory is removed and
-/// the fault names it.
-pub fn save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), Fault> {
-    let schema = host.schema;
-    let saved = send_save(host, socket, dir, live);
-    saved.map_err(|error| {
-        let _ = std::fs::remove_dir_all(dir);
-        faults::file_fault(
-            schema,
-            &dir.display().to_string(),
-            format!("cannot save the VM: {error}"),
-        )
-    })
+/// datastore and sends them open with the request, so the VMM opens nothing by path. The
+/// state is not durable yet: [`Unsynced::keep`] makes it so (the guest may run meanwhile). On
+/// failure the directory is removed and the fault names it.
+pub fn save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<Unsynced, Fault> {
+    send_save(host, socket, dir, live).map_err(|error| save_fault(host, dir, error))
 }
 
-/// Makes `dir` and the empty memory and state files in it, has the VMM save into them, and
-/// names the state file and makes the memory file read-only once it has.
-fn send_save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), String> {
+/// Removes the half-saved `dir`; the fault says why.
+fn save_fault(host: &Host, dir: &Path, error: String) -> Fault {
+    let _ = std::fs::remove_dir_all(dir);
+    faults::file_fault(
+        host.schema,
+        &dir.display().to_string(),
+        format!("cannot save the VM: {error}"),
+    )
+}
+
+/// A machine state the VMM has written, not yet on the disk: the state file still has its
+/// partial name, so that nothing restores from it until [`Unsynced::keep`].
+#[must_use = "the saved state is only kept by `keep`"]
+pub struct Unsynced {
+    dir: PathBuf,
+}
+
+impl Unsynced {
+    /// Syncs both files, makes the memory file read-only and names the state file (the folder
+    /// synced too): the state is whole and durable. On failure the directory is removed.
+    pub fn keep(self, host: &Host) -> Result<(), Fault> {
+        let [state_name, memory_name] = SAVED_FILES;
+        let (memory, partial) = (self.dir.join(memory_name), self.dir.join(PARTIAL_STATE));
+        let kept = File::open(&memory)
+            .and_then(|file| file.sync_all())
+            .and_then(|()| std::fs::set_permissions(&memory, Permissions::from_mode(0o400)))
+            .and_then(|()| File::open(&partial)?.sync_all())
+            .and_then(|()| std::fs::rename(&partial, self.dir.join(state_name)))
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        kept.map_err(|e| save_fault(host, &self.dir, format!("cannot keep the saved state: {e}")))
+    }
+}
+
+/// Makes `dir` and the empty memory and state files in it and has the VMM save into them.
+fn send_save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<Unsynced, String> {
     jail::ensure_private_dir(dir).map_err(|e| e.to_string())?;
     let datastores = host.datastores();
-    let [state_name, memory_name] = SAVED_FILES;
     let mut files = Handoff::default();
-    let memory = files
-        .add_opened(&datastores, &dir.join(memory_name), Access::New)
+    files
+        .add_opened(&datastores, &dir.join(SAVED_FILES[1]), Access::New)
         .map_err(|e| e.to_string())?;
-    let partial = files
+    files
         .add_opened(&datastores, &dir.join(PARTIAL_STATE), Access::Replace)
         .map_err(|e| e.to_string())?;
     let request = Request::Save {
@@ -219,9 +249,17 @@ fn send_save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<(), S
         live,
         files_sent: true,
     };
-    control::call_with_files::<SaveReport>(socket, &request, &files.fds(), SAVE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o400))
-        .and_then(|()| std::fs::rename(&partial, partial.with_file_name(state_name)))
-        .map_err(|e| format!("cannot keep the saved state: {e}"))
+    let report =
+        control::call_with_files::<SaveReport>(socket, &request, &files.fds(), SAVE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+    tracing::info!(
+        live,
+        rounds = report.rounds,
+        "machine state saved in {:.1} ms, the guest paused for the last {:.1} ms of it",
+        report.elapsed_ms,
+        report.paused_ms
+    );
+    Ok(Unsynced {
+        dir: dir.to_owned(),
+    })
 }
