@@ -5,8 +5,8 @@ The memory file a reverted VM runs from is mapped, never rewritten: removing tha
 the VM runs, or suspending it again, leaves the guest's memory intact. A memory snapshot taken
 while the guest rewrites its memory (`ram churn`: each page is checked before it is rewritten)
 is consistent: after the revert, the guest carries on from the snapshot and finds every page as
-the snapshot's moment left it. The suspended state a VM was resumed from is deleted once no VMM
-maps it any more."""
+the snapshot's moment left it. The suspended state a VM was resumed from, and a removed
+snapshot's state the VM runs from, are deleted once no VMM maps them any more."""
 import os
 import re
 
@@ -40,10 +40,15 @@ def check_ram(agent, vm):
     return ram(agent, vm, "ram check")
 
 
+def saved_states(agent, vm, prefix):
+    """The names in the VM's folder that start with `prefix`."""
+    folder = os.path.dirname(host_path(agent, vm.config.files.vmPathName))
+    return [name for name in os.listdir(folder) if name.startswith(prefix)]
+
+
 def resumed_states(agent, vm):
     """The suspended states set aside in the VM's folder (kept while the VMM resumed from one runs)."""
-    folder = os.path.dirname(host_path(agent, vm.config.files.vmPathName))
-    return [name for name in os.listdir(folder) if name.startswith("suspend")]
+    return saved_states(agent, vm, "suspend")
 
 
 def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
@@ -66,11 +71,18 @@ def test_filled_memory_survives_suspend_resume_and_revert(si, agent):
     # The VMM resumed from the suspended state has gone: so has that state.
     wait_for(lambda: not resumed_states(agent, vm), "the state the VM was resumed from to be deleted")
 
-    # The VM runs from the snapshot's memory file: removing the snapshot leaves it intact...
+    # The VM runs from the snapshot's memory file: removing the snapshot leaves it intact (its
+    # folder is set aside, not shrunk, while the VMM maps it)...
+    uid = filled._moId.rsplit("-", 1)[1]
     WaitForTask(filled.RemoveSnapshot_Task(removeChildren=False))
     assert check_ram(agent, vm) == FILLED
-    # ...and a suspend writes a new file, which resumes too.
+    names = saved_states(agent, vm, f"snapshot-{uid}")
+    assert len(names) == 1 and names[0].startswith(f"snapshot-{uid}.discarded-"), names
+    # ...and a suspend writes a new file, which resumes too; the removed snapshot's state goes
+    # once the VMM that mapped it has exited.
     WaitForTask(vm.SuspendVM_Task())
+    wait_for(lambda: not saved_states(agent, vm, f"snapshot-{uid}"),
+             "the removed snapshot's state to be deleted")
     WaitForTask(vm.PowerOnVM_Task())
     assert check_ram(agent, vm) == FILLED
     assert len(resumed_states(agent, vm)) == 1

@@ -15,7 +15,7 @@ use super::handoff::{Handoff, HandoffError};
 use super::jail::{self, VmmJail};
 use super::journal::{Intent, Journal};
 use super::logs;
-use super::paced_delete;
+use super::paced_delete::{self, AfterExit, Maps};
 use super::process::{VmmExit, VmmProcess};
 use super::snapshots::live::SAVED_FILES;
 use super::spec::{VmSpec, BOOT_CMDLINE, BOOT_INITRD, BOOT_KERNEL};
@@ -61,7 +61,7 @@ pub fn bring_up(host: &Arc<Host>, vm: &Arc<Vm>) {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_micros() as i64);
-        started(host, vm, &mut state, process, None);
+        started(host, vm, &mut state, process);
     } else if vm.suspend_dir().join("vm.state").exists() {
         state.power = Power::Suspended;
         state.standby = standby_for(host, vm, state.spec.memory_mb);
@@ -138,12 +138,15 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
         resuming.then_some(&*suspend_dir),
         standby,
     )?;
-    let set_aside = resuming.then(|| set_aside(vm)).flatten();
     if resuming {
+        // Set aside, so that the VM can be suspended again while this VMM maps the file.
+        if let Some(aside) = paced_delete::set_aside_or_remove(&suspend_dir) {
+            process.after_exit.delete_later(aside);
+        }
         state.suspend_time = None;
     }
     state.boot_time = Some(now_micros());
-    started(host, vm, &mut state, process, set_aside);
+    started(host, vm, &mut state, process);
     let name = state.spec.name.clone();
     let (ty, what) = if resuming {
         ("VmResumingEvent", "resumed")
@@ -161,38 +164,14 @@ pub fn power_on(host: &Arc<Host>, vm: &Arc<Vm>, user: &str) -> Result<(), Fault>
     Ok(())
 }
 
-/// Start of the name of a resumed VM's `suspend/` once set aside, until its VMM has exited and
-/// it is deleted.
-const DISCARDED_PREFIX: &str = "suspend.discarded-";
-
-/// Moves a resumed VM's `suspend/` aside (one rename), so that the VM can be suspended again
-/// while its new VMM still maps the memory file; returns where it went. It is deleted once
-/// that VMM has exited ([`started`]). When it cannot be moved it goes now (a plain unlink:
-/// the file's blocks are freed when the VMM exits).
-fn set_aside(vm: &Vm) -> Option<PathBuf> {
-    let aside = vm.file(&format!("{DISCARDED_PREFIX}{}", now_micros()));
-    match std::fs::rename(vm.suspend_dir(), &aside) {
-        Ok(()) => Some(aside),
-        Err(error) => {
-            tracing::warn!(vm = vm.id, "cannot set the resumed state aside: {error}");
-            let _ = std::fs::remove_dir_all(vm.suspend_dir());
-            None
-        }
-    }
-}
-
-/// Deletes the `suspend/` folders [`set_aside`] left (vireod stopped before their VMM did; a
+/// Deletes the saved states set aside and left (vireod stopped before their VMM did; a
 /// re-adopted VMM may still map one, so they are only unlinked).
 fn remove_discarded(vm: &Vm) {
     let Ok(entries) = std::fs::read_dir(&vm.dir) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(DISCARDED_PREFIX)
-        {
+        if paced_delete::is_set_aside(&entry.file_name().to_string_lossy()) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -211,7 +190,7 @@ pub fn resume_from(
     check_memory(host, state.spec.memory_mb)?;
     let process = launch(host, vm, state, Some(dir), standby)?;
     state.boot_time = Some(now_micros());
-    started(host, vm, state, process, None);
+    started(host, vm, state, process);
     let name = state.spec.name.clone();
     post_vm_event(
         host,
@@ -245,16 +224,9 @@ fn check_memory(host: &Host, memory_mb: i64) -> Result<(), Fault> {
 }
 
 /// Records a started VMM, gives its cgroup the VM's limits and starts watching it and its tools
-/// channel (the watch thread moves the VMM into the cgroup first); `set_aside`, the
-/// suspended state it was resumed from, is deleted (step by step: [`paced_delete`]) once it
-/// has exited and nothing maps the memory file any more.
-fn started(
-    host: &Arc<Host>,
-    vm: &Arc<Vm>,
-    state: &mut VmState,
-    process: VmmProcess,
-    set_aside: Option<PathBuf>,
-) {
+/// channel (the watch thread moves the VMM into the cgroup first); once it has exited, the
+/// saved states handed to its `after_exit` are deleted (step by step: [`paced_delete`]).
+fn started(host: &Arc<Host>, vm: &Arc<Vm>, state: &mut VmState, process: VmmProcess) {
     let process = Arc::new(process);
     state.power = Power::On;
     state.process = Some(process.clone());
@@ -274,9 +246,7 @@ fn started(
             }
             let exit = process.wait();
             ended(&watch_host, &watch_vm, &process, exit);
-            if let Some(dir) = set_aside {
-                paced_delete::remove_dir(&dir);
-            }
+            process.after_exit.run();
         });
     tools_host::spawn(
         host.clone(),
@@ -551,8 +521,11 @@ fn launch(
     }
     let jailed = began.elapsed();
     let standby = standby.filter(|s| restore.is_some() && s.fits(state.spec.memory_mb));
-    let process = start_vmm(vm, &args, &handoff, standby, &vmm_log)
+    let mut process = start_vmm(vm, &args, &handoff, standby, &vmm_log)
         .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
+    if let Some(dir) = restore {
+        process.after_exit = AfterExit::new(Maps::Folder(dir.to_owned()));
+    }
     let spawned = began.elapsed();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -720,7 +693,7 @@ fn ended(host: &Arc<Host>, vm: &Arc<Vm>, process: &Arc<VmmProcess>, exit: VmmExi
             match launch(host, vm, &mut state, None, None) {
                 Ok(process) => {
                     state.boot_time = Some(now_micros());
-                    started(host, vm, &mut state, process, None);
+                    started(host, vm, &mut state, process);
                 }
                 Err(fault) => {
                     powered_off(

@@ -1,20 +1,115 @@
-//! Deleting a folder of large files (a resumed VM's set-aside memory file) without stalling the
+//! Deleting a folder of large files (a saved state's memory file) without stalling the
 //! datastore: ext4 frees a file's blocks under one journal handle when its last link and user
 //! go, and every fsync on the file system waits for that handle — 160–180 ms for a 768 MiB
 //! memory file here, which a revert or a suspend that syncs its journal meanwhile waits out.
 //! Truncating it from the end in steps keeps each handle, and so each such wait, short.
 //!
 //! Only for files nothing maps any more: a VMM mapping one would fault on the truncated pages.
+//! A folder a running VMM may map is set aside (renamed) at once and handed to that VMM's
+//! [`AfterExit`], which deletes it once the VMM has exited.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bytes freed per step (one journal handle; a few milliseconds here).
 const STEP_BYTES: u64 = 8 << 20;
 /// Pause between steps, so that the file system's other writers get their commits through.
 const PAUSE: Duration = Duration::from_millis(2);
+
+/// What marks a folder's name once it is set aside.
+const SET_ASIDE: &str = ".discarded-";
+
+/// The saved-state folder a VMM maps a memory file from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Maps {
+    /// None: it booted.
+    Nothing,
+    /// The folder it was restored from.
+    Folder(PathBuf),
+    /// Not known (a VMM adopted from an earlier vireod): any.
+    Unknown,
+}
+
+/// The folders to delete once a VMM has exited (it may map a file in them until then).
+#[derive(Debug)]
+pub struct AfterExit {
+    maps: Maps,
+    folders: Mutex<Vec<PathBuf>>,
+}
+
+impl AfterExit {
+    /// Nothing to delete yet, for a VMM that maps `maps`.
+    pub fn new(maps: Maps) -> AfterExit {
+        AfterExit {
+            maps,
+            folders: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether the VMM may map a file in `folder`.
+    pub fn may_map(&self, folder: &Path) -> bool {
+        match &self.maps {
+            Maps::Nothing => false,
+            Maps::Folder(maps) => maps == folder,
+            Maps::Unknown => true,
+        }
+    }
+
+    /// Has `folder` deleted once the VMM has exited.
+    pub fn delete_later(&self, folder: PathBuf) {
+        crate::locks::lock(&self.folders).push(folder);
+    }
+
+    /// Deletes the folders handed over (the VMM has exited).
+    pub fn run(&self) {
+        let folders = std::mem::take(&mut *crate::locks::lock(&self.folders));
+        for folder in folders {
+            remove_dir(&folder);
+        }
+    }
+}
+
+/// Moves `folder` aside as `<folder>.discarded-<µs>` (one rename, so that a new folder of its
+/// name can be made at once); returns where it went.
+pub fn set_aside(folder: &Path) -> std::io::Result<PathBuf> {
+    let mut name = folder.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("{SET_ASIDE}{}", crate::inventory::now_micros()));
+    let aside = folder.with_file_name(name);
+    std::fs::rename(folder, &aside)?;
+    Ok(aside)
+}
+
+/// [`set_aside`], or when `folder` cannot be moved, removes it now (a plain unlink: the blocks
+/// of a file something maps are freed when it unmaps it); returns where it went.
+pub fn set_aside_or_remove(folder: &Path) -> Option<PathBuf> {
+    match set_aside(folder) {
+        Ok(aside) => Some(aside),
+        Err(error) => {
+            tracing::warn!(folder = %folder.display(), "cannot set aside: {error}");
+            let _ = std::fs::remove_dir_all(folder);
+            None
+        }
+    }
+}
+
+/// Deletes `folder` ([`remove_dir`]) on a thread of its own, or now when none starts.
+pub fn remove_in_background(folder: PathBuf) {
+    let doomed = folder.clone();
+    let spawned = std::thread::Builder::new()
+        .name("paced-delete".into())
+        .spawn(move || remove_dir(&doomed));
+    if spawned.is_err() {
+        remove_dir(&folder);
+    }
+}
+
+/// Whether `name` is that of a folder [`set_aside`] made.
+pub fn is_set_aside(name: &str) -> bool {
+    name.contains(SET_ASIDE)
+}
 
 /// Deletes `dir` and the files in it, the large ones step by step; failures are logged.
 pub fn remove_dir(dir: &Path) {
@@ -132,6 +227,28 @@ mod tests {
         let kept = File::open(&path).unwrap();
         shrink(&path);
         assert_eq!(kept.metadata().unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_set_aside_waits_for_the_vmm_that_maps_it() {
+        let dir = scratch("after-exit");
+        let saved = dir.join("snapshot-3");
+        std::fs::create_dir(&saved).unwrap();
+        file_of(&saved.join("vm.mem"), STEP_BYTES + 1);
+        let vmm = AfterExit::new(Maps::Folder(saved.clone()));
+        assert!(vmm.may_map(&saved) && !vmm.may_map(&dir.join("snapshot-4")));
+        assert!(AfterExit::new(Maps::Unknown).may_map(&saved));
+        assert!(!AfterExit::new(Maps::Nothing).may_map(&saved));
+
+        let aside = set_aside(&saved).unwrap();
+        assert!(!saved.exists() && aside.join("vm.mem").exists());
+        assert!(is_set_aside(&aside.file_name().unwrap().to_string_lossy()));
+        assert!(!is_set_aside("snapshot-3"));
+        vmm.delete_later(aside.clone());
+        assert!(aside.exists(), "nothing goes before the VMM has exited");
+        vmm.run();
+        assert!(!aside.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -14,6 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::paced_delete::{AfterExit, Maps};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -46,6 +47,8 @@ pub struct VmmProcess {
     our_child: bool,
     log: PathBuf,
     log_offset: u64,
+    /// The saved-state folders to delete once it has exited.
+    pub after_exit: AfterExit,
 }
 
 /// The pid file: pid and the process's start time (so a reused pid is not mistaken for it).
@@ -171,6 +174,7 @@ impl VmmProcess {
             our_child: true,
             log: log.to_owned(),
             log_offset,
+            after_exit: AfterExit::new(Maps::Nothing),
         })
     }
 
@@ -198,6 +202,7 @@ impl VmmProcess {
             our_child: false,
             log: log.to_owned(),
             log_offset: log_len(log),
+            after_exit: AfterExit::new(Maps::Unknown),
         })
     }
 

@@ -23,7 +23,7 @@ use vireo_tools::protocol::Operation;
 use super::disks::trees::{each, open_snapshotted, tree_snapshot_name, DiskTreeError};
 use super::disks::{apply_tracking, disk_fault, refresh, tracking_configured};
 use super::journal::{Intent, Journal};
-use super::{lifecycle, tools_host, Power, Vm, VmState};
+use super::{lifecycle, paced_delete, tools_host, Power, Vm, VmState};
 use crate::faults;
 use crate::host::Host;
 use crate::inventory::now_micros;
@@ -242,6 +242,25 @@ fn take_layers(
     })
 }
 
+/// Deletes snapshot `uid`'s saved state, if it has one: set aside at once, its files freed step
+/// by step ([`paced_delete`]) now on a thread of their own, or once the VM's VMM, which may map
+/// its memory file, has exited.
+fn discard_memory(vm: &Vm, state: &VmState, uid: u32) {
+    let dir = memory_dir(vm, uid);
+    if !dir.exists() {
+        return;
+    }
+    let Some(aside) = paced_delete::set_aside_or_remove(&dir) else {
+        return;
+    };
+    match &state.process {
+        Some(process) if process.after_exit.may_map(&dir) => {
+            process.after_exit.delete_later(aside);
+        }
+        _ => paced_delete::remove_in_background(aside),
+    }
+}
+
 /// Starts the journal of a task on `vm`.
 pub(crate) fn begin(host: &Host, vm: &Vm, intent: Intent) -> Result<Journal, Fault> {
     Journal::begin(&vm.dir, intent).map_err(|e| e.fault(host.schema))
@@ -325,7 +344,10 @@ pub fn revert(
         ));
     }
     if state.power == Power::Suspended {
-        let _ = std::fs::remove_dir_all(vm.suspend_dir());
+        // Nothing maps it: the VMM that saved it has exited.
+        if let Some(aside) = paced_delete::set_aside_or_remove(&vm.suspend_dir()) {
+            paced_delete::remove_in_background(aside);
+        }
         state.standby = None;
         state.power = Power::Off;
         state.suspend_time = None;
@@ -470,7 +492,7 @@ fn delete_snapshots(
     save_list_of_task(host, vm, &state.snapshots, &mut journal)?;
     step(host, &mut journal, "listed")?;
     for &uid in uids {
-        let _ = std::fs::remove_dir_all(memory_dir(vm, uid));
+        discard_memory(vm, state, uid);
     }
     journal.finish();
     refresh(host, vm, state);
