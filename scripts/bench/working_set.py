@@ -182,7 +182,8 @@ def churn_stall(host, vm, seconds, during):
 def paused_save(host, vm):
     """Pause, save (not live) and resume through the control socket. As vireod does for a save
     (the jailed VMM sees no datastore folder), the bench makes the folder and the empty memory
-    and state files and sends them open with the request (SCM_RIGHTS, `files_sent`)."""
+    and state files and sends them open with the request (SCM_RIGHTS, `files_sent`); the VMM
+    leaves sent files unsynced (vireod syncs them after the resume), so no fsync is timed."""
     folder = os.path.dirname(host.path(vm.config.files.vmPathName))
     target = os.path.join(folder, f"paused-save-{time.monotonic_ns()}")
     os.mkdir(target, 0o700)
