@@ -14,12 +14,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::paced_delete::{AfterExit, Maps};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use vireo_vmm_protocol::exit::{ExitRecord, VmExit, EXIT_RECORD_PREFIX, EXIT_START_FAILED};
+
+use super::paced_delete::{AfterExit, Maps};
 
 /// How a VMM process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -237,9 +237,10 @@ impl Unsynced {
 fn send_save(host: &Host, socket: &Path, dir: &Path, live: bool) -> Result<Unsynced, String> {
     jail::ensure_private_dir(dir).map_err(|e| e.to_string())?;
     let datastores = host.datastores();
+    let [_, memory_name] = SAVED_FILES;
     let mut files = Handoff::default();
     files
-        .add_opened(&datastores, &dir.join(SAVED_FILES[1]), Access::New)
+        .add_opened(&datastores, &dir.join(memory_name), Access::New)
         .map_err(|e| e.to_string())?;
     files
         .add_opened(&datastores, &dir.join(PARTIAL_STATE), Access::Replace)
