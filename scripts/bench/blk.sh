@@ -2,14 +2,12 @@
 # virtio-blk benchmark: the test guest's I/O workload on one raw file under vireo-vmm and QEMU
 # microvm, each with cache=none (QEMU aio=io_uring) and cache=writeback, plus fio --direct=1 on the host
 # on that file; ratios and load average printed.
-# Usage: scripts/bench/blk.sh [RUNS] [SECONDS]   (installs qemu-system-x86 and fio if missing)
+# Usage: scripts/bench/blk.sh [RUNS] [SECONDS]   (installs fio, and qemu-system-x86 through scripts/bench/qemu-system.sh, if missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-missing=()
-command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-command -v fio >/dev/null || missing+=(fio)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+scripts/bench/qemu-system.sh
+if ! command -v fio >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq fio >/dev/null
 fi
 scripts/setup/10-test-guest.sh >/dev/null
 cargo build --release -q -p vireo-vmm

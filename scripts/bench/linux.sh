@@ -7,11 +7,7 @@
 # missing: the installed qemu-utils' version, removing nothing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    # The installed qemu-utils' version, never removing anything (as scripts/bench/net.sh).
-    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
-    apt-get update -qq && apt-get install -y -qq --no-remove "qemu-system-x86${utils:+=$utils}" >/dev/null
-fi
+scripts/bench/qemu-system.sh
 guest=$(scripts/build-guest.sh)
 cargo build --release -q -p vireo-vmm
 exec python3 scripts/bench/linux.py --vcpus "${1:-2}" --vmm target/release/vireo-vmm \

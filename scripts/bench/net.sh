@@ -7,10 +7,7 @@
 # qemu-img oracle may be a newer qemu-utils than the distribution's qemu-system-x86 allows)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
-    apt-get update -qq && apt-get install -y -qq --no-remove "qemu-system-x86${utils:+=$utils}" >/dev/null
-fi
+scripts/bench/qemu-system.sh
 scripts/setup/10-test-guest.sh >/dev/null
 cargo build --release -q -p vireo-vmm
 python3 scripts/bench/net.py --vmm target/release/vireo-vmm --guest .cache/test-guest/vireo-test-guest.elf \
