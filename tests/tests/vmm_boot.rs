@@ -61,6 +61,54 @@ fn second_vcpu_comes_online_by_init_sipi() {
     assert_eq!(vmm.wait(END).status.code(), Some(0));
 }
 
+/// The guest's `pit` answer: IRQ 0s counted, LAPIC ticks waited, channel 2's two latched
+/// counts, and its output after the terminal count.
+fn parse_pit_answer(answer: &str) -> (u64, u64, [u64; 2], u64) {
+    let field = |name: &str| -> &str {
+        answer
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {answer:?}"))
+    };
+    let number = |text: &str| text.parse::<u64>().unwrap();
+    let (first, second) = field("ch2=").split_once(',').unwrap();
+    (
+        number(field("irq0=")),
+        number(field("ticks=")),
+        [number(first), number(second)],
+        number(field("out2=")),
+    )
+}
+
+#[test]
+fn the_pit_raises_irq_0_periodically_and_channel_2_counts_down() {
+    if !kvm_available("the_pit_raises_irq_0_periodically_and_channel_2_counts_down") {
+        return;
+    }
+    let mut vmm = start(1, "shell");
+    vmm.expect("vireo> ", BOOT);
+    // Twice: the second run programs a PIT the first one shut down.
+    for _ in 0..2 {
+        let answer = vmm.shell("pit");
+        let (irqs, ticks, [first, second], out2) = parse_pit_answer(&answer);
+        // 1 kHz for `ticks` LAPIC ticks of 10 ms: 200 when nothing is late. Interrupts that
+        // pile up while the vCPU is not scheduled coalesce, so only a floor and a ceiling
+        // far from it are checked: periodic, and no flood.
+        let expected = ticks * 10;
+        assert!(
+            (expected / 10..=expected * 2).contains(&irqs),
+            "{irqs} IRQ 0s in {ticks} ticks: {answer}"
+        );
+        assert!(
+            first > second && first - second >= 1000,
+            "channel 2 counts down over a tick: {answer}"
+        );
+        assert_eq!(out2, 1, "OUT2 rises at the terminal count: {answer}");
+    }
+    vmm.send("poweroff\n");
+    assert_eq!(vmm.wait(END).status.code(), Some(0));
+}
+
 #[test]
 fn guest_reboot_ends_with_reset_status() {
     if !kvm_available("guest_reboot_ends_with_reset_status") {

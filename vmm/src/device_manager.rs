@@ -19,6 +19,7 @@ use crate::devices::framebuffer::FramebufferInfo;
 use crate::devices::irq::{InterruptLine, KvmIrqLine};
 use crate::devices::legacy::boot_marker::{BootMarker, BOOT_MARKER_PORT};
 use crate::devices::legacy::i8042::{self, I8042};
+use crate::devices::legacy::pit::{Pit, PortB, PIT_IRQ, PIT_PORT, PIT_PORT_COUNT, PORT_B};
 use crate::devices::legacy::pm::{PowerManagement, PM1A_EVT_PORT, PM_PORT_COUNT};
 use crate::devices::legacy::rtc::{Cmos, RTC_PORT, RTC_PORT_COUNT};
 use crate::devices::legacy::serial::{
@@ -106,6 +107,7 @@ pub(crate) struct LegacyDevices {
     pub serial: Arc<Mutex<SerialPort>>,
     pub pm: Arc<Mutex<PowerManagement>>,
     pub cmos: Arc<Mutex<Cmos>>,
+    pub pit: Arc<Mutex<Pit>>,
 }
 
 /// Creates the legacy devices (restoring their state from `saved`) and puts them on a port bus.
@@ -132,9 +134,14 @@ pub(crate) fn attach_legacy_devices(
         pm.restore(&snapshot.pm);
         cmos.restore(&snapshot.cmos);
     }
+    let mut pit = Pit::new(irq(PIT_IRQ), std::time::Instant::now);
+    if let Some(state) = saved.and_then(VmSnapshot::pit_state) {
+        pit.restore(&state)
+            .map_err(|e| DeviceError::DeviceState(e.to_string()))?;
+    }
     let pm = Arc::new(Mutex::new(pm));
     let cmos = Arc::new(Mutex::new(cmos));
-    let i8042 = Arc::new(Mutex::new(I8042::new(run_state.clone())));
+    let pit = Arc::new(Mutex::new(pit));
     let marker = Arc::new(Mutex::new(BootMarker::new(run_state.clone())));
     let mut bus = Bus::default();
     let mut add = |base: u16, count: u16, device: Arc<Mutex<dyn BusDevice>>| {
@@ -144,9 +151,16 @@ pub(crate) fn attach_legacy_devices(
     add(PM1A_EVT_PORT, PM_PORT_COUNT, pm.clone())?;
     add(
         i8042::DATA_PORT,
-        i8042::COMMAND_PORT - i8042::DATA_PORT + 1,
-        i8042,
+        1,
+        Arc::new(Mutex::new(I8042::data_port())),
     )?;
+    add(
+        i8042::COMMAND_PORT,
+        1,
+        Arc::new(Mutex::new(I8042::command_port(run_state.clone()))),
+    )?;
+    add(PIT_PORT, PIT_PORT_COUNT, pit.clone())?;
+    add(PORT_B, 1, Arc::new(Mutex::new(PortB(pit.clone()))))?;
     add(RTC_PORT, RTC_PORT_COUNT, cmos.clone())?;
     add(BOOT_MARKER_PORT, 1, marker)?;
     Ok(LegacyDevices {
@@ -154,6 +168,7 @@ pub(crate) fn attach_legacy_devices(
         serial,
         pm,
         cmos,
+        pit,
     })
 }
 

@@ -16,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::VmConfig;
 use crate::devices::bus::Buses;
 use crate::devices::framebuffer::FramebufferInfo;
+use crate::devices::legacy::pit::Pit;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
@@ -40,6 +41,8 @@ pub struct VmHandle {
     pub serial: Arc<Mutex<SerialPort>>,
     /// The CMOS (saved with the VM).
     pub cmos: Arc<Mutex<Cmos>>,
+    /// The PIT (saved with the VM).
+    pub pit: Arc<Mutex<Pit>>,
     /// Kicks vCPUs out of KVM_RUN (pause).
     pub kicker: Arc<VcpuKicker>,
     /// The buses (statistics).

@@ -15,6 +15,7 @@ use crate::control;
 use crate::device_manager::{register_io_events, MachineDevices, PendingIoEvent};
 use crate::devices::bus::{lock, Buses};
 use crate::devices::framebuffer::FramebufferInfo;
+use crate::devices::legacy::pit::Pit;
 use crate::devices::legacy::pm::PowerManagement;
 use crate::devices::legacy::rtc::Cmos;
 use crate::devices::legacy::serial::SerialPort;
@@ -41,6 +42,7 @@ pub struct Machine {
     serial: Arc<Mutex<SerialPort>>,
     pm: Arc<Mutex<PowerManagement>>,
     cmos: Arc<Mutex<Cmos>>,
+    pit: Arc<Mutex<Pit>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     disk_slots: Vec<DiskSlot>,
     nic_links: Vec<NicLink>,
@@ -84,6 +86,7 @@ impl Machine {
             serial: legacy.serial,
             pm: legacy.pm,
             cmos: legacy.cmos,
+            pit: legacy.pit,
             transports,
             disk_slots,
             nic_links,
@@ -148,6 +151,7 @@ impl Machine {
                 pm: self.pm.clone(),
                 serial: self.serial.clone(),
                 cmos: self.cmos.clone(),
+                pit: self.pit.clone(),
                 kicker: kicker.clone(),
                 buses: self.buses.clone(),
                 transports: self.transports.clone(),
@@ -171,9 +175,13 @@ impl Machine {
 
         let exit = self.run_state.wait_for_exit();
         // Every vCPU must leave KVM_RUN: some may be halted or waiting for a SIPI in the kernel.
+        // Each kick is followed by a wait that ends as soon as the last vCPU has left its loop
+        // (or its thread has ended some other way, such as a panic).
         while handles.iter().any(|h| !h.is_finished()) {
             kicker.kick();
-            std::thread::sleep(KICK_INTERVAL);
+            if self.run_state.wait_vcpus_left(handles.len(), KICK_INTERVAL) {
+                break;
+            }
         }
         for handle in handles {
             let _ = handle.join();

@@ -118,7 +118,13 @@ impl RunState {
         loop {
             match &inner.phase {
                 Phase::Running => return None,
-                Phase::Exiting(exit) => return Some(exit.clone()),
+                Phase::Exiting(exit) => {
+                    // The thread leaves its run loop: counted as parked for good.
+                    let exit = exit.clone();
+                    inner.parked += 1;
+                    self.changed.notify_all();
+                    return Some(exit);
+                }
                 Phase::Paused => {
                     inner.parked += 1;
                     let mut seen = inner.save_generation;
@@ -234,6 +240,15 @@ impl RunState {
             .wait_timeout_while(inner, timeout, |inner| !done(inner))
             .unwrap_or_else(|p| p.into_inner())
             .0
+    }
+
+    /// Waits up to `timeout` for all `count` vCPU threads to have left their run loops (the VM
+    /// ending); true if they have.
+    pub fn wait_vcpus_left(&self, count: usize, timeout: Duration) -> bool {
+        let inner = self.wait_until(self.lock(), timeout, |inner| {
+            matches!(inner.phase, Phase::Exiting(_)) && inner.parked >= count
+        });
+        matches!(inner.phase, Phase::Exiting(_)) && inner.parked >= count
     }
 
     /// Waits up to `timeout` for the phase to change; used while kicking vCPUs.

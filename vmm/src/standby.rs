@@ -1,5 +1,5 @@
 //! A VMM started ahead of its restore (`--standby FD`, see docs/memory.md): jailed and
-//! filtered as any VMM, it creates its KVM VM (irqchip, PIT) and registers memory slots over
+//! filtered as any VMM, it creates its KVM VM (irqchip) and registers memory slots over
 //! anonymous placeholder memory of the size it was given, then waits on the channel vireod
 //! handed it for the restore's own command line and files (SCM_RIGHTS). Creating a VM mostly
 //! waits for KVM grace periods — milliseconds each on a loaded host —, which a standby has
@@ -45,7 +45,7 @@ pub enum StandbyError {
 /// A KVM VM made ahead, with slots registered over placeholder memory laid out as a VM of the
 /// standby's size (RAM and framebuffer).
 pub struct Premade {
-    /// The VM, irqchip and PIT made.
+    /// The VM and irqchip made.
     pub vm: Vm,
     /// The placeholder memory its slots point at; a restore maps the memory file over it.
     pub memory: GuestMemoryMmap,

@@ -19,6 +19,7 @@ mod mark;
 mod mem;
 mod net;
 mod phys;
+mod pit;
 mod power;
 mod pvh;
 mod ram;

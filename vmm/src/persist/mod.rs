@@ -19,6 +19,7 @@ use flate2::Crc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::VmConfig;
+use crate::devices::legacy::pit::PitState;
 use crate::devices::legacy::pm::PmState;
 use crate::devices::legacy::rtc::CmosState;
 use crate::devices::legacy::serial::SerialPortState;
@@ -51,10 +52,22 @@ pub struct VmSnapshot {
     pub pm: PmState,
     /// CMOS index and NVRAM.
     pub cmos: CmosState,
+    /// The PIT (absent from state files written while the PIT was KVM's: see `kvm.pit`).
+    #[serde(default)]
+    pub pit: Option<PitState>,
     /// One entry per virtio transport, in bus order.
     pub virtio: Vec<TransportState>,
     /// Guest memory regions as (guest address, length, offset in the memory file).
     pub memory: Vec<memory::MemoryRegionEntry>,
+}
+
+impl VmSnapshot {
+    /// The PIT's saved state, from whichever place the file keeps it.
+    pub fn pit_state(&self) -> Option<PitState> {
+        self.pit
+            .clone()
+            .or_else(|| self.kvm.pit.as_ref().map(vm::pit_from_kvm))
+    }
 }
 
 /// Errors reading or writing a state file.
@@ -209,7 +222,7 @@ mod tests {
             vcpus: Vec::new(),
             kvm: vm::KvmVmState {
                 irqchips: Vec::new(),
-                pit: Default::default(),
+                pit: None,
                 clock: Default::default(),
             },
             serial: Default::default(),
@@ -218,6 +231,7 @@ mod tests {
                 index: 3,
                 nvram: vec![7; 128],
             },
+            pit: Some(PitState::default()),
             virtio: Vec::new(),
             memory: vec![memory::MemoryRegionEntry {
                 guest_addr: 0,
@@ -282,6 +296,23 @@ mod tests {
             read_state_file(&path),
             Err(StateFileError::Length { .. })
         ));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_with_kvm_s_pit_gives_its_pit_to_ours() {
+        let path = temp("kvm-pit");
+        let mut old = snapshot();
+        old.pit = None;
+        let mut kvm_pit = kvm_bindings::kvm_pit_state2::default();
+        kvm_pit.channels[0].mode = 2;
+        kvm_pit.channels[0].rw_mode = 3;
+        kvm_pit.channels[0].count = 1193;
+        old.kvm.pit = Some(kvm_pit);
+        write_state_file(&path, &old).unwrap();
+        let back = read_state_file(&path).unwrap();
+        assert_eq!(back.pit_state(), Some(vm::pit_from_kvm(&kvm_pit)));
+        assert_eq!(back.pit_state().unwrap().channels[0].reload, 1193);
         std::fs::remove_file(&path).unwrap();
     }
 }

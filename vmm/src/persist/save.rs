@@ -181,6 +181,7 @@ fn write_snapshot(
         serial: lock(&handle.serial).state(),
         pm: lock(&handle.pm).state(),
         cmos: lock(&handle.cmos).state(),
+        pit: Some(lock(&handle.pit).state()),
         virtio: handle.transports.iter().map(|t| lock(t).state()).collect(),
         memory: regions.clone(),
     };

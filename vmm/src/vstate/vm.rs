@@ -1,12 +1,12 @@
-//! The KVM VM: created with the TSS pages, an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT,
-//! and guest memory registered as slots.
+//! The KVM VM: created with the TSS pages and an in-kernel irqchip (PIC, IOAPIC, LAPICs), and
+//! guest memory registered as slots. The PIT is the VMM's own (`devices::legacy::pit`): KVM's
+//! makes the VM's teardown wait for SRCU grace periods.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_irqchip, kvm_pit_config, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
+    kvm_irqchip, kvm_userspace_memory_region, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -65,14 +65,14 @@ impl Vm {
         Ok(std::sync::Arc::new(list.as_slice().to_vec()))
     }
 
-    /// Creates the VM, its irqchip and PIT, and registers `memory`.
+    /// Creates the VM and its irqchip, and registers `memory`.
     pub fn new(memory: &GuestMemoryMmap) -> Result<Vm, VmError> {
         let vm = Vm::create()?;
         vm.register_memory(memory)?;
         Ok(vm)
     }
 
-    /// Creates the VM with its irqchip and PIT, without memory yet.
+    /// Creates the VM with its irqchip, without memory yet.
     pub(crate) fn create() -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
@@ -80,11 +80,6 @@ impl Vm {
             .map_err(setup("KVM_SET_TSS_ADDR"))?;
         fd.create_irq_chip().map_err(setup("KVM_CREATE_IRQCHIP"))?;
         mask_legacy_pic(&fd)?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit).map_err(setup("KVM_CREATE_PIT2"))?;
         Ok(Vm {
             kvm,
             fd: Arc::new(fd),
@@ -110,7 +105,7 @@ impl Vm {
 }
 
 /// A VM being created on a thread of its own while the caller prepares guest memory and opens
-/// devices: creating the irqchip and PIT mostly waits for KVM grace periods (milliseconds each
+/// devices: creating the irqchip mostly waits for KVM grace periods (milliseconds each
 /// on a loaded host), which then overlaps that work.
 pub struct VmUnderway(Option<JoinHandle<Result<Vm, VmError>>>);
 

@@ -13,16 +13,25 @@ pub const COMMAND_PORT: u16 = 0x64;
 /// Command that pulses the CPU reset line.
 pub const CMD_RESET_CPU: u8 = 0xfe;
 
-/// The controller; claims ports 0x60..=0x64 (0x61 is KVM's speaker port inside that range and
-/// never reaches us).
+/// One port of the controller: the data port reads as empty and ignores writes; the
+/// command/status port reads as idle and resets the VM on command 0xFE. (Port 0x61, between
+/// them, is the timer's port B: `pit::PortB`.)
 pub struct I8042 {
-    run_state: Arc<RunState>,
+    /// Set on the command port: where the reset line ends the VM.
+    reset_line: Option<Arc<RunState>>,
 }
 
 impl I8042 {
-    /// A controller that resets the VM through `run_state`.
-    pub fn new(run_state: Arc<RunState>) -> Self {
-        I8042 { run_state }
+    /// The data port.
+    pub fn data_port() -> Self {
+        I8042 { reset_line: None }
+    }
+
+    /// The command/status port, resetting the VM through `run_state`.
+    pub fn command_port(run_state: Arc<RunState>) -> Self {
+        I8042 {
+            reset_line: Some(run_state),
+        }
     }
 }
 
@@ -32,9 +41,9 @@ impl BusDevice for I8042 {
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == u64::from(COMMAND_PORT - DATA_PORT) && data.first() == Some(&CMD_RESET_CPU) {
-            self.run_state.request_exit(VmExit::GuestReset {
+    fn write(&mut self, _offset: u64, data: &[u8]) {
+        if let (Some(run_state), Some(&CMD_RESET_CPU)) = (&self.reset_line, data.first()) {
+            run_state.request_exit(VmExit::GuestReset {
                 cause: "i8042 reset line".into(),
             });
         }
@@ -47,13 +56,13 @@ mod tests {
     use crate::run_state::Phase;
 
     #[test]
-    fn command_fe_resets_and_other_writes_do_not() {
+    fn command_fe_on_the_command_port_resets_and_nothing_else_does() {
         let state = Arc::new(RunState::default());
-        let mut dev = I8042::new(state.clone());
-        dev.write(0, &[CMD_RESET_CPU]);
-        dev.write(4, &[0xaa]);
+        I8042::data_port().write(0, &[CMD_RESET_CPU]);
+        let mut command = I8042::command_port(state.clone());
+        command.write(0, &[0xaa]);
         assert_eq!(state.phase(), Phase::Running);
-        dev.write(4, &[CMD_RESET_CPU]);
+        command.write(0, &[CMD_RESET_CPU]);
         assert!(matches!(
             state.phase(),
             Phase::Exiting(VmExit::GuestReset { .. })
