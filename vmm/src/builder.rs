@@ -355,7 +355,7 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
         Some(path) => share_through_file(&memory, &framebuffer, path, FirstPixels::Blank)?,
         None => memory,
     };
-    let vm = vm.finish(&memory)?;
+    let (vm, memory_slots) = vm.finish(&memory)?;
     let entry = write_boot_data(&memory, &vm, config, &cmdline, &virtio_slots, &framebuffer)?;
 
     let run_state = Arc::new(RunState::default());
@@ -381,6 +381,8 @@ pub fn build_vm(config: &VmConfig) -> Result<Machine, BuildError> {
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The vCPUs were set up while KVM registered the slots; they run only once it has.
+    memory_slots.wait()?;
     let devices = MachineDevices {
         legacy,
         mmio,

@@ -57,8 +57,7 @@ impl Premade {
         let framebuffer = FramebufferInfo::new(framebuffer.0, framebuffer.1);
         let memory =
             create_guest_memory(memory_mib << 20, &[(framebuffer.addr, framebuffer.size())])?;
-        let vm = Vm::create()?;
-        vm.register_memory(&memory)?;
+        let vm = Vm::new(&memory)?;
         Ok(Premade { vm, memory })
     }
 }

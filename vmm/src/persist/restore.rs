@@ -160,11 +160,14 @@ pub fn restore_vm(
         nic_links,
         stalls,
     } = open_virtio_devices(&config)?;
-    let vm = match premade_vm {
-        Some(vm) => vm,
-        None => underway
-            .unwrap_or_else(VmUnderway::start)
-            .finish(&guest_memory)?,
+    let (vm, memory_slots) = match premade_vm {
+        Some(vm) => (vm, None),
+        None => {
+            let (vm, memory_slots) = underway
+                .unwrap_or_else(VmUnderway::start)
+                .finish(&guest_memory)?;
+            (vm, Some(memory_slots))
+        }
     };
     vm::restore(&vm.fd, &snapshot.kvm)?;
 
@@ -175,6 +178,10 @@ pub fn restore_vm(
         attach_virtio_devices(&vm, &guest_memory, devices, &slots, Some(&snapshot))?;
 
     let msr_indices = vm.msr_index_list().map_err(RestoreError::MsrList)?;
+    // Restored MSRs may point into guest memory (kvmclock, steal time): slots first.
+    if let Some(memory_slots) = memory_slots {
+        memory_slots.wait()?;
+    }
     let vcpus = snapshot
         .vcpus
         .iter()
