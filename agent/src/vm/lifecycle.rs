@@ -524,7 +524,8 @@ fn launch(
     let mut process = start_vmm(vm, &args, &handoff, standby, &vmm_log)
         .map_err(|e| system_error(format!("cannot start vireo-vmm: {e}")))?;
     if let Some(dir) = restore {
-        process.after_exit = AfterExit::new(Maps::Folder(dir.to_owned()));
+        let [_, memory_name] = SAVED_FILES;
+        process.after_exit = AfterExit::new(Maps::file(&dir.join(memory_name)));
     }
     let spawned = began.elapsed();
     let deadline = Instant::now() + START_TIMEOUT;

@@ -22,15 +22,36 @@ const PAUSE: Duration = Duration::from_millis(2);
 /// What marks a folder's name once it is set aside.
 const SET_ASIDE: &str = ".discarded-";
 
-/// The saved-state folder a VMM maps a memory file from.
+/// The saved state's memory file a VMM maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Maps {
     /// None: it booted.
     Nothing,
-    /// The folder it was restored from.
-    Folder(PathBuf),
-    /// Not known (a VMM adopted from an earlier vireod): any.
+    /// The memory file it was restored from, known by its inode: its folder may be renamed
+    /// later, and other folders may link the same file (a suspended state that a revert made
+    /// from a snapshot shares that snapshot's).
+    File {
+        /// The file system's device.
+        device: u64,
+        /// The inode on it.
+        inode: u64,
+    },
+    /// Not known (a VMM adopted from an earlier vireod, or a file that could not be looked
+    /// at): any.
     Unknown,
+}
+
+impl Maps {
+    /// What a VMM restored from the memory file at `path` maps.
+    pub fn file(path: &Path) -> Maps {
+        match std::fs::symlink_metadata(path) {
+            Ok(metadata) => Maps::File {
+                device: metadata.dev(),
+                inode: metadata.ino(),
+            },
+            Err(_) => Maps::Unknown,
+        }
+    }
 }
 
 /// The folders to delete once a VMM has exited (it may map a file in them until then).
@@ -49,11 +70,17 @@ impl AfterExit {
         }
     }
 
-    /// Whether the VMM may map a file in `folder`.
+    /// Whether the VMM may map a file in `folder` (one that cannot be listed may).
     pub fn may_map(&self, folder: &Path) -> bool {
-        match &self.maps {
+        match self.maps {
             Maps::Nothing => false,
-            Maps::Folder(maps) => maps == folder,
+            Maps::File { device, inode } => std::fs::read_dir(folder).map_or(true, |entries| {
+                entries.filter_map(Result::ok).any(|entry| {
+                    entry
+                        .metadata()
+                        .map_or(true, |m| m.dev() == device && m.ino() == inode)
+                })
+            }),
             Maps::Unknown => true,
         }
     }
@@ -236,13 +263,30 @@ mod tests {
         let saved = dir.join("snapshot-3");
         std::fs::create_dir(&saved).unwrap();
         file_of(&saved.join("vm.mem"), STEP_BYTES + 1);
-        let vmm = AfterExit::new(Maps::Folder(saved.clone()));
-        assert!(vmm.may_map(&saved) && !vmm.may_map(&dir.join("snapshot-4")));
+        let other = dir.join("snapshot-4");
+        std::fs::create_dir(&other).unwrap();
+        file_of(&other.join("vm.mem"), STEP_BYTES + 1);
+        let vmm = AfterExit::new(Maps::file(&saved.join("vm.mem")));
+        assert!(vmm.may_map(&saved) && !vmm.may_map(&other));
         assert!(AfterExit::new(Maps::Unknown).may_map(&saved));
         assert!(!AfterExit::new(Maps::Nothing).may_map(&saved));
+        // A suspended state linking the mapped file maps it too, whatever its name.
+        let suspended = dir.join("suspend");
+        std::fs::create_dir(&suspended).unwrap();
+        std::fs::hard_link(saved.join("vm.mem"), suspended.join("vm.mem")).unwrap();
+        assert!(vmm.may_map(&suspended));
+        assert_eq!(
+            Maps::file(&dir.join("missing")),
+            Maps::Unknown,
+            "a file that cannot be looked at may be anything"
+        );
 
         let aside = set_aside(&saved).unwrap();
         assert!(!saved.exists() && aside.join("vm.mem").exists());
+        assert!(
+            vmm.may_map(&aside),
+            "the file is found under the folder's new name"
+        );
         assert!(is_set_aside(&aside.file_name().unwrap().to_string_lossy()));
         assert!(!is_set_aside("snapshot-3"));
         vmm.delete_later(aside.clone());

@@ -254,7 +254,7 @@ fn discard_memory(vm: &Vm, state: &VmState, uid: u32) {
         return;
     };
     match &state.process {
-        Some(process) if process.after_exit.may_map(&dir) => {
+        Some(process) if process.after_exit.may_map(&aside) => {
             process.after_exit.delete_later(aside);
         }
         _ => paced_delete::remove_in_background(aside),
