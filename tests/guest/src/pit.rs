@@ -23,30 +23,57 @@ const COUNT_1KHZ: u16 = 1193;
 /// How long channel 0 ticks, in LAPIC ticks.
 const RUN_TICKS: u64 = 20;
 
-/// The shell's `pit`: prints `pit irq0=<n> ticks=<t> ch2=<first>,<second> out2=<0|1>`, or
-/// `error: <why>`.
-pub fn command(io: &mut Io, machine: &Machine) {
-    if let Err(why) = run(io, machine) {
+/// The shell's `pit`. With no argument it runs channel 0 for [`RUN_TICKS`] and channel 2 once,
+/// and prints `pit irq0=<n> ticks=<t> ch2=<first>,<second> out2=<0|1>`. `pit start` leaves
+/// channel 0 ticking at 1 kHz, `pit count` prints `pit irq0=<all so far>`, `pit stop` shuts it
+/// down. Errors print `error: <why>`.
+pub fn command(io: &mut Io, machine: &Machine, argument: &str) {
+    let done = match argument {
+        "" => check(io, machine),
+        "start" => start(io, machine).map(|()| console::line(io, format_args!("pit started"))),
+        "count" => {
+            let all = arch::irq_count(PIT_VECTOR).load(Ordering::SeqCst);
+            console::line(io, format_args!("pit irq0={all}"));
+            Ok(())
+        }
+        "stop" => {
+            stop(io);
+            console::line(io, format_args!("pit stopped"));
+            Ok(())
+        }
+        _ => Err("usage: pit [start | count | stop]"),
+    };
+    if let Err(why) = done {
         console::line(io, format_args!("error: {why}"));
     }
 }
 
-fn run(io: &mut Io, machine: &Machine) -> Result<(), &'static str> {
+/// Routes ISA IRQ 0 to [`PIT_VECTOR`] on the BSP and starts channel 0 at 1 kHz (mode 2).
+fn start(io: &mut Io, machine: &Machine) -> Result<(), &'static str> {
     let madt = machine.madt.as_ref().ok_or("no MADT to route IRQ 0")?;
     let route = IrqRoute::for_isa_irq(madt, 0, Trigger::Edge, Polarity::High)
         .map_err(|_| "no IOAPIC pin for IRQ 0")?;
     route.program(io, PIT_VECTOR, machine.bsp_apic_id);
-    let irqs = arch::irq_count(PIT_VECTOR);
-    let before = irqs.load(Ordering::SeqCst);
     // Channel 0, low then high byte, mode 2 (rate generator).
     io.out(MODE, Width::Byte, 0x34);
     write_count(io, CHANNEL_0, COUNT_1KHZ);
     io.flush();
-    ticks::sleep(RUN_TICKS);
-    // Linux's shutdown of the PIT tick: mode 0 and a zero count.
+    Ok(())
+}
+
+/// Linux's shutdown of the PIT tick: mode 0 and a zero count.
+fn stop(io: &mut Io) {
     io.out(MODE, Width::Byte, 0x30);
     write_count(io, CHANNEL_0, 0);
     io.flush();
+}
+
+fn check(io: &mut Io, machine: &Machine) -> Result<(), &'static str> {
+    let irqs = arch::irq_count(PIT_VECTOR);
+    let before = irqs.load(Ordering::SeqCst);
+    start(io, machine)?;
+    ticks::sleep(RUN_TICKS);
+    stop(io);
     let counted = irqs.load(Ordering::SeqCst) - before;
 
     // Channel 2: gate on, speaker off; low then high byte, mode 0, the largest count.

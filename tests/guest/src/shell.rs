@@ -22,7 +22,7 @@ const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
 const HELP: &str = "commands: help, echo <text>, cpus, ticks, mem, mark set <text>, mark get, \
-poweroff, reboot, triple-fault, bad-insn, cmdline, topology, pit, blk ..., tools ..., net ..., ram ...";
+poweroff, reboot, triple-fault, bad-insn, cmdline, topology, pit ..., blk ..., tools ..., net ..., ram ...";
 
 /// Runs the interpreter forever.
 pub fn run(io: &mut Io, machine: &Machine, devices: &mut Devices) -> ! {
@@ -47,7 +47,7 @@ fn execute(io: &mut Io, machine: &Machine, devices: &mut Devices, line: &str) {
         "cmdline" => println(io, format_args!("{}", machine.boot.cmdline())),
         "mark" => mark_command(io, argument),
         "ram" => crate::ram::command(io, argument),
-        "pit" => crate::pit::command(io, machine),
+        "pit" => crate::pit::command(io, machine, argument),
         "blk" => devices.disks.command(io, argument),
         "tools" => tools::command(devices.tools.as_mut(), io, argument),
         "net" => match devices.net.as_mut() {
