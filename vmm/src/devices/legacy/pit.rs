@@ -761,6 +761,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn any_sequence_of_port_accesses_is_survived_and_saved() {
+        // A hostile guest: random control words (every mode, read-back, latch), counts, reads
+        // and port B values, with time passing in between. Nothing may panic, and the state
+        // must load back as saved at every step.
+        let shared = Arc::new(Mutex::new(pit()));
+        let mut port_b = PortB(shared.clone());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let value = random();
+            let byte = (value >> 8) as u8;
+            match value % 5 {
+                0 => shared.lock().unwrap().write(value % 4, &[byte]),
+                1 => shared.lock().unwrap().read(value % 4, &mut [0u8; 2]),
+                2 => port_b.write(0, &[byte]),
+                3 => port_b.read(0, &mut [0u8]),
+                _ => advance(value >> 48),
+            }
+            // Channel 0 may have been left running: the ticker must not see a bad schedule.
+            let state = shared.lock().unwrap().state();
+            let mut restored = self::pit();
+            restored.restore(&state).unwrap();
+            assert_eq!(restored.state(), state);
+        }
+    }
+
     fn pulses(line: &RecordingLine) -> usize {
         line.0.lock().unwrap().iter().filter(|&&high| high).count()
     }
