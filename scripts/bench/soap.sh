@@ -8,9 +8,10 @@
 # On a shared machine one run of each proves little (nginx alone varies by a third between
 # runs), so the runs are interleaved: each round runs vireod and nginx (alternately first) on
 # 1 connection, then on 8, and the rounds' medians are printed at the end: requests/s of each
-# side, the ratio vireod/nginx (the median of the rounds' ratios) and the CPU time per request
+# side, the ratio vireod/nginx (the median of the rounds' ratios), the CPU time per request
 # of each server (utime+stime from /proc, and each apart: vireod's process; nginx's master
-# and workers).
+# and workers) and its threads' context switches per request (on these 2 cores wrk runs beside
+# the server and preempts it when woken, more or less often from run to run).
 # Also prints p50/p99 and vireod's RSS (idle and after load).
 #   scripts/bench/soap.sh [seconds-per-run] [rounds]
 set -euo pipefail
@@ -91,6 +92,11 @@ LUA
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"; }
 # CPU ticks of the given processes together: "user system".
 cpu_ticks() { for p in "$@"; do cat "/proc/$p/stat"; done | awk '{user += $14; sys += $15} END {print user, sys}'; }
+# Context switches of the given processes' threads together: "voluntary involuntary".
+switches() {
+    for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+        awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v + 0, n + 0}'
+}
 nginx_pids() { local master; master=$(cat "$work/nginx.pid"); echo "$master" $(ps -o pid= --ppid "$master"); }
 # wrk against PORT with N connections; output in $work/wrk.out, its CPU time in $work/wrk.time.
 wrk_to() {
@@ -99,15 +105,20 @@ wrk_to() {
         wrk -t"$threads" -c"$2" -d"${duration}s" -s "$work/rpex.lua" "https://127.0.0.1:$1/sdk" >"$work/wrk.out"
 }
 # One wrk run of SERVER (vireod or nginx) with N connections in round R: prints its line and
-# appends "R N SERVER req/s cpu-us-per-request user-us system-us" to $work/results.
+# appends "R N SERVER req/s cpu-us-per-request user-us system-us switches-per-request
+# involuntary-per-request" to $work/results.
 run() {
-    local round=$1 server=$2 connections=$3 port_of pids before after requests rate
+    local round=$1 server=$2 connections=$3 port_of pids before after switched_before switched_after requests rate
     if [ "$server" = vireod ]; then port_of=$port; pids=$pid; else port_of=$nginx_port; pids=$(nginx_pids); fi
     # shellcheck disable=SC2086 # the pids are words
     before=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    switched_before=$(switches $pids)
     wrk_to "$port_of" "$connections"
     # shellcheck disable=SC2086
     after=$(cpu_ticks $pids)
+    # shellcheck disable=SC2086
+    switched_after=$(switches $pids)
     if grep -q 'Non-2xx' "$work/wrk.out" || ! grep -q '=>.*errors 0$' "$work/wrk.out"; then
         cat "$work/wrk.out"; echo "$server answered with errors"; exit 1
     fi
@@ -115,14 +126,17 @@ run() {
     rate=$(grep -oE '=> [0-9]+ req/s' "$work/wrk.out" | grep -oE '[0-9]+')
     awk -v r="$round" -v s="$server" -v c="$connections" -v rate="$rate" -v n="$requests" \
         -v before="$before" -v after="$after" -v hz="$(getconf CLK_TCK)" -v w="$(cat "$work/wrk.time")" \
+        -v sb="$switched_before" -v sa="$switched_after" \
         -v line="$(grep -oE '=>.*' "$work/wrk.out")" -v load="$(cut -d' ' -f1 /proc/loadavg)" -v out="$work/results" \
-        'BEGIN { split(w, t, " "); split(before, b, " "); split(after, a, " ")
+        'BEGIN { split(w, t, " "); split(before, b, " "); split(after, a, " "); split(sb, x, " "); split(sa, y, " ")
                  user = (a[1] - b[1]) * 1e6 / hz / n; sys = (a[2] - b[2]) * 1e6 / hz / n
-                 printf "  %-6s %d conn: %s; CPU per request %.1f us (user %.1f, system %.1f; wrk %.1f us), load %s\n", s, c, line, user + sys, user, sys, (t[1] + t[2]) * 1e6 / n, load
-                 printf "%d %d %s %d %.2f %.2f %.2f\n", r, c, s, rate, user + sys, user, sys >> out }'
+                 switched = (y[1] - x[1] + y[2] - x[2]) / n; preempted = (y[2] - x[2]) / n
+                 printf "  %-6s %d conn: %s; CPU per request %.1f us (user %.1f, system %.1f; wrk %.1f us), context switches per request %.2f (involuntary %.2f), load %s\n", s, c, line, user + sys, user, sys, (t[1] + t[2]) * 1e6 / n, switched, preempted, load
+                 printf "%d %d %s %d %.2f %.2f %.2f %.3f %.3f\n", r, c, s, rate, user + sys, user, sys, switched, preempted >> out }'
 }
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-# Column COLUMN (4 req/s, 5 CPU us, 6 user, 7 system) of SERVER's results with N connections.
+# Column COLUMN (4 req/s, 5 CPU us, 6 user, 7 system, 8 context switches, 9 involuntary ones; per
+# request) of SERVER's results with N connections.
 column() { awk -v s="$1" -v c="$2" -v k="$3" '$3 == s && $2 == c {print $k}' "$work/results"; }
 echo "vireod idle RSS: $(rss); ${rounds} rounds of ${duration}s per run (load $(cut -d' ' -f1-3 /proc/loadavg))"
 : >"$work/results"
@@ -137,11 +151,12 @@ done
 echo "== medians over $rounds rounds (load $(cut -d' ' -f1-3 /proc/loadavg))"
 for connections in 1 8; do
     ratio=$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (k in rate) {split(k, p, SUBSEP); if (p[2] == "vireod") print rate[k] / rate[p[1], "nginx"]}}' "$work/results" | median)
-    printf "  %d conn: vireod %.0f req/s, nginx %.0f req/s, ratio %.2f (rounds: %s); CPU per request vireod %.1f us (user %.1f, system %.1f), nginx %.1f us (user %.1f, system %.1f)\n" \
+    printf "  %d conn: vireod %.0f req/s, nginx %.0f req/s, ratio %.2f (rounds: %s); CPU per request vireod %.1f us (user %.1f, system %.1f), nginx %.1f us (user %.1f, system %.1f); context switches per request vireod %.2f, nginx %.2f\n" \
         "$connections" "$(column vireod "$connections" 4 | median)" "$(column nginx "$connections" 4 | median)" "$ratio" \
         "$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (r = 1; rate[r, "vireod"]; r++) printf "%s%.2f", (r > 1 ? " " : ""), rate[r, "vireod"] / rate[r, "nginx"]}' "$work/results")" \
         "$(column vireod "$connections" 5 | median)" "$(column vireod "$connections" 6 | median)" "$(column vireod "$connections" 7 | median)" \
-        "$(column nginx "$connections" 5 | median)" "$(column nginx "$connections" 6 | median)" "$(column nginx "$connections" 7 | median)"
+        "$(column nginx "$connections" 5 | median)" "$(column nginx "$connections" 6 | median)" "$(column nginx "$connections" 7 | median)" \
+        "$(column vireod "$connections" 8 | median)" "$(column nginx "$connections" 8 | median)"
 done
 echo "vireod RSS after load: $(rss)"
 echo "== pyVmomi, 1 client, ${duration}s"
