@@ -245,10 +245,9 @@ impl RunState {
     /// Waits up to `timeout` for all `count` vCPU threads to have left their run loops (the VM
     /// ending); true if they have.
     pub fn wait_vcpus_left(&self, count: usize, timeout: Duration) -> bool {
-        let inner = self.wait_until(self.lock(), timeout, |inner| {
-            matches!(inner.phase, Phase::Exiting(_)) && inner.parked >= count
-        });
-        matches!(inner.phase, Phase::Exiting(_)) && inner.parked >= count
+        let left =
+            |inner: &Inner| matches!(inner.phase, Phase::Exiting(_)) && inner.parked >= count;
+        left(&self.wait_until(self.lock(), timeout, left))
     }
 
     /// Waits up to `timeout` for the phase to change; used while kicking vCPUs.

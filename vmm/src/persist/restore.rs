@@ -19,7 +19,7 @@ use crate::machine::Machine;
 use crate::run_state::RunState;
 use crate::standby::Premade;
 use crate::vstate::vcpu::{Vcpu, VcpuError};
-use crate::vstate::vm::{VmError, VmUnderway};
+use crate::vstate::vm::{SlotsUnderway, VmError, VmUnderway};
 
 /// Host-side settings of the restored process (everything else comes from the state file).
 #[derive(Clone, Debug, Default)]
@@ -161,13 +161,10 @@ pub fn restore_vm(
         stalls,
     } = open_virtio_devices(&config)?;
     let (vm, memory_slots) = match premade_vm {
-        Some(vm) => (vm, None),
-        None => {
-            let (vm, memory_slots) = underway
-                .unwrap_or_else(VmUnderway::start)
-                .finish(&guest_memory)?;
-            (vm, Some(memory_slots))
-        }
+        Some(vm) => (vm, SlotsUnderway::registered()),
+        None => underway
+            .unwrap_or_else(VmUnderway::start)
+            .finish(&guest_memory)?,
     };
     vm::restore(&vm.fd, &snapshot.kvm)?;
 
@@ -179,9 +176,7 @@ pub fn restore_vm(
 
     let msr_indices = vm.msr_index_list().map_err(RestoreError::MsrList)?;
     // Restored MSRs may point into guest memory (kvmclock, steal time): slots first.
-    if let Some(memory_slots) = memory_slots {
-        memory_slots.wait()?;
-    }
+    memory_slots.wait()?;
     let vcpus = snapshot
         .vcpus
         .iter()

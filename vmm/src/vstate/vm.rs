@@ -112,7 +112,7 @@ fn register_memory(fd: &VmFd, memory: &GuestMemoryMmap) -> Result<(), VmError> {
 /// devices: KVM_CREATE_VM and the irqchip at once, then the memory slots when
 /// [`VmUnderway::finish`] hands over the memory. The first slot waits for the SRCU grace period
 /// that the irqchip's devices started (KVM frees the replaced I/O bus after it): a jiffy or two,
-/// 4–8 ms on these hosts (docs/memory.md). The caller sets up the vCPUs meanwhile and waits
+/// 4–8 ms on these hosts (docs/kvm-pvm.md). The caller sets up the vCPUs meanwhile and waits
 /// for the slots ([`SlotsUnderway::wait`]) only before they run. Waiting for that grace period
 /// is not optional: had it not passed by then, the VM's teardown would wait for it.
 pub struct VmUnderway(Option<Underway>);
@@ -159,7 +159,7 @@ impl VmUnderway {
             }
         }
         // No thread could start, or it ended early (a panic, reported): make it here.
-        Ok((Vm::new(memory)?, SlotsUnderway(None)))
+        Ok((Vm::new(memory)?, SlotsUnderway::registered()))
     }
 }
 
@@ -167,6 +167,11 @@ impl VmUnderway {
 pub struct SlotsUnderway(Option<JoinHandle<Result<(), VmError>>>);
 
 impl SlotsUnderway {
+    /// Slots registered already (a VM made ahead, or on the caller's thread).
+    pub fn registered() -> SlotsUnderway {
+        SlotsUnderway(None)
+    }
+
     /// Waits until the slots are registered.
     pub fn wait(self) -> Result<(), VmError> {
         match self.0.map(JoinHandle::join) {

@@ -7,12 +7,12 @@
 //! since, on the 1.193182 MHz input clock. Rising edges of channel 0's output raise IRQ 0 from
 //! a thread of their own ([`Ticker`]), started when the guest first programs channel 0.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::bus::BusDevice;
+use crate::devices::bus::{lock, BusDevice};
 use crate::devices::irq::InterruptLine;
 
 /// The first port: counters 0–2, then the mode/command register.
@@ -400,28 +400,24 @@ struct TickerShared {
     changed: Condvar,
 }
 
-impl TickerShared {
-    fn lock(&self) -> MutexGuard<'_, Schedule> {
-        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// Raises IRQ 0 at channel 0's rising edges, from a thread started with the first edge.
 struct Ticker {
     shared: Arc<TickerShared>,
+    irq: Arc<dyn InterruptLine>,
     started: bool,
 }
 
 impl Ticker {
-    fn new() -> Self {
+    fn new(irq: Arc<dyn InterruptLine>) -> Self {
         Ticker {
             shared: Arc::default(),
+            irq,
             started: false,
         }
     }
 
-    fn set(&mut self, next: Option<(Instant, Option<Duration>)>, irq: &Arc<dyn InterruptLine>) {
-        let mut schedule = self.shared.lock();
+    fn set(&mut self, next: Option<(Instant, Option<Duration>)>) {
+        let mut schedule = lock(&self.shared.schedule);
         (schedule.at, schedule.every) = match next {
             Some((at, every)) => (Some(at), every),
             None => (None, None),
@@ -430,7 +426,7 @@ impl Ticker {
         self.shared.changed.notify_all();
         if next.is_some() && !self.started {
             self.started = true;
-            let (shared, irq) = (self.shared.clone(), irq.clone());
+            let (shared, irq) = (self.shared.clone(), self.irq.clone());
             let spawned = std::thread::Builder::new()
                 .name("pit".into())
                 .spawn(move || tick(&shared, irq.as_ref()));
@@ -443,7 +439,7 @@ impl Ticker {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
+        lock(&self.shared.schedule).stop = true;
         self.shared.changed.notify_all();
     }
 }
@@ -451,7 +447,7 @@ impl Drop for Ticker {
 /// The ticker thread: waits for each edge and pulses `irq`; edges missed while the thread was
 /// not scheduled are delivered as one.
 fn tick(shared: &TickerShared, irq: &dyn InterruptLine) {
-    let mut schedule = shared.lock();
+    let mut schedule = lock(&shared.schedule);
     loop {
         if schedule.stop {
             return;
@@ -475,7 +471,7 @@ fn tick(shared: &TickerShared, irq: &dyn InterruptLine) {
                     .map(|every| (at + every).max(now + MIN_IRQ_INTERVAL));
                 drop(schedule);
                 irq.pulse();
-                shared.lock()
+                lock(&shared.schedule)
             }
         };
     }
@@ -485,7 +481,6 @@ fn tick(shared: &TickerShared, irq: &dyn InterruptLine) {
 pub struct Pit {
     channels: [Channel; 3],
     port_b: u8,
-    irq: Arc<dyn InterruptLine>,
     ticker: Ticker,
     clock: fn() -> Instant,
     created: Instant,
@@ -497,8 +492,7 @@ impl Pit {
         Pit {
             channels: [Channel::new(true), Channel::new(true), Channel::new(false)],
             port_b: 0,
-            irq,
-            ticker: Ticker::new(),
+            ticker: Ticker::new(irq),
             created: clock(),
             clock,
         }
@@ -528,7 +522,7 @@ impl Pit {
     fn reschedule(&mut self, now: Instant) {
         let next = self.channels[0].irq_schedule(now);
         if next.is_some() || self.ticker.started {
-            self.ticker.set(next, &self.irq);
+            self.ticker.set(next);
         }
     }
 
@@ -610,21 +604,15 @@ impl BusDevice for Pit {
 /// timer.
 pub struct PortB(pub Arc<Mutex<Pit>>);
 
-impl PortB {
-    fn pit(&self) -> MutexGuard<'_, Pit> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl BusDevice for PortB {
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        let pit = self.pit();
+        let pit = lock(&self.0);
         let now = (pit.clock)();
         data.fill(pit.read_port_b(now));
     }
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
-        let mut pit = self.pit();
+        let mut pit = lock(&self.0);
         let now = (pit.clock)();
         if let Some(&value) = data.last() {
             pit.write_port_b(value, now);
