@@ -31,6 +31,23 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Checks `done` every `every` until it returns `Ok`; once `timeout` has passed, panics with
+/// the reason of its last `Err`.
+pub fn poll_until(
+    timeout: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Err(why) = done() else {
+            return;
+        };
+        assert!(Instant::now() < deadline, "{why} (waited {timeout:?})");
+        std::thread::sleep(every);
+    }
+}
+
 /// The test guest ELF: `$VIREO_TEST_GUEST` or `.cache/test-guest/vireo-test-guest.elf`.
 pub fn test_guest() -> PathBuf {
     let path = std::env::var_os("VIREO_TEST_GUEST")
@@ -222,15 +239,11 @@ impl Vmm {
             .control
             .as_ref()
             .expect("started with a control socket");
-        let deadline = Instant::now() + timeout;
-        while UnixStream::connect(path).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "control socket {} never came up",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll_until(timeout, Duration::from_millis(10), || {
+            UnixStream::connect(path)
+                .map(drop)
+                .map_err(|_| format!("control socket {} never came up", path.display()))
+        });
     }
 
     /// The process id.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use vireo_tests::{binary, kvm_available, scratch_dir, test_guest, Vmm};
+use vireo_tests::{binary, kvm_available, poll_until, scratch_dir, test_guest, Vmm};
 
 const BOOT: Duration = Duration::from_secs(60);
 
@@ -68,18 +68,16 @@ fn a_saved_guest_resumes_where_it_stopped() {
         "{pit_before}, then {pit_restored}"
     );
     // 1 kHz: 20 more take 20 ms; a loaded host gets up to 10 s.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
+    poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let pit_later = pit_count(&mut resumed);
         if pit_later >= pit_restored + 20 {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "IRQ 0 stopped after the restore: {pit_before}, then {pit_restored}, then {pit_later}"
+            ))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "IRQ 0 stopped after the restore: {pit_before}, then {pit_restored}, then {pit_later}"
-        );
-    }
+    });
     assert_eq!(resumed.shell("cpus"), "cpus=2");
     assert_eq!(resumed.shell("echo still here"), "still here");
     resumed.send("poweroff\n");
