@@ -151,12 +151,13 @@ done
 echo "== medians over $rounds rounds (load $(cut -d' ' -f1-3 /proc/loadavg))"
 for connections in 1 8; do
     ratio=$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (k in rate) {split(k, p, SUBSEP); if (p[2] == "vireod") print rate[k] / rate[p[1], "nginx"]}}' "$work/results" | median)
-    printf "  %d conn: vireod %.0f req/s, nginx %.0f req/s, ratio %.2f (rounds: %s); CPU per request vireod %.1f us (user %.1f, system %.1f), nginx %.1f us (user %.1f, system %.1f); context switches per request vireod %.2f, nginx %.2f\n" \
+    printf "  %d conn: vireod %.0f req/s, nginx %.0f req/s, ratio %.2f (rounds: %s); CPU per request vireod %.1f us (user %.1f, system %.1f), nginx %.1f us (user %.1f, system %.1f); context switches per request vireod %.2f (involuntary %.2f), nginx %.2f (involuntary %.2f)\n" \
         "$connections" "$(column vireod "$connections" 4 | median)" "$(column nginx "$connections" 4 | median)" "$ratio" \
         "$(awk -v c="$connections" '$2 == c {rate[$1, $3] = $4} END {for (r = 1; rate[r, "vireod"]; r++) printf "%s%.2f", (r > 1 ? " " : ""), rate[r, "vireod"] / rate[r, "nginx"]}' "$work/results")" \
         "$(column vireod "$connections" 5 | median)" "$(column vireod "$connections" 6 | median)" "$(column vireod "$connections" 7 | median)" \
         "$(column nginx "$connections" 5 | median)" "$(column nginx "$connections" 6 | median)" "$(column nginx "$connections" 7 | median)" \
-        "$(column vireod "$connections" 8 | median)" "$(column nginx "$connections" 8 | median)"
+        "$(column vireod "$connections" 8 | median)" "$(column vireod "$connections" 9 | median)" \
+        "$(column nginx "$connections" 8 | median)" "$(column nginx "$connections" 9 | median)"
 done
 echo "vireod RSS after load: $(rss)"
 echo "== pyVmomi, 1 client, ${duration}s"
